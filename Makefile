@@ -1,0 +1,34 @@
+# vidplan — every target installs what it needs (scripts/setup.sh is idempotent and fast when nothing changed).
+SHELL := /bin/bash
+.DEFAULT_GOAL := help
+ENV := source scripts/env.sh &&
+PYTEST_ARGS ?=
+
+.PHONY: help setup shell test test-unit test-integration lint demo up clean
+
+help:  ## list targets
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-18s %s\n", $$1, $$2}'
+
+setup:  ## install Debian/Python/ROS dependencies, the Panda MJCF, and colcon-build ros_ws (idempotent)
+	@bash scripts/setup.sh
+
+shell: setup  ## open a shell with the workspace sourced and the ROS environment set
+	@bash --rcfile <(echo 'source ~/.bashrc 2>/dev/null; source scripts/env.sh; PS1="(vidplan) $$PS1"') -i
+
+test: setup  ## the whole test suite (unit + integration + e2e), as CI runs it
+	@$(ENV) python -m pytest $(PYTEST_ARGS)
+
+test-unit: setup  ## unit tests only
+	@$(ENV) python -m pytest -m "unit" $(PYTEST_ARGS)
+
+test-integration: setup  ## real multi-process ROS 2 tests only
+	@$(ENV) python -m pytest -m "integration" $(PYTEST_ARGS)
+
+lint: setup  ## ruff
+	@$(ENV) ruff check .
+
+up: setup  ## start a bring-up profile: make up PROFILE=sim ARGS='clutter:=2'
+	@$(ENV) vidplan up $(PROFILE) $(ARGS)
+
+clean:  ## remove build products (keeps .venv and .cache)
+	rm -rf ros_ws/build ros_ws/install ros_ws/log .cache/stamps/colcon

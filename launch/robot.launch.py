@@ -1,0 +1,11 @@
+"""ros2 launch vidplan_bringup robot.launch.py [ARG:=VALUE ...]
+
+Starts the nodes of the 'robot' bring-up profile (ros_ws/src/vidplan_bringup/profiles/robot.yaml), the same profile
+that `vidplan up robot` starts on machines without ros2 launch. Needs a full ROS 2 install (launch, launch_ros).
+"""
+
+from vidplan_bringup.launch_builder import generate_profile_launch_description
+
+
+def generate_launch_description():
+    return generate_profile_launch_description("robot")

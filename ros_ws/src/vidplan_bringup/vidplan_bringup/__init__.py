@@ -1,0 +1,1 @@
+"""vidplan_bringup: profiles and the LaunchDescription builder used by launch/*.launch.py."""

@@ -1,0 +1,228 @@
+"""Bring-up profiles: which nodes a use (robot, sim, replay) runs, with what parameters and remappings.
+
+One YAML profile is the single source of truth for both starters: ``vidplan up`` (supervised processes, for
+machines with rclpy but no ``ros2 launch``) and the ``ros2 launch`` files in ``launch/`` (full ROS 2 installs).
+
+Profile format::
+
+    description: MuJoCo DROID scene + executor
+    args:                          # overridable: `vidplan up sim name:=value` / `ros2 launch ... name:=value`
+      use_sim_time: true
+    nodes:
+      sim:                         # node name (also the ROS node name)
+        package: vidplan_sim
+        executable: sim_node
+        required: true             # if it exits, everything stops and `vidplan up` exits non-zero
+        parameters:
+          use_sim_time: $(arg use_sim_time)   # whole-value substitution keeps the type
+        remappings:
+          /joint_states: /sim/joint_states
+
+Overrides on the command line: ``ARG:=VALUE`` sets a profile arg; ``NODE.PARAM:=VALUE`` sets one node
+parameter. Values are parsed as YAML scalars (``true``, ``15``, ``0.5``, ``text``).
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+from vidplan_core.config import ConfigError, load_yaml, validate_model
+
+__all__ = [
+    "NodeSpec",
+    "Profile",
+    "ResolvedNode",
+    "find_profile",
+    "load_profile",
+    "parse_overrides",
+    "resolve_profile",
+    "ros_params_file_content",
+]
+
+_ARG_RE = re.compile(r"\$\(arg ([A-Za-z_][A-Za-z0-9_]*)\)")
+_NAME_RE = r"^[A-Za-z][A-Za-z0-9_]*$"
+ParamValue = bool | int | float | str | list[bool] | list[int] | list[float] | list[str]
+
+
+class NodeSpec(BaseModel):
+    """One node of a profile."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    package: str = Field(pattern=_NAME_RE, description="ROS package that installs the executable")
+    executable: str = Field(pattern=r"^[A-Za-z][A-Za-z0-9_.-]*$", description="executable in lib/<package>")
+    required: bool = Field(False, description="stop everything (non-zero exit) when this node exits")
+    respawn: bool = Field(False, description="restart the node when it exits (ignored for required nodes)")
+    parameters: dict[str, Any] = Field(default_factory=dict, description="ROS parameters (name: value)")
+    remappings: dict[str, str] = Field(default_factory=dict, description="topic remappings (from: to)")
+    enabled: bool | str = Field(True, description="start this node (may be an $(arg ...) substitution)")
+
+
+class Profile(BaseModel):
+    """A bring-up profile (see module docstring)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    description: str = ""
+    args: dict[str, Any] = Field(default_factory=dict)
+    nodes: dict[str, NodeSpec]
+
+    @field_validator("nodes")
+    @classmethod
+    def _node_names(cls, v: dict[str, NodeSpec]) -> dict[str, NodeSpec]:
+        if not v:
+            raise ValueError("a profile needs at least one node")
+        for name in v:
+            if not re.match(_NAME_RE, name):
+                raise ValueError(f"node name {name!r} is not a valid ROS node name")
+        return v
+
+
+class ResolvedNode(BaseModel):
+    """A node with all substitutions applied, ready to start."""
+
+    name: str
+    package: str
+    executable: str
+    required: bool
+    respawn: bool
+    parameters: dict[str, Any]
+    remappings: dict[str, str]
+
+
+def profile_search_path() -> list[Path]:
+    """Folders searched for ``NAME.yaml``: $VIDPLAN_PROFILE_PATH, the installed share folder, the source tree."""
+    paths: list[Path] = []
+    if os.environ.get("VIDPLAN_PROFILE_PATH"):
+        paths += [Path(p) for p in os.environ["VIDPLAN_PROFILE_PATH"].split(os.pathsep) if p]
+    try:
+        from ament_index_python.packages import PackageNotFoundError, get_package_share_directory
+
+        try:
+            paths.append(Path(get_package_share_directory("vidplan_bringup")) / "profiles")
+        except PackageNotFoundError:
+            pass
+    except ImportError:  # ament_index_python absent: plain-Python use of the library
+        pass
+    paths.append(Path(__file__).resolve().parents[2] / "vidplan_bringup" / "profiles")
+    return paths
+
+
+def find_profile(name_or_path: str) -> Path:
+    """Return the YAML file for a profile given by name (``sim``) or by path."""
+    p = Path(name_or_path)
+    if p.suffix in (".yaml", ".yml") or os.sep in name_or_path:
+        if not p.is_file():
+            raise ConfigError(name_or_path, [("", "profile file not found")])
+        return p
+    for folder in profile_search_path():
+        cand = folder / f"{name_or_path}.yaml"
+        if cand.is_file():
+            return cand
+    known = sorted({f.stem for d in profile_search_path() if d.is_dir() for f in d.glob("*.yaml")})
+    raise ConfigError(name_or_path, [("", f"no such profile; known profiles: {', '.join(known) or 'none'}")])
+
+
+def load_profile(name_or_path: str) -> tuple[Profile, Path]:
+    """Load and validate a profile; errors name the file, key and reason."""
+    path = find_profile(name_or_path)
+    return validate_model(Profile, load_yaml(path), str(path)), path
+
+
+def parse_overrides(items: list[str]) -> tuple[dict[str, Any], dict[str, dict[str, Any]]]:
+    """Split ``key:=value`` items into profile-arg overrides and per-node parameter overrides."""
+    args: dict[str, Any] = {}
+    params: dict[str, dict[str, Any]] = {}
+    for item in items:
+        if ":=" not in item:
+            raise ConfigError("command line", [(item, "expected NAME:=VALUE or NODE.PARAM:=VALUE")])
+        key, raw = item.split(":=", 1)
+        try:
+            value = yaml.safe_load(raw) if raw != "" else ""
+        except yaml.YAMLError:
+            value = raw
+        if "." in key:
+            node, param = key.split(".", 1)
+            params.setdefault(node, {})[param] = value
+        else:
+            args[key] = value
+    return args, params
+
+
+def _substitute(value: Any, args: dict[str, Any], where: str, source: str) -> Any:
+    if isinstance(value, str):
+        whole = _ARG_RE.fullmatch(value.strip())
+        if whole:
+            name = whole.group(1)
+            if name not in args:
+                raise ConfigError(source, [(where, f"$(arg {name}) is not declared under 'args'")])
+            return args[name]
+
+        def repl(m: re.Match[str]) -> str:
+            if m.group(1) not in args:
+                raise ConfigError(source, [(where, f"$(arg {m.group(1)}) is not declared under 'args'")])
+            return str(args[m.group(1)])
+
+        return _ARG_RE.sub(repl, value)
+    if isinstance(value, list):
+        return [_substitute(v, args, where, source) for v in value]
+    if isinstance(value, dict):
+        return {k: _substitute(v, args, f"{where}.{k}", source) for k, v in value.items()}
+    return value
+
+
+def _as_bool(value: Any, where: str, source: str) -> bool:
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, str) and value.lower() in ("true", "false", "1", "0"):
+        return value.lower() in ("true", "1")
+    raise ConfigError(source, [(where, f"expected true/false, got {value!r}")])
+
+
+def resolve_profile(
+    profile: Profile,
+    source: str,
+    arg_overrides: dict[str, Any] | None = None,
+    param_overrides: dict[str, dict[str, Any]] | None = None,
+) -> list[ResolvedNode]:
+    """Apply overrides and ``$(arg ...)`` substitutions; drop disabled nodes.
+
+    Unknown override names are a :class:`ConfigError` (a typo must not be silently ignored).
+    """
+    arg_overrides = arg_overrides or {}
+    param_overrides = param_overrides or {}
+    problems = [(k, f"unknown profile arg (declared: {', '.join(profile.args) or 'none'})")
+                for k in arg_overrides if k not in profile.args]
+    problems += [(f"{n}.*", f"unknown node (nodes: {', '.join(profile.nodes)})")
+                 for n in param_overrides if n not in profile.nodes]
+    if problems:
+        raise ConfigError(f"{source} (command-line overrides)", problems)
+    args = {**profile.args, **arg_overrides}
+    nodes = []
+    for name, spec in profile.nodes.items():
+        where = f"nodes.{name}"
+        if not _as_bool(_substitute(spec.enabled, args, f"{where}.enabled", source), f"{where}.enabled", source):
+            continue
+        params = _substitute(spec.parameters, args, f"{where}.parameters", source)
+        params.update(param_overrides.get(name, {}))
+        for key, val in params.items():
+            if val is None or (isinstance(val, dict)):
+                raise ConfigError(source, [(f"{where}.parameters.{key}",
+                                            "ROS parameters must be scalars or lists of scalars")])
+        remaps = {_substitute(k, args, f"{where}.remappings", source):
+                  _substitute(v, args, f"{where}.remappings.{k}", source) for k, v in spec.remappings.items()}
+        nodes.append(ResolvedNode(name=name, package=spec.package, executable=spec.executable,
+                                  required=spec.required, respawn=spec.respawn and not spec.required,
+                                  parameters=params, remappings=remaps))
+    return nodes
+
+
+def ros_params_file_content(node: ResolvedNode) -> str:
+    """The ``--params-file`` YAML for one node (``/**`` matches it whatever its namespace)."""
+    return yaml.safe_dump({"/**": {"ros__parameters": node.parameters}}, sort_keys=True)

@@ -1,0 +1,164 @@
+"""Camera calibration of the DROID setup: intrinsics and extrinsics of the left, right and wrist cameras.
+
+File format (``calibration/droid_cameras.yaml``)::
+
+    base_frame: panda_link0
+    cameras:
+      left:                                  # one of VIEW_ORDER: left, right, wrist
+        frame_id: left_camera_optical_frame  # ROS optical frame: z forward, x right, y down
+        parent_frame: panda_link0            # panda_link0 for exterior cameras, panda_hand for the wrist camera
+        width: 320                           # [px] at the resolution the model sees (DROID: 320×180)
+        height: 180
+        fx: 180.0                            # [px]
+        fy: 180.0
+        cx: 160.0
+        cy: 90.0
+        distortion: [0, 0, 0, 0, 0]          # plumb_bob k1 k2 t1 t2 k3
+        translation: [x, y, z]               # [m] optical frame origin in parent_frame
+        rotation: [qx, qy, qz, qw]           # optical frame orientation in parent_frame (unit quaternion)
+
+Intrinsics scale with resolution: :meth:`CameraCalibration.scaled` rescales them for another image size.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from scipy.spatial.transform import Rotation
+
+from vidplan_core.config import load_model
+from vidplan_core.spaces import VIEW_ORDER
+
+__all__ = ["CameraCalibration", "RigCalibration", "load_calibration", "look_at_quaternion"]
+
+
+class CameraCalibration(BaseModel):
+    """Intrinsics and extrinsics of one camera (see module docstring for units and frames)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    frame_id: str = Field(min_length=1)
+    parent_frame: str = Field(min_length=1)
+    width: int = Field(gt=0, description="[px]")
+    height: int = Field(gt=0, description="[px]")
+    fx: float = Field(gt=0, description="[px]")
+    fy: float = Field(gt=0, description="[px]")
+    cx: float
+    cy: float
+    distortion: list[float] = Field(default_factory=lambda: [0.0] * 5)
+    translation: list[float]
+    rotation: list[float]
+
+    @field_validator("translation")
+    @classmethod
+    def _t(cls, v: list[float]) -> list[float]:
+        if len(v) != 3 or not np.all(np.isfinite(v)):
+            raise ValueError("translation must be 3 finite numbers [m]")
+        if np.linalg.norm(v) > 5.0:
+            raise ValueError(f"translation {v} is more than 5 m from the parent frame; units must be metres")
+        return v
+
+    @field_validator("rotation")
+    @classmethod
+    def _q(cls, v: list[float]) -> list[float]:
+        if len(v) != 4 or not np.all(np.isfinite(v)):
+            raise ValueError("rotation must be a quaternion [qx, qy, qz, qw]")
+        n = float(np.linalg.norm(v))
+        if abs(n - 1.0) > 1e-3:
+            raise ValueError(f"rotation quaternion must have unit norm, has norm {n:.4f}")
+        return v
+
+    @field_validator("distortion")
+    @classmethod
+    def _d(cls, v: list[float]) -> list[float]:
+        if len(v) not in (4, 5, 8, 12, 14):
+            raise ValueError(f"distortion must have 4, 5, 8, 12 or 14 coefficients, got {len(v)}")
+        return v
+
+    @model_validator(mode="after")
+    def _principal_point(self) -> CameraCalibration:
+        if not (0 <= self.cx <= self.width and 0 <= self.cy <= self.height):
+            raise ValueError(f"principal point ({self.cx}, {self.cy}) lies outside the {self.width}×{self.height} "
+                             "image")
+        return self
+
+    @property
+    def K(self) -> np.ndarray:
+        """(3, 3) camera matrix [px]."""
+        return np.array([[self.fx, 0, self.cx], [0, self.fy, self.cy], [0, 0, 1.0]])
+
+    @property
+    def fovy_deg(self) -> float:
+        """Vertical field of view [deg] (what MuJoCo cameras take)."""
+        return float(np.degrees(2 * np.arctan2(self.height / 2, self.fy)))
+
+    def transform(self) -> np.ndarray:
+        """(4, 4) pose of the optical frame in ``parent_frame``."""
+        T = np.eye(4)
+        T[:3, :3] = Rotation.from_quat(self.rotation).as_matrix()
+        T[:3, 3] = self.translation
+        return T
+
+    def scaled(self, width: int, height: int) -> CameraCalibration:
+        """Same camera at another resolution (intrinsics scaled, extrinsics unchanged)."""
+        sx, sy = width / self.width, height / self.height
+        return self.model_copy(update=dict(width=width, height=height, fx=self.fx * sx, fy=self.fy * sy,
+                                           cx=self.cx * sx, cy=self.cy * sy))
+
+
+class RigCalibration(BaseModel):
+    """The three DROID cameras."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    base_frame: str = "panda_link0"
+    cameras: dict[str, CameraCalibration]
+
+    @field_validator("cameras")
+    @classmethod
+    def _views(cls, v: dict[str, CameraCalibration]) -> dict[str, CameraCalibration]:
+        if set(v) != set(VIEW_ORDER):
+            raise ValueError(f"cameras must be exactly {list(VIEW_ORDER)}, got {sorted(v)}")
+        frames = [c.frame_id for c in v.values()]
+        if len(set(frames)) != len(frames):
+            raise ValueError(f"camera frame_ids must be distinct, got {frames}")
+        return {k: v[k] for k in VIEW_ORDER}
+
+
+def default_calibration_path() -> Path:
+    """calibration/droid_cameras.yaml of the installed bring-up package, else of the source tree."""
+    try:
+        from ament_index_python.packages import PackageNotFoundError, get_package_share_directory
+
+        try:
+            p = Path(get_package_share_directory("vidplan_bringup")) / "calibration" / "droid_cameras.yaml"
+            if p.is_file():
+                return p
+        except PackageNotFoundError:
+            pass
+    except ImportError:
+        pass
+    return Path(__file__).resolve().parents[4] / "calibration" / "droid_cameras.yaml"
+
+
+def load_calibration(path: str | Path | None = None) -> RigCalibration:
+    """Load and validate a calibration file (default: :func:`default_calibration_path`).
+
+    Raises:
+        vidplan_core.config.ConfigError: naming the file, key and reason.
+    """
+    return load_model(RigCalibration, path or default_calibration_path())
+
+
+def look_at_quaternion(eye: np.ndarray, target: np.ndarray, up: np.ndarray = (0, 0, 1)) -> np.ndarray:
+    """Quaternion [qx, qy, qz, qw] of an optical frame (z forward, x right, y down) at ``eye`` looking at ``target``."""
+    z = np.asarray(target, float) - np.asarray(eye, float)
+    z /= np.linalg.norm(z)
+    x = np.cross(z, np.asarray(up, float))
+    if np.linalg.norm(x) < 1e-6:
+        raise ValueError("viewing direction is parallel to the up vector")
+    x /= np.linalg.norm(x)
+    y = np.cross(z, x)
+    return Rotation.from_matrix(np.stack([x, y, z], axis=1)).as_quat()

@@ -1,0 +1,47 @@
+"""``vidplan up PROFILE [NAME:=VALUE ...]``: start a bring-up profile's nodes as supervised processes."""
+
+from __future__ import annotations
+
+import sys
+
+import typer
+
+from vidplan_core.bringup import load_profile, parse_overrides, resolve_profile
+from vidplan_core.cli import app
+from vidplan_core.config import ConfigError
+from vidplan_core.supervisor import MissingBuildError, Supervisor
+
+
+@app.command(context_settings={"allow_extra_args": False})
+def up(
+    profile: str = typer.Argument(..., help="profile name (robot, sim, replay) or path to a profile YAML"),
+    overrides: list[str] = typer.Argument(None, help="ARG:=VALUE (profile arg) or NODE.PARAM:=VALUE"),
+    shutdown_timeout: float = typer.Option(5.0, help="seconds to stop every node on Ctrl-C / SIGTERM"),
+    dry_run: bool = typer.Option(False, "--dry-run", help="print the resolved nodes and commands, start nothing"),
+) -> None:
+    """Start the nodes of a bring-up profile (the same profiles the ros2 launch files read).
+
+    Exit codes: 0 after Ctrl-C/SIGTERM, 1 when a required node died, 2 for an invalid profile or override,
+    3 when the workspace is not built.
+    """
+    try:
+        prof, path = load_profile(profile)
+        arg_over, param_over = parse_overrides(list(overrides or []))
+        nodes = resolve_profile(prof, str(path), arg_over, param_over)
+    except ConfigError as exc:
+        typer.secho(f"error: {exc}", fg=typer.colors.RED, err=True)
+        raise typer.Exit(2) from exc
+    try:
+        sup = Supervisor(nodes, shutdown_timeout=shutdown_timeout)
+    except MissingBuildError as exc:
+        typer.secho(f"error: {exc}", fg=typer.colors.RED, err=True)
+        raise typer.Exit(3) from exc
+    if dry_run:
+        for p in sup.procs:
+            typer.echo(f"{p.node.name}{' (required)' if p.node.required else ''}: {' '.join(p.cmd)}")
+            for k, v in sorted(p.node.parameters.items()):
+                typer.echo(f"    {k}: {v!r}")
+        return
+    typer.echo(f"[vidplan up] profile {path} ({len(nodes)} nodes); Ctrl-C to stop")
+    sys.stdout.flush()
+    raise typer.Exit(sup.run())

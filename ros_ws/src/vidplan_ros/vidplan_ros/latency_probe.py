@@ -1,0 +1,89 @@
+"""latency_probe: measures header-stamp → arrival latency of a stamped topic (PlanChunk by default).
+
+With the planner, a PlanChunk's header.stamp is the stamp of the camera triplet it was planned from, so the
+probe measures camera stamp → PlanChunk arrival end to end. Statistics are logged periodically and written to
+``report_path`` (JSON) on every report and at shutdown.
+
+Parameters:
+    topic (str, "/vidplan/plan"): topic to probe.
+    message_type (str, "vidplan_interfaces/msg/PlanChunk"): its type (must have a std_msgs/Header ``header``).
+    report_path (str, ""): JSON file for the statistics ("" = log only).
+    report_period_s (float, 5.0): seconds between reports.
+"""
+
+from __future__ import annotations
+
+import importlib
+import json
+import os
+from pathlib import Path
+
+import numpy as np
+from rclpy.node import Node
+from rclpy.qos import qos_profile_sensor_data
+
+from vidplan_ros.conversions import stamp_to_sec
+from vidplan_ros.node_runner import run_node
+
+
+def import_message(type_name: str) -> type:
+    """'pkg/msg/Name' → message class; ValueError with the name if it cannot be imported."""
+    parts = type_name.split("/")
+    if len(parts) != 3:
+        raise ValueError(f"message type must look like 'pkg/msg/Name', got {type_name!r}")
+    try:
+        return getattr(importlib.import_module(f"{parts[0]}.{parts[1]}"), parts[2])
+    except (ImportError, AttributeError) as exc:
+        raise ValueError(f"cannot import message type {type_name!r}: {exc}") from exc
+
+
+class LatencyProbe(Node):
+    def __init__(self) -> None:
+        super().__init__("latency_probe")
+        self.topic = self.declare_parameter("topic", "/vidplan/plan").value
+        type_name = self.declare_parameter("message_type", "vidplan_interfaces/msg/PlanChunk").value
+        self.report_path = self.declare_parameter("report_path", "").value
+        period = float(self.declare_parameter("report_period_s", 5.0).value)
+        msg_type = import_message(type_name)
+        if "header" not in msg_type.get_fields_and_field_types():
+            raise ValueError(f"{type_name} has no header; cannot measure latency")
+        self.latencies_ms: list[float] = []
+        self.first_ids: list[int] = []
+        qos = qos_profile_sensor_data if type_name.startswith("sensor_msgs/") else 10
+        self.sub = self.create_subscription(msg_type, self.topic, self._on_msg, qos)
+        self.timer = self.create_timer(period, self.report)
+        self.get_logger().info(f"probing {self.topic} ({type_name})")
+
+    def _on_msg(self, msg) -> None:
+        now = self.get_clock().now().nanoseconds * 1e-9
+        self.latencies_ms.append((now - stamp_to_sec(msg.header.stamp)) * 1e3)
+        if hasattr(msg, "plan_id") and len(self.first_ids) < 1000:
+            self.first_ids.append(int(msg.plan_id))
+
+    def stats(self) -> dict:
+        """Count and p50/p95/max latency [ms] so far."""
+        lat = np.asarray(self.latencies_ms)
+        out = {"topic": self.topic, "count": int(lat.size), "plan_ids": self.first_ids[:50]}
+        if lat.size:
+            out.update(p50_ms=float(np.percentile(lat, 50)), p95_ms=float(np.percentile(lat, 95)),
+                       max_ms=float(lat.max()))
+        return out
+
+    def report(self) -> None:
+        s = self.stats()
+        if s["count"]:
+            self.get_logger().info(f"{s['count']} msgs, latency p50 {s['p50_ms']:.2f} ms, "
+                                   f"p95 {s['p95_ms']:.2f} ms")
+        if self.report_path:
+            path = Path(self.report_path)
+            path.parent.mkdir(parents=True, exist_ok=True)
+            tmp = path.with_suffix(path.suffix + ".tmp")
+            tmp.write_text(json.dumps(s, indent=1))
+            os.replace(tmp, path)
+
+    def close(self) -> None:
+        self.report()
+
+
+def main(args: list[str] | None = None) -> None:
+    run_node(LatencyProbe, args)

@@ -1,0 +1,1 @@
+"""vidplan_sim: the MuJoCo DROID scene and the sim_node speaking the robot topics."""

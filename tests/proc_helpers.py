@@ -1,0 +1,93 @@
+"""Helpers for tests that start real processes (ROS nodes, `vidplan up`) and must clean up only their own PIDs."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+__all__ = ["ManagedProcess", "node_executable", "started", "wait_for"]
+
+
+def node_executable(package: str, executable: str) -> str:
+    """Path of a built node executable (lib/<package>/<executable>), as ``ros2 run`` would find it."""
+    from ament_index_python.packages import get_package_prefix
+
+    exe = Path(get_package_prefix(package)) / "lib" / package / executable
+    if not exe.is_file():
+        raise FileNotFoundError(f"{exe} not built; run `make setup`")
+    return str(exe)
+
+
+def wait_for(predicate: Callable[[], bool], timeout: float, interval: float = 0.05) -> bool:
+    """Poll ``predicate`` until it returns True or ``timeout`` seconds pass; returns its last value."""
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        if predicate():
+            return True
+        time.sleep(interval)
+    return predicate()
+
+
+class ManagedProcess:
+    """A child process in its own session, with output captured to a log file.
+
+    ``stop()`` signals only this child's process group (SIGINT, then SIGTERM, then SIGKILL).
+    """
+
+    def __init__(self, cmd: list[str], log_path: Path, env: dict[str, str] | None = None,
+                 cwd: str | Path | None = None):
+        self.cmd = cmd
+        self.log_path = Path(log_path)
+        self.log_path.parent.mkdir(parents=True, exist_ok=True)
+        self._log = open(self.log_path, "wb")  # noqa: SIM115 - closed in stop()
+        self.popen = subprocess.Popen(cmd, stdout=self._log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                                      env={**os.environ, **(env or {})}, cwd=cwd, start_new_session=True)
+        self.pid = self.popen.pid
+
+    def output(self) -> str:
+        """Everything the process printed so far."""
+        self._log.flush()
+        return self.log_path.read_text(errors="replace")
+
+    def alive(self) -> bool:
+        return self.popen.poll() is None
+
+    def signal(self, sig: int) -> None:
+        """Send ``sig`` to this process only (not its group)."""
+        if self.alive():
+            os.kill(self.pid, sig)
+
+    def wait(self, timeout: float) -> int | None:
+        try:
+            return self.popen.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            return None
+
+    def stop(self, timeout: float = 5.0) -> int | None:
+        """Stop the process group; returns the exit code."""
+        for sig, frac in ((signal.SIGINT, 0.5), (signal.SIGTERM, 0.3), (signal.SIGKILL, 0.2)):
+            if not self.alive():
+                break
+            try:
+                os.killpg(self.pid, sig)
+            except ProcessLookupError:
+                break
+            self.wait(timeout * frac)
+        code = self.popen.poll()
+        self._log.close()
+        return code
+
+
+@contextmanager
+def started(cmd: list[str], log_path: Path, **kw) -> Iterator[ManagedProcess]:
+    """Context manager: start ``cmd`` and always stop it (and only it) afterwards."""
+    proc = ManagedProcess(cmd, log_path, **kw)
+    try:
+        yield proc
+    finally:
+        proc.stop()
