@@ -130,6 +130,9 @@ ws_hash=$(cd ros_ws/src && find . -type f \( -name package.xml -o -name setup.py
   -o -name CMakeLists.txt -o -name '*.msg' -o -name '*.srv' -o -name '*.action' -o -name '*.yaml' \
   -o -name '*.launch.py' -o -path '*/resource/*' \) -print0 | sort -z | xargs -0 cat | sha256sum | cut -c1-16)
 ws_hash="$ws_hash-$(hash_files colcon.meta launch/*.py)-$req_hash"
+# flock: several shells (or developers' helpers) may run setup at once; colcon builds must not overlap.
+exec 9>"$CACHE/colcon.lock"
+flock 9
 if [[ ! -f ros_ws/install/setup.bash ]] || ! stamp_ok colcon "$ws_hash"; then
   log "colcon build of ros_ws"
   (
@@ -142,5 +145,6 @@ if [[ ! -f ros_ws/install/setup.bash ]] || ! stamp_ok colcon "$ws_hash"; then
   ) || die "colcon build failed (logs in ros_ws/log/latest_build)"
   stamp_set colcon "$ws_hash"
 fi
+flock -u 9
 
 log "ready. Open a shell with the workspace sourced:  make shell   (or: source scripts/env.sh)"
