@@ -1,0 +1,98 @@
+"""Bring-up profiles: schema, substitutions, overrides, and that every executable they name is built."""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+import pytest
+
+from vidplan_core.bringup import find_profile, load_profile, parse_overrides, resolve_profile, ros_params_file_content
+from vidplan_core.config import ConfigError
+from vidplan_core.supervisor import MissingBuildError, find_executable
+
+REPO = Path(__file__).resolve().parents[2]
+SHIPPED = ["robot", "sim", "replay"]
+
+
+@pytest.mark.parametrize("name", SHIPPED)
+def test_shipped_profile_is_valid_and_its_executables_are_built(name):
+    profile, path = load_profile(name)
+    assert path.name == f"{name}.yaml"
+    nodes = resolve_profile(profile, str(path))
+    assert nodes, "profile resolves to no nodes"
+    assert any(n.required for n in nodes), "a profile needs at least one required node"
+    for node in resolve_profile(profile, str(path), {k: True for k in profile.args if k == "planner"}):
+        exe = find_executable(node.package, node.executable)
+        assert exe.is_file()
+
+
+def test_installed_profiles_are_the_source_profiles():
+    src = REPO / "ros_ws" / "src" / "vidplan_bringup" / "profiles"
+    for name in SHIPPED:
+        assert find_profile(name).resolve() == (src / f"{name}.yaml").resolve()
+
+
+@pytest.mark.parametrize("name", SHIPPED)
+def test_launch_file_reads_the_same_profile(name):
+    # launch/*.launch.py cannot run here (no launch/launch_ros wheels); check what they build from statically.
+    path = REPO / "launch" / f"{name}.launch.py"
+    tree = ast.parse(path.read_text())
+    funcs = [n.name for n in tree.body if isinstance(n, ast.FunctionDef)]
+    assert "generate_launch_description" in funcs
+    calls = [n for n in ast.walk(tree) if isinstance(n, ast.Call) and getattr(n.func, "id", "") ==
+             "generate_profile_launch_description"]
+    assert [c.args[0].value for c in calls] == [name]
+    installed = Path(find_profile(name)).parents[1] / "launch" / f"{name}.launch.py"
+    assert installed.is_file(), f"{installed} not installed into share/vidplan_bringup/launch"
+
+
+def test_arg_substitution_keeps_types_and_overrides_apply():
+    profile, path = load_profile("sim")
+    args, params = parse_overrides(["clutter:=3", "task:=put the red cube in the bowl", "executor.backend:=servo",
+                                    "planner:=false"])
+    nodes = {n.name: n for n in resolve_profile(profile, str(path), args, params)}
+    assert "planner" not in nodes
+    assert nodes["sim"].parameters["clutter"] == 3
+    assert nodes["sim"].parameters["lockstep"] is True
+    assert nodes["sim"].parameters["task"] == "put the red cube in the bowl"
+    assert nodes["executor"].parameters["backend"] == "servo"
+    assert "ros__parameters" in ros_params_file_content(nodes["sim"])
+
+
+def test_unknown_override_is_rejected_naming_it():
+    profile, path = load_profile("sim")
+    with pytest.raises(ConfigError, match="cluter"):
+        resolve_profile(profile, str(path), {"cluter": 2}, {})
+    with pytest.raises(ConfigError, match="executer"):
+        resolve_profile(profile, str(path), {}, {"executer": {"backend": "jtc"}})
+    with pytest.raises(ConfigError, match="NAME:=VALUE"):
+        parse_overrides(["clutter=2"])
+
+
+def test_typo_in_profile_names_file_and_key():
+    with pytest.raises(ConfigError) as err:
+        load_profile(str(REPO / "tests" / "data" / "profiles" / "typo.yaml"))
+    msg = str(err.value)
+    assert "typo.yaml" in msg and "nodes.publisher.requried" in msg and "unknown key" in msg
+
+
+def test_undeclared_arg_is_an_error(tmp_path):
+    p = tmp_path / "p.yaml"
+    p.write_text("nodes:\n  a:\n    package: vidplan_ros\n    executable: latency_probe\n"
+                 "    parameters: {topic: $(arg nope)}\n")
+    profile, path = load_profile(str(p))
+    with pytest.raises(ConfigError, match=r"\$\(arg nope\) is not declared"):
+        resolve_profile(profile, str(path))
+
+
+def test_unknown_profile_lists_known_ones():
+    with pytest.raises(ConfigError, match="known profiles: .*sim"):
+        find_profile("simulation")
+
+
+def test_missing_package_says_run_make_setup():
+    with pytest.raises(MissingBuildError, match="make setup"):
+        find_executable("vidplan_nonexistent", "node")
+    with pytest.raises(MissingBuildError, match="make setup"):
+        find_executable("vidplan_ros", "no_such_node")
