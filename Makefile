@@ -32,3 +32,6 @@ up: setup  ## start a bring-up profile: make up PROFILE=sim ARGS='clutter:=2'
 
 clean:  ## remove build products (keeps .venv and .cache)
 	rm -rf ros_ws/build ros_ws/install ros_ws/log .cache/stamps/colcon
+
+demo: setup  ## main job: a simulated episode through real ROS 2 processes
+	@$(ENV) vidplan demo --scripted --launch
