@@ -68,7 +68,7 @@ def action_to_transform(action: np.ndarray) -> np.ndarray:
 
 
 def transform_to_action(T: np.ndarray, euler_center: np.ndarray | float | None = None) -> np.ndarray:
-    """(4, 4) transform → (6,) [x, y, z, rx, ry, rz]; Euler wrapped around ``euler_center`` (default: scipy's (−π, π])."""
+    """(4, 4) transform → (6,) [x, y, z, rx, ry, rz]; Euler wrapped around ``euler_center`` (default (−π, π])."""
     T = np.asarray(T, dtype=np.float64)
     eul = Rotation.from_matrix(T[:3, :3]).as_euler(EULER_SEQ)
     if euler_center is not None:
@@ -253,7 +253,7 @@ class PandaKinematics:
         W = np.diag([1.0, 1.0, 1.0, rotation_weight, rotation_weight, rotation_weight])
         best = (np.inf, q.copy(), np.inf, np.inf)
         it = 0
-        for it in range(1, max_iters + 1):
+        for it in range(1, max_iters + 1):  # noqa: B007 - `it` is reported in the result
             with self._lock:
                 pin.framesForwardKinematics(self.model, self.data, q)
                 M = self.data.oMf[self.ee_frame_id]

@@ -167,7 +167,7 @@ class OpenPIPolicy:
         acts = np.asarray(resp["actions"], dtype=np.float64)
         if acts.ndim != 2 or not np.isfinite(acts).all():
             raise RuntimeError(f"openpi server returned invalid actions of shape {acts.shape}")
-        stride = max(1, int(round(self.policy_rate_hz / MODEL_RATE_HZ)))
+        stride = max(1, round(self.policy_rate_hz / MODEL_RATE_HZ))
         if self.action_space == "ee_pose":
             if acts.shape[1] != ACTION_DIM:
                 raise RuntimeError(f"expected (H', 7) EE poses from the server, got {acts.shape}")
@@ -194,16 +194,13 @@ def joint_velocity_chunk_to_ee(kin: Any, q0: np.ndarray, acts: np.ndarray, dt: f
                                stride: int = model_stride()) -> np.ndarray:
     """(H', 8) joint velocities [rad/s] + gripper at 1/dt Hz → (H, 7) EE poses at the model rate.
 
-    Joint positions are integrated (clipped to the joint limits) and mapped through FK; the chunk is held at its
-    last value if it is shorter than ``H·stride``.
+    Uses ``PandaKinematics.integrate_joint_velocity`` (velocity and position limits, Euler unwrapped); the chunk
+    holds its last command if it is shorter than ``H·stride`` steps.
     """
-    lower, upper = kin.joint_limits() if callable(getattr(kin, "joint_limits", None)) else kin.joint_limits
-    q = np.asarray(q0, np.float64).copy()
-    out = []
     n_steps = horizon * stride
-    for k in range(n_steps):
-        a = acts[min(k, len(acts) - 1)]
-        q = np.clip(q + a[:7] * dt, lower, upper)
-        if (k + 1) % stride == 0:
-            out.append(np.concatenate([kin.fk_action(q)[:6], [np.clip(a[7], 0.0, 1.0)]]))
-    return np.asarray(out)
+    idx = np.minimum(np.arange(n_steps), len(acts) - 1)
+    _, ee = kin.integrate_joint_velocity(np.asarray(q0, np.float64), acts[idx, :7], dt)
+    keep = np.arange(stride - 1, n_steps, stride)
+    out = ee[keep]
+    out[:, 6] = np.clip(acts[idx[keep], 7], 0.0, 1.0)
+    return out

@@ -4,12 +4,13 @@ A backend owns the models (world model as K-step flow map, UQ and reward heads, 
 some runtime (torch, onnxruntime, TensorRT). One planning cycle is::
 
     backend.set_context(ctx)              # encode history frames once, embed the instruction, fix the noise
-    out = backend.rollout(actions_n)      # (N, H, 7) normalised actions → predictions + heads + semantic map
-    J, g = backend.value_and_grad(a_n)    # refinement objective (N,) and dJ/da_n (N, H, 7)
+    out = backend.rollout(actions)        # (N, H, 7) future EE poses → predictions + heads + semantic map
+    J, g = backend.value_and_grad(a)      # refinement objective (N,) and dJ/da (N, H, 7)
 
-Actions crossing this interface are *normalised* (p01/p99 → [−1, 1], :class:`~vidplan_core.spaces.ActionNormalizer`
-exposed as ``backend.normalizer``): that is the space the action encoder consumes and the one the planner's Adam
-steps live in. All arrays are numpy float32 on the way out (cheap to produce from every runtime).
+Actions crossing this interface are *raw* EE poses (m, rad, gripper 0..1, base frame) of the H future steps; the
+history poses come with the context. The world model normalises internally (p01/p99, ``backend.normalizer``);
+the planner takes its Adam steps in the normalised space and converts gradients with the chain rule
+(``dJ/da_n = dJ/da · (p99 − p01)/2``). All arrays are numpy float32 on the way out (cheap from every runtime).
 """
 
 from __future__ import annotations
@@ -118,11 +119,11 @@ class Backend(Protocol):
         ...
 
     def rollout(self, actions: np.ndarray) -> RolloutOutput:
-        """(N, H, 7) normalised actions → :class:`RolloutOutput` (no gradients)."""
+        """(N, H, 7) raw future EE poses → :class:`RolloutOutput` (no gradients)."""
         ...
 
     def value_and_grad(self, actions: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """(N, H, 7) normalised actions → refinement objective J (N,) and dJ/dactions (N, H, 7)."""
+        """(N, H, 7) raw future EE poses → refinement objective J (N,) and dJ/dactions (N, H, 7)."""
         ...
 
 
@@ -132,7 +133,7 @@ def check_actions(actions: np.ndarray, horizon: int) -> np.ndarray:
     if a.ndim == 2:
         a = a[None]
     if a.ndim != 3 or a.shape[1:] != (horizon, ACTION_DIM):
-        raise BackendError(f"actions must be (N, {horizon}, {ACTION_DIM}) normalised poses, got {a.shape}")
+        raise BackendError(f"actions must be (N, {horizon}, {ACTION_DIM}) EE poses, got {a.shape}")
     if not np.isfinite(a).all():
         raise BackendError("actions contain NaN/Inf")
     return np.ascontiguousarray(a, dtype=np.float32)

@@ -1,0 +1,1 @@
+"""Evaluation: metrics (PSNR, SSIM, latent MSE, ECE, correlations, latency) and reports."""

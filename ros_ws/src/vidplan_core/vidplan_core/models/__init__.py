@@ -1,0 +1,1 @@
+"""World model core (autoencoder, world model, flow map, heads, semantic reward)."""

@@ -1,0 +1,99 @@
+"""Strict, pickle-free persistence shared by every model (diffusers layout: ``config.json`` + safetensors).
+
+diffusers' own ``from_pretrained`` initialises missing weights randomly with only a warning; a model that
+silently runs with random weights is exactly the failure we must not have, so :meth:`StrictLoadMixin.load`
+checks every key and shape and raises a :class:`ModelLoadError` naming the file and the mismatches.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any, TypeVar
+
+import torch
+
+__all__ = ["ModelLoadError", "StrictLoadMixin", "check_finite", "check_shape", "WEIGHTS_NAME", "CONFIG_NAME"]
+
+WEIGHTS_NAME = "diffusion_pytorch_model.safetensors"
+CONFIG_NAME = "config.json"
+T = TypeVar("T")
+
+
+class ModelLoadError(RuntimeError):
+    """A model directory is missing files, or its weights do not match its config (names file and keys)."""
+
+
+def check_shape(name: str, x: torch.Tensor, expected: tuple[int | None, ...]) -> None:
+    """Raise ``ValueError`` naming ``name``, the expected and received shapes (``None`` = any size)."""
+    if not isinstance(x, torch.Tensor):
+        raise TypeError(f"{name}: expected a torch.Tensor, got {type(x).__name__}")
+    ok = x.ndim == len(expected) and all(e is None or e == s for e, s in zip(expected, x.shape))
+    if not ok:
+        exp = "(" + ", ".join("*" if e is None else str(e) for e in expected) + ")"
+        raise ValueError(f"{name}: expected shape {exp}, got {tuple(x.shape)}")
+
+
+def check_finite(name: str, x: torch.Tensor) -> None:
+    """Raise ``ValueError`` if ``x`` holds NaN/Inf (skipped while tracing/exporting or on meta tensors)."""
+    if x.device.type == "meta" or torch.jit.is_tracing() or torch.compiler.is_compiling():
+        return
+    try:
+        finite = bool(torch.isfinite(x).all())
+    except Exception:  # noqa: BLE001 - fake/functional tensors under make_fx/dynamo export cannot be read
+        return
+    if not finite:
+        n = int((~torch.isfinite(x)).sum())
+        raise ValueError(f"{name}: {n} non-finite (NaN/Inf) values in input of shape {tuple(x.shape)}")
+
+
+class StrictLoadMixin:
+    """Adds :meth:`load` (strict, safetensors-only) to a diffusers ``ModelMixin`` + ``ConfigMixin`` class."""
+
+    @classmethod
+    def load(cls: type[T], path: str | Path, device: str | torch.device = "cpu", dtype: torch.dtype | None = None) -> T:
+        """Load a model saved with ``save_pretrained(path)`` from a local directory.
+
+        Raises:
+            ModelLoadError: directory/file missing, weights missing or unexpected, or a shape mismatch
+                (message lists expected vs received shapes).
+        """
+        from safetensors.torch import load_file
+
+        path = Path(path)
+        cfg_file, w_file = path / CONFIG_NAME, path / WEIGHTS_NAME
+        missing = [str(f) for f in (cfg_file, w_file) if not f.is_file()]
+        if missing:
+            raise ModelLoadError(f"cannot load {cls.__name__} from {path}: missing file(s) {missing} "
+                                 f"(expected a diffusers-style directory with {CONFIG_NAME} and {WEIGHTS_NAME})")
+        try:
+            config = json.loads(cfg_file.read_text())
+        except json.JSONDecodeError as exc:
+            raise ModelLoadError(f"{cfg_file}: invalid JSON ({exc})") from exc
+        cls_name = config.get("_class_name")
+        if cls_name is not None and cls_name != cls.__name__:
+            raise ModelLoadError(f"{cfg_file}: holds a {cls_name}, expected a {cls.__name__}")
+        try:
+            model = cls.from_config(config)  # type: ignore[attr-defined]
+        except (TypeError, ValueError) as exc:
+            raise ModelLoadError(f"{cfg_file}: config does not build a {cls.__name__}: {exc}") from exc
+        state = load_file(str(w_file))
+        own = model.state_dict()
+        problems: list[str] = []
+        for k in sorted(set(own) - set(state)):
+            problems.append(f"missing weight '{k}' (expected shape {tuple(own[k].shape)})")
+        for k in sorted(set(state) - set(own)):
+            problems.append(f"unexpected weight '{k}' of shape {tuple(state[k].shape)}")
+        for k in sorted(set(own) & set(state)):
+            if own[k].shape != state[k].shape:
+                problems.append(f"'{k}': config expects shape {tuple(own[k].shape)}, file has {tuple(state[k].shape)}")
+        if problems:
+            head = problems[:12] + ([f"... and {len(problems) - 12} more"] if len(problems) > 12 else [])
+            raise ModelLoadError(f"weights in {w_file} do not match config {cfg_file}:\n  " + "\n  ".join(head))
+        model.load_state_dict(state, strict=True)
+        model.eval()
+        return model.to(device=device, dtype=dtype) if dtype is not None else model.to(device)
+
+
+def read_json(path: Path) -> dict[str, Any]:
+    return json.loads(Path(path).read_text())

@@ -1,0 +1,422 @@
+"""Action-conditioned video world model (Ctrl-World style) on diffusers' ``UNetSpatioTemporalConditionModel``.
+
+Conditioning (the same layout as Ctrl-World, so its checkpoints map key-for-key, see :func:`import_ctrl_world`):
+
+* **History** — the T history latents are *context frames* on the frame axis: the UNet sees
+  ``[history (T frames, clean at inference), c_in·x_noisy (H future frames)]`` = T + H frames, and the loss and
+  the output use the last H frames only. In addition (SVD style) the latest history latent (the current
+  observation) is concatenated on the channel axis of every frame, so ``in_channels = 2·latent_channels``.
+  During training the history gets a small random noise augmentation (``history_noise_std``).
+* **Actions** — raw 7-D EE poses (m, rad, gripper 0..1) for all T + H frames are p01/p99-normalised
+  (:class:`vidplan_core.spaces.ActionNormalizer`, statistics stored in the config) and embedded per frame by an
+  MLP (7 → 1024 → 1024 → 1024 in ``full``) into one cross-attention token per frame; frame f's spatial
+  cross-attention attends only to its own token ("frame-level conditioning"). An optional pooled text
+  embedding (e.g. CLIP ``text_embeds``, dim 512) is tiled to the token width and added (Ctrl-World).
+  Classifier-free guidance drops the action tokens to zero.
+* **Noise level** — EDM preconditioning (:class:`~vidplan_core.models.edm.EDMPreconditioning`);
+  ``c_noise(σ) = ln σ / 4`` enters the UNet's timestep embedding. ``emb_extra`` (B, time_embed_dim) is added to
+  that embedding — the flow map feeds its (t − s) embedding there.
+
+Tensor conventions: latents are (B, F, C, h, w) in the autoencoder's scaled latent space, where h covers the
+3 vertically stacked views; σ is (B,) in EDM units; actions are (B, T + H, 7) *unnormalised*.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn as nn
+from diffusers import ModelMixin, UNetSpatioTemporalConditionModel
+from diffusers.configuration_utils import ConfigMixin, register_to_config
+
+from vidplan_core.spaces import ACTION_DIM, ActionNormalizer
+
+from ._io import ModelLoadError, StrictLoadMixin, check_finite, check_shape
+from .edm import EDMPreconditioning, karras_sigmas, lognormal_sigmas
+
+__all__ = ["ActionEncoder", "WorldModel", "import_ctrl_world"]
+
+
+class ActionEncoder(nn.Module):
+    """Per-frame MLP on normalised 7-D actions → one token per frame.
+
+    Layer names (``action_encode.0/2/4``) match Ctrl-World's ``Action_encoder2`` so weights import directly.
+
+    Args:
+        action_dim: 7.
+        hidden_dims: hidden widths, e.g. (1024, 1024).
+        out_dim: token width = the UNet's cross-attention dim.
+        text_embed_dim: width of an optional pooled text embedding (must divide ``out_dim``; tiled and added).
+    """
+
+    def __init__(self, action_dim: int, hidden_dims: list[int], out_dim: int, text_embed_dim: int | None = None):
+        super().__init__()
+        layers: list[nn.Module] = []
+        d = action_dim
+        for h in hidden_dims:
+            layers += [nn.Linear(d, h), nn.SiLU()]
+            d = h
+        layers.append(nn.Linear(d, out_dim))
+        self.action_encode = nn.Sequential(*layers)
+        if text_embed_dim is not None and out_dim % text_embed_dim:
+            raise ValueError(f"text_embed_dim {text_embed_dim} must divide the token width {out_dim}")
+        self.text_embed_dim = text_embed_dim
+        self.out_dim = out_dim
+
+    def forward(self, actions_norm: torch.Tensor, text_embeds: torch.Tensor | None = None) -> torch.Tensor:
+        """(B, F, 7) normalised actions [+ (B, D_text)] → (B, F, out_dim) tokens."""
+        tok = self.action_encode(actions_norm)
+        if text_embeds is not None:
+            if self.text_embed_dim is None:
+                raise ValueError("this world model was configured without text conditioning (text_embed_dim=None)")
+            check_shape("text_embeds", text_embeds, (tok.shape[0], self.text_embed_dim))
+            tok = tok + text_embeds.repeat(1, self.out_dim // self.text_embed_dim)[:, None, :].to(tok.dtype)
+        return tok
+
+
+def _block_types(n: int) -> tuple[tuple[str, ...], tuple[str, ...]]:
+    """SVD layout: cross-attention in every level but the deepest."""
+    down = tuple(["CrossAttnDownBlockSpatioTemporal"] * (n - 1) + ["DownBlockSpatioTemporal"])
+    up = tuple(["UpBlockSpatioTemporal"] + ["CrossAttnUpBlockSpatioTemporal"] * (n - 1))
+    return down, up
+
+
+class WorldModel(StrictLoadMixin, ModelMixin, ConfigMixin):
+    """Action-conditioned latent video diffusion model (EDM denoiser) — the teacher.
+
+    Construct from a named configuration with :func:`vidplan_core.models.configs.build_world_model` or
+    directly with the keyword arguments below (all are saved to ``config.json``).
+
+    Key config fields: ``latent_channels`` C, ``latent_height`` h (all views stacked), ``latent_width`` w,
+    ``num_history`` T, ``num_future`` H; UNet shape (``block_out_channels``, ``layers_per_block``,
+    ``cross_attention_dim``, ``num_attention_heads``); EDM (``sigma_data``, ``c_out_sign``, ``sigma_min``,
+    ``sigma_max``, ``p_mean``, ``p_std``, ``loss_weighting`` ∈ {"edm", "unit"}); training
+    (``action_dropout``, ``history_noise_std``, ``cond_noise_max``); action statistics (``action_p01``,
+    ``action_p99``, ``action_angle_center``).
+    """
+
+    config_name = "config.json"
+    _supports_gradient_checkpointing = True
+
+    @register_to_config
+    def __init__(
+        self,
+        latent_channels: int = 4,
+        latent_height: int = 72,
+        latent_width: int = 40,
+        num_views: int = 3,
+        num_history: int = 6,
+        num_future: int = 5,
+        block_out_channels: tuple[int, ...] = (320, 640, 1280, 1280),
+        layers_per_block: int = 2,
+        cross_attention_dim: int = 1024,
+        num_attention_heads: tuple[int, ...] = (5, 10, 20, 20),
+        transformer_layers_per_block: int = 1,
+        addition_time_embed_dim: int = 256,
+        action_dim: int = ACTION_DIM,
+        action_hidden_dims: tuple[int, ...] = (1024, 1024),
+        text_embed_dim: int | None = None,
+        concat_current_frame: bool = True,
+        cond_latent_scale: float = 1.0,
+        sigma_data: float = 1.0,
+        c_out_sign: float = -1.0,
+        sigma_min: float = 0.002,
+        sigma_max: float = 80.0,
+        p_mean: float = 0.7,
+        p_std: float = 1.6,
+        loss_weighting: str = "edm",
+        action_dropout: float = 0.05,
+        history_noise_std: float = 0.3,
+        cond_noise_max: float = 0.2,
+        fps: int = 5,
+        motion_bucket_id: int = 127,
+        action_p01: tuple[float, ...] = (-1.0,) * 7,
+        action_p99: tuple[float, ...] = (1.0,) * 7,
+        action_angle_center: tuple[float, ...] = (0.0, 0.0, 0.0),
+    ):
+        super().__init__()
+        if loss_weighting not in ("edm", "unit"):
+            raise ValueError(f"loss_weighting must be 'edm' or 'unit', got {loss_weighting!r}")
+        if action_dim != ACTION_DIM:
+            raise ValueError(f"action_dim must be {ACTION_DIM} (xyz, Euler xyz, gripper), got {action_dim}")
+        if latent_height % num_views:
+            raise ValueError(f"latent_height {latent_height} must be divisible by num_views {num_views}")
+        down, up = _block_types(len(block_out_channels))
+        heads = num_attention_heads if isinstance(num_attention_heads, int) else tuple(num_attention_heads)
+        self.unet = UNetSpatioTemporalConditionModel(
+            sample_size=None,
+            in_channels=latent_channels * (2 if concat_current_frame else 1),
+            out_channels=latent_channels,
+            down_block_types=down,
+            up_block_types=up,
+            block_out_channels=tuple(block_out_channels),
+            addition_time_embed_dim=addition_time_embed_dim,
+            projection_class_embeddings_input_dim=3 * addition_time_embed_dim,
+            layers_per_block=layers_per_block,
+            cross_attention_dim=cross_attention_dim,
+            transformer_layers_per_block=transformer_layers_per_block,
+            num_attention_heads=heads,
+            num_frames=num_history + num_future,
+        )
+        self.action_encoder = ActionEncoder(action_dim, list(action_hidden_dims), cross_attention_dim, text_embed_dim)
+        self.edm = EDMPreconditioning(sigma_data, c_out_sign)
+        self._normalizer = ActionNormalizer(action_p01, action_p99, action_angle_center)
+
+    # ------------------------------------------------------------------ properties / helpers
+    @property
+    def time_embed_dim(self) -> int:
+        """Width of the UNet timestep embedding (where ``emb_extra`` is added): 4·block_out_channels[0]."""
+        return self.unet.time_embedding.linear_2.out_features
+
+    @property
+    def latent_shape(self) -> tuple[int, int, int]:
+        """(C, h, w) of one latent frame."""
+        c = self.config
+        return (c.latent_channels, c.latent_height, c.latent_width)
+
+    @property
+    def normalizer(self) -> ActionNormalizer:
+        return self._normalizer
+
+    def set_action_stats(self, normalizer: ActionNormalizer) -> None:
+        """Store p01/p99 action statistics (saved with the model's config)."""
+        self._normalizer = normalizer
+        self.register_to_config(action_p01=normalizer.p01.tolist(), action_p99=normalizer.p99.tolist(),
+                                action_angle_center=normalizer.angle_center.tolist())
+
+    def _check_inputs(self, x: torch.Tensor | None, history: torch.Tensor, actions: torch.Tensor) -> int:
+        c = self.config
+        B = history.shape[0] if history.ndim else -1
+        check_shape("history latents", history, (None, c.num_history, *self.latent_shape))
+        check_shape("actions", actions, (B, c.num_history + c.num_future, ACTION_DIM))
+        check_finite("history latents", history)
+        check_finite("actions", actions)
+        if x is not None:
+            check_shape("noisy future latents", x, (B, c.num_future, *self.latent_shape))
+            check_finite("noisy future latents", x)
+        return B
+
+    # ------------------------------------------------------------------ conditioning
+    def encode_actions(self, actions: torch.Tensor, text_embeds: torch.Tensor | None = None,
+                       keep: torch.Tensor | None = None) -> torch.Tensor:
+        """Raw actions (B, T+H, 7) → tokens (B, T+H, D); rows with ``keep[b] == False`` become zero (uncond)."""
+        tok = self.action_encoder(self._normalizer.normalize(actions.to(self.dtype)), text_embeds)
+        if keep is not None:
+            tok = tok * keep.to(tok.dtype).reshape(-1, 1, 1)
+        return tok
+
+    def unet_forward(self, sample: torch.Tensor, c_noise: torch.Tensor, tokens: torch.Tensor,
+                     emb_extra: torch.Tensor | None = None) -> torch.Tensor:
+        """The diffusers UNet's forward with frame-level cross-attention and an additive embedding.
+
+        Args:
+            sample: (B, F, C_in, h, w).
+            c_noise: (B,) EDM c_noise.
+            tokens: (B, F, D) one token per frame (or (B, F, L, D)).
+            emb_extra: (B, time_embed_dim) added to the timestep embedding, or None.
+        Returns:
+            (B, F, C, h, w) raw network output F_θ.
+        """
+        u = self.unet
+        B, F = sample.shape[:2]
+        c = self.config
+        emb = u.time_embedding(u.time_proj(c_noise.reshape(B)).to(sample.dtype))
+        add_ids = torch.tensor([float(c.fps - 1), float(c.motion_bucket_id), 0.0], dtype=sample.dtype,
+                               device=sample.device).repeat(B)
+        aug = u.add_embedding(u.add_time_proj(add_ids).reshape(B, -1).to(emb.dtype))
+        emb = emb + aug
+        if emb_extra is not None:
+            emb = emb + emb_extra.to(emb.dtype)
+        emb = emb.repeat_interleave(F, dim=0)
+        if tokens.ndim == 3:
+            tokens = tokens[:, :, None, :]
+        ehs = tokens.reshape(B * F, tokens.shape[2], tokens.shape[3]).to(sample.dtype)
+        h = u.conv_in(sample.flatten(0, 1))
+        ioi = torch.zeros(B, F, dtype=h.dtype, device=h.device)
+        up_factor = 2 ** u.num_upsamplers
+        forward_upsample_size = any(s % up_factor != 0 for s in sample.shape[-2:])
+        res: tuple[torch.Tensor, ...] = (h,)
+        for blk in u.down_blocks:
+            if getattr(blk, "has_cross_attention", False):
+                h, r = blk(hidden_states=h, temb=emb, encoder_hidden_states=ehs, image_only_indicator=ioi)
+            else:
+                h, r = blk(hidden_states=h, temb=emb, image_only_indicator=ioi)
+            res += r
+        h = u.mid_block(hidden_states=h, temb=emb, encoder_hidden_states=ehs, image_only_indicator=ioi)
+        for i, blk in enumerate(u.up_blocks):
+            rs = res[-len(blk.resnets):]
+            res = res[: -len(blk.resnets)]
+            upsample_size = res[-1].shape[2:] if (i < len(u.up_blocks) - 1 and forward_upsample_size) else None
+            kw: dict[str, Any] = dict(hidden_states=h, temb=emb, res_hidden_states_tuple=rs,
+                                      upsample_size=upsample_size, image_only_indicator=ioi)
+            if getattr(blk, "has_cross_attention", False):
+                kw["encoder_hidden_states"] = ehs
+            h = blk(**kw)
+        h = u.conv_out(u.conv_act(u.conv_norm_out(h)))
+        return h.reshape(B, F, *h.shape[1:])
+
+    def _assemble(self, x_in: torch.Tensor, history_in: torch.Tensor, current: torch.Tensor) -> torch.Tensor:
+        """Frames [history_in, x_in] (+ channel-concatenated current-frame latent) → UNet input (B, T+H, C_in, h, w)."""
+        sample = torch.cat([history_in, x_in], dim=1)
+        if self.config.concat_current_frame:
+            cond = (current * self.config.cond_latent_scale)[:, None].expand_as(sample)
+            sample = torch.cat([sample, cond], dim=2)
+        return sample
+
+    # ------------------------------------------------------------------ denoiser
+    def denoise(self, x: torch.Tensor, sigma: torch.Tensor, history: torch.Tensor, actions: torch.Tensor,
+                text_embeds: torch.Tensor | None = None, emb_extra: torch.Tensor | None = None,
+                tokens: torch.Tensor | None = None, return_raw: bool = False,
+                ) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
+        """EDM denoiser D(x; σ, history, actions).
+
+        Args:
+            x: (B, H, C, h, w) noisy future latents x1 + σ·n (EDM scale).
+            sigma: (B,) or scalar noise level.
+            history: (B, T, C, h, w) clean history latents.
+            actions: (B, T+H, 7) raw EE actions (history frames first).
+            text_embeds: optional (B, text_embed_dim).
+            emb_extra: optional (B, time_embed_dim) additive embedding (flow map's (t−s)).
+            tokens: precomputed action tokens (B, T+H, D) (skips the encoder; used for guidance / zero tokens).
+            return_raw: also return the raw network output F (B, H, C, h, w).
+        Returns:
+            x̂1 = D (B, H, C, h, w) [, F].
+        """
+        B = self._check_inputs(x, history, actions)
+        sigma = torch.as_tensor(sigma, dtype=x.dtype, device=x.device).reshape(-1).expand(B)
+        if tokens is None:
+            tokens = self.encode_actions(actions, text_embeds)
+        x_in = self.edm.c_in(sigma).reshape(B, 1, 1, 1, 1) * x
+        sample = self._assemble(x_in, history, history[:, -1])
+        raw = self.unet_forward(sample, self.edm.c_noise(sigma), tokens, emb_extra)[:, self.config.num_history:]
+        d = self.edm.denoise(x, raw, sigma)
+        return (d, raw) if return_raw else d
+
+    def guided_denoise(self, x: torch.Tensor, sigma: torch.Tensor, history: torch.Tensor, actions: torch.Tensor,
+                       guidance: float = 1.0, text_embeds: torch.Tensor | None = None) -> torch.Tensor:
+        """Classifier-free action guidance: D_u + w·(D_c − D_u), uncond = zero action tokens (one batched call)."""
+        if guidance == 1.0:
+            return self.denoise(x, sigma, history, actions, text_embeds)
+        B = x.shape[0]
+        tok = self.encode_actions(actions, text_embeds)
+        tok2 = torch.cat([tok, torch.zeros_like(tok)])
+        sig = torch.as_tensor(sigma, dtype=x.dtype, device=x.device).reshape(-1).expand(B)
+        d = self.denoise(torch.cat([x, x]), torch.cat([sig, sig]), torch.cat([history, history]),
+                         torch.cat([actions, actions]), tokens=tok2)
+        dc, du = d[:B], d[B:]
+        return du + guidance * (dc - du)
+
+    # ------------------------------------------------------------------ training
+    def edm_loss(self, x1: torch.Tensor, history: torch.Tensor, actions: torch.Tensor,
+                 text_embeds: torch.Tensor | None = None, generator: torch.Generator | None = None,
+                 ) -> torch.Tensor:
+        """EDM training loss (Eq. 2): E_σ,n[λ(σ)·‖D(x1 + σn; σ) − x1‖²], ln σ ~ N(P_mean, P_std²).
+
+        Includes classifier-free action dropout (p = ``action_dropout``), history noise augmentation and
+        current-frame noise augmentation. Args as in :meth:`denoise` with x1 (B, H, C, h, w) clean future.
+        Returns a scalar (mean over elements).
+        """
+        c = self.config
+        B = self._check_inputs(x1, history, actions)
+        dev = x1.device
+        sigma = lognormal_sigmas(B, c.p_mean, c.p_std, generator, dev).to(x1.dtype)
+        noise = torch.randn(x1.shape, generator=generator, device=dev, dtype=x1.dtype)
+        x = x1 + sigma.reshape(B, 1, 1, 1, 1) * noise
+        keep = torch.rand(B, generator=generator, device=dev) >= c.action_dropout
+        tokens = self.encode_actions(actions, text_embeds, keep)
+        # history noise augmentation (variance-preserving), as Ctrl-World
+        sh = torch.randn(B, c.num_history, 1, 1, 1, generator=generator, device=dev).abs().to(x1.dtype)
+        sh = sh * c.history_noise_std
+        hn = torch.randn(history.shape, generator=generator, device=dev, dtype=x1.dtype)
+        history_in = (history + sh * hn) / (sh ** 2 + 1).sqrt()
+        sc = torch.rand(B, 1, 1, 1, generator=generator, device=dev).to(x1.dtype) * c.cond_noise_max
+        cn = torch.randn(history[:, -1].shape, generator=generator, device=dev, dtype=x1.dtype)
+        current = (history[:, -1] + sc * cn) / (sc ** 2 + 1).sqrt()
+        x_in = self.edm.c_in(sigma).reshape(B, 1, 1, 1, 1) * x
+        raw = self.unet_forward(self._assemble(x_in, history_in, current), self.edm.c_noise(sigma), tokens)
+        d = self.edm.denoise(x, raw[:, c.num_history:], sigma)
+        w = self.edm.loss_weight(sigma) if c.loss_weighting == "edm" else torch.ones_like(sigma)
+        return (w.reshape(B, 1, 1, 1, 1) * (d - x1) ** 2).mean()
+
+    # ------------------------------------------------------------------ sampling
+    @torch.no_grad()
+    def sample(self, history: torch.Tensor, actions: torch.Tensor, num_steps: int = 50, solver: str = "euler",
+               guidance: float = 1.0, text_embeds: torch.Tensor | None = None, noise: torch.Tensor | None = None,
+               generator: torch.Generator | None = None, rho: float = 7.0) -> torch.Tensor:
+        """Teacher sampler (EDM, Karras σ schedule σ_max → σ_min → 0).
+
+        Args:
+            history: (B, T, C, h, w); actions: (B, T+H, 7) raw.
+            num_steps: N noise levels; ``euler`` uses N network evaluations (×2 with guidance ≠ 1),
+                ``heun`` 2N − 1.
+            noise: optional (B, H, C, h, w) standard normal start (x = σ_max·noise).
+        Returns:
+            (B, H, C, h, w) predicted future latents.
+        """
+        if solver not in ("euler", "heun"):
+            raise ValueError(f"solver must be 'euler' or 'heun', got {solver!r}")
+        c = self.config
+        B = self._check_inputs(None, history, actions)
+        shape = (B, c.num_future, *self.latent_shape)
+        if noise is None:
+            noise = torch.randn(shape, generator=generator, device=history.device, dtype=history.dtype)
+        check_shape("noise", noise, shape)
+        sigmas = karras_sigmas(num_steps, c.sigma_min, c.sigma_max, rho, history.device).to(history.dtype)
+        x = noise * sigmas[0]
+        for i in range(num_steps):
+            s, s_next = sigmas[i], sigmas[i + 1]
+            d = self.guided_denoise(x, s, history, actions, guidance, text_embeds)
+            slope = (x - d) / s
+            x_next = x + (s_next - s) * slope
+            if solver == "heun" and s_next > 0:
+                d2 = self.guided_denoise(x_next, s_next, history, actions, guidance, text_embeds)
+                x_next = x + (s_next - s) * 0.5 * (slope + (x_next - d2) / s_next)
+            x = x_next
+        return x
+
+
+def import_ctrl_world(checkpoint: str | Path, model: WorldModel) -> WorldModel:
+    """Load a Ctrl-World checkpoint's UNet + action encoder into a ``full``-shaped :class:`WorldModel`.
+
+    Ctrl-World (Guo et al. 2025) publishes ``checkpoint-*.pt``: a *pickled* ``state_dict`` of its ``CrtlWorld``
+    module with keys ``unet.*`` (an SVD ``UNetSpatioTemporalConditionModel``, in_channels 8, keys identical to
+    diffusers'), ``action_encoder.action_encode.{0,2,4}.*`` (7→1024→1024→1024), plus frozen ``vae.*`` /
+    ``image_encoder.*`` / ``text_encoder.*`` copies of SVD and CLIP. Its conditioning matches this class:
+    history latents as context frames (variance-preserving noise aug), current-frame latent concatenated on
+    channels divided by the VAE scaling factor (set ``cond_latent_scale = 1/0.18215``), frame-level action
+    tokens, EDM with σ_data = 1 and negative c_out, text = CLIP ``text_embeds`` (512) tiled ×2
+    (``text_embed_dim = 512``), actions min/max-normalised with DROID statistics (put them in
+    ``action_p01``/``action_p99``).
+
+    We never unpickle files. Convert once, in an environment you trust, to safetensors::
+
+        python -c "import torch, safetensors.torch as st; sd = torch.load('checkpoint-10000.pt', \\
+            map_location='cpu', weights_only=True); st.save_file({k: v.contiguous() for k, v in sd.items() \\
+            if k.startswith(('unet.', 'action_encoder.'))}, 'ctrl_world.safetensors')"
+
+    Args:
+        checkpoint: a ``.safetensors`` file with those keys.
+        model: the target :class:`WorldModel` (``full`` config with the settings above).
+    Returns:
+        ``model`` with the weights loaded (strict: every key and shape must match; errors list mismatches).
+    """
+    from safetensors.torch import load_file
+
+    checkpoint = Path(checkpoint)
+    if checkpoint.suffix != ".safetensors":
+        raise ModelLoadError(f"{checkpoint}: only .safetensors files are read (pickled .pt files are never "
+                             "unpickled here); see import_ctrl_world's docstring for the one-line conversion")
+    if not checkpoint.is_file():
+        raise ModelLoadError(f"checkpoint file not found: {checkpoint}")
+    state = {k: v for k, v in load_file(str(checkpoint)).items() if k.startswith(("unet.", "action_encoder."))}
+    own = model.state_dict()
+    problems = [f"missing '{k}' {tuple(v.shape)}" for k, v in own.items() if k not in state]
+    problems += [f"'{k}': model {tuple(own[k].shape)} vs file {tuple(v.shape)}" for k, v in state.items()
+                 if k in own and own[k].shape != v.shape]
+    problems += [f"unexpected '{k}'" for k in state if k not in own]
+    if problems:
+        raise ModelLoadError(f"{checkpoint} does not match the WorldModel config:\n  " + "\n  ".join(problems[:12]))
+    model.load_state_dict(state, strict=True)
+    return model

@@ -1,0 +1,362 @@
+"""Algorithm 3 of VidPlan: global argmax over proposals, then local gradient refinement; plus a CEM planner.
+
+Both planners work against the :class:`~vidplan_core.runtime.base.Backend` protocol and return a
+:class:`PlanResult` (the chunk as :class:`~vidplan_core.spaces.EEChunk` plus diagnostics). A cycle::
+
+    t=0  set_context(history, instruction)          "encode"
+         rollout(all N proposals in one batch)      "rollout", "heads", "semantic" (backend timings)
+         hierarchical reward → argmax               "select"
+         repeat refine_iters times (GradOpt):       "refinement"
+             J, dJ/da = value_and_grad(a)  (re-rollout through flow map + heads)
+             Adam step on the normalised actions (ascent), project into the trust region and the limits
+
+Anytime: with ``time_budget_s`` set, refinement stops before an iteration that would overrun the budget; the best
+plan so far is returned with ``budget_exhausted=True``. Safety: any exception or NaN/Inf in a backend output gives
+a *hold* result (current pose repeated) with the reason, never a partial or non-finite plan.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from typing import Literal
+
+import numpy as np
+import torch
+from pydantic import BaseModel, ConfigDict, Field
+
+from vidplan_core.planning.objective import (
+    WeightKind,
+    hierarchical_reward,
+    soft_centroid,
+    suppress_semantic_map,
+)
+from vidplan_core.planning.proposals import ProposalSet
+from vidplan_core.runtime.base import Backend, PlanningContext, RolloutOutput
+from vidplan_core.spaces import MODEL_RATE_HZ, EEChunk, wrap_angle
+
+__all__ = ["CEMConfig", "CEMPlanner", "PlanResult", "Planner", "PlannerConfig", "ScoreConfig", "score_rollout"]
+
+
+class ScoreConfig(BaseModel):
+    """How candidates are scored (hierarchical reward)."""
+
+    model_config = ConfigDict(extra="forbid")
+    weighting: WeightKind = "exp"
+    kappa: float = Field(3.0, ge=0, description="κ of w(h) = exp(−κ·h̄)")
+    lam: float = Field(0.5, ge=0, description="λ of the centring term λ·‖c − c_r‖")
+    centroid_ref: tuple[float, float] = (0.5, 0.5)
+    centroid_temperature: float = Field(0.1, gt=0)
+    suppress_semantic: bool = True
+    semantic_score: Literal["global", "map_max", "map_mean"] = "global"
+
+
+class PlannerConfig(BaseModel):
+    """Algorithm 3 parameters. Position limits are in the base frame [m]; the trust region is an L∞ radius in
+    normalised action units around the argmax candidate."""
+
+    model_config = ConfigDict(extra="forbid")
+    score: ScoreConfig = Field(default_factory=ScoreConfig)
+    refine_iters: int = Field(5, ge=0)
+    lr: float = Field(0.05, gt=0, description="Adam step size (normalised action units)")
+    trust_region: float = Field(0.25, gt=0)
+    position_min: tuple[float, float, float] = (-1.0, -1.0, -0.1)
+    position_max: tuple[float, float, float] = (1.0, 1.0, 1.3)
+    time_budget_s: float | None = Field(None, gt=0)
+    refine_gripper: bool = False
+
+
+class CEMConfig(PlannerConfig):
+    """CEM parameters (forward passes only)."""
+
+    iterations: int = Field(3, ge=1)
+    population: int = Field(16, ge=2)
+    elites: int = Field(4, ge=1)
+    init_std: float = Field(0.1, gt=0, description="initial std in normalised action units")
+    min_std: float = Field(0.01, gt=0)
+    seed: int = 0
+
+
+@dataclass
+class PlanResult:
+    """Output of one planning cycle.
+
+    Attributes:
+        chunk: H EE poses to execute (the current pose repeated on hold); ``chunk.uncertainty``/``value`` are the
+            chosen candidate's per-step h̄ and expected value from the global rollout.
+        status: "ok", "budget" (time budget hit, best plan so far) or "hold".
+        reason: why (empty when ok).
+        chosen_index: index of the argmax proposal (−1 on hold before selection).
+        chosen_label: its label.
+        scores: (N,) hierarchical reward of every proposal.
+        uncertainty: (N,) mean h̄ of every proposal.
+        values: (N,) mean expected value of every proposal.
+        objective_trace: refinement objective J at each evaluated iterate (first = argmax candidate).
+        timings: seconds per stage ("encode", "rollout", "heads", "semantic", "select", "refinement", "total").
+    """
+
+    chunk: EEChunk
+    status: Literal["ok", "budget", "hold"] = "ok"
+    reason: str = ""
+    chosen_index: int = -1
+    chosen_label: str = ""
+    scores: np.ndarray = field(default_factory=lambda: np.zeros(0))
+    uncertainty: np.ndarray = field(default_factory=lambda: np.zeros(0))
+    values: np.ndarray = field(default_factory=lambda: np.zeros(0))
+    objective_trace: list[float] = field(default_factory=list)
+    timings: dict[str, float] = field(default_factory=dict)
+
+    @property
+    def hold(self) -> bool:
+        return self.status == "hold"
+
+    @property
+    def budget_exhausted(self) -> bool:
+        return self.status == "budget"
+
+
+def score_rollout(out: RolloutOutput, cfg: ScoreConfig) -> tuple[torch.Tensor, torch.Tensor]:
+    """Hierarchical reward of a rollout: (N,) candidate scores and (N, F) per-frame rewards."""
+    h_bar = torch.as_tensor(out.h_bar, dtype=torch.float64)
+    sem = torch.as_tensor(out.semantic_map, dtype=torch.float64)
+    if cfg.suppress_semantic:
+        sem = suppress_semantic_map(sem, torch.as_tensor(out.uq_map, dtype=torch.float64), cfg.weighting, cfg.kappa)
+    if cfg.semantic_score == "global":
+        r_s = torch.as_tensor(out.semantic_score, dtype=torch.float64)
+    elif cfg.semantic_score == "map_max":
+        r_s = sem.flatten(-2).amax(-1)
+    else:
+        r_s = sem.flatten(-2).mean(-1)
+    centroid = soft_centroid(sem, cfg.centroid_temperature) if cfg.lam > 0 else None
+    return hierarchical_reward(r_s, h_bar, centroid, cfg.centroid_ref, cfg.lam, cfg.weighting, cfg.kappa)
+
+
+class _HoldError(Exception):
+    pass
+
+
+class _BasePlanner:
+    def __init__(self, backend: Backend, config: PlannerConfig | None = None):
+        if not isinstance(backend, Backend):
+            raise TypeError(f"{type(backend).__name__} does not implement the Backend protocol "
+                            "(name, horizon, normalizer, set_context, rollout, value_and_grad)")
+        self.backend = backend
+        self.config = config or PlannerConfig()
+        self.horizon = backend.horizon
+        norm = backend.normalizer
+        self._scale = np.asarray(norm.scale, np.float64)
+        self._ref = np.zeros((self.horizon, 7))
+        lo = np.array([*self.config.position_min, 0, 0, 0, 0.0])
+        hi = np.array([*self.config.position_max, 0, 0, 0, 1.0])
+        # Limits in normalised units (rotation dims unbounded: they wrap).
+        self._lo_n = torch.as_tensor(norm.normalize(lo[None])[0])
+        self._hi_n = torch.as_tensor(norm.normalize(hi[None])[0])
+        self._lo_n[3:6], self._hi_n[3:6] = -torch.inf, torch.inf
+
+    # -- helpers ------------------------------------------------------------------------------------------------
+    def _normalize(self, actions: np.ndarray) -> np.ndarray:
+        return np.asarray(self.backend.normalizer.normalize(np.asarray(actions, np.float64)), np.float64)
+
+    def _denormalize(self, actions_n: np.ndarray, like: np.ndarray) -> np.ndarray:
+        a = np.asarray(self.backend.normalizer.denormalize(np.asarray(actions_n, np.float64)))
+        a[..., 3:6] = wrap_angle(a[..., 3:6], like[..., 3:6])  # keep angles next to the proposal's (no 2π jumps)
+        return a
+
+    def _project(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.maximum(torch.minimum(x, self._hi_n.to(x)), self._lo_n.to(x))
+
+    def _hold(self, ctx: PlanningContext, reason: str, timings: dict[str, float], **kw) -> PlanResult:
+        pose = ctx.current_pose
+        chunk = EEChunk.from_actions(np.repeat(pose[None], self.horizon, 0), dt=1.0 / MODEL_RATE_HZ)
+        return PlanResult(chunk=chunk, status="hold", reason=reason, timings=timings, **kw)
+
+    @staticmethod
+    def _proposals(proposals: ProposalSet | np.ndarray) -> ProposalSet:
+        if isinstance(proposals, ProposalSet):
+            return proposals
+        a = np.asarray(proposals, np.float64)
+        return ProposalSet(a, [f"p{i}" for i in range(len(a))])
+
+    def _global(self, ctx: PlanningContext, props: ProposalSet, timings: dict[str, float]):
+        """Encode, roll out all proposals in one batch, score: returns (out, scores, per_frame)."""
+        if props.actions.shape[1] != self.horizon:
+            raise ValueError(f"proposals have horizon {props.actions.shape[1]}, the backend expects {self.horizon}")
+        if not np.isfinite(props.actions).all():
+            raise _HoldError("proposals contain NaN/Inf")
+        t = time.perf_counter()
+        self.backend.set_context(ctx)
+        timings["encode"] = time.perf_counter() - t
+        out = self.backend.rollout(props.actions.astype(np.float32))
+        for k in ("rollout", "heads", "semantic"):
+            timings[k] = timings.get(k, 0.0) + out.timings.get(k, 0.0)
+        bad = out.non_finite()
+        if bad:
+            raise _HoldError(f"non-finite backend output: {', '.join(bad)}")
+        t = time.perf_counter()
+        with torch.no_grad():
+            scores, per_frame = score_rollout(out, self.config.score)
+        timings["select"] = time.perf_counter() - t
+        if not torch.isfinite(scores).all():
+            raise _HoldError("non-finite candidate scores")
+        return out, scores.numpy(), per_frame.numpy()
+
+    def _result(self, ctx, props, out, scores, idx, best_n, status, reason, trace, timings, t0) -> PlanResult:
+        actions = self._denormalize(best_n, props.actions[idx])
+        if not np.isfinite(actions).all():
+            return self._hold(ctx, "non-finite plan", timings)
+        timings["total"] = time.perf_counter() - t0
+        chunk = EEChunk.from_actions(actions, dt=1.0 / MODEL_RATE_HZ, uncertainty=np.clip(out.h_bar[idx], 0, 1),
+                                     value=np.clip(out.value[idx], 0, 1))
+        return PlanResult(chunk=chunk, status=status, reason=reason, chosen_index=int(idx),
+                          chosen_label=props.labels[idx], scores=scores, uncertainty=out.h_bar.mean(1),
+                          values=out.value.mean(1), objective_trace=trace, timings=timings)
+
+
+class Planner(_BasePlanner):
+    """Algorithm 3: batched rollout of all proposals, hierarchical-reward argmax, GradOpt refinement.
+
+    Args:
+        backend: any :class:`~vidplan_core.runtime.base.Backend`.
+        config: :class:`PlannerConfig`.
+    """
+
+    def plan(self, ctx: PlanningContext, proposals: ProposalSet | np.ndarray) -> PlanResult:
+        """Plan one chunk.
+
+        Args:
+            ctx: history frames, history poses and instruction.
+            proposals: (N, H, 7) candidate EE chunks (raw units) or a :class:`ProposalSet`.
+
+        Returns:
+            :class:`PlanResult` (never raises for backend failures or non-finite outputs: those give a hold).
+        """
+        t0 = time.perf_counter()
+        cfg = self.config
+        timings: dict[str, float] = {}
+        props = self._proposals(proposals)
+        try:
+            out, scores, _ = self._global(ctx, props, timings)
+        except _HoldError as exc:
+            return self._hold(ctx, str(exc), timings)
+        except Exception as exc:  # a failing backend must never leave the arm moving
+            return self._hold(ctx, f"backend error during global search: {type(exc).__name__}: {exc}", timings)
+        idx = int(np.argmax(scores))
+        self._ref = props.actions[idx]
+        x0 = torch.as_tensor(self._normalize(props.actions[idx]))[None]
+        best_x, trace, status, reason = x0.clone(), [], "ok", ""
+
+        def over_budget(next_cost: float) -> bool:
+            return cfg.time_budget_s is not None and time.perf_counter() - t0 + next_cost > cfg.time_budget_s
+
+        t_ref = time.perf_counter()
+        if cfg.refine_iters > 0:
+            # First value_and_grad: no measurement yet; backward ≈ 2× forward, so 3× the batched rollout bounds it.
+            est = 3.0 * (timings.get("rollout", 0) + timings.get("heads", 0))
+            if over_budget(est):
+                status, reason = "budget", "time budget reached before refinement"
+            else:
+                try:
+                    best_x, trace, status, reason = self._refine(x0, t0, est, over_budget)
+                except _HoldError as exc:
+                    timings["refinement"] = time.perf_counter() - t_ref
+                    return self._hold(ctx, str(exc), timings, chosen_index=idx, scores=scores)
+                except Exception as exc:
+                    timings["refinement"] = time.perf_counter() - t_ref
+                    return self._hold(ctx, f"backend error during refinement: {type(exc).__name__}: {exc}", timings,
+                                      chosen_index=idx, scores=scores)
+        timings["refinement"] = time.perf_counter() - t_ref
+        return self._result(ctx, props, out, scores, idx, best_x[0].numpy(), status, reason, trace, timings, t0)
+
+    def _refine(self, x0: torch.Tensor, t0: float, est: float, over_budget):
+        """GradOpt: Adam ascent on J with trust region and limits; returns (best x, trace, status, reason)."""
+        cfg = self.config
+        x = x0.clone().requires_grad_(True)
+        opt = torch.optim.Adam([x], lr=cfg.lr)
+        mask = torch.ones_like(x)
+        if not cfg.refine_gripper:
+            mask[..., 6] = 0.0
+        trace: list[float] = []
+        best_x, best_j = x0.clone(), -np.inf
+        for it in range(cfg.refine_iters + 1):
+            t = time.perf_counter()
+            a = self._denormalize(x.detach()[0].numpy(), self._ref)[None]
+            j, g = self.backend.value_and_grad(a.astype(np.float32))
+            est = time.perf_counter() - t
+            # chain rule into the normalised space: a = (x + 1)/2·scale + p01
+            j, g = np.asarray(j, np.float64).reshape(-1), np.asarray(g, np.float64) * self._scale / 2
+            if not (np.isfinite(j).all() and np.isfinite(g).all()):
+                raise _HoldError(f"non-finite refinement objective or gradient at iteration {it}")
+            trace.append(float(j[0]))
+            if j[0] > best_j:
+                best_j, best_x = float(j[0]), x.detach().clone()
+            if it == cfg.refine_iters:
+                break
+            if over_budget(est):
+                return best_x, trace, "budget", f"time budget reached after {it} refinement iterations"
+            opt.zero_grad()
+            x.grad = -torch.as_tensor(g).reshape(x.shape) * mask  # ascent
+            opt.step()
+            with torch.no_grad():
+                x.copy_(self._project(torch.clamp(x, x0 - cfg.trust_region, x0 + cfg.trust_region)))
+        return best_x, trace, "ok", ""
+
+
+class CEMPlanner(_BasePlanner):
+    """Cross-entropy method on the hierarchical reward: forward passes (``rollout``) only, no gradients.
+
+    Iteration 0 scores the proposals; each further iteration samples ``population`` candidates from a diagonal
+    Gaussian (normalised action space) fitted to the elites so far, within the limits.
+    """
+
+    config: CEMConfig
+
+    def __init__(self, backend: Backend, config: CEMConfig | None = None):
+        super().__init__(backend, config or CEMConfig())
+
+    def plan(self, ctx: PlanningContext, proposals: ProposalSet | np.ndarray) -> PlanResult:
+        t0 = time.perf_counter()
+        cfg = self.config
+        timings: dict[str, float] = {}
+        props = self._proposals(proposals)
+        rng = np.random.default_rng(cfg.seed)
+        with torch.no_grad():
+            try:
+                out, scores, _ = self._global(ctx, props, timings)
+            except _HoldError as exc:
+                return self._hold(ctx, str(exc), timings)
+            except Exception as exc:
+                return self._hold(ctx, f"backend error: {type(exc).__name__}: {exc}", timings)
+            idx0 = int(np.argmax(scores))
+            pop_n = self._normalize(props.actions)
+            best_n, best_s, best_out_idx = pop_n[idx0].copy(), float(scores[idx0]), idx0
+            elites = pop_n[np.argsort(-scores)[: cfg.elites]]
+            mean = elites.mean(0)
+            std = np.maximum(elites.std(0), cfg.init_std)
+            trace, status, reason = [best_s], "ok", ""
+            t_ref = time.perf_counter()
+            last = timings.get("rollout", 0) + timings.get("heads", 0) + timings.get("semantic", 0)
+            for it in range(1, cfg.iterations):
+                if cfg.time_budget_s is not None and time.perf_counter() - t0 + last > cfg.time_budget_s:
+                    status, reason = "budget", f"time budget reached after {it - 1} CEM iterations"
+                    break
+                t = time.perf_counter()
+                samples = mean + std * rng.standard_normal((cfg.population, *mean.shape))
+                samples = self._project(torch.as_tensor(samples)).numpy()
+                samples[0] = best_n  # elitism: the best so far is always re-evaluated
+                try:
+                    o = self.backend.rollout(self._denormalize(samples, props.actions[idx0][None]).astype(np.float32))
+                except Exception as exc:
+                    return self._hold(ctx, f"backend error: {type(exc).__name__}: {exc}", timings)
+                bad = o.non_finite()
+                if bad:
+                    return self._hold(ctx, f"non-finite backend output: {', '.join(bad)}", timings)
+                s = score_rollout(o, cfg.score)[0].numpy()
+                order = np.argsort(-s)
+                if s[order[0]] > best_s:
+                    best_s, best_n = float(s[order[0]]), samples[order[0]].copy()
+                el = samples[order[: cfg.elites]]
+                mean, std = el.mean(0), np.maximum(el.std(0), cfg.min_std)
+                trace.append(best_s)
+                last = time.perf_counter() - t
+            timings["refinement"] = time.perf_counter() - t_ref
+        return self._result(ctx, props, out, scores, best_out_idx, best_n, status, reason, trace, timings, t0)

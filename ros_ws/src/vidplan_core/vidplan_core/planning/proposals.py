@@ -1,0 +1,155 @@
+"""Candidate action chunks for the planner's global search.
+
+* :func:`basis_velocity_proposals` — the EE moves along the 6 canonical spatial directions of the base frame
+  (±x, ±y, ±z) at a given speed, orientation held: the twist is mapped to joint velocities with the damped
+  pseudo-inverse of the pinocchio Jacobian, re-linearised at every control step, integrated under the joint
+  velocity and position limits, and mapped back through FK to 7-D poses at the model rate.
+* :func:`perturbation_proposals` — smooth Gaussian perturbations around a nominal chunk (from a
+  :class:`~vidplan_core.planning.nominal.NominalPolicy`).
+* :func:`compose_proposals` — concatenate sets (e.g. 6 basis + 10 nominal) keeping a label per candidate.
+
+All chunks are (H, 7) raw EE poses [m, rad, gripper 0..1] in the base frame at the model rate.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from vidplan_core.spaces import ACTION_DIM, CONTROL_RATE_HZ, MODEL_RATE_HZ, wrap_angle
+
+__all__ = ["BASIS_DIRECTIONS", "ProposalSet", "basis_velocity_proposals", "compose_proposals",
+           "damped_pinv", "perturbation_proposals"]
+
+#: The 6 canonical directions (unit linear velocity in the base frame) and their labels.
+BASIS_DIRECTIONS: dict[str, np.ndarray] = {
+    "+x": np.array([1.0, 0, 0]), "-x": np.array([-1.0, 0, 0]),
+    "+y": np.array([0, 1.0, 0]), "-y": np.array([0, -1.0, 0]),
+    "+z": np.array([0, 0, 1.0]), "-z": np.array([0, 0, -1.0]),
+}
+
+
+@dataclass
+class ProposalSet:
+    """N candidate chunks with a label each.
+
+    Attributes:
+        actions: (N, H, 7) EE poses.
+        labels: N labels ("+x", "nominal", "nominal+3", ...).
+    """
+
+    actions: np.ndarray
+    labels: list[str]
+
+    def __post_init__(self) -> None:
+        self.actions = np.asarray(self.actions, dtype=np.float64)
+        if self.actions.ndim != 3 or self.actions.shape[2] != ACTION_DIM:
+            raise ValueError(f"proposals must be (N, H, {ACTION_DIM}), got {self.actions.shape}")
+        if len(self.labels) != len(self.actions):
+            raise ValueError(f"{len(self.labels)} labels for {len(self.actions)} proposals")
+
+    def __len__(self) -> int:
+        return len(self.actions)
+
+
+def damped_pinv(J: np.ndarray, damping: float = 1e-3) -> np.ndarray:
+    """Damped least-squares pseudo-inverse ``Jᵀ(JJᵀ + λ²I)⁻¹`` of a (6, 7) Jacobian → (7, 6)."""
+    return J.T @ np.linalg.inv(J @ J.T + damping**2 * np.eye(J.shape[0]))
+
+
+def basis_velocity_proposals(kin, q0: np.ndarray, horizon: int, speed: float = 0.05, gripper: float | None = None,
+                             directions: tuple[str, ...] = tuple(BASIS_DIRECTIONS),
+                             control_rate_hz: float = CONTROL_RATE_HZ, model_rate_hz: float = MODEL_RATE_HZ,
+                             damping: float = 1e-3, euler_center: np.ndarray | None = None) -> ProposalSet:
+    """Jacobian basis-velocity proposals.
+
+    Args:
+        kin: a :class:`vidplan_core.kinematics.PandaKinematics`.
+        q0: (7,) current joint positions [rad].
+        horizon: H model-rate steps.
+        speed: EE speed [m/s] along each direction (the proposal magnitude).
+        gripper: gripper value held in every step (default: 0, open).
+        directions: subset of :data:`BASIS_DIRECTIONS` keys.
+        damping: λ of the damped pseudo-inverse (keeps q̇ bounded near singularities).
+
+    Returns:
+        :class:`ProposalSet` with (len(directions), H, 7) poses; step k is the pose after k+1 model periods.
+    """
+    if speed < 0 or not np.isfinite(speed):
+        raise ValueError(f"speed must be a finite value ≥ 0 m/s, got {speed}")
+    unknown = [d for d in directions if d not in BASIS_DIRECTIONS]
+    if unknown:
+        raise ValueError(f"unknown directions {unknown}; expected a subset of {list(BASIS_DIRECTIONS)}")
+    stride = round(control_rate_hz / model_rate_hz)
+    dt = 1.0 / control_rate_hz
+    q_start = kin.clip(np.asarray(q0, np.float64).reshape(7))
+    center = kin.fk_action(q_start)[3:6] if euler_center is None else euler_center
+    g = 0.0 if gripper is None else float(gripper)
+    out = []
+    for d in directions:
+        twist = np.concatenate([BASIS_DIRECTIONS[d] * speed, np.zeros(3)])  # orientation held (ω = 0)
+        q = q_start.copy()
+        samples = []
+        for k in range(horizon * stride):
+            qd = damped_pinv(kin.jacobian(q), damping) @ twist
+            ratio = float(np.max(np.abs(qd) / kin.velocity_limits))
+            if ratio > 1.0:  # keep the direction, respect velocity limits
+                qd = qd / ratio
+            q = kin.clip(q + qd * dt)
+            if (k + 1) % stride == 0:
+                samples.append(q.copy())
+        ee = kin.fk_action_batch(np.asarray(samples), center)
+        out.append(np.concatenate([ee, np.full((horizon, 1), g)], axis=1))
+    return ProposalSet(np.stack(out), list(directions))
+
+
+def perturbation_proposals(nominal: np.ndarray, n: int, sigma: np.ndarray | float = (0.02, 0.02, 0.02, 0.05, 0.05,
+                                                                                       0.05, 0.2),
+                           rng: np.random.Generator | int | None = None, include_nominal: bool = True,
+                           smoothing: float = 0.7, label: str = "nominal") -> ProposalSet:
+    """Smooth Gaussian perturbations around a nominal chunk.
+
+    Noise is an AR(1) process along the horizon (``e_k = ρ·e_{k−1} + sqrt(1−ρ²)·σ·ε``) so perturbed chunks stay
+    smooth; the gripper is clipped to [0, 1] and angles are kept next to the nominal's.
+
+    Args:
+        nominal: (H, 7) nominal chunk.
+        n: number of candidates (the first is the nominal itself when ``include_nominal``).
+        sigma: per-dimension standard deviation (7,) [m, rad, gripper] or a scalar.
+        rng: numpy Generator or seed.
+        smoothing: ρ in [0, 1).
+    """
+    nom = np.asarray(nominal, np.float64)
+    if nom.ndim != 2 or nom.shape[1] != ACTION_DIM:
+        raise ValueError(f"nominal chunk must be (H, {ACTION_DIM}), got {nom.shape}")
+    if n < 0:
+        raise ValueError(f"n must be ≥ 0, got {n}")
+    if not 0 <= smoothing < 1:
+        raise ValueError(f"smoothing must be in [0, 1), got {smoothing}")
+    sig = np.broadcast_to(np.asarray(sigma, np.float64), (ACTION_DIM,))
+    rng = rng if isinstance(rng, np.random.Generator) else np.random.default_rng(rng)
+    h = len(nom)
+    eps = rng.standard_normal((n, h, ACTION_DIM)) * sig
+    noise = np.empty_like(eps)
+    noise[:, 0] = eps[:, 0]
+    for k in range(1, h):
+        noise[:, k] = smoothing * noise[:, k - 1] + np.sqrt(1 - smoothing**2) * eps[:, k]
+    acts = nom[None] + noise
+    if include_nominal and n > 0:
+        acts[0] = nom
+    acts[..., 3:6] = wrap_angle(acts[..., 3:6], nom[None, :, 3:6])
+    acts[..., 6] = np.clip(acts[..., 6], 0.0, 1.0)
+    labels = [label if (include_nominal and i == 0) else f"{label}+{i}" for i in range(n)]
+    return ProposalSet(acts, labels)
+
+
+def compose_proposals(*sets: ProposalSet) -> ProposalSet:
+    """Concatenate proposal sets of the same horizon (e.g. 6 basis + 10 nominal perturbations)."""
+    sets = tuple(s for s in sets if len(s))
+    if not sets:
+        raise ValueError("no proposals to compose")
+    hs = {s.actions.shape[1] for s in sets}
+    if len(hs) != 1:
+        raise ValueError(f"proposal sets have different horizons {sorted(hs)}")
+    return ProposalSet(np.concatenate([s.actions for s in sets]), [lab for s in sets for lab in s.labels])
