@@ -12,7 +12,6 @@ import time
 from pathlib import Path
 
 import pytest
-
 from proc_helpers import started, wait_for
 
 PROFILES = Path(__file__).resolve().parents[1] / "data" / "profiles"

@@ -11,14 +11,14 @@ from pathlib import Path
 import numpy as np
 import pytest
 import rclpy
+from proc_helpers import node_executable, started, wait_for
 from rclpy.action import ActionClient
 from rclpy.executors import SingleThreadedExecutor
+
+from vidplan_core.spaces import EEChunk
 from vidplan_interfaces.action import ExecuteChunk
 from vidplan_interfaces.msg import PlanChunk, PlanDiagnostics
 from vidplan_interfaces.srv import SetTask
-
-from proc_helpers import node_executable, started, wait_for
-from vidplan_core.spaces import EEChunk
 from vidplan_ros.conversions import chunk_from_msg, chunk_to_msg
 
 SCRIPT = Path(__file__).parent / "scripts" / "chunk_echo_server.py"

@@ -87,7 +87,7 @@ def test_undeclared_arg_is_an_error(tmp_path):
 
 
 def test_unknown_profile_lists_known_ones():
-    with pytest.raises(ConfigError, match="known profiles: .*sim"):
+    with pytest.raises(ConfigError, match=r"known profiles: .*sim"):
         find_profile("simulation")
 
 

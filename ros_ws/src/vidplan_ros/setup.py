@@ -6,8 +6,10 @@ package_name = "vidplan_ros"
 NODES = {
     "scripted_chunk_node": "vidplan_ros.scripted_chunk_node:main",
     "latency_probe": "vidplan_ros.latency_probe:main",
+    "executor_node": "vidplan_ros.executor_node:main",
     "recorder_node": "vidplan_ros.recorder_node:main",
     "replay_node": "vidplan_ros.replay_node:main",
+    "planner_node": "vidplan_ros.planner_node:main",
 }
 
 setup(

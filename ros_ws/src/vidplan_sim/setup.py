@@ -1,9 +1,13 @@
+from glob import glob
+
 from setuptools import find_packages, setup
 
 package_name = "vidplan_sim"
 
 # Node executables (ros2 run vidplan_sim <name>).
-NODES: dict[str, str] = {}
+NODES: dict[str, str] = {
+    "sim_node": "vidplan_sim.sim_node:main",
+}
 
 setup(
     name=package_name,
@@ -12,6 +16,8 @@ setup(
     data_files=[
         ("share/ament_index/resource_index/packages", ["resource/" + package_name]),
         ("share/" + package_name, ["package.xml"]),
+        ("share/" + package_name + "/scenes", glob("scenes/*.yaml")),
+        ("share/" + package_name + "/gazebo", glob("gazebo/*.*")),
     ],
     install_requires=["setuptools"],
     zip_safe=True,

@@ -16,13 +16,13 @@ def generate_profile_launch_description(profile_name: str) -> Any:
     Launch arguments use the profile's arg names (``ros2 launch vidplan_bringup sim.launch.py bag:=/path``);
     required nodes shut the launch down when they exit, like ``vidplan up``.
     """
-    from launch import LaunchDescription
     from launch.actions import DeclareLaunchArgument, EmitEvent, OpaqueFunction, RegisterEventHandler
     from launch.event_handlers import OnProcessExit
     from launch.events import Shutdown
     from launch.substitutions import LaunchConfiguration
     from launch_ros.actions import Node
 
+    from launch import LaunchDescription
     from vidplan_core.bringup import load_profile, parse_overrides, resolve_profile
 
     profile, path = load_profile(profile_name)

@@ -85,7 +85,7 @@ class CameraCalibration(BaseModel):
         return self
 
     @property
-    def K(self) -> np.ndarray:
+    def K(self) -> np.ndarray:  # noqa: N802 - the camera matrix is called K everywhere
         """(3, 3) camera matrix [px]."""
         return np.array([[self.fx, 0, self.cx], [0, self.fy, self.cy], [0, 0, 1.0]])
 

@@ -8,7 +8,7 @@ from typing import Any, TypeVar
 import yaml
 from pydantic import BaseModel, ValidationError
 
-__all__ = ["ConfigError", "format_validation_error", "load_yaml", "load_model", "validate_model"]
+__all__ = ["ConfigError", "format_validation_error", "load_model", "load_yaml", "validate_model"]
 
 M = TypeVar("M", bound=BaseModel)
 

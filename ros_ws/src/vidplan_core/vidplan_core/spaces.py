@@ -58,7 +58,7 @@ def model_stride(control_rate_hz: float = CONTROL_RATE_HZ, model_rate_hz: float 
     if ratio < 1 or abs(ratio - round(ratio)) > 1e-6:
         raise ValueError(f"control rate {control_rate_hz} Hz must be an integer multiple of the model rate "
                          f"{model_rate_hz} Hz")
-    return int(round(ratio))
+    return round(ratio)
 
 
 def wrap_angle(angle: Any, center: Any = 0.0) -> Any:

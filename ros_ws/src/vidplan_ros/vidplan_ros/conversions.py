@@ -8,7 +8,7 @@ from geometry_msgs.msg import Pose
 
 from vidplan_core.spaces import EEChunk, euler_to_quat, quat_to_euler
 
-__all__ = ["chunk_from_msg", "chunk_to_msg", "pose_from_vec", "pose_to_vec", "stamp_to_sec", "sec_to_stamp"]
+__all__ = ["chunk_from_msg", "chunk_to_msg", "pose_from_vec", "pose_to_vec", "sec_to_stamp", "stamp_to_sec"]
 
 
 def stamp_to_sec(stamp: Time) -> float:
@@ -18,8 +18,8 @@ def stamp_to_sec(stamp: Time) -> float:
 
 def sec_to_stamp(t: float) -> Time:
     """Seconds → builtin_interfaces/Time."""
-    sec = int(np.floor(t))
-    return Time(sec=sec, nanosec=int(round((t - sec) * 1e9)) % 1_000_000_000)
+    ns = round(t * 1e9)
+    return Time(sec=ns // 1_000_000_000, nanosec=ns % 1_000_000_000)
 
 
 def pose_to_vec(pose: Pose) -> np.ndarray:

@@ -28,7 +28,7 @@ __all__ = ["BACKENDS", "JtcBackend", "MoveItPyBackend", "ServoBackend", "make_ba
 
 def _duration(t: float) -> Duration:
     sec = int(np.floor(t))
-    return Duration(sec=sec, nanosec=int(round((t - sec) * 1e9)) % 1_000_000_000)
+    return Duration(sec=sec, nanosec=round((t - sec) * 1e9) % 1_000_000_000)
 
 
 def _pose_vec(T: np.ndarray) -> np.ndarray:
@@ -41,19 +41,21 @@ class JtcBackend:
 
     name = "jtc"
 
-    def __init__(self, node: Node, topic: str, joint_names: list[str], hold_time_s: float = 0.05):
+    def __init__(self, node: Node, topic: str, joint_names: list[str], hold_time_s: float = 0.0):
         self.node = node
         self.joint_names = list(joint_names)
         self.hold_time_s = float(hold_time_s)
         self.pub = node.create_publisher(JointTrajectory, topic, 10)
         self.last_msg: JointTrajectory | None = None
 
-    def _publish(self, qs: np.ndarray, times: np.ndarray) -> None:
+    def _publish(self, qs: np.ndarray, times: np.ndarray, at_rest: bool = False) -> None:
         msg = JointTrajectory()
         msg.joint_names = self.joint_names
         for q, t in zip(qs, times, strict=True):
             pt = JointTrajectoryPoint()
             pt.positions = [float(x) for x in q]
+            if at_rest:
+                pt.velocities = [0.0] * len(pt.positions)
             pt.time_from_start = _duration(float(t))
             msg.points.append(pt)
         self.pub.publish(msg)
@@ -63,8 +65,9 @@ class JtcBackend:
         self._publish(qs, times)
 
     def hold(self, q: np.ndarray, pose: np.ndarray) -> None:
-        # One point at the current position, reached within hold_time_s: the arm stops where it is.
-        self._publish(np.asarray(q)[None], np.array([self.hold_time_s]))
+        # One point at the *measured* position with zero velocity, due at hold_time_s (default 0: at once). Not an
+        # empty trajectory: JTC would then hold its current *command*, which leads the arm by the tracking lag.
+        self._publish(np.asarray(q)[None], np.array([self.hold_time_s]), at_rest=True)
 
     def close(self) -> None:
         pass

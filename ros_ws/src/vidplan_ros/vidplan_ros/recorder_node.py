@@ -10,8 +10,10 @@ Splitting (``split_size_bytes`` / ``split_duration_s``) writes numbered complete
 ``<name>_1/``, ... (see ``vidplan_core.data.bags``); without splitting ``<output_dir>/<bag_name>/`` is one bag.
 
 Parameters:
-    topics (string[], required): "name" or "name:pkg/msg/Type". Without a type it is discovered from the graph
-        (waiting up to ``discovery_timeout_s``; topics still unknown then are subscribed when they appear).
+    topics (string[], required): "name" or "name:pkg/msg/Type". Without a type it is discovered from the graph.
+        Each topic is subscribed as soon as a publisher of it is seen (so the QoS can match that publisher); a
+        typed topic with no publisher after ``discovery_timeout_s`` is subscribed with the default QoS below; an
+        untyped one is subscribed whenever it appears (a warning names it).
     output_dir (str, "bags"): parent directory of the recording.
     bag_name (str, ""): recording name ("" = rec_<UTC yyyymmdd_HHMMSS>); ``output_dir/bag_name`` must not exist.
     storage (str, "mcap"): "mcap" or "sqlite3".
@@ -22,7 +24,7 @@ Parameters:
     qos_overrides (string[], []): "/topic:reliable|best_effort[:volatile|transient_local]". Otherwise the QoS
         matches the publishers seen at subscription time (best-effort if any publisher is, transient-local if all
         are); with no publisher seen yet, sensor_msgs/* use best-effort (matches any publisher) and others
-        reliable/volatile.
+        reliable/volatile. The QoS chosen is stored in the bag as the topic's offered QoS.
     max_queue_mb (float, 1024.0): writer-queue bound; messages arriving while it is full are dropped and counted.
     stats_interval_s (float, 10.0): period of the progress log line (0 = off).
     stats_path (str, ""): JSON file written at close with per-topic received/written/dropped counts, bags, bytes.
@@ -37,6 +39,7 @@ import time
 from datetime import UTC, datetime
 from pathlib import Path
 
+from rclpy.clock import Clock, ClockType
 from rclpy.node import Node
 from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy
 
@@ -104,41 +107,40 @@ class Recorder(Node):
             if msgtype is not None:
                 self._check_type(topic, msgtype)
         self.path = output_dir / name
-        # BagWriter validates storage/split values and refuses an existing path (ValueError → exit code 2).
-        self.writer = BagWriter(self.path, storage=storage, split_size_bytes=split_size,
-                                split_duration_s=split_duration, definitions=self.definitions)
         self.received: dict[str, int] = {}
         self.dropped: dict[str, int] = {}
         self.queued_bytes = 0
         self._lock = threading.Lock()
         self.write_errors = 0
         self._queue: queue.SimpleQueue = queue.SimpleQueue()
-        self._thread = threading.Thread(target=self._write_loop, name="bag_writer", daemon=True)
-        self._thread.start()
         self._subs: dict[str, object] = {}
         self._closed = False
         self._t0 = time.monotonic()
+        # The writer lives on its own thread (sqlite3 connections must stay on the thread that made them).
+        # BagWriter validates storage/split values and refuses an existing path (ValueError → exit code 2).
+        self.writer: BagWriter | None = None
+        self._writer_error: Exception | None = None
+        ready = threading.Event()
+        self._thread = threading.Thread(
+            target=self._write_loop, args=(ready, dict(storage=storage, split_size_bytes=split_size,
+                                                       split_duration_s=split_duration)),
+            name="bag_writer", daemon=True)
+        self._thread.start()
+        ready.wait()
+        if self._writer_error is not None:
+            raise self._writer_error
 
-        # Wait (bounded) for untyped topics, then subscribe to everything known.
-        end = time.monotonic() + discovery_timeout
-        while any(t is None for t in self.wanted.values()) and time.monotonic() < end:
-            self._discover()
-            time.sleep(0.1)
-        self._discover()
-        try:
-            for topic, msgtype in self.wanted.items():
-                if msgtype is not None:
-                    self._subscribe(topic, msgtype)
-        except ValueError:
-            self.close()  # leave a valid (possibly empty) bag behind, stop the writer thread
-            raise
-        pending = [t for t, ty in self.wanted.items() if ty is None]
-        if pending:
-            self.get_logger().warning(f"topics not seen within {discovery_timeout:.1f} s: {pending}; "
-                                      f"they will be recorded once they appear")
-        self._discovery_timer = self.create_timer(0.5, self._late_topics)
+        # Subscribe to each topic once a publisher is seen (so the QoS can match it) or, for typed topics, when
+        # discovery_timeout_s has passed; polled from a timer so the executor spins meanwhile.
+        self._deadline = time.monotonic() + discovery_timeout
+        self._discovery_timeout = discovery_timeout
+        self._warned_pending = False
+        self._poll_topics()
+        # Steady-clock timers: under use_sim_time a ROS-time timer would not fire until /clock advances.
+        steady = Clock(clock_type=ClockType.STEADY_TIME)
+        self._discovery_timer = self.create_timer(0.2, self._poll_topics, clock=steady)
         if stats_interval > 0:
-            self._stats_timer = self.create_timer(stats_interval, self._log_stats)
+            self._stats_timer = self.create_timer(stats_interval, self._log_stats, clock=steady)
         self.get_logger().info(f"recording {len(self.wanted)} topic(s) to {self.path} ({storage}"
                                + (f", split {split_size} B" if split_size else "")
                                + (f", split {split_duration} s" if split_duration else "") + ")")
@@ -163,16 +165,27 @@ class Recorder(Node):
             raise ValueError(f"topic {topic}: {exc}") from exc
         return msg_cls
 
-    def _late_topics(self) -> None:
+    def _poll_topics(self) -> None:
         if any(t is None for t in self.wanted.values()):
             self._discover()
+        past_deadline = time.monotonic() >= self._deadline
         for topic, msgtype in list(self.wanted.items()):
-            if msgtype is not None and topic not in self._subs:
-                try:
-                    self._subscribe(topic, msgtype)
-                except ValueError as exc:  # a late topic of an unusable type: skip it, keep recording the rest
-                    self.get_logger().error(f"not recording {topic}: {exc}")
-                    self._subs[topic] = None
+            if msgtype is None or topic in self._subs:
+                continue
+            if not (past_deadline or topic in self.overrides or self.count_publishers(topic)):
+                continue
+            try:
+                self._subscribe(topic, msgtype)
+            except ValueError as exc:  # a discovered topic of an unusable type: skip it, record the rest
+                self.get_logger().error(f"not recording {topic}: {exc}")
+                self._subs[topic] = None
+        pending = [t for t in self.wanted if t not in self._subs]
+        if past_deadline and pending and not self._warned_pending:
+            self._warned_pending = True
+            self.get_logger().warning(f"topics not seen within {self._discovery_timeout:.1f} s: {pending}; "
+                                      f"they will be recorded once they appear")
+        if not pending and getattr(self, "_discovery_timer", None) is not None:
+            self._discovery_timer.cancel()
 
     def _subscribe(self, topic: str, msgtype: str) -> None:
         if topic in self._subs:
@@ -203,11 +216,18 @@ class Recorder(Node):
         self._queue.put(("msg", topic, stamp, data))
 
     # -- writer thread
-    def _write_loop(self) -> None:
+    def _write_loop(self, ready: threading.Event, writer_kw: dict) -> None:
+        try:
+            self.writer = BagWriter(self.path, definitions=self.definitions, **writer_kw)
+        except Exception as exc:  # handed to the constructor, which raises it
+            self._writer_error = exc if isinstance(exc, ValueError) else ValueError(f"{self.path}: {exc}")
+            return
+        finally:
+            ready.set()
         while True:
             item = self._queue.get()
             if item is None:
-                return
+                break
             try:
                 if item[0] == "topic":
                     self.writer.add_topic(item[1], item[2], item[3])
@@ -216,10 +236,15 @@ class Recorder(Node):
                     with self._lock:
                         self.queued_bytes -= len(data)
                     self.writer.write(topic, stamp, data)
-            except Exception as exc:  # noqa: BLE001 - disk full etc.: count, report, keep the thread alive
+            except Exception as exc:  # disk full etc.: count, report, keep the thread alive
                 self.write_errors += 1
                 if self.write_errors <= 5:
                     print(f"[recorder] ERROR writing {item[1]}: {exc}", flush=True)
+        try:
+            self.writer.close()
+        except Exception as exc:  # report; close() still writes the stats
+            print(f"[recorder] ERROR closing {self.path}: {exc}", flush=True)
+            self.write_errors += 1
 
     # -- reporting and shutdown
     def stats(self) -> dict:
@@ -247,15 +272,10 @@ class Recorder(Node):
                 continue
             try:
                 self.destroy_subscription(sub)
-            except Exception:  # noqa: BLE001 - the context may already be shut down
+            except Exception:  # the context may already be shut down
                 pass
         self._queue.put(None)
-        self._thread.join()
-        try:
-            self.writer.close()
-        except Exception as exc:  # noqa: BLE001 - report, still write stats
-            print(f"[recorder] ERROR closing {self.path}: {exc}", flush=True)
-            self.write_errors += 1
+        self._thread.join()  # drains the queue and closes the bag(s) on the writer thread
         s = self.stats()
         if self.stats_path:
             path = Path(self.stats_path)

@@ -168,9 +168,14 @@ class Replay(Node):
 
     def _play(self) -> None:
         self._wait_for_subscribers()
-        if self._stop.wait(self.start_delay_s):
-            return
         start_ns = self.reader.start_ns + int(self.start_offset_s * 1e9)
+        # hold /clock at the start time meanwhile, so use_sim_time nodes have a time before the first message
+        end_delay = time.monotonic() + self.start_delay_s
+        while time.monotonic() < end_delay:
+            if self.clock_pub is not None:
+                self._publish_clock(start_ns)
+            if self._stop.wait(min(self.clock_period_s, max(0.0, end_delay - time.monotonic()))):
+                return
         total_s = max(self.reader.end_ns - start_ns, 0) / 1e9
         topics = list(self.publishers_)
         while not self._stop.is_set():
@@ -202,7 +207,7 @@ class Replay(Node):
             self._play()
         except BagError as exc:
             self.failed = str(exc)
-        except Exception as exc:  # noqa: BLE001 - report and exit non-zero rather than hang silently
+        except Exception as exc:  # report and exit non-zero rather than hang silently
             if self._stop.is_set() or not self.context.ok():
                 return  # publishing raced with shutdown (Ctrl-C / SIGTERM): a normal exit
             self.failed = f"replay failed: {type(exc).__name__}: {exc}"

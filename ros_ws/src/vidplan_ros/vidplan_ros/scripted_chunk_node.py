@@ -21,9 +21,9 @@ import math
 
 import numpy as np
 from rclpy.node import Node
-from vidplan_interfaces.msg import PlanChunk
 
 from vidplan_core.spaces import EEChunk
+from vidplan_interfaces.msg import PlanChunk
 from vidplan_ros.conversions import chunk_to_msg
 from vidplan_ros.node_runner import run_node
 

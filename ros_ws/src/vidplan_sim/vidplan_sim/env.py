@@ -72,7 +72,8 @@ class MujocoIK:
 
     Used with ``ik="mujoco"`` or when ``vidplan_core.kinematics`` (pinocchio on urdf/panda_droid.urdf; the default) is
     unavailable. Both agree: the URDF's panda_hand_tcp and this model's TCP site match to 1e-7 m over random joint
-    configurations (tests/unit/test_sim_scene.py). Joint limits from the model; a small null-space pull to ``q0`` keeps posture.
+    configurations (tests/unit/test_sim_scene.py). Joint limits from the model; a small null-space pull to ``q0``
+    keeps the posture.
     """
 
     def __init__(self, model, arm_qpos_adr: np.ndarray, arm_dof_adr: np.ndarray, site_id: int):
@@ -183,6 +184,7 @@ class SimEnv:
         self._arm_dadr = m.jnt_dofadr[self._arm_jid].copy()
         self._finger_qadr = np.array([m.jnt_qposadr[m.joint(n).id] for n in ("finger_joint1", "finger_joint2")])
         self._act = np.array([m.actuator(f"actuator{i}").id for i in range(1, 9)])
+        self._kv_over_kp = -m.actuator_biasprm[self._act[:7], 2] / m.actuator_gainprm[self._act[:7], 0]
         self._tcp = m.site("tcp").id
         self._hand = m.body("hand").id
         self._cam_ids = [m.camera(v).id for v in VIEW_ORDER]
@@ -291,7 +293,13 @@ class SimEnv:
 
     def _apply_ctrl(self) -> None:
         ctrl = self.data.ctrl
-        ctrl[self._act[:7]] = self.commanded_joints()
+        q_des = self.commanded_joints()
+        if self._tracker is not None:
+            # Velocity feed-forward through the position input: Menagerie's actuators apply
+            # kp·(ctrl − q) − kv·q̇, so ctrl = q_des + (kv/kp)·q̇_des gives kp·(q_des − q) + kv·(q̇_des − q̇), the PD
+            # law of a JointTrajectoryController with velocity feed-forward (without it the arm lags kv/kp = 0.1 s).
+            q_des = q_des + self._kv_over_kp * self._tracker.sample_velocity(self.time)
+        ctrl[self._act[:7]] = q_des
         ctrl[self._act[7]] = GRIPPER_OPEN_CTRL * (1.0 - self._gripper_cmd)
 
     def step(self, dt: float) -> None:
@@ -299,7 +307,7 @@ class SimEnv:
         import mujoco
 
         self._require()
-        n = max(int(round(dt / self.model.opt.timestep)), 0)
+        n = max(round(dt / self.model.opt.timestep), 0)
         m, d = self.model, self.data
         target_geom = self._obj_geom[self.layout.target.name]
         for _ in range(n):
@@ -318,7 +326,8 @@ class SimEnv:
         if self._pin is not None:
             res = self._pin.ik(T, q0, posture_gain=0.1)
             return IKSolution(q=np.asarray(res.q, float), success=bool(res.success),
-                              position_error=float(res.position_error_m), orientation_error=float(res.rotation_error_rad))
+                              position_error=float(res.position_error_m),
+                              orientation_error=float(res.rotation_error_rad))
         return self._ik.solve(T, q0)
 
     def step_ee(self, action: np.ndarray, dt: float = 1.0 / CONTROL_RATE_HZ) -> IKSolution:

@@ -29,6 +29,7 @@ __all__ = ["FAILURE_MODES", "EpisodeResult", "ExpertOptions", "SceneObservation"
 FAILURE_MODES = ("wrong_object", "early_release", "overshoot", "miss_grasp")
 SAFE_Z = 0.16  # [m] TCP travel height above the table
 APPROACH_DZ = 0.10  # [m] pre-grasp height above the object centre
+MIN_Z = 0.02  # [m] lowest TCP target: the executor's default workspace box starts at z = 0.02 m
 
 
 @dataclass
@@ -158,7 +159,7 @@ class ScriptedExpert:
 
         top_z = p[2] + half_h
         if task.kind == "put":
-            grasp_z = max(p[2], 0.018)
+            grasp_z = max(p[2], MIN_Z)
             go([p[0], p[1], max(start[2], SAFE_Z)], 0.0)
             go([p[0], p[1], grasp_z + APPROACH_DZ], 0.0)
             go([p[0], p[1], grasp_z], 0.0, self.opt.slow_step)
@@ -192,7 +193,7 @@ class ScriptedExpert:
         else:  # push
             sign = task.push_sign * (-1.0 if self.failure == "overshoot" else 1.0)
             travel = -0.01 if self.failure == "early_release" else 0.05 + 0.08 + 0.02
-            push_z = max(min(p[2], 0.022), 0.018)
+            push_z = max(min(p[2], 0.022), MIN_Z)
             y0 = p[1] - sign * (radius + 0.03)
             y1 = p[1] + sign * travel
             go([p[0], y0, max(start[2], SAFE_Z)], 1.0)

@@ -17,6 +17,7 @@ quaternions are [w, x, y, z]; calibration quaternions are ROS [x, y, z, w].
 
 from __future__ import annotations
 
+import itertools
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -49,6 +50,8 @@ __all__ = [
 HOME_Q = np.array([0.0, -np.pi / 4, 0.0, -3 * np.pi / 4, 0.0, np.pi / 2, np.pi / 4])
 #: TCP offset along the hand's z axis [m] (franka_ros ``panda_hand_tcp``).
 TCP_OFFSET = 0.1034
+#: Stiffness multiplier of Menagerie's gripper servo (see build_spec).
+GRIPPER_STIFFNESS_SCALE = 5.0
 #: MuJoCo (Menagerie) names of the arm joints, in order.
 ARM_JOINTS = tuple(f"joint{i}" for i in range(1, 8))
 #: Menagerie body names of the robot (link0 … hand, fingers) — they get gravity compensation.
@@ -152,7 +155,7 @@ class SceneConfig(BaseModel):
     @field_validator("clutter_distractors")
     @classmethod
     def _clutter(cls, v: list[int]) -> list[int]:
-        if v[0] != 0 or any(b < a for a, b in zip(v, v[1:], strict=False)) or v[-1] > 12:
+        if v[0] != 0 or any(b < a for a, b in itertools.pairwise(v)) or v[-1] > 12:
             raise ValueError(f"clutter_distractors must start at 0, not decrease and stay <= 12, got {v}")
         return v
 
@@ -366,6 +369,14 @@ def build_spec(cfg: SceneConfig, layout: SceneLayout, calibration: RigCalibratio
     # Menagerie's keyframe has 9 qpos values; free-floating objects add more, and our home differs (q7 = +π/4).
     for key in list(spec.keys):
         spec.delete(key)
+
+    # Menagerie's gripper is a position servo of 100 N/m on the finger tendon: closed on a 4 cm object it squeezes
+    # with ~1 N per finger and objects slip out when the arm accelerates. A real Franka Hand grasps with 20–70 N;
+    # 5× stiffer (same 0..255 command range, same 100 N force limit) gives ~5 N per finger.
+    grip = spec.actuator("actuator8")
+    grip.gainprm[0] = grip.gainprm[0] * GRIPPER_STIFFNESS_SCALE
+    grip.biasprm[1] = grip.biasprm[1] * GRIPPER_STIFFNESS_SCALE
+    grip.biasprm[2] = grip.biasprm[2] * GRIPPER_STIFFNESS_SCALE
 
     hand = spec.body("hand")
     tcp = hand.add_site()

@@ -78,3 +78,18 @@ class JointTrajectoryTracker:
         v = self.velocities
         h00, h10, h01, h11 = 2 * u**3 - 3 * u**2 + 1, u**3 - 2 * u**2 + u, -2 * u**3 + 3 * u**2, u**3 - u**2
         return h00 * p[i] + h10 * h * v[i] + h01 * p[i + 1] + h11 * h * v[i + 1]
+
+    def sample_velocity(self, now: float) -> np.ndarray:
+        """(n,) velocity of the interpolated target at ``now`` [rad/s] (0 before the start and after the end)."""
+        s = now - self.start_time
+        t, p = self.times, self.positions
+        if s <= t[0] or s >= t[-1]:
+            return np.zeros(p.shape[1])
+        i = int(np.searchsorted(t, s, side="right") - 1)
+        h = t[i + 1] - t[i]
+        if self.velocities is None:
+            return (p[i + 1] - p[i]) / h
+        u = (s - t[i]) / h
+        v = self.velocities
+        d00, d10, d01, d11 = 6 * u**2 - 6 * u, 3 * u**2 - 4 * u + 1, -6 * u**2 + 6 * u, 3 * u**2 - 2 * u
+        return (d00 * p[i] + d01 * p[i + 1]) / h + d10 * v[i] + d11 * v[i + 1]

@@ -416,7 +416,7 @@ class _RecoveredBag:
                             counts[topic] = counts.get(topic, 0) + 1
                             n += 1
                     warnings.append(f"bag {bag}: {f.name} recovered without metadata.yaml ({n} messages)")
-                except Exception as exc:  # noqa: BLE001 - any decode error ends the readable part of the file
+                except Exception as exc:  # any decode error ends the readable part of the file
                     warnings.append(f"bag {bag}: {f.name} is truncated or corrupt ({type(exc).__name__}: {exc}); "
                                     f"recovered the {n} messages before the damage")
             for topic, msgtype in channels.values():
@@ -428,7 +428,9 @@ class _RecoveredBag:
         for m in self._messages:
             if topics is not None and m.topic not in topics:
                 continue
-            if (start_ns is not None and m.timestamp_ns < start_ns) or (stop_ns is not None and m.timestamp_ns >= stop_ns):
+            if start_ns is not None and m.timestamp_ns < start_ns:
+                continue
+            if stop_ns is not None and m.timestamp_ns >= stop_ns:
                 continue
             yield m
 
@@ -439,7 +441,9 @@ def _explain(exc: Exception) -> str:
     if "end magic" in low or "truncat" in low or "unexpected end" in low or "not enough data" in low:
         return f"storage file is truncated or was not closed (interrupted recording?): {text}"
     if "metadata" in low and ("not exist" in low or "missing" in low or "no such" in low):
-        return f"metadata.yaml is missing (recording interrupted before it was closed?): {text}"
+        return "metadata.yaml is missing (recording interrupted before it was closed?)"
+    if "magic" in low or "not a database" in low or "malformed" in low:
+        return f"storage file is corrupt or not an mcap/sqlite3 file: {text}"
     return f"cannot be read ({type(exc).__name__}: {text})"
 
 
@@ -468,8 +472,8 @@ class BagReader:
         topics: dict[str, TopicInfo] = {}
         start, end = None, None
         for bag in self.bags:
-            reader = Reader(bag)
             try:
+                reader = Reader(bag)
                 reader.open()
             except Exception as exc:  # rosbags raises ReaderError, but also OSError/KeyError for odd files
                 problem = _explain(exc)

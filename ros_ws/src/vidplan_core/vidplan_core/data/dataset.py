@@ -44,7 +44,7 @@ class WindowDataset:
 
     Each item is a dict of tensors (W = history + future):
 
-    - ``frames``: float32 (W, 3, 3, H, W_px) in [−1, 1], views (left, right, wrist) — stack with
+    - ``frames``: float32 (W, 3, 3, H, W_px) in [0, 1] (the models' convention), views (left, right, wrist) — stack with
       :func:`vidplan_core.spaces.stack_views` for the (C, 3H, W) layout of the world model.
     - ``latents``: float32 (W, C, h, w) cached latents of the stacked frames (if ``latents_dir``).
     - ``actions``: float32 (W, 7) raw EE actions; ``actions_norm``: (W, 7) p01/p99-normalised.
@@ -118,7 +118,7 @@ class WindowDataset:
             "instruction": ep.instruction,
         }
         if "frames" in data:
-            item["frames"] = torch.from_numpy(data["frames"][idx]).float().div_(127.5).sub_(1.0)
+            item["frames"] = torch.from_numpy(data["frames"][idx]).float().div_(255.0)
         if "latents" in data:
             item["latents"] = torch.from_numpy(data["latents"][idx].astype(np.float32))
         return item
@@ -127,7 +127,7 @@ class WindowDataset:
 class FrameCaptionDataset:
     """Single frames with their episode's instruction (for the semantic image–text model).
 
-    Each item: ``frames`` float32 (3, 3, H, W) in [−1, 1] (views), ``instruction`` str, ``task_id`` int64 (index of
+    Each item: ``frames`` float32 (3, 3, H, W) in [0, 1] (views), ``instruction`` str, ``task_id`` int64 (index of
     the instruction in :attr:`captions`, so a batch can tell which pairs share a caption), ``episode`` int64.
     """
 
@@ -147,5 +147,5 @@ class FrameCaptionDataset:
         i, t = self.index[k]
         ep = self.windows.episodes[i]
         frames = self.windows._episode(i)["frames"][t]
-        return {"frames": torch.from_numpy(frames).float().div_(127.5).sub_(1.0), "instruction": ep.instruction,
+        return {"frames": torch.from_numpy(frames).float().div_(255.0), "instruction": ep.instruction,
                 "task_id": torch.tensor(self.caption_index[ep.instruction]), "episode": torch.tensor(ep.index)}

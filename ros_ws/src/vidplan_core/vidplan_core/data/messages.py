@@ -18,7 +18,7 @@ import numpy as np
 
 from vidplan_core.spaces import euler_to_quat, quat_to_euler
 
-__all__ = ["Codec", "SUPPORTED_IMAGE_ENCODINGS", "decode_image", "stamp_ns"]
+__all__ = ["SUPPORTED_IMAGE_ENCODINGS", "Codec", "decode_image", "stamp_ns"]
 
 SUPPORTED_IMAGE_ENCODINGS = ("rgb8", "bgr8", "rgba8", "bgra8", "mono8")
 

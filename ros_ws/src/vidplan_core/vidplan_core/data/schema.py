@@ -181,7 +181,7 @@ def split_episodes(n: int, val_fraction: float, seed: int = 0) -> list[str]:
     when ``n >= 2`` and ``val_fraction > 0``; at least one training episode always."""
     if not 0.0 <= val_fraction < 1.0:
         raise ValueError(f"val_fraction must be in [0, 1), got {val_fraction}")
-    n_val = int(round(n * val_fraction))
+    n_val = round(n * val_fraction)
     if val_fraction > 0 and n >= 2:
         n_val = max(n_val, 1)
     n_val = min(n_val, max(n - 1, 0))
@@ -252,7 +252,7 @@ def _check_arrays(where: str, found: dict[str, tuple[str, tuple[int, ...]]],
         if len(shape) != len(tmpl):
             problems.append(f"{where}: '{key}' has shape {shape}, expected {_fmt(tmpl)}")
             continue
-        for size, t in zip(shape, tmpl):
+        for size, t in zip(shape, tmpl, strict=False):
             if isinstance(t, int):
                 ok = size == t
             else:
@@ -285,7 +285,8 @@ def validate_dataset(root: str | Path, splits: tuple[str, ...] = ("train", "val"
     problems: list[str] = []
     sizes = {tuple(v) for v in meta.image_size.values()}
     if set(meta.image_size) != set(VIEW_ORDER):
-        problems.append(f"{META_NAME}: image_size must name the views {list(VIEW_ORDER)}, got {sorted(meta.image_size)}")
+        problems.append(f"{META_NAME}: image_size must name the views {list(VIEW_ORDER)}, "
+                        f"got {sorted(meta.image_size)}")
     if len(sizes) != 1:
         problems.append(f"{META_NAME}: all views must have the same size to be stacked, got {meta.image_size}")
     try:
@@ -310,10 +311,10 @@ def validate_dataset(root: str | Path, splits: tuple[str, ...] = ("train", "val"
         try:
             with safe_open(str(path), framework="numpy") as f:
                 found = {}
-                for k in f.keys():  # noqa: SIM118 - safe_open objects are not iterable
+                for k in f.keys():
                     sl = f.get_slice(k)
                     found[k] = (_st_dtype(sl.get_dtype()), tuple(sl.get_shape()))
-        except Exception as exc:  # noqa: BLE001 - safetensors raises several types for a corrupt header
+        except Exception as exc:
             problems.append(f"{ep.shard}: cannot be read as safetensors ({type(exc).__name__}: {exc})")
             continue
         expect = {"T": ep.length, "H": h, "W": w, "J": len(meta.joint_names)}

@@ -73,6 +73,16 @@ class VideoAutoencoder(StrictLoadMixin, ModelMixin, ConfigMixin):
             raise ValueError(f"stacked frame {num_views * view_height}x{view_width} is not divisible by the "
                              f"autoencoder's downsampling factor {self.factor}")
         self._cache: OrderedDict[Hashable, torch.Tensor] = OrderedDict()
+        # a persistent buffer so a weight-free ("pixel") autoencoder still has a dtype/device and a weights file
+        self.register_buffer("scale", torch.tensor([float(scaling_factor)]))
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return self.scale.dtype
+
+    @property
+    def device(self) -> torch.device:
+        return self.scale.device
 
     @property
     def latent_shape(self) -> tuple[int, int, int]:

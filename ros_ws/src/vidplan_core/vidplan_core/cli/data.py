@@ -1,0 +1,156 @@
+"""``vidplan data generate|convert|info|cache-latents``: simulated demonstrations → bags → training shards.
+
+Exit codes: 0 ok, 2 bad input (settings, missing topics, inconsistent shards; the message names what and where).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+
+from vidplan_core.cli import app
+
+data_app = typer.Typer(help="Datasets: generate simulated episodes as rosbags, convert bags to training shards.",
+                       no_args_is_help=True)
+app.add_typer(data_app, name="data")
+
+
+def _fail(exc: Exception) -> None:
+    typer.secho(f"error: {exc}", fg=typer.colors.RED, err=True)
+    raise typer.Exit(2) from exc
+
+
+def _size(text: str | None) -> tuple[int, int] | None:
+    if text is None:
+        return None
+    try:
+        h, w = (int(x) for x in text.lower().split("x"))
+    except ValueError:
+        raise typer.BadParameter(f"{text!r}: expected HxW in pixels, e.g. 48x80") from None
+    if h <= 0 or w <= 0:
+        raise typer.BadParameter(f"{text!r}: sizes must be > 0")
+    return h, w
+
+
+@data_app.command("generate")
+def generate(
+    out: Path = typer.Option(..., "--out", "-o", help="output directory (resumes if it holds an earlier run)"),
+    episodes: int = typer.Option(30, help="number of episodes"),
+    seed: int = typer.Option(0, help="episode i uses seed + i (scene, task, clutter, noise, failure)"),
+    width: int = typer.Option(320, help="camera width [px]"),
+    height: int = typer.Option(180, help="camera height [px]"),
+    camera_rate: float = typer.Option(15.0, help="camera rate [Hz]; divides the 15 Hz control rate"),
+    clutter: str = typer.Option("0,1,2,3", help="clutter levels to draw from (comma separated, 0..3)"),
+    tasks: str = typer.Option("put,touch,push", help="task kinds, in turn (comma separated)"),
+    failure_prob: float = typer.Option(0.3, help="probability of a deliberate expert failure"),
+    noise: str = typer.Option("0.002,0.002,0.002,0.01,0.01,0.01,0", help="action noise std: 7 values (m, rad, -)"),
+    max_steps: int = typer.Option(0, help="cut episodes after this many 15 Hz steps (0 = never)"),
+    scene: str | None = typer.Option(None, help="scene YAML (default: vidplan_sim's default scene)"),
+) -> None:
+    """Run the simulation with the scripted expert and write one rosbag2 (mcap) per episode + a JSON sidecar.
+
+    Topics: /cameras/{left,right,wrist}/image_raw (rgb8) + camera_info, /joint_states, /ee_pose,
+    /vidplan/expert_action (PlanChunk, one step: the commanded EE target), /vidplan/task, /vidplan/episode
+    (JSON: task, instruction, success, seed, clutter, failure). Resumable: finished episodes are skipped.
+    """
+    from vidplan_core.config import ConfigError, validate_model
+    from vidplan_core.data.generate import GenerateConfig, GenerateError, generate_dataset
+
+    try:
+        cfg = validate_model(GenerateConfig, {
+            "episodes": episodes, "seed": seed, "width": width, "height": height, "camera_rate_hz": camera_rate,
+            "clutter": [int(c) for c in clutter.split(",") if c.strip()],
+            "tasks": [t.strip() for t in tasks.split(",") if t.strip()], "failure_prob": failure_prob,
+            "noise_std": [float(x) for x in noise.split(",")], "max_steps": max_steps, "scene": scene},
+            "vidplan data generate options")
+    except (ConfigError, ValueError) as exc:
+        _fail(exc)
+        return
+    from tqdm.auto import tqdm
+
+    try:
+        infos = generate_dataset(out, cfg, progress=lambda it, n: tqdm(it, total=n, desc="episodes", unit="ep"))
+    except (GenerateError, ConfigError) as exc:
+        _fail(exc)
+        return
+    ok = sum(i["success"] for i in infos)
+    kinds = sorted({i["task"] for i in infos})
+    typer.echo(f"{len(infos)} episodes in {out}: {ok} successful ({ok / max(len(infos), 1):.0%}), "
+               f"tasks {', '.join(kinds)}")
+
+
+@data_app.command("convert")
+def convert(
+    bags: list[Path] = typer.Argument(..., help="bag directories, split recordings, or `data generate` outputs"),
+    out: Path = typer.Option(..., "--out", "-o", help="dataset directory to write"),
+    topic_map: Path | None = typer.Option(None, "--topic-map", help="YAML naming the topics (default: vidplan's)"),
+    size: str | None = typer.Option(None, "--size", help="per-view HxW [px] (default: the cameras' size)"),
+    fps: float = typer.Option(5.0, help="dataset frame rate [Hz] (the world model's rate)"),
+    val_fraction: float = typer.Option(0.1, help="fraction of episodes for validation (split by episode)"),
+    split_seed: int = typer.Option(0, help="seed of the train/val split"),
+    gamma: float = typer.Option(0.97, help="discount per frame of the value target γ^(F−τ)·success"),
+    overwrite: bool = typer.Option(False, help="replace a non-empty output directory"),
+) -> None:
+    """Convert rosbag2 recordings to training shards (see vidplan_core/data/DATASET.md)."""
+    from tqdm.auto import tqdm
+
+    from vidplan_core.config import ConfigError
+    from vidplan_core.data.convert import ConvertError, convert_bags, load_topic_map
+
+    try:
+        tm = load_topic_map(topic_map)
+        meta = convert_bags(bags, out, tm, fps=fps, size=_size(size), val_fraction=val_fraction,
+                            split_seed=split_seed, value_gamma=gamma, overwrite=overwrite,
+                            progress=lambda b: tqdm(b, desc="convert", unit="bag"))
+    except (ConvertError, ConfigError, ValueError) as exc:
+        _fail(exc)
+        return
+    n_train, n_val = len(meta.split("train")), len(meta.split("val"))
+    frames = sum(e.length for e in meta.episodes)
+    typer.echo(f"{out}: {len(meta.episodes)} episodes ({n_train} train, {n_val} val), {frames} frames at "
+               f"{meta.fps:g} Hz, views {meta.view_hw[0]}x{meta.view_hw[1]}")
+
+
+@data_app.command("info")
+def info(dataset: Path = typer.Argument(..., help="dataset directory")) -> None:
+    """Validate a dataset (every shard's shapes) and print a summary."""
+    from vidplan_core.data.schema import DatasetError, validate_dataset
+
+    try:
+        meta = validate_dataset(dataset)
+    except DatasetError as exc:
+        _fail(exc)
+        return
+    ok = sum(e.success for e in meta.episodes)
+    typer.echo(f"{dataset}: schema {meta.schema_version}, {len(meta.episodes)} episodes "
+               f"({len(meta.split('train'))} train, {len(meta.split('val'))} val), {ok} successful")
+    typer.echo(f"  {meta.fps:g} Hz, views {meta.view_hw[0]}x{meta.view_hw[1]} ({', '.join(meta.view_order)}), "
+               f"{sum(e.length for e in meta.episodes)} frames, joints {len(meta.joint_names)}")
+    tasks: dict[str, int] = {}
+    for e in meta.episodes:
+        tasks[e.task or "?"] = tasks.get(e.task or "?", 0) + 1
+    typer.echo("  tasks: " + ", ".join(f"{k} {v}" for k, v in sorted(tasks.items())))
+
+
+@data_app.command("cache-latents")
+def cache_latents_cmd(
+    dataset: Path = typer.Argument(..., help="dataset directory"),
+    autoencoder: Path = typer.Option(..., "--autoencoder", help="trained autoencoder directory"),
+    batch_size: int = typer.Option(16, help="frames per encoder call"),
+) -> None:
+    """Encode every frame once with a trained autoencoder (training does this itself when data.cache_latents)."""
+    from tqdm.auto import tqdm
+
+    from vidplan_core.data.latents import autoencoder_tag, cache_latents
+    from vidplan_core.data.schema import DatasetError
+    from vidplan_core.models import ModelLoadError, VideoAutoencoder
+
+    try:
+        ae = VideoAutoencoder.load(autoencoder)
+        d = cache_latents(dataset, ae, autoencoder_tag(autoencoder), batch_size,
+                          progress=lambda it: tqdm(it, desc="encode", unit="episode"))
+    except (DatasetError, ModelLoadError, ValueError) as exc:
+        _fail(exc)
+        return
+    typer.echo(f"latents in {d}")

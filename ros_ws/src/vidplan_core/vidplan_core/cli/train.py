@@ -1,0 +1,66 @@
+"""``vidplan train vae|world-model|flow-map|heads|semantic --config CONFIG [--resume]``.
+
+Runs on HF accelerate: ``vidplan train ...`` on one device, ``accelerate launch -m vidplan_core.cli train ...``
+(or ``accelerate launch $(which vidplan) train ...``) on several GPUs / nodes.
+
+Exit codes: 0 done, 1 cannot start (e.g. nothing to resume), 2 invalid config / dataset / resume mismatch,
+3 diverged (NaN/Inf loss; the last good checkpoint is kept and named).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+
+from vidplan_core.cli import app
+
+
+@app.command()
+def train(
+    kind: str = typer.Argument(..., help="vae | world-model | flow-map | heads | semantic"),
+    config: str = typer.Option(..., "--config", "-c", help="training YAML, or a bundled config name "
+                               "(tiny-vae, demo-world-model, ...; vidplan_core/training/configs)"),
+    resume: bool = typer.Option(False, "--resume", help="continue from the newest checkpoint of train.output_dir"),
+    data: Path | None = typer.Option(None, "--data", help="dataset directory (overrides data.root)"),
+    out: Path | None = typer.Option(None, "--out", help="run directory (overrides train.output_dir)"),
+    max_steps: int | None = typer.Option(None, "--max-steps", help="overrides train.max_steps"),
+    set_: list[str] = typer.Option(None, "--set", help="KEY=VALUE override (dotted key, YAML value); repeatable"),
+) -> None:
+    """Train one model kind with a YAML config (see vidplan_core/training/config.py for every key)."""
+    from vidplan_core.config import ConfigError
+    from vidplan_core.data.schema import DatasetError
+    from vidplan_core.training.config import KINDS, load_train_config
+
+    if kind not in KINDS:
+        typer.secho(f"error: unknown kind {kind!r}; expected one of {', '.join(KINDS)}", fg=typer.colors.RED, err=True)
+        raise typer.Exit(2)
+    overrides = list(set_ or [])
+    if data is not None:
+        overrides.append(f"data.root={data}")
+    if out is not None:
+        overrides.append(f"train.output_dir={out}")
+    if max_steps is not None:
+        overrides.append(f"train.max_steps={max_steps}")
+    from vidplan_core.models import ModelLoadError
+    from vidplan_core.training.tasks import make_task
+    from vidplan_core.training.trainer import Trainer, TrainError, TrainingDivergedError
+
+    try:
+        cfg = load_train_config(config, overrides)
+        if cfg.kind != kind:
+            raise ConfigError(config, [("kind", f"the config trains {cfg.kind!r}, but the command asked for {kind!r}")])
+        trainer = Trainer(cfg, make_task(cfg), resume=resume)
+        result = trainer.run()
+    except (ConfigError, DatasetError, ModelLoadError) as exc:
+        typer.secho(f"error: {exc}", fg=typer.colors.RED, err=True)
+        raise typer.Exit(2) from exc
+    except TrainingDivergedError as exc:
+        typer.secho(f"error: {exc}", fg=typer.colors.RED, err=True)
+        raise typer.Exit(3) from exc
+    except TrainError as exc:
+        typer.secho(f"error: {exc}", fg=typer.colors.RED, err=True)
+        raise typer.Exit(1) from exc
+    val = ", ".join(f"{k} {v:.4g}" for k, v in result["val"].items())
+    typer.echo(f"trained {kind} for {result['step']} steps; model in {result['final_dir']}"
+               + (f"; validation: {val}" if val else ""))

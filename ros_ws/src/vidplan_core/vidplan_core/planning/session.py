@@ -1,0 +1,121 @@
+"""One planning *session*: proposals + planner + real-time chunking around a backend, for nodes and tools.
+
+The planner node, eval-bag's shadow mode and the closed-loop evaluation all run the same sequence per cycle::
+
+    context  = PlanningContext(history frames, history poses, instruction, seed)
+    proposals = basis-velocity proposals from the current joints  (+ perturbations around a nominal chunk)
+    result   = Planner / CEMPlanner .plan(context, proposals)
+    chunk    = blend with the tail of the executing chunk (real-time chunking)
+
+:class:`PlanningSession` holds that sequence so that ROS nodes stay thin adapters. No rclpy here.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+import numpy as np
+from pydantic import BaseModel, ConfigDict, Field
+
+from vidplan_core.planning.nominal import HoldPolicy, NominalObservation, NominalPolicy
+from vidplan_core.planning.planner import CEMConfig, CEMPlanner, Planner, PlannerConfig, PlanResult
+from vidplan_core.planning.proposals import (
+    BASIS_DIRECTIONS,
+    ProposalSet,
+    basis_velocity_proposals,
+    compose_proposals,
+    perturbation_proposals,
+)
+from vidplan_core.planning.rtc import blend_chunks, remaining_steps
+from vidplan_core.runtime.base import Backend, PlanningContext
+from vidplan_core.spaces import EEChunk
+
+__all__ = ["PlanningSession", "ProposalConfig", "SessionConfig"]
+
+
+class ProposalConfig(BaseModel):
+    """Which candidates a cycle scores (DESIGN: 6 Jacobian basis directions, optionally + nominal perturbations)."""
+
+    model_config = ConfigDict(extra="forbid")
+    basis_directions: list[str] = Field(default_factory=lambda: list(BASIS_DIRECTIONS))
+    basis_speed_mps: float = Field(0.05, gt=0, description="EE speed of the basis proposals [m/s]")
+    num_nominal: int = Field(0, ge=0, description="perturbations around the nominal chunk (0 = basis only)")
+    nominal_sigma: list[float] = Field(default_factory=lambda: [0.02, 0.02, 0.02, 0.05, 0.05, 0.05, 0.2],
+                                       min_length=7, max_length=7)
+    include_hold: bool = Field(True, description="add the 'stay put' candidate (current pose repeated)")
+
+
+class SessionConfig(BaseModel):
+    """Everything a planning session needs besides the backend and the kinematics."""
+
+    model_config = ConfigDict(extra="forbid")
+    planner: Literal["gradopt", "cem"] = "gradopt"
+    gradopt: PlannerConfig = Field(default_factory=PlannerConfig)
+    cem: CEMConfig = Field(default_factory=CEMConfig)
+    proposals: ProposalConfig = Field(default_factory=ProposalConfig)
+    blend_steps: int = Field(1, ge=0, description="chunk steps blended with the executing chunk's tail")
+
+
+class PlanningSession:
+    """Proposals + planner + seam blending for one robot.
+
+    Args:
+        backend: a loaded :class:`~vidplan_core.runtime.base.Backend`.
+        kinematics: a :class:`~vidplan_core.kinematics.PandaKinematics` (for the basis proposals).
+        config: :class:`SessionConfig`.
+        nominal: nominal policy for perturbation proposals (default: hold the current pose).
+    """
+
+    def __init__(self, backend: Backend, kinematics, config: SessionConfig | None = None,
+                 nominal: NominalPolicy | None = None):
+        self.backend = backend
+        self.kin = kinematics
+        self.config = config or SessionConfig()
+        self.horizon = int(backend.horizon)
+        self.nominal = nominal or HoldPolicy(self.horizon)
+        if self.config.planner == "cem":
+            self.planner = CEMPlanner(backend, self.config.cem)
+        else:
+            self.planner = Planner(backend, self.config.gradopt)
+
+    def proposals(self, q: np.ndarray, current_pose: np.ndarray, instruction: str = "",
+                  images: dict[str, np.ndarray] | None = None, seed: int = 0) -> ProposalSet:
+        """Candidate chunks (N, H, 7) for the current joint state ``q`` (7,) [rad] and EE pose (7,)."""
+        pc = self.config.proposals
+        gripper = float(current_pose[6])
+        sets = [basis_velocity_proposals(self.kin, q, self.horizon, speed=pc.basis_speed_mps, gripper=gripper,
+                                         directions=tuple(pc.basis_directions),
+                                         euler_center=np.asarray(current_pose[3:6]))]
+        if pc.include_hold:
+            sets.append(ProposalSet(np.tile(current_pose, (1, self.horizon, 1)), ["hold"]))
+        if pc.num_nominal:
+            obs = NominalObservation(ee_pose=np.asarray(current_pose), joint_positions=np.asarray(q),
+                                     images=images or {}, instruction=instruction)
+            nominal = self.nominal.infer(obs)
+            sets.append(perturbation_proposals(nominal, pc.num_nominal, np.asarray(pc.nominal_sigma), rng=seed))
+        return compose_proposals(*sets)
+
+    def plan(self, frames: np.ndarray, poses: np.ndarray, q: np.ndarray, instruction: str, seed: int = 0,
+             executing: EEChunk | None = None, executing_elapsed_s: float = 0.0) -> tuple[PlanResult, ProposalSet]:
+        """Run one cycle.
+
+        Args:
+            frames: (T, 3 views, 3, H, W) history at the model rate (uint8 or float [0, 1]).
+            poses: (T, 7) EE poses at the same instants (last = now).
+            q: (7,) current joint positions [rad].
+            instruction: the task.
+            seed: noise seed of this cycle.
+            executing: the chunk the robot is executing (for seam blending), or None.
+            executing_elapsed_s: time since that chunk started [s].
+
+        Returns:
+            (result, proposals). ``result.chunk`` is already blended with the executing chunk's tail.
+        """
+        ctx = PlanningContext(history_frames=frames, history_actions=poses, instruction=instruction, seed=seed)
+        props = self.proposals(q, ctx.current_pose, instruction, seed=seed)
+        result = self.planner.plan(ctx, props)
+        if executing is not None and not result.hold and self.config.blend_steps:
+            tail = remaining_steps(executing, executing_elapsed_s)
+            if len(tail):
+                result.chunk = blend_chunks(tail, result.chunk, self.config.blend_steps)
+        return result, props

@@ -1,0 +1,171 @@
+"""The planner's computation as a few ``nn.Module`` graphs with tensor-only signatures.
+
+The same modules run eagerly in the torch backend and are exported to ONNX (then TensorRT) by
+:mod:`vidplan_core.export`, so every runtime computes exactly the same function. Shapes (N candidates, T history
+frames, H future frames, latent frame (C, h, w), views of H_img × W_img):
+
+=================  ==========================================================  ================================
+graph              inputs                                                      outputs
+=================  ==========================================================  ================================
+``encode``         frames (T, 3, 3, H_img, W_img) in [0, 1]                    history_latents (T, C, h, w)
+``rollout_k{K}``   history_latents (1, T, C, h, w), history_actions (1, T, 7),  latents (N, H, C, h, w)
+                   actions (N, H, 7), noise (1, H, C, h, w)
+``heads``          latents (N, H, C, h, w), actions (N, H, 7)                  uq_map (N, H, h, w), h_bar (N, H),
+                                                                               value (N, H), value_entropy (N, H)
+``semantic``       latents (N, H, C, h, w), text_embeds (1, D)                 semantic_score (N, H),
+                                                                               semantic_map (N, H, Hp, Wp)
+``text``           input_ids (1, L) int64                                      text_embeds (1, D)
+``value_grad_k{K}`` as rollout                                                  objective (N,), grad (N, H, 7)
+=================  ==========================================================  ================================
+
+Actions are raw EE poses (the models normalise internally); the K-step time grid is fixed per graph.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+import torch.nn as nn
+
+from vidplan_core.planning.objective import WeightKind, entropy_weighted_value
+
+__all__ = ["EncodeGraph", "HeadsGraph", "ObjectiveConfig", "RolloutGraph", "SemanticGraph", "TextGraph",
+           "ValueGradGraph", "freeze"]
+
+
+@dataclass(frozen=True)
+class ObjectiveConfig:
+    """Parameters of the refinement objective baked into the value-and-grad graph (recorded in the manifest)."""
+
+    weighting: WeightKind = "exp"
+    kappa: float = 3.0
+    beta: float = 1.0
+
+
+def freeze(module: nn.Module) -> nn.Module:
+    """eval() and requires_grad=False on every parameter (gradients flow to the action inputs only)."""
+    module.eval()
+    for p in module.parameters():
+        p.requires_grad_(False)
+    return module
+
+
+class EncodeGraph(nn.Module):
+    """History frames → latents (VAE encoder, posterior mode, scaled)."""
+
+    def __init__(self, autoencoder: nn.Module):
+        super().__init__()
+        self.ae = autoencoder
+
+    def forward(self, frames: torch.Tensor) -> torch.Tensor:
+        return self.ae.encode(frames)
+
+
+class RolloutGraph(nn.Module):
+    """K-step flow-map rollout of N candidates from one shared history and one shared initial noise."""
+
+    def __init__(self, flow_map: nn.Module, num_steps: int, time_grid: list[float] | None = None):
+        super().__init__()
+        self.fm = flow_map
+        self.num_steps = int(num_steps)
+        self.grid = [float(t) for t in (time_grid if time_grid is not None else flow_map.time_grid(num_steps))]
+        if len(self.grid) != self.num_steps + 1:
+            raise ValueError(f"time grid {self.grid} does not have K + 1 = {self.num_steps + 1} entries")
+
+    def forward(self, history_latents: torch.Tensor, history_actions: torch.Tensor, actions: torch.Tensor,
+                noise: torch.Tensor) -> torch.Tensor:
+        n = actions.shape[0]
+        hist = history_latents.expand(n, *history_latents.shape[1:])
+        acts = torch.cat([history_actions.expand(n, *history_actions.shape[1:]).to(actions.dtype), actions], dim=1)
+        # FlowMap.sample's K-step loop, written out with python-float times so that tracing/export sees no
+        # data-dependent checks on a time-grid tensor (same math: x_{t0} = (1 − t0)·noise, then X_{t_k, t_k+1}).
+        tokens = self.fm.encode_actions(acts)
+        x = (1.0 - self.grid[0]) * noise.expand(n, *noise.shape[1:])
+        for k in range(self.num_steps):
+            x = self.fm.jump(x, self.grid[k], self.grid[k + 1], hist, acts, tokens=tokens)
+        return x
+
+
+class HeadsGraph(nn.Module):
+    """UQ head (per-pixel normalised entropy, mean over channels) and reward head (expected value, entropy)."""
+
+    def __init__(self, uq_head: nn.Module, reward_head: nn.Module):
+        super().__init__()
+        self.uq, self.rw = uq_head, reward_head
+
+    def forward(self, latents: torch.Tensor, actions: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        h = self.uq.uncertainty(latents)["h"]  # (N, H, C, h, w)
+        uq_map = h.mean(dim=2)
+        v = self.rw.value(latents, actions)
+        return uq_map, uq_map.mean(dim=(-2, -1)), v["value"], v["h"]
+
+
+class SemanticGraph(nn.Module):
+    """Decode predicted latents and score every frame against the instruction's text embedding.
+
+    ``scorer`` is the models' semantic scorer; it must provide ``score_images(images, text_embeds)`` returning a
+    dict with ``"score"`` (B,) and ``"map"`` (B, Hp, Wp) for images (B, 3, H, W) in [0, 1].
+    """
+
+    def __init__(self, autoencoder: nn.Module, scorer: nn.Module, view: int = 0):
+        super().__init__()
+        self.ae, self.scorer, self.view = autoencoder, scorer, int(view)
+
+    def forward(self, latents: torch.Tensor, text_embeds: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        n, f = latents.shape[:2]
+        frames = self.ae.decode(latents)[:, :, self.view]  # (N, H, 3, H_img, W_img)
+        out = self.scorer.score_images(frames.flatten(0, 1), text_embeds.expand(n * f, -1))
+        return out["score"].reshape(n, f), out["map"].reshape(n, f, *out["map"].shape[-2:])
+
+
+class TextGraph(nn.Module):
+    """Instruction tokens → text embedding of the semantic scorer (``scorer.encode_text_ids``)."""
+
+    def __init__(self, scorer: nn.Module):
+        super().__init__()
+        self.scorer = scorer
+
+    def forward(self, input_ids: torch.Tensor) -> torch.Tensor:
+        return self.scorer.encode_text_ids(input_ids)
+
+
+class ValueGradGraph(nn.Module):
+    """Refinement objective J (entropy-weighted expected value) and dJ/dactions through heads and flow map.
+
+    Exported by tracing the autograd call into plain ops (:func:`vidplan_core.export.grad_graph.trace_grad_graph`).
+    """
+
+    def __init__(self, rollout: RolloutGraph, heads: HeadsGraph, objective: ObjectiveConfig | None = None):
+        super().__init__()
+        self.rollout, self.heads = rollout, heads
+        self.objective = objective or ObjectiveConfig()
+
+    def value(self, history_latents: torch.Tensor, history_actions: torch.Tensor, actions: torch.Tensor,
+              noise: torch.Tensor) -> torch.Tensor:
+        lat = self.rollout(history_latents, history_actions, actions, noise)
+        _, h_bar, value, value_ent = self.heads(lat, actions)
+        o = self.objective
+        return entropy_weighted_value(value, h_bar, value_ent, o.weighting, o.kappa, o.beta)
+
+    def forward(self, history_latents: torch.Tensor, history_actions: torch.Tensor, actions: torch.Tensor,
+                noise: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        a = actions.detach().requires_grad_(True)
+        with torch.enable_grad():
+            j = self.value(history_latents, history_actions, a, noise)
+            (g,) = torch.autograd.grad(j.sum(), a)  # candidates are independent: d(ΣJ)/da_n = dJ_n/da_n
+        return j.detach(), g
+
+
+def graph_io(graph: str, **shapes: Any) -> tuple[list[str], list[str]]:
+    """Input and output names of a graph (the ONNX names)."""
+    io = {
+        "encode": (["frames"], ["history_latents"]),
+        "rollout": (["history_latents", "history_actions", "actions", "noise"], ["latents"]),
+        "heads": (["latents", "actions"], ["uq_map", "h_bar", "value", "value_entropy"]),
+        "semantic": (["latents", "text_embeds"], ["semantic_score", "semantic_map"]),
+        "text": (["input_ids"], ["text_embeds"]),
+        "value_grad": (["history_latents", "history_actions", "actions", "noise"], ["objective", "grad"]),
+    }
+    return io[graph.split("_k")[0] if graph.startswith(("rollout_k", "value_grad_k")) else graph]

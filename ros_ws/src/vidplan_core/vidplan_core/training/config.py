@@ -1,0 +1,261 @@
+"""Training configuration (YAML → pydantic), shared by every ``vidplan train`` kind.
+
+A config file::
+
+    kind: world-model          # vae | world-model | flow-map | heads | semantic
+    model: demo                # model preset (tiny | demo | full) or a model-suite YAML (vidplan_core.models.configs)
+    data:
+      root: data/demo          # dataset written by `vidplan data convert` (relative paths: to the working directory)
+      batch_size: 8
+      cache_latents: true      # encode frames once with the frozen autoencoder (world-model, flow-map, heads)
+    init:                      # trained inputs (diffusers-style directories)
+      autoencoder: runs/vae/final
+      world_model: null        # flow-map: the teacher; world-model: optional warm start
+      flow_map: null           # heads: the (frozen) flow map whose predictions the heads learn about
+    optim: {lr: 1.0e-4, weight_decay: 0.0, warmup_steps: 0, grad_clip: 1.0}
+    train: {max_steps: 1000, seed: 0, log_every: 10, val_every: 200, ckpt_every: 200, output_dir: runs/world-model}
+    task: {}                   # options of the kind (VaeOptions, FlowMapOptions, HeadsOptions, SemanticOptions)
+
+Errors name the file, the key and the reason (:class:`vidplan_core.config.ConfigError`). Keys that may change when a
+run is resumed are listed in :data:`RESUME_FREE_KEYS`; any other difference to the checkpoint's config is an error.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+from vidplan_core.config import ConfigError, load_yaml, validate_model
+
+__all__ = [
+    "CONFIG_DIR",
+    "KINDS",
+    "RESUME_FREE_KEYS",
+    "DataSection",
+    "FlowMapOptions",
+    "HeadsOptions",
+    "InitSection",
+    "OptimSection",
+    "SemanticOptions",
+    "TrainConfig",
+    "TrainSection",
+    "VaeOptions",
+    "WorldModelOptions",
+    "config_diff",
+    "load_train_config",
+]
+
+CONFIG_DIR = Path(__file__).parent / "configs"
+KINDS = ("vae", "world-model", "flow-map", "heads", "semantic")
+#: dotted keys that may differ between a checkpoint and the config that resumes it
+RESUME_FREE_KEYS = (
+    "train.max_steps", "train.log_every", "train.val_every", "train.val_batches", "train.ckpt_every",
+    "train.keep_checkpoints", "train.progress", "data.num_workers",
+)
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class DataSection(_Strict):
+    root: str = Field(description="dataset directory (vidplan data convert)")
+    batch_size: int = Field(default=8, gt=0, description="per process (GPU); the global batch is × processes")
+    num_workers: int = Field(default=0, ge=0)
+    stride: int = Field(default=1, gt=0, description="frames between window starts")
+    max_episodes: int | None = Field(default=None, gt=0, description="use only the first N episodes per split")
+    cache_latents: bool = Field(default=True, description="encode frames once with the frozen autoencoder")
+
+
+class InitSection(_Strict):
+    autoencoder: str | None = None
+    world_model: str | None = None
+    flow_map: str | None = None
+
+
+class OptimSection(_Strict):
+    lr: float = Field(default=1e-4, gt=0)
+    weight_decay: float = Field(default=0.0, ge=0)
+    betas: tuple[float, float] = (0.9, 0.999)
+    eps: float = Field(default=1e-8, gt=0)
+    warmup_steps: int = Field(default=0, ge=0, description="linear learning-rate warm-up [optimizer steps]")
+    grad_clip: float | None = Field(default=1.0, gt=0, description="max gradient norm (null: no clipping)")
+
+
+class TrainSection(_Strict):
+    output_dir: str
+    max_steps: int = Field(default=1000, gt=0)
+    seed: int = 0
+    mixed_precision: Literal["no", "fp16", "bf16"] = "no"
+    log_every: int = Field(default=10, gt=0)
+    val_every: int = Field(default=200, gt=0)
+    val_batches: int = Field(default=4, gt=0)
+    ckpt_every: int = Field(default=200, gt=0)
+    keep_checkpoints: int = Field(default=2, gt=0)
+    progress: bool = True
+
+
+class VaeOptions(_Strict):
+    kl_weight: float = Field(default=1e-6, ge=0, description="weight of the KL term")
+    recon: Literal["mse", "l1"] = "mse"
+    scale_batches: int = Field(default=8, gt=0, description="batches used to set scaling_factor = 1/std(latents)")
+
+
+class WorldModelOptions(_Strict):
+    val_sample_steps: int = Field(default=4, ge=0, description="teacher sampler steps for the validation latent "
+                                  "MSE (0: skip)")
+
+
+class FlowMapOptions(_Strict):
+    distill: bool = Field(default=True, description="False: flow-loss-only control (no distillation term)")
+    val_steps: list[int] = Field(default=[1, 4], description="K of the sampler for the validation latent MSE")
+
+
+class HeadsOptions(_Strict):
+    rollout_steps: list[int] = Field(default=[1, 2, 4], min_length=1,
+                                     description="K of the flow-map predictions the heads learn on (drawn per batch)")
+    uq: bool = True
+    reward: bool = True
+
+    @model_validator(mode="after")
+    def _some(self) -> HeadsOptions:
+        if not (self.uq or self.reward):
+            raise ValueError("at least one of uq and reward must be true")
+        if any(k < 1 for k in self.rollout_steps):
+            raise ValueError(f"rollout_steps must be >= 1, got {self.rollout_steps}")
+        return self
+
+
+class SemanticOptions(_Strict):
+    """A small SigLIP-architecture model (transformers ``SiglipModel``) trained with the sigmoid loss."""
+
+    views: list[Literal["left", "right", "wrist"]] = Field(default=["left", "right"], min_length=1)
+    image_size: int = Field(default=48, gt=0, description="square input size of the vision tower [px]")
+    patch_size: int = Field(default=8, gt=0)
+    hidden_size: int = Field(default=64, gt=0)
+    num_layers: int = Field(default=2, gt=0)
+    num_heads: int = Field(default=2, gt=0)
+    intermediate_size: int = Field(default=128, gt=0)
+    max_text_len: int = Field(default=16, gt=0, description="text tokens (padded to this length, as SigLIP)")
+    frame_stride: int = Field(default=1, gt=0, description="use every n-th frame of an episode")
+    init_dir: str | None = Field(default=None, description="fine-tune a local SigLIP directory instead")
+
+    @model_validator(mode="after")
+    def _shapes(self) -> SemanticOptions:
+        if self.image_size % self.patch_size:
+            raise ValueError(f"image_size {self.image_size} must be a multiple of patch_size {self.patch_size}")
+        if self.hidden_size % self.num_heads:
+            raise ValueError(f"hidden_size {self.hidden_size} must be a multiple of num_heads {self.num_heads}")
+        return self
+
+
+_OPTIONS: dict[str, type[BaseModel]] = {"vae": VaeOptions, "world-model": WorldModelOptions,
+                                        "flow-map": FlowMapOptions, "heads": HeadsOptions,
+                                        "semantic": SemanticOptions}
+
+
+class TrainConfig(_Strict):
+    kind: Literal["vae", "world-model", "flow-map", "heads", "semantic"]
+    model: str = Field(default="tiny", description="model preset or model-suite YAML")
+    data: DataSection
+    init: InitSection = Field(default_factory=InitSection)
+    optim: OptimSection = Field(default_factory=OptimSection)
+    train: TrainSection
+    task: dict[str, Any] = Field(default_factory=dict)
+
+    @field_validator("model")
+    @classmethod
+    def _model(cls, v: str) -> str:
+        from vidplan_core.models.configs import PRESETS
+
+        if v not in PRESETS and not Path(v).is_file():
+            raise ValueError(f"model {v!r} is neither a preset ({', '.join(PRESETS)}) nor an existing YAML file")
+        return v
+
+    @model_validator(mode="after")
+    def _inputs(self) -> TrainConfig:
+        need = {"world-model": ["autoencoder"], "flow-map": ["autoencoder", "world_model"],
+                "heads": ["autoencoder", "flow_map"]}.get(self.kind, [])
+        missing = [f"init.{k}" for k in need if getattr(self.init, k) is None]
+        if missing:
+            raise ValueError(f"kind {self.kind!r} needs {', '.join(missing)} (trained model directories)")
+        return self
+
+    def options(self) -> Any:
+        """The validated ``task`` options of this kind."""
+        return _OPTIONS[self.kind].model_validate(self.task)
+
+    def flat(self) -> dict[str, Any]:
+        """Dotted key → value of the whole config (for diffs)."""
+        out: dict[str, Any] = {}
+
+        def walk(prefix: str, v: Any) -> None:
+            if isinstance(v, dict):
+                for k, x in v.items():
+                    walk(f"{prefix}.{k}" if prefix else k, x)
+            else:
+                out[prefix] = v
+
+        walk("", self.model_dump(mode="json"))
+        return out
+
+
+def config_diff(old: TrainConfig, new: TrainConfig, free: tuple[str, ...] = RESUME_FREE_KEYS) -> list[tuple[str, str]]:
+    """(key, "checkpoint X, config Y") for every key that differs and is not allowed to."""
+    a, b = old.flat(), new.flat()
+    keys = sorted(set(a) | set(b))
+    return [(k, f"checkpoint has {a.get(k)!r}, config has {b.get(k)!r}") for k in keys
+            if k not in free and a.get(k) != b.get(k)]
+
+
+def _set_dotted(data: dict[str, Any], key: str, value: Any) -> None:
+    cur = data
+    parts = key.split(".")
+    for p in parts[:-1]:
+        nxt = cur.setdefault(p, {})
+        if not isinstance(nxt, dict):
+            raise ConfigError("--set", [(key, f"'{p}' is not a section")])
+        cur = nxt
+    cur[parts[-1]] = value
+
+
+def load_train_config(path: str | Path, overrides: list[str] | None = None) -> TrainConfig:
+    """Load a training config: a YAML path, or the name of a bundled config (``training/configs/<name>.yaml``).
+
+    Args:
+        overrides: ``key=value`` strings (dotted keys, YAML values), e.g. ``train.max_steps=10``.
+    Raises:
+        ConfigError: naming file, key and reason.
+    """
+    import yaml
+
+    p = Path(path)
+    if not p.is_file() and (CONFIG_DIR / f"{path}.yaml").is_file():
+        p = CONFIG_DIR / f"{path}.yaml"
+    data = load_yaml(p)
+    if data is None:
+        data = {}
+    if not isinstance(data, dict):
+        raise ConfigError(str(p), [("", "expected a mapping at the top level")])
+    for ov in overrides or []:
+        if "=" not in ov:
+            raise ConfigError("--set", [(ov, "expected key=value")])
+        key, val = ov.split("=", 1)
+        try:
+            _set_dotted(data, key.strip(), yaml.safe_load(val))
+        except yaml.YAMLError as exc:
+            raise ConfigError("--set", [(key, f"value is not valid YAML: {exc}")]) from exc
+    cfg = validate_model(TrainConfig, data, str(p))
+    try:
+        cfg.options()
+    except Exception as exc:  # pydantic ValidationError of the task section
+        from pydantic import ValidationError
+
+        from vidplan_core.config import format_validation_error
+
+        if isinstance(exc, ValidationError):
+            raise ConfigError(str(p), [(f"task.{k}", r) for k, r in format_validation_error(exc)]) from exc
+        raise
+    return cfg

@@ -1,0 +1,459 @@
+"""The five training kinds of ``vidplan train``: what each trains, on which data, with which loss.
+
+=============  =====================================  ==================================================  ==============
+kind           trains                                 loss (from vidplan_core.models unless noted)         needs (init.)
+=============  =====================================  ==================================================  ==============
+vae            VideoAutoencoder (diffusers VAE)       MSE/L1 reconstruction + kl_weight·KL (here); at     —
+                                                      the end scaling_factor = 1/std(latents)
+world-model    WorldModel (EDM teacher)               ``WorldModel.edm_loss`` (Eq. 2, CFG action dropout) autoencoder
+flow-map       FlowMap initialised from the teacher   ``FlowMap.psd_loss`` (Alg. 2; 2:1 flow/distill)     autoencoder,
+                                                                                                          world_model
+heads          UQHead + RewardHead                    ``UQHead.loss`` on |pred − true| per latent element  autoencoder,
+                                                      and ``RewardHead.loss`` on V = γ^(F−τ)·success;      flow_map
+                                                      predictions from the frozen flow map (K drawn from
+                                                      rollout_steps) under no_grad: never back-propagates
+                                                      into the flow map
+semantic       small SiglipModel (transformers)       SigLIP sigmoid loss (:mod:`.siglip`) on frames and   —
+                                                      their task captions
+=============  =====================================  ==================================================  ==============
+
+Windows come from :class:`vidplan_core.data.dataset.WindowDataset` with the world model's ``num_history`` and
+``num_future``; latents are cached once per autoencoder (``data.cache_latents``) or encoded on the fly.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from vidplan_core.config import ConfigError
+from vidplan_core.training.config import TrainConfig
+
+__all__ = ["FlowMapTask", "HeadsTask", "SemanticTask", "VaeTask", "WorldModelTask", "make_task"]
+
+LATENT_KEYS = ("latent_channels", "latent_height", "latent_width")
+
+
+def _section(cfg: TrainConfig, sec: str, latent: tuple[int, int, int] | None = None) -> dict[str, Any]:
+    """Constructor kwargs of one model of the config's model suite, with the latent shape filled in."""
+    from vidplan_core.models.configs import load_suite_config
+
+    suite, src = load_suite_config(cfg.model)
+    d = dict(getattr(suite, sec))
+    if latent is not None:
+        for k, v in zip(LATENT_KEYS, latent, strict=False):
+            if k in d and d[k] != v:
+                raise ConfigError(src, [(f"{sec}.{k}", f"{d[k]} contradicts the autoencoder's latent {k} {v}")])
+            d[k] = v
+    return d
+
+
+def _psnr(a: torch.Tensor, b: torch.Tensor) -> float:
+    mse = float(((a.float() - b.float()) ** 2).mean())
+    return 10.0 * torch.log10(torch.tensor(1.0 / max(mse, 1e-12))).item()
+
+
+# ------------------------------------------------------------------------------------------------ objectives
+class VaeObjective(nn.Module):
+    """Reconstruction + KL of the diffusers VAE inside a VideoAutoencoder; images (B, 3, 3, H, W) in [0, 1]."""
+
+    def __init__(self, ae: nn.Module, kl_weight: float, recon: str):
+        super().__init__()
+        self.ae, self.kl_weight, self.recon = ae, kl_weight, recon
+
+    def forward(self, images: torch.Tensor) -> dict[str, torch.Tensor]:
+        from diffusers import AutoencoderKLTemporalDecoder
+
+        from vidplan_core.spaces import stack_views
+
+        x = stack_views(images) * 2.0 - 1.0  # (B, 3, 3H, W) in [−1, 1]
+        post = self.ae.vae.encode(x).latent_dist
+        z = post.sample()
+        if isinstance(self.ae.vae, AutoencoderKLTemporalDecoder):
+            rec = self.ae.vae.decode(z, num_frames=1).sample
+        else:
+            rec = self.ae.vae.decode(z).sample
+        rl = F.mse_loss(rec, x) if self.recon == "mse" else F.l1_loss(rec, x)
+        kl = post.kl().mean() / x[0].numel()  # per pixel, so kl_weight does not depend on the image size
+        return {"loss": rl + self.kl_weight * kl, "recon": rl.detach(), "kl": kl.detach()}
+
+
+class EdmObjective(nn.Module):
+    def __init__(self, wm: nn.Module):
+        super().__init__()
+        self.wm = wm
+
+    def forward(self, history: torch.Tensor, x1: torch.Tensor, actions: torch.Tensor) -> dict[str, torch.Tensor]:
+        return {"loss": self.wm.edm_loss(x1, history, actions)}
+
+
+class PsdObjective(nn.Module):
+    def __init__(self, fm: nn.Module, distill: bool):
+        super().__init__()
+        self.fm, self.distill = fm, distill
+
+    def forward(self, history: torch.Tensor, x1: torch.Tensor, actions: torch.Tensor) -> dict[str, torch.Tensor]:
+        return self.fm.psd_loss(x1, history, actions, distill=self.distill)
+
+
+class HeadsObjective(nn.Module):
+    """UQ and reward cross-entropy on (detached) flow-map predictions."""
+
+    def __init__(self, uq: nn.Module | None, reward: nn.Module | None):
+        super().__init__()
+        self.heads = nn.ModuleDict({k: v for k, v in (("uq", uq), ("reward", reward)) if v is not None})
+
+    def forward(self, pred: torch.Tensor, x1: torch.Tensor, future_actions: torch.Tensor,
+                future_values: torch.Tensor) -> dict[str, torch.Tensor]:
+        out: dict[str, torch.Tensor] = {}
+        total = torch.zeros((), device=pred.device)
+        if "uq" in self.heads:
+            out["uq"] = self.heads["uq"].loss(pred, x1)
+            total = total + out["uq"]
+        if "reward" in self.heads:
+            out["reward"] = self.heads["reward"].loss(pred, future_actions, future_values)
+            total = total + out["reward"]
+        out["loss"] = total
+        return {k: (v if k == "loss" else v.detach()) for k, v in out.items()}
+
+
+class SiglipObjective(nn.Module):
+    def __init__(self, model: nn.Module):
+        super().__init__()
+        self.model = model
+
+    def forward(self, pixel_values: torch.Tensor, input_ids: torch.Tensor, labels: torch.Tensor
+                ) -> dict[str, torch.Tensor]:
+        from vidplan_core.training.siglip import siglip_loss
+
+        img = self.model.vision_model(pixel_values=pixel_values).pooler_output
+        txt = self.model.text_model(input_ids=input_ids).pooler_output
+        return {"loss": siglip_loss(img, txt, labels, self.model.logit_scale, self.model.logit_bias)}
+
+
+# ------------------------------------------------------------------------------------------------ tasks
+class _Base:
+    model: nn.Module
+    train_dataset: Any = None
+    val_dataset: Any = None
+
+    def __init__(self, cfg: TrainConfig):
+        self.cfg = cfg
+        self.opts = cfg.options()
+        self.device: Any = "cpu"
+
+    def val_metrics(self, model: nn.Module, batch: dict[str, Any], inputs: dict[str, Any]) -> dict[str, float]:
+        return {}
+
+
+class VaeTask(_Base):
+    """Train the autoencoder on single frames."""
+
+    def setup(self, device: Any, is_main: bool) -> None:
+        from vidplan_core.data.dataset import WindowDataset
+        from vidplan_core.models import VideoAutoencoder
+
+        self.device = device
+        kw = _section(self.cfg, "autoencoder")
+        ae = VideoAutoencoder(**kw)
+        if ae.vae is None:
+            raise ConfigError(self.cfg.model, [("autoencoder.kind", "'pixel' has no weights to train")])
+        d = self.cfg.data
+        self.train_dataset = WindowDataset(d.root, "train", 1, 0, d.stride, pad_start=False,
+                                           max_episodes=d.max_episodes)
+        _check_size(self.train_dataset.meta, ae.config, d.root)
+        self.val_dataset = _maybe_val(lambda: WindowDataset(d.root, "val", 1, 0, d.stride, pad_start=False,
+                                                            max_episodes=d.max_episodes))
+        self.model = VaeObjective(ae, self.opts.kl_weight, self.opts.recon)
+
+    def inputs(self, batch: dict[str, Any], train: bool) -> dict[str, Any]:
+        return {"images": batch["frames"][:, 0].to(self.device)}
+
+    def val_metrics(self, model: nn.Module, batch: dict[str, Any], inputs: dict[str, Any]) -> dict[str, float]:
+        ae = model.ae
+        img = inputs["images"]
+        z = ae.vae.encode(_stack(img) * 2.0 - 1.0).latent_dist.mode()
+        rec = _decode_raw(ae, z)
+        return {"psnr": _psnr(rec, _stack(img))}
+
+    def save_final(self, model: nn.Module, out_dir: Path) -> None:
+        ae = model.ae
+        ae.eval()
+        zs = []
+        with torch.no_grad():  # latent scale: SVD-style scaling_factor so that latents have unit std
+            for i, batch in enumerate(torch.utils.data.DataLoader(self.train_dataset, batch_size=8, shuffle=False)):
+                if i >= self.opts.scale_batches:
+                    break
+                img = batch["frames"][:, 0].to(next(ae.parameters()).device)
+                zs.append(ae.vae.encode(_stack(img) * 2.0 - 1.0).latent_dist.mode().float().cpu())
+        std = float(torch.cat(zs).std()) if zs else 1.0
+        ae.register_to_config(scaling_factor=1.0 / max(std, 1e-6))
+        ae.save_pretrained(str(out_dir))
+
+
+def _stack(img: torch.Tensor) -> torch.Tensor:
+    from vidplan_core.spaces import stack_views
+
+    return stack_views(img)
+
+
+def _decode_raw(ae: nn.Module, z: torch.Tensor) -> torch.Tensor:
+    from diffusers import AutoencoderKLTemporalDecoder
+
+    if isinstance(ae.vae, AutoencoderKLTemporalDecoder):
+        x = ae.vae.decode(z, num_frames=1).sample
+    else:
+        x = ae.vae.decode(z).sample
+    return ((x + 1.0) * 0.5).clamp(0, 1)
+
+
+def _check_size(meta: Any, ae_config: Any, root: str) -> None:
+    if tuple(meta.view_hw) != (ae_config.view_height, ae_config.view_width):
+        raise ConfigError(root, [("image_size", f"dataset views are {meta.view_hw[0]}×{meta.view_hw[1]} px but the "
+                                  f"autoencoder expects {ae_config.view_height}×{ae_config.view_width}; convert "
+                                  f"with --size {ae_config.view_height}x{ae_config.view_width}")])
+
+
+def _maybe_val(make: Any) -> Any:
+    ds = make()
+    return ds if len(ds.episodes) else None
+
+
+class _LatentTask(_Base):
+    """Shared data path of world-model, flow-map and heads: windows of latents (cached or encoded here)."""
+
+    num_history: int
+    num_future: int
+
+    def _load_autoencoder(self) -> Any:
+        from vidplan_core.models import VideoAutoencoder
+
+        ae = VideoAutoencoder.load(self.cfg.init.autoencoder).to(self.device).eval()
+        for p in ae.parameters():
+            p.requires_grad_(False)
+        return ae
+
+    def _datasets(self, ae: Any, is_main: bool) -> None:
+        from vidplan_core.data.dataset import WindowDataset
+        from vidplan_core.data.latents import autoencoder_tag, cache_latents
+        from vidplan_core.data.schema import validate_dataset
+
+        d = self.cfg.data
+        meta = validate_dataset(d.root)  # bad shards: a clear error before any work
+        _check_size(meta, ae.config, d.root)
+        lat_dir = None
+        if d.cache_latents:
+            tag = autoencoder_tag(self.cfg.init.autoencoder)
+            progress = None
+            if is_main and self.cfg.train.progress:
+                from tqdm.auto import tqdm
+
+                progress = lambda it: tqdm(it, desc="cache latents", unit="episode")  # noqa: E731
+            lat_dir = cache_latents(d.root, ae, tag, progress=progress)
+        kw = dict(history=self.num_history, future=self.num_future, stride=d.stride, frames=lat_dir is None,
+                  latents_dir=lat_dir, max_episodes=d.max_episodes)
+        self.train_dataset = WindowDataset(d.root, "train", **kw)
+        self.val_dataset = _maybe_val(lambda: WindowDataset(d.root, "val", **kw))
+        self.ae = ae
+        self.normalizer = meta.normalizer()
+
+    def _latents(self, batch: dict[str, Any]) -> torch.Tensor:
+        if "latents" in batch:
+            return batch["latents"].to(self.device)
+        with torch.no_grad():
+            return self.ae.encode(batch["frames"].to(self.device)).float()
+
+    def inputs(self, batch: dict[str, Any], train: bool) -> dict[str, Any]:
+        lat = self._latents(batch)
+        T = self.num_history
+        return {"history": lat[:, :T], "x1": lat[:, T:], "actions": batch["actions"].to(self.device)}
+
+
+class WorldModelTask(_LatentTask):
+    """The EDM teacher (a warm start from ``init.world_model`` if given)."""
+
+    def setup(self, device: Any, is_main: bool) -> None:
+        from vidplan_core.models import WorldModel
+
+        self.device = device
+        ae = self._load_autoencoder()
+        if self.cfg.init.world_model:
+            wm = WorldModel.load(self.cfg.init.world_model)
+            if tuple(wm.latent_shape) != tuple(ae.latent_shape):
+                raise ConfigError(self.cfg.init.world_model, [("latent", f"world model latent {wm.latent_shape} "
+                                                               f"differs from the autoencoder's {ae.latent_shape}")])
+        else:
+            wm = WorldModel(**_section(self.cfg, "world_model", ae.latent_shape))
+        self.num_history, self.num_future = wm.config.num_history, wm.config.num_future
+        self._datasets(ae, is_main)
+        wm.set_action_stats(self.normalizer)
+        self.model = EdmObjective(wm)
+
+    def val_metrics(self, model: nn.Module, batch: dict[str, Any], inputs: dict[str, Any]) -> dict[str, float]:
+        n = self.opts.val_sample_steps
+        if not n:
+            return {}
+        pred = model.wm.sample(inputs["history"], inputs["actions"], num_steps=n)
+        return {f"latent_mse_n{n}": float(((pred - inputs["x1"]) ** 2).mean())}
+
+    def save_final(self, model: nn.Module, out_dir: Path) -> None:
+        model.wm.save_pretrained(str(out_dir))
+
+
+class FlowMapTask(_LatentTask):
+    """PSD fine-tuning of a flow map initialised from the teacher (equal to it at step 0)."""
+
+    def setup(self, device: Any, is_main: bool) -> None:
+        from vidplan_core.models import FlowMap, WorldModel
+
+        self.device = device
+        ae = self._load_autoencoder()
+        teacher = WorldModel.load(self.cfg.init.world_model)
+        if tuple(teacher.latent_shape) != tuple(ae.latent_shape):
+            raise ConfigError(self.cfg.init.world_model, [("latent", f"teacher latent {teacher.latent_shape} differs "
+                                                           f"from the autoencoder's {ae.latent_shape}")])
+        fm = FlowMap.from_teacher(teacher, **_section(self.cfg, "flow_map"))
+        del teacher
+        self.num_history, self.num_future = fm.model.config.num_history, fm.model.config.num_future
+        self._datasets(ae, is_main)
+        self.model = PsdObjective(fm, self.opts.distill)
+
+    def val_metrics(self, model: nn.Module, batch: dict[str, Any], inputs: dict[str, Any]) -> dict[str, float]:
+        out = {}
+        for k in self.opts.val_steps:
+            pred = model.fm.sample(inputs["history"], inputs["actions"], num_steps=k)
+            out[f"latent_mse_k{k}"] = float(((pred - inputs["x1"]) ** 2).mean())
+        return out
+
+    def save_final(self, model: nn.Module, out_dir: Path) -> None:
+        model.fm.save_pretrained(str(out_dir))
+
+
+class HeadsTask(_LatentTask):
+    """UQ and reward heads on the frozen flow map's predictions."""
+
+    def setup(self, device: Any, is_main: bool) -> None:
+        from vidplan_core.models import FlowMap, RewardHead, UQHead
+
+        self.device = device
+        ae = self._load_autoencoder()
+        fm = FlowMap.load(self.cfg.init.flow_map).to(device).eval()
+        for p in fm.parameters():
+            p.requires_grad_(False)  # the heads never back-propagate into the flow map
+        if tuple(fm.model.latent_shape) != tuple(ae.latent_shape):
+            raise ConfigError(self.cfg.init.flow_map, [("latent", f"flow map latent {fm.model.latent_shape} differs "
+                                                        f"from the autoencoder's {ae.latent_shape}")])
+        self.fm = fm
+        self.num_history, self.num_future = fm.model.config.num_history, fm.model.config.num_future
+        self._datasets(ae, is_main)
+        uq = UQHead(**_section(self.cfg, "uq_head", ae.latent_shape)) if self.opts.uq else None
+        reward = None
+        if self.opts.reward:
+            reward = RewardHead(**_section(self.cfg, "reward_head", ae.latent_shape))
+            reward.set_action_stats(self.normalizer)
+        self.model = HeadsObjective(uq, reward)
+
+    def inputs(self, batch: dict[str, Any], train: bool) -> dict[str, Any]:
+        base = super().inputs(batch, train)
+        steps = self.opts.rollout_steps
+        k = steps[int(torch.randint(len(steps), ()))] if train else steps[0]
+        with torch.no_grad():
+            pred = self.fm.sample(base["history"], base["actions"], num_steps=k).detach()
+        T = self.num_history
+        return {"pred": pred, "x1": base["x1"], "future_actions": base["actions"][:, T:],
+                "future_values": batch["value"][:, T:].to(self.device)}
+
+    def val_metrics(self, model: nn.Module, batch: dict[str, Any], inputs: dict[str, Any]) -> dict[str, float]:
+        out = {}
+        heads = model.heads
+        if "uq" in heads:
+            u = heads["uq"].uncertainty(inputs["pred"])
+            err = (inputs["pred"] - inputs["x1"]).abs()
+            out["uq_expected_error_mae"] = float((u["expected_error"] - err).abs().mean())
+            out["uq_mean_h"] = float(u["h"].mean())
+        if "reward" in heads:
+            v = heads["reward"].value(inputs["pred"], inputs["future_actions"])
+            out["value_mae"] = float((v["value"] - inputs["future_values"]).abs().mean())
+        return out
+
+    def save_final(self, model: nn.Module, out_dir: Path) -> None:
+        for name, head in model.heads.items():
+            head.save_pretrained(str(Path(out_dir) / f"{name}_head"))
+
+
+class SemanticTask(_Base):
+    """A small SigLIP model on frames (the configured views) and their episodes' instructions."""
+
+    def setup(self, device: Any, is_main: bool) -> None:
+        from vidplan_core.data.dataset import FrameCaptionDataset
+        from vidplan_core.data.schema import validate_dataset
+        from vidplan_core.spaces import VIEW_ORDER
+        from vidplan_core.training.siglip import build_siglip, build_tokenizer
+
+        self.device = device
+        d, o = self.cfg.data, self.opts
+        meta = validate_dataset(d.root)
+        self.captions = sorted({e.instruction for e in meta.episodes})
+        if "" in self.captions:
+            raise ConfigError(d.root, [("episodes.instruction", "some episodes have no instruction: the semantic "
+                                        "model needs a caption for every frame")])
+        self.train_dataset = FrameCaptionDataset(d.root, "train", o.frame_stride, d.max_episodes)
+        val = FrameCaptionDataset(d.root, "val", o.frame_stride, d.max_episodes) if meta.split("val") else None
+        self.val_dataset = val
+        self.view_idx = [VIEW_ORDER.index(v) for v in o.views]
+        if o.init_dir:
+            from transformers import AutoTokenizer, SiglipModel
+
+            model = SiglipModel.from_pretrained(o.init_dir, local_files_only=True, use_safetensors=True)
+            self.tokenizer = AutoTokenizer.from_pretrained(o.init_dir, local_files_only=True)
+        else:
+            self.tokenizer = build_tokenizer(self.captions, o.max_text_len)
+            model = build_siglip(o, self.tokenizer)
+        self.image_size = int(model.config.vision_config.image_size)
+        self.max_len = int(model.config.text_config.max_position_embeddings)
+        self.model = SiglipObjective(model)
+
+    def _pixels(self, frames: torch.Tensor) -> torch.Tensor:
+        img = frames[:, self.view_idx].flatten(0, 1).to(self.device)  # (B·V, 3, H, W) in [0, 1]
+        img = F.interpolate(img, size=(self.image_size, self.image_size), mode="bilinear", align_corners=False,
+                            antialias=True)
+        return (img - 0.5) / 0.5
+
+    def _ids(self, texts: list[str]) -> torch.Tensor:
+        enc = self.tokenizer(texts, padding="max_length", truncation=True, max_length=self.max_len,
+                             return_tensors="pt")
+        return enc["input_ids"].to(self.device)
+
+    def inputs(self, batch: dict[str, Any], train: bool) -> dict[str, Any]:
+        caps = list(batch["instruction"])
+        uniq = sorted(set(caps))
+        col = torch.tensor([uniq.index(c) for c in caps])
+        labels = (col[:, None] == torch.arange(len(uniq))[None]).repeat_interleave(len(self.view_idx), dim=0)
+        return {"pixel_values": self._pixels(batch["frames"]), "input_ids": self._ids(uniq),
+                "labels": labels.to(self.device)}
+
+    def val_metrics(self, model: nn.Module, batch: dict[str, Any], inputs: dict[str, Any]) -> dict[str, float]:
+        m = model.model
+        img = F.normalize(m.vision_model(pixel_values=inputs["pixel_values"]).pooler_output, dim=-1)
+        txt = F.normalize(m.text_model(input_ids=self._ids(self.captions)).pooler_output, dim=-1)
+        truth = torch.tensor([self.captions.index(c) for c in batch["instruction"]]).repeat_interleave(
+            len(self.view_idx)).to(img.device)
+        return {"retrieval_acc": float(((img @ txt.t()).argmax(-1) == truth).float().mean())}
+
+    def save_final(self, model: nn.Module, out_dir: Path) -> None:
+        from vidplan_core.training.siglip import save_semantic
+
+        save_semantic(model.model, self.tokenizer, out_dir, self.image_size)
+
+
+_TASKS = {"vae": VaeTask, "world-model": WorldModelTask, "flow-map": FlowMapTask, "heads": HeadsTask,
+          "semantic": SemanticTask}
+
+
+def make_task(cfg: TrainConfig) -> Any:
+    """The task object of ``cfg.kind``."""
+    return _TASKS[cfg.kind](cfg)

@@ -1,0 +1,542 @@
+"""executor_node: turns planned EE chunks into arm motion, behind the safety filter (the last line before the arm).
+
+Inputs: ``/vidplan/plan`` (vidplan_interfaces/PlanChunk; a new chunk replaces the one being executed), the
+``/vidplan/execute_chunk`` action (vidplan_interfaces/action/ExecuteChunk: feedback = step index + tracking error,
+result = status/reason/final errors, cancel holds the arm), ``/joint_states`` and ``/vidplan/estop``
+(std_msgs/Bool, latched: transient-local + reliable). Service ``/vidplan/reset_estop`` (std_srvs/Trigger) releases
+a latched estop. Publishes ``/diagnostics`` (status, last rejection reason, counters, latency).
+
+Per chunk: refuse when the estop is latched or joint states are missing/stale → safety filter
+(:func:`vidplan_core.safety.filter_chunk`: NaN, lengths, staleness, frame, workspace box, per-step translation and
+rotation, gripper range; ``reject`` or ``clip``) → damped-least-squares IK from the measured joint state with
+continuity across steps (stops at the last reachable step and reports) → joint position/velocity check →
+backend: ``jtc`` (JointTrajectory with ``time_from_start = (i+1)·dt·time_scale``), ``servo`` (PoseStamped stream to
+MoveIt Servo) or ``moveit_py`` (MoveItPy, imported lazily; NOT RUN HERE). A rejected chunk moves nothing.
+Estop latches a hold (the measured position commanded as a one-point trajectory) until the reset service is called.
+
+Parameters (all documented with their defaults; units m, rad, s):
+    backend (str, "jtc"): jtc | servo | moveit_py.
+    trajectory_topic (str, "/fr3_arm_controller/joint_trajectory"): JointTrajectory topic (jtc backend).
+    gripper_topic (str, "/gripper/command"): std_msgs/Float64 gripper command, 0 open .. 1 closed ("" = none).
+    servo_topic (str, "/servo_node/pose_target_cmds"): PoseStamped topic of MoveIt Servo (servo backend).
+    servo_rate_hz (float, 50.0): pose stream rate of the servo backend.
+    moveit_planning_group (str, "fr3_arm"), moveit_node_name (str, "vidplan_moveit_py"): moveit_py backend.
+    joint_prefix (str, "panda"): joint names in /joint_states and trajectories are {prefix}_joint1..7; the gripper
+        width is read from {prefix}_finger_joint1.
+    base_frame (str, "panda_link0"): frame of the chunks (PlanChunk.header.frame_id must be this or empty).
+    urdf_path (str, ""): URDF for kinematics ("" = the installed urdf/panda_droid.urdf; only joint order matters
+        for names, so a panda_* URDF serves fr3_* joints).
+    ee_frame (str, ""): EE frame of the URDF ("" = {urdf prefix}_hand_tcp).
+    plan_topic (str, "/vidplan/plan"), joint_states_topic (str, "/joint_states"), estop_topic (str, "/vidplan/estop").
+    out_of_limits_policy (str, "reject"): reject | clip, for chunks on plan_topic (action goals carry their own).
+    workspace_min (float[3], [0.20, -0.45, 0.02]), workspace_max (float[3], [0.80, 0.45, 0.70]): EE box, base frame.
+    max_translation_per_control_step (float, 0.075), max_rotation_per_control_step (float, 0.15),
+        control_rate_hz (float, 15.0): DROID step limits, scaled to the chunk's executed step duration.
+    joint_position_margin_rad (float, 0.01), joint_velocity_scale (float, 0.8): joint limit margin and the
+        fraction of the URDF velocity limits allowed.
+    max_plan_age_s (float, 1.0): chunks stamped longer ago are rejected (ROS time, so sim time under use_sim_time).
+    max_horizon (int, 64): longest accepted chunk.
+    joint_state_timeout_s (float, 0.5): joint states older than this (wall time since receipt) → refuse / abort.
+    time_scale (float, 1.0): default execution time scale (>1 slower) for topic chunks and goals with 0.
+    ik_max_iterations (int, 100), ik_position_tolerance (float, 5e-4), ik_rotation_tolerance (float, 5e-3),
+        ik_damping (float, 0.01): IK settings; a step whose IK misses the tolerances is "unreachable".
+    goal_position_tolerance (float, 0.005), goal_orientation_tolerance (float, 0.0349): settle tolerances
+        (5 mm, 2°) for goals with wait_for_settle.
+    settle_timeout_s (float, 2.0): how long after the last point to wait for settling.
+    path_position_tolerance (float, 0.10): abort + hold when the EE strays further from the commanded path (0 = off).
+    hold_time_s (float, 0.0): time_from_start of the one-point hold trajectory (measured position, zero velocity;
+        0 = hold at once, which stops the arm fastest).
+    monitor_rate_hz (float, 100.0): execution monitoring rate (feedback, gripper, completion).
+    diagnostics_period_s (float, 1.0): /diagnostics period.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from dataclasses import dataclass, field
+
+import numpy as np
+import rclpy
+from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
+from rclpy.action import ActionServer, CancelResponse, GoalResponse
+from rclpy.callback_groups import MutuallyExclusiveCallbackGroup, ReentrantCallbackGroup
+from rclpy.clock import Clock, ClockType
+from rclpy.node import Node
+from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy, qos_profile_sensor_data
+from sensor_msgs.msg import JointState
+from std_msgs.msg import Bool, Float64
+from std_srvs.srv import Trigger
+
+from vidplan_core.kinematics import PandaKinematics, action_to_transform, rotation_error
+from vidplan_core.safety import SafetyLimits, check_joint_trajectory, filter_chunk
+from vidplan_interfaces.action import ExecuteChunk
+from vidplan_interfaces.msg import PlanChunk
+from vidplan_ros.conversions import stamp_to_sec
+from vidplan_ros.executor_backends import BACKENDS, make_backend
+from vidplan_ros.node_runner import run_node
+
+Result = ExecuteChunk.Result
+ESTOP_QOS = QoSProfile(depth=1, reliability=ReliabilityPolicy.RELIABLE, durability=DurabilityPolicy.TRANSIENT_LOCAL)
+STATUS_NAMES = {Result.STATUS_SUCCEEDED: "succeeded", Result.STATUS_REJECTED: "rejected",
+                Result.STATUS_ABORTED: "aborted", Result.STATUS_CANCELED: "canceled", Result.STATUS_ESTOP: "estop"}
+
+
+@dataclass
+class _Execution:
+    """One chunk being executed (times are ROS time [s]; arrays per executed step)."""
+
+    id: int
+    plan_id: int
+    t_start: float
+    times: np.ndarray  # (K,) time_from_start [s]
+    q_start: np.ndarray  # (7,)
+    qs: np.ndarray  # (K, 7) commanded joint targets
+    targets: np.ndarray  # (K, 4, 4) EE poses of the commanded joint targets
+    gripper: np.ndarray  # (K,)
+    wait_for_settle: bool
+    truncated_reason: str = ""  # IK stopped the chunk early
+    notes: str = ""  # clipped violations
+    goal_handle: object | None = None
+    step_index: int = 0
+    gripper_sent: int = -1
+    position_error: float = 0.0
+    orientation_error: float = 0.0
+    result: Result | None = None
+    done: threading.Event = field(default_factory=threading.Event)
+    last_feedback: float = 0.0
+
+
+class ExecutorNode(Node):
+    """See the module docstring."""
+
+    def __init__(self) -> None:
+        super().__init__("executor")
+        p = self.declare_parameter
+        self.backend_name = str(p("backend", "jtc").value)
+        trajectory_topic = str(p("trajectory_topic", "/fr3_arm_controller/joint_trajectory").value)
+        gripper_topic = str(p("gripper_topic", "/gripper/command").value)
+        servo_topic = str(p("servo_topic", "/servo_node/pose_target_cmds").value)
+        servo_rate = float(p("servo_rate_hz", 50.0).value)
+        planning_group = str(p("moveit_planning_group", "fr3_arm").value)
+        moveit_node_name = str(p("moveit_node_name", "vidplan_moveit_py").value)
+        self.joint_prefix = str(p("joint_prefix", "panda").value)
+        self.base_frame = str(p("base_frame", "panda_link0").value)
+        urdf_path = str(p("urdf_path", "").value)
+        ee_frame = str(p("ee_frame", "").value)
+        plan_topic = str(p("plan_topic", "/vidplan/plan").value)
+        js_topic = str(p("joint_states_topic", "/joint_states").value)
+        estop_topic = str(p("estop_topic", "/vidplan/estop").value)
+        self.policy = str(p("out_of_limits_policy", "reject").value)
+        defaults = SafetyLimits()
+        limit_params = {
+            "workspace_min": p("workspace_min", defaults.workspace_min).value,
+            "workspace_max": p("workspace_max", defaults.workspace_max).value,
+            "max_translation_per_control_step": p("max_translation_per_control_step",
+                                                  defaults.max_translation_per_control_step).value,
+            "max_rotation_per_control_step": p("max_rotation_per_control_step",
+                                               defaults.max_rotation_per_control_step).value,
+            "control_rate_hz": p("control_rate_hz", defaults.control_rate_hz).value,
+            "joint_position_margin_rad": p("joint_position_margin_rad", defaults.joint_position_margin_rad).value,
+            "joint_velocity_scale": p("joint_velocity_scale", defaults.joint_velocity_scale).value,
+            "max_plan_age_s": p("max_plan_age_s", defaults.max_plan_age_s).value,
+            "max_horizon": p("max_horizon", defaults.max_horizon).value,
+        }
+        self.js_timeout = float(p("joint_state_timeout_s", 0.5).value)
+        self.time_scale = float(p("time_scale", 1.0).value)
+        self.ik_opts = dict(max_iters=int(p("ik_max_iterations", 100).value),
+                            position_tol=float(p("ik_position_tolerance", 5e-4).value),
+                            rotation_tol=float(p("ik_rotation_tolerance", 5e-3).value),
+                            damping=float(p("ik_damping", 0.01).value))
+        self.goal_pos_tol = float(p("goal_position_tolerance", 0.005).value)
+        self.goal_rot_tol = float(p("goal_orientation_tolerance", float(np.radians(2.0))).value)
+        self.settle_timeout = float(p("settle_timeout_s", 2.0).value)
+        self.path_tol = float(p("path_position_tolerance", 0.10).value)
+        hold_time = float(p("hold_time_s", 0.0).value)
+        monitor_rate = float(p("monitor_rate_hz", 100.0).value)
+        diag_period = float(p("diagnostics_period_s", 1.0).value)
+
+        # --- validate (ValueError → run_node exits 2 with the message)
+        if self.backend_name not in BACKENDS:
+            raise ValueError(f"parameter backend must be one of {BACKENDS}, got {self.backend_name!r}")
+        if self.policy not in ("reject", "clip"):
+            raise ValueError(f"parameter out_of_limits_policy must be 'reject' or 'clip', got {self.policy!r}")
+        for name, val in (("joint_state_timeout_s", self.js_timeout), ("time_scale", self.time_scale),
+                          ("monitor_rate_hz", monitor_rate), ("diagnostics_period_s", diag_period),
+                          ("settle_timeout_s", self.settle_timeout)):
+            if not val > 0:
+                raise ValueError(f"parameter {name} must be > 0, got {val}")
+        if not hold_time >= 0:
+            raise ValueError(f"parameter hold_time_s must be >= 0, got {hold_time}")
+        self.limits = SafetyLimits(**limit_params)
+        self.kin = PandaKinematics(urdf_path or None, ee_frame or None)
+        self.joint_names = [f"{self.joint_prefix}_joint{i}" for i in range(1, 8)]
+        self.finger_name = f"{self.joint_prefix}_finger_joint1"
+
+        # --- state (guarded by _lock; callbacks run on a multithreaded executor)
+        self._lock = threading.RLock()
+        self._q: np.ndarray | None = None
+        self._q_wall = 0.0
+        self._gripper_width = float("nan")
+        self._js_index: tuple[tuple[str, ...], list[int] | None] = ((), None)
+        self._estop = False
+        self._active: _Execution | None = None
+        self._next_id = 1
+        self.counters = {"chunks_received": 0, "chunks_rejected": 0, "chunks_executed": 0, "estops": 0}
+        self.last_rejection = ""
+        self.last_result = ""
+        self.last_latency_ms = float("nan")
+        self.estop_latched_at = float("nan")  # ROS time [s] of the last estop latch
+        self._steady = Clock(clock_type=ClockType.STEADY_TIME)
+
+        # --- ROS interfaces
+        self._cb_main = MutuallyExclusiveCallbackGroup()
+        self._cb_action = ReentrantCallbackGroup()
+        self.backend = make_backend(self.backend_name, self, trajectory_topic=trajectory_topic,
+                                    servo_topic=servo_topic, joint_names=self.joint_names,
+                                    base_frame=self.base_frame, hold_time_s=hold_time, servo_rate_hz=servo_rate,
+                                    planning_group=planning_group, moveit_node_name=moveit_node_name)
+        self.gripper_pub = self.create_publisher(Float64, gripper_topic, 10) if gripper_topic else None
+        self.diag_pub = self.create_publisher(DiagnosticArray, "/diagnostics", 10)
+        self.create_subscription(JointState, js_topic, self._on_joint_state, qos_profile_sensor_data,
+                                 callback_group=self._cb_main)
+        self.create_subscription(PlanChunk, plan_topic, self._on_plan, 10, callback_group=self._cb_main)
+        self.create_subscription(Bool, estop_topic, self._on_estop, ESTOP_QOS, callback_group=self._cb_main)
+        self.create_service(Trigger, "/vidplan/reset_estop", self._on_reset_estop, callback_group=self._cb_main)
+        self.action_server = ActionServer(self, ExecuteChunk, "/vidplan/execute_chunk",
+                                          execute_callback=self._execute_goal,
+                                          goal_callback=lambda _g: GoalResponse.ACCEPT,
+                                          cancel_callback=lambda _g: CancelResponse.ACCEPT,
+                                          callback_group=self._cb_action)
+        self.create_timer(1.0 / monitor_rate, self._monitor, callback_group=self._cb_main, clock=self._steady)
+        self.create_timer(diag_period, self._publish_diagnostics, callback_group=self._cb_main, clock=self._steady)
+        self.get_logger().info(
+            f"executor ready: backend={self.backend_name} policy={self.policy} joints={self.joint_prefix}_joint1..7 "
+            f"base_frame={self.base_frame} workspace={self.limits.workspace_min}..{self.limits.workspace_max}")
+
+    # ------------------------------------------------------------------ helpers
+    def _now(self) -> float:
+        return self.get_clock().now().nanoseconds * 1e-9
+
+    def _joint_state(self) -> tuple[np.ndarray | None, float]:
+        """Latest measured arm joints (7,) and their age [s] (wall time since receipt)."""
+        with self._lock:
+            if self._q is None:
+                return None, float("inf")
+            return self._q.copy(), time.monotonic() - self._q_wall
+
+    def current_ee_pose(self) -> np.ndarray:
+        """(4, 4) EE pose from the measured joints (identity before the first joint state)."""
+        q, _ = self._joint_state()
+        return self.kin.fk(q) if q is not None else np.eye(4)
+
+    def _pose_errors(self, T_target: np.ndarray, T: np.ndarray) -> tuple[float, float]:
+        return (float(np.linalg.norm(T_target[:3, 3] - T[:3, 3])),
+                rotation_error(T_target[:3, :3], T[:3, :3]))
+
+    def _make_result(self, status: int, reason: str, steps: int = 0, pos_err: float = 0.0,
+                     rot_err: float = 0.0) -> Result:
+        r = Result()
+        r.status, r.reason, r.steps_executed = int(status), reason, int(steps)
+        r.final_position_error, r.final_orientation_error = float(pos_err), float(rot_err)
+        return r
+
+    def _reject(self, status: int, reason: str) -> Result:
+        with self._lock:
+            self.counters["chunks_rejected"] += 1
+            self.last_rejection = reason
+        self.get_logger().warning(f"chunk {STATUS_NAMES[status]}: {reason}")
+        self._publish_diagnostics()
+        return self._make_result(status, reason)
+
+    def _hold(self) -> None:
+        q, _ = self._joint_state()
+        if q is not None:
+            self.backend.hold(q, self.kin.fk(q))
+
+    # ------------------------------------------------------------------ callbacks
+    def _on_joint_state(self, msg: JointState) -> None:
+        names = tuple(msg.name)
+        cached_names, idx = self._js_index
+        if names != cached_names:
+            idx = [names.index(n) for n in self.joint_names] if all(n in names for n in self.joint_names) else None
+            self._js_index = (names, idx)
+            if idx is None:
+                self.get_logger().warning(f"/joint_states lacks {self.joint_names} (has {list(names)}); "
+                                          "check joint_prefix", throttle_duration_sec=5.0)
+        if idx is None or len(msg.position) < len(names):
+            return
+        q = np.array([msg.position[i] for i in idx], dtype=np.float64)
+        if not np.isfinite(q).all():
+            return
+        with self._lock:
+            self._q = q
+            self._q_wall = time.monotonic()
+            if self.finger_name in names:
+                self._gripper_width = 2.0 * float(msg.position[names.index(self.finger_name)])
+
+    def _on_plan(self, msg: PlanChunk) -> None:
+        out = self._start(msg, self.policy, 0, 0.0, False, None)
+        if isinstance(out, Result):
+            self.last_result = f"{STATUS_NAMES[out.status]}: {out.reason}"
+
+    def _on_estop(self, msg: Bool) -> None:
+        if not msg.data:
+            return  # only the reset service releases a latched estop
+        t_latch = self._now()
+        with self._lock:
+            already = self._estop
+            self._estop = True
+            active = self._active
+            if not already:
+                self.counters["estops"] += 1
+                self.estop_latched_at = t_latch
+        self._hold()
+        if active is not None:
+            self._finish(active, Result.STATUS_ESTOP, f"emergency stop latched (/vidplan/estop) at t={t_latch:.3f} s "
+                                                      "(ROS time); holding position")
+        if not already:
+            self.get_logger().error("EMERGENCY STOP latched: holding position until /vidplan/reset_estop")
+        self._publish_diagnostics()
+
+    def _on_reset_estop(self, _req: Trigger.Request, resp: Trigger.Response) -> Trigger.Response:
+        with self._lock:
+            was = self._estop
+            self._estop = False
+        resp.success = True
+        resp.message = "estop released" if was else "estop was not latched"
+        self.get_logger().info(resp.message)
+        self._publish_diagnostics()
+        return resp
+
+    # ------------------------------------------------------------------ execution
+    def _start(self, msg: PlanChunk, policy: str, max_steps: int, time_scale: float, wait_for_settle: bool,
+               goal_handle) -> _Execution | Result:
+        """Check and start a chunk. Returns the running execution, or a Result when nothing was started."""
+        t_recv = time.perf_counter()
+        with self._lock:
+            self.counters["chunks_received"] += 1
+            estop = self._estop
+        if estop:
+            return self._reject(Result.STATUS_ESTOP, "emergency stop is latched; call /vidplan/reset_estop first")
+        q, age = self._joint_state()
+        if q is None:
+            return self._reject(Result.STATUS_REJECTED, "no joint states received yet; refusing to move "
+                                f"(expecting {self.joint_names[0]}..7 on /joint_states)")
+        if age > self.js_timeout:
+            return self._reject(Result.STATUS_REJECTED, f"joint states are stale ({age:.2f} s old > "
+                                f"joint_state_timeout_s={self.js_timeout}); refusing to move")
+        ts = time_scale if time_scale > 0 else self.time_scale
+        n_pose, n_grip = len(msg.poses), len(msg.gripper)
+        pos = np.array([[p.position.x, p.position.y, p.position.z] for p in msg.poses]).reshape(-1, 3)
+        quat = np.array([[p.orientation.x, p.orientation.y, p.orientation.z, p.orientation.w]
+                         for p in msg.poses]).reshape(-1, 4)
+        grip = np.asarray(msg.gripper, dtype=np.float64)
+        if max_steps and n_pose == n_grip:
+            pos, quat, grip = pos[:max_steps], quat[:max_steps], grip[:max_steps]
+        stamp = stamp_to_sec(msg.header.stamp)
+        plan_age = float("inf") if stamp == 0 else self._now() - stamp
+        T_cur = self.kin.fk(q)
+        res = filter_chunk({"position": pos, "quaternion": quat, "gripper": grip, "dt": float(msg.dt) * ts},
+                           T_cur, self.limits, policy, age_s=plan_age, frame_id=msg.header.frame_id,
+                           base_frame=self.base_frame)
+        if not res.accepted:
+            return self._reject(Result.STATUS_REJECTED, res.reason)
+        chunk = res.chunk
+        targets = np.stack([action_to_transform(a) for a in chunk.actions])
+        qs, iks = self.kin.ik_trajectory(targets, q, **self.ik_opts)
+        truncated = ""
+        if len(qs) < len(targets):
+            r = iks[-1]
+            truncated = (f"IK unreachable at step {len(qs)} (residual {r.position_error_m:.4f} m, "
+                         f"{r.rotation_error_rad:.4f} rad)")
+            if len(qs) == 0:
+                return self._reject(Result.STATUS_ABORTED, truncated + "; nothing executed")
+            truncated += f"; executed steps 0..{len(qs) - 1} and stopped there"
+        qs, slow, jv = check_joint_trajectory(qs, q, chunk.dt, self.kin.lower, self.kin.upper,
+                                              self.kin.velocity_limits, self.limits, policy)
+        if jv and policy == "reject":
+            return self._reject(Result.STATUS_REJECTED, "; ".join(str(v) for v in jv[:5]))
+        step_dt = chunk.dt * slow
+        times = step_dt * (np.arange(len(qs)) + 1)
+        poses = self.kin.fk_batch(qs)
+        with self._lock:
+            previous = self._active
+            ex = _Execution(id=self._next_id, plan_id=int(msg.plan_id), t_start=self._now(), times=times,
+                            q_start=q, qs=qs, targets=poses, gripper=chunk.gripper[:len(qs)],
+                            wait_for_settle=wait_for_settle, truncated_reason=truncated,
+                            notes="; ".join(str(v) for v in res.violations + jv), goal_handle=goal_handle)
+            self._next_id += 1
+            self._active = ex
+            self.backend.send(qs, times, poses)
+            self.last_latency_ms = (time.perf_counter() - t_recv) * 1e3
+            self.counters["chunks_executed"] += 1
+            self.last_rejection = "" if not ex.notes else self.last_rejection
+        if previous is not None:
+            self._finish(previous, Result.STATUS_ABORTED, f"preempted by a newer chunk (plan_id {ex.plan_id})")
+        self._send_gripper(ex, 0)
+        if ex.notes:
+            self.get_logger().warning(f"chunk {ex.plan_id} clipped: {ex.notes}")
+        return ex
+
+    def _send_gripper(self, ex: _Execution, i: int) -> None:
+        if self.gripper_pub is not None and i > ex.gripper_sent and i < len(ex.gripper):
+            self.gripper_pub.publish(Float64(data=float(ex.gripper[i])))
+            ex.gripper_sent = i
+
+    def _finish(self, ex: _Execution, status: int, reason: str, pos_err: float | None = None,
+                rot_err: float | None = None) -> None:
+        with self._lock:
+            if ex.done.is_set():
+                return
+            steps = int(np.sum(ex.times <= self._now() - ex.t_start + 1e-9))
+            if status == Result.STATUS_SUCCEEDED or (status == Result.STATUS_ABORTED and ex.truncated_reason
+                                                     and reason == ex.truncated_reason):
+                steps = len(ex.times)
+            ex.result = self._make_result(status, reason, steps,
+                                          ex.position_error if pos_err is None else pos_err,
+                                          ex.orientation_error if rot_err is None else rot_err)
+            ex.done.set()
+            if self._active is ex:
+                self._active = None
+            self.last_result = f"{STATUS_NAMES[status]}: {reason}"
+        if status == Result.STATUS_SUCCEEDED:
+            self.get_logger().info(f"chunk {ex.plan_id} succeeded: {reason}")
+        else:
+            self.get_logger().warning(f"chunk {ex.plan_id} {STATUS_NAMES[status]}: {reason}")
+
+    def _monitor(self) -> None:
+        """Track the active execution: step index, tracking error, gripper, feedback, cancel, completion."""
+        with self._lock:
+            ex = self._active
+        if ex is None or ex.done.is_set():
+            return
+        q, age = self._joint_state()
+        if q is None or age > self.js_timeout:
+            self._hold()
+            self._finish(ex, Result.STATUS_ABORTED, f"joint states lost ({age:.2f} s old > joint_state_timeout_s="
+                                                    f"{self.js_timeout}); holding")
+            return
+        gh = ex.goal_handle
+        if gh is not None and gh.is_cancel_requested:
+            self._hold()
+            self._finish(ex, Result.STATUS_CANCELED, "canceled by the client; holding position")
+            return
+        t = self._now() - ex.t_start
+        k = len(ex.times)
+        ex.step_index = int(min(k - 1, np.searchsorted(ex.times, t, side="left")))
+        self._send_gripper(ex, ex.step_index)
+        # commanded joint state at t (linear between points, as the JTC without velocities) → tracking error
+        tt = np.concatenate([[0.0], ex.times])
+        qq = np.vstack([ex.q_start, ex.qs])
+        q_cmd = np.array([np.interp(t, tt, qq[:, j]) for j in range(7)])
+        T_meas = self.kin.fk(q)
+        ex.position_error, ex.orientation_error = self._pose_errors(self.kin.fk(q_cmd), T_meas)
+        if gh is not None and time.monotonic() - ex.last_feedback >= 0.05:
+            fb = ExecuteChunk.Feedback()
+            fb.step_index, fb.position_error, fb.orientation_error = (ex.step_index, ex.position_error,
+                                                                      ex.orientation_error)
+            gh.publish_feedback(fb)
+            ex.last_feedback = time.monotonic()
+        if self.path_tol > 0 and ex.position_error > self.path_tol:
+            self._hold()
+            self._finish(ex, Result.STATUS_ABORTED, f"tracking error {ex.position_error:.3f} m exceeds "
+                                                    f"path_position_tolerance={self.path_tol} m; holding")
+            return
+        if t < ex.times[-1]:
+            return
+        pe, re_ = self._pose_errors(ex.targets[-1], T_meas)
+        settled = pe <= self.goal_pos_tol and re_ <= self.goal_rot_tol
+        if ex.wait_for_settle and not settled and t < ex.times[-1] + self.settle_timeout:
+            return
+        if ex.truncated_reason:
+            self._finish(ex, Result.STATUS_ABORTED, ex.truncated_reason, pe, re_)
+        elif ex.wait_for_settle and not settled:
+            self._finish(ex, Result.STATUS_ABORTED, f"did not settle within {self.settle_timeout} s (error {pe:.4f} m,"
+                                                    f" {re_:.4f} rad)", pe, re_)
+        else:
+            self._finish(ex, Result.STATUS_SUCCEEDED, "executed" + (f" (clipped: {ex.notes})" if ex.notes else ""),
+                         pe, re_)
+
+    def _execute_goal(self, goal_handle) -> Result:
+        # Runs on its own executor thread (reentrant group) and blocks until the monitor finishes the execution;
+        # feedback, cancel and completion are handled by _monitor, so only one thread is ever parked here for
+        # long (a newer goal preempts the older one at once).
+        g = goal_handle.request
+        if g.out_of_limits_policy not in (ExecuteChunk.Goal.OUT_OF_LIMITS_REJECT, ExecuteChunk.Goal.OUT_OF_LIMITS_CLIP):
+            result = self._reject(Result.STATUS_REJECTED, f"unknown out_of_limits_policy {g.out_of_limits_policy} "
+                                                          "(0 = reject, 1 = clip)")
+            goal_handle.abort()
+            return result
+        if not (np.isfinite(g.time_scale) and g.time_scale >= 0):
+            result = self._reject(Result.STATUS_REJECTED, f"time_scale must be >= 0 (0 = default), got {g.time_scale}")
+            goal_handle.abort()
+            return result
+        policy = "clip" if g.out_of_limits_policy == ExecuteChunk.Goal.OUT_OF_LIMITS_CLIP else "reject"
+        out = self._start(g.chunk, policy, int(g.max_steps), float(g.time_scale), bool(g.wait_for_settle),
+                          goal_handle)
+        if isinstance(out, Result):
+            goal_handle.abort()
+            return out
+        while not out.done.wait(0.05):
+            if not rclpy.ok(context=self.context):
+                self._finish(out, Result.STATUS_ABORTED, "executor shutting down")
+        result = out.result
+        if result.status == Result.STATUS_SUCCEEDED:
+            goal_handle.succeed()
+        elif result.status == Result.STATUS_CANCELED and goal_handle.is_cancel_requested:
+            goal_handle.canceled()
+        else:
+            goal_handle.abort()
+        return result
+
+    # ------------------------------------------------------------------ diagnostics
+    def _publish_diagnostics(self) -> None:
+        q, age = self._joint_state()
+        with self._lock:
+            estop, active = self._estop, self._active
+            st = DiagnosticStatus()
+            st.name = "vidplan executor"
+            st.hardware_id = self.get_fully_qualified_name()
+            if estop:
+                st.level, st.message = DiagnosticStatus.ERROR, "estop latched: holding"
+            elif q is None or age > self.js_timeout:
+                st.level, st.message = DiagnosticStatus.ERROR, "no fresh joint states: refusing chunks"
+            elif self.last_rejection:
+                st.level, st.message = DiagnosticStatus.WARN, f"last chunk rejected: {self.last_rejection}"
+            else:
+                st.level = DiagnosticStatus.OK
+                st.message = "executing" if active is not None else "idle"
+            values = {"backend": self.backend_name, "policy": self.policy, "estop": str(estop),
+                      "estop_latched_at": f"{self.estop_latched_at:.3f}",
+                      "state": "estop" if estop else ("executing" if active is not None else "idle"),
+                      "last_rejection_reason": self.last_rejection, "last_result": self.last_result,
+                      "joint_state_age_s": f"{age:.3f}", "gripper_width_m": f"{self._gripper_width:.4f}",
+                      "last_chunk_to_trajectory_ms": f"{self.last_latency_ms:.3f}",
+                      **{k: str(v) for k, v in self.counters.items()}}
+            if active is not None:
+                values.update(step_index=str(active.step_index), position_error_m=f"{active.position_error:.4f}",
+                              plan_id=str(active.plan_id))
+        st.values = [KeyValue(key=k, value=v) for k, v in values.items()]
+        arr = DiagnosticArray()
+        arr.header.stamp = self.get_clock().now().to_msg()
+        arr.status = [st]
+        self.diag_pub.publish(arr)
+
+    def close(self) -> None:
+        """Hold the arm if it is executing and the context still allows publishing, release the backend (called
+        by run_node on shutdown; after SIGINT/SIGTERM the context is already down and the controller keeps holding
+        the last point it received, which is the JTC's own behaviour)."""
+        try:
+            with self._lock:
+                active = self._active
+            if active is not None and rclpy.ok(context=self.context):
+                self._hold()
+        except Exception as exc:  # shutting down: report and go on
+            self.get_logger().warning(f"could not command a hold on shutdown: {exc}")
+        finally:
+            self.backend.close()
+
+
+def main(args: list[str] | None = None) -> None:
+    run_node(ExecutorNode, args, multithreaded=True)

@@ -1,0 +1,463 @@
+"""planner_node: VidPlan inference-time planning on live (or replayed) camera streams.
+
+A thin adapter around :class:`vidplan_core.planning.session.PlanningSession`: it synchronises the three cameras,
+keeps the observation history at the world model's rate, runs plan cycles on its own thread (callbacks never
+wait for a plan), and publishes the chunk, its diagnostics and debug pictures.
+
+Subscribes: /cameras/{left,right,wrist}/image_raw (via :class:`vidplan_ros.camera_sync.CameraSync`), /ee_pose,
+/joint_states, /vidplan/task (std_msgs/String), /vidplan/estop (std_msgs/Bool, latched).
+Serves: /vidplan/set_task (vidplan_interfaces/SetTask).
+Publishes: /vidplan/plan (PlanChunk), /vidplan/plan_diagnostics (PlanDiagnostics), /vidplan/debug/prediction and
+/vidplan/debug/uncertainty (sensor_msgs/Image rgb8), /vidplan/debug/plan_markers (MarkerArray), /diagnostics.
+Optionally sends each chunk to the executor as an ExecuteChunk goal (``executor_interface: action``).
+
+Behaviour: idle without a task; no plan and a diagnostic ERROR while a camera or the robot state is stale or
+missing; nothing while the e-stop is latched; a HOLD chunk (current pose repeated) when a cycle fails or any model
+output is NaN/Inf.
+
+Parameters (all read at start-up and validated; a bad value exits with code 2 and names the parameter):
+    model_dir (str, "models/demo"): exported/bundled model directory.
+    backend (str, "torch"): torch | onnxruntime | tensorrt.
+    device (str, "cpu"): torch device / execution provider family.
+    planner (str, "gradopt"): gradopt (Algorithm 3) | cem.
+    flow_steps (int, 0): K of the flow map (0 = the model's default).
+    refine_iters (int, 5): gradient refinement iterations.
+    learning_rate (float, 0.05): Adam step in normalised action units.
+    trust_region (float, 0.25): L∞ radius around the argmax candidate (normalised units).
+    lambda_centering (float, 0.5): λ of the centring term.
+    uncertainty_weighting (str, "exp"): exp | linear | none  (w(h) = exp(−κ·h̄) | 1 − h̄ | 1).
+    kappa (float, 3.0): κ of the exp weighting.
+    basis_speed_mps (float, 0.05): EE speed of the Jacobian basis proposals [m/s].
+    num_nominal (int, 0): perturbation proposals around the nominal (hold) chunk.
+    time_budget_s (float, 0.0): anytime budget per cycle [s] (0 = none).
+    open_loop_steps (int, 2): chunk steps executed before the next plan is due (sets the cycle period).
+    history_length (int, 0): T history frames (0 = the model's).
+    instruction (str, ""): initial task ("" = idle until /vidplan/task or SetTask).
+    left_topic / right_topic / wrist_topic (str): camera topics.
+    max_sync_skew_s (float, 0.03): largest stamp spread of a camera triplet [s].
+    camera_timeout_s (float, 0.5): a camera older than this is stale [s].
+    state_timeout_s (float, 0.5): /ee_pose or /joint_states older than this is stale [s].
+    joint_prefix (str, "panda"): joint names {prefix}_joint1..7, {prefix}_finger_joint1.
+    gripper_max_width_m (float, 0.04): finger position that means fully open.
+    base_frame (str, "panda_link0"): frame of the published poses.
+    send_to_executor (bool, true): publish PlanChunks on /vidplan/plan (false: shadow mode, diagnostics only).
+    executor_interface (str, "topic"): topic | action (ExecuteChunk goals on /vidplan/execute_chunk).
+    publish_debug (bool, true): publish prediction/uncertainty images and markers (only when subscribed).
+    seed (int, 0): base seed of the flow map noise (cycle i uses seed + i).
+"""
+
+from __future__ import annotations
+
+import math
+import threading
+import time
+from collections import deque
+
+import numpy as np
+from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
+from geometry_msgs.msg import Point, PoseStamped
+from rclpy.action import ActionClient
+from rclpy.callback_groups import MutuallyExclusiveCallbackGroup, ReentrantCallbackGroup
+from rclpy.node import Node
+from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy
+from sensor_msgs.msg import Image, JointState
+from std_msgs.msg import Bool, String
+from visualization_msgs.msg import Marker, MarkerArray
+
+from vidplan_core.observation import ObservationHistory
+from vidplan_core.spaces import EEChunk, quat_to_euler
+from vidplan_interfaces.action import ExecuteChunk
+from vidplan_interfaces.msg import PlanChunk, PlanDiagnostics
+from vidplan_interfaces.srv import SetTask
+from vidplan_ros.camera_sync import CameraSync, Triplet, image_to_array
+from vidplan_ros.conversions import chunk_to_msg, pose_to_vec, sec_to_stamp, stamp_to_sec
+from vidplan_ros.node_runner import run_node
+
+LATCHED = QoSProfile(depth=1, reliability=ReliabilityPolicy.RELIABLE, durability=DurabilityPolicy.TRANSIENT_LOCAL)
+_STATUS = {"ok": PlanDiagnostics.STATUS_OK, "budget": PlanDiagnostics.STATUS_BUDGET,
+           "hold": PlanDiagnostics.STATUS_HOLD}
+
+
+def load_session(model_dir: str, backend: str, device: str, flow_steps: int, session_cfg):
+    """Build backend + kinematics + :class:`PlanningSession` (heavy imports happen here, not at module import)."""
+    from vidplan_core.kinematics import PandaKinematics
+    from vidplan_core.planning.session import PlanningSession
+    from vidplan_core.runtime import load_backend
+
+    be = load_backend(model_dir, kind=backend, device=device, flow_steps=flow_steps or None)
+    return PlanningSession(be, PandaKinematics(), session_cfg)
+
+
+class PlannerNode(Node):
+    def __init__(self) -> None:
+        super().__init__("planner_node")
+        p = self._param
+        self.model_dir = p("model_dir", "models/demo")
+        self.backend_kind = p("backend", "torch", choices=("torch", "onnxruntime", "tensorrt"))
+        self.device = p("device", "cpu")
+        planner = p("planner", "gradopt", choices=("gradopt", "cem"))
+        flow_steps = p("flow_steps", 0, lo=0)
+        refine_iters = p("refine_iters", 5, lo=0)
+        lr = p("learning_rate", 0.05, lo=1e-9)
+        trust = p("trust_region", 0.25, lo=1e-9)
+        lam = p("lambda_centering", 0.5, lo=0.0)
+        weighting = p("uncertainty_weighting", "exp", choices=("exp", "linear", "none"))
+        kappa = p("kappa", 3.0, lo=0.0)
+        speed = p("basis_speed_mps", 0.05, lo=1e-6)
+        num_nominal = p("num_nominal", 0, lo=0)
+        budget = p("time_budget_s", 0.0, lo=0.0)
+        self.open_loop_steps = p("open_loop_steps", 2, lo=1)
+        history_length = p("history_length", 0, lo=0)
+        self.instruction = p("instruction", "")
+        topics = {v: p(f"{v}_topic", f"/cameras/{v}/image_raw") for v in ("left", "right", "wrist")}
+        skew = p("max_sync_skew_s", 0.03, lo=0.0)
+        self.camera_timeout = p("camera_timeout_s", 0.5, lo=1e-3)
+        self.state_timeout = p("state_timeout_s", 0.5, lo=1e-3)
+        self.joint_prefix = p("joint_prefix", "panda")
+        self.gripper_max_width = p("gripper_max_width_m", 0.04, lo=1e-4)
+        self.base_frame = p("base_frame", "panda_link0")
+        self.send_to_executor = p("send_to_executor", True)
+        self.executor_interface = p("executor_interface", "topic", choices=("topic", "action"))
+        self.publish_debug = p("publish_debug", True)
+        self.seed = p("seed", 0)
+
+        from vidplan_core.planning.planner import CEMConfig, PlannerConfig, ScoreConfig
+        from vidplan_core.planning.session import ProposalConfig, SessionConfig
+
+        score = ScoreConfig(weighting=weighting, kappa=kappa, lam=lam)
+        common = dict(score=score, refine_iters=refine_iters, lr=lr, trust_region=trust,
+                      time_budget_s=budget or None)
+        cfg = SessionConfig(planner=planner, gradopt=PlannerConfig(**common), cem=CEMConfig(**common),
+                            proposals=ProposalConfig(basis_speed_mps=speed, num_nominal=num_nominal))
+        t0 = time.perf_counter()
+        try:
+            self.session = load_session(self.model_dir, self.backend_kind, self.device, flow_steps, cfg)
+        except (FileNotFoundError, ImportError, RuntimeError, KeyError) as exc:
+            # Model problems are start-up errors, never mid-control surprises.
+            raise ValueError(f"cannot load models from model_dir '{self.model_dir}' with backend "
+                             f"'{self.backend_kind}': {exc}") from exc
+        self.get_logger().info(f"loaded {self.backend_kind} backend from {self.model_dir} in "
+                               f"{time.perf_counter() - t0:.1f} s (H={self.session.horizon})")
+        self.dt = 1.0 / float(getattr(self.session.backend, "model_rate_hz", 5.0))
+        t_hist = history_length or int(getattr(self.session.backend, "history_length", 2))
+        self.history = ObservationHistory(t_hist, model_rate_hz=1.0 / self.dt)
+
+        # State shared between callbacks and the plan thread.
+        self._lock = threading.Lock()
+        self._ee: tuple[float, np.ndarray] | None = None        # (stamp, (6,) xyz + euler)
+        self._joints: tuple[float, np.ndarray, float] | None = None  # (receipt time, q (7,), gripper 0..1)
+        self._estop = False
+        self._wake = threading.Event()
+        self._stop = threading.Event()
+        self._plan_id = 0
+        self._last_status = "idle"
+        self._last_reason = "no task"
+        self._latencies: deque[float] = deque(maxlen=200)
+        self._executing: tuple[EEChunk, float] | None = None    # (chunk, start time)
+        self._last_plan_time = -math.inf
+        self._last_error_log = 0.0
+
+        cb_in = ReentrantCallbackGroup()
+        self.sync = CameraSync(self, topics, max_skew_s=skew, stale_after_s=self.camera_timeout,
+                               callback=self._on_triplet, callback_group=cb_in)
+        self.create_subscription(PoseStamped, "/ee_pose", self._on_ee, 10, callback_group=cb_in)
+        self.create_subscription(JointState, "/joint_states", self._on_joints, 10, callback_group=cb_in)
+        self.create_subscription(String, "/vidplan/task", lambda m: self.set_instruction(m.data), 10,
+                                 callback_group=cb_in)
+        self.create_subscription(Bool, "/vidplan/estop", self._on_estop, LATCHED, callback_group=cb_in)
+        self.create_service(SetTask, "/vidplan/set_task", self._on_set_task, callback_group=cb_in)
+        self.plan_pub = self.create_publisher(PlanChunk, "/vidplan/plan", 10)
+        self.diag_pub = self.create_publisher(PlanDiagnostics, "/vidplan/plan_diagnostics", 10)
+        self.ros_diag_pub = self.create_publisher(DiagnosticArray, "/diagnostics", 10)
+        self.pred_pub = self.create_publisher(Image, "/vidplan/debug/prediction", 2)
+        self.uq_pub = self.create_publisher(Image, "/vidplan/debug/uncertainty", 2)
+        self.marker_pub = self.create_publisher(MarkerArray, "/vidplan/debug/plan_markers", 2)
+        self.exec_client = (ActionClient(self, ExecuteChunk, "/vidplan/execute_chunk")
+                            if self.executor_interface == "action" else None)
+        self.create_timer(1.0, self._publish_ros_diagnostics, callback_group=MutuallyExclusiveCallbackGroup())
+        self._thread = threading.Thread(target=self._plan_loop, name="vidplan-plan", daemon=True)
+        self._thread.start()
+        self.get_logger().info(f"planner ready; task: {self.instruction or '(none: idle)'}")
+
+    # ------------------------------------------------------------------ parameters
+    def _param(self, name, default, choices=None, lo=None):
+        value = self.declare_parameter(name, default).value
+        if choices is not None and value not in choices:
+            raise ValueError(f"parameter '{name}' must be one of {list(choices)}, got {value!r}")
+        if lo is not None and value < lo:
+            raise ValueError(f"parameter '{name}' must be ≥ {lo}, got {value!r}")
+        return value
+
+    # ------------------------------------------------------------------ inputs
+    def _now(self) -> float:
+        return self.get_clock().now().nanoseconds * 1e-9
+
+    def set_instruction(self, text: str) -> None:
+        with self._lock:
+            self.instruction = text.strip()
+            self._executing = None
+        self.get_logger().info(f"task: {self.instruction or '(cleared: idle)'}")
+        self._wake.set()
+
+    def _on_set_task(self, req, resp):
+        self.set_instruction(req.instruction)
+        resp.success, resp.message = True, f"planning for: {req.instruction!r}" if req.instruction else "idle"
+        return resp
+
+    def _on_estop(self, msg: Bool) -> None:
+        with self._lock:
+            self._estop = bool(msg.data)
+            if self._estop:
+                self._executing = None
+        if msg.data:
+            self.get_logger().warn("e-stop latched: planning stopped")
+        self._wake.set()
+
+    def _on_ee(self, msg: PoseStamped) -> None:
+        v = pose_to_vec(msg.pose)
+        try:
+            euler = quat_to_euler(v[3:])
+        except ValueError:
+            self.get_logger().error("ignoring /ee_pose with an invalid quaternion")
+            return
+        with self._lock:
+            self._ee = (self._now(), np.concatenate([v[:3], euler]))
+
+    def _on_joints(self, msg: JointState) -> None:
+        idx = {n: i for i, n in enumerate(msg.name)}
+        names = [f"{self.joint_prefix}_joint{i}" for i in range(1, 8)]
+        if not all(n in idx for n in names):
+            return
+        q = np.array([msg.position[idx[n]] for n in names])
+        finger = f"{self.joint_prefix}_finger_joint1"
+        grip = (1.0 - min(max(msg.position[idx[finger]] / self.gripper_max_width, 0.0), 1.0)
+                if finger in idx else 0.0)
+        with self._lock:
+            self._joints = (self._now(), q, grip)
+
+    def _on_triplet(self, trip: Triplet) -> None:
+        with self._lock:
+            ee, joints = self._ee, self._joints
+        if ee is None or joints is None:
+            return
+        try:
+            frames = np.stack([image_to_array(trip.images[v]) for v in ("left", "right", "wrist")])
+            pose = np.concatenate([ee[1], [joints[2]]])
+            with self._lock:
+                if self.history.latest is not None and trip.stamp < self.history.latest.stamp - 1.0:
+                    self.history.clear()  # clock jumped back (bag loop, sim reset)
+                self.history.push(trip.stamp, frames, pose)
+        except ValueError as exc:
+            self._throttled_error(f"dropping camera triplet: {exc}")
+            return
+        self._wake.set()
+
+    def _throttled_error(self, text: str) -> None:
+        if time.monotonic() - self._last_error_log > 2.0:
+            self._last_error_log = time.monotonic()
+            self.get_logger().error(text)
+
+    # ------------------------------------------------------------------ plan thread
+    def _inputs_problem(self, now: float) -> str:
+        stale = [v for v, s in self.sync.stale.items() if s]
+        if stale:
+            return f"camera(s) stale or missing: {', '.join(stale)}"
+        if self.sync.incompatible_qos:
+            return f"camera QoS incompatible: {self.sync.incompatible_qos}"
+        with self._lock:
+            ee, joints = self._ee, self._joints
+            age = self.history.age(now)
+            ready = self.history.ready()
+        if ee is None or now - ee[0] > self.state_timeout:
+            return "/ee_pose stale or missing"
+        if joints is None or now - joints[0] > self.state_timeout:
+            return "/joint_states stale or missing"
+        if age > self.camera_timeout:
+            return f"newest camera triplet is {age:.2f} s old"
+        if not ready:
+            return f"collecting history ({len(self.history._ring)}/{self.history.length} frames)"
+        return ""
+
+    def _plan_loop(self) -> None:
+        while not self._stop.is_set():
+            self._wake.wait(timeout=0.1)
+            self._wake.clear()
+            if self._stop.is_set():
+                break
+            now = self._now()
+            with self._lock:
+                instruction, estop = self.instruction, self._estop
+            if estop:
+                self._set_status("estop", "e-stop latched")
+                continue
+            if not instruction:
+                self._set_status("idle", "no task")
+                continue
+            if now - self._last_plan_time < self.open_loop_steps * self.dt * 0.999:
+                continue
+            problem = self._inputs_problem(now)
+            if problem:
+                if not problem.startswith("collecting"):
+                    self._publish_error(problem)
+                self._set_status("waiting" if problem.startswith("collecting") else "error", problem)
+                continue
+            self._last_plan_time = now
+            try:
+                self._cycle(instruction)
+            except Exception as exc:
+                self.get_logger().error(f"plan cycle failed: {type(exc).__name__}: {exc}")
+                self._publish_hold(f"cycle failed: {type(exc).__name__}: {exc}")
+
+    def _set_status(self, status: str, reason: str) -> None:
+        self._last_status, self._last_reason = status, reason
+
+    def _cycle(self, instruction: str) -> None:
+        t_start = time.perf_counter()
+        with self._lock:
+            frames, poses, stamp = self.history.window()
+            q = self._joints[1].copy()
+            executing = self._executing
+        self._plan_id += 1
+        elapsed = (self._now() - executing[1]) if executing else 0.0
+        result, props = self.session.plan(frames, poses, q, instruction, seed=self.seed + self._plan_id,
+                                          executing=executing[0] if executing else None,
+                                          executing_elapsed_s=max(elapsed, 0.0))
+        with self._lock:
+            estop_now, still_task = self._estop, self.instruction == instruction
+        if estop_now or not still_task:
+            return  # the world changed while we planned: drop the plan
+        header_stamp = sec_to_stamp(stamp)
+        chunk = result.chunk
+        msg = chunk_to_msg(chunk, PlanChunk, self.base_frame, header_stamp, self._plan_id, instruction)
+        if self.send_to_executor:
+            if self.exec_client is not None:
+                self.exec_client.send_goal_async(ExecuteChunk.Goal(chunk=msg))
+            else:
+                self.plan_pub.publish(msg)
+        with self._lock:
+            self._executing = (chunk, self._now()) if not result.hold else None
+        self._latencies.append(time.perf_counter() - t_start)
+        self._publish_plan_diagnostics(result, props, stamp)
+        self._set_status(result.status, result.reason)
+        if result.hold:
+            self.get_logger().warn(f"plan {self._plan_id}: HOLD ({result.reason})")
+        if self.publish_debug:
+            self._publish_debug(frames, chunk, header_stamp)
+
+    # ------------------------------------------------------------------ outputs
+    def _publish_plan_diagnostics(self, result, props, stamp: float) -> None:
+        d = PlanDiagnostics()
+        d.header.stamp = sec_to_stamp(stamp)
+        d.header.frame_id = self.base_frame
+        d.plan_id = self._plan_id
+        d.status = _STATUS[result.status]
+        d.reason = result.reason
+        d.stage_names = list(result.timings)
+        d.stage_seconds = [float(v) for v in result.timings.values()]
+        d.num_proposals = len(props)
+        d.chosen_index = int(result.chosen_index)
+        d.candidate_scores = [float(s) for s in result.scores]
+        d.candidate_uncertainty = [float(u) for u in result.uncertainty]
+        d.refined_score = float(result.objective_trace[-1]) if result.objective_trace else float("nan")
+        d.refine_iterations = max(len(result.objective_trace) - 1, 0)
+        d.backend = str(getattr(self.session.backend, "name", self.backend_kind))
+        self.diag_pub.publish(d)
+
+    def _publish_error(self, reason: str) -> None:
+        d = PlanDiagnostics(status=PlanDiagnostics.STATUS_ERROR, reason=reason,
+                            backend=str(getattr(self.session.backend, "name", self.backend_kind)))
+        d.header.stamp = self.get_clock().now().to_msg()
+        self.diag_pub.publish(d)
+        self._throttled_error(f"not planning: {reason}")
+
+    def _publish_hold(self, reason: str) -> None:
+        with self._lock:
+            latest = self.history.latest
+            self._executing = None
+        if latest is None:
+            return
+        h = self.session.horizon
+        pose = latest.ee
+        chunk = EEChunk.from_actions(np.tile(pose, (h, 1)), dt=self.dt)
+        msg = chunk_to_msg(chunk, PlanChunk, self.base_frame, sec_to_stamp(latest.stamp), self._plan_id,
+                           self.instruction)
+        if self.send_to_executor:
+            self.plan_pub.publish(msg)
+        d = PlanDiagnostics(status=PlanDiagnostics.STATUS_HOLD, reason=reason, plan_id=self._plan_id)
+        d.header.stamp = msg.header.stamp
+        self.diag_pub.publish(d)
+        self._set_status("hold", reason)
+
+    def _publish_debug(self, frames: np.ndarray, chunk: EEChunk, stamp) -> None:
+        if self.marker_pub.get_subscription_count():
+            self.marker_pub.publish(self._markers(chunk, stamp))
+        want_pred = self.pred_pub.get_subscription_count() > 0
+        want_uq = self.uq_pub.get_subscription_count() > 0
+        if not (want_pred or want_uq):
+            return  # an extra rollout for pictures nobody looks at would only add latency
+        from vidplan_core.eval.visualize import prediction_strip, uncertainty_overlay
+
+        out = self.session.backend.rollout(chunk.actions[None])
+        if out.frames is None:
+            return
+        current = [frames[-1][v] for v in range(3)]
+        pred = out.frames[0]  # (F, 3, H', W') stacked views
+        if want_pred:
+            self.pred_pub.publish(_image_msg(prediction_strip([current, list(pred)]), stamp, self.base_frame))
+        if want_uq:
+            over = [uncertainty_overlay(f, m) for f, m in zip(pred, out.uq_map[0], strict=False)]
+            self.uq_pub.publish(_image_msg(prediction_strip([over]), stamp, self.base_frame))
+
+    def _markers(self, chunk: EEChunk, stamp) -> MarkerArray:
+        line = Marker(ns="vidplan_plan", id=0, type=Marker.LINE_STRIP, action=Marker.ADD)
+        line.header.frame_id, line.header.stamp = self.base_frame, stamp
+        line.scale.x = 0.005
+        line.color.r, line.color.g, line.color.b, line.color.a = 0.1, 0.6, 1.0, 1.0
+        line.pose.orientation.w = 1.0
+        line.points = [Point(x=float(p[0]), y=float(p[1]), z=float(p[2])) for p in chunk.position]
+        pts = Marker(ns="vidplan_plan", id=1, type=Marker.SPHERE_LIST, action=Marker.ADD)
+        pts.header = line.header
+        pts.scale.x = pts.scale.y = pts.scale.z = 0.015
+        pts.color.r, pts.color.g, pts.color.b, pts.color.a = 1.0, 0.5, 0.0, 1.0
+        pts.pose.orientation.w = 1.0
+        pts.points = line.points
+        return MarkerArray(markers=[line, pts])
+
+    def _publish_ros_diagnostics(self) -> None:
+        lat = np.asarray(self._latencies) * 1e3
+        level = {"error": DiagnosticStatus.ERROR, "hold": DiagnosticStatus.WARN, "estop": DiagnosticStatus.WARN,
+                 "budget": DiagnosticStatus.WARN}.get(self._last_status, DiagnosticStatus.OK)
+        values = {"status": self._last_status, "reason": self._last_reason, "backend": self.backend_kind,
+                  "plans": str(self._plan_id), "task": self.instruction}
+        if lat.size:
+            values.update(plan_latency_p50_ms=f"{np.percentile(lat, 50):.1f}",
+                          plan_latency_p95_ms=f"{np.percentile(lat, 95):.1f}")
+        values.update(self.sync.status())
+        st = DiagnosticStatus(level=level, name="vidplan: planner_node", hardware_id="vidplan",
+                              message=f"{self._last_status}: {self._last_reason}" if self._last_reason else
+                              self._last_status,
+                              values=[KeyValue(key=k, value=str(v)) for k, v in values.items()])
+        arr = DiagnosticArray(status=[st])
+        arr.header.stamp = self.get_clock().now().to_msg()
+        self.ros_diag_pub.publish(arr)
+
+    def close(self) -> None:
+        self._stop.set()
+        self._wake.set()
+        self._thread.join(timeout=5.0)
+
+
+def _image_msg(img: np.ndarray, stamp, frame_id: str) -> Image:
+    msg = Image(height=int(img.shape[0]), width=int(img.shape[1]), encoding="rgb8", is_bigendian=0,
+                step=int(img.shape[1] * 3))
+    msg.header.stamp, msg.header.frame_id = stamp, frame_id
+    msg.data = img.tobytes()
+    return msg
+
+
+def main(args: list[str] | None = None) -> None:
+    run_node(PlannerNode, args, multithreaded=True)
+
+
+# Re-exported for tests.
+__all__ = ["PlannerNode", "load_session", "main", "stamp_to_sec"]

@@ -1,0 +1,364 @@
+"""sim_node: the MuJoCo DROID scene speaking the robot's ROS 2 topics (a thin adapter over :class:`SimEnv`).
+
+Publishes (stamps in simulation time, which this node also publishes on /clock):
+    /cameras/{left,right,wrist}/image_raw    sensor_msgs/Image rgb8, camera_width × camera_height, sensor-data QoS
+    /cameras/{left,right,wrist}/camera_info  sensor_msgs/CameraInfo (calibration scaled to the resolution), same QoS
+    /joint_states   sensor_msgs/JointState: {prefix}_joint1..7 [rad] and {prefix}_finger_joint1/2 [m] — each finger's
+                    opening 0..0.04 m as franka_ros2's gripper reports it (gripper width = their sum)
+    /ee_pose        geometry_msgs/PoseStamped: TCP (panda_hand + 0.1034 m along z) in base_frame
+    /clock          rosgraph_msgs/Clock (at state_rate_hz; monotonic across resets)
+    /sim/scene      std_msgs/String JSON, latched: instruction, scene_seed, clutter, object poses and sizes, bowl
+                    position, right after every reset (privileged state for scripted experts and evaluation)
+    task_topic      std_msgs/String, latched: the instruction after every reset ("" disables)
+Subscribes:
+    /fr3_arm_controller/joint_trajectory  trajectory_msgs/JointTrajectory, executed like ros2_control's
+        JointTrajectoryController: the arm interpolates from its current command to the points by time_from_start
+        (cubic when velocities are given, else linear), starting at header.stamp (sim time) or at receipt when the
+        stamp is zero; a new trajectory replaces the current one; an empty one holds the current command; unknown or
+        missing joint names reject the message (logged).
+    /gripper/command  std_msgs/Float64, 0 = open .. 1 = closed (values outside are clipped with a warning).
+Services:
+    /sim/reset         vidplan_interfaces/srv/SetTask: rebuild the scene for ``scene_seed`` (-1 keeps the current
+                       seed) and ``instruction`` ("" = the seed's own task), arm at home, gripper open.
+    /sim/task_success  std_srvs/Trigger: success of the current task; message = "<instruction>: <reason>".
+
+Parameters (defaults in brackets):
+    scene_seed [0]            scene / task seed
+    clutter [1]               clutter level 0..3 (0 = target alone); read again at every reset
+    task [""]                 instruction; "" = the seed's own task
+    lockstep [true]           true: every camera period is rendered and published before physics goes on (sim time
+                              advances one camera period per rendered triplet, so slow rendering or a slow machine
+                              never changes what happens, only how fast); false: real time — physics follows the wall
+                              clock and camera frames are dropped when rendering falls behind
+    real_time_factor [1.0]    sim seconds per wall second at most (both modes); 0 = unlimited (lockstep only)
+    camera_width [320], camera_height [180]  [px]
+    camera_rate_hz [15.0]     camera rate in sim time [Hz]
+    state_rate_hz [100.0]     /joint_states, /ee_pose and /clock rate in sim time [Hz]
+    base_frame ["panda_link0"]
+    joint_prefix ["panda"]    joint names {prefix}_joint1..7 on /joint_states and in trajectories
+    physics_timestep [0.0]    [s]; 0 = the scene file's
+    scene_file [""]           scene description YAML; "" = vidplan_sim's scenes/default.yaml
+    calibration_file [""]     camera calibration YAML; "" = calibration/droid_cameras.yaml
+    trajectory_topic ["/fr3_arm_controller/joint_trajectory"], gripper_topic ["/gripper/command"]
+    task_topic ["/vidplan/task"]
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+
+import numpy as np
+from geometry_msgs.msg import PoseStamped
+from rclpy.node import Node
+from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy, qos_profile_sensor_data
+from rosgraph_msgs.msg import Clock
+from scipy.spatial.transform import Rotation
+from sensor_msgs.msg import CameraInfo, Image, JointState
+from std_msgs.msg import Float64, String
+from std_srvs.srv import Trigger
+from trajectory_msgs.msg import JointTrajectory
+
+from vidplan_core.calibration import load_calibration
+from vidplan_core.config import ConfigError
+from vidplan_core.spaces import VIEW_ORDER
+from vidplan_interfaces.srv import SetTask
+from vidplan_ros.conversions import sec_to_stamp, stamp_to_sec
+from vidplan_ros.node_runner import run_node
+from vidplan_sim.env import SimEnv
+from vidplan_sim.scene import load_scene_config
+from vidplan_sim.trajectory import JointTrajectoryTracker
+
+__all__ = ["SimNode", "main"]
+
+LATCHED = QoSProfile(depth=1, reliability=ReliabilityPolicy.RELIABLE, durability=DurabilityPolicy.TRANSIENT_LOCAL)
+
+
+class SimNode(Node):
+    def __init__(self) -> None:
+        super().__init__("sim")
+        p = self.declare_parameter
+        self.scene_seed = int(p("scene_seed", 0).value)
+        p("clutter", 1)
+        self.task_text = str(p("task", "").value or "")
+        self.lockstep = bool(p("lockstep", True).value)
+        self.rtf = float(p("real_time_factor", 1.0).value)
+        self.width = int(p("camera_width", 320).value)
+        self.height = int(p("camera_height", 180).value)
+        self.cam_rate = float(p("camera_rate_hz", 15.0).value)
+        self.state_rate = float(p("state_rate_hz", 100.0).value)
+        self.base_frame = str(p("base_frame", "panda_link0").value)
+        self.prefix = str(p("joint_prefix", "panda").value)
+        timestep = float(p("physics_timestep", 0.0).value)
+        scene_file = str(p("scene_file", "").value or "") or None
+        calib_file = str(p("calibration_file", "").value or "") or None
+        traj_topic = str(p("trajectory_topic", "/fr3_arm_controller/joint_trajectory").value)
+        grip_topic = str(p("gripper_topic", "/gripper/command").value)
+        task_topic = str(p("task_topic", "/vidplan/task").value or "")
+        if self.cam_rate <= 0 or self.state_rate <= 0:
+            raise ValueError(f"camera_rate_hz and state_rate_hz must be > 0, got {self.cam_rate}, {self.state_rate}")
+        if self.rtf < 0 or (self.rtf == 0 and not self.lockstep):
+            raise ValueError(f"real_time_factor must be > 0 (or 0 = unlimited with lockstep), got {self.rtf}")
+        if timestep < 0:
+            raise ValueError(f"physics_timestep must be >= 0 s, got {timestep}")
+        try:
+            cfg = load_scene_config(scene_file)
+            calib = load_calibration(calib_file)
+        except ConfigError as exc:
+            raise ValueError(str(exc)) from exc
+        if timestep > 0:
+            cfg = cfg.model_copy(update={"physics": cfg.physics.model_copy(update={"timestep": timestep})})
+        self.arm_names = [f"{self.prefix}_joint{i}" for i in range(1, 8)]
+        self.finger_names = [f"{self.prefix}_finger_joint1", f"{self.prefix}_finger_joint2"]
+        self.env = SimEnv(cfg, calib, self.width, self.height, render=True)
+        self.cam_info = {v: self._camera_info(calib.cameras[v].scaled(self.width, self.height)) for v in VIEW_ORDER}
+
+        self.pub_img = {v: self.create_publisher(Image, f"/cameras/{v}/image_raw", qos_profile_sensor_data)
+                        for v in VIEW_ORDER}
+        self.pub_info = {v: self.create_publisher(CameraInfo, f"/cameras/{v}/camera_info", qos_profile_sensor_data)
+                         for v in VIEW_ORDER}
+        self.pub_js = self.create_publisher(JointState, "/joint_states", 10)
+        self.pub_ee = self.create_publisher(PoseStamped, "/ee_pose", 10)
+        self.pub_clock = self.create_publisher(Clock, "/clock", 10)
+        self.pub_scene = self.create_publisher(String, "/sim/scene", LATCHED)
+        self.pub_task = self.create_publisher(String, task_topic, LATCHED) if task_topic else None
+        self.create_subscription(JointTrajectory, traj_topic, self._on_trajectory, 10)
+        self.create_subscription(Float64, grip_topic, self._on_gripper, 10)
+        self.create_service(SetTask, "/sim/reset", self._on_reset)
+        self.create_service(Trigger, "/sim/task_success", self._on_success)
+
+        self._lock = threading.RLock()
+        self._running = True
+        self._ready = threading.Event()
+        self._reset_req: dict | None = None
+        self._reset_done = threading.Event()
+        self._reset_result = (False, "")
+        self._clock_offset = 0.0  # ROS sim time = offset + env.time (monotonic across resets)
+        self.stats = {"triplets": 0, "dropped": 0, "trajectories": 0, "rejected": 0}
+        self._error: str | None = None
+        self._thread = threading.Thread(target=self._loop, name="sim", daemon=True)
+        self._thread.start()
+        if not self._ready.wait(60.0) or self._error:
+            raise ValueError(f"simulation failed to start: {self._error or 'timeout'}")
+        self.get_logger().info(
+            f"sim ready: '{self.env.task.instruction}' seed {self.scene_seed} clutter {self._clutter()}; "
+            f"{'lock-step' if self.lockstep else 'real-time'}, rtf {self.rtf}, cameras {self.width}x{self.height} @ "
+            f"{self.cam_rate} Hz, state @ {self.state_rate} Hz")
+
+    # ------------------------------------------------------------------------------------------- helpers
+    def _clutter(self) -> int:
+        return int(self.get_parameter("clutter").value)
+
+    def sim_now(self) -> float:
+        """Current ROS sim time [s]."""
+        return self._clock_offset + self.env.time
+
+    def _camera_info(self, cam) -> CameraInfo:
+        info = CameraInfo()
+        info.header.frame_id = cam.frame_id
+        info.width, info.height = cam.width, cam.height
+        info.distortion_model = "plumb_bob"
+        info.d = [float(x) for x in cam.distortion]
+        info.k = [float(x) for x in cam.K.reshape(-1)]
+        info.r = [1.0, 0.0, 0.0, 0.0, 1.0, 0.0, 0.0, 0.0, 1.0]
+        info.p = [cam.fx, 0.0, cam.cx, 0.0, 0.0, cam.fy, cam.cy, 0.0, 0.0, 0.0, 1.0, 0.0]
+        return info
+
+    def _do_reset(self, seed: int, task: str) -> tuple[bool, str]:
+        try:
+            with self._lock:
+                offset = self.sim_now() if self.env.model is not None else 0.0
+                layout = self.env.reset(seed, self._clutter(), task or None)
+                self._clock_offset = offset
+                self.scene_seed = seed
+        except (ValueError, ConfigError) as exc:
+            return False, str(exc)
+        scene = {
+            "instruction": layout.task.instruction, "scene_seed": seed, "clutter": layout.clutter,
+            "target": layout.target.name, "stamp": self.sim_now(),
+            "objects": {n: [round(float(x), 6) for x in v] for n, v in self.env.object_poses().items()},
+            "sizes": {o.name: [o.radius, o.half_height] for o in layout.objects},
+            "bowl": [float(x) for x in self.env.bowl_position()],
+            "bowl_radius": self.env.cfg.bowl.radius, "base_frame": self.base_frame,
+        }
+        self.pub_scene.publish(String(data=json.dumps(scene)))
+        if self.pub_task is not None:
+            self.pub_task.publish(String(data=layout.task.instruction))
+        return True, f"reset to seed {seed}: {layout.task.instruction}"
+
+    # ------------------------------------------------------------------------------------------- sim loop
+    def _loop(self) -> None:
+        try:
+            ok, msg = self._do_reset(self.scene_seed, self.task_text)
+        except Exception as exc:  # surfaced to the constructor, which exits with the message
+            ok, msg = False, f"{type(exc).__name__}: {exc}"
+        if not ok:
+            self._error = msg
+            self._ready.set()
+            return
+        self._ready.set()
+        try:
+            self._run()
+        except Exception as exc:
+            if self.context.ok() and self._running:  # not a shutdown race: report it
+                self.get_logger().fatal(f"simulation loop died: {type(exc).__name__}: {exc}")
+                raise
+        finally:
+            self.env.close()  # the GL context belongs to this thread
+
+    def _run(self) -> None:
+        ts = self.env.timestep
+        n_step = 0  # physics steps since the (re)start of pacing
+        k_state, k_cam = 1, 1
+        wall0 = time.monotonic()
+        self._publish_state()
+        self._render_and_publish()
+        while self._running and self.context.ok():
+            if self._reset_req is not None:
+                req, self._reset_req = self._reset_req, None
+                self._reset_result = self._do_reset(req["seed"], req["task"])
+                self._reset_done.set()
+                n_step, k_state, k_cam = 0, 1, 1
+                wall0 = time.monotonic()
+                self._publish_state()
+                self._render_and_publish()
+                continue
+            # Next event in physics steps: a state publication or a camera frame.
+            s_state = round(k_state / (self.state_rate * ts))
+            s_cam = round(k_cam / (self.cam_rate * ts))
+            s_next = min(s_state, s_cam)
+            if self.rtf > 0:  # never run faster than real_time_factor
+                wait = wall0 + (s_next * ts) / self.rtf - time.monotonic()
+                if wait > 0:
+                    time.sleep(min(wait, 0.05))
+                    if wait > 0.05:
+                        continue
+            with self._lock:
+                if s_next > n_step:
+                    self.env.step((s_next - n_step) * ts)
+                n_step = s_next
+            if s_next == s_state:
+                k_state += 1
+                self._publish_state()
+            if s_next == s_cam:
+                k_cam += 1
+                behind = time.monotonic() - (wall0 + (n_step * ts) / self.rtf) if self.rtf > 0 else 0.0
+                if not self.lockstep and behind > 1.0 / self.cam_rate:
+                    self.stats["dropped"] += 1  # real-time mode: skip this frame to keep up with the wall clock
+                else:
+                    self._render_and_publish()
+
+    def _publish_state(self) -> None:
+        with self._lock:
+            now = self.sim_now()
+            q, dq = self.env.joint_positions(), self.env.joint_velocities()
+            fingers = self.env.finger_positions()
+            T = self.env.ee_pose()
+        stamp = sec_to_stamp(now)
+        self.pub_clock.publish(Clock(clock=stamp))
+        js = JointState()
+        js.header.stamp = stamp
+        js.name = self.arm_names + self.finger_names
+        js.position = [float(x) for x in np.concatenate([q, fingers])]
+        js.velocity = [float(x) for x in np.concatenate([dq, [0.0, 0.0]])]
+        self.pub_js.publish(js)
+        ps = PoseStamped()
+        ps.header.stamp = stamp
+        ps.header.frame_id = self.base_frame
+        ps.pose.position.x, ps.pose.position.y, ps.pose.position.z = (float(x) for x in T[:3, 3])
+        qx, qy, qz, qw = Rotation.from_matrix(T[:3, :3]).as_quat()
+        ps.pose.orientation.x, ps.pose.orientation.y, ps.pose.orientation.z, ps.pose.orientation.w = (
+            float(qx), float(qy), float(qz), float(qw))
+        self.pub_ee.publish(ps)
+
+    def _render_and_publish(self) -> None:
+        with self._lock:
+            stamp = sec_to_stamp(self.sim_now())
+            frames = self.env.render()
+        for v, img in zip(VIEW_ORDER, frames, strict=True):
+            msg = Image()
+            msg.header.stamp = stamp
+            msg.header.frame_id = self.cam_info[v].header.frame_id
+            msg.height, msg.width = img.shape[:2]
+            msg.encoding = "rgb8"
+            msg.is_bigendian = 0
+            msg.step = img.shape[1] * 3
+            msg.data = img.tobytes()
+            self.pub_img[v].publish(msg)
+            info = self.cam_info[v]
+            info.header.stamp = stamp
+            self.pub_info[v].publish(info)
+        self.stats["triplets"] += 1
+
+    # ------------------------------------------------------------------------------------------- callbacks
+    def _on_trajectory(self, msg: JointTrajectory) -> None:
+        names = list(msg.joint_names)
+        unknown = [n for n in names if n not in self.arm_names]
+        missing = [n for n in self.arm_names if n not in names]
+        if unknown or missing or len(set(names)) != len(names):
+            self.stats["rejected"] += 1
+            self.get_logger().error(f"rejected JointTrajectory: unknown joints {unknown}, missing {missing} "
+                                    f"(expected {self.arm_names})")
+            return
+        with self._lock:
+            now_env = self.env.time
+            if not msg.points:  # JTC: an empty trajectory stops and holds the current command
+                self.env.set_joint_targets(self.env.commanded_joints())
+                return
+            order = [names.index(n) for n in self.arm_names]
+            try:
+                times = [pt.time_from_start.sec + pt.time_from_start.nanosec * 1e-9 for pt in msg.points]
+                pos = np.array([[pt.positions[i] for i in order] for pt in msg.points], dtype=float)
+                vel = None
+                if all(len(pt.velocities) == len(names) for pt in msg.points):
+                    vel = np.array([[pt.velocities[i] for i in order] for pt in msg.points], dtype=float)
+                stamp = stamp_to_sec(msg.header.stamp)
+                start = now_env if stamp == 0.0 else stamp - self._clock_offset
+                tracker = JointTrajectoryTracker(start, self.env.commanded_joints(), times, pos, vel)
+            except (ValueError, IndexError) as exc:
+                self.stats["rejected"] += 1
+                self.get_logger().error(f"rejected JointTrajectory: {exc}")
+                return
+            self.env.set_trajectory(tracker)
+            self.stats["trajectories"] += 1
+
+    def _on_gripper(self, msg: Float64) -> None:
+        g = float(msg.data)
+        if not np.isfinite(g):
+            self.get_logger().error(f"rejected gripper command {g}: must be finite in [0, 1]")
+            return
+        if not 0.0 <= g <= 1.0:
+            self.get_logger().warning(f"gripper command {g} outside [0, 1]; clipped")
+        with self._lock:
+            self.env.set_gripper(g)
+
+    def _on_reset(self, req: SetTask.Request, resp: SetTask.Response) -> SetTask.Response:
+        seed = int(req.scene_seed) if req.scene_seed >= 0 else self.scene_seed
+        self._reset_done.clear()
+        self._reset_req = {"seed": seed, "task": req.instruction.strip()}
+        if not self._reset_done.wait(60.0):
+            resp.success, resp.message = False, "reset timed out (60 s)"
+            return resp
+        resp.success, resp.message = self._reset_result
+        if resp.success:
+            self.get_logger().info(f"/sim/reset: {resp.message}")
+        else:
+            self.get_logger().error(f"/sim/reset failed: {resp.message}")
+        return resp
+
+    def _on_success(self, req: Trigger.Request, resp: Trigger.Response) -> Trigger.Response:
+        with self._lock:
+            ok, why = self.env.task_success()
+            resp.success, resp.message = bool(ok), f"{self.env.task.instruction}: {why}"
+        return resp
+
+    def close(self) -> None:
+        """Stop the simulation thread and release the renderer."""
+        self._running = False
+        if self._thread.is_alive():
+            self._thread.join(timeout=5.0)
+
+
+def main(args: list[str] | None = None) -> None:
+    run_node(SimNode, args)

@@ -1,0 +1,190 @@
+"""sim_node as a real process on loopback DDS: camera streams, state, clock, JointTrajectory, gripper, services."""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+
+import numpy as np
+import pytest
+import rclpy
+from geometry_msgs.msg import PoseStamped
+from proc_helpers import node_executable, started, wait_for
+from rclpy.executors import SingleThreadedExecutor
+from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy, qos_profile_sensor_data
+from rosgraph_msgs.msg import Clock
+from sensor_msgs.msg import CameraInfo, Image, JointState
+from std_msgs.msg import Float64, String
+from std_srvs.srv import Trigger
+from trajectory_msgs.msg import JointTrajectory, JointTrajectoryPoint
+
+from vidplan_interfaces.srv import SetTask
+from vidplan_sim.scene import HOME_Q
+
+ARM = [f"panda_joint{i}" for i in range(1, 8)]
+VIEWS = ("left", "right", "wrist")
+LATCHED = QoSProfile(depth=1, reliability=ReliabilityPolicy.RELIABLE, durability=DurabilityPolicy.TRANSIENT_LOCAL)
+
+
+def _sec(stamp) -> float:
+    return stamp.sec + stamp.nanosec * 1e-9
+
+
+class Probe:
+    """Test-side node recording everything sim_node publishes."""
+
+    def __init__(self) -> None:
+        self.ctx = rclpy.Context()
+        rclpy.init(context=self.ctx)
+        n = self.node = rclpy.create_node("sim_test_probe", context=self.ctx)
+        self.lock = threading.Lock()
+        self.images: dict[str, list[Image]] = {v: [] for v in VIEWS}
+        self.infos: dict[str, CameraInfo] = {}
+        self.js: list[JointState] = []
+        self.ee: list[PoseStamped] = []
+        self.clock: list[float] = []
+        self.scene: list[dict] = []
+        self.task: list[str] = []
+        for v in VIEWS:
+            n.create_subscription(Image, f"/cameras/{v}/image_raw", lambda m, v=v: self._add(self.images[v], m),
+                                  qos_profile_sensor_data)
+            n.create_subscription(CameraInfo, f"/cameras/{v}/camera_info",
+                                  lambda m, v=v: self.infos.__setitem__(v, m), qos_profile_sensor_data)
+        n.create_subscription(JointState, "/joint_states", lambda m: self._add(self.js, m), 10)
+        n.create_subscription(PoseStamped, "/ee_pose", lambda m: self._add(self.ee, m), 10)
+        n.create_subscription(Clock, "/clock", lambda m: self._add(self.clock, _sec(m.clock)), 10)
+        n.create_subscription(String, "/sim/scene", lambda m: self._add(self.scene, json.loads(m.data)), LATCHED)
+        n.create_subscription(String, "/vidplan/task", lambda m: self._add(self.task, m.data), LATCHED)
+        self.traj_pub = n.create_publisher(JointTrajectory, "/fr3_arm_controller/joint_trajectory", 10)
+        self.grip_pub = n.create_publisher(Float64, "/gripper/command", 10)
+        self.reset_cli = n.create_client(SetTask, "/sim/reset")
+        self.success_cli = n.create_client(Trigger, "/sim/task_success")
+        self.ex = SingleThreadedExecutor(context=self.ctx)
+        self.ex.add_node(n)
+        self.stop = threading.Event()
+        self.thread = threading.Thread(target=self._spin, daemon=True)
+        self.thread.start()
+
+    def _add(self, lst: list, item) -> None:
+        with self.lock:
+            lst.append(item)
+            if len(lst) > 400:
+                del lst[:200]
+
+    def _spin(self) -> None:
+        while not self.stop.is_set():
+            self.ex.spin_once(timeout_sec=0.02)
+
+    def q(self) -> np.ndarray:
+        with self.lock:
+            m = self.js[-1]
+        return np.array([m.position[m.name.index(n)] for n in ARM])
+
+    def call(self, client, request, timeout: float = 30.0):
+        assert client.wait_for_service(timeout_sec=10.0), f"service {client.srv_name} not available"
+        fut = client.call_async(request)
+        assert wait_for(fut.done, timeout), f"service {client.srv_name} did not answer"
+        return fut.result()
+
+    def close(self) -> None:
+        self.stop.set()
+        self.thread.join(timeout=2)
+        self.node.destroy_node()
+        rclpy.shutdown(context=self.ctx)
+
+
+@pytest.fixture(scope="module")
+def sim(tmp_path_factory):
+    log = tmp_path_factory.mktemp("sim") / "sim_node.log"
+    cmd = [node_executable("vidplan_sim", "sim_node"), "--ros-args", "-r", "__node:=sim",
+           "-p", "scene_seed:=2", "-p", "clutter:=1", "-p", "task:=put the red cube in the bowl",
+           "-p", "lockstep:=true", "-p", "real_time_factor:=1.0"]
+    with started(cmd, log) as proc:
+        probe = Probe()
+        try:
+            ok = wait_for(lambda: all(len(probe.images[v]) >= 2 for v in VIEWS) and len(probe.js) > 5
+                          and len(probe.clock) > 5, 40.0)
+            assert ok, f"sim_node streams did not arrive; log:\n{proc.output()}"
+            yield proc, probe
+        finally:
+            probe.close()
+
+
+def test_streams(sim):
+    _proc, probe = sim
+    for v in VIEWS:
+        img = probe.images[v][-1]
+        assert (img.encoding, img.height, img.width, img.step) == ("rgb8", 180, 320, 960)
+        assert len(img.data) == 180 * 320 * 3
+        assert img.header.frame_id == f"{v}_camera_optical_frame"
+        pix = np.frombuffer(bytes(img.data), np.uint8)
+        assert pix.std() > 10
+        info = probe.infos[v]
+        assert (info.width, info.height) == (320, 180) and info.k[2] == pytest.approx(160.0)
+    js = probe.js[-1]
+    assert js.name == [*ARM, "panda_finger_joint1", "panda_finger_joint2"]
+    np.testing.assert_allclose(probe.q(), HOME_Q, atol=5e-3)
+    assert sum(js.position[7:]) == pytest.approx(0.08, abs=3e-3)  # open gripper: two fingers of 0.04 m
+    ee = probe.ee[-1]
+    assert ee.header.frame_id == "panda_link0"
+    assert [ee.pose.position.x, ee.pose.position.y, ee.pose.position.z] == pytest.approx([0.307, 0.0, 0.487],
+                                                                                           abs=5e-3)
+    assert probe.scene and probe.scene[-1]["instruction"] == "put the red cube in the bowl"
+    assert "red_cube" in probe.scene[-1]["objects"] and probe.task[-1] == "put the red cube in the bowl"
+    # /clock increases and stamps use it; lock-step: one triplet per camera period (15 Hz) of sim time.
+    c0, n0 = probe.clock[-1], len(probe.images["left"])
+    time.sleep(2.0)
+    c1, n1 = probe.clock[-1], len(probe.images["left"])
+    assert c1 > c0
+    rate = (n1 - n0) / (c1 - c0)
+    assert 12.0 < rate < 17.0, f"{rate:.1f} triplets per sim second"
+    assert _sec(probe.images["wrist"][-1].header.stamp) <= probe.clock[-1] + 1e-6
+
+
+def test_joint_trajectory_moves_arm(sim):
+    proc, probe = sim
+    goal = HOME_Q + np.array([0.25, 0.15, -0.1, 0.2, 0.0, -0.15, 0.3])
+    msg = JointTrajectory()
+    msg.joint_names = list(reversed(ARM))  # any order, as with a JTC
+    pt = JointTrajectoryPoint()
+    pt.positions = [float(x) for x in reversed(goal)]
+    pt.time_from_start.sec = 1
+    msg.points = [pt]
+    start_err = np.linalg.norm(probe.q() - goal)
+    probe.traj_pub.publish(msg)
+    assert wait_for(lambda: np.linalg.norm(probe.q() - goal) < 0.5 * start_err, 10.0), "arm did not move"
+    assert wait_for(lambda: np.abs(probe.q() - goal).max() < 5e-3, 10.0), f"arm at {probe.q()}, goal {goal}"
+    # Unknown joint names are rejected (logged) and do not move the arm.
+    bad = JointTrajectory()
+    bad.joint_names = [*ARM[:6], "fr3_joint7"]
+    bad.points = [JointTrajectoryPoint(positions=[0.0] * 7)]
+    bad.points[0].time_from_start.sec = 1
+    probe.traj_pub.publish(bad)
+    assert wait_for(lambda: "rejected JointTrajectory" in proc.output(), 5.0)
+    time.sleep(0.5)
+    assert np.abs(probe.q() - goal).max() < 5e-3
+    # Gripper command closes the fingers.
+    probe.grip_pub.publish(Float64(data=1.0))
+    assert wait_for(lambda: sum(probe.js[-1].position[7:]) < 0.01, 10.0)
+
+
+def test_services(sim):
+    _proc, probe = sim
+    res = probe.call(probe.success_cli, Trigger.Request())
+    assert res.success is False and res.message.startswith("put the red cube in the bowl")
+    clock_before = probe.clock[-1]
+    n_scene = len(probe.scene)
+    res = probe.call(probe.reset_cli, SetTask.Request(instruction="touch the green ball", scene_seed=7))
+    assert res.success, res.message
+    assert wait_for(lambda: len(probe.scene) > n_scene, 10.0)
+    scene = probe.scene[-1]
+    assert scene["instruction"] == "touch the green ball" and scene["scene_seed"] == 7
+    assert "green_ball" in scene["objects"]
+    assert wait_for(lambda: np.abs(probe.q() - HOME_Q).max() < 5e-3, 10.0)  # back at home
+    assert wait_for(lambda: sum(probe.js[-1].position[7:]) > 0.075, 10.0)  # gripper open again
+    assert probe.clock[-1] >= clock_before  # sim time stays monotonic across resets
+    res = probe.call(probe.success_cli, Trigger.Request())
+    assert res.success is False and res.message.startswith("touch the green ball")
+    bad = probe.call(probe.reset_cli, SetTask.Request(instruction="fly to the moon", scene_seed=-1))
+    assert bad.success is False and "cannot parse instruction" in bad.message

@@ -1,0 +1,72 @@
+"""Task instructions (parse ↔ generate) and success predicates of the simulated scene."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from vidplan_sim.tasks import Task, TaskState, evaluate_task, parse_instruction, sample_task
+
+COLOURS = ["red", "green", "blue", "yellow", "orange", "purple"]
+SHAPES = ["cube", "cylinder", "ball"]
+
+
+def test_instructions_round_trip():
+    rng = np.random.default_rng(0)
+    seen = set()
+    for _ in range(200):
+        t = sample_task(rng, COLOURS, SHAPES)
+        assert parse_instruction(t.instruction, COLOURS, SHAPES) == t
+        seen.add(t.kind)
+    assert seen == {"put", "touch", "push"}
+    assert parse_instruction("  Put the RED cube in the bowl. ") == Task("put", "red", "cube")
+    assert Task("push", "blue", "ball", "right").instruction == "push the blue ball to the right"
+    assert Task("touch", "green", "cylinder").object_name == "green_cylinder"
+
+
+@pytest.mark.parametrize("text, match", [
+    ("pick up the red cube", "cannot parse instruction"),
+    ("push the red cube to the front", "cannot parse instruction"),
+    ("touch the magenta cube", "unknown colour 'magenta'"),
+    ("touch the red pyramid", "unknown object 'pyramid'"),
+])
+def test_bad_instructions(text, match):
+    with pytest.raises(ValueError, match=match):
+        parse_instruction(text, COLOURS, SHAPES)
+
+
+def test_task_needs_direction_only_for_push():
+    with pytest.raises(ValueError, match="direction"):
+        Task("push", "red", "cube")
+    with pytest.raises(ValueError, match="direction"):
+        Task("touch", "red", "cube", "left")
+
+
+def _state(**kw):
+    base = dict(target_pos=np.array([0.5, 0.0, 0.02]), target_start=np.array([0.5, 0.0, 0.02]), target_radius=0.02,
+                bowl_pos=np.array([0.5, 0.2, 0.0]), bowl_radius=0.075, bowl_height=0.045, touched=False, held=False,
+                push_distance=0.08)
+    base.update(kw)
+    return TaskState(**base)
+
+
+def test_put_predicate():
+    t = Task("put", "red", "cube")
+    assert not evaluate_task(t, _state())[0]
+    assert evaluate_task(t, _state(target_pos=np.array([0.52, 0.19, 0.026])))[0]
+    assert not evaluate_task(t, _state(target_pos=np.array([0.52, 0.19, 0.026]), held=True))[0]
+    assert not evaluate_task(t, _state(target_pos=np.array([0.5, 0.2, 0.2])))[0]  # above the bowl, not in it
+    assert not evaluate_task(t, _state(target_pos=np.array([0.5, 0.28, 0.02])))[0]  # beside the ring
+
+
+def test_touch_and_push_predicates():
+    assert evaluate_task(Task("touch", "red", "cube"), _state(touched=True))[0]
+    assert not evaluate_task(Task("touch", "red", "cube"), _state())[0]
+    left = Task("push", "red", "cube", "left")
+    right = Task("push", "red", "cube", "right")
+    moved = _state(target_pos=np.array([0.5, 0.09, 0.02]))
+    assert evaluate_task(left, moved)[0] and not evaluate_task(right, moved)[0]
+    assert not evaluate_task(left, _state(target_pos=np.array([0.5, 0.05, 0.02])))[0]  # not far enough
+    assert not evaluate_task(left, _state(target_pos=np.array([0.5, 0.09, 0.10])))[0]  # lifted, not pushed
+    ok, why = evaluate_task(right, _state(target_pos=np.array([0.5, -0.1, 0.02])))
+    assert ok and "10.0 cm to the right" in why

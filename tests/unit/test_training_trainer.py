@@ -1,0 +1,155 @@
+"""The generic accelerate trainer: checkpoints, resume, resume-config mismatch, NaN stop, logs; config loading.
+
+The trainer is exercised with a small regression task written against its public TrainTask protocol (the five
+real kinds run in tests/e2e/test_pipeline.py); the task can be told to produce a NaN loss at a given step.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+from pathlib import Path
+
+import pytest
+import torch
+import torch.nn as nn
+
+from vidplan_core.config import ConfigError
+from vidplan_core.training.config import CONFIG_DIR, TrainConfig, config_diff, load_train_config
+from vidplan_core.training.trainer import Trainer, TrainError, TrainingDivergedError, latest_checkpoint
+
+
+class _Regression(nn.Module):
+    def __init__(self, nan_at: int | None):
+        super().__init__()
+        self.lin = nn.Linear(3, 1)
+        self.nan_at = nan_at
+        self.calls = 0
+
+    def forward(self, x: torch.Tensor, y: torch.Tensor) -> dict[str, torch.Tensor]:
+        if self.training:
+            self.calls += 1
+        loss = ((self.lin(x) - y) ** 2).mean()
+        if self.training and self.nan_at is not None and self.calls >= self.nan_at:
+            loss = loss * float("nan")
+        return {"loss": loss, "mse": loss.detach()}
+
+
+class ToyTask:
+    def __init__(self, nan_at: int | None = None):
+        self.nan_at = nan_at
+        self.setup_called = False
+
+    def setup(self, device, is_main):
+        self.setup_called = True
+        g = torch.Generator().manual_seed(0)
+        x = torch.randn(64, 3, generator=g)
+        y = x @ torch.tensor([[1.0], [-2.0], [0.5]]) + 0.3
+        self.train_dataset = [{"x": a, "y": b} for a, b in zip(x[:48], y[:48], strict=True)]
+        self.val_dataset = [{"x": a, "y": b} for a, b in zip(x[48:], y[48:], strict=True)]
+        self.model = _Regression(self.nan_at)
+        self.device = device
+
+    def inputs(self, batch, train):
+        return {"x": batch["x"].to(self.device), "y": batch["y"].to(self.device)}
+
+    def val_metrics(self, model, batch, inputs):
+        return {"abs_err": float((model.lin(inputs["x"]) - inputs["y"]).abs().mean())}
+
+    def save_final(self, model, out_dir: Path):
+        out_dir.mkdir(parents=True)
+        from safetensors.torch import save_file
+
+        save_file(model.state_dict(), str(out_dir / "model.safetensors"))
+
+
+def _cfg(out: Path, **train) -> TrainConfig:
+    t = {"output_dir": str(out), "max_steps": 4, "log_every": 1, "val_every": 2, "val_batches": 2, "ckpt_every": 2,
+         "keep_checkpoints": 2, "progress": False}
+    t.update(train)
+    return TrainConfig.model_validate({"kind": "vae", "model": "tiny", "data": {"root": "unused", "batch_size": 8},
+                                       "optim": {"lr": 0.05}, "train": t})
+
+
+def _rows(out: Path) -> list[dict]:
+    with (out / "logs" / "metrics.csv").open() as f:
+        return list(csv.DictReader(f))
+
+
+def test_train_checkpoint_resume(tmp_path):
+    out = tmp_path / "run"
+    res = Trainer(_cfg(out), ToyTask()).run()
+    assert res["step"] == 4 and (out / "final" / "model.safetensors").is_file()
+    ck = latest_checkpoint(out)
+    assert ck is not None and ck.name == "step_0000004"
+    assert json.loads((ck / "trainer_state.json").read_text())["step"] == 4
+    assert any(p.suffix == ".safetensors" for p in ck.iterdir())  # weights as safetensors
+    rows = _rows(out)
+    val1 = [float(r["value"]) for r in rows if r["split"] == "val" and r["metric"] == "loss"]
+    assert len(val1) == 2 and all(v == v for v in val1)
+    assert list((out / "logs" / "tensorboard").rglob("events.out.tfevents*"))
+    # a new run in the same directory is refused; --resume continues where it stopped
+    with pytest.raises(TrainError, match="--resume"):
+        Trainer(_cfg(out), ToyTask())
+    res2 = Trainer(_cfg(out, max_steps=8), ToyTask(), resume=True).run()
+    assert res2["step"] == 8
+    steps = sorted({int(r["step"]) for r in _rows(out) if r["split"] == "train"})
+    assert steps == list(range(1, 9))  # 5..8 appended after 1..4, no step repeated
+    names = sorted(p.name for p in (out / "checkpoints").iterdir())
+    assert names == ["step_0000006", "step_0000008"]  # keep_checkpoints = 2
+    val2 = [float(r["value"]) for r in _rows(out) if r["split"] == "val" and r["metric"] == "loss"]
+    assert val2[-1] < val1[0]  # learning continued from the checkpoint
+
+
+def test_resume_mismatch_fails_before_work(tmp_path):
+    out = tmp_path / "run"
+    Trainer(_cfg(out, max_steps=2), ToyTask()).run()
+    other = _cfg(out, max_steps=4).model_copy(update={"optim": _cfg(out).optim.model_copy(update={"lr": 0.1})})
+    task = ToyTask()
+    with pytest.raises(ConfigError) as err:
+        Trainer(other, task, resume=True)
+    assert "optim.lr" in str(err.value) and "0.05" in str(err.value) and "0.1" in str(err.value)
+    assert not task.setup_called
+    with pytest.raises(TrainError, match="nothing to resume"):
+        Trainer(_cfg(tmp_path / "empty"), ToyTask(), resume=True)
+
+
+def test_nan_stops_and_keeps_last_good_checkpoint(tmp_path):
+    out = tmp_path / "run"
+    with pytest.raises(TrainingDivergedError) as err:
+        Trainer(_cfg(out, max_steps=10), ToyTask(nan_at=5)).run()
+    e = err.value
+    assert e.step == 5 and e.name == "loss" and e.value != e.value
+    assert "step 5" in str(e) and "step_0000004" in str(e)
+    assert latest_checkpoint(out).name == "step_0000004"
+    assert not (out / "final").exists()
+    from safetensors.torch import load_file
+
+    weights = {k: v for f in latest_checkpoint(out).glob("*.safetensors") for k, v in load_file(str(f)).items()}
+    assert weights and all(bool(torch.isfinite(v).all()) for v in weights.values())
+
+
+def test_bundled_configs_and_errors(tmp_path):
+    names = sorted(p.stem for p in CONFIG_DIR.glob("*.yaml"))
+    for kind in ("vae", "world-model", "flow-map", "heads", "semantic"):
+        assert f"tiny-{kind}" in names and f"demo-{kind}" in names
+    for n in names:
+        cfg = load_train_config(n, ["train.max_steps=3"])
+        assert cfg.train.max_steps == 3 and n.endswith(cfg.kind)
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("kind: heads\nmodel: tiny\ndata: {root: d, batch_sise: 3}\ntrain: {output_dir: o}\n"
+                   "task: {rollout_steps: [0]}\n")
+    with pytest.raises(ConfigError) as err:
+        load_train_config(bad)
+    text = str(err.value)
+    assert str(bad) in text and "data.batch_sise" in text
+    bad.write_text("kind: heads\nmodel: tiny\ndata: {root: d}\ntrain: {output_dir: o}\n")
+    with pytest.raises(ConfigError, match=r"init.autoencoder, init.flow_map"):
+        load_train_config(bad)
+    bad.write_text("kind: heads\nmodel: tiny\ndata: {root: d}\ninit: {autoencoder: a, flow_map: f}\n"
+                   "train: {output_dir: o}\ntask: {rollout_steps: [0], reward: false, uq: false}\n")
+    with pytest.raises(ConfigError, match="task"):
+        load_train_config(bad)
+    a = load_train_config("tiny-vae")
+    b = load_train_config("tiny-vae", ["train.max_steps=99", "optim.lr=0.5"])
+    assert [k for k, _ in config_diff(a, b)] == ["optim.lr"]
