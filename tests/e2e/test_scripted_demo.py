@@ -10,7 +10,6 @@ import shutil
 from pathlib import Path
 
 import pytest
-
 from proc_helpers import started, wait_for
 
 
@@ -35,14 +34,29 @@ def test_scripted_pick_and_place_through_ros(tmp_path):
     print(log[-3000:])
     assert code == 0, f"demo exit code {code}:\n{log[-4000:]}"
     res = json.loads(out_json.read_text())
-    assert res["success"] is True and res["instruction"] == "put the orange ball in the bowl"
-    assert res["steps_executed"] == res["steps_planned"] > 40
-    assert all(s == "succeeded" for s in res["chunk_status"])
-    assert res["mean_tracking_error_m"] < 0.01
-    assert res["final_position_error_m"] < 0.005  # the last chunk waits for settling: 5 mm
+    why = f"{json.dumps(res, indent=1)}\n{log[-4000:]}"
+    assert res["success"] is True and res["instruction"] == "put the orange ball in the bowl", why
+    assert res["steps_executed"] == res["steps_planned"] > 40, why
+    assert all(s == "succeeded" for s in res["chunk_status"]), why
+    assert res["mean_tracking_error_m"] < 0.01, why
+    assert res["final_position_error_m"] < 0.005, why  # the last chunk waits for settling: 5 mm
     assert re.search(r"\[demo\] SUCCESS: put the orange ball in the bowl", log)
     assert re.search(r"steps \d+/\d+ in \d+ chunks; tracking error mean [\d.]+ mm", log)
     # Everything `vidplan up` started is gone.
     pids = [int(p) for p in re.findall(r"\(vidplan_\w+/\w+, pid (\d+)\)", log)]
     assert len(pids) == 2, log
     assert wait_for(lambda: not any(_alive(p) for p in pids), 10.0), "node processes left running"
+
+
+def test_demo_bad_options_and_nothing_running(tmp_path):
+    import subprocess
+
+    exe = shutil.which("vidplan")
+    r = subprocess.run([exe, "demo"], capture_output=True, text=True, timeout=60)
+    assert r.returncode == 2 and "vidplan demo --scripted" in r.stderr
+    r = subprocess.run([exe, "demo", "--scripted", "--clutter", "7"], capture_output=True, text=True, timeout=60)
+    assert r.returncode == 2 and "--clutter must be 0..3" in r.stderr
+    # No sim/executor on this test's ROS domain: a clear error and exit code 3, not a hang.
+    r = subprocess.run([exe, "demo", "--scripted", "--timeout", "2"], capture_output=True, text=True, timeout=60)
+    assert r.returncode == 3, r.stdout + r.stderr
+    assert "/vidplan/execute_chunk not available" in r.stderr

@@ -269,3 +269,8 @@ def test_bad_parameters_exit_with_code_2(tmp_path):
     with started(cmd, tmp_path / "bad2.log") as proc:
         assert proc.wait(30) == 2, proc.output()
         assert "workspace_min" in proc.output()
+    # moveit_py is not installable here: the backend says so plainly instead of crashing
+    cmd = [node_executable("vidplan_ros", "executor_node"), "--ros-args", "-p", "backend:=moveit_py"]
+    with started(cmd, tmp_path / "bad3.log") as proc:
+        assert proc.wait(30) == 2, proc.output()
+        assert "moveit_py" in proc.output() and "not installed here" in proc.output()

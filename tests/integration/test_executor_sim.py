@@ -110,7 +110,9 @@ def rig(tmp_path_factory):
                # tiny images: this test is about motion, and rendering is the sim's bottleneck on 2 cores
                "-p", "camera_width:=32", "-p", "camera_height:=18", "-p", "camera_rate_hz:=5.0"]
     exe_cmd = [node_executable("vidplan_ros", "executor_node"), "--ros-args", "-p", "use_sim_time:=true",
-               "-p", "backend:=jtc", "-p", "joint_prefix:=panda", "-p", "base_frame:=panda_link0"]
+               "-p", "backend:=jtc", "-p", "joint_prefix:=panda", "-p", "base_frame:=panda_link0",
+               # the lock-step sim can stall for a moment (wall time) when the 2 cores are busy with other tests
+               "-p", "joint_state_timeout_s:=2.0"]
     r = SimRig()
     try:
         with started(sim_cmd, logs / "sim.log") as sim, started(exe_cmd, logs / "executor.log") as exe:
@@ -142,10 +144,10 @@ def test_executor_drives_sim_to_target_pose(rig):
 
 
 def test_estop_stops_within_100ms_sim_time_and_latches_until_reset(rig):
-    # move 20 cm along y over 1 s, estop when the arm is well under way
+    # move 20 cm along y over 2 s, estop when the arm is well under way
     start = rig.current_ee()
     target = start + np.array([0.0, -0.20, 0.0, 0.0, 0.0, 0.0])
-    handle = rig.send(rig.chunk_to(target, steps=5, dt=0.2))
+    handle = rig.send(rig.chunk_to(target, steps=5, dt=0.4))
     t_goal = rig.sim_time
     assert wait_for(lambda: rig.sim_time > t_goal + 0.4, 10)
     t_pub = rig.sim_time
@@ -174,17 +176,17 @@ def test_estop_stops_within_100ms_sim_time_and_latches_until_reset(rig):
     assert t_stop <= 0.100, [(round(1e3 * (t - t_estop)), round(v, 4)) for t, v in zip(ts[1:], speed, strict=True)]
     assert drift < 0.005, drift
     p_stop = ps[-1]
-    assert abs(p_stop[1] - target[1]) > 0.05  # it did not carry on to the target
+    assert abs(p_stop[1] - target[1]) > 0.05, (p_stop, target)  # it did not carry on to the target
     # latched: a new chunk is refused and the arm stays where it is
     res = rig.result(rig.send(rig.chunk_to(target, steps=5, dt=0.2)))
-    assert res.status == R.STATUS_ESTOP and "reset_estop" in res.reason
+    assert res.status == R.STATUS_ESTOP and "reset_estop" in res.reason, res.reason
     t1 = rig.sim_time
-    assert wait_for(lambda: rig.sim_time > t1 + 0.5, 10)
-    assert np.linalg.norm(rig.ee[-1][1][:3] - p_stop) < 0.002
+    assert wait_for(lambda: rig.sim_time > t1 + 1.0, 10)
+    assert np.linalg.norm(rig.ee[-1][1][:3] - p_stop) < 0.002, (rig.ee[-1][1][:3], p_stop)
     # reset → chunks execute again
     assert rig.reset.wait_for_service(timeout_sec=5)
     fut = rig.reset.call_async(Trigger.Request())
     assert wait_for(fut.done, 5) and fut.result().success
     res = rig.result(rig.send(rig.chunk_to(target, steps=5, dt=0.2), wait_for_settle=True))
     assert res.status == R.STATUS_SUCCEEDED, res.reason
-    assert np.linalg.norm(rig.ee[-1][1][:3] - target[:3]) < 0.005
+    assert np.linalg.norm(rig.ee[-1][1][:3] - target[:3]) < 0.005, (rig.ee[-1][1][:3], target[:3])

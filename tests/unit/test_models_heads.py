@@ -7,8 +7,16 @@ import math
 import pytest
 import torch
 
-from vidplan_core.models import (bin_centers, bin_edges, build_suite, entropy, expected_value, monte_carlo_value,
-                                 normalized_entropy, to_bins)
+from vidplan_core.models import (
+    bin_centers,
+    bin_edges,
+    build_suite,
+    entropy,
+    expected_value,
+    monte_carlo_value,
+    normalized_entropy,
+    to_bins,
+)
 
 
 @pytest.fixture(scope="module")

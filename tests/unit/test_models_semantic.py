@@ -75,9 +75,9 @@ def test_semantic_gradient_reaches_actions(scorer):
 
 
 def test_loading_errors(tmp_path):
-    with pytest.raises(ModelLoadError, match="no config.json"):
+    with pytest.raises(ModelLoadError, match=r"no config\.json"):
         SemanticScorer.from_pretrained(tmp_path)
     (tmp_path / "config.json").write_text('{"model_type": "siglip"}')
     (tmp_path / "pytorch_model.bin").write_bytes(b"not read")
-    with pytest.raises(ModelLoadError, match="expected model.safetensors"):
+    with pytest.raises(ModelLoadError, match=r"expected model\.safetensors"):
         SemanticScorer.from_pretrained(tmp_path)

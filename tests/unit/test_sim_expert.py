@@ -5,12 +5,13 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from vidplan_core.spaces import ACTION_DIM
+from vidplan_core.spaces import ACTION_DIM, CONTROL_RATE_HZ
 from vidplan_sim.env import SimEnv
 from vidplan_sim.expert import FAILURE_MODES, ExpertOptions, SceneObservation, ScriptedExpert, run_episode
 from vidplan_sim.scene import load_scene_config, sample_layout
 from vidplan_sim.tasks import Task
 
+VEL_LIMITS = np.array([2.175, 2.175, 2.175, 2.175, 2.61, 2.61, 2.61])  # [rad/s] Panda joint velocity limits
 SEEDS = range(8)  # fixed scenes; clutter cycles through 0..3
 
 
@@ -34,8 +35,12 @@ def test_expert_solves_seeded_scenes(env, kind, capsys):
         clutter = seed % 4
         task = _task(kind, seed, clutter)
         env.reset(seed=seed, clutter=clutter, task=task)
-        res = run_episode(env, ScriptedExpert(task))
+        qs = [env.commanded_joints()]
+        res = run_episode(env, ScriptedExpert(task), on_step=lambda i, a, qs=qs: qs.append(env.commanded_joints()))
         assert res.actions.shape == (res.steps, ACTION_DIM)
+        # Joint speeds the plan needs stay within the executor's default 80 % of the Panda's velocity limits.
+        qdot = np.abs(np.diff(np.asarray(qs), axis=0)) * CONTROL_RATE_HZ
+        assert np.all(qdot.max(axis=0) <= 0.8 * VEL_LIMITS), f"{task.instruction}: {qdot.max(axis=0)}"
         step = np.linalg.norm(np.diff(res.actions[:, :3], axis=0), axis=1)
         assert step.max() <= 0.075 + 1e-9  # DROID's per-step translation limit
         results.append((task.instruction, clutter, res.success, res.reason))

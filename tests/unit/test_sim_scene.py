@@ -194,3 +194,12 @@ def test_tracking_lag_is_small(env):
     for t in (0.3, 1.2, 1.7):  # analytic velocity = numerical derivative of the position
         num = (tr.sample(t + eps) - tr.sample(t - eps)) / (2 * eps)
         np.testing.assert_allclose(tr.sample_velocity(t), num, atol=1e-5)
+
+
+def test_observe(env):
+    env.reset(seed=1, clutter=1)
+    obs = env.observe()
+    assert obs["images"].shape == (3, 180, 320, 3) and obs["time"] == 0.0
+    np.testing.assert_allclose(obs["ee_action"][:3], obs["ee_pose"][:3, 3])
+    assert obs["joints"].shape == (7,) and 0.075 < obs["gripper_width"] < 0.085
+    assert "images" not in env.observe(images=False)

@@ -17,6 +17,15 @@ CAPTIONS = ["put the red cube in the bowl", "touch the blue ball", "push the gre
 COLOURS = [(220, 30, 30), (30, 30, 220), (30, 200, 30)]
 
 
+@pytest.fixture(autouse=True)
+def _one_thread():
+    """Tiny models train ~10× faster on one thread than on two contended ones (the CI machine is shared)."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
 def _dataset(root, n_per=2, T=6, H=16, W=16):
     eps = []
     acts = []

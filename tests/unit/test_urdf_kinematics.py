@@ -10,7 +10,14 @@ import pytest
 from scipy.spatial.transform import Rotation
 
 from vidplan_core.calibration import load_calibration
-from vidplan_core.kinematics import HOME_Q, PandaKinematics, action_to_transform, transform_to_action, unwrap_euler
+from vidplan_core.kinematics import (
+    HOME_Q,
+    PandaKinematics,
+    action_to_transform,
+    actions_to_transforms,
+    transform_to_action,
+    unwrap_euler,
+)
 
 
 def _generator(repo_root):
@@ -164,3 +171,5 @@ def test_euler_wrap_helpers():
     np.testing.assert_allclose(e[:, 0], [np.pi - 0.01, np.pi + 0.01, np.pi + 0.03])
     with pytest.raises(ValueError, match="6 or 7"):
         action_to_transform(np.zeros(5))
+    acts = np.stack([a, a + 0.1])
+    np.testing.assert_allclose(actions_to_transforms(acts), np.stack([action_to_transform(x) for x in acts]))

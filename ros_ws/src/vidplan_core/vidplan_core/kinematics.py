@@ -30,6 +30,7 @@ __all__ = [
     "IKResult",
     "PandaKinematics",
     "action_to_transform",
+    "actions_to_transforms",
     "default_urdf_path",
     "rotation_error",
     "transform_to_action",
@@ -64,6 +65,18 @@ def action_to_transform(action: np.ndarray) -> np.ndarray:
     T = np.eye(4)
     T[:3, :3] = Rotation.from_euler(EULER_SEQ, a[3:6]).as_matrix()
     T[:3, 3] = a[:3]
+    return T
+
+
+def actions_to_transforms(actions: np.ndarray) -> np.ndarray:
+    """(H, 6) or (H, 7) EE actions → (H, 4, 4) transforms (vectorised :func:`action_to_transform`)."""
+    a = np.asarray(actions, dtype=np.float64)
+    if a.ndim != 2 or a.shape[1] not in (6, 7) or not np.isfinite(a[:, :6]).all():
+        raise ValueError(f"EE actions must be finite with shape (H, 6) or (H, 7), got {a.shape}")
+    T = np.tile(np.eye(4), (len(a), 1, 1))
+    if len(a):
+        T[:, :3, :3] = Rotation.from_euler(EULER_SEQ, a[:, 3:6]).as_matrix()
+        T[:, :3, 3] = a[:, :3]
     return T
 
 

@@ -40,7 +40,7 @@ import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 from scipy.spatial.transform import Rotation, Slerp
 
-from vidplan_core.spaces import CONTROL_RATE_HZ, EULER_SEQ, EEChunk, wrap_angle
+from vidplan_core.spaces import CONTROL_RATE_HZ, EULER_SEQ, EEChunk
 
 __all__ = ["FilterResult", "Policy", "SafetyLimits", "Violation", "check_joint_trajectory", "filter_chunk"]
 
@@ -251,19 +251,27 @@ def filter_chunk(chunk: EEChunk | Mapping[str, Any], current_ee: np.ndarray, lim
 
     # workspace box
     lo, hi = np.asarray(limits.workspace_min), np.asarray(limits.workspace_max)
-    for i in range(len(pos)):
-        if np.any(pos[i] < lo) or np.any(pos[i] > hi):
-            axes = [ax for k, ax in enumerate("xyz") if not lo[k] <= pos[i, k] <= hi[k]]
-            violations.append(Violation(
-                "workspace", f"EE position ({pos[i, 0]:.3f}, {pos[i, 1]:.3f}, {pos[i, 2]:.3f}) m outside the "
-                f"workspace box on {','.join(axes)} (min {lo.tolist()}, max {hi.tolist()})", i, clip))
+    outside = np.nonzero(np.any((pos < lo) | (pos > hi), axis=1))[0]
+    for i in outside:
+        axes = [ax for k, ax in enumerate("xyz") if not lo[k] <= pos[i, k] <= hi[k]]
+        violations.append(Violation(
+            "workspace", f"EE position ({pos[i, 0]:.3f}, {pos[i, 1]:.3f}, {pos[i, 2]:.3f}) m outside the "
+            f"workspace box on {','.join(axes)} (min {lo.tolist()}, max {hi.tolist()})", int(i), clip))
     pos = np.clip(pos, lo, hi)
 
-    # per-step translation / rotation from the current EE pose onwards
+    # per-step translation / rotation from the current EE pose onwards (vectorised check first: the common case of
+    # a chunk within limits needs no sequential pass)
     max_t, max_r = limits.max_translation(dt), limits.max_rotation(dt)
+    dists = np.linalg.norm(pos - np.vstack([p_cur, pos[:-1]]), axis=1)
+    prev_rots = Rotation.from_quat(np.vstack([R_cur.as_quat()[None], rots.as_quat()[:-1]]))
+    if np.all(dists <= max_t + 1e-9) and np.all((prev_rots.inv() * rots).magnitude() <= max_r + 1e-9):
+        out_R = [rots]
+        loop_steps = range(0)
+    else:
+        out_R = []
+        loop_steps = range(len(pos))
     prev_p, prev_R = p_cur, R_cur
-    out_R = []
-    for i in range(len(pos)):
+    for i in loop_steps:
         d = pos[i] - prev_p
         dist = float(np.linalg.norm(d))
         if dist > max_t + 1e-9:
@@ -282,10 +290,8 @@ def filter_chunk(chunk: EEChunk | Mapping[str, Any], current_ee: np.ndarray, lim
     if violations and not clip:
         return FilterResult(None, violations)
     eul = Rotation.concatenate(out_R).as_euler(EULER_SEQ)
-    ref = R_cur.as_euler(EULER_SEQ)
-    for i in range(len(eul)):  # unwrap along the chunk, starting at the current orientation
-        eul[i] = wrap_angle(eul[i], ref)
-        ref = eul[i]
+    # unwrap along the chunk, starting at the current orientation (consecutive steps differ by < π per angle)
+    eul = np.unwrap(np.vstack([R_cur.as_euler(EULER_SEQ)[None], eul]), axis=0)[1:]
     out = EEChunk(position=pos, euler=eul, gripper=grip, dt=dt, uncertainty=ee.uncertainty, value=ee.value)
     return FilterResult(out, violations)
 

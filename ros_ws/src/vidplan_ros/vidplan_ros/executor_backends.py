@@ -14,6 +14,8 @@ EE poses (K, 4, 4) in the base frame) and ``hold(q, pose)`` (command the given s
 
 from __future__ import annotations
 
+import threading
+
 import numpy as np
 from builtin_interfaces.msg import Duration
 from geometry_msgs.msg import PoseStamped
@@ -87,7 +89,7 @@ class ServoBackend:
         self._t0 = 0.0
         self._times = np.zeros(0)
         self._poses = np.zeros((0, 4, 4))
-        self._start = None
+        self._lock = threading.Lock()  # send/hold (executor threads) vs the stream timer: keep messages in order
         self.timer = node.create_timer(1.0 / rate_hz, self._tick)
 
     def _now(self) -> float:
@@ -95,15 +97,17 @@ class ServoBackend:
 
     def send(self, qs: np.ndarray, times: np.ndarray, poses: np.ndarray) -> None:
         start = getattr(self.node, "current_ee_pose", lambda: poses[0])()
-        self._t0 = self._now()
-        self._times = np.concatenate([[0.0], np.asarray(times, float)])
-        self._poses = np.concatenate([start[None], np.asarray(poses, float)])
+        with self._lock:
+            self._t0 = self._now()
+            self._times = np.concatenate([[0.0], np.asarray(times, float)])
+            self._poses = np.concatenate([start[None], np.asarray(poses, float)])
         self._tick()
 
     def hold(self, q: np.ndarray, pose: np.ndarray) -> None:
-        self._t0 = self._now()
-        self._times = np.zeros(1)
-        self._poses = np.asarray(pose, float)[None]
+        with self._lock:
+            self._t0 = self._now()
+            self._times = np.zeros(1)
+            self._poses = np.asarray(pose, float)[None]
         self._tick()
 
     def target_at(self, t: float) -> np.ndarray | None:
@@ -122,14 +126,15 @@ class ServoBackend:
         return T
 
     def _tick(self) -> None:
-        T = self.target_at(self._now() - self._t0)
-        if T is None:
-            return
-        msg = PoseStamped()
-        msg.header.frame_id = self.base_frame
-        msg.header.stamp = self.node.get_clock().now().to_msg()
-        msg.pose = pose_from_vec(_pose_vec(T))
-        self.pub.publish(msg)
+        with self._lock:
+            T = self.target_at(self._now() - self._t0)
+            if T is None:
+                return
+            msg = PoseStamped()
+            msg.header.frame_id = self.base_frame
+            msg.header.stamp = self.node.get_clock().now().to_msg()
+            msg.pose = pose_from_vec(_pose_vec(T))
+            self.pub.publish(msg)
 
     def close(self) -> None:
         self.timer.cancel()

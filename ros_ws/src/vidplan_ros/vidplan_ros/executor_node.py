@@ -54,6 +54,7 @@ from __future__ import annotations
 
 import threading
 import time
+from collections import deque
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -68,7 +69,7 @@ from sensor_msgs.msg import JointState
 from std_msgs.msg import Bool, Float64
 from std_srvs.srv import Trigger
 
-from vidplan_core.kinematics import PandaKinematics, action_to_transform, rotation_error
+from vidplan_core.kinematics import PandaKinematics, actions_to_transforms, rotation_error
 from vidplan_core.safety import SafetyLimits, check_joint_trajectory, filter_chunk
 from vidplan_interfaces.action import ExecuteChunk
 from vidplan_interfaces.msg import PlanChunk
@@ -186,11 +187,14 @@ class ExecutorNode(Node):
         self.last_rejection = ""
         self.last_result = ""
         self.last_latency_ms = float("nan")
+        self.latencies_ms: deque[float] = deque(maxlen=1000)  # chunk received → trajectory handed to the backend
+        self.latencies_cpu_ms: deque[float] = deque(maxlen=1000)  # the same, CPU time of the handling thread
         self.estop_latched_at = float("nan")  # ROS time [s] of the last estop latch
         self._steady = Clock(clock_type=ClockType.STEADY_TIME)
 
         # --- ROS interfaces
         self._cb_main = MutuallyExclusiveCallbackGroup()
+        self._cb_cmd = MutuallyExclusiveCallbackGroup()  # chunks and estop: not queued behind joint states / monitor
         self._cb_action = ReentrantCallbackGroup()
         self.backend = make_backend(self.backend_name, self, trajectory_topic=trajectory_topic,
                                     servo_topic=servo_topic, joint_names=self.joint_names,
@@ -200,8 +204,8 @@ class ExecutorNode(Node):
         self.diag_pub = self.create_publisher(DiagnosticArray, "/diagnostics", 10)
         self.create_subscription(JointState, js_topic, self._on_joint_state, qos_profile_sensor_data,
                                  callback_group=self._cb_main)
-        self.create_subscription(PlanChunk, plan_topic, self._on_plan, 10, callback_group=self._cb_main)
-        self.create_subscription(Bool, estop_topic, self._on_estop, ESTOP_QOS, callback_group=self._cb_main)
+        self.create_subscription(PlanChunk, plan_topic, self._on_plan, 10, callback_group=self._cb_cmd)
+        self.create_subscription(Bool, estop_topic, self._on_estop, ESTOP_QOS, callback_group=self._cb_cmd)
         self.create_service(Trigger, "/vidplan/reset_estop", self._on_reset_estop, callback_group=self._cb_main)
         self.action_server = ActionServer(self, ExecuteChunk, "/vidplan/execute_chunk",
                                           execute_callback=self._execute_goal,
@@ -313,7 +317,7 @@ class ExecutorNode(Node):
     def _start(self, msg: PlanChunk, policy: str, max_steps: int, time_scale: float, wait_for_settle: bool,
                goal_handle) -> _Execution | Result:
         """Check and start a chunk. Returns the running execution, or a Result when nothing was started."""
-        t_recv = time.perf_counter()
+        t_recv, cpu_recv = time.perf_counter(), time.thread_time()
         with self._lock:
             self.counters["chunks_received"] += 1
             estop = self._estop
@@ -343,7 +347,7 @@ class ExecutorNode(Node):
         if not res.accepted:
             return self._reject(Result.STATUS_REJECTED, res.reason)
         chunk = res.chunk
-        targets = np.stack([action_to_transform(a) for a in chunk.actions])
+        targets = actions_to_transforms(chunk.actions)
         qs, iks = self.kin.ik_trajectory(targets, q, **self.ik_opts)
         truncated = ""
         if len(qs) < len(targets):
@@ -361,6 +365,8 @@ class ExecutorNode(Node):
         times = step_dt * (np.arange(len(qs)) + 1)
         poses = self.kin.fk_batch(qs)
         with self._lock:
+            if self._estop:  # latched while this chunk was being checked: nothing may move
+                return self._reject(Result.STATUS_ESTOP, "emergency stop is latched; call /vidplan/reset_estop first")
             previous = self._active
             ex = _Execution(id=self._next_id, plan_id=int(msg.plan_id), t_start=self._now(), times=times,
                             q_start=q, qs=qs, targets=poses, gripper=chunk.gripper[:len(qs)],
@@ -370,6 +376,8 @@ class ExecutorNode(Node):
             self._active = ex
             self.backend.send(qs, times, poses)
             self.last_latency_ms = (time.perf_counter() - t_recv) * 1e3
+            self.latencies_ms.append(self.last_latency_ms)
+            self.latencies_cpu_ms.append((time.thread_time() - cpu_recv) * 1e3)
             self.counters["chunks_executed"] += 1
             self.last_rejection = "" if not ex.notes else self.last_rejection
         if previous is not None:
@@ -513,6 +521,15 @@ class ExecutorNode(Node):
                       "last_rejection_reason": self.last_rejection, "last_result": self.last_result,
                       "joint_state_age_s": f"{age:.3f}", "gripper_width_m": f"{self._gripper_width:.4f}",
                       "last_chunk_to_trajectory_ms": f"{self.last_latency_ms:.3f}",
+                      "chunk_to_trajectory_ms_p50": f"{np.percentile(self.latencies_ms, 50):.3f}"
+                      if self.latencies_ms else "nan",
+                      "chunk_to_trajectory_ms_p95": f"{np.percentile(self.latencies_ms, 95):.3f}"
+                      if self.latencies_ms else "nan",
+                      "chunk_to_trajectory_cpu_ms_p50": f"{np.percentile(self.latencies_cpu_ms, 50):.3f}"
+                      if self.latencies_cpu_ms else "nan",
+                      "chunk_to_trajectory_cpu_ms_p95": f"{np.percentile(self.latencies_cpu_ms, 95):.3f}"
+                      if self.latencies_cpu_ms else "nan",
+                      "latency_samples": str(len(self.latencies_ms)),
                       **{k: str(v) for k, v in self.counters.items()}}
             if active is not None:
                 values.update(step_index=str(active.step_index), position_error_m=f"{active.position_error:.4f}",
@@ -539,4 +556,4 @@ class ExecutorNode(Node):
 
 
 def main(args: list[str] | None = None) -> None:
-    run_node(ExecutorNode, args, multithreaded=True)
+    run_node(ExecutorNode, args, num_threads=4)

@@ -10,11 +10,13 @@ from rclpy.executors import ExternalShutdownException, MultiThreadedExecutor, Si
 from rclpy.node import Node
 
 
-def run_node(factory: Callable[[], Node], args: list[str] | None = None, multithreaded: bool = False) -> None:
+def run_node(factory: Callable[[], Node], args: list[str] | None = None, multithreaded: bool = False,
+             num_threads: int | None = None) -> None:
     """Create the node with ``factory`` and spin it.
 
     rclpy shuts its context down itself on SIGINT/SIGTERM; spinning then raises ExternalShutdownException,
-    which is a normal exit here. A node whose constructor raises ValueError (bad parameters) exits with code 2
+    which is a normal exit here. ``num_threads`` sizes the MultiThreadedExecutor (rclpy's default is the CPU
+    count, only 2 on small machines; a node whose action goals wait inside callbacks needs more). A node whose constructor raises ValueError (bad parameters) exits with code 2
     and the message, without a traceback.
     """
     rclpy.init(args=args if args is not None else sys.argv)
@@ -22,7 +24,8 @@ def run_node(factory: Callable[[], Node], args: list[str] | None = None, multith
     code = 0
     try:
         node = factory()
-        executor = MultiThreadedExecutor() if multithreaded else SingleThreadedExecutor()
+        executor = (MultiThreadedExecutor(num_threads=num_threads) if multithreaded or num_threads
+                    else SingleThreadedExecutor())
         executor.add_node(node)
         executor.spin()
     except (KeyboardInterrupt, ExternalShutdownException):

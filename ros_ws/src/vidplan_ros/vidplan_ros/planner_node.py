@@ -456,7 +456,7 @@ def _image_msg(img: np.ndarray, stamp, frame_id: str) -> Image:
 
 
 def main(args: list[str] | None = None) -> None:
-    run_node(PlannerNode, args, multithreaded=True)
+    run_node(PlannerNode, args, num_threads=4)
 
 
 # Re-exported for tests.

@@ -197,7 +197,8 @@ class SimEnv:
         self._obj_geom = {o.name: m.geom(f"obj_{o.name}").id for o in layout.objects}
         self._bowl_body = m.body("bowl").id
         self._ik = MujocoIK(m, self._arm_qadr, self._arm_dadr, self._tcp)
-        self._pin = self._make_pinocchio_ik() if self.ik_kind in ("auto", "pinocchio") else None
+        if self._pin is None and self.ik_kind in ("auto", "pinocchio"):
+            self._pin = self._make_pinocchio_ik()  # once per env: the URDF does not change between scenes
         d = self.data
         d.qpos[self._arm_qadr] = HOME_Q
         d.qpos[self._finger_qadr] = FINGER_MAX
@@ -443,3 +444,18 @@ class SimEnv:
     def render(self) -> np.ndarray:
         """(3, H, W, 3) uint8 RGB triplet in :data:`vidplan_core.spaces.VIEW_ORDER` (left, right, wrist)."""
         return np.stack([self.render_view(v) for v in VIEW_ORDER])
+
+    def observe(self, images: bool = True) -> dict[str, np.ndarray | float]:
+        """What the robot's topics carry, in one dict (for in-process data generation).
+
+        Keys: ``time`` [s]; ``images`` (3, H, W, 3) uint8 (left, right, wrist; only with ``images=True``);
+        ``ee_action`` (7,) TCP pose as an action with the current gripper command; ``ee_pose`` (4, 4);
+        ``joints`` (7,) [rad]; ``joint_velocities`` (7,) [rad/s]; ``gripper_width`` [m].
+        """
+        obs: dict[str, np.ndarray | float] = {
+            "time": self.time, "ee_action": self.ee_action(), "ee_pose": self.ee_pose(),
+            "joints": self.joint_positions(), "joint_velocities": self.joint_velocities(),
+            "gripper_width": self.gripper_width()}
+        if images:
+            obs["images"] = self.render()
+        return obs

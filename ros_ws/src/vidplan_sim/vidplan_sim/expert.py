@@ -40,16 +40,19 @@ class ExpertOptions:
         noise_std: std of Gaussian noise added to each action, scalar or (7,) per dimension (m, rad, gripper).
         failure: force one of :data:`FAILURE_MODES` (None: no forced failure).
         failure_prob: probability of drawing a random failure mode per episode (ignored when ``failure`` is set).
-        max_step: longest TCP move per control step [m].
+        max_step: longest TCP move per control step [m] (0.02 m = 0.3 m/s keeps every joint under 80 % of the
+            Panda's velocity limits — the executor's default margin — across the workspace).
         slow_step: longest TCP move per step near objects (descend, grasp, push) [m].
+        max_rot_step: largest orientation change per control step [rad].
         settle_steps: steps holding the last action at the end (objects come to rest before success is judged).
     """
 
     noise_std: float | list[float] = 0.0
     failure: str | None = None
     failure_prob: float = 0.0
-    max_step: float = 0.03
+    max_step: float = 0.02
     slow_step: float = 0.012
+    max_rot_step: float = 0.05
     settle_steps: int = 10
 
     def __post_init__(self) -> None:
@@ -62,6 +65,8 @@ class ExpertOptions:
             raise ValueError(f"noise_std must be finite and >= 0, got {self.noise_std}")
         if not 0 < self.slow_step <= self.max_step <= 0.075:
             raise ValueError("need 0 < slow_step <= max_step <= 0.075 m (DROID's per-step limit)")
+        if not 0 < self.max_rot_step <= 0.15:
+            raise ValueError("need 0 < max_rot_step <= 0.15 rad (DROID's per-step limit)")
 
 
 @dataclass
@@ -160,7 +165,7 @@ class ScriptedExpert:
         top_z = p[2] + half_h
         if task.kind == "put":
             grasp_z = max(p[2], MIN_Z)
-            go([p[0], p[1], max(start[2], SAFE_Z)], 0.0)
+            go([p[0], p[1], SAFE_Z], 0.0)
             go([p[0], p[1], grasp_z + APPROACH_DZ], 0.0)
             go([p[0], p[1], grasp_z], 0.0, self.opt.slow_step)
             go([p[0], p[1], grasp_z], 1.0, hold=8)
@@ -186,7 +191,7 @@ class ScriptedExpert:
             if self.failure == "overshoot":
                 xy += self._random_dir() * 0.07
             touch_z = top_z - 0.004 if self.failure != "early_release" else top_z + 0.04
-            go([xy[0], xy[1], max(start[2], SAFE_Z)], 1.0)
+            go([xy[0], xy[1], SAFE_Z], 1.0)
             go([xy[0], xy[1], touch_z + 0.06], 1.0)
             go([xy[0], xy[1], touch_z], 1.0, self.opt.slow_step * 0.6, hold=4)
             go([xy[0], xy[1], SAFE_Z], 1.0, self.opt.slow_step)
@@ -196,7 +201,7 @@ class ScriptedExpert:
             push_z = max(min(p[2], 0.022), MIN_Z)
             y0 = p[1] - sign * (radius + 0.03)
             y1 = p[1] + sign * travel
-            go([p[0], y0, max(start[2], SAFE_Z)], 1.0)
+            go([p[0], y0, SAFE_Z], 1.0)
             go([p[0], y0, push_z + 0.06], 1.0)
             go([p[0], y0, push_z], 1.0, self.opt.slow_step)
             go([p[0], y1, push_z], 1.0, self.opt.slow_step)
@@ -220,6 +225,8 @@ class ScriptedExpert:
         first = True
         for xyz, g, step in wp:
             n = max(int(np.ceil(np.linalg.norm(xyz - cur) / step)), 1)
+            if first:  # the turn to the plan's orientation also respects max_rot_step
+                n = max(n, int(np.ceil(np.abs(euler - e0).max() / self.opt.max_rot_step)))
             for k in range(1, n + 1):
                 u = k / n
                 e = e0 + (euler - e0) * u if first else euler

@@ -7,6 +7,8 @@ Publishes (stamps in simulation time, which this node also publishes on /clock):
                     opening 0..0.04 m as franka_ros2's gripper reports it (gripper width = their sum)
     /ee_pose        geometry_msgs/PoseStamped: TCP (panda_hand + 0.1034 m along z) in base_frame
     /clock          rosgraph_msgs/Clock (at state_rate_hz; monotonic across resets)
+    /diagnostics    diagnostic_msgs/DiagnosticArray every 1 s (wall): sim time, sim/wall rate, triplets rendered and
+                    dropped, trajectories executed and rejected; WARN when real-time mode drops frames
     /sim/scene      std_msgs/String JSON, latched: instruction, scene_seed, clutter, object poses and sizes, bowl
                     position, right after every reset (privileged state for scripted experts and evaluation)
     task_topic      std_msgs/String, latched: the instruction after every reset ("" disables)
@@ -50,7 +52,9 @@ import threading
 import time
 
 import numpy as np
+from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
 from geometry_msgs.msg import PoseStamped
+from rcl_interfaces.msg import ParameterDescriptor
 from rclpy.node import Node
 from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy, qos_profile_sensor_data
 from rosgraph_msgs.msg import Clock
@@ -78,7 +82,11 @@ LATCHED = QoSProfile(depth=1, reliability=ReliabilityPolicy.RELIABLE, durability
 class SimNode(Node):
     def __init__(self) -> None:
         super().__init__("sim")
-        p = self.declare_parameter
+
+        def p(name: str, default):
+            # dynamic typing: `camera_rate_hz:=15` (an int) or `task:=` (empty) must not crash; values are cast below.
+            return self.declare_parameter(name, default, ParameterDescriptor(dynamic_typing=True))
+
         self.scene_seed = int(p("scene_seed", 0).value)
         p("clutter", 1)
         self.task_text = str(p("task", "").value or "")
@@ -127,6 +135,9 @@ class SimNode(Node):
         self.create_subscription(Float64, grip_topic, self._on_gripper, 10)
         self.create_service(SetTask, "/sim/reset", self._on_reset)
         self.create_service(Trigger, "/sim/task_success", self._on_success)
+        self.pub_diag = self.create_publisher(DiagnosticArray, "/diagnostics", 10)
+        self._diag_last = (time.monotonic(), 0.0, 0)
+        self.create_timer(1.0, self._publish_diagnostics)
 
         self._lock = threading.RLock()
         self._running = True
@@ -290,6 +301,23 @@ class SimNode(Node):
             info.header.stamp = stamp
             self.pub_info[v].publish(info)
         self.stats["triplets"] += 1
+
+    def _publish_diagnostics(self) -> None:
+        now_w, now_s = time.monotonic(), self.sim_now()
+        w0, s0, d0 = self._diag_last
+        self._diag_last = (now_w, now_s, self.stats["dropped"])
+        rate = (now_s - s0) / max(now_w - w0, 1e-6)
+        dropped = self.stats["dropped"] - d0
+        st = DiagnosticStatus(name="vidplan_sim: sim_node", hardware_id="mujoco")
+        st.level = DiagnosticStatus.WARN if dropped > 0 else DiagnosticStatus.OK
+        st.message = (f"real-time mode dropped {dropped} camera frames in the last second" if dropped
+                      else f"running ({'lock-step' if self.lockstep else 'real-time'})")
+        vals = {"task": self.env.task.instruction if self.env.layout else "", "scene_seed": self.scene_seed,
+                "sim_time_s": f"{now_s:.3f}", "sim_per_wall": f"{rate:.3f}", **self.stats}
+        st.values = [KeyValue(key=k, value=str(v)) for k, v in vals.items()]
+        msg = DiagnosticArray(status=[st])
+        msg.header.stamp = sec_to_stamp(now_s)
+        self.pub_diag.publish(msg)
 
     # ------------------------------------------------------------------------------------------- callbacks
     def _on_trajectory(self, msg: JointTrajectory) -> None:

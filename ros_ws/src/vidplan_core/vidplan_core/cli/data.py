@@ -43,7 +43,7 @@ def generate(
     camera_rate: float = typer.Option(15.0, help="camera rate [Hz]; divides the 15 Hz control rate"),
     clutter: str = typer.Option("0,1,2,3", help="clutter levels to draw from (comma separated, 0..3)"),
     tasks: str = typer.Option("put,touch,push", help="task kinds, in turn (comma separated)"),
-    failure_prob: float = typer.Option(0.3, help="probability of a deliberate expert failure"),
+    failure_prob: float = typer.Option(0.4, help="probability of a deliberate expert failure (≈ 1/3 of episodes fail)"),
     noise: str = typer.Option("0.002,0.002,0.002,0.01,0.01,0.01,0", help="action noise std: 7 values (m, rad, -)"),
     max_steps: int = typer.Option(0, help="cut episodes after this many 15 Hz steps (0 = never)"),
     scene: str | None = typer.Option(None, help="scene YAML (default: vidplan_sim's default scene)"),

@@ -64,3 +64,36 @@ def train(
     val = ", ".join(f"{k} {v:.4g}" for k, v in result["val"].items())
     typer.echo(f"trained {kind} for {result['step']} steps; model in {result['final_dir']}"
                + (f"; validation: {val}" if val else ""))
+
+
+@app.command("assemble-models")
+def assemble_models(
+    out: Path = typer.Option(..., "--out", "-o", help="model directory to write (e.g. models/demo)"),
+    runs: Path = typer.Option(Path("runs"), help="runs directory trained with the bundled configs "
+                              "(parts at <runs>/<kind>/final)"),
+    autoencoder: Path | None = typer.Option(None, help="overrides <runs>/vae/final"),
+    world_model: Path | None = typer.Option(None, help="overrides <runs>/world-model/final"),
+    flow_map: Path | None = typer.Option(None, help="overrides <runs>/flow-map/final"),
+    heads: Path | None = typer.Option(None, help="overrides <runs>/heads/final (uq_head/, reward_head/)"),
+    semantic: Path | None = typer.Option(None, help="overrides <runs>/semantic/final"),
+    overwrite: bool = typer.Option(False, help="replace an existing model directory"),
+) -> None:
+    """Copy trained models into the planner's model directory layout and check that the planner loads them."""
+    from vidplan_core.training.assemble import assemble_model_dir, default_sources
+
+    src = default_sources(runs)
+    for key, val in (("autoencoder", autoencoder), ("world_model", world_model), ("flow_map", flow_map),
+                     ("semantic", semantic)):
+        if val is not None:
+            src[key] = val
+    if heads is not None:
+        src["uq_head"], src["reward_head"] = heads / "uq_head", heads / "reward_head"
+    try:
+        d = assemble_model_dir(out, src, overwrite=overwrite)
+    except (FileNotFoundError, FileExistsError) as exc:
+        typer.secho(f"error: {exc}", fg=typer.colors.RED, err=True)
+        raise typer.Exit(2) from exc
+    except Exception as exc:  # BackendError / ModelLoadError: the parts do not fit together
+        typer.secho(f"error: the assembled models do not load together: {exc}", fg=typer.colors.RED, err=True)
+        raise typer.Exit(2) from exc
+    typer.echo(f"model directory {d} ({', '.join(sorted(src))})")

@@ -67,7 +67,8 @@ class GenerateConfig(BaseModel):
     camera_rate_hz: float = Field(default=CONTROL_RATE_HZ, gt=0, description="divides the 15 Hz control rate")
     clutter: list[int] = Field(default=[0, 1, 2, 3], min_length=1, description="clutter levels, drawn uniformly")
     tasks: list[str] = Field(default=["put", "touch", "push"], min_length=1, description="task kinds, in turn")
-    failure_prob: float = Field(default=0.3, ge=0, le=1, description="probability of a deliberate failure")
+    failure_prob: float = Field(default=0.4, ge=0, le=1, description="probability of a deliberate failure "
+                                "(some deliberate failures still succeed: about a third of episodes fail)")
     noise_std: list[float] = Field(default=[0.002, 0.002, 0.002, 0.01, 0.01, 0.01, 0.0], min_length=7,
                                    max_length=7, description="action noise std per dimension (m, rad, gripper)")
     max_steps: int = Field(default=0, ge=0, description="cut episodes after this many control steps (0 = none)")

@@ -12,15 +12,47 @@ from .autoencoder import VideoAutoencoder
 from .configs import PRESETS, ModelSuite, ModelSuiteConfig, build_suite, load_suite_config
 from .edm import EDMPreconditioning, karras_sigmas, sigma_to_t, t_to_sigma
 from .flow_map import FlowMap, diff2flow_velocity, world_model_config_dict
-from .heads import (RewardHead, UQHead, bin_centers, bin_edges, entropy, expected_value, monte_carlo_value,
-                    normalized_entropy, to_bins)
+from .heads import (
+                    RewardHead,
+                    UQHead,
+                    bin_centers,
+                    bin_edges,
+                    entropy,
+                    expected_value,
+                    monte_carlo_value,
+                    normalized_entropy,
+                    to_bins,
+)
 from .semantic import SemanticScorer, soft_centroid
 from .world_model import ActionEncoder, WorldModel, import_ctrl_world
 
 __all__ = [
-    "ActionEncoder", "EDMPreconditioning", "FlowMap", "ModelLoadError", "ModelSuite", "ModelSuiteConfig", "PRESETS",
-    "RewardHead", "SemanticScorer", "UQHead", "VideoAutoencoder", "WorldModel", "bin_centers", "bin_edges",
-    "build_suite", "diff2flow_velocity", "entropy", "expected_value", "import_ctrl_world", "karras_sigmas",
-    "load_suite_config", "monte_carlo_value", "normalized_entropy", "sigma_to_t", "soft_centroid", "t_to_sigma",
-    "to_bins", "world_model_config_dict",
+                    "PRESETS",
+                    "ActionEncoder",
+                    "EDMPreconditioning",
+                    "FlowMap",
+                    "ModelLoadError",
+                    "ModelSuite",
+                    "ModelSuiteConfig",
+                    "RewardHead",
+                    "SemanticScorer",
+                    "UQHead",
+                    "VideoAutoencoder",
+                    "WorldModel",
+                    "bin_centers",
+                    "bin_edges",
+                    "build_suite",
+                    "diff2flow_velocity",
+                    "entropy",
+                    "expected_value",
+                    "import_ctrl_world",
+                    "karras_sigmas",
+                    "load_suite_config",
+                    "monte_carlo_value",
+                    "normalized_entropy",
+                    "sigma_to_t",
+                    "soft_centroid",
+                    "t_to_sigma",
+                    "to_bins",
+                    "world_model_config_dict",
 ]

@@ -13,7 +13,7 @@ from typing import Any, TypeVar
 
 import torch
 
-__all__ = ["ModelLoadError", "StrictLoadMixin", "check_finite", "check_shape", "WEIGHTS_NAME", "CONFIG_NAME"]
+__all__ = ["CONFIG_NAME", "WEIGHTS_NAME", "ModelLoadError", "StrictLoadMixin", "check_finite", "check_shape"]
 
 WEIGHTS_NAME = "diffusion_pytorch_model.safetensors"
 CONFIG_NAME = "config.json"
@@ -28,7 +28,7 @@ def check_shape(name: str, x: torch.Tensor, expected: tuple[int | None, ...]) ->
     """Raise ``ValueError`` naming ``name``, the expected and received shapes (``None`` = any size)."""
     if not isinstance(x, torch.Tensor):
         raise TypeError(f"{name}: expected a torch.Tensor, got {type(x).__name__}")
-    ok = x.ndim == len(expected) and all(e is None or e == s for e, s in zip(expected, x.shape))
+    ok = x.ndim == len(expected) and all(e is None or e == s for e, s in zip(expected, x.shape, strict=True))
     if not ok:
         exp = "(" + ", ".join("*" if e is None else str(e) for e in expected) + ")"
         raise ValueError(f"{name}: expected shape {exp}, got {tuple(x.shape)}")
@@ -36,11 +36,12 @@ def check_shape(name: str, x: torch.Tensor, expected: tuple[int | None, ...]) ->
 
 def check_finite(name: str, x: torch.Tensor) -> None:
     """Raise ``ValueError`` if ``x`` holds NaN/Inf (skipped while tracing/exporting or on meta tensors)."""
-    if x.device.type == "meta" or torch.jit.is_tracing() or torch.compiler.is_compiling():
+    exporting = getattr(torch.compiler, "is_exporting", lambda: False)()
+    if x.device.type == "meta" or torch.jit.is_tracing() or torch.compiler.is_compiling() or exporting:
         return
     try:
         finite = bool(torch.isfinite(x).all())
-    except Exception:  # noqa: BLE001 - fake/functional tensors under make_fx/dynamo export cannot be read
+    except Exception:
         return
     if not finite:
         n = int((~torch.isfinite(x)).sum())

@@ -18,7 +18,6 @@ from __future__ import annotations
 from collections import OrderedDict
 from collections.abc import Hashable, Sequence
 
-
 import torch
 import torch.nn as nn
 import torch.nn.functional as F

@@ -22,7 +22,7 @@ from .flow_map import FlowMap, world_model_config_dict
 from .heads import RewardHead, UQHead
 from .world_model import WorldModel
 
-__all__ = ["ModelSuiteConfig", "ModelSuite", "PRESETS", "CONFIG_DIR", "load_suite_config", "build_suite"]
+__all__ = ["CONFIG_DIR", "PRESETS", "ModelSuite", "ModelSuiteConfig", "build_suite", "load_suite_config"]
 
 CONFIG_DIR = Path(__file__).parent / "configs"
 PRESETS = ("tiny", "demo", "full")
@@ -51,7 +51,7 @@ def load_suite_config(name_or_path: str | Path) -> tuple[ModelSuiteConfig, str]:
     cfg = validate_model(ModelSuiteConfig, load_yaml(path), str(path))
     problems = []
     for sec, cls in _SECTIONS.items():
-        allowed = set(inspect.signature(cls.__init__).parameters) - {"self"}
+        allowed = set(inspect.signature(cls.__init__).parameters) - {"self", "world_model"}
         for key in getattr(cfg, sec):
             if key not in allowed:
                 problems.append((f"{sec}.{key}", f"unknown key (typo?); allowed: {', '.join(sorted(allowed))}"))

@@ -12,7 +12,7 @@ import math
 
 import torch
 
-__all__ = ["EDMPreconditioning", "sigma_to_t", "t_to_sigma", "karras_sigmas", "lognormal_sigmas"]
+__all__ = ["EDMPreconditioning", "karras_sigmas", "lognormal_sigmas", "sigma_to_t", "t_to_sigma"]
 
 
 def t_to_sigma(t: torch.Tensor) -> torch.Tensor:

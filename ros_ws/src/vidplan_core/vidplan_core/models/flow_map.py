@@ -102,7 +102,18 @@ class FlowMap(StrictLoadMixin, ModelMixin, ConfigMixin):
         fm = cls(world_model=world_model_config_dict(teacher), **kwargs)
         fm.model.load_state_dict(teacher.state_dict(), strict=True)
         fm.model.set_action_stats(teacher.normalizer)
-        return fm.to(device=teacher.device, dtype=teacher.dtype)
+        fm = fm.to(teacher.device)
+        return fm if teacher.dtype == fm.dtype else fm.to(dtype=teacher.dtype)
+
+    def set_action_stats(self, normalizer: Any) -> None:
+        """Set the p01/p99 action statistics (an :class:`~vidplan_core.spaces.ActionNormalizer`)."""
+        self.model.set_action_stats(normalizer)
+        self.register_to_config(world_model=world_model_config_dict(self.model))
+
+    def save_pretrained(self, save_directory: Any, *args: Any, **kwargs: Any) -> None:
+        """diffusers ``save_pretrained``, with the inner world model's current config synced first."""
+        self.register_to_config(world_model=world_model_config_dict(self.model))
+        super().save_pretrained(save_directory, *args, **kwargs)
 
     # ------------------------------------------------------------------ the map
     def gap_emb(self, gap: torch.Tensor) -> torch.Tensor:

@@ -23,8 +23,17 @@ from vidplan_core.spaces import ACTION_DIM, ActionNormalizer
 
 from ._io import StrictLoadMixin, check_finite, check_shape
 
-__all__ = ["bin_edges", "bin_centers", "to_bins", "expected_value", "entropy", "normalized_entropy",
-           "monte_carlo_value", "UQHead", "RewardHead"]
+__all__ = [
+    "RewardHead",
+    "UQHead",
+    "bin_centers",
+    "bin_edges",
+    "entropy",
+    "expected_value",
+    "monte_carlo_value",
+    "normalized_entropy",
+    "to_bins",
+]
 
 
 # ---------------------------------------------------------------------- bin utilities

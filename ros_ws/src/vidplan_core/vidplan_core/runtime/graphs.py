@@ -10,6 +10,7 @@ graph              inputs                                                      o
 ``encode``         frames (T, 3, 3, H_img, W_img) in [0, 1]                    history_latents (T, C, h, w)
 ``rollout_k{K}``   history_latents (1, T, C, h, w), history_actions (1, T, 7),  latents (N, H, C, h, w)
                    actions (N, H, 7), noise (1, H, C, h, w)
+                   [, text_embeds (1, D) when the world model uses text]
 ``heads``          latents (N, H, C, h, w), actions (N, H, 7)                  uq_map (N, H, h, w), h_bar (N, H),
                                                                                value (N, H), value_entropy (N, H)
 ``semantic``       latents (N, H, C, h, w), text_embeds (1, D)                 semantic_score (N, H),
@@ -75,13 +76,14 @@ class RolloutGraph(nn.Module):
             raise ValueError(f"time grid {self.grid} does not have K + 1 = {self.num_steps + 1} entries")
 
     def forward(self, history_latents: torch.Tensor, history_actions: torch.Tensor, actions: torch.Tensor,
-                noise: torch.Tensor) -> torch.Tensor:
+                noise: torch.Tensor, text_embeds: torch.Tensor | None = None) -> torch.Tensor:
         n = actions.shape[0]
         hist = history_latents.expand(n, *history_latents.shape[1:])
         acts = torch.cat([history_actions.expand(n, *history_actions.shape[1:]).to(actions.dtype), actions], dim=1)
         # FlowMap.sample's K-step loop, written out with python-float times so that tracing/export sees no
         # data-dependent checks on a time-grid tensor (same math: x_{t0} = (1 − t0)·noise, then X_{t_k, t_k+1}).
-        tokens = self.fm.encode_actions(acts)
+        te = None if text_embeds is None else text_embeds.expand(n, text_embeds.shape[-1])
+        tokens = self.fm.encode_actions(acts, te)
         x = (1.0 - self.grid[0]) * noise.expand(n, *noise.shape[1:])
         for k in range(self.num_steps):
             x = self.fm.jump(x, self.grid[k], self.grid[k + 1], hist, acts, tokens=tokens)
@@ -105,8 +107,9 @@ class HeadsGraph(nn.Module):
 class SemanticGraph(nn.Module):
     """Decode predicted latents and score every frame against the instruction's text embedding.
 
-    ``scorer`` is the models' semantic scorer; it must provide ``score_images(images, text_embeds)`` returning a
-    dict with ``"score"`` (B,) and ``"map"`` (B, Hp, Wp) for images (B, 3, H, W) in [0, 1].
+    ``scorer`` is the models' :class:`~vidplan_core.models.semantic.SemanticScorer`: one vision pass gives the
+    per-frame image–text cosine score and the patch similarity map (the planner computes the centroid itself,
+    after suppressing the map by the uncertainty map).
     """
 
     def __init__(self, autoencoder: nn.Module, scorer: nn.Module, view: int = 0):
@@ -116,19 +119,22 @@ class SemanticGraph(nn.Module):
     def forward(self, latents: torch.Tensor, text_embeds: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         n, f = latents.shape[:2]
         frames = self.ae.decode(latents)[:, :, self.view]  # (N, H, 3, H_img, W_img)
-        out = self.scorer.score_images(frames.flatten(0, 1), text_embeds.expand(n * f, -1))
-        return out["score"].reshape(n, f), out["map"].reshape(n, f, *out["map"].shape[-2:])
+        pooled, patches = self.scorer.image_features(frames.flatten(0, 1))  # (B, D), (B, gh, gw, D)
+        t = text_embeds.reshape(1, -1)
+        score = (pooled * t).sum(-1)
+        sim = (patches * t[:, None, None, :]).sum(-1)
+        return score.reshape(n, f), sim.reshape(n, f, *sim.shape[-2:])
 
 
 class TextGraph(nn.Module):
-    """Instruction tokens → text embedding of the semantic scorer (``scorer.encode_text_ids``)."""
+    """Instruction tokens → unit-norm text embedding of the semantic scorer (``scorer.encode_text``)."""
 
     def __init__(self, scorer: nn.Module):
         super().__init__()
         self.scorer = scorer
 
     def forward(self, input_ids: torch.Tensor) -> torch.Tensor:
-        return self.scorer.encode_text_ids(input_ids)
+        return self.scorer.encode_text(input_ids=input_ids)
 
 
 class ValueGradGraph(nn.Module):
@@ -143,17 +149,17 @@ class ValueGradGraph(nn.Module):
         self.objective = objective or ObjectiveConfig()
 
     def value(self, history_latents: torch.Tensor, history_actions: torch.Tensor, actions: torch.Tensor,
-              noise: torch.Tensor) -> torch.Tensor:
-        lat = self.rollout(history_latents, history_actions, actions, noise)
+              noise: torch.Tensor, text_embeds: torch.Tensor | None = None) -> torch.Tensor:
+        lat = self.rollout(history_latents, history_actions, actions, noise, text_embeds)
         _, h_bar, value, value_ent = self.heads(lat, actions)
         o = self.objective
         return entropy_weighted_value(value, h_bar, value_ent, o.weighting, o.kappa, o.beta)
 
     def forward(self, history_latents: torch.Tensor, history_actions: torch.Tensor, actions: torch.Tensor,
-                noise: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+                noise: torch.Tensor, text_embeds: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         a = actions.detach().requires_grad_(True)
         with torch.enable_grad():
-            j = self.value(history_latents, history_actions, a, noise)
+            j = self.value(history_latents, history_actions, a, noise, text_embeds)
             (g,) = torch.autograd.grad(j.sum(), a)  # candidates are independent: d(ΣJ)/da_n = dJ_n/da_n
         return j.detach(), g
 
@@ -162,10 +168,11 @@ def graph_io(graph: str, **shapes: Any) -> tuple[list[str], list[str]]:
     """Input and output names of a graph (the ONNX names)."""
     io = {
         "encode": (["frames"], ["history_latents"]),
-        "rollout": (["history_latents", "history_actions", "actions", "noise"], ["latents"]),
+        "rollout": (["history_latents", "history_actions", "actions", "noise", "text_embeds"], ["latents"]),
         "heads": (["latents", "actions"], ["uq_map", "h_bar", "value", "value_entropy"]),
         "semantic": (["latents", "text_embeds"], ["semantic_score", "semantic_map"]),
         "text": (["input_ids"], ["text_embeds"]),
-        "value_grad": (["history_latents", "history_actions", "actions", "noise"], ["objective", "grad"]),
+        "value_grad": (["history_latents", "history_actions", "actions", "noise", "text_embeds"],
+                       ["objective", "grad"]),
     }
     return io[graph.split("_k")[0] if graph.startswith(("rollout_k", "value_grad_k")) else graph]

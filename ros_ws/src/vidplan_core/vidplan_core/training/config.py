@@ -12,6 +12,7 @@ A config file::
       autoencoder: runs/vae/final
       world_model: null        # flow-map: the teacher; world-model: optional warm start
       flow_map: null           # heads: the (frozen) flow map whose predictions the heads learn about
+      semantic: runs/semantic/final   # text embedding of the instruction (world models with text_embed_dim)
     optim: {lr: 1.0e-4, weight_decay: 0.0, warmup_steps: 0, grad_clip: 1.0}
     train: {max_steps: 1000, seed: 0, log_every: 10, val_every: 200, ckpt_every: 200, output_dir: runs/world-model}
     task: {}                   # options of the kind (VaeOptions, FlowMapOptions, HeadsOptions, SemanticOptions)
@@ -73,6 +74,8 @@ class InitSection(_Strict):
     autoencoder: str | None = None
     world_model: str | None = None
     flow_map: str | None = None
+    semantic: str | None = Field(default=None, description="semantic model whose text embedding of the "
+                                 "instruction conditions the world model (when its text_embed_dim is set)")
 
 
 class OptimSection(_Strict):

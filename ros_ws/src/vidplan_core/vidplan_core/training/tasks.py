@@ -5,7 +5,8 @@ kind           trains                                 loss (from vidplan_core.mo
 =============  =====================================  ==================================================  ==============
 vae            VideoAutoencoder (diffusers VAE)       MSE/L1 reconstruction + kl_weight·KL (here); at     —
                                                       the end scaling_factor = 1/std(latents)
-world-model    WorldModel (EDM teacher)               ``WorldModel.edm_loss`` (Eq. 2, CFG action dropout) autoencoder
+world-model    WorldModel (EDM teacher)               ``WorldModel.edm_loss`` (Eq. 2, CFG action dropout) autoencoder,
+                                                                                                          semantic
 flow-map       FlowMap initialised from the teacher   ``FlowMap.psd_loss`` (Alg. 2; 2:1 flow/distill)     autoencoder,
                                                                                                           world_model
 heads          UQHead + RewardHead                    ``UQHead.loss`` on |pred − true| per latent element  autoencoder,
@@ -16,6 +17,10 @@ heads          UQHead + RewardHead                    ``UQHead.loss`` on |pred �
 semantic       small SiglipModel (transformers)       SigLIP sigmoid loss (:mod:`.siglip`) on frames and   —
                                                       their task captions
 =============  =====================================  ==================================================  ==============
+
+World models with ``text_embed_dim`` (the tiny/demo/full presets) also condition on the instruction: its unit-norm
+text embedding from the semantic model (``init.semantic``), tokenized exactly as the planner does; so the semantic
+model is trained first. Order: semantic, vae → world-model → flow-map → heads.
 
 Windows come from :class:`vidplan_core.data.dataset.WindowDataset` with the world model's ``num_history`` and
 ``num_future``; latents are cached once per autoencoder (``data.cache_latents``) or encoded on the fly.
@@ -87,8 +92,9 @@ class EdmObjective(nn.Module):
         super().__init__()
         self.wm = wm
 
-    def forward(self, history: torch.Tensor, x1: torch.Tensor, actions: torch.Tensor) -> dict[str, torch.Tensor]:
-        return {"loss": self.wm.edm_loss(x1, history, actions)}
+    def forward(self, history: torch.Tensor, x1: torch.Tensor, actions: torch.Tensor,
+                text_embeds: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
+        return {"loss": self.wm.edm_loss(x1, history, actions, text_embeds)}
 
 
 class PsdObjective(nn.Module):
@@ -96,8 +102,9 @@ class PsdObjective(nn.Module):
         super().__init__()
         self.fm, self.distill = fm, distill
 
-    def forward(self, history: torch.Tensor, x1: torch.Tensor, actions: torch.Tensor) -> dict[str, torch.Tensor]:
-        return self.fm.psd_loss(x1, history, actions, distill=self.distill)
+    def forward(self, history: torch.Tensor, x1: torch.Tensor, actions: torch.Tensor,
+                text_embeds: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
+        return self.fm.psd_loss(x1, history, actions, text_embeds, distill=self.distill)
 
 
 class HeadsObjective(nn.Module):
@@ -261,6 +268,41 @@ class _LatentTask(_Base):
         self.ae = ae
         self.normalizer = meta.normalizer()
 
+    def _load_text_encoder(self, text_embed_dim: int | None) -> None:
+        """The semantic scorer whose text embedding conditions the world model (as at planning time)."""
+        self.scorer = None
+        self._text_cache: dict[str, torch.Tensor] = {}
+        if text_embed_dim is None:
+            return
+        if not self.cfg.init.semantic:
+            raise ConfigError(self.cfg.model, [("world_model.text_embed_dim", f"the world model conditions on the "
+                                                f"instruction's text embedding (width {text_embed_dim}): set "
+                                                f"init.semantic to a trained semantic model (vidplan train "
+                                                f"semantic), the one the planner will use")])
+        from vidplan_core.models import SemanticScorer
+
+        scorer = SemanticScorer.from_pretrained(self.cfg.init.semantic, device=self.device)
+        if scorer.tokenizer is None:
+            raise ConfigError(self.cfg.init.semantic, [("tokenizer", "the semantic model has no tokenizer")])
+        self.scorer = scorer
+        d = int(self._text(["x"]).shape[-1])
+        if d != text_embed_dim:
+            raise ConfigError(self.cfg.init.semantic, [("text embedding", f"width {d}, but the world model expects "
+                                                        f"{text_embed_dim} (world_model.text_embed_dim)")])
+
+    def _text(self, texts: list[str]) -> torch.Tensor:
+        """(B, D) unit-norm text embeddings of instructions, tokenized as the planner does (runtime.bundle)."""
+        from vidplan_core.runtime.bundle import tokenize
+
+        s = self.scorer
+        missing = [t for t in dict.fromkeys(texts) if t not in self._text_cache]
+        for t in missing:
+            ids = torch.as_tensor(tokenize(s.tokenizer, s.kind, s.model.config.text_config.max_position_embeddings,
+                                           t), device=self.device)
+            with torch.no_grad():
+                self._text_cache[t] = s.encode_text(input_ids=ids)[0].float()
+        return torch.stack([self._text_cache[t] for t in texts])
+
     def _latents(self, batch: dict[str, Any]) -> torch.Tensor:
         if "latents" in batch:
             return batch["latents"].to(self.device)
@@ -270,7 +312,10 @@ class _LatentTask(_Base):
     def inputs(self, batch: dict[str, Any], train: bool) -> dict[str, Any]:
         lat = self._latents(batch)
         T = self.num_history
-        return {"history": lat[:, :T], "x1": lat[:, T:], "actions": batch["actions"].to(self.device)}
+        out = {"history": lat[:, :T], "x1": lat[:, T:], "actions": batch["actions"].to(self.device)}
+        if self.scorer is not None:
+            out["text_embeds"] = self._text(list(batch["instruction"]))
+        return out
 
 
 class WorldModelTask(_LatentTask):
@@ -289,6 +334,7 @@ class WorldModelTask(_LatentTask):
         else:
             wm = WorldModel(**_section(self.cfg, "world_model", ae.latent_shape))
         self.num_history, self.num_future = wm.config.num_history, wm.config.num_future
+        self._load_text_encoder(wm.config.text_embed_dim)
         self._datasets(ae, is_main)
         wm.set_action_stats(self.normalizer)
         self.model = EdmObjective(wm)
@@ -297,7 +343,8 @@ class WorldModelTask(_LatentTask):
         n = self.opts.val_sample_steps
         if not n:
             return {}
-        pred = model.wm.sample(inputs["history"], inputs["actions"], num_steps=n)
+        pred = model.wm.sample(inputs["history"], inputs["actions"], num_steps=n,
+                               text_embeds=inputs.get("text_embeds"))
         return {f"latent_mse_n{n}": float(((pred - inputs["x1"]) ** 2).mean())}
 
     def save_final(self, model: nn.Module, out_dir: Path) -> None:
@@ -319,13 +366,15 @@ class FlowMapTask(_LatentTask):
         fm = FlowMap.from_teacher(teacher, **_section(self.cfg, "flow_map"))
         del teacher
         self.num_history, self.num_future = fm.model.config.num_history, fm.model.config.num_future
+        self._load_text_encoder(fm.model.config.text_embed_dim)
         self._datasets(ae, is_main)
         self.model = PsdObjective(fm, self.opts.distill)
 
     def val_metrics(self, model: nn.Module, batch: dict[str, Any], inputs: dict[str, Any]) -> dict[str, float]:
         out = {}
         for k in self.opts.val_steps:
-            pred = model.fm.sample(inputs["history"], inputs["actions"], num_steps=k)
+            pred = model.fm.sample(inputs["history"], inputs["actions"], num_steps=k,
+                                   text_embeds=inputs.get("text_embeds"))
             out[f"latent_mse_k{k}"] = float(((pred - inputs["x1"]) ** 2).mean())
         return out
 
@@ -349,6 +398,7 @@ class HeadsTask(_LatentTask):
                                                         f"from the autoencoder's {ae.latent_shape}")])
         self.fm = fm
         self.num_history, self.num_future = fm.model.config.num_history, fm.model.config.num_future
+        self._load_text_encoder(fm.model.config.text_embed_dim)
         self._datasets(ae, is_main)
         uq = UQHead(**_section(self.cfg, "uq_head", ae.latent_shape)) if self.opts.uq else None
         reward = None
@@ -362,7 +412,8 @@ class HeadsTask(_LatentTask):
         steps = self.opts.rollout_steps
         k = steps[int(torch.randint(len(steps), ()))] if train else steps[0]
         with torch.no_grad():
-            pred = self.fm.sample(base["history"], base["actions"], num_steps=k).detach()
+            pred = self.fm.sample(base["history"], base["actions"], num_steps=k,
+                                  text_embeds=base.get("text_embeds")).detach()
         T = self.num_history
         return {"pred": pred, "x1": base["x1"], "future_actions": base["actions"][:, T:],
                 "future_values": batch["value"][:, T:].to(self.device)}

@@ -1,0 +1,143 @@
+"""``vidplan eval bag BAG --model DIR`` (alias ``vidplan eval-bag``): evaluate a model bundle on a recording.
+
+No ROS needed. Exit codes: 0 complete; 2 bad input (missing/unreadable bag, missing topic, mismatched image
+sizes, too short, model that does not load; the message names bag, topic and problem); 3 partial: the bag was
+truncated or corrupt and the part before the damage was evaluated (metrics.json and report.html are written and
+say so).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+
+from vidplan_core.cli import app
+
+eval_app = typer.Typer(help="Evaluation: a model on a recorded bag (bag); closed-loop in simulation (sim).",
+                       no_args_is_help=True)
+app.add_typer(eval_app, name="eval")
+
+
+def _success(text: str | None) -> bool | None:
+    if text is None:
+        return None
+    t = text.strip().lower()
+    if t in ("true", "1", "yes", "success"):
+        return True
+    if t in ("false", "0", "no", "failure"):
+        return False
+    raise typer.BadParameter(f"{text!r}: expected true or false")
+
+
+def _run_eval_bag(bag: Path, model: Path, out: Path | None, topic_map: Path | None, flow_steps: int, max_steps: int,
+                  device: str, seed: int, gamma: float | None, success: str | None, shadow: bool, shadow_every: int,
+                  shadow_max: int, examples: int, salvage: bool, progress: bool,
+                  planner_config: Path | None = None) -> None:
+    from vidplan_core.config import ConfigError
+    from vidplan_core.data.convert import load_topic_map
+    from vidplan_core.eval.bag_eval import EXIT_BAD_INPUT, EvalBagConfig, EvalBagError, eval_bag
+
+    out = out or Path(f"eval-{bag.resolve().name}")
+    try:
+        tm = load_topic_map(topic_map)
+        cfg = EvalBagConfig(flow_steps=flow_steps, max_steps=max_steps, device=device, seed=seed, gamma=gamma,
+                            success=_success(success), shadow=shadow, shadow_every=shadow_every,
+                            shadow_max=shadow_max, examples=examples, salvage=salvage, progress=progress,
+                            planner=planner_config)
+        res = eval_bag(bag, model, out, tm, cfg)
+    except (EvalBagError, ConfigError) as exc:
+        typer.secho(f"error: {exc}", fg=typer.colors.RED, err=True)
+        raise typer.Exit(EXIT_BAD_INPUT) from exc
+    m = res.metrics
+    for w in m["warnings"]:
+        typer.secho(f"warning: {w}", fg=typer.colors.YELLOW, err=True)
+    p = m["prediction"]
+    lines = [f"{m['status']}: {m['windows']} windows of {bag} ({m['input']['frames']} frames at "
+             f"{m['input']['fps']:g} Hz), K={m['settings']['flow_steps']}",
+             f"  prediction: PSNR {p['psnr_db_mean']:.2f} dB, SSIM {p['ssim_mean']:.3f}, "
+             f"latent MSE {p['latent_mse']['mean']:.4g}"]
+    if m["uq"]:
+        c = m["uq"]["entropy_error_correlation"]["per_element"]
+        lines.append(f"  UQ: ECE {m['uq']['ece']:.4f}" + (f", entropy–error Pearson {c['pearson_r']:.3f} "
+                                                          f"(p={c['pearson_p']:.2g})" if c else ""))
+    if m["reward"]:
+        r = m["reward"]["on_predicted"]
+        lines.append(f"  reward head: bin accuracy {r['bin_accuracy']:.3f}, ECE {r['ece']:.4f}, "
+                     f"value MAE {r['value_mae']:.4f}")
+    if m["shadow"]:
+        s = m["shadow"]
+        lines.append(f"  shadow planner: {s['plans']} plans, position error {s['position_m_mean']:.4f} m, "
+                     f"rotation {s['rotation_rad_mean']:.4f} rad, gripper {s['gripper_mean']:.3f}")
+    for k in ("uq", "reward", "shadow"):
+        if m[k] is None:
+            lines.append(f"  {k}: null ({m['null_reasons'].get(k, '')})")
+    lines.append(f"wrote {res.metrics_path}, {res.report_path} and {len(res.plots)} plots in {res.out_dir / 'plots'}")
+    typer.echo("\n".join(lines))
+    if res.exit_code:
+        raise typer.Exit(res.exit_code)
+
+
+_HELP_PLANNER = ("shadow planner settings YAML (vidplan_core.planning.session.SessionConfig: planner, gradopt, cem, "
+                 "proposals)")
+_HELP_TOPIC_MAP = "topic map YAML (camera topics, ee_pose, action source, joint_states, gripper, success label)"
+
+
+@eval_app.command("bag")
+def eval_bag_cmd(
+    bag: Path = typer.Argument(..., help="rosbag2 directory (mcap or sqlite3) of one episode"),
+    model: Path = typer.Option(..., "--model", "-m", help="model bundle directory (autoencoder/, flow_map/, "
+                               "uq_head/, reward_head/, optional semantic/)"),
+    out: Path | None = typer.Option(None, "--out", "-o", help="output directory (default ./eval-<bag name>)"),
+    topic_map: Path | None = typer.Option(None, "--topic-map", help=_HELP_TOPIC_MAP),
+    flow_steps: int = typer.Option(1, "--flow-steps", "-k", help="K, flow-map sampler steps"),
+    max_steps: int = typer.Option(0, "--max-steps", help="evaluate at most N steps, spread over the episode (0: all)"),
+    device: str = typer.Option("cpu", "--device", help="cpu, cuda, cuda:N or auto"),
+    seed: int = typer.Option(0, "--seed", help="seed of the flow map's noise"),
+    gamma: float | None = typer.Option(None, "--gamma", help="discount per model-rate frame of the Monte-Carlo value "
+                                       "(default: the bundle's value_gamma, else 0.97)"),
+    success: str | None = typer.Option(None, "--success", help="episode outcome true|false, if the bag has no label "
+                                       "or to override it"),
+    shadow: bool = typer.Option(True, "--shadow/--no-shadow", help="run the planner in shadow mode"),
+    shadow_every: int = typer.Option(1, "--shadow-every", help="plan at every n-th evaluated step"),
+    shadow_max: int = typer.Option(0, "--shadow-max", help="plan at most n times (0: no limit)"),
+    examples: int = typer.Option(2, "--examples", help="prediction strips to draw"),
+    salvage: bool = typer.Option(True, "--salvage/--no-salvage", help="evaluate the readable part of a truncated or "
+                                 "corrupt bag (exit 3) instead of failing (exit 2)"),
+    progress: bool = typer.Option(True, "--progress/--no-progress", help="progress bar"),
+    planner_config: Path | None = typer.Option(None, "--planner-config", help=_HELP_PLANNER),
+) -> None:
+    """Evaluate a model bundle on a recorded episode: prediction PSNR/SSIM/latent MSE per horizon step and view,
+    UQ calibration (ECE, reliability, entropy–error correlation), reward head vs the Monte-Carlo value, the planner
+    in shadow mode, latency per stage. Writes metrics.json, plots/*.png and report.html.
+
+    Exit codes: 0 complete, 2 bad input, 3 partial (salvaged part of a damaged bag evaluated).
+    """
+    _run_eval_bag(bag, model, out, topic_map, flow_steps, max_steps, device, seed, gamma, success, shadow,
+                  shadow_every, shadow_max, examples, salvage, progress, planner_config)
+
+
+@app.command("eval-bag")
+def eval_bag_alias(
+    bag: Path = typer.Argument(..., help="rosbag2 directory (mcap or sqlite3) of one episode"),
+    model: Path = typer.Option(..., "--model", "-m", help="model bundle directory"),
+    out: Path | None = typer.Option(None, "--out", "-o", help="output directory (default ./eval-<bag name>)"),
+    topic_map: Path | None = typer.Option(None, "--topic-map", help=_HELP_TOPIC_MAP),
+    flow_steps: int = typer.Option(1, "--flow-steps", "-k", help="K, flow-map sampler steps"),
+    max_steps: int = typer.Option(0, "--max-steps", help="evaluate at most N steps, spread over the episode (0: all)"),
+    device: str = typer.Option("cpu", "--device", help="cpu, cuda, cuda:N or auto"),
+    seed: int = typer.Option(0, "--seed", help="seed of the flow map's noise"),
+    gamma: float | None = typer.Option(None, "--gamma", help="discount of the Monte-Carlo value per frame"),
+    success: str | None = typer.Option(None, "--success", help="episode outcome true|false"),
+    shadow: bool = typer.Option(True, "--shadow/--no-shadow", help="run the planner in shadow mode"),
+    shadow_every: int = typer.Option(1, "--shadow-every", help="plan at every n-th evaluated step"),
+    shadow_max: int = typer.Option(0, "--shadow-max", help="plan at most n times (0: no limit)"),
+    examples: int = typer.Option(2, "--examples", help="prediction strips to draw"),
+    salvage: bool = typer.Option(True, "--salvage/--no-salvage", help="evaluate the readable part of a damaged bag"),
+    progress: bool = typer.Option(True, "--progress/--no-progress", help="progress bar"),
+    planner_config: Path | None = typer.Option(None, "--planner-config", help=_HELP_PLANNER),
+) -> None:
+    """Same as ``vidplan eval bag``: evaluate a model bundle on a recorded episode (exit 0 ok, 2 bad input,
+    3 partial)."""
+    _run_eval_bag(bag, model, out, topic_map, flow_steps, max_steps, device, seed, gamma, success, shadow,
+                  shadow_every, shadow_max, examples, salvage, progress, planner_config)

@@ -1,0 +1,178 @@
+"""The set of models a planner needs (world model suite + semantic scorer) and the graphs built from it."""
+
+from __future__ import annotations
+
+import hashlib
+from collections import OrderedDict
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from vidplan_core.runtime.base import BackendError
+
+__all__ = ["LatentCache", "PlannerModels", "frame_key", "make_noise"]
+
+
+@dataclass
+class PlannerModels:
+    """World-model suite (:class:`vidplan_core.models.configs.ModelSuite`) + semantic scorer.
+
+    Attributes:
+        suite: autoencoder, world model, flow map, UQ head, reward head.
+        scorer: :class:`vidplan_core.models.semantic.SemanticScorer` (SigLIP / CLIP).
+        semantic_view: which view the semantic reward scores (0 left, 1 right, 2 wrist).
+    """
+
+    suite: Any
+    scorer: Any
+    semantic_view: int = 0
+
+    @classmethod
+    def load(cls, directory: str | Path, device: str = "cpu", semantic_dir: str | Path | None = None,
+             semantic_view: int = 0) -> PlannerModels:
+        """Load ``directory/{autoencoder,world_model,flow_map,uq_head,reward_head}`` and ``directory/semantic``
+        (or ``semantic_dir``). Missing parts are a :class:`BackendError` naming the path."""
+        from vidplan_core.models.configs import ModelSuite
+        from vidplan_core.models.semantic import SemanticScorer
+
+        d = Path(directory)
+        if not d.is_dir():
+            raise BackendError(f"model directory {d} does not exist")
+        sem = Path(semantic_dir) if semantic_dir is not None else d / "semantic"
+        if not sem.is_dir():
+            raise BackendError(f"semantic model directory {sem} does not exist (pass semantic_dir)")
+        models = cls(ModelSuite.load(d, device=device), SemanticScorer.from_pretrained(sem, device=device),
+                     semantic_view)
+        models.check()
+        return models
+
+    @property
+    def horizon(self) -> int:
+        return int(self.suite.flow_map.model.config.num_future)
+
+    @property
+    def num_history(self) -> int:
+        return int(self.suite.flow_map.model.config.num_history)
+
+    @property
+    def uses_text(self) -> bool:
+        """Whether the world model conditions on the instruction's text embedding."""
+        return self.suite.flow_map.model.config.text_embed_dim is not None
+
+    def check(self) -> None:
+        """Consistency between the parts (latent shapes, text embedding width); BackendError naming both."""
+        fm = self.suite.flow_map.model
+        ae_shape = tuple(self.suite.autoencoder.latent_shape)
+        if tuple(fm.latent_shape) != ae_shape:
+            raise BackendError(f"world model latent {tuple(fm.latent_shape)} does not match the autoencoder's "
+                               f"{ae_shape}")
+        for name in ("uq_head", "reward_head"):
+            c = getattr(self.suite, name).config
+            if (c.latent_channels, c.latent_height, c.latent_width) != ae_shape:
+                raise BackendError(f"{name} latent {(c.latent_channels, c.latent_height, c.latent_width)} does not "
+                                   f"match the autoencoder's {ae_shape}")
+        if self.uses_text:
+            d_text = self.text_dim()
+            if d_text != fm.config.text_embed_dim:
+                raise BackendError(f"world model expects text embeddings of width {fm.config.text_embed_dim}, the "
+                                   f"semantic scorer produces {d_text}")
+        if not 0 <= self.semantic_view < 3:
+            raise BackendError(f"semantic_view must be 0, 1 or 2, got {self.semantic_view}")
+
+    def text_dim(self) -> int:
+        import torch
+
+        with torch.no_grad():
+            return int(self.scorer.encode_text(input_ids=torch.zeros(1, 2, dtype=torch.long)).shape[-1])
+
+    def tokenize(self, instruction: str) -> np.ndarray:
+        """Instruction → (1, L) int64 token ids with the scorer's tokenizer."""
+        tok = self.scorer.tokenizer
+        if tok is None:
+            raise BackendError("the semantic model directory has no tokenizer")
+        return tokenize(tok, self.scorer.kind, self.scorer.model.config.text_config.max_position_embeddings,
+                        instruction)
+
+
+def tokenize(tokenizer: Any, kind: str, max_len: int, instruction: str) -> np.ndarray:
+    """(1, L) int64 ids, padded as the scorer does (SigLIP: max-length padding)."""
+    pad = "max_length" if kind == "siglip" else "max_length"  # fixed length keeps exported text graphs static
+    enc = tokenizer([instruction], padding=pad, truncation=True, max_length=max_len, return_tensors="np")
+    return np.asarray(enc["input_ids"], dtype=np.int64)
+
+
+def frame_key(frame: np.ndarray) -> bytes:
+    """Content hash of one history frame (cache key)."""
+    return hashlib.blake2b(np.ascontiguousarray(frame).tobytes(), digest_size=16).digest()
+
+
+class LatentCache:
+    """LRU cache of encoded history frames keyed by content hash: each camera frame is encoded once."""
+
+    def __init__(self, size: int = 64):
+        self.size = size
+        self._d: OrderedDict[bytes, np.ndarray] = OrderedDict()
+        self.last_encoded = 0
+
+    def encode(self, frames: np.ndarray, encode_fn) -> np.ndarray:
+        """frames (T, 3, 3, H, W) float32 → (T, C, h, w); ``encode_fn`` maps (n, 3, 3, H, W) → (n, C, h, w)."""
+        keys = [frame_key(f) for f in frames]
+        todo = [i for i, k in enumerate(keys) if k not in self._d]
+        if todo:
+            z = encode_fn(frames[todo])
+            for j, i in enumerate(todo):
+                self._d[keys[i]] = np.asarray(z[j])
+        self.last_encoded = len(todo)
+        out = []
+        for k in keys:
+            self._d.move_to_end(k)
+            out.append(self._d[k])
+        while len(self._d) > self.size:
+            self._d.popitem(last=False)
+        return np.stack(out)
+
+
+def make_noise(seed: int, shape: tuple[int, ...]) -> np.ndarray:
+    """Initial flow-map noise (1, H, C, h, w), float32, identical across runtimes for the same seed."""
+    return np.random.default_rng(seed).standard_normal((1, *shape)).astype(np.float32)
+
+
+def frames_to_float(frames: np.ndarray) -> np.ndarray:
+    """uint8 [0, 255] or float [0, 1] frames → float32 [0, 1]."""
+    f = np.asarray(frames)
+    if f.dtype == np.uint8:
+        return f.astype(np.float32) / 255.0
+    f = f.astype(np.float32)
+    if not np.isfinite(f).all():
+        raise BackendError("history frames contain NaN/Inf")
+    return f
+
+
+def random_planner_models(config: str = "tiny", seed: int = 0, image_size: int | None = None,
+                          semantic_layers: int = 1) -> PlannerModels:
+    """Randomly initialised models of a named configuration plus a small random SigLIP scorer.
+
+    For tests and benchmarks: compute does not depend on the weights' values. The scorer's embedding width is the
+    world model's ``text_embed_dim`` (so the instruction embedding also conditions the world model).
+    """
+    import torch
+    from transformers import SiglipConfig, SiglipModel
+
+    from vidplan_core.models.configs import build_suite
+    from vidplan_core.models.semantic import SemanticScorer
+    from vidplan_core.training.siglip import build_tokenizer
+
+    suite = build_suite(config, seed=seed)
+    d = suite.flow_map.model.config.text_embed_dim or 32
+    torch.manual_seed(seed)
+    tok = build_tokenizer(["pick up the red cube and put it in the bowl", "push the green block"], max_len=12)
+    view = suite.autoencoder.config.view_height
+    size = image_size or max(16, 16 * round(view / 16))
+    common = dict(hidden_size=d, intermediate_size=2 * d, num_hidden_layers=semantic_layers, num_attention_heads=2)
+    text = dict(vocab_size=len(tok), max_position_embeddings=12, pad_token_id=tok.pad_token_id,
+                bos_token_id=tok.bos_token_id, eos_token_id=tok.eos_token_id, **common)
+    vision = dict(image_size=size, patch_size=8, **common)
+    model = SiglipModel(SiglipConfig(text_config=text, vision_config=vision))
+    return PlannerModels(suite, SemanticScorer(model, tok))

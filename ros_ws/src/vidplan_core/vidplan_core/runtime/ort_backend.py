@@ -1,0 +1,204 @@
+"""onnxruntime backend: runs the exported planner graphs (``vidplan export``) with any execution provider.
+
+Execution providers are chosen by configuration: ``"cpu"`` (tested here), ``"cuda"`` (onnxruntime-gpu) or
+``"tensorrt"`` (onnxruntime's TensorRT EP with fp16 and its own engine cache). A provider that is not installed is
+a start-up error naming the providers that are. Graphs are traced per candidate batch size; a call with N
+candidates is split over the exported sizes (padding the last chunk by repeating its final candidate).
+"""
+
+from __future__ import annotations
+
+import re
+import time
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+
+from vidplan_core.export.manifest import Manifest, load_manifest
+from vidplan_core.runtime.base import BackendError, PlanningContext, RolloutOutput, check_actions
+from vidplan_core.runtime.bundle import LatentCache, frames_to_float, make_noise, tokenize
+from vidplan_core.spaces import ActionNormalizer
+
+__all__ = ["OnnxRuntimeBackend", "ort_providers"]
+
+ProviderName = Literal["cpu", "cuda", "tensorrt"]
+
+
+def ort_providers(kind: ProviderName | str, cache_dir: str | Path | None = None, fp16: bool = True
+                  ) -> list[Any]:
+    """onnxruntime provider list for a configuration name; raises BackendError if it is not available."""
+    import onnxruntime as ort
+
+    avail = ort.get_available_providers()
+    if kind == "cpu":
+        want: list[Any] = ["CPUExecutionProvider"]
+    elif kind == "cuda":
+        want = ["CUDAExecutionProvider", "CPUExecutionProvider"]
+    elif kind == "tensorrt":
+        opts: dict[str, Any] = {"trt_fp16_enable": bool(fp16), "trt_engine_cache_enable": True}
+        if cache_dir is not None:
+            opts["trt_engine_cache_path"] = str(cache_dir)
+        want = [("TensorrtExecutionProvider", opts), "CUDAExecutionProvider", "CPUExecutionProvider"]
+    else:
+        raise BackendError(f"unknown onnxruntime provider configuration {kind!r}; use 'cpu', 'cuda' or 'tensorrt'")
+    first = want[0][0] if isinstance(want[0], tuple) else want[0]
+    if first not in avail:
+        raise BackendError(f"onnxruntime execution provider {first} is not available in this installation "
+                           f"(onnxruntime {ort.__version__} has {avail}); install onnxruntime-gpu with matching "
+                           "CUDA/TensorRT libraries or choose provider 'cpu'")
+    return want
+
+
+class OnnxRuntimeBackend:
+    """:class:`~vidplan_core.runtime.base.Backend` over an export directory.
+
+    Args:
+        export_dir: directory written by ``vidplan export`` (manifest.json + ONNX files + tokenizer/).
+        flow_steps: K; must be one of the exported rollout step counts (default: the first exported).
+        provider: "cpu", "cuda" or "tensorrt".
+        threads: intra-op threads (None = onnxruntime's default).
+        verify_hashes: check every file's sha256 against the manifest at start-up.
+    """
+
+    name = "onnxruntime"
+
+    def __init__(self, export_dir: str | Path, flow_steps: int | None = None, provider: ProviderName = "cpu",
+                 threads: int | None = None, verify_hashes: bool = True, trt_cache_dir: str | Path | None = None):
+        import onnxruntime as ort
+
+        self.manifest: Manifest = load_manifest(export_dir, verify_hashes=verify_hashes)
+        m = self.manifest.model
+        ks = sorted(m["flow_steps"])
+        self.flow_steps = int(flow_steps if flow_steps is not None else ks[0])
+        if self.flow_steps not in ks:
+            raise BackendError(f"flow_steps={self.flow_steps} was not exported (available K: {ks}); re-export with "
+                               f"--flow-steps {self.flow_steps}")
+        self.horizon, self.num_history = int(m["horizon"]), int(m["num_history"])
+        self.latent_shape = tuple(m["latent_shape"])
+        self.uses_text = bool(m["uses_text"])
+        self.normalizer = ActionNormalizer.from_state_dict(m["action_stats"])
+        self.objective = m.get("objective", {})
+        self._providers = ort_providers(provider, trt_cache_dir)
+        so = ort.SessionOptions()
+        if threads is not None:
+            so.intra_op_num_threads = int(threads)
+        so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        self._sessions: dict[str, Any] = {}
+        self._batches: dict[str, list[int]] = {}
+        for name, g in self.manifest.graphs.items():
+            base = re.sub(r"_n\d+$", "", name)
+            if base.startswith(("rollout_k", "value_grad_k")) and not base.endswith(f"_k{self.flow_steps}"):
+                continue
+            self._sessions[name] = ort.InferenceSession(str(self.manifest.path(name)), so,
+                                                        providers=self._providers)
+            if g.batch is not None:
+                self._batches.setdefault(re.sub(r"_k\d+$", "", base), []).append(int(g.batch))
+        for need in ("encode", "text", "rollout", "heads", "semantic", "value_grad"):
+            if need not in self._batches and need not in self._sessions:
+                raise BackendError(f"export at {export_dir} lacks the '{need}' graph for K={self.flow_steps}")
+        for v in self._batches.values():
+            v.sort()
+        from transformers import AutoTokenizer
+
+        tok_dir = Path(export_dir) / "tokenizer"
+        if not tok_dir.is_dir():
+            raise BackendError(f"export at {export_dir} has no tokenizer/ directory")
+        self._tokenizer = AutoTokenizer.from_pretrained(str(tok_dir), local_files_only=True)
+        self._cache = LatentCache()
+        self._text_cache: dict[str, np.ndarray] = {}
+        self._ctx: dict[str, np.ndarray] | None = None
+
+    @property
+    def providers(self) -> list[str]:
+        """Providers the sessions actually use."""
+        return next(iter(self._sessions.values())).get_providers()
+
+    # ------------------------------------------------------------------ helpers
+    def _graph_name(self, kind: str, n: int) -> str:
+        k = f"_k{self.flow_steps}" if kind in ("rollout", "value_grad") else ""
+        return f"{kind}{k}_n{n}"
+
+    def _run_batched(self, kind: str, batched: dict[str, np.ndarray], shared: dict[str, np.ndarray]
+                     ) -> list[np.ndarray]:
+        """Run a per-candidate graph over N candidates using the exported batch sizes."""
+        n_total = len(next(iter(batched.values())))
+        sizes = self._batches[kind]
+        outs: list[list[np.ndarray]] = []
+        i = 0
+        while i < n_total:
+            rem = n_total - i
+            fit = [b for b in sizes if b <= rem]
+            b = max(fit) if fit else min(sizes)
+            take = min(b, rem)
+            feed = dict(shared)
+            for k, v in batched.items():
+                chunk = v[i:i + take]
+                if take < b:  # pad by repeating the last candidate; padded outputs are dropped
+                    chunk = np.concatenate([chunk, np.repeat(chunk[-1:], b - take, 0)])
+                feed[k] = chunk
+            res = self._sessions[self._graph_name(kind, b)].run(None, feed)
+            outs.append([r[:take] for r in res])
+            i += take
+        return [np.concatenate([o[j] for o in outs]) for j in range(len(outs[0]))]
+
+    def text_embedding(self, instruction: str) -> np.ndarray:
+        if instruction not in self._text_cache:
+            m = self.manifest.model
+            ids = tokenize(self._tokenizer, m["semantic_kind"], int(m["text_length"]), instruction)
+            self._text_cache[instruction] = self._sessions["text"].run(None, {"input_ids": ids})[0]
+        return self._text_cache[instruction]
+
+    # ------------------------------------------------------------------ Backend protocol
+    def set_context(self, ctx: PlanningContext) -> float:
+        t0 = time.perf_counter()
+        if ctx.history_frames.shape[0] != self.num_history:
+            raise BackendError(f"the world model needs {self.num_history} history frames, got "
+                               f"{ctx.history_frames.shape[0]}")
+        frames = frames_to_float(ctx.history_frames)
+        sess = self._sessions["encode"]
+        t_exp = self.manifest.graphs["encode"].inputs["frames"][0]
+
+        def enc(f: np.ndarray) -> np.ndarray:
+            out = []
+            for i in range(0, len(f), t_exp):  # the encode graph takes a fixed number of frames
+                c = f[i:i + t_exp]
+                pad = t_exp - len(c)
+                if pad:
+                    c = np.concatenate([c, np.repeat(c[-1:], pad, 0)])
+                out.append(sess.run(None, {"frames": c})[0][: t_exp - pad])
+            return np.concatenate(out)
+
+        lat = self._cache.encode(frames, enc)
+        self._ctx = {"history_latents": lat[None].astype(np.float32),
+                     "history_actions": ctx.history_actions[None].astype(np.float32),
+                     "noise": make_noise(ctx.seed, (self.horizon, *self.latent_shape))}
+        text = self.text_embedding(ctx.instruction)
+        self._text = text
+        if self.uses_text:
+            self._ctx["text_embeds"] = text
+        return time.perf_counter() - t0
+
+    def _need_ctx(self) -> dict[str, np.ndarray]:
+        if self._ctx is None:
+            raise BackendError("set_context() must be called before rollout()/value_and_grad()")
+        return self._ctx
+
+    def rollout(self, actions: np.ndarray) -> RolloutOutput:
+        a = check_actions(actions, self.horizon)
+        ctx = self._need_ctx()
+        t = time.perf_counter()
+        (lat,) = self._run_batched("rollout", {"actions": a}, ctx)
+        t1 = time.perf_counter()
+        uq_map, h_bar, value, value_ent = self._run_batched("heads", {"latents": lat, "actions": a}, {})
+        t2 = time.perf_counter()
+        score, sem_map = self._run_batched("semantic", {"latents": lat}, {"text_embeds": self._text})
+        t3 = time.perf_counter()
+        return RolloutOutput(h_bar=h_bar, uq_map=uq_map, value=value, value_entropy=value_ent,
+                             semantic_score=score, semantic_map=sem_map, latents=lat,
+                             timings={"rollout": t1 - t, "heads": t2 - t1, "semantic": t3 - t2})
+
+    def value_and_grad(self, actions: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        a = check_actions(actions, self.horizon)
+        j, g = self._run_batched("value_grad", {"actions": a}, self._need_ctx())
+        return j, g

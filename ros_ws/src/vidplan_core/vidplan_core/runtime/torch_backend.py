@@ -1,0 +1,176 @@
+"""Torch backend: the planner graphs run eagerly (CPU or CUDA), optionally compiled, CUDA-graphed and in bf16.
+
+* eager fp32 — the reference every other runtime is verified against (tested here);
+* ``compile=True`` — ``torch.compile`` of the rollout, heads, semantic and value graphs (works on CPU, slow to warm);
+* ``cuda_graphs=True`` — ``torch.compile(mode="reduce-overhead")``, which captures CUDA graphs (GPU only);
+* ``bf16=True`` — ``torch.autocast("cuda", dtype=torch.bfloat16)`` around the graphs (GPU only).
+The GPU paths cannot run on the development machines (no GPU): they are guarded (clear error without CUDA) and
+exercised by ``bench/gpu_plan_cycle.py`` on an H100/H200.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import time
+
+import numpy as np
+import torch
+
+from vidplan_core.runtime.base import BackendError, PlanningContext, RolloutOutput, check_actions
+from vidplan_core.runtime.bundle import LatentCache, PlannerModels, frames_to_float, make_noise
+from vidplan_core.runtime.graphs import (
+    EncodeGraph,
+    HeadsGraph,
+    ObjectiveConfig,
+    RolloutGraph,
+    SemanticGraph,
+    TextGraph,
+    ValueGradGraph,
+    freeze,
+)
+
+__all__ = ["TorchBackend", "build_graphs"]
+
+
+def build_graphs(models: PlannerModels, flow_steps: int, objective: ObjectiveConfig | None = None
+                 ) -> dict[str, torch.nn.Module]:
+    """The planner graphs (see :mod:`vidplan_core.runtime.graphs`) over frozen copies-by-reference of the models."""
+    s = models.suite
+    for m in (s.autoencoder, s.flow_map, s.uq_head, s.reward_head, models.scorer):
+        freeze(m)
+    rollout = RolloutGraph(s.flow_map, flow_steps)
+    heads = HeadsGraph(s.uq_head, s.reward_head)
+    return {"encode": EncodeGraph(s.autoencoder), "rollout": rollout, "heads": heads,
+            "semantic": SemanticGraph(s.autoencoder, models.scorer, models.semantic_view),
+            "text": TextGraph(models.scorer), "value_grad": ValueGradGraph(rollout, heads, objective)}
+
+
+class TorchBackend:
+    """:class:`~vidplan_core.runtime.base.Backend` running the models in torch.
+
+    Args:
+        models: :class:`PlannerModels`.
+        flow_steps: K, flow-map steps per rollout.
+        objective: refinement objective parameters.
+        device: "cpu" or "cuda[:i]".
+        compile: wrap the graphs in ``torch.compile``.
+        cuda_graphs: CUDA graphs through ``torch.compile(mode="reduce-overhead")`` (needs CUDA).
+        bf16: bf16 autocast (needs CUDA).
+        max_batch: candidates per call (larger N is split, bounding memory).
+    """
+
+    name = "torch"
+
+    def __init__(self, models: PlannerModels, flow_steps: int = 1, objective: ObjectiveConfig | None = None,
+                 device: str = "cpu", compile: bool = False, cuda_graphs: bool = False, bf16: bool = False,
+                 max_batch: int = 64):
+        models.check()
+        self.device = torch.device(device)
+        if (cuda_graphs or bf16 or self.device.type == "cuda") and not torch.cuda.is_available():
+            raise BackendError("CUDA graphs / bf16 / device 'cuda' requested but torch sees no CUDA device "
+                               f"(torch {torch.__version__}, cuda {torch.version.cuda})")
+        self.models, self.flow_steps = models, int(flow_steps)
+        self.objective = objective or ObjectiveConfig()
+        self.horizon, self.num_history = models.horizon, models.num_history
+        self.normalizer = models.suite.flow_map.model.normalizer
+        self.latent_shape = tuple(models.suite.autoencoder.latent_shape)
+        self.max_batch = int(max_batch)
+        for m in (models.suite.autoencoder, models.suite.flow_map, models.suite.uq_head, models.suite.reward_head,
+                  models.scorer):
+            m.to(self.device)
+        g = build_graphs(models, self.flow_steps, self.objective)
+        self.graphs = g
+        self._bf16 = bf16
+        mode = "reduce-overhead" if cuda_graphs else None
+        wrap = (lambda f: torch.compile(f, mode=mode)) if (compile or cuda_graphs) else (lambda f: f)
+        self._rollout, self._heads, self._semantic = wrap(g["rollout"]), wrap(g["heads"]), wrap(g["semantic"])
+        self._value = wrap(g["value_grad"].value)
+        self._cache = LatentCache()
+        self._text_cache: dict[str, torch.Tensor] = {}
+        self._ctx: tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor | None] | None = None
+
+    # ------------------------------------------------------------------ helpers
+    def _autocast(self):
+        return torch.autocast("cuda", dtype=torch.bfloat16) if self._bf16 else contextlib.nullcontext()
+
+    def _sync(self) -> None:
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)
+
+    def _t(self, x: np.ndarray) -> torch.Tensor:
+        return torch.as_tensor(np.asarray(x, np.float32), device=self.device)
+
+    def text_embedding(self, instruction: str) -> torch.Tensor:
+        """(1, D) text embedding of the instruction (cached)."""
+        if instruction not in self._text_cache:
+            ids = torch.as_tensor(self.models.tokenize(instruction), device=self.device)
+            with torch.no_grad():
+                self._text_cache[instruction] = self.graphs["text"](ids).float()
+        return self._text_cache[instruction]
+
+    # ------------------------------------------------------------------ Backend protocol
+    def set_context(self, ctx: PlanningContext) -> float:
+        t0 = time.perf_counter()
+        if ctx.history_frames.shape[0] != self.num_history:
+            raise BackendError(f"the world model needs {self.num_history} history frames, got "
+                               f"{ctx.history_frames.shape[0]}")
+        frames = frames_to_float(ctx.history_frames)
+
+        def enc(f: np.ndarray) -> np.ndarray:
+            with torch.no_grad():
+                return self.graphs["encode"](self._t(f)).float().cpu().numpy()
+
+        lat = self._cache.encode(frames, enc)
+        text = self.text_embedding(ctx.instruction)
+        noise = make_noise(ctx.seed, (self.horizon, *self.latent_shape))
+        self._ctx = (self._t(lat[None]), self._t(ctx.history_actions[None]), self._t(noise), text)
+        self._sync()
+        return time.perf_counter() - t0
+
+    def _need_ctx(self):
+        if self._ctx is None:
+            raise BackendError("set_context() must be called before rollout()/value_and_grad()")
+        return self._ctx
+
+    def rollout(self, actions: np.ndarray) -> RolloutOutput:
+        a_all = check_actions(actions, self.horizon)
+        hl, ha, nz, text = self._need_ctx()
+        parts: list[dict[str, np.ndarray]] = []
+        timings = {"rollout": 0.0, "heads": 0.0, "semantic": 0.0}
+        for i in range(0, len(a_all), self.max_batch):
+            a = self._t(a_all[i:i + self.max_batch])
+            with torch.no_grad(), self._autocast():
+                t = time.perf_counter()
+                lat = self._rollout(hl, ha, a, nz, *self._text_args(text))
+                self._sync()
+                timings["rollout"] += time.perf_counter() - t
+                t = time.perf_counter()
+                uq_map, h_bar, value, value_ent = self._heads(lat, a)
+                self._sync()
+                timings["heads"] += time.perf_counter() - t
+                t = time.perf_counter()
+                score, sem_map = self._semantic(lat, text)
+                self._sync()
+                timings["semantic"] += time.perf_counter() - t
+            parts.append({k: v.float().cpu().numpy() for k, v in dict(
+                h_bar=h_bar, uq_map=uq_map, value=value, value_entropy=value_ent, semantic_score=score,
+                semantic_map=sem_map, latents=lat).items()})
+        cat = {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
+        return RolloutOutput(timings=timings, **cat)
+
+    def _text_args(self, text: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        return (text,) if self.models.uses_text else ()
+
+    def value_and_grad(self, actions: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        a_all = check_actions(actions, self.horizon)
+        hl, ha, nz, text = self._need_ctx()
+        js, gs = [], []
+        for i in range(0, len(a_all), self.max_batch):
+            a = self._t(a_all[i:i + self.max_batch]).requires_grad_(True)
+            with torch.enable_grad(), self._autocast():
+                j = self._value(hl, ha, a, nz, *self._text_args(text))
+                (g,) = torch.autograd.grad(j.float().sum(), a)
+            js.append(j.detach().float().cpu().numpy())
+            gs.append(g.float().cpu().numpy())
+        self._sync()
+        return np.concatenate(js), np.concatenate(gs)

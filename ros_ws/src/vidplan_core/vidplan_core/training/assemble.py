@@ -1,0 +1,63 @@
+"""Put trained models together into the planner's model directory (what ``PlannerModels.load`` and export read).
+
+Layout written (every part a diffusers/transformers-style directory, safetensors only)::
+
+    OUT/autoencoder/   ← runs/vae/final
+    OUT/world_model/   ← runs/world-model/final   (the teacher; kept for evaluation and re-distillation)
+    OUT/flow_map/      ← runs/flow-map/final
+    OUT/uq_head/       ← runs/heads/final/uq_head
+    OUT/reward_head/   ← runs/heads/final/reward_head
+    OUT/semantic/      ← runs/semantic/final
+"""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+__all__ = ["PARTS", "assemble_model_dir", "default_sources"]
+
+PARTS = ("autoencoder", "world_model", "flow_map", "uq_head", "reward_head", "semantic")
+
+
+def default_sources(runs: str | Path) -> dict[str, Path]:
+    """Where each part lies in a runs directory trained with the bundled configs (``runs/<kind>/final``)."""
+    r = Path(runs)
+    return {"autoencoder": r / "vae" / "final", "world_model": r / "world-model" / "final",
+            "flow_map": r / "flow-map" / "final", "uq_head": r / "heads" / "final" / "uq_head",
+            "reward_head": r / "heads" / "final" / "reward_head", "semantic": r / "semantic" / "final"}
+
+
+def assemble_model_dir(out: str | Path, sources: dict[str, str | Path], overwrite: bool = False,
+                       check: bool = True) -> Path:
+    """Copy the trained parts into ``out`` (see the module docstring) and, with ``check``, load them all as the
+    planner does (strict loading; latent shapes and text-embedding width consistent).
+
+    Raises:
+        FileNotFoundError: a part is missing (naming it and its source); FileExistsError: ``out`` exists and
+        ``overwrite`` is False; vidplan_core.runtime.base.BackendError / ModelLoadError from the check.
+    """
+    out = Path(out)
+    missing = [f"{p} (expected at {sources.get(p)})" for p in PARTS
+               if sources.get(p) is None or not Path(sources[p]).is_dir()]
+    if missing:
+        raise FileNotFoundError("cannot assemble the model directory; missing part(s): " + "; ".join(missing))
+    if out.exists():
+        if not overwrite:
+            raise FileExistsError(f"{out} exists; pass overwrite to replace it")
+        shutil.rmtree(out)
+    tmp = out.with_name(out.name + ".tmp")
+    if tmp.exists():
+        shutil.rmtree(tmp)
+    for p in PARTS:
+        shutil.copytree(sources[p], tmp / p)
+    if check:
+        from vidplan_core.runtime.bundle import PlannerModels
+
+        try:
+            PlannerModels.load(tmp)
+        except Exception:
+            shutil.rmtree(tmp)
+            raise
+    tmp.rename(out)
+    return out

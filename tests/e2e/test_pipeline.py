@@ -1,0 +1,112 @@
+"""The whole model pipeline on a handful of tiny simulated episodes:
+
+``vidplan data generate`` (real MuJoCo scene + scripted expert) → ``vidplan data convert`` → ``vidplan train``
+semantic / vae / world-model / flow-map / heads (a few steps each, tiny configs) → ``vidplan assemble-models``
+(strict loading of every part) → ONNX export with manifest → one plan cycle on onnxruntime with finite output.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+
+import pytest
+
+pytest.importorskip("mujoco", reason="MuJoCo is needed for the simulation")
+
+
+def _vidplan() -> list[str]:
+    exe = shutil.which("vidplan")
+    return [exe] if exe else [sys.executable, "-m", "vidplan_core.cli"]
+
+
+def _run(args: list[str], timeout: float = 240) -> subprocess.CompletedProcess:
+    env = dict(os.environ, OMP_NUM_THREADS="1")
+    p = subprocess.run(_vidplan() + args, capture_output=True, text=True, timeout=timeout, env=env)
+    assert p.returncode == 0, f"vidplan {' '.join(args)} failed ({p.returncode}):\n{p.stdout}\n{p.stderr}"
+    return p
+
+
+@pytest.mark.slow
+def test_generate_convert_train_plan(tmp_path):
+    if not os.environ.get("VIDPLAN_MENAGERIE_DIR"):
+        pytest.skip("VIDPLAN_MENAGERIE_DIR unset: source scripts/env.sh (the Panda model is needed)")
+    import torch
+    from typer.testing import CliRunner
+
+    from vidplan_core.cli import app
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # tiny models: one thread is ~10× faster than two contended ones on a shared machine
+    try:
+        _pipeline(tmp_path, CliRunner(), app)
+    finally:
+        torch.set_num_threads(threads)
+
+
+def _pipeline(tmp_path, runner, app) -> None:
+    bags, ds, runs = tmp_path / "bags", tmp_path / "ds", tmp_path / "runs"
+    # 1. simulate 4 short episodes (all three task kinds), record bags
+    _run(["data", "generate", "--out", str(bags), "--episodes", "4", "--width", "24", "--height", "16",
+          "--camera-rate", "5", "--max-steps", "24", "--failure-prob", "0.5"])
+    infos = [json.loads((bags / f"episode_{i:06d}.json").read_text()) for i in range(4)]
+    assert {i["task"] for i in infos} == {"put", "touch", "push"}
+    # 2. convert to the tiny models' view size (16x16), one validation episode
+    out = _run(["data", "convert", str(bags), "--out", str(ds), "--size", "16x16", "--val-fraction", "0.25"]).stdout
+    assert "4 episodes (3 train, 1 val)" in out
+    meta = json.loads((ds / "meta.json").read_text())
+    assert [e["success"] for e in meta["episodes"]] == [i["success"] for i in infos]
+
+    # 3. a few training steps of every model, each from the previous one's output
+    common = ["--data", str(ds), "--max-steps", "2", "--set", "train.progress=false", "--set", "train.val_every=2",
+              "--set", "train.ckpt_every=2"]
+    finals: dict[str, str] = {}
+    inits = {"world-model": ["init.semantic={semantic}", "init.autoencoder={vae}"],
+             "flow-map": ["init.semantic={semantic}", "init.autoencoder={vae}", "init.world_model={world-model}"],
+             "heads": ["init.semantic={semantic}", "init.autoencoder={vae}", "init.flow_map={flow-map}"]}
+    for kind in ("semantic", "vae", "world-model", "flow-map", "heads"):
+        sets = []
+        for s in inits.get(kind, []):
+            sets += ["--set", s.format(**finals)]
+        res = runner.invoke(app, ["train", kind, "--config", f"tiny-{kind}", "--out", str(runs / kind), *common,
+                                  *sets])
+        assert res.exit_code == 0, f"train {kind}: {res.output}\n{res.exception!r}"
+        assert "trained" in res.output
+        finals[kind] = str(runs / kind / "final")
+    # a config that does not match the checkpoint is refused on --resume (exit 2, before any work)
+    res = runner.invoke(app, ["train", "vae", "--config", "tiny-vae", "--out", str(runs / "vae"), "--resume", *common,
+                              "--set", "optim.lr=0.5"])
+    assert res.exit_code == 2 and "optim.lr" in res.output
+
+    # 4. assemble the planner's model directory (strict loading of every part), export to ONNX, plan one cycle
+    import numpy as np
+    from safetensors.numpy import load_file
+
+    from vidplan_core.data.dataset import WindowDataset
+    from vidplan_core.export.onnx_export import export_planner
+    from vidplan_core.kinematics import PandaKinematics
+    from vidplan_core.planning.session import PlanningSession, SessionConfig
+    from vidplan_core.runtime.bundle import PlannerModels
+    from vidplan_core.runtime.ort_backend import OnnxRuntimeBackend
+
+    res = runner.invoke(app, ["assemble-models", "--runs", str(runs), "--out", str(tmp_path / "models")])
+    assert res.exit_code == 0, res.output
+    models = PlannerModels.load(tmp_path / "models")
+    export_planner(models, tmp_path / "export", flow_steps=(1,), batch_sizes=(8,), grad_batch_sizes=(1,))
+    backend = OnnxRuntimeBackend(tmp_path / "export")  # verifies the manifest hashes
+    T = models.num_history
+    val = next(e for e in meta["episodes"] if e["split"] == "val")
+    shard = load_file(str(ds / val["shard"]))
+    item = WindowDataset(ds, "val", T, models.horizon, pad_start=False)[0]
+    frames = shard["frames"][:T]
+    poses = item["actions"][:T].numpy().astype(np.float64)
+    q = shard["joint_positions"][T - 1].astype(np.float64)
+    cfg = SessionConfig.model_validate({"gradopt": {"refine_iters": 2}})
+    result, props = PlanningSession(backend, PandaKinematics(), cfg).plan(frames, poses, q, val["instruction"])
+    chunk = result.chunk.actions
+    assert result.status in ("ok", "budget"), result.reason
+    assert chunk.shape == (models.horizon, 7) and np.isfinite(chunk).all() and len(props.labels) >= 2
+    assert np.isfinite(result.scores).all() and len(result.scores) == len(props.labels)

@@ -1,0 +1,36 @@
+"""executor_node with backend:=servo: the PoseStamped stream MoveIt Servo would receive (a module of its own so that
+no other executor process answers on /vidplan/execute_chunk meanwhile)."""
+
+from __future__ import annotations
+
+import numpy as np
+from geometry_msgs.msg import PoseStamped
+from proc_helpers import node_executable, started
+from test_executor import HOME_EE, Harness, R
+
+
+def test_servo_backend_streams_pose_targets(tmp_path):
+    """backend:=servo streams geometry_msgs/PoseStamped to MoveIt Servo's topic, ending at the chunk's last pose
+    (MoveIt Servo itself is not installable here; this checks what the executor sends it)."""
+    h = Harness()
+    poses: list[PoseStamped] = []
+    h.node.create_subscription(PoseStamped, "/servo_node/pose_target_cmds", poses.append, 50)
+    h.publish_joints = True
+    cmd = [node_executable("vidplan_ros", "executor_node"), "--ros-args", "-p", "backend:=servo",
+           "-p", "servo_rate_hz:=50.0", "-p", "path_position_tolerance:=0.0"]
+    try:
+        with started(cmd, tmp_path / "servo.log") as proc:
+            assert h.client.wait_for_server(timeout_sec=30), proc.output()
+            offsets = [[0.01 * (i + 1), 0.0, -0.01 * (i + 1)] for i in range(3)]
+            res = h.result(h.send(h.chunk_msg(offsets, dt=0.1)))
+            assert res.status == R.STATUS_SUCCEEDED, res.reason
+            assert h.trajs == []  # no JointTrajectory with the servo backend
+            assert len(poses) >= 10, proc.output()
+            last = poses[-1]
+            assert last.header.frame_id == "panda_link0"
+            np.testing.assert_allclose([last.pose.position.x, last.pose.position.y, last.pose.position.z],
+                                       HOME_EE[:3] + offsets[-1], atol=1e-3)
+            xs = [p.pose.position.x for p in poses]
+            assert xs == sorted(xs)  # interpolated monotonically towards the target
+    finally:
+        h.close()

@@ -1,0 +1,300 @@
+"""eval-bag (vidplan_core.eval.bag_eval) on bags written here with the real rosbags writer and CDR serialiser, and a
+tiny random model bundle saved with ModelSuite.save: metrics finite (or null with a reason), plots and report
+written; bad input (missing, truncated, corrupt bags, missing topics, mismatched image sizes, short bags, broken
+model directories) gives a clear error naming the bag / topic / problem, and a truncated bag is salvaged.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import math
+import shutil
+
+import numpy as np
+import pytest
+
+from vidplan_core.data.bags import BagWriter
+from vidplan_core.data.messages import Codec
+from vidplan_core.eval import metrics as M
+from vidplan_core.eval.bag_eval import (
+    EXIT_OK,
+    EXIT_PARTIAL,
+    EvalBagConfig,
+    EvalBagError,
+    ReliabilityAccumulator,
+    eval_bag,
+    finite_or_null,
+    image_size_from_cdr,
+)
+from vidplan_core.spaces import VIEW_ORDER
+
+T0 = 1_000_000_000
+DT = 1_000_000_000 // 15
+Q0 = np.array([0.0, -0.785, 0.0, -2.356, 0.0, 1.571, 0.785])
+
+
+@functools.cache
+def _kin():
+    from vidplan_core.kinematics import PandaKinematics
+
+    return PandaKinematics()
+
+
+def write_episode_bag(path, n=60, h=96, w=128, success=True, *, skip_topic=None, resize_at=None, label=True,
+                      cam_topic="/cameras/{}/image_raw"):
+    """A 15 Hz episode like the robot records it: three rgb8 cameras (a red block moving right), /ee_pose,
+    /joint_states (7 arm joints + 2 fingers), /vidplan/expert_action (PlanChunk) and /vidplan/episode (JSON label,
+    written last). 96x128 images make ~7 MB, i.e. several 1 MiB mcap chunks (so a truncated file keeps some).
+    ``cam_topic``: camera topic pattern (``{}`` = view), to test topic maps."""
+    with BagWriter(path) as wr:
+        c = Codec(wr.definitions)
+        topics = {cam_topic.format(v): "sensor_msgs/msg/Image" for v in VIEW_ORDER}
+        topics.update({"/ee_pose": "geometry_msgs/msg/PoseStamped", "/joint_states": "sensor_msgs/msg/JointState",
+                       "/vidplan/expert_action": "vidplan_interfaces/msg/PlanChunk"})
+        if label:
+            topics["/vidplan/episode"] = "std_msgs/msg/String"
+        topics.pop(skip_topic, None)
+        for t, ty in topics.items():
+            wr.add_topic(t, ty)
+        names = [f"panda_joint{i}" for i in range(1, 8)] + ["panda_finger_joint1", "panda_finger_joint2"]
+        # the arm moves slowly; the EE pose is its forward kinematics, the command the next sample's pose
+        qs = Q0 + np.linspace(0.0, 0.2, n + 1)[:, None] * np.array([1.0, 0.5, 0.0, 0.5, 0.0, 0.0, 0.0])
+        ee = np.array([_kin().fk_action(q, euler_center=np.array([np.pi, 0.0, 0.0])) for q in qs])
+        for k in range(n):
+            t = T0 + k * DT
+            for vi, v in enumerate(VIEW_ORDER):
+                hh, ww = (h // 2, w // 2) if resize_at is not None and k >= resize_at and vi == 1 else (h, w)
+                img = np.full((hh, ww, 3), 40 + 60 * vi, np.uint8)
+                x = (k * ww // n) % ww
+                img[hh // 4: hh // 2, x: x + ww // 8] = (255, 40, 40)
+                if cam_topic.format(v) in topics:
+                    wr.write(cam_topic.format(v), t, c.image(t, f"{v}_optical", img))
+            if "/ee_pose" in topics:
+                wr.write("/ee_pose", t, c.pose_stamped(t, "panda_link0", ee[k]))
+            wr.write("/joint_states", t, c.joint_state(t, names, np.r_[qs[k], 0.04, 0.04]))
+            cmd = np.r_[ee[k + 1], 1.0 if k > n // 2 else 0.0]
+            if "/vidplan/expert_action" in topics:
+                wr.write("/vidplan/expert_action", t, c.plan_chunk(t, "panda_link0", cmd[None], 1 / 15))
+        if label:
+            wr.write("/vidplan/episode", T0 + n * DT, c.json_string({"success": success, "task": "touch",
+                                                                     "instruction": "touch the red cube"}))
+    return path
+
+
+def save_tiny_bundle(d):
+    """A random tiny model bundle as the planner loads it: ModelSuite directories + a small SigLIP in semantic/."""
+    from vidplan_core.runtime.bundle import random_planner_models
+    from vidplan_core.training.siglip import save_semantic
+
+    pm = random_planner_models("tiny", seed=0)
+    pm.suite.save(d)
+    save_semantic(pm.scorer.model, pm.scorer.tokenizer, d / "semantic",
+                  pm.scorer.model.config.vision_config.image_size)
+    return d
+
+
+@pytest.fixture(scope="module")
+def tiny_bundle(tmp_path_factory):
+    return save_tiny_bundle(tmp_path_factory.mktemp("bundle") / "model")
+
+
+@pytest.fixture(scope="module")
+def episode_bag(tmp_path_factory):
+    return write_episode_bag(tmp_path_factory.mktemp("bags") / "episode_a")
+
+
+def _cfg(**kw):
+    # one shadow plan with one refinement iteration keeps the planner part to seconds on 2 cores
+    return EvalBagConfig(**{"max_steps": 3, "progress": False, "examples": 1, "element_samples": 256,
+                            "shadow_max": 1, "planner": {"gradopt": {"refine_iters": 1}}, **kw})
+
+
+def _check_finite_or_explained(node, reasons, path=""):
+    """Every number is finite; every null has a reason at its path or a parent path."""
+    if isinstance(node, dict):
+        for k, v in node.items():
+            _check_finite_or_explained(v, reasons, f"{path}.{k}" if path else k)
+    elif isinstance(node, list):
+        for i, v in enumerate(node):
+            _check_finite_or_explained(v, reasons, f"{path}[{i}]")
+    elif node is None:
+        p = path
+        while p and p not in reasons:
+            cut = max(p.rfind("."), p.rfind("["))
+            p = p[:cut] if cut > 0 else ""
+        assert p, f"{path} is null without a reason in null_reasons"
+    elif isinstance(node, float):
+        assert math.isfinite(node), f"{path} = {node}"
+
+
+# ---------------------------------------------------------------------------------------------------- helpers
+
+
+@pytest.mark.parametrize("frame_id", ["", "a", "ab", "abc", "left_camera_optical_frame"])
+def test_image_size_from_cdr_matches_the_serialiser(frame_id):
+    c = Codec()
+    data = c.image(T0, frame_id, np.zeros((7, 13, 3), np.uint8))
+    assert image_size_from_cdr(data) == (7, 13)
+    assert c.deserialize(data, "sensor_msgs/msg/Image").height == 7
+
+
+def test_streaming_reliability_equals_the_batch_metric():
+    rng = np.random.default_rng(3)
+    conf = rng.uniform(0.0, 1.0, 5000)
+    correct = (rng.uniform(size=5000) < conf ** 1.5).astype(float)
+    acc = ReliabilityAccumulator(15)
+    for part in np.array_split(np.arange(5000), 7):
+        acc.add(conf[part], correct[part])
+    ref = M.reliability_diagram(conf, correct, 15)
+    assert acc.n == 5000 and acc.diagram()["count"] == ref["count"]
+    np.testing.assert_allclose(acc.diagram()["accuracy"], ref["accuracy"], equal_nan=True)
+    assert acc.ece() == pytest.approx(M.expected_calibration_error(conf, correct, 15), abs=1e-12)
+    assert acc.accuracy() == pytest.approx(correct.mean())
+
+
+def test_finite_or_null_replaces_nan_and_records_reasons():
+    reasons = {"a.known": "explained before"}
+    out = finite_or_null({"a": {"x": np.float32(1.5), "y": float("nan"), "known": None,
+                                "arr": np.array([1.0, np.inf])}, "n": np.int64(3), "flag": np.bool_(True)},
+                         reasons)
+    assert out == {"a": {"x": 1.5, "y": None, "known": None, "arr": [1.0, None]}, "n": 3, "flag": True}
+    assert set(reasons) == {"a.known", "a.y", "a.arr[1]"} and reasons["a.known"] == "explained before"
+    json.dumps(out, allow_nan=False)
+
+
+# ---------------------------------------------------------------------------------------------------- evaluation
+
+
+def test_eval_bag_writes_finite_metrics_plots_and_report(tmp_path, episode_bag, tiny_bundle):
+    res = eval_bag(episode_bag, tiny_bundle, tmp_path / "out", config=_cfg(flow_steps=2))
+    assert res.exit_code == EXIT_OK
+    m = json.loads(res.metrics_path.read_text())  # strict JSON: no NaN/Infinity literals
+    assert m["status"] == "complete" and not m["input"]["salvaged"]
+    _check_finite_or_explained(m, m["null_reasons"])
+    H = m["settings"]["horizon"]
+    assert m["windows"] == 3 and m["settings"]["flow_steps"] == 2
+    assert m["input"]["frames"] == 20  # 4 s at 5 Hz
+    for key in ("psnr_db", "ssim"):
+        for v in (*VIEW_ORDER, "mean"):
+            assert len(m["prediction"][key][v]) == H
+    assert all(0 < x < 100 for x in m["prediction"]["psnr_db"]["mean"])
+    assert all(-1 <= x <= 1 for x in m["prediction"]["ssim"]["mean"])
+    assert len(m["prediction"]["latent_mse"]["per_step"]) == H and m["prediction"]["latent_mse"]["mean"] > 0
+    # UQ: calibration over every predicted latent element, correlations with p-values
+    uq = m["uq"]
+    assert 0 <= uq["ece"] <= 1 and uq["elements"] == 3 * H * 4 * 24 * 8
+    assert sum(uq["reliability"]["count"]) == uq["elements"]
+    corr = uq["entropy_error_correlation"]["per_element"]
+    assert -1 <= corr["pearson_r"] <= 1 and 0 <= corr["spearman_p"] <= 1 and corr["n"] == 3 * 256
+    # reward head vs the Monte-Carlo value of the success label (success=True, γ = 0.97)
+    rw = m["reward"]
+    assert rw["success"] is True and rw["on_predicted"]["frames"] == 3 * H
+    targets = [p[3] for p in rw["points"]]
+    assert all(0 < t <= 1 for t in targets)
+    tau = np.array([p[0] for p in rw["points"]])
+    np.testing.assert_allclose(targets, 0.97 ** (m["input"]["frames"] - 1 - tau), rtol=1e-6)
+    # latency per stage
+    for stage in ("encode_frame", "rollout", "decode", "uq_head", "reward_head"):
+        assert m["latency"][stage]["count"] >= 1 and m["latency"][stage]["p95_ms"] > 0
+    # the recorded 96x128 images were resized to the tiny model's 16x16 views, and the report says so
+    assert m["input"]["source_image_size"] == [96, 128] and any("resized" in w for w in m["warnings"])
+    # shadow mode: the planner (torch backend, basis proposals from the recorded joints) planned once; its chunk
+    # starts at the recorded EE pose, so it stays within a few cm / a few degrees of the recorded chunk
+    sh = m["shadow"]
+    assert sh is not None, m["null_reasons"].get("shadow")
+    assert sh["plans"] == 1 and sum(sh["status"].values()) == 1 and "error" not in sh["status"]
+    assert len(sh["position_m_per_step"]) == H
+    assert 0 <= sh["position_m_mean"] < 0.1 and 0 <= sh["rotation_rad_mean"] < 0.3 and 0 <= sh["gripper_mean"] <= 1
+    assert m["latency"]["planner"]["count"] == 1 and m["settings"]["text_conditioning"] is True
+    # plots and report
+    for name in ("psnr_per_step", "ssim_per_step", "uq_reliability", "reward_value", "shadow_errors", "latency",
+                 "example_0"):
+        assert res.plots[name].is_file() and res.plots[name].read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    html = res.report_path.read_text()
+    assert html.startswith("<!DOCTYPE html>") and "data:image/png;base64," in html
+    for p in res.plots.values():
+        assert f"plots/{p.name}" in html
+    assert str(episode_bag) in html
+
+
+def test_truncated_bag_is_salvaged_and_reported_partial(tmp_path, episode_bag, tiny_bundle):
+    bag = shutil.copytree(episode_bag, tmp_path / "cut")
+    mcap = next(bag.glob("*.mcap"))
+    data = mcap.read_bytes()
+    mcap.write_bytes(data[: int(len(data) * 0.6)])
+    # without salvage: a clear error naming the bag and the problem
+    with pytest.raises(EvalBagError) as err:
+        eval_bag(bag, tiny_bundle, tmp_path / "no", config=_cfg(salvage=False))
+    assert str(bag) in str(err.value) and "truncated" in str(err.value)
+    # with salvage: the complete chunks before the cut are evaluated, flagged partial
+    res = eval_bag(bag, tiny_bundle, tmp_path / "out", config=_cfg(shadow=False))
+    m = json.loads(res.metrics_path.read_text())
+    assert res.exit_code == EXIT_PARTIAL and m["status"] == "partial" and m["input"]["salvaged"]
+    assert 5 <= m["input"]["frames"] < 20 and m["windows"] >= 1
+    assert any("truncated" in w for w in m["warnings"])
+    _check_finite_or_explained(m, m["null_reasons"])
+    # the episode's end and its label (written last) are lost: no Monte-Carlo value, said why
+    assert m["reward"] is None and "truncated" in m["null_reasons"]["reward"]
+    assert "Partial evaluation" in res.report_path.read_text()
+
+
+def test_label_given_on_the_command_line_when_the_bag_has_none(tmp_path, tiny_bundle):
+    bag = write_episode_bag(tmp_path / "nolabel", n=24, h=16, w=16, label=False)
+    m = eval_bag(bag, tiny_bundle, tmp_path / "a", config=_cfg(max_steps=1, shadow=False)).metrics
+    assert m["reward"] is None and "--success" in m["null_reasons"]["reward"] and m["input"]["success"] is None
+    m = eval_bag(bag, tiny_bundle, tmp_path / "b", config=_cfg(max_steps=1, shadow=False, success=False)).metrics
+    assert m["input"]["success"] is False and m["input"]["label_source"] == "--success"
+    assert all(p[3] == 0.0 for p in m["reward"]["points"])  # V = γ^(F−τ)·0
+
+
+# ---------------------------------------------------------------------------------------------------- bad input
+
+
+def test_missing_and_corrupt_bags_fail_naming_the_bag(tmp_path, tiny_bundle):
+    with pytest.raises(EvalBagError, match="does not exist"):
+        eval_bag(tmp_path / "nope", tiny_bundle, tmp_path / "o", config=_cfg())
+    bad = tmp_path / "garbage"
+    bad.mkdir()
+    (bad / "garbage.mcap").write_bytes(b"this is not an mcap file" * 10)
+    with pytest.raises(EvalBagError) as err:
+        eval_bag(bad, tiny_bundle, tmp_path / "o", config=_cfg())
+    assert str(bad) in str(err.value)
+    assert not (tmp_path / "o" / "metrics.json").exists()
+
+
+def test_a_directory_of_episodes_is_refused(tmp_path, episode_bag, tiny_bundle):
+    d = tmp_path / "generated"
+    d.mkdir()
+    for name in ("episode_000000", "episode_000001"):
+        shutil.copytree(episode_bag, d / name)
+        (d / f"{name}.json").write_text(json.dumps({"success": True}))
+    with pytest.raises(EvalBagError, match="holds 2 episodes"):
+        eval_bag(d, tiny_bundle, tmp_path / "o", config=_cfg())
+
+
+def test_missing_topic_names_bag_and_topic(tmp_path, tiny_bundle):
+    bag = write_episode_bag(tmp_path / "noee", n=24, h=16, w=16, skip_topic="/ee_pose")
+    with pytest.raises(EvalBagError) as err:
+        eval_bag(bag, tiny_bundle, tmp_path / "o", config=_cfg())
+    assert str(bag) in str(err.value) and "/ee_pose" in str(err.value) and "missing topic" in str(err.value)
+
+
+def test_mismatched_image_sizes_name_the_topic(tmp_path, tiny_bundle):
+    bag = write_episode_bag(tmp_path / "resized", n=24, h=16, w=16, resize_at=10)
+    with pytest.raises(EvalBagError) as err:
+        eval_bag(bag, tiny_bundle, tmp_path / "o", config=_cfg())
+    msg = str(err.value)
+    assert str(bag) in msg and "/cameras/right/image_raw" in msg and "mismatched image sizes" in msg
+
+
+def test_too_short_bag_and_broken_model_dir(tmp_path, tiny_bundle):
+    bag = write_episode_bag(tmp_path / "short", n=9, h=16, w=16)  # 0.6 s: fewer frames than one window
+    with pytest.raises(EvalBagError, match="one window needs"):
+        eval_bag(bag, tiny_bundle, tmp_path / "o", config=_cfg())
+    broken = shutil.copytree(tiny_bundle, tmp_path / "broken")
+    shutil.rmtree(broken / "flow_map")
+    with pytest.raises(EvalBagError, match="flow_map"):
+        eval_bag(bag, broken, tmp_path / "o", config=_cfg())
+    with pytest.raises(EvalBagError, match="does not exist"):
+        eval_bag(bag, tmp_path / "no-model", tmp_path / "o", config=_cfg())
