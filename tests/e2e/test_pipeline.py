@@ -20,7 +20,7 @@ pytest.importorskip("mujoco", reason="MuJoCo is needed for the simulation")
 
 def _vidplan() -> list[str]:
     exe = shutil.which("vidplan")
-    return [exe] if exe else [sys.executable, "-m", "vidplan_core.cli"]
+    return [exe] if exe else [sys.executable, "-c", "from vidplan_core.cli import main; main()"]
 
 
 def _run(args: list[str], timeout: float = 240) -> subprocess.CompletedProcess:

@@ -129,7 +129,7 @@ def test_length_and_missing_files(tmp_path):
 
 
 def test_bad_meta_and_shard_writer(tmp_path):
-    with pytest.raises(DatasetError, match="meta.json not found"):
+    with pytest.raises(DatasetError, match=r"meta\.json not found"):
         validate_dataset(tmp_path)
     (tmp_path / "meta.json").write_text(json.dumps({"schema_version": "other/9", "image_size": {}, "episodes": [],
                                                     "action_stats": {}}))

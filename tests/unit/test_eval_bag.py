@@ -199,13 +199,15 @@ def test_eval_bag_writes_finite_metrics_plots_and_report(tmp_path, episode_bag, 
         assert m["latency"][stage]["count"] >= 1 and m["latency"][stage]["p95_ms"] > 0
     # the recorded 96x128 images were resized to the tiny model's 16x16 views, and the report says so
     assert m["input"]["source_image_size"] == [96, 128] and any("resized" in w for w in m["warnings"])
-    # shadow mode: the planner (torch backend, basis proposals from the recorded joints) planned once; its chunk
-    # starts at the recorded EE pose, so it stays within a few cm / a few degrees of the recorded chunk
+    # shadow mode: the planner (torch backend, basis proposals from the recorded joints) planned once. Its chunk
+    # starts at the recorded EE pose: basis motion ≤ 0.05 m/s · 0.6 s, one Adam step ≤ lr = 0.05 per normalised
+    # coordinate (= 0.05 m / rad with the random models' unit statistics), the recorded chunk moves ~1 cm per
+    # step: together < 0.2 m and < 0.3 rad (a frame/unit mix-up would be metres / radians off)
     sh = m["shadow"]
     assert sh is not None, m["null_reasons"].get("shadow")
     assert sh["plans"] == 1 and sum(sh["status"].values()) == 1 and "error" not in sh["status"]
     assert len(sh["position_m_per_step"]) == H
-    assert 0 <= sh["position_m_mean"] < 0.1 and 0 <= sh["rotation_rad_mean"] < 0.3 and 0 <= sh["gripper_mean"] <= 1
+    assert 0 <= sh["position_m_mean"] < 0.2 and 0 <= sh["rotation_rad_mean"] < 0.3 and 0 <= sh["gripper_mean"] <= 1
     assert m["latency"]["planner"]["count"] == 1 and m["settings"]["text_conditioning"] is True
     # plots and report
     for name in ("psnr_per_step", "ssim_per_step", "uq_reliability", "reward_value", "shadow_errors", "latency",

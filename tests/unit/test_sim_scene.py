@@ -203,3 +203,18 @@ def test_observe(env):
     np.testing.assert_allclose(obs["ee_action"][:3], obs["ee_pose"][:3, 3])
     assert obs["joints"].shape == (7,) and 0.075 < obs["gripper_width"] < 0.085
     assert "images" not in env.observe(images=False)
+
+
+def test_robot_mesh_render_modes(cfg):
+    """Default: the robot drawn with its convex hulls (fast); `visual` draws Menagerie's detailed meshes."""
+    assert cfg.render.robot_meshes == "collision"
+    frames = {}
+    for mode in ("collision", "visual"):
+        e = SimEnv(cfg.model_copy(update={"render": cfg.render.model_copy(update={"robot_meshes": mode})}))
+        e.reset(seed=0, clutter=0)
+        frames[mode] = e.render()
+        e.close()
+    for f in frames.values():
+        assert f.shape == (3, 180, 320, 3) and f[0].std() > 10
+    diff = np.abs(frames["collision"].astype(int) - frames["visual"].astype(int)).max(axis=-1)
+    assert 0.001 < (diff > 30).mean() < 0.2  # same scene, only the robot's look differs

@@ -38,6 +38,7 @@ __all__ = [
     "euler_to_quat",
     "model_stride",
     "quat_to_euler",
+    "resize_view",
     "stack_views",
     "unstack_views",
     "wrap_angle",
@@ -254,3 +255,19 @@ def unstack_views(frame: Any, num_views: int = len(VIEW_ORDER)) -> Any:
         raise ValueError(f"frame height {vh} is not divisible by {num_views} views")
     x = frame.reshape(*lead, c, num_views, vh // num_views, w)
     return np.moveaxis(x, -3, -4) if isinstance(x, np.ndarray) else x.movedim(-3, -4)
+
+
+def resize_view(img: np.ndarray, height: int, width: int) -> np.ndarray:
+    """Resize one camera image (H, W, 3) uint8 to (height, width, 3) uint8.
+
+    The one resize convention of vidplan (bilinear, Pillow): training data conversion and every node that feeds a
+    model use it, so the model sees the same pixels at train and run time.
+    """
+    img = np.asarray(img)
+    if img.ndim != 3 or img.shape[2] != 3 or img.dtype != np.uint8:
+        raise ValueError(f"expected an (H, W, 3) uint8 image, got {img.shape} {img.dtype}")
+    if img.shape[:2] == (height, width):
+        return img
+    from PIL import Image
+
+    return np.asarray(Image.fromarray(img).resize((width, height), Image.Resampling.BILINEAR))

@@ -22,7 +22,7 @@ Parameters (all documented with their defaults; units m, rad, s):
     servo_rate_hz (float, 50.0): pose stream rate of the servo backend.
     moveit_planning_group (str, "fr3_arm"), moveit_node_name (str, "vidplan_moveit_py"): moveit_py backend.
     joint_prefix (str, "panda"): joint names in /joint_states and trajectories are {prefix}_joint1..7; the gripper
-        width is read from {prefix}_finger_joint1.
+        width is 2 × {prefix}_finger_joint1 (each finger's opening, as franka_ros2 reports it).
     base_frame (str, "panda_link0"): frame of the chunks (PlanChunk.header.frame_id must be this or empty).
     urdf_path (str, ""): URDF for kinematics ("" = the installed urdf/panda_droid.urdf; only joint order matters
         for names, so a panda_* URDF serves fr3_* joints).

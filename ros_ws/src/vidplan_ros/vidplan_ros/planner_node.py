@@ -162,8 +162,11 @@ class PlannerNode(Node):
                                callback=self._on_triplet, callback_group=cb_in)
         self.create_subscription(PoseStamped, "/ee_pose", self._on_ee, 10, callback_group=cb_in)
         self.create_subscription(JointState, "/joint_states", self._on_joints, 10, callback_group=cb_in)
-        self.create_subscription(String, "/vidplan/task", lambda m: self.set_instruction(m.data), 10,
-                                 callback_group=cb_in)
+        # Two subscriptions: volatile (any publisher, e.g. a user's one-off message) and transient-local (the
+        # sim's latched task, also for a planner that starts later). Duplicates are ignored in set_instruction.
+        for qos in (10, LATCHED):
+            self.create_subscription(String, "/vidplan/task", lambda m: self.set_instruction(m.data), qos,
+                                     callback_group=cb_in)
         self.create_subscription(Bool, "/vidplan/estop", self._on_estop, LATCHED, callback_group=cb_in)
         self.create_service(SetTask, "/vidplan/set_task", self._on_set_task, callback_group=cb_in)
         self.plan_pub = self.create_publisher(PlanChunk, "/vidplan/plan", 10)
@@ -194,6 +197,8 @@ class PlannerNode(Node):
 
     def set_instruction(self, text: str) -> None:
         with self._lock:
+            if text.strip() == self.instruction:
+                return
             self.instruction = text.strip()
             self._executing = None
         self.get_logger().info(f"task: {self.instruction or '(cleared: idle)'}")

@@ -233,8 +233,11 @@ class SimEnv:
         flags[mujoco.mjtRndFlag.mjRND_REFLECTION] = bool(self.cfg.render.reflections)
         flags[mujoco.mjtRndFlag.mjRND_SKYBOX] = bool(self.cfg.render.skybox)
         self._vopt = mujoco.MjvOption()
-        # Hide collision meshes (group 3) and sites (the TCP marker): only what a camera would see.
-        self._vopt.geomgroup[3] = 0
+        # Only what a camera would see: the robot's visual meshes (group 2) or, with render.robot_meshes=collision,
+        # its convex hulls (group 3) instead; no sites (the TCP marker).
+        fast = self.cfg.render.robot_meshes == "collision"
+        self._vopt.geomgroup[2] = 0 if fast else 1
+        self._vopt.geomgroup[3] = 1 if fast else 0
         self._vopt.sitegroup[:] = 0
 
     def close_renderer(self) -> None:

@@ -1,7 +1,7 @@
 """``vidplan train vae|world-model|flow-map|heads|semantic --config CONFIG [--resume]``.
 
-Runs on HF accelerate: ``vidplan train ...`` on one device, ``accelerate launch -m vidplan_core.cli train ...``
-(or ``accelerate launch $(which vidplan) train ...``) on several GPUs / nodes.
+Runs on HF accelerate: ``vidplan train ...`` on one device, ``accelerate launch $(which vidplan) train ...`` on
+several GPUs / nodes (``accelerate config`` sets processes, machines and mixed precision).
 
 Exit codes: 0 done, 1 cannot start (e.g. nothing to resume), 2 invalid config / dataset / resume mismatch,
 3 diverged (NaN/Inf loss; the last good checkpoint is kept and named).

@@ -24,7 +24,8 @@ sidecar             true                                ``<bag>.json`` next to t
 A success label is required (episode_info, success topic or sidecar): the reward head's value target needs it.
 
 Resampling: frame times are a grid at the model rate (``fps``, 5 Hz) from the latest first-message time to the
-earliest last-message time of the needed streams. Images, EE pose, joints and measured gripper take the sample
+earliest last-message time of the needed streams (plus a quarter period of tolerance for stamp jitter; held
+commands do not end the grid). Images, EE pose, joints and measured gripper take the sample
 nearest in time (the header stamp, or the bag time where a message has none); commanded actions take the latest
 command at or before the frame time (zero-order hold, as an executor holds it). A stream with no sample within
 ``max_gap_s`` of a frame is an error naming bag, topic and time. Images are resized to the target size per view

@@ -275,8 +275,9 @@ class _Scan:
     topics: dict[str, tuple[str, int]]  # name → (type, messages read)
     sizes: dict[str, tuple[int, int]]  # camera topic → (H, W)
     damaged: bool
+    recovered: bool  # opened with BagReader(recover=True) (the storage file could not be opened normally)
+    readable: int  # messages readable before the damage (all of them when undamaged)
     warnings: list[str]
-    messages: list[Any] | None  # the messages read, kept only when the bag is damaged (for the salvaged copy)
     duration_s: float
 
 
@@ -287,7 +288,7 @@ def _scan(bag: Path, tm: TopicMap, salvage: bool) -> _Scan:
         EvalBagError: unreadable bag (when not salvaging or nothing salvageable), a camera whose size changes.
     """
     warnings: list[str] = []
-    damaged = False
+    damaged = recovered = False
     try:
         reader = BagReader(bag)
     except BagError as exc:
@@ -297,15 +298,14 @@ def _scan(bag: Path, tm: TopicMap, salvage: bool) -> _Scan:
             reader = BagReader(bag, recover=True)
         except BagError as exc2:
             raise EvalBagError([str(exc), f"bag {bag}: salvage failed too: {exc2.problem}"]) from exc2
-        damaged = True
+        damaged = recovered = True
         warnings.append(f"bag {bag}: {exc.problem}; evaluating the messages salvaged before the damage")
         warnings += reader.warnings
     cams = {tm.cameras[v] for v in VIEW_ORDER}
     sizes: dict[str, tuple[int, int]] = {}
     problems: list[str] = []
     counts: dict[str, int] = {}
-    kept: list[Any] = []
-    stamps = []
+    t_first, t_last = None, None
     with reader:
         types = {name: info.msgtype for name, info in reader.topics.items()}
         it = reader.messages()
@@ -321,8 +321,8 @@ def _scan(bag: Path, tm: TopicMap, salvage: bool) -> _Scan:
                 warnings.append(f"{exc}; evaluating the {sum(counts.values())} messages before the damage")
                 break
             counts[m.topic] = counts.get(m.topic, 0) + 1
-            stamps.append(m.timestamp_ns)
-            kept.append(m)
+            t_first = m.timestamp_ns if t_first is None else min(t_first, m.timestamp_ns)
+            t_last = m.timestamp_ns if t_last is None else max(t_last, m.timestamp_ns)
             if m.topic in cams and m.msgtype == IMAGE:
                 try:
                     hw = image_size_from_cdr(m.data)
@@ -344,13 +344,14 @@ def _scan(bag: Path, tm: TopicMap, salvage: bool) -> _Scan:
     if problems:
         raise EvalBagError(problems)
     topics = {t: (types.get(t, "?"), counts.get(t, 0)) for t in types}
-    dur = (max(stamps) - min(stamps)) / 1e9 if stamps else 0.0
-    return _Scan(topics, sizes, damaged, warnings, kept if damaged else None, dur)
+    dur = (t_last - t_first) / 1e9 if t_first is not None else 0.0
+    return _Scan(topics, sizes, damaged, recovered, sum(counts.values()), warnings, dur)
 
 
-def _write_salvaged(scan: _Scan, dest: Path, warnings: list[str]) -> None:
-    """Write the salvaged messages as a complete bag (so the regular converter reads them)."""
-    with BagWriter(dest) as w:
+def _write_salvaged(bag: Path, scan: _Scan, dest: Path, warnings: list[str]) -> None:
+    """Copy the ``scan.readable`` messages before the damage into a complete bag (streamed, so big recordings
+    need no memory), for the regular converter to read."""
+    with BagWriter(dest) as w, BagReader(bag, recover=scan.recovered) as reader:
         ok: set[str] = set()
         for topic, (msgtype, _n) in scan.topics.items():
             try:
@@ -358,7 +359,12 @@ def _write_salvaged(scan: _Scan, dest: Path, warnings: list[str]) -> None:
                 ok.add(topic)
             except ValueError as exc:
                 warnings.append(f"salvaged copy leaves out topic {topic}: {exc}")
-        for m in scan.messages or []:
+        it = reader.messages()
+        for _ in range(scan.readable):
+            try:
+                m = next(it)
+            except (StopIteration, BagError):
+                break
             if m.topic in ok:
                 w.write(m.topic, m.timestamp_ns, m.data)
 
@@ -404,7 +410,7 @@ def _prepare(bag: Path, tm: TopicMap, bundle: Bundle, cfg: EvalBagConfig, work: 
     src_dir.mkdir()
     src = src_dir / bag.name
     if scan.damaged:
-        _write_salvaged(scan, src, warnings)
+        _write_salvaged(bag, scan, src, warnings)
     else:
         src.symlink_to(bag.resolve(), target_is_directory=True)
     labels = _read_json(_sidecar(bag) if tm.sidecar else None)
@@ -653,11 +659,6 @@ def eval_bag(bag: str | Path, model_dir: str | Path, out: str | Path, topic_map:
     Raises:
         EvalBagError: bad input that leaves nothing to evaluate (see the module docstring).
     """
-    import torch
-
-    from vidplan_core.models import normalized_entropy, to_bins
-    from vidplan_core.runtime.bundle import make_noise
-
     cfg = config or EvalBagConfig()
     tm = topic_map or TopicMap()
     bag = Path(bag)
@@ -677,6 +678,11 @@ def eval_bag(bag: str | Path, model_dir: str | Path, out: str | Path, topic_map:
     nulls: dict[str, str] = {}
     scan = _scan(bag, tm, cfg.salvage)  # the bag first: bad input fails fast, before torch and the models load
     warnings += scan.warnings
+    import torch  # heavy imports after the bag checks, so bad input fails in a second
+
+    from vidplan_core.models import normalized_entropy, to_bins
+    from vidplan_core.runtime.bundle import make_noise
+
     device = _resolve_device(cfg.device)
     t_load = time.perf_counter()
     bundle = load_bundle(model_dir, device=device)
