@@ -9,6 +9,7 @@ from __future__ import annotations
 import importlib.util
 import json
 import math
+import os
 import shutil
 import subprocess
 import sys
@@ -28,7 +29,10 @@ def _vidplan() -> list[str]:
 
 
 def _run(args: list[str], timeout: float = 300) -> subprocess.CompletedProcess:
-    return subprocess.run(_vidplan() + [str(a) for a in args], capture_output=True, text=True, timeout=timeout)
+    # one torch thread: the tiny models gain nothing from two, and the suite shares two cores
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    return subprocess.run(_vidplan() + [str(a) for a in args], capture_output=True, text=True, timeout=timeout,
+                          env=env)
 
 
 def _numbers_finite(node, reasons, path=""):

@@ -162,3 +162,15 @@ def test_bundled_configs_and_errors(tmp_path):
     a = load_train_config("tiny-vae")
     b = load_train_config("tiny-vae", ["train.max_steps=99", "optim.lr=0.5"])
     assert [k for k, _ in config_diff(a, b)] == ["optim.lr"]
+
+
+def test_assemble_names_missing_parts(tmp_path):
+    from vidplan_core.training.assemble import assemble_model_dir, default_sources
+
+    src = default_sources(tmp_path / "runs")
+    (tmp_path / "runs" / "vae" / "final").mkdir(parents=True)
+    with pytest.raises(FileNotFoundError) as err:
+        assemble_model_dir(tmp_path / "models", src)
+    text = str(err.value)
+    assert "flow_map" in text and "semantic" in text and "autoencoder" not in text.split("missing part(s):")[1]
+    assert not (tmp_path / "models").exists()

@@ -73,7 +73,6 @@ def trace_grad_graph(fn: Callable[..., tuple[torch.Tensor, ...]], example_inputs
         A GraphModule without backward-only ops, ready for ``torch.onnx.export(gm, inputs, dynamo=True)``.
     """
     from torch._decomp import core_aten_decompositions
-
     from torch.nn.attention import SDPBackend, sdpa_kernel
 
     dec = core_aten_decompositions()

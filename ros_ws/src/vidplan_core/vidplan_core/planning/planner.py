@@ -250,8 +250,9 @@ class Planner(_BasePlanner):
 
         t_ref = time.perf_counter()
         if cfg.refine_iters > 0:
-            # First value_and_grad: no measurement yet; backward ≈ 2× forward, so 3× the batched rollout bounds it.
-            est = 3.0 * (timings.get("rollout", 0) + timings.get("heads", 0))
+            # First value_and_grad (one candidate): no measurement yet; forward + backward ≈ 3× a forward of one
+            # candidate, bounded by 2× the batched forward of all N candidates.
+            est = 2.0 * (timings.get("rollout", 0) + timings.get("heads", 0))
             if over_budget(est):
                 status, reason = "budget", "time budget reached before refinement"
             else:

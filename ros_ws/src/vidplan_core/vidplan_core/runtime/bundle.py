@@ -98,8 +98,9 @@ class PlannerModels:
 
 def tokenize(tokenizer: Any, kind: str, max_len: int, instruction: str) -> np.ndarray:
     """(1, L) int64 ids, padded as the scorer does (SigLIP: max-length padding)."""
-    pad = "max_length" if kind == "siglip" else "max_length"  # fixed length keeps exported text graphs static
-    enc = tokenizer([instruction], padding=pad, truncation=True, max_length=max_len, return_tensors="np")
+    # max-length padding for both families: SigLIP was trained with it, and a fixed length keeps the exported text
+    # graph static (CLIP pools at the EOS token, so its result does not depend on the padding).
+    enc = tokenizer([instruction], padding="max_length", truncation=True, max_length=max_len, return_tensors="np")
     return np.asarray(enc["input_ids"], dtype=np.int64)
 
 

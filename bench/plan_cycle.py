@@ -1,0 +1,181 @@
+"""Plan-cycle latency by stage on CPU: torch eager vs onnxruntime, tiny and demo configs, N and K sweeps.
+
+Stages: history encode (VAE, 2 new frames), rollout (K-step flow map, N candidates in one batch), heads (UQ +
+reward), semantic (decode + SigLIP vision tower + patch map), refinement (one value-and-grad call of the
+refinement loop, 1 candidate; a cycle with R iterations costs R + 1 of them). Random weights (compute does not
+depend on the values). Both runtimes use 1 intra-op thread (the 2 cores are shared; torch with default threads
+was 10× slower under load). onnxruntime graphs are exported once before timing (not timed); its value-and-grad
+graph is exported for K=1 only (tracing it takes minutes here).
+
+    python bench/plan_cycle.py [--configs tiny,demo] [--repeats 3] [--quick]
+
+Writes bench/results/plan_cycle.json and .md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+OUT = Path(__file__).resolve().parent / "results"
+
+
+def _ctx(models, seed: int = 0):
+    from vidplan_core.runtime.base import PlanningContext
+
+    cfg = models.suite.autoencoder.config
+    pose = np.array([0.45, 0.05, 0.30, np.pi - 0.02, 0.0, 0.0, 0.0])
+    rng = np.random.default_rng(seed)
+    frames = rng.integers(0, 255, (models.num_history, 3, 3, cfg.view_height, cfg.view_width), dtype=np.uint8)
+    return PlanningContext(frames, np.repeat(pose[None], models.num_history, 0), "pick up the red cube"), pose
+
+
+def _props(models, pose, n: int) -> np.ndarray:
+    from vidplan_core.planning.proposals import perturbation_proposals
+
+    return perturbation_proposals(np.repeat(pose[None], models.horizon, 0), n, rng=0).actions
+
+
+def _time_backend(be, models, ns, repeats: int, do_grad: bool) -> dict:
+    ctx, pose = _ctx(models)
+    res: dict = {}
+    enc = []
+    for r in range(repeats):  # fresh frames each time: the encode stage encodes all T history frames
+        c, _ = _ctx(models, seed=100 + r)
+        enc.append(be.set_context(c))
+    res["encode_s"] = statistics.median(enc)
+    be.set_context(ctx)
+    for n in ns:
+        a = _props(models, pose, n)
+        be.rollout(a)  # warm-up
+        st = {"rollout": [], "heads": [], "semantic": []}
+        for _ in range(repeats):
+            out = be.rollout(a)
+            for k in st:
+                st[k].append(out.timings[k])
+        res[f"N{n}"] = {k + "_s": statistics.median(v) for k, v in st.items()}
+    if do_grad:
+        a = _props(models, pose, 1)
+        be.value_and_grad(a)
+        ts = []
+        for _ in range(repeats):
+            t = time.perf_counter()
+            be.value_and_grad(a)
+            ts.append(time.perf_counter() - t)
+        res["value_and_grad_s"] = statistics.median(ts)
+    return res
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--configs", default="tiny,demo")
+    p.add_argument("--repeats", type=int, default=3)
+    p.add_argument("--ns", default="1,6,16,32")
+    p.add_argument("--ks", default="1,2,4")
+    p.add_argument("--quick", action="store_true", help="N=1,6 and K=1 only (smoke run)")
+    args = p.parse_args(argv)
+    torch.set_num_threads(1)
+    from vidplan_core.export.onnx_export import export_planner
+    from vidplan_core.runtime.bundle import random_planner_models
+    from vidplan_core.runtime.ort_backend import OnnxRuntimeBackend
+    from vidplan_core.runtime.torch_backend import TorchBackend
+
+    ns = [1, 6] if args.quick else [int(x) for x in args.ns.split(",")]
+    ks = [1] if args.quick else [int(x) for x in args.ks.split(",")]
+    results: dict = {"benchmark": "plan_cycle", "machine": platform.platform(), "cpu_threads_used": 1,
+                     "torch": torch.__version__,
+                     "command": "python bench/plan_cycle.py " + " ".join(argv or sys.argv[1:]),
+                     "repeats": args.repeats, "configs": {}}
+    t_start = time.perf_counter()
+    for cfg in args.configs.split(","):
+        models = random_planner_models(cfg, seed=0)
+        r: dict = {"horizon": models.horizon, "num_history": models.num_history,
+                   "latent": list(models.suite.autoencoder.latent_shape), "torch": {}, "onnxruntime": {},
+                   "export_s": {}}
+        with tempfile.TemporaryDirectory() as tmp:
+            for k in ks:
+                t = time.perf_counter()
+                export_planner(models, Path(tmp) / f"k{k}", flow_steps=(k,), batch_sizes=tuple(ns),
+                               grad_batch_sizes=(1,) if k == 1 else (), simplify="onnxslim", verify=False)
+                r["export_s"][f"K{k}"] = time.perf_counter() - t
+                print(f"[{cfg}] exported K={k} in {r['export_s'][f'K{k}']:.0f} s", flush=True)
+                tb = TorchBackend(models, flow_steps=k)
+                r["torch"][f"K{k}"] = _time_backend(tb, models, ns, args.repeats, do_grad=True)
+                ob = OnnxRuntimeBackend(Path(tmp) / f"k{k}", threads=1, verify_hashes=False)
+                r["onnxruntime"][f"K{k}"] = _time_backend(ob, models, ns, args.repeats, do_grad=(k == 1))
+                print(f"[{cfg}] K={k}: torch {json.dumps(r['torch'][f'K{k}'])}\n"
+                      f"[{cfg}] K={k}: ort   {json.dumps(r['onnxruntime'][f'K{k}'])}", flush=True)
+        results["configs"][cfg] = r
+    results["wall_s"] = time.perf_counter() - t_start
+    OUT.mkdir(exist_ok=True)
+    (OUT / "plan_cycle.json").write_text(json.dumps(results, indent=2))
+    (OUT / "plan_cycle.md").write_text(summary(results))
+    print(summary(results))
+    return 0
+
+
+def _fwd(d: dict, n: int) -> float:
+    x = d[f"N{n}"]
+    return x["rollout_s"] + x["heads_s"] + x["semantic_s"]
+
+
+def summary(res: dict) -> str:
+    lines = ["# plan_cycle — plan-cycle latency by stage (CPU)", "",
+             f"Machine: {res['machine']}, 1 intra-op thread per runtime (2 cores shared with other jobs), torch "
+             f"{res['torch']}. Command: `{res['command']}`. Median of {res['repeats']} repeats; random weights.", ""]
+    for cfg, r in res["configs"].items():
+        lines += [f"## {cfg} (H={r['horizon']}, T={r['num_history']}, latent {r['latent']})", "",
+                  "| K | N | runtime | rollout s | heads s | semantic s | forward total s |",
+                  "|---|---|---|---|---|---|---|"]
+        for kk in r["torch"]:
+            for rt in ("torch", "onnxruntime"):
+                d = r[rt].get(kk, {})
+                for key, v in d.items():
+                    if key.startswith("N"):
+                        lines.append(f"| {kk[1:]} | {key[1:]} | {rt} | {v['rollout_s']:.3f} | {v['heads_s']:.3f} | "
+                                     f"{v['semantic_s']:.3f} | {v['rollout_s'] + v['heads_s'] + v['semantic_s']:.3f} |")
+        lines.append("")
+        for rt in ("torch", "onnxruntime"):
+            d = r[rt].get("K1", {})
+            if "value_and_grad_s" in d:
+                lines.append(f"- {rt}: history encode {d['encode_s']:.3f} s; one refinement iteration "
+                             f"(value_and_grad, K=1, N=1) {d['value_and_grad_s']:.3f} s")
+        t1, o1 = r["torch"].get("K1", {}), r["onnxruntime"].get("K1", {})
+        ns = [int(k[1:]) for k in t1 if k.startswith("N")]
+        if ns:
+            sp = {n: _fwd(t1, n) / _fwd(o1, n) for n in ns}
+            lines.append("- speed-up onnxruntime vs torch eager (forward stages, K=1): "
+                         + ", ".join(f"N={n}: {v:.2f}×" for n, v in sp.items()))
+            if "value_and_grad_s" in o1 and "value_and_grad_s" in t1:
+                vg = t1["value_and_grad_s"] / o1["value_and_grad_s"]
+                lines.append(f"- speed-up on value_and_grad (K=1): {vg:.2f}×")
+            if len(ns) > 1:
+                n0, n1 = min(ns), max(ns)
+                lines.append(f"- batching (torch, K=1): N={n1} costs {_fwd(t1, n1) / _fwd(t1, n0):.1f}× N={n0} "
+                             f"(linear would be {n1 / n0:.0f}×); onnxruntime {_fwd(o1, n1) / _fwd(o1, n0):.1f}×")
+        kks = sorted(int(k[1:]) for k in r["torch"])
+        if len(kks) > 1:
+            n = 6 if "N6" in r["torch"][f"K{kks[0]}"] else ns[0]
+            ro = {k: r["torch"][f"K{k}"][f"N{n}"]["rollout_s"] for k in kks}
+            lines.append(f"- rollout cost vs K (torch, N={n}): " + ", ".join(
+                f"K={k}: {v:.3f} s ({v / ro[kks[0]]:.2f}× K={kks[0]})" for k, v in ro.items()))
+        if cfg == "demo" and ns:
+            ok = min(sp.values()) >= 1.5
+            lines.append(f"- goal onnxruntime ≥ 1.5× torch eager on demo: {'met' if ok else 'NOT met'} "
+                         f"(min {min(sp.values()):.2f}×)")
+        lines.append("")
+    lines.append(f"Total wall time {res['wall_s']:.0f} s (including exports).")
+    return "\n".join(lines) + "\n"
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

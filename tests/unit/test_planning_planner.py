@@ -1,0 +1,142 @@
+"""Algorithm 3 planner and CEM on the tiny models (torch backend): refinement, CEM without gradients, anytime
+budget, NaN/exception → hold."""
+
+from __future__ import annotations
+
+import time
+
+import numpy as np
+import pytest
+import torch
+
+from vidplan_core.planning.planner import CEMConfig, CEMPlanner, Planner, PlannerConfig
+from vidplan_core.planning.proposals import perturbation_proposals
+from vidplan_core.runtime.base import Backend, BackendError, PlanningContext
+from vidplan_core.runtime.bundle import random_planner_models
+from vidplan_core.runtime.torch_backend import TorchBackend
+
+POSE = np.array([0.45, 0.05, 0.30, np.pi - 0.02, 0.0, 0.0, 0.0])
+
+
+@pytest.fixture(scope="module")
+def backend() -> TorchBackend:
+    torch.set_num_threads(1)  # the 2 shared cores: oversubscribed threads make tiny models 10× slower
+    return TorchBackend(random_planner_models("tiny", seed=0), flow_steps=1)
+
+
+@pytest.fixture(scope="module")
+def ctx(backend) -> PlanningContext:
+    cfg = backend.models.suite.autoencoder.config
+    frames = np.random.default_rng(0).integers(0, 255, (backend.num_history, 3, 3, cfg.view_height, cfg.view_width),
+                                               dtype=np.uint8)
+    return PlanningContext(frames, np.repeat(POSE[None], backend.num_history, 0), "pick up the red cube", seed=3)
+
+
+@pytest.fixture(scope="module")
+def proposals(backend):
+    return perturbation_proposals(np.repeat(POSE[None], backend.horizon, 0), 6, rng=0)
+
+
+class Wrapped:
+    """Delegates to a real backend; optionally poisons outputs, forbids gradients or adds latency."""
+
+    def __init__(self, inner, nan_in: str | None = None, raise_in: str | None = None, forbid_grad: bool = False,
+                 delay_s: float = 0.0):
+        self.inner, self.nan_in, self.raise_in, self.forbid_grad, self.delay_s = (inner, nan_in, raise_in,
+                                                                                  forbid_grad, delay_s)
+        self.name, self.horizon, self.normalizer = inner.name, inner.horizon, inner.normalizer
+        self.calls = {"rollout": 0, "value_and_grad": 0}
+        self.grad_enabled_in_rollout: list[bool] = []
+
+    def set_context(self, ctx):
+        return self.inner.set_context(ctx)
+
+    def rollout(self, actions):
+        self.calls["rollout"] += 1
+        self.grad_enabled_in_rollout.append(torch.is_grad_enabled())
+        if self.raise_in == "rollout":
+            raise RuntimeError("CUDA error: an illegal memory access")
+        out = self.inner.rollout(actions)
+        if self.nan_in and self.nan_in != "grad":
+            getattr(out, self.nan_in)[0] = np.nan
+        return out
+
+    def value_and_grad(self, actions):
+        self.calls["value_and_grad"] += 1
+        if self.forbid_grad:
+            raise AssertionError("value_and_grad must not be called")
+        time.sleep(self.delay_s)
+        j, g = self.inner.value_and_grad(actions)
+        if self.nan_in == "grad":
+            g = g * np.nan
+        return j, g
+
+
+def test_backend_protocol_and_bad_input(backend, ctx):
+    assert isinstance(backend, Backend)
+    backend.set_context(ctx)
+    with pytest.raises(BackendError, match=r"actions must be \(N, 3, 7\)"):
+        backend.rollout(np.zeros((2, 4, 7)))
+    bad = PlanningContext(ctx.history_frames[:1], ctx.history_actions[:1], "x")
+    with pytest.raises(BackendError, match="needs 2 history frames"):
+        backend.set_context(bad)
+
+
+def test_refinement_increases_objective(backend, ctx, proposals):
+    planner = Planner(backend, PlannerConfig(refine_iters=4, lr=0.1, trust_region=0.3))
+    res = planner.plan(ctx, proposals)
+    assert res.status == "ok", res.reason
+    assert res.scores.shape == (6,) and res.uncertainty.shape == (6,)
+    assert res.chosen_index == int(np.argmax(res.scores))
+    assert len(res.objective_trace) == 5
+    assert max(res.objective_trace[1:]) > res.objective_trace[0]  # gradient ascent improved J
+    for k in ("encode", "rollout", "heads", "semantic", "select", "refinement", "total"):
+        assert k in res.timings
+    # the plan stays in the trust region around the chosen proposal (normalised units) and is finite
+    norm = backend.normalizer
+    d = np.abs(norm.normalize(res.chunk.actions) - norm.normalize(proposals.actions[res.chosen_index]))
+    assert d.max() <= 0.3 + 1e-6 and res.chunk.is_finite()
+    assert np.allclose(res.chunk.gripper, proposals.actions[res.chosen_index, :, 6])  # gripper not refined
+    # the objective of the returned plan, re-evaluated, is the best of the trace
+    backend.set_context(ctx)
+    j, _ = backend.value_and_grad(res.chunk.actions[None])
+    assert j[0] == pytest.approx(max(res.objective_trace), rel=1e-4)
+
+
+def test_cem_uses_forward_passes_only(backend, ctx, proposals):
+    w = Wrapped(backend, forbid_grad=True)
+    res = CEMPlanner(w, CEMConfig(iterations=3, population=6, elites=2)).plan(ctx, proposals)
+    assert res.status == "ok", res.reason
+    assert w.calls["value_and_grad"] == 0 and w.calls["rollout"] == 3
+    assert not any(w.grad_enabled_in_rollout)
+    assert res.objective_trace == sorted(res.objective_trace)  # elitism: best score never decreases
+
+
+def test_time_budget_is_honoured(backend, ctx, proposals):
+    w = Wrapped(backend, delay_s=0.3)
+    t0 = time.perf_counter()
+    warm = Planner(w, PlannerConfig(refine_iters=0)).plan(ctx, proposals)
+    global_s = time.perf_counter() - t0
+    budget = 3 * global_s + 1.5  # room for a few 0.3 s refinement iterations, not for 50
+    res = Planner(w, PlannerConfig(refine_iters=50, time_budget_s=budget)).plan(ctx, proposals)
+    assert warm.status == "ok"
+    assert res.status == "budget" and "time budget" in res.reason
+    assert 1 <= len(res.objective_trace) < 51
+    assert res.chunk.is_finite() and not res.hold
+    # stopped before overrunning (iteration times are measured; slack for the loaded shared machine)
+    assert res.timings["total"] <= budget + 0.5
+
+
+@pytest.mark.parametrize("where", ["value", "semantic_map", "grad"])
+def test_non_finite_outputs_give_hold(backend, ctx, proposals, where):
+    res = Planner(Wrapped(backend, nan_in=where), PlannerConfig(refine_iters=1)).plan(ctx, proposals)
+    assert res.hold and res.status == "hold"
+    assert ("non-finite" in res.reason) and (where in res.reason or where == "grad")
+    np.testing.assert_allclose(res.chunk.actions, np.repeat(ctx.current_pose[None], backend.horizon, 0))
+
+
+def test_backend_exception_gives_hold(backend, ctx, proposals):
+    res = Planner(Wrapped(backend, raise_in="rollout")).plan(ctx, proposals)
+    assert res.hold and "illegal memory access" in res.reason
+    res = CEMPlanner(Wrapped(backend, raise_in="rollout")).plan(ctx, proposals)
+    assert res.hold

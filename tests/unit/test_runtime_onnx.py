@@ -1,0 +1,118 @@
+"""Export of the tiny planner graphs to ONNX and the onnxruntime backend: parity with torch (rollout ≤ 1e-4
+relative, value-and-grad ≤ 1e-4), manifest checks, provider errors, the planner on onnxruntime."""
+
+from __future__ import annotations
+
+import json
+import shutil
+
+import numpy as np
+import pytest
+import torch
+
+from vidplan_core.export.manifest import ManifestError, load_manifest
+from vidplan_core.export.onnx_export import export_planner
+from vidplan_core.planning.planner import Planner, PlannerConfig
+from vidplan_core.planning.proposals import perturbation_proposals
+from vidplan_core.runtime.base import BackendError, PlanningContext
+from vidplan_core.runtime.bundle import random_planner_models
+from vidplan_core.runtime.ort_backend import OnnxRuntimeBackend
+from vidplan_core.runtime.torch_backend import TorchBackend
+
+pytestmark = pytest.mark.slow  # exporting the value-and-grad graph traces ~12k ops (1–3 min on 2 shared cores)
+
+POSE = np.array([0.45, 0.05, 0.30, np.pi - 0.02, 0.0, 0.0, 0.0])
+
+
+@pytest.fixture(scope="module")
+def exported(tmp_path_factory):
+    torch.set_num_threads(1)
+    models = random_planner_models("tiny", seed=1)
+    out = tmp_path_factory.mktemp("tiny_export")
+    manifest = export_planner(models, out, flow_steps=(1,), batch_sizes=(2,), grad_batch_sizes=(1,),
+                              simplify="onnxslim", verify=True, tol=1e-4)
+    return models, out, manifest
+
+
+@pytest.fixture(scope="module")
+def backends(exported):
+    models, out, _ = exported
+    return TorchBackend(models, flow_steps=1), OnnxRuntimeBackend(out, threads=1)
+
+
+@pytest.fixture(scope="module")
+def ctx(exported):
+    models = exported[0]
+    cfg = models.suite.autoencoder.config
+    frames = np.random.default_rng(2).integers(0, 255, (models.num_history, 3, 3, cfg.view_height, cfg.view_width),
+                                               dtype=np.uint8)
+    return PlanningContext(frames, np.repeat(POSE[None], models.num_history, 0), "pick up the red cube", seed=5)
+
+
+def _rel(a: np.ndarray, b: np.ndarray) -> float:
+    return float(np.abs(a - b).max() / (np.abs(b).max() + 1e-12))
+
+
+def test_manifest_contents(exported):
+    _, out, manifest = exported
+    names = set(manifest.graphs)
+    assert {"encode", "text", "rollout_k1_n2", "heads_n2", "semantic_n2", "value_grad_k1_n1"} <= names
+    for g in manifest.graphs.values():
+        assert g.max_rel_err is not None and g.max_rel_err <= 1e-4
+        assert len(g.sha256) == 64
+    d = json.loads((out / "manifest.json").read_text())
+    assert d["opset"] == 18 and d["versions"]["onnxruntime"] and d["model"]["horizon"] == 3
+    assert d["graphs"]["value_grad_k1_n1"]["outputs"]["grad"] == [1, 3, 7]
+
+
+def test_rollout_parity(backends, ctx):
+    tb, ob = backends
+    props = perturbation_proposals(np.repeat(POSE[None], tb.horizon, 0), 3, rng=4).actions  # 3 = 2 + padded 1
+    tb.set_context(ctx)
+    ob.set_context(ctx)
+    rt, ro = tb.rollout(props), ob.rollout(props)
+    for k in ("latents", "h_bar", "uq_map", "value", "value_entropy", "semantic_score", "semantic_map"):
+        a, b = getattr(ro, k), getattr(rt, k)
+        assert a.shape == b.shape, k
+        assert _rel(a, b) <= 1e-4, (k, _rel(a, b))
+
+
+def test_value_and_grad_parity(backends, ctx):
+    tb, ob = backends
+    a = perturbation_proposals(np.repeat(POSE[None], tb.horizon, 0), 2, rng=7).actions[1:]
+    tb.set_context(ctx)
+    ob.set_context(ctx)
+    (jt, gt), (jo, go) = tb.value_and_grad(a), ob.value_and_grad(a)
+    assert np.abs(gt).max() > 0  # a real gradient, not zeros
+    assert _rel(jo, jt) <= 1e-4 and _rel(go, gt) <= 1e-4, (_rel(jo, jt), _rel(go, gt))
+
+
+def test_planner_runs_on_onnxruntime(backends, ctx):
+    _, ob = backends
+    props = perturbation_proposals(np.repeat(POSE[None], ob.horizon, 0), 4, rng=0)
+    res = Planner(ob, PlannerConfig(refine_iters=2)).plan(ctx, props)
+    assert res.status == "ok", res.reason
+    assert len(res.objective_trace) == 3 and res.chunk.is_finite()
+
+
+def test_tampered_or_incomplete_export_is_a_startup_error(exported, tmp_path):
+    _, out, _ = exported
+    bad = tmp_path / "bad"
+    shutil.copytree(out, bad)
+    with open(bad / "heads_n2.onnx", "ab") as f:
+        f.write(b"\0")
+    with pytest.raises(ManifestError, match=r"heads_n2.onnx: sha256 .* does not match"):
+        OnnxRuntimeBackend(bad)
+    (bad / "heads_n2.onnx").unlink()
+    with pytest.raises(ManifestError, match=r"heads_n2.*missing"):
+        load_manifest(bad)
+    with pytest.raises(ManifestError, match=r"no manifest\.json"):
+        OnnxRuntimeBackend(tmp_path)
+
+
+def test_unavailable_provider_and_steps_are_startup_errors(exported):
+    _, out, _ = exported
+    with pytest.raises(BackendError, match="TensorrtExecutionProvider is not available"):
+        OnnxRuntimeBackend(out, provider="tensorrt")
+    with pytest.raises(BackendError, match=r"flow_steps=4 was not exported \(available K: \[1\]\)"):
+        OnnxRuntimeBackend(out, flow_steps=4)
