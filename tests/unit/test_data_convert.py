@@ -105,9 +105,13 @@ def test_convert_resamples_and_labels(tmp_path):
     assert s["frames"][:, 0, 0, 0, 0].tolist() == [3 * j for j in range(11)]
     assert s["frames"][4, :, 1, 0, 0].tolist() == [0, 50, 100]
     assert np.allclose(s["ee_pose"][:, 0], 0.3 + 0.01 * 3 * np.arange(11), atol=1e-6)
-    # commanded actions (held): x one step ahead, gripper closes from message 10 on
-    assert np.allclose(s["actions"][:, 0], 0.3 + 0.01 * (3 * np.arange(11) + 1), atol=1e-6)
-    assert s["actions"][:, 6].tolist() == [0, 0, 0, 0] + [1] * 7
+    # default actions: measured pose + commanded gripper (held; closes from message 10 on)
+    assert np.allclose(s["actions"][:, :6], s["ee_pose"]) and s["actions"][:, 6].tolist() == [0] * 4 + [1] * 7
+    # action_pose=command: the commanded target (one step ahead of the measured pose)
+    convert_bags([bags / "ep_a"], tmp_path / "ds_cmd", TopicMap(action_pose="command"))
+    c = load_file(str(tmp_path / "ds_cmd" / "shards" / "ep_a.safetensors"))
+    assert np.allclose(c["actions"][:, 0], 0.3 + 0.01 * (3 * np.arange(11) + 1), atol=1e-6)
+    assert c["actions"][:, 6].tolist() == [0, 0, 0, 0] + [1] * 7
     # measured gripper from the finger joints: closure = 1 - width / 0.08
     assert np.allclose(s["gripper"], np.minimum(3 * np.arange(11) / 20, 1.0), atol=1e-5)
     assert np.allclose(s["joint_positions"][:, 0], 0.1 * 3 * np.arange(11), atol=1e-5)

@@ -19,7 +19,8 @@ from vidplan_core.runtime.bundle import random_planner_models
 from vidplan_core.runtime.ort_backend import OnnxRuntimeBackend
 from vidplan_core.runtime.torch_backend import TorchBackend
 
-pytestmark = pytest.mark.slow  # exporting the value-and-grad graph traces ~12k ops (1–3 min on 2 shared cores)
+# Exporting the value-and-grad graph traces ~12k ops: minutes on the 2 shared cores, hence slow + a longer timeout.
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(1500)]
 
 POSE = np.array([0.45, 0.05, 0.30, np.pi - 0.02, 0.0, 0.0, 0.0])
 

@@ -65,7 +65,7 @@ from std_msgs.msg import Bool, String
 from visualization_msgs.msg import Marker, MarkerArray
 
 from vidplan_core.observation import ObservationHistory
-from vidplan_core.spaces import EEChunk, quat_to_euler
+from vidplan_core.spaces import MODEL_RATE_HZ, EEChunk, quat_to_euler, resize_view
 from vidplan_interfaces.action import ExecuteChunk
 from vidplan_interfaces.msg import PlanChunk, PlanDiagnostics
 from vidplan_interfaces.srv import SetTask
@@ -78,14 +78,46 @@ _STATUS = {"ok": PlanDiagnostics.STATUS_OK, "budget": PlanDiagnostics.STATUS_BUD
            "hold": PlanDiagnostics.STATUS_HOLD}
 
 
+def load_backend(model_dir: str, kind: str, device: str = "cpu", flow_steps: int | None = None):
+    """Create the runtime backend for ``model_dir`` (heavy imports happen here, not at module import).
+
+    torch: ``model_dir`` holds the models (autoencoder/, world_model/, flow_map/, uq_head/, reward_head/,
+    semantic/). onnxruntime / tensorrt: ``model_dir`` is an export directory (manifest.json), or holds one in
+    ``onnx/``. Errors name the directory and what is missing.
+
+    Returns:
+        (backend, (view_height, view_width)).
+    """
+    from pathlib import Path
+
+    d = Path(model_dir)
+    if kind == "torch":
+        from vidplan_core.runtime.bundle import PlannerModels
+        from vidplan_core.runtime.torch_backend import TorchBackend
+
+        models = PlannerModels.load(d, device=device)
+        ae = models.suite.autoencoder.config
+        return TorchBackend(models, flow_steps=flow_steps or 1, device=device), (ae.view_height, ae.view_width)
+    export = d if (d / "manifest.json").is_file() else d / "onnx"
+    if kind == "onnxruntime":
+        from vidplan_core.runtime.ort_backend import OnnxRuntimeBackend
+
+        be = OnnxRuntimeBackend(export, flow_steps=flow_steps, provider=device if device != "cpu" else "cpu")
+    else:
+        from vidplan_core.runtime.tensorrt_backend import TensorRTBackend
+
+        be = TensorRTBackend(export, flow_steps=flow_steps)
+    vh, vw = be.manifest.model["view_size"]
+    return be, (int(vh), int(vw))
+
+
 def load_session(model_dir: str, backend: str, device: str, flow_steps: int, session_cfg):
-    """Build backend + kinematics + :class:`PlanningSession` (heavy imports happen here, not at module import)."""
+    """Backend + kinematics + :class:`PlanningSession`; returns (session, view size (h, w))."""
     from vidplan_core.kinematics import PandaKinematics
     from vidplan_core.planning.session import PlanningSession
-    from vidplan_core.runtime import load_backend
 
-    be = load_backend(model_dir, kind=backend, device=device, flow_steps=flow_steps or None)
-    return PlanningSession(be, PandaKinematics(), session_cfg)
+    be, view = load_backend(model_dir, backend, device, flow_steps or None)
+    return PlanningSession(be, PandaKinematics(), session_cfg), view
 
 
 class PlannerNode(Node):
@@ -131,15 +163,19 @@ class PlannerNode(Node):
                             proposals=ProposalConfig(basis_speed_mps=speed, num_nominal=num_nominal))
         t0 = time.perf_counter()
         try:
-            self.session = load_session(self.model_dir, self.backend_kind, self.device, flow_steps, cfg)
-        except (FileNotFoundError, ImportError, RuntimeError, KeyError) as exc:
+            self.session, self.view_size = load_session(self.model_dir, self.backend_kind, self.device, flow_steps,
+                                                        cfg)
+        except (FileNotFoundError, ImportError, RuntimeError, KeyError, OSError) as exc:
             # Model problems are start-up errors, never mid-control surprises.
             raise ValueError(f"cannot load models from model_dir '{self.model_dir}' with backend "
                              f"'{self.backend_kind}': {exc}") from exc
         self.get_logger().info(f"loaded {self.backend_kind} backend from {self.model_dir} in "
                                f"{time.perf_counter() - t0:.1f} s (H={self.session.horizon})")
-        self.dt = 1.0 / float(getattr(self.session.backend, "model_rate_hz", 5.0))
-        t_hist = history_length or int(getattr(self.session.backend, "history_length", 2))
+        self.dt = 1.0 / MODEL_RATE_HZ
+        t_hist = history_length or int(self.session.backend.num_history)
+        if t_hist != int(self.session.backend.num_history):
+            raise ValueError(f"parameter 'history_length' is {t_hist} but the model conditions on "
+                             f"{self.session.backend.num_history} history frames")
         self.history = ObservationHistory(t_hist, model_rate_hz=1.0 / self.dt)
 
         # State shared between callbacks and the plan thread.
@@ -246,8 +282,10 @@ class PlannerNode(Node):
         if ee is None or joints is None:
             return
         try:
-            frames = np.stack([image_to_array(trip.images[v]) for v in ("left", "right", "wrist")])
-            pose = np.concatenate([ee[1], [joints[2]]])
+            vh, vw = self.view_size
+            frames = np.stack([resize_view(image_to_array(trip.images[v]), vh, vw)
+                               for v in ("left", "right", "wrist")])
+            pose = np.concatenate([ee[1], [self._gripper_command(joints[2])]])
             with self._lock:
                 if self.history.latest is not None and trip.stamp < self.history.latest.stamp - 1.0:
                     self.history.clear()  # clock jumped back (bag loop, sim reset)
@@ -256,6 +294,17 @@ class PlannerNode(Node):
             self._throttled_error(f"dropping camera triplet: {exc}")
             return
         self._wake.set()
+
+    def _gripper_command(self, measured: float) -> float:
+        """Gripper value for the history: the command being executed (what the model was trained on: DROID
+        records the commanded gripper), or the measured closure before the first command."""
+        with self._lock:
+            executing = self._executing
+        if executing is None:
+            return measured
+        chunk, start = executing
+        k = int(np.clip((self._now() - start) / chunk.dt, 0, len(chunk) - 1))
+        return float(chunk.gripper[k])
 
     def _throttled_error(self, text: str) -> None:
         if time.monotonic() - self._last_error_log > 2.0:

@@ -10,6 +10,8 @@ cameras.left/...    /cameras/{left,right,wrist}/image_raw  sensor_msgs/Image (rg
 ee_pose             /ee_pose                            geometry_msgs/PoseStamped (robot base frame)
 action              /vidplan/expert_action              vidplan_interfaces/PlanChunk (first step) or
                                                         geometry_msgs/PoseStamped; ``null`` → measured ee_pose
+                                                        (``action_pose``: ``measured`` (default) takes only the
+                                                        gripper command from it, ``command`` also the pose)
 joint_states        /joint_states                       sensor_msgs/JointState (arm joints → joint_positions)
 gripper.topic       /joint_states                       JointState (finger joints; closure = 1 − width /
                                                         open_width) or std_msgs/Float32|Float64 (0 open..1)
@@ -42,7 +44,7 @@ import shutil
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, field_validator
@@ -95,6 +97,9 @@ class TopicMap(BaseModel):
     cameras: dict[str, str] = Field(default_factory=lambda: {v: f"/cameras/{v}/image_raw" for v in VIEW_ORDER})
     ee_pose: str = "/ee_pose"
     action: str | None = "/vidplan/expert_action"
+    action_pose: Literal["measured", "command"] = Field(
+        default="measured", description="pose part of the action: the measured EE pose at the frame (as DROID / "
+        "Ctrl-World, and as the planner's history) or the commanded target; the gripper comes from the command")
     joint_states: str | None = "/joint_states"
     arm_joints: list[str] | None = Field(default=None, description="columns of joint_positions; default: the "
                                          "joint names of the first message without the gripper joints")
@@ -376,6 +381,8 @@ def _convert_one(bag: Path, tm: TopicMap, codec: Any, fps: float, size: tuple[in
     gripper = take("gripper") if "gripper" in streams else None
     if "action" in streams:
         actions = take("action")
+        if tm.action_pose == "measured":
+            actions[:, :6] = ee
         if np.isnan(actions[:, 6]).any():
             if gripper is None:
                 raise ConvertError([f"bag {bag}: action source {tm.action} carries no gripper and no gripper topic "

@@ -33,9 +33,9 @@ Shard ``shards/<name>.safetensors`` of an episode of T frames at ``fps`` (tensor
 key                 dtype     shape                  meaning
 =================== ========= ====================== ====================================================
 ``frames``          uint8     (T, 3, 3, H, W)        RGB frames, views in ``view_order``, channels first
-``actions``         float32   (T, 7)                 EE action at each frame (``action_layout``): the
-                                                     commanded EE target (or the measured pose where the
-                                                     recording has no command) and gripper command
+``actions``         float32   (T, 7)                 EE action at each frame (``action_layout``): by default
+                                                     the measured EE pose with the commanded gripper (the
+                                                     topic map can take the commanded pose instead)
 ``ee_pose``         float32   (T, 6)                 measured EE pose, xyz [m] + Euler xyz [rad]
 ``gripper``         float32   (T,)                   measured gripper closure 0 open .. 1 closed
 ``joint_positions`` float32   (T, J)                 arm joint positions [rad] (``joint_names``)

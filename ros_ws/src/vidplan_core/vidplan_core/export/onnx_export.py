@@ -65,9 +65,11 @@ def _export_one(module: Callable[..., Any], args: tuple[torch.Tensor, ...], path
                 outputs: list[str], opset: int, grad: bool) -> None:
     """Export one graph; ``grad`` graphs are first traced through autograd into plain aten ops."""
     if grad:
-        gm = trace_grad_graph(module, args)
+        gm = trace_grad_graph(module, args).eval()
+        # optimize=False: onnxscript's rewriter needs tens of minutes on the ~12k-node gradient graph of even the
+        # tiny model; the graph is already decomposed, and onnxslim (below) folds constants and removes dead nodes.
         torch.onnx.export(gm, args, str(path), dynamo=True, input_names=inputs, output_names=outputs,
-                          opset_version=opset, verbose=False, optimize=True)
+                          opset_version=opset, verbose=False, optimize=False)
         return
     with torch.no_grad():
         torch.onnx.export(module, args, str(path), dynamo=True, input_names=inputs, output_names=outputs,
@@ -102,7 +104,8 @@ def export_planner(models: PlannerModels, out_dir: str | Path, flow_steps: Seque
                    batch_sizes: Sequence[int] = (1, 16), grad_batch_sizes: Sequence[int] = (1,),
                    objective: ObjectiveConfig | None = None, opset: int = 18, simplify: Simplifier = "onnxslim",
                    verify: bool = True, tol: float = 1e-4, seed: int = 0,
-                   progress: Callable[[str], None] | None = None) -> Manifest:
+                   progress: Callable[[str], None] | None = None,
+                   batch_sizes_by_k: dict[int, Sequence[int]] | None = None) -> Manifest:
     """Export the planner graphs of ``models`` into ``out_dir`` and write ``manifest.json``.
 
     Args:
@@ -116,6 +119,7 @@ def export_planner(models: PlannerModels, out_dir: str | Path, flow_steps: Seque
         simplify: "onnxslim", "onnxsim" or "none" (a failing simplifier keeps the original graph, noted).
         verify: compare every graph with torch in onnxruntime on fresh random inputs (relative error ≤ tol).
         progress: callback for one-line progress messages.
+        batch_sizes_by_k: rollout batch sizes per K overriding ``batch_sizes`` (e.g. {4: (6,)}).
 
     Returns:
         The written :class:`Manifest`.
@@ -156,7 +160,7 @@ def export_planner(models: PlannerModels, out_dir: str | Path, flow_steps: Seque
                      lambda n=n: (torch.randn(n, H, C, h, w, generator=gen), text), False, n))
     for k in flow_steps:
         gk = build_graphs(models, k, objective)
-        for n in batch_sizes:
+        for n in (batch_sizes_by_k or {}).get(k, batch_sizes):
             jobs.append((f"rollout_k{k}_n{n}", gk["rollout"], lambda n=n: ctx_args(n), False, n))
         for n in grad_batch_sizes:
             jobs.append((f"value_grad_k{k}_n{n}", gk["value_grad"], lambda n=n: ctx_args(n), True, n))

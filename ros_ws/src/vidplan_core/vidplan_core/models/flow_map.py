@@ -270,4 +270,4 @@ class FlowMap(StrictLoadMixin, ModelMixin, ConfigMixin):
         if max_grad_norm is not None:
             torch.nn.utils.clip_grad_norm_(self.parameters(), max_grad_norm)
         optimizer.step()
-        return {k: float(v) for k, v in out.items()}
+        return {k: float(v.detach()) for k, v in out.items()}

@@ -59,12 +59,15 @@ class OnnxRuntimeBackend:
         provider: "cpu", "cuda" or "tensorrt".
         threads: intra-op threads (None = onnxruntime's default).
         verify_hashes: check every file's sha256 against the manifest at start-up.
+        require_grad: fail at start-up when the value-and-grad graph is missing (False: forward-only use, e.g.
+            CEM; ``value_and_grad`` then raises).
     """
 
     name = "onnxruntime"
 
     def __init__(self, export_dir: str | Path, flow_steps: int | None = None, provider: ProviderName = "cpu",
-                 threads: int | None = None, verify_hashes: bool = True, trt_cache_dir: str | Path | None = None):
+                 threads: int | None = None, verify_hashes: bool = True, trt_cache_dir: str | Path | None = None,
+                 require_grad: bool = True):
         import onnxruntime as ort
 
         self.manifest: Manifest = load_manifest(export_dir, verify_hashes=verify_hashes)
@@ -94,7 +97,7 @@ class OnnxRuntimeBackend:
                                                         providers=self._providers)
             if g.batch is not None:
                 self._batches.setdefault(re.sub(r"_k\d+$", "", base), []).append(int(g.batch))
-        for need in ("encode", "text", "rollout", "heads", "semantic", "value_grad"):
+        for need in ("encode", "text", "rollout", "heads", "semantic") + (("value_grad",) if require_grad else ()):
             if need not in self._batches and need not in self._sessions:
                 raise BackendError(f"export at {export_dir} lacks the '{need}' graph for K={self.flow_steps}")
         for v in self._batches.values():
@@ -200,5 +203,7 @@ class OnnxRuntimeBackend:
 
     def value_and_grad(self, actions: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         a = check_actions(actions, self.horizon)
+        if "value_grad" not in self._batches:
+            raise BackendError(f"this export has no value_grad_k{self.flow_steps} graph (forward-only backend)")
         j, g = self._run_batched("value_grad", {"actions": a}, self._need_ctx())
         return j, g

@@ -1,0 +1,10 @@
+"""Runtimes for the planner's models behind one :class:`~vidplan_core.runtime.base.Backend` protocol.
+
+* :mod:`.base` — ``Backend``, ``PlanningContext``, ``RolloutOutput``, ``BackendError``;
+* :mod:`.torch_backend` — ``TorchBackend`` (eager; torch.compile; CUDA graphs and bf16 on GPU);
+* :mod:`.ort_backend` — ``OnnxRuntimeBackend`` (CPU / CUDA / TensorRT execution providers);
+* :mod:`.tensorrt_backend` — ``TensorRTBackend`` (native engines; needs TensorRT + GPU);
+* :mod:`.graphs`, :mod:`.bundle` — the graphs every runtime computes, and the model bundle.
+
+Import the submodules directly; this package imports nothing heavy.
+"""

@@ -1,0 +1,104 @@
+"""planner_node in a real process, fed by a real camera/state publisher process, with tiny random models:
+it publishes valid PlanChunks and diagnostics, and stops (ERROR diagnostic) when a camera goes silent."""
+
+from __future__ import annotations
+
+import sys
+import threading
+from pathlib import Path
+
+import numpy as np
+import pytest
+import rclpy
+from rclpy.executors import SingleThreadedExecutor
+from vidplan_interfaces.msg import PlanChunk, PlanDiagnostics
+
+from proc_helpers import node_executable, started, wait_for
+from vidplan_ros.conversions import chunk_from_msg
+
+SCRIPTS = Path(__file__).parent / "scripts"
+TASK = "put the red cube in the bowl"
+
+
+@pytest.fixture(scope="module")
+def tiny_model_dir(tmp_path_factory):
+    from vidplan_core.runtime.bundle import random_planner_models
+    from vidplan_core.training.siglip import save_semantic
+
+    d = tmp_path_factory.mktemp("planner_model") / "model"
+    pm = random_planner_models("tiny", seed=0)
+    pm.suite.save(d)
+    save_semantic(pm.scorer.model, pm.scorer.tokenizer, d / "semantic", pm.scorer.model.config.vision_config.image_size)
+    return d
+
+
+@pytest.fixture
+def listener():
+    ctx = rclpy.Context()
+    rclpy.init(context=ctx)
+    node = rclpy.create_node("planner_test_listener", context=ctx)
+    got = {"plans": [], "diags": []}
+    node.create_subscription(PlanChunk, "/vidplan/plan", got["plans"].append, 10)
+    node.create_subscription(PlanDiagnostics, "/vidplan/plan_diagnostics", got["diags"].append, 50)
+    ex = SingleThreadedExecutor(context=ctx)
+    ex.add_node(node)
+    stop = threading.Event()
+    t = threading.Thread(target=lambda: [ex.spin_once(timeout_sec=0.05) for _ in iter(stop.is_set, True)],
+                         daemon=True)
+    t.start()
+    yield got
+    stop.set()
+    t.join(timeout=2)
+    node.destroy_node()
+    rclpy.shutdown(context=ctx)
+
+
+def _planner_cmd(model_dir: Path, **params) -> list[str]:
+    base = dict(model_dir=str(model_dir), instruction=TASK, refine_iters=1, open_loop_steps=1, camera_timeout_s=0.6,
+                state_timeout_s=1.0)
+    base.update(params)
+    cmd = [node_executable("vidplan_ros", "planner_node"), "--ros-args"]
+    for k, v in base.items():
+        cmd += ["-p", f"{k}:={v}"]
+    return cmd
+
+
+@pytest.mark.slow
+def test_planner_publishes_chunks_then_errors_when_a_camera_goes_silent(tmp_path, tiny_model_dir, listener):
+    env = {"OMP_NUM_THREADS": "1"}
+    pub_cmd = [sys.executable, str(SCRIPTS / "robot_stream_publisher.py"), "--width", "40", "--height", "24",
+               "--silence", "wrist", "--after", "25"]
+    with started(pub_cmd, tmp_path / "pub.log", env=env) as pub, \
+            started(_planner_cmd(tiny_model_dir), tmp_path / "planner.log", env=env) as planner:
+        assert wait_for(lambda: len(listener["plans"]) >= 2, 60), planner.output()[-3000:]
+        msg = listener["plans"][-1]
+        chunk = chunk_from_msg(msg)
+        assert msg.instruction == TASK and msg.header.frame_id == "panda_link0" and msg.plan_id >= 1
+        assert len(chunk) == 3 and chunk.is_finite()  # tiny model: H = 3
+        assert chunk.dt == pytest.approx(0.2)
+        # The chunk starts near the robot's pose (basis proposals move 5 cm/s).
+        assert np.linalg.norm(chunk.position[0] - [0.3069, 0.0, 0.4869]) < 0.1
+        ok = [d for d in listener["diags"] if d.status in (PlanDiagnostics.STATUS_OK, PlanDiagnostics.STATUS_BUDGET)]
+        assert ok, [(d.status, d.reason) for d in listener["diags"]]
+        d = ok[-1]
+        assert d.num_proposals == len(d.candidate_scores) == 7  # 6 basis directions + hold
+        assert 0 <= d.chosen_index < d.num_proposals and np.isfinite(d.candidate_scores).all()
+        assert "total" in d.stage_names and d.backend == "torch"
+        # The wrist camera goes silent 25 s after the first subscriber: plans stop, an ERROR names the camera.
+        assert wait_for(lambda: any(x.status == PlanDiagnostics.STATUS_ERROR and "wrist" in x.reason
+                                    for x in listener["diags"]), 60), planner.output()[-3000:]
+        n_plans = len(listener["plans"])
+        err_count = sum(x.status == PlanDiagnostics.STATUS_ERROR for x in listener["diags"])
+        assert wait_for(lambda: sum(x.status == PlanDiagnostics.STATUS_ERROR for x in listener["diags"])
+                        > err_count + 2, 20)
+        assert len(listener["plans"]) <= n_plans + 1  # at most a cycle already running when the camera stopped
+        assert pub.alive() and planner.alive()
+
+
+def test_planner_rejects_bad_parameters_and_missing_models(tmp_path, tiny_model_dir):
+    with started(_planner_cmd(tiny_model_dir, uncertainty_weighting="cubic"), tmp_path / "a.log") as p:
+        assert p.wait(60) == 2, p.output()
+        assert "uncertainty_weighting" in p.output()
+    with started(_planner_cmd(tmp_path / "nope"), tmp_path / "b.log") as p:
+        assert p.wait(60) == 2, p.output()
+        assert "nope" in p.output()
