@@ -261,6 +261,12 @@ def test_presets_and_config_errors(tmp_path):
     full, _ = load_suite_config("full")
     assert full.world_model["block_out_channels"] == [320, 640, 1280, 1280]
     assert full.world_model["cross_attention_dim"] == 1024 and full.world_model["action_hidden_dims"] == [1024, 1024]
+    demo = build_suite("demo")
+    kinds = [type(b).__name__ for b in demo.world_model.unet.down_blocks]
+    assert kinds == ["DownBlockSpatioTemporal", "CrossAttnDownBlockSpatioTemporal", "DownBlockSpatioTemporal"]
+    assert demo.world_model.latent_shape == demo.autoencoder.latent_shape == (4, 36, 20)
+    with pytest.raises(ValueError, match="one flag per level"):
+        WorldModel(**{**dict(demo.world_model.config), "attention_levels": [True]})
     bad = tmp_path / "bad.yaml"
     bad.write_text("world_model: {num_histroy: 3}\n")
     with pytest.raises(ConfigError, match=r"world_model\.num_histroy: unknown key"):

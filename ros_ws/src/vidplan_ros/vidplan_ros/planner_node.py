@@ -369,6 +369,8 @@ class PlannerNode(Node):
         t_start = time.perf_counter()
         with self._lock:
             frames, poses, stamp = self.history.window()
+        input_age = self._now() - stamp  # newest triplet's age when the cycle starts
+        with self._lock:
             q = self._joints[1].copy()
             executing = self._executing
         self._plan_id += 1
@@ -390,7 +392,9 @@ class PlannerNode(Node):
                 self.plan_pub.publish(msg)
         with self._lock:
             self._executing = (chunk, self._now()) if not result.hold else None
-        self._latencies.append(time.perf_counter() - t_start)
+        node_total = time.perf_counter() - t_start
+        self._latencies.append(node_total)
+        result.timings = {"input_age": input_age, **result.timings, "node_total": node_total}
         self._publish_plan_diagnostics(result, props, stamp)
         self._set_status(result.status, result.reason)
         if result.hold:

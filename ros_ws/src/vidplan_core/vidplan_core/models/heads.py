@@ -151,7 +151,7 @@ class UQHead(_HeadBase):
         loss = self.loss(pred_latents, true_latents)
         loss.backward()
         optimizer.step()
-        return float(loss)
+        return float(loss.detach())
 
 
 class RewardHead(_HeadBase):
@@ -213,4 +213,4 @@ class RewardHead(_HeadBase):
         loss = self.loss(pred_latents, actions, values)
         loss.backward()
         optimizer.step()
-        return float(loss)
+        return float(loss.detach())

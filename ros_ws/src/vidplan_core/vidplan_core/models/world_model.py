@@ -76,10 +76,18 @@ class ActionEncoder(nn.Module):
         return tok
 
 
-def _block_types(n: int) -> tuple[tuple[str, ...], tuple[str, ...]]:
-    """SVD layout: cross-attention in every level but the deepest."""
-    down = tuple(["CrossAttnDownBlockSpatioTemporal"] * (n - 1) + ["DownBlockSpatioTemporal"])
-    up = tuple(["UpBlockSpatioTemporal"] + ["CrossAttnUpBlockSpatioTemporal"] * (n - 1))
+def _block_types(n: int, attention_levels: tuple[bool, ...] | None = None) -> tuple[tuple[str, ...], tuple[str, ...]]:
+    """Down/up block types; default = SVD layout (cross-attention in every level but the deepest).
+
+    ``attention_levels[i]`` says whether level i (0 = full resolution) has spatial/temporal transformers; the up
+    path mirrors the down path. The mid block always has one.
+    """
+    if attention_levels is None:
+        attention_levels = tuple([True] * (n - 1) + [False])
+    if len(attention_levels) != n:
+        raise ValueError(f"attention_levels needs one flag per level ({n}), got {list(attention_levels)}")
+    down = tuple("CrossAttnDownBlockSpatioTemporal" if a else "DownBlockSpatioTemporal" for a in attention_levels)
+    up = tuple("CrossAttnUpBlockSpatioTemporal" if a else "UpBlockSpatioTemporal" for a in reversed(attention_levels))
     return down, up
 
 
@@ -94,7 +102,8 @@ class WorldModel(StrictLoadMixin, ModelMixin, ConfigMixin):
     ``cross_attention_dim``, ``num_attention_heads``); EDM (``sigma_data``, ``c_out_sign``, ``sigma_min``,
     ``sigma_max``, ``p_mean``, ``p_std``, ``loss_weighting`` ∈ {"edm", "unit"}); training
     (``action_dropout``, ``history_noise_std``, ``cond_noise_max``); action statistics (``action_p01``,
-    ``action_p99``, ``action_angle_center``).
+    ``action_p99``, ``action_angle_center``); ``attention_levels`` (one bool per UNet level, default SVD's
+    "all but the deepest"; dropping attention at full resolution is the cheapest speed-up on CPU).
     """
 
     config_name = "config.json"
@@ -135,6 +144,7 @@ class WorldModel(StrictLoadMixin, ModelMixin, ConfigMixin):
         action_p01: tuple[float, ...] = (-1.0,) * 7,
         action_p99: tuple[float, ...] = (1.0,) * 7,
         action_angle_center: tuple[float, ...] = (0.0, 0.0, 0.0),
+        attention_levels: tuple[bool, ...] | None = None,
     ):
         super().__init__()
         if loss_weighting not in ("edm", "unit"):
@@ -143,7 +153,7 @@ class WorldModel(StrictLoadMixin, ModelMixin, ConfigMixin):
             raise ValueError(f"action_dim must be {ACTION_DIM} (xyz, Euler xyz, gripper), got {action_dim}")
         if latent_height % num_views:
             raise ValueError(f"latent_height {latent_height} must be divisible by num_views {num_views}")
-        down, up = _block_types(len(block_out_channels))
+        down, up = _block_types(len(block_out_channels), None if attention_levels is None else tuple(attention_levels))
         heads = num_attention_heads if isinstance(num_attention_heads, int) else tuple(num_attention_heads)
         self.unet = UNetSpatioTemporalConditionModel(
             sample_size=None,
