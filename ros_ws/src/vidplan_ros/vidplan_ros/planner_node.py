@@ -59,7 +59,7 @@ from geometry_msgs.msg import Point, PoseStamped
 from rclpy.action import ActionClient
 from rclpy.callback_groups import MutuallyExclusiveCallbackGroup, ReentrantCallbackGroup
 from rclpy.node import Node
-from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy
+from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy, qos_profile_sensor_data
 from sensor_msgs.msg import Image, JointState
 from std_msgs.msg import Bool, String
 from visualization_msgs.msg import Marker, MarkerArray
@@ -196,8 +196,12 @@ class PlannerNode(Node):
         cb_in = ReentrantCallbackGroup()
         self.sync = CameraSync(self, topics, max_skew_s=skew, stale_after_s=self.camera_timeout,
                                callback=self._on_triplet, callback_group=cb_in)
-        self.create_subscription(PoseStamped, "/ee_pose", self._on_ee, 10, callback_group=cb_in)
-        self.create_subscription(JointState, "/joint_states", self._on_joints, 10, callback_group=cb_in)
+        # State with sensor-data QoS (best effort): compatible with reliable publishers (robot, sim) and with
+        # best-effort ones (bag replay publishes sensor_msgs that way); a reliable subscription would silently
+        # never match the latter.
+        self.create_subscription(PoseStamped, "/ee_pose", self._on_ee, qos_profile_sensor_data, callback_group=cb_in)
+        self.create_subscription(JointState, "/joint_states", self._on_joints, qos_profile_sensor_data,
+                                 callback_group=cb_in)
         # Two subscriptions: volatile (any publisher, e.g. a user's one-off message) and transient-local (the
         # sim's latched task, also for a planner that starts later). Duplicates are ignored in set_instruction.
         for qos in (10, LATCHED):
