@@ -138,9 +138,12 @@ def _fwd(d: dict, n: int) -> float:
 def summary(res: dict) -> str:
     lines = ["# plan_cycle — plan-cycle latency by stage (CPU)", "",
              f"Machine: {res['machine']}, 1 intra-op thread per runtime (2 cores shared with other jobs), torch "
-             f"{res['torch']}. Command: `{res['command']}`. Median of {res['repeats']} repeats; random weights.", ""]
+             f"{res['torch']}. Median of {res['repeats']} repeats; random weights. The machine was shared with "
+             "other jobs (load average 3–8 during the runs): expect ±30 % noise on single numbers; each table's "
+             "torch and onnxruntime rows were measured side by side in one run (commands per config below).", ""]
     for cfg, r in res["configs"].items():
         lines += [f"## {cfg} (H={r['horizon']}, T={r['num_history']}, latent {r['latent']})", "",
+                  f"`{r.get('command', res['command'])}`", "",
                   "| K | N | runtime | rollout s | heads s | semantic s | forward total s |",
                   "|---|---|---|---|---|---|---|"]
         for kk in r["torch"]:
