@@ -10,10 +10,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 import rclpy
-from rclpy.executors import SingleThreadedExecutor
-from vidplan_interfaces.msg import PlanChunk, PlanDiagnostics
-
 from proc_helpers import node_executable, started, wait_for
+from rclpy.executors import SingleThreadedExecutor
+
+from vidplan_interfaces.msg import PlanChunk, PlanDiagnostics
 from vidplan_ros.conversions import chunk_from_msg
 
 SCRIPTS = Path(__file__).parent / "scripts"

@@ -153,7 +153,8 @@ def test_replay_round_trip_is_byte_exact_with_clock(recording, tmp_path):
         start, end = reader.start_ns, reader.end_ns
     replay = node_executable("vidplan_ros", "replay_node")
     rec = node_executable("vidplan_ros", "recorder_node")
-    rec_cmd = [rec, "--ros-args", "-p", "use_sim_time:=true", "-p", "topics:=['/rr/chatter', '/rr/pose', '/rr/camera/image_raw']",
+    rec_cmd = [rec, "--ros-args", "-p", "use_sim_time:=true",
+               "-p", "topics:=['/rr/chatter', '/rr/pose', '/rr/camera/image_raw']",
                "-p", f"output_dir:={tmp_path}", "-p", "bag_name:=simtime", "-p", "stats_interval_s:=0.2",
                "-p", "discovery_timeout_s:=20.0"]
     with started(_sink_cmd(tmp_path / "replayed.json", TOPICS, 3 * COUNT, clock=True), tmp_path / "sink.log") as sink, \

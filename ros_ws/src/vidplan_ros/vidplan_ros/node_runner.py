@@ -16,8 +16,8 @@ def run_node(factory: Callable[[], Node], args: list[str] | None = None, multith
 
     rclpy shuts its context down itself on SIGINT/SIGTERM; spinning then raises ExternalShutdownException,
     which is a normal exit here. ``num_threads`` sizes the MultiThreadedExecutor (rclpy's default is the CPU
-    count, only 2 on small machines; a node whose action goals wait inside callbacks needs more). A node whose constructor raises ValueError (bad parameters) exits with code 2
-    and the message, without a traceback.
+    count, only 2 on small machines; a node whose action goals wait inside callbacks needs more). A node whose
+    constructor raises ValueError (bad parameters) exits with code 2 and the message, without a traceback.
     """
     rclpy.init(args=args if args is not None else sys.argv)
     node = None

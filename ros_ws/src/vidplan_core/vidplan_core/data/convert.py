@@ -58,7 +58,7 @@ from vidplan_core.data.schema import (
     split_episodes,
     write_shard,
 )
-from vidplan_core.spaces import CONTROL_RATE_HZ, MODEL_RATE_HZ, VIEW_ORDER, ActionNormalizer
+from vidplan_core.spaces import CONTROL_RATE_HZ, MODEL_RATE_HZ, VIEW_ORDER, ActionNormalizer, resize_view
 
 __all__ = ["ConvertError", "GripperSource", "TopicMap", "convert_bags", "expand_inputs", "load_topic_map"]
 
@@ -243,11 +243,8 @@ def _hold(times: np.ndarray, grid: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 
 
 def _resize(img: np.ndarray, hw: tuple[int, int]) -> np.ndarray:
-    if img.shape[:2] == tuple(hw):
-        return img
-    from PIL import Image
-
-    return np.asarray(Image.fromarray(img).resize((hw[1], hw[0]), Image.Resampling.BILINEAR))
+    # The shared resize convention: the planner node resizes live images with the same function.
+    return resize_view(img, hw[0], hw[1])
 
 
 def _convert_one(bag: Path, tm: TopicMap, codec: Any, fps: float, size: tuple[int, int] | None
