@@ -12,6 +12,8 @@ import pytest
 import rclpy
 from proc_helpers import node_executable, started, wait_for
 from rclpy.executors import SingleThreadedExecutor
+from sensor_msgs.msg import Image
+from visualization_msgs.msg import MarkerArray
 
 from vidplan_interfaces.msg import PlanChunk, PlanDiagnostics
 from vidplan_ros.conversions import chunk_from_msg
@@ -37,8 +39,11 @@ def listener():
     ctx = rclpy.Context()
     rclpy.init(context=ctx)
     node = rclpy.create_node("planner_test_listener", context=ctx)
-    got = {"plans": [], "diags": []}
+    got = {"plans": [], "diags": [], "pred": [], "uq": [], "markers": []}
     node.create_subscription(PlanChunk, "/vidplan/plan", got["plans"].append, 10)
+    node.create_subscription(Image, "/vidplan/debug/prediction", got["pred"].append, 2)
+    node.create_subscription(Image, "/vidplan/debug/uncertainty", got["uq"].append, 2)
+    node.create_subscription(MarkerArray, "/vidplan/debug/plan_markers", got["markers"].append, 2)
     node.create_subscription(PlanDiagnostics, "/vidplan/plan_diagnostics", got["diags"].append, 50)
     ex = SingleThreadedExecutor(context=ctx)
     ex.add_node(node)
@@ -84,6 +89,13 @@ def test_planner_publishes_chunks_then_errors_when_a_camera_goes_silent(tmp_path
         assert d.num_proposals == len(d.candidate_scores) == 7  # 6 basis directions + hold
         assert 0 <= d.chosen_index < d.num_proposals and np.isfinite(d.candidate_scores).all()
         assert "total" in d.stage_names and d.backend == "torch"
+        # Debug pictures (published because someone subscribes): current vs predicted frames, the heat map, path.
+        assert wait_for(lambda: listener["pred"] and listener["uq"] and listener["markers"], 30)
+        pred, uq = listener["pred"][-1], listener["uq"][-1]
+        assert pred.encoding == uq.encoding == "rgb8"
+        assert pred.height == 2 * (3 * 16 + 2) - 2 and pred.width == 3 * (16 + 2) - 2  # 2 rows: now, 3 predicted
+        assert uq.height == 3 * 16 and len(uq.data) == uq.height * uq.width * 3
+        assert len(listener["markers"][-1].markers[0].points) == 3
         # The wrist camera goes silent 25 s after the first subscriber: plans stop, an ERROR names the camera.
         assert wait_for(lambda: any(x.status == PlanDiagnostics.STATUS_ERROR and "wrist" in x.reason
                                     for x in listener["diags"]), 60), planner.output()[-3000:]

@@ -458,17 +458,32 @@ class PlannerNode(Node):
         if not (want_pred or want_uq):
             return  # an extra rollout for pictures nobody looks at would only add latency
         from vidplan_core.eval.visualize import prediction_strip, uncertainty_overlay
+        from vidplan_core.spaces import stack_views
 
         out = self.session.backend.rollout(chunk.actions[None])
-        if out.frames is None:
+        pred = out.frames[0] if out.frames is not None else self._decode(out.latents)
+        if pred is None:
             return
-        current = [frames[-1][v] for v in range(3)]
-        pred = out.frames[0]  # (F, 3, H', W') stacked views
+        # One picture per frame: the three views stacked vertically (left, right, wrist), as the model sees them.
+        current = stack_views(frames[-1].astype(np.float32) / 255.0)
+        predicted = [stack_views(f) for f in pred]  # (F, 3 views, 3, H, W) → F × (3, 3H, W)
         if want_pred:
-            self.pred_pub.publish(_image_msg(prediction_strip([current, list(pred)]), stamp, self.base_frame))
+            self.pred_pub.publish(_image_msg(prediction_strip([[current], predicted]), stamp, self.base_frame))
         if want_uq:
-            over = [uncertainty_overlay(f, m) for f, m in zip(pred, out.uq_map[0], strict=False)]
+            over = [uncertainty_overlay(f, m) for f, m in zip(predicted, out.uq_map[0], strict=False)]
             self.uq_pub.publish(_image_msg(prediction_strip([over]), stamp, self.base_frame))
+
+    def _decode(self, latents: np.ndarray | None) -> np.ndarray | None:
+        """(1, F, C, h, w) latents → (F, 3 views, 3, H, W) in [0, 1] with the torch autoencoder, if there is one."""
+        suite = getattr(getattr(self.session.backend, "models", None), "suite", None)
+        if latents is None or suite is None:
+            return None
+        import torch
+
+        ae = suite.autoencoder
+        with torch.no_grad():
+            lat = torch.as_tensor(latents[0], dtype=torch.float32, device=next(ae.parameters()).device)
+            return ae.decode(lat).float().cpu().numpy()
 
     def _markers(self, chunk: EEChunk, stamp) -> MarkerArray:
         line = Marker(ns="vidplan_plan", id=0, type=Marker.LINE_STRIP, action=Marker.ADD)
