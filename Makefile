@@ -4,7 +4,7 @@ SHELL := /bin/bash
 ENV := source scripts/env.sh &&
 PYTEST_ARGS ?=
 
-.PHONY: help setup shell test test-unit test-integration lint demo up clean
+.PHONY: help setup shell test test-unit test-integration lint demo up bench clean
 
 help:  ## list targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-18s %s\n", $$1, $$2}'
@@ -29,6 +29,10 @@ lint: setup  ## ruff
 
 up: setup  ## start a bring-up profile: make up PROFILE=sim ARGS='clutter:=2'
 	@$(ENV) vidplan up $(PROFILE) $(ARGS)
+
+BENCHES ?= sim_render executor_latency recorder_throughput planner_overhead plan_cycle flops_full distillation
+bench: setup  ## run the CPU benchmarks (about 1 h on 2 cores); results in bench/results/ (GPU: bench/gpu_plan_cycle.py)
+	@$(ENV) for b in $(BENCHES); do echo "== bench/$$b.py"; python bench/$$b.py || exit 1; done
 
 clean:  ## remove build products (keeps .venv and .cache)
 	rm -rf ros_ws/build ros_ws/install ros_ws/log .cache/stamps/colcon

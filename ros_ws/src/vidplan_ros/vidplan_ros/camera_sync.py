@@ -95,6 +95,7 @@ class CameraSync:
                 raise ValueError(f"unknown camera views {sorted(unknown)}; expected {list(VIEW_ORDER)}")
             self.topics.update(topics)
         self.max_skew_s = float(max_skew_s)
+        self.clock_jump_s = 1.0  # a stamp this much older than the last triplet means time jumped back
         self.stale_after_s = float(stale_after_s)
         self.queue_size = int(queue_size)
         self.callback = callback
@@ -194,6 +195,13 @@ class CameraSync:
                 cam.stale = False
                 if cam.received > 1:
                     self.node.get_logger().info(f"camera '{view}' is publishing again")
+            if stamp < self._last_emitted - self.clock_jump_s:
+                # Time jumped back (bag loop, sim reset): start over instead of dropping everything from now on.
+                self.node.get_logger().warn(f"camera '{view}' stamp jumped back {self._last_emitted - stamp:.2f} s; "
+                                            "resetting the synchroniser")
+                self._last_emitted = -np.inf
+                for c in self._cams.values():
+                    c.queue.clear()
             if stamp <= self._last_emitted:
                 cam.dropped += 1  # older than a triplet already emitted
                 return

@@ -556,4 +556,4 @@ class ExecutorNode(Node):
 
 
 def main(args: list[str] | None = None) -> None:
-    run_node(ExecutorNode, args, num_threads=4)
+    run_node(ExecutorNode, args, multithreaded=True)

@@ -2,7 +2,8 @@
 
 With the planner, a PlanChunk's header.stamp is the stamp of the camera triplet it was planned from, so the
 probe measures camera stamp → PlanChunk arrival end to end. Statistics are logged periodically and written to
-``report_path`` (JSON) on every report and at shutdown.
+``report_path`` (JSON) on every report and at shutdown. Messages stamped later than the probe's clock (the clock
+jumped back: a looping bag, a sim reset) are not latencies; they are counted as ``discarded_negative``.
 
 Parameters:
     topic (str, "/vidplan/plan"): topic to probe.
@@ -48,6 +49,7 @@ class LatencyProbe(Node):
         if "header" not in msg_type.get_fields_and_field_types():
             raise ValueError(f"{type_name} has no header; cannot measure latency")
         self.latencies_ms: list[float] = []
+        self.discarded_negative = 0  # messages stamped after "now": the clock jumped back (bag loop, sim reset)
         self.first_ids: list[int] = []
         qos = qos_profile_sensor_data if type_name.startswith("sensor_msgs/") else 10
         self.sub = self.create_subscription(msg_type, self.topic, self._on_msg, qos)
@@ -56,14 +58,19 @@ class LatencyProbe(Node):
 
     def _on_msg(self, msg) -> None:
         now = self.get_clock().now().nanoseconds * 1e-9
-        self.latencies_ms.append((now - stamp_to_sec(msg.header.stamp)) * 1e3)
+        latency_ms = (now - stamp_to_sec(msg.header.stamp)) * 1e3
+        if latency_ms < 0:
+            self.discarded_negative += 1
+            return
+        self.latencies_ms.append(latency_ms)
         if hasattr(msg, "plan_id") and len(self.first_ids) < 1000:
             self.first_ids.append(int(msg.plan_id))
 
     def stats(self) -> dict:
         """Count and p50/p95/max latency [ms] so far."""
         lat = np.asarray(self.latencies_ms)
-        out = {"topic": self.topic, "count": int(lat.size), "plan_ids": self.first_ids[:50]}
+        out = {"topic": self.topic, "count": int(lat.size), "plan_ids": self.first_ids[:50],
+               "discarded_negative": self.discarded_negative}
         if lat.size:
             out.update(p50_ms=float(np.percentile(lat, 50)), p95_ms=float(np.percentile(lat, 95)),
                        max_ms=float(lat.max()))

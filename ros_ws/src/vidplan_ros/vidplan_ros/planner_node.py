@@ -351,6 +351,8 @@ class PlannerNode(Node):
             if not instruction:
                 self._set_status("idle", "no task")
                 continue
+            if now < self._last_plan_time:
+                self._last_plan_time = -math.inf  # the clock jumped back (bag loop, sim reset)
             if now - self._last_plan_time < self.open_loop_steps * self.dt * 0.999:
                 continue
             problem = self._inputs_problem(now)
@@ -533,7 +535,7 @@ def _image_msg(img: np.ndarray, stamp, frame_id: str) -> Image:
 
 
 def main(args: list[str] | None = None) -> None:
-    run_node(PlannerNode, args, num_threads=4)
+    run_node(PlannerNode, args, multithreaded=True)
 
 
 # Re-exported for tests.
