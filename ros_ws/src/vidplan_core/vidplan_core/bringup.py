@@ -33,6 +33,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from vidplan_core.config import ConfigError, load_yaml, validate_model
+from vidplan_core.paths import share_file
 
 __all__ = [
     "NodeSpec",
@@ -101,16 +102,9 @@ def profile_search_path() -> list[Path]:
     paths: list[Path] = []
     if os.environ.get("VIDPLAN_PROFILE_PATH"):
         paths += [Path(p) for p in os.environ["VIDPLAN_PROFILE_PATH"].split(os.pathsep) if p]
-    try:
-        from ament_index_python.packages import PackageNotFoundError, get_package_share_directory
-
-        try:
-            paths.append(Path(get_package_share_directory("vidplan_bringup")) / "profiles")
-        except PackageNotFoundError:
-            pass
-    except ImportError:  # ament_index_python absent: plain-Python use of the library
-        pass
-    paths.append(Path(__file__).resolve().parents[2] / "vidplan_bringup" / "profiles")
+    source = Path(__file__).resolve().parents[2] / "vidplan_bringup" / "profiles"
+    installed = share_file("vidplan_bringup", "profiles/sim.yaml", source / "sim.yaml").parent
+    paths += [installed] + ([source] if installed != source else [])
     return paths
 
 

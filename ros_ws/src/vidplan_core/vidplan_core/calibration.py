@@ -29,6 +29,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 from scipy.spatial.transform import Rotation
 
 from vidplan_core.config import load_model
+from vidplan_core.paths import share_file
 from vidplan_core.spaces import VIEW_ORDER
 
 __all__ = ["CameraCalibration", "RigCalibration", "load_calibration", "look_at_quaternion"]
@@ -129,18 +130,8 @@ class RigCalibration(BaseModel):
 
 def default_calibration_path() -> Path:
     """calibration/droid_cameras.yaml of the installed bring-up package, else of the source tree."""
-    try:
-        from ament_index_python.packages import PackageNotFoundError, get_package_share_directory
-
-        try:
-            p = Path(get_package_share_directory("vidplan_bringup")) / "calibration" / "droid_cameras.yaml"
-            if p.is_file():
-                return p
-        except PackageNotFoundError:
-            pass
-    except ImportError:
-        pass
-    return Path(__file__).resolve().parents[4] / "calibration" / "droid_cameras.yaml"
+    return share_file("vidplan_bringup", "calibration/droid_cameras.yaml",
+                      Path(__file__).resolve().parents[4] / "calibration" / "droid_cameras.yaml")
 
 
 def load_calibration(path: str | Path | None = None) -> RigCalibration:

@@ -23,6 +23,7 @@ from pathlib import Path
 import numpy as np
 from scipy.spatial.transform import Rotation
 
+from vidplan_core.paths import share_file
 from vidplan_core.spaces import EULER_SEQ, wrap_angle
 
 __all__ = [
@@ -43,18 +44,8 @@ HOME_Q = np.array([0.0, -np.pi / 4, 0.0, -3 * np.pi / 4, 0.0, np.pi / 2, np.pi /
 
 def default_urdf_path() -> Path:
     """urdf/panda_droid.urdf of the installed bring-up package (share/vidplan_bringup/urdf), else of the source tree."""
-    try:
-        from ament_index_python.packages import PackageNotFoundError, get_package_share_directory
-
-        try:
-            p = Path(get_package_share_directory("vidplan_bringup")) / "urdf" / "panda_droid.urdf"
-            if p.is_file():
-                return p
-        except PackageNotFoundError:
-            pass
-    except ImportError:
-        pass
-    return Path(__file__).resolve().parents[4] / "urdf" / "panda_droid.urdf"
+    return share_file("vidplan_bringup", "urdf/panda_droid.urdf",
+                      Path(__file__).resolve().parents[4] / "urdf" / "panda_droid.urdf")
 
 
 def action_to_transform(action: np.ndarray) -> np.ndarray:

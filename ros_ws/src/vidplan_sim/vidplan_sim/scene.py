@@ -29,6 +29,7 @@ from scipy.spatial.transform import Rotation
 
 from vidplan_core.calibration import RigCalibration
 from vidplan_core.config import ConfigError, load_model, validate_model
+from vidplan_core.paths import share_file
 from vidplan_sim.tasks import TASK_KINDS, Task, parse_instruction, sample_task
 
 __all__ = [
@@ -174,18 +175,8 @@ class SceneConfig(BaseModel):
 
 def default_scene_path() -> Path:
     """``scenes/default.yaml`` of the installed package (ament share), else of the source tree."""
-    try:
-        from ament_index_python.packages import PackageNotFoundError, get_package_share_directory
-
-        try:
-            p = Path(get_package_share_directory("vidplan_sim")) / "scenes" / "default.yaml"
-            if p.is_file():
-                return p
-        except PackageNotFoundError:
-            pass
-    except ImportError:
-        pass
-    return Path(__file__).resolve().parents[1] / "scenes" / "default.yaml"
+    return share_file("vidplan_sim", "scenes/default.yaml",
+                      Path(__file__).resolve().parents[1] / "scenes" / "default.yaml")
 
 
 def load_scene_config(path: str | Path | None = None) -> SceneConfig:
