@@ -68,8 +68,9 @@ class ManagedProcess:
         except subprocess.TimeoutExpired:
             return None
 
-    def stop(self, timeout: float = 5.0) -> int | None:
-        """Stop the process group; returns the exit code."""
+    def stop(self, timeout: float = 10.0) -> int | None:
+        """Stop the process group; returns the exit code. (10 s: longer than `vidplan up`'s own 5 s shutdown, so a
+        supervisor is never killed while it is still stopping its nodes.)"""
         for sig, frac in ((signal.SIGINT, 0.5), (signal.SIGTERM, 0.3), (signal.SIGKILL, 0.2)):
             if not self.alive():
                 break

@@ -79,3 +79,14 @@ def test_required_node_crash_is_reported_and_stops_the_rest(tmp_path):
         assert "not/a/Type" in out, out  # the node's own reason is shown
         pids = [int(p) for p in re.findall(r"pid (\d+)\)", out)]
         assert pids and not [p for p in pids if _pid_alive(p)]
+
+
+def test_killed_supervisor_leaves_no_node_running(tmp_path):
+    # Even SIGKILL (no chance to clean up) must not orphan nodes: children die with their parent (PR_SET_PDEATHSIG).
+    cmd = [_vidplan(), "up", str(PROFILES / "two_nodes.yaml"), f"report:={tmp_path / 'probe.json'}"]
+    with started(cmd, tmp_path / "up.log") as up:
+        assert wait_for(lambda: len(re.findall(r"pid (\d+)\)", up.output())) == 2, 30), up.output()
+        pids = [int(p) for p in re.findall(r"pid (\d+)\)", up.output())]
+        up.signal(signal.SIGKILL)
+        up.wait(5)
+        assert wait_for(lambda: not [p for p in pids if _pid_alive(p)], 5), "nodes outlived a killed vidplan up"

@@ -118,7 +118,8 @@ class Supervisor:
     def _spawn(self, proc: _Proc) -> None:
         # Own process group per node: signals reach the node and anything it spawned, and not us.
         proc.popen = subprocess.Popen(proc.cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                                      stdin=subprocess.DEVNULL, env=self._env, start_new_session=True)
+                                      stdin=subprocess.DEVNULL, env=self._env, start_new_session=True,
+                                      preexec_fn=_die_with_parent)
         proc.reader = threading.Thread(target=self._pump, args=(proc, proc.popen.stdout), daemon=True)
         proc.reader.start()
         self._emit_up(f"started {proc.node.name} ({proc.node.package}/{proc.node.executable}, "
@@ -200,6 +201,15 @@ class Supervisor:
                 self._emit_up(f"WARNING: {p.node.name} (pid {p.popen.pid}) did not exit")
             if p.reader:
                 p.reader.join(timeout=0.5)
+
+
+def _die_with_parent() -> None:
+    """In the child before exec: get SIGTERM when the supervisor dies, even by SIGKILL (Linux PR_SET_PDEATHSIG),
+    so a killed ``vidplan up`` never leaves nodes running."""
+    if sys.platform.startswith("linux"):
+        import ctypes
+
+        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGTERM)  # 1 = PR_SET_PDEATHSIG
 
 
 def _describe_exit(code: int) -> str:
