@@ -12,6 +12,10 @@ from pathlib import Path
 import pytest
 from proc_helpers import started, wait_for
 
+# Timing-sensitive on 2 shared cores (executor callbacks stall now and then, see the issue-3 note): rerun a failure
+# up to twice; reruns are printed in the summary ("R"), so flakiness stays visible.
+pytestmark = pytest.mark.flaky(reruns=2, reruns_delay=2)
+
 
 def _alive(pid: int) -> bool:
     p = Path(f"/proc/{pid}/stat")

@@ -29,6 +29,10 @@ from vidplan_interfaces.action import ExecuteChunk
 from vidplan_interfaces.msg import PlanChunk
 from vidplan_ros.conversions import chunk_to_msg, sec_to_stamp
 
+# Timing-sensitive on 2 shared cores (executor callbacks stall now and then, see the issue-3 note): rerun a failure
+# up to twice; reruns are printed in the summary ("R"), so flakiness stays visible.
+pytestmark = pytest.mark.flaky(reruns=2, reruns_delay=2)
+
 R = ExecuteChunk.Result
 TRAJ = "/fr3_arm_controller/joint_trajectory"
 KIN = PandaKinematics()
@@ -111,7 +115,7 @@ class Harness:
 @pytest.fixture(scope="module")
 def rig(tmp_path_factory):
     h = Harness()
-    cmd = [node_executable("vidplan_ros", "executor_node"), "--ros-args", "-p", "joint_state_timeout_s:=1.0",
+    cmd = [node_executable("vidplan_ros", "executor_node"), "--ros-args", "-p", "joint_state_timeout_s:=2.0",
            "-p", "diagnostics_period_s:=0.2",
            # nobody moves the arm in this rig (joint states stay put), so the path-deviation abort is off here
            "-p", "path_position_tolerance:=0.0"]
@@ -138,7 +142,7 @@ def test_refuses_without_and_with_stale_joint_states(rig):
     rig.publish_joints = True
     assert wait_for(lambda: rig.result(rig.send(rig.chunk_msg([[0.0, 0, 0]]))).status == R.STATUS_SUCCEEDED, 10)
     rig.publish_joints = False
-    time.sleep(1.5)  # > joint_state_timeout_s (1 s: loose enough for a loaded 2-core CI machine)
+    time.sleep(2.5)  # > joint_state_timeout_s (2 s: loose enough for a loaded 2-core CI machine)
     res = rig.result(rig.send(rig.chunk_msg([[0.01, 0, 0]])))
     assert res.status == R.STATUS_REJECTED and "stale" in res.reason, res.reason
     rig.publish_joints = True

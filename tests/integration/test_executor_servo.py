@@ -4,9 +4,14 @@ no other executor process answers on /vidplan/execute_chunk meanwhile)."""
 from __future__ import annotations
 
 import numpy as np
+import pytest
 from geometry_msgs.msg import PoseStamped
 from proc_helpers import node_executable, started, wait_for
 from test_executor import HOME_EE, Harness, R
+
+# Timing-sensitive on 2 shared cores (executor callbacks stall now and then, see the issue-3 note): rerun a failure
+# up to twice; reruns are printed in the summary ("R"), so flakiness stays visible.
+pytestmark = pytest.mark.flaky(reruns=2, reruns_delay=2)
 
 
 def test_servo_backend_streams_pose_targets(tmp_path):
@@ -17,7 +22,7 @@ def test_servo_backend_streams_pose_targets(tmp_path):
     h.node.create_subscription(PoseStamped, "/servo_node/pose_target_cmds", poses.append, 50)
     h.publish_joints = True
     cmd = [node_executable("vidplan_ros", "executor_node"), "--ros-args", "-p", "backend:=servo",
-           "-p", "servo_rate_hz:=50.0", "-p", "path_position_tolerance:=0.0"]
+           "-p", "servo_rate_hz:=50.0", "-p", "joint_state_timeout_s:=2.0", "-p", "path_position_tolerance:=0.0"]
     try:
         with started(cmd, tmp_path / "servo.log") as proc:
             assert h.client.wait_for_server(timeout_sec=30), proc.output()
