@@ -37,6 +37,7 @@ def tiny_model_dir(tmp_path_factory):
 
 
 @pytest.mark.slow
+@pytest.mark.flaky(reruns=2, reruns_delay=2)  # timing-dependent on shared cores (see the issue-6 note); reruns show
 def test_up_replay_plans_on_the_bag_and_measures_latency(tmp_path, episode_bag, tiny_model_dir):
     report = tmp_path / "latency.json"
     cmd = [shutil.which("vidplan"), "up", "replay", f"bag:={episode_bag}", f"model_dir:={tiny_model_dir}",
