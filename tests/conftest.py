@@ -14,15 +14,26 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "tests"))
 
 
-def _pick_domain_id() -> int:
-    # Distinct per run (pid-based) unless the caller fixed one; 1..100 keeps Fast DDS ports in range.
+def _pick_domain_id() -> tuple[int, str]:
+    # A fixed id when the caller asks for one; else a random id with no ROS nodes on it (see ros_domain.py: two runs on
+    # one host sharing a domain break each other's timing tests). Probed before anything here imports rclpy.
     if os.environ.get("VIDPLAN_TEST_DOMAIN_ID"):
-        return int(os.environ["VIDPLAN_TEST_DOMAIN_ID"])
-    return 1 + (os.getpid() * 7919) % 100
+        return int(os.environ["VIDPLAN_TEST_DOMAIN_ID"]), "fixed by VIDPLAN_TEST_DOMAIN_ID"
+    from ros_domain import pick_free_domain
+
+    domain, seen = pick_free_domain()
+    busy = {d: n for d, n in seen.items() if n}
+    note = "probed free" if seen and domain not in busy else "not probed (probe failed)" if not seen else "ALL BUSY"
+    if busy:
+        note += f"; skipped busy domains {busy}"
+    return domain, note
 
 
-# Set before anything imports rclpy, and inherited by every process a test starts.
-os.environ["ROS_DOMAIN_ID"] = str(_pick_domain_id())
+# Set before anything imports rclpy, and inherited by every process a test starts. VIDPLAN_TEST_RUN marks the
+# processes of this run, so the session can find any it left behind (see _no_leftover_processes).
+_DOMAIN, _DOMAIN_NOTE = _pick_domain_id()
+os.environ["ROS_DOMAIN_ID"] = str(_DOMAIN)
+os.environ["VIDPLAN_TEST_RUN"] = str(os.getpid())
 os.environ["ROS_AUTOMATIC_DISCOVERY_RANGE"] = "LOCALHOST"
 os.environ.setdefault("RMW_IMPLEMENTATION", "rmw_fastrtps_cpp")
 os.environ["HF_HUB_OFFLINE"] = "1"
@@ -32,7 +43,7 @@ os.environ.setdefault("PYTHONUNBUFFERED", "1")
 
 
 def pytest_report_header(config: pytest.Config) -> str:
-    return f"vidplan: ROS_DOMAIN_ID={os.environ['ROS_DOMAIN_ID']} (loopback discovery), repo {REPO}"
+    return f"vidplan: ROS_DOMAIN_ID={os.environ['ROS_DOMAIN_ID']} ({_DOMAIN_NOTE}; loopback discovery), repo {REPO}"
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
@@ -46,3 +57,47 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
 def repo_root() -> Path:
     """Repository root."""
     return REPO
+
+
+def _processes_of_this_run() -> dict[int, str]:
+    """PID → command line of live processes (other than pytest itself) that carry this run's VIDPLAN_TEST_RUN."""
+    marker = f"VIDPLAN_TEST_RUN={os.getpid()}".encode()
+    found = {}
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit() or int(entry.name) == os.getpid():
+            continue
+        try:
+            if marker not in (entry / "environ").read_bytes().split(b"\0"):
+                continue
+            if (entry / "stat").read_text().rsplit(")", 1)[1].split()[0] == "Z":
+                continue  # a zombie waiting for its parent: already dead
+            found[int(entry.name)] = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+        except OSError:
+            continue
+    return found
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _no_leftover_processes():
+    """After each test module: no process this run started may still be alive (a leftover sim or replay node keeps
+    publishing /clock and /joint_states into the next module's tests). Leftovers are killed — they carry this run's
+    marker, so they are ours — and reported as an error of the module that left them."""
+    yield
+    if not sys.platform.startswith("linux"):
+        return
+    import signal
+    import time
+
+    left = _processes_of_this_run()
+    deadline = time.monotonic() + 3.0
+    while left and time.monotonic() < deadline:  # processes stopping right now get a moment
+        time.sleep(0.2)
+        left = _processes_of_this_run()
+    for pid in left:
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except OSError:
+            pass
+    if left:
+        pytest.fail("processes left running by this module (killed now): "
+                    + "; ".join(f"{pid}: {cmd[:200]}" for pid, cmd in left.items()), pytrace=False)

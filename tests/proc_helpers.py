@@ -68,17 +68,32 @@ class ManagedProcess:
         except subprocess.TimeoutExpired:
             return None
 
+    def group_alive(self) -> bool:
+        """Whether any process of this child's process group still exists (the child may have exited before its own
+        children did)."""
+        self.popen.poll()  # reap the leader if it has exited, so a zombie leader does not count
+        try:
+            os.killpg(self.pid, 0)
+        except ProcessLookupError:
+            return False
+        except PermissionError:
+            return True
+        return True
+
     def stop(self, timeout: float = 10.0) -> int | None:
-        """Stop the process group; returns the exit code. (10 s: longer than `vidplan up`'s own 5 s shutdown, so a
-        supervisor is never killed while it is still stopping its nodes.)"""
+        """Stop the whole process group — SIGINT, then SIGTERM, then SIGKILL — until none of it is left, even when
+        the leader exits first; returns the leader's exit code. (10 s: longer than `vidplan up`'s own 5 s shutdown, so
+        a supervisor is never killed while it is still stopping its nodes.)"""
         for sig, frac in ((signal.SIGINT, 0.5), (signal.SIGTERM, 0.3), (signal.SIGKILL, 0.2)):
-            if not self.alive():
+            if not self.group_alive():
                 break
             try:
                 os.killpg(self.pid, sig)
             except ProcessLookupError:
                 break
-            self.wait(timeout * frac)
+            end = time.monotonic() + timeout * frac
+            while time.monotonic() < end and self.group_alive():
+                time.sleep(0.05)
         code = self.popen.poll()
         self._log.close()
         return code
