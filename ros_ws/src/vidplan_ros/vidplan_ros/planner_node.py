@@ -57,7 +57,6 @@ import numpy as np
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
 from geometry_msgs.msg import Point, PoseStamped
 from rclpy.action import ActionClient
-from rclpy.callback_groups import MutuallyExclusiveCallbackGroup, ReentrantCallbackGroup
 from rclpy.node import Node
 from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy, qos_profile_sensor_data
 from sensor_msgs.msg import Image, JointState
@@ -193,22 +192,21 @@ class PlannerNode(Node):
         self._last_plan_time = -math.inf
         self._last_error_log = 0.0
 
-        cb_in = ReentrantCallbackGroup()
+        # Callbacks only store inputs (one single-threaded executor: rclpy's multithreaded one costs ~2.4x the CPU per
+        # callback); plan cycles run on their own thread (self._thread), so subscriptions never wait for a cycle.
         self.sync = CameraSync(self, topics, max_skew_s=skew, stale_after_s=self.camera_timeout,
-                               callback=self._on_triplet, callback_group=cb_in)
+                               callback=self._on_triplet)
         # State with sensor-data QoS (best effort): compatible with reliable publishers (robot, sim) and with
         # best-effort ones (bag replay publishes sensor_msgs that way); a reliable subscription would silently
         # never match the latter.
-        self.create_subscription(PoseStamped, "/ee_pose", self._on_ee, qos_profile_sensor_data, callback_group=cb_in)
-        self.create_subscription(JointState, "/joint_states", self._on_joints, qos_profile_sensor_data,
-                                 callback_group=cb_in)
+        self.create_subscription(PoseStamped, "/ee_pose", self._on_ee, qos_profile_sensor_data)
+        self.create_subscription(JointState, "/joint_states", self._on_joints, qos_profile_sensor_data)
         # Two subscriptions: volatile (any publisher, e.g. a user's one-off message) and transient-local (the
         # sim's latched task, also for a planner that starts later). Duplicates are ignored in set_instruction.
         for qos in (10, LATCHED):
-            self.create_subscription(String, "/vidplan/task", lambda m: self.set_instruction(m.data), qos,
-                                     callback_group=cb_in)
-        self.create_subscription(Bool, "/vidplan/estop", self._on_estop, LATCHED, callback_group=cb_in)
-        self.create_service(SetTask, "/vidplan/set_task", self._on_set_task, callback_group=cb_in)
+            self.create_subscription(String, "/vidplan/task", lambda m: self.set_instruction(m.data), qos)
+        self.create_subscription(Bool, "/vidplan/estop", self._on_estop, LATCHED)
+        self.create_service(SetTask, "/vidplan/set_task", self._on_set_task)
         self.plan_pub = self.create_publisher(PlanChunk, "/vidplan/plan", 10)
         self.diag_pub = self.create_publisher(PlanDiagnostics, "/vidplan/plan_diagnostics", 10)
         self.ros_diag_pub = self.create_publisher(DiagnosticArray, "/diagnostics", 10)
@@ -217,7 +215,7 @@ class PlannerNode(Node):
         self.marker_pub = self.create_publisher(MarkerArray, "/vidplan/debug/plan_markers", 2)
         self.exec_client = (ActionClient(self, ExecuteChunk, "/vidplan/execute_chunk")
                             if self.executor_interface == "action" else None)
-        self.create_timer(1.0, self._publish_ros_diagnostics, callback_group=MutuallyExclusiveCallbackGroup())
+        self.create_timer(1.0, self._publish_ros_diagnostics)
         self._thread = threading.Thread(target=self._plan_loop, name="vidplan-plan", daemon=True)
         self._thread.start()
         self.get_logger().info(f"planner ready; task: {self.instruction or '(none: idle)'}")
@@ -365,6 +363,8 @@ class PlannerNode(Node):
             try:
                 self._cycle(instruction)
             except Exception as exc:
+                if self._stop.is_set() or not self.context.ok():
+                    break  # shutting down (Ctrl-C / SIGTERM) mid-cycle: nothing can be published any more
                 self.get_logger().error(f"plan cycle failed: {type(exc).__name__}: {exc}")
                 self._publish_hold(f"cycle failed: {type(exc).__name__}: {exc}")
 
@@ -535,7 +535,7 @@ def _image_msg(img: np.ndarray, stamp, frame_id: str) -> Image:
 
 
 def main(args: list[str] | None = None) -> None:
-    run_node(PlannerNode, args, multithreaded=True)
+    run_node(PlannerNode, args)
 
 
 # Re-exported for tests.

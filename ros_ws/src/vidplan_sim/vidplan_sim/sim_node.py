@@ -50,6 +50,8 @@ from __future__ import annotations
 import json
 import threading
 import time
+from collections import deque
+from collections.abc import Callable
 
 import numpy as np
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
@@ -140,6 +142,10 @@ class SimNode(Node):
         self.create_timer(1.0, self._publish_diagnostics)
 
         self._lock = threading.RLock()
+        # Commands from ROS callbacks, applied by the sim thread right before its next physics step. Callbacks never
+        # wait for the sim thread's lock: a lock-step sim that renders slower than real time re-takes the lock at
+        # once after each render, and a callback waiting for it could stall for a long time.
+        self._commands: deque[Callable[[], None]] = deque()
         self._running = True
         self._ready = threading.Event()
         self._reset_req: dict | None = None
@@ -228,6 +234,7 @@ class SimNode(Node):
         while self._running and self.context.ok():
             if self._reset_req is not None:
                 req, self._reset_req = self._reset_req, None
+                self._commands.clear()  # commands for the old scene do not carry over
                 self._reset_result = self._do_reset(req["seed"], req["task"])
                 self._reset_done.set()
                 n_step, k_state, k_cam = 0, 1, 1
@@ -246,6 +253,8 @@ class SimNode(Node):
                     if wait > 0.05:
                         continue
             with self._lock:
+                while self._commands:
+                    self._commands.popleft()()
                 if s_next > n_step:
                     self.env.step((s_next - n_step) * ts)
                 n_step = s_next
@@ -329,27 +338,34 @@ class SimNode(Node):
             self.get_logger().error(f"rejected JointTrajectory: unknown joints {unknown}, missing {missing} "
                                     f"(expected {self.arm_names})")
             return
-        with self._lock:
-            now_env = self.env.time
-            if not msg.points:  # JTC: an empty trajectory stops and holds the current command
-                self.env.set_joint_targets(self.env.commanded_joints())
-                return
-            order = [names.index(n) for n in self.arm_names]
+        if not msg.points:  # JTC: an empty trajectory stops and holds the current command
+            self._commands.append(lambda: self.env.set_joint_targets(self.env.commanded_joints()))
+            return
+        order = [names.index(n) for n in self.arm_names]
+        try:
+            times = [pt.time_from_start.sec + pt.time_from_start.nanosec * 1e-9 for pt in msg.points]
+            pos = np.array([[pt.positions[i] for i in order] for pt in msg.points], dtype=float)
+            vel = None
+            if all(len(pt.velocities) == len(names) for pt in msg.points):
+                vel = np.array([[pt.velocities[i] for i in order] for pt in msg.points], dtype=float)
+        except IndexError as exc:
+            self.stats["rejected"] += 1
+            self.get_logger().error(f"rejected JointTrajectory: {exc}")
+            return
+        stamp = stamp_to_sec(msg.header.stamp)
+
+        def apply() -> None:  # on the sim thread, before the next physics step
+            start = self.env.time if stamp == 0.0 else stamp - self._clock_offset
             try:
-                times = [pt.time_from_start.sec + pt.time_from_start.nanosec * 1e-9 for pt in msg.points]
-                pos = np.array([[pt.positions[i] for i in order] for pt in msg.points], dtype=float)
-                vel = None
-                if all(len(pt.velocities) == len(names) for pt in msg.points):
-                    vel = np.array([[pt.velocities[i] for i in order] for pt in msg.points], dtype=float)
-                stamp = stamp_to_sec(msg.header.stamp)
-                start = now_env if stamp == 0.0 else stamp - self._clock_offset
                 tracker = JointTrajectoryTracker(start, self.env.commanded_joints(), times, pos, vel)
-            except (ValueError, IndexError) as exc:
+            except ValueError as exc:
                 self.stats["rejected"] += 1
                 self.get_logger().error(f"rejected JointTrajectory: {exc}")
                 return
             self.env.set_trajectory(tracker)
             self.stats["trajectories"] += 1
+
+        self._commands.append(apply)
 
     def _on_gripper(self, msg: Float64) -> None:
         g = float(msg.data)
@@ -358,8 +374,7 @@ class SimNode(Node):
             return
         if not 0.0 <= g <= 1.0:
             self.get_logger().warning(f"gripper command {g} outside [0, 1]; clipped")
-        with self._lock:
-            self.env.set_gripper(g)
+        self._commands.append(lambda: self.env.set_gripper(g))
 
     def _on_reset(self, req: SetTask.Request, resp: SetTask.Response) -> SetTask.Response:
         seed = int(req.scene_seed) if req.scene_seed >= 0 else self.scene_seed
