@@ -4,7 +4,7 @@ SHELL := /bin/bash
 ENV := source scripts/env.sh &&
 PYTEST_ARGS ?=
 
-.PHONY: help setup shell test test-unit test-integration lint demo up bench clean
+.PHONY: help setup shell test test-unit test-integration lint demo demo-models up bench clean
 
 help:  ## list targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-18s %s\n", $$1, $$2}'
@@ -39,3 +39,6 @@ clean:  ## remove build products (keeps .venv and .cache)
 
 demo: setup  ## main job: a simulated episode through real ROS 2 processes
 	@$(ENV) vidplan demo --scripted --launch
+
+demo-models: setup  ## re-create models/demo from scratch: simulate, convert, train, assemble, export, MODEL_CARD.md
+	@bash scripts/make_demo_models.sh

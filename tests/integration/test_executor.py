@@ -278,3 +278,25 @@ def test_bad_parameters_exit_with_code_2(tmp_path):
     with started(cmd, tmp_path / "bad3.log") as proc:
         assert proc.wait(30) == 2, proc.output()
         assert "moveit_py" in proc.output() and "not installed here" in proc.output()
+
+
+def test_second_joint_state_publisher_is_reported(rig):
+    # a second source of /joint_states (another sim, a bag replay, a robot on the same domain) is a misconfiguration
+    # the executor cannot resolve: it must say so on /diagnostics
+    def status() -> tuple[str, str]:
+        for d in reversed(rig.diags):
+            for st in d.status:
+                if st.name == "vidplan executor":
+                    vals = {kv.key: kv.value for kv in st.values}
+                    return vals.get("joint_state_publishers", ""), st.message
+        return "", ""
+
+    rig.publish_joints = True
+    assert wait_for(lambda: status()[0] == "1", 10), status()
+    extra = rig.node.create_publisher(JointState, "/joint_states", 10)
+    try:
+        assert wait_for(lambda: status()[0] == "2", 10), status()
+        assert "2 publishers on /joint_states" in status()[1], status()
+    finally:
+        rig.node.destroy_publisher(extra)
+    assert wait_for(lambda: status()[0] == "1", 10), status()

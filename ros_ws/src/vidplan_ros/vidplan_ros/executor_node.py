@@ -147,6 +147,7 @@ class ExecutorNode(Node):
             "max_plan_age_s": p("max_plan_age_s", defaults.max_plan_age_s).value,
             "max_horizon": p("max_horizon", defaults.max_horizon).value,
         }
+        self.js_topic = js_topic
         self.js_timeout = float(p("joint_state_timeout_s", 0.5).value)
         self.time_scale = float(p("time_scale", 1.0).value)
         self.ik_opts = dict(max_iters=int(p("ik_max_iterations", 100).value),
@@ -520,6 +521,9 @@ class ExecutorNode(Node):
     # ------------------------------------------------------------------ diagnostics
     def _publish_diagnostics(self) -> None:
         q, age = self._joint_state()
+        # Two sources of joint states (a second sim, a bag replay, another robot on the same ROS domain) interleave
+        # two arms' positions: holds and tracking errors become meaningless. Reported, since it cannot be fixed here.
+        js_publishers = self.count_publishers(self.js_topic)
         with self._lock:
             estop, active = self._estop, self._active
             st = DiagnosticStatus()
@@ -529,6 +533,10 @@ class ExecutorNode(Node):
                 st.level, st.message = DiagnosticStatus.ERROR, "estop latched: holding"
             elif q is None or age > self.js_timeout:
                 st.level, st.message = DiagnosticStatus.ERROR, "no fresh joint states: refusing chunks"
+            elif js_publishers > 1:
+                st.level, st.message = DiagnosticStatus.WARN, (
+                    f"{js_publishers} publishers on {self.js_topic} (expected 1): another sim, bag replay or robot on "
+                    "this ROS domain?")
             elif self.last_rejection:
                 st.level, st.message = DiagnosticStatus.WARN, f"last chunk rejected: {self.last_rejection}"
             else:
@@ -538,7 +546,8 @@ class ExecutorNode(Node):
                       "estop_latched_at": f"{self.estop_latched_at:.3f}",
                       "state": "estop" if estop else ("executing" if active is not None else "idle"),
                       "last_rejection_reason": self.last_rejection, "last_result": self.last_result,
-                      "joint_state_age_s": f"{age:.3f}", "gripper_width_m": f"{self._gripper_width:.4f}",
+                      "joint_state_age_s": f"{age:.3f}", "joint_state_publishers": str(js_publishers),
+                      "gripper_width_m": f"{self._gripper_width:.4f}",
                       "last_chunk_to_trajectory_ms": f"{self.last_latency_ms:.3f}",
                       "chunk_to_trajectory_ms_p50": f"{np.percentile(self.latencies_ms, 50):.3f}"
                       if self.latencies_ms else "nan",
