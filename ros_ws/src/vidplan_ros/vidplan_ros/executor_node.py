@@ -45,7 +45,11 @@ Parameters (all documented with their defaults; units m, rad, s):
     goal_position_tolerance (float, 0.005), goal_orientation_tolerance (float, 0.0349): settle tolerances
         (5 mm, 2°) for goals with wait_for_settle.
     settle_timeout_s (float, 2.0): how long after the last point to wait for settling.
-    path_position_tolerance (float, 0.10): abort + hold when the EE strays further from the commanded path (0 = off).
+    path_position_tolerance (float, 0.10): abort + hold when the EE strays further than this from the commanded path
+        (0 = off). Measured geometrically — distance of the EE to the TCP path of the commanded joint trajectory —
+        not against the commanded point at the current time: an arm that trails its command because a message or a
+        loaded machine delayed the trajectory is late, not off its path (that time-based error is what feedback
+        reports as tracking error).
     hold_time_s (float, 0.0): time_from_start of the one-point hold trajectory (measured position, zero velocity;
         0 = hold at once, which stops the arm fastest).
     monitor_rate_hz (float, 100.0): execution monitoring rate (feedback, gripper, completion).
@@ -109,6 +113,7 @@ class _Execution:
     result: Result | None = None
     done: threading.Event = field(default_factory=threading.Event)
     last_feedback: float = 0.0
+    path_points: np.ndarray | None = None  # (M, 3) TCP positions densely along the commanded joint path [m]
 
 
 class ExecutorNode(Node):
@@ -402,10 +407,27 @@ class ExecutorNode(Node):
             self.last_rejection = "" if not ex.notes else self.last_rejection
         if previous is not None:
             self._finish(previous, Result.STATUS_ABORTED, f"preempted by a newer chunk (plan_id {ex.plan_id})")
+        ex.path_points = self._dense_tcp_path(q, qs)  # after the send: not on the chunk → trajectory latency path
         self._send_gripper(ex, 0)
         if ex.notes:
             self.get_logger().warning(f"chunk {ex.plan_id} clipped: {ex.notes}")
         return ex
+
+    def _dense_tcp_path(self, q_start: np.ndarray, qs: np.ndarray, substeps: int = 5) -> np.ndarray:
+        """(K·substeps + 1, 3) TCP positions [m] along the joint-space-linear path q_start → qs[0] → ... → qs[-1]."""
+        qq = np.vstack([q_start, qs])
+        f = np.linspace(0.0, 1.0, substeps + 1)[1:, None, None]  # (substeps, 1, 1)
+        dense = (qq[:-1][None] + f * (qq[1:] - qq[:-1])[None]).transpose(1, 0, 2).reshape(-1, qq.shape[1])
+        return self.kin.fk_batch(np.vstack([q_start, dense]))[:, :3, 3]
+
+    @staticmethod
+    def _distance_to_path(p: np.ndarray, pts: np.ndarray) -> float:
+        """Distance [m] of point ``p`` (3,) to the polyline ``pts`` (M, 3)."""
+        if len(pts) == 1:
+            return float(np.linalg.norm(p - pts[0]))
+        a, ab = pts[:-1], np.diff(pts, axis=0)
+        t = np.clip(np.einsum("ij,ij->i", p - a, ab) / np.maximum(np.einsum("ij,ij->i", ab, ab), 1e-12), 0.0, 1.0)
+        return float(np.min(np.linalg.norm(a + t[:, None] * ab - p, axis=1)))
 
     def _send_gripper(self, ex: _Execution, i: int) -> None:
         if self.gripper_pub is not None and i > ex.gripper_sent and i < len(ex.gripper):
@@ -466,11 +488,13 @@ class ExecutorNode(Node):
                                                                       ex.orientation_error)
             gh.publish_feedback(fb)
             ex.last_feedback = time.monotonic()
-        if self.path_tol > 0 and ex.position_error > self.path_tol:
-            self._hold()
-            self._finish(ex, Result.STATUS_ABORTED, f"tracking error {ex.position_error:.3f} m exceeds "
-                                                    f"path_position_tolerance={self.path_tol} m; holding")
-            return
+        if self.path_tol > 0 and ex.position_error > self.path_tol and ex.path_points is not None:
+            deviation = self._distance_to_path(T_meas[:3, 3], ex.path_points)
+            if deviation > self.path_tol:
+                self._hold()
+                self._finish(ex, Result.STATUS_ABORTED, f"EE {deviation:.3f} m off the commanded path (more than "
+                                                        f"path_position_tolerance={self.path_tol} m); holding")
+                return
         if t < ex.times[-1]:
             return
         pe, re_ = self._pose_errors(ex.targets[-1], T_meas)

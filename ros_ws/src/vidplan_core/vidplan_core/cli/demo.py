@@ -77,6 +77,21 @@ def _check_model_dir(model: Path, backend: str) -> str:
     return ""
 
 
+def _model_view_size(model: Path, backend: str) -> tuple[int, int] | None:
+    """(height, width) of one model view [px] from the bundle's autoencoder config or the export manifest."""
+    import json
+
+    try:
+        if backend == "torch":
+            cfg = json.loads((model / "autoencoder" / "config.json").read_text())
+            return int(cfg["view_height"]), int(cfg["view_width"])
+        man = model / "manifest.json" if (model / "manifest.json").is_file() else model / "onnx" / "manifest.json"
+        vh, vw = json.loads(man.read_text())["model"]["view_size"]
+        return int(vh), int(vw)
+    except (OSError, KeyError, ValueError, TypeError):
+        return None
+
+
 def _tail(path: Path, n: int = 25) -> str:
     try:
         return "\n".join(path.read_text(errors="replace").splitlines()[-n:])
@@ -85,8 +100,8 @@ def _tail(path: Path, n: int = 25) -> str:
 
 
 def _run_learned(*, seed: int, task: str, clutter: int, model: str, backend: str, max_steps: int, timeout: float,
-                 out: str, overrides: list[str], camera_size: str, real_time_factor: float, threads: int, connect_timeout: float,
-                 json_out: str) -> int:
+                 out: str, overrides: list[str], camera_size: str, real_time_factor: float, threads: int,
+                 connect_timeout: float, json_out: str) -> int:
     """The learned demo (see ``demo``'s docstring); returns the exit code."""
     import json
     import math
@@ -196,7 +211,7 @@ def _run_learned(*, seed: int, task: str, clutter: int, model: str, backend: str
     try:
         from vidplan_core.eval.demo_report import write_demo_report
 
-        report = write_demo_report(out_dir, bag, result)
+        report = write_demo_report(out_dir, bag, result, view_size=_model_view_size(model_dir, backend))
         files = report["files"]
         result.update(report=report)
         for w in report["warnings"]:
@@ -288,7 +303,8 @@ def demo(
         raise typer.Exit(_run_learned(
             seed=seed, task=task, clutter=clutter, model=model, backend=backend, max_steps=max_steps,
             timeout=480.0 if timeout is None else timeout, out=out, overrides=list(overrides),
-            camera_size=camera_size, real_time_factor=real_time_factor, threads=threads, connect_timeout=connect_timeout, json_out=json_out))
+            camera_size=camera_size, real_time_factor=real_time_factor, threads=threads,
+            connect_timeout=connect_timeout, json_out=json_out))
     timeout = 90.0 if timeout is None else timeout
     from vidplan_sim.scripted_client import run_scripted_demo  # imports rclpy
 

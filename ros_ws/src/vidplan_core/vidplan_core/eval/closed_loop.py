@@ -56,9 +56,21 @@ from vidplan_core.planning.proposals import ProposalSet, compose_proposals, damp
 from vidplan_core.planning.session import PlanningSession
 from vidplan_core.spaces import CONTROL_RATE_HZ, MODEL_RATE_HZ, ROTATION_DIMS, EEChunk, model_stride, wrap_angle
 
-__all__ = ["VARIANTS", "ClosedLoopConfig", "ClosedLoopError", "EvalSession", "EpisodeSpec", "ScriptedNominalPolicy",
-           "episode_specs", "random_direction_proposals", "run_closed_loop", "run_episode", "summarize",
-           "write_plot", "write_table"]
+__all__ = [
+    "VARIANTS",
+    "ClosedLoopConfig",
+    "ClosedLoopError",
+    "EpisodeSpec",
+    "EvalSession",
+    "ScriptedNominalPolicy",
+    "episode_specs",
+    "random_direction_proposals",
+    "run_closed_loop",
+    "run_episode",
+    "summarize",
+    "write_plot",
+    "write_table",
+]
 
 VARIANTS = ("vidplan", "no-uq", "argmax", "random", "scripted", "scripted+vidplan")
 PLANNER_VARIANTS = ("vidplan", "no-uq", "argmax", "random", "scripted+vidplan")
@@ -141,12 +153,15 @@ class EpisodeSpec:
 
 
 def episode_specs(cfg: ClosedLoopConfig, colours: list[str], shapes: list[str]) -> list[EpisodeSpec]:
-    """The episodes of ``cfg``: per clutter level, seeds ``seed + i``; task kinds in turn, task drawn from the seed."""
+    """The episodes of ``cfg``: per clutter level, seeds ``seed + i``; task kinds in turn, task drawn from the seed.
+
+    Ordered by i, then clutter level, so a run cut short (time budget) still covers every clutter level.
+    """
     from vidplan_sim.tasks import sample_task
 
     out = []
-    for clutter in cfg.clutter:
-        for i in range(cfg.episodes):
+    for i in range(cfg.episodes):
+        for clutter in cfg.clutter:
             seed = cfg.seed + i
             kind = cfg.tasks[i % len(cfg.tasks)]
             task = sample_task(np.random.default_rng([seed, 11]), colours, shapes, kinds=(kind,))
@@ -301,10 +316,11 @@ def _make_session(variant: str, cfg: ClosedLoopConfig, loaded: _Loaded, kin: Any
     no_uq = variant == "no-uq"
     score = ScoreConfig(kappa=0.0 if no_uq else cfg.kappa, lam=cfg.lam)
     refine = 0 if variant in ("argmax", "random") else cfg.refine_iters
-    props = ProposalConfig(basis_speed_mps=cfg.basis_speed_mps, num_nominal=cfg.num_nominal,
+    mode = {"random": "random", "scripted+vidplan": "nominal"}.get(variant, "basis")
+    # Perturbations around a nominal only where there is one (the planner node's default is basis + hold only).
+    props = ProposalConfig(basis_speed_mps=cfg.basis_speed_mps, num_nominal=cfg.num_nominal if mode == "nominal" else 0,
                            nominal_sigma=list(cfg.nominal_sigma))
     sc = SessionConfig(gradopt=PlannerConfig(score=score, refine_iters=refine), proposals=props)
-    mode = {"random": "random", "scripted+vidplan": "nominal"}.get(variant, "basis")
     backend = loaded.backends["no-uq" if no_uq else "default"]
     return EvalSession(backend, kin, sc, nominal=nominal, mode=mode, gripper_toggle=cfg.gripper_toggle)
 
@@ -416,7 +432,7 @@ def run_episode(env: Any, spec: EpisodeSpec, variant: str, cfg: ClosedLoopConfig
             executing = None if result.hold else chunk
         else:
             chunk = EEChunk.from_actions(nominal.infer(NominalObservation(ee_pose=env.ee_action())))
-        times, grip, problem = executor.start(chunk, cfg.open_loop_steps)
+        _times, grip, problem = executor.start(chunk, cfg.open_loop_steps)
         if problem:
             problems.append(problem)
             executing = None
@@ -475,7 +491,8 @@ def _prepare(out: Path, cfg: ClosedLoopConfig) -> list[dict[str, Any]]:
 
 def run_closed_loop(cfg: ClosedLoopConfig, out: str | Path,
                     progress: Callable[[Iterable[Any], int], Iterable[Any]] | None = None,
-                    env_factory: Callable[[], Any] | None = None) -> dict[str, Any]:
+                    env_factory: Callable[[], Any] | None = None, time_budget_s: float | None = None
+                    ) -> dict[str, Any]:
     """Run every (episode, variant) of ``cfg`` not already in ``out``; write results.json, table.md, success.png.
 
     Args:
@@ -483,11 +500,16 @@ def run_closed_loop(cfg: ClosedLoopConfig, out: str | Path,
         out: output directory (resumable).
         progress: wraps the iterable of jobs (``progress(jobs, total)``), e.g. tqdm.
         env_factory: builds the :class:`vidplan_sim.env.SimEnv` (default: the default scene at cfg.width×height).
+        time_budget_s: start no new episode after this many seconds (wall); the results then cover the episodes that
+            finished (``results["complete"]`` is False) and a later call with the same ``out`` resumes.
 
     Returns:
         The content of results.json.
     """
     out = Path(out)
+    needs_models = any(v in PLANNER_VARIANTS for v in cfg.variants)
+    # Models first: a bad model directory fails before anything is written.
+    loaded = _load_backends(cfg, "no-uq" in cfg.variants) if needs_models else None
     done = _prepare(out, cfg)
     if env_factory is None:
         from vidplan_sim.env import SimEnv
@@ -502,12 +524,15 @@ def run_closed_loop(cfg: ClosedLoopConfig, out: str | Path,
     want = {(v, s.clutter, s.seed) for s in specs for v in cfg.variants}
     have = {_key(r): r for r in done if _key(r) in want}
     jobs = [(s, v) for s in specs for v in cfg.variants if (v, s.clutter, s.seed) not in have]
-    needs_models = any(v in PLANNER_VARIANTS for v in cfg.variants)
-    loaded = _load_backends(cfg, "no-uq" in cfg.variants) if needs_models else None
     records = list(have.values())
+    t_start = time.perf_counter()
+    skipped = 0
     try:
         with (out / EPISODES).open("a") as fh:
             for spec, variant in (progress(jobs, len(jobs)) if progress else jobs):
+                if time_budget_s is not None and time.perf_counter() - t_start > time_budget_s:
+                    skipped += 1
+                    continue
                 rec = run_episode(env, spec, variant, cfg, loaded, kin)
                 fh.write(json.dumps(rec) + "\n")
                 fh.flush()
@@ -519,7 +544,8 @@ def run_closed_loop(cfg: ClosedLoopConfig, out: str | Path,
     order = {v: i for i, v in enumerate(cfg.variants)}
     records.sort(key=lambda r: (order[r["variant"]], r["clutter"], r["seed"]))
     summary = summarize(records, cfg)
-    results = {"settings": cfg.model_dump(), "warnings": loaded.warnings if loaded else [],
+    results = {"settings": cfg.model_dump(), "complete": skipped == 0, "not_run": skipped,
+               "warnings": loaded.warnings if loaded else [],
                "seeds": sorted({s.seed for s in specs}),
                "episode_specs": [{"seed": s.seed, "clutter": s.clutter, "task": s.kind, "instruction": s.instruction}
                                  for s in specs],
@@ -567,7 +593,10 @@ def write_table(results: dict[str, Any], path: str | Path) -> Path:
                   "|---|" + "---|" * len(cols)]
         for v in cfg["variants"]:
             lines.append(f"| {v} | " + " | ".join(_cell(summ[v][task][c]) for c in cols) + " |")
-    lines += ["", "## Episodes (seed, clutter, task) — every variant ran these", ""]
+    if not results.get("complete", True):
+        lines += ["", f"**Partial run**: {results['not_run']} (episode, variant) pairs were not run (time budget); "
+                  "the counts above cover the finished ones only."]
+    lines += ["", "## Episodes (seed, clutter, task; the same scenes for every variant)", ""]
     for s in results["episode_specs"]:
         lines.append(f"- seed {s['seed']}, clutter {s['clutter']}: \"{s['instruction']}\"")
     if results.get("warnings"):

@@ -34,11 +34,13 @@ PREDICTION_TOPIC = "/vidplan/debug/prediction"
 GAP = 2  # px between cells, as prediction_strip's default
 
 
-def split_prediction_image(img: np.ndarray, gap: int = GAP) -> tuple[np.ndarray, list[np.ndarray]]:
+def split_prediction_image(img: np.ndarray, view_width: int | None = None, gap: int = GAP
+                           ) -> tuple[np.ndarray, list[np.ndarray]]:
     """Cut the planner's debug prediction image into (current stacked frame, [predicted stacked frames]).
 
     The image is ``prediction_strip([[current], predicted])``: two rows of cells (3·vh, vw) — 3 views stacked —
-    separated by ``gap`` px. Returns (3·vh, vw, 3) uint8 arrays.
+    separated by ``gap`` px. ``view_width`` is the model's view width vw [px] (None: square views, vw = vh).
+    Returns (3·vh, vw, 3) uint8 arrays.
 
     Raises:
         ValueError: a size that cannot come from that layout.
@@ -46,10 +48,10 @@ def split_prediction_image(img: np.ndarray, gap: int = GAP) -> tuple[np.ndarray,
     img = to_uint8_hwc(img)
     h, w = img.shape[:2]
     cell_h = (h - gap) // 2
-    vw = cell_h // 3
+    vw = int(view_width) if view_width else cell_h // 3
     if cell_h <= 0 or 2 * cell_h + gap != h or cell_h % 3 or vw <= 0 or (w + gap) % (vw + gap):
-        raise ValueError(f"a {h}×{w} image is not a planner prediction image (2 rows of 3 stacked views, {gap}-px "
-                         "gaps)")
+        raise ValueError(f"a {h}×{w} image is not a planner prediction image (2 rows of 3 stacked views "
+                         f"{vw} px wide, {gap}-px gaps)")
     n = (w + gap) // (vw + gap)
     current = img[:cell_h, :vw]
     predicted = [img[cell_h + gap:, c * (vw + gap):c * (vw + gap) + vw] for c in range(n)]
@@ -115,9 +117,9 @@ def _read(bag: Path, max_rows: int, gif_fps: float) -> dict[str, Any]:
     return {"counts": counts, "gif": gif, "rows": rows, "n_predictions": len(preds), "n_triplets": len(triplets)}
 
 
-def _strip(rows: list, min_view_width: int = 96) -> tuple[np.ndarray, dict[str, Any]]:
+def _strip(rows: list, view_width: int | None, min_view_width: int = 96) -> tuple[np.ndarray, dict[str, Any]]:
     """Build the strip image and its layout (see the module docstring)."""
-    cur_pred = [split_prediction_image(p) if p is not None else None for _, _, p in rows]
+    cur_pred = [split_prediction_image(p, view_width) if p is not None else None for _, _, p in rows]
     if any(cp is not None for cp in cur_pred):
         cell0 = next(cp for cp in cur_pred if cp is not None)[0]
         vh, vw = cell0.shape[0] // 3, cell0.shape[1]
@@ -144,8 +146,9 @@ def _strip(rows: list, min_view_width: int = 96) -> tuple[np.ndarray, dict[str, 
     return img, layout
 
 
-def write_demo_report(out_dir: str | Path, bag: str | Path, result: dict[str, Any], max_rows: int = 6,
-                      gif_fps: float = 5.0) -> dict[str, Any]:
+def write_demo_report(out_dir: str | Path, bag: str | Path, result: dict[str, Any],
+                      view_size: tuple[int, int] | None = None, max_rows: int = 6, gif_fps: float = 5.0
+                      ) -> dict[str, Any]:
     """Write ``strip.png``, ``episode.gif`` and ``report.md`` into ``out_dir`` from the recording at ``bag``.
 
     Args:
@@ -153,6 +156,7 @@ def write_demo_report(out_dir: str | Path, bag: str | Path, result: dict[str, An
         bag: the episode's rosbag2 recording (a bag directory).
         result: the episode's outcome (``LearnedDemoResult.to_dict()``, plus ``model_dir``, ``backend``, ...),
             shown in the report.
+        view_size: the model's (height, width) of one view [px], to cut the prediction images (None: square).
         max_rows: planning cycles shown in the strip.
         gif_fps: GIF frames per second of sim time.
 
@@ -175,7 +179,7 @@ def write_demo_report(out_dir: str | Path, bag: str | Path, result: dict[str, An
     if not data["n_predictions"]:
         warnings.append(f"no {PREDICTION_TOPIC} recorded: the strip shows the real frames only")
     files: dict[str, str] = {}
-    strip, layout = _strip(data["rows"])
+    strip, layout = _strip(data["rows"], view_size[1] if view_size else None)
     Image.fromarray(strip).save(out / "strip.png")
     files["strip"] = str(out / "strip.png")
     gif_frames = [np.concatenate([views[v] for v in VIEW_ORDER], axis=1) for _, views in data["gif"]]

@@ -1,0 +1,129 @@
+"""``vidplan eval sim``: closed-loop episodes in the real MuJoCo scene with a tiny random model bundle.
+
+Success must come from the simulator's task predicate: the scripted expert succeeds on an easy touch episode with
+enough budget and fails the same episode with a 6-step budget; a random-proposal planner does not touch anything in
+45 steps from the home pose. Results schema, table, plot, resume and bad-input handling are checked too.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+pytest.importorskip("mujoco")
+
+EPISODE_KEYS = {"seed", "task", "clutter", "variant", "success", "steps", "wall_time_s", "reason", "instruction",
+                "cycles", "holds", "plan_s_mean", "sim_time_s", "exec_problems", "first_exec_problem", "chosen"}
+
+
+@pytest.fixture(scope="module")
+def tiny_bundle(tmp_path_factory) -> Path:
+    import torch
+
+    from vidplan_core.runtime.bundle import random_planner_models
+    from vidplan_core.training.siglip import save_semantic
+
+    torch.set_num_threads(1)
+    d = tmp_path_factory.mktemp("tiny_bundle")
+    pm = random_planner_models("tiny", seed=0)
+    pm.suite.save(d)
+    save_semantic(pm.scorer.model, pm.scorer.tokenizer, d / "semantic", pm.scorer.model.config.vision_config.image_size)
+    return d
+
+
+def _cfg(model: Path, **kw):
+    from vidplan_core.eval.closed_loop import ClosedLoopConfig
+
+    base = dict(model=str(model), episodes=1, clutter=[0], tasks=["touch"], seed=1, width=96, height=64)
+    base.update(kw)
+    return ClosedLoopConfig(**base)
+
+
+def test_scripted_nominal_policy_indexes_the_plan_by_time():
+    from vidplan_core.eval.closed_loop import ScriptedNominalPolicy
+
+    plan = np.zeros((20, 7))
+    plan[:, 0] = np.arange(20)
+    k = {"t": 0}
+    pol = ScriptedNominalPolicy(plan, horizon=4, clock=lambda: k["t"], stride=3)
+    assert pol.infer()[:, 0].tolist() == [2, 5, 8, 11]  # pose reached 0.2, 0.4, ... s from now
+    k["t"] = 15
+    assert pol.infer()[:, 0].tolist() == [17, 19, 19, 19]  # held at the end
+    assert not pol.done()
+    k["t"] = 20
+    assert pol.done()
+    with pytest.raises(ValueError, match="expert plan"):
+        ScriptedNominalPolicy(np.zeros((3, 6)), 4, lambda: 0)
+
+
+@pytest.mark.slow
+def test_eval_sim_scripted_succeeds_random_does_not(tiny_bundle, tmp_path):
+    from vidplan_core.eval.closed_loop import ClosedLoopError, run_closed_loop
+
+    out = tmp_path / "run"
+    calls = []
+
+    def progress(jobs, total):
+        calls.append(total)
+        return jobs
+
+    res = run_closed_loop(_cfg(tiny_bundle, variants=["scripted", "random"], max_steps=45), out, progress=progress)
+    assert calls == [2]
+    eps = {r["variant"]: r for r in res["episodes"]}
+    assert set(eps) == {"scripted", "random"}
+    for r in eps.values():
+        assert EPISODE_KEYS <= set(r), EPISODE_KEYS - set(r)
+        assert r["seed"] == 1 and r["clutter"] == 0 and r["task"] == "touch"
+        assert r["instruction"].startswith("touch the ")
+    s, rnd = eps["scripted"], eps["random"]
+    assert s["success"] and s["reason"] == "touched" and 0 < s["steps"] < 45
+    assert not rnd["success"] and rnd["reason"] == "not touched yet" and rnd["steps"] == 45
+    assert rnd["cycles"] >= 7 and rnd["plan_s_mean"] > 0 and sum(rnd["chosen"].values()) == rnd["cycles"]
+    assert all(lab.startswith("rand") for lab in rnd["chosen"])
+    summ = res["summary"]
+    assert summ["scripted"]["touch"]["0"] == {"n": 1, "success": 1, "rate": 1.0}
+    assert summ["random"]["all"]["all"] == {"n": 1, "success": 0, "rate": 0.0}
+    on_disk = json.loads((out / "results.json").read_text())
+    assert on_disk["episodes"] == res["episodes"] and on_disk["seeds"] == [1]
+    table = (out / "table.md").read_text()
+    assert "| scripted | 1.00 (1/1) |" in table and "| random | 0.00 (0/1) |" in table and "seed 1, clutter 0" in table and "Partial" not in table
+    png = (out / "success.png").read_bytes()
+    assert png[:8] == b"\x89PNG\r\n\x1a\n" and len(png) > 5000
+
+    # Resume: nothing is run again; other fixed settings are refused.
+    lines = (out / "episodes.jsonl").read_text().splitlines()
+    res2 = run_closed_loop(_cfg(tiny_bundle, variants=["scripted", "random"], max_steps=45), out, progress=progress)
+    assert calls[-1] == 0 and (out / "episodes.jsonl").read_text().splitlines() == lines
+    assert res2["episodes"] == res["episodes"]
+    with pytest.raises(ClosedLoopError, match="max_steps"):
+        run_closed_loop(_cfg(tiny_bundle, variants=["scripted"], max_steps=30), out)
+
+
+def test_eval_sim_budget_decides_and_planner_variants_run(tiny_bundle, tmp_path):
+    from vidplan_core.eval.closed_loop import run_closed_loop
+
+    res = run_closed_loop(_cfg(tiny_bundle, variants=["scripted", "no-uq", "scripted+vidplan"], max_steps=6,
+                               refine_iters=1), tmp_path / "short")
+    eps = {r["variant"]: r for r in res["episodes"]}
+    assert not eps["scripted"]["success"] and eps["scripted"]["steps"] == 6  # same episode, budget too short
+    for v in ("no-uq", "scripted+vidplan"):
+        assert eps[v]["cycles"] == 1 and eps[v]["plan_s_mean"] > 0 and not eps[v]["success"]
+    assert any(k.startswith("nominal") or k == "toggle_gripper" or k == "hold"
+               for k in eps["scripted+vidplan"]["chosen"])
+
+
+def test_eval_sim_cli_bad_input(tiny_bundle, tmp_path):
+    from typer.testing import CliRunner
+
+    from vidplan_core.cli import app
+
+    r = CliRunner().invoke(app, ["eval", "sim", "--clutter", "0,7", "--out", str(tmp_path / "x")])
+    assert r.exit_code == 2 and "--clutter" in r.output
+    r = CliRunner().invoke(app, ["eval", "sim", "--variants", "vidplan,magic", "--out", str(tmp_path / "x")])
+    assert r.exit_code == 2 and "magic" in r.output
+    r = CliRunner().invoke(app, ["eval", "sim", "--model", str(tmp_path / "nope"), "--variants", "argmax",
+                                 "--out", str(tmp_path / "y")])
+    assert r.exit_code == 2 and "nope" in r.output and not (tmp_path / "y").exists()
