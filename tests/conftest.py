@@ -14,6 +14,9 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "tests"))
 
 
+_RESERVATION = None  # ros_domain.DomainReservation of this run (released in pytest_unconfigure)
+
+
 def _pick_domain_id() -> tuple[int, str]:
     # A fixed id when the caller asks for one; else a random id with no ROS nodes on it (see ros_domain.py: two runs on
     # one host sharing a domain break each other's timing tests). Probed before anything here imports rclpy.
@@ -21,9 +24,12 @@ def _pick_domain_id() -> tuple[int, str]:
         return int(os.environ["VIDPLAN_TEST_DOMAIN_ID"]), "fixed by VIDPLAN_TEST_DOMAIN_ID"
     from ros_domain import pick_free_domain
 
-    domain, seen = pick_free_domain()
+    global _RESERVATION
+    _RESERVATION = pick_free_domain()
+    domain, seen = _RESERVATION.domain, _RESERVATION.seen
     busy = {d: n for d, n in seen.items() if n}
-    note = "probed free" if seen and domain not in busy else "not probed (probe failed)" if not seen else "ALL BUSY"
+    note = ("probed free, held by a sentinel node" if seen and domain not in busy
+            else "not probed (probe failed)" if not seen else "ALL BUSY")
     if busy:
         note += f"; skipped busy domains {busy}"
     return domain, note
@@ -40,6 +46,11 @@ os.environ["HF_HUB_OFFLINE"] = "1"
 os.environ["TRANSFORMERS_OFFLINE"] = "1"
 os.environ.setdefault("MUJOCO_GL", "egl")
 os.environ.setdefault("PYTHONUNBUFFERED", "1")
+
+
+def pytest_unconfigure(config: pytest.Config) -> None:
+    if _RESERVATION is not None:
+        _RESERVATION.release()
 
 
 def pytest_report_header(config: pytest.Config) -> str:

@@ -16,35 +16,57 @@ import sys
 
 __all__ = ["pick_free_domain"]
 
-# The probe joins each candidate domain at once (one rclpy context per domain), waits for discovery and lists the
-# nodes it sees besides its own.
+# The probe joins each candidate domain at once (one rclpy context per domain), waits for discovery, picks the first
+# domain with no nodes besides its own, prints it, and then keeps its node on that domain alive until its stdin
+# closes (the test session ended or died): a run that probes later sees the domain as taken. Without this
+# reservation two runs started minutes apart (the first between its ROS tests) could still pick the same domain.
 _PROBE = r"""
-import json, sys, time
+import json, os, sys, time
 import rclpy
 from rclpy.context import Context
 domains, settle = json.loads(sys.argv[1]), float(sys.argv[2])
 nodes = {}
 for d in domains:
     ctx = Context()
-    rclpy.init(context=ctx, domain_id=d)
-    nodes[d] = (ctx, rclpy.create_node(f"vidplan_domain_probe_{d}", context=ctx))
+    rclpy.init(context=ctx, domain_id=d, signal_handler_options=rclpy.signals.SignalHandlerOptions.NO)
+    nodes[d] = (ctx, rclpy.create_node(f"vidplan_test_domain_holder_{os.getpid()}_{d}", context=ctx))
 time.sleep(settle)
-seen = {d: [n for n, _ns in node.get_node_names_and_namespaces() if not n.startswith("vidplan_domain_probe")]
+seen = {d: [n for n, _ns in node.get_node_names_and_namespaces() if not n.startswith(f"vidplan_test_domain_holder_{os.getpid()}_")]
         for d, (_ctx, node) in nodes.items()}
-for ctx, node in nodes.values():
-    node.destroy_node()
-    rclpy.shutdown(context=ctx)
-print(json.dumps(seen))
+chosen = next((d for d in domains if not seen[d]), domains[0])
+for d, (ctx, node) in nodes.items():
+    if d != chosen:
+        node.destroy_node()
+        rclpy.shutdown(context=ctx)
+print(json.dumps({"chosen": chosen, "seen": seen}), flush=True)
+sys.stdin.read()  # hold the domain until the parent closes our stdin or exits
 """
 
 
+class DomainReservation:
+    """A domain id picked by :func:`pick_free_domain` and held by a sentinel node until :meth:`release`."""
+
+    def __init__(self, domain: int, seen: dict[int, list[str]], proc: subprocess.Popen | None):
+        self.domain, self.seen, self._proc = domain, seen, proc
+
+    def release(self) -> None:
+        """Let the sentinel node go (also happens when this process exits: its stdin pipe closes)."""
+        if self._proc is not None and self._proc.poll() is None:
+            try:
+                self._proc.stdin.close()
+                self._proc.wait(timeout=10)
+            except (OSError, subprocess.TimeoutExpired):
+                self._proc.kill()
+
+
 def pick_free_domain(low: int = 1, high: int = 100, tries: int = 6, settle_s: float = 2.0,
-                     avoid: tuple[int, ...] = (42,)) -> tuple[int, dict[int, list[str]]]:
-    """A domain id in [low, high] with no ROS nodes on it (loopback discovery), and what the probe saw.
+                     avoid: tuple[int, ...] = (42,)) -> DomainReservation:
+    """A domain id in [low, high] with no ROS nodes on it (loopback discovery), held by a sentinel node.
 
     ``avoid``: ids never used (42 is scripts/env.sh's default, i.e. a developer's interactive shell). Draws ``tries``
-    random candidates and probes them together in one subprocess (≈ ``settle_s`` + 1 s). Falls back to the first
-    candidate when every one is busy or the probe fails (the caller reports what was seen).
+    random candidates and probes them together in one subprocess (≈ ``settle_s`` + 1 s), which then stays alive with
+    one node on the chosen domain (see :class:`DomainReservation`). When every candidate is busy, the first one is
+    returned (``seen`` says what was found); when the probe fails, the first candidate, unprobed and unreserved.
     """
     rng = random.Random(int.from_bytes(os.urandom(8), "little"))
     pool = [d for d in range(low, high + 1) if d not in avoid]
@@ -52,12 +74,11 @@ def pick_free_domain(low: int = 1, high: int = 100, tries: int = 6, settle_s: fl
     env = {**os.environ, "ROS_AUTOMATIC_DISCOVERY_RANGE": "LOCALHOST"}
     env.pop("ROS_DOMAIN_ID", None)
     try:
-        out = subprocess.run([sys.executable, "-c", _PROBE, json.dumps(candidates), str(settle_s)], env=env,
-                             capture_output=True, text=True, timeout=60 + 5 * settle_s)
-        seen = {int(k): v for k, v in json.loads(out.stdout.strip().splitlines()[-1]).items()}
-    except (subprocess.SubprocessError, ValueError, IndexError, OSError):
-        return candidates[0], {}
-    for d in candidates:
-        if not seen.get(d):
-            return d, seen
-    return candidates[0], seen
+        proc = subprocess.Popen([sys.executable, "-c", _PROBE, json.dumps(candidates), str(settle_s)], env=env,
+                                stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
+                                start_new_session=True)
+        line = proc.stdout.readline()  # blocks until the probe has decided (or died: "")
+        out = json.loads(line)
+        return DomainReservation(int(out["chosen"]), {int(k): v for k, v in out["seen"].items()}, proc)
+    except (OSError, ValueError, KeyError):
+        return DomainReservation(candidates[0], {}, None)
