@@ -26,12 +26,13 @@ import rclpy
 from rclpy.context import Context
 domains, settle = json.loads(sys.argv[1]), float(sys.argv[2])
 nodes = {}
+own = f"vidplan_test_domain_holder_{os.getpid()}_"
 for d in domains:
     ctx = Context()
     rclpy.init(context=ctx, domain_id=d, signal_handler_options=rclpy.signals.SignalHandlerOptions.NO)
-    nodes[d] = (ctx, rclpy.create_node(f"vidplan_test_domain_holder_{os.getpid()}_{d}", context=ctx))
+    nodes[d] = (ctx, rclpy.create_node(f"{own}{d}", context=ctx))
 time.sleep(settle)
-seen = {d: [n for n, _ns in node.get_node_names_and_namespaces() if not n.startswith(f"vidplan_test_domain_holder_{os.getpid()}_")]
+seen = {d: [n for n, _ns in node.get_node_names_and_namespaces() if not n.startswith(own)]
         for d, (_ctx, node) in nodes.items()}
 chosen = next((d for d in domains if not seen[d]), domains[0])
 for d, (ctx, node) in nodes.items():
