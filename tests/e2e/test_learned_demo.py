@@ -44,7 +44,7 @@ def _cmd(model: Path, out: Path, *extra: str) -> list[str]:
     exe = shutil.which("vidplan")
     assert exe, "vidplan not on PATH; source scripts/env.sh"
     return [exe, "demo", "--launch", "--model", str(model), "--seed", "1", "--clutter", "0", "--camera-size",
-            f"{CAM_W}x{CAM_H}",
+            f"{CAM_W}x{CAM_H}", "--real-time-factor", "0.2",  # the tiny model plans in ~1 s: 0.2 s of sim time
             # A random model's refinement wanders far from the (small, Jacobian-basis) proposals; keep its chunks
             # inside the executor's step limits so the arm really moves.
             "--set", "planner.refine_iters:=1", "--set", "planner.trust_region:=0.05", "--out", str(out), *extra]
@@ -116,11 +116,12 @@ def test_learned_demo_runs_an_episode_and_writes_the_report(tmp_path, tiny_model
         x = c * (lay["cell_width"] + gap)
         cell = strip[:lay["cell_height"], x:x + lay["cell_width"]]
         assert cell.std() > 1.0 and cell.mean() < 250, f"empty strip cell {c}"
-    # episode.gif: the three camera views side by side.
+    # episode.gif: the three camera views side by side over the imagined ones (2-px gap).
     from imageio import v3 as iio
 
     gif = iio.imread(out / "episode.gif")
-    assert gif.ndim == 4 and gif.shape[0] >= 2 and gif.shape[1:3] == (CAM_H, 3 * CAM_W), gif.shape
+    assert gif.ndim == 4 and gif.shape[0] >= 2 and gif.shape[1:3] == (2 * CAM_H + 2, 3 * CAM_W), gif.shape
+    assert gif[-1, CAM_H + 2:].std() > 1.0, "no imagined views in the last GIF frame"
     report = (out / "report.md").read_text()
     assert "![strip](strip.png)" in report and "control steps executed" in report and res["instruction"] in report
 
@@ -168,3 +169,22 @@ def test_learned_demo_bad_options_fail_before_starting_anything(tmp_path, tiny_m
     (tmp_path / "full" / "x").write_text("")
     r = run("--launch", "--model", str(tiny_model_dir), "--out", str(tmp_path / "full"))
     assert r.returncode == 2 and "not empty" in r.stderr, r.stderr
+
+
+def test_learned_demo_planner_that_cannot_load_its_models_exits_3(tmp_path, tiny_model_dir):
+    # A bundle that passes the layout check but whose weights are garbage: the planner node dies while loading;
+    # `vidplan up` goes on without it (not a required node), so the demo must notice and stop, not wait it out.
+    bad = tmp_path / "bad_model"
+    shutil.copytree(tiny_model_dir, bad)
+    for f in (bad / "world_model").glob("*.safetensors"):
+        f.write_bytes(b"\x00" * 64)
+    out = tmp_path / "demo"
+    cmd = _cmd(bad, out, "--max-steps", "30", "--connect-timeout", "100")
+    with started(cmd, tmp_path / "demo.log", env={"OMP_NUM_THREADS": "1"}) as demo:
+        code = demo.wait(timeout=90)
+        log = demo.output()
+    assert code == 3, f"exit code {code}:\n{log[-3000:]}"
+    assert re.search(r"error: the planner node exited with code \d+", log), log[-3000:]
+    pids = _started_pids(log, out)
+    assert len(pids) == 5, (pids, log[-3000:])
+    assert wait_for(lambda: not any(_alive(p) for p in pids), 10.0), "processes left running"

@@ -77,6 +77,7 @@ class LearnedDemoResult:
     trajectories_sent: int = 0           # executor → arm JointTrajectories with > 1 point
     executor: dict[str, str] = field(default_factory=dict)  # last executor /diagnostics values
     last_plan_reason: str = ""
+    sim_start_s: float = 0.0             # sim time when the task was handed to the planner
     sim_time_s: float = 0.0
     wall_time_s: float = 0.0
 
@@ -229,8 +230,8 @@ def run_learned_demo(scene_seed: int = 0, instruction: str = "", max_steps: int 
     try:
         log("[demo] waiting for the sim (/sim/reset) and the planner (/vidplan/set_task; loading models) ...")
         cl.wait(cl.reset_cli.service_is_ready, connect_timeout, "the sim's /sim/reset", abort)
-        cl.wait(cl.task_cli.service_is_ready, connect_timeout, "the planner's /vidplan/set_task (is the model "
-                "directory loadable? see the planner's log above)", abort)
+        cl.wait(cl.task_cli.service_is_ready, connect_timeout, "the planner's /vidplan/set_task (it is up once its "
+                "models are loaded)", abort)
         if wait_for_recorder:
             try:
                 cl.wait(lambda: cl.node.count_subscribers("/vidplan/debug/prediction") > 0, 20.0,
@@ -306,7 +307,7 @@ def run_learned_demo(scene_seed: int = 0, instruction: str = "", max_steps: int 
             plan_latency_ms_p95=_percentile(lat, 95), plan_latency_ms=[round(v, 3) for v in lat],
             stage_ms_median={k: float(np.median(v)) for k, v in stages.items()}, trajectories_sent=len(trajs),
             executor=ex_vals, last_plan_reason=next((d[2] for d in reversed(diags) if d[2]), ""),
-            sim_time_s=cl.clock_t - t_sim0, wall_time_s=time.monotonic() - t_wall0)
+            sim_start_s=t_sim0, sim_time_s=cl.clock_t - t_sim0, wall_time_s=time.monotonic() - t_wall0)
         log(f"[demo] {'SUCCESS' if out.success else 'FAILURE'}: {out.message}")
         return out
     finally:

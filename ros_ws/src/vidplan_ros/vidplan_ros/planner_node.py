@@ -59,6 +59,7 @@ from geometry_msgs.msg import Point, PoseStamped
 from rclpy.action import ActionClient
 from rclpy.node import Node
 from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy, qos_profile_sensor_data
+from safetensors import SafetensorError
 from sensor_msgs.msg import Image, JointState
 from std_msgs.msg import Bool, String
 from visualization_msgs.msg import Marker, MarkerArray
@@ -164,8 +165,8 @@ class PlannerNode(Node):
         try:
             self.session, self.view_size = load_session(self.model_dir, self.backend_kind, self.device, flow_steps,
                                                         cfg)
-        except (FileNotFoundError, ImportError, RuntimeError, KeyError, OSError) as exc:
-            # Model problems are start-up errors, never mid-control surprises.
+        except (FileNotFoundError, ImportError, RuntimeError, KeyError, OSError, SafetensorError) as exc:
+            # Model problems are start-up errors, never mid-control surprises (a corrupt safetensors file included).
             raise ValueError(f"cannot load models from model_dir '{self.model_dir}' with backend "
                              f"'{self.backend_kind}': {exc}") from exc
         self.get_logger().info(f"loaded {self.backend_kind} backend from {self.model_dir} in "

@@ -6,6 +6,7 @@ rclpy and vidplan_sim are imported inside the command (vidplan_core imports no r
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -170,11 +171,23 @@ def _run_learned(*, seed: int, task: str, clutter: int, model: str, backend: str
                 procs[name] = subprocess.Popen(cmd, stdout=f, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
                                                env=env, start_new_session=True)
 
+        up_log = {"offset": 0, "text": ""}
+
         def abort() -> str:
             for name, p in procs.items():
                 if p.poll() is not None:
                     return f"`{name}` exited with code {p.returncode} (log {logs / (name + '.log')})"
-            return ""
+            # The planner is not a required node of the profile: `vidplan up` goes on without it, so watch its log.
+            try:
+                with open(logs / "up.log", "rb") as f:
+                    f.seek(up_log["offset"])
+                    new = f.read()
+            except OSError:
+                return ""
+            up_log["offset"] += len(new)
+            up_log["text"] = (up_log["text"] + new.decode(errors="replace"))[-4000:]
+            m = re.search(r"node 'planner' ([^\n]*); continuing without it", up_log["text"])
+            return f"the planner node {m.group(1)} (see its output in {logs / 'up.log'})" if m else ""
 
         try:
             res = run_learned_demo(scene_seed=seed, instruction=task, max_steps=max_steps, timeout=timeout,
@@ -234,10 +247,11 @@ def _run_learned(*, seed: int, task: str, clutter: int, model: str, backend: str
                f"{ms(res.plan_latency_ms_p95)}")
     rejected, received = res.executor.get("chunks_rejected", "0"), res.executor.get("chunks_received", "?")
     if rejected not in ("0", ""):
+        reason = res.executor.get("last_rejection_reason", "")
+        hint = (f"; stale chunks: lower --real-time-factor (plan latency p95 {ms(res.plan_latency_ms_p95)} wall ≈ "
+                f"{res.plan_latency_ms_p95 * real_time_factor:.0f} ms of sim time)" if "[stale]" in reason else "")
         typer.secho(f"[demo] note: the executor rejected {rejected} of {received} chunks (last: "
-                    f"{res.executor.get('last_rejection_reason', '')}); if they were stale, lower --real-time-factor "
-                    f"(plan latency p95 {ms(res.plan_latency_ms_p95)} wall ≈ "
-                    f"{res.plan_latency_ms_p95 * real_time_factor:.0f} ms sim)", fg="yellow")
+                    f"{reason[:160]}{'…' if len(reason) > 160 else ''}){hint}", fg="yellow")
     n_msgs = sum((report or {}).get("recording", {}).values()) if report else 0
     typer.echo(f"[demo] recording: {bag} ({n_msgs} messages)")
     typer.echo(f"[demo] report: {files.get('report', '(not written)')}; strip {files.get('strip', '-')}; "
@@ -269,10 +283,11 @@ def demo(
                                         "or ARG:=VALUE, repeatable (e.g. --set planner.refine_iters:=2)"),
     camera_size: str = typer.Option("", help="learned: camera WIDTHxHEIGHT for the sim (default: the profile's "
                                     "320x180)"),
-    real_time_factor: float = typer.Option(0.2, "--real-time-factor", help="learned: sim seconds per wall second at "
-                                           "most; below 1 the sim runs in slow motion so that a CPU planner's "
+    real_time_factor: float = typer.Option(0.05, "--real-time-factor", help="learned: sim seconds per wall second "
+                                           "at most; below 1 the sim runs in slow motion so that a CPU planner's "
                                            "latency stays short in sim time (chunks older than the executor's "
-                                           "max_plan_age_s, 1 s of sim time, are rejected)"),
+                                           "max_plan_age_s, 1 s of sim time, are rejected; the demo model plans in "
+                                           "about 3-6 s on 2 busy cores, i.e. 0.15-0.3 s of sim time at 0.05)"),
     threads: int = typer.Option(0, help="learned: OMP/torch threads of the started nodes (0 = $OMP_NUM_THREADS, "
                                 "else 1: on a small CPU the nodes share the cores)"),
     connect_timeout: float = typer.Option(180.0, help="learned: seconds to wait for the sim and for the planner to "

@@ -11,7 +11,10 @@ Everything is built from the episode's rosbag2 recording (no ROS needed):
     the model's view size scaled up by an integer ``scale`` (views at least ~96 px wide), the real images resized
     to the same size; 2-px white gaps. Without any recorded prediction, the strip has one column (real frames).
 ``episode.gif``
-    The three camera views side by side, at most ``gif_fps`` frames per second of sim time.
+    From the task's start, at most ``gif_fps`` frames per second of sim time and ``max_gif_frames`` frames;
+    views scaled down to at most ``gif_view_width`` px wide. Top row: the three camera views side by side (left, right,
+    wrist). Bottom row (once the planner has planned): the same three views as the world model imagined them at the
+    end of the latest chunk planned so far, resized to the camera size; 2-px white gap between the rows.
 ``report.md``
     Outcome, steps, latency, planner statuses, executor counters, recorded topics, the two pictures.
 """
@@ -24,7 +27,7 @@ from typing import Any
 
 import numpy as np
 
-from vidplan_core.eval.visualize import prediction_strip, save_gif, to_uint8_hwc
+from vidplan_core.eval.visualize import prediction_strip, to_uint8_hwc
 from vidplan_core.spaces import VIEW_ORDER
 
 __all__ = ["CAMERA_TOPICS", "PREDICTION_TOPIC", "split_prediction_image", "write_demo_report"]
@@ -72,14 +75,14 @@ def _stacked(views: dict[str, np.ndarray], h: int, w: int) -> np.ndarray:
     return np.concatenate([_resize(views[v], h, w) for v in VIEW_ORDER], axis=0)
 
 
-def _read(bag: Path, max_rows: int, gif_fps: float) -> dict[str, Any]:
+def _read(bag: Path, max_rows: int, gif_fps: float, max_gif_frames: int, start_ns: int) -> dict[str, Any]:
     """Camera triplets (by header stamp), predictions, topic counts from the bag."""
     from vidplan_core.data.bags import BagReader
     from vidplan_core.data.messages import Codec, decode_image, stamp_ns
 
     codec = Codec()
     cams: dict[int, dict[str, Any]] = {}      # header stamp → view → raw message (decoded lazily)
-    preds: list[tuple[int, Any]] = []
+    preds: list[tuple[int, Any]] = []  # (header stamp, message) of the planner's debug prediction images
     with BagReader(bag) as reader:
         counts = {t.name: t.message_count for t in reader.topics.values()}
         wanted = [t for t in (*CAMERA_TOPICS.values(), PREDICTION_TOPIC) if t in reader.topics]
@@ -87,7 +90,8 @@ def _read(bag: Path, max_rows: int, gif_fps: float) -> dict[str, Any]:
         for m in reader.messages(wanted):
             msg = codec.deserialize(m.data, m.msgtype)
             if m.topic == PREDICTION_TOPIC:
-                preds.append((stamp_ns(msg), msg))
+                if stamp_ns(msg) >= start_ns:
+                    preds.append((stamp_ns(msg), msg))
             else:
                 cams.setdefault(stamp_ns(msg), {})[view_of[m.topic]] = msg
     triplets = sorted((t, v) for t, v in cams.items() if len(v) == 3)
@@ -95,10 +99,14 @@ def _read(bag: Path, max_rows: int, gif_fps: float) -> dict[str, Any]:
     def decode(views: dict[str, Any]) -> dict[str, np.ndarray]:
         return {v: decode_image(msg, f"bag {bag}: {CAMERA_TOPICS[v]}") for v, msg in views.items()}
 
-    # GIF: triplets at most gif_fps per second of (stamp) time.
+    # GIF: triplets from the task's start, at most gif_fps per second of (stamp) time and max_gif_frames in all.
+    episode = [(t, v) for t, v in triplets if t >= start_ns]
+    if episode:
+        span_s = (episode[-1][0] - episode[0][0]) * 1e-9
+        period_s = max(1.0 / gif_fps, span_s / max(max_gif_frames - 1, 1))
     gif, last = [], -math.inf
-    for t, views in triplets:
-        if (t - last) * 1e-9 >= 1.0 / gif_fps - 1e-6:
+    for t, views in episode:
+        if (t - last) * 1e-9 >= period_s - 1e-6:
             gif.append((t, decode(views)))
             last = t
     # Strip: evenly spread predictions, each with the triplet it planned on (same stamp, else the latest before).
@@ -111,10 +119,20 @@ def _read(bag: Path, max_rows: int, gif_fps: float) -> dict[str, Any]:
             j = int(np.searchsorted(stamps, t, side="right")) - 1
             real = decode(triplets[j][1]) if j >= 0 else None
             rows.append((t, real, decode_image(msg, f"bag {bag}: {PREDICTION_TOPIC}")))
-    elif triplets:
-        idx = np.unique(np.linspace(0, len(triplets) - 1, min(max_rows, len(triplets))).round().astype(int))
-        rows = [(triplets[int(i)][0], decode(triplets[int(i)][1]), None) for i in idx]
-    return {"counts": counts, "gif": gif, "rows": rows, "n_predictions": len(preds), "n_triplets": len(triplets)}
+    elif episode:
+        idx = np.unique(np.linspace(0, len(episode) - 1, min(max_rows, len(episode))).round().astype(int))
+        rows = [(episode[int(i)][0], decode(episode[int(i)][1]), None) for i in idx]
+    # Latest prediction at each GIF time (decoded once each).
+    gif_preds: list[Any] = []
+    pstamps = [t for t, _ in preds]
+    cache: dict[int, np.ndarray] = {}
+    for t, _ in gif:
+        j = int(np.searchsorted(pstamps, t, side="right")) - 1
+        if j >= 0 and j not in cache:
+            cache[j] = decode_image(preds[j][1], f"bag {bag}: {PREDICTION_TOPIC}")
+        gif_preds.append(cache.get(j) if j >= 0 else None)
+    return {"counts": counts, "gif": gif, "gif_preds": gif_preds, "rows": rows, "n_predictions": len(preds),
+            "n_triplets": len(triplets)}
 
 
 def _strip(rows: list, view_width: int | None, min_view_width: int = 96) -> tuple[np.ndarray, dict[str, Any]]:
@@ -146,19 +164,47 @@ def _strip(rows: list, view_width: int | None, min_view_width: int = 96) -> tupl
     return img, layout
 
 
+def _gif_frame(views: dict[str, np.ndarray], pred_img: np.ndarray | None, view_width: int | None,
+               max_view_width: int) -> np.ndarray:
+    """Real views side by side; below them the last imagined frame's views (white until the first plan). Views
+    wider than ``max_view_width`` are scaled down (a GIF is for a quick look, and small ones encode fast)."""
+    h, w = views[VIEW_ORDER[0]].shape[:2]
+    if w > max_view_width:
+        h, w = max(1, round(h * max_view_width / w)), max_view_width
+    top = np.concatenate([_resize(views[v], h, w) for v in VIEW_ORDER], axis=1)
+    if pred_img is None:
+        bottom = np.full_like(top, 255)
+    else:
+        last = split_prediction_image(pred_img, view_width)[1][-1]  # (3·vh, vw, 3): views stacked vertically
+        vh = last.shape[0] // 3
+        bottom = np.concatenate([_resize(last[i * vh:(i + 1) * vh], h, w) for i in range(3)], axis=1)
+    return np.concatenate([top, np.full((GAP, top.shape[1], 3), 255, np.uint8), bottom], axis=0)
+
+
+def _save_gif(frames: list[np.ndarray], path: Path, fps: float) -> None:
+    """Looping GIF; each frame quantised with Pillow's fast octree (its default quantiser costs ~0.25 s per
+    960×360 frame on a small CPU)."""
+    from PIL import Image
+
+    pil = [Image.fromarray(f).quantize(colors=256, method=Image.Quantize.FASTOCTREE) for f in frames]
+    pil[0].save(path, save_all=True, append_images=pil[1:], duration=int(1000 / fps), loop=0)
+
+
 def write_demo_report(out_dir: str | Path, bag: str | Path, result: dict[str, Any],
-                      view_size: tuple[int, int] | None = None, max_rows: int = 6, gif_fps: float = 5.0
-                      ) -> dict[str, Any]:
+                      view_size: tuple[int, int] | None = None, max_rows: int = 6, gif_fps: float = 5.0,
+                      max_gif_frames: int = 100, gif_view_width: int = 192) -> dict[str, Any]:
     """Write ``strip.png``, ``episode.gif`` and ``report.md`` into ``out_dir`` from the recording at ``bag``.
 
     Args:
         out_dir: report directory (created).
         bag: the episode's rosbag2 recording (a bag directory).
         result: the episode's outcome (``LearnedDemoResult.to_dict()``, plus ``model_dir``, ``backend``, ...),
-            shown in the report.
+            shown in the report; its ``sim_start_s`` (sim time the task was set) starts the GIF and the strip.
         view_size: the model's (height, width) of one view [px], to cut the prediction images (None: square).
         max_rows: planning cycles shown in the strip.
-        gif_fps: GIF frames per second of sim time.
+        gif_fps: GIF frames per second of sim time (fewer when the episode would need more than max_gif_frames).
+        max_gif_frames: most GIF frames.
+        gif_view_width: views wider than this [px] are scaled down in the GIF.
 
     Returns:
         {"files": {name: path}, "strip": layout (rows, cols, cell size, ...), "recording": topic → count,
@@ -172,7 +218,8 @@ def write_demo_report(out_dir: str | Path, bag: str | Path, result: dict[str, An
 
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    data = _read(Path(bag), max_rows, gif_fps)
+    start_ns = int(float(result.get("sim_start_s", 0.0)) * 1e9)
+    data = _read(Path(bag), max_rows, gif_fps, max_gif_frames, start_ns)
     warnings = []
     if not data["rows"]:
         raise ValueError(f"bag {bag}: no complete camera triplet ({', '.join(CAMERA_TOPICS.values())}) recorded")
@@ -182,9 +229,10 @@ def write_demo_report(out_dir: str | Path, bag: str | Path, result: dict[str, An
     strip, layout = _strip(data["rows"], view_size[1] if view_size else None)
     Image.fromarray(strip).save(out / "strip.png")
     files["strip"] = str(out / "strip.png")
-    gif_frames = [np.concatenate([views[v] for v in VIEW_ORDER], axis=1) for _, views in data["gif"]]
+    gif_frames = [_gif_frame(views, pred, view_size[1] if view_size else None, gif_view_width)
+                  for (_, views), pred in zip(data["gif"], data["gif_preds"], strict=True)]
     if gif_frames:
-        save_gif(gif_frames, out / "episode.gif", fps=gif_fps)
+        _save_gif(gif_frames, out / "episode.gif", fps=gif_fps)
         files["gif"] = str(out / "episode.gif")
     report = out / "report.md"
     report.write_text(_markdown(result, layout, data, warnings, Path(bag), out))
@@ -227,14 +275,16 @@ def _markdown(r: dict[str, Any], layout: dict[str, Any], data: dict[str, Any], w
     keys = [k for k in ("chunks_received", "chunks_executed", "chunks_rejected", "last_rejection_reason",
                         "chunk_to_trajectory_ms_p50", "chunk_to_trajectory_ms_p95") if ex.get(k)]
     if keys:
-        lines += ["Executor (last /diagnostics): " + "; ".join(f"{k} = {ex[k]}" for k in keys), ""]
+        short = {k: ex[k][:200] + ("…" if len(ex[k]) > 200 else "") for k in keys}
+        lines += ["Executor (last /diagnostics): " + "; ".join(f"{k} = {v}" for k, v in short.items()), ""]
     when = ", ".join(f"{t:.1f}" for t in layout["row_stamps_s"])
     lines += ["## What the planner saw and imagined", "",
               f"Rows: {layout['rows']} planning cycles (sim time {when} s). Column 1: the real camera images (left, "
               "right, wrist stacked); columns 2–"
               f"{layout['cols']}: the {layout['imagined_frames']} frames the world model imagined for the chosen "
               "chunk (model rate 5 Hz).", "", "![strip](strip.png)", "",
-              "## Episode", "", "![episode](episode.gif)", "",
+              "## Episode", "", "Top: the cameras; bottom: the views the world model imagined at the end of the "
+              "latest planned chunk.", "", "![episode](episode.gif)", "",
               "## Recorded topics", "", "| topic | messages |", "|---|---|",
               *[f"| `{k}` | {v} |" for k, v in sorted(data["counts"].items())], ""]
     if warnings:
