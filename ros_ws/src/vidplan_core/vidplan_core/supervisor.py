@@ -119,7 +119,7 @@ class Supervisor:
         # Own process group per node: signals reach the node and anything it spawned, and not us.
         proc.popen = subprocess.Popen(proc.cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                                       stdin=subprocess.DEVNULL, env=self._env, start_new_session=True,
-                                      preexec_fn=_die_with_parent)
+                                      preexec_fn=die_with_parent)
         proc.reader = threading.Thread(target=self._pump, args=(proc, proc.popen.stdout), daemon=True)
         proc.reader.start()
         self._emit_up(f"started {proc.node.name} ({proc.node.package}/{proc.node.executable}, "
@@ -203,9 +203,9 @@ class Supervisor:
                 p.reader.join(timeout=0.5)
 
 
-def _die_with_parent() -> None:
-    """In the child before exec: get SIGTERM when the supervisor dies, even by SIGKILL (Linux PR_SET_PDEATHSIG),
-    so a killed ``vidplan up`` never leaves nodes running."""
+def die_with_parent() -> None:
+    """``preexec_fn`` for children: get SIGTERM when the parent dies, even by SIGKILL (Linux PR_SET_PDEATHSIG), so a
+    killed ``vidplan up`` (or ``vidplan demo``) never leaves its processes running."""
     if sys.platform.startswith("linux"):
         import ctypes
 

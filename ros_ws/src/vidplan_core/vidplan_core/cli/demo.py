@@ -17,6 +17,7 @@ from pathlib import Path
 import typer
 
 from vidplan_core.cli import app
+from vidplan_core.supervisor import die_with_parent
 
 
 def _vidplan_cmd() -> list[str]:
@@ -169,7 +170,7 @@ def _run_learned(*, seed: int, task: str, clutter: int, model: str, backend: str
             typer.echo(f"[demo] starting {name}: {' '.join(cmd)}  (log: {logs / (name + '.log')})")
             with open(logs / f"{name}.log", "wb") as f:
                 procs[name] = subprocess.Popen(cmd, stdout=f, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                                               env=env, start_new_session=True)
+                                               env=env, start_new_session=True, preexec_fn=die_with_parent)
 
         up_log = {"offset": 0, "text": ""}
 
@@ -327,7 +328,7 @@ def demo(
     if launch:
         cmd = [*_vidplan_cmd(), "up", "sim", "planner:=false", f"scene_seed:={seed}", f"clutter:={clutter}"]
         typer.echo(f"[demo] starting: {' '.join(cmd)}")
-        up = subprocess.Popen(cmd, start_new_session=True)
+        up = subprocess.Popen(cmd, start_new_session=True, preexec_fn=die_with_parent)
         time.sleep(1.0)
         if up.poll() is not None:
             typer.secho(f"error: `vidplan up sim` exited with code {up.returncode}", fg="red", err=True)
