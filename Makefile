@@ -4,7 +4,7 @@ SHELL := /bin/bash
 ENV := source scripts/env.sh &&
 PYTEST_ARGS ?=
 
-.PHONY: help setup shell test test-unit test-integration lint demo demo-models up bench clean
+.PHONY: help setup shell test test-unit test-integration lint demo demo-scripted demo-models up bench clean
 
 help:  ## list targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-18s %s\n", $$1, $$2}'
@@ -37,7 +37,11 @@ bench: setup  ## run the CPU benchmarks (about 1 h on 2 cores); results in bench
 clean:  ## remove build products (keeps .venv and .cache)
 	rm -rf ros_ws/build ros_ws/install ros_ws/log .cache/stamps/colcon
 
-demo: setup  ## main job: a simulated episode through real ROS 2 processes
+demo: setup  ## main job: one closed-loop episode, sim + learned planner (models/demo) + executor, with a report
+	@$(ENV) vidplan demo --launch --model models/demo --backend torch --seed $(or $(SEED),0) --clutter 1 \
+		--max-steps 150 --timeout 420
+
+demo-scripted: setup  ## the scripted pick-and-place through sim + executor (no learned models)
 	@$(ENV) vidplan demo --scripted --launch
 
 demo-models: setup  ## re-create models/demo from scratch: simulate, convert, train, assemble, export, MODEL_CARD.md

@@ -81,7 +81,7 @@ _STATUS = {"ok": PlanDiagnostics.STATUS_OK, "budget": PlanDiagnostics.STATUS_BUD
 def load_backend(model_dir: str, kind: str, device: str = "cpu", flow_steps: int | None = None):
     """Create the runtime backend for ``model_dir`` (heavy imports happen here, not at module import).
 
-    torch: ``model_dir`` holds the models (autoencoder/, world_model/, flow_map/, uq_head/, reward_head/,
+    torch: ``model_dir`` holds the models (autoencoder/, [world_model/,] flow_map/, uq_head/, reward_head/,
     semantic/). onnxruntime / tensorrt: ``model_dir`` is an export directory (manifest.json), or holds one in
     ``onnx/``. Errors name the directory and what is missing.
 

@@ -70,7 +70,7 @@ def _check_model_dir(model: Path, backend: str) -> str:
     if not model.is_dir():
         return f"model directory {model} does not exist {hint}"
     if backend == "torch":
-        missing = [d for d in ("autoencoder", "world_model", "flow_map", "uq_head", "reward_head", "semantic")
+        missing = [d for d in ("autoencoder", "flow_map", "uq_head", "reward_head", "semantic")
                    if not (model / d).is_dir()]
         if missing:
             return f"model directory {model} has no {', '.join(f'{d}/' for d in missing)} for the torch backend {hint}"

@@ -65,7 +65,7 @@ class ModelSuite:
     """The models of one configuration. Saved as ``<dir>/<section>/`` diffusers directories."""
 
     autoencoder: VideoAutoencoder
-    world_model: WorldModel
+    world_model: WorldModel | None  # None in deployment bundles without the teacher (see load)
     flow_map: FlowMap
     uq_head: UQHead
     reward_head: RewardHead
@@ -73,13 +73,20 @@ class ModelSuite:
     def save(self, directory: str | Path) -> None:
         d = Path(directory)
         for sec in _SECTIONS:
-            getattr(self, sec).save_pretrained(d / sec)
+            if getattr(self, sec) is not None:
+                getattr(self, sec).save_pretrained(d / sec)
 
     @classmethod
     def load(cls, directory: str | Path, device: str = "cpu") -> ModelSuite:
-        """Load all five models from ``directory`` (strict; errors name missing files / mismatched weights)."""
+        """Load the models from ``directory`` (strict; errors name missing files / mismatched weights).
+
+        ``world_model/`` (the EDM teacher) may be absent: planning needs only the flow map, which holds its own copy
+        of the distilled network, so deployment bundles such as models/demo leave the teacher in the training run;
+        ``world_model`` is then None.
+        """
         d = Path(directory)
-        return cls(**{sec: c.load(d / sec, device=device) for sec, c in _SECTIONS.items()})
+        return cls(**{sec: (None if sec == "world_model" and not (d / sec).exists() else c.load(d / sec, device=device))
+                      for sec, c in _SECTIONS.items()})
 
 
 def build_suite(name_or_path: str | Path, seed: int | None = 0) -> ModelSuite:

@@ -1,0 +1,68 @@
+"""The bundled demo models (models/demo, re-created by `make demo-models`): they load strictly, stay within the size
+budget, their ONNX manifest's hashes match the files, and one plan cycle on them — torch and onnxruntime — gives a
+finite chunk inside the action statistics' range."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from vidplan_core.export.manifest import load_manifest
+from vidplan_core.planning.planner import Planner, PlannerConfig
+from vidplan_core.planning.proposals import perturbation_proposals
+from vidplan_core.runtime.base import PlanningContext
+from vidplan_core.runtime.bundle import PlannerModels
+
+REPO = Path(__file__).resolve().parents[2]
+DEMO = REPO / "models" / "demo"
+POSE = np.array([0.45, 0.0, 0.35, np.pi, 0.0, 0.0, 0.0])
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def models() -> PlannerModels:
+    torch.set_num_threads(1)
+    return PlannerModels.load(DEMO)
+
+
+def _ctx(models: PlannerModels) -> PlanningContext:
+    cfg = models.suite.autoencoder.config
+    frames = np.random.default_rng(0).integers(0, 255, (models.num_history, 3, 3, cfg.view_height, cfg.view_width),
+                                               dtype=np.uint8)
+    return PlanningContext(frames, np.repeat(POSE[None], models.num_history, 0), "put the red cube in the bowl",
+                           seed=0)
+
+
+def test_layout_size_and_card():
+    for part in ("autoencoder", "flow_map", "uq_head", "reward_head", "semantic", "onnx"):
+        assert (DEMO / part).is_dir(), f"models/demo/{part} missing: run `make demo-models`"
+    files = [p for p in DEMO.rglob("*") if p.is_file()]
+    # the goal is 60 MB (not met yet, see models/README.md); this bound keeps the bundle from growing unnoticed
+    assert sum(p.stat().st_size for p in files) <= 110 * 2**20
+    assert not [p for p in files if p.suffix in (".bin", ".pt", ".pth", ".pkl")], "weights must be safetensors"
+    card = (DEMO / "MODEL_CARD.md").read_text()
+    for needle in ("Held-out evaluation", "prediction PSNR", "UQ ECE", "reward-head", "retrieval_acc", "psnr"):
+        assert needle in card, needle
+
+
+def test_manifest_hashes_match():
+    man = load_manifest(DEMO / "onnx", verify_hashes=True)  # raises ManifestError on any mismatch
+    raw = json.loads((DEMO / "onnx" / "manifest.json").read_text())
+    assert raw and man is not None
+
+
+def test_one_plan_cycle_torch_and_onnxruntime(models):
+    from vidplan_core.runtime.ort_backend import OnnxRuntimeBackend
+    from vidplan_core.runtime.torch_backend import TorchBackend
+
+    ctx = _ctx(models)
+    for backend in (TorchBackend(models, flow_steps=1), OnnxRuntimeBackend(DEMO / "onnx", threads=1)):
+        props = perturbation_proposals(np.repeat(POSE[None], backend.horizon, 0), 4, rng=0)
+        res = Planner(backend, PlannerConfig(refine_iters=1)).plan(ctx, props)
+        assert res.status == "ok", (backend.name, res.reason)
+        assert res.chunk.is_finite() and np.isfinite(res.scores).all() and np.isfinite(res.uncertainty).all()
+        assert res.chunk.actions.shape == (backend.horizon, 7)
