@@ -70,7 +70,8 @@ def markdown(res: dict) -> str:
              f"Model `{cfg['model']}` ({cfg['backend']}, K={cfg['flow_steps']}); {cfg['episodes']} episode(s) "
              f"per clutter level requested, tasks {', '.join(cfg['tasks'])}; budget {cfg['max_steps']} control steps "
              f"({cfg['max_steps'] / 15:g} s); {cfg['open_loop_steps']} chunk steps executed per plan; "
-             f"{cfg['refine_iters']} refinement iterations; κ = {cfg['kappa']}.", ""]
+             f"{cfg['refine_iters']} refinement iterations; κ = {cfg['kappa']}; basis/random proposal speed "
+             f"{cfg['basis_speed_mps']} m/s.", ""]
     if not r["complete"]:
         lines += [f"**Partial run** (time budget): {r['not_run']} (episode, variant) pairs were not run.", ""]
     lines += ["Success rate (successes/episodes), all task kinds together:", "",
@@ -109,6 +110,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--max-steps", type=int, default=225)
     ap.add_argument("--refine-iters", type=int, default=5)
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--basis-speed", type=float, default=0.15, help="EE speed of basis / random proposals [m/s]")
     ap.add_argument("--backend", default="torch")
     ap.add_argument("--time-budget", type=float, default=None, help="stop starting episodes after this many s")
     ap.add_argument("--out", default=str(OUT / "closed_loop_eval"))
@@ -127,7 +129,8 @@ def main(argv: list[str] | None = None) -> int:
         else a.model
     cfg = ClosedLoopConfig(model=model, episodes=a.episodes, clutter=[int(c) for c in a.clutter.split(",")],
                            tasks=a.tasks.split(","), variants=a.variants.split(","), max_steps=a.max_steps,
-                           refine_iters=a.refine_iters, seed=a.seed, backend=a.backend, threads=1)
+                           refine_iters=a.refine_iters, seed=a.seed, basis_speed_mps=a.basis_speed, backend=a.backend,
+                           threads=1)
     from tqdm import tqdm
 
     t0 = time.perf_counter()

@@ -165,9 +165,12 @@ def eval_sim_cmd(
                                  "scripted, scripted+vidplan"),
     backend: str = typer.Option("torch", "--backend", help="torch | onnxruntime"),
     threads: int = typer.Option(1, "--threads", help="intra-op threads (1 is fastest on a shared 2-core machine)"),
+    device: str = typer.Option("cpu", "--device", help="torch device (cpu, cuda[:i]) or onnxruntime provider (cpu, "
+                               "cuda, tensorrt)"),
     flow_steps: int = typer.Option(1, "--flow-steps", "-k", help="K, flow-map sampler steps"),
     open_loop_steps: int = typer.Option(2, "--open-loop-steps", help="chunk steps executed per plan"),
     refine_iters: int = typer.Option(5, "--refine-iters", help="gradient refinement iterations"),
+    basis_speed: float = typer.Option(0.15, "--basis-speed", help="EE speed of the basis / random proposals [m/s]"),
     exec_policy: str = typer.Option("reject", "--exec-policy", help="executor out_of_limits_policy: reject | clip"),
     progress: bool = typer.Option(True, "--progress/--no-progress", help="progress bar"),
 ) -> None:
@@ -184,9 +187,9 @@ def eval_sim_cmd(
     try:
         cfg = ClosedLoopConfig(model=model, episodes=episodes, clutter=_csv(clutter, "--clutter", int),
                                tasks=_csv(tasks, "--tasks"), seed=seed, max_steps=max_steps,
-                               variants=_csv(variants, "--variants"), backend=backend, threads=threads,
+                               variants=_csv(variants, "--variants"), backend=backend, threads=threads, device=device,
                                flow_steps=flow_steps, open_loop_steps=open_loop_steps, refine_iters=refine_iters,
-                               exec_policy=exec_policy)
+                               basis_speed_mps=basis_speed, exec_policy=exec_policy)
     except ValidationError as exc:
         errs = "; ".join(f"--{'-'.join(str(p) for p in e['loc']).replace('_', '-')}: {e['msg']}"
                          for e in exc.errors())

@@ -95,12 +95,16 @@ class ClosedLoopConfig(BaseModel):
     variants: list[str] = Field(default_factory=lambda: list(VARIANTS), min_length=1)
     backend: Literal["torch", "onnxruntime"] = "torch"
     threads: int = Field(1, ge=1, description="torch / onnxruntime intra-op threads")
+    device: str = Field("cpu", pattern=r"^(cpu|cuda(:\d+)?|tensorrt)$", description="torch device (cpu, cuda[:i]) "
+                        "or onnxruntime provider (cpu, cuda, tensorrt); GPU paths are not exercised on CPU machines")
     flow_steps: int = Field(1, ge=1, description="K of the flow map")
     open_loop_steps: int = Field(2, ge=1, description="chunk steps (5 Hz) executed before the next plan")
     refine_iters: int = Field(5, ge=0, description="gradient refinement iterations (vidplan, no-uq, scripted+vidplan)")
     kappa: float = Field(3.0, ge=0, description="κ of w(h) = exp(−κ·h̄) (no-uq uses 0)")
     lam: float = Field(0.5, ge=0, description="λ of the centring term")
-    basis_speed_mps: float = Field(0.05, gt=0, description="EE speed of basis and random proposals [m/s]")
+    basis_speed_mps: float = Field(0.15, gt=0, le=1.0, description="EE speed of basis and random proposals [m/s]. "
+                                   "Higher than the planner node's 0.05 m/s: the target is ~0.6 m from the home pose, "
+                                   "which 0.05 m/s covers in 12 s only if every cycle picks the right direction")
     gripper_toggle: bool = Field(True, description="add a 'hold, toggle the gripper' candidate (basis proposals "
                                  "keep the gripper as it is, so without it a planner can never grasp)")
     num_nominal: int = Field(8, ge=1, description="perturbations around the scripted nominal (scripted+vidplan)")
@@ -290,16 +294,20 @@ def _load_backends(cfg: ClosedLoopConfig, need_no_uq: bool) -> _Loaded:
             from vidplan_core.runtime.torch_backend import TorchBackend
 
             torch.set_num_threads(cfg.threads)
-            models = PlannerModels.load(d)
+            if cfg.device == "tensorrt":
+                raise ClosedLoopError("device 'tensorrt' is an onnxruntime provider; use --backend onnxruntime")
+            models = PlannerModels.load(d, device=cfg.device)
             ae = models.suite.autoencoder.config
-            backends = {"default": TorchBackend(models, cfg.flow_steps, ObjectiveConfig(kappa=cfg.kappa))}
+            backends = {"default": TorchBackend(models, cfg.flow_steps, ObjectiveConfig(kappa=cfg.kappa),
+                                                device=cfg.device)}
             if need_no_uq:  # the refinement objective's κ is part of the value graph: a second backend, same models
-                backends["no-uq"] = TorchBackend(models, cfg.flow_steps, ObjectiveConfig(kappa=0.0))
+                backends["no-uq"] = TorchBackend(models, cfg.flow_steps, ObjectiveConfig(kappa=0.0), device=cfg.device)
             return _Loaded(backends, (int(ae.view_height), int(ae.view_width)), warnings)
         from vidplan_core.runtime.ort_backend import OnnxRuntimeBackend
 
         export = d if (d / "manifest.json").is_file() else d / "onnx"
-        be = OnnxRuntimeBackend(export, flow_steps=cfg.flow_steps, threads=cfg.threads)
+        provider = cfg.device.split(":")[0]
+        be = OnnxRuntimeBackend(export, flow_steps=cfg.flow_steps, threads=cfg.threads, provider=provider)
         if need_no_uq:
             warnings.append("no-uq with the onnxruntime backend: scoring uses w(h) = 1, but the exported "
                             f"value-and-grad graph keeps its objective {be.objective} for the refinement")
@@ -459,8 +467,8 @@ def run_episode(env: Any, spec: EpisodeSpec, variant: str, cfg: ClosedLoopConfig
 
 
 # ------------------------------------------------------------------------------------------------------ runner
-def _key(r: dict[str, Any]) -> tuple[str, int, int]:
-    return (r["variant"], int(r["clutter"]), int(r["seed"]))
+def _key(r: dict[str, Any]) -> tuple[str, int, int, str]:
+    return (r["variant"], int(r["clutter"]), int(r["seed"]), r["instruction"])
 
 
 def _prepare(out: Path, cfg: ClosedLoopConfig) -> list[dict[str, Any]]:
@@ -521,9 +529,9 @@ def run_closed_loop(cfg: ClosedLoopConfig, out: str | Path,
 
     kin = PandaKinematics()
     specs = episode_specs(cfg, env.cfg.colour_names, env.cfg.shape_names)
-    want = {(v, s.clutter, s.seed) for s in specs for v in cfg.variants}
-    have = {_key(r): r for r in done if _key(r) in want}
-    jobs = [(s, v) for s in specs for v in cfg.variants if (v, s.clutter, s.seed) not in have]
+    want = {(v, s.clutter, s.seed, s.instruction) for s in specs for v in cfg.variants}
+    have = {_key(r): r for r in done if _key(r) in want}  # same episode (task included) and variant: reuse
+    jobs = [(s, v) for s in specs for v in cfg.variants if (v, s.clutter, s.seed, s.instruction) not in have]
     records = list(have.values())
     t_start = time.perf_counter()
     skipped = 0
