@@ -25,7 +25,8 @@ Parameters (all read at start-up and validated; a bad value exits with code 2 an
     learning_rate (float, 0.05): Adam step in normalised action units.
     trust_region (float, 0.25): L∞ radius around the argmax candidate (normalised units).
     lambda_centering (float, 0.5): λ of the centring term.
-    uncertainty_weighting (str, "exp"): exp | linear | none  (w(h) = exp(−κ·h̄) | 1 − h̄ | 1).
+    uncertainty_weighting (str, "exp"): exp | linear | none  (w(h) = exp(−κ·h̄) | 1 − h̄ | 1; "none" applies to
+        candidate scoring, the refinement objective keeps the backend's κ).
     kappa (float, 3.0): κ of the exp weighting.
     basis_speed_mps (float, 0.05): EE speed of the Jacobian basis proposals [m/s].
     num_nominal (int, 0): perturbation proposals around the nominal (hold) chunk.
@@ -156,7 +157,10 @@ class PlannerNode(Node):
         from vidplan_core.planning.planner import CEMConfig, PlannerConfig, ScoreConfig
         from vidplan_core.planning.session import ProposalConfig, SessionConfig
 
-        score = ScoreConfig(weighting=weighting, kappa=kappa, lam=lam)
+        # "none" (w(h) = 1) is exp with κ = 0 for scoring; the refinement objective keeps the backend's own κ (the
+        # torch default, or the one fixed inside an ONNX export)
+        score = (ScoreConfig(weighting="exp", kappa=0.0, lam=lam) if weighting == "none"
+                 else ScoreConfig(weighting=weighting, kappa=kappa, lam=lam))
         common = dict(score=score, refine_iters=refine_iters, lr=lr, trust_region=trust,
                       time_budget_s=budget or None)
         cfg = SessionConfig(planner=planner, gradopt=PlannerConfig(**common), cem=CEMConfig(**common),
