@@ -43,15 +43,12 @@ def main() -> None:
     import rclpy
 
     from vidplan_core.runtime.bundle import random_planner_models
-    from vidplan_core.training.siglip import save_semantic
     from vidplan_interfaces.msg import PlanChunk, PlanDiagnostics
 
     tmp = Path(tempfile.mkdtemp(prefix="vidplan-bench-"))
     model = tmp / "model"
     pm = random_planner_models("tiny", seed=0)
-    pm.suite.save(model)
-    save_semantic(pm.scorer.model, pm.scorer.tokenizer, model / "semantic",
-                  pm.scorer.model.config.vision_config.image_size)
+    pm.save(model)
 
     sys.path.insert(0, str(REPO / "tests"))
     from proc_helpers import ManagedProcess, node_executable

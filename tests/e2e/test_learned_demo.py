@@ -28,12 +28,10 @@ CAM_W, CAM_H = 128, 72
 @pytest.fixture(scope="module")
 def tiny_model_dir(tmp_path_factory):
     from vidplan_core.runtime.bundle import random_planner_models
-    from vidplan_core.training.siglip import save_semantic
 
     d = tmp_path_factory.mktemp("learned_demo_model") / "model"
     pm = random_planner_models("tiny", seed=0)
-    pm.suite.save(d)
-    save_semantic(pm.scorer.model, pm.scorer.tokenizer, d / "semantic", pm.scorer.model.config.vision_config.image_size)
+    pm.save(d)
     ae = pm.suite.autoencoder.config
     assert (ae.view_height, ae.view_width) == (VIEW, VIEW)
     assert pm.suite.world_model.config.num_future == FUTURE

@@ -27,12 +27,10 @@ def episode_bag(tmp_path_factory):
 @pytest.fixture(scope="module")
 def tiny_model_dir(tmp_path_factory):
     from vidplan_core.runtime.bundle import random_planner_models
-    from vidplan_core.training.siglip import save_semantic
 
     d = tmp_path_factory.mktemp("replay_model") / "model"
     pm = random_planner_models("tiny", seed=0)
-    pm.suite.save(d)
-    save_semantic(pm.scorer.model, pm.scorer.tokenizer, d / "semantic", pm.scorer.model.config.vision_config.image_size)
+    pm.save(d)
     return d
 
 

@@ -85,12 +85,9 @@ def write_episode_bag(path, n=60, h=96, w=128, success=True, *, skip_topic=None,
 def save_tiny_bundle(d):
     """A random tiny model bundle as the planner loads it: ModelSuite directories + a small SigLIP in semantic/."""
     from vidplan_core.runtime.bundle import random_planner_models
-    from vidplan_core.training.siglip import save_semantic
 
     pm = random_planner_models("tiny", seed=0)
-    pm.suite.save(d)
-    save_semantic(pm.scorer.model, pm.scorer.tokenizer, d / "semantic",
-                  pm.scorer.model.config.vision_config.image_size)
+    pm.save(d)
     return d
 
 

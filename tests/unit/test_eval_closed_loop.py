@@ -24,13 +24,11 @@ def tiny_bundle(tmp_path_factory) -> Path:
     import torch
 
     from vidplan_core.runtime.bundle import random_planner_models
-    from vidplan_core.training.siglip import save_semantic
 
     torch.set_num_threads(1)
     d = tmp_path_factory.mktemp("tiny_bundle")
     pm = random_planner_models("tiny", seed=0)
-    pm.suite.save(d)
-    save_semantic(pm.scorer.model, pm.scorer.tokenizer, d / "semantic", pm.scorer.model.config.vision_config.image_size)
+    pm.save(d)
     return d
 
 

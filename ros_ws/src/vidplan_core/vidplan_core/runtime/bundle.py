@@ -29,6 +29,14 @@ class PlannerModels:
     scorer: Any
     semantic_view: int = 0
 
+    def save(self, directory: str | Path) -> None:
+        """Write the layout :meth:`load` reads: ``directory/<section>/`` per model and ``directory/semantic``."""
+        from vidplan_core.training.siglip import save_semantic
+
+        self.suite.save(directory)
+        m = self.scorer.model
+        save_semantic(m, self.scorer.tokenizer, Path(directory) / "semantic", m.config.vision_config.image_size)
+
     @classmethod
     def load(cls, directory: str | Path, device: str = "cpu", semantic_dir: str | Path | None = None,
              semantic_view: int = 0) -> PlannerModels:
