@@ -84,12 +84,14 @@ say "6/7 training the UQ and reward heads"
 train heads demo-heads
 
 say "7/7 assembling $OUT, exporting ONNX, writing MODEL_CARD.md"
-vidplan assemble-models --runs "$WORK/runs" --out "$OUT" --overwrite
+# Half-precision storage of the world-model parts (computed in float32; weights rounded once, here). The export then
+# stores them as float16 too, losslessly, in one weights file shared by all graphs (see models/README.md).
+vidplan assemble-models --runs "$WORK/runs" --out "$OUT" --overwrite --storage-dtype float16
 # The EDM teacher stays in $WORK/runs/world-model/final: planning needs only the flow map (its distilled copy), and
 # leaving it out keeps the bundle small. ONNX without graph simplification: onnxslim's constant folding stores
 # transformed copies of the weights inside the graphs (56 → 35 MB for the forward graphs of this model).
 rm -rf "$OUT/world_model" "$OUT/onnx"
-vidplan export "$OUT" --out "$OUT/onnx" --flow-steps 1 --batch 16 --grad-batch 1 --simplify none --verify
+vidplan export "$OUT" --out "$OUT/onnx" --flow-steps 1 --batch 16 --grad-batch 1 --simplify none --verify --compact
 python scripts/model_card.py --model "$OUT" --work "$WORK" --episodes "$EPISODES" \
   --recipe "STEPS_SCALE=$STEPS_SCALE $(env | grep -E '^STEPS_[A-Z_]+=' | grep -v STEPS_SCALE | sort | tr '\n' ' ')" \
   --wall-s $(( $(date +%s) - t_start ))

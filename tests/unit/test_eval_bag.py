@@ -311,3 +311,22 @@ def test_too_short_bag_and_broken_model_dir(tmp_path, tiny_bundle):
         eval_bag(bag, broken, tmp_path / "o", config=_cfg())
     with pytest.raises(EvalBagError, match="does not exist"):
         eval_bag(bag, tmp_path / "no-model", tmp_path / "o", config=_cfg())
+
+
+def test_teacher_predicts_instead_of_the_flow_map(tmp_path, episode_bag, tiny_bundle):
+    """The model card's teacher row: the EDM teacher (N Euler steps, same initial noise) replaces the flow map."""
+    cfg = {"shadow": False, "max_steps": 2}
+    fm = json.loads(eval_bag(episode_bag, tiny_bundle, tmp_path / "fm", config=_cfg(**cfg)).metrics_path.read_text())
+    te = json.loads(eval_bag(episode_bag, tiny_bundle, tmp_path / "te",
+                             config=_cfg(teacher_steps=3, **cfg)).metrics_path.read_text())
+    assert fm["settings"]["predictor"] == "flow map K=1" and te["settings"]["predictor"] == "teacher N=3"
+    assert all(0 < x < 100 for x in te["prediction"]["psnr_db"]["mean"])
+    assert te["prediction"]["latent_mse"]["per_step"] != fm["prediction"]["latent_mse"]["per_step"]
+    # an explicit teacher directory works too; a bundle without the teacher is a clear error
+    bare = shutil.copytree(tiny_bundle, tmp_path / "bare")
+    shutil.move(bare / "world_model", tmp_path / "teacher")
+    explicit = _cfg(teacher_steps=3, teacher_dir=str(tmp_path / "teacher"), **cfg)
+    te2 = eval_bag(episode_bag, bare, tmp_path / "te2", config=explicit)
+    assert json.loads(te2.metrics_path.read_text())["prediction"] == te["prediction"]
+    with pytest.raises(EvalBagError, match=r"no EDM teacher at .*bare/world_model"):
+        eval_bag(episode_bag, bare, tmp_path / "o", config=_cfg(teacher_steps=3, **cfg))

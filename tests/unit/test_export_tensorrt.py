@@ -70,3 +70,19 @@ def test_tensorrt_backend_matches_onnxruntime(tmp_path):  # pragma: no cover - n
     trt_be.set_context(ctx)
     ort_be.set_context(ctx)
     np.testing.assert_allclose(trt_be.rollout(a).latents, ort_be.rollout(a).latents, rtol=1e-3, atol=1e-3)
+
+
+def test_engine_key_follows_the_shared_weights_file():
+    """A graph whose weights live in the shared external-data file gets a new engine key when only the weights
+    change (the graph file itself is then byte-identical)."""
+    from vidplan_core.export.manifest import GraphEntry, Manifest
+
+    def manifest(weights_sha: str) -> Manifest:
+        graphs = {"rollout_k1_n6": GraphEntry("rollout_k1_n6.onnx", "a" * 64, {}, {}, data=["weights.onnx.data"]),
+                  "text": GraphEntry("text.onnx", "c" * 64, {}, {})}
+        return Manifest(graphs=graphs, opset=18, model={}, data_files={"weights.onnx.data": weights_sha})
+
+    m1, m2 = manifest("1" * 64), manifest("2" * 64)
+    assert m1.content_sha256("rollout_k1_n6") != m2.content_sha256("rollout_k1_n6")
+    assert m1.content_sha256("rollout_k1_n6") != "a" * 64
+    assert m1.content_sha256("text") == "c" * 64  # no external data: the graph file's own hash

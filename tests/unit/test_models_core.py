@@ -208,6 +208,34 @@ def test_save_load_round_trip_bit_exact(suite, tmp_path):
                            loaded.flow_map.sample(hist, act, 2, noise=noise))
 
 
+def test_half_precision_storage(suite, tmp_path):
+    """float16 storage halves the file, loads as float32 with the weights rounded once; buffers stay exact;
+    the action statistics (in config.json) are untouched."""
+    from safetensors import safe_open
+
+    fm = suite.flow_map
+    fm.save(tmp_path / "fp32")
+    fm.save(tmp_path / "fp16", storage_dtype=torch.float16)
+    w = "diffusion_pytorch_model.safetensors"
+    size32, size16 = (tmp_path / "fp32" / w).stat().st_size, (tmp_path / "fp16" / w).stat().st_size
+    assert size16 < 0.6 * size32
+    params = dict(fm.named_parameters())
+    with safe_open(str(tmp_path / "fp16" / w), "pt") as f:
+        dtypes = {k: f.get_slice(k).get_dtype() for k in f.keys()}
+    assert all(dtypes[k] == "F16" for k in params if params[k].is_floating_point())
+    assert all(dtypes[k] == "F32" for k in dtypes if k not in params)  # buffers stay fp32
+    loaded = FlowMap.load(tmp_path / "fp16")
+    assert loaded.dtype == torch.float32
+    assert loaded.model.normalizer.p99.tolist() == fm.model.normalizer.p99.tolist()
+    for k, v in loaded.state_dict().items():
+        ref = fm.state_dict()[k]
+        expect = ref.half().float() if k in params else ref
+        assert torch.equal(v, expect), k
+    # loading the same file again gives the same model: the rounding happens once, at saving
+    again = dict(FlowMap.load(tmp_path / "fp16").state_dict())
+    assert all(torch.equal(again[k], v) for k, v in loaded.state_dict().items())
+
+
 def test_load_errors_name_files_and_shapes(suite, tmp_path):
     wm = suite.world_model
     with pytest.raises(ModelLoadError, match="missing file"):

@@ -64,6 +64,11 @@ def test_manifest_contents(exported):
     d = json.loads((out / "manifest.json").read_text())
     assert d["opset"] == 18 and d["versions"]["onnxruntime"] and d["model"]["horizon"] == 3
     assert d["graphs"]["value_grad_k1_n1"]["outputs"]["grad"] == [1, 3, 7]
+    # compacted: every graph reads its weights from the one shared, hashed file
+    assert list(d["data_files"]) == ["weights.onnx.data"] and len(d["data_files"]["weights.onnx.data"]) == 64
+    assert all(set(g.data) <= {"weights.onnx.data"} for g in manifest.graphs.values())
+    assert manifest.graphs["value_grad_k1_n1"].data == ["weights.onnx.data"]
+    assert sorted(p.name for p in out.glob("*.data")) == ["weights.onnx.data"]
 
 
 def test_rollout_parity(backends, ctx):
@@ -107,6 +112,12 @@ def test_tampered_or_incomplete_export_is_a_startup_error(exported, tmp_path):
     (bad / "heads_n2.onnx").unlink()
     with pytest.raises(ManifestError, match=r"heads_n2.*missing"):
         load_manifest(bad)
+    shutil.copy(out / "heads_n2.onnx", bad / "heads_n2.onnx")
+    with open(bad / "weights.onnx.data", "r+b") as f:  # the weights the graphs share
+        f.seek(4096)
+        f.write(b"\1\2\3\4")
+    with pytest.raises(ManifestError, match=r"weights\.onnx\.data: sha256 .* does not match"):
+        OnnxRuntimeBackend(bad)
     with pytest.raises(ManifestError, match=r"no manifest\.json"):
         OnnxRuntimeBackend(tmp_path)
 

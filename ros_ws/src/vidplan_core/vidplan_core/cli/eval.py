@@ -33,7 +33,7 @@ def _success(text: str | None) -> bool | None:
 def _run_eval_bag(bag: Path, model: Path, out: Path | None, topic_map: Path | None, flow_steps: int, max_steps: int,
                   device: str, seed: int, gamma: float | None, success: str | None, shadow: bool, shadow_every: int,
                   shadow_max: int, examples: int, salvage: bool, progress: bool,
-                  planner_config: Path | None = None) -> None:
+                  planner_config: Path | None = None, teacher_steps: int = 0, teacher: Path | None = None) -> None:
     from vidplan_core.config import ConfigError
     from vidplan_core.data.convert import load_topic_map
     from vidplan_core.eval.bag_eval import EXIT_BAD_INPUT, EvalBagConfig, EvalBagError, eval_bag
@@ -44,7 +44,8 @@ def _run_eval_bag(bag: Path, model: Path, out: Path | None, topic_map: Path | No
         cfg = EvalBagConfig(flow_steps=flow_steps, max_steps=max_steps, device=device, seed=seed, gamma=gamma,
                             success=_success(success), shadow=shadow, shadow_every=shadow_every,
                             shadow_max=shadow_max, examples=examples, salvage=salvage, progress=progress,
-                            planner=planner_config)
+                            planner=planner_config, teacher_steps=teacher_steps,
+                            teacher_dir=str(teacher) if teacher else None)
         res = eval_bag(bag, model, out, tm, cfg)
     except (EvalBagError, ConfigError) as exc:
         typer.secho(f"error: {exc}", fg=typer.colors.RED, err=True)
@@ -106,6 +107,9 @@ def eval_bag_cmd(
                                  "corrupt bag (exit 3) instead of failing (exit 2)"),
     progress: bool = typer.Option(True, "--progress/--no-progress", help="progress bar"),
     planner_config: Path | None = typer.Option(None, "--planner-config", help=_HELP_PLANNER),
+    teacher_steps: int = typer.Option(0, "--teacher-steps", help="predict with the EDM teacher (N Euler steps) "
+                                      "instead of the flow map; 0: the flow map"),
+    teacher: Path | None = typer.Option(None, "--teacher", help="teacher directory (default MODEL/world_model)"),
 ) -> None:
     """Evaluate a model bundle on a recorded episode: prediction PSNR/SSIM/latent MSE per horizon step and view,
     UQ calibration (ECE, reliability, entropy–error correlation), reward head vs the Monte-Carlo value, the planner
@@ -114,7 +118,8 @@ def eval_bag_cmd(
     Exit codes: 0 complete, 2 bad input, 3 partial (salvaged part of a damaged bag evaluated).
     """
     _run_eval_bag(bag, model, out, topic_map, flow_steps, max_steps, device, seed, gamma, success, shadow,
-                  shadow_every, shadow_max, examples, salvage, progress, planner_config)
+                  shadow_every, shadow_max, examples, salvage, progress, planner_config, teacher_steps,
+                  teacher)
 
 
 @app.command("eval-bag")
@@ -136,11 +141,15 @@ def eval_bag_alias(
     salvage: bool = typer.Option(True, "--salvage/--no-salvage", help="evaluate the readable part of a damaged bag"),
     progress: bool = typer.Option(True, "--progress/--no-progress", help="progress bar"),
     planner_config: Path | None = typer.Option(None, "--planner-config", help=_HELP_PLANNER),
+    teacher_steps: int = typer.Option(0, "--teacher-steps", help="predict with the EDM teacher (N Euler steps) "
+                                      "instead of the flow map; 0: the flow map"),
+    teacher: Path | None = typer.Option(None, "--teacher", help="teacher directory (default MODEL/world_model)"),
 ) -> None:
     """Same as ``vidplan eval bag``: evaluate a model bundle on a recorded episode (exit 0 ok, 2 bad input,
     3 partial)."""
     _run_eval_bag(bag, model, out, topic_map, flow_steps, max_steps, device, seed, gamma, success, shadow,
-                  shadow_every, shadow_max, examples, salvage, progress, planner_config)
+                  shadow_every, shadow_max, examples, salvage, progress, planner_config, teacher_steps,
+                  teacher)
 
 
 def _csv(text: str, what: str, cast=str) -> list:

@@ -31,6 +31,8 @@ def export_cmd(
     simplify: str = typer.Option("onnxslim", help="onnxslim | onnxsim | none"),
     verify: bool = typer.Option(True, help="check every graph against torch in onnxruntime"),
     tol: float = typer.Option(1e-4, help="verification tolerance (relative)"),
+    compact: bool = typer.Option(True, help="one deduplicated weights file shared by all graphs, float16 storage "
+                                 "where exact, no exporter debug metadata (lossless)"),
     opset: int = typer.Option(18),
     kappa: float = typer.Option(3.0, help="κ of the refinement objective's exp(−κ·h̄) weight"),
     tensorrt: bool = typer.Option(False, "--tensorrt", help="also build TensorRT engines (needs TensorRT + GPU)"),
@@ -50,7 +52,7 @@ def export_cmd(
     models = random_planner_models(model) if random else PlannerModels.load(model)
     manifest = export_planner(models, out, flow_steps=ks, batch_sizes=ns, grad_batch_sizes=gs,
                               objective=ObjectiveConfig(kappa=kappa), opset=opset, simplify=simplify,  # type: ignore[arg-type]
-                              verify=verify, tol=tol, progress=lambda s: typer.echo(f"  {s}"))
+                              verify=verify, tol=tol, progress=lambda s: typer.echo(f"  {s}"), compact=compact)
     typer.echo(f"exported {len(manifest.graphs)} graphs to {out} (manifest.json)")
     if tensorrt:
         from vidplan_core.export.tensorrt import EngineCache

@@ -77,6 +77,8 @@ def assemble_models(
     heads: Path | None = typer.Option(None, help="overrides <runs>/heads/final (uq_head/, reward_head/)"),
     semantic: Path | None = typer.Option(None, help="overrides <runs>/semantic/final"),
     overwrite: bool = typer.Option(False, help="replace an existing model directory"),
+    storage_dtype: str = typer.Option("float32", help="float32 | float16: store the world-model parts' "
+                                      "parameters in half precision (half the size; computed in float32)"),
 ) -> None:
     """Copy trained models into the planner's model directory layout and check that the planner loads them."""
     from vidplan_core.training.assemble import assemble_model_dir, default_sources
@@ -89,8 +91,8 @@ def assemble_models(
     if heads is not None:
         src["uq_head"], src["reward_head"] = heads / "uq_head", heads / "reward_head"
     try:
-        d = assemble_model_dir(out, src, overwrite=overwrite)
-    except (FileNotFoundError, FileExistsError) as exc:
+        d = assemble_model_dir(out, src, overwrite=overwrite, storage_dtype=storage_dtype)
+    except (FileNotFoundError, FileExistsError, ValueError) as exc:
         typer.secho(f"error: {exc}", fg=typer.colors.RED, err=True)
         raise typer.Exit(2) from exc
     except Exception as exc:  # BackendError / ModelLoadError: the parts do not fit together

@@ -32,7 +32,8 @@ Model directory (``--model DIR``) layout, as :class:`vidplan_core.models.ModelSu
 
     DIR/autoencoder/  DIR/flow_map/            required (diffusers-style: config.json + safetensors)
     DIR/uq_head/  DIR/reward_head/             optional (their metrics are null with the reason when absent)
-    DIR/world_model/                           optional (the teacher; not used here)
+    DIR/world_model/                           optional: the EDM teacher, predicts instead of the flow map with
+                                               ``teacher_steps`` > 0 (or give ``teacher_dir``)
     DIR/semantic/                              optional; the shadow planner needs it
 ``heads/uq_head``, ``heads/reward_head`` and ``vae/`` are accepted as alternative names.
 """
@@ -108,6 +109,9 @@ class EvalBagConfig:
         element_samples: latent elements per window kept for the element-level entropy–error correlation.
         planner: the shadow planner's :class:`~vidplan_core.planning.session.SessionConfig` (or its dict / YAML
             path); None = its defaults.
+        teacher_steps: 0 = predict with the flow map (K = ``flow_steps``); N > 0 = with the EDM teacher, Euler
+            sampler with N noise levels and the same initial noise (the teacher-vs-flow-map comparison).
+        teacher_dir: the teacher's directory (a saved WorldModel); None = ``<model_dir>/world_model``.
     """
 
     flow_steps: int = 1
@@ -124,6 +128,8 @@ class EvalBagConfig:
     progress: bool = True
     element_samples: int = 2048
     planner: Any = None
+    teacher_steps: int = 0
+    teacher_dir: str | None = None
 
 
 @dataclass
@@ -665,6 +671,12 @@ def eval_bag(bag: str | Path, model_dir: str | Path, out: str | Path, topic_map:
     out = Path(out)
     if cfg.flow_steps < 1:
         raise EvalBagError(f"--flow-steps must be ≥ 1, got {cfg.flow_steps}")
+    if cfg.teacher_steps < 0:
+        raise EvalBagError(f"--teacher-steps must be ≥ 0, got {cfg.teacher_steps}")
+    teacher_dir = Path(cfg.teacher_dir) if cfg.teacher_dir else Path(model_dir) / "world_model"
+    if cfg.teacher_steps and not (teacher_dir / "config.json").is_file():
+        raise EvalBagError(f"--teacher-steps {cfg.teacher_steps}: no EDM teacher at {teacher_dir} (deployment "
+                           f"bundles such as models/demo leave it in the training run; pass --teacher DIR)")
     session_cfg = _session_config(cfg.planner) if cfg.shadow else None  # a bad planner config: ConfigError now
     try:
         find_bags(bag)  # a split recording (numbered bags) counts as one episode, read merged
@@ -777,6 +789,15 @@ def eval_bag(bag: str | Path, model_dir: str | Path, out: str | Path, topic_map:
                 warnings.append(f"cannot embed the instruction {ep.instruction!r} ({type(exc).__name__}: {exc}): "
                                 f"predictions are made without it")
 
+    teacher = None
+    if cfg.teacher_steps:
+        from vidplan_core.models import WorldModel
+
+        try:
+            teacher = WorldModel.load(teacher_dir, device=device)
+        except Exception as exc:
+            raise EvalBagError(f"cannot load the EDM teacher from {teacher_dir}: {exc}") from exc
+
     # 2. windows
     psnr_w = np.zeros((len(starts), H, len(VIEW_ORDER)))
     ssim_w = np.zeros_like(psnr_w)
@@ -811,7 +832,10 @@ def eval_bag(bag: str | Path, model_dir: str | Path, out: str | Path, topic_map:
             noise = torch.from_numpy(make_noise(cfg.seed + s, (H, *lat_true.shape[1:]))).to(dev)
             sync()
             t0 = time.perf_counter()
-            pred = fm.sample(hist, acts, num_steps=cfg.flow_steps, noise=noise, text_embeds=text_emb)
+            if teacher is not None:
+                pred = teacher.sample(hist, acts, num_steps=cfg.teacher_steps, noise=noise, text_embeds=text_emb)
+            else:
+                pred = fm.sample(hist, acts, num_steps=cfg.flow_steps, noise=noise, text_embeds=text_emb)
             sync()
             lat_times["rollout"].append(time.perf_counter() - t0)
             t0 = time.perf_counter()
@@ -987,7 +1011,10 @@ def eval_bag(bag: str | Path, model_dir: str | Path, out: str | Path, topic_map:
             "instruction": ep.instruction,
             "joint_names": ep.joint_names,
         },
-        "settings": {"flow_steps": cfg.flow_steps, "max_steps": cfg.max_steps, "device": device, "seed": cfg.seed,
+        "settings": {"flow_steps": cfg.flow_steps, "teacher_steps": cfg.teacher_steps,
+                     "predictor": (f"teacher N={cfg.teacher_steps}" if teacher is not None
+                                   else f"flow map K={cfg.flow_steps}"),
+                     "max_steps": cfg.max_steps, "device": device, "seed": cfg.seed,
                      "history": Th, "horizon": H, "gamma": gamma,
                      "text_conditioning": text_emb is not None, "topic_map": tm.model_dump(exclude_none=True)},
         "windows": len(starts),

@@ -1,8 +1,8 @@
 """Export manifest: which ONNX files make up an exported planner, their hashes, shapes, opset and versions.
 
-``manifest.json`` sits next to the ONNX files. Loading it verifies every file's sha256 before any session is
-created, so a stale or tampered export is a clear start-up error (:class:`ManifestError`), never a mid-control
-surprise.
+``manifest.json`` sits next to the ONNX files. Loading it verifies the sha256 of every graph file and of every
+external-data file (the weights, see :mod:`vidplan_core.export.compact`) before any session is created, so a stale
+or tampered export is a clear start-up error (:class:`ManifestError`), never a mid-control surprise.
 """
 
 from __future__ import annotations
@@ -19,7 +19,8 @@ from vidplan_core.runtime.base import BackendError
 __all__ = ["MANIFEST_FORMAT", "GraphEntry", "Manifest", "ManifestError", "file_sha256", "load_manifest",
            "runtime_versions"]
 
-MANIFEST_FORMAT = "vidplan-export/1"
+MANIFEST_FORMAT = "vidplan-export/2"
+_READABLE_FORMATS = ("vidplan-export/1", MANIFEST_FORMAT)  # /1: no external-data hashes
 MANIFEST_NAME = "manifest.json"
 
 
@@ -59,6 +60,7 @@ class GraphEntry:
         inputs / outputs: name → shape (ints; a string for a dynamic dimension).
         batch: the candidate batch size N the graph was traced for (None = dynamic / not batched).
         max_abs_err / max_rel_err: verification against torch in onnxruntime (None if not verified).
+        data: external-data files the graph reads its weights from (hashed in :attr:`Manifest.data_files`).
     """
 
     file: str
@@ -68,22 +70,24 @@ class GraphEntry:
     batch: int | None = None
     max_abs_err: float | None = None
     max_rel_err: float | None = None
+    data: list[str] = field(default_factory=list)
 
 
 @dataclass
 class Manifest:
-    """Contents of ``manifest.json`` (see module docstring)."""
+    """Contents of ``manifest.json`` (see module docstring). ``data_files``: external-data file → sha256."""
 
     graphs: dict[str, GraphEntry]
     opset: int
     model: dict[str, Any]
+    data_files: dict[str, str] = field(default_factory=dict)
     versions: dict[str, str] = field(default_factory=runtime_versions)
     format: str = MANIFEST_FORMAT
     directory: Path | None = None
 
     def to_json(self) -> str:
         d = {"format": self.format, "opset": self.opset, "versions": self.versions, "model": self.model,
-             "graphs": {k: vars(v) for k, v in self.graphs.items()}}
+             "graphs": {k: vars(v) for k, v in self.graphs.items()}, "data_files": self.data_files}
         return json.dumps(d, indent=2, sort_keys=True)
 
     def save(self, directory: str | Path) -> Path:
@@ -97,6 +101,15 @@ class Manifest:
             raise ManifestError(f"graph '{graph}' is not in the export at {self.directory} "
                                 f"(has: {sorted(self.graphs)}); re-export with it")
         return Path(self.directory or ".") / self.graphs[graph].file
+
+    def content_sha256(self, graph: str) -> str:
+        """Digest of everything a graph is built from (its file and its external-data files); equals the graph
+        file's sha256 when it has no external data. Keys caches of artefacts built from the graph (TensorRT)."""
+        g = self.graphs[graph]
+        if not g.data:
+            return g.sha256
+        parts = [g.sha256] + [f"{f}:{self.data_files[f]}" for f in sorted(g.data)]
+        return hashlib.sha256("\n".join(parts).encode()).hexdigest()
 
 
 def load_manifest(directory: str | Path, verify_hashes: bool = True) -> Manifest:
@@ -114,21 +127,27 @@ def load_manifest(directory: str | Path, verify_hashes: bool = True) -> Manifest
         d = json.loads(path.read_text())
     except json.JSONDecodeError as exc:
         raise ManifestError(f"{path} is not valid JSON: {exc}") from exc
-    if d.get("format") != MANIFEST_FORMAT:
-        raise ManifestError(f"{path}: format {d.get('format')!r}, expected {MANIFEST_FORMAT!r}")
+    if d.get("format") not in _READABLE_FORMATS:
+        raise ManifestError(f"{path}: format {d.get('format')!r}, expected one of {_READABLE_FORMATS}")
     try:
         graphs = {k: GraphEntry(**v) for k, v in d["graphs"].items()}
         m = Manifest(graphs=graphs, opset=int(d["opset"]), model=d["model"], versions=d.get("versions", {}),
-                     directory=directory)
+                     data_files=dict(d.get("data_files", {})), directory=directory, format=d["format"])
     except (KeyError, TypeError) as exc:
         raise ManifestError(f"{path}: malformed manifest ({exc})") from exc
     for name, g in graphs.items():
-        f = directory / g.file
+        unlisted = sorted(set(g.data) - set(m.data_files))
+        if unlisted:
+            raise ManifestError(f"{path}: graph '{name}' reads external data {unlisted} that data_files does not list")
+    files = [(f"graph '{name}' file", g.file, g.sha256) for name, g in graphs.items()]
+    files += [("external-data file", f, sha) for f, sha in m.data_files.items()]
+    for what, rel, sha in files:
+        f = directory / rel
         if not f.is_file():
-            raise ManifestError(f"{path}: graph '{name}' file {f} is missing")
+            raise ManifestError(f"{path}: {what} {f} is missing")
         if verify_hashes:
             digest = file_sha256(f)
-            if digest != g.sha256:
-                raise ManifestError(f"{f}: sha256 {digest[:16]}… does not match the manifest ({g.sha256[:16]}…); "
+            if digest != sha:
+                raise ManifestError(f"{f}: sha256 {digest[:16]}… does not match the manifest ({sha[:16]}…); "
                                     "the export is stale or was modified — re-run `vidplan export`")
     return m

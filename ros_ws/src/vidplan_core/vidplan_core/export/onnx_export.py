@@ -3,7 +3,8 @@
 Graphs (see :mod:`vidplan_core.runtime.graphs`): ``encode``, ``text``, ``rollout_k{K}_n{N}``, ``heads_n{N}``,
 ``semantic_n{N}`` and the joint ``value_grad_k{K}_n{M}`` (objective and its gradient w.r.t. the actions, traced
 through autograd by :func:`~vidplan_core.export.grad_graph.trace_grad_graph`). Shapes are static per graph; the
-onnxruntime backend splits a call over the exported batch sizes.
+onnxruntime backend splits a call over the exported batch sizes. All graphs read their weights from one shared,
+deduplicated ``weights.onnx.data`` (:mod:`vidplan_core.export.compact`).
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from typing import Any, Literal
 import numpy as np
 import torch
 
+from vidplan_core.export.compact import SHARED_DATA_NAME, compact_export, external_data_files
 from vidplan_core.export.grad_graph import trace_grad_graph
 from vidplan_core.export.manifest import GraphEntry, Manifest, file_sha256
 from vidplan_core.runtime.base import BackendError
@@ -105,7 +107,7 @@ def export_planner(models: PlannerModels, out_dir: str | Path, flow_steps: Seque
                    objective: ObjectiveConfig | None = None, opset: int = 18, simplify: Simplifier = "onnxslim",
                    verify: bool = True, tol: float = 1e-4, seed: int = 0,
                    progress: Callable[[str], None] | None = None,
-                   batch_sizes_by_k: dict[int, Sequence[int]] | None = None) -> Manifest:
+                   batch_sizes_by_k: dict[int, Sequence[int]] | None = None, compact: bool = True) -> Manifest:
     """Export the planner graphs of ``models`` into ``out_dir`` and write ``manifest.json``.
 
     Args:
@@ -120,6 +122,8 @@ def export_planner(models: PlannerModels, out_dir: str | Path, flow_steps: Seque
         verify: compare every graph with torch in onnxruntime on fresh random inputs (relative error ≤ tol).
         progress: callback for one-line progress messages.
         batch_sizes_by_k: rollout batch sizes per K overriding ``batch_sizes`` (e.g. {4: (6,)}).
+        compact: share one deduplicated weights file between the graphs and drop exporter debug metadata
+            (lossless; :func:`vidplan_core.export.compact.compact_export`).
 
     Returns:
         The written :class:`Manifest`.
@@ -165,7 +169,7 @@ def export_planner(models: PlannerModels, out_dir: str | Path, flow_steps: Seque
         for n in grad_batch_sizes:
             jobs.append((f"value_grad_k{k}_n{n}", gk["value_grad"], lambda n=n: ctx_args(n), True, n))
 
-    entries: dict[str, GraphEntry] = {}
+    exported = []
     for name, module, make_args, grad, batch in jobs:
         t0 = time.perf_counter()
         args = make_args()
@@ -177,24 +181,37 @@ def export_planner(models: PlannerModels, out_dir: str | Path, flow_steps: Seque
         except Exception as exc:
             raise ExportError(f"exporting {name} failed: {type(exc).__name__}: {exc}") from exc
         how = _simplify(path, simplify)
+        exported.append((name, module, make_args, grad, batch, args, ins, outs))
+        say(f"{name}: exported in {time.perf_counter() - t0:.1f} s, simplify={how}")
+    if compact:
+        stats = compact_export(out, [f"{e[0]}.onnx" for e in exported])
+        say(f"compacted into {SHARED_DATA_NAME}: {stats.summary()}")
+
+    # verification and the manifest see the final files (after simplification and compaction)
+    entries: dict[str, GraphEntry] = {}
+    data_files: dict[str, str] = {}
+    for name, module, make_args, grad, batch, args, ins, outs in exported:
+        path = out / f"{name}.onnx"
         abs_err = rel_err = None
         if verify:
             abs_err, rel_err = _verify(path, module, make_args(), ins, tol, name)
+            say(f"{name}: onnxruntime vs torch max rel err {rel_err:.1e}")
         with torch.no_grad() if not grad else torch.enable_grad():
             res = module(*args)
         res = res if isinstance(res, tuple) else (res,)
+        data = external_data_files(path)
+        for f in data:
+            data_files.setdefault(f, file_sha256(out / f))
         entries[name] = GraphEntry(
             file=path.name, sha256=file_sha256(path),
             inputs={k: list(v.shape) for k, v in zip(ins, args, strict=True)},
             outputs={k: list(v.shape) for k, v in zip(outs, res, strict=True)}, batch=batch,
-            max_abs_err=abs_err, max_rel_err=rel_err)
-        say(f"{name}: {time.perf_counter() - t0:.1f} s, simplify={how}"
-            + (f", max rel err {rel_err:.1e}" if rel_err is not None else ""))
+            max_abs_err=abs_err, max_rel_err=rel_err, data=data)
 
     tok_dir = out / "tokenizer"
     models.scorer.tokenizer.save_pretrained(str(tok_dir))
     fm = models.suite.flow_map
-    manifest = Manifest(graphs=entries, opset=opset, model={
+    manifest = Manifest(graphs=entries, opset=opset, data_files=data_files, model={
         "horizon": H, "num_history": T, "latent_shape": [C, h, w], "flow_steps": sorted(set(flow_steps)),
         "time_grids": {str(k): [float(t) for t in fm.time_grid(k)] for k in flow_steps},
         "uses_text": use_text, "text_length": int(ids.shape[1]), "semantic_kind": models.scorer.kind,

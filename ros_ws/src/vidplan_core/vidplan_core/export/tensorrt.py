@@ -57,7 +57,7 @@ def gpu_name(device: int = 0) -> str:
 class EngineKey:
     """What an engine depends on."""
 
-    onnx_sha256: str
+    onnx_sha256: str  # Manifest.content_sha256: the graph file and its external-data files
     tensorrt_version: str
     gpu: str
     precision: Precision
@@ -131,4 +131,4 @@ class EngineCache:
                   graphs: list[str] | None = None) -> dict[str, Path]:
         """Engines for every graph of an export (or ``graphs``); returns graph → engine path."""
         names = graphs or sorted(manifest.graphs)
-        return {g: self.get(g, manifest.path(g), manifest.graphs[g].sha256, precision) for g in names}
+        return {g: self.get(g, manifest.path(g), manifest.content_sha256(g), precision) for g in names}

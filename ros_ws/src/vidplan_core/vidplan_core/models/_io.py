@@ -49,7 +49,26 @@ def check_finite(name: str, x: torch.Tensor) -> None:
 
 
 class StrictLoadMixin:
-    """Adds :meth:`load` (strict, safetensors-only) to a diffusers ``ModelMixin`` + ``ConfigMixin`` class."""
+    """Adds :meth:`load` (strict, safetensors-only) and :meth:`save` (optionally half-precision storage) to a
+    diffusers ``ModelMixin`` + ``ConfigMixin`` class."""
+
+    def save(self, directory: str | Path, storage_dtype: torch.dtype | None = None) -> None:
+        """``save_pretrained(directory)``; with ``storage_dtype`` (``torch.float16``) the floating-point
+        parameters are stored in that dtype and :meth:`load` casts them back to the model's dtype.
+
+        Halves the weights file. The weights are rounded once, at saving; buffers (action statistics, scales) stay
+        in full precision. A model loaded from such a file computes in float32 with exactly representable weights,
+        which is also what lets an ONNX export store them as float16 without changing a single output.
+        """
+        from safetensors.torch import save_file
+
+        self.save_pretrained(directory)  # type: ignore[attr-defined]
+        if storage_dtype is None:
+            return
+        params = {n for n, _ in self.named_parameters()}  # type: ignore[attr-defined]
+        state = {k: (v.to(storage_dtype) if k in params and v.is_floating_point() else v).detach().cpu().contiguous()
+                 for k, v in self.state_dict().items()}  # type: ignore[attr-defined]
+        save_file(state, str(Path(directory) / WEIGHTS_NAME), metadata={"format": "pt"})
 
     @classmethod
     def load(cls: type[T], path: str | Path, device: str | torch.device = "cpu", dtype: torch.dtype | None = None) -> T:

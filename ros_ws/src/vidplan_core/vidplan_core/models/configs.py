@@ -22,12 +22,13 @@ from .flow_map import FlowMap, world_model_config_dict
 from .heads import RewardHead, UQHead
 from .world_model import WorldModel
 
-__all__ = ["CONFIG_DIR", "PRESETS", "ModelSuite", "ModelSuiteConfig", "build_suite", "load_suite_config"]
+__all__ = ["CONFIG_DIR", "PRESETS", "SUITE_SECTIONS", "ModelSuite", "ModelSuiteConfig", "build_suite",
+           "load_suite_config"]
 
 CONFIG_DIR = Path(__file__).parent / "configs"
 PRESETS = ("tiny", "demo", "full")
-_SECTIONS = {"autoencoder": VideoAutoencoder, "world_model": WorldModel, "flow_map": FlowMap,
-             "uq_head": UQHead, "reward_head": RewardHead}
+SUITE_SECTIONS = {"autoencoder": VideoAutoencoder, "world_model": WorldModel, "flow_map": FlowMap,
+                  "uq_head": UQHead, "reward_head": RewardHead}  # model directory section → model class
 
 
 class ModelSuiteConfig(BaseModel):
@@ -50,7 +51,7 @@ def load_suite_config(name_or_path: str | Path) -> tuple[ModelSuiteConfig, str]:
         raise ConfigError(s, [("", f"not a preset ({', '.join(PRESETS)}) and no such file")])
     cfg = validate_model(ModelSuiteConfig, load_yaml(path), str(path))
     problems = []
-    for sec, cls in _SECTIONS.items():
+    for sec, cls in SUITE_SECTIONS.items():
         allowed = set(inspect.signature(cls.__init__).parameters) - {"self", "world_model"}
         for key in getattr(cfg, sec):
             if key not in allowed:
@@ -70,11 +71,13 @@ class ModelSuite:
     uq_head: UQHead
     reward_head: RewardHead
 
-    def save(self, directory: str | Path) -> None:
+    def save(self, directory: str | Path, storage_dtype: Any = None) -> None:
+        """Write ``<directory>/<section>/`` per model; ``storage_dtype`` (``torch.float16``) halves the files
+        (see :meth:`vidplan_core.models._io.StrictLoadMixin.save`)."""
         d = Path(directory)
-        for sec in _SECTIONS:
+        for sec in SUITE_SECTIONS:
             if getattr(self, sec) is not None:
-                getattr(self, sec).save_pretrained(d / sec)
+                getattr(self, sec).save(d / sec, storage_dtype=storage_dtype)
 
     @classmethod
     def load(cls, directory: str | Path, device: str = "cpu") -> ModelSuite:
@@ -86,7 +89,7 @@ class ModelSuite:
         """
         d = Path(directory)
         return cls(**{sec: (None if sec == "world_model" and not (d / sec).exists() else c.load(d / sec, device=device))
-                      for sec, c in _SECTIONS.items()})
+                      for sec, c in SUITE_SECTIONS.items()})
 
 
 def build_suite(name_or_path: str | Path, seed: int | None = 0) -> ModelSuite:

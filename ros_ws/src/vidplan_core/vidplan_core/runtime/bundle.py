@@ -29,11 +29,14 @@ class PlannerModels:
     scorer: Any
     semantic_view: int = 0
 
-    def save(self, directory: str | Path) -> None:
-        """Write the layout :meth:`load` reads: ``directory/<section>/`` per model and ``directory/semantic``."""
+    def save(self, directory: str | Path, storage_dtype: Any = None) -> None:
+        """Write the layout :meth:`load` reads: ``directory/<section>/`` per model and ``directory/semantic``.
+
+        ``storage_dtype`` (``torch.float16``): the world-model suite's parameters are stored in half precision
+        (:meth:`vidplan_core.models._io.StrictLoadMixin.save`); the semantic model always stays float32."""
         from vidplan_core.training.siglip import save_semantic
 
-        self.suite.save(directory)
+        self.suite.save(directory, storage_dtype=storage_dtype)
         m = self.scorer.model
         save_semantic(m, self.scorer.tokenizer, Path(directory) / "semantic", m.config.vision_config.image_size)
 

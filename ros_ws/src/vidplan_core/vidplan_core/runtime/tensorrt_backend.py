@@ -85,7 +85,7 @@ class TensorRTBackend(OnnxRuntimeBackend):
             if name in ("encode", "text"):
                 continue
             g = manifest.graphs[name]
-            path = cache.get(name, manifest.path(name), g.sha256, precision)
+            path = cache.get(name, manifest.path(name), manifest.content_sha256(name), precision)
             eng = _Engine(trt, runtime, path, g.inputs, g.outputs)
             self._sessions[name] = _SessionShim(eng)
         self.precision = precision

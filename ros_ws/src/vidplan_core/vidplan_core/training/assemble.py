@@ -29,9 +29,12 @@ def default_sources(runs: str | Path) -> dict[str, Path]:
 
 
 def assemble_model_dir(out: str | Path, sources: dict[str, str | Path], overwrite: bool = False,
-                       check: bool = True) -> Path:
+                       check: bool = True, storage_dtype: str = "float32") -> Path:
     """Copy the trained parts into ``out`` (see the module docstring) and, with ``check``, load them all as the
     planner does (strict loading; latent shapes and text-embedding width consistent).
+
+    ``storage_dtype="float16"`` re-saves the world-model parts (not the semantic model) with half-precision
+    parameters: half the bytes, weights rounded once (see :meth:`vidplan_core.models._io.StrictLoadMixin.save`).
 
     Raises:
         FileNotFoundError: a part is missing (naming it and its source); FileExistsError: ``out`` exists and
@@ -49,8 +52,17 @@ def assemble_model_dir(out: str | Path, sources: dict[str, str | Path], overwrit
     tmp = out.with_name(out.name + ".tmp")
     if tmp.exists():
         shutil.rmtree(tmp)
+    if storage_dtype not in ("float32", "float16"):
+        raise ValueError(f"storage_dtype must be float32 or float16, got {storage_dtype!r}")
     for p in PARTS:
         shutil.copytree(sources[p], tmp / p)
+    if storage_dtype == "float16":
+        import torch
+
+        from vidplan_core.models.configs import SUITE_SECTIONS
+
+        for p, cls in SUITE_SECTIONS.items():
+            cls.load(tmp / p).save(tmp / p, storage_dtype=torch.float16)
     if check:
         from vidplan_core.runtime.bundle import PlannerModels
 
