@@ -84,6 +84,7 @@ def _pipeline(tmp_path, runner, app) -> None:
 
     # 4. assemble the planner's model directory (strict loading of every part), export to ONNX, plan one cycle
     import numpy as np
+    import torch
     from safetensors.numpy import load_file
 
     from vidplan_core.data.dataset import WindowDataset
@@ -95,9 +96,13 @@ def _pipeline(tmp_path, runner, app) -> None:
     from vidplan_core.runtime.ort_backend import OnnxRuntimeBackend
     from vidplan_core.runtime.torch_backend import TorchBackend
 
-    res = runner.invoke(app, ["assemble-models", "--runs", str(runs), "--out", str(tmp_path / "models")])
+    # half-precision storage, as make demo-models assembles models/demo
+    res = runner.invoke(app, ["assemble-models", "--runs", str(runs), "--out", str(tmp_path / "models"),
+                              "--storage-dtype", "float16"])
     assert res.exit_code == 0, res.output
     models = PlannerModels.load(tmp_path / "models")
+    w = models.suite.flow_map.state_dict()
+    assert all(torch.equal(v, v.half().float()) for v in w.values() if v.is_floating_point())
     # The ONNX value-and-grad graph takes > 10 min to export even for the tiny models on this 2-core machine, so
     # by default the export covers the forward graphs (encode, text, rollout, heads, semantic) and the plan cycle
     # (with gradient refinement) runs on the torch backend; VIDPLAN_E2E_FULL_EXPORT=1 exports everything and
@@ -106,6 +111,7 @@ def _pipeline(tmp_path, runner, app) -> None:
     manifest = export_planner(models, tmp_path / "export", flow_steps=(1,), batch_sizes=(8,),
                               grad_batch_sizes=(1,) if full else ())
     assert {"encode", "text", "rollout_k1_n8", "heads_n8", "semantic_n8"} <= set(manifest.graphs)
+    assert all(g.max_rel_err is not None and g.max_rel_err <= 1e-4 for g in manifest.graphs.values())
     load_manifest(tmp_path / "export", verify_hashes=True)
     backend = OnnxRuntimeBackend(tmp_path / "export") if full else TorchBackend(models, flow_steps=1)
     T = models.num_history
