@@ -177,6 +177,8 @@ def test_eval_bag_writes_finite_metrics_plots_and_report(tmp_path, episode_bag, 
         for v in (*VIEW_ORDER, "mean"):
             assert len(m["prediction"][key][v]) == H
     assert all(0 < x < 100 for x in m["prediction"]["psnr_db"]["mean"])
+    base = m["prediction"]["copy_last_frame_psnr_db"]  # the baseline a model has to beat
+    assert len(base["per_step"]) == H and all(0 < x <= 100 for x in base["per_step"])
     assert all(-1 <= x <= 1 for x in m["prediction"]["ssim"]["mean"])
     assert len(m["prediction"]["latent_mse"]["per_step"]) == H and m["prediction"]["latent_mse"]["mean"] > 0
     # UQ: calibration over every predicted latent element, correlations with p-values

@@ -251,8 +251,10 @@ def _run_learned(*, seed: int, task: str, clutter: int, model: str, backend: str
         reason = res.executor.get("last_rejection_reason", "")
         hint = (f"; stale chunks: lower --real-time-factor (plan latency p95 {ms(res.plan_latency_ms_p95)} wall ≈ "
                 f"{res.plan_latency_ms_p95 * real_time_factor:.0f} ms of sim time)" if "[stale]" in reason else "")
-        typer.secho(f"[demo] note: the executor rejected {rejected} of {received} chunks (last: "
-                    f"{reason[:160]}{'…' if len(reason) > 160 else ''}){hint}", fg="yellow")
+        # the executor clears its last reason once a later chunk executes; the log has every reason
+        last = f" (last: {reason[:160]}{'…' if len(reason) > 160 else ''})" if reason else ""
+        typer.secho(f"[demo] note: the executor rejected {rejected} of {received} chunks{last}{hint}; reasons in "
+                    f"{logs / 'up.log'}", fg="yellow")
     n_msgs = sum((report or {}).get("recording", {}).values()) if report else 0
     typer.echo(f"[demo] recording: {bag} ({n_msgs} messages)")
     typer.echo(f"[demo] report: {files.get('report', '(not written)')}; strip {files.get('strip', '-')}; "

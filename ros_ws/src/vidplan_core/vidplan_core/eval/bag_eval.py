@@ -800,6 +800,7 @@ def eval_bag(bag: str | Path, model_dir: str | Path, out: str | Path, topic_map:
 
     # 2. windows
     psnr_w = np.zeros((len(starts), H, len(VIEW_ORDER)))
+    copy_w = np.zeros_like(psnr_w)  # baseline: the current frame copied into the future (what must be predicted)
     ssim_w = np.zeros_like(psnr_w)
     lmse_w = np.zeros((len(starts), H))
     rel_uq = ReliabilityAccumulator(15)
@@ -845,10 +846,13 @@ def eval_bag(bag: str | Path, model_dir: str | Path, out: str | Path, topic_map:
             true_lat = lat_true[fut]
             pred_np = pred_img.float().cpu().numpy()
             tgt_np = ep.frames[fut].astype(np.float64) / 255.0
+            now_np = ep.frames[c].astype(np.float64) / 255.0
             for h in range(H):
                 for vi in range(len(VIEW_ORDER)):
                     mse = max(float(np.mean((pred_np[h, vi] - tgt_np[h, vi]) ** 2)), PSNR_MSE_FLOOR)
                     psnr_w[wi, h, vi] = 10 * math.log10(1.0 / mse)
+                    mse = max(float(np.mean((now_np[vi] - tgt_np[h, vi]) ** 2)), PSNR_MSE_FLOOR)
+                    copy_w[wi, h, vi] = 10 * math.log10(1.0 / mse)
                     ssim_w[wi, h, vi] = M.ssim(pred_np[h, vi], tgt_np[h, vi])
             err = (pred[0] - true_lat).abs()  # (H, C, h, w)
             lmse_w[wi] = ((pred[0] - true_lat) ** 2).mean(dim=(1, 2, 3)).float().cpu().numpy()
@@ -932,6 +936,7 @@ def eval_bag(bag: str | Path, model_dir: str | Path, out: str | Path, topic_map:
                  "mean": ssim_w.mean(axis=(0, 2)).tolist()},
         "latent_mse": {"per_step": lmse_w.mean(0).tolist(), "mean": float(lmse_w.mean())},
         "psnr_db_mean": float(psnr_w.mean()),
+        "copy_last_frame_psnr_db": {"per_step": copy_w.mean(axis=(0, 2)).tolist(), "mean": float(copy_w.mean())},
         "ssim_mean": float(ssim_w.mean()),
         "reconstruction_psnr_db": {v: float(np.mean(recon_psnr[v])) for v in views},
     }
