@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import platform
 import statistics
 import sys
@@ -83,6 +84,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--ns", default="1,6,16,32")
     p.add_argument("--ks", default="1,2,4")
     p.add_argument("--quick", action="store_true", help="N=1,6 and K=1 only (smoke run)")
+    p.add_argument("--note", default="", help="what else ran on the machine (printed with the config's table)")
     args = p.parse_args(argv)
     torch.set_num_threads(1)
     from vidplan_core.export.onnx_export import export_planner
@@ -105,7 +107,7 @@ def main(argv: list[str] | None = None) -> int:
         r: dict = {"command": "python bench/plan_cycle.py " + " ".join(argv or sys.argv[1:]),
                    "horizon": models.horizon, "num_history": models.num_history,
                    "latent": list(models.suite.autoencoder.latent_shape), "torch": {}, "onnxruntime": {},
-                   "export_s": {}}
+                   "export_s": {}, "note": args.note, "load_avg_1min_start": round(os.getloadavg()[0], 2)}
         # N sweep at K=1, K sweep at N=6 (exports are slow on the shared cores; each graph is traced per shape)
         n_at = {k: (ns if k == ks[0] else [6]) for k in ks}
         with tempfile.TemporaryDirectory() as tmp:
@@ -122,6 +124,7 @@ def main(argv: list[str] | None = None) -> int:
                 print(f"[{cfg}] K={k}: torch {json.dumps(r['torch'][f'K{k}'])}\n"
                       f"[{cfg}] K={k}: ort   {json.dumps(r['onnxruntime'][f'K{k}'])}", flush=True)
         r["wall_s"] = time.perf_counter() - t_cfg
+        r["load_avg_1min_end"] = round(os.getloadavg()[0], 2)
         results["configs"][cfg] = r
         OUT.mkdir(exist_ok=True)
         (OUT / "plan_cycle.json").write_text(json.dumps(results, indent=2))
@@ -138,12 +141,15 @@ def _fwd(d: dict, n: int) -> float:
 def summary(res: dict) -> str:
     lines = ["# plan_cycle — plan-cycle latency by stage (CPU)", "",
              f"Machine: {res['machine']}, 1 intra-op thread per runtime (2 cores shared with other jobs), torch "
-             f"{res['torch']}. Median of {res['repeats']} repeats; random weights. The machine was shared with "
-             "other jobs (load average 3–8 during the runs): expect ±30 % noise on single numbers; each table's "
-             "torch and onnxruntime rows were measured side by side in one run (commands per config below).", ""]
+             f"{res['torch']}. Median of {res['repeats']} repeats; random weights. Each table's torch and "
+             "onnxruntime rows were measured side by side in one run (commands and machine load per config below; "
+             "on a busy machine expect ±30 % noise on single numbers).", ""]
     for cfg, r in res["configs"].items():
         lines += [f"## {cfg} (H={r['horizon']}, T={r['num_history']}, latent {r['latent']})", "",
-                  f"`{r.get('command', res['command'])}`", "",
+                  f"`{r.get('command', res['command'])}`"
+                  + (f" — {r['note']}" if r.get("note") else "")
+                  + (f" (1-min load average {r['load_avg_1min_start']} at the start, {r['load_avg_1min_end']} at the "
+                     "end)" if "load_avg_1min_end" in r else ""), "",
                   "| K | N | runtime | rollout s | heads s | semantic s | forward total s |",
                   "|---|---|---|---|---|---|---|"]
         for kk in r["torch"]:

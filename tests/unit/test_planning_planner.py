@@ -103,6 +103,23 @@ def test_refinement_increases_objective(backend, ctx, proposals):
     assert j[0] == pytest.approx(max(res.objective_trace), rel=1e-4)
 
 
+def test_trust_region_is_capped_in_metres_and_radians(backend, ctx, proposals):
+    """Refinement moves each position coordinate by ≤ trust_region_m and each Euler angle by ≤ trust_region_rad
+    from the chosen proposal, whatever one normalised unit is in physical units."""
+    def moved(cfg: PlannerConfig) -> tuple[float, float]:
+        res = Planner(backend, cfg).plan(ctx, proposals)
+        assert res.status == "ok", res.reason
+        d = res.chunk.actions - proposals.actions[res.chosen_index]
+        rot = np.abs((d[:, 3:6] + np.pi) % (2 * np.pi) - np.pi)
+        return float(np.abs(d[:, :3]).max()), float(rot.max())
+
+    base = dict(refine_iters=4, lr=0.5, trust_region=0.5)
+    free_m, free_rad = moved(PlannerConfig(**base, trust_region_m=None, trust_region_rad=None))
+    cap_m, cap_rad = moved(PlannerConfig(**base, trust_region_m=0.005, trust_region_rad=0.01))
+    assert cap_m <= 0.005 + 1e-6 and cap_rad <= 0.01 + 1e-6
+    assert free_m > 0.005 and free_rad > 0.01  # without the caps the same refinement moves further
+
+
 def test_cem_uses_forward_passes_only(backend, ctx, proposals):
     w = Wrapped(backend, forbid_grad=True)
     res = CEMPlanner(w, CEMConfig(iterations=3, population=6, elites=2)).plan(ctx, proposals)

@@ -24,6 +24,8 @@ Parameters (all read at start-up and validated; a bad value exits with code 2 an
     refine_iters (int, 5): gradient refinement iterations.
     learning_rate (float, 0.05): Adam step in normalised action units.
     trust_region (float, 0.25): L∞ radius around the argmax candidate (normalised units).
+    trust_region_m (float, 0.03): cap of that radius on each position coordinate [m] (0 = no cap).
+    trust_region_rad (float, 0.15): cap on each Euler angle [rad] (0 = no cap).
     lambda_centering (float, 0.5): λ of the centring term.
     uncertainty_weighting (str, "exp"): exp | linear | none  (w(h) = exp(−κ·h̄) | 1 − h̄ | 1; "none" applies to
         candidate scoring, the refinement objective keeps the backend's κ).
@@ -133,6 +135,8 @@ class PlannerNode(Node):
         refine_iters = p("refine_iters", 5, lo=0)
         lr = p("learning_rate", 0.05, lo=1e-9)
         trust = p("trust_region", 0.25, lo=1e-9)
+        trust_m = p("trust_region_m", 0.03, lo=0.0)
+        trust_rad = p("trust_region_rad", 0.15, lo=0.0)
         lam = p("lambda_centering", 0.5, lo=0.0)
         weighting = p("uncertainty_weighting", "exp", choices=("exp", "linear", "none"))
         kappa = p("kappa", 3.0, lo=0.0)
@@ -162,7 +166,7 @@ class PlannerNode(Node):
         score = (ScoreConfig(weighting="exp", kappa=0.0, lam=lam) if weighting == "none"
                  else ScoreConfig(weighting=weighting, kappa=kappa, lam=lam))
         common = dict(score=score, refine_iters=refine_iters, lr=lr, trust_region=trust,
-                      time_budget_s=budget or None)
+                      trust_region_m=trust_m or None, trust_region_rad=trust_rad or None, time_budget_s=budget or None)
         cfg = SessionConfig(planner=planner, gradopt=PlannerConfig(**common), cem=CEMConfig(**common),
                             proposals=ProposalConfig(basis_speed_mps=speed, num_nominal=num_nominal))
         t0 = time.perf_counter()

@@ -53,13 +53,18 @@ class ScoreConfig(BaseModel):
 
 class PlannerConfig(BaseModel):
     """Algorithm 3 parameters. Position limits are in the base frame [m]; the trust region is an L∞ radius in
-    normalised action units around the argmax candidate."""
+    normalised action units around the argmax candidate, capped per dimension at ``trust_region_m`` [m] and
+    ``trust_region_rad`` [rad]."""
 
     model_config = ConfigDict(extra="forbid")
     score: ScoreConfig = Field(default_factory=ScoreConfig)
     refine_iters: int = Field(5, ge=0)
     lr: float = Field(0.05, gt=0, description="Adam step size (normalised action units)")
     trust_region: float = Field(0.25, gt=0)
+    trust_region_m: float | None = Field(0.03, gt=0, description="cap of the trust region on each position "
+                                         "coordinate [m] (None: normalised radius only)")
+    trust_region_rad: float | None = Field(0.15, gt=0, description="cap of the trust region on each Euler angle "
+                                           "[rad] (None: normalised radius only)")
     position_min: tuple[float, float, float] = (-1.0, -1.0, -0.1)
     position_max: tuple[float, float, float] = (1.0, 1.0, 1.3)
     time_budget_s: float | None = Field(None, gt=0)
@@ -152,6 +157,16 @@ class _BasePlanner:
         self._lo_n = torch.as_tensor(norm.normalize(lo[None])[0])
         self._hi_n = torch.as_tensor(norm.normalize(hi[None])[0])
         self._lo_n[3:6], self._hi_n[3:6] = -torch.inf, torch.inf
+        # Trust region per action dimension in normalised units, capped in metres / radians: one normalised unit
+        # is half the p01–p99 range, which for a roll that wraps at ±π is ≈ 3 rad, so 0.25 alone let refinement
+        # turn the wrist by 0.75 rad per 0.2 s step (the executor then rejects the chunk for joint velocity).
+        tr = np.full(7, self.config.trust_region)
+        half = np.maximum(self._scale / 2, 1e-9)
+        if self.config.trust_region_m is not None:
+            tr[:3] = np.minimum(tr[:3], self.config.trust_region_m / half[:3])
+        if self.config.trust_region_rad is not None:
+            tr[3:6] = np.minimum(tr[3:6], self.config.trust_region_rad / half[3:6])
+        self._trust = torch.as_tensor(tr)
 
     # -- helpers ------------------------------------------------------------------------------------------------
     def _normalize(self, actions: np.ndarray) -> np.ndarray:
@@ -298,7 +313,8 @@ class Planner(_BasePlanner):
             x.grad = -torch.as_tensor(g).reshape(x.shape) * mask  # ascent
             opt.step()
             with torch.no_grad():
-                x.copy_(self._project(torch.clamp(x, x0 - cfg.trust_region, x0 + cfg.trust_region)))
+                tr = self._trust.to(x)
+                x.copy_(self._project(torch.clamp(x, x0 - tr, x0 + tr)))
         return best_x, trace, "ok", ""
 
 
