@@ -45,8 +45,11 @@ class ManagedProcess:
         self.log_path = Path(log_path)
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
         self._log = open(self.log_path, "wb")
+        # SIGINT back to its default in the child: a test run started in the background by a non-interactive shell
+        # inherits SIGINT as ignored, and the tests use SIGINT as Ctrl-C
         self.popen = subprocess.Popen(cmd, stdout=self._log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                                      env={**os.environ, **(env or {})}, cwd=cwd, start_new_session=True)
+                                      env={**os.environ, **(env or {})}, cwd=cwd, start_new_session=True,
+                                      preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
         self.pid = self.popen.pid
 
     def output(self) -> str:

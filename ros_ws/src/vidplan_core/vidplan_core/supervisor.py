@@ -205,7 +205,12 @@ class Supervisor:
 
 def die_with_parent() -> None:
     """``preexec_fn`` for children: get SIGTERM when the parent dies, even by SIGKILL (Linux PR_SET_PDEATHSIG), so a
-    killed ``vidplan up`` (or ``vidplan demo``) never leaves its processes running."""
+    killed ``vidplan up`` (or ``vidplan demo``) never leaves its processes running.
+
+    Also restores SIGINT's default action: a parent started in the background by a non-interactive shell (``cmd &``,
+    nohup, some CI runners) inherits SIGINT as *ignored*, and so would every child, while SIGINT is how the
+    supervisor asks a node to shut down cleanly."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
     if sys.platform.startswith("linux"):
         import ctypes
 
