@@ -92,9 +92,36 @@ def timed_min(fn, reps: int = 2):
     return out, best
 
 
+def distillation_goals(res: dict, time_key: str) -> tuple[dict, dict]:
+    """Speed ratios (teacher N=25/50 vs flow map K=1/2/4, by ``time_key``) and the issue's goal verdicts, from
+    results keyed ``teacher_N{25,50}``, ``flowmap_K{1,2,4}``, ``baseline_copy_last_frame`` (shared with
+    distillation_sim.py)."""
+    t50 = res["teacher_N50"]
+    speed = {f"N{n}_vs_K{k}": {"ratio": round(res[f"teacher_N{n}"][time_key] / res[f"flowmap_K{k}"][time_key], 2),
+                               "goal_0.9N_over_K": round(0.9 * n / k, 2)} for n in (25, 50) for k in (1, 2, 4)}
+    # the PSNR goals only mean something if the teacher learned the dynamics (beats copying the last frame)
+    goals = {
+        "teacher_beats_copy_last_frame_baseline (PSNR goals meaningful)":
+            t50["psnr_db_mean"] > res["baseline_copy_last_frame"]["psnr_db_mean"],
+        "K4_within_0.5dB_of_N50": res["flowmap_K4"]["psnr_db_mean"] >= t50["psnr_db_mean"] - 0.5,
+        "K1_within_2dB_of_N50": res["flowmap_K1"]["psnr_db_mean"] >= t50["psnr_db_mean"] - 2.0,
+        "speed_ratio_ge_0.9N_over_K": all(v["ratio"] >= v["goal_0.9N_over_K"] for v in speed.values()),
+    }
+    return speed, goals
+
+
+def speed_line(speed: dict, what: str) -> str:
+    return (f"Speed ratios ({what}, goal ≥ 0.9·N/K): "
+            + ", ".join(f"{k}: {v['ratio']} (goal {v['goal_0.9N_over_K']})" for k, v in speed.items()))
+
+
+def goals_line(goals: dict) -> str:
+    return "Goals: " + ", ".join(f"{k}: {'met' if v else 'NOT met'}" for k, v in goals.items())
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--minutes", type=float, default=12.5, help="training budget in minutes (teacher 55 %)")
+    ap.add_argument("--minutes", type=float, default=12.5, help="training budget in minutes (teacher 55 %%)")
     ap.add_argument("--batch", type=int, default=32)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--out", type=Path, default=RESULTS)
@@ -199,17 +226,7 @@ def main() -> int:
     res["baseline_copy_last_frame"] = {"psnr_db_per_step": [round(float(v), 3) for v in psnr(last, gt_img)],
                                        "psnr_db_mean": round(float(psnr(last, gt_img).mean()), 3),
                                        "latent_mse": float(((hist_t[:, -1:] - fut_t) ** 2).mean())}
-    t50 = res["teacher_N50"]
-    speed = {f"N{n}_vs_K{k}": {"ratio": round(res[f"teacher_N{n}"]["wall_s"] / res[f"flowmap_K{k}"]["wall_s"], 2),
-                               "goal_0.9N_over_K": round(0.9 * n / k, 2)} for n in (25, 50) for k in (1, 2, 4)}
-    # the PSNR goals only mean something if the teacher learned the dynamics (beats copying the last frame)
-    teacher_valid = t50["psnr_db_mean"] > res["baseline_copy_last_frame"]["psnr_db_mean"]
-    goals = {
-        "teacher_beats_copy_last_frame_baseline (PSNR goals meaningful)": teacher_valid,
-        "K4_within_0.5dB_of_N50": res["flowmap_K4"]["psnr_db_mean"] >= t50["psnr_db_mean"] - 0.5,
-        "K1_within_2dB_of_N50": res["flowmap_K1"]["psnr_db_mean"] >= t50["psnr_db_mean"] - 2.0,
-        "speed_ratio_ge_0.9N_over_K": all(v["ratio"] >= v["goal_0.9N_over_K"] for v in speed.values()),
-    }
+    speed, goals = distillation_goals(res, "wall_s")
     out = {
         "benchmark": "distillation",
         "machine": {"platform": platform.platform(), "python": sys.version.split()[0], "torch": torch.__version__,
@@ -244,9 +261,7 @@ def main() -> int:
     for k, v in res.items():
         md.append(f"| {k} | {', '.join(f'{x:.2f}' for x in v['psnr_db_per_step'])} | {v['psnr_db_mean']:.2f} | "
                   f"{v['latent_mse']:.4f} | {v.get('wall_s', '')} |")
-    md += ["", "Speed ratios (teacher wall / flow-map wall, goal ≥ 0.9·N/K): " +
-           ", ".join(f"{k}: {v['ratio']} (goal {v['goal_0.9N_over_K']})" for k, v in speed.items()), "",
-           "Goals: " + ", ".join(f"{k}: {'met' if v else 'NOT met'}" for k, v in goals.items()), ""]
+    md += ["", speed_line(speed, "teacher wall / flow-map wall"), "", goals_line(goals), ""]
     (args.out / "distillation.md").write_text("\n".join(md))
     print("\n".join(md))
     return 0

@@ -43,6 +43,7 @@ def main() -> int:
     ap.add_argument("--out", type=Path, default=RESULTS)
     args = ap.parse_args()
     import torch
+    from distillation import distillation_goals, goals_line, speed_line  # bench/ is on sys.path when run as a script
 
     from vidplan_core.eval.bag_eval import EvalBagConfig, eval_bag
     from vidplan_core.training.assemble import assemble_model_dir, default_sources
@@ -104,17 +105,7 @@ def main() -> int:
     res["baseline_copy_last_frame"] = {"psnr_db_per_step": [round(float(x), 3) for x in b],
                                        "psnr_db_mean": round(float(b.mean()), 3)}
 
-    t50 = res["teacher_N50"]
-    speed = {f"N{n}_vs_K{k}": {"ratio": round(res[f"teacher_N{n}"]["rollout_ms_p50"]
-                                              / res[f"flowmap_K{k}"]["rollout_ms_p50"], 2),
-                               "goal_0.9N_over_K": round(0.9 * n / k, 2)} for n in (25, 50) for k in (1, 2, 4)}
-    goals = {
-        "teacher_beats_copy_last_frame_baseline (PSNR goals meaningful)":
-            t50["psnr_db_mean"] > res["baseline_copy_last_frame"]["psnr_db_mean"],
-        "K4_within_0.5dB_of_N50": res["flowmap_K4"]["psnr_db_mean"] >= t50["psnr_db_mean"] - 0.5,
-        "K1_within_2dB_of_N50": res["flowmap_K1"]["psnr_db_mean"] >= t50["psnr_db_mean"] - 2.0,
-        "speed_ratio_ge_0.9N_over_K": all(v["ratio"] >= v["goal_0.9N_over_K"] for v in speed.values()),
-    }
+    speed, goals = distillation_goals(res, "rollout_ms_p50")
     distill_effect = {f"K{k}": {"psnr_db": round(res[f"flowmap_K{k}"]["psnr_db_mean"]
                                                  - res[f"control_K{k}"]["psnr_db_mean"], 3),
                                 "latent_mse": round(res[f"flowmap_K{k}"]["latent_mse"]
@@ -147,12 +138,10 @@ def main() -> int:
     for k, v in res.items():
         md.append(f"| {k} | {' / '.join(f'{x:.2f}' for x in v['psnr_db_per_step'])} | {v['psnr_db_mean']:.2f} | "
                   f"{v.get('latent_mse', '')} | {v.get('rollout_ms_p50', '')} |")
-    md += ["", "Speed ratios (teacher / flow map rollout time, goal ≥ 0.9·N/K): " +
-           ", ".join(f"{k}: {v['ratio']} (goal {v['goal_0.9N_over_K']})" for k, v in speed.items()), "",
+    md += ["", speed_line(speed, "teacher / flow map rollout time"), "",
            "Distillation term (PSD flow map − flow-loss-only control): " +
            ", ".join(f"{k}: {v['psnr_db']:+.2f} dB, latent MSE {v['latent_mse']:+.4f}"
-                     for k, v in distill_effect.items()), "",
-           "Goals: " + ", ".join(f"{k}: {'met' if v else 'NOT met'}" for k, v in goals.items()), ""]
+                     for k, v in distill_effect.items()), "", goals_line(goals), ""]
     (args.out / "distillation_sim.md").write_text("\n".join(md))
     print("\n".join(md))
     return 0
