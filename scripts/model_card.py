@@ -50,6 +50,18 @@ def _fmt(x: float | None, digits: int = 3) -> str:
     return "n/a" if x is None or not np.isfinite(x) else f"{x:.{digits}f}"
 
 
+def _reusable(done: Path, model_mtime: float, label: str, windows: int) -> dict | None:
+    """An earlier evaluation's metrics if it ran after the model files were last written, with the same predictor
+    and number of windows; else None."""
+    if not done.is_file() or done.stat().st_mtime <= model_mtime:
+        return None
+    m = json.loads(done.read_text())
+    if m["settings"]["max_steps"] != windows or m["settings"].get("predictor") != label:
+        return None
+    print(f"  {done.parent.name}: reusing {done}", flush=True)
+    return m
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--model", type=Path, required=True)
@@ -91,15 +103,7 @@ def main() -> None:
         print(f"evaluating {label} on {len(bags)} held-out episodes", flush=True)
         for bag in bags:
             out = a.work / "eval" / sub / bag.name
-            done = out / "metrics.json"
-            if not a.fresh and done.is_file() and done.stat().st_mtime > model_mtime:
-                m = json.loads(done.read_text())  # evaluated after the model files were last written
-                if m["settings"]["max_steps"] == a.eval_windows and m["settings"].get("predictor") == label:
-                    print(f"  {bag.name}: reusing {done}", flush=True)
-                else:
-                    m = None
-            else:
-                m = None
+            m = None if a.fresh else _reusable(out / "metrics.json", model_mtime, label, a.eval_windows)
             if m is None:
                 m = eval_bag(bag, a.model, out, config=EvalBagConfig(
                     max_steps=a.eval_windows, shadow=False, examples=1, progress=False, **settings)).metrics

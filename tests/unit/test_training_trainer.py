@@ -174,3 +174,21 @@ def test_assemble_names_missing_parts(tmp_path):
     text = str(err.value)
     assert "flow_map" in text and "semantic" in text and "autoencoder" not in text.split("missing part(s):")[1]
     assert not (tmp_path / "models").exists()
+
+
+def test_assemble_bad_input_leaves_the_existing_model_directory(tmp_path):
+    """overwrite replaces the old directory only once the new one is complete and loads."""
+    from vidplan_core.training.assemble import assemble_model_dir, default_sources
+
+    old = tmp_path / "models"
+    old.mkdir()
+    (old / "keep.txt").write_text("the previous bundle")
+    src = default_sources(tmp_path / "runs")
+    for p in src.values():
+        p.mkdir(parents=True)  # every part present but empty: the load check fails
+    with pytest.raises(ValueError, match="storage_dtype"):
+        assemble_model_dir(old, src, overwrite=True, storage_dtype="bfloat16")
+    with pytest.raises(Exception):  # noqa: B017 — ModelLoadError / BackendError from the load check
+        assemble_model_dir(old, src, overwrite=True)
+    assert (old / "keep.txt").read_text() == "the previous bundle"
+    assert not (tmp_path / "models.tmp").exists()

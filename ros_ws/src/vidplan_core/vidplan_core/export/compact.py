@@ -11,7 +11,7 @@ What :func:`compact_export` does, without changing any number the graphs compute
 1. removes per-node debugging metadata (``metadata_props``, ``doc_string``);
 2. stores a float32 initializer as float16 followed by a ``Cast`` to float32 when every value is exactly
    representable in float16 (true for weights saved with half-precision storage, see
-   :meth:`vidplan_core.models._io.StrictLoadMixin.save_weights`); onnxruntime and TensorRT fold the ``Cast`` when
+   :meth:`vidplan_core.models._io.StrictLoadMixin.save`); onnxruntime and TensorRT fold the ``Cast`` when
    the session or engine is built, so the graph computes with the very same float32 values;
 3. writes every initializer of at least ``min_external_bytes`` into one external-data file, each distinct byte
    string once, and points every graph at it (ONNX external data: location, offset, length).
@@ -51,24 +51,20 @@ def external_data_files(onnx_path: str | Path) -> list[str]:
     import onnx
 
     model = onnx.load(str(onnx_path), load_external_data=False)
-    return sorted({e.value for t in _all_tensors(model.graph) for e in t.external_data if e.key == "location"})
+    return sorted({e.value for g in _graphs(model.graph) for t in g.initializer for e in t.external_data
+                   if e.key == "location"})
 
 
-def _all_tensors(graph):  # initializers of a graph and of its subgraphs (If / Loop bodies)
-    yield from graph.initializer
+def _graphs(graph):
+    """The subgraphs of ``graph``'s nodes (If / Loop / Scan bodies), recursively, then ``graph`` itself.
+
+    Children first: rewriting a graph re-inserts its nodes (protobuf copies them), so a subgraph must already be
+    in its final form when its parent is rewritten."""
     for node in graph.node:
         for a in node.attribute:
             for g in ([a.g] if a.HasField("g") else []) + list(a.graphs):
-                yield from _all_tensors(g)
-
-
-def _strip_debug_info(graph) -> None:
-    for node in graph.node:
-        del node.metadata_props[:]
-        node.doc_string = ""
-        for a in node.attribute:
-            for g in ([a.g] if a.HasField("g") else []) + list(a.graphs):
-                _strip_debug_info(g)
+                yield from _graphs(g)
+    yield graph
 
 
 def _exact_half(arr: np.ndarray) -> np.ndarray | None:
@@ -83,7 +79,6 @@ class _SharedData:
     """Append-only writer of the shared external-data file, one copy per distinct byte string."""
 
     def __init__(self, path: Path):
-        self.path = path
         self.f = open(path, "wb")
         self.index: dict[tuple[str, int], tuple[int, int]] = {}
 
@@ -102,6 +97,47 @@ class _SharedData:
         self.f.close()
 
 
+def _compact_graph(graph, d: Path, shared: _SharedData, data_name: str, half: bool,
+                   min_external_bytes: int) -> tuple[int, int]:
+    """Compact one (sub)graph in place; returns (initializers seen, stored as float16)."""
+    from onnx import TensorProto, helper, numpy_helper
+    from onnx.external_data_helper import set_external_data
+
+    for node in graph.node:  # debug metadata (nested graphs are visited by the caller)
+        del node.metadata_props[:]
+        node.doc_string = ""
+    input_names = {i.name for i in graph.input}
+    casts, new_inits, n_half = [], [], 0
+    for t in graph.initializer:
+        if t.data_location != TensorProto.EXTERNAL and t.ByteSize() < min_external_bytes:
+            new_inits.append(t)  # small constants (shapes, indices) stay in the graph untouched
+            continue
+        arr = numpy_helper.to_array(t, base_dir=str(d))  # reads external data from the old files
+        stored, stored_name = arr, t.name
+        h = _exact_half(arr) if half and t.name not in input_names and arr.nbytes >= min_external_bytes else None
+        if h is not None:
+            stored, stored_name = h, f"{t.name}__fp16"
+            casts.append(helper.make_node("Cast", [stored_name], [t.name], name=f"{t.name}__to_fp32",
+                                          to=TensorProto.FLOAT))
+            n_half += 1
+        # (np.ascontiguousarray would turn a 0-d scalar into shape (1,): Gather indices then keep a dim)
+        nt = numpy_helper.from_array(stored if stored.flags.c_contiguous else stored.copy(order="C"), stored_name)
+        if nt.ByteSize() >= min_external_bytes and nt.HasField("raw_data"):
+            offset, length = shared.put(nt.raw_data)
+            set_external_data(nt, data_name, offset=offset, length=length)  # needs raw_data still set
+            nt.data_location = TensorProto.EXTERNAL
+            nt.ClearField("raw_data")
+        new_inits.append(nt)
+    n_init = len(graph.initializer)
+    del graph.initializer[:]
+    graph.initializer.extend(new_inits)
+    if casts:  # the casts produce the original names before any consumer runs
+        nodes = list(graph.node)
+        del graph.node[:]
+        graph.node.extend(casts + nodes)
+    return n_init, n_half
+
+
 def compact_export(directory: str | Path, graph_files: list[str], data_name: str = SHARED_DATA_NAME,
                    half: bool = True, min_external_bytes: int = 1024) -> CompactStats:
     """Rewrite ``graph_files`` (names in ``directory``) in place to share one deduplicated weights file.
@@ -118,8 +154,6 @@ def compact_export(directory: str | Path, graph_files: list[str], data_name: str
         :class:`CompactStats`.
     """
     import onnx
-    from onnx import TensorProto, helper, numpy_helper
-    from onnx.external_data_helper import set_external_data
 
     d = Path(directory)
     old_data: set[Path] = set()
@@ -137,40 +171,9 @@ def compact_export(directory: str | Path, graph_files: list[str], data_name: str
     try:
         for name in sorted(graph_files):
             model = onnx.load(str(d / name), load_external_data=False)
-            graph = model.graph
-            _strip_debug_info(graph)
-            input_names = {i.name for i in graph.input}
-            casts, new_inits = [], []
-            for t in graph.initializer:
-                n_init += 1
-                external = t.data_location == TensorProto.EXTERNAL
-                if not external and t.ByteSize() < min_external_bytes:
-                    new_inits.append(t)  # small constants (shapes, indices) stay in the graph untouched
-                    continue
-                arr = numpy_helper.to_array(t, base_dir=str(d))  # reads external data from the old files
-                stored, stored_name = arr, t.name
-                h = _exact_half(arr) if half and t.name not in input_names and arr.nbytes >= min_external_bytes \
-                    else None
-                if h is not None:
-                    stored, stored_name = h, f"{t.name}__fp16"
-                    casts.append(helper.make_node("Cast", [stored_name], [t.name], name=f"{t.name}__to_fp32",
-                                                  to=TensorProto.FLOAT))
-                    n_half += 1
-                # (np.ascontiguousarray would turn a 0-d scalar into shape (1,): Gather indices then keep a dim)
-                nt = numpy_helper.from_array(stored if stored.flags.c_contiguous else stored.copy(order="C"),
-                                             stored_name)
-                if nt.ByteSize() >= min_external_bytes and nt.HasField("raw_data"):
-                    offset, length = shared.put(nt.raw_data)
-                    set_external_data(nt, data_name, offset=offset, length=length)  # needs raw_data still set
-                    nt.data_location = TensorProto.EXTERNAL
-                    nt.ClearField("raw_data")
-                new_inits.append(nt)
-            del graph.initializer[:]
-            graph.initializer.extend(new_inits)
-            if casts:  # the casts produce the original names before any consumer runs
-                nodes = list(graph.node)
-                del graph.node[:]
-                graph.node.extend(casts + nodes)
+            for graph in _graphs(model.graph):  # subgraphs too: their old data files are deleted below
+                seen, halved = _compact_graph(graph, d, shared, data_name, half, min_external_bytes)
+                n_init, n_half = n_init + seen, n_half + halved
             protos[name] = model.SerializeToString()
     finally:
         shared.close()

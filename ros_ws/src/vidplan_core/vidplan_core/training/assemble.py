@@ -38,22 +38,21 @@ def assemble_model_dir(out: str | Path, sources: dict[str, str | Path], overwrit
 
     Raises:
         FileNotFoundError: a part is missing (naming it and its source); FileExistsError: ``out`` exists and
-        ``overwrite`` is False; vidplan_core.runtime.base.BackendError / ModelLoadError from the check.
+        ``overwrite`` is False; ValueError: unknown ``storage_dtype``; vidplan_core.runtime.base.BackendError /
+        ModelLoadError from the check. Nothing in ``out`` is touched before the new directory loads.
     """
     out = Path(out)
+    if storage_dtype not in ("float32", "float16"):
+        raise ValueError(f"storage_dtype must be float32 or float16, got {storage_dtype!r}")
     missing = [f"{p} (expected at {sources.get(p)})" for p in PARTS
                if sources.get(p) is None or not Path(sources[p]).is_dir()]
     if missing:
         raise FileNotFoundError("cannot assemble the model directory; missing part(s): " + "; ".join(missing))
-    if out.exists():
-        if not overwrite:
-            raise FileExistsError(f"{out} exists; pass overwrite to replace it")
-        shutil.rmtree(out)
+    if out.exists() and not overwrite:
+        raise FileExistsError(f"{out} exists; pass overwrite to replace it")
     tmp = out.with_name(out.name + ".tmp")
     if tmp.exists():
         shutil.rmtree(tmp)
-    if storage_dtype not in ("float32", "float16"):
-        raise ValueError(f"storage_dtype must be float32 or float16, got {storage_dtype!r}")
     for p in PARTS:
         shutil.copytree(sources[p], tmp / p)
     if storage_dtype == "float16":
@@ -71,5 +70,7 @@ def assemble_model_dir(out: str | Path, sources: dict[str, str | Path], overwrit
         except Exception:
             shutil.rmtree(tmp)
             raise
+    if out.exists():  # replaced only once the new directory is complete and loads: a failure keeps the old one
+        shutil.rmtree(out)
     tmp.rename(out)
     return out
