@@ -8,6 +8,11 @@ was 10× slower under load). onnxruntime graphs are exported once before timing 
 graph is not exported here (tracing it takes many minutes on the shared cores), so refinement is timed in torch
 only; the value-and-grad parity of onnxruntime is covered by tests/unit/test_runtime_onnx.py.
 
+Compute efficiency: the forward FLOPs of each (K, N) (convolutions and matrix products, counted with torch's
+``FlopCounterMode`` on one torch forward; norms and element-wise ops are not counted) divided by each runtime's
+forward time, against this core's practical peak (a 2048² float32 matrix product in torch, 1 thread). It says how
+much faster any runtime could still be on this CPU, and whether cost per candidate can fall with N at all.
+
     python bench/plan_cycle.py [--configs tiny,demo] [--repeats 3] [--quick]
 
 Writes bench/results/plan_cycle.json and .md.
@@ -19,6 +24,7 @@ import argparse
 import json
 import os
 import platform
+import shlex
 import statistics
 import sys
 import tempfile
@@ -45,6 +51,47 @@ def _props(models, pose, n: int) -> np.ndarray:
     from vidplan_core.planning.proposals import perturbation_proposals
 
     return perturbation_proposals(np.repeat(pose[None], models.horizon, 0), n, rng=0).actions
+
+
+def _forward_gflop(be, models, n: int) -> dict[str, float]:
+    """Conv + matmul GFLOP per stage (rollout, heads, semantic) of one forward of ``n`` candidates (torch backend)."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    ctx, pose = _ctx(models)
+    be.set_context(ctx)
+    with FlopCounterMode(display=False) as fc:
+        be.rollout(_props(models, pose, n))
+    counts = fc.get_flop_counts()
+    return {stage: sum(counts.get(f"{graph}Graph", {}).values()) / 1e9
+            for stage, graph in (("rollout", "Rollout"), ("heads", "Heads"), ("semantic", "Semantic"))}
+
+
+def _gemm_peak_gflops(size: int = 2048, repeats: int = 5) -> dict[str, float]:
+    """float32 GFLOP/s of a size × size matrix product on one thread, best of ``repeats``, in torch (its BLAS) and in
+    onnxruntime (MLAS): the two libraries may not use the same vector width on the same core."""
+    import onnxruntime as ort
+    from onnx import TensorProto, helper
+
+    a, b = torch.randn(size, size), torch.randn(size, size)
+    torch.mm(a, b)
+    t_torch = min(_timed(lambda: torch.mm(a, b)) for _ in range(repeats))
+    io = [helper.make_tensor_value_info(n, TensorProto.FLOAT, [size, size]) for n in "abc"]
+    graph = helper.make_graph([helper.make_node("MatMul", ["a", "b"], ["c"])], "gemm", io[:2], io[2:])
+    so = ort.SessionOptions()
+    so.intra_op_num_threads = 1
+    sess = ort.InferenceSession(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)],
+                                                  ir_version=9).SerializeToString(), so,
+                                providers=["CPUExecutionProvider"])
+    feed = {"a": a.numpy(), "b": b.numpy()}
+    sess.run(None, feed)
+    t_ort = min(_timed(lambda: sess.run(None, feed)) for _ in range(repeats))
+    return {"torch": 2 * size ** 3 / t_torch / 1e9, "onnxruntime": 2 * size ** 3 / t_ort / 1e9}
+
+
+def _timed(fn) -> float:
+    t = time.perf_counter()
+    fn()
+    return time.perf_counter() - t
 
 
 def _time_backend(be, models, ns, repeats: int, do_grad: bool) -> dict:
@@ -96,7 +143,7 @@ def main(argv: list[str] | None = None) -> int:
     ks = [1] if args.quick else [int(x) for x in args.ks.split(",")]
     results: dict = {"benchmark": "plan_cycle", "machine": platform.platform(), "cpu_threads_used": 1,
                      "torch": torch.__version__,
-                     "command": "python bench/plan_cycle.py " + " ".join(argv or sys.argv[1:]),
+                     "command": "python bench/plan_cycle.py " + shlex.join(argv or sys.argv[1:]),
                      "repeats": args.repeats, "configs": {}}
     prev = OUT / "plan_cycle.json"
     if prev.is_file():  # runs per config merge into one result file (each config's numbers from one run)
@@ -104,7 +151,7 @@ def main(argv: list[str] | None = None) -> int:
     for cfg in args.configs.split(","):
         t_cfg = time.perf_counter()
         models = random_planner_models(cfg, seed=0)
-        r: dict = {"command": "python bench/plan_cycle.py " + " ".join(argv or sys.argv[1:]),
+        r: dict = {"command": "python bench/plan_cycle.py " + shlex.join(argv or sys.argv[1:]),
                    "horizon": models.horizon, "num_history": models.num_history,
                    "latent": list(models.suite.autoencoder.latent_shape), "torch": {}, "onnxruntime": {},
                    "export_s": {}, "note": args.note, "load_avg_1min_start": round(os.getloadavg()[0], 2)}
@@ -116,8 +163,11 @@ def main(argv: list[str] | None = None) -> int:
                            batch_sizes_by_k={k: tuple(v) for k, v in n_at.items()}, simplify="onnxslim",
                            verify=False, progress=lambda s, c=cfg: print(f"  [{c}] {s}", flush=True))
             r["export_s"] = time.perf_counter() - t
+            r["gemm_peak_gflops"] = _gemm_peak_gflops()
+            r["gflop"] = {}
             for k in ks:
                 tb = TorchBackend(models, flow_steps=k)
+                r["gflop"][f"K{k}"] = {f"N{n}": _forward_gflop(tb, models, n) for n in n_at[k]}
                 r["torch"][f"K{k}"] = _time_backend(tb, models, n_at[k], args.repeats, do_grad=(k == ks[0]))
                 ob = OnnxRuntimeBackend(tmp, flow_steps=k, threads=1, verify_hashes=False, require_grad=False)
                 r["onnxruntime"][f"K{k}"] = _time_backend(ob, models, n_at[k], args.repeats, do_grad=False)
@@ -150,15 +200,18 @@ def summary(res: dict) -> str:
                   + (f" — {r['note']}" if r.get("note") else "")
                   + (f" (1-min load average {r['load_avg_1min_start']} at the start, {r['load_avg_1min_end']} at the "
                      "end)" if "load_avg_1min_end" in r else ""), "",
-                  "| K | N | runtime | rollout s | heads s | semantic s | forward total s |",
-                  "|---|---|---|---|---|---|---|"]
+                  "| K | N | runtime | rollout s | heads s | semantic s | forward total s | GFLOP | GFLOP/s |",
+                  "|---|---|---|---|---|---|---|---|---|"]
         for kk in r["torch"]:
             for rt in ("torch", "onnxruntime"):
                 d = r[rt].get(kk, {})
                 for key, v in d.items():
                     if key.startswith("N"):
+                        tot = v["rollout_s"] + v["heads_s"] + v["semantic_s"]
+                        gf = sum(r.get("gflop", {}).get(kk, {}).get(key, {}).values())
+                        flops = f"{gf:.1f} | {gf / tot:.1f}" if gf else "– | –"
                         lines.append(f"| {kk[1:]} | {key[1:]} | {rt} | {v['rollout_s']:.3f} | {v['heads_s']:.3f} | "
-                                     f"{v['semantic_s']:.3f} | {v['rollout_s'] + v['heads_s'] + v['semantic_s']:.3f} |")
+                                     f"{v['semantic_s']:.3f} | {tot:.3f} | {flops} |")
         lines.append("")
         for rt in ("torch", "onnxruntime"):
             d = r[rt].get("K1", {})
@@ -179,6 +232,21 @@ def summary(res: dict) -> str:
                 n0, n1 = min(ns), max(ns)
                 lines.append(f"- batching (torch, K=1): N={n1} costs {_fwd(t1, n1) / _fwd(t1, n0):.1f}× N={n0} "
                              f"(linear would be {n1 / n0:.0f}×); onnxruntime {_fwd(o1, n1) / _fwd(o1, n0):.1f}×")
+        g1 = r.get("gflop", {}).get("K1", {})
+        if g1 and ns and "gemm_peak_gflops" in r:
+            pk = r["gemm_peak_gflops"]
+            lines.append(f"- compute (K=1): a 2048² float32 matrix product on this core runs at {pk['torch']:.0f} "
+                         f"GFLOP/s in torch and {pk['onnxruntime']:.0f} GFLOP/s in onnxruntime (1 thread each). Best "
+                         "GFLOP/s per stage over N, torch / onnxruntime, and the stage's share of the counted FLOPs: "
+                         + "; ".join(
+                             f"{st} {max(g1[f'N{n}'][st] / t1[f'N{n}'][st + '_s'] for n in ns):.0f} / "
+                             f"{max(g1[f'N{n}'][st] / o1[f'N{n}'][st + '_s'] for n in ns):.0f} "
+                             f"({g1[f'N{ns[0]}'][st] / sum(g1[f'N{ns[0]}'].values()):.0%})"
+                             for st in ("rollout", "heads", "semantic")))
+            lines.append("- counted GFLOP per candidate: " + ", ".join(
+                f"N={n}: {sum(g1[f'N{n}'].values()) / n:.2f}" for n in ns)
+                + " — the work grows linearly with N (every candidate is its own rollout, decode and heads), so on a "
+                "compute-bound CPU the time does too; batching only amortises per-call overhead")
         kks = sorted(int(k[1:]) for k in r["torch"])
         if len(kks) > 1:
             n = 6 if "N6" in r["torch"][f"K{kks[0]}"] else ns[0]

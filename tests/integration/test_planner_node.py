@@ -105,6 +105,26 @@ def test_planner_publishes_chunks_then_errors_when_a_camera_goes_silent(tmp_path
         assert pub.alive() and planner.alive()
 
 
+@pytest.mark.slow
+def test_planner_plans_on_onnxruntime_with_the_bundled_export(tmp_path, listener):
+    """The robot profile's runtime: onnxruntime on models/demo/onnx (the shipped export, hashes checked at start-up).
+    Its batch sizes (1, 7, 16) fit the default 7 candidates, so the node logs no padding warning."""
+    demo = Path(__file__).resolve().parents[2] / "models" / "demo"
+    env = {"OMP_NUM_THREADS": "1"}
+    pub_cmd = [sys.executable, str(SCRIPTS / "robot_stream_publisher.py"), "--width", "80", "--height", "48"]
+    with started(pub_cmd, tmp_path / "pub.log", env=env), \
+            started(_planner_cmd(demo, backend="onnxruntime"), tmp_path / "planner.log", env=env) as planner:
+        assert wait_for(lambda: any(d.status == PlanDiagnostics.STATUS_OK for d in listener["diags"])
+                        and listener["plans"], 120), planner.output()[-3000:]
+        d = next(d for d in listener["diags"] if d.status == PlanDiagnostics.STATUS_OK)
+        assert d.backend == "onnxruntime" and d.num_proposals == len(d.candidate_scores) == 7
+        assert np.isfinite(d.candidate_scores).all()
+        chunk = chunk_from_msg(listener["plans"][-1])
+        assert len(chunk) == 5 and chunk.is_finite()  # demo model: H = 5
+        log = planner.output()
+        assert "loaded onnxruntime backend" in log and "padding is dropped" not in log, log[-3000:]
+
+
 def test_planner_rejects_bad_parameters_and_missing_models(tmp_path, tiny_model_dir):
     with started(_planner_cmd(tiny_model_dir, uncertainty_weighting="cubic"), tmp_path / "a.log") as p:
         assert p.wait(60) == 2, p.output()

@@ -101,6 +101,24 @@ def test_planner_runs_on_onnxruntime(backends, ctx):
     assert len(res.objective_trace) == 3 and res.chunk.is_finite()
 
 
+def test_batch_plan_and_padding_warning(backends):
+    """Candidates are split over the exported sizes (here only 2); padding beyond a quarter is warned about, and a
+    planning session asks for the warning with its own candidate count (basis directions + hold + nominal)."""
+    from vidplan_core.kinematics import PandaKinematics
+    from vidplan_core.planning.session import PlanningSession, ProposalConfig, SessionConfig
+
+    _, ob = backends
+    assert ob.batch_plan(4) == [2, 2] and ob.batch_plan(3) == [2, 2] and ob.batch_plan(1) == [2]
+    assert ob.batching_note(4) is None and ob.batching_note(7) is None  # 8 of 7: within a quarter
+    note = ob.batching_note(1)
+    assert note is not None and "2.0x" in note and "--batch 1" in note
+    one = SessionConfig(proposals=ProposalConfig(basis_directions=["+x"], include_hold=False))
+    assert PlanningSession(ob, PandaKinematics(), one).num_candidates == 1
+    assert PlanningSession(ob, PandaKinematics(), one).batching_notes() == [note]
+    assert PlanningSession(ob, PandaKinematics(), SessionConfig()).num_candidates == 7
+    assert PlanningSession(ob, PandaKinematics(), SessionConfig()).batching_notes() == []
+
+
 def test_tampered_or_incomplete_export_is_a_startup_error(exported, tmp_path):
     _, out, _ = exported
     bad = tmp_path / "bad"

@@ -179,6 +179,8 @@ class PlannerNode(Node):
                              f"'{self.backend_kind}': {exc}") from exc
         self.get_logger().info(f"loaded {self.backend_kind} backend from {self.model_dir} in "
                                f"{time.perf_counter() - t0:.1f} s (H={self.session.horizon})")
+        for note in self.session.batching_notes():
+            self.get_logger().warn(note)
         self.dt = 1.0 / MODEL_RATE_HZ
         t_hist = history_length or int(self.session.backend.num_history)
         if t_hist != int(self.session.backend.num_history):

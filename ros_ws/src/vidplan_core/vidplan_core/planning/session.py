@@ -78,6 +78,22 @@ class PlanningSession:
         else:
             self.planner = Planner(backend, self.config.gradopt)
 
+    @property
+    def num_candidates(self) -> int:
+        """Candidates scored per cycle: basis directions + hold + nominal perturbations (CEM samples its own
+        ``population`` per further iteration)."""
+        pc = self.config.proposals
+        return len(pc.basis_directions) + int(pc.include_hold) + pc.num_nominal
+
+    def batching_notes(self) -> list[str]:
+        """Warnings for candidate counts that the backend can only run padded (exported ONNX/TensorRT batch sizes
+        that do not fit; see ``OnnxRuntimeBackend.batching_note``); empty for backends without fixed batch sizes."""
+        note = getattr(self.backend, "batching_note", None)
+        if note is None:
+            return []
+        counts = {self.num_candidates} | ({self.config.cem.population} if self.config.planner == "cem" else set())
+        return [m for n in sorted(counts) if (m := note(n))]
+
     def proposals(self, q: np.ndarray, current_pose: np.ndarray, instruction: str = "",
                   images: dict[str, np.ndarray] | None = None, seed: int = 0) -> ProposalSet:
         """Candidate chunks (N, H, 7) for the current joint state ``q`` (7,) [rad] and EE pose (7,)."""

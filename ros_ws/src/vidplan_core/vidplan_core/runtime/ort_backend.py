@@ -122,18 +122,38 @@ class OnnxRuntimeBackend:
         k = f"_k{self.flow_steps}" if kind in ("rollout", "value_grad") else ""
         return f"{kind}{k}_n{n}"
 
+    def batch_plan(self, n: int, kind: str = "rollout") -> list[int]:
+        """Exported batch sizes called, in order, for ``n`` candidates of graph ``kind`` ("rollout", "heads",
+        "semantic", "value_grad"): greedily the largest exported size that fits what is left, else the smallest
+        size (padded by repeating the last candidate). ``sum(plan) - n`` candidates are padding, computed and dropped.
+        """
+        sizes = self._batches[kind]
+        plan: list[int] = []
+        left = int(n)
+        while left > 0:
+            fit = [b for b in sizes if b <= left]
+            plan.append(max(fit) if fit else min(sizes))
+            left -= min(plan[-1], left)
+        return plan
+
+    def batching_note(self, n: int) -> str | None:
+        """A warning when ``n`` candidates per call would waste more than a quarter of the forward work on padding
+        (the export lacks a batch size that fits), else None. Shown at start-up by the planner node."""
+        plan = self.batch_plan(n, "rollout")
+        if sum(plan) <= 1.25 * n:
+            return None
+        return (f"{n} candidates per plan cycle run as exported batch(es) {plan} of the rollout/heads/semantic graphs "
+                f"(exported sizes {self._batches['rollout']}): {sum(plan) / n:.1f}x the forward work is computed, "
+                f"the padding is dropped. Re-export with --batch {n} (vidplan export ... --batch 1,{n},16) to avoid it")
+
     def _run_batched(self, kind: str, batched: dict[str, np.ndarray], shared: dict[str, np.ndarray]
                      ) -> list[np.ndarray]:
-        """Run a per-candidate graph over N candidates using the exported batch sizes."""
+        """Run a per-candidate graph over N candidates using the exported batch sizes (:meth:`batch_plan`)."""
         n_total = len(next(iter(batched.values())))
-        sizes = self._batches[kind]
         outs: list[list[np.ndarray]] = []
         i = 0
-        while i < n_total:
-            rem = n_total - i
-            fit = [b for b in sizes if b <= rem]
-            b = max(fit) if fit else min(sizes)
-            take = min(b, rem)
+        for b in self.batch_plan(n_total, kind):
+            take = min(b, n_total - i)
             feed = dict(shared)
             for k, v in batched.items():
                 chunk = v[i:i + take]
