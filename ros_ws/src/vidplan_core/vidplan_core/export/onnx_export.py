@@ -107,7 +107,8 @@ def export_planner(models: PlannerModels, out_dir: str | Path, flow_steps: Seque
                    objective: ObjectiveConfig | None = None, opset: int = 18, simplify: Simplifier = "onnxslim",
                    verify: bool = True, tol: float = 1e-4, seed: int = 0,
                    progress: Callable[[str], None] | None = None,
-                   batch_sizes_by_k: dict[int, Sequence[int]] | None = None, compact: bool = True) -> Manifest:
+                   batch_sizes_by_k: dict[int, Sequence[int]] | None = None, compact: bool = True,
+                   grad_flow_steps: Sequence[int] | None = None) -> Manifest:
     """Export the planner graphs of ``models`` into ``out_dir`` and write ``manifest.json``.
 
     Args:
@@ -124,6 +125,8 @@ def export_planner(models: PlannerModels, out_dir: str | Path, flow_steps: Seque
         batch_sizes_by_k: rollout batch sizes per K overriding ``batch_sizes`` (e.g. {4: (6,)}).
         compact: share one deduplicated weights file between the graphs and drop exporter debug metadata
             (lossless; :func:`vidplan_core.export.compact.compact_export`).
+        grad_flow_steps: the K values that get value-and-grad graphs (default: all of ``flow_steps``; each is
+            the slowest graph to trace).
 
     Returns:
         The written :class:`Manifest`.
@@ -166,7 +169,7 @@ def export_planner(models: PlannerModels, out_dir: str | Path, flow_steps: Seque
         gk = build_graphs(models, k, objective)
         for n in (batch_sizes_by_k or {}).get(k, batch_sizes):
             jobs.append((f"rollout_k{k}_n{n}", gk["rollout"], lambda n=n: ctx_args(n), False, n))
-        for n in grad_batch_sizes:
+        for n in grad_batch_sizes if grad_flow_steps is None or k in grad_flow_steps else ():
             jobs.append((f"value_grad_k{k}_n{n}", gk["value_grad"], lambda n=n: ctx_args(n), True, n))
 
     exported = []
