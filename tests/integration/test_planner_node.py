@@ -108,7 +108,8 @@ def test_planner_publishes_chunks_then_errors_when_a_camera_goes_silent(tmp_path
 @pytest.mark.slow
 def test_planner_plans_on_onnxruntime_with_the_bundled_export(tmp_path, listener):
     """The robot profile's runtime: onnxruntime on models/demo/onnx (the shipped export, hashes checked at start-up).
-    Its batch sizes (1, 7, 16) fit the default 7 candidates, so the node logs no padding warning."""
+    Its batch sizes (1, 7, 16) fit the default 7 candidates, so the node logs no padding warning; its debug pictures
+    are decoded by the export's own decode graph."""
     demo = Path(__file__).resolve().parents[2] / "models" / "demo"
     env = {"OMP_NUM_THREADS": "1"}
     pub_cmd = [sys.executable, str(SCRIPTS / "robot_stream_publisher.py"), "--width", "80", "--height", "48"]
@@ -121,8 +122,12 @@ def test_planner_plans_on_onnxruntime_with_the_bundled_export(tmp_path, listener
         assert np.isfinite(d.candidate_scores).all()
         chunk = chunk_from_msg(listener["plans"][-1])
         assert len(chunk) == 5 and chunk.is_finite()  # demo model: H = 5
+        # Debug pictures come from the export's decode graph (no torch models on this path).
+        assert wait_for(lambda: listener["pred"] and listener["uq"], 60), planner.output()[-3000:]
+        assert listener["pred"][-1].height == 2 * (3 * 48 + 2) - 2  # rows: now, 5 predicted; views stacked
         log = planner.output()
         assert "loaded onnxruntime backend" in log and "padding is dropped" not in log, log[-3000:]
+        assert "no debug prediction pictures" not in log, log[-3000:]
 
 
 def test_planner_rejects_bad_parameters_and_missing_models(tmp_path, tiny_model_dir):

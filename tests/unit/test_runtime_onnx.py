@@ -57,7 +57,7 @@ def _rel(a: np.ndarray, b: np.ndarray) -> float:
 def test_manifest_contents(exported):
     _, out, manifest = exported
     names = set(manifest.graphs)
-    assert {"encode", "text", "rollout_k1_n2", "heads_n2", "semantic_n2", "value_grad_k1_n1"} <= names
+    assert {"encode", "text", "decode", "rollout_k1_n2", "heads_n2", "semantic_n2", "value_grad_k1_n1"} <= names
     for g in manifest.graphs.values():
         assert g.max_rel_err is not None and g.max_rel_err <= 1e-4
         assert len(g.sha256) == 64
@@ -117,6 +117,28 @@ def test_batch_plan_and_padding_warning(backends):
     assert PlanningSession(ob, PandaKinematics(), one).batching_notes() == [note]
     assert PlanningSession(ob, PandaKinematics(), SessionConfig()).num_candidates == 7
     assert PlanningSession(ob, PandaKinematics(), SessionConfig()).batching_notes() == []
+
+
+def test_decode_parity_and_exports_without_the_decode_graph(backends, ctx, tmp_path, exported):
+    """The debug-picture decode: onnxruntime matches torch; a wrong shape and an older export without the graph
+    are BackendErrors that say what to do (the planner node then publishes no prediction pictures)."""
+    tb, ob = backends
+    tb.set_context(ctx)
+    lat = tb.rollout(perturbation_proposals(np.repeat(POSE[None], tb.horizon, 0), 1, rng=3).actions).latents[0]
+    ft, fo = tb.decode(lat), ob.decode(lat)
+    cfg = exported[0].suite.autoencoder.config
+    assert ft.shape == fo.shape == (tb.horizon, 3, 3, cfg.view_height, cfg.view_width)
+    assert 0.0 <= fo.min() and fo.max() <= 1.0 and fo.std() > 0
+    assert _rel(fo, ft) <= 1e-4, _rel(fo, ft)
+    with pytest.raises(BackendError, match=r"decode: latents must be"):
+        ob.decode(lat[:-1])
+    old = tmp_path / "old_export"
+    shutil.copytree(exported[1], old)
+    d = json.loads((old / "manifest.json").read_text())
+    (old / d["graphs"].pop("decode")["file"]).unlink()
+    (old / "manifest.json").write_text(json.dumps(d))
+    with pytest.raises(BackendError, match=r"no 'decode' graph .* re-export"):
+        OnnxRuntimeBackend(old, threads=1).decode(lat)
 
 
 def test_tampered_or_incomplete_export_is_a_startup_error(exported, tmp_path):

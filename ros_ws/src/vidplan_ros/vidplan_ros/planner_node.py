@@ -68,6 +68,7 @@ from std_msgs.msg import Bool, String
 from visualization_msgs.msg import Marker, MarkerArray
 
 from vidplan_core.observation import ObservationHistory
+from vidplan_core.runtime.base import BackendError
 from vidplan_core.spaces import MODEL_RATE_HZ, EEChunk, quat_to_euler, resize_view
 from vidplan_interfaces.action import ExecuteChunk
 from vidplan_interfaces.msg import PlanChunk, PlanDiagnostics
@@ -156,6 +157,7 @@ class PlannerNode(Node):
         self.send_to_executor = p("send_to_executor", True)
         self.executor_interface = p("executor_interface", "topic", choices=("topic", "action"))
         self.publish_debug = p("publish_debug", True)
+        self._decode_warned = False
         self.seed = p("seed", 0)
 
         from vidplan_core.planning.planner import CEMConfig, PlannerConfig, ScoreConfig
@@ -487,16 +489,17 @@ class PlannerNode(Node):
             self.uq_pub.publish(_image_msg(prediction_strip([over]), stamp, self.base_frame))
 
     def _decode(self, latents: np.ndarray | None) -> np.ndarray | None:
-        """(1, F, C, h, w) latents → (F, 3 views, 3, H, W) in [0, 1] with the torch autoencoder, if there is one."""
-        suite = getattr(getattr(self.session.backend, "models", None), "suite", None)
-        if latents is None or suite is None:
+        """(1, F, C, h, w) latents → (F, 3 views, 3, H, W) in [0, 1] by the backend's decode graph; None (no
+        pictures, said once in the log) for an export made before that graph existed."""
+        if latents is None:
             return None
-        import torch
-
-        ae = suite.autoencoder
-        with torch.no_grad():
-            lat = torch.as_tensor(latents[0], dtype=torch.float32, device=next(ae.parameters()).device)
-            return ae.decode(lat).float().cpu().numpy()
+        try:
+            return self.session.backend.decode(latents[0])
+        except (AttributeError, BackendError) as exc:
+            if not self._decode_warned:
+                self._decode_warned = True
+                self.get_logger().warn(f"no debug prediction pictures: {exc}")
+            return None
 
     def _markers(self, chunk: EEChunk, stamp) -> MarkerArray:
         line = Marker(ns="vidplan_plan", id=0, type=Marker.LINE_STRIP, action=Marker.ADD)

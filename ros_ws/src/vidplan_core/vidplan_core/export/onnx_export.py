@@ -1,10 +1,10 @@
 """``vidplan export``: every planner graph to ONNX, simplified, verified against torch, with a manifest.
 
-Graphs (see :mod:`vidplan_core.runtime.graphs`): ``encode``, ``text``, ``rollout_k{K}_n{N}``, ``heads_n{N}``,
-``semantic_n{N}`` and the joint ``value_grad_k{K}_n{M}`` (objective and its gradient w.r.t. the actions, traced
-through autograd by :func:`~vidplan_core.export.grad_graph.trace_grad_graph`). Shapes are static per graph; the
-onnxruntime backend splits a call over the exported batch sizes. All graphs read their weights from one shared,
-deduplicated ``weights.onnx.data`` (:mod:`vidplan_core.export.compact`).
+Graphs (see :mod:`vidplan_core.runtime.graphs`): ``encode``, ``text``, ``decode`` (debug pictures),
+``rollout_k{K}_n{N}``, ``heads_n{N}``, ``semantic_n{N}`` and the joint ``value_grad_k{K}_n{M}`` (objective and its
+gradient w.r.t. the actions, traced through autograd by :func:`~vidplan_core.export.grad_graph.trace_grad_graph`).
+Shapes are static per graph; the onnxruntime backend splits a call over the exported batch sizes. All graphs read
+their weights from one shared, deduplicated ``weights.onnx.data`` (:mod:`vidplan_core.export.compact`).
 """
 
 from __future__ import annotations
@@ -160,6 +160,7 @@ def export_planner(models: PlannerModels, out_dir: str | Path, flow_steps: Seque
     frames = lambda: (torch.rand(T, 3, 3, vc.view_height, vc.view_width, generator=gen),)  # noqa: E731
     jobs.append(("encode", graphs0["encode"], frames, False, None))
     jobs.append(("text", graphs0["text"], lambda: (ids,), False, None))
+    jobs.append(("decode", graphs0["decode"], lambda: (torch.randn(H, C, h, w, generator=gen),), False, None))
     lat_args = lambda n: (torch.randn(n, H, C, h, w, generator=gen), _example_actions(models, n, gen))  # noqa: E731
     for n in batch_sizes:
         jobs.append((f"heads_n{n}", graphs0["heads"], lambda n=n: lat_args(n), False, n))

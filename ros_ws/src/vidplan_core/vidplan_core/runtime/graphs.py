@@ -16,6 +16,8 @@ graph              inputs                                                      o
 ``semantic``       latents (N, H, C, h, w), text_embeds (1, D)                 semantic_score (N, H),
                                                                                semantic_map (N, H, Hp, Wp)
 ``text``           input_ids (1, L) int64                                      text_embeds (1, D)
+``decode``         latents (H, C, h, w) of one candidate                       frames (H, 3, 3, H_img, W_img)
+                                                                               in [0, 1] (debug pictures)
 ``value_grad_k{K}`` as rollout                                                  objective (N,), grad (N, H, 7)
 =================  ==========================================================  ================================
 
@@ -32,7 +34,7 @@ import torch.nn as nn
 
 from vidplan_core.planning.objective import WeightKind, entropy_weighted_value
 
-__all__ = ["EncodeGraph", "HeadsGraph", "ObjectiveConfig", "RolloutGraph", "SemanticGraph", "TextGraph",
+__all__ = ["DecodeGraph", "EncodeGraph", "HeadsGraph", "ObjectiveConfig", "RolloutGraph", "SemanticGraph", "TextGraph",
            "ValueGradGraph", "freeze"]
 
 
@@ -62,6 +64,18 @@ class EncodeGraph(nn.Module):
 
     def forward(self, frames: torch.Tensor) -> torch.Tensor:
         return self.ae.encode(frames)
+
+
+class DecodeGraph(nn.Module):
+    """Predicted latents of one candidate → its frames, all three views (the planner node's debug pictures; the
+    planner itself never needs pixels outside the semantic graph)."""
+
+    def __init__(self, autoencoder: nn.Module):
+        super().__init__()
+        self.ae = autoencoder
+
+    def forward(self, latents: torch.Tensor) -> torch.Tensor:
+        return self.ae.decode(latents)
 
 
 class RolloutGraph(nn.Module):
@@ -172,6 +186,7 @@ def graph_io(graph: str, **shapes: Any) -> tuple[list[str], list[str]]:
         "heads": (["latents", "actions"], ["uq_map", "h_bar", "value", "value_entropy"]),
         "semantic": (["latents", "text_embeds"], ["semantic_score", "semantic_map"]),
         "text": (["input_ids"], ["text_embeds"]),
+        "decode": (["latents"], ["frames"]),
         "value_grad": (["history_latents", "history_actions", "actions", "noise", "text_embeds"],
                        ["objective", "grad"]),
     }

@@ -221,6 +221,19 @@ class OnnxRuntimeBackend:
                              semantic_score=score, semantic_map=sem_map, latents=lat,
                              timings={"rollout": t1 - t, "heads": t2 - t1, "semantic": t3 - t2})
 
+    def decode(self, latents: np.ndarray) -> np.ndarray:
+        """(H, C, h, w) predicted latents of one candidate → (H, 3 views, 3, H_img, W_img) frames in [0, 1]
+        (debug pictures). Raises :class:`BackendError` for an export without the ``decode`` graph (exports
+        before it existed): re-export to get it."""
+        if "decode" not in self._sessions:
+            raise BackendError(f"the export at {self.manifest.directory} has no 'decode' graph (older vidplan export); "
+                               "re-export with `vidplan export` to get the planner's debug pictures")
+        lat = np.ascontiguousarray(latents, dtype=np.float32)
+        want = tuple(self.manifest.graphs["decode"].inputs["latents"])
+        if lat.shape != want:
+            raise BackendError(f"decode: latents must be {want} (H, C, h, w), got {lat.shape}")
+        return self._sessions["decode"].run(None, {"latents": lat})[0]
+
     def value_and_grad(self, actions: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         a = check_actions(actions, self.horizon)
         if "value_grad" not in self._batches:

@@ -48,6 +48,9 @@ class _Engine:
             keep.append(t)
             self.ctx.set_input_shape(name, tuple(t.shape))
             self.ctx.set_tensor_address(name, t.data_ptr())
+        # The inputs were copied on the current (default) stream; the engine runs on its own stream, which must
+        # wait for those copies (a host-to-device copy from pageable memory may still be in flight on return).
+        self.stream.wait_stream(torch.cuda.current_stream())
         with torch.cuda.stream(self.stream):
             if not self.ctx.execute_async_v3(self.stream.cuda_stream):
                 raise BackendError("TensorRT execution failed")
@@ -78,11 +81,13 @@ class TensorRTBackend(OnnxRuntimeBackend):
         self._trt_manifest = manifest
         cache = EngineCache(engine_dir or Path(export_dir) / "engines")
         runtime = trt.Runtime(trt.Logger(trt.Logger.WARNING))
-        # Reuse the onnxruntime backend's bookkeeping (manifest checks, batching, tokenizer) on CPU sessions for
-        # the tiny encode/text graphs, and replace the per-candidate graphs by engines.
+        # Reuse the onnxruntime backend's bookkeeping (manifest checks, batching, tokenizer) and replace every graph
+        # but the text tower by an engine. The text graph (int64 token ids, run once per instruction) stays on a CPU
+        # session. The VAE encoder must not: for the full configuration it is TFLOPs per history frame, seconds per
+        # cycle on a CPU (it used to stay there too).
         super().__init__(export_dir, flow_steps=flow_steps, provider="cpu", verify_hashes=False)
         for name in list(self._sessions):
-            if name in ("encode", "text"):
+            if name == "text":
                 continue
             g = manifest.graphs[name]
             path = cache.get(name, manifest.path(name), manifest.content_sha256(name), precision)

@@ -19,6 +19,7 @@ import torch
 from vidplan_core.runtime.base import BackendError, PlanningContext, RolloutOutput, check_actions
 from vidplan_core.runtime.bundle import LatentCache, PlannerModels, frames_to_float, make_noise
 from vidplan_core.runtime.graphs import (
+    DecodeGraph,
     EncodeGraph,
     HeadsGraph,
     ObjectiveConfig,
@@ -40,7 +41,8 @@ def build_graphs(models: PlannerModels, flow_steps: int, objective: ObjectiveCon
         freeze(m)
     rollout = RolloutGraph(s.flow_map, flow_steps)
     heads = HeadsGraph(s.uq_head, s.reward_head)
-    graphs = {"encode": EncodeGraph(s.autoencoder), "rollout": rollout, "heads": heads,
+    graphs = {"encode": EncodeGraph(s.autoencoder), "decode": DecodeGraph(s.autoencoder), "rollout": rollout,
+              "heads": heads,
               "semantic": SemanticGraph(s.autoencoder, models.scorer, models.semantic_view),
               "text": TextGraph(models.scorer), "value_grad": ValueGradGraph(rollout, heads, objective)}
     for g in graphs.values():  # the wrappers too (the models already are): the exporter traces in eval mode
@@ -162,6 +164,12 @@ class TorchBackend:
                 semantic_map=sem_map, latents=lat).items()})
         cat = {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
         return RolloutOutput(timings=timings, **cat)
+
+    def decode(self, latents: np.ndarray) -> np.ndarray:
+        """(H, C, h, w) predicted latents of one candidate → (H, 3 views, 3, H_img, W_img) frames in [0, 1]
+        (debug pictures)."""
+        with torch.no_grad(), self._autocast():
+            return self.graphs["decode"](self._t(np.asarray(latents, np.float32))).float().cpu().numpy()
 
     def _text_args(self, text: torch.Tensor) -> tuple[torch.Tensor, ...]:
         return (text,) if self.models.uses_text else ()
