@@ -167,7 +167,8 @@ def main() -> None:
                  f"{_fmt(np.nanmean(acc['rw_ece']))} | {_fmt(np.nanmean(acc['rollout_ms']), 0)} |")
     if a.demo_result and a.demo_result.is_file():
         r = json.loads(a.demo_result.read_text())
-        L += ["", "## Closed loop (`make demo`: sim + planner + executor as ROS 2 processes, torch backend)", "",
+        L += ["", f"## Closed loop (`make demo`: sim + planner + executor as ROS 2 processes, {r['backend']} "
+              "backend)", "",
               f"'{r['instruction']}' (scene seed {r['scene_seed']}): {'success' if r['success'] else 'failure'} — "
               f"{r['message']}; {r['steps_executed']} control steps, {r['chunks_planned']} chunks planned, plan "
               f"latency p50 {r['plan_latency_ms_p50'] / 1e3:.1f} s, p95 {r['plan_latency_ms_p95'] / 1e3:.1f} s "

@@ -144,5 +144,6 @@ def evaluate_task(task: Task, s: TaskState) -> tuple[bool, str]:
     dy = float((p[1] - s.target_start[1]) * task.push_sign)
     on_table = p[2] < s.target_start[2] + 0.02
     ok = dy >= s.push_distance and on_table and not s.held
-    return bool(ok), (f"moved {dy * 100:.1f} cm to the {task.direction} (need {s.push_distance * 100:.1f} cm)"
+    moved_cm = round(dy * 100, 1) + 0.0  # + 0.0: no "-0.0 cm" for a jitter of a few micrometres
+    return bool(ok), (f"moved {moved_cm:.1f} cm to the {task.direction} (need {s.push_distance * 100:.1f} cm)"
                       f"{'' if on_table else ', lifted off the table'}{', still held' if s.held else ''}")
