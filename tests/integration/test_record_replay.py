@@ -162,6 +162,10 @@ def test_replay_round_trip_is_byte_exact_with_clock(recording, tmp_path):
         assert wait_for(lambda: "sink ready" in sink.output(), 20)
         with started([replay, "--ros-args", "-p", f"bag:={recording['a']}", "-p", "rate:=2.0",
                       "-p", "publish_clock:=true", "-p", "exit_at_end:=true", "-p", "wait_subscribers:=2",
+                      # The publisher side counts a subscriber before that subscriber has matched the publisher
+                      # (DDS discovery is not symmetric); a volatile reader loses what comes before. CI once saw the
+                      # first message of each topic (87 of 90) missed with the default 0.5 s settle time.
+                      "-p", "start_delay_s:=2.0",
                       "-p", "qos_overrides:=['/rr/camera/image_raw:reliable']"], tmp_path / "replay.log") as rp:
             assert rp.wait(40) == 0, rp.output() + rc.output()
             assert "end of bag: 90 messages published" in rp.output()
