@@ -9,8 +9,9 @@ graph only for the first K (the slowest graph to trace).
 
 Compute efficiency: the forward FLOPs of each (K, N) (convolutions and matrix products, counted with torch's
 ``FlopCounterMode`` on one torch forward; norms and element-wise ops are not counted) divided by each runtime's
-forward time, against this core's practical peak (a 2048² float32 matrix product in torch, 1 thread). It says how
-much faster any runtime could still be on this CPU, and whether cost per candidate can fall with N at all.
+forward time, against this core's practical peak (a 2048² float32 matrix product on 1 thread, measured in torch and
+in onnxruntime, whose BLAS libraries differ). It says how much faster any runtime could still be on this CPU, and
+whether cost per candidate can fall with N at all.
 
     python bench/plan_cycle.py [--configs tiny,demo] [--repeats 3] [--quick]
 

@@ -476,7 +476,7 @@ class PlannerNode(Node):
         from vidplan_core.spaces import stack_views
 
         out = self.session.backend.rollout(chunk.actions[None])
-        pred = out.frames[0] if out.frames is not None else self._decode(out.latents)
+        pred = self._decode(out.latents)
         if pred is None:
             return
         # One picture per frame: the three views stacked vertically (left, right, wrist), as the model sees them.
@@ -491,11 +491,12 @@ class PlannerNode(Node):
     def _decode(self, latents: np.ndarray | None) -> np.ndarray | None:
         """(1, F, C, h, w) latents → (F, 3 views, 3, H, W) in [0, 1] by the backend's decode graph; None (no
         pictures, said once in the log) for an export made before that graph existed."""
-        if latents is None:
+        decode = getattr(self.session.backend, "decode", None)  # not part of the Backend protocol
+        if latents is None or decode is None:
             return None
         try:
-            return self.session.backend.decode(latents[0])
-        except (AttributeError, BackendError) as exc:
+            return decode(latents[0])
+        except BackendError as exc:
             if not self._decode_warned:
                 self._decode_warned = True
                 self.get_logger().warn(f"no debug prediction pictures: {exc}")

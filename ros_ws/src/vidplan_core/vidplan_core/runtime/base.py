@@ -75,8 +75,7 @@ class RolloutOutput:
         value_entropy: (N, F) reward-head normalised entropy in [0, 1].
         semantic_score: (N, F) image–text score of each decoded frame.
         semantic_map: (N, F, Hp, Wp) patch similarity map.
-        latents: optional (N, F, C, h, w) predicted latents (debug / visualisation).
-        frames: optional (N, F, 3, H', W') decoded frames in [0, 1] (debug / visualisation).
+        latents: optional (N, F, C, h, w) predicted latents (debug pictures: a backend's ``decode``).
         timings: seconds per stage of this call ("rollout", "heads", "semantic").
     """
 
@@ -87,7 +86,6 @@ class RolloutOutput:
     semantic_score: np.ndarray
     semantic_map: np.ndarray
     latents: np.ndarray | None = None
-    frames: np.ndarray | None = None
     timings: dict[str, float] = field(default_factory=dict)
 
     def arrays(self) -> dict[str, np.ndarray]:
@@ -108,6 +106,9 @@ class Backend(Protocol):
         name: e.g. "torch", "onnxruntime", "tensorrt".
         horizon: H, number of actions per candidate (= predicted frames F).
         normalizer: action statistics of the world model.
+
+    Optional, outside the protocol: ``decode(latents)`` — (H, C, h, w) latents of one candidate → (H, 3 views, 3,
+    H_img, W_img) frames in [0, 1] for debug pictures (the torch, onnxruntime and TensorRT backends have it).
     """
 
     name: str

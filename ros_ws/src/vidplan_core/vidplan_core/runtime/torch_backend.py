@@ -41,8 +41,8 @@ def build_graphs(models: PlannerModels, flow_steps: int, objective: ObjectiveCon
         freeze(m)
     rollout = RolloutGraph(s.flow_map, flow_steps)
     heads = HeadsGraph(s.uq_head, s.reward_head)
-    graphs = {"encode": EncodeGraph(s.autoencoder), "decode": DecodeGraph(s.autoencoder), "rollout": rollout,
-              "heads": heads,
+    graphs = {"encode": EncodeGraph(s.autoencoder), "decode": DecodeGraph(s.autoencoder),
+              "rollout": rollout, "heads": heads,
               "semantic": SemanticGraph(s.autoencoder, models.scorer, models.semantic_view),
               "text": TextGraph(models.scorer), "value_grad": ValueGradGraph(rollout, heads, objective)}
     for g in graphs.values():  # the wrappers too (the models already are): the exporter traces in eval mode
