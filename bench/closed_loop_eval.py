@@ -4,15 +4,17 @@ Runs :func:`vidplan_core.eval.closed_loop.run_closed_loop` on the trained demo m
 
 * ``bench/results/closed_loop_eval/`` — the evaluation itself: results.json (every episode with its seed), table.md,
   success.png (so anyone can rerun an episode from its seed, clutter level and instruction);
-* ``bench/results/closed_loop_eval.json`` / ``.md`` — machine, command, success per variant × clutter level, and the
-  issue's goals: VidPlan above the random-proposal baseline at every clutter level; the effect of the uncertainty
-  weighting (vidplan vs no-uq).
+* ``bench/results/closed_loop_eval.json`` / ``.md`` — machine, command, commit, ``cells`` (variant, task, clutter,
+  episodes, successes, Wilson 95 % interval) and the goals: oracle+privileged ≥ 90 % on touch and on push; the
+  ladder (which rung — proposals/executor, reward, world model — loses the most success per task kind); VidPlan
+  above random proposals at every clutter level; the effect of the uncertainty weighting (vidplan vs no-uq).
 
 The run is anytime: ``--time-budget`` stops starting new episodes (episodes are ordered so every clutter level and
 variant gets its first episode before any gets a second); rerunning with the same settings resumes.
 
-    python bench/closed_loop_eval.py [--model models/demo] [--episodes 3] [--clutter 0,1,2,3] [--tasks touch,push]
-        [--variants vidplan,no-uq,random,scripted] [--max-steps 225] [--time-budget 900]
+    python bench/closed_loop_eval.py [--model models/demo] [--episodes 5] [--episodes-other 3] [--clutter 0,1,2,3]
+        [--tasks touch,push,put] [--variants oracle+privileged,vidplan,...] [--set KEY=VALUE] [--time-budget 900]
+        [--summarize-only]
 """
 
 from __future__ import annotations
@@ -30,13 +32,52 @@ ROOT = Path(__file__).resolve().parent.parent
 
 
 def _rate(cell: dict) -> str:
-    return "n/a" if not cell["n"] else f"{cell['rate']:.2f} ({cell['success']}/{cell['n']})"
+    if not cell["n"]:
+        return "n/a"
+    lo, hi = cell["ci95"]
+    return f"{cell['rate']:.2f} ({cell['success']}/{cell['n']}, [{lo:.2f}, {hi:.2f}])"
+
+
+def _pooled(summ: dict, variant: str, task: str) -> dict | None:
+    return summ.get(variant, {}).get(task, {}).get("all")
+
+
+def ladder(results: dict) -> dict:
+    """Per task kind: success of each rung and the success lost at each swap (pooled over clutter levels).
+
+    proposals/executor: 1 − oracle+privileged; reward: oracle+privileged − oracle+learned; world model:
+    oracle+privileged − learned+privileged. The rung losing the most is named (None where a rung was not run).
+    """
+    summ, cfg = results["summary"], results["settings"]
+    out = {}
+    for task in cfg["tasks"]:
+        rates = {v: (_pooled(summ, v, task) or {}).get("rate") for v in
+                 ("oracle+privileged", "oracle+learned", "learned+privileged", "vidplan")}
+        op = rates["oracle+privileged"]
+        loss = {"proposals/executor": None if op is None else 1.0 - op,
+                "reward": None if op is None or rates["oracle+learned"] is None else op - rates["oracle+learned"],
+                "world model": None if op is None or rates["learned+privileged"] is None
+                else op - rates["learned+privileged"]}
+        known = {k: v for k, v in loss.items() if v is not None}
+        out[task] = {"rates": rates, "loss": loss,
+                     "largest_loss": max(known, key=known.get) if len(known) == 3 else None}
+    return out
 
 
 def goals(results: dict) -> dict:
     """The issue's goals, evaluated on the summary (None where a variant or level was not run)."""
     summ, cfg = results["summary"], results["settings"]
     out: dict = {}
+    if "oracle+privileged" in summ:
+        per = {}
+        for task in ("touch", "push"):
+            c = _pooled(summ, "oracle+privileged", task)
+            per[task] = None if not c or not c["n"] else {"rate": c["rate"], "n": c["n"], "ci95": c["ci95"],
+                                                          "met": c["rate"] >= 0.9}
+        vals = [x["met"] for x in per.values() if x]
+        out["oracle_privileged_90_touch_push"] = {"per_task": per,
+                                                  "met": all(vals) if len(vals) == 2 else None}
+    out["ladder"] = ladder(results)
     if "vidplan" in summ and "random" in summ:
         per = {}
         for c in [str(c) for c in cfg["clutter"]]:
@@ -47,9 +88,8 @@ def goals(results: dict) -> dict:
                                                      else None}
     if "vidplan" in summ and "no-uq" in summ:
         a, b = summ["vidplan"]["all"]["all"], summ["no-uq"]["all"]["all"]
-        eps = {(r["variant"], r["clutter"], r["seed"]): r for r in results["episodes"]}
-        pairs = [(eps[("vidplan", c, s)], eps[("no-uq", c, s)]) for (v, c, s) in eps
-                 if v == "vidplan" and ("no-uq", c, s) in eps]
+        eps = {(r["variant"], r["clutter"], r["seed"], r["task"]): r for r in results["episodes"]}
+        pairs = [(eps[k], eps[("no-uq", *k[1:])]) for k in eps if k[0] == "vidplan" and ("no-uq", *k[1:]) in eps]
         out["uncertainty_weighting_effect"] = {
             "vidplan": a, "no_uq": b,
             "difference": None if not (a["n"] and b["n"]) else a["rate"] - b["rate"],
@@ -63,26 +103,42 @@ def markdown(res: dict) -> str:
     r = res["results"]
     cfg = r["settings"]
     cols = [str(c) for c in cfg["clutter"]] + ["all"]
-    lines = ["# Closed-loop success in simulation (VidPlan vs baselines)", "",
+    lines = ["# Closed-loop success in simulation: the oracle ladder, VidPlan and baselines", "",
              f"Machine: {res['machine']} ({res['cpu_count']} CPUs, shared with other jobs), torch {res['torch']}, "
-             f"{cfg['threads']} intra-op thread(s), CPU only. Wall time {res['wall_s']:.0f} s.", "",
+             f"1 intra-op thread, CPU only. Wall time {res['wall_s']:.0f} s. Commit `{r.get('commit')}`.", "",
              f"Command: `{res['command']}`", "",
-             f"Model `{cfg['model']}` ({cfg['backend']}, K={cfg['flow_steps']}); {cfg['episodes']} episode(s) "
-             f"per clutter level requested, tasks {', '.join(cfg['tasks'])}; budget {cfg['max_steps']} control steps "
-             f"({cfg['max_steps'] / 15:g} s); {cfg['open_loop_steps']} chunk steps executed per plan; "
-             f"{cfg['refine_iters']} refinement iterations; κ = {cfg['kappa']}; basis/random proposal speed "
-             f"{cfg['basis_speed_mps']} m/s.", ""]
+             f"Model `{cfg['model']}` ({cfg['backend']}); planner `{cfg['planner_config'] or 'planning/planner.yaml'}`"
+             f" with overrides {cfg['overrides'] or 'none'}; {cfg['episodes']} episodes per (task, clutter) cell for "
+             f"the core variants, {cfg['episodes_other']} for the others; tasks {', '.join(cfg['tasks'])}; scene "
+             f"seeds from {cfg['seed']} (the demo models trained on seeds ≥ 1000).", "",
+             "Oracle and privileged variants are diagnostics (the simulator as world model / the reward read from the "
+             "simulator state); they locate where success is lost and are never the product's result.", ""]
     if not r["complete"]:
-        lines += [f"**Partial run** (time budget): {r['not_run']} (episode, variant) pairs were not run.", ""]
-    lines += ["Success rate (successes/episodes), all task kinds together:", "",
-              "| variant | " + " | ".join(f"clutter {c}" if c != "all" else "all" for c in cols) + " | mean plan s |",
-              "|---|" + "---|" * (len(cols) + 1)]
-    for v in cfg["variants"]:
-        eps = [e for e in r["episodes"] if e["variant"] == v and e["plan_s_mean"] is not None]
-        plan = f"{sum(e['plan_s_mean'] for e in eps) / len(eps):.2f}" if eps else "–"
-        lines.append(f"| {v} | " + " | ".join(_rate(r["summary"][v]["all"][c]) for c in cols) + f" | {plan} |")
+        lines += [f"**Partial run** (time budget): {r['not_run']} (episode, variant) pairs were not run; rerunning "
+                  "the command resumes.", ""]
+    for task in [*cfg["tasks"], "all"]:
+        lines += [f"## Task: {task}", "", "Success rate (successes/episodes, Wilson 95 % interval):", "",
+                  "| variant | " + " | ".join(f"clutter {c}" if c != "all" else "all" for c in cols)
+                  + " | mean plan s |", "|---|" + "---|" * (len(cols) + 1)]
+        for v in cfg["variants"]:
+            eps = [e for e in r["episodes"] if e["variant"] == v and e["plan_s_mean"] is not None
+                   and (task == "all" or e["task"] == task)]
+            plan = f"{sum(e['plan_s_mean'] for e in eps) / len(eps):.2f}" if eps else "–"
+            lines.append(f"| {v} | " + " | ".join(_rate(r["summary"][v][task][c]) for c in cols) + f" | {plan} |")
+        lines.append("")
     g = res["goals"]
-    lines += ["", "## Goals", ""]
+    lines += ["## Goals", ""]
+    x = g.get("oracle_privileged_90_touch_push")
+    if x:
+        verdict = {True: "met", False: "not met", None: "not measured"}[x["met"]]
+        per = "; ".join(f"{t}: {d['rate']:.2f} of {d['n']} [{d['ci95'][0]:.2f}, {d['ci95'][1]:.2f}]" if d else
+                        f"{t}: not run" for t, d in x["per_task"].items())
+        lines.append(f"- oracle+privileged ≥ 90 % on touch and on push (pooled over clutter): **{verdict}** ({per}).")
+    lines += ["- Ladder (success lost at each swap, pooled over clutter; proposals/executor = 1 − oracle+privileged, "
+              "reward = oracle+privileged − oracle+learned, world model = oracle+privileged − learned+privileged):"]
+    for task, d in g["ladder"].items():
+        loss = ", ".join(f"{k} {v:+.2f}" if v is not None else f"{k} n/a" for k, v in d["loss"].items())
+        lines.append(f"  - {task}: {loss} → largest loss: **{d['largest_loss'] or 'not all rungs measured'}**")
     if "vidplan_above_random_every_clutter" in g:
         x = g["vidplan_above_random_every_clutter"]
         verdict = {True: "met", False: "not met", None: "not measured"}[x["met"]]
@@ -93,7 +149,7 @@ def markdown(res: dict) -> str:
         lines.append(f"- Uncertainty weighting: vidplan {_rate(x['vidplan'])} vs no-uq {_rate(x['no_uq'])} over "
                      f"{x['paired_episodes']} paired episodes (only vidplan succeeded: {x['only_vidplan_succeeded']}, "
                      f"only no-uq: {x['only_no_uq_succeeded']}).")
-    lines += ["", "Per task kind and the episodes' seeds: `bench/results/closed_loop_eval/table.md`; plot: "
+    lines += ["", "Per cell with seeds: `bench/results/closed_loop_eval/table.md`; plot: "
               "`bench/results/closed_loop_eval/success.png`; every episode: `closed_loop_eval/results.json`.", ""]
     if res.get("notes"):
         lines += ["## Notes", ""] + [f"- {n}" for n in res["notes"]] + [""]
@@ -103,23 +159,25 @@ def markdown(res: dict) -> str:
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--model", default=str(ROOT / "models" / "demo"))
-    ap.add_argument("--episodes", type=int, default=3)
+    ap.add_argument("--episodes", type=int, default=5, help="per (task, clutter) cell, core variants")
+    ap.add_argument("--episodes-other", type=int, default=3, help="per cell, the other variants")
     ap.add_argument("--clutter", default="0,1,2,3")
-    ap.add_argument("--tasks", default="touch,push")
-    ap.add_argument("--variants", default="vidplan,random,no-uq,scripted,argmax,scripted+vidplan")
-    ap.add_argument("--max-steps", type=int, default=225)
-    ap.add_argument("--refine-iters", type=int, default=5)
+    ap.add_argument("--tasks", default="touch,push,put")
+    ap.add_argument("--variants", default="oracle+privileged,oracle+learned,learned+privileged,vidplan,no-uq,argmax,"
+                    "random,scripted,scripted+vidplan")
     ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--basis-speed", type=float, default=0.15, help="EE speed of basis / random proposals [m/s]")
-    ap.add_argument("--backend", default="torch")
+    ap.add_argument("--set", action="append", default=[], dest="overrides", help="planner override KEY=VALUE")
+    ap.add_argument("--backend", default="onnxruntime")
     ap.add_argument("--time-budget", type=float, default=None, help="stop starting episodes after this many s")
     ap.add_argument("--out", default=str(OUT / "closed_loop_eval"))
+    ap.add_argument("--summarize-only", action="store_true", help="run nothing new; rewrite the summary from OUT")
     ap.add_argument("--note", action="append", default=[], help="a line for the summary's notes")
     a = ap.parse_args(argv)
 
     import torch
 
     from vidplan_core.eval.closed_loop import ClosedLoopConfig, run_closed_loop
+    from vidplan_core.planning.config import parse_override
 
     torch.set_num_threads(1)
     if not Path(a.model).is_dir():
@@ -127,10 +185,10 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     model = str(Path(a.model).resolve().relative_to(ROOT)) if Path(a.model).resolve().is_relative_to(ROOT) \
         else a.model
-    cfg = ClosedLoopConfig(model=model, episodes=a.episodes, clutter=[int(c) for c in a.clutter.split(",")],
-                           tasks=a.tasks.split(","), variants=a.variants.split(","), max_steps=a.max_steps,
-                           refine_iters=a.refine_iters, seed=a.seed, basis_speed_mps=a.basis_speed, backend=a.backend,
-                           threads=1)
+    cfg = ClosedLoopConfig(model=model, episodes=a.episodes, episodes_other=a.episodes_other,
+                           clutter=[int(c) for c in a.clutter.split(",")], tasks=a.tasks.split(","),
+                           variants=a.variants.split(","), seed=a.seed, backend=a.backend, threads=1,
+                           overrides=dict(parse_override(o) for o in a.overrides))
     from tqdm import tqdm
 
     t0 = time.perf_counter()
@@ -138,13 +196,16 @@ def main(argv: list[str] | None = None) -> int:
     os.chdir(ROOT)  # the model path is stored relative to the repository
     try:
         results = run_closed_loop(cfg, a.out, progress=lambda j, n: tqdm(j, total=n, desc="eval sim", unit="episode"),
-                                  time_budget_s=a.time_budget)
+                                  time_budget_s=0.0 if a.summarize_only else a.time_budget)
     finally:
         os.chdir(cwd)
+    wall = sum(e["wall_time_s"] for e in results["episodes"])
     res = {"benchmark": "closed_loop_eval", "machine": platform.platform(), "cpu_count": os.cpu_count(),
            "torch": torch.__version__, "command": "python bench/closed_loop_eval.py " + " ".join(argv or sys.argv[1:]),
-           "wall_s": time.perf_counter() - t0, "goals": goals(results), "notes": a.note,
-           "results": {k: results[k] for k in ("settings", "complete", "not_run", "summary", "episodes", "warnings")}}
+           "wall_s": max(wall, time.perf_counter() - t0), "goals": goals(results), "notes": a.note,
+           "commit": results.get("commit"), "cells": results["cells"],
+           "results": {k: results[k] for k in ("settings", "commit", "complete", "not_run", "summary", "episodes",
+                                               "warnings", "variant_overrides")}}
     OUT.mkdir(parents=True, exist_ok=True)
     (OUT / "closed_loop_eval.json").write_text(json.dumps(res, indent=2))
     (OUT / "closed_loop_eval.md").write_text(markdown(res))

@@ -86,15 +86,16 @@ train heads demo-heads
 say "7/7 assembling $OUT, exporting ONNX, writing MODEL_CARD.md"
 # Half-precision storage of the world-model parts (computed in float32; weights rounded once, here). The export then
 # stores them as float16 too, losslessly, in one weights file shared by all graphs (see models/README.md).
-vidplan assemble-models --runs "$WORK/runs" --out "$OUT" --overwrite --storage-dtype float16
-# The EDM teacher stays in $WORK/runs/world-model/final: planning needs only the flow map (its distilled copy), and
-# leaving it out keeps the bundle small. ONNX without graph simplification: onnxslim's constant folding stores
+vidplan assemble-models --runs "$WORK/runs" --out "$OUT" --overwrite --storage-dtype float16 --no-teacher
+# The EDM teacher stays in $WORK/runs/world-model/final (--no-teacher): planning needs only the flow map (its distilled
+# copy), and leaving it out keeps the bundle small. assemble-models writes the index $OUT/bundle.json; the export below
+# adds its onnx/ entry. ONNX without graph simplification: onnxslim's constant folding stores
 # transformed copies of the weights inside the graphs (56 → 35 MB for the forward graphs of this model).
 # Batch sizes: 7 = the planner's default candidates (6 basis directions + hold), 16 = CEM's default population, 1 for
 # single candidates. A count without its own graph runs padded to the next size (on a CPU that padding costs its
 # full compute: 7 candidates in the 16-graph took 2.2x as long); the graphs share one weights file, so each size
 # adds only its graph structure (~1 MB).
-rm -rf "$OUT/world_model" "$OUT/onnx"
+rm -rf "$OUT/onnx"
 vidplan export "$OUT" --out "$OUT/onnx" --flow-steps 1 --batch 1,7,16 --grad-batch 1 --simplify none --verify --compact
 python scripts/model_card.py --model "$OUT" --work "$WORK" --episodes "$EPISODES" \
   --recipe "STEPS_SCALE=$STEPS_SCALE $(env | grep -E '^STEPS_[A-Z_]+=' | grep -v STEPS_SCALE | sort | tr '\n' ' ')" \

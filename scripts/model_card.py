@@ -7,7 +7,9 @@ Measured here (nothing is copied from elsewhere):
 * on held-out episodes simulated here with seeds the training data never used (0, 1, ...): ``eval_bag`` of the
   assembled model for the flow map with K = 1, 2, 4 and for the EDM teacher it was distilled from (``<work>/runs/
   world-model/final``, Euler N = 25, 50; same initial noise) — prediction PSNR per horizon step, UQ ECE and
-  entropy–error rank correlation, reward-head bin accuracy and ECE (the heads scoring each predictor's frames).
+  entropy–error rank correlation, reward-head bin accuracy and ECE (the heads scoring each predictor's frames), and
+  controllability: the latent MSE with shuffled / mirrored actions vs the true ones (same noise) per horizon step,
+  and the action effect vs the noise effect on the predicted latents (``metrics.json`` ``controllability``).
 
 Usage: python scripts/model_card.py --model models/demo --work .cache/demo-models [--eval-episodes 3]
 """
@@ -50,6 +52,48 @@ def _fmt(x: float | None, digits: int = 3) -> str:
     return "n/a" if x is None or not np.isfinite(x) else f"{x:.{digits}f}"
 
 
+def controllability_section(per_label: dict[str, list[dict | None]]) -> list[str]:
+    """Markdown lines of the card's Controllability section from eval-bag ``metrics.json["controllability"]`` of each
+    predictor's held-out episodes (label → one section per episode, None where it was not computed).
+
+    Pooled over the episodes (each has the same number of windows): the mean latent MSE per horizon step of each
+    action variant, their ratio to the true actions' (the mean column: ratio of the means over the steps), and the
+    mean L2 norms of pred(true) − pred(mirrored) and pred(true) − pred(true, other noise) over whole windows.
+    """
+    L = ["## Controllability (does the world model use its actions?)",
+         "Held-out windows as above, each predicted with the same initial noise from the recorded actions (true), "
+         "with another window's chunk re-expressed from the current pose (shuffled) and with the position "
+         "displacements mirrored about the current pose (mirrored). Ratio = latent MSE with the variant / with the "
+         "true actions: 1.0 = the model ignores its actions, > 1 = wrong actions make its prediction worse. "
+         "Action vs noise effect: ‖pred(true) − pred(mirrored)‖ vs ‖pred(true) − pred(true, other noise)‖ (L2 over "
+         "a window's latents, mean over windows).", "",
+         "| predictor | shuffled / true per horizon step | mean | mirrored / true per horizon step | mean | "
+         "action effect (mirrored) | noise effect | action / noise |", "|---|---|---|---|---|---|---|---|"]
+    for label, secs in per_label.items():
+        ok = [c for c in secs if c and c.get("error")]
+        if not ok:
+            L.append(f"| {label} | n/a (not computed: re-run scripts/model_card.py --fresh) | | | | | | |")
+            continue
+        true = np.mean([c["error"]["true"]["latent_mse"]["per_step"] for c in ok], axis=0)
+        cells = []
+        for v in ("shuffled", "mirrored"):
+            rows = [c["error"][v]["latent_mse"]["per_step"] for c in ok if c["error"].get(v)]
+            if not rows:
+                cells += ["n/a (one window per episode)", "n/a"]
+                continue
+            var = np.mean(rows, axis=0)
+            with np.errstate(divide="ignore", invalid="ignore"):
+                per = var / true
+                tot = float(var.mean() / true.mean())
+            cells += [" / ".join(_fmt(float(x), 2) for x in per), _fmt(tot, 3)]
+        diff = [c["latent_difference"] for c in ok]
+        act = float(np.mean([d["action_mirrored"]["window"] for d in diff]))
+        noise = float(np.mean([d["noise"]["window"] for d in diff]))
+        L.append(f"| {label} | {' | '.join(cells)} | {_fmt(act, 2)} | {_fmt(noise, 2)} | "
+                 f"{_fmt(act / noise if noise > 0 else float('nan'), 3)} |")
+    return L
+
+
 def _reusable(done: Path, model_mtime: float, label: str, windows: int) -> dict | None:
     """An earlier evaluation's metrics if it ran after the model files were last written, with the same predictor
     and number of windows; else None."""
@@ -57,6 +101,8 @@ def _reusable(done: Path, model_mtime: float, label: str, windows: int) -> dict 
         return None
     m = json.loads(done.read_text())
     if m["settings"]["max_steps"] != windows or m["settings"].get("predictor") != label:
+        return None
+    if not m.get("controllability"):  # written before eval-bag measured controllability
         return None
     print(f"  {done.parent.name}: reusing {done}", flush=True)
     return m
@@ -95,10 +141,13 @@ def main() -> None:
     teacher = a.work / "runs" / "world-model" / "final"
     if teacher.is_dir():
         predictors |= {f"teacher N={n}": {"teacher_steps": n, "teacher_dir": str(teacher)} for n in (25, 50)}
-    # the evaluations run the torch models: a re-export of onnx/ alone does not make them stale
+    # the evaluations run the torch models: a re-export of onnx/ alone (which also updates the index bundle.json)
+    # does not make them stale
     model_mtime = max(p.stat().st_mtime for p in a.model.rglob("*")
-                      if p.is_file() and p.name != "MODEL_CARD.md" and "onnx" not in p.relative_to(a.model).parts)
+                      if p.is_file() and p.name not in ("MODEL_CARD.md", "bundle.json")
+                      and "onnx" not in p.relative_to(a.model).parts)
     per_k: dict[str, dict[str, list]] = {}
+    ctl: dict[str, list[dict | None]] = {}
     for label, settings in predictors.items():
         acc: dict[str, list] = defaultdict(list)
         sub = label.replace("flow map K=", "k").replace("teacher N=", "teacher_n")
@@ -118,6 +167,7 @@ def main() -> None:
             acc["rw_acc"].append(rw.get("bin_accuracy", float("nan")))
             acc["rw_ece"].append(rw.get("ece", float("nan")))
             acc["rollout_ms"].append(((m.get("latency") or {}).get("rollout") or {}).get("p50_ms", float("nan")))
+            ctl.setdefault(label, []).append(m.get("controllability"))
         per_k[label] = acc
 
     runs = {kind: last_val_metrics(a.work / "runs" / kind)
@@ -165,6 +215,7 @@ def main() -> None:
                  f"{_fmt(np.nanmean(acc['uq_ece']))} | "
                  f"{_fmt(np.nanmean(acc['uq_spearman']))} | {_fmt(np.nanmean(acc['rw_acc']))} | "
                  f"{_fmt(np.nanmean(acc['rw_ece']))} | {_fmt(np.nanmean(acc['rollout_ms']), 0)} |")
+    L += ["", *controllability_section(ctl)]
     if a.demo_result and a.demo_result.is_file():
         r = json.loads(a.demo_result.read_text())
         L += ["", f"## Closed loop (`make demo`: sim + planner + executor as ROS 2 processes, {r['backend']} "

@@ -60,12 +60,13 @@ def test_eval_bag_cli_with_topic_map_truncated_and_corrupt_bags(tmp_path):
     tmap.write_text("cameras: {left: /robot/left_cam/color, right: /robot/right_cam/color, "
                     "wrist: /robot/wrist_cam/color}\n")
     planner = tmp_path / "planner.yaml"
-    planner.write_text("gradopt: {refine_iters: 0}\n")  # argmax only: the gradient path is in the unit test
+    planner.write_text("session: {gradopt: {refine_iters: 0}}\n")  # argmax only: the gradient path is unit-tested
     out = tmp_path / "out"
     p = _run(["eval-bag", bag, "--model", model, "--out", out, "--topic-map", tmap, "--max-steps", "2",
               "--flow-steps", "1", "--shadow-max", "1", "--planner-config", planner, "--device", "cpu"])
     assert p.returncode == 0, p.stdout + p.stderr
     assert "complete: 2 windows" in p.stdout and "shadow planner: 1 plans" in p.stdout
+    assert "controllability (latent MSE ratio, 1.0 = action-blind): shuffled/true" in p.stdout
     assert "eval-bag robot_episode" in p.stderr  # the progress bar
     m = json.loads((out / "metrics.json").read_text())
     _numbers_finite(m, m["null_reasons"])

@@ -3,6 +3,7 @@ it publishes valid PlanChunks and diagnostics, and stops (ERROR diagnostic) when
 
 from __future__ import annotations
 
+import shutil
 import sys
 import threading
 from pathlib import Path
@@ -79,12 +80,12 @@ def test_planner_publishes_chunks_then_errors_when_a_camera_goes_silent(tmp_path
         assert msg.instruction == TASK and msg.header.frame_id == "panda_link0" and msg.plan_id >= 1
         assert len(chunk) == 3 and chunk.is_finite()  # tiny model: H = 3
         assert chunk.dt == pytest.approx(0.2)
-        # The chunk starts near the robot's pose (basis proposals move 5 cm/s).
+        # The chunk starts near the robot's pose (basis proposals move 15 cm/s: 3 cm per 0.2 s step).
         assert np.linalg.norm(chunk.position[0] - [0.3069, 0.0, 0.4869]) < 0.1
         ok = [d for d in listener["diags"] if d.status in (PlanDiagnostics.STATUS_OK, PlanDiagnostics.STATUS_BUDGET)]
         assert ok, [(d.status, d.reason) for d in listener["diags"]]
         d = ok[-1]
-        assert d.num_proposals == len(d.candidate_scores) == 7  # 6 basis directions + hold
+        assert d.num_proposals == len(d.candidate_scores) == 8  # 6 basis directions + hold + gripper toggle
         assert 0 <= d.chosen_index < d.num_proposals and np.isfinite(d.candidate_scores).all()
         assert "total" in d.stage_names and d.backend == "torch"
         # Debug pictures (published because someone subscribes): current vs predicted frames, the heat map, path.
@@ -108,8 +109,8 @@ def test_planner_publishes_chunks_then_errors_when_a_camera_goes_silent(tmp_path
 @pytest.mark.slow
 def test_planner_plans_on_onnxruntime_with_the_bundled_export(tmp_path, listener):
     """The robot profile's runtime: onnxruntime on models/demo/onnx (the shipped export, hashes checked at start-up).
-    Its batch sizes (1, 7, 16) fit the default 7 candidates, so the node logs no padding warning; its debug pictures
-    are decoded by the export's own decode graph."""
+    Its batch sizes (1, 7, 16) fit the default 8 candidates (7 + 1), so the node logs no padding warning; its debug
+    pictures are decoded by the export's own decode graph."""
     demo = Path(__file__).resolve().parents[2] / "models" / "demo"
     env = {"OMP_NUM_THREADS": "1"}
     pub_cmd = [sys.executable, str(SCRIPTS / "robot_stream_publisher.py"), "--width", "80", "--height", "48"]
@@ -118,7 +119,7 @@ def test_planner_plans_on_onnxruntime_with_the_bundled_export(tmp_path, listener
         assert wait_for(lambda: any(d.status == PlanDiagnostics.STATUS_OK for d in listener["diags"])
                         and listener["plans"], 120), planner.output()[-3000:]
         d = next(d for d in listener["diags"] if d.status == PlanDiagnostics.STATUS_OK)
-        assert d.backend == "onnxruntime" and d.num_proposals == len(d.candidate_scores) == 7
+        assert d.backend == "onnxruntime" and d.num_proposals == len(d.candidate_scores) == 8
         assert np.isfinite(d.candidate_scores).all()
         chunk = chunk_from_msg(listener["plans"][-1])
         assert len(chunk) == 5 and chunk.is_finite()  # demo model: H = 5
@@ -137,3 +138,15 @@ def test_planner_rejects_bad_parameters_and_missing_models(tmp_path, tiny_model_
     with started(_planner_cmd(tmp_path / "nope"), tmp_path / "b.log") as p:
         assert p.wait(60) == 2, p.output()
         assert "nope" in p.output()
+    # the model directory's index (bundle.json) names a part that is gone: exit 2 naming the key and the path
+    broken = Path(shutil.copytree(tiny_model_dir, tmp_path / "broken"))
+    shutil.rmtree(broken / "reward_head")
+    with started(_planner_cmd(broken), tmp_path / "c.log") as p:
+        assert p.wait(60) == 2, p.output()
+        assert "parts.reward_head" in p.output() and str(broken / "reward_head") in p.output(), p.output()
+    # the planner YAML is read (one planner configuration): a misspelt key in it is named, exit 2
+    bad_cfg = tmp_path / "planner.yaml"
+    bad_cfg.write_text("session:\n  proposals:\n    basis_sped_mps: 0.1\n")
+    with started(_planner_cmd(tiny_model_dir, planner_config=str(bad_cfg)), tmp_path / "d.log") as p:
+        assert p.wait(60) == 2, p.output()
+        assert "basis_sped_mps" in p.output() and str(bad_cfg) in p.output(), p.output()

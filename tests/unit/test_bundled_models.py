@@ -45,7 +45,7 @@ def test_layout_size_and_card():
     assert not [p for p in files if p.suffix in (".bin", ".pt", ".pth", ".pkl")], "weights must be safetensors"
     card = (DEMO / "MODEL_CARD.md").read_text()
     for needle in ("Held-out evaluation", "prediction PSNR", "UQ ECE", "reward-head", "retrieval_acc", "psnr",
-                   "teacher N=50", "flow map K=4"):
+                   "teacher N=50", "flow map K=4", "## Controllability", "shuffled / true"):
         assert needle in card, needle
 
 

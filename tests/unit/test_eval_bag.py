@@ -26,7 +26,9 @@ from vidplan_core.eval.bag_eval import (
     eval_bag,
     finite_or_null,
     image_size_from_cdr,
+    load_bundle,
 )
+from vidplan_core.runtime.loader import write_bundle_index
 from vidplan_core.spaces import VIEW_ORDER
 
 T0 = 1_000_000_000
@@ -208,15 +210,65 @@ def test_eval_bag_writes_finite_metrics_plots_and_report(tmp_path, episode_bag, 
     assert len(sh["position_m_per_step"]) == H
     assert 0 <= sh["position_m_mean"] < 0.2 and 0 <= sh["rotation_rad_mean"] < 0.3 and 0 <= sh["gripper_mean"] <= 1
     assert m["latency"]["planner"]["count"] == 1 and m["settings"]["text_conditioning"] is True
+    # controllability: the same 3 windows with shuffled and mirrored actions (same noise), ratios per step
+    ctl = m["controllability"]
+    assert ctl["windows"] == 3
+    for v in ("true", "shuffled", "mirrored"):
+        for q in ("latent_mse", "pixel_mse", "psnr_db"):
+            assert len(ctl["error"][v][q]["per_step"]) == H
+    assert ctl["error"]["true"]["latent_mse"]["per_step"] == pytest.approx(m["prediction"]["latent_mse"]["per_step"])
+    assert ctl["error"]["true"]["psnr_db"]["per_step"] == pytest.approx(m["prediction"]["psnr_db"]["mean"])
+    for v in ("shuffled", "mirrored"):
+        assert len(ctl["ratio"][v]["per_step"]) == H and ctl["ratio"][v]["mean"] > 0
+    d = ctl["latent_difference"]
+    assert d["noise"]["window"] > 0 and d["action_vs_noise"]["mirrored"] > 0
     # plots and report
     for name in ("psnr_per_step", "ssim_per_step", "uq_reliability", "reward_value", "shadow_errors", "latency",
-                 "example_0"):
+                 "controllability", "example_0"):
         assert res.plots[name].is_file() and res.plots[name].read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     html = res.report_path.read_text()
     assert html.startswith("<!DOCTYPE html>") and "data:image/png;base64," in html
     for p in res.plots.values():
         assert f"plots/{p.name}" in html
-    assert str(episode_bag) in html
+    assert str(episode_bag) in html and "Controllability" in html
+
+
+def test_controllability_of_an_action_blind_model_is_exactly_one(tmp_path, episode_bag, tiny_bundle):
+    """The tiny bundle with its action conditioning zeroed (the action MLP's last weights: every action gives the
+    same token) predicts the same with any actions under the same noise: ratio exactly 1.0, no action effect."""
+    import torch
+
+    from vidplan_core.models import FlowMap
+
+    blind = shutil.copytree(tiny_bundle, tmp_path / "blind")
+    fm = FlowMap.load(blind / "flow_map")
+    with torch.no_grad():
+        fm.model.action_encoder.action_encode[-1].weight.zero_()
+    fm.save_pretrained(blind / "flow_map")
+    m = json.loads(eval_bag(episode_bag, blind, tmp_path / "out", config=_cfg(shadow=False, max_steps=2,
+                                                                              examples=0)).metrics_path.read_text())
+    c = m["controllability"]
+    H = m["settings"]["horizon"]
+    for v in ("shuffled", "mirrored"):
+        assert c["ratio"][v] == {"per_step": [1.0] * H, "mean": 1.0}
+        assert c["pixel_mse_ratio"][v]["mean"] == 1.0
+    assert c["latent_difference"]["action_mirrored"]["window"] == 0.0
+    assert c["latent_difference"]["action_vs_noise"] == {"mirrored": 0.0, "shuffled": 0.0}
+    assert c["latent_difference"]["noise"]["window"] > 0
+
+
+def test_controllability_with_one_window_and_switched_off(tmp_path, episode_bag, tiny_bundle):
+    res = eval_bag(episode_bag, tiny_bundle, tmp_path / "one", config=_cfg(shadow=False, max_steps=1, examples=0))
+    m = json.loads(res.metrics_path.read_text())
+    _check_finite_or_explained(m, m["null_reasons"])
+    c = m["controllability"]
+    assert c["windows"] == 1 and c["ratio"]["shuffled"] is None and c["error"]["shuffled"] is None
+    assert "only 1 window" in m["null_reasons"]["controllability.ratio.shuffled"]
+    assert c["ratio"]["mirrored"]["mean"] > 0  # mirroring needs no other window
+    assert "only 1 window" in res.report_path.read_text()
+    m = eval_bag(episode_bag, tiny_bundle, tmp_path / "off",
+                 config=_cfg(shadow=False, max_steps=1, examples=0, controllability=False)).metrics
+    assert m["controllability"] is None and "switched off" in m["null_reasons"]["controllability"]
 
 
 def test_truncated_bag_is_salvaged_and_reported_partial(tmp_path, episode_bag, tiny_bundle):
@@ -315,6 +367,31 @@ def test_too_short_bag_and_broken_model_dir(tmp_path, tiny_bundle):
         eval_bag(bag, tmp_path / "no-model", tmp_path / "o", config=_cfg())
 
 
+def test_index_naming_a_missing_part_is_bad_input(tmp_path, episode_bag, tiny_bundle):
+    """The bundle's index (bundle.json, written by save) names a part that is gone: an error naming the key and
+    the path — even for a part eval-bag could do without (the UQ head), and for the teacher it is not asked to use."""
+    for part in ("uq_head", "world_model"):
+        broken = shutil.copytree(tiny_bundle, tmp_path / part)
+        shutil.rmtree(broken / part)
+        with pytest.raises(EvalBagError, match=rf"parts\.{part} names .*{part}, which does not exist"):
+            eval_bag(episode_bag, broken, tmp_path / "o", config=_cfg(shadow=False))
+    # without an index the same directory loads by its layout, the UQ metrics null with the reason
+    # the CLI: exit code 2, the key and the path named, nothing written
+    from typer.testing import CliRunner
+
+    from vidplan_core.cli import app
+
+    r = CliRunner().invoke(app, ["eval-bag", str(episode_bag), "--model", str(tmp_path / "uq_head"), "--out",
+                                 str(tmp_path / "cli"), "--no-progress", "--no-shadow"])
+    assert r.exit_code == 2 and "parts.uq_head" in r.output and str(tmp_path / "uq_head") in r.output, r.output
+    assert not (tmp_path / "cli" / "metrics.json").exists()
+    # without an index the same directory loads by its layout, the UQ head absent with the reason
+    no_index = tmp_path / "uq_head"
+    (no_index / "bundle.json").unlink()
+    b = load_bundle(no_index)
+    assert b.uq_head is None and "uq_head/" in b.missing["uq_head"] and b.index.inferred
+
+
 def test_teacher_predicts_instead_of_the_flow_map(tmp_path, episode_bag, tiny_bundle):
     """The model card's teacher row: the EDM teacher (N Euler steps, same initial noise) replaces the flow map."""
     cfg = {"shadow": False, "max_steps": 2}
@@ -327,6 +404,7 @@ def test_teacher_predicts_instead_of_the_flow_map(tmp_path, episode_bag, tiny_bu
     # an explicit teacher directory works too; a bundle without the teacher is a clear error
     bare = shutil.copytree(tiny_bundle, tmp_path / "bare")
     shutil.move(bare / "world_model", tmp_path / "teacher")
+    write_bundle_index(bare)  # re-indexed: its bundle.json no longer names the teacher (else: bad input, see below)
     explicit = _cfg(teacher_steps=3, teacher_dir=str(tmp_path / "teacher"), **cfg)
     te2 = eval_bag(episode_bag, bare, tmp_path / "te2", config=explicit)
     assert json.loads(te2.metrics_path.read_text())["prediction"] == te["prediction"]

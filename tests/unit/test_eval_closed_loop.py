@@ -16,7 +16,8 @@ import pytest
 pytest.importorskip("mujoco")
 
 EPISODE_KEYS = {"seed", "task", "clutter", "variant", "success", "steps", "wall_time_s", "reason", "instruction",
-                "cycles", "holds", "plan_s_mean", "sim_time_s", "exec_problems", "first_exec_problem", "chosen"}
+                "cycles", "holds", "plan_s_mean", "sim_time_s", "exec_problems", "first_exec_problem", "chosen",
+                "refine_skipped", "winner_survival", "index"}
 
 
 @pytest.fixture(scope="module")
@@ -35,7 +36,8 @@ def tiny_bundle(tmp_path_factory) -> Path:
 def _cfg(model: Path, **kw):
     from vidplan_core.eval.closed_loop import ClosedLoopConfig
 
-    base = dict(model=str(model), episodes=1, clutter=[0], tasks=["touch"], seed=1, width=96, height=64)
+    base = dict(model=str(model), episodes=1, episodes_other=1, clutter=[0], tasks=["touch"], seed=1, width=96,
+                height=64)
     base.update(kw)
     return ClosedLoopConfig(**base)
 
@@ -68,7 +70,8 @@ def test_eval_sim_scripted_succeeds_random_does_not(tiny_bundle, tmp_path):
         calls.append(total)
         return jobs
 
-    res = run_closed_loop(_cfg(tiny_bundle, variants=["scripted", "random"], max_steps=45), out, progress=progress)
+    res = run_closed_loop(_cfg(tiny_bundle, variants=["scripted", "random"], overrides={"episode_steps": 45}), out,
+                          progress=progress)
     assert calls == [2]
     eps = {r["variant"]: r for r in res["episodes"]}
     assert set(eps) == {"scripted", "random"}
@@ -82,30 +85,35 @@ def test_eval_sim_scripted_succeeds_random_does_not(tiny_bundle, tmp_path):
     assert rnd["cycles"] >= 7 and rnd["plan_s_mean"] > 0 and sum(rnd["chosen"].values()) == rnd["cycles"]
     assert all(lab.startswith("rand") for lab in rnd["chosen"])
     summ = res["summary"]
-    assert summ["scripted"]["touch"]["0"] == {"n": 1, "success": 1, "rate": 1.0}
-    assert summ["random"]["all"]["all"] == {"n": 1, "success": 0, "rate": 0.0}
+    assert summ["scripted"]["touch"]["0"] == {"n": 1, "success": 1, "rate": 1.0, "ci95": [0.2065, 1.0]}
+    assert summ["random"]["all"]["all"] == {"n": 1, "success": 0, "rate": 0.0, "ci95": [0.0, 0.7935]}
+    assert {"variant": "random", "task": "touch", "clutter": 0, "episodes": 1, "successes": 0,
+            "ci95": [0.0, 0.7935]} in res["cells"]
+    assert res["variant_overrides"]["random"] == {"session.gradopt.refine_iters": 0}
+    assert res["planner_configs"]["random"]["episode_steps"] == 45
     on_disk = json.loads((out / "results.json").read_text())
     assert on_disk["episodes"] == res["episodes"] and on_disk["seeds"] == [1]
     table = (out / "table.md").read_text()
-    assert "| scripted | 1.00 (1/1) |" in table and "| random | 0.00 (0/1) |" in table
+    assert "| scripted | 1/1 [0.21, 1.00] |" in table and "| random | 0/1 [0.00, 0.79] |" in table
     assert "seed 1, clutter 0" in table and "Partial" not in table
     png = (out / "success.png").read_bytes()
     assert png[:8] == b"\x89PNG\r\n\x1a\n" and len(png) > 5000
 
     # Resume: nothing is run again; other fixed settings are refused.
     lines = (out / "episodes.jsonl").read_text().splitlines()
-    res2 = run_closed_loop(_cfg(tiny_bundle, variants=["scripted", "random"], max_steps=45), out, progress=progress)
+    res2 = run_closed_loop(_cfg(tiny_bundle, variants=["scripted", "random"], overrides={"episode_steps": 45}), out,
+                          progress=progress)
     assert calls[-1] == 0 and (out / "episodes.jsonl").read_text().splitlines() == lines
     assert res2["episodes"] == res["episodes"]
-    with pytest.raises(ClosedLoopError, match="max_steps"):
-        run_closed_loop(_cfg(tiny_bundle, variants=["scripted"], max_steps=30), out)
+    with pytest.raises(ClosedLoopError, match="episode_steps"):
+        run_closed_loop(_cfg(tiny_bundle, variants=["scripted"], overrides={"episode_steps": 30}), out)
 
 
 def test_eval_sim_budget_decides_and_planner_variants_run(tiny_bundle, tmp_path):
     from vidplan_core.eval.closed_loop import run_closed_loop
 
-    res = run_closed_loop(_cfg(tiny_bundle, variants=["scripted", "no-uq", "scripted+vidplan"], max_steps=6,
-                               refine_iters=1), tmp_path / "short")
+    res = run_closed_loop(_cfg(tiny_bundle, variants=["scripted", "no-uq", "scripted+vidplan"],
+                               overrides={"episode_steps": 6, "session.gradopt.refine_iters": 1}), tmp_path / "short")
     eps = {r["variant"]: r for r in res["episodes"]}
     assert not eps["scripted"]["success"] and eps["scripted"]["steps"] == 6  # same episode, budget too short
     for v in ("no-uq", "scripted+vidplan"):
@@ -126,3 +134,63 @@ def test_eval_sim_cli_bad_input(tiny_bundle, tmp_path):
     r = CliRunner().invoke(app, ["eval", "sim", "--model", str(tmp_path / "nope"), "--variants", "argmax",
                                  "--out", str(tmp_path / "y")])
     assert r.exit_code == 2 and "nope" in r.output and not (tmp_path / "y").exists()
+    r = CliRunner().invoke(app, ["eval", "sim", "--variants", "scripted", "--set", "session.gradopt.kapa=1",
+                                 "--out", str(tmp_path / "z")])
+    assert r.exit_code == 2 and "session.gradopt.kapa" in r.output and not (tmp_path / "z").exists()
+
+
+def test_oracle_backend_reproduces_the_executed_chunk():
+    """The oracle's rollout of a chunk ends where executing that chunk for real ends (< 1 mm), and leaves the scene
+    as it found it."""
+    from vidplan_core.eval.closed_loop import _Executor
+    from vidplan_core.kinematics import PandaKinematics
+    from vidplan_core.planning.proposals import basis_velocity_proposals
+    from vidplan_core.runtime.base import PlanningContext
+    from vidplan_core.safety import SafetyLimits
+    from vidplan_core.spaces import EEChunk
+    from vidplan_sim.env import SimEnv
+    from vidplan_sim.oracle import OracleBackend
+    from vidplan_sim.privileged import PrivilegedReward
+
+    env, kin = SimEnv(render=False), PandaKinematics()
+    env.reset(seed=3, clutter=1, task="touch the red cube")
+    be = OracleBackend(env, kin, reward=PrivilegedReward())
+    q, pose, T0 = env.joint_positions(), env.ee_action(), env.ee_pose()
+    props = basis_velocity_proposals(kin, q, 5, speed=0.15, gripper=0.0, euler_center=pose[3:6])
+    be.set_context(PlanningContext(np.zeros((1, 3, 3, 1, 1), np.uint8), pose[None], "touch the red cube"))
+    out = be.rollout(props.actions)
+    assert out.semantic_score.shape == (6, 5) and np.isfinite(out.semantic_score).all()
+    assert np.allclose(env.ee_pose(), T0) and env.time == 0.0  # restored
+    i = props.labels.index("+x")
+    gripper, problem = _Executor(env, kin, SafetyLimits()).start(EEChunk.from_actions(props.actions[i]), 5)
+    assert problem == "" and len(gripper) == 5
+    for _ in range(5 * 3):
+        env.step(1.0 / 15)
+    assert np.linalg.norm(env.ee_pose()[:3, 3] - be.last_tcp[i, -1]) < 1e-3
+    assert be.last_tcp[i, -1, 0] - pose[0] > 0.1  # it did move along +x (15 cm planned)
+
+
+def test_oracle_privileged_planner_picks_the_direction_towards_the_target():
+    """On a fixed scene, the planner with the oracle world model and the privileged reward chooses the basis direction
+    that brings the TCP closest to the touch target, and its first executed step moves that way."""
+    from vidplan_core.kinematics import PandaKinematics
+    from vidplan_core.planning.config import load_planning_config
+    from vidplan_core.planning.session import PlanningSession
+    from vidplan_sim.env import SimEnv
+    from vidplan_sim.oracle import OracleBackend
+    from vidplan_sim.privileged import PrivilegedReward
+
+    env, kin = SimEnv(render=False), PandaKinematics()
+    env.reset(seed=0, clutter=0, task="touch the green cylinder")
+    cfg = load_planning_config(None, {"session.gradopt.refine_iters": 0, "session.gradopt.score.kappa": 0.0,
+                                      "session.gradopt.score.lam": 0.0, "session.proposals.gripper_toggle": False})
+    session = PlanningSession(OracleBackend(env, kin, limits=cfg.limits, reward=PrivilegedReward()), kin, cfg.session)
+    pose = env.ee_action()
+    res, props = session.plan(np.zeros((1, 3, 3, 1, 1), np.uint8), pose[None], env.joint_positions(),
+                              "touch the green cylinder")
+    target = env.object_pose(env.task.object_name)[:3]
+    final = {lab: np.linalg.norm(a[:, :3] - target, axis=1).min() for lab, a in zip(props.labels, props.actions,
+                                                                                     strict=True)}
+    assert res.chosen_label == min(final, key=final.get)
+    assert res.chosen_label == "-z"  # the target is 0.46 m below and 0.08 m ahead of the home TCP
+    assert res.chunk.actions[0, 2] < pose[2] - 0.01

@@ -63,3 +63,51 @@ def test_entropy_weighted_value_gradients():
     j.sum().backward()
     assert v.grad is not None and (v.grad > 0).all()  # more value → higher J
     assert h.grad is not None and (h.grad < 0).all()  # more uncertainty → lower J
+
+
+def test_uncertainty_can_only_lower_a_score():
+    """For every base score (positive or negative), more uncertainty never gives a higher reward; with w = 1 the
+    reward is the base score. (The plain product w·b raised negative scores towards 0.)"""
+    import torch
+
+    from vidplan_core.planning.objective import frame_reward, hierarchical_reward
+
+    r_s = torch.linspace(-1, 1, 21)[:, None].repeat(1, 3)
+    dist = torch.full_like(r_s, 0.3)
+    prev = None
+    for h in torch.linspace(0, 1, 11):
+        r = frame_reward(r_s, torch.full_like(r_s, float(h)), dist, lam=0.5, kappa=3.0)
+        if prev is None:
+            assert torch.allclose(r, r_s - 0.5 * dist)
+        else:
+            assert (r <= prev + 1e-12).all()
+        prev = r
+    neg = torch.tensor([[-0.2, -0.1]])
+    assert (hierarchical_reward(neg, torch.tensor([[0.9, 0.9]]))[0] < hierarchical_reward(neg, torch.zeros(1, 2))[0]
+            ).all()
+    lin = frame_reward(neg, torch.tensor([[0.5, 0.5]]), kind="linear")
+    assert torch.allclose(lin, neg * 1.5)
+
+
+def test_centring_map_comes_from_the_wrist_view_by_default():
+    """The centring term's semantic map is computed on ``centring_view`` (default 2, the wrist camera, whose image
+    centre is under the gripper) while the semantic score stays on the scored view; the export records the view."""
+    import torch
+
+    from vidplan_core.runtime.bundle import random_planner_models
+    from vidplan_core.runtime.graphs import SemanticGraph
+    from vidplan_core.runtime.torch_backend import build_graphs
+
+    torch.manual_seed(0)
+    models = random_planner_models("tiny", seed=0)
+    assert models.centring_view == 2 and models.semantic_view == 0
+    g = build_graphs(models, 1)["semantic"]
+    assert (g.view, g.map_view) == (0, 2)
+    c, h, w = models.suite.autoencoder.latent_shape
+    lat = torch.randn(2, 3, c, h, w)
+    text = torch.nn.functional.normalize(torch.randn(1, models.text_dim()), dim=-1)
+    with torch.no_grad():
+        score, sim = g(lat, text)
+        score0, sim0 = SemanticGraph(models.suite.autoencoder, models.scorer, 0)(lat, text)
+        _, sim2 = SemanticGraph(models.suite.autoencoder, models.scorer, 2)(lat, text)
+    assert torch.allclose(score, score0) and torch.allclose(sim, sim2) and not torch.allclose(sim, sim0)

@@ -88,3 +88,49 @@ def test_rtc_latency_pose_and_blend():
     blended = blend_chunks(acts[2:], new, blend_steps=2)
     assert blended.position[0, 0] == pytest.approx((2 / 3) * 0.3 + (1 / 3) * 1.0)
     assert blended.position[2, 0] == pytest.approx(1.0)
+
+
+def test_proposals_stay_inside_the_executor_limits(kin):
+    """Bounded by the executor's safety limits (one source: PlanningConfig.limits), no basis proposal is rejected by
+    the execution core: the motion stops at the workspace wall and joint speed stays below the allowance."""
+    from vidplan_core.execution import JointPlan, plan_execution
+    from vidplan_core.planning.config import load_planning_config
+    from vidplan_core.planning.session import PlanningSession
+    from vidplan_core.spaces import EEChunk
+
+    cfg = load_planning_config()
+    assert cfg.session.gradopt.position_min == tuple(cfg.limits.workspace_min)
+    pc = cfg.session.proposals
+    assert pc.workspace_max == cfg.limits.workspace_max and pc.joint_velocity_scale == cfg.limits.joint_velocity_scale
+    T = kin.fk(HOME_Q)
+    T[:3, 3] = [0.5, 0.43, 0.04]  # 2 cm from two walls of the box (y max, z min)
+    q = kin.ik(T, HOME_Q, max_iters=500).q
+    near_wall = kin.fk(q)[:3, 3]
+    assert np.allclose(near_wall, T[:3, 3], atol=1e-3)
+    session = PlanningSession.__new__(PlanningSession)
+    session.kin, session.config, session.horizon = kin, cfg.session, 5
+    pose = kin.fk_action(q)
+    pose = np.append(pose, 0.0)
+    props = PlanningSession.proposals(session, q, pose)
+    assert "toggle_gripper" in props.labels and "hold" in props.labels
+    tog = props.actions[props.labels.index("toggle_gripper")]
+    assert np.allclose(tog[:, 6], 1.0) and np.allclose(tog[:, :6], pose[:6])
+    lo, hi = np.array(cfg.limits.workspace_min), np.array(cfg.limits.workspace_max)
+    for lab, a in zip(props.labels, props.actions, strict=True):
+        assert (a[:, :3] >= lo - 1e-6).all() and (a[:, :3] <= hi + 1e-6).all(), (lab, a[:, :3], near_wall)
+        res = plan_execution(EEChunk.from_actions(a), q, kin, cfg.limits, "reject")
+        assert isinstance(res, JointPlan), (lab, res)
+
+
+def test_planner_config_unknown_key_is_named():
+    import pytest as _pytest
+
+    from vidplan_core.planning.config import PlanningConfigError, load_planning_config, parse_override
+
+    with _pytest.raises(PlanningConfigError, match=r"session\.gradopt\.kapa"):
+        load_planning_config(None, {"session.gradopt.kapa": 1})
+    with _pytest.raises(PlanningConfigError, match="open_loop_steps"):
+        load_planning_config(None, {"open_loop_steps": 0})
+    assert parse_override("session.proposals.basis_speed_mps=0.1") == ("session.proposals.basis_speed_mps", 0.1)
+    cfg = load_planning_config(None, dict([parse_override("limits.workspace_max=[0.7, 0.4, 0.6]")]))
+    assert cfg.session.gradopt.position_max == (0.7, 0.4, 0.6)

@@ -1,10 +1,16 @@
-"""PlannerModels: loading a planner model directory, and model/config mismatches as clear start-up errors."""
+"""PlannerModels: loading a planner model directory, and model/config mismatches as clear start-up errors; the one
+loader of a model directory (vidplan_core.runtime.loader) and its index bundle.json."""
 
 from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
 
 import pytest
 import torch
 
+from vidplan_core.runtime import loader as L
 from vidplan_core.runtime.base import BackendError
 from vidplan_core.runtime.bundle import PlannerModels, random_planner_models
 from vidplan_core.runtime.torch_backend import TorchBackend
@@ -32,3 +38,199 @@ def test_load_model_directory_and_mismatches(tmp_path):
         TorchBackend(other)
     with pytest.raises(BackendError, match="CUDA"):
         TorchBackend(m, bf16=True) if not torch.cuda.is_available() else pytest.skip("CUDA present")
+
+
+# ------------------------------------------------------------------------------------------------------ the index
+# One loader for a model directory (vidplan_core.runtime.loader), driven by its index bundle.json.
+DEMO = Path(__file__).resolve().parents[2] / "models" / "demo"
+
+
+@pytest.fixture(scope="module")
+def saved(tmp_path_factory) -> Path:
+    torch.set_num_threads(1)
+    d = tmp_path_factory.mktemp("indexed") / "model"
+    random_planner_models("tiny", seed=0).save(d)
+    return d
+
+
+def _copy(saved: Path, tmp_path: Path) -> Path:
+    return Path(shutil.copytree(saved, tmp_path / "model"))
+
+
+def test_save_writes_the_index_and_loading_goes_through_it(saved, tmp_path):
+    idx = json.loads((saved / L.BUNDLE_INDEX).read_text())
+    assert idx == {"format": "vidplan-bundle/1", "config": "tiny",
+                   "parts": {p: p for p in L.MODEL_PARTS}}  # the teacher too: the suite has one
+    d = _copy(saved, tmp_path)
+    # the index, not the layout, says where a part is
+    (d / "heads").mkdir()
+    shutil.move(d / "uq_head", d / "heads" / "uq")
+    idx["parts"]["uq_head"] = "heads/uq"
+    (d / L.BUNDLE_INDEX).write_text(json.dumps(idx))
+    lb = L.load_planner_backend(d, "torch", threads=1)
+    assert isinstance(lb.backend, TorchBackend) and lb.kind == "torch"
+    assert lb.view_size == (16, 16) and (lb.num_history, lb.horizon) == (2, 3) and lb.warnings == []
+    assert lb.index.source == d / L.BUNDLE_INDEX and lb.index.config == "tiny" and lb.models.config_name == "tiny"
+    assert PlannerModels.load(d).suite.uq_head is not None
+    # saving again re-indexes what is there and keeps the configuration name
+    lb.models.save(tmp_path / "again")
+    again = L.read_bundle_index(tmp_path / "again")
+    assert again.config == "tiny" and again.parts["uq_head"] == "uq_head"
+
+
+def test_an_index_naming_a_missing_part_is_an_error_naming_key_and_path(saved, tmp_path):
+    d = _copy(saved, tmp_path)
+    shutil.rmtree(d / "reward_head")
+    for backend in ("torch", "onnxruntime", "tensorrt"):  # before any runtime is touched, whichever is asked for
+        with pytest.raises(L.BundleError, match=r"parts\.reward_head names .*reward_head, which does not exist") as e:
+            L.load_planner_backend(d, backend)
+        assert e.value.key == "parts.reward_head" and e.value.path == d / "reward_head"
+        assert isinstance(e.value, BackendError)
+    with pytest.raises(BackendError, match=r"parts\.reward_head"):
+        PlannerModels.load(d)
+    assert "parts.reward_head" in L.bundle_problems(d, "torch")[0]
+    # an export the index names but that is gone
+    d2 = _copy(saved, tmp_path / "b")
+    idx = json.loads((d2 / L.BUNDLE_INDEX).read_text())
+    (d2 / L.BUNDLE_INDEX).write_text(json.dumps({**idx, "export": {"path": "onnx", "manifest": "onnx/manifest.json"}}))
+    with pytest.raises(L.BundleError, match=r"export\.path names .*onnx, which does not exist") as e:
+        L.load_planner_backend(d2, "torch")
+    assert e.value.key == "export.path"
+    # a bad index: typo'd key, unknown part, another format, not JSON, absolute path — each named
+    for bad, key in (({**idx, "part": {}}, "part"), ({**idx, "parts": {"flowmap": "flow_map"}}, "parts.flowmap"),
+                     ({**idx, "format": "vidplan-bundle/9"}, "format"),
+                     ({**idx, "parts": {"flow_map": str(d2 / "flow_map")}}, "parts.flow_map")):
+        (d2 / L.BUNDLE_INDEX).write_text(json.dumps(bad))
+        with pytest.raises(L.BundleError, match=key.replace(".", r"\.")) as e:
+            L.read_bundle_index(d2)
+        assert e.value.key == key and str(d2 / L.BUNDLE_INDEX) in str(e.value)
+    (d2 / L.BUNDLE_INDEX).write_text("{not json")
+    with pytest.raises(L.BundleError, match="invalid JSON"):
+        L.read_bundle_index(d2)
+    # what the directory lacks for the backend asked for
+    d3 = _copy(saved, tmp_path / "c")
+    shutil.rmtree(d3 / "semantic")
+    L.write_bundle_index(d3)  # re-indexed after removing a part on purpose
+    assert "semantic" not in L.read_bundle_index(d3).parts
+    with pytest.raises(L.BundleError, match=r"names no 'semantic' \(the torch backend\)"):
+        L.load_planner_backend(d3, "torch")
+    with pytest.raises(L.BundleError, match=r"names no 'export' \(the onnxruntime backend\)"):
+        L.load_planner_backend(d3, "onnxruntime")
+    with pytest.raises(L.BundleError, match="does not exist"):
+        L.load_planner_backend(tmp_path / "nope")
+
+
+def test_a_directory_without_an_index_loads_by_the_layout(saved, tmp_path):
+    d = _copy(saved, tmp_path)
+    (d / L.BUNDLE_INDEX).unlink()
+    (d / "heads").mkdir()
+    shutil.move(d / "reward_head", d / "heads" / "reward_head")  # the alternative names of earlier bundles
+    shutil.move(d / "autoencoder", d / "vae")
+    idx = L.read_bundle_index(d)
+    assert idx.inferred and idx.source is None and idx.config is None and idx.export is None
+    assert idx.parts["reward_head"] == "heads/reward_head" and idx.parts["autoencoder"] == "vae"
+    lb = L.load_planner_backend(d, "torch")
+    assert isinstance(lb.backend, TorchBackend) and lb.view_size == (16, 16)
+    shutil.rmtree(d / "flow_map")
+    with pytest.raises(L.BundleError, match=r"model directory .* has no flow_map/ \(the torch backend; a part is a "
+                                            r"directory with config\.json\)"):
+        L.load_planner_backend(d, "torch")
+    # a metadata bundle.json of earlier versions (no format) keeps working: layout inferred, value_gamma kept
+    (d / L.BUNDLE_INDEX).write_text(json.dumps({"value_gamma": 0.9}))
+    legacy = L.read_bundle_index(d)
+    assert legacy.inferred and legacy.value_gamma == 0.9
+
+
+def test_export_is_recorded_in_the_index_when_inside_the_model_directory(saved, tmp_path):
+    d = _copy(saved, tmp_path)
+    assert L.record_export(d, tmp_path / "elsewhere") is None
+    assert "export" not in json.loads((d / L.BUNDLE_INDEX).read_text())
+    (d / "onnx_k4").mkdir()
+    (d / "onnx_k4" / "manifest.json").write_text("{}")  # record_export only needs the manifest to be there
+    assert L.record_export(d, d / "onnx_k4") == d / L.BUNDLE_INDEX
+    idx = json.loads((d / L.BUNDLE_INDEX).read_text())
+    assert idx["export"] == {"path": "onnx_k4", "manifest": "onnx_k4/manifest.json"} and idx["config"] == "tiny"
+    assert L.read_bundle_index(d).export_dir == d / "onnx_k4"
+    # an index-less directory with an export in it gets one
+    d2 = _copy(saved, tmp_path / "b")
+    (d2 / L.BUNDLE_INDEX).unlink()
+    (d2 / "onnx").mkdir()
+    (d2 / "onnx" / "manifest.json").write_text("{}")
+    assert L.infer_bundle_index(d2).export == L.ExportEntry(path="onnx", manifest="onnx/manifest.json")
+    L.record_export(d2, d2 / "onnx")
+    assert json.loads((d2 / L.BUNDLE_INDEX).read_text())["export"]["path"] == "onnx"
+
+
+def test_the_bundled_demo_has_an_index_and_loads_through_it():
+    idx = L.read_bundle_index(DEMO)
+    assert idx.source == DEMO / L.BUNDLE_INDEX and idx.config == "demo"
+    assert "world_model" not in idx.parts  # the teacher is not shipped
+    assert set(idx.parts) == set(L.PLANNER_PARTS) and idx.export_dir == DEMO / "onnx"
+    assert idx.view_size("torch") == idx.view_size("onnxruntime") == (48, 80)
+    assert L.bundle_problems(DEMO, "torch") == L.bundle_problems(DEMO, "onnxruntime") == []
+    from vidplan_core.runtime.ort_backend import OnnxRuntimeBackend
+
+    lb = L.load_planner_backend(DEMO, "onnxruntime", threads=1)
+    assert isinstance(lb.backend, OnnxRuntimeBackend) and lb.view_size == (48, 80) and lb.horizon == 5
+    assert lb.models is None and lb.with_objective(None) is lb.backend
+
+
+def test_planner_node_eval_sim_and_eval_bag_use_the_one_loader(saved, monkeypatch):
+    """The planner node, eval sim and eval-bag's shadow planner all build their backend with load_planner_backend,
+    from the same directory, and get the same backend type."""
+    calls: list[tuple[Path, str]] = []
+    real = L.load_planner_backend
+
+    def spy(model_dir, backend="torch", *a, **kw):
+        calls.append((Path(model_dir), backend))
+        return real(model_dir, backend, *a, **kw)
+
+    monkeypatch.setattr(L, "load_planner_backend", spy)
+    made = {}
+    from vidplan_core.eval.closed_loop import ClosedLoopConfig, _load_backends
+
+    loaded = _load_backends(ClosedLoopConfig(model=str(saved)), need_no_uq=True)
+    made["eval sim"] = loaded.backends["default"]
+    assert isinstance(loaded.backends["no-uq"], TorchBackend) and loaded.backends["no-uq"].objective.kappa == 0.0
+    assert loaded.backends["no-uq"].models is loaded.backends["default"].models  # same weights, not loaded twice
+
+    from vidplan_core.eval import bag_eval
+
+    bundle = bag_eval.load_bundle(saved)
+    scorer, why = bag_eval._load_scorer(bundle, "cpu")
+    session, why = bag_eval._make_shadow_planner(bundle, scorer, bag_eval.EvalBagConfig(), "cpu", None)
+    assert session is not None, why
+    made["eval-bag"] = session.backend
+    assert session.backend.models.suite.flow_map is bundle.flow_map  # handed the evaluation's models
+
+    try:
+        from vidplan_ros.planner_node import load_backend
+    except ImportError:  # rclpy not installed here: the node's loader is checked by tests/integration
+        load_backend = None
+    if load_backend is not None:
+        made["planner node"] = load_backend(str(saved), "torch").backend
+    assert {type(b) for b in made.values()} == {TorchBackend}
+    assert calls == [(saved, "torch")] * len(made), (calls, list(made))  # one call per caller
+
+
+def test_eval_sim_fails_before_any_episode_when_the_index_names_a_missing_part(saved, tmp_path):
+    """run_closed_loop loads the models first: ClosedLoopError naming key and path (the CLI prints it and exits 2),
+    nothing written, no episode run."""
+    pytest.importorskip("mujoco")
+    from vidplan_core.eval.closed_loop import ClosedLoopConfig, ClosedLoopError, run_closed_loop
+
+    d = _copy(saved, tmp_path)
+    shutil.rmtree(d / "uq_head")
+    out = tmp_path / "run"
+    cfg = ClosedLoopConfig(model=str(d), episodes=1, clutter=[0], tasks=["touch"], variants=["vidplan"])
+    with pytest.raises(ClosedLoopError, match=r"parts\.uq_head names .*uq_head, which does not exist"):
+        run_closed_loop(cfg, out, env_factory=lambda: pytest.fail("an episode was started"))
+    assert not out.exists() or not any(out.iterdir())
+    from typer.testing import CliRunner
+
+    from vidplan_core.cli import app
+
+    r = CliRunner().invoke(app, ["eval", "sim", "--model", str(d), "--out", str(out), "--episodes", "1", "--clutter",
+                                 "0", "--variants", "vidplan", "--no-progress"])
+    assert r.exit_code == 2 and "parts.uq_head" in r.output, r.output
+    assert not out.exists() or not any(out.iterdir())

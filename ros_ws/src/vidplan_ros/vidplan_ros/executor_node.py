@@ -6,7 +6,8 @@ result = status/reason/final errors, cancel holds the arm), ``/joint_states`` an
 (std_msgs/Bool, latched: transient-local + reliable). Service ``/vidplan/reset_estop`` (std_srvs/Trigger) releases
 a latched estop. Publishes ``/diagnostics`` (status, last rejection reason, counters, latency).
 
-Per chunk: refuse when the estop is latched or joint states are missing/stale → safety filter
+Per chunk: refuse when the estop is latched or joint states are missing/stale → the execution core
+:func:`vidplan_core.execution.plan_execution` (the same code the in-process evaluations run): safety filter
 (:func:`vidplan_core.safety.filter_chunk`: NaN, lengths, staleness, frame, workspace box, per-step translation and
 rotation, gripper range; ``reject`` or ``clip``) → damped-least-squares IK from the measured joint state with
 continuity across steps (stops at the last reachable step and reports) → joint position/velocity check →
@@ -76,8 +77,9 @@ from sensor_msgs.msg import JointState
 from std_msgs.msg import Bool, Float64
 from std_srvs.srv import Trigger
 
-from vidplan_core.kinematics import PandaKinematics, actions_to_transforms, rotation_error
-from vidplan_core.safety import SafetyLimits, check_joint_trajectory, filter_chunk
+from vidplan_core.execution import IKOptions, Rejection, plan_execution
+from vidplan_core.kinematics import PandaKinematics, rotation_error
+from vidplan_core.safety import SafetyLimits
 from vidplan_interfaces.action import ExecuteChunk
 from vidplan_interfaces.msg import PlanChunk
 from vidplan_ros.conversions import stamp_to_sec
@@ -88,6 +90,15 @@ Result = ExecuteChunk.Result
 ESTOP_QOS = QoSProfile(depth=1, reliability=ReliabilityPolicy.RELIABLE, durability=DurabilityPolicy.TRANSIENT_LOCAL)
 STATUS_NAMES = {Result.STATUS_SUCCEEDED: "succeeded", Result.STATUS_REJECTED: "rejected",
                 Result.STATUS_ABORTED: "aborted", Result.STATUS_CANCELED: "canceled", Result.STATUS_ESTOP: "estop"}
+
+
+def _chunk_mapping(msg: PlanChunk) -> dict[str, object]:
+    """PlanChunk → the raw mapping :func:`vidplan_core.execution.plan_execution` checks: ``position`` (H, 3) [m],
+    ``quaternion`` (H, 4) xyzw, ``gripper`` (G,) and ``dt`` [s] (lengths not checked here: the safety filter does)."""
+    return {"position": np.array([[p.position.x, p.position.y, p.position.z] for p in msg.poses]).reshape(-1, 3),
+            "quaternion": np.array([[p.orientation.x, p.orientation.y, p.orientation.z, p.orientation.w]
+                                    for p in msg.poses]).reshape(-1, 4),
+            "gripper": np.asarray(msg.gripper, dtype=np.float64), "dt": float(msg.dt)}
 
 
 @dataclass
@@ -155,10 +166,8 @@ class ExecutorNode(Node):
         self.js_topic = js_topic
         self.js_timeout = float(p("joint_state_timeout_s", 0.5).value)
         self.time_scale = float(p("time_scale", 1.0).value)
-        self.ik_opts = dict(max_iters=int(p("ik_max_iterations", 100).value),
-                            position_tol=float(p("ik_position_tolerance", 5e-4).value),
-                            rotation_tol=float(p("ik_rotation_tolerance", 5e-3).value),
-                            damping=float(p("ik_damping", 0.01).value))
+        ik_defaults = IKOptions()  # parameter ik_<field> for each field: ik_max_iterations, ik_position_tolerance, ...
+        ik_params = {f: p(f"ik_{f}", getattr(ik_defaults, f)).value for f in IKOptions.model_fields}
         self.goal_pos_tol = float(p("goal_position_tolerance", 0.005).value)
         self.goal_rot_tol = float(p("goal_orientation_tolerance", float(np.radians(2.0))).value)
         self.settle_timeout = float(p("settle_timeout_s", 2.0).value)
@@ -180,6 +189,12 @@ class ExecutorNode(Node):
         if not hold_time >= 0:
             raise ValueError(f"parameter hold_time_s must be >= 0, got {hold_time}")
         self.limits = SafetyLimits(**limit_params)
+        try:
+            self.ik_options = IKOptions(**ik_params)
+        except ValueError as exc:  # pydantic's ValidationError: name the parameters (ik_<field>), not the fields
+            errors = exc.errors() if hasattr(exc, "errors") else []
+            raise ValueError("; ".join(f"parameter ik_{e['loc'][0]}: {e['msg']} (got {e['input']})"
+                                       for e in errors) or str(exc)) from exc
         self.kin = PandaKinematics(urdf_path or None, ee_frame or None)
         self.joint_names = [f"{self.joint_prefix}_joint{i}" for i in range(1, 8)]
         self.finger_name = f"{self.joint_prefix}_finger_joint1"
@@ -356,47 +371,23 @@ class ExecutorNode(Node):
             return self._reject(Result.STATUS_REJECTED, f"joint states are stale ({age:.2f} s old > "
                                 f"joint_state_timeout_s={self.js_timeout}); refusing to move")
         ts = time_scale if time_scale > 0 else self.time_scale
-        n_pose, n_grip = len(msg.poses), len(msg.gripper)
-        pos = np.array([[p.position.x, p.position.y, p.position.z] for p in msg.poses]).reshape(-1, 3)
-        quat = np.array([[p.orientation.x, p.orientation.y, p.orientation.z, p.orientation.w]
-                         for p in msg.poses]).reshape(-1, 4)
-        grip = np.asarray(msg.gripper, dtype=np.float64)
-        if max_steps and n_pose == n_grip:
-            pos, quat, grip = pos[:max_steps], quat[:max_steps], grip[:max_steps]
         stamp = stamp_to_sec(msg.header.stamp)
-        plan_age = float("inf") if stamp == 0 else self._now() - stamp
-        T_cur = self.kin.fk(q)
-        res = filter_chunk({"position": pos, "quaternion": quat, "gripper": grip, "dt": float(msg.dt) * ts},
-                           T_cur, self.limits, policy, age_s=plan_age, frame_id=msg.header.frame_id,
-                           base_frame=self.base_frame)
-        if not res.accepted:
-            return self._reject(Result.STATUS_REJECTED, res.reason)
-        chunk = res.chunk
-        targets = actions_to_transforms(chunk.actions)
-        qs, iks = self.kin.ik_trajectory(targets, q, **self.ik_opts)
-        truncated = ""
-        if len(qs) < len(targets):
-            r = iks[-1]
-            truncated = (f"IK unreachable at step {len(qs)} (residual {r.position_error_m:.4f} m, "
-                         f"{r.rotation_error_rad:.4f} rad)")
-            if len(qs) == 0:
-                return self._reject(Result.STATUS_ABORTED, truncated + "; nothing executed")
-            truncated += f"; executed steps 0..{len(qs) - 1} and stopped there"
-        qs, slow, jv = check_joint_trajectory(qs, q, chunk.dt, self.kin.lower, self.kin.upper,
-                                              self.kin.velocity_limits, self.limits, policy)
-        if jv and policy == "reject":
-            return self._reject(Result.STATUS_REJECTED, "; ".join(str(v) for v in jv[:5]))
-        step_dt = chunk.dt * slow
-        times = step_dt * (np.arange(len(qs)) + 1)
-        poses = self.kin.fk_batch(qs)
+        plan = plan_execution(_chunk_mapping(msg), q, self.kin, self.limits, policy, self.ik_options,
+                              time_scale=ts, max_steps=max_steps,
+                              age_s=float("inf") if stamp == 0 else self._now() - stamp,
+                              frame_id=msg.header.frame_id, base_frame=self.base_frame)
+        if isinstance(plan, Rejection):
+            status = Result.STATUS_ABORTED if plan.status == "aborted" else Result.STATUS_REJECTED
+            return self._reject(status, plan.reason)
+        qs, times, poses = plan.positions, plan.times, plan.ee_targets
         with self._lock:
             if self._estop:  # latched while this chunk was being checked: nothing may move
                 return self._reject(Result.STATUS_ESTOP, "emergency stop is latched; call /vidplan/reset_estop first")
             previous = self._active
             ex = _Execution(id=self._next_id, plan_id=int(msg.plan_id), t_start=self._now(), times=times,
-                            q_start=q, qs=qs, targets=poses, gripper=chunk.gripper[:len(qs)],
-                            wait_for_settle=wait_for_settle, truncated_reason=truncated,
-                            notes="; ".join(str(v) for v in res.violations + jv), goal_handle=goal_handle)
+                            q_start=plan.q_start, qs=qs, targets=poses, gripper=plan.gripper,
+                            wait_for_settle=wait_for_settle, truncated_reason=plan.truncated_reason,
+                            notes="; ".join(str(v) for v in plan.notes), goal_handle=goal_handle)
             self._next_id += 1
             self._active = ex
             self.backend.send(qs, times, poses)

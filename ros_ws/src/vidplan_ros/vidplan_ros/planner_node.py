@@ -19,8 +19,11 @@ Parameters (all read at start-up and validated; a bad value exits with code 2 an
     model_dir (str, "models/demo"): exported/bundled model directory.
     backend (str, "torch"): torch | onnxruntime | tensorrt.
     device (str, "cpu"): torch device / execution provider family.
+    planner_config (str, ""): the planner YAML (vidplan_core.planning.config; "" = the shipped
+        vidplan_core/planning/planner.yaml). The defaults of the planning parameters below are read from it (the
+        values shown are the shipped file's); setting a parameter overrides that one setting.
     planner (str, "gradopt"): gradopt (Algorithm 3) | cem.
-    flow_steps (int, 0): K of the flow map (0 = the model's default).
+    flow_steps (int, 1): K of the flow map (0 = the model's default).
     refine_iters (int, 5): gradient refinement iterations.
     learning_rate (float, 0.05): Adam step in normalised action units.
     trust_region (float, 0.25): L∞ radius around the argmax candidate (normalised units).
@@ -30,8 +33,11 @@ Parameters (all read at start-up and validated; a bad value exits with code 2 an
     uncertainty_weighting (str, "exp"): exp | linear | none  (w(h) = exp(−κ·h̄) | 1 − h̄ | 1; "none" applies to
         candidate scoring, the refinement objective keeps the backend's κ).
     kappa (float, 3.0): κ of the exp weighting.
-    basis_speed_mps (float, 0.05): EE speed of the Jacobian basis proposals [m/s].
+    basis_speed_mps (float, 0.15): EE speed of the Jacobian basis proposals [m/s].
     num_nominal (int, 0): perturbation proposals around the nominal (hold) chunk.
+    noise_samples (int, 1): M, candidates scored as the mean over M flow-map noise draws.
+    workspace_min / workspace_max (float[3]), joint_velocity_scale (float, 0.8): the executor's limits (give both
+        nodes the same values); proposals and refinement stay inside them.
     time_budget_s (float, 0.0): anytime budget per cycle [s] (0 = none).
     open_loop_steps (int, 2): chunk steps executed before the next plan is due (sets the cycle period).
     history_length (int, 0): T history frames (0 = the model's).
@@ -83,45 +89,29 @@ _STATUS = {"ok": PlanDiagnostics.STATUS_OK, "budget": PlanDiagnostics.STATUS_BUD
 
 
 def load_backend(model_dir: str, kind: str, device: str = "cpu", flow_steps: int | None = None):
-    """Create the runtime backend for ``model_dir`` (heavy imports happen here, not at module import).
+    """Create the runtime backend for ``model_dir`` with the one model-directory loader
+    (:func:`vidplan_core.runtime.loader.load_planner_backend`; heavy imports happen there, not at module import).
 
-    torch: ``model_dir`` holds the models (autoencoder/, [world_model/,] flow_map/, uq_head/, reward_head/,
-    semantic/). onnxruntime / tensorrt: ``model_dir`` is an export directory (manifest.json), or holds one in
-    ``onnx/``. Errors name the directory and what is missing.
+    ``model_dir``'s index (``bundle.json``, or the layout when it has none) names the parts: torch loads autoencoder/,
+    flow_map/, uq_head/, reward_head/, semantic/; onnxruntime / tensorrt the export (onnx/, or ``model_dir`` itself
+    when it is an export directory). Errors (BackendError) name the directory, the index key and what is missing.
 
     Returns:
-        (backend, (view_height, view_width)).
+        :class:`~vidplan_core.runtime.loader.LoadedBackend` (backend, view_size (h, w), num_history, horizon, index,
+        warnings).
     """
-    from pathlib import Path
+    from vidplan_core.runtime.loader import load_planner_backend
 
-    d = Path(model_dir)
-    if kind == "torch":
-        from vidplan_core.runtime.bundle import PlannerModels
-        from vidplan_core.runtime.torch_backend import TorchBackend
-
-        models = PlannerModels.load(d, device=device)
-        ae = models.suite.autoencoder.config
-        return TorchBackend(models, flow_steps=flow_steps or 1, device=device), (ae.view_height, ae.view_width)
-    export = d if (d / "manifest.json").is_file() else d / "onnx"
-    if kind == "onnxruntime":
-        from vidplan_core.runtime.ort_backend import OnnxRuntimeBackend
-
-        be = OnnxRuntimeBackend(export, flow_steps=flow_steps, provider=device if device != "cpu" else "cpu")
-    else:
-        from vidplan_core.runtime.tensorrt_backend import TensorRTBackend
-
-        be = TensorRTBackend(export, flow_steps=flow_steps)
-    vh, vw = be.manifest.model["view_size"]
-    return be, (int(vh), int(vw))
+    return load_planner_backend(model_dir, kind, device=device, flow_steps=flow_steps)
 
 
 def load_session(model_dir: str, backend: str, device: str, flow_steps: int, session_cfg):
-    """Backend + kinematics + :class:`PlanningSession`; returns (session, view size (h, w))."""
+    """Backend + kinematics + :class:`PlanningSession`; returns (session, view size (h, w), loader warnings)."""
     from vidplan_core.kinematics import PandaKinematics
     from vidplan_core.planning.session import PlanningSession
 
-    be, view = load_backend(model_dir, backend, device, flow_steps or None)
-    return PlanningSession(be, PandaKinematics(), session_cfg), view
+    loaded = load_backend(model_dir, backend, device, flow_steps or None)
+    return PlanningSession(loaded.backend, PandaKinematics(), session_cfg), loaded.view_size, loaded.warnings
 
 
 class PlannerNode(Node):
@@ -131,20 +121,34 @@ class PlannerNode(Node):
         self.model_dir = p("model_dir", "models/demo")
         self.backend_kind = p("backend", "torch", choices=("torch", "onnxruntime", "tensorrt"))
         self.device = p("device", "cpu")
-        planner = p("planner", "gradopt", choices=("gradopt", "cem"))
-        flow_steps = p("flow_steps", 0, lo=0)
-        refine_iters = p("refine_iters", 5, lo=0)
-        lr = p("learning_rate", 0.05, lo=1e-9)
-        trust = p("trust_region", 0.25, lo=1e-9)
-        trust_m = p("trust_region_m", 0.03, lo=0.0)
-        trust_rad = p("trust_region_rad", 0.15, lo=0.0)
-        lam = p("lambda_centering", 0.5, lo=0.0)
-        weighting = p("uncertainty_weighting", "exp", choices=("exp", "linear", "none"))
-        kappa = p("kappa", 3.0, lo=0.0)
-        speed = p("basis_speed_mps", 0.05, lo=1e-6)
-        num_nominal = p("num_nominal", 0, lo=0)
-        budget = p("time_budget_s", 0.0, lo=0.0)
-        self.open_loop_steps = p("open_loop_steps", 2, lo=1)
+        # THE planner configuration (planning/planner.yaml or planner_config): its values are the defaults of the
+        # node parameters below, which override single settings (vidplan_core.planning.config).
+        from vidplan_core.planning.config import PlanningConfigError, load_planning_config
+
+        cfg_path = p("planner_config", "") or None
+        try:
+            base = load_planning_config(cfg_path)
+        except PlanningConfigError as exc:
+            raise ValueError(f"parameter 'planner_config': {exc}") from exc
+        g, sc = base.session.gradopt, base.session.gradopt.score
+        planner = p("planner", base.session.planner, choices=("gradopt", "cem"))
+        flow_steps = p("flow_steps", base.flow_steps, lo=0)
+        refine_iters = p("refine_iters", g.refine_iters, lo=0)
+        lr = p("learning_rate", g.lr, lo=1e-9)
+        trust = p("trust_region", g.trust_region, lo=1e-9)
+        trust_m = p("trust_region_m", g.trust_region_m or 0.0, lo=0.0)
+        trust_rad = p("trust_region_rad", g.trust_region_rad or 0.0, lo=0.0)
+        lam = p("lambda_centering", sc.lam, lo=0.0)
+        weighting = p("uncertainty_weighting", sc.weighting, choices=("exp", "linear", "none"))
+        kappa = p("kappa", sc.kappa, lo=0.0)
+        speed = p("basis_speed_mps", base.session.proposals.basis_speed_mps, lo=1e-6)
+        num_nominal = p("num_nominal", base.session.proposals.num_nominal, lo=0)
+        noise_samples = p("noise_samples", g.noise_samples, lo=1)
+        budget = p("time_budget_s", g.time_budget_s or 0.0, lo=0.0)
+        ws_min = p("workspace_min", list(base.limits.workspace_min))
+        ws_max = p("workspace_max", list(base.limits.workspace_max))
+        jv_scale = p("joint_velocity_scale", base.limits.joint_velocity_scale, lo=1e-3)
+        self.open_loop_steps = p("open_loop_steps", base.open_loop_steps, lo=1)
         history_length = p("history_length", 0, lo=0)
         self.instruction = p("instruction", "")
         topics = {v: p(f"{v}_topic", f"/cameras/{v}/image_raw") for v in ("left", "right", "wrist")}
@@ -160,28 +164,37 @@ class PlannerNode(Node):
         self._decode_warned = False
         self.seed = p("seed", 0)
 
-        from vidplan_core.planning.planner import CEMConfig, PlannerConfig, ScoreConfig
-        from vidplan_core.planning.session import ProposalConfig, SessionConfig
-
         # "none" (w(h) = 1) is exp with κ = 0 for scoring; the refinement objective keeps the backend's own κ (the
         # torch default, or the one fixed inside an ONNX export)
-        score = (ScoreConfig(weighting="exp", kappa=0.0, lam=lam) if weighting == "none"
-                 else ScoreConfig(weighting=weighting, kappa=kappa, lam=lam))
-        common = dict(score=score, refine_iters=refine_iters, lr=lr, trust_region=trust,
-                      trust_region_m=trust_m or None, trust_region_rad=trust_rad or None, time_budget_s=budget or None)
-        cfg = SessionConfig(planner=planner, gradopt=PlannerConfig(**common), cem=CEMConfig(**common),
-                            proposals=ProposalConfig(basis_speed_mps=speed, num_nominal=num_nominal))
+        none = weighting == "none"
+        score = {"weighting": "exp" if none else weighting, "kappa": 0.0 if none else kappa, "lam": lam}
+        ov = {"session.planner": planner, "flow_steps": flow_steps, "open_loop_steps": self.open_loop_steps,
+              "session.proposals.basis_speed_mps": speed, "session.proposals.num_nominal": num_nominal,
+              "limits.workspace_min": list(ws_min), "limits.workspace_max": list(ws_max),
+              "limits.joint_velocity_scale": jv_scale}
+        for sec in ("gradopt", "cem"):  # both planners share the refinement and scoring settings
+            ov.update({f"session.{sec}.refine_iters": refine_iters, f"session.{sec}.lr": lr,
+                       f"session.{sec}.trust_region": trust, f"session.{sec}.trust_region_m": trust_m or None,
+                       f"session.{sec}.trust_region_rad": trust_rad or None,
+                       f"session.{sec}.time_budget_s": budget or None,
+                       f"session.{sec}.noise_samples": noise_samples,
+                       **{f"session.{sec}.score.{k}": v for k, v in score.items()}})
+        try:
+            self.planning = load_planning_config(cfg_path, ov)
+        except PlanningConfigError as exc:
+            raise ValueError(f"planner parameters: {exc}") from exc
+        cfg = self.planning.session
         t0 = time.perf_counter()
         try:
-            self.session, self.view_size = load_session(self.model_dir, self.backend_kind, self.device, flow_steps,
-                                                        cfg)
+            self.session, self.view_size, load_warnings = load_session(self.model_dir, self.backend_kind,
+                                                                       self.device, flow_steps, cfg)
         except (FileNotFoundError, ImportError, RuntimeError, KeyError, OSError, SafetensorError) as exc:
             # Model problems are start-up errors, never mid-control surprises (a corrupt safetensors file included).
             raise ValueError(f"cannot load models from model_dir '{self.model_dir}' with backend "
                              f"'{self.backend_kind}': {exc}") from exc
         self.get_logger().info(f"loaded {self.backend_kind} backend from {self.model_dir} in "
                                f"{time.perf_counter() - t0:.1f} s (H={self.session.horizon})")
-        for note in self.session.batching_notes():
+        for note in [*load_warnings, *self.session.batching_notes()]:
             self.get_logger().warn(note)
         self.dt = 1.0 / MODEL_RATE_HZ
         t_hist = history_length or int(self.session.backend.num_history)
@@ -428,7 +441,10 @@ class PlannerNode(Node):
         d.header.frame_id = self.base_frame
         d.plan_id = self._plan_id
         d.status = _STATUS[result.status]
-        d.reason = result.reason
+        # reason also carries "refinement skipped: uninformative value gradient ..." on OK plans, and the winner's
+        # survival of re-drawn noise when measured (noise_samples > 1)
+        d.reason = result.reason + ("" if result.winner_survival is None else
+                                    f"{'; ' if result.reason else ''}winner survival {result.winner_survival:.2f}")
         d.stage_names = list(result.timings)
         d.stage_seconds = [float(v) for v in result.timings.values()]
         d.num_proposals = len(props)

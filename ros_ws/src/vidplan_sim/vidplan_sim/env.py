@@ -36,7 +36,7 @@ from vidplan_sim.scene import (
 from vidplan_sim.tasks import Task, TaskState, evaluate_task
 from vidplan_sim.trajectory import JointTrajectoryTracker
 
-__all__ = ["IKSolution", "MujocoIK", "SimEnv", "action_to_pose", "pose_to_action"]
+__all__ = ["IKSolution", "MujocoIK", "SimEnv", "SimSnapshot", "action_to_pose", "pose_to_action"]
 
 GRIPPER_OPEN_CTRL = 255.0  # Menagerie actuator8: ctrl 255 → fingers at 0.04 m each (open), 0 → closed
 FINGER_MAX = 0.04  # [m] per finger
@@ -129,6 +129,17 @@ class MujocoIK:
         pe = float(np.linalg.norm(target[:3, 3] - T[:3, 3]))
         re = float(np.linalg.norm(Rotation.from_matrix(target[:3, :3] @ T[:3, :3].T).as_rotvec()))
         return IKSolution(q=q, success=pe < 2e-3 and re < 1e-2, position_error=pe, orientation_error=re)
+
+
+@dataclass
+class SimSnapshot:
+    """A copy of :class:`SimEnv`'s dynamic state (see :meth:`SimEnv.snapshot`)."""
+
+    state: np.ndarray
+    tracker: JointTrajectoryTracker | None
+    hold: np.ndarray
+    gripper_cmd: float
+    touched: bool
 
 
 class SimEnv:
@@ -349,6 +360,33 @@ class SimEnv:
         self.set_gripper(a[6])
         self.step(dt)
         return sol
+
+    # ------------------------------------------------------------------------------------------------ snapshots
+    def snapshot(self) -> SimSnapshot:
+        """The complete dynamic state: MuJoCo's integration state (qpos, qvel, act, warm start, time, ...), the
+        controller (trajectory / hold target, gripper command) and the episode's touch latch.
+
+        :meth:`restore` of it and the same commands reproduce a rollout bit for bit (MuJoCo is deterministic on one
+        machine): what the oracle world model (:mod:`vidplan_sim.oracle`) relies on.
+        """
+        import mujoco
+
+        self._require()
+        spec = mujoco.mjtState.mjSTATE_INTEGRATION
+        state = np.empty(mujoco.mj_stateSize(self.model, spec))
+        mujoco.mj_getState(self.model, self.data, state, spec)
+        return SimSnapshot(state=state, tracker=self._tracker, hold=self._hold.copy(),
+                           gripper_cmd=self._gripper_cmd, touched=self._touched)
+
+    def restore(self, snap: SimSnapshot) -> None:
+        """Return to a :meth:`snapshot` of the current scene (derived quantities recomputed with mj_forward)."""
+        import mujoco
+
+        self._require()
+        mujoco.mj_setState(self.model, self.data, snap.state, mujoco.mjtState.mjSTATE_INTEGRATION)
+        self._tracker, self._hold = snap.tracker, snap.hold.copy()
+        self._gripper_cmd, self._touched = snap.gripper_cmd, snap.touched
+        mujoco.mj_forward(self.model, self.data)
 
     # ------------------------------------------------------------------------------------------------ state
     def joint_positions(self) -> np.ndarray:

@@ -65,32 +65,22 @@ def _fail(msg: str, code: int) -> int:
 
 
 def _check_model_dir(model: Path, backend: str) -> str:
-    """'' when ``model`` looks loadable by ``backend``, else what is wrong (before anything is started)."""
+    """'' when ``model`` looks loadable by ``backend``, else what is wrong (before anything is started): the one
+    model-directory loader's index check (:func:`vidplan_core.runtime.loader.bundle_problems`; no model is loaded)."""
+    from vidplan_core.runtime.loader import bundle_problems
+
     hint = "(the demo models are made by `make demo-models`; for a quick look use any bundle, e.g. --model DIR)"
-    if not model.is_dir():
-        return f"model directory {model} does not exist {hint}"
-    if backend == "torch":
-        missing = [d for d in ("autoencoder", "flow_map", "uq_head", "reward_head", "semantic")
-                   if not (model / d).is_dir()]
-        if missing:
-            return f"model directory {model} has no {', '.join(f'{d}/' for d in missing)} for the torch backend {hint}"
-    elif not ((model / "manifest.json").is_file() or (model / "onnx" / "manifest.json").is_file()):
-        return f"model directory {model} has no manifest.json or onnx/manifest.json for the onnxruntime backend {hint}"
-    return ""
+    problems = bundle_problems(model, backend)
+    return f"{'; '.join(problems)} {hint}" if problems else ""
 
 
 def _model_view_size(model: Path, backend: str) -> tuple[int, int] | None:
     """(height, width) of one model view [px] from the bundle's autoencoder config or the export manifest."""
-    import json
+    from vidplan_core.runtime.loader import BundleError, read_bundle_index
 
     try:
-        if backend == "torch":
-            cfg = json.loads((model / "autoencoder" / "config.json").read_text())
-            return int(cfg["view_height"]), int(cfg["view_width"])
-        man = model / "manifest.json" if (model / "manifest.json").is_file() else model / "onnx" / "manifest.json"
-        vh, vw = json.loads(man.read_text())["model"]["view_size"]
-        return int(vh), int(vw)
-    except (OSError, KeyError, ValueError, TypeError):
+        return read_bundle_index(model, check=False).view_size(backend)
+    except BundleError:
         return None
 
 
@@ -279,7 +269,8 @@ def demo(
     model: str = typer.Option("models/demo", "--model", help="learned: planner model directory (safetensors "
                               "models; for onnxruntime an export directory or one with onnx/)"),
     backend: str = typer.Option("torch", help="learned: planner runtime, torch | onnxruntime"),
-    max_steps: int = typer.Option(150, help="learned: stop after this many executed 15 Hz control steps"),
+    max_steps: int | None = typer.Option(None, help="learned: stop after this many executed 15 Hz control steps "
+                                         "(default: the planner configuration's episode_steps, 225 = 15 s)"),
     out: str = typer.Option("", "--out", help="learned: output directory (recording + report); default "
                             "runs/demo/<UTC timestamp>"),
     overrides: list[str] = typer.Option([], "--set", help="learned: extra `vidplan up` override NODE.PARAM:=VALUE "
@@ -318,6 +309,10 @@ def demo(
         typer.secho(f"error: --clutter must be 0..3, got {clutter}", fg="red", err=True)
         raise typer.Exit(2)
     if not scripted:
+        if max_steps is None:  # the episode length is chosen with the proposal speed (planning/planner.yaml)
+            from vidplan_core.planning.config import load_planning_config
+
+            max_steps = load_planning_config().episode_steps
         raise typer.Exit(_run_learned(
             seed=seed, task=task, clutter=clutter, model=model, backend=backend, max_steps=max_steps,
             timeout=480.0 if timeout is None else timeout, out=out, overrides=list(overrides),

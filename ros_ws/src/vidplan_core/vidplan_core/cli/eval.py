@@ -33,7 +33,8 @@ def _success(text: str | None) -> bool | None:
 def _run_eval_bag(bag: Path, model: Path, out: Path | None, topic_map: Path | None, flow_steps: int, max_steps: int,
                   device: str, seed: int, gamma: float | None, success: str | None, shadow: bool, shadow_every: int,
                   shadow_max: int, examples: int, salvage: bool, progress: bool,
-                  planner_config: Path | None = None, teacher_steps: int = 0, teacher: Path | None = None) -> None:
+                  planner_config: Path | None = None, teacher_steps: int = 0, teacher: Path | None = None,
+                  controllability: bool = True) -> None:
     from vidplan_core.config import ConfigError
     from vidplan_core.data.convert import load_topic_map
     from vidplan_core.eval.bag_eval import EXIT_BAD_INPUT, EvalBagConfig, EvalBagError, eval_bag
@@ -45,7 +46,7 @@ def _run_eval_bag(bag: Path, model: Path, out: Path | None, topic_map: Path | No
                             success=_success(success), shadow=shadow, shadow_every=shadow_every,
                             shadow_max=shadow_max, examples=examples, salvage=salvage, progress=progress,
                             planner=planner_config, teacher_steps=teacher_steps,
-                            teacher_dir=str(teacher) if teacher else None)
+                            teacher_dir=str(teacher) if teacher else None, controllability=controllability)
         res = eval_bag(bag, model, out, tm, cfg)
     except (EvalBagError, ConfigError) as exc:
         typer.secho(f"error: {exc}", fg=typer.colors.RED, err=True)
@@ -70,8 +71,20 @@ def _run_eval_bag(bag: Path, model: Path, out: Path | None, topic_map: Path | No
         s = m["shadow"]
         lines.append(f"  shadow planner: {s['plans']} plans, position error {s['position_m_mean']:.4f} m, "
                      f"rotation {s['rotation_rad_mean']:.4f} rad, gripper {s['gripper_mean']:.3f}")
-    for k in ("uq", "reward", "shadow"):
-        if m[k] is None:
+    c = m.get("controllability")
+    if c and c.get("ratio"):
+        r, d = c["ratio"], c["latent_difference"]
+        parts = [f"{v}/true {r[v]['mean']:.3f}" for v in ("shuffled", "mirrored")
+                 if r.get(v) and r[v].get("mean") is not None]
+        avn = d["action_vs_noise"].get("mirrored")
+        lines.append(f"  controllability (latent MSE ratio, 1.0 = action-blind): {', '.join(parts) or 'null'}; "
+                     f"action effect {d['action_mirrored']['window']:.3g} vs noise effect {d['noise']['window']:.3g}"
+                     + (f" (ratio {avn:.3f})" if avn is not None else ""))
+        if not r.get("shuffled"):
+            why = m["null_reasons"].get("controllability.ratio.shuffled", "")
+            lines.append(f"  controllability, shuffled: null ({why})")
+    for k in ("uq", "reward", "shadow", "controllability"):
+        if m.get(k) is None:
             lines.append(f"  {k}: null ({m['null_reasons'].get(k, '')})")
     lines.append(f"wrote {res.metrics_path}, {res.report_path} and {len(res.plots)} plots in {res.out_dir / 'plots'}")
     typer.echo("\n".join(lines))
@@ -79,8 +92,10 @@ def _run_eval_bag(bag: Path, model: Path, out: Path | None, topic_map: Path | No
         raise typer.Exit(res.exit_code)
 
 
-_HELP_PLANNER = ("shadow planner settings YAML (vidplan_core.planning.session.SessionConfig: planner, gradopt, cem, "
-                 "proposals)")
+_HELP_PLANNER = ("planner YAML for the shadow planner (default: the shipped vidplan_core/planning/planner.yaml; "
+                 "schema vidplan_core.planning.config.PlanningConfig: session, limits, open_loop_steps, ...)")
+_HELP_CTL = ("also predict every window with shuffled and mirrored actions (same noise) and another noise draw: "
+             "error ratios vs the true actions, 1.0 = action-blind (3 more rollouts per window)")
 _HELP_TOPIC_MAP = "topic map YAML (camera topics, ee_pose, action source, joint_states, gripper, success label)"
 
 
@@ -110,16 +125,18 @@ def eval_bag_cmd(
     teacher_steps: int = typer.Option(0, "--teacher-steps", help="predict with the EDM teacher (N Euler steps) "
                                       "instead of the flow map; 0: the flow map"),
     teacher: Path | None = typer.Option(None, "--teacher", help="teacher directory (default MODEL/world_model)"),
+    controllability: bool = typer.Option(True, "--controllability/--no-controllability", help=_HELP_CTL),
 ) -> None:
     """Evaluate a model bundle on a recorded episode: prediction PSNR/SSIM/latent MSE per horizon step and view,
     UQ calibration (ECE, reliability, entropy–error correlation), reward head vs the Monte-Carlo value, the planner
-    in shadow mode, latency per stage. Writes metrics.json, plots/*.png and report.html.
+    in shadow mode, controllability (error with shuffled / mirrored actions vs the true ones), latency per stage.
+    Writes metrics.json, plots/*.png and report.html.
 
     Exit codes: 0 complete, 2 bad input, 3 partial (salvaged part of a damaged bag evaluated).
     """
     _run_eval_bag(bag, model, out, topic_map, flow_steps, max_steps, device, seed, gamma, success, shadow,
                   shadow_every, shadow_max, examples, salvage, progress, planner_config, teacher_steps,
-                  teacher)
+                  teacher, controllability)
 
 
 @app.command("eval-bag")
@@ -144,12 +161,13 @@ def eval_bag_alias(
     teacher_steps: int = typer.Option(0, "--teacher-steps", help="predict with the EDM teacher (N Euler steps) "
                                       "instead of the flow map; 0: the flow map"),
     teacher: Path | None = typer.Option(None, "--teacher", help="teacher directory (default MODEL/world_model)"),
+    controllability: bool = typer.Option(True, "--controllability/--no-controllability", help=_HELP_CTL),
 ) -> None:
     """Same as ``vidplan eval bag``: evaluate a model bundle on a recorded episode (exit 0 ok, 2 bad input,
     3 partial)."""
     _run_eval_bag(bag, model, out, topic_map, flow_steps, max_steps, device, seed, gamma, success, shadow,
                   shadow_every, shadow_max, examples, salvage, progress, planner_config, teacher_steps,
-                  teacher)
+                  teacher, controllability)
 
 
 def _csv(text: str, what: str, cast=str) -> list:
@@ -161,48 +179,59 @@ def _csv(text: str, what: str, cast=str) -> list:
 
 @eval_app.command("sim")
 def eval_sim_cmd(
-    episodes: int = typer.Option(4, "--episodes", "-n", help="episodes per clutter level (seeds SEED..SEED+N-1)"),
+    episodes: int = typer.Option(5, "--episodes", "-n", help="episodes per (task, clutter) cell for the core variants "
+                                 "(oracle+privileged, vidplan, random, scripted); seeds SEED..SEED+N-1"),
+    episodes_other: int = typer.Option(3, "--episodes-other", help="episodes per cell for the other variants"),
     clutter: str = typer.Option("0,1,2,3", "--clutter", help="clutter levels, comma-separated (0..3)"),
     model: str = typer.Option("models/demo", "--model", "-m", help="model bundle (torch) or export directory "
                               "(onnxruntime)"),
     out: Path = typer.Option(Path("eval-sim"), "--out", "-o", help="output directory (resumable)"),
-    tasks: str = typer.Option("put,touch,push", "--tasks", help="task kinds, comma-separated, used in turn"),
-    seed: int = typer.Option(0, "--seed", help="first scene seed"),
-    max_steps: int = typer.Option(225, "--max-steps", help="episode budget in control steps at 15 Hz"),
-    variants: str = typer.Option(",".join(("vidplan", "no-uq", "argmax", "random", "scripted", "scripted+vidplan")),
-                                 "--variants", help="comma-separated subset of vidplan, no-uq, argmax, random, "
-                                 "scripted, scripted+vidplan"),
+    tasks: str = typer.Option("touch,push,put", "--tasks", help="task kinds, comma-separated"),
+    seed: int = typer.Option(0, "--seed", help="first scene seed (the demo models trained on seeds >= 1000)"),
+    variants: str = typer.Option(",".join(("oracle+privileged", "oracle+learned", "learned+privileged", "vidplan",
+                                           "no-uq", "argmax", "random", "scripted", "scripted+vidplan")),
+                                 "--variants", help="comma-separated subset of oracle+privileged, oracle+learned, "
+                                 "learned+privileged, vidplan, no-uq, argmax, random, scripted, scripted+vidplan"),
+    planner_config: Path | None = typer.Option(None, "--planner-config", help="planner YAML (default: the shipped "
+                                               "vidplan_core/planning/planner.yaml)"),
+    overrides: list[str] = typer.Option([], "--set", help="override a planner setting, KEY=VALUE with a dotted key "
+                                        "(e.g. --set session.proposals.basis_speed_mps=0.1); repeatable"),
     backend: str = typer.Option("torch", "--backend", help="torch | onnxruntime"),
     threads: int = typer.Option(1, "--threads", help="intra-op threads (1 is fastest on a shared 2-core machine)"),
     device: str = typer.Option("cpu", "--device", help="torch device (cpu, cuda[:i]) or onnxruntime provider (cpu, "
                                "cuda, tensorrt)"),
-    flow_steps: int = typer.Option(1, "--flow-steps", "-k", help="K, flow-map sampler steps"),
-    open_loop_steps: int = typer.Option(2, "--open-loop-steps", help="chunk steps executed per plan"),
-    refine_iters: int = typer.Option(5, "--refine-iters", help="gradient refinement iterations"),
-    basis_speed: float = typer.Option(0.15, "--basis-speed", help="EE speed of the basis / random proposals [m/s]"),
-    exec_policy: str = typer.Option("reject", "--exec-policy", help="executor out_of_limits_policy: reject | clip"),
+    time_budget: float = typer.Option(0.0, "--time-budget", help="start no new episode after this many seconds "
+                                      "(0: none); the run is marked partial and resumes with the same command"),
     progress: bool = typer.Option(True, "--progress/--no-progress", help="progress bar"),
 ) -> None:
-    """Closed-loop success in simulation (in-process, no ROS): VidPlan (full), no uncertainty weighting, argmax
-    only, random proposals, the scripted nominal policy and VidPlan around it, per task kind and clutter level.
+    """Closed-loop success in simulation (in-process, no ROS): the oracle ladder (simulator as world model,
+    privileged reward), VidPlan as shipped, its ablations and baselines, per task kind and clutter level, with Wilson
+    95 % intervals. Variants are named overrides of the planner configuration (printed in results.json).
 
-    Writes OUT/results.json (per episode: seed, task, clutter, variant, success, steps, wall time), OUT/table.md and
-    OUT/success.png. Exit code 2 on bad input (the message names the option).
+    Writes OUT/results.json (per episode: seed, task, clutter, variant, success, steps, wall time; cells with
+    intervals), OUT/table.md and OUT/success.png; resumes from OUT/episodes.jsonl. Exit code 2 on bad input (the
+    message names the option, key or file) before any episode runs.
     """
     from pydantic import ValidationError
 
     from vidplan_core.eval.closed_loop import ClosedLoopConfig, ClosedLoopError, run_closed_loop
+    from vidplan_core.planning.config import PlanningConfigError, parse_override
 
     try:
-        cfg = ClosedLoopConfig(model=model, episodes=episodes, clutter=_csv(clutter, "--clutter", int),
-                               tasks=_csv(tasks, "--tasks"), seed=seed, max_steps=max_steps,
+        ov = dict(parse_override(o) for o in overrides)
+        cfg = ClosedLoopConfig(model=model, episodes=episodes, episodes_other=episodes_other,
+                               clutter=_csv(clutter, "--clutter", int), tasks=_csv(tasks, "--tasks"), seed=seed,
                                variants=_csv(variants, "--variants"), backend=backend, threads=threads, device=device,
-                               flow_steps=flow_steps, open_loop_steps=open_loop_steps, refine_iters=refine_iters,
-                               basis_speed_mps=basis_speed, exec_policy=exec_policy)
+                               planner_config=str(planner_config) if planner_config else None, overrides=ov)
+        for v in cfg.variants:
+            cfg.planning(v)
     except ValidationError as exc:
         errs = "; ".join(f"--{'-'.join(str(p) for p in e['loc']).replace('_', '-')}: {e['msg']}"
                          for e in exc.errors())
         typer.secho(f"error: {errs}", fg=typer.colors.RED, err=True)
+        raise typer.Exit(2) from exc
+    except (PlanningConfigError, ClosedLoopError) as exc:
+        typer.secho(f"error: {exc}", fg=typer.colors.RED, err=True)
         raise typer.Exit(2) from exc
     bar = None
     if progress:
@@ -211,7 +240,7 @@ def eval_sim_cmd(
         def bar(jobs, total):
             return tqdm(jobs, total=total, desc="eval sim", unit="episode")
     try:
-        res = run_closed_loop(cfg, out, progress=bar)
+        res = run_closed_loop(cfg, out, progress=bar, time_budget_s=time_budget or None)
     except ClosedLoopError as exc:
         typer.secho(f"error: {exc}", fg=typer.colors.RED, err=True)
         raise typer.Exit(2) from exc
@@ -221,5 +250,6 @@ def eval_sim_cmd(
         s = res["summary"][v]["all"]["all"]
         per = ", ".join(f"L{c}: {res['summary'][v]['all'][str(c)]['success']}/{res['summary'][v]['all'][str(c)]['n']}"
                         for c in cfg.clutter)
-        typer.echo(f"{v:>17}: {s['success']}/{s['n']} succeeded ({per})")
+        ci = f" [95 % CI {s['ci95'][0]:.2f}–{s['ci95'][1]:.2f}]" if s["ci95"] else ""
+        typer.echo(f"{v:>18}: {s['success']}/{s['n']} succeeded{ci} ({per})")
     typer.echo(f"wrote {out / 'results.json'}, {out / 'table.md'} and {out / 'success.png'}")

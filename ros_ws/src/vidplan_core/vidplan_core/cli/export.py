@@ -39,21 +39,33 @@ def export_cmd(
     precision: str = typer.Option("fp16", help="TensorRT precision: fp16 | bf16 | fp32"),
     engine_dir: Path | None = typer.Option(None, help="TensorRT engine cache (default OUT/engines)"),
 ) -> None:
-    """Export the planner's graphs to ONNX, simplify, verify against torch and write a manifest."""
+    """Export the planner's graphs to ONNX, simplify, verify against torch and write a manifest. An export inside
+    the model directory (e.g. MODEL/onnx) is recorded in the model directory's index (bundle.json)."""
     if simplify not in ("onnxslim", "onnxsim", "none"):
         raise typer.BadParameter(f"--simplify must be onnxslim, onnxsim or none, got {simplify!r}")
     if precision not in ("fp16", "bf16", "fp32"):
         raise typer.BadParameter(f"--precision must be fp16, bf16 or fp32, got {precision!r}")
     ks, ns, gs = _ints(flow_steps, "--flow-steps"), _ints(batch, "--batch"), _ints(grad_batch, "--grad-batch")
     from vidplan_core.export.onnx_export import export_planner
+    from vidplan_core.runtime.base import BackendError
     from vidplan_core.runtime.bundle import PlannerModels, random_planner_models
     from vidplan_core.runtime.graphs import ObjectiveConfig
 
-    models = random_planner_models(model) if random else PlannerModels.load(model)
+    try:
+        models = random_planner_models(model) if random else PlannerModels.load(model)
+    except BackendError as exc:  # a missing directory or part (named by the index's key), parts that do not fit
+        typer.secho(f"error: {exc}", fg=typer.colors.RED, err=True)
+        raise typer.Exit(2) from exc
     manifest = export_planner(models, out, flow_steps=ks, batch_sizes=ns, grad_batch_sizes=gs,
                               objective=ObjectiveConfig(kappa=kappa), opset=opset, simplify=simplify,  # type: ignore[arg-type]
                               verify=verify, tol=tol, progress=lambda s: typer.echo(f"  {s}"), compact=compact)
     typer.echo(f"exported {len(manifest.graphs)} graphs to {out} (manifest.json)")
+    if not random:
+        from vidplan_core.runtime.loader import record_export
+
+        index = record_export(model, out)  # an export inside the model directory is named in its bundle.json
+        if index is not None:
+            typer.echo(f"updated {index}")
     if tensorrt:
         from vidplan_core.export.tensorrt import EngineCache
 

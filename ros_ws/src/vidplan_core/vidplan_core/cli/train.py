@@ -79,8 +79,13 @@ def assemble_models(
     overwrite: bool = typer.Option(False, help="replace an existing model directory"),
     storage_dtype: str = typer.Option("float32", help="float32 | float16: store the world-model parts' "
                                       "parameters in half precision (half the size; computed in float32)"),
+    config: str | None = typer.Option(None, "--config", help="model configuration recorded in OUT/bundle.json "
+                                      "(default: the flow-map run's `model`)"),
+    teacher: bool = typer.Option(True, "--teacher/--no-teacher", help="include the EDM teacher (world_model/); "
+                                 "planning needs only the flow map"),
 ) -> None:
-    """Copy trained models into the planner's model directory layout and check that the planner loads them."""
+    """Copy trained models into the planner's model directory layout, write its index (bundle.json) and check
+    that the planner loads them."""
     from vidplan_core.training.assemble import assemble_model_dir, default_sources
 
     src = default_sources(runs)
@@ -91,11 +96,13 @@ def assemble_models(
     if heads is not None:
         src["uq_head"], src["reward_head"] = heads / "uq_head", heads / "reward_head"
     try:
-        d = assemble_model_dir(out, src, overwrite=overwrite, storage_dtype=storage_dtype)
+        d = assemble_model_dir(out, src, overwrite=overwrite, storage_dtype=storage_dtype, config=config,
+                               teacher=teacher)
     except (FileNotFoundError, FileExistsError, ValueError) as exc:
         typer.secho(f"error: {exc}", fg=typer.colors.RED, err=True)
         raise typer.Exit(2) from exc
     except Exception as exc:  # BackendError / ModelLoadError: the parts do not fit together
         typer.secho(f"error: the assembled models do not load together: {exc}", fg=typer.colors.RED, err=True)
         raise typer.Exit(2) from exc
-    typer.echo(f"model directory {d} ({', '.join(sorted(src))})")
+    typer.echo(f"model directory {d} ({', '.join(sorted(k for k in src if teacher or k != 'world_model'))}; "
+               f"index {d / 'bundle.json'})")

@@ -13,6 +13,9 @@ the prediction is compared with what the cameras actually saw:
   V(τ) = γ^(F−τ)·success of the episode's success label, on predicted and on recorded (encoded) latents;
 - shadow-mode planner (when the bag has joint states and a planning backend can be built from the bundle): the
   chunk it would have sent vs the recorded one, position [m] / rotation [rad] / gripper error per step;
+- controllability (:mod:`vidplan_core.eval.controllability`): the same windows, with the same noise, predicted with
+  another window's actions (shuffled) and with mirrored actions; error ratios vs the true actions per horizon step
+  (≈ 1.0: the model ignores its actions) and the action effect vs the noise effect on the predicted latents;
 - latency per stage (encode, rollout, decode, heads, planner).
 
 Outputs in ``out``: ``metrics.json`` (every number finite; a ``null`` always has its reason in ``null_reasons``),
@@ -28,7 +31,9 @@ are evaluated, the report says so, ``metrics.json`` has ``"status": "partial"`` 
 reward-head comparison needs the episode's end and its success label; without them (salvaged bag, no label) it is
 ``null`` with the reason. Camera images of another size than the model's views are resized (noted as a warning).
 
-Model directory (``--model DIR``) layout, as :class:`vidplan_core.models.ModelSuite` saves it plus optional parts::
+Model directory (``--model DIR``): the parts its index ``DIR/bundle.json`` names (:mod:`vidplan_core.runtime.loader`;
+an index naming a part that is not there is bad input, exit 2), or without an index the layout
+:class:`vidplan_core.runtime.bundle.PlannerModels` saves, plus optional parts::
 
     DIR/autoencoder/  DIR/flow_map/            required (diffusers-style: config.json + safetensors)
     DIR/uq_head/  DIR/reward_head/             optional (their metrics are null with the reason when absent)
@@ -44,7 +49,7 @@ import json
 import math
 import tempfile
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -112,6 +117,8 @@ class EvalBagConfig:
         teacher_steps: 0 = predict with the flow map (K = ``flow_steps``); N > 0 = with the EDM teacher, Euler
             sampler with N noise levels and the same initial noise (the teacher-vs-flow-map comparison).
         teacher_dir: the teacher's directory (a saved WorldModel); None = ``<model_dir>/world_model``.
+        controllability: also predict every window with shuffled and mirrored actions and another noise draw
+            (3 more rollouts, 2 more decodes per window); False = the section is null.
     """
 
     flow_steps: int = 1
@@ -130,6 +137,7 @@ class EvalBagConfig:
     planner: Any = None
     teacher_steps: int = 0
     teacher_dir: str | None = None
+    controllability: bool = True
 
 
 @dataclass
@@ -159,6 +167,7 @@ class Bundle:
     semantic_dir: Path | None
     info: dict[str, Any]
     missing: dict[str, str] = field(default_factory=dict)
+    index: Any = None  # vidplan_core.runtime.loader.BundleIndex
 
     @property
     def num_history(self) -> int:
@@ -178,45 +187,43 @@ class Bundle:
         return int(c.view_height), int(c.view_width)
 
 
-def _first_dir(root: Path, names: Iterable[str]) -> Path | None:
-    for n in names:
-        if (root / n / "config.json").is_file():
-            return root / n
-    return None
-
-
 def load_bundle(model_dir: str | Path, device: str = "cpu") -> Bundle:
-    """Load the models eval-bag needs from a bundle directory (strict, safetensors only).
+    """Load the models eval-bag needs from a bundle directory (strict, safetensors only), through the one
+    model-directory loader (:mod:`vidplan_core.runtime.loader`): the parts its index ``bundle.json`` names, or those
+    of the layout when it has none.
 
     Raises:
-        EvalBagError: the directory or a required model is missing, or a model does not load (the message of
+        EvalBagError: the directory or a required model is missing, the index names a part that is not there (the
+            message names the key and the path), a model does not load (the message of
             :class:`vidplan_core.models.ModelLoadError` names file and mismatch), or the models disagree on the
             latent shape.
     """
-    from vidplan_core.models import FlowMap, ModelLoadError, RewardHead, UQHead, VideoAutoencoder
+    from vidplan_core.models import ModelLoadError
+    from vidplan_core.runtime.loader import CONVENTIONS, BundleError, load_part, read_bundle_index
 
     root = Path(model_dir)
     if not root.is_dir():
         raise EvalBagError(f"model directory {root} does not exist")
-    sections = {"autoencoder": (("autoencoder", "vae"), VideoAutoencoder, True),
-                "flow_map": (("flow_map",), FlowMap, True),
-                "uq_head": (("uq_head", "heads/uq_head"), UQHead, False),
-                "reward_head": (("reward_head", "heads/reward_head"), RewardHead, False)}
+    try:
+        index = read_bundle_index(root)
+    except BundleError as exc:
+        raise EvalBagError(str(exc)) from exc
+    sections = {"autoencoder": True, "flow_map": True, "uq_head": False, "reward_head": False}
     models: dict[str, Any] = {}
     missing: dict[str, str] = {}
     problems: list[str] = []
-    for sec, (names, cls, required) in sections.items():
-        d = _first_dir(root, names)
-        if d is None:
-            msg = f"model directory {root} has no {' or '.join(n + '/' for n in names)} (with config.json)"
+    for sec, required in sections.items():
+        models[sec] = None
+        if index.path(sec) is None:
+            msg = (f"model directory {root} has no {' or '.join(n + '/' for n in CONVENTIONS[sec])} (with "
+                   f"config.json)" + ("" if index.inferred else f"; its index {index.source} names no {sec}"))
             if required:
                 problems.append(msg)
             else:
                 missing[sec] = msg
-            models[sec] = None
             continue
         try:
-            models[sec] = cls.load(d, device=device)
+            models[sec] = load_part(index, sec, device=device)
         except ModelLoadError as exc:
             problems.append(str(exc))
     if problems:
@@ -232,19 +239,31 @@ def load_bundle(model_dir: str | Path, device: str = "cpu") -> Bundle:
             problems.append(f"model directory {root}: {sec} expects latents {shape}, the autoencoder makes {lat}")
     if problems:
         raise EvalBagError(problems)
-    sem = root / "semantic" if (root / "semantic" / "config.json").is_file() else None
+    sem = index.path("semantic")
     if sem is None:
         missing["semantic"] = f"model directory {root} has no semantic/ model"
     info: dict[str, Any] = {}
-    for name in ("bundle.json", "model.json"):
-        if (root / name).is_file():
-            try:
-                info = json.loads((root / name).read_text())
-            except json.JSONDecodeError as exc:
-                raise EvalBagError(f"{root / name}: invalid JSON ({exc})") from exc
-            break
+    if index.value_gamma is not None:
+        info["value_gamma"] = index.value_gamma
+    elif (root / "model.json").is_file():  # metadata file of earlier bundles
+        try:
+            info = json.loads((root / "model.json").read_text())
+        except json.JSONDecodeError as exc:
+            raise EvalBagError(f"{root / 'model.json'}: invalid JSON ({exc})") from exc
     return Bundle(root, models["autoencoder"], models["flow_map"], models["uq_head"], models["reward_head"], sem,
-                  info, missing)
+                  info, missing, index)
+
+
+def _default_teacher_dir(model_dir: str | Path) -> Path:
+    """Where the bundle keeps its EDM teacher: the index's ``world_model`` part, else ``<model_dir>/world_model``
+    (the index is checked later, with the models, after the bag)."""
+    from vidplan_core.runtime.loader import BundleError, read_bundle_index
+
+    try:
+        p = read_bundle_index(model_dir, check=False).path("world_model")
+    except BundleError:
+        p = None
+    return p if p is not None else Path(model_dir) / "world_model"
 
 
 # ------------------------------------------------------------------------------------------------- the recording
@@ -584,13 +603,14 @@ def _load_scorer(bundle: Bundle, device: str) -> tuple[Any | None, str]:
 def _make_shadow_planner(bundle: Bundle, scorer: Any, cfg: EvalBagConfig, device: str, session_cfg: Any
                          ) -> tuple[Any | None, str]:
     """A :class:`~vidplan_core.planning.session.PlanningSession` on the torch backend over the bundle's models
-    (shared with the evaluation, not loaded twice), or (None, why not)."""
+    (shared with the evaluation, not loaded twice: the one model-directory loader,
+    :func:`vidplan_core.runtime.loader.load_planner_backend`, is handed them), or (None, why not)."""
     try:
         from vidplan_core.kinematics import PandaKinematics
         from vidplan_core.models.configs import ModelSuite
         from vidplan_core.planning.session import PlanningSession
         from vidplan_core.runtime.bundle import PlannerModels
-        from vidplan_core.runtime.torch_backend import TorchBackend
+        from vidplan_core.runtime.loader import load_planner_backend
     except ImportError as exc:
         return None, f"the planning runtime is not available ({exc})"
     if bundle.uq_head is None or bundle.reward_head is None:
@@ -599,7 +619,9 @@ def _make_shadow_planner(bundle: Bundle, scorer: Any, cfg: EvalBagConfig, device
     try:
         # the teacher (world_model) is not used by the planner graphs; the flow map is
         suite = ModelSuite(bundle.autoencoder, None, bundle.flow_map, bundle.uq_head, bundle.reward_head)
-        backend = TorchBackend(PlannerModels(suite, scorer), flow_steps=cfg.flow_steps, device=device)
+        models = PlannerModels(suite, scorer, config_name=bundle.index.config if bundle.index is not None else None)
+        backend = load_planner_backend(bundle.path, "torch", device=device, flow_steps=cfg.flow_steps,
+                                       models=models).backend
         session = PlanningSession(backend, PandaKinematics(), session_cfg)
     except Exception as exc:  # any failure to build the planner only disables shadow mode, with the reason
         return None, f"cannot build the planner from {bundle.path}: {type(exc).__name__}: {exc}"
@@ -607,15 +629,20 @@ def _make_shadow_planner(bundle: Bundle, scorer: Any, cfg: EvalBagConfig, device
 
 
 def _session_config(planner: Any) -> Any:
-    """SessionConfig from None / a SessionConfig / a dict / a YAML path (ConfigError naming file and key)."""
-    from vidplan_core.config import load_model, validate_model
+    """The shadow planner's SessionConfig: from THE planner configuration (None = the shipped planning/planner.yaml,
+    or a planner YAML path: :func:`vidplan_core.planning.config.load_planning_config`), a SessionConfig, or a dict
+    (a PlanningConfig's or, for older callers, a SessionConfig's keys). Errors are ConfigErrors naming file and key."""
+    from vidplan_core.config import validate_model
+    from vidplan_core.planning.config import PlanningConfig, load_planning_config
     from vidplan_core.planning.session import SessionConfig
 
-    if planner is None or isinstance(planner, SessionConfig):
+    if isinstance(planner, SessionConfig):
         return planner
     if isinstance(planner, dict):
+        if set(planner) <= set(PlanningConfig.model_fields):
+            return validate_model(PlanningConfig, planner, "planner config").bounded().session
         return validate_model(SessionConfig, planner, "planner config")
-    return load_model(SessionConfig, planner)
+    return load_planning_config(planner).session
 
 
 def _text_embedding(scorer: Any, session: Any, instruction: str, device: str) -> Any:
@@ -673,7 +700,7 @@ def eval_bag(bag: str | Path, model_dir: str | Path, out: str | Path, topic_map:
         raise EvalBagError(f"--flow-steps must be ≥ 1, got {cfg.flow_steps}")
     if cfg.teacher_steps < 0:
         raise EvalBagError(f"--teacher-steps must be ≥ 0, got {cfg.teacher_steps}")
-    teacher_dir = Path(cfg.teacher_dir) if cfg.teacher_dir else Path(model_dir) / "world_model"
+    teacher_dir = Path(cfg.teacher_dir) if cfg.teacher_dir else _default_teacher_dir(model_dir)
     if cfg.teacher_steps and not (teacher_dir / "config.json").is_file():
         raise EvalBagError(f"--teacher-steps {cfg.teacher_steps}: no EDM teacher at {teacher_dir} (deployment "
                            f"bundles such as models/demo leave it in the training run; pass --teacher DIR)")
@@ -817,6 +844,23 @@ def eval_bag(bag: str | Path, model_dir: str | Path, out: str | Path, topic_map:
                       ) if cfg.examples > 0 else set()
     examples: list[dict[str, Any]] = []
 
+    def rollout(hist: Any, acts: Any, noise: Any) -> Any:  # (1, T, C, h, w), (1, T+H, 7), (1, H, C, h, w)
+        if teacher is not None:
+            return teacher.sample(hist, acts, num_steps=cfg.teacher_steps, noise=noise, text_embeds=text_emb)
+        return fm.sample(hist, acts, num_steps=cfg.flow_steps, noise=noise, text_embeds=text_emb)
+
+    ctl, ctl_shuffled = None, None
+    if cfg.controllability:
+        from vidplan_core.eval import controllability as CTL
+
+        ctl = CTL.ControllabilityAccumulator(H)
+        ctl_shuffled = CTL.shuffled_chunks(ep.actions, [s + Th - 1 for s in starts], H)
+        if ctl_shuffled is None:
+            ctl.shuffle_reason = (f"only {len(starts)} window: no other window's actions to shuffle in (needs ≥ 2 "
+                                  f"windows; a longer bag or a larger --max-steps)")
+    else:
+        nulls["controllability"] = "switched off (EvalBagConfig.controllability = False / --no-controllability)"
+
     bar = None
     if cfg.progress:
         from tqdm.auto import tqdm
@@ -833,10 +877,7 @@ def eval_bag(bag: str | Path, model_dir: str | Path, out: str | Path, topic_map:
             noise = torch.from_numpy(make_noise(cfg.seed + s, (H, *lat_true.shape[1:]))).to(dev)
             sync()
             t0 = time.perf_counter()
-            if teacher is not None:
-                pred = teacher.sample(hist, acts, num_steps=cfg.teacher_steps, noise=noise, text_embeds=text_emb)
-            else:
-                pred = fm.sample(hist, acts, num_steps=cfg.flow_steps, noise=noise, text_embeds=text_emb)
+            pred = rollout(hist, acts, noise)
             sync()
             lat_times["rollout"].append(time.perf_counter() - t0)
             t0 = time.perf_counter()
@@ -894,6 +935,15 @@ def eval_bag(bag: str | Path, model_dir: str | Path, out: str | Path, topic_map:
                     rw_pred[kind].append(np.stack([ev.cpu().numpy(), values[fut]], axis=1))
                     if kind == "on_predicted":
                         rw_points += [(int(fut[h]), h, float(ev[h]), float(values[fut[h]])) for h in range(H)]
+            if ctl is not None:  # same history, same noise, other actions (common random numbers)
+                ctl.add(CTL.evaluate_window(
+                    lambda a, z, hist=hist: rollout(hist, torch.as_tensor(a, dtype=torch.float32, device=dev)[None],
+                                                    z)[0],
+                    ep.actions[s:s + Th + H], Th, true_lat, noise,
+                    torch.from_numpy(CTL.other_noise(cfg.seed + s, tuple(noise.shape[1:]))).to(dev),
+                    shuffled_future=None if ctl_shuffled is None else ctl_shuffled[wi],
+                    decode=lambda z: ae.decode(z[None])[0].float().cpu().numpy(), target_images=tgt_np,
+                    pred_true=pred[0], pred_true_images=pred_np))
         if wi in example_idx:
             examples.append({"start": s, "frame": c, "recorded": tgt_np, "predicted": pred_np, "uq_map": uq_map,
                              "psnr": psnr_w[wi].mean(axis=1).tolist()})
@@ -994,6 +1044,10 @@ def eval_bag(bag: str | Path, model_dir: str | Path, out: str | Path, topic_map:
     else:
         nulls["shadow"] = shadow_reason or ("the planner failed at every step (see warnings)" if shadow_status
                                             else "no window was planned")
+    ctl_out: dict[str, Any] | None = None
+    if ctl is not None:
+        ctl_out, ctl_nulls = ctl.summary("controllability")
+        nulls.update(ctl_nulls)
     latency = {k: M.latency_summary(v) for k, v in lat_times.items() if v}
     latency["model_load_s"] = t_load
     status = "partial" if scan.damaged else "complete"
@@ -1028,6 +1082,7 @@ def eval_bag(bag: str | Path, model_dir: str | Path, out: str | Path, topic_map:
         "uq": uq_out,
         "reward": reward_out,
         "shadow": shadow_out,
+        "controllability": ctl_out,
         "latency": latency,
         "warnings": warnings,
     }

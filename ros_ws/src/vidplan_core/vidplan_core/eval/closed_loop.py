@@ -1,46 +1,54 @@
-"""Closed-loop success in simulation: VidPlan and its ablations/baselines on the MuJoCo DROID scene, in-process.
+"""Closed-loop success in simulation: VidPlan, its ablations, baselines and the oracle ladder, in-process.
 
 ``vidplan eval sim`` runs, for every episode (seed, clutter level, task) and every variant, the loop the ROS graph
 runs (sim → planner → executor → sim) in one process, without ROS, in lock-step::
 
-    observe: 3 rendered views (resized to the model's view size), EE pose + commanded gripper, joints
-    plan:    PlanningSession.plan(history at 5 Hz, poses, q, instruction)      (the planner node's object)
-    execute: the chunk's first ``open_loop_steps`` model steps through the executor's path:
-             safety filter (vidplan_core.safety.filter_chunk) → IK (PandaKinematics.ik_trajectory, seeded with the
-             measured joints) → joint-velocity check → a joint trajectory the sim tracks as a JTC would
-             (vidplan_sim.trajectory.JointTrajectoryTracker), gripper command per chunk step
-    repeat until the task predicate (SimEnv.task_success) holds or ``max_steps`` control steps (15 Hz) have run.
+    observe: 3 rendered views at the model rate (resized to the model's view size), EE pose + commanded gripper
+    plan:    PlanningSession.plan(history at 5 Hz, poses, q, instruction)      (the planner node's object, built
+             from the same planner configuration: vidplan_core.planning.config, planner.yaml)
+    execute: the chunk's first ``open_loop_steps`` model steps through THE execution core
+             (vidplan_core.execution.plan_execution — what executor_node runs: safety filter → IK → joint checks →
+             timed joint plan, or a rejection → hold) into the simulated joint-trajectory controller
+    repeat until the task predicate (SimEnv.task_success) holds or ``episode_steps`` control steps (15 Hz) have run.
 
-Variants (:data:`VARIANTS`):
+Variants (:data:`VARIANTS`) are *named overrides* of the planner configuration (:data:`VARIANT_OVERRIDES`, printed
+in results.json) plus, for the ladder, a world model or reward swapped for ground truth:
 
-============================  ==========================================================================================
-``vidplan``                   full: Jacobian basis proposals (+ hold, + gripper toggle), uncertainty-weighted
-                              hierarchical reward (w(h) = exp(−κ·h̄)), argmax, gradient refinement (Alg. 3)
-``no-uq``                     as ``vidplan`` with w(h) = 1 everywhere (κ = 0: scoring, semantic-map suppression and the
-                              refinement objective). Torch backend only for the refinement part: an ONNX export bakes
-                              κ into its value-and-grad graph (a warning is recorded)
-``argmax``                    as ``vidplan`` without gradient refinement (refine_iters = 0)
-``random``                    as many proposals as ``vidplan`` scores, in random directions (uniform on the sphere, same
-                              speed) with a random gripper command (current or toggled), argmax, no refinement
-``scripted``                  the scripted expert's plan (privileged object poses, no noise) as the nominal chunk,
-                              executed through the same executor path, no planner
-``scripted+vidplan``          VidPlan's perturbation proposals around that nominal chunk (the nominal itself included),
-                              full scoring and refinement
-============================  ==========================================================================================
+======================  ===============================================================================================
+``vidplan``             the product: the planner configuration as shipped, learned world model + learned reward
+``no-uq``               as ``vidplan`` with κ = 0 (w(h) = 1) in scoring and, on torch, in the refinement objective
+``argmax``              as ``vidplan`` without gradient refinement
+``random``              as many proposals as ``vidplan`` scores, in random directions (same speed, random gripper)
+``scripted``            the scripted expert's plan (privileged object poses) executed through the same path; no planner
+``scripted+vidplan``    VidPlan's perturbation proposals around that nominal chunk, full scoring and refinement
+``oracle+privileged``   world model = the simulator (:class:`vidplan_sim.oracle.OracleBackend`), reward = privileged
+                        task progress (:mod:`vidplan_sim.privileged`): can the proposals + executor succeed at all?
+``oracle+learned``      world model = the simulator (true future frames through the bundle's encoder), reward = the
+                        bundle's heads + semantic scorer: is the learned *reward* good enough?
+``learned+privileged``  world model = the bundle's flow map, reward = privileged task progress of the state read from
+                        its predicted frames (:mod:`vidplan_sim.predicted_state`): is the learned *world model* good
+                        enough?
+======================  ===============================================================================================
 
-Episodes: for every clutter level L and i in 0..episodes−1, seed = ``seed + i``; the task kind cycles through
-``tasks`` and the task (colour, shape, direction) is drawn from the seed, so every variant sees the same scenes
-(paired comparison) and anyone can rerun an episode from (seed, clutter, task). Per-cycle flow-map noise seeds are
-``seed·1000 + cycle`` for every variant (common random numbers).
+Oracle and privileged variants are diagnostics that locate where success is lost; they are never the product.
 
-Output (``out``): ``episodes.jsonl`` (one line per finished episode, written as it finishes: resumable),
-``settings.json``, ``results.json`` (settings + episodes + summary), ``table.md`` and ``success.png``.
+Episodes: per task kind, clutter level and i in 0..n−1, scene seed ``seed + i`` (default seed 0: ``vidplan data
+generate`` for the demo models used seeds ≥ 1000, so these scenes were never trained on); the task (colour, shape,
+direction) is drawn from the seed and the kind. Every variant sees the same scenes (paired comparison); the core
+variants (:data:`CORE_VARIANTS`) run ``episodes`` per cell, the others ``episodes_other``. Per-cycle flow-map noise
+seeds are ``seed·1000 + cycle`` for every variant (common random numbers).
+
+Output (``out``): ``episodes.jsonl`` (one line per finished episode, written as it finishes: an interrupted run
+resumes from it), ``settings.json``, ``results.json`` (settings, the resolved planner configuration per variant,
+episodes, summary, ``cells`` with Wilson 95 % intervals), ``table.md`` and ``success.png``.
 No rclpy here (vidplan_core rule); vidplan_sim is imported lazily.
 """
 
 from __future__ import annotations
 
 import json
+import math
+import subprocess
 import time
 from collections import deque
 from collections.abc import Callable, Iterable
@@ -52,12 +60,14 @@ import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from vidplan_core.planning.nominal import NominalObservation
-from vidplan_core.planning.proposals import ProposalSet, compose_proposals, damped_pinv, perturbation_proposals
+from vidplan_core.planning.proposals import ProposalSet, compose_proposals, perturbation_proposals
 from vidplan_core.planning.session import PlanningSession
 from vidplan_core.spaces import CONTROL_RATE_HZ, MODEL_RATE_HZ, ROTATION_DIMS, EEChunk, model_stride, wrap_angle
 
 __all__ = [
+    "CORE_VARIANTS",
     "VARIANTS",
+    "VARIANT_OVERRIDES",
     "ClosedLoopConfig",
     "ClosedLoopError",
     "EpisodeSpec",
@@ -68,50 +78,62 @@ __all__ = [
     "run_closed_loop",
     "run_episode",
     "summarize",
+    "wilson_interval",
     "write_plot",
     "write_table",
 ]
 
-VARIANTS = ("vidplan", "no-uq", "argmax", "random", "scripted", "scripted+vidplan")
-PLANNER_VARIANTS = ("vidplan", "no-uq", "argmax", "random", "scripted+vidplan")
+VARIANTS = ("oracle+privileged", "oracle+learned", "learned+privileged", "vidplan", "no-uq", "argmax", "random",
+            "scripted", "scripted+vidplan")
+CORE_VARIANTS = ("oracle+privileged", "vidplan", "random", "scripted")
+PLANNER_VARIANTS = tuple(v for v in VARIANTS if v != "scripted")
+NEEDS_MODELS = ("oracle+learned", "learned+privileged", "vidplan", "no-uq", "argmax", "random", "scripted+vidplan")
+_PRIVILEGED_SCORE = {"session.gradopt.refine_iters": 0, "session.gradopt.score.kappa": 0.0,
+                     "session.gradopt.score.lam": 0.0, "session.gradopt.score.suppress_semantic": False}
+#: Each variant as overrides of the planner configuration (dotted keys of PlanningConfig).
+VARIANT_OVERRIDES: dict[str, dict[str, Any]] = {
+    "vidplan": {},
+    "no-uq": {"session.gradopt.score.kappa": 0.0},
+    "argmax": {"session.gradopt.refine_iters": 0},
+    "random": {"session.gradopt.refine_iters": 0},
+    "scripted": {},
+    "scripted+vidplan": {"session.proposals.num_nominal": 8},
+    # the oracle has no gradients; the privileged reward is a plain per-frame score (no UQ, no centring)
+    "oracle+privileged": dict(_PRIVILEGED_SCORE),
+    "oracle+learned": {"session.gradopt.refine_iters": 0},
+    "learned+privileged": dict(_PRIVILEGED_SCORE),
+}
 SETTINGS = "settings.json"
 EPISODES = "episodes.jsonl"
 
 
 class ClosedLoopError(ValueError):
-    """Bad evaluation settings, model directory or output directory."""
+    """Bad evaluation settings, model directory, planner configuration or output directory."""
 
 
 class ClosedLoopConfig(BaseModel):
-    """Settings of ``vidplan eval sim`` (stored in ``OUT/settings.json``; a resumed run must use the same ones)."""
+    """Settings of ``vidplan eval sim`` (stored in ``OUT/settings.json``; a resumed run must use the same ones).
+
+    The planner itself is configured by the planner YAML (``planner_config``, default the shipped
+    ``planning/planner.yaml``) and ``overrides`` (dotted keys), exactly as the planner node is.
+    """
 
     model_config = ConfigDict(extra="forbid")
     model: str = Field("models/demo", description="model bundle directory (torch) or export directory (onnxruntime)")
-    episodes: int = Field(4, gt=0, description="episodes per clutter level")
+    planner_config: str | None = Field(None, description="planner YAML (default: the shipped planning/planner.yaml)")
+    overrides: dict[str, Any] = Field(default_factory=dict, description="dotted-key overrides of the planner config")
+    episodes: int = Field(5, gt=0, description="episodes per (task, clutter) cell for the core variants")
+    episodes_other: int = Field(3, gt=0, description="episodes per cell for the other variants")
     clutter: list[int] = Field(default_factory=lambda: [0, 1, 2, 3], min_length=1)
-    tasks: list[str] = Field(default_factory=lambda: ["put", "touch", "push"], min_length=1)
-    seed: int = 0
-    max_steps: int = Field(225, gt=0, description="episode budget in control steps at 15 Hz (225 = 15 s)")
+    tasks: list[str] = Field(default_factory=lambda: ["touch", "push", "put"], min_length=1)
+    seed: int = Field(0, description="first scene seed (the demo models trained on seeds ≥ 1000)")
     variants: list[str] = Field(default_factory=lambda: list(VARIANTS), min_length=1)
     backend: Literal["torch", "onnxruntime"] = "torch"
     threads: int = Field(1, ge=1, description="torch / onnxruntime intra-op threads")
     device: str = Field("cpu", pattern=r"^(cpu|cuda(:\d+)?|tensorrt)$", description="torch device (cpu, cuda[:i]) "
                         "or onnxruntime provider (cpu, cuda, tensorrt); GPU paths are not exercised on CPU machines")
-    flow_steps: int = Field(1, ge=1, description="K of the flow map")
-    open_loop_steps: int = Field(2, ge=1, description="chunk steps (5 Hz) executed before the next plan")
-    refine_iters: int = Field(5, ge=0, description="gradient refinement iterations (vidplan, no-uq, scripted+vidplan)")
-    kappa: float = Field(3.0, ge=0, description="κ of w(h) = exp(−κ·h̄) (no-uq uses 0)")
-    lam: float = Field(0.5, ge=0, description="λ of the centring term")
-    basis_speed_mps: float = Field(0.15, gt=0, le=1.0, description="EE speed of basis and random proposals [m/s]. "
-                                   "Higher than the planner node's 0.05 m/s: the target is ~0.6 m from the home pose, "
-                                   "which 0.05 m/s covers in 12 s only if every cycle picks the right direction")
-    gripper_toggle: bool = Field(True, description="add a 'hold, toggle the gripper' candidate (basis proposals "
-                                 "keep the gripper as it is, so without it a planner can never grasp)")
-    num_nominal: int = Field(8, ge=1, description="perturbations around the scripted nominal (scripted+vidplan)")
     nominal_sigma: list[float] = Field(default_factory=lambda: [0.02, 0.02, 0.02, 0.05, 0.05, 0.05, 0.2],
                                        min_length=7, max_length=7)
-    exec_policy: Literal["reject", "clip"] = Field("reject", description="executor out_of_limits_policy (the sim "
-                                                   "profile's: reject → the arm holds for that cycle)")
     width: int = Field(320, ge=16, description="sim camera width [px] (resized to the model's view size)")
     height: int = Field(180, ge=16, description="sim camera height [px]")
     settle_steps: int = Field(10, ge=0, description="scripted plan: steps holding its last pose")
@@ -142,8 +164,21 @@ class ClosedLoopConfig(BaseModel):
         return v
 
     def fixed(self) -> dict[str, Any]:
-        """Settings that must not change on resume (episode count and variant list may grow)."""
-        return self.model_dump(exclude={"episodes", "variants", "threads", "clutter", "tasks"})
+        """Settings that must not change on resume (episode counts, variants, tasks and clutter levels may grow)."""
+        return self.model_dump(exclude={"episodes", "episodes_other", "variants", "threads", "clutter", "tasks"})
+
+    def planning(self, variant: str) -> Any:
+        """The resolved :class:`~vidplan_core.planning.config.PlanningConfig` of ``variant`` (YAML + the run's
+        overrides + the variant's named overrides); a bad key or value is a :class:`ClosedLoopError`."""
+        from vidplan_core.planning.config import PlanningConfigError, load_planning_config
+
+        try:
+            return load_planning_config(self.planner_config, {**self.overrides, **VARIANT_OVERRIDES[variant]})
+        except PlanningConfigError as exc:
+            raise ClosedLoopError(str(exc)) from exc
+
+    def episodes_for(self, variant: str) -> int:
+        return self.episodes if variant in CORE_VARIANTS else self.episodes_other
 
 
 @dataclass(frozen=True)
@@ -154,23 +189,34 @@ class EpisodeSpec:
     clutter: int
     kind: str
     instruction: str
+    index: int = 0  # i within its (task, clutter) cell
 
 
 def episode_specs(cfg: ClosedLoopConfig, colours: list[str], shapes: list[str]) -> list[EpisodeSpec]:
-    """The episodes of ``cfg``: per clutter level, seeds ``seed + i``; task kinds in turn, task drawn from the seed.
-
-    Ordered by i, then clutter level, so a run cut short (time budget) still covers every clutter level.
-    """
+    """The episodes of ``cfg`` (the most any variant runs): per i, task kind and clutter level, seed ``seed + i``,
+    the task drawn from the seed and the kind. Ordered by i first, so a run cut short covers every cell."""
     from vidplan_sim.tasks import sample_task
 
+    n = max(cfg.episodes_for(v) for v in cfg.variants)
     out = []
-    for i in range(cfg.episodes):
-        for clutter in cfg.clutter:
-            seed = cfg.seed + i
-            kind = cfg.tasks[i % len(cfg.tasks)]
-            task = sample_task(np.random.default_rng([seed, 11]), colours, shapes, kinds=(kind,))
-            out.append(EpisodeSpec(seed=seed, clutter=clutter, kind=kind, instruction=task.instruction))
+    for i in range(n):
+        for kind in cfg.tasks:
+            for clutter in cfg.clutter:
+                seed = cfg.seed + i
+                task = sample_task(np.random.default_rng([seed, 11]), colours, shapes, kinds=(kind,))
+                out.append(EpisodeSpec(seed=seed, clutter=clutter, kind=kind, instruction=task.instruction, index=i))
     return out
+
+
+def wilson_interval(k: int, n: int, z: float = 1.959964) -> tuple[float, float] | None:
+    """Wilson score 95 % interval of a success rate k/n (None for n = 0)."""
+    if n <= 0:
+        return None
+    p = k / n
+    den = 1 + z * z / n
+    centre = (p + z * z / (2 * n)) / den
+    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / den
+    return max(0.0, centre - half), min(1.0, centre + half)
 
 
 # ------------------------------------------------------------------------------------------------------ policies
@@ -208,32 +254,26 @@ class ScriptedNominalPolicy:
 def random_direction_proposals(kin: Any, q0: np.ndarray, horizon: int, n: int, speed: float,
                                rng: np.random.Generator, gripper: float, euler_center: np.ndarray,
                                control_rate_hz: float = CONTROL_RATE_HZ, model_rate_hz: float = MODEL_RATE_HZ,
-                               damping: float = 1e-3) -> ProposalSet:
+                               damping: float = 1e-3, velocity_scale: float = 1.0,
+                               workspace_min: Any = None, workspace_max: Any = None,
+                               joint_margin: float = 0.0) -> ProposalSet:
     """``n`` proposals moving the EE at ``speed`` [m/s] in random directions (uniform on the sphere), orientation
-    held, each with gripper = ``gripper`` or its toggle (p = 0.5). The same Jacobian integration as
+    held, each with gripper = ``gripper`` or its toggle (p = 0.5). The same Jacobian integration and limits as
     :func:`vidplan_core.planning.proposals.basis_velocity_proposals` (only the directions differ)."""
+    from vidplan_core.planning.proposals import integrate_twist
+
     stride = round(control_rate_hz / model_rate_hz)
-    dt = 1.0 / control_rate_hz
     q_start = kin.clip(np.asarray(q0, np.float64).reshape(7))
     dirs = rng.standard_normal((n, 3))
     dirs /= np.linalg.norm(dirs, axis=1, keepdims=True).clip(1e-9)
     grips = np.where(rng.random(n) < 0.5, gripper, 1.0 - gripper)
     out = []
     for d, g in zip(dirs, grips, strict=True):
-        twist = np.concatenate([d * speed, np.zeros(3)])
-        q = q_start.copy()
-        samples = []
-        for k in range(horizon * stride):
-            qd = damped_pinv(kin.jacobian(q), damping) @ twist
-            ratio = float(np.max(np.abs(qd) / kin.velocity_limits))
-            if ratio > 1.0:
-                qd = qd / ratio
-            q = kin.clip(q + qd * dt)
-            if (k + 1) % stride == 0:
-                samples.append(q.copy())
-        ee = kin.fk_action_batch(np.asarray(samples), euler_center)
+        ee = integrate_twist(kin, q_start, d * speed, horizon, stride, 1.0 / control_rate_hz, damping, velocity_scale,
+                             workspace_min, workspace_max, euler_center, joint_margin)
         out.append(np.concatenate([ee, np.full((horizon, 1), g)], axis=1))
     return ProposalSet(np.stack(out), [f"rand{i}" for i in range(n)])
+
 
 
 class EvalSession(PlanningSession):
@@ -241,35 +281,34 @@ class EvalSession(PlanningSession):
 
     Args:
         mode: ``"basis"`` (the session's own proposals), ``"random"`` (:func:`random_direction_proposals`, as many as
-            ``basis`` would give) or ``"nominal"`` (perturbations around the nominal chunk only).
-        gripper_toggle: add a candidate holding the pose with the gripper toggled (basis and nominal modes).
+            ``basis`` would give) or ``"nominal"`` (perturbations around the nominal chunk + the gripper toggle).
     """
 
-    def __init__(self, *args: Any, mode: Literal["basis", "random", "nominal"] = "basis",
-                 gripper_toggle: bool = True, **kw: Any):
+    def __init__(self, *args: Any, mode: Literal["basis", "random", "nominal"] = "basis", **kw: Any):
         super().__init__(*args, **kw)
-        self.mode, self.gripper_toggle = mode, gripper_toggle
+        self.mode = mode
 
     def proposals(self, q: np.ndarray, current_pose: np.ndarray, instruction: str = "",
                   images: dict[str, np.ndarray] | None = None, seed: int = 0) -> ProposalSet:
+        from vidplan_core.planning.proposals import gripper_proposals
+
         pc = self.config.proposals
         pose = np.asarray(current_pose, np.float64)
-        toggle = np.tile(pose, (1, self.horizon, 1))
-        toggle[..., 6] = 1.0 - round(float(pose[6]))
         if self.mode == "random":
-            n = len(pc.basis_directions) + int(pc.include_hold) + int(self.gripper_toggle)
-            return random_direction_proposals(self.kin, q, self.horizon, n, pc.basis_speed_mps,
-                                              np.random.default_rng([seed, 5]), round(float(pose[6])), pose[3:6])
+            return random_direction_proposals(self.kin, q, self.horizon, self.num_candidates, pc.basis_speed_mps,
+                                              np.random.default_rng([seed, 5]), round(float(pose[6])), pose[3:6],
+                                              velocity_scale=pc.joint_velocity_scale * pc.velocity_margin,
+                                              workspace_min=pc.workspace_min, workspace_max=pc.workspace_max,
+                                              joint_margin=pc.joint_margin_rad)
         if self.mode == "nominal":
             obs = NominalObservation(ee_pose=pose, joint_positions=np.asarray(q), images=images or {},
                                      instruction=instruction)
             props = perturbation_proposals(self.nominal.infer(obs), pc.num_nominal, np.asarray(pc.nominal_sigma),
                                            rng=seed)
-        else:
-            props = super().proposals(q, current_pose, instruction, images, seed)
-        if self.gripper_toggle:
-            props = compose_proposals(props, ProposalSet(toggle, ["toggle_gripper"]))
-        return props
+            if pc.gripper_toggle:
+                props = compose_proposals(props, gripper_proposals(pose, self.horizon))
+            return props
+        return super().proposals(q, current_pose, instruction, images, seed)
 
 
 # ------------------------------------------------------------------------------------------------------ models
@@ -281,98 +320,88 @@ class _Loaded:
 
 
 def _load_backends(cfg: ClosedLoopConfig, need_no_uq: bool) -> _Loaded:
+    """The bundle's backend(s) for the learned variants, through the one model-directory loader (the planner
+    node's: :func:`vidplan_core.runtime.loader.load_planner_backend`). A bad directory, or an index naming a part
+    that is not there, is a ClosedLoopError before any episode runs."""
     from vidplan_core.runtime.base import BackendError
+    from vidplan_core.runtime.graphs import ObjectiveConfig
+    from vidplan_core.runtime.loader import load_planner_backend
 
+    base = cfg.planning("vidplan")
+    flow_steps = base.flow_steps or 1
+    kappa = base.session.gradopt.score.kappa
     d = Path(cfg.model)
-    warnings: list[str] = []
+    if cfg.backend == "torch" and cfg.device == "tensorrt":
+        raise ClosedLoopError("device 'tensorrt' is an onnxruntime provider; use --backend onnxruntime")
     try:
-        if cfg.backend == "torch":
-            import torch
-
-            from vidplan_core.runtime.bundle import PlannerModels
-            from vidplan_core.runtime.graphs import ObjectiveConfig
-            from vidplan_core.runtime.torch_backend import TorchBackend
-
-            torch.set_num_threads(cfg.threads)
-            if cfg.device == "tensorrt":
-                raise ClosedLoopError("device 'tensorrt' is an onnxruntime provider; use --backend onnxruntime")
-            models = PlannerModels.load(d, device=cfg.device)
-            ae = models.suite.autoencoder.config
-            backends = {"default": TorchBackend(models, cfg.flow_steps, ObjectiveConfig(kappa=cfg.kappa),
-                                                device=cfg.device)}
-            if need_no_uq:  # the refinement objective's κ is part of the value graph: a second backend, same models
-                backends["no-uq"] = TorchBackend(models, cfg.flow_steps, ObjectiveConfig(kappa=0.0), device=cfg.device)
-            return _Loaded(backends, (int(ae.view_height), int(ae.view_width)), warnings)
-        from vidplan_core.runtime.ort_backend import OnnxRuntimeBackend
-
-        export = d if (d / "manifest.json").is_file() else d / "onnx"
-        provider = cfg.device.split(":")[0]
-        be = OnnxRuntimeBackend(export, flow_steps=cfg.flow_steps, threads=cfg.threads, provider=provider)
-        if need_no_uq:
-            warnings.append("no-uq with the onnxruntime backend: scoring uses w(h) = 1, but the exported "
-                            f"value-and-grad graph keeps its objective {be.objective} for the refinement")
-        vh, vw = be.manifest.model["view_size"]
-        return _Loaded({"default": be, "no-uq": be}, (int(vh), int(vw)), warnings)
+        lb = load_planner_backend(d, cfg.backend, device=cfg.device, flow_steps=flow_steps, threads=cfg.threads,
+                                  objective=ObjectiveConfig(kappa=kappa))
+        warnings = list(lb.warnings)
+        backends = {"default": lb.backend}
+        if need_no_uq:  # the refinement objective's κ is part of the value graph: a second backend, same models
+            backends["no-uq"] = lb.with_objective(ObjectiveConfig(kappa=0.0))
+            if lb.models is None:
+                warnings.append(f"no-uq with the {cfg.backend} backend: scoring uses w(h) = 1, but the exported "
+                                f"value-and-grad graph keeps its objective {lb.backend.objective} for the refinement")
+        elif lb.models is None:
+            backends["no-uq"] = lb.backend
+        return _Loaded(backends, lb.view_size, warnings)
     except (BackendError, FileNotFoundError, OSError, KeyError) as exc:
         raise ClosedLoopError(f"cannot load the {cfg.backend} models from {d}: {exc}") from exc
 
 
-def _make_session(variant: str, cfg: ClosedLoopConfig, loaded: _Loaded, kin: Any, nominal: Any) -> EvalSession:
-    from vidplan_core.planning.planner import PlannerConfig, ScoreConfig
-    from vidplan_core.planning.session import ProposalConfig, SessionConfig
-
-    no_uq = variant == "no-uq"
-    score = ScoreConfig(kappa=0.0 if no_uq else cfg.kappa, lam=cfg.lam)
-    refine = 0 if variant in ("argmax", "random") else cfg.refine_iters
+def _make_session(variant: str, cfg: ClosedLoopConfig, loaded: _Loaded | None, kin: Any, nominal: Any,
+                  env: Any) -> EvalSession:
+    """The planning session of ``variant``: its resolved planner configuration around the variant's backend."""
+    pcfg = cfg.planning(variant)
+    sc = pcfg.session
     mode = {"random": "random", "scripted+vidplan": "nominal"}.get(variant, "basis")
-    # Perturbations around a nominal only where there is one (the planner node's default is basis + hold only).
-    props = ProposalConfig(basis_speed_mps=cfg.basis_speed_mps, num_nominal=cfg.num_nominal if mode == "nominal" else 0,
-                           nominal_sigma=list(cfg.nominal_sigma))
-    sc = SessionConfig(gradopt=PlannerConfig(score=score, refine_iters=refine), proposals=props)
-    backend = loaded.backends["no-uq" if no_uq else "default"]
-    return EvalSession(backend, kin, sc, nominal=nominal, mode=mode, gripper_toggle=cfg.gripper_toggle)
+    if mode == "nominal":
+        sc.proposals.nominal_sigma = list(cfg.nominal_sigma)
+    else:
+        sc.proposals.num_nominal = 0  # perturbations around a nominal only where there is one
+    if variant.startswith("oracle+"):
+        from vidplan_core.execution import IKOptions
+        from vidplan_sim.oracle import OracleBackend
+        from vidplan_sim.privileged import PrivilegedReward
+
+        learned = None if variant == "oracle+privileged" else loaded.backends["default"]
+        backend = OracleBackend(env, kin, limits=pcfg.limits, ik=IKOptions(),
+                                reward=PrivilegedReward() if learned is None else None, learned=learned,
+                                view_size=loaded.view if learned is not None else None)
+    elif variant == "learned+privileged":
+        from vidplan_sim.predicted_state import PredictedStateBackend
+        from vidplan_sim.privileged import PrivilegedReward
+
+        backend = PredictedStateBackend(loaded.backends["default"], env, PrivilegedReward())
+    else:
+        backend = loaded.backends["no-uq" if variant == "no-uq" else "default"]
+    return EvalSession(backend, kin, sc, nominal=nominal, mode=mode)
 
 
 # ------------------------------------------------------------------------------------------------------ episode
 class _Executor:
-    """The executor node's chunk path, in-process: filter → IK → joint check → trajectory + gripper per step."""
+    """The executor node's chunk path, in-process: THE execution core → the sim's trajectory controller."""
 
-    def __init__(self, env: Any, kin: Any, policy: str):
-        from vidplan_core.safety import SafetyLimits
+    def __init__(self, env: Any, kin: Any, limits: Any):
+        from vidplan_core.execution import IKOptions
 
-        self.env, self.kin, self.policy = env, kin, policy
-        self.limits = SafetyLimits()
-        # executor_node defaults (ik_max_iterations, ik_position_tolerance, ik_rotation_tolerance, ik_damping)
-        self.ik_opts = dict(max_iters=100, position_tol=5e-4, rotation_tol=5e-3, damping=0.01)
+        self.env, self.kin, self.limits = env, kin, limits
+        self.ik = IKOptions()  # executor_node defaults (ik_max_iterations, ...)
+        self.policy = "reject"  # the sim and robot profiles' out_of_limits_policy
 
-    def start(self, chunk: EEChunk, steps: int) -> tuple[np.ndarray, np.ndarray, str]:
-        """Check and start the first ``steps`` steps; returns (times (K,) [s], gripper (K,), problem or '')."""
-        from vidplan_core.kinematics import actions_to_transforms
-        from vidplan_core.safety import check_joint_trajectory, filter_chunk
-        from vidplan_sim.trajectory import JointTrajectoryTracker
+    def start(self, chunk: EEChunk, steps: int) -> tuple[np.ndarray, str]:
+        """Check and start the first ``steps`` steps; returns (gripper per executed step (K,), problem or '')."""
+        from vidplan_core.execution import JointPlan, plan_execution
+        from vidplan_sim.oracle import execute_plan
 
-        env, kin = self.env, self.kin
-        q = env.joint_positions()
-        acts = chunk.actions[:steps]
-        res = filter_chunk({"position": acts[:, :3], "euler": acts[:, 3:6], "gripper": acts[:, 6], "dt": chunk.dt},
-                           kin.fk(q), self.limits, self.policy)
-        if not res.accepted:
-            return self._hold(q, f"rejected: {res.reason}")
-        c = res.chunk
-        qs, iks = kin.ik_trajectory(actions_to_transforms(c.actions), q, **self.ik_opts)
-        if len(qs) == 0:
-            return self._hold(q, f"IK unreachable at step 0 (residual {iks[-1].position_error_m:.4f} m)")
-        qs, slow, jv = check_joint_trajectory(qs, q, c.dt, kin.lower, kin.upper, kin.velocity_limits, self.limits,
-                                              self.policy)
-        if jv and self.policy == "reject":
-            return self._hold(q, "rejected: " + "; ".join(str(v) for v in jv[:3]))
-        times = c.dt * slow * (np.arange(len(qs)) + 1)
-        env.set_trajectory(JointTrajectoryTracker(env.time, env.commanded_joints(), times, qs))
-        return times, c.gripper[: len(qs)], ""
-
-    def _hold(self, q: np.ndarray, why: str) -> tuple[np.ndarray, np.ndarray, str]:
-        self.env.set_joint_targets(q)
-        return np.zeros(0), np.zeros(0), why
+        q = self.env.joint_positions()
+        res = plan_execution(chunk, q, self.kin, self.limits, self.policy, self.ik, max_steps=steps)
+        if not isinstance(res, JointPlan):
+            execute_plan(self.env, None, q)
+            return np.zeros(0), f"{res.status}: {res.reason}"
+        execute_plan(self.env, res, q)
+        return res.gripper, res.truncated_reason
 
 
 def _observe(env: Any, view: tuple[int, int], images: bool = True) -> tuple[np.ndarray | None, np.ndarray]:
@@ -391,12 +420,14 @@ def run_episode(env: Any, spec: EpisodeSpec, variant: str, cfg: ClosedLoopConfig
     """Run one episode of ``variant`` in ``env`` (a :class:`vidplan_sim.env.SimEnv`); returns its record.
 
     Success is :meth:`SimEnv.task_success` (checked after every executed model step; the episode ends at the first
-    success). ``steps`` counts control steps (15 Hz) of simulated time.
+    success). ``steps`` counts control steps (15 Hz) of simulated time. Frames are rendered only at the model rate
+    and only when the variant's planner looks at images.
     """
     from vidplan_sim.expert import ExpertOptions, SceneObservation, ScriptedExpert
 
     t_wall = time.perf_counter()
     env.reset(seed=spec.seed, clutter=spec.clutter, task=spec.instruction)
+    pcfg = cfg.planning(variant)
     stride = model_stride()
     dt_ctrl = 1.0 / CONTROL_RATE_HZ
     clock = {"k": 0}
@@ -410,58 +441,67 @@ def run_episode(env: Any, spec: EpisodeSpec, variant: str, cfg: ClosedLoopConfig
         nominal = ScriptedNominalPolicy(plan, horizon, lambda: clock["k"], stride)
     session = None
     if variant in PLANNER_VARIANTS:
-        if loaded is None:
+        if loaded is None and variant in NEEDS_MODELS:
             raise ClosedLoopError(f"variant {variant!r} needs models")
-        session = _make_session(variant, cfg, loaded, kin, nominal)
+        session = _make_session(variant, cfg, loaded, kin, nominal, env)
+    uses_images = session is not None and variant != "oracle+privileged"
     n_hist = int(session.backend.num_history) if session is not None else 1
-    executor = _Executor(env, kin, cfg.exec_policy)
+    executor = _Executor(env, kin, pcfg.limits)
     view = loaded.view if loaded is not None else (16, 16)
-    frames, pose = _observe(env, view, images=session is not None)
+    frames, pose = _observe(env, view, images=uses_images)
     # The robot stands still before the first plan: T identical observations are what the planner node would have.
     history: deque[tuple[np.ndarray | None, np.ndarray]] = deque([(frames, pose)] * n_hist, maxlen=n_hist)
-    cycle, holds, plan_s, labels, problems = 0, 0, [], {}, []
+    cycle, holds, plan_s, labels, problems, skipped, survival = 0, 0, [], {}, [], 0, []
     executing: EEChunk | None = None
     success, reason = env.task_success()
-    while not success and clock["k"] < cfg.max_steps:
+    open_loop = pcfg.open_loop_steps
+    while not success and clock["k"] < pcfg.episode_steps:
         if session is not None:
             poses = np.stack([p for _, p in history])
             for i in range(1, len(poses)):  # Euler continuity along the history (as ObservationHistory does)
                 poses[i, list(ROTATION_DIMS)] = wrap_angle(poses[i, list(ROTATION_DIMS)],
                                                            poses[i - 1, list(ROTATION_DIMS)])
-            hist = np.stack([f for f, _ in history])
+            hist = (np.stack([f for f, _ in history]) if uses_images
+                    else np.zeros((n_hist, 3, 3, 1, 1), np.uint8))  # oracle+privileged never looks at pixels
             t0 = time.perf_counter()
             result, _ = session.plan(hist, poses, env.joint_positions(), spec.instruction,
                                      seed=spec.seed * 1000 + cycle, executing=executing,
-                                     executing_elapsed_s=cfg.open_loop_steps / MODEL_RATE_HZ)
+                                     executing_elapsed_s=open_loop / MODEL_RATE_HZ)
             plan_s.append(time.perf_counter() - t0)
             holds += int(result.hold)
+            skipped += int(result.refine_skipped)
+            if result.winner_survival is not None:
+                survival.append(result.winner_survival)
             labels[result.chosen_label or "hold"] = labels.get(result.chosen_label or "hold", 0) + 1
             chunk = result.chunk
             executing = None if result.hold else chunk
         else:
             chunk = EEChunk.from_actions(nominal.infer(NominalObservation(ee_pose=env.ee_action())))
-        _times, grip, problem = executor.start(chunk, cfg.open_loop_steps)
+        grip, problem = executor.start(chunk, open_loop)
         if problem:
             problems.append(problem)
-            executing = None
-        for j in range(cfg.open_loop_steps):
+            if not len(grip):
+                executing = None
+        for j in range(open_loop):
             if j < len(grip):
                 env.set_gripper(float(grip[j]))
             for _ in range(stride):
                 env.step(dt_ctrl)
                 clock["k"] += 1
-            frames, pose = _observe(env, view, images=session is not None)
+            frames, pose = _observe(env, view, images=uses_images)
             history.append((frames, pose))
             success, reason = env.task_success()
-            if success or clock["k"] >= cfg.max_steps:
+            if success or clock["k"] >= pcfg.episode_steps:
                 break
         cycle += 1
         if nominal is not None and session is None and nominal.done():
             break  # the scripted plan is over: nothing more will happen
     return {"seed": spec.seed, "clutter": spec.clutter, "task": spec.kind, "instruction": spec.instruction,
-            "variant": variant, "success": bool(success), "reason": reason, "steps": int(clock["k"]),
-            "sim_time_s": round(env.time, 4), "cycles": cycle, "wall_time_s": round(time.perf_counter() - t_wall, 3),
+            "index": spec.index, "variant": variant, "success": bool(success), "reason": reason,
+            "steps": int(clock["k"]), "sim_time_s": round(env.time, 4), "cycles": cycle,
+            "wall_time_s": round(time.perf_counter() - t_wall, 3),
             "plan_s_mean": round(float(np.mean(plan_s)), 4) if plan_s else None, "holds": holds,
+            "refine_skipped": skipped, "winner_survival": round(float(np.mean(survival)), 3) if survival else None,
             "exec_problems": len(problems), "first_exec_problem": problems[0] if problems else "",
             "chosen": labels}
 
@@ -515,8 +555,9 @@ def run_closed_loop(cfg: ClosedLoopConfig, out: str | Path,
         The content of results.json.
     """
     out = Path(out)
-    needs_models = any(v in PLANNER_VARIANTS for v in cfg.variants)
-    # Models first: a bad model directory fails before anything is written.
+    # Planner configurations and models first: a bad key, file or model directory fails before anything is written.
+    planner_configs = {v: cfg.planning(v).model_dump(mode="json") for v in cfg.variants}
+    needs_models = any(v in NEEDS_MODELS for v in cfg.variants)
     loaded = _load_backends(cfg, "no-uq" in cfg.variants) if needs_models else None
     done = _prepare(out, cfg)
     if env_factory is None:
@@ -529,9 +570,11 @@ def run_closed_loop(cfg: ClosedLoopConfig, out: str | Path,
 
     kin = PandaKinematics()
     specs = episode_specs(cfg, env.cfg.colour_names, env.cfg.shape_names)
-    want = {(v, s.clutter, s.seed, s.instruction) for s in specs for v in cfg.variants}
+    want = {(v, s.clutter, s.seed, s.instruction) for s in specs for v in cfg.variants
+            if s.index < cfg.episodes_for(v)}
     have = {_key(r): r for r in done if _key(r) in want}  # same episode (task included) and variant: reuse
-    jobs = [(s, v) for s in specs for v in cfg.variants if (v, s.clutter, s.seed, s.instruction) not in have]
+    jobs = [(s, v) for s in specs for v in cfg.variants
+            if s.index < cfg.episodes_for(v) and (v, s.clutter, s.seed, s.instruction) not in have]
     records = list(have.values())
     t_start = time.perf_counter()
     skipped = 0
@@ -552,20 +595,30 @@ def run_closed_loop(cfg: ClosedLoopConfig, out: str | Path,
     order = {v: i for i, v in enumerate(cfg.variants)}
     records.sort(key=lambda r: (order[r["variant"]], r["clutter"], r["seed"]))
     summary = summarize(records, cfg)
-    results = {"settings": cfg.model_dump(), "complete": skipped == 0, "not_run": skipped,
+    results = {"settings": cfg.model_dump(), "commit": _git_commit(), "complete": skipped == 0, "not_run": skipped,
                "warnings": loaded.warnings if loaded else [],
+               "variant_overrides": {v: VARIANT_OVERRIDES[v] for v in cfg.variants},
+               "planner_configs": planner_configs,
                "seeds": sorted({s.seed for s in specs}),
                "episode_specs": [{"seed": s.seed, "clutter": s.clutter, "task": s.kind, "instruction": s.instruction}
                                  for s in specs],
-               "episodes": records, "summary": summary}
+               "episodes": records, "summary": summary, "cells": cells(records, cfg)}
     (out / "results.json").write_text(json.dumps(results, indent=2))
     write_table(results, out / "table.md")
     write_plot(results, out / "success.png")
     return results
 
 
+def _git_commit() -> str | None:
+    try:
+        return subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, timeout=10,
+                              cwd=Path(__file__).resolve().parent).stdout.strip() or None
+    except (OSError, subprocess.SubprocessError):
+        return None
+
+
 def summarize(records: list[dict[str, Any]], cfg: ClosedLoopConfig) -> dict[str, Any]:
-    """Success counts per variant × task kind (and "all") × clutter level (and "all")."""
+    """Success counts, rates and Wilson 95 % intervals per variant × task kind (and "all") × clutter (and "all")."""
     out: dict[str, Any] = {}
     for v in cfg.variants:
         rv = [r for r in records if r["variant"] == v]
@@ -576,12 +629,31 @@ def summarize(records: list[dict[str, Any]], cfg: ClosedLoopConfig) -> dict[str,
             for c in [*cfg.clutter, "all"]:
                 rc = [r for r in rt if c == "all" or r["clutter"] == c]
                 n, k = len(rc), sum(r["success"] for r in rc)
-                out[v][task][str(c)] = {"n": n, "success": k, "rate": (k / n) if n else None}
+                ci = wilson_interval(k, n)
+                out[v][task][str(c)] = {"n": n, "success": k, "rate": (k / n) if n else None,
+                                        "ci95": [round(ci[0], 4), round(ci[1], 4)] if ci else None}
+    return out
+
+
+def cells(records: list[dict[str, Any]], cfg: ClosedLoopConfig) -> list[dict[str, Any]]:
+    """One object per (variant, task, clutter): episodes, successes and the Wilson 95 % interval."""
+    out = []
+    for v in cfg.variants:
+        for task in cfg.tasks:
+            for c in cfg.clutter:
+                rc = [r for r in records if r["variant"] == v and r["task"] == task and r["clutter"] == c]
+                n, k = len(rc), sum(r["success"] for r in rc)
+                ci = wilson_interval(k, n)
+                out.append({"variant": v, "task": task, "clutter": c, "episodes": n, "successes": k,
+                            "ci95": [round(ci[0], 4), round(ci[1], 4)] if ci else None})
     return out
 
 
 def _cell(s: dict[str, Any]) -> str:
-    return "–" if not s["n"] else f"{s['rate']:.2f} ({s['success']}/{s['n']})"
+    if not s["n"]:
+        return "–"
+    lo, hi = s["ci95"]
+    return f"{s['success']}/{s['n']} [{lo:.2f}, {hi:.2f}]"
 
 
 def write_table(results: dict[str, Any], path: str | Path) -> Path:
@@ -589,12 +661,25 @@ def write_table(results: dict[str, Any], path: str | Path) -> Path:
     cfg = results["settings"]
     summ = results["summary"]
     cols = [str(c) for c in cfg["clutter"]] + ["all"]
+    pcs = results.get("planner_configs", {})
+    base = pcs.get("vidplan") or next(iter(pcs.values()), None)
+    timing = ""
+    if base:
+        steps = base["episode_steps"]
+        timing = (f" Planner: `{cfg['planner_config'] or 'planning/planner.yaml'}` (basis speed "
+                  f"{base['session']['proposals']['basis_speed_mps']} m/s, {base['open_loop_steps']} steps executed "
+                  f"per plan, K={base['flow_steps']}), episodes of {steps} control steps "
+                  f"({steps / CONTROL_RATE_HZ:g} s).")
     lines = ["# Closed-loop success in simulation (`vidplan eval sim`)", "",
-             f"Model `{cfg['model']}` ({cfg['backend']}, K={cfg['flow_steps']}), {cfg['episodes']} episodes per "
-             f"clutter level, budget {cfg['max_steps']} control steps ({cfg['max_steps'] / CONTROL_RATE_HZ:g} s), "
-             f"open-loop steps {cfg['open_loop_steps']}, refinement iterations {cfg['refine_iters']}, "
-             f"κ={cfg['kappa']}, executor policy `{cfg['exec_policy']}`.", "",
-             "Cells: success rate (successes/episodes)."]
+             f"Model `{cfg['model']}` ({cfg['backend']}); {cfg['episodes']} episodes per (task, clutter) cell for "
+             f"{', '.join(v for v in CORE_VARIANTS if v in cfg['variants'])}, {cfg['episodes_other']} for the "
+             f"others; scene seeds from {cfg['seed']} (the demo models trained on seeds ≥ 1000).{timing} "
+             f"Commit `{results.get('commit')}`.", "",
+             "Cells: successes/episodes [Wilson 95 % interval]. Oracle and privileged variants are diagnostics (the "
+             "simulator as world model / reward from the simulator state), not the product.", "",
+             "Variants as overrides of the planner configuration: " + "; ".join(
+                 f"`{v}`: {json.dumps(o) if o else 'as shipped'}" for v, o in results.get("variant_overrides",
+                                                                                            {}).items())]
     for task in [*cfg["tasks"], "all"]:
         lines += ["", f"## Task: {task}", "", "| variant | " + " | ".join(f"clutter {c}" if c != "all" else "all"
                                                                          for c in cols) + " |",
@@ -629,17 +714,19 @@ def write_plot(results: dict[str, Any], path: str | Path) -> Path:
     fig, ax = plt.subplots(figsize=(1.6 + 1.4 * len(groups), 3.6))
     x = np.arange(len(groups))
     for i, v in enumerate(variants):
-        cells = [summ[v]["all"][g] for g in groups]
-        rates = [c["rate"] if c["rate"] is not None else 0.0 for c in cells]
-        bars = ax.bar(x + (i - (len(variants) - 1) / 2) * width, rates, width, label=v)
-        for b, c in zip(bars, cells, strict=True):
+        cs = [summ[v]["all"][g] for g in groups]
+        rates = [c["rate"] if c["rate"] is not None else 0.0 for c in cs]
+        err = np.array([[r - c["ci95"][0], c["ci95"][1] - r] if c["ci95"] else [0.0, 0.0]
+                        for r, c in zip(rates, cs, strict=True)]).T
+        bars = ax.bar(x + (i - (len(variants) - 1) / 2) * width, rates, width, label=v, yerr=err, capsize=1.5,
+                      error_kw={"elinewidth": 0.6})
+        for b, c in zip(bars, cs, strict=True):
             ax.text(b.get_x() + b.get_width() / 2, b.get_height() + 0.01, f"{c['success']}/{c['n']}",
                     ha="center", va="bottom", fontsize=6, rotation=90)
     ax.set_xticks(x, [f"clutter {g}" if g != "all" else "all" for g in groups])
     ax.set_ylim(0, 1.15)
     ax.set_ylabel("success rate")
-    ax.set_title(f"closed-loop success ({cfg['episodes']} episodes per clutter level, tasks: "
-                 f"{', '.join(cfg['tasks'])})", fontsize=9)
+    ax.set_title(f"closed-loop success with Wilson 95 % intervals (tasks: {', '.join(cfg['tasks'])})", fontsize=9)
     ax.legend(fontsize=7, ncol=min(3, len(variants)), loc="upper right")
     fig.tight_layout()
     p = Path(path)

@@ -118,6 +118,33 @@ def _shadow(metrics: dict[str, Any], path: Path) -> Path:
     return _save(fig, path)
 
 
+def _controllability(metrics: dict[str, Any], path: Path) -> Path:
+    """Latent MSE ratio (shuffled / true, mirrored / true) per horizon step, with the action-blind line at 1.0."""
+    plt = _plt()
+    c = metrics["controllability"]
+    fig, ax = plt.subplots(figsize=(5.5, 3.5))
+    H = len(metrics["prediction"]["latent_mse"]["per_step"])
+    steps = np.arange(1, H + 1)
+    lo, hi = 0.95, 1.05  # at least ±5 %: an action-blind model's ±0.1 % wiggle must not look like an effect
+    for i, v in enumerate(("shuffled", "mirrored")):
+        r = (c.get("ratio") or {}).get(v)
+        if r:
+            y = _arr(r["per_step"])
+            ax.plot(steps, y, marker="o", color=f"C{i}",
+                    label=f"{v} / true (mean {r['mean']:.3f})" if r.get("mean") is not None else f"{v} / true")
+            if np.isfinite(y).any():
+                lo, hi = min(lo, float(np.nanmin(y))), max(hi, float(np.nanmax(y)))
+    ax.axhline(1.0, ls="--", color="k", lw=1.0, label="1.0 = action-blind")
+    pad = 0.05 * (hi - lo)
+    ax.set_ylim(lo - pad, hi + pad)
+    ax.set_xlabel("horizon step")
+    ax.set_ylabel("latent MSE ratio")
+    ax.set_xticks(steps)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    return _save(fig, path)
+
+
 def _latency(metrics: dict[str, Any], path: Path) -> Path:
     plt = _plt()
     stages = [(k, v) for k, v in metrics["latency"].items() if isinstance(v, dict) and v.get("count")]
@@ -190,6 +217,8 @@ def write_plots(metrics: dict[str, Any], examples: list[dict[str, Any]], plot_di
                                                  d / "reward_reliability.png")
     if metrics.get("shadow"):
         out["shadow_errors"] = _shadow(metrics, d / "shadow_errors.png")
+    if (metrics.get("controllability") or {}).get("ratio"):
+        out["controllability"] = _controllability(metrics, d / "controllability.png")
     if any(isinstance(v, dict) and v.get("count") for v in metrics.get("latency", {}).values()):
         out["latency"] = _latency(metrics, d / "latency.png")
     for i, ex in enumerate(examples):

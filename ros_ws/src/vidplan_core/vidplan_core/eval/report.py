@@ -98,6 +98,33 @@ messages before the damage were evaluated (see the warnings). The command exits 
 {{ fig("shadow_errors", "shadow planner vs recorded chunk, per step") }}
 {% else %}<p>null: {{ reason("shadow") | e }}</p>{% endif %}
 
+<h2>Controllability (does the model use its actions?)</h2>
+{% set c = m.controllability %}
+{% if c and c.error %}
+<p>The same {{ c.windows }} windows predicted with the same initial noise per window, with the recorded actions
+(true), with another window's chunk (shuffled: {{ c.shuffle | e }}) and with mirrored actions ({{ c.mirror | e }}).
+Ratio = latent MSE with the variant / with the true actions: ≈ 1.0 means the model ignores its actions, &gt; 1 that
+wrong actions make its prediction worse.</p>
+<table><tr><th class="l">metric</th>{% for h in steps %}<th>step {{ h }}</th>{% endfor %}<th>mean</th></tr>
+{% for v in ["true", "shuffled", "mirrored"] %}{% set e = c.error[v] %}
+{% if e %}<tr><td class="l">latent MSE, {{ v }}</td>{% for x in e.latent_mse.per_step %}<td>{{ fmt(x, 4) }}</td>{% endfor %}<td>{{ fmt(e.latent_mse.mean, 4) }}</td></tr>
+{% if e.psnr_db %}<tr><td class="l">PSNR [dB], {{ v }}</td>{% for x in e.psnr_db.per_step %}<td>{{ fmt(x, 2) }}</td>{% endfor %}<td>{{ fmt(e.psnr_db.mean, 2) }}</td></tr>{% endif %}
+{% else %}<tr><td class="l">{{ v }}</td><td class="l" colspan="{{ steps | length + 1 }}">null: {{ reason("controllability.error." ~ v) | e }}</td></tr>{% endif %}
+{% endfor %}
+{% for v in ["shuffled", "mirrored"] %}{% set r = c.ratio[v] %}
+{% if r %}<tr><th class="l">ratio {{ v }} / true</th>{% for x in r.per_step %}<td><b>{{ fmt(x, 3) }}</b></td>{% endfor %}<td><b>{{ fmt(r.mean, 3) }}</b></td></tr>
+{% else %}<tr><th class="l">ratio {{ v }} / true</th><td class="l" colspan="{{ steps | length + 1 }}">null: {{ reason("controllability.ratio." ~ v) | e }}</td></tr>{% endif %}
+{% endfor %}
+</table>
+{% set d = c.latent_difference %}
+<p>Action effect vs noise effect on the predicted latents (L2 norm over a window, mean over windows):
+‖pred(true) − pred(mirrored)‖ = {{ fmt(d.action_mirrored.window, 3) }}{% if d.action_shuffled %},
+‖pred(true) − pred(shuffled)‖ = {{ fmt(d.action_shuffled.window, 3) }}{% endif %}, ‖pred(true) − pred(true, other noise)‖
+= {{ fmt(d.noise.window, 3) }}; ratio (mirrored) {{ fmt(d.action_vs_noise.mirrored, 3) }}{% if d.action_vs_noise.shuffled is not none %},
+(shuffled) {{ fmt(d.action_vs_noise.shuffled, 3) }}{% endif %}.</p>
+{{ fig("controllability", "latent MSE ratio of wrong vs true actions per horizon step (1.0 = action-blind)") }}
+{% else %}<p>null: {{ reason("controllability") | e }}</p>{% endif %}
+
 <h2>Latency per stage</h2>
 <table><tr><th class="l">stage</th><th>count</th><th>mean [ms]</th><th>p50 [ms]</th><th>p95 [ms]</th><th>max [ms]</th></tr>
 {% for k, v in m.latency.items() if v is mapping and v.count %}<tr><td class="l">{{ k }}</td><td>{{ v.count }}</td><td>{{ fmt(v.mean_ms, 2) }}</td>

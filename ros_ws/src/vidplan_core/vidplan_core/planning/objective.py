@@ -11,7 +11,8 @@ Notation (per candidate n and predicted frame τ, F predicted frames):
             suppressing each patch by the uncertainty of the pixels it covers.
 * ``c``     centroid of the semantic map's highest-scoring region, normalised image coordinates in [0, 1]²
             (x right, y down); ``c_r`` a reference point (default the image centre).
-* ``r``     ``w(h̄)·(r_s − λ·‖c − c_r‖)`` per frame; a candidate's score is ``max_τ r``.
+* ``r``     ``b − (1 − w(h̄))·|b|`` with ``b = r_s − λ·‖c − c_r‖`` per frame (= ``w·b`` for ``b ≥ 0``; uncertainty
+            only ever lowers a score); a candidate's score is ``max_τ r``.
 
 The refinement objective is the entropy-weighted expected value of the reward head:
 ``J = mean_τ w(h̄_τ)·(1 − H_τ)^β · E[V_τ]`` with ``H_τ`` the reward head's normalised entropy (``β = 0`` drops it).
@@ -117,9 +118,14 @@ def centroid_distance(c: torch.Tensor, c_ref: torch.Tensor | tuple[float, float]
 
 def frame_reward(r_s: torch.Tensor, h_bar: torch.Tensor, dist: torch.Tensor | None = None, lam: float = 0.5,
                  kind: WeightKind = "exp", kappa: float = 3.0) -> torch.Tensor:
-    """Per-frame reward ``r = w(h̄)·(r_s − λ·d)``; all inputs (N, F) → (N, F)."""
+    """Per-frame reward: uncertainty can only *lower* it; all inputs (N, F) → (N, F).
+
+    With ``b = r_s − λ·d``: ``r = b − (1 − w(h̄))·|b|``, i.e. the paper's ``w·b`` for ``b ≥ 0`` and ``(2 − w)·b``
+    for ``b < 0``. The plain product ``w·b`` would pull a negative score towards 0 — rewarding doubt — whenever
+    ``r_s < λ·d`` (seen on the demo models: b from −0.05 to −0.24).
+    """
     base = r_s if dist is None else r_s - lam * dist
-    return uncertainty_weight(h_bar, kind, kappa) * base
+    return base - (1.0 - uncertainty_weight(h_bar, kind, kappa)) * base.abs()
 
 
 def hierarchical_reward(r_s: torch.Tensor, h_bar: torch.Tensor, centroid: torch.Tensor | None = None,

@@ -65,10 +65,21 @@ class PlannerConfig(BaseModel):
                                          "coordinate [m] (None: normalised radius only)")
     trust_region_rad: float | None = Field(0.15, gt=0, description="cap of the trust region on each Euler angle "
                                            "[rad] (None: normalised radius only)")
-    position_min: tuple[float, float, float] = (-1.0, -1.0, -0.1)
-    position_max: tuple[float, float, float] = (1.0, 1.0, 1.3)
+    # The executor's workspace box (SafetyLimits defaults; PlanningConfig.bounded() sets them from its limits).
+    position_min: tuple[float, float, float] = (0.20, -0.45, 0.02)
+    position_max: tuple[float, float, float] = (0.80, 0.45, 0.70)
     time_budget_s: float | None = Field(None, gt=0)
     refine_gripper: bool = False
+    min_grad: float = Field(1e-3, ge=0, description="refinement is skipped (result.refine_skipped) when the largest "
+                            "|dJ/da| in normalised units is below this: Adam would rescale a ~0 gradient into "
+                            "trust-region-sized noise steps")
+    noise_samples: int = Field(1, ge=1, description="M: score every candidate as the mean over M flow-map noise "
+                               "draws (seeds seed, seed+1, ...; shared by all candidates); cost ×M on the global stage")
+    stop_at_best_frame: bool = Field(True, description="cut the chosen chunk at its best-scoring frame (later steps "
+                                     "hold that pose): the score is a max over frames, so the steps after the best "
+                                     "frame were never asked for")
+    survival_check: bool = Field(False, description="one extra global rollout with a re-drawn noise seed, to report "
+                                 "whether the winner survives it (result.winner_survival); diagnostics, costs ×2")
 
 
 class CEMConfig(PlannerConfig):
@@ -98,6 +109,9 @@ class PlanResult:
         values: (N,) mean expected value of every proposal.
         objective_trace: refinement objective J at each evaluated iterate (first = argmax candidate).
         timings: seconds per stage ("encode", "rollout", "heads", "semantic", "select", "refinement", "total").
+        refine_skipped: refinement was skipped because the value gradient was uninformative (see ``reason``).
+        winner_survival: fraction of the noise draws (M > 1, or the survival check's re-drawn seed) whose own argmax
+            is the chosen candidate; None when not measured.
     """
 
     chunk: EEChunk
@@ -110,6 +124,8 @@ class PlanResult:
     values: np.ndarray = field(default_factory=lambda: np.zeros(0))
     objective_trace: list[float] = field(default_factory=list)
     timings: dict[str, float] = field(default_factory=dict)
+    refine_skipped: bool = False
+    winner_survival: float | None = None
 
     @property
     def hold(self) -> bool:
@@ -198,25 +214,57 @@ class _BasePlanner:
             raise ValueError(f"proposals have horizon {props.actions.shape[1]}, the backend expects {self.horizon}")
         if not np.isfinite(props.actions).all():
             raise _HoldError("proposals contain NaN/Inf")
-        t = time.perf_counter()
-        self.backend.set_context(ctx)
-        timings["encode"] = time.perf_counter() - t
-        out = self.backend.rollout(props.actions.astype(np.float32))
-        for k in ("rollout", "heads", "semantic"):
-            timings[k] = timings.get(k, 0.0) + out.timings.get(k, 0.0)
-        bad = out.non_finite()
-        if bad:
-            raise _HoldError(f"non-finite backend output: {', '.join(bad)}")
-        t = time.perf_counter()
-        with torch.no_grad():
-            scores, per_frame = score_rollout(out, self.config.score)
-        timings["select"] = time.perf_counter() - t
-        if not torch.isfinite(scores).all():
-            raise _HoldError("non-finite candidate scores")
-        return out, scores.numpy(), per_frame.numpy()
+        cfg = self.config
+        seeds = [ctx.seed + m for m in range(cfg.noise_samples)]
+        if cfg.survival_check and cfg.noise_samples == 1:
+            seeds.append(ctx.seed + 7919)  # re-drawn seed, for the survival diagnostic only
+        draws, first = [], None
+        for m, seed in enumerate(seeds):
+            t = time.perf_counter()
+            self.backend.set_context(ctx if seed == ctx.seed else PlanningContext(
+                ctx.history_frames, ctx.history_actions, ctx.instruction, seed))
+            timings["encode"] = timings.get("encode", 0.0) + time.perf_counter() - t
+            out = self.backend.rollout(props.actions.astype(np.float32))
+            for k in ("rollout", "heads", "semantic"):
+                timings[k] = timings.get(k, 0.0) + out.timings.get(k, 0.0)
+            bad = out.non_finite()
+            if bad:
+                raise _HoldError(f"non-finite backend output: {', '.join(bad)}")
+            t = time.perf_counter()
+            with torch.no_grad():
+                scores, per_frame = score_rollout(out, cfg.score)
+            timings["select"] = timings.get("select", 0.0) + time.perf_counter() - t
+            if not torch.isfinite(scores).all():
+                raise _HoldError("non-finite candidate scores")
+            draws.append((scores.numpy(), per_frame.numpy()))
+            if m == 0:
+                first = out
+        if len(seeds) > cfg.noise_samples:  # the survival check's draw is reported, not averaged in
+            self._survival_draws = [d[0] for d in draws]
+            draws = draws[: cfg.noise_samples]
+        else:
+            self._survival_draws = [d[0] for d in draws] if len(draws) > 1 else []
+        # The refinement starts from the first draw's context (seed = ctx.seed), as without averaging.
+        if len(seeds) > 1:
+            self.backend.set_context(ctx)
+        scores = np.mean([d[0] for d in draws], axis=0)
+        per_frame = np.mean([d[1] for d in draws], axis=0)
+        return first, scores, per_frame
+
+    def _survival(self, idx: int) -> float | None:
+        draws = getattr(self, "_survival_draws", [])
+        if not draws:
+            return None
+        return float(np.mean([int(np.argmax(s)) == idx for s in draws]))
 
     def _result(self, ctx, props, out, scores, idx, best_n, status, reason, trace, timings, t0) -> PlanResult:
         actions = self._denormalize(best_n, props.actions[idx])
+        pf = getattr(self, "_per_frame", None)
+        if self.config.stop_at_best_frame and pf is not None and len(pf) == len(props) and best_n is not None:
+            # A candidate is scored by its best frame: executing past it is what the score did not ask for (on the
+            # oracle rung this alone turned ±x overshoot oscillations into pushes).
+            best = int(np.argmax(pf[idx]))
+            actions[best + 1:] = actions[best]
         if not np.isfinite(actions).all():
             return self._hold(ctx, "non-finite plan", timings)
         timings["total"] = time.perf_counter() - t0
@@ -224,7 +272,8 @@ class _BasePlanner:
                                      value=np.clip(out.value[idx], 0, 1))
         return PlanResult(chunk=chunk, status=status, reason=reason, chosen_index=int(idx),
                           chosen_label=props.labels[idx], scores=scores, uncertainty=out.h_bar.mean(1),
-                          values=out.value.mean(1), objective_trace=trace, timings=timings)
+                          values=out.value.mean(1), objective_trace=trace, timings=timings,
+                          winner_survival=self._survival(int(idx)))
 
 
 class Planner(_BasePlanner):
@@ -250,7 +299,7 @@ class Planner(_BasePlanner):
         timings: dict[str, float] = {}
         props = self._proposals(proposals)
         try:
-            out, scores, _ = self._global(ctx, props, timings)
+            out, scores, self._per_frame = self._global(ctx, props, timings)
         except _HoldError as exc:
             return self._hold(ctx, str(exc), timings)
         except Exception as exc:  # a failing backend must never leave the arm moving
@@ -259,6 +308,7 @@ class Planner(_BasePlanner):
         self._ref = props.actions[idx]
         x0 = torch.as_tensor(self._normalize(props.actions[idx]))[None]
         best_x, trace, status, reason = x0.clone(), [], "ok", ""
+        skipped = False
 
         def over_budget(next_cost: float) -> bool:
             return cfg.time_budget_s is not None and time.perf_counter() - t0 + next_cost > cfg.time_budget_s
@@ -273,6 +323,9 @@ class Planner(_BasePlanner):
             else:
                 try:
                     best_x, trace, status, reason = self._refine(x0, t0, est, over_budget)
+                    skipped = status == "skipped"
+                    if skipped:
+                        status = "ok"
                 except _HoldError as exc:
                     timings["refinement"] = time.perf_counter() - t_ref
                     return self._hold(ctx, str(exc), timings, chosen_index=idx, scores=scores)
@@ -281,7 +334,9 @@ class Planner(_BasePlanner):
                     return self._hold(ctx, f"backend error during refinement: {type(exc).__name__}: {exc}", timings,
                                       chosen_index=idx, scores=scores)
         timings["refinement"] = time.perf_counter() - t_ref
-        return self._result(ctx, props, out, scores, idx, best_x[0].numpy(), status, reason, trace, timings, t0)
+        res = self._result(ctx, props, out, scores, idx, best_x[0].numpy(), status, reason, trace, timings, t0)
+        res.refine_skipped = skipped
+        return res
 
     def _refine(self, x0: torch.Tensor, t0: float, est: float, over_budget):
         """GradOpt: Adam ascent on J with trust region and limits; returns (best x, trace, status, reason)."""
@@ -305,6 +360,9 @@ class Planner(_BasePlanner):
             trace.append(float(j[0]))
             if j[0] > best_j:
                 best_j, best_x = float(j[0]), x.detach().clone()
+            if it == 0 and float(np.max(np.abs(g * mask.numpy().reshape(g.shape)))) < cfg.min_grad:
+                return best_x, trace, "skipped", (f"refinement skipped: uninformative value gradient (max |dJ/da| = "
+                                                  f"{float(np.max(np.abs(g))):.1e} < min_grad {cfg.min_grad:g})")
             if it == cfg.refine_iters:
                 break
             if over_budget(est):
@@ -339,6 +397,7 @@ class CEMPlanner(_BasePlanner):
         with torch.no_grad():
             try:
                 out, scores, _ = self._global(ctx, props, timings)
+                self._per_frame = None  # CEM's winner is a sample, not a scored proposal: no frame cut
             except _HoldError as exc:
                 return self._hold(ctx, str(exc), timings)
             except Exception as exc:

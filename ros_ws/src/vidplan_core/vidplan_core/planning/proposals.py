@@ -20,7 +20,7 @@ import numpy as np
 from vidplan_core.spaces import ACTION_DIM, CONTROL_RATE_HZ, MODEL_RATE_HZ, wrap_angle
 
 __all__ = ["BASIS_DIRECTIONS", "ProposalSet", "basis_velocity_proposals", "compose_proposals",
-           "damped_pinv", "perturbation_proposals"]
+           "damped_pinv", "gripper_proposals", "integrate_twist", "perturbation_proposals"]
 
 #: The 6 canonical directions (unit linear velocity in the base frame) and their labels.
 BASIS_DIRECTIONS: dict[str, np.ndarray] = {
@@ -61,7 +61,9 @@ def damped_pinv(J: np.ndarray, damping: float = 1e-3) -> np.ndarray:
 def basis_velocity_proposals(kin, q0: np.ndarray, horizon: int, speed: float = 0.05, gripper: float | None = None,
                              directions: tuple[str, ...] = tuple(BASIS_DIRECTIONS),
                              control_rate_hz: float = CONTROL_RATE_HZ, model_rate_hz: float = MODEL_RATE_HZ,
-                             damping: float = 1e-3, euler_center: np.ndarray | None = None) -> ProposalSet:
+                             damping: float = 1e-3, euler_center: np.ndarray | None = None,
+                             velocity_scale: float = 1.0, workspace_min: np.ndarray | None = None,
+                             workspace_max: np.ndarray | None = None, joint_margin: float = 0.0) -> ProposalSet:
     """Jacobian basis-velocity proposals.
 
     Args:
@@ -72,6 +74,10 @@ def basis_velocity_proposals(kin, q0: np.ndarray, horizon: int, speed: float = 0
         gripper: gripper value held in every step (default: 0, open).
         directions: subset of :data:`BASIS_DIRECTIONS` keys.
         damping: λ of the damped pseudo-inverse (keeps q̇ bounded near singularities).
+        velocity_scale: fraction of the URDF joint velocity limits the motion may use (the executor's
+            ``joint_velocity_scale`` times a margin), so that no proposal is rejected for joint speed.
+        workspace_min, workspace_max: (3,) the executor's EE box [m]; a proposal stops at its wall (the motion
+            along a direction that would leave the box is dropped, the EE holds there).
 
     Returns:
         :class:`ProposalSet` with (len(directions), H, 7) poses; step k is the pose after k+1 model periods.
@@ -86,22 +92,46 @@ def basis_velocity_proposals(kin, q0: np.ndarray, horizon: int, speed: float = 0
     q_start = kin.clip(np.asarray(q0, np.float64).reshape(7))
     center = kin.fk_action(q_start)[3:6] if euler_center is None else euler_center
     g = 0.0 if gripper is None else float(gripper)
-    out = []
-    for d in directions:
-        twist = np.concatenate([BASIS_DIRECTIONS[d] * speed, np.zeros(3)])  # orientation held (ω = 0)
-        q = q_start.copy()
-        samples = []
-        for k in range(horizon * stride):
-            qd = damped_pinv(kin.jacobian(q), damping) @ twist
-            ratio = float(np.max(np.abs(qd) / kin.velocity_limits))
-            if ratio > 1.0:  # keep the direction, respect velocity limits
-                qd = qd / ratio
-            q = kin.clip(q + qd * dt)
-            if (k + 1) % stride == 0:
-                samples.append(q.copy())
-        ee = kin.fk_action_batch(np.asarray(samples), center)
-        out.append(np.concatenate([ee, np.full((horizon, 1), g)], axis=1))
-    return ProposalSet(np.stack(out), list(directions))
+    out = [integrate_twist(kin, q_start, BASIS_DIRECTIONS[d] * speed, horizon, stride, dt, damping, velocity_scale,
+                           workspace_min, workspace_max, center, joint_margin) for d in directions]
+    return ProposalSet(np.stack([np.concatenate([ee, np.full((horizon, 1), g)], axis=1) for ee in out]),
+                       list(directions))
+
+
+def integrate_twist(kin, q_start: np.ndarray, linear_velocity: np.ndarray, horizon: int, stride: int, dt: float,
+                    damping: float = 1e-3, velocity_scale: float = 1.0, workspace_min: np.ndarray | None = None,
+                    workspace_max: np.ndarray | None = None, euler_center: np.ndarray | None = None,
+                    joint_margin: float = 0.0) -> np.ndarray:
+    """Move the TCP with ``linear_velocity`` (3,) [m/s] (orientation held) from ``q_start`` for ``horizon·stride``
+    control steps of ``dt`` [s]; returns the (horizon, 6) poses [m, rad] at every ``stride``-th step.
+
+    Joint velocities come from the damped pseudo-inverse of the Jacobian at each step, scaled down (direction kept)
+    to ``velocity_scale`` × the URDF limits; a velocity component that would take the TCP through a wall of the box
+    ``workspace_min..workspace_max`` is zeroed, so the motion slides along / stops at the wall.
+    """
+    lo = None if workspace_min is None else np.asarray(workspace_min, float)
+    hi = None if workspace_max is None else np.asarray(workspace_max, float)
+    vmax = kin.velocity_limits * velocity_scale
+    q_lo, q_hi = kin.lower + joint_margin, kin.upper - joint_margin  # the executor's keep-out band
+    q = q_start.copy()
+    samples = []
+    for k in range(horizon * stride):
+        v = np.asarray(linear_velocity, float).copy()
+        if lo is not None and hi is not None:
+            p = kin.fk(q)[:3, 3]
+            nxt = p + v * dt
+            v[(nxt < lo) | (nxt > hi)] = 0.0  # stop at the wall rather than ask the executor for what it rejects
+        qd = damped_pinv(kin.jacobian(q), damping) @ np.concatenate([v, np.zeros(3)])
+        ratio = float(np.max(np.abs(qd) / vmax))
+        if ratio > 1.0:  # keep the direction, respect velocity limits
+            qd = qd / ratio
+        q_next = q + qd * dt
+        if joint_margin > 0:  # a joint at its band stops (never moved further into it)
+            q_next = np.where((q_next < q_lo) & (qd < 0) | (q_next > q_hi) & (qd > 0), q, q_next)
+        q = kin.clip(q_next)
+        if (k + 1) % stride == 0:
+            samples.append(q.copy())
+    return kin.fk_action_batch(np.asarray(samples), euler_center)
 
 
 def perturbation_proposals(nominal: np.ndarray, n: int, sigma: np.ndarray | float = (0.02, 0.02, 0.02, 0.05, 0.05,
@@ -153,3 +183,12 @@ def compose_proposals(*sets: ProposalSet) -> ProposalSet:
     if len(hs) != 1:
         raise ValueError(f"proposal sets have different horizons {sorted(hs)}")
     return ProposalSet(np.concatenate([s.actions for s in sets]), [lab for s in sets for lab in s.labels])
+
+
+def gripper_proposals(current_pose: np.ndarray, horizon: int) -> ProposalSet:
+    """One candidate holding the current pose (7,) with the gripper toggled (open ↔ closed) for the whole chunk:
+    basis proposals keep the gripper as it is, so without this a planner could never grasp or release."""
+    pose = np.asarray(current_pose, np.float64).reshape(ACTION_DIM)
+    a = np.tile(pose, (1, horizon, 1))
+    a[..., 6] = 1.0 - round(float(pose[6]))
+    return ProposalSet(a, ["toggle_gripper"])

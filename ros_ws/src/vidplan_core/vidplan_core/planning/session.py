@@ -24,6 +24,7 @@ from vidplan_core.planning.proposals import (
     ProposalSet,
     basis_velocity_proposals,
     compose_proposals,
+    gripper_proposals,
     perturbation_proposals,
 )
 from vidplan_core.planning.rtc import blend_chunks, remaining_steps
@@ -38,11 +39,19 @@ class ProposalConfig(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
     basis_directions: list[str] = Field(default_factory=lambda: list(BASIS_DIRECTIONS))
-    basis_speed_mps: float = Field(0.05, gt=0, description="EE speed of the basis proposals [m/s]")
+    basis_speed_mps: float = Field(0.15, gt=0, description="EE speed of the basis proposals [m/s]")
     num_nominal: int = Field(0, ge=0, description="perturbations around the nominal chunk (0 = basis only)")
     nominal_sigma: list[float] = Field(default_factory=lambda: [0.02, 0.02, 0.02, 0.05, 0.05, 0.05, 0.2],
                                        min_length=7, max_length=7)
     include_hold: bool = Field(True, description="add the 'stay put' candidate (current pose repeated)")
+    gripper_toggle: bool = Field(True, description="add 'hold the pose, toggle the gripper' (needed to grasp)")
+    velocity_margin: float = Field(0.9, gt=0, le=1.0, description="fraction of the executor's joint velocity "
+                                   "allowance the basis proposals use")
+    # Filled from the safety limits by PlanningConfig.bounded() (one source of limits; not set by hand).
+    joint_velocity_scale: float = Field(0.8, gt=0, le=1.0, description="executor's fraction of the URDF limits")
+    joint_margin_rad: float = Field(0.01, ge=0, description="executor's keep-out band inside the joint limits [rad]")
+    workspace_min: list[float] | None = Field(None, description="executor's EE box lower corner [m]")
+    workspace_max: list[float] | None = Field(None, description="executor's EE box upper corner [m]")
 
 
 class SessionConfig(BaseModel):
@@ -83,7 +92,7 @@ class PlanningSession:
         """Candidates scored per cycle: basis directions + hold + nominal perturbations (CEM samples its own
         ``population`` per further iteration)."""
         pc = self.config.proposals
-        return len(pc.basis_directions) + int(pc.include_hold) + pc.num_nominal
+        return len(pc.basis_directions) + int(pc.include_hold) + int(pc.gripper_toggle) + pc.num_nominal
 
     def batching_notes(self) -> list[str]:
         """Warnings for candidate counts that the backend can only run padded (exported ONNX/TensorRT batch sizes
@@ -101,9 +110,14 @@ class PlanningSession:
         gripper = float(current_pose[6])
         sets = [basis_velocity_proposals(self.kin, q, self.horizon, speed=pc.basis_speed_mps, gripper=gripper,
                                          directions=tuple(pc.basis_directions),
-                                         euler_center=np.asarray(current_pose[3:6]))]
+                                         euler_center=np.asarray(current_pose[3:6]),
+                                         velocity_scale=pc.joint_velocity_scale * pc.velocity_margin,
+                                         workspace_min=pc.workspace_min, workspace_max=pc.workspace_max,
+                                         joint_margin=pc.joint_margin_rad)]
         if pc.include_hold:
             sets.append(ProposalSet(np.tile(current_pose, (1, self.horizon, 1)), ["hold"]))
+        if pc.gripper_toggle:
+            sets.append(gripper_proposals(current_pose, self.horizon))
         if pc.num_nominal:
             obs = NominalObservation(ee_pose=np.asarray(current_pose), joint_positions=np.asarray(q),
                                      images=images or {}, instruction=instruction)

@@ -4,7 +4,9 @@
 * :mod:`.torch_backend` — ``TorchBackend`` (eager; torch.compile; CUDA graphs and bf16 on GPU);
 * :mod:`.ort_backend` — ``OnnxRuntimeBackend`` (CPU / CUDA / TensorRT execution providers);
 * :mod:`.tensorrt_backend` — ``TensorRTBackend`` (native engines; needs TensorRT + GPU);
-* :mod:`.graphs`, :mod:`.bundle` — the graphs every runtime computes, and the model bundle.
+* :mod:`.graphs`, :mod:`.bundle` — the graphs every runtime computes, and the model bundle;
+* :mod:`.loader` — the one loader of a model directory (its index ``bundle.json`` names every part):
+  ``load_planner_backend`` for the planner node, eval sim, eval-bag and the demo.
 
 Import the submodules directly; this package imports nothing heavy.
 """

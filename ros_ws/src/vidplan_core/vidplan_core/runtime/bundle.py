@@ -23,41 +23,43 @@ class PlannerModels:
         suite: autoencoder, world model, flow map, UQ head, reward head.
         scorer: :class:`vidplan_core.models.semantic.SemanticScorer` (SigLIP / CLIP).
         semantic_view: which view the semantic reward scores (0 left, 1 right, 2 wrist).
+        centring_view: which view's semantic map gives the centroid of the centring term (default 2, the wrist
+            camera: its image centre is under the gripper, so the distance to it depends on the candidate — on a
+            static exterior view it is the same for every candidate).
+        config_name: the model configuration (tiny, demo, full, a suite YAML's name); recorded in ``bundle.json``.
     """
 
     suite: Any
     scorer: Any
     semantic_view: int = 0
+    config_name: str | None = None
+    centring_view: int = 2
 
-    def save(self, directory: str | Path, storage_dtype: Any = None) -> None:
-        """Write the layout :meth:`load` reads: ``directory/<section>/`` per model and ``directory/semantic``.
+    def save(self, directory: str | Path, storage_dtype: Any = None, config_name: str | None = None) -> None:
+        """Write the layout :meth:`load` reads: ``directory/<section>/`` per model, ``directory/semantic`` and the
+        index ``directory/bundle.json`` naming them (:mod:`vidplan_core.runtime.loader`).
 
         ``storage_dtype`` (``torch.float16``): the world-model suite's parameters are stored in half precision
-        (:meth:`vidplan_core.models._io.StrictLoadMixin.save`); the semantic model always stays float32."""
+        (:meth:`vidplan_core.models._io.StrictLoadMixin.save`); the semantic model always stays float32.
+        ``config_name``: recorded in the index (default :attr:`config_name`)."""
+        from vidplan_core.runtime.loader import write_bundle_index
         from vidplan_core.training.siglip import save_semantic
 
         self.suite.save(directory, storage_dtype=storage_dtype)
         m = self.scorer.model
         save_semantic(m, self.scorer.tokenizer, Path(directory) / "semantic", m.config.vision_config.image_size)
+        write_bundle_index(directory, config=config_name or self.config_name)
 
     @classmethod
     def load(cls, directory: str | Path, device: str = "cpu", semantic_dir: str | Path | None = None,
              semantic_view: int = 0) -> PlannerModels:
-        """Load ``directory/{autoencoder,world_model,flow_map,uq_head,reward_head}`` and ``directory/semantic``
-        (or ``semantic_dir``). Missing parts are a :class:`BackendError` naming the path."""
-        from vidplan_core.models.configs import ModelSuite
-        from vidplan_core.models.semantic import SemanticScorer
+        """Load the parts the directory's index (``bundle.json``, or the layout without one) names:
+        autoencoder, [world_model,] flow_map, uq_head, reward_head and semantic (or ``semantic_dir``).
+        Missing parts are a :class:`BackendError` (:class:`~vidplan_core.runtime.loader.BundleError`) naming the
+        key and the path; see :func:`vidplan_core.runtime.loader.load_planner_models`."""
+        from vidplan_core.runtime.loader import load_planner_models
 
-        d = Path(directory)
-        if not d.is_dir():
-            raise BackendError(f"model directory {d} does not exist")
-        sem = Path(semantic_dir) if semantic_dir is not None else d / "semantic"
-        if not sem.is_dir():
-            raise BackendError(f"semantic model directory {sem} does not exist (pass semantic_dir)")
-        models = cls(ModelSuite.load(d, device=device), SemanticScorer.from_pretrained(sem, device=device),
-                     semantic_view)
-        models.check()
-        return models
+        return load_planner_models(directory, device=device, semantic_dir=semantic_dir, semantic_view=semantic_view)
 
     @property
     def horizon(self) -> int:
@@ -89,8 +91,9 @@ class PlannerModels:
             if d_text != fm.config.text_embed_dim:
                 raise BackendError(f"world model expects text embeddings of width {fm.config.text_embed_dim}, the "
                                    f"semantic scorer produces {d_text}")
-        if not 0 <= self.semantic_view < 3:
-            raise BackendError(f"semantic_view must be 0, 1 or 2, got {self.semantic_view}")
+        for name in ("semantic_view", "centring_view"):
+            if not 0 <= getattr(self, name) < 3:
+                raise BackendError(f"{name} must be 0, 1 or 2, got {getattr(self, name)}")
 
     def text_dim(self) -> int:
         import torch
@@ -172,7 +175,7 @@ def random_planner_models(config: str = "tiny", seed: int = 0, image_size: int |
     import torch
     from transformers import SiglipConfig, SiglipModel
 
-    from vidplan_core.models.configs import build_suite
+    from vidplan_core.models.configs import PRESETS, build_suite
     from vidplan_core.models.semantic import SemanticScorer
     from vidplan_core.training.siglip import build_tokenizer
 
@@ -187,4 +190,5 @@ def random_planner_models(config: str = "tiny", seed: int = 0, image_size: int |
                 bos_token_id=tok.bos_token_id, eos_token_id=tok.eos_token_id, **common)
     vision = dict(image_size=size, patch_size=8, **common)
     model = SiglipModel(SiglipConfig(text_config=text, vision_config=vision))
-    return PlannerModels(suite, SemanticScorer(model, tok))
+    name = str(config) if str(config) in PRESETS else Path(str(config)).stem
+    return PlannerModels(suite, SemanticScorer(model, tok), config_name=name)

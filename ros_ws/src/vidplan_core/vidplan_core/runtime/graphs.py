@@ -123,17 +123,22 @@ class SemanticGraph(nn.Module):
 
     ``scorer`` is the models' :class:`~vidplan_core.models.semantic.SemanticScorer`: one vision pass gives the
     per-frame image–text cosine score and the patch similarity map (the planner computes the centroid itself,
-    after suppressing the map by the uncertainty map).
+    after suppressing the map by the uncertainty map). The score is taken on ``view``, the map on ``map_view``
+    (the centring term's view; a second vision pass when they differ).
     """
 
-    def __init__(self, autoencoder: nn.Module, scorer: nn.Module, view: int = 0):
+    def __init__(self, autoencoder: nn.Module, scorer: nn.Module, view: int = 0, map_view: int | None = None):
         super().__init__()
         self.ae, self.scorer, self.view = autoencoder, scorer, int(view)
+        self.map_view = self.view if map_view is None else int(map_view)
 
     def forward(self, latents: torch.Tensor, text_embeds: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         n, f = latents.shape[:2]
-        frames = self.ae.decode(latents)[:, :, self.view]  # (N, H, 3, H_img, W_img)
+        decoded = self.ae.decode(latents)  # (N, H, 3 views, 3, H_img, W_img)
+        frames = decoded[:, :, self.view]
         pooled, patches = self.scorer.image_features(frames.flatten(0, 1))  # (B, D), (B, gh, gw, D)
+        if self.map_view != self.view:  # the centring map comes from another view (default: the wrist camera)
+            _, patches = self.scorer.image_features(decoded[:, :, self.map_view].flatten(0, 1))
         t = text_embeds.reshape(1, -1)
         score = (pooled * t).sum(-1)
         sim = (patches * t[:, None, None, :]).sum(-1)

@@ -113,6 +113,14 @@ class OnnxRuntimeBackend:
         self._ctx: dict[str, np.ndarray] | None = None
 
     @property
+    def centring_view(self) -> int:
+        """View (0 left, 1 right, 2 wrist) whose semantic map the exported ``semantic`` graph returns for the
+        centring term; exports made before the option existed computed it on the scored view (usually left) —
+        re-export for the wrist view."""
+        m = self.manifest.model
+        return int(m.get("centring_view", m.get("semantic_view", 0)))
+
+    @property
     def providers(self) -> list[str]:
         """Providers the sessions actually use."""
         return next(iter(self._sessions.values())).get_providers()
@@ -179,20 +187,7 @@ class OnnxRuntimeBackend:
             raise BackendError(f"the world model needs {self.num_history} history frames, got "
                                f"{ctx.history_frames.shape[0]}")
         frames = frames_to_float(ctx.history_frames)
-        sess = self._sessions["encode"]
-        t_exp = self.manifest.graphs["encode"].inputs["frames"][0]
-
-        def enc(f: np.ndarray) -> np.ndarray:
-            out = []
-            for i in range(0, len(f), t_exp):  # the encode graph takes a fixed number of frames
-                c = f[i:i + t_exp]
-                pad = t_exp - len(c)
-                if pad:
-                    c = np.concatenate([c, np.repeat(c[-1:], pad, 0)])
-                out.append(sess.run(None, {"frames": c})[0][: t_exp - pad])
-            return np.concatenate(out)
-
-        lat = self._cache.encode(frames, enc)
+        lat = self._cache.encode(frames, self.encode_frames)
         self._ctx = {"history_latents": lat[None].astype(np.float32),
                      "history_actions": ctx.history_actions[None].astype(np.float32),
                      "noise": make_noise(ctx.seed, (self.horizon, *self.latent_shape))}
@@ -201,6 +196,41 @@ class OnnxRuntimeBackend:
         if self.uses_text:
             self._ctx["text_embeds"] = text
         return time.perf_counter() - t0
+
+    def encode_frames(self, frames: np.ndarray) -> np.ndarray:
+        """(n, 3 views, 3, H_img, W_img) frames (uint8 or [0, 1]) → (n, C, h, w) latents (history encoder)."""
+        f = frames_to_float(frames)
+        sess = self._sessions["encode"]
+        t_exp = self.manifest.graphs["encode"].inputs["frames"][0]
+        out = []
+        for i in range(0, len(f), t_exp):  # the encode graph takes a fixed number of frames
+            c = f[i:i + t_exp]
+            pad = t_exp - len(c)
+            if pad:
+                c = np.concatenate([c, np.repeat(c[-1:], pad, 0)])
+            out.append(sess.run(None, {"frames": c})[0][: t_exp - pad])
+        return np.concatenate(out)
+
+    def predict_latents(self, actions: np.ndarray) -> np.ndarray:
+        """(N, H, 7) raw future EE poses → (N, H, C, h, w) predicted latents (the world model alone, no scoring)."""
+        a = check_actions(actions, self.horizon)
+        (lat,) = self._run_batched("rollout", {"actions": a}, self._need_ctx())
+        return lat
+
+    def score_latents(self, latents: np.ndarray, actions: np.ndarray) -> RolloutOutput:
+        """Heads + semantic reward on given future latents (N, H, C, h, w) of the candidates ``actions``
+        (N, H, 7): :meth:`rollout` without the world model (the ladder's oracle scores true futures with it)."""
+        a = check_actions(actions, self.horizon)
+        self._need_ctx()
+        lat = np.ascontiguousarray(latents, dtype=np.float32)
+        t1 = time.perf_counter()
+        uq_map, h_bar, value, value_ent = self._run_batched("heads", {"latents": lat, "actions": a}, {})
+        t2 = time.perf_counter()
+        score, sem_map = self._run_batched("semantic", {"latents": lat}, {"text_embeds": self._text})
+        t3 = time.perf_counter()
+        return RolloutOutput(h_bar=h_bar, uq_map=uq_map, value=value, value_entropy=value_ent,
+                             semantic_score=score, semantic_map=sem_map, latents=lat,
+                             timings={"heads": t2 - t1, "semantic": t3 - t2})
 
     def _need_ctx(self) -> dict[str, np.ndarray]:
         if self._ctx is None:

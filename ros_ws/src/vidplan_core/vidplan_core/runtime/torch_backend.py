@@ -43,7 +43,8 @@ def build_graphs(models: PlannerModels, flow_steps: int, objective: ObjectiveCon
     heads = HeadsGraph(s.uq_head, s.reward_head)
     graphs = {"encode": EncodeGraph(s.autoencoder), "decode": DecodeGraph(s.autoencoder),
               "rollout": rollout, "heads": heads,
-              "semantic": SemanticGraph(s.autoencoder, models.scorer, models.semantic_view),
+              "semantic": SemanticGraph(s.autoencoder, models.scorer, models.semantic_view,
+                                                models.centring_view),
               "text": TextGraph(models.scorer), "value_grad": ValueGradGraph(rollout, heads, objective)}
     for g in graphs.values():  # the wrappers too (the models already are): the exporter traces in eval mode
         g.eval()
@@ -158,6 +159,46 @@ class TorchBackend:
                 t = time.perf_counter()
                 score, sem_map = self._semantic(lat, text)
                 self._sync()
+                timings["semantic"] += time.perf_counter() - t
+            parts.append({k: v.float().cpu().numpy() for k, v in dict(
+                h_bar=h_bar, uq_map=uq_map, value=value, value_entropy=value_ent, semantic_score=score,
+                semantic_map=sem_map, latents=lat).items()})
+        cat = {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
+        return RolloutOutput(timings=timings, **cat)
+
+    def encode_frames(self, frames: np.ndarray) -> np.ndarray:
+        """(n, 3 views, 3, H_img, W_img) frames (uint8 or [0, 1]) → (n, C, h, w) latents (the history encoder; the
+        oracle world model of the closed-loop ladder encodes true future frames with it)."""
+        with torch.no_grad():
+            return self.graphs["encode"](self._t(frames_to_float(frames))).float().cpu().numpy()
+
+    def predict_latents(self, actions: np.ndarray) -> np.ndarray:
+        """(N, H, 7) raw future EE poses → (N, H, C, h, w) predicted latents (the world model alone, no scoring)."""
+        a_all = check_actions(actions, self.horizon)
+        hl, ha, nz, text = self._need_ctx()
+        out = []
+        for i in range(0, len(a_all), self.max_batch):
+            with torch.no_grad(), self._autocast():
+                out.append(self._rollout(hl, ha, self._t(a_all[i:i + self.max_batch]), nz,
+                                         *self._text_args(text)).float().cpu().numpy())
+        return np.concatenate(out)
+
+    def score_latents(self, latents: np.ndarray, actions: np.ndarray) -> RolloutOutput:
+        """Heads + semantic reward on given future latents (N, H, C, h, w) of the candidates ``actions``
+        (N, H, 7): :meth:`rollout` without the world model (the ladder's oracle scores true futures with it)."""
+        a_all = check_actions(actions, self.horizon)
+        text = self._need_ctx()[3]
+        lat_all = np.asarray(latents, np.float32)
+        parts: list[dict[str, np.ndarray]] = []
+        timings = {"heads": 0.0, "semantic": 0.0}
+        for i in range(0, len(a_all), self.max_batch):
+            a, lat = self._t(a_all[i:i + self.max_batch]), self._t(lat_all[i:i + self.max_batch])
+            with torch.no_grad(), self._autocast():
+                t = time.perf_counter()
+                uq_map, h_bar, value, value_ent = self._heads(lat, a)
+                timings["heads"] += time.perf_counter() - t
+                t = time.perf_counter()
+                score, sem_map = self._semantic(lat, text)
                 timings["semantic"] += time.perf_counter() - t
             parts.append({k: v.float().cpu().numpy() for k, v in dict(
                 h_bar=h_bar, uq_map=uq_map, value=value, value_entropy=value_ent, semantic_score=score,

@@ -8,6 +8,7 @@ Layout written (every part a diffusers/transformers-style directory, safetensors
     OUT/uq_head/       ← runs/heads/final/uq_head
     OUT/reward_head/   ← runs/heads/final/reward_head
     OUT/semantic/      ← runs/semantic/final
+    OUT/bundle.json    the index naming every part and the model configuration (vidplan_core.runtime.loader)
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ from __future__ import annotations
 import shutil
 from pathlib import Path
 
-__all__ = ["PARTS", "assemble_model_dir", "default_sources"]
+__all__ = ["PARTS", "assemble_model_dir", "config_name_of", "default_sources"]
 
 PARTS = ("autoencoder", "world_model", "flow_map", "uq_head", "reward_head", "semantic")
 
@@ -28,10 +29,33 @@ def default_sources(runs: str | Path) -> dict[str, Path]:
             "reward_head": r / "heads" / "final" / "reward_head", "semantic": r / "semantic" / "final"}
 
 
+def config_name_of(sources: dict[str, str | Path]) -> str | None:
+    """The model configuration the flow map was trained with: ``model`` of its run's ``config.yaml`` (the run
+    directory above ``final/``), a suite YAML by its stem; None when there is no such file."""
+    import yaml
+
+    fm = sources.get("flow_map")
+    for d in ((Path(fm).parent, Path(fm)) if fm is not None else ()):
+        f = d / "config.yaml"
+        if f.is_file():
+            try:
+                model = (yaml.safe_load(f.read_text()) or {}).get("model")
+            except (yaml.YAMLError, AttributeError, OSError):
+                return None
+            if isinstance(model, str) and model:
+                return model if model in ("tiny", "demo", "full") else Path(model).stem
+    return None
+
+
 def assemble_model_dir(out: str | Path, sources: dict[str, str | Path], overwrite: bool = False,
-                       check: bool = True, storage_dtype: str = "float32") -> Path:
-    """Copy the trained parts into ``out`` (see the module docstring) and, with ``check``, load them all as the
-    planner does (strict loading; latent shapes and text-embedding width consistent).
+                       check: bool = True, storage_dtype: str = "float32", config: str | None = None,
+                       teacher: bool = True) -> Path:
+    """Copy the trained parts into ``out`` (see the module docstring), write its index ``bundle.json`` and, with
+    ``check``, load them all as the planner does (strict loading; latent shapes and text-embedding width consistent).
+
+    ``config``: the model configuration's name recorded in the index (default: :func:`config_name_of`).
+    ``teacher=False`` leaves the EDM teacher (``world_model``) out: planning needs only the flow map (deployment
+    bundles such as models/demo); the index then names no teacher.
 
     ``storage_dtype="float16"`` re-saves the world-model parts (not the semantic model) with half-precision
     parameters: half the bytes, weights rounded once (see :meth:`vidplan_core.models._io.StrictLoadMixin.save`).
@@ -44,7 +68,8 @@ def assemble_model_dir(out: str | Path, sources: dict[str, str | Path], overwrit
     out = Path(out)
     if storage_dtype not in ("float32", "float16"):
         raise ValueError(f"storage_dtype must be float32 or float16, got {storage_dtype!r}")
-    missing = [f"{p} (expected at {sources.get(p)})" for p in PARTS
+    parts = [p for p in PARTS if teacher or p != "world_model"]
+    missing = [f"{p} (expected at {sources.get(p)})" for p in parts
                if sources.get(p) is None or not Path(sources[p]).is_dir()]
     if missing:
         raise FileNotFoundError("cannot assemble the model directory; missing part(s): " + "; ".join(missing))
@@ -53,7 +78,7 @@ def assemble_model_dir(out: str | Path, sources: dict[str, str | Path], overwrit
     tmp = out.with_name(out.name + ".tmp")
     if tmp.exists():
         shutil.rmtree(tmp)
-    for p in PARTS:
+    for p in parts:
         shutil.copytree(sources[p], tmp / p)
     if storage_dtype == "float16":
         import torch
@@ -61,7 +86,11 @@ def assemble_model_dir(out: str | Path, sources: dict[str, str | Path], overwrit
         from vidplan_core.models.configs import SUITE_SECTIONS
 
         for p, cls in SUITE_SECTIONS.items():
-            cls.load(tmp / p).save(tmp / p, storage_dtype=torch.float16)
+            if p in parts:
+                cls.load(tmp / p).save(tmp / p, storage_dtype=torch.float16)
+    from vidplan_core.runtime.loader import write_bundle_index
+
+    write_bundle_index(tmp, config=config or config_name_of(sources))
     if check:
         from vidplan_core.runtime.bundle import PlannerModels
 

@@ -1,0 +1,497 @@
+"""One loader for a planner model directory, driven by the index file ``bundle.json`` at its root.
+
+A model directory ("bundle")::
+
+    DIR/bundle.json     the index: format version, the model configuration's name, every part's relative path
+    DIR/autoencoder/  DIR/flow_map/  DIR/uq_head/  DIR/reward_head/      diffusers-style (config.json + safetensors)
+    DIR/world_model/                                                     optional: the EDM teacher
+    DIR/semantic/                                                        SigLIP / CLIP (transformers directory)
+    DIR/onnx/                                                            optional: ``vidplan export`` (manifest.json)
+
+``bundle.json``::
+
+    {"format": "vidplan-bundle/1", "config": "demo",
+     "parts": {"autoencoder": "autoencoder", "flow_map": "flow_map", "uq_head": "uq_head",
+               "reward_head": "reward_head", "semantic": "semantic"},
+     "export": {"path": "onnx", "manifest": "onnx/manifest.json"}}
+
+Writers: :meth:`vidplan_core.runtime.bundle.PlannerModels.save` (the one writer of the torch layout) and
+``vidplan assemble-models`` write the index; ``vidplan export`` adds or updates its ``export`` entry when it exports
+into the model directory. Optional: ``value_gamma`` (γ of the Monte-Carlo value the reward head was trained on; eval-bag
+uses it). Unknown keys are errors (typos are not silently ignored).
+
+Directories without an index (bundles made before it, users' directories, a bare export directory) load by the
+conventions that held before: the index is *inferred* from the layout (``vae/`` for ``autoencoder/``,
+``heads/uq_head`` / ``heads/reward_head`` for the heads, the export in the directory itself or in ``onnx/``).
+
+An index that names a part which is not there is a :class:`BundleError` (a
+:class:`~vidplan_core.runtime.base.BackendError`) naming the key and the path, raised when the index is read, before
+any model loads, whichever runtime is asked for: the index is a statement about the whole directory. After removing
+a part on purpose, re-index with :func:`write_bundle_index` (or edit ``bundle.json``).
+
+:func:`load_planner_backend` is the one function that makes a planning backend from a model directory, for the planner
+node, ``vidplan eval sim``, ``vidplan eval-bag``'s shadow planner and the demo's pre-flight check
+(:func:`bundle_problems`, which loads nothing).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, PrivateAttr
+
+from vidplan_core.runtime.base import BackendError
+
+__all__ = [
+    "BUNDLE_FORMAT",
+    "BUNDLE_INDEX",
+    "CONVENTIONS",
+    "MODEL_PARTS",
+    "PLANNER_PARTS",
+    "BackendKind",
+    "BundleError",
+    "BundleIndex",
+    "ExportEntry",
+    "LoadedBackend",
+    "bundle_problems",
+    "infer_bundle_index",
+    "load_part",
+    "load_planner_backend",
+    "load_planner_models",
+    "read_bundle_index",
+    "record_export",
+    "write_bundle_index",
+]
+
+BUNDLE_INDEX = "bundle.json"
+BUNDLE_FORMAT = "vidplan-bundle/1"
+MANIFEST_NAME = "manifest.json"  # = vidplan_core.export.manifest.MANIFEST_NAME (not imported: that module is heavier)
+MODEL_PARTS = ("autoencoder", "world_model", "flow_map", "uq_head", "reward_head", "semantic")
+PLANNER_PARTS = ("autoencoder", "flow_map", "uq_head", "reward_head", "semantic")  # what the torch planner needs
+# Where an index-less directory keeps each part (first match wins; today's conventions of every loader).
+CONVENTIONS: dict[str, tuple[str, ...]] = {
+    "autoencoder": ("autoencoder", "vae"), "world_model": ("world_model",), "flow_map": ("flow_map",),
+    "uq_head": ("uq_head", "heads/uq_head"), "reward_head": ("reward_head", "heads/reward_head"),
+    "semantic": ("semantic",)}
+BACKENDS = ("torch", "onnxruntime", "tensorrt")
+BackendKind = Literal["torch", "onnxruntime", "tensorrt"]
+PartName = Literal["autoencoder", "world_model", "flow_map", "uq_head", "reward_head", "semantic"]
+
+
+class BundleError(BackendError):
+    """The model directory or its index is wrong. ``key``: the index key (``parts.uq_head``, ``export.manifest``,
+    ...) or None; ``path``: the file or directory concerned."""
+
+    def __init__(self, message: str, key: str | None = None, path: str | Path | None = None):
+        super().__init__(message)
+        self.key, self.path = key, (Path(path) if path is not None else None)
+
+
+def _relative(v: str) -> str:
+    if not v or Path(v).is_absolute():
+        raise ValueError(f"must be a path relative to the model directory, got {v!r}")
+    return v
+
+
+RelPath = Annotated[str, AfterValidator(_relative)]
+
+
+class ExportEntry(BaseModel):
+    """The ONNX export of the bundle (``vidplan export``)."""
+
+    model_config = ConfigDict(extra="forbid")
+    path: RelPath = Field(description="export directory, relative to the model directory ('.' = the directory "
+                          "itself)")
+    manifest: RelPath = Field(description="its manifest.json, relative to the model directory")
+
+
+class BundleIndex(BaseModel):
+    """Contents of ``bundle.json`` (see the module docstring). ``root`` / ``source`` are not stored in the file."""
+
+    model_config = ConfigDict(extra="forbid")
+    format: Literal["vidplan-bundle/1"] = Field(description="index format version")
+    config: str | None = Field(None, description="model configuration (tiny, demo, full or a suite YAML's name)")
+    parts: dict[PartName, RelPath] = Field(default_factory=dict, description="part → directory relative to the "
+                                           "bundle")
+    export: ExportEntry | None = Field(None, description="the ONNX export, when there is one")
+    value_gamma: float | None = Field(None, gt=0, le=1, description="γ of the reward head's Monte-Carlo value")
+
+    _root: Path = PrivateAttr(default=Path("."))
+    _source: Path | None = PrivateAttr(default=None)
+
+    # ------------------------------------------------------------------ where things are
+    @property
+    def root(self) -> Path:
+        """The model directory."""
+        return self._root
+
+    @property
+    def source(self) -> Path | None:
+        """The ``bundle.json`` read, or None when the index was inferred from the layout."""
+        return self._source
+
+    @property
+    def inferred(self) -> bool:
+        return self._source is None
+
+    def path(self, part: str) -> Path | None:
+        """Absolute path of a part, None when the bundle has none."""
+        rel = self.parts.get(part)  # type: ignore[call-overload]
+        return None if rel is None else self._root / rel
+
+    @property
+    def export_dir(self) -> Path | None:
+        return None if self.export is None else self._root / self.export.path
+
+    def describe(self) -> str:
+        """Where the index came from, for messages."""
+        return str(self._source) if self._source else f"{self._root} (no {BUNDLE_INDEX}: layout inferred)"
+
+    def require(self, parts: tuple[str, ...] | list[str], purpose: str) -> None:
+        """BundleError naming every part in ``parts`` (``"export"`` for the ONNX export) the bundle lacks."""
+        missing = [p for p in parts if (self.export is None if p == "export" else p not in self.parts)]
+        if not missing:
+            return
+        if self.inferred:
+            where = ", ".join(_expected(p) for p in missing)
+            msg = f"model directory {self._root} has no {where} ({purpose}; a part is a directory with config.json)"
+        else:
+            msg = (f"{self._source} names no {', '.join(repr(p) for p in missing)} ({purpose}); add the part(s) to "
+                   f"the directory and the index")
+        first = missing[0]
+        raise BundleError(msg, key="export" if first == "export" else f"parts.{first}",
+                          path=self._root / (CONVENTIONS.get(first, ("onnx",))[0]))
+
+    def check(self) -> None:
+        """BundleError naming the first key whose path is missing (every named part, whichever runtime is used)."""
+        src = self.describe()
+        for part, rel in self.parts.items():
+            p = self._root / rel
+            if not p.is_dir():
+                raise BundleError(f"{src}: parts.{part} names {p}, which does not exist (restore it, or remove "
+                                  f"the entry from the index)", key=f"parts.{part}", path=p)
+            if not (p / "config.json").is_file():
+                raise BundleError(f"{src}: parts.{part} names {p}, which has no config.json (not a saved model)",
+                                  key=f"parts.{part}", path=p / "config.json")
+        if self.export is not None:
+            d = self._root / self.export.path
+            if not d.is_dir():
+                raise BundleError(f"{src}: export.path names {d}, which does not exist (re-run `vidplan export`, "
+                                  f"or remove the entry from the index)", key="export.path", path=d)
+            m = self._root / self.export.manifest
+            if not m.is_file():
+                raise BundleError(f"{src}: export.manifest names {m}, which does not exist (re-run "
+                                  f"`vidplan export`)", key="export.manifest", path=m)
+
+    def view_size(self, backend: str = "torch") -> tuple[int, int] | None:
+        """(height, width) of one model view from the autoencoder's config.json (torch) or the export's manifest,
+        reading JSON only; None when it cannot be read."""
+        try:
+            if backend == "torch":
+                p = self.path("autoencoder")
+                cfg = json.loads((p / "config.json").read_text()) if p is not None else None
+                return None if cfg is None else (int(cfg["view_height"]), int(cfg["view_width"]))
+            if self.export is None:
+                return None
+            vh, vw = json.loads((self._root / self.export.manifest).read_text())["model"]["view_size"]
+            return int(vh), int(vw)
+        except (OSError, KeyError, ValueError, TypeError):
+            return None
+
+    def to_json(self) -> str:
+        return json.dumps(self.model_dump(mode="json", exclude_none=True), indent=2) + "\n"
+
+
+def _expected(part: str) -> str:
+    if part == "export":
+        return f"export ({MANIFEST_NAME} in the directory or in onnx/)"
+    return " or ".join(f"{n}/" for n in CONVENTIONS[part])
+
+
+def _bind(index: BundleIndex, root: Path, source: Path | None) -> BundleIndex:
+    index._root, index._source = root, source
+    return index
+
+
+# ------------------------------------------------------------------------------------------------------ reading
+def infer_bundle_index(model_dir: str | Path, config: str | None = None) -> BundleIndex:
+    """The index of a directory from its layout (today's conventions, see the module docstring: the first
+    directory with a config.json per part). Checks nothing."""
+    root = Path(model_dir)
+    parts: dict[str, str] = {}
+    for part, names in CONVENTIONS.items():
+        found = [n for n in names if (root / n / "config.json").is_file()]
+        if found:
+            parts[part] = found[0]
+    export = None
+    for rel in (".", "onnx"):
+        if (root / rel / MANIFEST_NAME).is_file():
+            export = ExportEntry(path=rel, manifest=MANIFEST_NAME if rel == "." else f"{rel}/{MANIFEST_NAME}")
+            break
+    return _bind(BundleIndex(format=BUNDLE_FORMAT, config=config, parts=parts, export=export), root, None)
+
+
+def _parse(root: Path, path: Path) -> BundleIndex:
+    from vidplan_core.config import ConfigError, validate_model
+
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, UnicodeDecodeError) as exc:
+        raise BundleError(f"{path}: cannot be read ({exc})", path=path) from exc
+    except json.JSONDecodeError as exc:
+        raise BundleError(f"{path}: invalid JSON ({exc})", path=path) from exc
+    if not isinstance(data, dict):
+        raise BundleError(f"{path}: expected a JSON object, got {type(data).__name__}", path=path)
+    if "format" not in data:
+        # a metadata file of an earlier version (e.g. only value_gamma): the parts come from the layout
+        idx = infer_bundle_index(root)
+        if isinstance(data.get("value_gamma"), int | float):
+            idx.value_gamma = float(data["value_gamma"])
+        return idx
+    if data["format"] != BUNDLE_FORMAT:
+        raise BundleError(f"{path}: format {data['format']!r}, this vidplan reads {BUNDLE_FORMAT!r} (written by a "
+                          f"newer vidplan?)", key="format", path=path)
+    try:
+        return _bind(validate_model(BundleIndex, data, str(path)), root, path)
+    except ConfigError as exc:
+        key = exc.problems[0][0].removesuffix(".[key]") if exc.problems else None  # pydantic's loc of a dict key
+        raise BundleError(str(exc), key=key, path=path) from exc
+
+
+def read_bundle_index(model_dir: str | Path, check: bool = True) -> BundleIndex:
+    """``model_dir/bundle.json``, or the index inferred from the layout when there is none.
+
+    Raises:
+        BundleError: the directory does not exist; the index is not valid JSON / has an unknown key or format; with
+            ``check`` (default), a named part or export that is not there (the message names key and path).
+    """
+    root = Path(model_dir)
+    if not root.is_dir():
+        raise BundleError(f"model directory {root} does not exist", path=root)
+    f = root / BUNDLE_INDEX
+    index = _parse(root, f) if f.is_file() else infer_bundle_index(root)
+    if check:
+        index.check()
+    return index
+
+
+def _as_index(model_dir: str | Path | BundleIndex) -> BundleIndex:
+    return model_dir if isinstance(model_dir, BundleIndex) else read_bundle_index(model_dir)
+
+
+# ------------------------------------------------------------------------------------------------------ writing
+def _write_atomic(path: Path, text: str) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(text)
+    os.replace(tmp, path)
+
+
+def write_bundle_index(model_dir: str | Path, config: str | None = None, export: str | Path | None = None,
+                       value_gamma: float | None = None) -> Path:
+    """Write ``model_dir/bundle.json`` naming every part now in the directory (layout conventions).
+
+    ``config`` / ``value_gamma`` / the export entry of an existing valid index are kept unless given; ``export``:
+    the export directory (absolute or relative to ``model_dir``; it must hold manifest.json). Returns the path.
+    """
+    root = Path(model_dir)
+    old: BundleIndex | None = None
+    if (root / BUNDLE_INDEX).is_file():
+        try:
+            old = read_bundle_index(root, check=False)
+        except BundleError:
+            old = None  # an unreadable index is replaced
+    idx = infer_bundle_index(root, config=config if config is not None else (old.config if old else None))
+    if value_gamma is not None or (old is not None and old.value_gamma is not None):
+        idx.value_gamma = value_gamma if value_gamma is not None else old.value_gamma  # type: ignore[union-attr]
+    if export is not None:
+        e = Path(export)
+        rel = os.path.relpath(e if e.is_absolute() else root / e, root)
+        idx.export = ExportEntry(path=rel, manifest=MANIFEST_NAME if rel == "." else f"{rel}/{MANIFEST_NAME}")
+    elif old is not None and old.export is not None and (root / old.export.manifest).is_file():
+        idx.export = old.export
+    _bind(idx, root, root / BUNDLE_INDEX).check()
+    _write_atomic(root / BUNDLE_INDEX, idx.to_json())
+    return root / BUNDLE_INDEX
+
+
+def record_export(model_dir: str | Path, export_dir: str | Path) -> Path | None:
+    """After ``vidplan export MODEL_DIR --out EXPORT_DIR``: when the export lies inside the model directory (its
+    ``onnx/``, or the directory itself), write/update the model directory's index with it and return the index path;
+    an export elsewhere leaves the model directory untouched (None)."""
+    root, out = Path(model_dir).resolve(), Path(export_dir).resolve()
+    if not root.is_dir() or not (out == root or root in out.parents):
+        return None
+    return write_bundle_index(root, export=out)
+
+
+def bundle_problems(model_dir: str | Path, backend: str) -> list[str]:
+    """What keeps ``backend`` from loading ``model_dir`` as far as the index and layout tell (loads no model):
+    [] when nothing is known to be wrong. For pre-flight checks before processes start (the demo)."""
+    try:
+        index = read_bundle_index(model_dir)
+        index.require(_needs(backend), f"the {backend} backend")
+    except BundleError as exc:
+        return [str(exc)]
+    return []
+
+
+def _needs(backend: str) -> tuple[str, ...]:
+    if backend not in BACKENDS:
+        raise BundleError(f"backend must be one of {list(BACKENDS)}, got {backend!r}")
+    return PLANNER_PARTS if backend == "torch" else ("export",)
+
+
+# ------------------------------------------------------------------------------------------------------ loading
+def load_part(index: BundleIndex, part: str, device: str = "cpu") -> Any:
+    """Load one model part named by the index (strict, safetensors only; ModelLoadError names file and mismatch).
+    ``semantic`` → :class:`~vidplan_core.models.semantic.SemanticScorer`."""
+    from vidplan_core.models.configs import SUITE_SECTIONS
+
+    path = index.path(part)
+    if path is None:
+        index.require([part], f"loading {part}")
+    if part == "semantic":
+        from vidplan_core.models.semantic import SemanticScorer
+
+        return SemanticScorer.from_pretrained(path, device=device)  # type: ignore[arg-type]
+    return SUITE_SECTIONS[part].load(path, device=device)  # type: ignore[arg-type]
+
+
+def load_planner_models(model_dir: str | Path | BundleIndex, device: str = "cpu",
+                        semantic_dir: str | Path | None = None, semantic_view: int = 0) -> Any:
+    """:class:`~vidplan_core.runtime.bundle.PlannerModels` from the parts the index names (the teacher too when it
+    names one). Errors: BundleError for missing parts, ModelLoadError for a part that does not load, BackendError
+    when the parts do not fit together."""
+    from vidplan_core.models.configs import ModelSuite
+    from vidplan_core.models.semantic import SemanticScorer
+    from vidplan_core.runtime.bundle import PlannerModels
+
+    index = _as_index(model_dir)
+    if semantic_dir is not None:
+        sem = Path(semantic_dir)
+        if not sem.is_dir():
+            raise BundleError(f"semantic model directory {sem} does not exist (pass semantic_dir)", path=sem)
+        index.require([p for p in PLANNER_PARTS if p != "semantic"], "the planner's models")
+    else:
+        index.require(PLANNER_PARTS, "the planner's models")
+        sem = index.path("semantic")  # type: ignore[assignment]
+    suite = ModelSuite(**{p: (load_part(index, p, device) if p in index.parts else None)
+                          for p in MODEL_PARTS if p != "semantic"})
+    models = PlannerModels(suite, SemanticScorer.from_pretrained(sem, device=device), semantic_view,
+                           config_name=index.config)
+    models.check()
+    return models
+
+
+@dataclass
+class LoadedBackend:
+    """What :func:`load_planner_backend` made.
+
+    Attributes:
+        backend: the :class:`~vidplan_core.runtime.base.Backend` (TorchBackend, OnnxRuntimeBackend, TensorRTBackend).
+        kind: "torch", "onnxruntime" or "tensorrt".
+        view_size: (height, width) of one model view [px].
+        num_history / horizon: history frames the model conditions on; predicted frames (H).
+        index: the bundle's index (read or inferred).
+        warnings: things the caller should tell the user (nothing fatal).
+        models: the torch models (torch only; None for an export).
+    """
+
+    backend: Any
+    kind: str
+    view_size: tuple[int, int]
+    num_history: int
+    horizon: int
+    index: BundleIndex
+    warnings: list[str] = field(default_factory=list)
+    models: Any = None
+
+    def with_objective(self, objective: Any) -> Any:
+        """A backend over the same models with another refinement objective (torch: a second TorchBackend sharing
+        the weights). An export's value-and-grad graph has its objective built in: the same backend is returned."""
+        if self.models is None:
+            return self.backend
+        from vidplan_core.runtime.torch_backend import TorchBackend
+
+        b = self.backend
+        return TorchBackend(self.models, b.flow_steps, objective, device=str(b.device))
+
+
+def load_planner_backend(model_dir: str | Path, backend: str = "torch", device: str = "cpu",
+                         flow_steps: int | None = None, threads: int | None = None, objective: Any = None,
+                         models: Any = None) -> LoadedBackend:
+    """THE way to make a planning backend from a model directory (planner node, eval sim, eval-bag, demo).
+
+    Args:
+        model_dir: model directory (``bundle.json`` or an index-less layout), or a bare export directory for
+            onnxruntime / tensorrt.
+        backend: "torch" (the parts), "onnxruntime" or "tensorrt" (the export the index names).
+        device: torch: "cpu", "cuda[:i]"; onnxruntime: the execution provider "cpu", "cuda[:i]" or "tensorrt";
+            tensorrt: ignored (the engines run on the current CUDA device).
+        flow_steps: K of the flow map (None: torch 1, an export its first exported K).
+        threads: torch: ``torch.set_num_threads``; onnxruntime: intra-op threads; None leaves the default.
+        objective: :class:`~vidplan_core.runtime.graphs.ObjectiveConfig` of the refinement (torch; an export has its
+            own built in, a differing request is a warning).
+        models: already loaded :class:`~vidplan_core.runtime.bundle.PlannerModels` of this directory (torch only; the
+            index is still read and checked, the weights are not loaded twice).
+
+    Raises:
+        BundleError: missing directory, bad index, a named part that is not there, a part the backend needs absent.
+        BackendError: a part does not load (the message names the file), the parts do not fit together, the runtime
+            is not installed or the device is unavailable.
+    """
+    if backend not in BACKENDS:
+        raise BundleError(f"backend must be one of {list(BACKENDS)}, got {backend!r}")
+    index = read_bundle_index(model_dir)
+    if models is None or backend != "torch":
+        index.require(_needs(backend), f"the {backend} backend")
+    from safetensors import SafetensorError
+
+    warnings: list[str] = []
+    try:
+        if backend == "torch":
+            import torch
+
+            from vidplan_core.runtime.torch_backend import TorchBackend
+
+            if device.split(":")[0] not in ("cpu", "cuda"):
+                raise BackendError(f"device {device!r} is not a torch device (cpu, cuda[:i]); 'tensorrt' is an "
+                                   f"onnxruntime provider (backend onnxruntime) or the tensorrt backend")
+            if threads:
+                torch.set_num_threads(int(threads))
+            if models is None:
+                models = load_planner_models(index, device=device)
+            be = TorchBackend(models, flow_steps=flow_steps or 1, objective=objective, device=device)
+            ae = models.suite.autoencoder.config
+            view = (int(ae.view_height), int(ae.view_width))
+            return LoadedBackend(be, backend, view, int(be.num_history), int(be.horizon), index, warnings, models)
+        export = index.export_dir
+        if backend == "onnxruntime":
+            from vidplan_core.runtime.ort_backend import OnnxRuntimeBackend
+
+            provider = device.split(":")[0]
+            if provider not in ("cpu", "cuda", "tensorrt"):
+                raise BackendError(f"device {device!r} is not an onnxruntime provider (cpu, cuda, tensorrt)")
+            be = OnnxRuntimeBackend(export, flow_steps=flow_steps, threads=threads, provider=provider)  # type: ignore[arg-type]
+        else:
+            from vidplan_core.runtime.tensorrt_backend import TensorRTBackend
+
+            be = TensorRTBackend(export, flow_steps=flow_steps)  # type: ignore[arg-type]
+        if objective is not None:
+            want = {k: getattr(objective, k) for k in ("weighting", "kappa", "beta")}
+            have = dict(be.objective or {})
+            if have and any(have.get(k) != v for k, v in want.items()):
+                warnings.append(f"the export's value-and-grad graph keeps its objective {have} (asked for {want}); "
+                                f"re-export with `vidplan export --kappa ...` to change it")
+        vh, vw = be.manifest.model["view_size"]
+        return LoadedBackend(be, backend, (int(vh), int(vw)), int(be.num_history), int(be.horizon), index, warnings)
+    except BackendError:
+        raise
+    except ImportError as exc:
+        raise BackendError(f"the {backend} backend is not available ({exc})") from exc
+    except (RuntimeError, OSError, KeyError, ValueError, SafetensorError) as exc:  # ModelLoadError, bad JSON
+        raise BackendError(f"cannot load the {backend} backend from {index.root}: {exc}") from exc
