@@ -59,8 +59,10 @@ def ladder(results: dict) -> dict:
                 "world model": None if op is None or rates["learned+privileged"] is None
                 else op - rates["learned+privileged"]}
         known = {k: v for k, v in loss.items() if v is not None}
-        out[task] = {"rates": rates, "loss": loss,
-                     "largest_loss": max(known, key=known.get) if len(known) == 3 else None}
+        top = max(known.values()) if len(known) == 3 else None
+        out[task] = {"rates": rates, "loss": loss,  # ties are named together
+                     "largest_loss": None if top is None else " = ".join(k for k, v in known.items()
+                                                                          if abs(v - top) < 1e-9)}
     return out
 
 
@@ -169,6 +171,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--set", action="append", default=[], dest="overrides", help="planner override KEY=VALUE")
     ap.add_argument("--backend", default="onnxruntime")
     ap.add_argument("--time-budget", type=float, default=None, help="stop starting episodes after this many s")
+    ap.add_argument("--workers", type=int, default=2, help="episodes in parallel (one process each)")
     ap.add_argument("--out", default=str(OUT / "closed_loop_eval"))
     ap.add_argument("--summarize-only", action="store_true", help="run nothing new; rewrite the summary from OUT")
     ap.add_argument("--note", action="append", default=[], help="a line for the summary's notes")
@@ -196,7 +199,8 @@ def main(argv: list[str] | None = None) -> int:
     os.chdir(ROOT)  # the model path is stored relative to the repository
     try:
         results = run_closed_loop(cfg, a.out, progress=lambda j, n: tqdm(j, total=n, desc="eval sim", unit="episode"),
-                                  time_budget_s=0.0 if a.summarize_only else a.time_budget)
+                                  time_budget_s=0.0 if a.summarize_only else a.time_budget,
+                                  workers=1 if a.summarize_only else a.workers)
     finally:
         os.chdir(cwd)
     wall = sum(e["wall_time_s"] for e in results["episodes"])

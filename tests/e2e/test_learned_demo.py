@@ -158,7 +158,7 @@ def test_learned_demo_bad_options_fail_before_starting_anything(tmp_path, tiny_m
     r = run("--launch", "--model", str(tmp_path / "nope"))
     assert r.returncode == 2 and "does not exist" in r.stderr and "make demo-models" in r.stderr, r.stderr
     r = run("--launch", "--model", str(tiny_model_dir), "--backend", "onnxruntime")
-    assert r.returncode == 2 and "manifest.json" in r.stderr, r.stderr
+    assert r.returncode == 2 and "names no 'export'" in r.stderr and "onnxruntime" in r.stderr, r.stderr
     r = run("--launch", "--model", str(tiny_model_dir), "--backend", "tensorrt")
     assert r.returncode == 2 and "--backend" in r.stderr, r.stderr
     r = run("--launch", "--model", str(tiny_model_dir), "--camera-size", "big")

@@ -200,6 +200,8 @@ def eval_sim_cmd(
     threads: int = typer.Option(1, "--threads", help="intra-op threads (1 is fastest on a shared 2-core machine)"),
     device: str = typer.Option("cpu", "--device", help="torch device (cpu, cuda[:i]) or onnxruntime provider (cpu, "
                                "cuda, tensorrt)"),
+    workers: int = typer.Option(1, "--workers", "-j", help="episodes in parallel, one process each (2 uses both "
+                                "cores of a 2-core machine; results do not depend on it)"),
     time_budget: float = typer.Option(0.0, "--time-budget", help="start no new episode after this many seconds "
                                       "(0: none); the run is marked partial and resumes with the same command"),
     progress: bool = typer.Option(True, "--progress/--no-progress", help="progress bar"),
@@ -240,7 +242,7 @@ def eval_sim_cmd(
         def bar(jobs, total):
             return tqdm(jobs, total=total, desc="eval sim", unit="episode")
     try:
-        res = run_closed_loop(cfg, out, progress=bar, time_budget_s=time_budget or None)
+        res = run_closed_loop(cfg, out, progress=bar, time_budget_s=time_budget or None, workers=workers)
     except ClosedLoopError as exc:
         typer.secho(f"error: {exc}", fg=typer.colors.RED, err=True)
         raise typer.Exit(2) from exc

@@ -537,39 +537,101 @@ def _prepare(out: Path, cfg: ClosedLoopConfig) -> list[dict[str, Any]]:
     return done
 
 
+_WORKER: dict[str, Any] = {}
+
+
+def _worker_init(cfg_json: str) -> None:
+    """Per-process state of a ``workers > 1`` run: its own scene, models and kinematics (nothing is shared)."""
+    import torch
+
+    from vidplan_core.kinematics import PandaKinematics
+    from vidplan_sim.env import SimEnv
+
+    torch.set_num_threads(1)
+    cfg = ClosedLoopConfig.model_validate_json(cfg_json)
+    needs_models = any(v in NEEDS_MODELS for v in cfg.variants)
+    _WORKER.update(cfg=cfg, env=SimEnv(width=cfg.width, height=cfg.height), kin=PandaKinematics(),
+                   loaded=_load_backends(cfg, "no-uq" in cfg.variants) if needs_models else None)
+
+
+def _worker_run(spec: EpisodeSpec, variant: str) -> dict[str, Any]:
+    w = _WORKER
+    return run_episode(w["env"], spec, variant, w["cfg"], w["loaded"], w["kin"])
+
+
+def _run_parallel(jobs: list[tuple[EpisodeSpec, str]], cfg: ClosedLoopConfig, workers: int,
+                  over_budget: Callable[[], bool]):
+    """Yield episode records from ``workers`` processes (spawned: MuJoCo's GL context and onnxruntime do not survive
+    a fork), keeping at most ``workers`` episodes in flight and starting none once ``over_budget()``; yields None
+    for every job not started."""
+    import multiprocessing as mp
+    from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
+
+    pending = list(jobs)
+    with ProcessPoolExecutor(workers, mp_context=mp.get_context("spawn"), initializer=_worker_init,
+                             initargs=(cfg.model_dump_json(),)) as pool:
+        running = set()
+        while pending or running:
+            while pending and len(running) < workers:
+                if over_budget():
+                    for _ in pending:
+                        yield None
+                    pending = []
+                    break
+                running.add(pool.submit(_worker_run, *pending.pop(0)))
+            if not running:
+                break
+            finished, running = wait(running, return_when=FIRST_COMPLETED)
+            for f in finished:
+                yield f.result()
+
+
 def run_closed_loop(cfg: ClosedLoopConfig, out: str | Path,
                     progress: Callable[[Iterable[Any], int], Iterable[Any]] | None = None,
-                    env_factory: Callable[[], Any] | None = None, time_budget_s: float | None = None
-                    ) -> dict[str, Any]:
+                    env_factory: Callable[[], Any] | None = None, time_budget_s: float | None = None,
+                    workers: int = 1) -> dict[str, Any]:
     """Run every (episode, variant) of ``cfg`` not already in ``out``; write results.json, table.md, success.png.
 
     Args:
         cfg: settings.
         out: output directory (resumable).
         progress: wraps the iterable of jobs (``progress(jobs, total)``), e.g. tqdm.
-        env_factory: builds the :class:`vidplan_sim.env.SimEnv` (default: the default scene at cfg.width×height).
+        env_factory: builds the :class:`vidplan_sim.env.SimEnv` (default: the default scene at cfg.width×height);
+            only with ``workers == 1``.
         time_budget_s: start no new episode after this many seconds (wall); the results then cover the episodes that
             finished (``results["complete"]`` is False) and a later call with the same ``out`` resumes.
+        workers: episodes run in parallel, one process each with its own scene and models (both cores of a 2-core
+            machine: 2). Results do not depend on it: every episode is seeded by (seed, clutter, task).
 
     Returns:
         The content of results.json.
     """
     out = Path(out)
+    if workers < 1 or (workers > 1 and env_factory is not None):
+        raise ClosedLoopError(f"workers must be ≥ 1 (and 1 with a custom env_factory), got {workers}")
     # Planner configurations and models first: a bad key, file or model directory fails before anything is written.
     planner_configs = {v: cfg.planning(v).model_dump(mode="json") for v in cfg.variants}
     needs_models = any(v in NEEDS_MODELS for v in cfg.variants)
     loaded = _load_backends(cfg, "no-uq" in cfg.variants) if needs_models else None
     done = _prepare(out, cfg)
-    if env_factory is None:
-        from vidplan_sim.env import SimEnv
+    env = None
+    if workers > 1:
+        from vidplan_sim.scene import load_scene_config
 
-        env = SimEnv(width=cfg.width, height=cfg.height)
+        scene = load_scene_config()
+        colours, shapes = scene.colour_names, scene.shape_names
     else:
-        env = env_factory()
+        if env_factory is None:
+            from vidplan_sim.env import SimEnv
+
+            env = SimEnv(width=cfg.width, height=cfg.height)
+        else:
+            env = env_factory()
+        colours, shapes = env.cfg.colour_names, env.cfg.shape_names
     from vidplan_core.kinematics import PandaKinematics
 
     kin = PandaKinematics()
-    specs = episode_specs(cfg, env.cfg.colour_names, env.cfg.shape_names)
+    specs = episode_specs(cfg, colours, shapes)
     want = {(v, s.clutter, s.seed, s.instruction) for s in specs for v in cfg.variants
             if s.index < cfg.episodes_for(v)}
     have = {_key(r): r for r in done if _key(r) in want}  # same episode (task included) and variant: reuse
@@ -577,14 +639,22 @@ def run_closed_loop(cfg: ClosedLoopConfig, out: str | Path,
             if s.index < cfg.episodes_for(v) and (v, s.clutter, s.seed, s.instruction) not in have]
     records = list(have.values())
     t_start = time.perf_counter()
+
+    def over_budget() -> bool:
+        return time_budget_s is not None and time.perf_counter() - t_start > time_budget_s
+
+    def serial():
+        for spec, variant in jobs:
+            yield None if over_budget() else run_episode(env, spec, variant, cfg, loaded, kin)
+
     skipped = 0
     try:
         with (out / EPISODES).open("a") as fh:
-            for spec, variant in (progress(jobs, len(jobs)) if progress else jobs):
-                if time_budget_s is not None and time.perf_counter() - t_start > time_budget_s:
+            stream = serial() if workers == 1 else _run_parallel(jobs, cfg, workers, over_budget)
+            for rec in (progress(stream, len(jobs)) if progress else stream):
+                if rec is None:
                     skipped += 1
                     continue
-                rec = run_episode(env, spec, variant, cfg, loaded, kin)
                 fh.write(json.dumps(rec) + "\n")
                 fh.flush()
                 records.append(rec)
@@ -593,7 +663,7 @@ def run_closed_loop(cfg: ClosedLoopConfig, out: str | Path,
         if close is not None:
             close()
     order = {v: i for i, v in enumerate(cfg.variants)}
-    records.sort(key=lambda r: (order[r["variant"]], r["clutter"], r["seed"]))
+    records.sort(key=lambda r: (order[r["variant"]], r["task"], r["clutter"], r["seed"]))
     summary = summarize(records, cfg)
     results = {"settings": cfg.model_dump(), "commit": _git_commit(), "complete": skipped == 0, "not_run": skipped,
                "warnings": loaded.warnings if loaded else [],
@@ -711,7 +781,7 @@ def write_plot(results: dict[str, Any], path: str | Path) -> Path:
     groups = [str(c) for c in cfg["clutter"]] + ["all"]
     variants = cfg["variants"]
     width = 0.8 / len(variants)
-    fig, ax = plt.subplots(figsize=(1.6 + 1.4 * len(groups), 3.6))
+    fig, ax = plt.subplots(figsize=(3.2 + 1.4 * len(groups), 3.6))
     x = np.arange(len(groups))
     for i, v in enumerate(variants):
         cs = [summ[v]["all"][g] for g in groups]
@@ -727,7 +797,7 @@ def write_plot(results: dict[str, Any], path: str | Path) -> Path:
     ax.set_ylim(0, 1.15)
     ax.set_ylabel("success rate")
     ax.set_title(f"closed-loop success with Wilson 95 % intervals (tasks: {', '.join(cfg['tasks'])})", fontsize=9)
-    ax.legend(fontsize=7, ncol=min(3, len(variants)), loc="upper right")
+    ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.0, 1.0))  # outside: bars reach 1.0
     fig.tight_layout()
     p = Path(path)
     fig.savefig(p, dpi=120)
