@@ -29,7 +29,7 @@ import numpy as np
 from vidplan_core.execution import IKOptions, JointPlan, plan_execution
 from vidplan_core.runtime.base import BackendError, PlanningContext, RolloutOutput, check_actions
 from vidplan_core.safety import SafetyLimits
-from vidplan_core.spaces import MODEL_RATE_HZ, ActionNormalizer, EEChunk, model_stride, resize_view
+from vidplan_core.spaces import CONTROL_RATE_HZ, MODEL_RATE_HZ, ActionNormalizer, EEChunk, model_stride, resize_view
 from vidplan_sim.privileged import PrivilegedReward, PrivilegedState
 from vidplan_sim.trajectory import JointTrajectoryTracker
 
@@ -103,7 +103,7 @@ class OracleBackend:
             raise BackendError("set_context() must be called before rollout()")
         a_all = check_actions(actions, self.horizon).astype(np.float64)
         n, h = len(a_all), self.horizon
-        env, stride, dt_ctrl = self.env, model_stride(), 1.0 / (MODEL_RATE_HZ * model_stride())
+        env, stride, dt_ctrl = self.env, model_stride(), 1.0 / CONTROL_RATE_HZ
         t0 = time.perf_counter()
         progress = np.zeros((n, h), np.float32)
         tcp = np.zeros((n, h, 3))

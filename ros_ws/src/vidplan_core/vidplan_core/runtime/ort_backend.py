@@ -239,17 +239,12 @@ class OnnxRuntimeBackend:
 
     def rollout(self, actions: np.ndarray) -> RolloutOutput:
         a = check_actions(actions, self.horizon)
-        ctx = self._need_ctx()
         t = time.perf_counter()
-        (lat,) = self._run_batched("rollout", {"actions": a}, ctx)
-        t1 = time.perf_counter()
-        uq_map, h_bar, value, value_ent = self._run_batched("heads", {"latents": lat, "actions": a}, {})
-        t2 = time.perf_counter()
-        score, sem_map = self._run_batched("semantic", {"latents": lat}, {"text_embeds": self._text})
-        t3 = time.perf_counter()
-        return RolloutOutput(h_bar=h_bar, uq_map=uq_map, value=value, value_entropy=value_ent,
-                             semantic_score=score, semantic_map=sem_map, latents=lat,
-                             timings={"rollout": t1 - t, "heads": t2 - t1, "semantic": t3 - t2})
+        lat = self.predict_latents(a)
+        t_roll = time.perf_counter() - t
+        out = self.score_latents(lat, a)
+        out.timings["rollout"] = t_roll
+        return out
 
     def decode(self, latents: np.ndarray) -> np.ndarray:
         """(H, C, h, w) predicted latents of one candidate → (H, 3 views, 3, H_img, W_img) frames in [0, 1]

@@ -152,19 +152,25 @@ class TorchBackend:
                 lat = self._rollout(hl, ha, a, nz, *self._text_args(text))
                 self._sync()
                 timings["rollout"] += time.perf_counter() - t
-                t = time.perf_counter()
-                uq_map, h_bar, value, value_ent = self._heads(lat, a)
-                self._sync()
-                timings["heads"] += time.perf_counter() - t
-                t = time.perf_counter()
-                score, sem_map = self._semantic(lat, text)
-                self._sync()
-                timings["semantic"] += time.perf_counter() - t
-            parts.append({k: v.float().cpu().numpy() for k, v in dict(
-                h_bar=h_bar, uq_map=uq_map, value=value, value_entropy=value_ent, semantic_score=score,
-                semantic_map=sem_map, latents=lat).items()})
+                parts.append(self._score_batch(lat, a, text, timings))
         cat = {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
         return RolloutOutput(timings=timings, **cat)
+
+    def _score_batch(self, lat: torch.Tensor, a: torch.Tensor, text: torch.Tensor, timings: dict[str, float]
+                     ) -> dict[str, np.ndarray]:
+        """Heads + semantic reward of one batch of latents (N, H, C, h, w) → the RolloutOutput arrays (numpy);
+        adds the stage times to ``timings``. Called inside no_grad/autocast."""
+        t = time.perf_counter()
+        uq_map, h_bar, value, value_ent = self._heads(lat, a)
+        self._sync()
+        timings["heads"] += time.perf_counter() - t
+        t = time.perf_counter()
+        score, sem_map = self._semantic(lat, text)
+        self._sync()
+        timings["semantic"] += time.perf_counter() - t
+        return {k: v.float().cpu().numpy() for k, v in dict(
+            h_bar=h_bar, uq_map=uq_map, value=value, value_entropy=value_ent, semantic_score=score,
+            semantic_map=sem_map, latents=lat).items()}
 
     def encode_frames(self, frames: np.ndarray) -> np.ndarray:
         """(n, 3 views, 3, H_img, W_img) frames (uint8 or [0, 1]) → (n, C, h, w) latents (the history encoder; the
@@ -194,15 +200,7 @@ class TorchBackend:
         for i in range(0, len(a_all), self.max_batch):
             a, lat = self._t(a_all[i:i + self.max_batch]), self._t(lat_all[i:i + self.max_batch])
             with torch.no_grad(), self._autocast():
-                t = time.perf_counter()
-                uq_map, h_bar, value, value_ent = self._heads(lat, a)
-                timings["heads"] += time.perf_counter() - t
-                t = time.perf_counter()
-                score, sem_map = self._semantic(lat, text)
-                timings["semantic"] += time.perf_counter() - t
-            parts.append({k: v.float().cpu().numpy() for k, v in dict(
-                h_bar=h_bar, uq_map=uq_map, value=value, value_entropy=value_ent, semantic_score=score,
-                semantic_map=sem_map, latents=lat).items()})
+                parts.append(self._score_batch(lat, a, text, timings))
         cat = {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
         return RolloutOutput(timings=timings, **cat)
 
