@@ -35,12 +35,19 @@ def _pick_domain_id() -> tuple[int, str]:
     return domain, note
 
 
+# DDS on loopback, sockets included: the Fast DDS profile that scripts/env.sh exports binds every socket to 127.0.0.1
+# (discovery by unicast to 127.0.0.1). SYSTEM_DEFAULT, because with LOCALHOST rmw_fastrtps adds a UDP transport of its
+# own that binds to every interface. Forced (a developer's own profile may open the network); set before the domain
+# probe and before anything imports rclpy. tests/integration/test_dds_loopback.py checks the sockets.
+DDS_PROFILE = REPO / "ros_ws" / "src" / "vidplan_bringup" / "config" / "fastdds_loopback.xml"
+os.environ["FASTDDS_DEFAULT_PROFILES_FILE"] = str(DDS_PROFILE)
+os.environ["ROS_AUTOMATIC_DISCOVERY_RANGE"] = "SYSTEM_DEFAULT"
+
 # Set before anything imports rclpy, and inherited by every process a test starts. VIDPLAN_TEST_RUN marks the
 # processes of this run, so the session can find any it left behind (see _no_leftover_processes).
 _DOMAIN, _DOMAIN_NOTE = _pick_domain_id()
 os.environ["ROS_DOMAIN_ID"] = str(_DOMAIN)
 os.environ["VIDPLAN_TEST_RUN"] = str(os.getpid())
-os.environ["ROS_AUTOMATIC_DISCOVERY_RANGE"] = "LOCALHOST"
 os.environ.setdefault("RMW_IMPLEMENTATION", "rmw_fastrtps_cpp")
 os.environ["HF_HUB_OFFLINE"] = "1"
 os.environ["TRANSFORMERS_OFFLINE"] = "1"
@@ -54,7 +61,8 @@ def pytest_unconfigure(config: pytest.Config) -> None:
 
 
 def pytest_report_header(config: pytest.Config) -> str:
-    return f"vidplan: ROS_DOMAIN_ID={os.environ['ROS_DOMAIN_ID']} ({_DOMAIN_NOTE}; loopback discovery), repo {REPO}"
+    return (f"vidplan: ROS_DOMAIN_ID={os.environ['ROS_DOMAIN_ID']} ({_DOMAIN_NOTE}; DDS on loopback: "
+            f"{DDS_PROFILE.name}), repo {REPO}")
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:

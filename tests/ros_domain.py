@@ -62,7 +62,7 @@ class DomainReservation:
 
 def pick_free_domain(low: int = 1, high: int = 100, tries: int = 6, settle_s: float = 2.0,
                      avoid: tuple[int, ...] = (42,)) -> DomainReservation:
-    """A domain id in [low, high] with no ROS nodes on it (loopback discovery), held by a sentinel node.
+    """A domain id in [low, high] with no ROS nodes on it (this host), held by a sentinel node.
 
     ``avoid``: ids never used (42 is scripts/env.sh's default, i.e. a developer's interactive shell). Draws ``tries``
     random candidates and probes them together in one subprocess (≈ ``settle_s`` + 1 s), which then stays alive with
@@ -72,7 +72,9 @@ def pick_free_domain(low: int = 1, high: int = 100, tries: int = 6, settle_s: fl
     rng = random.Random(int.from_bytes(os.urandom(8), "little"))
     pool = [d for d in range(low, high + 1) if d not in avoid]
     candidates = rng.sample(pool, min(tries, len(pool)))
-    env = {**os.environ, "ROS_AUTOMATIC_DISCOVERY_RANGE": "LOCALHOST"}
+    # the caller's DDS set-up (conftest: the loopback profile); loopback discovery when it has none
+    env = {**os.environ}
+    env.setdefault("ROS_AUTOMATIC_DISCOVERY_RANGE", "LOCALHOST")
     env.pop("ROS_DOMAIN_ID", None)
     try:
         proc = subprocess.Popen([sys.executable, "-c", _PROBE, json.dumps(candidates), str(settle_s)], env=env,

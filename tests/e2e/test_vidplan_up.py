@@ -90,3 +90,71 @@ def test_killed_supervisor_leaves_no_node_running(tmp_path):
         up.signal(signal.SIGKILL)
         up.wait(5)
         assert wait_for(lambda: not [p for p in pids if _pid_alive(p)], 5), "nodes outlived a killed vidplan up"
+
+
+# --- parameters are checked against what each node declares (the node itself, not a list kept elsewhere)
+
+
+def test_up_dry_run_names_a_misspelled_node_parameter_and_the_declared_one(tmp_path):
+    # a typo of an executor safety limit must not leave the default in force
+    with started([_vidplan(), "up", "sim", "--dry-run", "executor.max_horizn:=3"], tmp_path / "typo.log") as up:
+        assert up.wait(timeout=180) == 2, up.output()
+        out = up.output()
+        assert "executor.max_horizn (command-line override)" in out and "did you mean max_horizon?" in out, out
+    with started([_vidplan(), "up", "sim", "--dry-run", "executor.max_horizon:=3"], tmp_path / "ok.log") as up:
+        assert up.wait(timeout=180) == 0, up.output()
+        assert re.search(r"^ +max_horizon: 3$", up.output(), re.M), up.output()
+
+
+def test_up_with_a_misspelled_node_parameter_exits_2_before_starting_anything(tmp_path):
+    with started([_vidplan(), "up", "sim", "planner:=false", "executor.max_horizn:=3"], tmp_path / "up.log") as up:
+        code = up.wait(timeout=180)  # the old behaviour: it started with the default and kept running
+        out = up.output()
+        assert code == 2, out
+        assert "executor.max_horizn" in out and "max_horizon" in out, out
+        assert "pid " not in out, out  # no node was started
+
+
+def test_up_with_a_misspelled_parameter_in_the_profile_exits_2_naming_it(tmp_path):
+    prof = tmp_path / "typo_param.yaml"
+    prof.write_text((PROFILES / "two_nodes.yaml").read_text().replace("report_period_s:", "report_perod_s:"))
+    with started([_vidplan(), "up", str(prof), "--dry-run"], tmp_path / "up.log") as up:
+        assert up.wait(timeout=120) == 2, up.output()
+        out = up.output()
+        assert "probe.report_perod_s (profile nodes.probe.parameters)" in out, out
+        assert "did you mean report_period_s" in out, out
+
+
+def test_up_with_a_profile_arg_of_the_wrong_type_exits_2_naming_arg_and_type(tmp_path):
+    with started([_vidplan(), "up", "sim", "clutter:=abc"], tmp_path / "up.log") as up:
+        code = up.wait(timeout=60)
+        out = up.output()
+        assert code == 2, out
+        assert "clutter: expected an integer" in out and "'abc'" in out, out
+        assert "pid " not in out, out
+
+
+@pytest.mark.parametrize("name", ["robot", "sim", "replay"])
+def test_shipped_profiles_set_only_parameters_their_nodes_declare(name):
+    from vidplan_core.bringup import load_profile, resolve_profile
+    from vidplan_core.supervisor import Supervisor
+
+    profile, path = load_profile(name)
+    nodes = resolve_profile(profile, str(path), {k: True for k in profile.args if k == "planner"})
+    check = Supervisor(nodes).check_parameters()
+    assert not check.problems, check.problems
+    # every node was asked (replay_node too: it lists its parameters before it needs the bag, empty here)
+    assert set(check.declared) == {n.name for n in nodes}, (check.declared.keys(), check.notes)
+
+
+def test_the_parameter_check_has_no_side_effects(tmp_path):
+    # the recorder lists its parameters before it creates its bag: the dry run leaves no directory behind, and a
+    # real start after the check would not find its bag_name taken
+    prof = tmp_path / "rec.yaml"
+    prof.write_text(f"nodes:\n  recorder:\n    package: vidplan_ros\n    executable: recorder_node\n"
+                    f"    parameters: {{topics: ['/x:std_msgs/msg/String'], output_dir: '{tmp_path}', "
+                    f"bag_name: fixed}}\n")
+    with started([_vidplan(), "up", str(prof), "--dry-run"], tmp_path / "up.log") as up:
+        assert up.wait(timeout=120) == 0, up.output()
+        assert "parameters checked against what the nodes declare: recorder" in up.output(), up.output()
+    assert not (tmp_path / "fixed").exists()

@@ -3,6 +3,8 @@ no other executor process answers on /vidplan/execute_chunk meanwhile)."""
 
 from __future__ import annotations
 
+import time
+
 import numpy as np
 import pytest
 from geometry_msgs.msg import PoseStamped
@@ -26,6 +28,10 @@ def test_servo_backend_streams_pose_targets(tmp_path):
     try:
         with started(cmd, tmp_path / "servo.log") as proc:
             assert h.client.wait_for_server(timeout_sec=30), proc.output()
+            # the goal is judged against the newest joint state: wait until the executor has matched the harness's
+            # publisher and messages have flowed (the action server can be up before that on a loaded machine)
+            assert wait_for(lambda: h.js_pub.get_subscription_count() >= 1, 30), proc.output()
+            time.sleep(0.5)
             offsets = [[0.01 * (i + 1), 0.0, -0.01 * (i + 1)] for i in range(3)]
             res = h.result(h.send(h.chunk_msg(offsets, dt=0.1)))
             assert res.status == R.STATUS_SUCCEEDED, res.reason

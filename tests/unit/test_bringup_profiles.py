@@ -96,3 +96,22 @@ def test_missing_package_says_run_make_setup():
         find_executable("vidplan_nonexistent", "node")
     with pytest.raises(MissingBuildError, match="make setup"):
         find_executable("vidplan_ros", "no_such_node")
+
+
+def test_arg_overrides_must_have_the_type_of_the_default():
+    profile, path = load_profile("sim")
+    for item, expected in (("clutter:=abc", "expected an integer"), ("clutter:=2.5", "expected an integer"),
+                           ("scene_seed:=", "expected an integer"), ("lockstep:=maybe", "expected true or false")):
+        args, params = parse_overrides([item])
+        with pytest.raises(ConfigError) as err:
+            resolve_profile(profile, str(path), args, params)
+        assert f"{item.split(':=')[0]}: {expected}" in str(err.value), str(err.value)
+    # text args stay text (a task "42" is not the number 42); a float arg takes an int
+    args, params = parse_overrides(["task:=42", "lockstep:=false", "clutter:=0"])
+    nodes = {n.name: n for n in resolve_profile(profile, str(path), args, params)}
+    assert nodes["sim"].parameters["task"] == "42" and nodes["planner"].parameters["instruction"] == "42"
+    assert nodes["sim"].parameters["lockstep"] is False and nodes["sim"].parameters["clutter"] == 0
+    two, two_path = load_profile(str(REPO / "tests" / "data" / "profiles" / "two_nodes.yaml"))
+    args, _ = parse_overrides(["rate:=20"])
+    rate = {n.name: n for n in resolve_profile(two, str(two_path), args)}["publisher"].parameters["rate_hz"]
+    assert rate == 20.0 and isinstance(rate, float)

@@ -235,7 +235,8 @@ def test_eval_bag_writes_finite_metrics_plots_and_report(tmp_path, episode_bag, 
 
 def test_controllability_of_an_action_blind_model_is_exactly_one(tmp_path, episode_bag, tiny_bundle):
     """The tiny bundle with its action conditioning zeroed (the action MLP's last weights: every action gives the
-    same token) predicts the same with any actions under the same noise: ratio exactly 1.0, no action effect."""
+    same token; the action maps' input weights) predicts the same with any actions under the same noise: ratio
+    exactly 1.0, no action effect."""
     import torch
 
     from vidplan_core.models import FlowMap
@@ -244,7 +245,10 @@ def test_controllability_of_an_action_blind_model_is_exactly_one(tmp_path, episo
     fm = FlowMap.load(blind / "flow_map")
     with torch.no_grad():
         fm.model.action_encoder.action_encode[-1].weight.zero_()
+        if fm.model.map_renderer is not None:  # and the spatial action maps' input weights
+            fm.model.unet.conv_in.weight[:, -fm.model.map_renderer.num_channels:].zero_()
     fm.save_pretrained(blind / "flow_map")
+    write_bundle_index(blind)  # the weights changed: record their checksums
     m = json.loads(eval_bag(episode_bag, blind, tmp_path / "out", config=_cfg(shadow=False, max_steps=2,
                                                                               examples=0)).metrics_path.read_text())
     c = m["controllability"]

@@ -59,8 +59,11 @@ def _copy(saved: Path, tmp_path: Path) -> Path:
 
 def test_save_writes_the_index_and_loading_goes_through_it(saved, tmp_path):
     idx = json.loads((saved / L.BUNDLE_INDEX).read_text())
+    sums = idx.pop("checksums")
     assert idx == {"format": "vidplan-bundle/1", "config": "tiny",
                    "parts": {p: p for p in L.MODEL_PARTS}}  # the teacher too: the suite has one
+    assert set(sums) == set(L.MODEL_PARTS) and sums["semantic"].keys() == {"model.safetensors"}
+    idx["checksums"] = sums
     d = _copy(saved, tmp_path)
     # the index, not the layout, says where a part is
     (d / "heads").mkdir()
@@ -234,3 +237,135 @@ def test_eval_sim_fails_before_any_episode_when_the_index_names_a_missing_part(s
                                  "0", "--variants", "vidplan", "--no-progress"])
     assert r.exit_code == 2 and "parts.uq_head" in r.output, r.output
     assert not out.exists() or not any(out.iterdir())
+
+
+# ------------------------------------------------------------------------------------------------------ checksums
+def test_the_index_records_weight_checksums_and_loading_verifies_them(saved, tmp_path):
+    """bundle.json holds the sha256 of every part's weight files; a changed, missing or unlisted weight file is a
+    BundleError naming the file before anything loads (torch; the ONNX export has its own manifest hashes)."""
+    import hashlib
+
+    d = _copy(saved, tmp_path)
+    idx = json.loads((d / L.BUNDLE_INDEX).read_text())
+    f = d / "flow_map" / "diffusion_pytorch_model.safetensors"
+    assert idx["checksums"]["flow_map"] == {f.name: hashlib.sha256(f.read_bytes()).hexdigest()}
+    lb = L.load_planner_backend(d, "torch", threads=1)
+    assert lb.warnings == [] and L.bundle_problems(d, "torch") == []
+    # one byte changed: a mismatch naming the file, from every path that loads the part
+    raw = bytearray(f.read_bytes())
+    raw[-1] ^= 0xFF
+    f.write_bytes(bytes(raw))
+    for load in (lambda: L.load_planner_backend(d, "torch"), lambda: PlannerModels.load(d),
+                 lambda: L.load_part(L.read_bundle_index(d), "flow_map")):
+        with pytest.raises(L.BundleError, match=r"checksum mismatch for .*flow_map/diffusion_pytorch_model") as e:
+            load()
+        assert e.value.key == "checksums.flow_map" and e.value.path == f
+    assert "checksum mismatch" in L.bundle_problems(d, "torch")[0]
+    # the semantic part (loaded outside load_part) is verified too
+    d2 = _copy(saved, tmp_path / "b")
+    (d2 / "semantic" / "model.safetensors").write_bytes(b"not the weights")
+    with pytest.raises(L.BundleError, match=r"checksum mismatch for .*semantic/model\.safetensors"):
+        L.load_planner_backend(d2, "torch")
+    # a weight file the index does not list, and a listed one that is gone
+    d3 = _copy(saved, tmp_path / "c")
+    shutil.copy(d3 / "uq_head" / "diffusion_pytorch_model.safetensors", d3 / "uq_head" / "extra.safetensors")
+    with pytest.raises(L.BundleError, match=r"uq_head/extra\.safetensors is a weight file the index's "
+                                            r"checksums\.uq_head does not list") as e:
+        L.load_planner_backend(d3, "torch")
+    assert e.value.key == "checksums.uq_head"
+    (d3 / "uq_head" / "extra.safetensors").unlink()
+    (d3 / "reward_head" / "diffusion_pytorch_model.safetensors").rename(d3 / "reward_head" / "moved.bin")
+    with pytest.raises(L.BundleError, match=r"checksums\.reward_head lists .*reward_head/diffusion_pytorch_model"
+                                            r"\.safetensors, which does not exist"):
+        L.load_planner_backend(d3, "torch")
+    # checksums for a part the index does not name: the index is wrong
+    bad = json.loads((d3 / L.BUNDLE_INDEX).read_text())
+    del bad["parts"]["world_model"]
+    (d3 / L.BUNDLE_INDEX).write_text(json.dumps(bad))
+    with pytest.raises(L.BundleError, match=r"checksums\.world_model is for a part the index does not name"):
+        L.read_bundle_index(d3)
+    # a malformed digest is an index error naming the key
+    bad = json.loads((saved / L.BUNDLE_INDEX).read_text())
+    bad["checksums"]["flow_map"] = {f.name: "abc"}
+    (d3 / L.BUNDLE_INDEX).write_text(json.dumps(bad))
+    with pytest.raises(L.BundleError, match=r"checksums\.flow_map"):
+        L.read_bundle_index(d3)
+
+
+def test_an_index_without_checksums_loads_with_a_warning(saved, tmp_path):
+    """Bundles indexed before checksums existed (and index-less layouts) still load; the loader says the weights
+    are unverified, once; re-indexing records them."""
+    d = _copy(saved, tmp_path)
+    idx = json.loads((d / L.BUNDLE_INDEX).read_text())
+    del idx["checksums"]
+    (d / L.BUNDLE_INDEX).write_text(json.dumps(idx))
+    lb = L.load_planner_backend(d, "torch", threads=1)
+    assert len(lb.warnings) == 1 and "has no checksums" in lb.warnings[0] and "unverified" in lb.warnings[0]
+    assert "write_bundle_index" in lb.warnings[0]
+    L.write_bundle_index(d)
+    assert L.load_planner_backend(d, "torch", threads=1, warm=False).warnings == []
+    (d / L.BUNDLE_INDEX).unlink()
+    lb = L.load_planner_backend(d, "torch", threads=1, warm=False)
+    assert len(lb.warnings) == 1 and "no bundle.json, so no checksums" in lb.warnings[0]
+
+
+def test_the_bundled_demo_records_checksums_of_its_weights():
+    idx = L.read_bundle_index(DEMO)
+    assert set(idx.checksums) == set(L.PLANNER_PARTS)
+    for part in L.PLANNER_PARTS:  # verified against the files (the weights are those committed)
+        assert L.verify_checksums(idx, part) is None
+
+
+# ------------------------------------------------------------------------------------------------------ warm-up
+def _poison(d: Path, part: str) -> str:
+    """Set one weight tensor of ``part`` to NaN and re-index (so the checksums accept it); returns its name."""
+    from safetensors.torch import load_file, save_file
+
+    f = next((d / part).glob("*.safetensors"))
+    sd = load_file(f)
+    key = [k for k in sd if k.endswith("weight") and sd[k].ndim >= 2][-1]
+    sd[key] = torch.full_like(sd[key], float("nan"))
+    save_file(sd, f, metadata={"format": "pt"})
+    L.write_bundle_index(d)
+    return key
+
+
+@pytest.mark.parametrize("part, what", [("flow_map", "predicted latents"), ("uq_head", "h_bar, uq_map"),
+                                        ("reward_head", "value, value_entropy"), ("semantic", "semantic_score")])
+def test_warm_up_fails_start_up_naming_the_part_with_nan_weights(saved, tmp_path, part, what):
+    """NaN weights used to pass start-up and fail every control cycle; the one loader's warm-up pass names the part."""
+    d = _copy(saved, tmp_path)
+    _poison(d, part)
+    with pytest.raises(L.WarmUpError, match=rf"warm-up produced NaN/Inf in .*{what}.* of '{part}'") as e:
+        L.load_planner_backend(d, "torch", threads=1)
+    assert e.value.part == part and e.value.key == f"parts.{part}" and e.value.path == d / part
+    assert isinstance(e.value, BackendError) and str(d / part) in str(e.value)
+    # warm=False loads it (for tools that inspect a broken bundle); warm_up on it raises the same
+    lb = L.load_planner_backend(d, "torch", threads=1, warm=False)
+    with pytest.raises(L.WarmUpError):
+        L.warm_up(lb.backend, lb.index)
+
+
+def test_warm_up_of_good_models_leaves_random_state_and_results_alone(saved):
+    """The warm-up pass is invisible to planning: global RNG states unchanged, same rollout as without it."""
+    import numpy as np
+
+    from vidplan_core.runtime.base import PlanningContext
+
+    cold = L.load_planner_backend(saved, "torch", threads=1, warm=False)
+    warm = L.load_planner_backend(saved, "torch", threads=1)
+    np.random.seed(3)
+    torch.manual_seed(3)
+    np_state, t_state = np.random.get_state()[1].copy(), torch.random.get_rng_state().clone()
+    assert L.warm_up(warm.backend, warm.index) > 0
+    assert (np.random.get_state()[1] == np_state).all() and torch.equal(torch.random.get_rng_state(), t_state)
+    rng = np.random.default_rng(0)
+    frames = rng.integers(0, 255, (2, 3, 3, 16, 16), dtype=np.uint8)
+    pose = np.array([0.4, 0.0, 0.4, np.pi, 0.0, 0.0, 0.0])
+    acts = np.tile(pose, (2, 3, 1)) + rng.normal(0, 0.01, (2, 3, 7))
+    outs = []
+    for lb in (cold, warm):
+        lb.backend.set_context(PlanningContext(frames, np.tile(pose, (2, 1)), "push the green block", seed=5))
+        outs.append(lb.backend.rollout(acts))
+    for k, v in outs[0].arrays().items():
+        np.testing.assert_array_equal(v, outs[1].arrays()[k], err_msg=k)

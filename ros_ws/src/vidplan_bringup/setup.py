@@ -17,6 +17,8 @@ setup(
         (share + "/launch", glob("launch/*.launch.py")),
         (share + "/urdf", glob("urdf/*.urdf") + glob("urdf/*.xacro")),
         (share + "/calibration", glob("calibration/*.yaml")),
+        # Fast DDS profile that binds every DDS socket to 127.0.0.1 (scripts/env.sh exports it)
+        (share + "/config", glob("config/*.xml")),
     ],
     install_requires=["setuptools"],
     zip_safe=True,

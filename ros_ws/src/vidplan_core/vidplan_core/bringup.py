@@ -19,7 +19,15 @@ Profile format::
           /joint_states: /sim/joint_states
 
 Overrides on the command line: ``ARG:=VALUE`` sets a profile arg; ``NODE.PARAM:=VALUE`` sets one node
-parameter. Values are parsed as YAML scalars (``true``, ``15``, ``0.5``, ``text``).
+parameter. Values are parsed as YAML scalars (``true``, ``15``, ``0.5``, ``text``). An arg override must have the
+type of the arg's default (an int default takes ints, a float default ints or floats, a bool default true/false, a
+text default any scalar, kept as text), else it is a :class:`ConfigError` naming the arg and the expected type.
+
+Node parameters are checked against the parameters each node declares (no list is kept here): a node started with
+``VIDPLAN_LIST_PARAMETERS=1`` in its environment (:data:`LIST_PARAMETERS_ENV`) builds itself up to its last
+``declare_parameter``, prints one line ``VIDPLAN_DECLARED_PARAMETERS {json}`` (:data:`DECLARED_PARAMETERS_TAG`;
+keys ``node``, ``declared``, ``overrides``) and exits 0 (``vidplan_ros.node_runner``); see
+:meth:`vidplan_core.supervisor.Supervisor.check_parameters`.
 """
 
 from __future__ import annotations
@@ -36,6 +44,8 @@ from vidplan_core.config import ConfigError, load_yaml, validate_model
 from vidplan_core.paths import share_file
 
 __all__ = [
+    "DECLARED_PARAMETERS_TAG",
+    "LIST_PARAMETERS_ENV",
     "NodeSpec",
     "Profile",
     "ResolvedNode",
@@ -49,6 +59,9 @@ __all__ = [
 _ARG_RE = re.compile(r"\$\(arg ([A-Za-z_][A-Za-z0-9_]*)\)")
 _NAME_RE = r"^[A-Za-z][A-Za-z0-9_]*$"
 ParamValue = bool | int | float | str | list[bool] | list[int] | list[float] | list[str]
+# The protocol between `vidplan up` and vidplan_ros.node_runner for listing a node's declared parameters.
+LIST_PARAMETERS_ENV = "VIDPLAN_LIST_PARAMETERS"
+DECLARED_PARAMETERS_TAG = "VIDPLAN_DECLARED_PARAMETERS "
 
 
 class NodeSpec(BaseModel):
@@ -130,23 +143,66 @@ def load_profile(name_or_path: str) -> tuple[Profile, Path]:
 
 
 def parse_overrides(items: list[str]) -> tuple[dict[str, Any], dict[str, dict[str, Any]]]:
-    """Split ``key:=value`` items into profile-arg overrides and per-node parameter overrides."""
+    """Split ``key:=value`` items into profile-arg overrides and per-node parameter overrides.
+
+    Node parameter values are parsed as YAML scalars; profile-arg values stay text here, and
+    :func:`resolve_profile` reads them as the type of the arg's default (so ``task:=42`` stays the text "42").
+    """
     args: dict[str, Any] = {}
     params: dict[str, dict[str, Any]] = {}
     for item in items:
         if ":=" not in item:
             raise ConfigError("command line", [(item, "expected NAME:=VALUE or NODE.PARAM:=VALUE")])
         key, raw = item.split(":=", 1)
-        try:
-            value = yaml.safe_load(raw) if raw != "" else ""
-        except yaml.YAMLError:
-            value = raw
         if "." in key:
             node, param = key.split(".", 1)
-            params.setdefault(node, {})[param] = value
+            params.setdefault(node, {})[param] = _yaml_scalar(raw)
         else:
-            args[key] = value
+            args[key] = raw
     return args, params
+
+
+def _yaml_scalar(raw: str) -> Any:
+    if raw == "":
+        return ""
+    try:
+        return yaml.safe_load(raw)
+    except yaml.YAMLError:
+        return raw
+
+
+def _typed_arg(default: Any, value: Any) -> tuple[Any, str]:
+    """``value`` (command-line text, or a Python value) as the type of the arg's ``default``: (value, "") or
+    (None, what was expected)."""
+    text = value if isinstance(value, str) else None
+    if isinstance(default, str):
+        if text is not None:
+            return text, ""
+        if isinstance(value, bool):
+            return str(value).lower(), ""
+        if isinstance(value, int | float):
+            return str(value), ""
+        return None, "text"
+    if text is not None:
+        value = _yaml_scalar(text)
+    if default is None:  # an arg without a default takes any value
+        return value, ""
+    number = isinstance(value, int | float) and not isinstance(value, bool)
+    if isinstance(default, bool):
+        return (value, "") if isinstance(value, bool) else (None, "true or false")
+    if isinstance(default, int):
+        return (value, "") if number and isinstance(value, int) else (None, "an integer")
+    if isinstance(default, float):
+        if isinstance(value, str):  # YAML 1.1 reads 1e3 as text
+            try:
+                value = float(value)
+            except ValueError:
+                pass
+            number = isinstance(value, float)
+        return (float(value), "") if number else (None, "a number")
+    if isinstance(default, list):
+        return (value, "") if isinstance(value, list) else (None, "a list [a, b, ...]")
+    return value, ""
 
 
 def _substitute(value: Any, args: dict[str, Any], where: str, source: str) -> Any:
@@ -187,7 +243,10 @@ def resolve_profile(
 ) -> list[ResolvedNode]:
     """Apply overrides and ``$(arg ...)`` substitutions; drop disabled nodes.
 
-    Unknown override names are a :class:`ConfigError` (a typo must not be silently ignored).
+    Unknown override names are a :class:`ConfigError` (a typo must not be silently ignored), and so is an arg value
+    that is not of the type of the arg's default (``clutter:=abc``; text, as :func:`parse_overrides` gives it, is
+    read as that type). Node parameter names are checked against the nodes themselves:
+    :meth:`vidplan_core.supervisor.Supervisor.check_parameters`.
     """
     arg_overrides = arg_overrides or {}
     param_overrides = param_overrides or {}
@@ -195,9 +254,16 @@ def resolve_profile(
                 for k in arg_overrides if k not in profile.args]
     problems += [(f"{n}.*", f"unknown node (nodes: {', '.join(profile.nodes)})")
                  for n in param_overrides if n not in profile.nodes]
+    typed: dict[str, Any] = {}
+    for k, v in arg_overrides.items():
+        if k not in profile.args:
+            continue
+        typed[k], expected = _typed_arg(profile.args[k], v)
+        if expected:
+            problems.append((k, f"expected {expected} (the default is {profile.args[k]!r}), got {v!r}"))
     if problems:
         raise ConfigError(f"{source} (command-line overrides)", problems)
-    args = {**profile.args, **arg_overrides}
+    args = {**profile.args, **typed}
     nodes = []
     for name, spec in profile.nodes.items():
         where = f"nodes.{name}"

@@ -7,7 +7,7 @@ rule               what                                                         
 =================  ==============================================================  =====================
 ``structure``      wrong shapes/lengths, empty chunk, too long, bad dt              reject
 ``non_finite``     NaN/inf in positions, orientations, gripper or the current EE    reject
-``quaternion``     zero-norm orientation quaternion                                 reject
+``quaternion``     zero-norm orientation quaternion, or one whose norm overflows    reject
 ``stale``          plan older than ``max_plan_age_s`` (or unstamped / from the future) reject
 ``frame``          chunk not in the base frame                                      reject
 ``gripper``        gripper outside [gripper_min, gripper_max] (0 open .. 1 closed)  clip to the range
@@ -159,10 +159,18 @@ def _structure(chunk: EEChunk | Mapping[str, Any], limits: SafetyLimits,
             bad = sorted({int(i) for i in np.nonzero(~np.isfinite(rot))[0]})
             return None, [Violation("non_finite", f"orientation is NaN/inf at steps {bad}")]
         if quat is not None:
-            norms = np.linalg.norm(quat, axis=1)
+            with np.errstate(over="ignore"):  # huge finite components: the norm overflows to inf, handled below
+                norms = np.linalg.norm(quat, axis=1)
             if np.any(norms < 1e-6):
                 return None, [Violation("quaternion", f"zero-norm quaternion at steps "
                                                       f"{np.nonzero(norms < 1e-6)[0].tolist()}")]
+            if not np.isfinite(norms).all():
+                # quat / inf = 0 would reach Rotation.from_quat as a zero quaternion (ValueError): no plausible
+                # orientation, and not clippable (same rule as vidplan_ros.conversions.validate_pose)
+                bad = np.nonzero(~np.isfinite(norms))[0]
+                return None, [Violation("quaternion", f"quaternion norm overflows float64 at steps {bad.tolist()} "
+                                                      f"(components up to {np.max(np.abs(quat[bad])):.3g}); "
+                                                      "cannot be normalised")]
             if np.any(np.abs(norms - 1.0) > 1e-2):
                 v.append(Violation("quaternion", "quaternions are not unit length (max |norm−1| = "
                                                  f"{np.max(np.abs(norms - 1)):.3g})", clipped=clip))

@@ -5,10 +5,16 @@ Each node runs as ``<prefix>/lib/<package>/<executable> --ros-args -r __node:=<n
 node name. On SIGINT/SIGTERM every node gets SIGINT, then SIGTERM, then SIGKILL, all within
 ``shutdown_timeout`` seconds (5 s by default). A required node that exits stops the rest and makes
 :meth:`Supervisor.run` return non-zero.
+
+Before anything starts, :meth:`Supervisor.check_parameters` asks each vidplan node which parameters it declares
+(the node itself, in listing mode, not a list kept here) and names every parameter of the profile or the command
+line that a node does not declare.
 """
 
 from __future__ import annotations
 
+import difflib
+import json
 import os
 import signal
 import subprocess
@@ -21,9 +27,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO
 
-from vidplan_core.bringup import ResolvedNode, ros_params_file_content
+from vidplan_core.bringup import (
+    DECLARED_PARAMETERS_TAG,
+    LIST_PARAMETERS_ENV,
+    ResolvedNode,
+    ros_params_file_content,
+)
 
-__all__ = ["MissingBuildError", "Supervisor", "find_executable"]
+__all__ = ["MissingBuildError", "ParameterCheck", "Supervisor", "find_executable"]
 
 _COLORS = ["36", "32", "35", "33", "34", "96", "92", "95"]
 
@@ -49,6 +60,23 @@ def find_executable(package: str, executable: str) -> Path:
         raise MissingBuildError(f"executable '{executable}' of package '{package}' not found at {exe}; "
                                 "run `make setup` to rebuild the workspace")
     return exe
+
+
+@dataclass
+class ParameterCheck:
+    """Result of :meth:`Supervisor.check_parameters`.
+
+    Attributes:
+        problems: errors (a parameter a node does not declare, a value of the wrong type), each naming node,
+            parameter and where it came from; non-empty means the profile must not start.
+        notes: nodes whose parameters were not checked, with the reason (not a vidplan node, or its start-up failed
+            before it had declared its parameters: the real start reports that failure).
+        declared: node name → the parameter names it declares (nodes that were checked).
+    """
+
+    problems: list[str] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+    declared: dict[str, list[str]] = field(default_factory=dict)
 
 
 @dataclass
@@ -92,6 +120,81 @@ class Supervisor:
         width = max((len(p.node.name) for p in self.procs), default=4)
         self._width = width
         self._tty = hasattr(self.out, "isatty") and self.out.isatty()
+
+    # ------------------------------------------------------------------ parameter check
+    def check_parameters(self, overridden: dict[str, dict] | None = None, timeout: float = 120.0) -> ParameterCheck:
+        """Compare every node's parameters (profile + overrides) with the ones the node declares.
+
+        Each node of a ``vidplan_*`` package is started once with the same command line in listing mode
+        (``VIDPLAN_LIST_PARAMETERS=1``: it builds itself up to its parameter declarations, prints them and exits;
+        ROS discovery is off, so nobody sees it), all in parallel. Nodes of other packages are not checked (they
+        would just start), nor a node whose start-up fails before it has declared everything (the real start
+        reports that).
+
+        Args:
+            overridden: node → {param: value} given on the command line (named as such in the messages).
+            timeout: seconds for all listings together; a node still running then is stopped and not checked.
+        """
+        overridden = overridden or {}
+        env = {**self._env, LIST_PARAMETERS_ENV: "1", "ROS_AUTOMATIC_DISCOVERY_RANGE": "OFF"}
+        result = ParameterCheck()
+        running: list[tuple[_Proc, subprocess.Popen]] = []
+        try:
+            for proc in self.procs:
+                if not proc.node.package.startswith("vidplan_"):
+                    result.notes.append(f"node '{proc.node.name}' ({proc.node.package}/{proc.node.executable}): "
+                                        "parameters not checked (not a vidplan node)")
+                    continue
+                running.append((proc, subprocess.Popen(
+                    proc.cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env,
+                    text=True, errors="replace", start_new_session=True, preexec_fn=die_with_parent)))
+            deadline = time.monotonic() + timeout
+            for proc, popen in running:
+                try:
+                    out, _ = popen.communicate(timeout=max(0.1, deadline - time.monotonic()))
+                except subprocess.TimeoutExpired:
+                    _kill_group(popen)
+                    out, _ = popen.communicate()
+                    result.notes.append(f"node '{proc.node.name}': parameters not checked (listing them took longer "
+                                        f"than {timeout:g} s)")
+                    continue
+                self._judge_listing(proc, popen.returncode, out, overridden.get(proc.node.name, {}), result)
+        finally:
+            for _proc, popen in running:
+                if popen.poll() is None:
+                    _kill_group(popen)
+                    popen.wait()
+        return result
+
+    @staticmethod
+    def _judge_listing(proc: _Proc, code: int, out: str, overridden: dict, result: ParameterCheck) -> None:
+        node = proc.node
+        where = f"node '{node.name}' ({node.package}/{node.executable})"
+        info = None
+        for line in out.splitlines():
+            if line.startswith(DECLARED_PARAMETERS_TAG):
+                try:
+                    info = json.loads(line[len(DECLARED_PARAMETERS_TAG):])
+                except json.JSONDecodeError:
+                    info = None
+        if info is not None and info.get("error"):
+            result.problems.append(f"{where} rejects its parameters: {info['error']}")
+            return
+        if info is None or "declared" not in info:
+            tail = [ln for ln in out.strip().splitlines() if not ln.startswith(DECLARED_PARAMETERS_TAG)][-3:]
+            result.notes.append(f"{where}: parameters not checked (its start-up failed before it listed them: it "
+                                f"{_describe_exit(code)}" + (": " + " | ".join(tail) if tail else "") + ")")
+            return
+        declared = list(info["declared"])
+        result.declared[node.name] = declared
+        for name in sorted(node.parameters):
+            if name in declared:
+                continue
+            close = difflib.get_close_matches(name, declared, n=3, cutoff=0.6)
+            source = "command-line override" if name in overridden else f"profile nodes.{node.name}.parameters"
+            result.problems.append(
+                f"{node.name}.{name} ({source}): {where} has no parameter '{name}'; "
+                + (f"did you mean {', '.join(close)}?" if close else f"it declares: {', '.join(declared)}"))
 
     # ------------------------------------------------------------------ logging
     def _emit(self, name: str, color: str, line: str) -> None:
@@ -215,6 +318,13 @@ def die_with_parent() -> None:
         import ctypes
 
         ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGTERM)  # 1 = PR_SET_PDEATHSIG
+
+
+def _kill_group(popen: subprocess.Popen) -> None:
+    try:
+        os.killpg(popen.pid, signal.SIGKILL)
+    except ProcessLookupError:
+        pass
 
 
 def _describe_exit(code: int) -> str:

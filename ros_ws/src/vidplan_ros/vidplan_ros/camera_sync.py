@@ -8,9 +8,16 @@ subscription — silently. :class:`CameraSync` is a small replacement that:
   arrival tries to match the newest message of each camera against the closest ones of the others; messages older
   than an emitted triplet are dropped and counted);
 * flags a camera as stale when nothing arrived for ``stale_after_s`` (node clock, so sim time under
-  ``use_sim_time``: a paused simulation is not "stale") and logs the transition once;
+  ``use_sim_time``: a sim in slow motion is not "stale") and logs the transition once. The check runs on a
+  steady-clock timer, so it keeps running when /clock stops; whether /clock itself stopped (a dead sim, which leaves
+  every sim-time age frozen) is for the owner to judge, with :meth:`CameraSync.wall_ages` (steady time since each
+  camera's last image) to say how long the cameras have been silent;
 * registers rclpy's incompatible-QoS event callback on each subscription and logs + flags the offending camera
   (``incompatible_qos``) instead of waiting forever.
+* validates every image (:func:`vidplan_ros.conversions.validate_image`: size, encoding, step, data length) before
+  it can join a triplet: an invalid one is dropped and counted (``invalid``), its reason logged (at most every
+  ``log_period_s`` per camera) and kept (``rejected`` / :meth:`CameraSync.problems`), so whoever reports the camera
+  as unusable can say why instead of "stale".
 
 Thread-safe: callbacks may run on a multithreaded executor; ``latest()`` can be called from any thread.
 """
@@ -18,19 +25,23 @@ Thread-safe: callbacks may run on a multithreaded executor; ``latest()`` can be 
 from __future__ import annotations
 
 import threading
+import time
 from collections import deque
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 
 import numpy as np
+from rclpy.clock import Clock, ClockType
 from rclpy.event_handler import SubscriptionEventCallbacks
 from rclpy.node import Node
 from rclpy.qos import QoSProfile, qos_profile_sensor_data
 from sensor_msgs.msg import Image
 
 from vidplan_core.spaces import VIEW_ORDER
+from vidplan_ros.conversions import ImageDecodeError, image_to_array, validate_image
 
-__all__ = ["CameraSync", "Triplet", "image_to_array"]
+# image_to_array / ImageDecodeError live in vidplan_ros.conversions (the one image decoder); re-exported here
+__all__ = ["CameraSync", "ImageDecodeError", "Triplet", "image_to_array"]
 
 
 def _stamp(msg) -> float:
@@ -60,8 +71,13 @@ class _CamState:
     received: int = 0
     dropped: int = 0
     last_rx: float | None = None  # node-clock time of the last arrival [s]
+    last_rx_wall: float | None = None  # time.monotonic() of the last arrival [s]
     stale: bool = False
     incompatible_qos: str = ""
+    invalid: int = 0  # messages dropped as invalid images
+    rejected: str = ""  # why the newest message was dropped ("" once a valid one arrives)
+    rejected_at: float | None = None  # node-clock time of that message [s]
+    last_log: float = -np.inf  # monotonic time of the last "dropping invalid image" log line
 
 
 class CameraSync:
@@ -77,13 +93,15 @@ class CameraSync:
             reliability and durability).
         callback: called with each new :class:`Triplet` (from the subscription callback's thread).
         check_period_s: how often staleness is re-evaluated and logged [s].
-        msg_type: message type (sensor_msgs/Image; CompressedImage works the same).
+        msg_type: message type (sensor_msgs/Image). Every message must pass
+            :func:`~vidplan_ros.conversions.validate_image`: a CompressedImage is dropped as unsupported.
+        log_period_s: at most one "dropping invalid image" log line per camera per this period [s].
     """
 
     def __init__(self, node: Node, topics: Mapping[str, str] | None = None, *, max_skew_s: float = 0.03,
                  stale_after_s: float = 0.5, queue_size: int = 10, qos: QoSProfile = qos_profile_sensor_data,
                  callback: Callable[[Triplet], None] | None = None, check_period_s: float = 0.1,
-                 msg_type: type = Image, callback_group=None):
+                 msg_type: type = Image, callback_group=None, log_period_s: float = 5.0):
         if max_skew_s < 0 or stale_after_s <= 0 or queue_size < 1 or check_period_s <= 0:
             raise ValueError("CameraSync needs max_skew_s >= 0, stale_after_s > 0, queue_size >= 1, "
                              "check_period_s > 0")
@@ -97,6 +115,7 @@ class CameraSync:
         self.max_skew_s = float(max_skew_s)
         self.clock_jump_s = 1.0  # a stamp this much older than the last triplet means time jumped back
         self.stale_after_s = float(stale_after_s)
+        self.log_period_s = float(log_period_s)
         self.queue_size = int(queue_size)
         self.callback = callback
         self.triplets = 0
@@ -110,7 +129,9 @@ class CameraSync:
             self._subs.append(node.create_subscription(msg_type, self.topics[view],
                                                        lambda msg, v=view: self._on_image(v, msg), qos,
                                                        event_callbacks=events, callback_group=callback_group))
-        self._timer = node.create_timer(check_period_s, self.check_staleness, callback_group=callback_group)
+        # Steady clock: a ROS-clock timer under use_sim_time never fires again once /clock stops.
+        self._timer = node.create_timer(check_period_s, self.check_staleness, callback_group=callback_group,
+                                        clock=Clock(clock_type=ClockType.STEADY_TIME))
 
     # ------------------------------------------------------------------ public state
     @property
@@ -138,6 +159,42 @@ class CameraSync:
             return {v: c.incompatible_qos for v, c in self._cams.items() if c.incompatible_qos}
 
     @property
+    def invalid(self) -> dict[str, int]:
+        """Messages per camera dropped because they failed image validation."""
+        with self._lock:
+            return {v: c.invalid for v, c in self._cams.items()}
+
+    @property
+    def rejected(self) -> dict[str, str]:
+        """Per camera whose newest message was dropped as invalid: the reason (gone once a valid image arrives)."""
+        with self._lock:
+            return {v: c.rejected for v, c in self._cams.items() if c.rejected}
+
+    def problems(self) -> dict[str, str]:
+        """Per camera that is unusable as of the last staleness check: why, in words — its newest image was
+        invalid (the validation reason), its publisher's QoS is incompatible, or no image arrived for
+        ``stale_after_s`` / at all. Empty when every camera is fine."""
+        now = self._now()
+        with self._lock:
+            out = {}
+            for v, c in self._cams.items():
+                if c.incompatible_qos:
+                    out[v] = f"QoS incompatible with the publisher (policy {c.incompatible_qos})"
+                elif c.stale and c.rejected:
+                    out[v] = f"invalid image: {c.rejected}"
+                elif c.stale:
+                    out[v] = ("no image received yet" if c.last_rx is None else
+                              f"stale: no image for {now - c.last_rx:.2f} s")
+            return out
+
+    def wall_ages(self) -> dict[str, float | None]:
+        """Per camera: steady (wall) seconds since its last valid image, None before the first. Unlike
+        :attr:`stale` (node clock), this keeps growing when the node clock stops (/clock of a dead sim)."""
+        mono = time.monotonic()
+        with self._lock:
+            return {v: None if c.last_rx_wall is None else mono - c.last_rx_wall for v, c in self._cams.items()}
+
+    @property
     def healthy(self) -> bool:
         """All cameras fresh and no QoS incompatibility."""
         with self._lock:
@@ -156,6 +213,9 @@ class CameraSync:
                 out[f"{v}.received"] = str(c.received)
                 out[f"{v}.dropped"] = str(c.dropped)
                 out[f"{v}.stale"] = str(c.stale)
+                out[f"{v}.invalid"] = str(c.invalid)
+                if c.rejected:
+                    out[f"{v}.rejected"] = c.rejected
                 if c.incompatible_qos:
                     out[f"{v}.incompatible_qos"] = c.incompatible_qos
             return out
@@ -184,13 +244,44 @@ class CameraSync:
                 "(sensor-data QoS is the default here).")
 
     def _on_image(self, view: str, msg) -> None:
+        try:
+            emit = self._receive(view, msg)
+        except Exception as exc:  # never let one message take the node down; say what happened instead
+            self._reject(view, f"unexpected {type(exc).__name__} while handling the image: {exc}")
+            return
+        if emit is not None and self.callback is not None:
+            self.callback(emit)
+
+    def _reject(self, view: str, reason: str) -> None:
+        """Count and keep why a message of ``view`` was dropped; log it at most every ``log_period_s``."""
+        now, mono = self._now(), time.monotonic()
+        with self._lock:
+            cam = self._cams[view]
+            cam.received += 1
+            cam.invalid += 1
+            cam.rejected, cam.rejected_at = reason, now
+            log = mono - cam.last_log >= self.log_period_s
+            if log:
+                cam.last_log = mono
+            n = cam.invalid
+        if log:
+            self.node.get_logger().error(f"camera '{view}' on {self.topics[view]}: dropping invalid image ({n} so "
+                                         f"far): {reason}")
+
+    def _receive(self, view: str, msg) -> Triplet | None:
+        """Validate and queue one image; the triplet it completes, if any."""
+        reason = validate_image(msg)
+        if reason is not None:
+            self._reject(view, reason)
+            return None
         stamp = _stamp(msg)
         now = self._now()
-        emit: Triplet | None = None
         with self._lock:
             cam = self._cams[view]
             cam.received += 1
             cam.last_rx = now
+            cam.last_rx_wall = time.monotonic()
+            cam.rejected, cam.rejected_at = "", None
             if cam.stale:
                 cam.stale = False
                 if cam.received > 1:
@@ -204,14 +295,12 @@ class CameraSync:
                     c.queue.clear()
             if stamp <= self._last_emitted:
                 cam.dropped += 1  # older than a triplet already emitted
-                return
+                return None
             cam.queue.append((stamp, msg))
             while len(cam.queue) > self.queue_size:
                 cam.queue.popleft()
                 cam.dropped += 1
-            emit = self._match(view)
-        if emit is not None and self.callback is not None:
-            self.callback(emit)
+            return self._match(view)
 
     def _match(self, pivot_view: str) -> Triplet | None:
         """Try to build a triplet around the newest message of ``pivot_view`` (lock held)."""
@@ -248,29 +337,12 @@ class CameraSync:
             for v, c in self._cams.items():
                 is_stale = c.last_rx is None or now - c.last_rx > self.stale_after_s
                 if is_stale and not c.stale and c.last_rx is not None:
-                    newly.append((v, now - c.last_rx))
+                    newly.append((v, now - c.last_rx, c.rejected))
                 c.stale = is_stale
             result = {v: c.stale for v, c in self._cams.items()}
-        for v, age in newly:
-            self.node.get_logger().warning(f"camera '{v}' on {self.topics[v]} is stale: no image for {age:.2f} s "
-                                           f"(stale_after_s={self.stale_after_s})")
+        for v, age, rejected in newly:
+            why = f"; its images are dropped as invalid: {rejected}" if rejected else ""
+            self.node.get_logger().warning(f"camera '{v}' on {self.topics[v]} is stale: no valid image for "
+                                           f"{age:.2f} s (stale_after_s={self.stale_after_s}){why}")
         return result
 
-
-def image_to_array(msg) -> np.ndarray:
-    """sensor_msgs/Image (rgb8, bgr8, rgba8, bgra8, mono8) → (H, W, 3) uint8 RGB array (a copy)."""
-    enc = msg.encoding.lower()
-    ch = {"rgb8": 3, "bgr8": 3, "rgba8": 4, "bgra8": 4, "mono8": 1}.get(enc)
-    if ch is None:
-        raise ValueError(f"unsupported image encoding {msg.encoding!r}; expected rgb8, bgr8, rgba8, bgra8 or mono8")
-    buf = np.frombuffer(bytes(msg.data), dtype=np.uint8)
-    if msg.step < msg.width * ch or len(buf) < msg.step * msg.height:
-        raise ValueError(f"image data ({len(buf)} bytes, step {msg.step}) too small for {msg.width}x{msg.height} "
-                         f"{msg.encoding}")
-    img = buf[:msg.step * msg.height].reshape(msg.height, msg.step)[:, :msg.width * ch].reshape(
-        msg.height, msg.width, ch)
-    if enc == "mono8":
-        return np.repeat(img, 3, axis=2)
-    if enc.startswith("bgr"):
-        img = img[..., 2::-1]
-    return np.ascontiguousarray(img[..., :3])

@@ -3,8 +3,24 @@
 Inputs: ``/vidplan/plan`` (vidplan_interfaces/PlanChunk; a new chunk replaces the one being executed), the
 ``/vidplan/execute_chunk`` action (vidplan_interfaces/action/ExecuteChunk: feedback = step index + tracking error,
 result = status/reason/final errors, cancel holds the arm), ``/joint_states`` and ``/vidplan/estop``
-(std_msgs/Bool, latched: transient-local + reliable). Service ``/vidplan/reset_estop`` (std_srvs/Trigger) releases
-a latched estop. Publishes ``/diagnostics`` (status, last rejection reason, counters, latency).
+(std_msgs/Bool; honoured from a publisher of any QoS through three subscriptions: best-effort volatile matches every
+publisher, reliable volatile gives a reliable publisher (rclpy's default) reliable delivery, reliable transient-local
+also receives an estop latched before this node started; the deliveries of one message are de-duplicated). Service
+``/vidplan/reset_estop`` (std_srvs/Trigger) releases a latched estop. Publishes ``/diagnostics`` (status, last
+rejection reason, counters, latency, ``last_chunk_age_s``: steady-clock seconds since the last chunk arrived on the
+plan topic or as a goal, "inf" before the first). Once a chunk has arrived, no chunk for longer than
+``plan_timeout_s`` while idle is a WARN "no plan for N s" (the arm holds; a dead planner is told apart from an idle
+one).
+
+More than one publisher on the joint-state topic (a second sim, a bag replay, another robot on the same ROS domain:
+two arms' positions interleave, so IK starts, holds and tracking are meaningless) is an ERROR naming the publishing
+nodes: while it lasts, chunks (topic and goals) are refused with that reason and a running chunk is aborted and held.
+The ROS graph is checked every diagnostics period, so a publisher seen only in between does not stop anything.
+
+Safety-topic faults (ERROR on /diagnostics, naming the topic): a publisher whose QoS is incompatible with this node's
+subscription (rclpy's incompatible-QoS event, and the ROS graph checked every diagnostics period so the ERROR clears
+when that publisher leaves) or whose message type differs (never delivered). Malformed messages (a JointState without
+positions for its names, NaN, a chunk that cannot be read) are logged (throttled), counted and dropped.
 
 Per chunk: refuse when the estop is latched or joint states are missing/stale → the execution core
 :func:`vidplan_core.execution.plan_execution` (the same code the in-process evaluations run): safety filter
@@ -15,7 +31,9 @@ backend: ``jtc`` (JointTrajectory with ``time_from_start = (i+1)·dt·time_scale
 MoveIt Servo) or ``moveit_py`` (MoveItPy, imported lazily; NOT RUN HERE). A rejected chunk moves nothing.
 Estop latches a hold (the measured position commanded as a one-point trajectory) until the reset service is called.
 
-Parameters (all documented with their defaults; units m, rad, s):
+Parameters (all documented with their defaults; units m, rad, s). A value of the wrong type (`max_plan_age_s:=abc`)
+or a missing / unreadable URDF exits with code 2 and one line naming the parameter or file; an integer is accepted
+where a float is expected (`time_scale:=2`):
     backend (str, "jtc"): jtc | servo | moveit_py.
     trajectory_topic (str, "/fr3_arm_controller/joint_trajectory"): JointTrajectory topic (jtc backend).
     gripper_topic (str, "/gripper/command"): std_msgs/Float64 gripper command, 0 open .. 1 closed ("" = none).
@@ -54,25 +72,41 @@ Parameters (all documented with their defaults; units m, rad, s):
     hold_time_s (float, 0.0): time_from_start of the one-point hold trajectory (measured position, zero velocity;
         0 = hold at once, which stops the arm fastest).
     monitor_rate_hz (float, 100.0): execution monitoring rate (feedback, gripper, completion).
-    diagnostics_period_s (float, 1.0): /diagnostics period.
+    diagnostics_period_s (float, 1.0): /diagnostics period (also the period of the ROS graph checks).
+    plan_timeout_s (float, 3.0): after the first chunk, no chunk for longer than this while idle → WARN "no plan".
 """
 
 from __future__ import annotations
 
+import os
 import threading
 import time
+import xml.etree.ElementTree as ET
 from collections import deque
 from dataclasses import dataclass, field
+from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 import rclpy
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
+from rcl_interfaces.msg import ParameterDescriptor
 from rclpy.action import ActionServer, CancelResponse, GoalResponse
 from rclpy.callback_groups import ReentrantCallbackGroup
 from rclpy.clock import Clock, ClockType
+from rclpy.event_handler import QoSRequestedIncompatibleQoSInfo, SubscriptionEventCallbacks
+from rclpy.exceptions import ParameterException
 from rclpy.executors import ExternalShutdownException, MultiThreadedExecutor, ShutdownException
 from rclpy.node import Node
-from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy, qos_profile_sensor_data
+from rclpy.qos import (
+    DurabilityPolicy,
+    QoSCompatibility,
+    QoSProfile,
+    ReliabilityPolicy,
+    qos_check_compatible,
+    qos_policy_name_from_kind,
+    qos_profile_sensor_data,
+)
 from sensor_msgs.msg import JointState
 from std_msgs.msg import Bool, Float64
 from std_srvs.srv import Trigger
@@ -84,12 +118,101 @@ from vidplan_interfaces.action import ExecuteChunk
 from vidplan_interfaces.msg import PlanChunk
 from vidplan_ros.conversions import stamp_to_sec
 from vidplan_ros.executor_backends import BACKENDS, make_backend
-from vidplan_ros.node_runner import run_node
+from vidplan_ros.node_runner import parameters_declared, run_node
 
 Result = ExecuteChunk.Result
+# Estop subscriptions: the best-effort volatile one is compatible with every publisher, so no estop is ever lost to a
+# QoS mismatch; the reliable volatile one makes the delivery from a reliable publisher (rclpy's default: reliable +
+# volatile) reliable, not best-effort; the latched one receives an estop published (latched) before this node started.
+ESTOP_ANY_QOS = QoSProfile(depth=10, reliability=ReliabilityPolicy.BEST_EFFORT, durability=DurabilityPolicy.VOLATILE)
+ESTOP_RELIABLE_QOS = QoSProfile(depth=10, reliability=ReliabilityPolicy.RELIABLE, durability=DurabilityPolicy.VOLATILE)
 ESTOP_QOS = QoSProfile(depth=1, reliability=ReliabilityPolicy.RELIABLE, durability=DurabilityPolicy.TRANSIENT_LOCAL)
+PLAN_QOS = QoSProfile(depth=10)
+QOS_EVENT_HOLD_S = 3.0  # an incompatible-QoS event stays reported at least this long (the graph may lag the event)
 STATUS_NAMES = {Result.STATUS_SUCCEEDED: "succeeded", Result.STATUS_REJECTED: "rejected",
                 Result.STATUS_ABORTED: "aborted", Result.STATUS_CANCELED: "canceled", Result.STATUS_ESTOP: "estop"}
+
+
+_TYPE_NAMES = {bool: "bool", int: "integer", float: "double", str: "string"}
+
+
+class ParameterTypeError(ValueError, ParameterException):
+    """A parameter value of the wrong type. A ValueError (run_node: exit 2 with the message) and an rclpy
+    ParameterException (run_node's listing mode reports it as the node rejecting its parameters)."""
+
+    def __init__(self, message: str) -> None:
+        Exception.__init__(self, message)  # not ParameterException's "<message>: <names>"
+
+
+def _is_number(v: object) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool)
+
+
+def param_value(name: str, value: object, default: object) -> object:
+    """``value`` of parameter ``name`` checked against the type of its ``default`` (bool, int, float, str or a list
+    of floats) and returned as that type. An int is accepted for a float (`-p time_scale:=2`); None (a YAML ``~``)
+    for a string reads as "". Raises :class:`ParameterTypeError` naming the parameter, the expected type and the value
+    otherwise."""
+    if isinstance(default, (list, tuple)):
+        expected = f"a list of {len(default)} numbers"
+        if isinstance(value, (str, bytes)) or not hasattr(value, "__iter__") or not all(map(_is_number, value)):
+            raise ParameterTypeError(f"parameter {name} must be {expected}, got {value!r}")
+        return [float(v) for v in value]
+    if isinstance(default, bool):
+        ok, expected = isinstance(value, bool), "a bool (true/false)"
+    elif isinstance(default, int):
+        ok, expected = isinstance(value, int) and not isinstance(value, bool), "an integer"
+    elif isinstance(default, float):
+        ok, expected = _is_number(value), "a number (double)"
+    else:
+        value = "" if value is None else value
+        ok, expected = isinstance(value, str), "a string"
+    if not ok:
+        got = _TYPE_NAMES.get(type(value), type(value).__name__)
+        raise ParameterTypeError(f"parameter {name} must be {expected}, got {value!r} ({got})")
+    return float(value) if isinstance(default, float) else value
+
+
+def check_urdf_file(path: str) -> None:
+    """ValueError naming ``path`` when it is not a readable XML file with a <robot> root (checked before pinocchio,
+    whose parser prints C++ errors and raises less clear ones)."""
+    f = Path(path)
+    if not f.exists():
+        raise ValueError(f"parameter urdf_path: URDF file {path} does not exist")
+    if not f.is_file():
+        raise ValueError(f"parameter urdf_path: {path} is not a file")
+    if not os.access(f, os.R_OK):
+        raise ValueError(f"parameter urdf_path: URDF file {path} is not readable (permissions)")
+    try:
+        root = ET.parse(f).getroot()
+    except (ET.ParseError, OSError) as exc:
+        raise ValueError(f"parameter urdf_path: {path} is not a URDF (not valid XML: {exc})") from exc
+    if root.tag != "robot":
+        raise ValueError(f"parameter urdf_path: {path} is not a URDF (root element <{root.tag}>, expected <robot>)")
+
+
+def _incompatible_policy(reason: str) -> str:
+    """Policy name for a reason text of :func:`rclpy.qos.qos_check_compatible`."""
+    r = reason.lower()
+    for key, policy in (("reliab", "RELIABILITY"), ("best effort", "RELIABILITY"), ("durab", "DURABILITY"),
+                        ("transient", "DURABILITY"), ("deadline", "DEADLINE"), ("lease", "LIVELINESS"),
+                        ("liveliness", "LIVELINESS")):
+        if key in r:
+            return policy
+    return "QoS"
+
+
+@dataclass(frozen=True)
+class _Watched:
+    """A safety subscription whose publishers are checked: topic, message type name ("std_msgs/msg/Bool"), QoS."""
+
+    topic: str
+    type_name: str
+    qos: QoSProfile
+
+
+def _type_name(msg_type) -> str:
+    return f"{msg_type.__module__.split('.')[0]}/msg/{msg_type.__name__}"
 
 
 def _chunk_mapping(msg: PlanChunk) -> dict[str, object]:
@@ -132,7 +255,12 @@ class ExecutorNode(Node):
 
     def __init__(self) -> None:
         super().__init__("executor")
-        p = self.declare_parameter
+
+        def p(name: str, default):
+            # dynamic typing + our own check: rclpy would raise InvalidParameterTypeException (a traceback) for
+            # `max_plan_age_s:=abc`, and also for `max_plan_age_s:=2` (an int where a double is declared)
+            param = self.declare_parameter(name, default, ParameterDescriptor(dynamic_typing=True))
+            return SimpleNamespace(value=param_value(name, param.value, default))
         self.backend_name = str(p("backend", "jtc").value)
         trajectory_topic = str(p("trajectory_topic", "/fr3_arm_controller/joint_trajectory").value)
         gripper_topic = str(p("gripper_topic", "/gripper/command").value)
@@ -175,6 +303,8 @@ class ExecutorNode(Node):
         hold_time = float(p("hold_time_s", 0.0).value)
         monitor_rate = float(p("monitor_rate_hz", 100.0).value)
         diag_period = float(p("diagnostics_period_s", 1.0).value)
+        self.plan_timeout = float(p("plan_timeout_s", 3.0).value)
+        parameters_declared(self)  # an unknown parameter (a typo of a limit) fails here (listing mode stops)
 
         # --- validate (ValueError → run_node exits 2 with the message)
         if self.backend_name not in BACKENDS:
@@ -183,19 +313,30 @@ class ExecutorNode(Node):
             raise ValueError(f"parameter out_of_limits_policy must be 'reject' or 'clip', got {self.policy!r}")
         for name, val in (("joint_state_timeout_s", self.js_timeout), ("time_scale", self.time_scale),
                           ("monitor_rate_hz", monitor_rate), ("diagnostics_period_s", diag_period),
-                          ("settle_timeout_s", self.settle_timeout)):
+                          ("settle_timeout_s", self.settle_timeout), ("plan_timeout_s", self.plan_timeout)):
             if not val > 0:
                 raise ValueError(f"parameter {name} must be > 0, got {val}")
         if not hold_time >= 0:
             raise ValueError(f"parameter hold_time_s must be >= 0, got {hold_time}")
-        self.limits = SafetyLimits(**limit_params)
+        try:
+            self.limits = SafetyLimits(**limit_params)
+        except ValueError as exc:  # pydantic's ValidationError: one line per error, not its multi-line report
+            errors = exc.errors() if hasattr(exc, "errors") else []
+            raise ValueError("; ".join((f"parameter {e['loc'][0]}: " if e["loc"] else "parameters: ")
+                                       + e["msg"].removeprefix("Value error, ") for e in errors) or str(exc)) from exc
         try:
             self.ik_options = IKOptions(**ik_params)
         except ValueError as exc:  # pydantic's ValidationError: name the parameters (ik_<field>), not the fields
             errors = exc.errors() if hasattr(exc, "errors") else []
             raise ValueError("; ".join(f"parameter ik_{e['loc'][0]}: {e['msg']} (got {e['input']})"
                                        for e in errors) or str(exc)) from exc
-        self.kin = PandaKinematics(urdf_path or None, ee_frame or None)
+        if urdf_path:
+            check_urdf_file(urdf_path)
+        try:
+            self.kin = PandaKinematics(urdf_path or None, ee_frame or None)
+        except (OSError, ValueError, RuntimeError) as exc:  # pinocchio's parse errors, a wrong ee_frame, ...
+            raise ValueError(f"cannot load the kinematics (urdf_path={urdf_path or '<installed default>'!r}, "
+                             f"ee_frame={ee_frame or '<default>'!r}): {exc}") from exc
         self.joint_names = [f"{self.joint_prefix}_joint{i}" for i in range(1, 8)]
         self.finger_name = f"{self.joint_prefix}_finger_joint1"
 
@@ -208,7 +349,13 @@ class ExecutorNode(Node):
         self._estop = False
         self._active: _Execution | None = None
         self._next_id = 1
-        self.counters = {"chunks_received": 0, "chunks_rejected": 0, "chunks_executed": 0, "estops": 0}
+        self.counters = {"chunks_received": 0, "chunks_rejected": 0, "chunks_executed": 0, "estops": 0,
+                         "malformed_joint_states": 0, "malformed_chunks": 0}
+        self._estop_seen: deque[tuple] = deque(maxlen=64)  # (publisher gid, sequence number) of recent estops
+        self._qos_events: dict[str, tuple[str, float]] = {}  # topic → (fault, monotonic time of the event)
+        self._graph_faults: dict[str, str] = {}  # topic → fault found in the ROS graph at the last check
+        self._js_publishers: list[str] = []  # nodes publishing on the joint-state topic at the last graph check
+        self._last_chunk_mono: float | None = None  # time.monotonic() of the last chunk received (topic or goal)
         self.last_rejection = ""
         self.last_result = ""
         self.last_latency_ms = float("nan")
@@ -229,12 +376,28 @@ class ExecutorNode(Node):
                                     planning_group=planning_group, moveit_node_name=moveit_node_name)
         self.gripper_pub = self.create_publisher(Float64, gripper_topic, 10) if gripper_topic else None
         self.diag_pub = self.create_publisher(DiagnosticArray, "/diagnostics", 10)
-        self.create_subscription(JointState, js_topic, self._on_joint_state, qos_profile_sensor_data)
-        self.create_subscription(PlanChunk, plan_topic, self._on_plan, 10)
-        self.create_subscription(Bool, estop_topic, self._on_estop, ESTOP_QOS)
+        # Safety subscriptions: an incompatible publisher is an ERROR on /diagnostics (not only rclpy's log line).
+        # Of the estop subscriptions only the best-effort one is watched: a publisher the reliable or latched ones do
+        # not match still reaches it (ESTOP_ANY_QOS matches every publisher), so that is no fault.
+        self._watched = [_Watched(js_topic, _type_name(JointState), qos_profile_sensor_data),
+                         _Watched(plan_topic, _type_name(PlanChunk), PLAN_QOS),
+                         _Watched(estop_topic, _type_name(Bool), ESTOP_ANY_QOS)]
+        for w, msg_type, cb in zip(self._watched, (JointState, PlanChunk, Bool),
+                                   (self._on_joint_state, self._on_plan, self._on_estop_msg), strict=True):
+            events = SubscriptionEventCallbacks(
+                incompatible_qos=lambda info, t=w.topic: self._on_incompatible_qos(t, info))
+            self.create_subscription(msg_type, w.topic, cb, w.qos, event_callbacks=events)
+        for qos, lacks in ((ESTOP_RELIABLE_QOS, "reliability"),
+                           (ESTOP_QOS, "reliability or transient-local durability")):
+            # replaces rclpy's warning, which would read as if estops from that publisher were lost
+            events = SubscriptionEventCallbacks(incompatible_qos=lambda info, lacks=lacks: self.get_logger().info(
+                f"a publisher on {estop_topic} offers no {lacks} "
+                f"({qos_policy_name_from_kind(info.last_policy_kind)}): its estops are still received (best-effort "
+                "subscription)", throttle_duration_sec=10.0))
+            self.create_subscription(Bool, estop_topic, self._on_estop_msg, qos, event_callbacks=events)
         self.create_service(Trigger, "/vidplan/reset_estop", self._on_reset_estop)
         self.create_timer(1.0 / monitor_rate, self._monitor, clock=self._steady)
-        self.create_timer(diag_period, self._publish_diagnostics, clock=self._steady)
+        self.create_timer(diag_period, self._on_diagnostics_timer, clock=self._steady)
         # Helper node for the action server: no global arguments (so no use_sim_time and no /clock subscription on
         # its executor), no parameter services; the action name is this node's `action_name` parameter.
         self._action_node = rclpy.create_node(f"{self.get_name()}_action", context=self.context,
@@ -299,19 +462,31 @@ class ExecutorNode(Node):
             self.backend.hold(q, self.kin.fk(q))
 
     # ------------------------------------------------------------------ callbacks
+    def _drop_joint_state(self, why: str) -> None:
+        """Count and log (throttled) a malformed JointState; it is not used (no fresh state from it)."""
+        self.counters["malformed_joint_states"] += 1
+        self.get_logger().warning(f"dropped malformed JointState on {self.js_topic}: {why}",
+                                  throttle_duration_sec=2.0)
+
     def _on_joint_state(self, msg: JointState) -> None:
         names = tuple(msg.name)
         cached_names, idx = self._js_index
         if names != cached_names:
             idx = [names.index(n) for n in self.joint_names] if all(n in names for n in self.joint_names) else None
+            if len(set(names)) != len(names):
+                idx = None  # which of two positions of one joint is the arm's? neither
             self._js_index = (names, idx)
             if idx is None:
-                self.get_logger().warning(f"/joint_states lacks {self.joint_names} (has {list(names)}); "
-                                          "check joint_prefix", throttle_duration_sec=5.0)
-        if idx is None or len(msg.position) < len(names):
+                self.get_logger().warning(f"/joint_states lacks {self.joint_names} or repeats a name (has "
+                                          f"{list(names)}); check joint_prefix", throttle_duration_sec=5.0)
+        if idx is None:
+            return
+        if len(msg.position) != len(names):  # sensor_msgs/JointState: one position per name
+            self._drop_joint_state(f"{len(names)} names but {len(msg.position)} positions")
             return
         q = np.array([msg.position[i] for i in idx], dtype=np.float64)
         if not np.isfinite(q).all():
+            self._drop_joint_state(f"non-finite arm joint positions {q.tolist()}")
             return
         with self._lock:
             self._q = q
@@ -319,10 +494,102 @@ class ExecutorNode(Node):
             if self.finger_name in names:
                 self._gripper_width = 2.0 * float(msg.position[names.index(self.finger_name)])
 
+    def _chunk_arrived(self) -> None:
+        with self._lock:
+            self._last_chunk_mono = time.monotonic()
+
     def _on_plan(self, msg: PlanChunk) -> None:
-        out = self._start(msg, self.policy, 0, 0.0, False, None)
+        self._chunk_arrived()
+        try:
+            out = self._start(msg, self.policy, 0, 0.0, False, None)
+        except Exception as exc:  # a chunk this code cannot read must not stop the node that holds the arm on estop
+            self.counters["malformed_chunks"] += 1
+            self.get_logger().error(f"dropped malformed PlanChunk on the plan topic: {type(exc).__name__}: {exc}",
+                                    throttle_duration_sec=2.0)
+            out = self._reject(Result.STATUS_REJECTED, f"malformed chunk: {type(exc).__name__}: {exc}")
         if isinstance(out, Result):
             self.last_result = f"{STATUS_NAMES[out.status]}: {out.reason}"
+
+    def _on_estop_msg(self, msg: Bool, info: dict) -> None:
+        """Both estop subscriptions land here; a message delivered by both is handled once (a late duplicate after
+        a reset must not latch again)."""
+        gid = (info or {}).get("publisher_gid")
+        seq = (info or {}).get("publication_sequence_number")
+        key = (bytes(gid["data"]) if gid else None, seq if seq is not None else (info or {}).get("source_timestamp"))
+        if key[1] is not None:
+            if key in self._estop_seen:
+                return
+            self._estop_seen.append(key)
+        self._on_estop(msg)
+
+    def _on_incompatible_qos(self, topic: str, info: QoSRequestedIncompatibleQoSInfo) -> None:
+        policy = qos_policy_name_from_kind(info.last_policy_kind)
+        fault = (f"incompatible QoS on {topic} ({policy}): a publisher's {policy} policy does not match this "
+                 "subscription; its messages are dropped")
+        with self._lock:
+            self._qos_events[topic] = (fault, time.monotonic())
+        self.get_logger().error(fault)
+        self._publish_diagnostics()
+
+    def _check_graph(self) -> None:
+        """Publishers on the safety topics whose QoS or message type keeps their messages from this node."""
+        faults: dict[str, str] = {}
+        js_publishers = self._js_publishers
+        for w in self._watched:
+            try:
+                infos = self.get_publishers_info_by_topic(w.topic)
+            except Exception as exc:  # the graph is advisory here; the events still report
+                self.get_logger().warning(f"cannot read the ROS graph for {w.topic}: {exc}", throttle_duration_sec=10)
+                continue
+            if w.topic == self.js_topic:
+                js_publishers = sorted(f"{i.node_namespace.rstrip('/')}/{i.node_name}" for i in infos)
+            for info in infos:
+                who = f"node '{info.node_namespace.rstrip('/')}/{info.node_name}'"
+                if info.topic_type != w.type_name:
+                    faults[w.topic] = (f"wrong message type on {w.topic}: {who} publishes {info.topic_type}, expected "
+                                       f"{w.type_name}; its messages are never received")
+                    break
+                compat, reason = qos_check_compatible(info.qos_profile, w.qos)
+                if compat == QoSCompatibility.ERROR:
+                    policy = _incompatible_policy(reason)
+                    faults[w.topic] = (f"incompatible QoS on {w.topic} ({policy}): {who} offers "
+                                       f"{reason.removeprefix('ERROR: ').rstrip(';')}; its messages are dropped")
+                    break
+        with self._lock:
+            self._graph_faults = faults
+            self._js_publishers = js_publishers
+
+    def _js_publisher_fault(self) -> str:
+        """Why the joint states cannot be trusted because several nodes publish them ('' when at most one does), from
+        the last graph check."""
+        with self._lock:
+            nodes = list(self._js_publishers)
+        if len(nodes) <= 1:
+            return ""
+        return (f"{len(nodes)} publishers on {self.js_topic} (nodes {', '.join(nodes)}; expected 1): another sim, bag "
+                "replay or robot on this ROS domain? Joint states from two sources interleave")
+
+    def _safety_faults(self) -> list[str]:
+        """Current safety-topic faults: the graph's, plus incompatible-QoS events younger than QOS_EVENT_HOLD_S."""
+        now = time.monotonic()
+        with self._lock:
+            faults = dict(self._graph_faults)
+            for topic, (fault, t) in list(self._qos_events.items()):
+                if now - t > QOS_EVENT_HOLD_S:
+                    del self._qos_events[topic]  # from now on the graph check decides
+                elif topic not in faults:
+                    faults[topic] = fault
+        return [faults[t] for t in sorted(faults)]
+
+    def _on_diagnostics_timer(self) -> None:
+        self._check_graph()
+        js_fault = self._js_publisher_fault()
+        with self._lock:
+            active = self._active
+        if js_fault and active is not None:
+            self._hold()
+            self._finish(active, Result.STATUS_ABORTED, f"{js_fault}; holding position")
+        self._publish_diagnostics()
 
     def _on_estop(self, msg: Bool) -> None:
         if not msg.data:
@@ -363,6 +630,9 @@ class ExecutorNode(Node):
             estop = self._estop
         if estop:
             return self._reject(Result.STATUS_ESTOP, "emergency stop is latched; call /vidplan/reset_estop first")
+        js_fault = self._js_publisher_fault()
+        if js_fault:
+            return self._reject(Result.STATUS_REJECTED, f"{js_fault}; refusing to move")
         q, age = self._joint_state()
         if q is None:
             return self._reject(Result.STATUS_REJECTED, "no joint states received yet; refusing to move "
@@ -505,6 +775,32 @@ class ExecutorNode(Node):
         # Runs on the action helper node's executor thread and blocks until the monitor (main thread) finishes the
         # execution; feedback, cancel and completion are handled by _monitor, so only one thread is ever parked here
         # for long (a newer goal preempts the older one at once).
+        self._chunk_arrived()
+        try:
+            return self._run_goal(goal_handle)
+        except Exception as exc:
+            # Like _on_plan: an exception escaping here would end the goal with an empty result (status 0 reads as
+            # "succeeded", reason "") while this node lives on. Hold if this goal's chunk was already started.
+            what = f"{type(exc).__name__}: {exc}"
+            self.get_logger().error(f"ExecuteChunk goal failed: {what}", throttle_duration_sec=2.0)
+            with self._lock:
+                active = self._active
+            if active is not None and active.goal_handle is goal_handle:
+                self._hold()
+                self._finish(active, Result.STATUS_ABORTED, f"internal error: {what}; holding position")
+                result = active.result
+            else:
+                with self._lock:
+                    self.counters["malformed_chunks"] += 1
+                result = self._reject(Result.STATUS_REJECTED, f"goal could not be handled: {what}")
+            try:
+                goal_handle.abort()
+            except Exception as exc2:  # already terminal (the error came after succeed/abort): the result stands
+                self.get_logger().warning(f"could not abort the failed goal: {exc2}")
+            self.last_result = f"{STATUS_NAMES[result.status]}: {result.reason}"
+            return result
+
+    def _run_goal(self, goal_handle) -> Result:
         g = goal_handle.request
         if g.out_of_limits_policy not in (ExecuteChunk.Goal.OUT_OF_LIMITS_REJECT, ExecuteChunk.Goal.OUT_OF_LIMITS_CLIP):
             result = self._reject(Result.STATUS_REJECTED, f"unknown out_of_limits_policy {g.out_of_limits_policy} "
@@ -537,21 +833,28 @@ class ExecutorNode(Node):
     def _publish_diagnostics(self) -> None:
         q, age = self._joint_state()
         # Two sources of joint states (a second sim, a bag replay, another robot on the same ROS domain) interleave
-        # two arms' positions: holds and tracking errors become meaningless. Reported, since it cannot be fixed here.
-        js_publishers = self.count_publishers(self.js_topic)
+        # two arms' positions: holds and tracking errors become meaningless, so chunks are refused (_start).
+        js_fault = self._js_publisher_fault()
+        faults = self._safety_faults()
         with self._lock:
             estop, active = self._estop, self._active
+            js_publishers = len(self._js_publishers)
+            chunk_age = float("inf") if self._last_chunk_mono is None else time.monotonic() - self._last_chunk_mono
             st = DiagnosticStatus()
             st.name = "vidplan executor"
             st.hardware_id = self.get_fully_qualified_name()
-            if estop:
-                st.level, st.message = DiagnosticStatus.ERROR, "estop latched: holding"
-            elif q is None or age > self.js_timeout:
-                st.level, st.message = DiagnosticStatus.ERROR, "no fresh joint states: refusing chunks"
-            elif js_publishers > 1:
+            errors = (["estop latched: holding"] if estop else []) + faults
+            if js_fault:
+                errors.append(f"{js_fault}: refusing chunks")
+            if q is None or age > self.js_timeout:
+                errors.append("no fresh joint states: refusing chunks")
+            if errors:
+                st.level, st.message = DiagnosticStatus.ERROR, "; ".join(errors)
+            elif self._last_chunk_mono is not None and active is None and chunk_age > self.plan_timeout:
+                # (before the first chunk the executor is idle, not missing plans)
                 st.level, st.message = DiagnosticStatus.WARN, (
-                    f"{js_publishers} publishers on {self.js_topic} (expected 1): another sim, bag replay or robot on "
-                    "this ROS domain?")
+                    f"no plan for {chunk_age:.1f} s (plan_timeout_s={self.plan_timeout}): planner stopped or dead? "
+                    "holding")
             elif self.last_rejection:
                 st.level, st.message = DiagnosticStatus.WARN, f"last chunk rejected: {self.last_rejection}"
             else:
@@ -562,6 +865,7 @@ class ExecutorNode(Node):
                       "state": "estop" if estop else ("executing" if active is not None else "idle"),
                       "last_rejection_reason": self.last_rejection, "last_result": self.last_result,
                       "joint_state_age_s": f"{age:.3f}", "joint_state_publishers": str(js_publishers),
+                      "last_chunk_age_s": f"{chunk_age:.3f}",
                       "gripper_width_m": f"{self._gripper_width:.4f}",
                       "last_chunk_to_trajectory_ms": f"{self.last_latency_ms:.3f}",
                       "chunk_to_trajectory_ms_p50": f"{np.percentile(self.latencies_ms, 50):.3f}"
@@ -573,6 +877,7 @@ class ExecutorNode(Node):
                       "chunk_to_trajectory_cpu_ms_p95": f"{np.percentile(self.latencies_cpu_ms, 95):.3f}"
                       if self.latencies_cpu_ms else "nan",
                       "latency_samples": str(len(self.latencies_ms)),
+                      "safety_topic_faults": "; ".join(faults),
                       **{k: str(v) for k, v in self.counters.items()}}
             if active is not None:
                 values.update(step_index=str(active.step_index), position_error_m=f"{active.position_error:.4f}",

@@ -1,13 +1,88 @@
-"""Run a node until Ctrl-C / SIGTERM / external shutdown, the same way for every vidplan executable."""
+"""Run a node until Ctrl-C / SIGTERM / external shutdown, the same way for every vidplan executable.
+
+Also the parameter check every vidplan node gets: a parameter the node was given (params file, ``-p``, a profile,
+a ``vidplan up NODE.PARAM:=`` override) that it does not declare is an error (exit 2 naming it and the closest
+declared names), never silently ignored. And the listing mode ``vidplan up`` uses to check a profile's parameters
+without starting anything (:data:`vidplan_core.bringup.LIST_PARAMETERS_ENV`).
+"""
 
 from __future__ import annotations
 
+import difflib
+import json
+import os
 import sys
 from collections.abc import Callable
 
 import rclpy
+from rclpy._rclpy_pybind11 import RCLError
+from rclpy.exceptions import ParameterException
 from rclpy.executors import ExternalShutdownException, MultiThreadedExecutor, SingleThreadedExecutor
 from rclpy.node import Node
+
+from vidplan_core.bringup import DECLARED_PARAMETERS_TAG, LIST_PARAMETERS_ENV
+
+__all__ = ["check_parameter_overrides", "parameters_declared", "run_node", "unknown_parameters"]
+
+
+class _ParametersDeclaredStop(Exception):  # noqa: N818 (a control-flow signal, not an error)
+    """Raised by :func:`parameters_declared` in listing mode: stops the constructor before its start-up work."""
+
+    def __init__(self, node: Node):
+        super().__init__(node.get_name())
+        self.node = node
+
+
+def _listing() -> bool:
+    return os.environ.get(LIST_PARAMETERS_ENV) == "1"
+
+
+def _overrides(node: Node) -> list[str]:
+    # rclpy keeps the parameters it received for this node (params files, -p) in _parameter_overrides, with no
+    # public accessor; test_node_runner.py fails if that ever changes.
+    return sorted(node._parameter_overrides)
+
+
+def _declared(node: Node) -> list[str]:
+    return sorted(node.list_parameters([], 0).names)  # depth 0: every declared name, dotted ones included
+
+
+def unknown_parameters(node: Node) -> dict[str, list[str]]:
+    """Parameters ``node`` received but does not declare, each with the closest declared names (may be empty)."""
+    declared = _declared(node)
+    return {name: difflib.get_close_matches(name, declared, n=3, cutoff=0.6)
+            for name in _overrides(node) if name not in declared}
+
+
+def check_parameter_overrides(node: Node) -> None:
+    """Raise ValueError naming every parameter ``node`` was given but does not declare (a typo of a safety limit
+    must not leave the default in force). Call it after the node has declared all its parameters."""
+    unknown = unknown_parameters(node)
+    if not unknown:
+        return
+    parts = [f"'{name}'" + (f" (did you mean {', '.join(close)}?)" if close else "")
+             for name, close in sorted(unknown.items())]
+    hint = "" if all(unknown.values()) else f"; it declares: {', '.join(_declared(node))}"
+    raise ValueError(f"node '{node.get_name()}' has no parameter {'; '.join(parts)}{hint}")
+
+
+def parameters_declared(node: Node) -> None:
+    """Call at the end of a node constructor's ``declare_parameter`` calls, before its start-up work (models,
+    simulation). Checks the parameters the node was given (:func:`check_parameter_overrides`: an unknown one fails
+    before anything slow happens); in listing mode stops the constructor there, so listing a node's parameters
+    loads nothing."""
+    if _listing():
+        raise _ParametersDeclaredStop(node)
+    check_parameter_overrides(node)
+
+
+def _print_listing(node: Node | None, error: str = "") -> None:
+    info: dict[str, object] = {"node": node.get_name() if node is not None else None}
+    if error:
+        info["error"] = error
+    else:
+        info.update(declared=_declared(node), overrides=_overrides(node))
+    print(DECLARED_PARAMETERS_TAG + json.dumps(info), flush=True)
 
 
 def run_node(factory: Callable[[], Node], args: list[str] | None = None, multithreaded: bool = False,
@@ -17,28 +92,51 @@ def run_node(factory: Callable[[], Node], args: list[str] | None = None, multith
     rclpy shuts its context down itself on SIGINT/SIGTERM; spinning then raises ExternalShutdownException,
     which is a normal exit here. ``num_threads`` sizes the MultiThreadedExecutor (rclpy's default is the CPU
     count, only 2 on small machines; a node whose action goals wait inside callbacks needs more). A node whose
-    constructor raises ValueError (bad parameters) exits with code 2 and the message, without a traceback.
+    constructor raises ValueError (bad parameters) or an rclpy ParameterException (a value of the wrong type), or
+    that was given a parameter it does not declare, exits with code 2 and the message, without a traceback.
+
+    With ``VIDPLAN_LIST_PARAMETERS=1`` in the environment the node is built (up to :func:`parameters_declared`, if
+    it calls it), one line ``VIDPLAN_DECLARED_PARAMETERS {"node", "declared", "overrides"}`` is printed and the
+    process exits 0 without spinning (a ParameterException prints ``{"node", "error"}`` and exits 2).
     """
     rclpy.init(args=args if args is not None else sys.argv)
+    listing = _listing()
     node = None
+    partial = False  # node stopped half-way by parameters_declared(): only the rclpy Node part is complete
     code = 0
     try:
-        node = factory()
+        try:
+            node = factory()
+        except _ParametersDeclaredStop as stop:
+            node, partial = stop.node, True
+        if listing:
+            _print_listing(node)
+            return
+        check_parameter_overrides(node)
         executor = (MultiThreadedExecutor(num_threads=num_threads) if multithreaded or num_threads
                     else SingleThreadedExecutor())
         executor.add_node(node)
         executor.spin()
     except (KeyboardInterrupt, ExternalShutdownException):
         pass
-    except ValueError as exc:
+    except RCLError:
+        # SIGINT/SIGTERM shut the context down while the executor was building its wait set: a normal exit
+        if rclpy.ok():
+            raise
+    except (ValueError, ParameterException) as exc:
         print(f"error: {exc}", file=sys.stderr)
+        if listing and isinstance(exc, ParameterException):
+            _print_listing(node, str(exc))
         code = 2
     finally:
         if node is not None:
-            close = getattr(node, "close", None)
-            if callable(close):
-                close()
-            node.destroy_node()
+            if partial:
+                Node.destroy_node(node)  # the subclass's own clean-up would meet attributes never set
+            else:
+                close = getattr(node, "close", None)
+                if callable(close):
+                    close()
+                node.destroy_node()
         if rclpy.ok():
             rclpy.try_shutdown()
     if code:

@@ -12,8 +12,15 @@ Publishes: /vidplan/plan (PlanChunk), /vidplan/plan_diagnostics (PlanDiagnostics
 Optionally sends each chunk to the executor as an ExecuteChunk goal (``executor_interface: action``).
 
 Behaviour: idle without a task; no plan and a diagnostic ERROR while a camera or the robot state is stale or
-missing; nothing while the e-stop is latched; a HOLD chunk (current pose repeated) when a cycle fails or any model
-output is NaN/Inf.
+missing, or — under ``use_sim_time`` — while /clock has stopped (a dead sim freezes the node clock, so every sim-time
+age would stay fresh for ever: that is judged on the steady clock, and the ERROR names /clock and how long each input
+has been silent in wall time); a plan whose inputs went stale while it was computed is dropped (ERROR diagnostic
+with its plan_id and why), never published; diagnostics run on the steady clock; nothing while the e-stop is
+latched; a HOLD chunk (current pose repeated) when a cycle fails or any model
+output is NaN/Inf. Every message is validated (:mod:`vidplan_ros.conversions`: images, JointState, poses); an invalid
+one is dropped and its reason logged (throttled), and while an input has no valid message the ERROR diagnostic gives
+that reason ("invalid image size 0x0 ...", "non-finite position ...") rather than "stale". No callback lets a
+message end the node. On SIGINT/SIGTERM the node stops without a traceback, also when the plan thread was publishing.
 
 Parameters (all read at start-up and validated; a bad value exits with code 2 and names the parameter):
     model_dir (str, "models/demo"): exported/bundled model directory.
@@ -46,6 +53,10 @@ Parameters (all read at start-up and validated; a bad value exits with code 2 an
     max_sync_skew_s (float, 0.03): largest stamp spread of a camera triplet [s].
     camera_timeout_s (float, 0.5): a camera older than this is stale [s].
     state_timeout_s (float, 0.5): /ee_pose or /joint_states older than this is stale [s].
+        Both ages are in the node clock (sim time under use_sim_time, so a slow-motion sim is not stale).
+    clock_timeout_s (float, 1.0): under use_sim_time, sim time not advancing for this long (steady/wall clock)
+        means /clock stopped: all inputs are stale [s]. Above the longest stall of a healthy sim (a lock-step sim
+        rendering on busy cores stalls < 1 s).
     joint_prefix (str, "panda"): joint names {prefix}_joint1..7, {prefix}_finger_joint1.
     gripper_max_width_m (float, 0.04): finger position that means fully open.
     base_frame (str, "panda_link0"): frame of the published poses.
@@ -66,6 +77,8 @@ import numpy as np
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
 from geometry_msgs.msg import Point, PoseStamped
 from rclpy.action import ActionClient
+from rclpy.clock import Clock, ClockType
+from rclpy.event_handler import SubscriptionEventCallbacks
 from rclpy.node import Node
 from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy, qos_profile_sensor_data
 from safetensors import SafetensorError
@@ -79,11 +92,20 @@ from vidplan_core.spaces import MODEL_RATE_HZ, EEChunk, quat_to_euler, resize_vi
 from vidplan_interfaces.action import ExecuteChunk
 from vidplan_interfaces.msg import PlanChunk, PlanDiagnostics
 from vidplan_interfaces.srv import SetTask
-from vidplan_ros.camera_sync import CameraSync, Triplet, image_to_array
-from vidplan_ros.conversions import chunk_to_msg, pose_to_vec, sec_to_stamp, stamp_to_sec
-from vidplan_ros.node_runner import run_node
+from vidplan_ros.camera_sync import CameraSync, Triplet
+from vidplan_ros.conversions import (
+    chunk_to_msg,
+    image_to_array,
+    pose_to_vec,
+    sec_to_stamp,
+    stamp_to_sec,
+    validate_joint_state,
+    validate_pose,
+)
+from vidplan_ros.node_runner import parameters_declared, run_node
 
 LATCHED = QoSProfile(depth=1, reliability=ReliabilityPolicy.RELIABLE, durability=DurabilityPolicy.TRANSIENT_LOCAL)
+ESTOP_ANY_QOS = QoSProfile(depth=10, reliability=ReliabilityPolicy.BEST_EFFORT, durability=DurabilityPolicy.VOLATILE)
 _STATUS = {"ok": PlanDiagnostics.STATUS_OK, "budget": PlanDiagnostics.STATUS_BUDGET,
            "hold": PlanDiagnostics.STATUS_HOLD}
 
@@ -155,6 +177,7 @@ class PlannerNode(Node):
         skew = p("max_sync_skew_s", 0.03, lo=0.0)
         self.camera_timeout = p("camera_timeout_s", 0.5, lo=1e-3)
         self.state_timeout = p("state_timeout_s", 0.5, lo=1e-3)
+        self.clock_timeout = p("clock_timeout_s", 1.0, lo=1e-3)
         self.joint_prefix = p("joint_prefix", "panda")
         self.gripper_max_width = p("gripper_max_width_m", 0.04, lo=1e-4)
         self.base_frame = p("base_frame", "panda_link0")
@@ -163,6 +186,7 @@ class PlannerNode(Node):
         self.publish_debug = p("publish_debug", True)
         self._decode_warned = False
         self.seed = p("seed", 0)
+        parameters_declared(self)  # an unknown parameter fails here, before the models load (listing mode stops)
 
         # "none" (w(h) = 1) is exp with κ = 0 for scoring; the refinement objective keeps the backend's own κ (the
         # torch default, or the one fixed inside an ONNX export)
@@ -217,21 +241,37 @@ class PlannerNode(Node):
         self._executing: tuple[EEChunk, float] | None = None    # (chunk, start time)
         self._last_plan_time = -math.inf
         self._last_error_log = 0.0
+        # input → why its newest message was dropped ("/ee_pose", "/joint_states", "camera triplet"); an entry goes
+        # when a valid message arrives. Read when the input is stale, so the diagnostics name the true cause.
+        self._rejected: dict[str, str] = {}
+        self._reject_log: dict[str, float] = {}
+        # Steady-clock watch of the node clock (use_sim_time): (last node-clock value [ns], time.monotonic() when it
+        # last changed), and the monotonic receipt time of the state topics, to say how long they have been silent.
+        self._clock_seen = (self.get_clock().now().nanoseconds, time.monotonic())
+        self._rx_wall: dict[str, float] = {}
 
         # Callbacks only store inputs (one single-threaded executor: rclpy's multithreaded one costs ~2.4x the CPU per
         # callback); plan cycles run on their own thread (self._thread), so subscriptions never wait for a cycle.
         self.sync = CameraSync(self, topics, max_skew_s=skew, stale_after_s=self.camera_timeout,
-                               callback=self._on_triplet)
+                               callback=self._guarded("camera triplet", self._on_triplet))
         # State with sensor-data QoS (best effort): compatible with reliable publishers (robot, sim) and with
         # best-effort ones (bag replay publishes sensor_msgs that way); a reliable subscription would silently
         # never match the latter.
-        self.create_subscription(PoseStamped, "/ee_pose", self._on_ee, qos_profile_sensor_data)
-        self.create_subscription(JointState, "/joint_states", self._on_joints, qos_profile_sensor_data)
+        self.create_subscription(PoseStamped, "/ee_pose", self._guarded("/ee_pose", self._on_ee),
+                                 qos_profile_sensor_data)
+        self.create_subscription(JointState, "/joint_states", self._guarded("/joint_states", self._on_joints),
+                                 qos_profile_sensor_data)
         # Two subscriptions: volatile (any publisher, e.g. a user's one-off message) and transient-local (the
         # sim's latched task, also for a planner that starts later). Duplicates are ignored in set_instruction.
         for qos in (10, LATCHED):
-            self.create_subscription(String, "/vidplan/task", lambda m: self.set_instruction(m.data), qos)
-        self.create_subscription(Bool, "/vidplan/estop", self._on_estop, LATCHED)
+            self.create_subscription(String, "/vidplan/task",
+                                     self._guarded("/vidplan/task", lambda m: self.set_instruction(m.data)), qos)
+        # E-stop from any publisher: the latched subscription gets an e-stop published before this node started, the
+        # best-effort volatile one matches every publisher QoS (rclpy's default reliable/volatile publisher included,
+        # which the latched one never receives). Handling is idempotent, so a message delivered twice is harmless.
+        quiet = SubscriptionEventCallbacks(incompatible_qos=lambda _info: None)  # still received: not a fault
+        self.create_subscription(Bool, "/vidplan/estop", self._on_estop, LATCHED, event_callbacks=quiet)
+        self.create_subscription(Bool, "/vidplan/estop", self._on_estop, ESTOP_ANY_QOS)
         self.create_service(SetTask, "/vidplan/set_task", self._on_set_task)
         self.plan_pub = self.create_publisher(PlanChunk, "/vidplan/plan", 10)
         self.diag_pub = self.create_publisher(PlanDiagnostics, "/vidplan/plan_diagnostics", 10)
@@ -241,7 +281,11 @@ class PlannerNode(Node):
         self.marker_pub = self.create_publisher(MarkerArray, "/vidplan/debug/plan_markers", 2)
         self.exec_client = (ActionClient(self, ExecuteChunk, "/vidplan/execute_chunk")
                             if self.executor_interface == "action" else None)
-        self.create_timer(1.0, self._publish_ros_diagnostics)
+        # Steady-clock timers: under use_sim_time a ROS-clock timer stops with /clock — exactly when the diagnostics
+        # matter (a dead sim). The 10 Hz one samples the node clock to notice /clock stopping while a cycle runs.
+        steady = Clock(clock_type=ClockType.STEADY_TIME)
+        self.create_timer(1.0, self._publish_ros_diagnostics, clock=steady)
+        self.create_timer(0.1, self._clock_stall, clock=steady)
         self._thread = threading.Thread(target=self._plan_loop, name="vidplan-plan", daemon=True)
         self._thread.start()
         self.get_logger().info(f"planner ready; task: {self.instruction or '(none: idle)'}")
@@ -282,27 +326,65 @@ class PlannerNode(Node):
             self.get_logger().warn("e-stop latched: planning stopped")
         self._wake.set()
 
+    def _guarded(self, source: str, callback):
+        """``callback`` for a subscription whose unexpected exceptions drop the message (logged, kept as the reason
+        of ``source``) instead of ending the node; quiet while shutting down."""
+        def guarded(msg) -> None:
+            try:
+                callback(msg)
+            except Exception as exc:
+                if not self._shutting_down():
+                    self._reject(source, f"unexpected {type(exc).__name__} handling the message: {exc}")
+        return guarded
+
+    def _reject(self, source: str, reason: str, log: bool = True) -> None:
+        """Drop a message of ``source``: keep ``reason`` for the diagnostics; log it at most every 5 s per source."""
+        with self._lock:
+            self._rejected[source] = reason
+        now = time.monotonic()
+        if log and now - self._reject_log.get(source, -math.inf) > 5.0:
+            self._reject_log[source] = now
+            self.get_logger().error(f"dropping {source} message: {reason}")
+
+    def _accept(self, source: str) -> None:
+        if source in self._rejected:
+            with self._lock:
+                self._rejected.pop(source, None)
+
     def _on_ee(self, msg: PoseStamped) -> None:
-        v = pose_to_vec(msg.pose)
-        try:
-            euler = quat_to_euler(v[3:])
-        except ValueError:
-            self.get_logger().error("ignoring /ee_pose with an invalid quaternion")
+        reason = validate_pose(msg.pose)
+        if reason is not None:
+            self._reject("/ee_pose", reason)
             return
+        v = pose_to_vec(msg.pose)
+        euler = quat_to_euler(v[3:])
         with self._lock:
             self._ee = (self._now(), np.concatenate([v[:3], euler]))
+            self._rx_wall["/ee_pose"] = time.monotonic()
+            self._rejected.pop("/ee_pose", None)
 
     def _on_joints(self, msg: JointState) -> None:
+        reason = validate_joint_state(msg)
+        if reason is not None:
+            self._reject("/joint_states", reason)
+            return
         idx = {n: i for i, n in enumerate(msg.name)}
         names = [f"{self.joint_prefix}_joint{i}" for i in range(1, 8)]
-        if not all(n in idx for n in names):
+        missing = [n for n in names if n not in idx]
+        if missing:
+            # Not malformed (a gripper may publish its own JointState on the topic): ignored without a log line,
+            # named in the diagnostics only if no message with the arm's joints comes.
+            self._reject("/joint_states", f"messages lack joint(s) {missing} (joint_prefix "
+                                          f"'{self.joint_prefix}')", log=False)
             return
-        q = np.array([msg.position[idx[n]] for n in names])
+        q = np.array([msg.position[idx[n]] for n in names], dtype=np.float64)
         finger = f"{self.joint_prefix}_finger_joint1"
         grip = (1.0 - min(max(msg.position[idx[finger]] / self.gripper_max_width, 0.0), 1.0)
                 if finger in idx else 0.0)
         with self._lock:
             self._joints = (self._now(), q, grip)
+            self._rx_wall["/joint_states"] = time.monotonic()
+            self._rejected.pop("/joint_states", None)
 
     def _on_triplet(self, trip: Triplet) -> None:
         with self._lock:
@@ -318,9 +400,10 @@ class PlannerNode(Node):
                 if self.history.latest is not None and trip.stamp < self.history.latest.stamp - 1.0:
                     self.history.clear()  # clock jumped back (bag loop, sim reset)
                 self.history.push(trip.stamp, frames, pose)
-        except ValueError as exc:
-            self._throttled_error(f"dropping camera triplet: {exc}")
+        except ValueError as exc:  # ImageDecodeError (the sync validates first, so rarely), pose, image size
+            self._reject("camera triplet", str(exc))
             return
+        self._accept("camera triplet")
         self._wake.set()
 
     def _gripper_command(self, measured: float) -> float:
@@ -335,64 +418,125 @@ class PlannerNode(Node):
         return float(chunk.gripper[k])
 
     def _throttled_error(self, text: str) -> None:
+        if self._shutting_down():
+            return  # the ROS logger cannot publish to /rosout any more
         if time.monotonic() - self._last_error_log > 2.0:
             self._last_error_log = time.monotonic()
             self.get_logger().error(text)
 
     # ------------------------------------------------------------------ plan thread
+    def _clock_stall(self) -> float | None:
+        """Steady (wall) seconds since the node clock last advanced under use_sim_time; None on the system clock
+        (which always advances). Called at 10 Hz by a steady timer and before each input check."""
+        clock = self.get_clock()
+        if not clock.ros_time_is_active:
+            return None
+        ns, mono = clock.now().nanoseconds, time.monotonic()
+        with self._lock:
+            if ns != self._clock_seen[0]:  # also when it jumped back (sim reset, bag loop): it is running
+                self._clock_seen = (ns, mono)
+            return mono - self._clock_seen[1]
+
+    def _clock_problem(self) -> str:
+        """Non-empty when /clock stopped for longer than clock_timeout_s (steady clock): the sim is dead or
+        frozen, every input is stale whatever its sim-time age says; names how long each has been silent."""
+        stall = self._clock_stall()
+        if stall is None or stall <= self.clock_timeout:
+            return ""
+        with self._lock:
+            never = self._clock_seen[0] == 0
+            rx = dict(self._rx_wall)
+        mono = time.monotonic()
+        silent: dict[str, float | None] = dict(self.sync.wall_ages())
+        silent.update({t: None if t not in rx else mono - rx[t] for t in ("/ee_pose", "/joint_states")})
+        ages = ", ".join(f"{k} {'never received' if a is None else f'{a:.2f} s'}" for k, a in silent.items())
+        head = ("/clock: no message received" if never else
+                f"/clock stopped: sim time has not advanced for {stall:.2f} s")
+        return f"inputs stale: {head} (clock_timeout_s={self.clock_timeout}); wall time since the last message: {ages}"
+
     def _inputs_problem(self, now: float) -> str:
-        stale = [v for v, s in self.sync.stale.items() if s]
-        if stale:
-            return f"camera(s) stale or missing: {', '.join(stale)}"
-        if self.sync.incompatible_qos:
-            return f"camera QoS incompatible: {self.sync.incompatible_qos}"
+        """Why no plan can be made now ("" when inputs are fine): /clock stopped (use_sim_time; steady clock);
+        for an input without a usable message, the reason its messages were dropped when they were (invalid image,
+        NaN pose, malformed JointState), else stale or missing (ages in the node clock ``now`` [s])."""
+        clock = self._clock_problem()
+        if clock:
+            return clock
+        cams = self.sync.problems()
+        if cams:
+            return "camera(s) unusable: " + "; ".join(f"{v}: {why}" for v, why in cams.items())
         with self._lock:
             ee, joints = self._ee, self._joints
             age = self.history.age(now)
             ready = self.history.ready()
-        if ee is None or now - ee[0] > self.state_timeout:
-            return "/ee_pose stale or missing"
-        if joints is None or now - joints[0] > self.state_timeout:
-            return "/joint_states stale or missing"
+            rejected = dict(self._rejected)
+        for topic, state in (("/ee_pose", ee), ("/joint_states", joints)):
+            if state is None or now - state[0] > self.state_timeout:
+                if topic in rejected:
+                    return f"{topic}: no valid message; dropped: {rejected[topic]}"
+                return f"{topic} stale or missing"
         if age > self.camera_timeout:
+            if "camera triplet" in rejected:
+                return f"camera triplets dropped: {rejected['camera triplet']}"
             return f"newest camera triplet is {age:.2f} s old"
         if not ready:
             return f"collecting history ({len(self.history._ring)}/{self.history.length} frames)"
         return ""
 
+    def _shutting_down(self) -> bool:
+        return self._stop.is_set() or not self.context.ok()
+
+    def _publish(self, pub, msg) -> None:
+        """``pub.publish(msg)``; nothing while shutting down (rclpy raises on a publisher of a context that SIGTERM
+        has shut down)."""
+        try:
+            pub.publish(msg)
+        except Exception:
+            if not self._shutting_down():
+                raise
+
     def _plan_loop(self) -> None:
         while not self._stop.is_set():
-            self._wake.wait(timeout=0.1)
-            self._wake.clear()
-            if self._stop.is_set():
-                break
-            now = self._now()
-            with self._lock:
-                instruction, estop = self.instruction, self._estop
-            if estop:
-                self._set_status("estop", "e-stop latched")
-                continue
-            if not instruction:
-                self._set_status("idle", "no task")
-                continue
-            if now < self._last_plan_time:
-                self._last_plan_time = -math.inf  # the clock jumped back (bag loop, sim reset)
-            if now - self._last_plan_time < self.open_loop_steps * self.dt * 0.999:
-                continue
-            problem = self._inputs_problem(now)
-            if problem:
-                if not problem.startswith("collecting"):
-                    self._publish_error(problem)
-                self._set_status("waiting" if problem.startswith("collecting") else "error", problem)
-                continue
-            self._last_plan_time = now
             try:
-                self._cycle(instruction)
+                self._plan_step()
             except Exception as exc:
-                if self._stop.is_set() or not self.context.ok():
-                    break  # shutting down (Ctrl-C / SIGTERM) mid-cycle: nothing can be published any more
-                self.get_logger().error(f"plan cycle failed: {type(exc).__name__}: {exc}")
-                self._publish_hold(f"cycle failed: {type(exc).__name__}: {exc}")
+                if self._shutting_down():
+                    break  # Ctrl-C / SIGTERM while planning or publishing: nothing can be published any more
+                self._throttled_error(f"plan loop: {type(exc).__name__}: {exc}")
+
+    def _plan_step(self) -> None:
+        self._wake.wait(timeout=0.1)
+        self._wake.clear()
+        if self._stop.is_set():
+            return
+        now = self._now()
+        with self._lock:
+            instruction, estop = self.instruction, self._estop
+        if estop:
+            self._set_status("estop", "e-stop latched")
+            return
+        if not instruction:
+            self._set_status("idle", "no task")
+            return
+        if now < self._last_plan_time:
+            self._last_plan_time = -math.inf  # the clock jumped back (bag loop, sim reset)
+        # Inputs first: with /clock stopped the node clock stands still, and a cycle-period check in it first would
+        # return here for ever, silently.
+        problem = self._inputs_problem(now)
+        if problem:
+            if not problem.startswith("collecting"):
+                self._publish_error(problem)
+            self._set_status("waiting" if problem.startswith("collecting") else "error", problem)
+            return
+        if now - self._last_plan_time < self.open_loop_steps * self.dt * 0.999:
+            return
+        self._last_plan_time = now
+        try:
+            self._cycle(instruction)
+        except Exception as exc:
+            if self._shutting_down():
+                raise
+            self.get_logger().error(f"plan cycle failed: {type(exc).__name__}: {exc}")
+            self._publish_hold(f"cycle failed: {type(exc).__name__}: {exc}")
 
     def _set_status(self, status: str, reason: str) -> None:
         self._last_status, self._last_reason = status, reason
@@ -414,6 +558,16 @@ class PlannerNode(Node):
             estop_now, still_task = self._estop, self.instruction == instruction
         if estop_now or not still_task:
             return  # the world changed while we planned: drop the plan
+        problem = self._inputs_problem(self._now())
+        if problem:
+            # The inputs went stale while we planned (e.g. the sim died mid-cycle): the chunk continues a world
+            # nobody observes any more, so it must not reach the arm.
+            with self._lock:
+                self._executing = None
+            self._publish_error(f"plan {self._plan_id} dropped: inputs went stale during the cycle: {problem}",
+                                plan_id=self._plan_id)
+            self._set_status("error", problem)
+            return
         header_stamp = sec_to_stamp(stamp)
         chunk = result.chunk
         msg = chunk_to_msg(chunk, PlanChunk, self.base_frame, header_stamp, self._plan_id, instruction)
@@ -421,7 +575,7 @@ class PlannerNode(Node):
             if self.exec_client is not None:
                 self.exec_client.send_goal_async(ExecuteChunk.Goal(chunk=msg))
             else:
-                self.plan_pub.publish(msg)
+                self._publish(self.plan_pub, msg)
         with self._lock:
             self._executing = (chunk, self._now()) if not result.hold else None
         node_total = time.perf_counter() - t_start
@@ -454,13 +608,14 @@ class PlannerNode(Node):
         d.refined_score = float(result.objective_trace[-1]) if result.objective_trace else float("nan")
         d.refine_iterations = max(len(result.objective_trace) - 1, 0)
         d.backend = str(getattr(self.session.backend, "name", self.backend_kind))
-        self.diag_pub.publish(d)
+        self._publish(self.diag_pub, d)
 
-    def _publish_error(self, reason: str) -> None:
-        d = PlanDiagnostics(status=PlanDiagnostics.STATUS_ERROR, reason=reason,
+    def _publish_error(self, reason: str, plan_id: int = 0) -> None:
+        """PlanDiagnostics STATUS_ERROR with ``reason`` (``plan_id``: the dropped plan's, 0 = no plan made)."""
+        d = PlanDiagnostics(status=PlanDiagnostics.STATUS_ERROR, reason=reason, plan_id=plan_id,
                             backend=str(getattr(self.session.backend, "name", self.backend_kind)))
         d.header.stamp = self.get_clock().now().to_msg()
-        self.diag_pub.publish(d)
+        self._publish(self.diag_pub, d)
         self._throttled_error(f"not planning: {reason}")
 
     def _publish_hold(self, reason: str) -> None:
@@ -475,15 +630,15 @@ class PlannerNode(Node):
         msg = chunk_to_msg(chunk, PlanChunk, self.base_frame, sec_to_stamp(latest.stamp), self._plan_id,
                            self.instruction)
         if self.send_to_executor:
-            self.plan_pub.publish(msg)
+            self._publish(self.plan_pub, msg)
         d = PlanDiagnostics(status=PlanDiagnostics.STATUS_HOLD, reason=reason, plan_id=self._plan_id)
         d.header.stamp = msg.header.stamp
-        self.diag_pub.publish(d)
+        self._publish(self.diag_pub, d)
         self._set_status("hold", reason)
 
     def _publish_debug(self, frames: np.ndarray, chunk: EEChunk, stamp) -> None:
         if self.marker_pub.get_subscription_count():
-            self.marker_pub.publish(self._markers(chunk, stamp))
+            self._publish(self.marker_pub, self._markers(chunk, stamp))
         want_pred = self.pred_pub.get_subscription_count() > 0
         want_uq = self.uq_pub.get_subscription_count() > 0
         if not (want_pred or want_uq):
@@ -499,10 +654,11 @@ class PlannerNode(Node):
         current = stack_views(frames[-1].astype(np.float32) / 255.0)
         predicted = [stack_views(f) for f in pred]  # (F, 3 views, 3, H, W) → F × (3, 3H, W)
         if want_pred:
-            self.pred_pub.publish(_image_msg(prediction_strip([[current], predicted]), stamp, self.base_frame))
+            self._publish(self.pred_pub, _image_msg(prediction_strip([[current], predicted]), stamp,
+                                                    self.base_frame))
         if want_uq:
             over = [uncertainty_overlay(f, m) for f, m in zip(predicted, out.uq_map[0], strict=False)]
-            self.uq_pub.publish(_image_msg(prediction_strip([over]), stamp, self.base_frame))
+            self._publish(self.uq_pub, _image_msg(prediction_strip([over]), stamp, self.base_frame))
 
     def _decode(self, latents: np.ndarray | None) -> np.ndarray | None:
         """(1, F, C, h, w) latents → (F, 3 views, 3, H, W) in [0, 1] by the backend's decode graph; None (no
@@ -535,21 +691,31 @@ class PlannerNode(Node):
 
     def _publish_ros_diagnostics(self) -> None:
         lat = np.asarray(self._latencies) * 1e3
+        status, reason = self._last_status, self._last_reason
+        if status not in ("idle", "estop"):
+            # Judged now, not by the plan thread's last word: a cycle can run for seconds after the inputs died.
+            problem = self._inputs_problem(self._now())
+            if problem and not problem.startswith("collecting"):
+                status, reason = "error", problem
         level = {"error": DiagnosticStatus.ERROR, "hold": DiagnosticStatus.WARN, "estop": DiagnosticStatus.WARN,
-                 "budget": DiagnosticStatus.WARN}.get(self._last_status, DiagnosticStatus.OK)
-        values = {"status": self._last_status, "reason": self._last_reason, "backend": self.backend_kind,
+                 "budget": DiagnosticStatus.WARN}.get(status, DiagnosticStatus.OK)
+        values = {"status": status, "reason": reason, "backend": self.backend_kind,
                   "plans": str(self._plan_id), "task": self.instruction}
+        stall = self._clock_stall()
+        if stall is not None:
+            values["clock_stalled_s"] = f"{stall:.2f}"  # steady seconds since sim time last advanced
         if lat.size:
             values.update(plan_latency_p50_ms=f"{np.percentile(lat, 50):.1f}",
                           plan_latency_p95_ms=f"{np.percentile(lat, 95):.1f}")
         values.update(self.sync.status())
+        with self._lock:  # why the newest message of an input was dropped, while it is the newest
+            values.update({f"dropped {src}": why for src, why in self._rejected.items()})
         st = DiagnosticStatus(level=level, name="vidplan: planner_node", hardware_id="vidplan",
-                              message=f"{self._last_status}: {self._last_reason}" if self._last_reason else
-                              self._last_status,
+                              message=f"{status}: {reason}" if reason else status,
                               values=[KeyValue(key=k, value=str(v)) for k, v in values.items()])
         arr = DiagnosticArray(status=[st])
         arr.header.stamp = self.get_clock().now().to_msg()
-        self.ros_diag_pub.publish(arr)
+        self._publish(self.ros_diag_pub, arr)
 
     def close(self) -> None:
         self._stop.set()

@@ -5,6 +5,14 @@ with zeros that rosbags rejects). Each message is stamped with its receive time 
 ``use_sim_time``) and handed to a writer thread through a queue, so disk writes never block the subscription
 callbacks. On SIGINT/SIGTERM (rclpy shuts the context down; ``run_node`` then calls :meth:`Recorder.close`) the
 queue is drained and every bag is closed with a valid metadata.yaml: nothing that was received is lost.
+Killed without that chance (SIGKILL, OOM killer, power to the process cut), the recording loses about the last
+``flush_period_s`` (1 s by default): the writer thread hands the messages to the OS at least that often, also while
+no message arrives, and the bag without metadata.yaml reads back with ``BagReader(path, recover=True)`` (``vidplan
+eval-bag`` salvages it by itself; see ``vidplan_core.data.bags``).
+
+Messages are not decoded, so none is validated or dropped for its content: a malformed one (a 0x0 image, a JointState
+with names but no positions, a NaN pose) is recorded byte for byte like any other — a recording of a fault is its
+evidence — and cannot fail a callback (tests/integration/test_recorder_faults.py).
 
 Splitting (``split_size_bytes`` / ``split_duration_s``) writes numbered complete bags ``<output>/<name>_0/``,
 ``<name>_1/``, ... (see ``vidplan_core.data.bags``); without splitting ``<output_dir>/<bag_name>/`` is one bag.
@@ -19,6 +27,8 @@ Parameters:
     storage (str, "mcap"): "mcap" or "sqlite3".
     split_size_bytes (int, 0): start a new numbered bag before this many payload bytes (0 = off).
     split_duration_s (float, 0.0): start a new numbered bag after this many seconds of bag time (0 = off).
+    flush_period_s (float, 1.0): hand written messages to the OS at least this often (wall clock); bounds what a
+        kill -9 loses (0 = only rosbags' 1 MiB mcap chunks / the sqlite3 commit at close: a kill loses up to all).
     discovery_timeout_s (float, 5.0): how long start-up waits for untyped topics to appear.
     qos_depth (int, 100): history depth of the subscriptions.
     qos_overrides (string[], []): "/topic:reliable|best_effort[:volatile|transient_local]". Otherwise the QoS
@@ -45,7 +55,7 @@ from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPo
 
 from vidplan_core.data.bags import BagWriter, MessageDefinitions, make_qos, normalize_msgtype, parse_qos_overrides
 from vidplan_ros.latency_probe import import_message
-from vidplan_ros.node_runner import run_node
+from vidplan_ros.node_runner import parameters_declared, run_node
 
 __all__ = ["Recorder", "main", "publisher_policies", "rclpy_qos"]
 
@@ -82,12 +92,14 @@ class Recorder(Node):
         storage = str(p("storage", "mcap").value)
         split_size = int(p("split_size_bytes", 0).value)
         split_duration = float(p("split_duration_s", 0.0).value)
+        flush_period = float(p("flush_period_s", 1.0).value)
         discovery_timeout = float(p("discovery_timeout_s", 5.0).value)
         self.qos_depth = int(p("qos_depth", 100).value)
         self.overrides = parse_qos_overrides(p("qos_overrides", [""]).value or [])
         self.max_queue_bytes = int(float(p("max_queue_mb", 1024.0).value) * 2**20)
         stats_interval = float(p("stats_interval_s", 10.0).value)
         self.stats_path = str(p("stats_path", "").value)
+        parameters_declared(self)  # an unknown parameter fails here; listing mode stops before the bag is created
 
         self.wanted: dict[str, str | None] = {}  # topic → type (None until discovered)
         for spec in specs:
@@ -123,7 +135,8 @@ class Recorder(Node):
         ready = threading.Event()
         self._thread = threading.Thread(
             target=self._write_loop, args=(ready, dict(storage=storage, split_size_bytes=split_size,
-                                                       split_duration_s=split_duration)),
+                                                       split_duration_s=split_duration,
+                                                       flush_period_s=flush_period)),
             name="bag_writer", daemon=True)
         self._thread.start()
         ready.wait()
@@ -224,11 +237,19 @@ class Recorder(Node):
             return
         finally:
             ready.set()
+        # While idle, wake often enough that the last messages before a pause are flushed within ~1.25 periods.
+        idle_wake_s = self.writer.flush_period_s / 4 if self.writer.flush_period_s else None
         while True:
-            item = self._queue.get()
+            try:
+                item = self._queue.get(timeout=idle_wake_s)
+            except queue.Empty:
+                item = ()
             if item is None:
                 break
             try:
+                if not item:
+                    self.writer.flush_if_due()
+                    continue
                 if item[0] == "topic":
                     self.writer.add_topic(item[1], item[2], item[3])
                 else:
@@ -239,7 +260,8 @@ class Recorder(Node):
             except Exception as exc:  # disk full etc.: count, report, keep the thread alive
                 self.write_errors += 1
                 if self.write_errors <= 5:
-                    print(f"[recorder] ERROR writing {item[1]}: {exc}", flush=True)
+                    what = item[1] if item else "(flush)"
+                    print(f"[recorder] ERROR writing {what}: {exc}", flush=True)
         try:
             self.writer.close()
         except Exception as exc:  # report; close() still writes the stats

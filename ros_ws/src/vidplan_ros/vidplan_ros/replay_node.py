@@ -43,7 +43,7 @@ from rclpy.qos import qos_profile_sensor_data
 
 from vidplan_core.data.bags import BagError, BagReader, parse_qos_overrides, qos_policies
 from vidplan_ros.latency_probe import import_message
-from vidplan_ros.node_runner import run_node
+from vidplan_ros.node_runner import parameters_declared, run_node
 from vidplan_ros.recorder_node import rclpy_qos
 
 __all__ = ["Replay", "main", "parse_remap"]
@@ -83,6 +83,7 @@ class Replay(Node):
         self.start_delay_s = float(p("start_delay_s", 0.5).value)
         self.exit_at_end = bool(p("exit_at_end", False).value)
         self.progress_interval_s = float(p("progress_interval_s", 5.0).value)
+        parameters_declared(self)  # an unknown parameter fails here, before the bag is opened (listing mode stops)
         if not bag:
             raise ValueError("parameter 'bag' is empty: give the path of a rosbag2 recording")
         if self.rate <= 0:

@@ -393,6 +393,13 @@ class SimEnv:
         """(7,) arm joint positions [rad]."""
         return self.data.qpos[self._arm_qadr].copy()
 
+    def arm_joint_limits(self) -> tuple[np.ndarray, np.ndarray]:
+        """(lower (7,), upper (7,)) arm joint position limits of the model [rad] (±inf for an unlimited joint)."""
+        self._require()
+        rng = self.model.jnt_range[self._arm_jid]
+        limited = self.model.jnt_limited[self._arm_jid].astype(bool)
+        return np.where(limited, rng[:, 0], -np.inf), np.where(limited, rng[:, 1], np.inf)
+
     def joint_velocities(self) -> np.ndarray:
         """(7,) arm joint velocities [rad/s]."""
         return self.data.qvel[self._arm_dadr].copy()

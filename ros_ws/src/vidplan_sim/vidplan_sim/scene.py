@@ -468,6 +468,16 @@ def build_spec(cfg: SceneConfig, layout: SceneLayout, calibration: RigCalibratio
         c.pos = [float(v) for v in T[:3, 3]]
         c.quat = [float(v) for v in optical_to_mujoco_quat(T)]
         c.fovy = cam.fovy_deg
+        # The full pinhole model (fx, fy, cx, cy at the calibration's resolution): MuJoCo then renders the same
+        # frustum at any image size — stretched like a resized real image — instead of deriving square pixels from
+        # fovy, which moves points sideways whenever the rendered aspect differs from the calibration's.
+        pitch = 1e-5  # [m/px]: any sensor pitch gives the same projection
+        c.resolution = [cam.width, cam.height]
+        c.sensor_size = [cam.width * pitch, cam.height * pitch]
+        c.focal_pixel = [cam.fx, cam.fy]
+        # MuJoCo's principal offset is measured from the sensor centre with the opposite sign to the optical
+        # frame's (checked against segmentation renders in tests/unit/test_action_maps.py)
+        c.principal_pixel = [cam.width / 2 - cam.cx, cam.height / 2 - cam.cy]
     return spec
 
 

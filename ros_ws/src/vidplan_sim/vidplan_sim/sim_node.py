@@ -16,8 +16,12 @@ Subscribes:
     /fr3_arm_controller/joint_trajectory  trajectory_msgs/JointTrajectory, executed like ros2_control's
         JointTrajectoryController: the arm interpolates from its current command to the points by time_from_start
         (cubic when velocities are given, else linear), starting at header.stamp (sim time) or at receipt when the
-        stamp is zero; a new trajectory replaces the current one; an empty one holds the current command; unknown or
-        missing joint names reject the message (logged).
+        stamp is zero; a new trajectory replaces the current one; an empty one holds the current command. Rejected,
+        as the JTC rejects them (the arm keeps its current trajectory / hold; the reason is logged, throttled, and on
+        /diagnostics as last_trajectory_rejection): unknown, missing or repeated joint names, points with the wrong
+        number of positions / velocities / accelerations, effort values, non-finite values, time_from_start negative
+        or not strictly increasing, positions outside the model's joint limits, a non-zero header.stamp whose
+        trajectory ends in the past (see vidplan_sim.trajectory.check_joint_trajectory).
     /gripper/command  std_msgs/Float64, 0 = open .. 1 = closed (values outside are clipped with a warning).
 Services:
     /sim/reset         vidplan_interfaces/srv/SetTask: rebuild the scene for ``scene_seed`` (-1 keeps the current
@@ -71,10 +75,10 @@ from vidplan_core.config import ConfigError
 from vidplan_core.spaces import VIEW_ORDER
 from vidplan_interfaces.srv import SetTask
 from vidplan_ros.conversions import sec_to_stamp, stamp_to_sec
-from vidplan_ros.node_runner import run_node
+from vidplan_ros.node_runner import parameters_declared, run_node
 from vidplan_sim.env import SimEnv
 from vidplan_sim.scene import load_scene_config
-from vidplan_sim.trajectory import JointTrajectoryTracker
+from vidplan_sim.trajectory import JointTrajectoryTracker, TrajectoryRejectedError, check_joint_trajectory
 
 __all__ = ["SimNode", "main"]
 
@@ -106,6 +110,7 @@ class SimNode(Node):
         traj_topic = str(p("trajectory_topic", "/fr3_arm_controller/joint_trajectory").value)
         grip_topic = str(p("gripper_topic", "/gripper/command").value)
         task_topic = str(p("task_topic", "/vidplan/task").value or "")
+        parameters_declared(self)  # an unknown parameter fails here, before MuJoCo starts (listing mode stops)
         if self.cam_rate <= 0 or self.state_rate <= 0:
             raise ValueError(f"camera_rate_hz and state_rate_hz must be > 0, got {self.cam_rate}, {self.state_rate}")
         if self.rtf < 0 or (self.rtf == 0 and not self.lockstep):
@@ -153,11 +158,13 @@ class SimNode(Node):
         self._reset_result = (False, "")
         self._clock_offset = 0.0  # ROS sim time = offset + env.time (monotonic across resets)
         self.stats = {"triplets": 0, "dropped": 0, "trajectories": 0, "rejected": 0}
+        self.last_rejection = ""  # reason of the last rejected JointTrajectory
         self._error: str | None = None
         self._thread = threading.Thread(target=self._loop, name="sim", daemon=True)
         self._thread.start()
         if not self._ready.wait(60.0) or self._error:
             raise ValueError(f"simulation failed to start: {self._error or 'timeout'}")
+        self.joint_lower, self.joint_upper = self.env.arm_joint_limits()  # the same robot in every scene
         self.get_logger().info(
             f"sim ready: '{self.env.task.instruction}' seed {self.scene_seed} clutter {self._clutter()}; "
             f"{'lock-step' if self.lockstep else 'real-time'}, rtf {self.rtf}, cameras {self.width}x{self.height} @ "
@@ -322,45 +329,48 @@ class SimNode(Node):
         st.message = (f"real-time mode dropped {dropped} camera frames in the last second" if dropped
                       else f"running ({'lock-step' if self.lockstep else 'real-time'})")
         vals = {"task": self.env.task.instruction if self.env.layout else "", "scene_seed": self.scene_seed,
-                "sim_time_s": f"{now_s:.3f}", "sim_per_wall": f"{rate:.3f}", **self.stats}
+                "sim_time_s": f"{now_s:.3f}", "sim_per_wall": f"{rate:.3f}", **self.stats,
+                "last_trajectory_rejection": self.last_rejection}
         st.values = [KeyValue(key=k, value=str(v)) for k, v in vals.items()]
         msg = DiagnosticArray(status=[st])
         msg.header.stamp = sec_to_stamp(now_s)
         self.pub_diag.publish(msg)
 
     # ------------------------------------------------------------------------------------------- callbacks
+    def _reject_trajectory(self, reason: str) -> None:
+        """Count, log (throttled: a client may flood the topic) and report a rejected JointTrajectory; the arm keeps
+        what it was doing (its current trajectory or hold), as with a JTC."""
+        self.stats["rejected"] += 1
+        self.last_rejection = reason
+        self.get_logger().error(f"rejected JointTrajectory: {reason}", throttle_duration_sec=1.0)
+
     def _on_trajectory(self, msg: JointTrajectory) -> None:
-        names = list(msg.joint_names)
-        unknown = [n for n in names if n not in self.arm_names]
-        missing = [n for n in self.arm_names if n not in names]
-        if unknown or missing or len(set(names)) != len(names):
-            self.stats["rejected"] += 1
-            self.get_logger().error(f"rejected JointTrajectory: unknown joints {unknown}, missing {missing} "
-                                    f"(expected {self.arm_names})")
-            return
-        if not msg.points:  # JTC: an empty trajectory stops and holds the current command
-            self._commands.append(lambda: self.env.set_joint_targets(self.env.commanded_joints()))
-            return
-        order = [names.index(n) for n in self.arm_names]
+        pts = msg.points
         try:
-            times = [pt.time_from_start.sec + pt.time_from_start.nanosec * 1e-9 for pt in msg.points]
-            pos = np.array([[pt.positions[i] for i in order] for pt in msg.points], dtype=float)
-            vel = None
-            if all(len(pt.velocities) == len(names) for pt in msg.points):
-                vel = np.array([[pt.velocities[i] for i in order] for pt in msg.points], dtype=float)
-        except IndexError as exc:
-            self.stats["rejected"] += 1
-            self.get_logger().error(f"rejected JointTrajectory: {exc}")
+            checked = check_joint_trajectory(
+                self.arm_names, list(msg.joint_names),
+                [pt.time_from_start.sec + pt.time_from_start.nanosec * 1e-9 for pt in pts],
+                [pt.positions for pt in pts], [pt.velocities for pt in pts], [pt.accelerations for pt in pts],
+                [pt.effort for pt in pts], self.joint_lower, self.joint_upper)
+        except TrajectoryRejectedError as exc:
+            self._reject_trajectory(str(exc))
+            return
+        if not len(checked.times):  # JTC: an empty trajectory stops and holds the current command
+            self._commands.append(lambda: self.env.set_joint_targets(self.env.commanded_joints()))
             return
         stamp = stamp_to_sec(msg.header.stamp)
 
         def apply() -> None:  # on the sim thread, before the next physics step
             start = self.env.time if stamp == 0.0 else stamp - self._clock_offset
+            if start + checked.times[-1] < self.env.time:  # as the JTC: a stamped trajectory already over
+                self._reject_trajectory(f"header.stamp {stamp:.3f} s + last time_from_start {checked.times[-1]:.3f} s "
+                                        f"ends in the past (sim time {self.sim_now():.3f} s)")
+                return
             try:
-                tracker = JointTrajectoryTracker(start, self.env.commanded_joints(), times, pos, vel)
+                tracker = JointTrajectoryTracker(start, self.env.commanded_joints(), checked.times, checked.positions,
+                                                 checked.velocities)
             except ValueError as exc:
-                self.stats["rejected"] += 1
-                self.get_logger().error(f"rejected JointTrajectory: {exc}")
+                self._reject_trajectory(str(exc))
                 return
             self.env.set_trajectory(tracker)
             self.stats["trajectories"] += 1

@@ -21,8 +21,12 @@ def up(
 ) -> None:
     """Start the nodes of a bring-up profile (the same profiles the ros2 launch files read).
 
-    Exit codes: 0 after Ctrl-C/SIGTERM, 1 when a required node died, 2 for an invalid profile or override,
-    3 when the workspace is not built.
+    Before anything starts (and in a dry run) every vidplan node is asked which parameters it declares: a profile
+    parameter or NODE.PARAM:= override that a node does not declare is an error naming it and the closest declared
+    names.
+
+    Exit codes: 0 after Ctrl-C/SIGTERM, 1 when a required node died, 2 for an invalid profile or override (an
+    unknown profile arg, node or node parameter, an arg value of the wrong type), 3 when the workspace is not built.
     """
     try:
         prof, path = load_profile(profile)
@@ -36,11 +40,19 @@ def up(
     except MissingBuildError as exc:
         typer.secho(f"error: {exc}", fg=typer.colors.RED, err=True)
         raise typer.Exit(3) from exc
+    check = sup.check_parameters(param_over)
+    for note in check.notes:
+        typer.secho(f"note: {note}", fg=typer.colors.YELLOW, err=True)
+    if check.problems:
+        typer.secho(f"error: {path} (parameters):\n" + "\n".join(f"  - {p}" for p in check.problems),
+                    fg=typer.colors.RED, err=True)
+        raise typer.Exit(2)
     if dry_run:
         for p in sup.procs:
             typer.echo(f"{p.node.name}{' (required)' if p.node.required else ''}: {' '.join(p.cmd)}")
             for k, v in sorted(p.node.parameters.items()):
                 typer.echo(f"    {k}: {v!r}")
+        typer.echo(f"parameters checked against what the nodes declare: {', '.join(check.declared) or 'none'}")
         return
     typer.echo(f"[vidplan up] profile {path} ({len(nodes)} nodes); Ctrl-C to stop")
     sys.stdout.flush()

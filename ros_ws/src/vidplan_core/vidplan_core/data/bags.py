@@ -11,8 +11,13 @@ Layout of a recording (``path``):
   ``path/<name>_0/``, ``path/<name>_1/``, ... Each has its own ``metadata.yaml`` and plays alone
   (``ros2 bag play path/<name>_3``); :class:`BagReader` on ``path`` reads them all, merged in time order.
   Why this layout: rosbags' ``Writer`` writes exactly one storage file per bag, so numbered complete bags are the
-  split layout it supports through its public API; and an interrupted recording loses at most the metadata of the
-  last bag, whose messages :class:`BagReader` can still salvage with ``recover=True`` (mcap only).
+  split layout it supports through its public API.
+
+An interrupted recording (the writing process killed, even with SIGKILL) has no ``metadata.yaml`` in its last (or
+only) bag, whose storage file ends wherever the writer stopped; :class:`BagReader` with ``recover=True`` salvages
+its messages. rosbags alone would hold up to 1 MiB of mcap messages in memory (its chunk) and commit sqlite3 only
+at close, so a kill would lose all of that — by default :class:`BagWriter` hands the messages to the OS at least
+every ``flush_period_s`` (1 s) instead, which bounds the loss of a killed recording to about that long.
 
 Timestamps are integer nanoseconds (the recorder's receive time on the node clock; sim time under use_sim_time).
 """
@@ -22,6 +27,8 @@ from __future__ import annotations
 import heapq
 import os
 import re
+import sqlite3
+import time
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -229,6 +236,10 @@ class BagWriter:
         split_duration_s: start a new numbered bag when a message's timestamp is this many seconds (bag time)
             after the first message of the current bag. 0 = no duration split.
         definitions: where message definitions come from (a default :class:`MessageDefinitions` if None).
+        flush_period_s: hand the messages written to the OS (:meth:`flush`) once the oldest unflushed one is this
+            many seconds old (wall clock, checked on each :meth:`write` and :meth:`flush_if_due`): a process
+            killed mid-recording loses only about that long. 0 = rosbags' own behaviour (mcap chunks of 1 MiB
+            held in memory, sqlite3 committed at close: a kill loses up to all of it).
 
     Not thread-safe: call from one thread (the recorder's writer thread). Use as a context manager or call
     :meth:`close`; ``metadata.yaml`` of each bag is written when that bag is closed.
@@ -239,6 +250,7 @@ class BagWriter:
     split_size_bytes: int = 0
     split_duration_s: float = 0.0
     definitions: MessageDefinitions | None = None
+    flush_period_s: float = 1.0
     bags: list[Path] = field(default_factory=list, init=False)
     counts: dict[str, int] = field(default_factory=dict, init=False)
     bytes_written: int = field(default=0, init=False)
@@ -251,6 +263,8 @@ class BagWriter:
             raise ValueError(f"storage {self.storage!r}: expected one of {sorted(STORAGES)}")
         if self.split_size_bytes < 0 or self.split_duration_s < 0:
             raise ValueError("split_size_bytes and split_duration_s must be >= 0 (0 disables splitting)")
+        if not self.flush_period_s >= 0:  # also rejects NaN
+            raise ValueError(f"flush_period_s must be >= 0 (0 = flush only at close), got {self.flush_period_s}")
         if self.path.exists():
             raise BagError(self.path, "output path exists already; choose a new one (bags are never overwritten)")
         self._plugin = StoragePlugin.MCAP if self.storage == "mcap" else StoragePlugin.SQLITE3
@@ -261,6 +275,7 @@ class BagWriter:
         self._conns: dict[str, object] = {}
         self._bag_bytes = 0
         self._bag_start_ns: int | None = None
+        self._unflushed_since: float | None = None  # monotonic time of the oldest message not yet flushed
         self._closed = False
         if self.split:
             self.path.mkdir(parents=True)
@@ -273,6 +288,7 @@ class BagWriter:
         bag = self.path / f"{self.path.name}_{len(self.bags)}" if self.split else self.path
         writer = Writer(bag, version=9, storage_plugin=self._plugin)
         writer.open()
+        _check_flushable(writer.storage, self.storage)
         self._writer = writer
         self.bags.append(bag)
         self._conns = {}
@@ -280,6 +296,7 @@ class BagWriter:
             self._add_connection(topic, spec)
         self._bag_bytes = 0
         self._bag_start_ns = None
+        self._unflushed_since = None
 
     def _add_connection(self, topic: str, spec: _TopicSpec) -> None:
         self._conns[topic] = self._writer.add_connection(
@@ -312,7 +329,7 @@ class BagWriter:
 
     def write(self, topic: str, timestamp_ns: int, data: bytes | memoryview) -> None:
         """Append one message (raw CDR bytes) with its timestamp (ns); rolls over to a new bag when a split
-        limit would be passed (never leaving a bag empty)."""
+        limit would be passed (never leaving a bag empty); flushes when ``flush_period_s`` is due."""
         if self._closed:
             raise BagError(self.path, "write after close")
         if topic not in self._conns:
@@ -330,6 +347,33 @@ class BagWriter:
         self._bag_bytes += n
         self.bytes_written += n
         self.counts[topic] += 1
+        if self._unflushed_since is None:
+            self._unflushed_since = time.monotonic()
+        self.flush_if_due()
+
+    def flush(self) -> None:
+        """Hand every message written so far to the operating system: mcap closes rosbags' pending chunk and
+        flushes the file buffer, sqlite3 commits. What was flushed survives a kill of this process (not a power
+        cut: no fsync) and reads back with ``BagReader(path, recover=True)``; the bag stays open."""
+        if self._closed or self._unflushed_since is None:
+            return
+        storage = self._writer.storage
+        if self.storage == "mcap":
+            if storage.chunk.msgs:  # a chunk of only schema/channel records would have no time range
+                storage.close_chunk()
+            storage.bio.flush()
+        else:
+            storage.conn.commit()
+        self._unflushed_since = None
+
+    def flush_if_due(self) -> bool:
+        """:meth:`flush` if the oldest unflushed message was written ``flush_period_s`` or more ago (call it
+        while idle too, so the last messages before a pause do not wait for the next one); True if it flushed."""
+        if (self.flush_period_s and self._unflushed_since is not None
+                and time.monotonic() - self._unflushed_since >= self.flush_period_s):
+            self.flush()
+            return True
+        return False
 
     @property
     def message_count(self) -> int:
@@ -348,6 +392,16 @@ class BagWriter:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+def _check_flushable(storage: object, name: str) -> None:
+    """Fail loudly, not by losing data on a kill, if rosbags' storage writer lacks what :meth:`BagWriter.flush`
+    uses (internals of rosbags 0.11: McapWriter.chunk/close_chunk/bio, Sqlite3Writer.conn)."""
+    need = ("chunk", "close_chunk", "bio") if name == "mcap" else ("conn",)
+    missing = [a for a in need if not hasattr(storage, a)]
+    if missing:
+        raise RuntimeError(f"rosbags' {type(storage).__name__} has no {missing}: BagWriter.flush cannot bound the "
+                           f"loss of a killed recording with this rosbags version (requirements pin 0.11.9)")
 
 
 # --------------------------------------------------------------------------------------------------------------
@@ -386,20 +440,25 @@ def find_bags(path: str | Path) -> list[Path]:
 
 
 class _RecoveredBag:
-    """Messages salvaged from the .mcap files of a bag without metadata or with a truncated file (file order)."""
+    """Messages salvaged from the storage files of a bag without metadata or with a truncated file (file order):
+    .mcap files are read record by record up to the damage, .db3 files through sqlite3 (what was committed)."""
 
     def __init__(self, bag: Path, warnings: list[str]):
+        from mcap.exceptions import EndOfFile
         from mcap.records import Channel, Message, Schema
         from mcap.stream_reader import StreamReader
 
         self.bag = bag
         self.topics: dict[str, TopicInfo] = {}
         self._messages: list[BagMessage] = []  # file order; the recorder writes in receive order
-        files = [p for p in _storage_files(bag) if p.suffix == ".mcap"]
+        files = _storage_files(bag)
         if not files:
-            raise BagError(bag, "cannot be recovered: recovery reads .mcap files only and there is none")
+            raise BagError(bag, "cannot be recovered: it has no .mcap or .db3 file")
         counts: dict[str, int] = {}
         for f in files:
+            if f.suffix == ".db3":
+                self._recover_db3(f, counts, warnings)
+                continue
             schemas: dict[int, str] = {}
             channels: dict[int, tuple[str, str]] = {}
             n = 0
@@ -416,13 +475,40 @@ class _RecoveredBag:
                             counts[topic] = counts.get(topic, 0) + 1
                             n += 1
                     warnings.append(f"bag {bag}: {f.name} recovered without metadata.yaml ({n} messages)")
-                except Exception as exc:  # any decode error ends the readable part of the file
+                except EndOfFile:  # the file just stops: the writer was killed (or the file was cut short)
+                    warnings.append(f"bag {bag}: {f.name} is truncated (interrupted recording: no summary, no "
+                                    f"metadata.yaml); recovered the {n} messages written before it stopped")
+                except Exception as exc:  # any other decode error ends the readable part of the file
                     warnings.append(f"bag {bag}: {f.name} is truncated or corrupt ({type(exc).__name__}: {exc}); "
                                     f"recovered the {n} messages before the damage")
             for topic, msgtype in channels.values():
                 self.topics.setdefault(topic, TopicInfo(topic, msgtype, 0))
         for topic, info in self.topics.items():
             self.topics[topic] = TopicInfo(topic, info.msgtype, counts.get(topic, 0))
+
+    def _recover_db3(self, f: Path, counts: dict[str, int], warnings: list[str]) -> None:
+        n = 0
+        try:
+            # mode=rw: never create a file; opening rolls back a killed writer's uncommitted transaction
+            conn = sqlite3.connect(f"file:{f}?mode=rw", uri=True)
+            try:
+                rows = conn.execute("SELECT id, name, type FROM topics")
+                channels = {i: (name, msgtype) for i, name, msgtype in rows}
+                for topic, msgtype in channels.values():
+                    self.topics.setdefault(topic, TopicInfo(topic, msgtype, 0))
+                rows = conn.execute("SELECT topic_id, timestamp, data FROM messages ORDER BY id")
+                for topic_id, stamp, data in rows:
+                    if topic_id in channels:
+                        topic, msgtype = channels[topic_id]
+                        self._messages.append(BagMessage(topic, msgtype, int(stamp), bytes(data)))
+                        counts[topic] = counts.get(topic, 0) + 1
+                        n += 1
+            finally:
+                conn.close()
+            warnings.append(f"bag {self.bag}: {f.name} recovered without metadata.yaml ({n} messages)")
+        except sqlite3.Error as exc:
+            warnings.append(f"bag {self.bag}: {f.name} is truncated or corrupt ({type(exc).__name__}: {exc}); "
+                            f"recovered the {n} messages before the damage")
 
     def messages(self, topics: set[str] | None, start_ns: int | None, stop_ns: int | None) -> Iterator[BagMessage]:
         for m in self._messages:

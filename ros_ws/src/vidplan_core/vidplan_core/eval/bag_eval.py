@@ -24,12 +24,20 @@ PNG plots under ``plots/`` and one self-contained ``report.html`` (plots embedde
 The bag is read through :mod:`vidplan_core.data.bags` and converted to model-rate frames by
 :func:`vidplan_core.data.convert.convert_bags` (the same code, topic map and resampling as training data).
 
-Bad input (:class:`EvalBagError`, exit code 2 in the CLI): a missing bag, a bag lacking a needed topic (as the
-topic map names them), a camera whose image size changes within the recording, too few frames for one window, a
-model directory that does not load. A truncated or corrupt bag is *salvaged*: the messages before the damage
-are evaluated, the report says so, ``metrics.json`` has ``"status": "partial"`` and the CLI exits with 3. The
-reward-head comparison needs the episode's end and its success label; without them (salvaged bag, no label) it is
-``null`` with the reason. Camera images of another size than the model's views are resized (noted as a warning).
+Bad input (:class:`EvalBagError`, exit code 2 in the CLI): a missing bag, an empty bag (0-byte storage files) or a
+file that is not an mcap (or rosbag2 sqlite3) file, a bag lacking a needed topic (as the topic map names them), a
+camera whose image size changes within the recording, too few frames for one window, a model directory that does not
+load (a truncated or corrupt safetensors or JSON file is named). A truncated or corrupt bag is *salvaged*: the
+messages before the damage are evaluated, the report says so, ``metrics.json`` has ``"status": "partial"`` and the
+CLI exits with 3. The reward-head comparison needs the episode's end and its success label; without them (salvaged
+bag, no label) it is ``null`` with the reason. Camera images of another size than the model's views are resized
+(noted as a warning).
+
+Actions: the topic map's action source (default ``/vidplan/expert_action``, the sim expert's commands). A recording
+of the robot has no expert: when the default action topic is absent (not named in the topic map) the actions are the
+measured EE pose and the measured gripper closure (``gripper.topic``, default ``/joint_states``) — the pose part is
+the measured pose in either case (``action_pose: measured``); a warning says so and ``input.action_source`` records
+which it was. An action topic the topic map names explicitly is required.
 
 Model directory (``--model DIR``): the parts its index ``DIR/bundle.json`` names (:mod:`vidplan_core.runtime.loader`;
 an index naming a part that is not there is bad input, exit 2), or without an index the layout
@@ -81,6 +89,8 @@ __all__ = [
 SCHEMA = "vidplan-eval-bag/1"
 EXIT_OK, EXIT_BAD_INPUT, EXIT_PARTIAL = 0, 2, 3
 IMAGE = "sensor_msgs/msg/Image"
+STORAGE_MAGIC = {".mcap": b"\x89MCAP0\r\n", ".db3": b"SQLite format 3\x00"}  # first bytes of each storage format
+MODEL_READ_ERRORS: tuple[type[BaseException], ...] = (OSError, ValueError, RuntimeError, KeyError, UnicodeDecodeError)
 EMPTY_BIN = "a null entry is an empty confidence bin (its count is 0)"
 PSNR_MSE_FLOOR = 1e-10  # identical images would give +inf dB; floor the MSE so PSNR stays finite (≤ 100 dB)
 
@@ -224,8 +234,10 @@ def load_bundle(model_dir: str | Path, device: str = "cpu") -> Bundle:
             continue
         try:
             models[sec] = load_part(index, sec, device=device)
-        except ModelLoadError as exc:
-            problems.append(str(exc))
+        except (ModelLoadError, BundleError) as exc:  # these name file and problem (a checksum mismatch, ...)
+            problems.append(_unloadable(f"model directory {root}: {sec}", index.path(sec), exc, str(exc)))
+        except (*MODEL_READ_ERRORS, *_safetensor_errors()) as exc:  # e.g. a truncated safetensors file
+            problems.append(_unloadable(f"model directory {root}: {sec}", index.path(sec), exc))
     if problems:
         raise EvalBagError(problems)
     lat = tuple(models["autoencoder"].latent_shape)
@@ -252,6 +264,42 @@ def load_bundle(model_dir: str | Path, device: str = "cpu") -> Bundle:
             raise EvalBagError(f"{root / 'model.json'}: invalid JSON ({exc})") from exc
     return Bundle(root, models["autoencoder"], models["flow_map"], models["uq_head"], models["reward_head"], sem,
                   info, missing, index)
+
+
+def _safetensor_errors() -> tuple[type[BaseException], ...]:
+    from safetensors import SafetensorError  # not an OSError/ValueError: the reader's own exception
+
+    return (SafetensorError,)
+
+
+def unreadable_model_file(directory: str | Path) -> tuple[Path, str] | None:
+    """The first file under ``directory`` that cannot be read as what its name says (``*.safetensors``: header and
+    every tensor's byte range inside the file; ``*.json``: JSON), with the reason; None when all read."""
+    from safetensors import safe_open
+
+    for f in sorted(Path(directory).rglob("*")):
+        if f.suffix == ".safetensors" and f.is_file():
+            try:
+                with safe_open(str(f), framework="numpy") as st:
+                    for key in st.keys():
+                        st.get_slice(key)
+            except Exception as exc:  # anything the reader raises means the file is damaged
+                return f, f"truncated or corrupt: not a complete safetensors file ({type(exc).__name__}: {exc})"
+        elif f.suffix == ".json" and f.is_file():
+            try:
+                json.loads(f.read_text())
+            except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+                return f, f"not valid JSON ({exc})"
+    return None
+
+
+def _unloadable(what: str, directory: Path | None, exc: BaseException, otherwise: str = "") -> str:
+    """The message for a model part that raised ``exc`` while loading: the damaged file when one is found, else
+    ``otherwise`` (or the exception)."""
+    bad = unreadable_model_file(directory) if directory is not None and Path(directory).is_dir() else None
+    if bad is not None:
+        return f"{what}: {bad[0]} is {bad[1]}"
+    return otherwise or f"{what} does not load from {directory}: {type(exc).__name__}: {exc}"
 
 
 def _default_teacher_dir(model_dir: str | Path) -> Path:
@@ -310,8 +358,12 @@ def _scan(bag: Path, tm: TopicMap, salvage: bool) -> _Scan:
     """Read every message once (raw bytes): damage, per-camera image size consistency, what the bag holds.
 
     Raises:
-        EvalBagError: unreadable bag (when not salvaging or nothing salvageable), a camera whose size changes.
+        EvalBagError: an empty bag or a file that is not a bag, unreadable bag (when not salvaging or nothing
+            salvageable), no message readable, a camera whose size changes.
     """
+    problem = _storage_problem(bag)
+    if problem:
+        raise EvalBagError(problem)
     warnings: list[str] = []
     damaged = recovered = False
     try:
@@ -360,6 +412,9 @@ def _scan(bag: Path, tm: TopicMap, salvage: bool) -> _Scan:
                     problems.append(f"bag {bag}: topic {m.topic}: mismatched image sizes: message "
                                     f"{counts[m.topic] - 1} is {hw[0]}x{hw[1]} (HxW) but the first is "
                                     f"{first[0]}x{first[1]}; every image of a camera must have one size")
+    if not counts:  # say so, rather than list every topic as missing
+        why = "; ".join(w for w in warnings if str(bag) in w) or "its storage files hold no messages"
+        raise EvalBagError(f"bag {bag}: no message could be read ({why})")
     # the streams eval-bag itself needs (the converter checks the rest of the topic map)
     for topic in (*sorted(cams), tm.ee_pose):
         if counts.get(topic, 0) == 0:
@@ -371,6 +426,47 @@ def _scan(bag: Path, tm: TopicMap, salvage: bool) -> _Scan:
     topics = {t: (types.get(t, "?"), counts.get(t, 0)) for t in types}
     dur = (t_last - t_first) / 1e9 if t_first is not None else 0.0
     return _Scan(topics, sizes, damaged, recovered, sum(counts.values()), warnings, dur)
+
+
+def _storage_problem(bag: Path) -> str:
+    """Why the recording's storage files cannot be a bag ("" when they may be): all of them empty (0 bytes), or one
+    that does not start as an mcap / sqlite3 file does. A file shorter than its format's magic (the last file of an
+    interrupted split recording) counts as empty, so the rest stays salvageable."""
+    try:
+        dirs = find_bags(bag)
+    except BagError:
+        return ""  # missing / no bag: expand_inputs and BagReader say so
+    files = [f for d in dirs for f in sorted(d.iterdir()) if f.is_file() and f.suffix in STORAGE_MAGIC]
+    short, foreign = [], []
+    for f in files:
+        magic = STORAGE_MAGIC[f.suffix]
+        with f.open("rb") as fh:
+            head = fh.read(len(magic))
+        if len(head) < len(magic):
+            short.append(f)
+        elif head != magic:
+            foreign.append((f, head))
+    if foreign:
+        f, head = foreign[0]
+        kind = "an mcap" if f.suffix == ".mcap" else "a sqlite3"
+        return (f"bag {bag}: {f.name} is not {kind} (or rosbag2) file: it starts with {head!r}, not "
+                f"{STORAGE_MAGIC[f.suffix]!r}")
+    if files and len(short) == len(files):
+        names = ", ".join(f"{f.name} ({f.stat().st_size} bytes)" for f in files)
+        return f"bag {bag} is empty: {names}; nothing was recorded (did the recorder stop before writing?)"
+    return ""
+
+
+def _action_source(tm: TopicMap, scan: _Scan, bag: Path) -> tuple[TopicMap, str]:
+    """The topic map to convert with, and a note when the default action topic is absent and the measured EE pose
+    and gripper closure stand in for it (a robot recording has no expert; see the module docstring)."""
+    if tm.action is None or "action" in tm.model_fields_set or scan.topics.get(tm.action, ("", 0))[1] > 0:
+        return tm, ""
+    grip = tm.gripper.topic or "none configured"
+    return tm.model_copy(update={"action": None}), (
+        f"bag {bag} has no {tm.action} (the default action source: the sim expert's commands; robot recordings have "
+        f"none): actions are the measured EE pose ({tm.ee_pose}) and the measured gripper closure ({grip}); name an "
+        f"action topic in a --topic-map to use recorded commands")
 
 
 def _write_salvaged(bag: Path, scan: _Scan, dest: Path, warnings: list[str]) -> None:
@@ -596,7 +692,10 @@ def _load_scorer(bundle: Bundle, device: str) -> tuple[Any | None, str]:
 
     try:
         return SemanticScorer.from_pretrained(bundle.semantic_dir, device=device), ""
-    except (ModelLoadError, OSError, ValueError) as exc:
+    except (ModelLoadError, *MODEL_READ_ERRORS, *_safetensor_errors()) as exc:
+        bad = unreadable_model_file(bundle.semantic_dir)
+        if bad is not None:  # a damaged file is bad input, not a missing optional part
+            raise EvalBagError(f"model directory {bundle.path}: semantic model: {bad[0]} is {bad[1]}") from exc
         return None, f"semantic model {bundle.semantic_dir} does not load: {exc}"
 
 
@@ -717,6 +816,9 @@ def eval_bag(bag: str | Path, model_dir: str | Path, out: str | Path, topic_map:
     nulls: dict[str, str] = {}
     scan = _scan(bag, tm, cfg.salvage)  # the bag first: bad input fails fast, before torch and the models load
     warnings += scan.warnings
+    tm, action_note = _action_source(tm, scan, bag)
+    if action_note:
+        warnings.append(action_note)
     import torch  # heavy imports after the bag checks, so bad input fails in a second
 
     from vidplan_core.models import normalized_entropy, to_bins
@@ -823,7 +925,7 @@ def eval_bag(bag: str | Path, model_dir: str | Path, out: str | Path, topic_map:
         try:
             teacher = WorldModel.load(teacher_dir, device=device)
         except Exception as exc:
-            raise EvalBagError(f"cannot load the EDM teacher from {teacher_dir}: {exc}") from exc
+            raise EvalBagError(_unloadable("the EDM teacher", teacher_dir, exc)) from exc
 
     # 2. windows
     psnr_w = np.zeros((len(starts), H, len(VIEW_ORDER)))
@@ -1069,6 +1171,7 @@ def eval_bag(bag: str | Path, model_dir: str | Path, out: str | Path, topic_map:
             "label_source": label_source if ep.success is not None else None,
             "instruction": ep.instruction,
             "joint_names": ep.joint_names,
+            "action_source": tm.action or f"measured: {tm.ee_pose} + gripper {tm.gripper.topic}",
         },
         "settings": {"flow_steps": cfg.flow_steps, "teacher_steps": cfg.teacher_steps,
                      "predictor": (f"teacher N={cfg.teacher_steps}" if teacher is not None

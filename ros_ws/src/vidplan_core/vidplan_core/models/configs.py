@@ -17,6 +17,7 @@ from pydantic import BaseModel, ConfigDict
 
 from vidplan_core.config import ConfigError, load_yaml, validate_model
 
+from .action_maps import resolve_action_map_spec
 from .autoencoder import VideoAutoencoder
 from .flow_map import FlowMap, world_model_config_dict
 from .heads import RewardHead, UQHead
@@ -111,6 +112,13 @@ def build_suite(name_or_path: str | Path, seed: int | None = 0) -> ModelSuite:
                     raise ConfigError(src, [(f"{sec}.{k}", f"{d[k]} contradicts the autoencoder's latent {k} {v}")])
                 d[k] = v
             sections[sec] = d
+        maps = sections["world_model"].get("action_maps")
+        if maps is not None:
+            views = sections["world_model"].get("num_views", 3)
+            try:
+                sections["world_model"]["action_maps"] = resolve_action_map_spec(dict(maps), (h // views, w))
+            except (ValueError, OSError) as exc:
+                raise ConfigError(src, [("world_model." + str(exc).split(":")[0], str(exc))]) from exc
         wm = WorldModel(**sections["world_model"])
         fm = FlowMap(world_model=world_model_config_dict(wm), **cfg.flow_map)
         fm.model.load_state_dict(wm.state_dict())

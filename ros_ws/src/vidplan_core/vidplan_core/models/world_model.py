@@ -13,6 +13,12 @@ Conditioning (the same layout as Ctrl-World, so its checkpoints map key-for-key,
   cross-attention attends only to its own token ("frame-level conditioning"). An optional pooled text
   embedding (e.g. CLIP ``text_embeds``, dim 512) is tiled to the token width and added (Ctrl-World).
   Classifier-free guidance drops the action tokens to zero.
+* **Spatial action maps** (optional, ``action_maps`` config): the same actions rendered through the camera
+  calibration into :data:`~vidplan_core.models.action_maps.ACTION_MAP_CHANNELS` per view
+  (:class:`~vidplan_core.models.action_maps.ActionMapRenderer`) and concatenated to every frame's UNet input on the
+  channel axis. Their input weights start at zero, so a model with maps starts equal to the same model without
+  them (and a checkpoint without them loads with the input convolution padded by zeros). Guidance and action
+  dropout zero the maps together with the tokens.
 * **Noise level** — EDM preconditioning (:class:`~vidplan_core.models.edm.EDMPreconditioning`);
   ``c_noise(σ) = ln σ / 4`` enters the UNet's timestep embedding. ``emb_extra`` (B, time_embed_dim) is added to
   that embedding — the flow map feeds its (t − s) embedding there.
@@ -34,9 +40,10 @@ from diffusers.configuration_utils import ConfigMixin, register_to_config
 from vidplan_core.spaces import ACTION_DIM, ActionNormalizer
 
 from ._io import ModelLoadError, StrictLoadMixin, check_finite, check_shape
+from .action_maps import ActionMapRenderer
 from .edm import EDMPreconditioning, karras_sigmas, lognormal_sigmas
 
-__all__ = ["ActionEncoder", "WorldModel", "import_ctrl_world"]
+__all__ = ["ActionEncoder", "WorldModel", "import_ctrl_world", "pad_input_conv_for_action_maps"]
 
 
 class ActionEncoder(nn.Module):
@@ -103,7 +110,9 @@ class WorldModel(StrictLoadMixin, ModelMixin, ConfigMixin):
     ``sigma_max``, ``p_mean``, ``p_std``, ``loss_weighting`` ∈ {"edm", "unit"}); training
     (``action_dropout``, ``history_noise_std``, ``cond_noise_max``); action statistics (``action_p01``,
     ``action_p99``, ``action_angle_center``); ``attention_levels`` (one bool per UNet level, default SVD's
-    "all but the deepest"; dropping attention at full resolution is the cheapest speed-up on CPU).
+    "all but the deepest"; dropping attention at full resolution is the cheapest speed-up on CPU);
+    ``action_maps`` (None, or :func:`~vidplan_core.models.action_maps.action_map_config` output: spatial action
+    conditioning, whose grid must be one view of the latent, (latent_height / num_views, latent_width)).
     """
 
     config_name = "config.json"
@@ -145,6 +154,7 @@ class WorldModel(StrictLoadMixin, ModelMixin, ConfigMixin):
         action_p99: tuple[float, ...] = (1.0,) * 7,
         action_angle_center: tuple[float, ...] = (0.0, 0.0, 0.0),
         attention_levels: tuple[bool, ...] | None = None,
+        action_maps: dict[str, Any] | None = None,
     ):
         super().__init__()
         if loss_weighting not in ("edm", "unit"):
@@ -155,9 +165,16 @@ class WorldModel(StrictLoadMixin, ModelMixin, ConfigMixin):
             raise ValueError(f"latent_height {latent_height} must be divisible by num_views {num_views}")
         down, up = _block_types(len(block_out_channels), None if attention_levels is None else tuple(attention_levels))
         heads = num_attention_heads if isinstance(num_attention_heads, int) else tuple(num_attention_heads)
+        self.map_renderer = None if action_maps is None else ActionMapRenderer(action_maps)
+        if self.map_renderer is not None:
+            want = (latent_height // num_views, latent_width)
+            if tuple(self.map_renderer.grid_hw) != want:
+                raise ValueError(f"action_maps.grid_hw {list(self.map_renderer.grid_hw)} must be one view of the "
+                                 f"latent, (latent_height / num_views, latent_width) = {list(want)}")
+        n_maps = 0 if self.map_renderer is None else ActionMapRenderer.num_channels
         self.unet = UNetSpatioTemporalConditionModel(
             sample_size=None,
-            in_channels=latent_channels * (2 if concat_current_frame else 1),
+            in_channels=latent_channels * (2 if concat_current_frame else 1) + n_maps,
             out_channels=latent_channels,
             down_block_types=down,
             up_block_types=up,
@@ -170,6 +187,9 @@ class WorldModel(StrictLoadMixin, ModelMixin, ConfigMixin):
             num_attention_heads=heads,
             num_frames=num_history + num_future,
         )
+        if n_maps:  # zero input weights: the model starts equal to one without the maps
+            with torch.no_grad():
+                self.unet.conv_in.weight[:, -n_maps:].zero_()
         self.action_encoder = ActionEncoder(action_dim, list(action_hidden_dims), cross_attention_dim, text_embed_dim)
         self.edm = EDMPreconditioning(sigma_data, c_out_sign)
         self._normalizer = ActionNormalizer(action_p01, action_p99, action_angle_center)
@@ -267,18 +287,34 @@ class WorldModel(StrictLoadMixin, ModelMixin, ConfigMixin):
         h = u.conv_out(u.conv_act(u.conv_norm_out(h)))
         return h.reshape(B, F, *h.shape[1:])
 
-    def _assemble(self, x_in: torch.Tensor, history_in: torch.Tensor, current: torch.Tensor) -> torch.Tensor:
-        """Frames [history_in, x_in] (+ channel-concatenated current-frame latent) → UNet input (B, T+H, C_in, h, w)."""
+    def render_action_maps(self, actions: torch.Tensor, keep: torch.Tensor | None = None) -> torch.Tensor | None:
+        """Raw actions (B, T+H, 7) → spatial action maps (B, T+H, K, h, w), hand cameras posed at the current
+        (last history) frame; rows with ``keep[b] == False`` are zero. None when the model has no action maps."""
+        if self.map_renderer is None:
+            return None
+        maps = self.map_renderer(actions.to(self.dtype), self.config.num_history - 1)
+        if keep is not None:
+            maps = maps * keep.to(maps.dtype).reshape(-1, 1, 1, 1, 1)
+        return maps
+
+    def _assemble(self, x_in: torch.Tensor, history_in: torch.Tensor, current: torch.Tensor,
+                  maps: torch.Tensor | None = None) -> torch.Tensor:
+        """Frames [history_in, x_in] (+ channel-concatenated current-frame latent, + action maps (B, T+H, K, h, w))
+        → UNet input (B, T+H, C_in, h, w)."""
         sample = torch.cat([history_in, x_in], dim=1)
         if self.config.concat_current_frame:
             cond = (current * self.config.cond_latent_scale)[:, None].expand_as(sample)
             sample = torch.cat([sample, cond], dim=2)
+        if self.map_renderer is not None:
+            if maps is None:
+                raise ValueError("this world model conditions on action maps: pass maps (render_action_maps)")
+            sample = torch.cat([sample, maps.to(sample.dtype)], dim=2)
         return sample
 
     # ------------------------------------------------------------------ denoiser
     def denoise(self, x: torch.Tensor, sigma: torch.Tensor, history: torch.Tensor, actions: torch.Tensor,
                 text_embeds: torch.Tensor | None = None, emb_extra: torch.Tensor | None = None,
-                tokens: torch.Tensor | None = None, return_raw: bool = False,
+                tokens: torch.Tensor | None = None, return_raw: bool = False, maps: torch.Tensor | None = None,
                 ) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
         """EDM denoiser D(x; σ, history, actions).
 
@@ -291,6 +327,7 @@ class WorldModel(StrictLoadMixin, ModelMixin, ConfigMixin):
             emb_extra: optional (B, time_embed_dim) additive embedding (flow map's (t−s)).
             tokens: precomputed action tokens (B, T+H, D) (skips the encoder; used for guidance / zero tokens).
             return_raw: also return the raw network output F (B, H, C, h, w).
+            maps: precomputed action maps (B, T+H, K, h, w) (default: rendered from ``actions``; zero for guidance).
         Returns:
             x̂1 = D (B, H, C, h, w) [, F].
         """
@@ -299,7 +336,9 @@ class WorldModel(StrictLoadMixin, ModelMixin, ConfigMixin):
         if tokens is None:
             tokens = self.encode_actions(actions, text_embeds)
         x_in = self.edm.c_in(sigma).reshape(B, 1, 1, 1, 1) * x
-        sample = self._assemble(x_in, history, history[:, -1])
+        if maps is None:
+            maps = self.render_action_maps(actions)
+        sample = self._assemble(x_in, history, history[:, -1], maps)
         raw = self.unet_forward(sample, self.edm.c_noise(sigma), tokens, emb_extra)[:, self.config.num_history:]
         d = self.edm.denoise(x, raw, sigma)
         return (d, raw) if return_raw else d
@@ -313,8 +352,10 @@ class WorldModel(StrictLoadMixin, ModelMixin, ConfigMixin):
         tok = self.encode_actions(actions, text_embeds)
         tok2 = torch.cat([tok, torch.zeros_like(tok)])
         sig = torch.as_tensor(sigma, dtype=x.dtype, device=x.device).reshape(-1).expand(B)
+        maps = self.render_action_maps(actions)
+        maps2 = None if maps is None else torch.cat([maps, torch.zeros_like(maps)])
         d = self.denoise(torch.cat([x, x]), torch.cat([sig, sig]), torch.cat([history, history]),
-                         torch.cat([actions, actions]), tokens=tok2)
+                         torch.cat([actions, actions]), tokens=tok2, maps=maps2)
         dc, du = d[:B], d[B:]
         return du + guidance * (dc - du)
 
@@ -345,7 +386,8 @@ class WorldModel(StrictLoadMixin, ModelMixin, ConfigMixin):
         cn = torch.randn(history[:, -1].shape, generator=generator, device=dev, dtype=x1.dtype)
         current = (history[:, -1] + sc * cn) / (sc ** 2 + 1).sqrt()
         x_in = self.edm.c_in(sigma).reshape(B, 1, 1, 1, 1) * x
-        raw = self.unet_forward(self._assemble(x_in, history_in, current), self.edm.c_noise(sigma), tokens)
+        maps = self.render_action_maps(actions, keep)
+        raw = self.unet_forward(self._assemble(x_in, history_in, current, maps), self.edm.c_noise(sigma), tokens)
         d = self.edm.denoise(x, raw[:, c.num_history:], sigma)
         w = self.edm.loss_weight(sigma) if c.loss_weighting == "edm" else torch.ones_like(sigma)
         return (w.reshape(B, 1, 1, 1, 1) * (d - x1) ** 2).mean()
@@ -406,6 +448,9 @@ def import_ctrl_world(checkpoint: str | Path, model: WorldModel) -> WorldModel:
             map_location='cpu', weights_only=True); st.save_file({k: v.contiguous() for k, v in sd.items() \\
             if k.startswith(('unet.', 'action_encoder.'))}, 'ctrl_world.safetensors')"
 
+    A target with spatial action maps (``action_maps`` set) gets the checkpoint's input convolution padded with
+    zero weights for the map channels (:func:`pad_input_conv_for_action_maps`), so it starts as Ctrl-World.
+
     Args:
         checkpoint: a ``.safetensors`` file with those keys.
         model: the target :class:`WorldModel` (``full`` config with the settings above).
@@ -422,6 +467,7 @@ def import_ctrl_world(checkpoint: str | Path, model: WorldModel) -> WorldModel:
         raise ModelLoadError(f"checkpoint file not found: {checkpoint}")
     state = {k: v for k, v in load_file(str(checkpoint)).items() if k.startswith(("unet.", "action_encoder."))}
     own = model.state_dict()
+    state = pad_input_conv_for_action_maps(model, state)
     problems = [f"missing '{k}' {tuple(v.shape)}" for k, v in own.items() if k not in state]
     problems += [f"'{k}': model {tuple(own[k].shape)} vs file {tuple(v.shape)}" for k, v in state.items()
                  if k in own and own[k].shape != v.shape]
@@ -430,3 +476,20 @@ def import_ctrl_world(checkpoint: str | Path, model: WorldModel) -> WorldModel:
         raise ModelLoadError(f"{checkpoint} does not match the WorldModel config:\n  " + "\n  ".join(problems[:12]))
     model.load_state_dict(state, strict=True)
     return model
+
+
+def pad_input_conv_for_action_maps(model: WorldModel, state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """A state dict of a model *without* action maps, made loadable into ``model`` *with* them: the UNet's input
+    convolution ``unet.conv_in.weight`` (out, C_in, 3, 3) gains zero input weights for the map channels (appended
+    last, as :meth:`WorldModel._assemble` concatenates them), so the loaded model computes exactly what the
+    checkpoint did until it is trained. Other state dicts are returned unchanged."""
+    key = "unet.conv_in.weight"
+    if model.map_renderer is None or key not in state:
+        return state
+    want = model.unet.conv_in.weight.shape
+    w = state[key]
+    n = ActionMapRenderer.num_channels
+    if w.shape[1] == want[1] - n and w.shape[0] == want[0]:
+        pad = torch.zeros(w.shape[0], n, *w.shape[2:], dtype=w.dtype)
+        state = {**state, key: torch.cat([w, pad], dim=1)}
+    return state

@@ -13,7 +13,16 @@ A model directory ("bundle")::
     {"format": "vidplan-bundle/1", "config": "demo",
      "parts": {"autoencoder": "autoencoder", "flow_map": "flow_map", "uq_head": "uq_head",
                "reward_head": "reward_head", "semantic": "semantic"},
-     "export": {"path": "onnx", "manifest": "onnx/manifest.json"}}
+     "export": {"path": "onnx", "manifest": "onnx/manifest.json"},
+     "checksums": {"autoencoder": {"diffusion_pytorch_model.safetensors": "<sha256 hex>"}, ...}}
+
+``checksums``: part → {weight file (relative to the part's directory) → sha256}, written by
+:func:`write_bundle_index` for every weight file (:data:`WEIGHT_SUFFIXES`) of every part. Loading a part
+(:func:`load_part`, :func:`load_planner_models`) verifies its files first: a file whose hash differs, a listed file
+that is gone, or a weight file the index does not list is a :class:`BundleError` naming the file (the runtime would
+load weights nobody indexed). An index without ``checksums`` (bundles written before them) or a layout without an
+index still loads, with a warning that the weights are not verified (:attr:`BundleIndex.notes`, carried into
+:attr:`LoadedBackend.warnings`). The ONNX export has its own hashes (its manifest, checked by the runtime).
 
 Writers: :meth:`vidplan_core.runtime.bundle.PlannerModels.save` (the one writer of the torch layout) and
 ``vidplan assemble-models`` write the index; ``vidplan export`` adds or updates its ``export`` entry when it exports
@@ -36,13 +45,15 @@ node, ``vidplan eval sim``, ``vidplan eval-bag``'s shadow planner and the demo's
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, PrivateAttr
+import numpy as np
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, PrivateAttr, StringConstraints
 
 from vidplan_core.runtime.base import BackendError
 
@@ -52,18 +63,23 @@ __all__ = [
     "CONVENTIONS",
     "MODEL_PARTS",
     "PLANNER_PARTS",
+    "WEIGHT_SUFFIXES",
     "BackendKind",
     "BundleError",
     "BundleIndex",
     "ExportEntry",
     "LoadedBackend",
+    "WarmUpError",
     "bundle_problems",
+    "file_sha256",
     "infer_bundle_index",
     "load_part",
     "load_planner_backend",
     "load_planner_models",
     "read_bundle_index",
     "record_export",
+    "verify_checksums",
+    "warm_up",
     "write_bundle_index",
 ]
 
@@ -78,6 +94,7 @@ CONVENTIONS: dict[str, tuple[str, ...]] = {
     "uq_head": ("uq_head", "heads/uq_head"), "reward_head": ("reward_head", "heads/reward_head"),
     "semantic": ("semantic",)}
 BACKENDS = ("torch", "onnxruntime", "tensorrt")
+WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pt", ".pth", ".ckpt")  # the files a part's checksums cover
 BackendKind = Literal["torch", "onnxruntime", "tensorrt"]
 PartName = Literal["autoencoder", "world_model", "flow_map", "uq_head", "reward_head", "semantic"]
 
@@ -98,6 +115,7 @@ def _relative(v: str) -> str:
 
 
 RelPath = Annotated[str, AfterValidator(_relative)]
+Sha256 = Annotated[str, StringConstraints(pattern=r"^[0-9a-f]{64}$")]
 
 
 class ExportEntry(BaseModel):
@@ -119,9 +137,22 @@ class BundleIndex(BaseModel):
                                            "bundle")
     export: ExportEntry | None = Field(None, description="the ONNX export, when there is one")
     value_gamma: float | None = Field(None, gt=0, le=1, description="γ of the reward head's Monte-Carlo value")
+    checksums: dict[PartName, dict[RelPath, Sha256]] | None = Field(
+        None, description="part → {weight file relative to the part directory → sha256 hex} (write_bundle_index)")
 
     _root: Path = PrivateAttr(default=Path("."))
     _source: Path | None = PrivateAttr(default=None)
+    _notes: list[str] = PrivateAttr(default_factory=list)
+    _verified: set[str] = PrivateAttr(default_factory=set)
+
+    @property
+    def notes(self) -> list[str]:
+        """Warnings collected while using the index (weights loaded without checksums to verify them)."""
+        return list(self._notes)
+
+    def _note(self, text: str) -> None:
+        if text not in self._notes:
+            self._notes.append(text)
 
     # ------------------------------------------------------------------ where things are
     @property
@@ -177,6 +208,10 @@ class BundleIndex(BaseModel):
             if not (p / "config.json").is_file():
                 raise BundleError(f"{src}: parts.{part} names {p}, which has no config.json (not a saved model)",
                                   key=f"parts.{part}", path=p / "config.json")
+        for part in self.checksums or {}:
+            if part not in self.parts:
+                raise BundleError(f"{src}: checksums.{part} is for a part the index does not name (re-index with "
+                                  f"write_bundle_index)", key=f"checksums.{part}", path=self._source)
         if self.export is not None:
             d = self._root / self.export.path
             if not d.is_dir():
@@ -290,9 +325,71 @@ def _write_atomic(path: Path, text: str) -> None:
     os.replace(tmp, path)
 
 
+def file_sha256(path: str | Path, chunk: int = 1 << 20) -> str:
+    """Hex sha256 of a file (streamed)."""
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        while block := f.read(chunk):
+            h.update(block)
+    return h.hexdigest()
+
+
+def _weight_files(part_dir: Path) -> list[str]:
+    """Weight files (:data:`WEIGHT_SUFFIXES`) under a part's directory, relative to it, sorted."""
+    if not part_dir.is_dir():
+        return []
+    return sorted(p.relative_to(part_dir).as_posix() for p in part_dir.rglob("*")
+                  if p.is_file() and p.name.endswith(WEIGHT_SUFFIXES))
+
+
+def verify_checksums(index: BundleIndex, part: str) -> str | None:
+    """Check the weight files of ``part`` against the index's ``checksums`` (once per index and part).
+
+    Returns:
+        None when verified (or verified before); a warning text when the index has no checksums for the part
+        (an older bundle, or a layout without an index): it loads unverified. The warning is also kept in
+        :attr:`BundleIndex.notes`.
+
+    Raises:
+        BundleError: a file's sha256 differs from the index, a listed file is gone, or the part's directory holds a
+            weight file the index does not list (key ``checksums.<part>``, ``path`` the file).
+    """
+    if part in index._verified or index.path(part) is None:
+        return None
+    d: Path = index.path(part)  # type: ignore[assignment]
+    listed = (index.checksums or {}).get(part)  # type: ignore[call-overload]
+    if listed is None:
+        if index.checksums is None:  # one note for the whole bundle
+            why = ("has no bundle.json, so no checksums" if index.inferred else
+                   "has no checksums (written before vidplan recorded them)")
+            msg = f"{index.describe()} {why}: its weights are loaded unverified"
+        else:
+            msg = f"{index.describe()} has no checksums for '{part}': its weights ({d}) are loaded unverified"
+        msg += "; re-index with vidplan_core.runtime.loader.write_bundle_index to record them"
+        index._note(msg)
+        return msg
+    src, key = index.describe(), f"checksums.{part}"
+    for rel, want in listed.items():
+        f = d / rel
+        if not f.is_file():
+            raise BundleError(f"{src}: {key} lists {f}, which does not exist", key=key, path=f)
+        got = file_sha256(f)
+        if got != want:
+            raise BundleError(f"{src}: checksum mismatch for {f}: sha256 {got}, the index records {want} (the file "
+                              f"changed or is corrupt; restore it, or re-index with write_bundle_index if the change "
+                              f"is intended)", key=key, path=f)
+    extra = [rel for rel in _weight_files(d) if rel not in listed]
+    if extra:
+        raise BundleError(f"{src}: {d / extra[0]} is a weight file the index's {key} does not list (re-index with "
+                          f"write_bundle_index if it belongs to the model)", key=key, path=d / extra[0])
+    index._verified.add(part)
+    return None
+
+
 def write_bundle_index(model_dir: str | Path, config: str | None = None, export: str | Path | None = None,
                        value_gamma: float | None = None) -> Path:
-    """Write ``model_dir/bundle.json`` naming every part now in the directory (layout conventions).
+    """Write ``model_dir/bundle.json`` naming every part now in the directory (layout conventions), with the sha256
+    of every part's weight files (``checksums``: re-indexing accepts the weights as they are now).
 
     ``config`` / ``value_gamma`` / the export entry of an existing valid index are kept unless given; ``export``:
     the export directory (absolute or relative to ``model_dir``; it must hold manifest.json). Returns the path.
@@ -313,6 +410,8 @@ def write_bundle_index(model_dir: str | Path, config: str | None = None, export:
         idx.export = ExportEntry(path=rel, manifest=MANIFEST_NAME if rel == "." else f"{rel}/{MANIFEST_NAME}")
     elif old is not None and old.export is not None and (root / old.export.manifest).is_file():
         idx.export = old.export
+    idx.checksums = {part: {f: file_sha256(root / rel / f) for f in _weight_files(root / rel)}
+                     for part, rel in idx.parts.items()}
     _bind(idx, root, root / BUNDLE_INDEX).check()
     _write_atomic(root / BUNDLE_INDEX, idx.to_json())
     return root / BUNDLE_INDEX
@@ -329,11 +428,15 @@ def record_export(model_dir: str | Path, export_dir: str | Path) -> Path | None:
 
 
 def bundle_problems(model_dir: str | Path, backend: str) -> list[str]:
-    """What keeps ``backend`` from loading ``model_dir`` as far as the index and layout tell (loads no model):
-    [] when nothing is known to be wrong. For pre-flight checks before processes start (the demo)."""
+    """What keeps ``backend`` from loading ``model_dir`` as far as the index, the layout and (torch) the weight
+    checksums tell (loads no model): [] when nothing is known to be wrong. For pre-flight checks before processes
+    start (the demo)."""
     try:
         index = read_bundle_index(model_dir)
         index.require(_needs(backend), f"the {backend} backend")
+        if backend == "torch":
+            for part in PLANNER_PARTS:
+                verify_checksums(index, part)
     except BundleError as exc:
         return [str(exc)]
     return []
@@ -347,13 +450,15 @@ def _needs(backend: str) -> tuple[str, ...]:
 
 # ------------------------------------------------------------------------------------------------------ loading
 def load_part(index: BundleIndex, part: str, device: str = "cpu") -> Any:
-    """Load one model part named by the index (strict, safetensors only; ModelLoadError names file and mismatch).
+    """Load one model part named by the index (strict, safetensors only; ModelLoadError names file and mismatch),
+    after verifying its weight files (:func:`verify_checksums`: BundleError on a mismatch).
     ``semantic`` → :class:`~vidplan_core.models.semantic.SemanticScorer`."""
     from vidplan_core.models.configs import SUITE_SECTIONS
 
     path = index.path(part)
     if path is None:
         index.require([part], f"loading {part}")
+    verify_checksums(index, part)
     if part == "semantic":
         from vidplan_core.models.semantic import SemanticScorer
 
@@ -364,8 +469,9 @@ def load_part(index: BundleIndex, part: str, device: str = "cpu") -> Any:
 def load_planner_models(model_dir: str | Path | BundleIndex, device: str = "cpu",
                         semantic_dir: str | Path | None = None, semantic_view: int = 0) -> Any:
     """:class:`~vidplan_core.runtime.bundle.PlannerModels` from the parts the index names (the teacher too when it
-    names one). Errors: BundleError for missing parts, ModelLoadError for a part that does not load, BackendError
-    when the parts do not fit together."""
+    names one), each verified against the index's checksums first. Errors: BundleError for missing parts or a
+    checksum mismatch, ModelLoadError for a part that does not load, BackendError when the parts do not fit
+    together."""
     from vidplan_core.models.configs import ModelSuite
     from vidplan_core.models.semantic import SemanticScorer
     from vidplan_core.runtime.bundle import PlannerModels
@@ -379,6 +485,7 @@ def load_planner_models(model_dir: str | Path | BundleIndex, device: str = "cpu"
     else:
         index.require(PLANNER_PARTS, "the planner's models")
         sem = index.path("semantic")  # type: ignore[assignment]
+        verify_checksums(index, "semantic")
     suite = ModelSuite(**{p: (load_part(index, p, device) if p in index.parts else None)
                           for p in MODEL_PARTS if p != "semantic"})
     models = PlannerModels(suite, SemanticScorer.from_pretrained(sem, device=device), semantic_view,
@@ -421,9 +528,150 @@ class LoadedBackend:
         return TorchBackend(self.models, b.flow_steps, objective, device=str(b.device))
 
 
+class WarmUpError(BundleError):
+    """The start-up warm-up pass (:func:`warm_up`) produced NaN/Inf: ``part`` names the model part whose output was
+    first non-finite (``key`` ``parts.<part>``, ``path`` its directory when the index names one)."""
+
+    def __init__(self, message: str, part: str, key: str | None = None, path: str | Path | None = None):
+        super().__init__(message, key=key, path=path)
+        self.part = part
+
+
+def _non_finite(x: Any) -> bool:
+    if hasattr(x, "detach"):  # a torch tensor
+        x = x.detach().float().cpu().numpy()
+    a = np.asarray(x)
+    return a.size > 0 and not np.isfinite(a).all()
+
+
+def warm_up(backend: Any, index: BundleIndex | None = None, seed: int = 0) -> float:
+    """One planning pass on a synthetic context, checked for NaN/Inf, so bad weights fail at start-up instead of in
+    every control cycle.
+
+    The context: ``num_history`` grey frames (128) of the backend's view size (from the index, else the
+    autoencoder/manifest), the history poses all at the centre of the action statistics, instruction "warm-up";
+    the candidate: that pose held for the H steps (the hold chunk). It runs, where the backend has them, the text
+    embedding, the history encoder, the rollout (world model, heads, semantic reward), the decoder and
+    value_and_grad, and names the first part whose output is non-finite. Global torch/numpy random states are left
+    as they were; a backend's caches keep only entries no real input reuses.
+
+    Args:
+        backend: a :class:`~vidplan_core.runtime.base.Backend` (torch, onnxruntime, TensorRT).
+        index: the bundle's index, to name the part's directory in the error.
+        seed: noise seed of the synthetic context.
+
+    Returns:
+        Seconds spent.
+
+    Raises:
+        WarmUpError: a non-finite output; the message names the part and the outputs.
+        BackendError: the backend fails on the synthetic context.
+    """
+    import time
+
+    from vidplan_core.runtime.base import PlanningContext
+    from vidplan_core.spaces import ACTION_DIM
+
+    t0 = time.perf_counter()
+    vh, vw = _view_size(backend, index)
+    t_hist, horizon = int(backend.num_history), int(backend.horizon)
+    norm = backend.normalizer
+    pose = ((np.asarray(norm.p01, np.float64) + np.asarray(norm.p99, np.float64)) / 2).reshape(ACTION_DIM)
+    frames = np.full((t_hist, 3, 3, vh, vw), 128, dtype=np.uint8)
+    hold = np.tile(pose, (1, horizon, 1))
+    where = index.describe() if index is not None else type(backend).__name__
+
+    def fail(part: str, what: str) -> None:
+        path = index.path(part) if index is not None and part in index.parts else None
+        located = f" ({path})" if path is not None else ""
+        raise WarmUpError(f"{where}: start-up warm-up produced NaN/Inf in {what} of '{part}'{located}: the model's "
+                          f"weights (or its export) are bad; re-train or restore the part", part=part,
+                          key=f"parts.{part}", path=path)
+
+    rng_state = np.random.get_state()
+    torch_rng = _torch_rng_state()
+    try:
+        text_fn = getattr(backend, "text_embedding", None)
+        if text_fn is not None and _non_finite(text_fn("warm-up")):
+            fail("semantic", "the instruction's text embedding")
+        encode = getattr(backend, "encode_frames", None)
+        if encode is not None and _non_finite(encode(frames[-1:])):
+            fail("autoencoder", "the encoded history frames")
+        backend.set_context(PlanningContext(frames, np.tile(pose, (t_hist, 1)), "warm-up", seed=seed))
+        predict, score = getattr(backend, "predict_latents", None), getattr(backend, "score_latents", None)
+        if predict is not None and score is not None:  # stage by stage: the heads refuse non-finite latents
+            latents = predict(hold)
+            if _non_finite(latents):
+                fail("flow_map", "the predicted latents (world model rollout)")
+            out = score(latents, hold)
+        else:
+            out = backend.rollout(hold)
+        if out.latents is not None and _non_finite(out.latents):
+            fail("flow_map", "the predicted latents (world model rollout)")
+        bad = set(out.non_finite())
+        for part, names in (("uq_head", ("h_bar", "uq_map")), ("reward_head", ("value", "value_entropy"))):
+            if bad & set(names):
+                fail(part, "the outputs " + ", ".join(sorted(bad & set(names))))
+        if bad:  # the semantic reward decodes the latents first: blame the decoder when its pictures are bad
+            decode = getattr(backend, "decode", None)
+            if out.latents is not None and decode is not None and _decoded_non_finite(decode, out.latents[0]):
+                fail("autoencoder", "the decoded frames")
+            fail("semantic", "the outputs " + ", ".join(sorted(bad)))
+        vg = getattr(backend, "value_and_grad", None)
+        if vg is not None:
+            try:
+                j, g = vg(hold)
+            except BackendError as exc:
+                if "value_grad" not in str(exc):
+                    raise
+            else:  # (an export without the value-and-grad graph has nothing to check here)
+                if _non_finite(j) or _non_finite(g):
+                    fail("flow_map", "the refinement objective or its gradient (flow map + heads)")
+    finally:
+        np.random.set_state(rng_state)
+        _set_torch_rng_state(torch_rng)
+    return time.perf_counter() - t0
+
+
+def _decoded_non_finite(decode: Any, latents: Any) -> bool:
+    try:
+        return _non_finite(decode(latents))
+    except BackendError:  # an export without a decode graph
+        return False
+
+
+def _view_size(backend: Any, index: BundleIndex | None) -> tuple[int, int]:
+    manifest = getattr(backend, "manifest", None)
+    if manifest is not None:
+        vh, vw = manifest.model["view_size"]
+        return int(vh), int(vw)
+    models = getattr(backend, "models", None)
+    if models is not None:
+        c = models.suite.autoencoder.config
+        return int(c.view_height), int(c.view_width)
+    size = index.view_size() if index is not None else None
+    if size is None:
+        raise BackendError("warm-up: cannot tell the backend's view size")
+    return size
+
+
+def _torch_rng_state() -> Any:
+    import sys
+
+    torch = sys.modules.get("torch")  # only when some backend already imported it
+    return None if torch is None else torch.random.get_rng_state()
+
+
+def _set_torch_rng_state(state: Any) -> None:
+    if state is not None:
+        import torch
+
+        torch.random.set_rng_state(state)
+
+
 def load_planner_backend(model_dir: str | Path, backend: str = "torch", device: str = "cpu",
                          flow_steps: int | None = None, threads: int | None = None, objective: Any = None,
-                         models: Any = None) -> LoadedBackend:
+                         models: Any = None, warm: bool = True) -> LoadedBackend:
     """THE way to make a planning backend from a model directory (planner node, eval sim, eval-bag, demo).
 
     Args:
@@ -438,9 +686,15 @@ def load_planner_backend(model_dir: str | Path, backend: str = "torch", device: 
             own built in, a differing request is a warning).
         models: already loaded :class:`~vidplan_core.runtime.bundle.PlannerModels` of this directory (torch only; the
             index is still read and checked, the weights are not loaded twice).
+        warm: run :func:`warm_up` (one pass on a synthetic context, checked for NaN/Inf) before returning.
+
+    Torch parts are verified against the index's checksums before they load; an index without checksums loads
+    with a warning in :attr:`LoadedBackend.warnings`.
 
     Raises:
-        BundleError: missing directory, bad index, a named part that is not there, a part the backend needs absent.
+        BundleError: missing directory, bad index, a named part that is not there, a part the backend needs absent,
+            a weight file whose sha256 differs from the index (the message names the file).
+        WarmUpError: the warm-up pass produced NaN/Inf (names the part).
         BackendError: a part does not load (the message names the file), the parts do not fit together, the runtime
             is not installed or the device is unavailable.
     """
@@ -468,7 +722,10 @@ def load_planner_backend(model_dir: str | Path, backend: str = "torch", device: 
             be = TorchBackend(models, flow_steps=flow_steps or 1, objective=objective, device=device)
             ae = models.suite.autoencoder.config
             view = (int(ae.view_height), int(ae.view_width))
-            return LoadedBackend(be, backend, view, int(be.num_history), int(be.horizon), index, warnings, models)
+            if warm:
+                warm_up(be, index)
+            return LoadedBackend(be, backend, view, int(be.num_history), int(be.horizon), index,
+                                 [*warnings, *index.notes], models)
         export = index.export_dir
         if backend == "onnxruntime":
             from vidplan_core.runtime.ort_backend import OnnxRuntimeBackend
@@ -488,6 +745,8 @@ def load_planner_backend(model_dir: str | Path, backend: str = "torch", device: 
                 warnings.append(f"the export's value-and-grad graph keeps its objective {have} (asked for {want}); "
                                 f"re-export with `vidplan export --kappa ...` to change it")
         vh, vw = be.manifest.model["view_size"]
+        if warm:
+            warm_up(be, index)
         return LoadedBackend(be, backend, (int(vh), int(vw)), int(be.num_history), int(be.horizon), index, warnings)
     except BackendError:
         raise
