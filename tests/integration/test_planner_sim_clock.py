@@ -79,7 +79,7 @@ class Listener:
 def _planner_cmd(model_dir: Path) -> list[str]:
     # noise_samples makes each cycle take seconds (measured in the diagnostics), far longer than CLOCK_TIMEOUT_S: the
     # cycle running when the sim dies ends long after its inputs went stale.
-    params = dict(use_sim_time="true", model_dir=str(model_dir), instruction=TASK, refine_iters=5, noise_samples=2,
+    params = dict(use_sim_time="true", model_dir=str(model_dir), instruction=TASK, refine_iters=5, noise_samples=6,
                   open_loop_steps=1, publish_debug="false", camera_timeout_s=0.6, state_timeout_s=1.0,
                   clock_timeout_s=CLOCK_TIMEOUT_S)
     cmd = [node_executable("vidplan_ros", "planner_node"), "--ros-args"]

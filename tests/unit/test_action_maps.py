@@ -4,6 +4,8 @@ model that learns to follow its actions on a synthetic moving-square video."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 import torch
@@ -23,6 +25,7 @@ from vidplan_core.models.world_model import WorldModel, import_ctrl_world, pad_i
 pytestmark = pytest.mark.unit
 
 DEMO_VIEW_HW = (48, 80)  # the demo models' image size per view (models/configs/demo.yaml)
+TINY_MAPS = str(Path(__file__).resolve().parents[1] / "data" / "models" / "tiny_action_maps.yaml")  # tiny + maps
 
 
 def test_euler_matches_scipy():
@@ -104,7 +107,7 @@ def test_hand_camera_is_posed_at_the_reference_frame():
 
 def _tiny_pair() -> tuple[WorldModel, WorldModel]:
     """The tiny world model with maps and the same model without them, holding the same weights."""
-    with_maps = build_suite("tiny", seed=0).world_model
+    with_maps = build_suite(TINY_MAPS, seed=0).world_model
     cfg = {k: v for k, v in dict(with_maps.config).items() if not k.startswith("_")}
     cfg["action_maps"] = None
     without = WorldModel(**cfg)
@@ -130,7 +133,7 @@ def _inputs(wm: WorldModel, B: int = 2, seed: int = 0) -> tuple[torch.Tensor, ..
 def test_zero_initialised_map_weights_leave_the_output_unchanged():
     with_maps, without = _tiny_pair()
     n = ActionMapRenderer.num_channels
-    fresh = build_suite("tiny", seed=1).world_model
+    fresh = build_suite(TINY_MAPS, seed=1).world_model
     assert torch.count_nonzero(fresh.unet.conv_in.weight[:, -n:]) == 0
     assert torch.count_nonzero(fresh.unet.conv_in.weight[:, :-n]) > 0
     x, hist, a = _inputs(with_maps)
@@ -147,7 +150,7 @@ def test_zero_initialised_map_weights_leave_the_output_unchanged():
 
 
 def test_gradients_reach_the_actions_through_the_maps():
-    wm = build_suite("tiny", seed=0).world_model
+    wm = build_suite(TINY_MAPS, seed=0).world_model
     n = ActionMapRenderer.num_channels
     x, hist, a = _inputs(wm)
     tokens = wm.encode_actions(a).detach()  # the token path is cut: only the maps carry action gradients
@@ -170,7 +173,7 @@ def test_action_map_config_errors_name_the_key(tmp_path):
         resolve_action_map_spec({"sigma_px": 1.0}, (8, 8))
     with pytest.raises(ValueError, match=r"action_maps\.sigma"):
         resolve_action_map_spec({"calibration": "default", "sigma": 1.0}, (8, 8))
-    cfg, _ = load_suite_config("tiny")
+    cfg, _ = load_suite_config(TINY_MAPS)
     bad = cfg.model_dump()
     bad["world_model"]["action_maps"] = {"sigma_px": 1.0}
     import yaml
@@ -180,17 +183,22 @@ def test_action_map_config_errors_name_the_key(tmp_path):
     with pytest.raises(ConfigError, match=r"world_model\.action_maps\.calibration"):
         build_suite(str(p))
     resolved = resolve_action_map_spec({"calibration": "default"}, (8, 8))
-    wm_cfg = {k: v for k, v in dict(build_suite("tiny").world_model.config).items() if not k.startswith("_")}
+    wm_cfg = {k: v for k, v in dict(build_suite(TINY_MAPS).world_model.config).items() if not k.startswith("_")}
     wm_cfg["action_maps"] = {**resolved, "grid_hw": [6, 8]}
     with pytest.raises(ValueError, match="grid_hw"):
         WorldModel(**wm_cfg)
+    # the user form given straight to the constructor (as the trainer does) is resolved and stored resolved
+    wm_cfg["action_maps"] = {"calibration": "default", "sigma_px": 1.5}
+    wm = WorldModel(**wm_cfg)
+    assert wm.config.action_maps["views"][2]["name"] == "wrist" and wm.config.action_maps["sigma_px"] == 1.5
+    assert wm.map_renderer.grid_hw == (8, 8)
 
 
 def test_import_ctrl_world_pads_the_input_convolution(tmp_path):
     from safetensors.torch import save_file
 
     _, without = _tiny_pair()
-    target = build_suite("tiny", seed=5).world_model
+    target = build_suite(TINY_MAPS, seed=5).world_model
     save_file({k: v.contiguous() for k, v in without.state_dict().items()}, str(tmp_path / "cw.safetensors"))
     import_ctrl_world(tmp_path / "cw.safetensors", target)
     x, hist, a = _inputs(target)
@@ -224,7 +232,7 @@ def test_tiny_model_learns_to_follow_its_actions():
     shuffled actions exceeds its error with the true actions by > 1.2× (the controllability ratio; measured at a
     noise level where the future is mostly noise, so the prediction must come from the conditioning)."""
     torch.manual_seed(0)
-    wm = build_suite("tiny", seed=0).world_model
+    wm = build_suite(TINY_MAPS, seed=0).world_model
     c = wm.config
     ren = wm.map_renderer
     F = c.num_history + c.num_future

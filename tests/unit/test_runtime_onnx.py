@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import shutil
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -19,6 +20,8 @@ from vidplan_core.runtime.bundle import random_planner_models
 from vidplan_core.runtime.ort_backend import OnnxRuntimeBackend
 from vidplan_core.runtime.torch_backend import TorchBackend
 
+TINY_MAPS = Path(__file__).resolve().parents[1] / "data" / "models" / "tiny_action_maps.yaml"
+
 # Exporting the value-and-grad graph traces ~12k ops: minutes on the 2 shared cores, hence slow + a longer timeout.
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(1500)]
 
@@ -28,7 +31,13 @@ POSE = np.array([0.45, 0.05, 0.30, np.pi - 0.02, 0.0, 0.0, 0.0])
 @pytest.fixture(scope="module")
 def exported(tmp_path_factory):
     torch.set_num_threads(1)
-    models = random_planner_models("tiny", seed=1)
+    # the tiny model with spatial action maps, their input weights made non-zero: parity covers the maps' rendering
+    # (and its gradient in value_grad), not only zeros
+    models = random_planner_models(str(TINY_MAPS), seed=1)
+    n = models.suite.flow_map.model.map_renderer.num_channels
+    with torch.no_grad():
+        w = models.suite.flow_map.model.unet.conv_in.weight
+        w[:, -n:] = 0.1 * torch.randn(w[:, -n:].shape, generator=torch.Generator().manual_seed(0))
     out = tmp_path_factory.mktemp("tiny_export")
     manifest = export_planner(models, out, flow_steps=(1,), batch_sizes=(2,), grad_batch_sizes=(1,),
                               simplify="onnxslim", verify=True, tol=1e-4)

@@ -40,7 +40,7 @@ from diffusers.configuration_utils import ConfigMixin, register_to_config
 from vidplan_core.spaces import ACTION_DIM, ActionNormalizer
 
 from ._io import ModelLoadError, StrictLoadMixin, check_finite, check_shape
-from .action_maps import ActionMapRenderer
+from .action_maps import ActionMapRenderer, resolve_action_map_spec
 from .edm import EDMPreconditioning, karras_sigmas, lognormal_sigmas
 
 __all__ = ["ActionEncoder", "WorldModel", "import_ctrl_world", "pad_input_conv_for_action_maps"]
@@ -165,6 +165,11 @@ class WorldModel(StrictLoadMixin, ModelMixin, ConfigMixin):
             raise ValueError(f"latent_height {latent_height} must be divisible by num_views {num_views}")
         down, up = _block_types(len(block_out_channels), None if attention_levels is None else tuple(attention_levels))
         heads = num_attention_heads if isinstance(num_attention_heads, int) else tuple(num_attention_heads)
+        if action_maps is not None and "views" not in action_maps:
+            # the user form ({calibration: ...}) is resolved here, once, and the resolved cameras are stored in the
+            # config: a saved model keeps the calibration it was built with, whatever the calibration file says later
+            action_maps = resolve_action_map_spec(dict(action_maps), (latent_height // num_views, latent_width))
+            self.register_to_config(action_maps=action_maps)
         self.map_renderer = None if action_maps is None else ActionMapRenderer(action_maps)
         if self.map_renderer is not None:
             want = (latent_height // num_views, latent_width)

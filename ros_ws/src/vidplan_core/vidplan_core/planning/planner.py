@@ -240,7 +240,7 @@ class _BasePlanner:
             if m == 0:
                 first = out
         if len(seeds) > cfg.noise_samples:  # the survival check's draw is reported, not averaged in
-            self._survival_draws = [d[0] for d in draws]
+            self._survival_draws = [d[0] for d in draws[cfg.noise_samples:]]  # the re-drawn seed alone: 0 or 1
             draws = draws[: cfg.noise_samples]
         else:
             self._survival_draws = [d[0] for d in draws] if len(draws) > 1 else []
