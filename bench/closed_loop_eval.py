@@ -151,8 +151,9 @@ def markdown(res: dict) -> str:
         lines.append(f"- Uncertainty weighting: vidplan {_rate(x['vidplan'])} vs no-uq {_rate(x['no_uq'])} over "
                      f"{x['paired_episodes']} paired episodes (only vidplan succeeded: {x['only_vidplan_succeeded']}, "
                      f"only no-uq: {x['only_no_uq_succeeded']}).")
-    lines += ["", "Per cell with seeds: `bench/results/closed_loop_eval/table.md`; plot: "
-              "`bench/results/closed_loop_eval/success.png`; every episode: `closed_loop_eval/results.json`.", ""]
+    d = res.get("run_dir", "bench/results/closed_loop_eval")
+    lines += ["", f"Per cell with seeds: `{d}/table.md`; plot: `{d}/success.png`; every episode: `{d}/results.json`.",
+              ""]
     if res.get("notes"):
         lines += ["## Notes", ""] + [f"- {n}" for n in res["notes"]] + [""]
     return "\n".join(lines)
@@ -210,9 +211,15 @@ def main(argv: list[str] | None = None) -> int:
            "commit": results.get("commit"), "cells": results["cells"],
            "results": {k: results[k] for k in ("settings", "commit", "complete", "not_run", "summary", "episodes",
                                                "warnings", "variant_overrides")}}
-    OUT.mkdir(parents=True, exist_ok=True)
-    (OUT / "closed_loop_eval.json").write_text(json.dumps(res, indent=2))
-    (OUT / "closed_loop_eval.md").write_text(markdown(res))
+    # the summary sits next to the run directory and is named after it (the default: results/closed_loop_eval.md)
+    run_dir = Path(a.out).resolve()
+    try:
+        res["run_dir"] = str(run_dir.relative_to(Path(__file__).resolve().parents[1]))
+    except ValueError:
+        res["run_dir"] = str(run_dir)
+    run_dir.parent.mkdir(parents=True, exist_ok=True)
+    run_dir.with_name(run_dir.name + ".json").write_text(json.dumps(res, indent=2))
+    run_dir.with_name(run_dir.name + ".md").write_text(markdown(res))
     print(markdown(res))
     return 0
 

@@ -17,7 +17,7 @@ pytest.importorskip("mujoco")
 
 EPISODE_KEYS = {"seed", "task", "clutter", "variant", "success", "steps", "wall_time_s", "reason", "instruction",
                 "cycles", "holds", "plan_s_mean", "sim_time_s", "exec_problems", "first_exec_problem", "chosen",
-                "refine_skipped", "winner_survival", "index"}
+                "refine_skipped", "winner_survival", "index", "final_tcp_target_m"}
 
 
 @pytest.fixture(scope="module")
@@ -217,3 +217,20 @@ def test_eval_sim_workers_give_the_same_episodes(tmp_path):
     assert sorted(tuple(r[k] for k in key) for r in one["episodes"]) == \
         sorted(tuple(r[k] for k in key) for r in two["episodes"])
     assert len(two["episodes"]) == 4 and two["complete"]
+
+
+def test_oracle_learned_pixels_scores_the_simulator_frames_with_gripper_centring(tmp_path):
+    """The pixel diagnostic rung runs with a grounded-scorer bundle whose maps are the two exterior views and the
+    gripper-referenced centring term; it is not in the default variant list."""
+    from vidplan_core.eval.closed_loop import DEFAULT_VARIANTS, VARIANTS, run_closed_loop
+    from vidplan_core.runtime.bundle import random_planner_models
+
+    assert "oracle+learned-pixels" in VARIANTS and "oracle+learned-pixels" not in DEFAULT_VARIANTS
+    pm = random_planner_models("tiny", seed=0, scorer="grounded")
+    pm.semantic_view, pm.map_views = 2, (0, 1)
+    pm.save(tmp_path / "g")
+    res = run_closed_loop(_cfg(tmp_path / "g", variants=["oracle+learned-pixels"],
+                               overrides={"episode_steps": 6, "session.gradopt.score.centring": "gripper"}),
+                          tmp_path / "out")
+    (ep,) = res["episodes"]
+    assert ep["cycles"] == 1 and ep["plan_s_mean"] > 0 and ep["final_tcp_target_m"] > 0.05

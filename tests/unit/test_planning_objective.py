@@ -102,7 +102,7 @@ def test_centring_map_comes_from_the_wrist_view_by_default():
     models = random_planner_models("tiny", seed=0)
     assert models.centring_view == 2 and models.semantic_view == 0
     g = build_graphs(models, 1)["semantic"]
-    assert (g.view, g.map_view) == (0, 2)
+    assert (g.view, g.map_views) == (0, (2,))
     c, h, w = models.suite.autoencoder.latent_shape
     lat = torch.randn(2, 3, c, h, w)
     text = torch.nn.functional.normalize(torch.randn(1, models.text_dim()), dim=-1)

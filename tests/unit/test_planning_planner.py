@@ -207,3 +207,68 @@ def test_chunk_is_cut_at_its_best_frame(backend, ctx, proposals):
         k = diff[0] - 1
         assert k >= 0 and np.allclose(a[k:], a[k])
     assert np.allclose(a[0], b[0])
+
+
+def test_semantic_map_is_suppressed_by_its_own_views_uncertainty():
+    """The UQ map covers the three stacked views; the centring map shows one. Doubt about the wrist view lowers
+    the wrist map's hot spot; doubt about the left view does not (before: the three views were squeezed together)."""
+    from vidplan_core.planning.planner import ScoreConfig, score_rollout, view_rows
+    from vidplan_core.runtime.base import RolloutOutput
+
+    n, f, h, w = 1, 1, 4, 8
+    sem = np.zeros((n, f, h, w), np.float32)
+    sem[..., 0, 0] = 1.0  # hot spot top-left of the wrist map → centroid near (0, 0)
+    sem[..., 3, 7] = 0.9  # runner-up bottom-right
+
+    def out(uq_rows: slice) -> RolloutOutput:
+        uq = np.zeros((n, f, 3 * h, w), np.float32)
+        uq[..., uq_rows, :4] = 1.0  # the left half of one view's rows is uncertain
+        return RolloutOutput(h_bar=np.zeros((n, f), np.float32), uq_map=uq, value=np.zeros((n, f), np.float32),
+                             value_entropy=np.zeros((n, f), np.float32), semantic_score=np.zeros((n, f), np.float32),
+                             semantic_map=sem)
+
+    cfg = ScoreConfig(lam=1.0, centroid_ref=(0.0, 0.0), kappa=5.0)
+    wrist_doubt = score_rollout(out(slice(2 * h, 3 * h)), cfg, map_views=2)[0]
+    left_doubt = score_rollout(out(slice(0, h)), cfg, map_views=2)[0]
+    assert float(left_doubt) > float(wrist_doubt) + 0.2  # the hot spot moved only when its own view was doubtful
+    assert view_rows(torch.zeros(2, 3 * h, w), 1).shape == (2, h, w)
+    assert view_rows(torch.zeros(2, 1, 1), 1).shape == (2, 1, 1)  # not a stack: unchanged
+
+
+def test_gripper_centring_prefers_the_candidate_whose_gripper_reaches_the_target():
+    """centring='gripper': the reference point of each map view is the candidate's projected TCP, so on fixed
+    exterior views the term differs between candidates (with centring='image' it cannot)."""
+    from vidplan_core.calibration import load_calibration
+    from vidplan_core.models.action_maps import action_map_config
+    from vidplan_core.planning.planner import ScoreConfig, gripper_reference, score_rollout
+    from vidplan_core.runtime.base import RolloutOutput
+
+    geo = action_map_config(load_calibration(), (1, 1))
+    down = [np.pi, 0.0, 0.0]
+    target = np.array([0.55, 0.10, 0.03])
+    near = np.array([[*target, *down, 0.0]] * 3)
+    far = np.array([[0.35, -0.25, 0.40, *down, 0.0]] * 3)
+    acts = np.stack([far, near])  # (N=2, F=3, 7)
+    ref = gripper_reference(acts, geo, (0, 1, 2))
+    assert ref.shape == (2, 3, 3, 2)
+    assert torch.allclose(ref[0, :, 2], ref[1, :, 2], atol=1e-9)  # the wrist camera rides with the TCP
+    assert (ref[1, 0, 0] - ref[0, 0, 0]).norm() > 0.1  # exterior views see the gripper move
+
+    # maps whose hot spot is where the target projects in the left and right views
+    gh, gw = 12, 20
+    maps = []
+    for v in (0, 1):
+        uv = gripper_reference(np.array([[[*target, *down, 0.0]]]), geo, (v,))[0, 0, 0].numpy()
+        m = np.zeros((gh, gw), np.float32)
+        m[min(gh - 1, int(uv[1] * gh)), min(gw - 1, int(uv[0] * gw))] = 1.0
+        maps.append(m)
+    sem = np.broadcast_to(np.concatenate(maps, 0), (2, 3, 2 * gh, gw)).copy()
+    z = np.zeros((2, 3), np.float32)
+    out = RolloutOutput(h_bar=z, uq_map=np.zeros((2, 3, 3 * 6, 10), np.float32), value=z, value_entropy=z,
+                        semantic_score=z, semantic_map=sem)
+    s_grip = score_rollout(out, ScoreConfig(lam=1.0, centring="gripper"), (0, 1), acts, geo)[0]
+    assert float(s_grip[1]) > float(s_grip[0]) + 0.1
+    s_img = score_rollout(out, ScoreConfig(lam=1.0, centring="image"), (0, 1))[0]
+    assert float(s_img[0]) == pytest.approx(float(s_img[1]))  # the image reference cannot tell them apart
+    with pytest.raises(ValueError, match="gripper"):
+        score_rollout(out, ScoreConfig(lam=1.0, centring="gripper"), (0, 1))

@@ -32,7 +32,8 @@ from vidplan_core.config import load_model
 from vidplan_core.paths import share_file
 from vidplan_core.spaces import VIEW_ORDER
 
-__all__ = ["CameraCalibration", "RigCalibration", "load_calibration", "look_at_quaternion"]
+__all__ = ["CameraCalibration", "RigCalibration", "load_calibration", "look_at_quaternion", "workspace_crop_box",
+           "workspace_crop_boxes"]
 
 
 class CameraCalibration(BaseModel):
@@ -153,3 +154,58 @@ def look_at_quaternion(eye: np.ndarray, target: np.ndarray, up: np.ndarray = (0,
     x /= np.linalg.norm(x)
     y = np.cross(z, x)
     return Rotation.from_matrix(np.stack([x, y, z], axis=1)).as_quat()
+
+
+def workspace_crop_box(cam: CameraCalibration, points_base: np.ndarray, aspect: float, margin_px: float = 6.0,
+                       ) -> list[float]:
+    """The crop of one exterior camera that holds the workspace: the bounding box of ``points_base`` projected
+    into the image, grown by ``margin_px`` and then to the aspect ratio ``aspect`` (width / height) around its
+    centre, shifted (and if needed shrunk) to lie inside the image.
+
+    Args:
+        cam: a camera whose ``parent_frame`` is the base frame (the wrist camera moves: it is never cropped).
+        points_base: (P, 3) points [m] in the base frame, e.g. the corners of the workspace box.
+        aspect: width / height of the model's view (80 / 48 for the demo).
+    Returns:
+        [x0, y0, x1, y1] in the calibration's pixels (whole numbers, as floats; x right, y down).
+    Raises:
+        ValueError: a point behind the camera.
+    """
+    pts = np.asarray(points_base, float).reshape(-1, 3)
+    T = np.linalg.inv(cam.transform())
+    pc = pts @ T[:3, :3].T + T[:3, 3]
+    if np.any(pc[:, 2] <= 1e-6):
+        raise ValueError(f"workspace crop of {cam.frame_id}: {int((pc[:, 2] <= 1e-6).sum())} workspace point(s) lie "
+                         "behind the camera")
+    u = cam.fx * pc[:, 0] / pc[:, 2] + cam.cx
+    v = cam.fy * pc[:, 1] / pc[:, 2] + cam.cy
+    x0, x1 = u.min() - margin_px, u.max() + margin_px
+    y0, y1 = v.min() - margin_px, v.max() + margin_px
+    w, h = x1 - x0, y1 - y0
+    if w / h < aspect:
+        w = h * aspect
+    else:
+        h = w / aspect
+    if w > cam.width:  # the workspace is wider than the image at this aspect: the full width, centred height
+        w, h = float(cam.width), cam.width / aspect
+    if h > cam.height:
+        h, w = float(cam.height), cam.height * aspect
+    cx, cy = 0.5 * (x0 + x1), 0.5 * (y0 + y1)
+    w, h = float(min(round(w), cam.width)), float(min(round(h), cam.height))  # whole pixels: crop_view cuts exactly
+    x0 = float(np.clip(round(cx - w / 2), 0.0, cam.width - w))
+    y0 = float(np.clip(round(cy - h / 2), 0.0, cam.height - h))
+    return [x0, y0, x0 + w, y0 + h]
+
+
+def workspace_crop_boxes(calibration: RigCalibration, workspace: dict[str, list[float]], aspect: float,
+                         margin_px: float = 6.0) -> dict[str, list[float]]:
+    """Crop boxes ``{view: [x0, y0, x1, y1]}`` of the exterior views for a workspace box
+    ``{"x": [lo, hi], "y": [lo, hi], "z": [lo, hi]}`` [m, base frame] (see :func:`workspace_crop_box`); the wrist
+    view is not cropped (absent from the result)."""
+    for k in ("x", "y", "z"):
+        lo_hi = workspace.get(k)
+        if lo_hi is None or len(lo_hi) != 2 or not lo_hi[1] > lo_hi[0]:
+            raise ValueError(f"workspace crop: '{k}' must be [lo, hi] with hi > lo [m], got {lo_hi}")
+    corners = np.array([[x, y, z] for x in workspace["x"] for y in workspace["y"] for z in workspace["z"]])
+    return {name: workspace_crop_box(cam, corners, aspect, margin_px)
+            for name, cam in calibration.cameras.items() if not cam.parent_frame.endswith("_hand")}

@@ -35,6 +35,7 @@ __all__ = [
     "VIEW_ORDER",
     "ActionNormalizer",
     "EEChunk",
+    "crop_view",
     "euler_to_quat",
     "model_stride",
     "quat_to_euler",
@@ -271,3 +272,23 @@ def resize_view(img: np.ndarray, height: int, width: int) -> np.ndarray:
     from PIL import Image
 
     return np.asarray(Image.fromarray(img).resize((width, height), Image.Resampling.BILINEAR))
+
+
+def crop_view(img: np.ndarray, box: list[float] | tuple[float, ...] | None, height: int, width: int) -> np.ndarray:
+    """THE view preparation of vidplan: cut one camera image (H, W, 3) uint8 to ``box`` = [x0, y0, x1, y1] (image
+    pixels of *this* image; ``None`` keeps the whole image) and resize it to (height, width, 3) with
+    :func:`resize_view`.
+
+    The box is rounded outwards to whole pixels and clipped to the image, so the crop's intrinsics are
+    K' = [[fx·s_x, 0, (cx − x0)·s_x], [0, fy·s_y, (cy − y0)·s_y]] with s = output size / box size (what
+    :func:`vidplan_core.models.action_maps.action_map_config` uses).
+    """
+    img = np.asarray(img)
+    if box is not None:
+        H, W = img.shape[:2]
+        x0, y0 = max(0, int(np.floor(box[0]))), max(0, int(np.floor(box[1])))
+        x1, y1 = min(W, int(np.ceil(box[2]))), min(H, int(np.ceil(box[3])))
+        if x1 - x0 < 2 or y1 - y0 < 2:
+            raise ValueError(f"crop box {list(box)} leaves no image inside {W}x{H}")
+        img = img[y0:y1, x0:x1]
+    return resize_view(np.ascontiguousarray(img), height, width)

@@ -172,6 +172,7 @@ class SimEnv:
         self.data = None
         self.layout: SceneLayout | None = None
         self._renderer = None
+        self._geom_label: np.ndarray | None = None
         self._touched = False
         self._tracker: JointTrajectoryTracker | None = None
         self._hold = HOME_Q.copy()
@@ -179,16 +180,19 @@ class SimEnv:
         self._pin = None
 
     # ------------------------------------------------------------------------------------------------ set-up
-    def reset(self, seed: int, clutter: int = 1, task: Task | str | None = None, settle: float = 0.3) -> SceneLayout:
+    def reset(self, seed: int, clutter: int = 1, task: Task | str | None = None, settle: float = 0.3,
+              exclude: frozenset[tuple[str, str]] = frozenset()) -> SceneLayout:
         """Build a new scene from (seed, clutter, task), put the arm at :data:`HOME_Q` with the gripper open and let
         objects settle for ``settle`` seconds; the clock then restarts at 0. Returns the layout.
+        ``exclude``: (colour, shape) pairs never placed as distractors (:func:`vidplan_sim.scene.sample_layout`).
         """
         import mujoco
 
-        layout = sample_layout(self.cfg, int(seed), int(clutter), task)
+        layout = sample_layout(self.cfg, int(seed), int(clutter), task, exclude=exclude)
         model = build_model(self.cfg, layout, self.calibration, self.width, self.height, self.panda_dir)
         self.close_renderer()
         self.model, self.data, self.layout = model, mujoco.MjData(model), layout
+        self._geom_label = None
         m = model
         self._arm_jid = np.array([m.joint(n).id for n in ARM_JOINTS])
         self._arm_qadr = m.jnt_qposadr[self._arm_jid].copy()
@@ -492,6 +496,57 @@ class SimEnv:
     def render(self) -> np.ndarray:
         """(3, H, W, 3) uint8 RGB triplet in :data:`vidplan_core.spaces.VIEW_ORDER` (left, right, wrist)."""
         return np.stack([self.render_view(v) for v in VIEW_ORDER])
+
+    #: labels of :meth:`render_labels`: 0 background (table, floor), 1 robot, 2 bowl, 3 + i object i of the layout
+    LABEL_BACKGROUND, LABEL_ROBOT, LABEL_BOWL, LABEL_FIRST_OBJECT = 0, 1, 2, 3
+
+    def render_labels(self, view: str) -> np.ndarray:
+        """(H, W) uint8 label image of one camera from MuJoCo's segmentation rendering (what each pixel shows):
+        0 background, 1 robot, 2 bowl, 3 + i the layout's object i (``self.layout.objects[i]``)."""
+        import mujoco
+
+        self._require()
+        if self._renderer is None:
+            if not self.want_render:
+                raise RuntimeError("this SimEnv was created with render=False")
+            self._make_renderer()
+        if view not in VIEW_ORDER:
+            raise ValueError(f"view must be one of {VIEW_ORDER}, got {view!r}")
+        if self._geom_label is None:
+            m = self.model
+            lut = np.zeros(m.ngeom + 1, np.uint8)  # index ngeom: pixels that show no geom (id −1)
+            lut[self._robot_geoms] = self.LABEL_ROBOT
+            lut[[g for g in range(m.ngeom) if m.geom_bodyid[g] == self._bowl_body]] = self.LABEL_BOWL
+            for i, o in enumerate(self.layout.objects):
+                lut[self._obj_geom[o.name]] = self.LABEL_FIRST_OBJECT + i
+            self._geom_label = lut
+        r = self._renderer
+        r.enable_segmentation_rendering()
+        try:
+            r.update_scene(self.data, camera=view, scene_option=self._vopt)
+            seg = r.render()
+        finally:
+            r.disable_segmentation_rendering()
+        ids, types = seg[..., 0], seg[..., 1]
+        ids = np.where((types == int(mujoco.mjtObj.mjOBJ_GEOM)) & (ids >= 0), ids, -1)
+        return self._geom_label[ids]
+
+    def pose_arm(self, q: np.ndarray, gripper_width: float | None = None) -> None:
+        """Place the arm at joints ``q`` (7,) [rad] (and the fingers at ``gripper_width`` [m]) without simulating
+        the motion, and hold it there. For rendering data at chosen poses; objects are not moved."""
+        import mujoco
+
+        self._require()
+        q = np.asarray(q, float)
+        if q.shape != (7,) or not np.all(np.isfinite(q)):
+            raise ValueError(f"q must be 7 finite joint positions [rad], got {q}")
+        d = self.data
+        d.qpos[self._arm_qadr] = q
+        d.qvel[self._arm_dadr] = 0.0
+        if gripper_width is not None:
+            d.qpos[self._finger_qadr] = np.clip(float(gripper_width) / 2.0, 0.0, FINGER_MAX)
+        self._hold, self._tracker = q.copy(), None
+        mujoco.mj_forward(self.model, d)
 
     def observe(self, images: bool = True) -> dict[str, np.ndarray | float]:
         """What the robot's topics carry, in one dict (for in-process data generation).

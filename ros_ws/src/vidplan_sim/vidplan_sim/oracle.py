@@ -21,6 +21,7 @@ The oracle has no gradients: :meth:`value_and_grad` raises, the planner must not
 
 from __future__ import annotations
 
+import inspect
 import time
 from typing import Any
 
@@ -64,6 +65,7 @@ class OracleBackend:
         limits, policy, ik: the executor's safety limits, out-of-limits policy and IK options.
         reward: privileged reward (oracle+privileged), or None.
         learned: a bundle's backend providing ``encode_frames`` and ``score_latents`` (oracle+learned), or None.
+        score_pixels: the learned scorer reads the rendered frames directly (``oracle+learned-pixels``; torch).
         view_size: (h, w) the learned model's view size (frames are resized to it before encoding).
     """
 
@@ -71,7 +73,7 @@ class OracleBackend:
 
     def __init__(self, env: Any, kin: Any, *, horizon: int | None = None, limits: SafetyLimits | None = None,
                  policy: str = "reject", ik: IKOptions | None = None, reward: PrivilegedReward | None = None,
-                 learned: Any = None, view_size: tuple[int, int] | None = None):
+                 learned: Any = None, view_size: tuple[int, int] | None = None, score_pixels: bool = False):
         if (reward is None) == (learned is None):
             raise ValueError("OracleBackend scores with exactly one of reward (privileged) or learned (a bundle)")
         if learned is not None and (view_size is None or not hasattr(learned, "score_latents")):
@@ -79,6 +81,9 @@ class OracleBackend:
         self.env, self.kin = env, kin
         self.limits, self.policy, self.ik = limits or SafetyLimits(), policy, ik or IKOptions()
         self.reward, self.learned, self.view_size = reward, learned, view_size
+        self.score_pixels = bool(score_pixels)
+        if score_pixels and (learned is None or "frames" not in inspect.signature(learned.score_latents).parameters):
+            raise ValueError("score_pixels needs a learned backend whose score_latents takes frames (torch)")
         self.horizon = int(horizon or (learned.horizon if learned is not None else 5))
         self.num_history = int(learned.num_history) if learned is not None else 1
         self.normalizer = learned.normalizer if learned is not None else workspace_normalizer(self.limits)
@@ -87,6 +92,19 @@ class OracleBackend:
         #: per candidate of the last rollout: (H, 3) TCP positions and the chunk's fate ("" or the rejection)
         self.last_tcp: np.ndarray | None = None
         self.last_problems: list[str] = []
+
+    @property
+    def centring_view(self) -> int | None:
+        """The learned scorer's semantic-map view (oracle+learned); None with the privileged reward (no maps)."""
+        return getattr(self.learned, "centring_view", None) if self.learned is not None else None
+
+    @property
+    def map_views(self) -> tuple[int, ...] | None:
+        return getattr(self.learned, "map_views", None) if self.learned is not None else None
+
+    @property
+    def view_geometry(self) -> dict | None:
+        return getattr(self.learned, "view_geometry", None) if self.learned is not None else None
 
     def set_context(self, ctx: PlanningContext) -> float:
         """Snapshot the scene now (the candidates start from it); with a learned scorer, its context too."""
@@ -142,7 +160,11 @@ class OracleBackend:
         t1 = time.perf_counter()
         lat = self.learned.encode_frames(np.stack(frames))
         lat = lat.reshape(n, h, *lat.shape[1:])
-        out = self.learned.score_latents(lat, a_all.astype(np.float32))
+        if self.score_pixels:  # the scorer reads the true frames, not their VAE round trip (diagnostic)
+            out = self.learned.score_latents(lat, a_all.astype(np.float32),
+                                             frames=np.stack(frames).reshape(n, h, *frames[0].shape))
+        else:
+            out = self.learned.score_latents(lat, a_all.astype(np.float32))
         out.timings["rollout"] = t_sim + (time.perf_counter() - t1) - sum(out.timings.values())
         return out
 

@@ -260,12 +260,16 @@ def _resolve_task(cfg: SceneConfig, rng: np.random.Generator, task: Task | str |
 
 
 def sample_layout(cfg: SceneConfig, seed: int, clutter: int = 1, task: Task | str | None = None,
-                  max_tries: int = 500) -> SceneLayout:
+                  max_tries: int = 500, exclude: frozenset[tuple[str, str]] | set[tuple[str, str]] = frozenset(),
+                  ) -> SceneLayout:
     """Place the bowl, the target and ``cfg.clutter_distractors[clutter]`` distractors without overlaps.
 
     Deterministic in (cfg, seed, clutter, task). With ``task=None`` (or "") the task is drawn from the seed.
     Push targets get a free corridor (no object or bowl within 0.22 m in the push direction) so a push can
     succeed; put targets are placed apart from the bowl.
+
+    ``exclude``: (colour, shape) pairs never used as distractors (held-out combinations of a training set; the
+    target is the caller's choice).
 
     Raises:
         ValueError: bad clutter level or instruction, or no valid placement within ``max_tries`` attempts.
@@ -276,7 +280,8 @@ def sample_layout(cfg: SceneConfig, seed: int, clutter: int = 1, task: Task | st
     task = _resolve_task(cfg, rng, task)
     n_dist = cfg.clutter_distractors[clutter]
     # Distractors: any (colour, shape) except the target's, so the instruction names exactly one object.
-    combos = [(c, s) for c in cfg.colour_names for s in cfg.shape_names if (c, s) != (task.colour, task.shape)]
+    combos = [(c, s) for c in cfg.colour_names for s in cfg.shape_names
+              if (c, s) != (task.colour, task.shape) and (c, s) not in exclude]
     picks = rng.choice(len(combos), size=min(n_dist, len(combos)), replace=False)
     kinds = [(task.colour, task.shape)] + [combos[i] for i in picks]
     wx, wy = cfg.workspace.x, cfg.workspace.y

@@ -1,4 +1,4 @@
-"""``vidplan data generate|convert|info|cache-latents``: simulated demonstrations → bags → training shards.
+"""``vidplan data generate|convert|info|cache-latents|grounding``: simulated demonstrations → bags → training shards.
 
 Exit codes: 0 ok, 2 bad input (settings, missing topics, inconsistent shards; the message names what and where).
 """
@@ -154,3 +154,24 @@ def cache_latents_cmd(
         _fail(exc)
         return
     typer.echo(f"latents in {d}")
+
+
+@data_app.command("grounding")
+def grounding(
+    out: Path = typer.Option(Path("data/grounded"), "--out", "-o", help="shard directory (resumes)"),
+    train_scenes: int = typer.Option(600, help="training scenes (each rendered with and without the crop)"),
+    eval_scenes: int = typer.Option(150, help="evaluation scenes per split (unseen / seen combinations), ≤ 150"),
+    poses_per_scene: int = typer.Option(2, help="arm poses rendered per scene"),
+) -> None:
+    """Render labelled frames (RGB + MuJoCo segmentation) for the grounded semantic scorer
+    (``vidplan train grounded``); the held-out combinations are the training config's default."""
+    from vidplan_core.training.config import HELD_OUT_COMBINATIONS
+    from vidplan_sim.grounding_data import generate_grounding_dataset
+
+    try:
+        written = generate_grounding_dataset(out, HELD_OUT_COMBINATIONS, train_scenes, eval_scenes,
+                                             poses_per_scene=poses_per_scene)
+    except ValueError as exc:
+        _fail(exc)
+    typer.echo(f"{out}: {len(written)} shard(s) written, {sum(w['samples'] for w in written)} samples"
+               + ("" if written else " (all shards were already complete)"))

@@ -688,10 +688,11 @@ def _load_scorer(bundle: Bundle, device: str) -> tuple[Any | None, str]:
     """The bundle's semantic scorer, or (None, why not)."""
     if bundle.semantic_dir is None:
         return None, bundle.missing.get("semantic", "no semantic model in the bundle")
-    from vidplan_core.models import ModelLoadError, SemanticScorer
+    from vidplan_core.models import ModelLoadError
+    from vidplan_core.runtime.loader import load_semantic_scorer
 
     try:
-        return SemanticScorer.from_pretrained(bundle.semantic_dir, device=device), ""
+        return load_semantic_scorer(bundle.semantic_dir, device=device), ""  # SigLIP/CLIP or the grounded scorer
     except (ModelLoadError, *MODEL_READ_ERRORS, *_safetensor_errors()) as exc:
         bad = unreadable_model_file(bundle.semantic_dir)
         if bad is not None:  # a damaged file is bad input, not a missing optional part

@@ -25,6 +25,9 @@ in results.json) plus, for the ladder, a world model or reward swapped for groun
                         task progress (:mod:`vidplan_sim.privileged`): can the proposals + executor succeed at all?
 ``oracle+learned``      world model = the simulator (true future frames through the bundle's encoder), reward = the
                         bundle's heads + semantic scorer: is the learned *reward* good enough?
+``oracle+learned-pixels`` as ``oracle+learned``, but the semantic scorer reads the simulator's frames themselves instead
+                        of their encode/decode round trip through the bundle's VAE: is the reward *design* right,
+                        whatever the VAE loses? (a diagnostic; not in the default variant list)
 ``learned+privileged``  world model = the bundle's flow map, reward = privileged task progress of the state read from
                         its predicted frames (:mod:`vidplan_sim.predicted_state`): is the learned *world model* good
                         enough?
@@ -66,6 +69,7 @@ from vidplan_core.spaces import CONTROL_RATE_HZ, MODEL_RATE_HZ, ROTATION_DIMS, E
 
 __all__ = [
     "CORE_VARIANTS",
+    "DEFAULT_VARIANTS",
     "VARIANTS",
     "VARIANT_OVERRIDES",
     "ClosedLoopConfig",
@@ -83,11 +87,14 @@ __all__ = [
     "write_table",
 ]
 
-VARIANTS = ("oracle+privileged", "oracle+learned", "learned+privileged", "vidplan", "no-uq", "argmax", "random",
-            "scripted", "scripted+vidplan")
+VARIANTS = ("oracle+privileged", "oracle+learned", "oracle+learned-pixels", "learned+privileged", "vidplan", "no-uq",
+            "argmax", "random", "scripted", "scripted+vidplan")
+#: run unless ``variants`` says otherwise (oracle+learned-pixels is asked for by name)
+DEFAULT_VARIANTS = tuple(v for v in VARIANTS if v != "oracle+learned-pixels")
 CORE_VARIANTS = ("oracle+privileged", "vidplan", "random", "scripted")
 PLANNER_VARIANTS = tuple(v for v in VARIANTS if v != "scripted")
-NEEDS_MODELS = ("oracle+learned", "learned+privileged", "vidplan", "no-uq", "argmax", "random", "scripted+vidplan")
+NEEDS_MODELS = ("oracle+learned", "oracle+learned-pixels", "learned+privileged", "vidplan", "no-uq", "argmax", "random",
+                "scripted+vidplan")
 _PRIVILEGED_SCORE = {"session.gradopt.refine_iters": 0, "session.gradopt.score.kappa": 0.0,
                      "session.gradopt.score.lam": 0.0, "session.gradopt.score.suppress_semantic": False}
 #: Each variant as overrides of the planner configuration (dotted keys of PlanningConfig).
@@ -101,6 +108,7 @@ VARIANT_OVERRIDES: dict[str, dict[str, Any]] = {
     # the oracle has no gradients; the privileged reward is a plain per-frame score (no UQ, no centring)
     "oracle+privileged": dict(_PRIVILEGED_SCORE),
     "oracle+learned": {"session.gradopt.refine_iters": 0},
+    "oracle+learned-pixels": {"session.gradopt.refine_iters": 0},
     "learned+privileged": dict(_PRIVILEGED_SCORE),
 }
 SETTINGS = "settings.json"
@@ -127,7 +135,7 @@ class ClosedLoopConfig(BaseModel):
     clutter: list[int] = Field(default_factory=lambda: [0, 1, 2, 3], min_length=1)
     tasks: list[str] = Field(default_factory=lambda: ["touch", "push", "put"], min_length=1)
     seed: int = Field(0, description="first scene seed (the demo models trained on seeds ≥ 1000)")
-    variants: list[str] = Field(default_factory=lambda: list(VARIANTS), min_length=1)
+    variants: list[str] = Field(default_factory=lambda: list(DEFAULT_VARIANTS), min_length=1)
     backend: Literal["torch", "onnxruntime"] = "torch"
     threads: int = Field(1, ge=1, description="torch / onnxruntime intra-op threads")
     device: str = Field("cpu", pattern=r"^(cpu|cuda(:\d+)?|tensorrt)$", description="torch device (cpu, cuda[:i]) "
@@ -368,7 +376,8 @@ def _make_session(variant: str, cfg: ClosedLoopConfig, loaded: _Loaded | None, k
         learned = None if variant == "oracle+privileged" else loaded.backends["default"]
         backend = OracleBackend(env, kin, limits=pcfg.limits, ik=IKOptions(),
                                 reward=PrivilegedReward() if learned is None else None, learned=learned,
-                                view_size=loaded.view if learned is not None else None)
+                                view_size=loaded.view if learned is not None else None,
+                                score_pixels=variant == "oracle+learned-pixels")
     elif variant == "learned+privileged":
         from vidplan_sim.predicted_state import PredictedStateBackend
         from vidplan_sim.privileged import PrivilegedReward
@@ -496,8 +505,11 @@ def run_episode(env: Any, spec: EpisodeSpec, variant: str, cfg: ClosedLoopConfig
         cycle += 1
         if nominal is not None and session is None and nominal.done():
             break  # the scripted plan is over: nothing more will happen
+    # progress short of success: how far the TCP ended from the target object [m]
+    final_dist = float(np.linalg.norm(env.ee_pose()[:3, 3] - env.object_pose(env.layout.target.name)[:3]))
     return {"seed": spec.seed, "clutter": spec.clutter, "task": spec.kind, "instruction": spec.instruction,
             "index": spec.index, "variant": variant, "success": bool(success), "reason": reason,
+            "final_tcp_target_m": round(final_dist, 4),
             "steps": int(clock["k"]), "sim_time_s": round(env.time, 4), "cycles": cycle,
             "wall_time_s": round(time.perf_counter() - t_wall, 3),
             "plan_s_mean": round(float(np.mean(plan_s)), 4) if plan_s else None, "holds": holds,

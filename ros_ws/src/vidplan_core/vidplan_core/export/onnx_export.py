@@ -159,7 +159,13 @@ def export_planner(models: PlannerModels, out_dir: str | Path, flow_steps: Seque
                      int | None]] = []
     frames = lambda: (torch.rand(T, 3, 3, vc.view_height, vc.view_width, generator=gen),)  # noqa: E731
     jobs.append(("encode", graphs0["encode"], frames, False, None))
-    jobs.append(("text", graphs0["text"], lambda: (ids,), False, None))
+    grounded = models.scorer.kind == "grounded"
+    if grounded:  # the frozen sentence encoder stays out of the export (installed with vidplan, 90 MB)
+        with torch.no_grad():
+            sentence = models.scorer.text_encoder(ids)
+        jobs.append(("text_proj", graphs0["text_proj"], lambda: (sentence,), False, None))
+    else:
+        jobs.append(("text", graphs0["text"], lambda: (ids,), False, None))
     jobs.append(("decode", graphs0["decode"], lambda: (torch.randn(H, C, h, w, generator=gen),), False, None))
     lat_args = lambda n: (torch.randn(n, H, C, h, w, generator=gen), _example_actions(models, n, gen))  # noqa: E731
     for n in batch_sizes:
@@ -219,7 +225,9 @@ def export_planner(models: PlannerModels, out_dir: str | Path, flow_steps: Seque
         "horizon": H, "num_history": T, "latent_shape": [C, h, w], "flow_steps": sorted(set(flow_steps)),
         "time_grids": {str(k): [float(t) for t in fm.time_grid(k)] for k in flow_steps},
         "uses_text": use_text, "text_length": int(ids.shape[1]), "semantic_kind": models.scorer.kind,
-        "semantic_view": models.semantic_view, "centring_view": models.centring_view,
+        "text_encoder": models.scorer.config.text_encoder if grounded else None,
+        "semantic_view": models.semantic_view, "centring_view": models.map_view_list[0],
+        "map_views": list(models.map_view_list), "view_geometry": models.view_geometry(),
         "view_size": [vc.view_height, vc.view_width],
         "action_stats": fm.model.normalizer.state_dict(),
         "objective": {"weighting": objective.weighting, "kappa": objective.kappa, "beta": objective.beta},

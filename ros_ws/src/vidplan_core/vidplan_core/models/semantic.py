@@ -177,6 +177,18 @@ class SemanticScorer(nn.Module):
         t = self._text(text_emb, tuple(images.shape[:-3]))
         return (patches * t[..., None, None, :]).sum(-1)
 
+    def score_and_map(self, images: torch.Tensor, text_emb: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """One vision pass → (score (...): image–text cosine, map (..., gh, gw): patch cosines). The interface the
+        planner's semantic graph calls on every scorer (:class:`~vidplan_core.models.grounded.GroundedScorer` too)."""
+        pooled, patches = self.image_features(images)
+        t = self._text(text_emb, tuple(images.shape[:-3]))
+        return (pooled * t).sum(-1), (patches * t[..., None, None, :]).sum(-1)
+
+    @property
+    def max_text_len(self) -> int:
+        """Token padding length of the text tower."""
+        return int(self.model.config.text_config.max_position_embeddings)
+
     def score_and_centroid(self, images: torch.Tensor, text_emb: torch.Tensor, temperature: float = 0.1,
                            ) -> dict[str, torch.Tensor]:
         """One vision pass → {"score": (...), "map": (..., gh, gw), "centroid": (..., 2) (x, y) in [0, 1]}."""

@@ -27,7 +27,8 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from vidplan_core.planning.objective import (
     WeightKind,
-    hierarchical_reward,
+    centroid_distance,
+    frame_reward,
     soft_centroid,
     suppress_semantic_map,
 )
@@ -46,6 +47,11 @@ class ScoreConfig(BaseModel):
     kappa: float = Field(3.0, ge=0, description="κ of w(h) = exp(−κ·h̄)")
     lam: float = Field(0.5, ge=0, description="λ of the centring term λ·‖c − c_r‖")
     centroid_ref: tuple[float, float] = (0.5, 0.5)
+    centring: Literal["image", "gripper"] = Field(
+        "image", description="reference point c_r of the centring term: 'image' = centroid_ref in every map view "
+        "(the paper's; meant for the wrist view), 'gripper' = the candidate's TCP projected into each map view at "
+        "that frame, so the term is the image distance between gripper and target (candidate-dependent on fixed "
+        "exterior views too; two exterior views fix the target in 3-D); averaged over the map views")
     centroid_temperature: float = Field(0.1, gt=0)
     suppress_semantic: bool = True
     semantic_score: Literal["global", "map_max", "map_mean"] = "global"
@@ -136,20 +142,76 @@ class PlanResult:
         return self.status == "budget"
 
 
-def score_rollout(out: RolloutOutput, cfg: ScoreConfig) -> tuple[torch.Tensor, torch.Tensor]:
-    """Hierarchical reward of a rollout: (N,) candidate scores and (N, F) per-frame rewards."""
+def view_rows(uq_map: torch.Tensor, view: int | None, num_views: int = 3) -> torch.Tensor:
+    """The rows of one view of a (…, V·h, w) map of the vertically stacked views (:func:`vidplan_core.spaces.
+    stack_views`); the whole map when ``view`` is None or the map is not a stack (e.g. an oracle's 1×1 map)."""
+    rows = uq_map.shape[-2]
+    if view is None or rows < num_views or rows % num_views:
+        return uq_map
+    h = rows // num_views
+    return uq_map[..., view * h:(view + 1) * h, :]
+
+
+def gripper_reference(actions: np.ndarray, geometry: dict, views: tuple[int, ...]) -> torch.Tensor:
+    """The candidates' TCP projected into each view at its own frame: (N, F, 7) raw actions → (N, F, V, 2) (x, y)
+    in normalised image coordinates [0, 1]. Exterior cameras are fixed; the wrist camera moves with the hand, so the
+    TCP always lands on the same point of the wrist image. ``geometry``: a 1×1-grid action-map configuration
+    (:meth:`vidplan_core.runtime.bundle.PlannerModels.view_geometry`)."""
+    from vidplan_core.models.action_maps import ActionMapRenderer
+
+    r = ActionMapRenderer(geometry)
+    a = torch.as_tensor(np.asarray(actions), dtype=torch.float64)
+    uv = torch.stack([r.project(a[:, f:f + 1], 0)[0][:, 0, :, 0] for f in range(a.shape[1])], dim=1)  # (N, F, 3, 2)
+    return uv[:, :, list(views)]
+
+
+def score_rollout(out: RolloutOutput, cfg: ScoreConfig, map_views: int | tuple[int, ...] | None = None,
+                  actions: np.ndarray | None = None, geometry: dict | None = None,
+                  ) -> tuple[torch.Tensor, torch.Tensor]:
+    """Hierarchical reward of a rollout: (N,) candidate scores and (N, F) per-frame rewards.
+
+    ``map_views``: the views the semantic map shows, stacked vertically (the backend's ``map_views``; an int for
+    one). Each view's map is suppressed by the uncertainty of that view's rows of the stacked UQ map, has its own
+    centroid, and the centring distances are averaged over the views. ``actions`` (N, F, 7) and ``geometry`` are
+    needed for ``cfg.centring == "gripper"``."""
     h_bar = torch.as_tensor(out.h_bar, dtype=torch.float64)
-    sem = torch.as_tensor(out.semantic_map, dtype=torch.float64)
-    if cfg.suppress_semantic:
-        sem = suppress_semantic_map(sem, torch.as_tensor(out.uq_map, dtype=torch.float64), cfg.weighting, cfg.kappa)
+    sem_all = torch.as_tensor(out.semantic_map, dtype=torch.float64)
+    views = (map_views,) if isinstance(map_views, int) else tuple(map_views) if map_views else (None,)
+    unc_all = torch.as_tensor(out.uq_map, dtype=torch.float64)
+    sems = []
+    for k, v in enumerate(views):
+        sem = view_rows(sem_all, k, len(views)) if len(views) > 1 else sem_all
+        if cfg.suppress_semantic:
+            sem = suppress_semantic_map(sem, view_rows(unc_all, v), cfg.weighting, cfg.kappa)
+        sems.append(sem)
     if cfg.semantic_score == "global":
         r_s = torch.as_tensor(out.semantic_score, dtype=torch.float64)
     elif cfg.semantic_score == "map_max":
-        r_s = sem.flatten(-2).amax(-1)
+        r_s = torch.stack([m.flatten(-2).amax(-1) for m in sems]).mean(0)
     else:
-        r_s = sem.flatten(-2).mean(-1)
-    centroid = soft_centroid(sem, cfg.centroid_temperature) if cfg.lam > 0 else None
-    return hierarchical_reward(r_s, h_bar, centroid, cfg.centroid_ref, cfg.lam, cfg.weighting, cfg.kappa)
+        r_s = torch.stack([m.flatten(-2).mean(-1) for m in sems]).mean(0)
+    dist = None
+    if cfg.lam > 0:
+        cents = torch.stack([soft_centroid(m, cfg.centroid_temperature) for m in sems], dim=2)  # (N, F, V, 2)
+        if cfg.centring == "gripper":
+            if actions is None or geometry is None or None in views:
+                raise ValueError("centring 'gripper' needs the candidates' actions, the views of the semantic maps "
+                                 "and the camera geometry (a backend with map_views and view_geometry)")
+            ref = gripper_reference(actions, geometry, views)  # type: ignore[arg-type]
+        else:
+            ref = torch.as_tensor(cfg.centroid_ref, dtype=torch.float64)
+        if cfg.centring == "gripper":
+            # Object permanence: where a view's map does not see the target (σ(max logit) < 0.5; the grounded
+            # scorer's maps are logits) — typically the arm hides it as the gripper arrives — its centroid would
+            # jump to another object. There the target is taken to be where that view saw it most confidently in
+            # this cycle's futures (any candidate, any frame).
+            conf = torch.stack([torch.sigmoid(m.flatten(-2).amax(-1)) for m in sems], dim=-1)  # (N, F, V)
+            flat = conf.reshape(-1, conf.shape[-1]).argmax(0)  # per view: the most confident (candidate, frame)
+            best = cents.reshape(-1, *cents.shape[-2:])[flat, torch.arange(conf.shape[-1])]  # (V, 2)
+            cents = torch.where((conf >= 0.5)[..., None], cents, best.expand_as(cents))
+        dist = centroid_distance(cents, ref).mean(-1)
+    per_frame = frame_reward(r_s, h_bar, dist, cfg.lam, cfg.weighting, cfg.kappa)
+    return per_frame.amax(dim=1), per_frame
 
 
 class _HoldError(Exception):
@@ -164,6 +226,16 @@ class _BasePlanner:
         self.backend = backend
         self.config = config or PlannerConfig()
         self.horizon = backend.horizon
+        # the views of the semantic map (None: a backend without views, e.g. the oracle's privileged reward) and
+        # the camera geometry the gripper-referenced centring term projects the TCP with
+        self._map_views: tuple[int, ...] | None = getattr(backend, "map_views", None) or (
+            (backend.centring_view,) if getattr(backend, "centring_view", None) is not None else None)
+        self._geometry: dict | None = None
+        if self.config.score.centring == "gripper":
+            self._geometry = getattr(backend, "view_geometry", None)
+            if self._geometry is None or self._map_views is None:
+                raise ValueError("score.centring 'gripper' needs a backend with semantic-map views and camera "
+                                 f"geometry; {type(backend).__name__} has none")
         norm = backend.normalizer
         self._scale = np.asarray(norm.scale, np.float64)
         self._ref = np.zeros((self.horizon, 7))
@@ -232,7 +304,7 @@ class _BasePlanner:
                 raise _HoldError(f"non-finite backend output: {', '.join(bad)}")
             t = time.perf_counter()
             with torch.no_grad():
-                scores, per_frame = score_rollout(out, cfg.score)
+                scores, per_frame = score_rollout(out, cfg.score, self._map_views, props.actions, self._geometry)
             timings["select"] = timings.get("select", 0.0) + time.perf_counter() - t
             if not torch.isfinite(scores).all():
                 raise _HoldError("non-finite candidate scores")
@@ -420,13 +492,14 @@ class CEMPlanner(_BasePlanner):
                 samples = self._project(torch.as_tensor(samples)).numpy()
                 samples[0] = best_n  # elitism: the best so far is always re-evaluated
                 try:
-                    o = self.backend.rollout(self._denormalize(samples, props.actions[idx0][None]).astype(np.float32))
+                    cand = self._denormalize(samples, props.actions[idx0][None]).astype(np.float32)
+                    o = self.backend.rollout(cand)
                 except Exception as exc:
                     return self._hold(ctx, f"backend error: {type(exc).__name__}: {exc}", timings)
                 bad = o.non_finite()
                 if bad:
                     return self._hold(ctx, f"non-finite backend output: {', '.join(bad)}", timings)
-                s = score_rollout(o, cfg.score)[0].numpy()
+                s = score_rollout(o, cfg.score, self._map_views, cand, self._geometry)[0].numpy()
                 order = np.argsort(-s)
                 if s[order[0]] > best_s:
                     best_s, best_n = float(s[order[0]]), samples[order[0]].copy()

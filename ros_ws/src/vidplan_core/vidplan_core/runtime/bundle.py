@@ -21,12 +21,16 @@ class PlannerModels:
 
     Attributes:
         suite: autoencoder, world model, flow map, UQ head, reward head.
-        scorer: :class:`vidplan_core.models.semantic.SemanticScorer` (SigLIP / CLIP).
+        scorer: :class:`vidplan_core.models.semantic.SemanticScorer` (SigLIP / CLIP) or
+            :class:`vidplan_core.models.grounded.GroundedScorer`.
         semantic_view: which view the semantic reward scores (0 left, 1 right, 2 wrist).
         centring_view: which view's semantic map gives the centroid of the centring term (default 2, the wrist
             camera: its image centre is under the gripper, so the distance to it depends on the candidate — on a
             static exterior view it is the same for every candidate).
         config_name: the model configuration (tiny, demo, full, a suite YAML's name); recorded in ``bundle.json``.
+        map_views: the views whose semantic maps the semantic graph returns, stacked vertically (default
+            ``(centring_view,)``). Several views serve the gripper-referenced centring term, which compares the
+            target's centroid with the candidate's projected TCP in each view (two exterior views fix it in 3-D).
     """
 
     suite: Any
@@ -34,6 +38,31 @@ class PlannerModels:
     semantic_view: int = 0
     config_name: str | None = None
     centring_view: int = 2
+    map_views: tuple[int, ...] | None = None
+
+    @property
+    def map_view_list(self) -> tuple[int, ...]:
+        """The semantic map's views, in the order they are stacked."""
+        return tuple(self.map_views) if self.map_views else (int(self.centring_view),)
+
+    def view_geometry(self) -> dict[str, Any]:
+        """Camera geometry of the model's views as an :func:`~vidplan_core.models.action_maps.action_map_config`
+        with a 1×1 grid (intrinsics in normalised image coordinates, crop included): the world model's own when it
+        renders action maps, else the default calibration (whole views)."""
+        import copy
+
+        maps = self.suite.flow_map.model.config.action_maps
+        if maps and "views" in maps:
+            g = copy.deepcopy(dict(maps))
+            h, w = g["grid_hw"]
+            for v in g["views"]:
+                v["K"] = [[k / w for k in v["K"][0]], [k / h for k in v["K"][1]], list(v["K"][2])]
+            g["grid_hw"] = [1, 1]
+            return g
+        from vidplan_core.calibration import load_calibration
+        from vidplan_core.models.action_maps import action_map_config
+
+        return action_map_config(load_calibration(), (1, 1))
 
     def save(self, directory: str | Path, storage_dtype: Any = None, config_name: str | None = None) -> None:
         """Write the layout :meth:`load` reads: ``directory/<section>/`` per model, ``directory/semantic`` and the
@@ -46,13 +75,20 @@ class PlannerModels:
         from vidplan_core.training.siglip import save_semantic
 
         self.suite.save(directory, storage_dtype=storage_dtype)
-        m = self.scorer.model
-        save_semantic(m, self.scorer.tokenizer, Path(directory) / "semantic", m.config.vision_config.image_size)
-        write_bundle_index(directory, config=config_name or self.config_name)
+        if self.scorer.kind == "grounded":  # image tower + text projection; the sentence encoder is installed
+            self.scorer.save(Path(directory) / "semantic")
+        else:
+            m = self.scorer.model
+            save_semantic(m, self.scorer.tokenizer, Path(directory) / "semantic", m.config.vision_config.image_size)
+        # views only when they differ from the defaults the loader assumes (0, 2, [centring_view])
+        write_bundle_index(directory, config=config_name or self.config_name,
+                           semantic_view=self.semantic_view if self.semantic_view != 0 else None,
+                           centring_view=self.centring_view if self.centring_view != 2 else None,
+                           map_views=self.map_views)
 
     @classmethod
     def load(cls, directory: str | Path, device: str = "cpu", semantic_dir: str | Path | None = None,
-             semantic_view: int = 0) -> PlannerModels:
+             semantic_view: int | None = None) -> PlannerModels:
         """Load the parts the directory's index (``bundle.json``, or the layout without one) names:
         autoencoder, [world_model,] flow_map, uq_head, reward_head and semantic (or ``semantic_dir``).
         Missing parts are a :class:`BackendError` (:class:`~vidplan_core.runtime.loader.BundleError`) naming the
@@ -94,6 +130,9 @@ class PlannerModels:
         for name in ("semantic_view", "centring_view"):
             if not 0 <= getattr(self, name) < 3:
                 raise BackendError(f"{name} must be 0, 1 or 2, got {getattr(self, name)}")
+        mv = self.map_view_list
+        if not mv or any(not 0 <= v < 3 for v in mv) or len(set(mv)) != len(mv):
+            raise BackendError(f"map_views must be distinct views among 0, 1, 2, got {list(mv)}")
 
     def text_dim(self) -> int:
         import torch
@@ -106,8 +145,7 @@ class PlannerModels:
         tok = self.scorer.tokenizer
         if tok is None:
             raise BackendError("the semantic model directory has no tokenizer")
-        return tokenize(tok, self.scorer.kind, self.scorer.model.config.text_config.max_position_embeddings,
-                        instruction)
+        return tokenize(tok, self.scorer.kind, self.scorer.max_text_len, instruction)
 
 
 def tokenize(tokenizer: Any, kind: str, max_len: int, instruction: str) -> np.ndarray:
@@ -166,8 +204,10 @@ def frames_to_float(frames: np.ndarray) -> np.ndarray:
 
 
 def random_planner_models(config: str = "tiny", seed: int = 0, image_size: int | None = None,
-                          semantic_layers: int = 1) -> PlannerModels:
-    """Randomly initialised models of a named configuration plus a small random SigLIP scorer.
+                          semantic_layers: int = 1, scorer: str = "siglip") -> PlannerModels:
+    """Randomly initialised models of a named configuration plus a small random semantic scorer: SigLIP
+    (``scorer="siglip"``) or the grounded scorer (``"grounded"``: random image tower and projection, the real
+    pretrained sentence encoder).
 
     For tests and benchmarks: compute does not depend on the weights' values. The scorer's embedding width is the
     world model's ``text_embed_dim`` (so the instruction embedding also conditions the world model).
@@ -182,6 +222,14 @@ def random_planner_models(config: str = "tiny", seed: int = 0, image_size: int |
     suite = build_suite(config, seed=seed)
     d = suite.flow_map.model.config.text_embed_dim or 32
     torch.manual_seed(seed)
+    name = str(config) if str(config) in PRESETS else Path(str(config)).stem
+    if scorer == "grounded":
+        from vidplan_core.models.grounded import GroundedScorer
+
+        g = GroundedScorer(embed_dim=d, channels=(8, 16, 16)).attach_text_encoder().eval()
+        return PlannerModels(suite, g, config_name=name)
+    if scorer != "siglip":
+        raise ValueError(f"scorer must be 'siglip' or 'grounded', got {scorer!r}")
     tok = build_tokenizer(["pick up the red cube and put it in the bowl", "push the green block"], max_len=12)
     view = suite.autoencoder.config.view_height
     size = image_size or max(16, 16 * round(view / 16))
@@ -190,5 +238,4 @@ def random_planner_models(config: str = "tiny", seed: int = 0, image_size: int |
                 bos_token_id=tok.bos_token_id, eos_token_id=tok.eos_token_id, **common)
     vision = dict(image_size=size, patch_size=8, **common)
     model = SiglipModel(SiglipConfig(text_config=text, vision_config=vision))
-    name = str(config) if str(config) in PRESETS else Path(str(config)).stem
     return PlannerModels(suite, SemanticScorer(model, tok), config_name=name)

@@ -35,7 +35,7 @@ import torch.nn as nn
 from vidplan_core.planning.objective import WeightKind, entropy_weighted_value
 
 __all__ = ["DecodeGraph", "EncodeGraph", "HeadsGraph", "ObjectiveConfig", "RolloutGraph", "SemanticGraph", "TextGraph",
-           "ValueGradGraph", "freeze"]
+           "TextProjectionGraph", "ValueGradGraph", "freeze"]
 
 
 @dataclass(frozen=True)
@@ -127,21 +127,26 @@ class SemanticGraph(nn.Module):
     (the centring term's view; a second vision pass when they differ).
     """
 
-    def __init__(self, autoencoder: nn.Module, scorer: nn.Module, view: int = 0, map_view: int | None = None):
+    def __init__(self, autoencoder: nn.Module, scorer: nn.Module, view: int = 0,
+                 map_view: int | tuple[int, ...] | None = None):
         super().__init__()
         self.ae, self.scorer, self.view = autoencoder, scorer, int(view)
-        self.map_view = self.view if map_view is None else int(map_view)
+        mv = (self.view,) if map_view is None else (map_view,) if isinstance(map_view, int) else tuple(map_view)
+        self.map_views = tuple(int(v) for v in mv)
 
     def forward(self, latents: torch.Tensor, text_embeds: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        n, f = latents.shape[:2]
-        decoded = self.ae.decode(latents)  # (N, H, 3 views, 3, H_img, W_img)
-        frames = decoded[:, :, self.view]
-        pooled, patches = self.scorer.image_features(frames.flatten(0, 1))  # (B, D), (B, gh, gw, D)
-        if self.map_view != self.view:  # the centring map comes from another view (default: the wrist camera)
-            _, patches = self.scorer.image_features(decoded[:, :, self.map_view].flatten(0, 1))
-        t = text_embeds.reshape(1, -1)
-        score = (pooled * t).sum(-1)
-        sim = (patches * t[:, None, None, :]).sum(-1)
+        """→ score (N, H) on ``view``; map (N, H, V·gh, gw): the maps of ``map_views`` stacked vertically."""
+        return self.score_frames(self.ae.decode(latents), text_embeds)
+
+    def score_frames(self, decoded: torch.Tensor, text_embeds: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """:meth:`forward` on frames (N, H, 3 views, 3, H_img, W_img) in [0, 1] instead of latents."""
+        n, f = decoded.shape[:2]
+        t = text_embeds.reshape(-1)
+        score, sim = self.scorer.score_and_map(decoded[:, :, self.view].flatten(0, 1), t)  # (B,), (B, gh, gw)
+        maps = []
+        for v in self.map_views:  # the centring maps (default: the wrist camera's alone)
+            maps.append(sim if v == self.view else self.scorer.score_and_map(decoded[:, :, v].flatten(0, 1), t)[1])
+        sim = torch.cat(maps, dim=-2)
         return score.reshape(n, f), sim.reshape(n, f, *sim.shape[-2:])
 
 
@@ -154,6 +159,18 @@ class TextGraph(nn.Module):
 
     def forward(self, input_ids: torch.Tensor) -> torch.Tensor:
         return self.scorer.encode_text(input_ids=input_ids)
+
+
+class TextProjectionGraph(nn.Module):
+    """Grounded scorer: sentence embedding of the frozen pretrained encoder (computed once per instruction, outside
+    the exported graphs, so bundles do not carry its 90 MB) → the scorer's unit-norm text embedding."""
+
+    def __init__(self, scorer: nn.Module):
+        super().__init__()
+        self.scorer = scorer
+
+    def forward(self, sentence_embeds: torch.Tensor) -> torch.Tensor:
+        return self.scorer.project_text(sentence_embeds)
 
 
 class ValueGradGraph(nn.Module):
@@ -191,6 +208,7 @@ def graph_io(graph: str, **shapes: Any) -> tuple[list[str], list[str]]:
         "heads": (["latents", "actions"], ["uq_map", "h_bar", "value", "value_entropy"]),
         "semantic": (["latents", "text_embeds"], ["semantic_score", "semantic_map"]),
         "text": (["input_ids"], ["text_embeds"]),
+        "text_proj": (["sentence_embeds"], ["text_embeds"]),
         "decode": (["latents"], ["frames"]),
         "value_grad": (["history_latents", "history_actions", "actions", "noise", "text_embeds"],
                        ["objective", "grad"]),

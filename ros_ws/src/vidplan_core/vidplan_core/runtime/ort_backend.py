@@ -97,7 +97,9 @@ class OnnxRuntimeBackend:
                                                         providers=self._providers)
             if g.batch is not None:
                 self._batches.setdefault(re.sub(r"_k\d+$", "", base), []).append(int(g.batch))
-        for need in ("encode", "text", "rollout", "heads", "semantic") + (("value_grad",) if require_grad else ()):
+        self.grounded = m.get("semantic_kind") == "grounded"
+        text_graph = "text_proj" if self.grounded else "text"
+        for need in ("encode", text_graph, "rollout", "heads", "semantic") + (("value_grad",) if require_grad else ()):
             if need not in self._batches and need not in self._sessions:
                 raise BackendError(f"export at {export_dir} lacks the '{need}' graph for K={self.flow_steps}")
         for v in self._batches.values():
@@ -119,6 +121,23 @@ class OnnxRuntimeBackend:
         re-export for the wrist view."""
         m = self.manifest.model
         return int(m.get("centring_view", m.get("semantic_view", 0)))
+
+    @property
+    def map_views(self) -> tuple[int, ...]:
+        """Views whose semantic maps the exported semantic graph stacks (older exports: the centring view)."""
+        m = self.manifest.model
+        return tuple(int(v) for v in m.get("map_views") or [self.centring_view])
+
+    @property
+    def view_geometry(self) -> dict:
+        """Camera geometry of the model's views (normalised intrinsics; older exports: the default calibration)."""
+        g = self.manifest.model.get("view_geometry")
+        if g is None:
+            from vidplan_core.calibration import load_calibration
+            from vidplan_core.models.action_maps import action_map_config
+
+            g = action_map_config(load_calibration(), (1, 1))
+        return g
 
     @property
     def providers(self) -> list[str]:
@@ -173,11 +192,36 @@ class OnnxRuntimeBackend:
             i += take
         return [np.concatenate([o[j] for o in outs]) for j in range(len(outs[0]))]
 
+    def _sentence_encoder(self) -> Any:
+        """Token ids (1, L) → (1, 384) float32 sentence embedding with the grounded scorer's frozen encoder (the
+        installed all-MiniLM-L6-v2; loaded on first use)."""
+        if getattr(self, "_sentence", None) is None:
+            import torch
+
+            from vidplan_core.models.grounded import TEXT_ENCODER_NAME, SentenceEncoder
+
+            name = self.manifest.model.get("text_encoder")
+            if name != TEXT_ENCODER_NAME:
+                raise BackendError(f"the export's grounded scorer was trained on text encoder {name!r}; only "
+                                   f"{TEXT_ENCODER_NAME} is installed")
+            enc = SentenceEncoder.from_pretrained(max_len=int(self.manifest.model["text_length"]))
+
+            def run(ids: np.ndarray) -> np.ndarray:
+                with torch.no_grad():
+                    return enc(torch.as_tensor(ids)).numpy().astype(np.float32)
+
+            self._sentence = run
+        return self._sentence
+
     def text_embedding(self, instruction: str) -> np.ndarray:
         if instruction not in self._text_cache:
             m = self.manifest.model
             ids = tokenize(self._tokenizer, m["semantic_kind"], int(m["text_length"]), instruction)
-            self._text_cache[instruction] = self._sessions["text"].run(None, {"input_ids": ids})[0]
+            if self.grounded:  # the frozen sentence encoder runs in torch, once per instruction
+                sent = self._sentence_encoder()(ids)
+                self._text_cache[instruction] = self._sessions["text_proj"].run(None, {"sentence_embeds": sent})[0]
+            else:
+                self._text_cache[instruction] = self._sessions["text"].run(None, {"input_ids": ids})[0]
         return self._text_cache[instruction]
 
     # ------------------------------------------------------------------ Backend protocol

@@ -26,6 +26,7 @@ from vidplan_core.runtime.graphs import (
     RolloutGraph,
     SemanticGraph,
     TextGraph,
+    TextProjectionGraph,
     ValueGradGraph,
     freeze,
 )
@@ -44,8 +45,10 @@ def build_graphs(models: PlannerModels, flow_steps: int, objective: ObjectiveCon
     graphs = {"encode": EncodeGraph(s.autoencoder), "decode": DecodeGraph(s.autoencoder),
               "rollout": rollout, "heads": heads,
               "semantic": SemanticGraph(s.autoencoder, models.scorer, models.semantic_view,
-                                                models.centring_view),
+                                                models.map_view_list),
               "text": TextGraph(models.scorer), "value_grad": ValueGradGraph(rollout, heads, objective)}
+    if models.scorer.kind == "grounded":  # exported without the frozen sentence encoder (see TextProjectionGraph)
+        graphs["text_proj"] = TextProjectionGraph(models.scorer)
     for g in graphs.values():  # the wrappers too (the models already are): the exporter traces in eval mode
         g.eval()
     return graphs
@@ -105,6 +108,23 @@ class TorchBackend:
         if self.device.type == "cuda":
             torch.cuda.synchronize(self.device)
 
+    @property
+    def centring_view(self) -> int:
+        """View (0 left, 1 right, 2 wrist) of the semantic map (the first of :attr:`map_views`)."""
+        return self.map_views[0]
+
+    @property
+    def map_views(self) -> tuple[int, ...]:
+        """Views whose semantic maps the semantic graph stacks (vertically, in this order)."""
+        return self.models.map_view_list
+
+    @property
+    def view_geometry(self) -> dict:
+        """Camera geometry of the model's views (:meth:`PlannerModels.view_geometry`)."""
+        if getattr(self, "_geometry", None) is None:
+            self._geometry = self.models.view_geometry()
+        return self._geometry
+
     def _t(self, x: np.ndarray) -> torch.Tensor:
         return torch.as_tensor(np.asarray(x, np.float32), device=self.device)
 
@@ -156,16 +176,20 @@ class TorchBackend:
         cat = {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
         return RolloutOutput(timings=timings, **cat)
 
-    def _score_batch(self, lat: torch.Tensor, a: torch.Tensor, text: torch.Tensor, timings: dict[str, float]
-                     ) -> dict[str, np.ndarray]:
+    def _score_batch(self, lat: torch.Tensor, a: torch.Tensor, text: torch.Tensor, timings: dict[str, float],
+                     frames: torch.Tensor | None = None) -> dict[str, np.ndarray]:
         """Heads + semantic reward of one batch of latents (N, H, C, h, w) → the RolloutOutput arrays (numpy);
-        adds the stage times to ``timings``. Called inside no_grad/autocast."""
+        adds the stage times to ``timings``. ``frames`` (N, H, 3, 3, H_img, W_img): the semantic scorer reads these
+        instead of the decoded latents (the ladder's pixel diagnostic). Called inside no_grad/autocast."""
         t = time.perf_counter()
         uq_map, h_bar, value, value_ent = self._heads(lat, a)
         self._sync()
         timings["heads"] += time.perf_counter() - t
         t = time.perf_counter()
-        score, sem_map = self._semantic(lat, text)
+        if frames is None:
+            score, sem_map = self._semantic(lat, text)
+        else:
+            score, sem_map = self.graphs["semantic"].score_frames(frames, text)
         self._sync()
         timings["semantic"] += time.perf_counter() - t
         return {k: v.float().cpu().numpy() for k, v in dict(
@@ -189,18 +213,23 @@ class TorchBackend:
                                          *self._text_args(text)).float().cpu().numpy())
         return np.concatenate(out)
 
-    def score_latents(self, latents: np.ndarray, actions: np.ndarray) -> RolloutOutput:
+    def score_latents(self, latents: np.ndarray, actions: np.ndarray, frames: np.ndarray | None = None
+                      ) -> RolloutOutput:
         """Heads + semantic reward on given future latents (N, H, C, h, w) of the candidates ``actions``
-        (N, H, 7): :meth:`rollout` without the world model (the ladder's oracle scores true futures with it)."""
+        (N, H, 7): :meth:`rollout` without the world model (the ladder's oracle scores true futures with it).
+        ``frames`` (N, H, 3 views, 3, H_img, W_img), uint8 or [0, 1]: the semantic scorer reads them instead of the
+        decoded latents (``oracle+learned-pixels``: the reward without the VAE's losses)."""
         a_all = check_actions(actions, self.horizon)
         text = self._need_ctx()[3]
         lat_all = np.asarray(latents, np.float32)
+        px = None if frames is None else frames_to_float(np.asarray(frames))
         parts: list[dict[str, np.ndarray]] = []
         timings = {"heads": 0.0, "semantic": 0.0}
         for i in range(0, len(a_all), self.max_batch):
             a, lat = self._t(a_all[i:i + self.max_batch]), self._t(lat_all[i:i + self.max_batch])
+            f = None if px is None else self._t(px[i:i + self.max_batch])
             with torch.no_grad(), self._autocast():
-                parts.append(self._score_batch(lat, a, text, timings))
+                parts.append(self._score_batch(lat, a, text, timings, f))
         cat = {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
         return RolloutOutput(timings=timings, **cat)
 

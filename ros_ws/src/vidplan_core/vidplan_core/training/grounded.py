@@ -1,0 +1,281 @@
+"""Training data, loss and evaluation of the grounded semantic scorer (:mod:`vidplan_core.models.grounded`).
+
+Data: shards of simulated frames with per-pixel labels (``vidplan data grounding``;
+:mod:`vidplan_sim.grounding_data` documents the layout). Every training item is one view of one sample plus a
+phrase drawn from a fixed bank, and a target map: per patch of the scorer's map (output stride 2), the fraction of
+the patch covered by what the phrase names.
+
+Phrases (why: colour and shape are each supervised on their own, so combinations never named in training can be
+composed from them):
+
+* an object present in the view — the task templates ``touch the <c> <s>``, ``push the <c> <s> to the left|right``,
+  ``put the <c> <s> in the bowl`` and the bare ``the <c> <s>`` → that object's pixels;
+* a colour alone, ``the <c> object`` → every object of that colour; a shape alone, ``the <s>`` → every such shape;
+* ``the bowl``, ``the robot arm`` → bowl / robot pixels;
+* an object absent from the scene → nothing (the map must stay low everywhere).
+
+Held-out (colour, shape) combinations (``held_out``) never appear in a training phrase, and the training shards
+never contain such objects at all; :func:`evaluate_grounding` measures them on scenes never seen in training.
+Loss: per-patch binary cross-entropy against the covered fraction, positives weighted by ``pos_weight`` (objects
+cover a few patches of hundreds).
+"""
+
+from __future__ import annotations
+
+import glob
+import math
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+__all__ = ["GroundedObjective", "GroundingFrames", "PhraseBank", "evaluate_grounding", "load_shards",
+           "target_fraction"]
+
+LABEL_BOWL, LABEL_ROBOT, LABEL_FIRST_OBJECT = 2, 1, 3  # vidplan_sim.env.SimEnv.render_labels
+TASK_TEMPLATES = ("touch the {c} {s}", "push the {c} {s} to the left", "push the {c} {s} to the right",
+                  "put the {c} {s} in the bowl")
+OBJECT_TEMPLATES = (*TASK_TEMPLATES, "the {c} {s}")
+
+
+class PhraseBank:
+    """Every phrase of training and evaluation, with what it refers to.
+
+    ``refs[i]`` is ``("object", c, s)``, ``("colour", c)``, ``("shape", s)``, ``("bowl",)`` or ``("robot",)``.
+    Phrases naming a held-out combination are listed too (for evaluation) but flagged in ``held``.
+    """
+
+    def __init__(self, colours: list[str], shapes: list[str], held_out: list[tuple[str, str]]):
+        self.colours, self.shapes = list(colours), list(shapes)
+        self.held_out = {tuple(p) for p in held_out}
+        unknown = [p for p in self.held_out if p[0] not in colours or p[1] not in shapes]
+        if unknown:
+            raise ValueError(f"held_out names unknown combinations {unknown}; colours {colours}, shapes {shapes}")
+        self.texts: list[str] = []
+        self.refs: list[tuple[str, ...]] = []
+        self.held: list[bool] = []
+        for c in colours:
+            for s in shapes:
+                for t in OBJECT_TEMPLATES:
+                    self._add(t.format(c=c, s=s), ("object", c, s), (c, s) in self.held_out)
+        for c in colours:
+            self._add(f"the {c} object", ("colour", c), False)
+        for s in shapes:
+            self._add(f"the {s}", ("shape", s), False)
+        self._add("the bowl", ("bowl",), False)
+        self._add("the robot arm", ("robot",), False)
+        self.index = {t: i for i, t in enumerate(self.texts)}
+
+    def _add(self, text: str, ref: tuple[str, ...], held: bool) -> None:
+        self.texts.append(text)
+        self.refs.append(ref)
+        self.held.append(held)
+
+    def object_phrases(self, c: str, s: str, templates: tuple[str, ...] = OBJECT_TEMPLATES) -> list[int]:
+        return [self.index[t.format(c=c, s=s)] for t in templates]
+
+
+def load_shards(pattern: str | Path) -> dict[str, np.ndarray]:
+    """Concatenate the ``.npz`` shards matching ``pattern`` (a glob); ValueError when none match or when their
+    colour/shape lists differ."""
+    files = sorted(glob.glob(str(pattern)))
+    files = [f for f in files if not f.endswith(".partial.npz")]
+    if not files:
+        raise ValueError(f"no grounding shards match {pattern} (make them with `vidplan data grounding`)")
+    parts = [dict(np.load(f)) for f in files]
+    for p, f in zip(parts[1:], files[1:], strict=True):
+        if list(p["colours"]) != list(parts[0]["colours"]) or list(p["shapes"]) != list(parts[0]["shapes"]):
+            raise ValueError(f"{f}: colours/shapes differ from {files[0]}")
+    out = {k: np.concatenate([p[k] for p in parts]) for k in ("frames", "labels", "obj_colour", "obj_shape", "seed")}
+    out["colours"] = [str(c) for c in parts[0]["colours"]]
+    out["shapes"] = [str(s) for s in parts[0]["shapes"]]
+    out["files"] = files
+    return out
+
+
+def _pool(x: np.ndarray | torch.Tensor, k: int) -> torch.Tensor:
+    t = torch.as_tensor(x, dtype=torch.float32)
+    return F.avg_pool2d(t[None, None], k)[0, 0] if k > 1 else t
+
+
+def target_fraction(labels: np.ndarray, ref: tuple[str, ...], obj_colour: np.ndarray, obj_shape: np.ndarray,
+                    colours: list[str], shapes: list[str], pool: int) -> torch.Tensor:
+    """(H, W) labels → (H/pool, W/pool) fraction of each cell showing what ``ref`` names."""
+    if ref[0] == "bowl":
+        mask = labels == LABEL_BOWL
+    elif ref[0] == "robot":
+        mask = labels == LABEL_ROBOT
+    else:
+        sel = np.ones(len(obj_colour), bool) & (obj_colour >= 0)
+        if ref[0] in ("object", "colour"):
+            sel &= obj_colour == colours.index(ref[1])
+        if ref[0] == "object":
+            sel &= obj_shape == shapes.index(ref[2])
+        if ref[0] == "shape":
+            sel &= obj_shape == shapes.index(ref[1])
+        ids = LABEL_FIRST_OBJECT + np.flatnonzero(sel)
+        mask = np.isin(labels, ids)
+    return _pool(mask.astype(np.float32), pool)
+
+
+class GroundingFrames(torch.utils.data.Dataset):
+    """(sample, view) items with a random phrase and its target map (see the module docstring).
+
+    Args:
+        data: :func:`load_shards` output. bank: the phrases. image_pool: average-pooling of the stored frames
+            (2: 96×160 → 48×80). views: view indices used (0 left, 1 right, 2 wrist).
+        min_pixels: an object counts as present in a view from this many label pixels.
+    Items: {"image": (3, h, w) float in [0, 1], "target": (h/2, w/2) float, "phrase": int}.
+    """
+
+    def __init__(self, data: dict[str, Any], bank: PhraseBank, image_pool: int = 2, views: tuple[int, ...] = (0, 1, 2),
+                 min_pixels: int = 4, seed: int = 0):
+        self.d, self.bank, self.pool, self.views = data, bank, int(image_pool), tuple(views)
+        self.min_pixels = int(min_pixels)
+        self.rng = np.random.default_rng(seed)
+        held = [(c, s) for c, s in bank.held_out]
+        for n in range(len(data["seed"])):
+            for c, s in zip(data["obj_colour"][n], data["obj_shape"][n], strict=True):
+                if c >= 0 and (bank.colours[c], bank.shapes[s]) in held:
+                    raise ValueError(f"training shard {data['files']} holds a held-out object "
+                                     f"{bank.colours[c]} {bank.shapes[s]} (seed {data['seed'][n]}): regenerate it "
+                                     "with exclude=held_out")
+
+    def __len__(self) -> int:
+        return len(self.d["seed"]) * len(self.views)
+
+    def _phrase(self, n: int, labels: np.ndarray) -> int:
+        b, d = self.bank, self.d
+        oc, osh = d["obj_colour"][n], d["obj_shape"][n]
+        counts = np.bincount(labels.ravel(), minlength=LABEL_FIRST_OBJECT + len(oc))
+        present = [i for i in range(len(oc)) if oc[i] >= 0 and counts[LABEL_FIRST_OBJECT + i] >= self.min_pixels]
+        u = self.rng.random()
+        if present and u < 0.55:
+            i = present[self.rng.integers(len(present))]
+            return int(self.rng.choice(b.object_phrases(b.colours[oc[i]], b.shapes[osh[i]])))
+        if present and u < 0.67:
+            return b.index[f"the {b.colours[oc[present[self.rng.integers(len(present))]]]} object"]
+        if present and u < 0.79:
+            return b.index[f"the {b.shapes[osh[present[self.rng.integers(len(present))]]]}"]
+        if u < 0.85:
+            return b.index["the bowl"]
+        if u < 0.90:
+            return b.index["the robot arm"]
+        in_scene = {(b.colours[c], b.shapes[s]) for c, s in zip(oc, osh, strict=True) if c >= 0}
+        absent = [(c, s) for c in b.colours for s in b.shapes if (c, s) not in in_scene and (c, s) not in b.held_out]
+        c, s = absent[self.rng.integers(len(absent))]
+        return int(self.rng.choice(b.object_phrases(c, s)))
+
+    def __getitem__(self, idx: int) -> dict[str, Any]:
+        n, v = divmod(int(idx), len(self.views))
+        v = self.views[v]
+        labels = self.d["labels"][n, v]
+        k = self._phrase(n, labels)
+        img = torch.from_numpy(self.d["frames"][n, v]).permute(2, 0, 1).float() / 255.0
+        if self.pool > 1:
+            img = F.avg_pool2d(img[None], self.pool)[0]
+        target = target_fraction(labels, self.bank.refs[k], self.d["obj_colour"][n], self.d["obj_shape"][n],
+                                 self.bank.colours, self.bank.shapes, pool=2 * self.pool)
+        return {"image": img, "target": target, "phrase": k}
+
+
+class GroundedObjective(nn.Module):
+    """Per-patch BCE of the scorer's map against the covered fraction (positives × ``pos_weight``)."""
+
+    def __init__(self, scorer: nn.Module, pos_weight: float = 10.0):
+        super().__init__()
+        self.scorer = scorer
+        self.pos_weight = float(pos_weight)
+
+    def forward(self, image: torch.Tensor, sentence: torch.Tensor, target: torch.Tensor) -> dict[str, torch.Tensor]:
+        _, patches = self.scorer.image_features(image)  # (B, gh, gw, D)
+        logits = self.scorer.map_logits(patches, self.scorer.project_text(sentence))
+        if logits.shape != target.shape:
+            raise ValueError(f"map {tuple(logits.shape)} vs target {tuple(target.shape)}: image size must be a "
+                             "multiple of 2 × the label pooling")
+        w = 1.0 + (self.pos_weight - 1.0) * (target > 0).float()
+        loss = F.binary_cross_entropy_with_logits(logits, target, weight=w)
+        return {"loss": loss}
+
+
+def _wilson(k: int, n: int, z: float = 1.96) -> list[float]:
+    if n == 0:
+        return [0.0, 1.0]
+    p = k / n
+    den = 1 + z * z / n
+    c = (p + z * z / (2 * n)) / den
+    h = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / den
+    return [max(0.0, c - h), min(1.0, c + h)]
+
+
+@torch.no_grad()
+def evaluate_grounding(scorer: Any, data: dict[str, Any], bank: PhraseBank, sentence: torch.Tensor,
+                       image_pool: int = 2, min_pixels: int = 4, templates: tuple[str, ...] = TASK_TEMPLATES,
+                       only: str = "target", batch: int = 64) -> dict[str, Any]:
+    """Grounding accuracy: for each view where the named object and at least one other object are visible
+    (≥ ``min_pixels`` label pixels each), the instruction picks the right object when the object with the highest
+    mean map logit over its own pixels is the named one. ``only="target"`` names the scene's target (the shard's
+    object 0); ``"all"`` names every visible object in turn. ``sentence``: (len(bank.texts), text_dim) sentence
+    embeddings of the bank.
+
+    Returns:
+        {"accuracy", "n", "correct", "ci95", "per_view": {view: {accuracy, n}}, "top_patch_accuracy"} — the
+        top-patch accuracy counts a view as right when the map's highest patch lies on the named object.
+    """
+    scorer.eval()
+    text = scorer.project_text(sentence)
+    pool = 2 * image_pool
+    queries: list[tuple[int, int, int, int]] = []  # (sample, view, object index, phrase)
+    d = data
+    for n in range(len(d["seed"])):
+        oc, osh = d["obj_colour"][n], d["obj_shape"][n]
+        for v in range(d["labels"].shape[1]):
+            counts = np.bincount(d["labels"][n, v].ravel(), minlength=LABEL_FIRST_OBJECT + len(oc))
+            vis = [i for i in range(len(oc)) if oc[i] >= 0 and counts[LABEL_FIRST_OBJECT + i] >= min_pixels]
+            if len(vis) < 2:
+                continue
+            named = [0] if only == "target" else vis
+            for i in named:
+                if i not in vis:
+                    continue
+                for k in bank.object_phrases(bank.colours[oc[i]], bank.shapes[osh[i]], templates):
+                    queries.append((n, v, i, k))
+    correct = top_ok = 0
+    per_view: dict[int, list[int]] = {}
+    for s in range(0, len(queries), batch):
+        qs = queries[s:s + batch]
+        img = torch.stack([torch.from_numpy(d["frames"][n, v]).permute(2, 0, 1).float() / 255.0
+                           for n, v, _, _ in qs])
+        if image_pool > 1:
+            img = F.avg_pool2d(img, image_pool)
+        _, patches = scorer.image_features(img)
+        logits = scorer.map_logits(patches, text[[k for *_, k in qs]])
+        for j, (n, v, i, _k) in enumerate(qs):
+            lab = d["labels"][n, v]
+            oc = d["obj_colour"][n]
+            best, best_i = -np.inf, -1
+            for o in range(len(oc)):
+                if oc[o] < 0:
+                    continue
+                frac = _pool((lab == LABEL_FIRST_OBJECT + o).astype(np.float32), pool)
+                if float(frac.sum()) * pool * pool < min_pixels:
+                    continue
+                m = float((logits[j] * frac).sum() / frac.sum())
+                if m > best:
+                    best, best_i = m, o
+            ok = best_i == i
+            correct += ok
+            pv = per_view.setdefault(v, [0, 0])
+            pv[0] += ok
+            pv[1] += 1
+            top = int(logits[j].flatten().argmax())
+            tfrac = _pool((lab == LABEL_FIRST_OBJECT + i).astype(np.float32), pool).flatten()
+            top_ok += bool(tfrac[top] > 0)
+    n = len(queries)
+    names = ("left", "right", "wrist")
+    return {"accuracy": correct / n if n else float("nan"), "n": n, "correct": correct, "ci95": _wilson(correct, n),
+            "top_patch_accuracy": top_ok / n if n else float("nan"),
+            "per_view": {names[v]: {"accuracy": c / t, "n": t} for v, (c, t) in sorted(per_view.items())}}

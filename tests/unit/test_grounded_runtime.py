@@ -1,0 +1,85 @@
+"""The grounded scorer inside the planner: bundle save/load, torch backend, ONNX export without the sentence
+encoder, onnxruntime matching torch (text embedding and semantic graph)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from vidplan_core.export.onnx_export import export_planner
+from vidplan_core.runtime.base import PlanningContext
+from vidplan_core.runtime.bundle import random_planner_models
+from vidplan_core.runtime.ort_backend import OnnxRuntimeBackend
+from vidplan_core.runtime.torch_backend import TorchBackend
+
+pytestmark = [pytest.mark.unit, pytest.mark.slow]
+
+
+@pytest.fixture(scope="module")
+def models():
+    m = random_planner_models("tiny", scorer="grounded")
+    m.semantic_view, m.map_views = 2, (0, 1)  # score on the wrist view, maps of both exterior views (stacked)
+    return m
+
+
+def _ctx(m, instruction="touch the green ball"):
+    rng = np.random.default_rng(0)
+    vh, vw = m.suite.autoencoder.config.view_height, m.suite.autoencoder.config.view_width
+    frames = rng.integers(0, 255, (m.num_history, 3, 3, vh, vw), dtype=np.uint8)
+    acts = np.tile(np.array([0.5, 0.0, 0.3, np.pi, 0.0, 0.0, 0.0], np.float32), (m.num_history, 1))
+    return PlanningContext(frames, acts, instruction, seed=3)
+
+
+def test_bundle_roundtrip_loads_the_grounded_scorer(models, tmp_path):
+    from vidplan_core.runtime.loader import load_planner_models
+
+    models.save(tmp_path / "b", config_name="tiny")
+    files = {p.name for p in (tmp_path / "b" / "semantic").iterdir()}
+    assert files == {"config.json", "diffusion_pytorch_model.safetensors"}
+    loaded = load_planner_models(tmp_path / "b")
+    assert loaded.scorer.kind == "grounded"
+    assert (loaded.semantic_view, loaded.map_view_list) == (2, (0, 1))  # the views travel in bundle.json
+    ids = torch.as_tensor(loaded.tokenize("push the red cube to the left"))
+    assert torch.allclose(loaded.scorer.encode_text(input_ids=ids), models.scorer.encode_text(input_ids=ids), atol=1e-6)
+
+
+def test_onnx_export_matches_torch_without_the_sentence_encoder(models, tmp_path):
+    # no value-and-grad graph (minutes to trace; its text input is the same text_embeds as the rollout's)
+    man = export_planner(models, tmp_path, flow_steps=(1,), batch_sizes=(2,), grad_batch_sizes=(), simplify="none")
+    assert "text_proj" in man.graphs and "text" not in man.graphs
+    assert man.model["semantic_kind"] == "grounded" and man.model["text_encoder"] == "all-MiniLM-L6-v2"
+    size = sum(p.stat().st_size for p in tmp_path.rglob("*") if p.is_file())
+    assert size < 20_000_000  # no 90 MB BERT in the export
+    ort = OnnxRuntimeBackend(tmp_path, flow_steps=1, threads=1, require_grad=False)
+    tb = TorchBackend(models, flow_steps=1)
+    ctx = _ctx(models)
+    ort.set_context(ctx)
+    tb.set_context(ctx)
+    np.testing.assert_allclose(ort.text_embedding(ctx.instruction), tb.text_embedding(ctx.instruction).numpy(),
+                               atol=1e-4)
+    lat = np.random.default_rng(1).standard_normal((2, models.horizon, *models.suite.autoencoder.latent_shape)
+                                                   ).astype(np.float32)
+    acts = np.tile(ctx.history_actions[-1], (2, models.horizon, 1)).astype(np.float32)
+    a, b = ort.score_latents(lat, acts), tb.score_latents(lat, acts)
+    np.testing.assert_allclose(a.semantic_score, b.semantic_score, atol=1e-4)
+    np.testing.assert_allclose(a.semantic_map, b.semantic_map, atol=1e-3)
+    assert a.semantic_map.shape[-2:] == (16, 8)  # two 16x16 views at output stride 2, stacked
+    assert ort.map_views == tb.map_views == (0, 1)
+    assert ort.view_geometry == tb.view_geometry
+
+
+def test_scoring_given_frames_equals_scoring_their_latents_decoded(models):
+    """The ladder's pixel diagnostic (oracle+learned-pixels) hands the scorer frames instead of decoded latents:
+    handing it exactly the decoded latents must change nothing."""
+    tb = TorchBackend(models, flow_steps=1)
+    tb.set_context(_ctx(models))
+    lat = np.random.default_rng(2).standard_normal((2, models.horizon, *models.suite.autoencoder.latent_shape)
+                                                   ).astype(np.float32)
+    acts = np.tile(_ctx(models).history_actions[-1], (2, models.horizon, 1)).astype(np.float32)
+    frames = np.stack([tb.decode(x) for x in lat])  # (N, H, 3, 3, h, w) in [0, 1]
+    a, b = tb.score_latents(lat, acts), tb.score_latents(lat, acts, frames=frames)
+    np.testing.assert_allclose(a.semantic_score, b.semantic_score, atol=1e-5)
+    np.testing.assert_allclose(a.semantic_map, b.semantic_map, atol=1e-4)
+    c = tb.score_latents(lat, acts, frames=np.zeros_like(frames))
+    assert not np.allclose(a.semantic_map, c.semantic_map)  # the frames are what is scored

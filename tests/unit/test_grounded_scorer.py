@@ -1,0 +1,229 @@
+"""Grounded semantic scorer: real all-MiniLM-L6-v2 text encoder, patch maps, phrase bank, targets, training data
+that never names a held-out combination, workspace crops, and MuJoCo label rendering."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from vidplan_core.calibration import load_calibration, workspace_crop_box, workspace_crop_boxes
+from vidplan_core.models._io import ModelLoadError
+from vidplan_core.models.grounded import GroundedScorer, SentenceEncoder
+from vidplan_core.spaces import crop_view
+from vidplan_core.training.config import HELD_OUT_COMBINATIONS
+from vidplan_core.training.grounded import (
+    LABEL_FIRST_OBJECT,
+    GroundedObjective,
+    GroundingFrames,
+    PhraseBank,
+    evaluate_grounding,
+    target_fraction,
+)
+
+pytestmark = pytest.mark.unit
+COLOURS = ["red", "green", "blue", "yellow", "orange", "purple", "pink", "cyan"]
+SHAPES = ["cube", "cylinder", "ball"]
+
+
+@pytest.fixture(scope="module")
+def encoder():
+    return SentenceEncoder.from_pretrained()
+
+
+@pytest.fixture(scope="module")
+def scorer(encoder):
+    torch.manual_seed(0)
+    return GroundedScorer(embed_dim=16, channels=(8, 16, 16)).attach_text_encoder(encoder).eval()
+
+
+def test_text_encoder_is_the_pretrained_minilm(encoder):
+    """Real weights: related instructions are closer than unrelated ones, and the output is unit norm."""
+    e = encoder.encode(["touch the red cube", "touch the red block", "put the green ball in the bowl"])
+    assert e.shape == (3, 384)
+    assert torch.allclose(e.norm(dim=-1), torch.ones(3), atol=1e-5)
+    sim = e @ e.T
+    assert sim[0, 1] > sim[0, 2] + 0.1  # a random BERT would not rank "block" next to "cube"
+    # padding does not change the embedding (mean pooling over real tokens only)
+    ids = torch.from_numpy(encoder.tokenize(["touch the red cube"]))
+    assert torch.allclose(encoder(ids), e[:1], atol=1e-5)
+
+
+def test_scorer_shapes_gradients_and_interface(scorer):
+    imgs = torch.rand(2, 5, 3, 48, 80, requires_grad=True)
+    t = scorer.encode_text(["touch the red cube"])
+    assert t.shape == (1, 16)
+    out = scorer.score_and_centroid(imgs, t[0])
+    assert out["score"].shape == (2, 5) and out["map"].shape == (2, 5, 24, 40) and out["centroid"].shape == (2, 5, 2)
+    assert ((out["score"] >= 0) & (out["score"] <= 1)).all()
+    out["score"].sum().backward()
+    assert imgs.grad is not None and imgs.grad.abs().sum() > 0  # refinement can back-propagate to the pixels
+    pooled, patches = scorer.image_features(imgs.detach())
+    assert pooled.shape == (2, 5, 16) and patches.shape == (2, 5, 24, 40, 16)
+    with pytest.raises(ValueError, match="3, H, W"):
+        scorer.image_features(torch.rand(2, 4, 8, 8))
+
+
+def test_save_load_roundtrip_keeps_outputs_and_leaves_text_encoder_out(scorer, encoder, tmp_path):
+    scorer.save(tmp_path / "g")
+    names = {p.name for p in (tmp_path / "g").iterdir()}
+    assert names == {"config.json", "diffusion_pytorch_model.safetensors"}
+    assert (tmp_path / "g" / "diffusion_pytorch_model.safetensors").stat().st_size < 1_000_000  # no BERT inside
+    loaded = GroundedScorer.from_pretrained_dir(tmp_path / "g")
+    x = torch.rand(1, 3, 48, 80)
+    t = scorer.encode_text(["the bowl"])
+    assert torch.allclose(loaded.similarity_map(x, loaded.encode_text(["the bowl"])), scorer.similarity_map(x, t),
+                          atol=1e-5)
+    import json
+
+    cfg = json.loads((tmp_path / "g" / "config.json").read_text())
+    cfg["text_encoder"] = "some-other-encoder"
+    (tmp_path / "g" / "config.json").write_text(json.dumps(cfg))
+    with pytest.raises(ModelLoadError, match="some-other-encoder"):
+        GroundedScorer.from_pretrained_dir(tmp_path / "g")
+
+
+def test_phrase_bank_flags_held_out_and_rejects_unknown():
+    bank = PhraseBank(COLOURS, SHAPES, [tuple(p) for p in HELD_OUT_COMBINATIONS])
+    held = {bank.texts[i] for i, h in enumerate(bank.held) if h}
+    assert "touch the red cylinder" in held and "the red cylinder" in held
+    assert "touch the red cube" not in held and "the red object" not in held
+    # every colour and every shape still appears in a training phrase with some partner
+    train_refs = {bank.refs[i] for i, h in enumerate(bank.held) if not h and bank.refs[i][0] == "object"}
+    assert {r[1] for r in train_refs} == set(COLOURS) and {r[2] for r in train_refs} == set(SHAPES)
+    with pytest.raises(ValueError, match="unknown"):
+        PhraseBank(COLOURS, SHAPES, [("violet", "cube")])
+
+
+def _fake_data(n=6, h=96, w=160, held_object=False):
+    """Labelled frames: object i is a square of its colour (index) at a known place."""
+    rng = np.random.default_rng(0)
+    frames = np.zeros((n, 3, h, w, 3), np.uint8)
+    labels = np.zeros((n, 3, h, w), np.uint8)
+    oc = np.full((n, 8), -1, np.int8)
+    osh = np.full((n, 8), -1, np.int8)
+    for k in range(n):
+        for i in range(3):
+            c, s = (i + k) % 6, i % 3
+            if not held_object and (COLOURS[c], SHAPES[s]) in {tuple(p) for p in HELD_OUT_COMBINATIONS}:
+                c = 6 + (i % 2)  # pink / orange: never held out
+            oc[k, i], osh[k, i] = c, s
+            y, x = rng.integers(8, h - 16), rng.integers(8 + 40 * i, 40 * i + 30)
+            labels[k, :, y:y + 8, x:x + 8] = LABEL_FIRST_OBJECT + i
+            frames[k, :, y:y + 8, x:x + 8] = (40 * c) % 255
+    return {"frames": frames, "labels": labels, "obj_colour": oc, "obj_shape": osh, "seed": np.arange(n),
+            "colours": COLOURS, "shapes": SHAPES, "files": ["fake"]}
+
+
+def test_target_fraction_is_the_covered_fraction():
+    lab = np.zeros((8, 8), np.uint8)
+    lab[0:2, 0:4] = LABEL_FIRST_OBJECT + 1  # object 1: red ball
+    lab[4:8, 4:8] = 2  # the bowl
+    oc, osh = np.array([0, 0, 2, -1]), np.array([0, 2, 0, -1])
+    t = target_fraction(lab, ("object", "red", "ball"), oc, osh, COLOURS, SHAPES, pool=4)
+    assert t.tolist() == [[0.5, 0.0], [0.0, 0.0]]
+    assert target_fraction(lab, ("bowl",), oc, osh, COLOURS, SHAPES, pool=4).tolist() == [[0.0, 0.0], [0.0, 1.0]]
+    assert float(target_fraction(lab, ("colour", "red"), oc, osh, COLOURS, SHAPES, pool=4).sum()) == 0.5
+    assert float(target_fraction(lab, ("object", "blue", "cube"), oc, osh, COLOURS, SHAPES, pool=4).sum()) == 0.0
+
+
+def test_training_items_never_name_a_held_out_combination():
+    bank = PhraseBank(COLOURS, SHAPES, [tuple(p) for p in HELD_OUT_COMBINATIONS])
+    ds = GroundingFrames(_fake_data(), bank, image_pool=2)
+    seen = set()
+    for _ in range(4):
+        for i in range(len(ds)):
+            item = ds[i]
+            assert item["image"].shape == (3, 48, 80) and item["target"].shape == (24, 40)
+            assert not bank.held[item["phrase"]], bank.texts[item["phrase"]]
+            seen.add(bank.refs[item["phrase"]][0])
+    assert seen == {"object", "colour", "shape", "bowl", "robot"}
+    with pytest.raises(ValueError, match="held-out object"):
+        GroundingFrames(_fake_data(held_object=True), bank)
+
+
+def test_objective_learns_and_evaluation_counts_right(scorer, encoder):
+    """A few steps on fake frames lower the loss; the evaluation scores a map that is right by construction as
+    100 % and one that points at another object as 0 %."""
+    data = _fake_data()
+    bank = PhraseBank(COLOURS, SHAPES, [])
+    ds = GroundingFrames(data, bank)
+    sent = encoder.encode(bank.texts)
+    torch.manual_seed(0)
+    obj = GroundedObjective(GroundedScorer(embed_dim=16, channels=(8, 16, 16)), pos_weight=5.0)
+    opt = torch.optim.Adam(obj.parameters(), lr=3e-3)
+    items = [ds[i] for i in range(len(ds))]
+    batch = {k: torch.stack([torch.as_tensor(it[k]) for it in items]) for k in ("image", "target", "phrase")}
+    losses = []
+    for _ in range(25):
+        loss = obj(batch["image"], sent[batch["phrase"]], batch["target"])["loss"]
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        losses.append(float(loss))
+    assert losses[-1] < 0.7 * losses[0]
+
+    class Oracle(torch.nn.Module):  # a map equal to the named object's mask (or to another object's)
+        def __init__(self, wrong: bool):
+            super().__init__()
+            self.wrong, self.q = wrong, []
+
+        def eval(self):
+            return self
+
+        def project_text(self, s):
+            return s
+
+        def image_features(self, img):
+            return None, img
+
+        def map_logits(self, patches, text):
+            return self.q.pop(0)
+
+    rep = evaluate_grounding(scorer, data, bank, sent)  # an untrained scorer runs end to end
+    assert rep["n"] == 6 * 3 * 4 and 0 <= rep["accuracy"] <= 1
+    for wrong in (False, True):
+        o = Oracle(wrong)
+        maps = []
+        for n in range(6):
+            for v in range(3):
+                for _ in range(4):
+                    idx = 1 if wrong else 0
+                    maps.append(target_fraction(data["labels"][n, v], ("object", COLOURS[data["obj_colour"][n, idx]],
+                                                SHAPES[data["obj_shape"][n, idx]]), data["obj_colour"][n],
+                                                data["obj_shape"][n], COLOURS, SHAPES, pool=4))
+        o.q = [torch.stack(maps)]
+        rep = evaluate_grounding(o, data, bank, sent, batch=10_000)
+        assert rep["accuracy"] == (0.0 if wrong else 1.0)
+        assert rep["ci95"][0] <= rep["accuracy"] <= rep["ci95"][1]
+
+
+def test_workspace_crop_holds_the_workspace_at_the_model_aspect():
+    cal = load_calibration()
+    ws = {"x": [0.33, 0.71], "y": [-0.31, 0.31], "z": [0.0, 0.12]}
+    boxes = workspace_crop_boxes(cal, ws, 160 / 96)
+    assert set(boxes) == {"left", "right"}  # the wrist camera moves: never cropped
+    corners = np.array([[x, y, z] for x in ws["x"] for y in ws["y"] for z in ws["z"]])
+    for name, (x0, y0, x1, y1) in boxes.items():
+        cam = cal.cameras[name]
+        assert abs((x1 - x0) / (y1 - y0) - 160 / 96) < 0.02
+        assert 0 <= x0 < x1 <= cam.width and 0 <= y0 < y1 <= cam.height
+        T = np.linalg.inv(cam.transform())
+        pc = corners @ T[:3, :3].T + T[:3, 3]
+        u, v = cam.fx * pc[:, 0] / pc[:, 2] + cam.cx, cam.fy * pc[:, 1] / pc[:, 2] + cam.cy
+        assert (u >= x0).all() and (u <= x1).all() and (v >= y0).all() and (v <= y1).all()
+        assert (x1 - x0) < 0.7 * cam.width  # a real zoom
+    with pytest.raises(ValueError, match="behind the camera"):
+        workspace_crop_box(cal.cameras["left"], np.array([[0.05, 2.0, 0.52]]), 1.0)
+    with pytest.raises(ValueError, match="'z'"):
+        workspace_crop_boxes(cal, {"x": [0, 1], "y": [0, 1], "z": [1, 0]}, 1.0)
+
+
+def test_crop_view_cuts_then_resizes():
+    img = np.zeros((180, 320, 3), np.uint8)
+    img[50:60, 100:120] = 255
+    out = crop_view(img, [100, 50, 120, 60], 10, 20)
+    assert out.shape == (10, 20, 3) and out.min() == 255
+    assert crop_view(img, None, 90, 160).shape == (90, 160, 3)
+    with pytest.raises(ValueError, match="leaves no image"):
+        crop_view(img, [400, 0, 500, 10], 10, 10)
