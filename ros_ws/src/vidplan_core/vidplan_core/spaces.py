@@ -35,6 +35,7 @@ __all__ = [
     "VIEW_ORDER",
     "ActionNormalizer",
     "EEChunk",
+    "crop_box_pixels",
     "crop_view",
     "euler_to_quat",
     "model_stride",
@@ -285,10 +286,16 @@ def crop_view(img: np.ndarray, box: list[float] | tuple[float, ...] | None, heig
     """
     img = np.asarray(img)
     if box is not None:
-        H, W = img.shape[:2]
-        x0, y0 = max(0, int(np.floor(box[0]))), max(0, int(np.floor(box[1])))
-        x1, y1 = min(W, int(np.ceil(box[2]))), min(H, int(np.ceil(box[3])))
-        if x1 - x0 < 2 or y1 - y0 < 2:
-            raise ValueError(f"crop box {list(box)} leaves no image inside {W}x{H}")
+        x0, y0, x1, y1 = crop_box_pixels(box, img.shape[1], img.shape[0])
         img = img[y0:y1, x0:x1]
     return resize_view(np.ascontiguousarray(img), height, width)
+
+
+def crop_box_pixels(box: list[float] | tuple[float, ...], width: int, height: int) -> tuple[int, int, int, int]:
+    """[x0, y0, x1, y1] → whole pixels (x0, y0, x1, y1), rounded outwards and clipped to a width×height image (the
+    rounding of :func:`crop_view`; anything cropped alongside an image, e.g. labels, uses it too)."""
+    x0, y0 = max(0, int(np.floor(box[0]))), max(0, int(np.floor(box[1])))
+    x1, y1 = min(width, int(np.ceil(box[2]))), min(height, int(np.ceil(box[3])))
+    if x1 - x0 < 2 or y1 - y0 < 2:
+        raise ValueError(f"crop box {list(box)} leaves no image inside {width}x{height}")
+    return x0, y0, x1, y1

@@ -26,7 +26,7 @@ from pathlib import Path
 import numpy as np
 from scipy.spatial.transform import Rotation
 
-from vidplan_core.spaces import VIEW_ORDER, crop_view
+from vidplan_core.spaces import VIEW_ORDER, crop_box_pixels, crop_view
 from vidplan_sim.env import SimEnv
 from vidplan_sim.scene import HOME_Q
 from vidplan_sim.tasks import Task
@@ -54,9 +54,7 @@ def random_arm_pose(rng: np.random.Generator) -> np.ndarray:
 def _resize_labels(lab: np.ndarray, box: Sequence[float] | None, height: int, width: int) -> np.ndarray:
     """The label image through the same crop as :func:`crop_view`, then nearest-neighbour resampling."""
     if box is not None:
-        H, W = lab.shape
-        x0, y0 = max(0, int(np.floor(box[0]))), max(0, int(np.floor(box[1])))
-        x1, y1 = min(W, int(np.ceil(box[2]))), min(H, int(np.ceil(box[3])))
+        x0, y0, x1, y1 = crop_box_pixels(box, lab.shape[1], lab.shape[0])
         lab = lab[y0:y1, x0:x1]
     h, w = lab.shape
     rows = np.minimum(((np.arange(height) + 0.5) * h / height).astype(int), h - 1)

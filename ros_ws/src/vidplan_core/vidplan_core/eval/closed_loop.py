@@ -50,7 +50,6 @@ No rclpy here (vidplan_core rule); vidplan_sim is imported lazily.
 from __future__ import annotations
 
 import json
-import math
 import subprocess
 import time
 from collections import deque
@@ -62,6 +61,7 @@ from typing import Any, Literal
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from vidplan_core.eval.metrics import wilson_interval  # re-exported: the ladder's tables use it
 from vidplan_core.planning.nominal import NominalObservation
 from vidplan_core.planning.proposals import ProposalSet, compose_proposals, perturbation_proposals
 from vidplan_core.planning.session import PlanningSession
@@ -214,17 +214,6 @@ def episode_specs(cfg: ClosedLoopConfig, colours: list[str], shapes: list[str]) 
                 task = sample_task(np.random.default_rng([seed, 11]), colours, shapes, kinds=(kind,))
                 out.append(EpisodeSpec(seed=seed, clutter=clutter, kind=kind, instruction=task.instruction, index=i))
     return out
-
-
-def wilson_interval(k: int, n: int, z: float = 1.959964) -> tuple[float, float] | None:
-    """Wilson score 95 % interval of a success rate k/n (None for n = 0)."""
-    if n <= 0:
-        return None
-    p = k / n
-    den = 1 + z * z / n
-    centre = (p + z * z / (2 * n)) / den
-    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / den
-    return max(0.0, centre - half), min(1.0, centre + half)
 
 
 # ------------------------------------------------------------------------------------------------------ policies

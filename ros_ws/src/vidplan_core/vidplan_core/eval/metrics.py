@@ -6,6 +6,7 @@ Python floats / dicts so results serialise to JSON directly.
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import numpy as np
@@ -20,6 +21,7 @@ __all__ = [
     "rank_correlations",
     "reliability_diagram",
     "ssim",
+    "wilson_interval",
 ]
 
 
@@ -142,3 +144,15 @@ def latency_summary(seconds: Any) -> dict[str, float]:
         return {"count": 0}
     return {"count": int(s.size), "mean_ms": float(s.mean()), "p50_ms": float(np.percentile(s, 50)),
             "p95_ms": float(np.percentile(s, 95)), "max_ms": float(s.max())}
+
+
+def wilson_interval(k: int, n: int, z: float = 1.959964) -> tuple[float, float] | None:
+    """Wilson score 95 % interval of a success rate k/n (None for n = 0)."""
+    if n <= 0:
+        return None
+    p = k / n
+    den = 1 + z * z / n
+    centre = (p + z * z / (2 * n)) / den
+    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / den
+    # exact at the edges (0/n → 0, n/n → 1): the closed form lands there only up to rounding
+    return (0.0 if k == 0 else max(0.0, centre - half)), (1.0 if k == n else min(1.0, centre + half))

@@ -39,7 +39,7 @@ import torch.nn as nn
 from vidplan_core.spaces import VIEW_ORDER
 
 __all__ = ["ACTION_MAP_CHANNELS", "ActionMapRenderer", "action_map_config", "euler_xyz_to_matrix",
-           "resolve_action_map_spec"]
+           "normalised_view_geometry", "resolve_action_map_spec"]
 
 ACTION_MAP_CHANNELS = ("tcp", "finger_a", "finger_b", "height", "gripper")
 
@@ -89,6 +89,24 @@ def action_map_config(calibration: Any, grid_hw: tuple[int, int], sigma_px: floa
         views.append({"name": name, "K": K, "T_parent_cam": np.asarray(cam.transform()).tolist(), "parent": parent})
     return {"views": views, "grid_hw": [h, w], "sigma_px": float(sigma_px), "z_ref": float(z_ref),
             "z_scale": float(z_scale), "tcp_offset_m": TCP_OFFSET_M, "finger_open_m": FINGER_OPEN_M}
+
+
+def normalised_view_geometry(action_maps: dict[str, Any] | None = None) -> dict[str, Any]:
+    """The camera geometry of a model's views with a 1×1 grid (intrinsics in normalised image coordinates [0, 1],
+    crop included): a world model's resolved ``action_maps`` configuration rescaled, or — for a model without maps —
+    the default calibration's whole views. What the planner projects the TCP with (gripper-referenced centring)."""
+    import copy
+
+    if action_maps and "views" in action_maps:
+        g = copy.deepcopy(dict(action_maps))
+        h, w = g["grid_hw"]
+        for v in g["views"]:
+            v["K"] = [[k / w for k in v["K"][0]], [k / h for k in v["K"][1]], list(v["K"][2])]
+        g["grid_hw"] = [1, 1]
+        return g
+    from vidplan_core.calibration import load_calibration
+
+    return action_map_config(load_calibration(), (1, 1))
 
 
 SPEC_KEYS = ("calibration", "sigma_px", "crop", "z_ref", "z_scale")

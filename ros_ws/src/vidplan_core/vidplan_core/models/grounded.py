@@ -35,6 +35,7 @@ from diffusers import ModelMixin
 from diffusers.configuration_utils import ConfigMixin, register_to_config
 
 from ._io import ModelLoadError, StrictLoadMixin, check_finite
+from .semantic import broadcast_text, soft_centroid
 
 __all__ = ["GroundedScorer", "SentenceEncoder", "default_text_encoder_dir"]
 
@@ -223,22 +224,11 @@ class GroundedScorer(StrictLoadMixin, ModelMixin, ConfigMixin):
         cos = (patches * text_emb[..., None, None, :]).sum(-1)
         return cos * self.logit_scale.exp() + self.logit_bias
 
-    @staticmethod
-    def _text(text_emb: torch.Tensor, lead: tuple[int, ...]) -> torch.Tensor:
-        if text_emb.ndim == 1:
-            return text_emb
-        if text_emb.ndim == 2 and text_emb.shape[0] == 1:
-            return text_emb[0]
-        if text_emb.ndim == 2 and len(lead) >= 1 and text_emb.shape[0] == lead[0]:
-            return text_emb.reshape(lead[0], *([1] * (len(lead) - 1)), text_emb.shape[-1])
-        raise ValueError(f"text embedding: expected (D,), (1, D) or (B={lead[0] if lead else '?'}, D), "
-                         f"got {tuple(text_emb.shape)}")
-
     def score_and_map(self, images: torch.Tensor, text_emb: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """(..., 3, H, W) → (score (...) ∈ [0, 1]: the fraction of the image the named thing covers,
         map (..., gh, gw): per-patch logits)."""
         _, patches = self.image_features(images)
-        m = self.map_logits(patches, self._text(text_emb, tuple(images.shape[:-3])))
+        m = self.map_logits(patches, broadcast_text(text_emb, tuple(images.shape[:-3])))
         return torch.sigmoid(m).mean(dim=(-2, -1)), m
 
     def score(self, images: torch.Tensor, text_emb: torch.Tensor) -> torch.Tensor:
@@ -250,8 +240,6 @@ class GroundedScorer(StrictLoadMixin, ModelMixin, ConfigMixin):
     def score_and_centroid(self, images: torch.Tensor, text_emb: torch.Tensor, temperature: float = 0.1,
                            ) -> dict[str, torch.Tensor]:
         """{"score": (...), "map": (..., gh, gw), "centroid": (..., 2) (x, y) in [0, 1]}."""
-        from .semantic import soft_centroid
-
         s, m = self.score_and_map(images, text_emb)
         return {"score": s, "map": m, "centroid": soft_centroid(m, temperature)}
 

@@ -26,7 +26,7 @@ import torch.nn.functional as F
 
 from ._io import ModelLoadError, check_finite
 
-__all__ = ["SemanticScorer", "soft_centroid"]
+__all__ = ["SemanticScorer", "broadcast_text", "soft_centroid"]
 
 _DEFAULT_NORM = {"siglip": ([0.5, 0.5, 0.5], [0.5, 0.5, 0.5]),
                  "clip": ([0.48145466, 0.4578275, 0.40821073], [0.26862954, 0.26130258, 0.27577711])}
@@ -52,6 +52,19 @@ def soft_centroid(sim_map: torch.Tensor, temperature: float = 0.1) -> torch.Tens
     cx = (w.sum(-2) * xs).sum(-1)
     cy = (w.sum(-1) * ys).sum(-1)
     return torch.stack([cx, cy], dim=-1)
+
+
+def broadcast_text(text_emb: torch.Tensor, lead: tuple[int, ...]) -> torch.Tensor:
+    """A text embedding (D,), (1, D) or (B, D) shaped to broadcast against image features with leading shape
+    ``lead`` = (B, ...) (one instruction for all images, or one per batch entry)."""
+    if text_emb.ndim == 1:
+        return text_emb
+    if text_emb.ndim == 2 and text_emb.shape[0] == 1:
+        return text_emb[0]
+    if text_emb.ndim == 2 and len(lead) >= 1 and text_emb.shape[0] == lead[0]:
+        return text_emb.reshape(lead[0], *([1] * (len(lead) - 1)), text_emb.shape[-1])
+    raise ValueError(f"text embedding: expected (D,), (1, D) or (B={lead[0] if lead else '?'}, D), "
+                     f"got {tuple(text_emb.shape)}")
 
 
 class SemanticScorer(nn.Module):
@@ -159,12 +172,7 @@ class SemanticScorer(nn.Module):
 
     @staticmethod
     def _text(text_emb: torch.Tensor, lead: tuple[int, ...]) -> torch.Tensor:
-        if text_emb.ndim == 1:
-            return text_emb
-        if text_emb.ndim == 2 and len(lead) >= 1 and text_emb.shape[0] == lead[0]:
-            return text_emb.reshape(lead[0], *([1] * (len(lead) - 1)), text_emb.shape[-1])
-        raise ValueError(f"text embedding: expected (D,) or (B={lead[0] if lead else '?'}, D), "
-                         f"got {tuple(text_emb.shape)}")
+        return broadcast_text(text_emb, lead)
 
     def score(self, images: torch.Tensor, text_emb: torch.Tensor) -> torch.Tensor:
         """Per-frame image–text cosine similarity: images (..., 3, H, W), text (D,) or (B, D) → (...)."""

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import Any, Literal
 
 import numpy as np
 import torch
@@ -152,21 +152,26 @@ def view_rows(uq_map: torch.Tensor, view: int | None, num_views: int = 3) -> tor
     return uq_map[..., view * h:(view + 1) * h, :]
 
 
-def gripper_reference(actions: np.ndarray, geometry: dict, views: tuple[int, ...]) -> torch.Tensor:
+def gripper_reference(actions: np.ndarray, geometry: Any, views: tuple[int, ...]) -> torch.Tensor:
     """The candidates' TCP projected into each view at its own frame: (N, F, 7) raw actions → (N, F, V, 2) (x, y)
     in normalised image coordinates [0, 1]. Exterior cameras are fixed; the wrist camera moves with the hand, so the
-    TCP always lands on the same point of the wrist image. ``geometry``: a 1×1-grid action-map configuration
+    TCP always lands on the same point of the wrist image. ``geometry``: an
+    :class:`~vidplan_core.models.action_maps.ActionMapRenderer` over a 1×1-grid configuration, or that configuration
     (:meth:`vidplan_core.runtime.bundle.PlannerModels.view_geometry`)."""
     from vidplan_core.models.action_maps import ActionMapRenderer
 
-    r = ActionMapRenderer(geometry)
+    r = geometry if isinstance(geometry, ActionMapRenderer) else ActionMapRenderer(geometry)
     a = torch.as_tensor(np.asarray(actions), dtype=torch.float64)
-    uv = torch.stack([r.project(a[:, f:f + 1], 0)[0][:, 0, :, 0] for f in range(a.shape[1])], dim=1)  # (N, F, 3, 2)
+    uv = r.project(a, 0)[0][..., 0, :]  # (N, F, 3, 2): TCP in every view, hand cameras posed at frame 0
+    if any(r.on_hand):  # a hand camera sees the TCP of its own frame, the same point at every frame
+        own = r.project(a[:, :1], 0)[0][..., 0, :]
+        hand = torch.tensor(r.on_hand)[None, None, :, None]
+        uv = torch.where(hand, own.expand_as(uv), uv)
     return uv[:, :, list(views)]
 
 
 def score_rollout(out: RolloutOutput, cfg: ScoreConfig, map_views: int | tuple[int, ...] | None = None,
-                  actions: np.ndarray | None = None, geometry: dict | None = None,
+                  actions: np.ndarray | None = None, geometry: Any = None,
                   ) -> tuple[torch.Tensor, torch.Tensor]:
     """Hierarchical reward of a rollout: (N,) candidate scores and (N, F) per-frame rewards.
 
@@ -230,9 +235,12 @@ class _BasePlanner:
         # the camera geometry the gripper-referenced centring term projects the TCP with
         self._map_views: tuple[int, ...] | None = getattr(backend, "map_views", None) or (
             (backend.centring_view,) if getattr(backend, "centring_view", None) is not None else None)
-        self._geometry: dict | None = None
+        self._geometry: Any = None
         if self.config.score.centring == "gripper":
-            self._geometry = getattr(backend, "view_geometry", None)
+            from vidplan_core.models.action_maps import ActionMapRenderer
+
+            geo = getattr(backend, "view_geometry", None)
+            self._geometry = ActionMapRenderer(geo) if geo is not None else None  # built once, used every cycle
             if self._geometry is None or self._map_views is None:
                 raise ValueError("score.centring 'gripper' needs a backend with semantic-map views and camera "
                                  f"geometry; {type(backend).__name__} has none")

@@ -46,23 +46,11 @@ class PlannerModels:
         return tuple(self.map_views) if self.map_views else (int(self.centring_view),)
 
     def view_geometry(self) -> dict[str, Any]:
-        """Camera geometry of the model's views as an :func:`~vidplan_core.models.action_maps.action_map_config`
-        with a 1×1 grid (intrinsics in normalised image coordinates, crop included): the world model's own when it
-        renders action maps, else the default calibration (whole views)."""
-        import copy
+        """Camera geometry of the model's views (:func:`~vidplan_core.models.action_maps.normalised_view_geometry`:
+        the world model's own when it renders action maps, else the default calibration, whole views)."""
+        from vidplan_core.models.action_maps import normalised_view_geometry
 
-        maps = self.suite.flow_map.model.config.action_maps
-        if maps and "views" in maps:
-            g = copy.deepcopy(dict(maps))
-            h, w = g["grid_hw"]
-            for v in g["views"]:
-                v["K"] = [[k / w for k in v["K"][0]], [k / h for k in v["K"][1]], list(v["K"][2])]
-            g["grid_hw"] = [1, 1]
-            return g
-        from vidplan_core.calibration import load_calibration
-        from vidplan_core.models.action_maps import action_map_config
-
-        return action_map_config(load_calibration(), (1, 1))
+        return normalised_view_geometry(self.suite.flow_map.model.config.action_maps)
 
     def save(self, directory: str | Path, storage_dtype: Any = None, config_name: str | None = None) -> None:
         """Write the layout :meth:`load` reads: ``directory/<section>/`` per model, ``directory/semantic`` and the

@@ -133,10 +133,9 @@ class OnnxRuntimeBackend:
         """Camera geometry of the model's views (normalised intrinsics; older exports: the default calibration)."""
         g = self.manifest.model.get("view_geometry")
         if g is None:
-            from vidplan_core.calibration import load_calibration
-            from vidplan_core.models.action_maps import action_map_config
+            from vidplan_core.models.action_maps import normalised_view_geometry
 
-            g = action_map_config(load_calibration(), (1, 1))
+            g = normalised_view_geometry(None)
         return g
 
     @property

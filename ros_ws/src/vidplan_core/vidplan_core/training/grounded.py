@@ -23,7 +23,6 @@ cover a few patches of hundreds).
 from __future__ import annotations
 
 import glob
-import math
 from pathlib import Path
 from typing import Any
 
@@ -31,6 +30,8 @@ import numpy as np
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
+
+from vidplan_core.eval.metrics import wilson_interval
 
 __all__ = ["GroundedObjective", "GroundingFrames", "PhraseBank", "evaluate_grounding", "load_shards",
            "target_fraction"]
@@ -201,16 +202,6 @@ class GroundedObjective(nn.Module):
         return {"loss": loss}
 
 
-def _wilson(k: int, n: int, z: float = 1.96) -> list[float]:
-    if n == 0:
-        return [0.0, 1.0]
-    p = k / n
-    den = 1 + z * z / n
-    c = (p + z * z / (2 * n)) / den
-    h = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / den
-    return [max(0.0, c - h), min(1.0, c + h)]
-
-
 @torch.no_grad()
 def evaluate_grounding(scorer: Any, data: dict[str, Any], bank: PhraseBank, sentence: torch.Tensor,
                        image_pool: int = 2, min_pixels: int = 4, templates: tuple[str, ...] = TASK_TEMPLATES,
@@ -276,6 +267,7 @@ def evaluate_grounding(scorer: Any, data: dict[str, Any], bank: PhraseBank, sent
             top_ok += bool(tfrac[top] > 0)
     n = len(queries)
     names = ("left", "right", "wrist")
-    return {"accuracy": correct / n if n else float("nan"), "n": n, "correct": correct, "ci95": _wilson(correct, n),
+    ci = wilson_interval(correct, n) or (0.0, 1.0)
+    return {"accuracy": correct / n if n else float("nan"), "n": n, "correct": correct, "ci95": list(ci),
             "top_patch_accuracy": top_ok / n if n else float("nan"),
             "per_view": {names[v]: {"accuracy": c / t, "n": t} for v, (c, t) in sorted(per_view.items())}}

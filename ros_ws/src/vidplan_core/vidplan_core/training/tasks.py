@@ -550,18 +550,12 @@ class GroundedTask(_Base):
         sc = model.scorer
         sc.save(out_dir)
         o = self.opts
-        bank = self.bank
-        report = {"held_out": o.held_out, "image_pool": o.image_pool,
-                  "unseen_target": evaluate_grounding(sc, self.val_data, PhraseBank(bank.colours, bank.shapes, []),
-                                                      self._all_sentences(), o.image_pool)}
-        (out_dir / "grounding_eval.json").write_text(json.dumps(report, indent=2))
-
-    def _all_sentences(self) -> torch.Tensor:
-        from vidplan_core.training.grounded import PhraseBank
-
-        bank = PhraseBank(self.bank.colours, self.bank.shapes, [])
+        bank = PhraseBank(self.bank.colours, self.bank.shapes, [])  # evaluation names the held-out objects too
         with torch.no_grad():
-            return self.encoder.encode(bank.texts).to(self.device)
+            sentences = self.encoder.encode(bank.texts).to(self.device)
+        report = {"held_out": o.held_out, "image_pool": o.image_pool,
+                  "unseen_target": evaluate_grounding(sc, self.val_data, bank, sentences, o.image_pool)}
+        (out_dir / "grounding_eval.json").write_text(json.dumps(report, indent=2))
 
 
 _TASKS = {"vae": VaeTask, "world-model": WorldModelTask, "flow-map": FlowMapTask, "heads": HeadsTask,
