@@ -46,12 +46,10 @@ def main(argv: list[str] | None = None) -> int:
     from vidplan_core.planning.config import load_planning_config
     from vidplan_core.planning.session import PlanningSession
     from vidplan_core.runtime.loader import load_planner_backend
-    from vidplan_core.spaces import resize_view
     from vidplan_sim.env import SimEnv
     from vidplan_sim.tasks import sample_task
 
     loaded = load_planner_backend(a.model, "onnxruntime", threads=1)
-    vh, vw = loaded.view_size
     kin = PandaKinematics()
     env = SimEnv()
     ms = [int(m) for m in a.m.split(",")]
@@ -60,7 +58,7 @@ def main(argv: list[str] | None = None) -> int:
         kind = ("touch", "push", "put")[sc % 3]
         task = sample_task(np.random.default_rng([sc, 11]), env.cfg.colour_names, env.cfg.shape_names, kinds=(kind,))
         env.reset(seed=sc, clutter=1, task=task.instruction)
-        frames = np.stack([resize_view(f, vh, vw) for f in env.render()]).transpose(0, 3, 1, 2)
+        frames = loaded.views.prepare(env.render()).transpose(0, 3, 1, 2)
         hist = np.repeat(frames[None], loaded.num_history, 0)
         pose = env.ee_action()
         poses = np.repeat(pose[None], loaded.num_history, 0)

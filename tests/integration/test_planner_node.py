@@ -150,3 +150,16 @@ def test_planner_rejects_bad_parameters_and_missing_models(tmp_path, tiny_model_
     with started(_planner_cmd(tiny_model_dir, planner_config=str(bad_cfg)), tmp_path / "d.log") as p:
         assert p.wait(60) == 2, p.output()
         assert "basis_sped_mps" in p.output() and str(bad_cfg) in p.output(), p.output()
+    # cameras that are not the model's (the right camera 5 cm off): exit 2 naming the model, the file and the view
+    import yaml
+
+    from vidplan_core.calibration import default_calibration_path
+
+    cal = yaml.safe_load(Path(default_calibration_path()).read_text())
+    cal["cameras"]["right"]["translation"][0] += 0.05
+    moved = tmp_path / "moved_cameras.yaml"
+    moved.write_text(yaml.safe_dump(cal))
+    with started(_planner_cmd(tiny_model_dir, camera_calibration=str(moved)), tmp_path / "e.log") as p:
+        assert p.wait(60) == 2, p.output()
+        out = p.output()
+        assert str(tiny_model_dir) in out and str(moved) in out and "view right" in out and "5.0 cm" in out, out

@@ -17,6 +17,7 @@ from vidplan_core.models.action_maps import (
     ActionMapRenderer,
     action_map_config,
     euler_xyz_to_matrix,
+    normalised_view_geometry,
     resolve_action_map_spec,
 )
 from vidplan_core.models.configs import build_suite, load_suite_config
@@ -86,6 +87,83 @@ def test_gaussian_peaks_where_the_sim_renders_the_tcp(tcp):
         peak = np.array([ix + 0.5, iy + 0.5])
         assert np.abs(peak - want[v]).max() <= 1.0, (v, peak, want[v])
     env.close_renderer()
+
+
+def test_gaussian_peaks_at_the_tcp_in_the_workspace_crops():
+    """With ``crop: workspace`` at the retrain resolution (96×160 per view), the TCP channel peaks within 1 px of
+    where MuJoCo draws the TCP in the camera image cut and resized by the model's ViewPreparation — the one
+    geometry of the crop, the maps and the planner node's image preparation."""
+    import mujoco
+
+    from vidplan_core.spaces import ViewPreparation, crop_box_pixels
+    from vidplan_sim.env import SimEnv
+
+    h, w = 96, 160
+    env = SimEnv()  # the calibration's own 320×180
+    env.reset(seed=3, clutter=0)
+    T = env.ee_pose().copy()
+    T[:3, 3] = (0.58, 0.10, 0.08)
+    sol = env.solve_ik(T)
+    assert sol.success
+    env.data.qpos[env._arm_qadr] = sol.q
+    mujoco.mj_forward(env.model, env.data)
+    full = _site_centroids(env, 1.0)  # [px] of the 320×180 images
+    cfg = resolve_action_map_spec({"calibration": "default", "crop": "workspace"}, (h, w))
+    views = ViewPreparation.from_geometry(normalised_view_geometry(cfg), h, w)
+    assert set(views.crops) == {"left", "right"}
+    maps = ActionMapRenderer(cfg)(torch.tensor(env.ee_action(), dtype=torch.float64)[None, None], 0)
+    maps = maps[0, 0, ACTION_MAP_CHANNELS.index("tcp")].reshape(3, h, w)
+    for v, name in enumerate(("left", "right", "wrist")):
+        box = views.box_pixels(name, env.width, env.height)
+        x0, y0, x1, y1 = crop_box_pixels(box, env.width, env.height) if box else (0, 0, env.width, env.height)
+        want = [(full[v, 0] - x0) * w / (x1 - x0), (full[v, 1] - y0) * h / (y1 - y0)]
+        iy, ix = np.unravel_index(int(maps[v].argmax()), (h, w))
+        assert np.abs(np.array([ix + 0.5, iy + 0.5]) - want).max() <= 1.0, (name, (ix, iy), want)
+    env.close_renderer()
+
+
+def test_view_preparation_crops_scale_and_refuse_other_cameras():
+    from vidplan_core.calibration import load_calibration, workspace_views
+    from vidplan_core.spaces import ViewPreparation, crop_view
+
+    cal = load_calibration()
+    views = workspace_views(48, 80, cal)
+    img = np.random.default_rng(0).integers(0, 255, (180, 320, 3), dtype=np.uint8)
+    out = views.prepare([img, img, img])
+    assert out.shape == (3, 48, 80, 3)
+    np.testing.assert_array_equal(out[0], crop_view(img, views.box_pixels("left", 320, 180), 48, 80))
+    np.testing.assert_array_equal(out[2], crop_view(img, None, 48, 80))  # the wrist view whole
+    # the same camera at twice the resolution: the same region (boxes scale with the image)
+    assert np.allclose(views.box_pixels("left", 640, 360), 2 * np.asarray(views.box_pixels("left", 320, 180)))
+    with pytest.raises(ValueError, match=r"view left: a 640x480 image \(aspect 1.333\).*aspect 1.778"):
+        views.prepare_one("left", np.zeros((480, 640, 3), np.uint8))
+    assert ViewPreparation.from_dict(views.as_dict()) == views and views.same_as(ViewPreparation.from_dict(
+        views.as_dict())) and not views.same_as(ViewPreparation(48, 80))
+    with pytest.raises(ValueError, match=r"action_maps\.crop"):
+        resolve_action_map_spec({"calibration": "default", "crop": "table"}, (6, 10))
+
+
+def test_model_on_other_cameras_is_refused_naming_both():
+    from vidplan_core.calibration import load_calibration
+    from vidplan_core.models.action_maps import check_view_geometry
+
+    cal = load_calibration()
+    model = normalised_view_geometry(resolve_action_map_spec({"calibration": "default", "crop": "workspace"},
+                                                             (6, 10)))
+    check_view_geometry(model, cal)  # the cameras it was made with
+    moved = cal.model_copy(deep=True)
+    t = moved.cameras["right"].translation
+    moved.cameras["right"].translation = [t[0] + 0.05, t[1], t[2]]
+    with pytest.raises(ValueError, match=r"the cameras of model M are not the cameras of cal.yaml.*view right.*"
+                                         r"position 5.0 cm") as e:
+        check_view_geometry(model, moved, "model M", "cal.yaml")
+    assert "view left" not in str(e.value)
+    # a model trained on whole views, run where the crop is expected (or the reverse): the intrinsics differ
+    whole = normalised_view_geometry(resolve_action_map_spec({"calibration": "default"}, (6, 10)))
+    for v in model["views"]:
+        whole["views"][[u["name"] for u in whole["views"]].index(v["name"])]["crop"] = v["crop"]
+    with pytest.raises(ValueError, match=r"view left.*cropped"):
+        check_view_geometry(whole, cal)
 
 
 def test_hand_camera_is_posed_at_the_reference_frame():

@@ -23,16 +23,18 @@ T0 = 1_000_000_000
 DT = 1_000_000_000 // 15
 
 
-def _img(k: int, view: int, enc: str = "rgb8") -> np.ndarray:
-    img = np.zeros((SRC_H, SRC_W, 3), np.uint8)
+def _img(k: int, view: int, hw: tuple[int, int] = (SRC_H, SRC_W)) -> np.ndarray:
+    img = np.zeros((*hw, 3), np.uint8)
     img[..., 0] = k  # red = message index
     img[..., 1] = 50 * view  # green = view index
     img[..., 2] = 200
+    if hw != (SRC_H, SRC_W):  # blue = a column ramp, so a crop shows where it cut
+        img[..., 2] = np.linspace(0, 255, hw[1]).astype(np.uint8)[None]
     return img
 
 
 def write_bag(path, n=31, *, cams=None, success=True, instruction="touch the red cube", with_info=True,
-              with_action=True, gripper_float=None, bool_success=None, bgr=False):
+              with_action=True, gripper_float=None, bool_success=None, bgr=False, hw=(SRC_H, SRC_W)):
     """A 15 Hz recording with n samples per stream. EE x = 0.3 + 0.01·k, commanded x = 0.3 + 0.01·(k + 1)."""
     cams = cams or {v: f"/cameras/{v}/image_raw" for v in VIEW_ORDER}
     with BagWriter(path) as w:
@@ -53,7 +55,7 @@ def write_bag(path, n=31, *, cams=None, success=True, instruction="touch the red
         for k in range(n):
             t = T0 + k * DT
             for vi, v in enumerate(VIEW_ORDER):
-                rgb = _img(k, vi)
+                rgb = _img(k, vi, hw)
                 if bgr:
                     Image = c.type("sensor_msgs/msg/Image")
                     data = np.ascontiguousarray(rgb[:, :, ::-1]).reshape(-1)
@@ -171,3 +173,36 @@ def test_topic_map_yaml_errors(tmp_path):
     with pytest.raises(ConfigError) as err:
         load_topic_map(p)
     assert "cameras" in str(err.value) and "ee_pos" in str(err.value) and str(p) in str(err.value)
+
+
+def test_workspace_crop_is_the_planners_and_recorded(tmp_path):
+    """--crop workspace cuts every frame exactly as the planner node cuts live images (the same
+    ViewPreparation), records it in the dataset, and training refuses a world model that cuts otherwise."""
+    from safetensors.numpy import load_file
+
+    from vidplan_core.calibration import workspace_views
+    from vidplan_core.config import ConfigError
+    from vidplan_core.models.action_maps import resolve_action_map_spec
+    from vidplan_core.training.tasks import _check_views
+
+    views = workspace_views(6, 10)
+    assert set(views.crops) == {"left", "right"}  # the wrist camera moves: never cropped
+    write_bag(tmp_path / "ep", n=7, hw=(36, 64))  # the calibration's 16:9 at 64×36
+    meta = convert_bags([tmp_path / "ep"], tmp_path / "ds", views=views)
+    assert meta.view_hw == (6, 10) and meta.info["view_preparation"] == views.as_dict()
+    frames = load_file(str(tmp_path / "ds" / "shards" / "ep.safetensors"))["frames"]
+    for vi, v in enumerate(VIEW_ORDER):
+        want = views.prepare_one(v, _img(3, vi, (36, 64))).transpose(2, 0, 1)
+        np.testing.assert_array_equal(frames[1, vi], want)
+    assert not np.array_equal(frames[1, 0, 2], frames[1, 2, 2])  # cropped left ≠ whole wrist (blue ramp)
+    # the world model must cut camera images the same way
+    cropped = resolve_action_map_spec({"calibration": "default", "crop": "workspace"}, (6, 10))
+    _check_views(meta, cropped, str(tmp_path / "ds"))
+    with pytest.raises(ConfigError, match=r"view_preparation.*crop left.*whole views"):
+        _check_views(meta, resolve_action_map_spec({"calibration": "default"}, (6, 10)), str(tmp_path / "ds"))
+    with pytest.raises(ConfigError, match="whole views"):
+        _check_views(meta, None, str(tmp_path / "ds"))
+    # images of another aspect ratio (12×20: 1.67, the calibration 1.78) are refused, naming both
+    write_bag(tmp_path / "odd", n=4)
+    with pytest.raises(ConvertError, match=r"20x12 image \(aspect 1.667\).*1.778"):
+        convert_bags([tmp_path / "odd"], tmp_path / "ds2", views=views)

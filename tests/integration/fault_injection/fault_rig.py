@@ -126,12 +126,23 @@ class Observer:
         self.ex = SingleThreadedExecutor(context=self.ctx)
         self.ex.add_node(n)
         self._stop = threading.Event()
+        self.spin_errors: list[str] = []
         self._thread = threading.Thread(target=self._spin, daemon=True)
         self._thread.start()
 
     def _spin(self) -> None:
+        # A callback that raises would end this thread, and every later test of the module would then wait on
+        # records and responses that never come: keep spinning, keep the error for the failing test to show.
         while not self._stop.is_set():
-            self.ex.spin_once(timeout_sec=0.02)
+            try:
+                self.ex.spin_once(timeout_sec=0.02)
+            except Exception as exc:
+                self.spin_errors.append(f"{type(exc).__name__}: {exc}")
+                time.sleep(0.01)
+
+    def spin_report(self) -> str:
+        """One line on this observer's spin thread (alive, errors its callbacks raised), for assertion messages."""
+        return f"observer spin thread alive={self._thread.is_alive()}, callback errors={self.spin_errors[-3:]}"
 
     def _rec(self, into: list) -> Callable:
         return lambda msg: into.append((time.monotonic(), msg))

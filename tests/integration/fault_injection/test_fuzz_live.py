@@ -288,9 +288,15 @@ def test_goal_with_a_huge_quaternion_is_refused_with_a_reason(rig, observer):
     # executor_node._execute_goal ended the goal with an EMPTY result (status 0 = "succeeded", reason "")
     msg = _valid_chunk(observer)
     msg.poses[1].orientation.x, msg.poses[1].orientation.w = 1e200, 1e200
-    rec = Fuzzer(observer).send_goal(ExecuteChunk.Goal(chunk=msg))
-    assert wait_for(lambda: "result" in rec and rec["result"].done(), 30), rec
-    res = rec["result"].result().result
+    # the observer's own action client (a new Fuzzer would add entities to a node another thread is spinning)
+    assert observer.action.wait_for_server(timeout_sec=10), ("no ExecuteChunk server", observer.spin_report(),
+                                                             rig.output("executor"))
+    f = observer.action.send_goal_async(ExecuteChunk.Goal(chunk=msg))
+    assert wait_for(f.done, 30), ("no goal response", observer.spin_report(), rig.output("executor"))
+    assert f.result().accepted
+    rf = f.result().get_result_async()
+    assert wait_for(rf.done, 30), ("no result", observer.spin_report(), rig.output("executor"))
+    res = rf.result().result
     assert res.status == R.STATUS_REJECTED and "[quaternion]" in res.reason, (res.status, res.reason)
 
 

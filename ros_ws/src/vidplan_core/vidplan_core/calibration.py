@@ -30,10 +30,14 @@ from scipy.spatial.transform import Rotation
 
 from vidplan_core.config import load_model
 from vidplan_core.paths import share_file
-from vidplan_core.spaces import VIEW_ORDER
+from vidplan_core.spaces import VIEW_ORDER, ViewPreparation
 
-__all__ = ["CameraCalibration", "RigCalibration", "load_calibration", "look_at_quaternion", "workspace_crop_box",
-           "workspace_crop_boxes"]
+__all__ = ["WORKSPACE_BOX", "CameraCalibration", "RigCalibration", "load_calibration", "look_at_quaternion",
+           "workspace_crop_box", "workspace_crop_boxes", "workspace_views"]
+
+#: The DROID-style table workspace [m, robot base frame] the exterior views are cropped to (``crop: workspace``):
+#: every object, bowl and reachable table point of the simulated scenes, plus 12 cm above the table.
+WORKSPACE_BOX: dict[str, list[float]] = {"x": [0.33, 0.71], "y": [-0.31, 0.31], "z": [0.0, 0.12]}
 
 
 class CameraCalibration(BaseModel):
@@ -209,3 +213,17 @@ def workspace_crop_boxes(calibration: RigCalibration, workspace: dict[str, list[
     corners = np.array([[x, y, z] for x in workspace["x"] for y in workspace["y"] for z in workspace["z"]])
     return {name: workspace_crop_box(cam, corners, aspect, margin_px)
             for name, cam in calibration.cameras.items() if not cam.parent_frame.endswith("_hand")}
+
+
+def workspace_views(height: int, width: int, calibration: RigCalibration | None = None,
+                    workspace: dict[str, list[float]] | None = None) -> ViewPreparation:
+    """The :class:`~vidplan_core.spaces.ViewPreparation` of a model whose world model has ``action_maps.crop:
+    workspace`` (same calibration, same workspace box): each exterior view cut to the workspace at the view's
+    aspect ratio, then resized to ``height`` × ``width`` [px]; the wrist view whole. Used by ``vidplan data convert
+    --crop workspace`` so training data is cut exactly as the model cuts camera images at run time."""
+    cal = calibration or load_calibration()
+    boxes = workspace_crop_boxes(cal, workspace or WORKSPACE_BOX, width / height)
+    crops = {v: (b[0] / cal.cameras[v].width, b[1] / cal.cameras[v].height, b[2] / cal.cameras[v].width,
+                 b[3] / cal.cameras[v].height) for v, b in boxes.items()}
+    aspects = {v: cal.cameras[v].width / cal.cameras[v].height for v in boxes}
+    return ViewPreparation(int(height), int(width), crops, aspects)

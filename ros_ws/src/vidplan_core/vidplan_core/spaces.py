@@ -19,7 +19,7 @@ Rates: cameras and control run at :data:`CONTROL_RATE_HZ` (15 Hz, DROID), the wo
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -35,6 +35,7 @@ __all__ = [
     "VIEW_ORDER",
     "ActionNormalizer",
     "EEChunk",
+    "ViewPreparation",
     "crop_box_pixels",
     "crop_view",
     "euler_to_quat",
@@ -299,3 +300,99 @@ def crop_box_pixels(box: list[float] | tuple[float, ...], width: int, height: in
     if x1 - x0 < 2 or y1 - y0 < 2:
         raise ValueError(f"crop box {list(box)} leaves no image inside {width}x{height}")
     return x0, y0, x1, y1
+
+
+#: Largest relative difference between an image's aspect ratio (width / height) and its calibration's before a
+#: workspace crop refuses it (a 640×480 image fed to a model calibrated at 320×180 is from another camera or mode).
+ASPECT_TOLERANCE = 0.02
+
+
+@dataclass(frozen=True)
+class ViewPreparation:
+    """How camera images become a model's views — the one implementation the planner node, data conversion, the
+    closed-loop evaluation and the oracles share, so a model sees the same pixels at train and run time.
+
+    Each view is cut to its workspace crop (absent: the whole image) and resized to ``height`` × ``width``
+    (:func:`crop_view`). Crops are stored in normalised image coordinates, so one model serves any resolution of
+    its calibrated cameras; images whose aspect ratio differs from the calibration's are refused (the crop would
+    cut the wrong region).
+
+    Attributes:
+        height, width: one model view [px].
+        crops: ``{view: (u0, v0, u1, v1)}`` in [0, 1] (x right, y down, fractions of the image width / height);
+            views absent are not cropped (the wrist camera moves and is never cropped).
+        aspects: ``{view: width / height}`` of the calibrated image, checked for every cropped view.
+    """
+
+    height: int
+    width: int
+    crops: dict[str, tuple[float, float, float, float]] = field(default_factory=dict)
+    aspects: dict[str, float] = field(default_factory=dict)
+
+    @classmethod
+    def from_geometry(cls, geometry: dict[str, Any] | None, height: int, width: int) -> ViewPreparation:
+        """From a model's view geometry (``views[i]["crop"]``, ``views[i]["image_wh"]``, as
+        :func:`vidplan_core.models.action_maps.action_map_config` records them); ``None`` or a geometry without
+        crops gives the whole views."""
+        crops: dict[str, tuple[float, float, float, float]] = {}
+        aspects: dict[str, float] = {}
+        for v in (geometry or {}).get("views", []):
+            if v.get("crop") is not None:
+                crops[v["name"]] = tuple(float(x) for x in v["crop"])  # type: ignore[assignment]
+                if v.get("image_wh"):
+                    aspects[v["name"]] = float(v["image_wh"][0]) / float(v["image_wh"][1])
+        return cls(int(height), int(width), crops, aspects)
+
+    def as_dict(self) -> dict[str, Any]:
+        """JSON form (recorded in a dataset's info and a model's manifest)."""
+        return {"height": self.height, "width": self.width, "crops": {k: list(v) for k, v in self.crops.items()},
+                "aspects": dict(self.aspects)}
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> ViewPreparation:
+        return cls(int(d["height"]), int(d["width"]), {k: tuple(v) for k, v in d.get("crops", {}).items()},
+                   {k: float(v) for k, v in d.get("aspects", {}).items()})
+
+    def describe(self) -> str:
+        """One line for logs and errors, e.g. ``48x80, crop left [0.10, 0.20, 0.70, 0.85], right ...``."""
+        if not self.crops:
+            return f"{self.height}x{self.width}, whole views"
+        crops = ", ".join(f"{k} [{', '.join(f'{x:.3f}' for x in v)}]" for k, v in sorted(self.crops.items()))
+        return f"{self.height}x{self.width}, crop {crops}"
+
+    def same_as(self, other: ViewPreparation, tol: float = 2e-3) -> bool:
+        """Same view size and crops (within ``tol`` of the image size)."""
+        return ((self.height, self.width) == (other.height, other.width) and set(self.crops) == set(other.crops)
+                and all(np.allclose(self.crops[k], other.crops[k], atol=tol) for k in self.crops))
+
+    def box_pixels(self, view: str, image_width: int, image_height: int) -> list[float] | None:
+        """The crop of ``view`` in the pixels of an ``image_width`` × ``image_height`` image, or None (whole image).
+
+        Raises:
+            ValueError: the image's aspect ratio differs from the calibration's by more than
+                :data:`ASPECT_TOLERANCE` (names both).
+        """
+        box = self.crops.get(view)
+        if box is None:
+            return None
+        want = self.aspects.get(view)
+        have = image_width / image_height
+        if want is not None and abs(have / want - 1.0) > ASPECT_TOLERANCE:
+            raise ValueError(f"view {view}: a {image_width}x{image_height} image (aspect {have:.3f}) but the model's "
+                             f"workspace crop was computed for a calibrated image of aspect {want:.3f}: the crop "
+                             "would cut the wrong region; publish the calibrated camera mode or re-calibrate")
+        return [box[0] * image_width, box[1] * image_height, box[2] * image_width, box[3] * image_height]
+
+    def prepare_one(self, view: str, img: np.ndarray) -> np.ndarray:
+        """One camera image (H, W, 3) uint8 of ``view`` → the model's view (height, width, 3) uint8."""
+        img = np.asarray(img)
+        if img.ndim != 3 or img.shape[2] != 3 or img.dtype != np.uint8:
+            raise ValueError(f"view {view}: expected an (H, W, 3) uint8 image, got {img.shape} {img.dtype}")
+        return crop_view(img, self.box_pixels(view, img.shape[1], img.shape[0]), self.height, self.width)
+
+    def prepare(self, images: Any) -> np.ndarray:
+        """The three camera images in :data:`VIEW_ORDER` (each (H, W, 3) uint8, sizes may differ) → (3, height,
+        width, 3) uint8."""
+        if len(images) != len(VIEW_ORDER):
+            raise ValueError(f"expected {len(VIEW_ORDER)} images ({', '.join(VIEW_ORDER)}), got {len(images)}")
+        return np.stack([self.prepare_one(v, img) for v, img in zip(VIEW_ORDER, images, strict=True)])

@@ -88,7 +88,7 @@ from visualization_msgs.msg import Marker, MarkerArray
 
 from vidplan_core.observation import ObservationHistory
 from vidplan_core.runtime.base import BackendError
-from vidplan_core.spaces import MODEL_RATE_HZ, EEChunk, quat_to_euler, resize_view
+from vidplan_core.spaces import MODEL_RATE_HZ, VIEW_ORDER, EEChunk, quat_to_euler
 from vidplan_interfaces.action import ExecuteChunk
 from vidplan_interfaces.msg import PlanChunk, PlanDiagnostics
 from vidplan_interfaces.srv import SetTask
@@ -128,12 +128,30 @@ def load_backend(model_dir: str, kind: str, device: str = "cpu", flow_steps: int
 
 
 def load_session(model_dir: str, backend: str, device: str, flow_steps: int, session_cfg):
-    """Backend + kinematics + :class:`PlanningSession`; returns (session, view size (h, w), loader warnings)."""
+    """Backend + kinematics + :class:`PlanningSession`; returns (session, the model's
+    :class:`~vidplan_core.spaces.ViewPreparation`, loader warnings)."""
     from vidplan_core.kinematics import PandaKinematics
     from vidplan_core.planning.session import PlanningSession
 
     loaded = load_backend(model_dir, backend, device, flow_steps or None)
-    return PlanningSession(loaded.backend, PandaKinematics(), session_cfg), loaded.view_size, loaded.warnings
+    return PlanningSession(loaded.backend, PandaKinematics(), session_cfg), loaded.views, loaded.warnings
+
+
+def check_cameras(backend, calibration_file: str, model_dir: str) -> str | None:
+    """Start-up check that the model was trained on these cameras (and this workspace crop): raises ValueError
+    naming the model directory, the calibration file and the views that differ (the geometry the model projects
+    its action maps and the planner its TCP with; a model without action maps records the calibration it was
+    exported with). Returns a note when a backend records no geometry."""
+    from vidplan_core.calibration import load_calibration
+    from vidplan_core.models.action_maps import check_view_geometry
+
+    geometry = getattr(backend, "view_geometry", None)
+    if not geometry or not geometry.get("views"):
+        return f"{model_dir} records no camera geometry: not checked against the camera calibration"
+    name = calibration_file or "the shipped calibration/droid_cameras.yaml"
+    check_view_geometry(geometry, load_calibration(calibration_file or None), f"model_dir '{model_dir}'",
+                        f"camera_calibration '{name}'")
+    return None
 
 
 class PlannerNode(Node):
@@ -173,6 +191,9 @@ class PlannerNode(Node):
         self.open_loop_steps = p("open_loop_steps", base.open_loop_steps, lo=1)
         history_length = p("history_length", 0, lo=0)
         self.instruction = p("instruction", "")
+        # the cameras' calibration ("" = the shipped calibration/droid_cameras.yaml): the model must have been
+        # trained on the same cameras and workspace crop (checked at start-up)
+        calibration_file = p("camera_calibration", "")
         topics = {v: p(f"{v}_topic", f"/cameras/{v}/image_raw") for v in ("left", "right", "wrist")}
         skew = p("max_sync_skew_s", 0.03, lo=0.0)
         self.camera_timeout = p("camera_timeout_s", 0.5, lo=1e-3)
@@ -210,8 +231,10 @@ class PlannerNode(Node):
         cfg = self.planning.session
         t0 = time.perf_counter()
         try:
-            self.session, self.view_size, load_warnings = load_session(self.model_dir, self.backend_kind,
-                                                                       self.device, flow_steps, cfg)
+            self.session, self.views, load_warnings = load_session(self.model_dir, self.backend_kind,
+                                                                   self.device, flow_steps, cfg)
+            note = check_cameras(self.session.backend, calibration_file, self.model_dir)
+            load_warnings = [*load_warnings, *([note] if note else [])]
         except (FileNotFoundError, ImportError, RuntimeError, KeyError, OSError, SafetensorError) as exc:
             # Model problems are start-up errors, never mid-control surprises (a corrupt safetensors file included).
             raise ValueError(f"cannot load models from model_dir '{self.model_dir}' with backend "
@@ -392,9 +415,7 @@ class PlannerNode(Node):
         if ee is None or joints is None:
             return
         try:
-            vh, vw = self.view_size
-            frames = np.stack([resize_view(image_to_array(trip.images[v]), vh, vw)
-                               for v in ("left", "right", "wrist")])
+            frames = self.views.prepare([image_to_array(trip.images[v]) for v in VIEW_ORDER])
             pose = np.concatenate([ee[1], [self._gripper_command(joints[2])]])
             with self._lock:
                 if self.history.latest is not None and trip.stamp < self.history.latest.stamp - 1.0:
@@ -736,4 +757,4 @@ def main(args: list[str] | None = None) -> None:
 
 
 # Re-exported for tests.
-__all__ = ["PlannerNode", "load_session", "main", "stamp_to_sec"]
+__all__ = ["PlannerNode", "check_cameras", "load_session", "main", "stamp_to_sec"]

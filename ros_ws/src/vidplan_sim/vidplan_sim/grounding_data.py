@@ -26,6 +26,7 @@ from pathlib import Path
 import numpy as np
 from scipy.spatial.transform import Rotation
 
+from vidplan_core.calibration import WORKSPACE_BOX
 from vidplan_core.spaces import VIEW_ORDER, crop_box_pixels, crop_view
 from vidplan_sim.env import SimEnv
 from vidplan_sim.scene import HOME_Q
@@ -35,8 +36,8 @@ __all__ = ["GROUNDING_WORKSPACE", "MAX_OBJECTS", "generate_grounding_dataset", "
            "random_arm_pose"]
 
 MAX_OBJECTS = 8  # target + up to 7 distractors (clutter level 3)
-#: the box the exterior views are cropped to (the scene's object workspace + margins, objects up to 12 cm high) [m]
-GROUNDING_WORKSPACE = {"x": [0.33, 0.71], "y": [-0.31, 0.31], "z": [0.0, 0.12]}
+#: the box the exterior views are cropped to: the models' workspace crop (objects up to 12 cm high) [m]
+GROUNDING_WORKSPACE = WORKSPACE_BOX
 
 
 def random_arm_pose(rng: np.random.Generator) -> np.ndarray:

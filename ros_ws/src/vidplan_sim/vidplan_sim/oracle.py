@@ -30,7 +30,7 @@ import numpy as np
 from vidplan_core.execution import IKOptions, JointPlan, plan_execution
 from vidplan_core.runtime.base import BackendError, PlanningContext, RolloutOutput, check_actions
 from vidplan_core.safety import SafetyLimits
-from vidplan_core.spaces import CONTROL_RATE_HZ, MODEL_RATE_HZ, ActionNormalizer, EEChunk, model_stride, resize_view
+from vidplan_core.spaces import CONTROL_RATE_HZ, MODEL_RATE_HZ, ActionNormalizer, EEChunk, ViewPreparation, model_stride
 from vidplan_sim.privileged import PrivilegedReward, PrivilegedState
 from vidplan_sim.trajectory import JointTrajectoryTracker
 
@@ -66,21 +66,22 @@ class OracleBackend:
         reward: privileged reward (oracle+privileged), or None.
         learned: a bundle's backend providing ``encode_frames`` and ``score_latents`` (oracle+learned), or None.
         score_pixels: the learned scorer reads the rendered frames directly (``oracle+learned-pixels``; torch).
-        view_size: (h, w) the learned model's view size (frames are resized to it before encoding).
+        views: the learned model's :class:`~vidplan_core.spaces.ViewPreparation` (frames are cropped and resized
+            with it before encoding).
     """
 
     name = "oracle"
 
     def __init__(self, env: Any, kin: Any, *, horizon: int | None = None, limits: SafetyLimits | None = None,
                  policy: str = "reject", ik: IKOptions | None = None, reward: PrivilegedReward | None = None,
-                 learned: Any = None, view_size: tuple[int, int] | None = None, score_pixels: bool = False):
+                 learned: Any = None, views: ViewPreparation | None = None, score_pixels: bool = False):
         if (reward is None) == (learned is None):
             raise ValueError("OracleBackend scores with exactly one of reward (privileged) or learned (a bundle)")
-        if learned is not None and (view_size is None or not hasattr(learned, "score_latents")):
-            raise ValueError("oracle+learned needs a torch/onnxruntime backend with score_latents and its view_size")
+        if learned is not None and (views is None or not hasattr(learned, "score_latents")):
+            raise ValueError("oracle+learned needs a torch/onnxruntime backend with score_latents and its views")
         self.env, self.kin = env, kin
         self.limits, self.policy, self.ik = limits or SafetyLimits(), policy, ik or IKOptions()
-        self.reward, self.learned, self.view_size = reward, learned, view_size
+        self.reward, self.learned, self.views = reward, learned, views
         self.score_pixels = bool(score_pixels)
         if score_pixels and (learned is None or "frames" not in inspect.signature(learned.score_latents).parameters):
             raise ValueError("score_pixels needs a learned backend whose score_latents takes frames (torch)")
@@ -146,8 +147,7 @@ class OracleBackend:
                         st = PrivilegedState(tcp=tcp[i, j], gripper=env.gripper_command, task=env.task_state())
                         progress[i, j] = self.reward(env.task, st)
                     else:
-                        vh, vw = self.view_size
-                        frames.append(np.stack([resize_view(f, vh, vw) for f in env.render()]).transpose(0, 3, 1, 2))
+                        frames.append(self.views.prepare(env.render()).transpose(0, 3, 1, 2))
         finally:
             env.restore(self._snap)
         self.last_tcp, self.last_problems = tcp, problems

@@ -91,6 +91,11 @@ def convert(
     split_seed: int = typer.Option(0, help="seed of the train/val split"),
     gamma: float = typer.Option(0.97, help="discount per frame of the value target γ^(F−τ)·success"),
     overwrite: bool = typer.Option(False, help="replace a non-empty output directory"),
+    crop: str = typer.Option("none", "--crop", help="'workspace': cut the exterior views to the workspace box "
+                             "(as a world model with action_maps.crop: workspace does at run time; needs --size); "
+                             "'none': whole views"),
+    calibration: Path | None = typer.Option(None, "--calibration", help="camera calibration YAML of --crop "
+                                            "workspace (default: the shipped calibration/droid_cameras.yaml)"),
 ) -> None:
     """Convert rosbag2 recordings to training shards (see vidplan_core/data/DATASET.md)."""
     from tqdm.auto import tqdm
@@ -99,10 +104,22 @@ def convert(
     from vidplan_core.data.convert import ConvertError, convert_bags, load_topic_map
 
     try:
+        views = None
+        if crop not in ("none", "workspace"):
+            raise ValueError(f"--crop must be 'none' or 'workspace', got {crop!r}")
+        if crop == "workspace":
+            from vidplan_core.calibration import load_calibration, workspace_views
+
+            if size is None:
+                raise ValueError("--crop workspace needs --size HxW (the crop's aspect ratio is the view's)")
+            h, w = _size(size)
+            views = workspace_views(h, w, load_calibration(calibration))
+        elif calibration is not None:
+            raise ValueError("--calibration is only used with --crop workspace")
         tm = load_topic_map(topic_map)
         meta = convert_bags(bags, out, tm, fps=fps, size=_size(size), val_fraction=val_fraction,
                             split_seed=split_seed, value_gamma=gamma, overwrite=overwrite,
-                            progress=lambda b: tqdm(b, desc="convert", unit="bag"))
+                            progress=lambda b: tqdm(b, desc="convert", unit="bag"), views=views)
     except (ConvertError, ConfigError, ValueError) as exc:
         _fail(exc)
         return

@@ -58,7 +58,7 @@ from vidplan_core.data.schema import (
     split_episodes,
     write_shard,
 )
-from vidplan_core.spaces import CONTROL_RATE_HZ, MODEL_RATE_HZ, VIEW_ORDER, ActionNormalizer, resize_view
+from vidplan_core.spaces import CONTROL_RATE_HZ, MODEL_RATE_HZ, VIEW_ORDER, ActionNormalizer, ViewPreparation
 
 __all__ = ["ConvertError", "GripperSource", "TopicMap", "convert_bags", "expand_inputs", "load_topic_map"]
 
@@ -242,12 +242,8 @@ def _hold(times: np.ndarray, grid: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return j, np.abs(grid - times[j])
 
 
-def _resize(img: np.ndarray, hw: tuple[int, int]) -> np.ndarray:
-    # The shared resize convention: the planner node resizes live images with the same function.
-    return resize_view(img, hw[0], hw[1])
-
-
-def _convert_one(bag: Path, tm: TopicMap, codec: Any, fps: float, size: tuple[int, int] | None
+def _convert_one(bag: Path, tm: TopicMap, codec: Any, fps: float, size: tuple[int, int] | None,
+                 views: ViewPreparation | None = None,
                  ) -> tuple[dict[str, np.ndarray], dict[str, Any], list[str], tuple[int, int]]:
     """Shard arrays, labels, joint names and source image size of one recording."""
     from vidplan_core.data.messages import decode_image, stamp_ns
@@ -356,6 +352,8 @@ def _convert_one(bag: Path, tm: TopicMap, codec: Any, fps: float, size: tuple[in
                                     f"at {(grid[bad[0]] - t0) / 1e9:.3f} s (gap {gap[bad[0]] / 1e9:.3f} s)"])
             picks[k] = j
         hw = size or src_hw
+        # THE view preparation (crop + resize) the planner node applies to live images
+        prep = views if views is not None else ViewPreparation(int(hw[0]), int(hw[1]))
         T = len(grid)
         frames = np.zeros((T, len(VIEW_ORDER), 3, hw[0], hw[1]), dtype=np.uint8)
         # second pass: decode only the chosen images (a 15 Hz recording keeps one image in three)
@@ -367,7 +365,11 @@ def _convert_one(bag: Path, tm: TopicMap, codec: Any, fps: float, size: tuple[in
             vi = VIEW_ORDER.index(view)
             for n, m in enumerate(reader.messages([topic])):
                 if n in want:
-                    img = _resize(decode_image(codec.deserialize(m.data, m.msgtype), f"bag {bag}: {topic}"), hw)
+                    img = decode_image(codec.deserialize(m.data, m.msgtype), f"bag {bag}: {topic}")
+                    try:
+                        img = prep.prepare_one(view, img)
+                    except ValueError as exc:
+                        raise ConvertError([f"bag {bag}: topic {topic}: {exc}"]) from exc
                     for frame_i in want[n]:
                         frames[frame_i, vi] = img.transpose(2, 0, 1)
 
@@ -409,7 +411,8 @@ def _convert_one(bag: Path, tm: TopicMap, codec: Any, fps: float, size: tuple[in
 def convert_bags(inputs: Sequence[str | Path], out: str | Path, topic_map: TopicMap | None = None,
                  fps: float = MODEL_RATE_HZ, size: tuple[int, int] | None = None, val_fraction: float = 0.1,
                  split_seed: int = 0, value_gamma: float = 0.97, overwrite: bool = False,
-                 progress: Callable[[Sequence[Path]], Any] | None = None) -> DatasetMeta:
+                 progress: Callable[[Sequence[Path]], Any] | None = None,
+                 views: ViewPreparation | None = None) -> DatasetMeta:
     """Convert recordings into a dataset at ``out`` (see the module docstring).
 
     Args:
@@ -421,6 +424,9 @@ def convert_bags(inputs: Sequence[str | Path], out: str | Path, topic_map: Topic
         val_fraction: fraction of episodes held out for validation (by episode, seeded by ``split_seed``).
         value_gamma: γ of the Monte-Carlo value target, per frame at ``fps``.
         progress: wraps the list of recordings for a progress bar (e.g. ``tqdm``).
+        views: how camera images become views (workspace crops + size; e.g.
+            :func:`vidplan_core.calibration.workspace_views`); its size replaces ``size``. Recorded in the dataset's
+            ``info.view_preparation``, which training checks against the world model's ``action_maps.crop``.
 
     Raises:
         ConvertError: unreadable recordings, missing topics or labels (all listed, before any work starts), or a
@@ -432,6 +438,11 @@ def convert_bags(inputs: Sequence[str | Path], out: str | Path, topic_map: Topic
     out = Path(out)
     if size is not None and (len(size) != 2 or min(size) <= 0):
         raise ConvertError([f"image size must be (H, W) > 0 pixels, got {size}"])
+    if views is not None:
+        if size is not None and tuple(size) != (views.height, views.width):
+            raise ConvertError([f"image size {tuple(size)} differs from the view preparation's "
+                                f"{views.height}x{views.width}"])
+        size = (views.height, views.width)
     if out.exists() and any(out.iterdir()):
         if not overwrite:
             raise ConvertError([f"output {out} exists and is not empty (use overwrite to replace it)"])
@@ -455,7 +466,7 @@ def convert_bags(inputs: Sequence[str | Path], out: str | Path, topic_map: Topic
     all_actions: list[np.ndarray] = []
     (out / SHARD_DIR).mkdir(parents=True, exist_ok=True)
     for bag in (progress(bags) if progress else bags):
-        tensors, labels, jn, hw0 = _convert_one(bag, tm, codec, fps, size)
+        tensors, labels, jn, hw0 = _convert_one(bag, tm, codec, fps, size, views)
         size = size or tuple(tensors["frames"].shape[-2:])  # the first recording fixes the size for the others
         src_hw = src_hw or hw0
         if joint_names is None:
@@ -482,6 +493,7 @@ def convert_bags(inputs: Sequence[str | Path], out: str | Path, topic_map: Topic
         action_stats=ActionNormalizer.fit(train_actions).state_dict(), value_gamma=value_gamma,
         joint_names=joint_names or [], episodes=metas,
         info={"converter": "vidplan data convert", "topic_map": tm.model_dump(), "source_image_size": list(src_hw),
-              "val_fraction": val_fraction, "split_seed": split_seed})
+              "val_fraction": val_fraction, "split_seed": split_seed,
+              "view_preparation": (views or ViewPreparation(int(size[0]), int(size[1]))).as_dict()})
     save_meta(out, meta)
     return meta

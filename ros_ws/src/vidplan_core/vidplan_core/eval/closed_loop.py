@@ -65,7 +65,15 @@ from vidplan_core.eval.metrics import wilson_interval  # re-exported: the ladder
 from vidplan_core.planning.nominal import NominalObservation
 from vidplan_core.planning.proposals import ProposalSet, compose_proposals, perturbation_proposals
 from vidplan_core.planning.session import PlanningSession
-from vidplan_core.spaces import CONTROL_RATE_HZ, MODEL_RATE_HZ, ROTATION_DIMS, EEChunk, model_stride, wrap_angle
+from vidplan_core.spaces import (
+    CONTROL_RATE_HZ,
+    MODEL_RATE_HZ,
+    ROTATION_DIMS,
+    EEChunk,
+    ViewPreparation,
+    model_stride,
+    wrap_angle,
+)
 
 __all__ = [
     "CORE_VARIANTS",
@@ -312,7 +320,7 @@ class EvalSession(PlanningSession):
 @dataclass
 class _Loaded:
     backends: dict[str, Any]  # "default" and (torch) "no-uq" → Backend
-    view: tuple[int, int]
+    views: Any  # the model's ViewPreparation (view size, workspace crops)
     warnings: list[str]
 
 
@@ -342,7 +350,7 @@ def _load_backends(cfg: ClosedLoopConfig, need_no_uq: bool) -> _Loaded:
                                 f"value-and-grad graph keeps its objective {lb.backend.objective} for the refinement")
         elif lb.models is None:
             backends["no-uq"] = lb.backend
-        return _Loaded(backends, lb.view_size, warnings)
+        return _Loaded(backends, lb.views, warnings)
     except (BackendError, FileNotFoundError, OSError, KeyError) as exc:
         raise ClosedLoopError(f"cannot load the {cfg.backend} models from {d}: {exc}") from exc
 
@@ -365,7 +373,7 @@ def _make_session(variant: str, cfg: ClosedLoopConfig, loaded: _Loaded | None, k
         learned = None if variant == "oracle+privileged" else loaded.backends["default"]
         backend = OracleBackend(env, kin, limits=pcfg.limits, ik=IKOptions(),
                                 reward=PrivilegedReward() if learned is None else None, learned=learned,
-                                view_size=loaded.view if learned is not None else None,
+                                views=loaded.views if learned is not None else None,
                                 score_pixels=variant == "oracle+learned-pixels")
     elif variant == "learned+privileged":
         from vidplan_sim.predicted_state import PredictedStateBackend
@@ -402,14 +410,13 @@ class _Executor:
         return res.gripper, res.truncated_reason
 
 
-def _observe(env: Any, view: tuple[int, int], images: bool = True) -> tuple[np.ndarray | None, np.ndarray]:
-    """(3 views, 3, h, w) uint8 frames at the model's view size (or None) and the (7,) EE pose with the command."""
-    from vidplan_core.spaces import resize_view
-
+def _observe(env: Any, views: Any, images: bool = True) -> tuple[np.ndarray | None, np.ndarray]:
+    """(3 views, 3, h, w) uint8 frames as the model sees them (``views``: its
+    :class:`~vidplan_core.spaces.ViewPreparation`; or None) and the (7,) EE pose with the command."""
     pose = env.ee_action()
     if not images:
         return None, pose
-    frames = np.stack([resize_view(f, view[0], view[1]) for f in env.render()])
+    frames = views.prepare(env.render())
     return np.ascontiguousarray(frames.transpose(0, 3, 1, 2)), pose
 
 
@@ -445,8 +452,8 @@ def run_episode(env: Any, spec: EpisodeSpec, variant: str, cfg: ClosedLoopConfig
     uses_images = session is not None and variant != "oracle+privileged"
     n_hist = int(session.backend.num_history) if session is not None else 1
     executor = _Executor(env, kin, pcfg.limits)
-    view = loaded.view if loaded is not None else (16, 16)
-    frames, pose = _observe(env, view, images=uses_images)
+    views = loaded.views if loaded is not None else ViewPreparation(16, 16)
+    frames, pose = _observe(env, views, images=uses_images)
     # The robot stands still before the first plan: T identical observations are what the planner node would have.
     history: deque[tuple[np.ndarray | None, np.ndarray]] = deque([(frames, pose)] * n_hist, maxlen=n_hist)
     cycle, holds, plan_s, labels, problems, skipped, survival = 0, 0, [], {}, [], 0, []
@@ -486,7 +493,7 @@ def run_episode(env: Any, spec: EpisodeSpec, variant: str, cfg: ClosedLoopConfig
             for _ in range(stride):
                 env.step(dt_ctrl)
                 clock["k"] += 1
-            frames, pose = _observe(env, view, images=uses_images)
+            frames, pose = _observe(env, views, images=uses_images)
             history.append((frames, pose))
             success, reason = env.task_success()
             if success or clock["k"] >= pcfg.episode_steps:

@@ -38,8 +38,8 @@ import torch.nn as nn
 
 from vidplan_core.spaces import VIEW_ORDER
 
-__all__ = ["ACTION_MAP_CHANNELS", "ActionMapRenderer", "action_map_config", "euler_xyz_to_matrix",
-           "normalised_view_geometry", "resolve_action_map_spec"]
+__all__ = ["ACTION_MAP_CHANNELS", "ActionMapRenderer", "action_map_config", "check_view_geometry",
+           "euler_xyz_to_matrix", "normalised_view_geometry", "resolve_action_map_spec"]
 
 ACTION_MAP_CHANNELS = ("tcp", "finger_a", "finger_b", "height", "gripper")
 
@@ -72,21 +72,27 @@ def action_map_config(calibration: Any, grid_hw: tuple[int, int], sigma_px: floa
             to that box before it is resized to the grid (the workspace crop), so the intrinsics follow it.
         z_ref, z_scale: the ``height`` channel is (z − z_ref)/z_scale [m → about −1..1 over the workspace].
     Returns:
-        ``{"views": [{"name", "K" (3×3 at grid resolution), "T_parent_cam" (4×4), "parent": "base"|"hand"}],
-        "grid_hw", "sigma_px", "z_ref", "z_scale", "tcp_offset_m", "finger_open_m"}``.
+        ``{"views": [{"name", "K" (3×3 at grid resolution), "T_parent_cam" (4×4), "parent": "base"|"hand",
+        "crop": [u0, v0, u1, v1] in [0, 1] or None, "image_wh": calibrated [width, height] px}], "grid_hw",
+        "sigma_px", "z_ref", "z_scale", "tcp_offset_m", "finger_open_m"}``. ``crop`` and ``image_wh`` are what
+        :class:`vidplan_core.spaces.ViewPreparation` cuts every camera image with, here and at run time.
     """
     h, w = int(grid_hw[0]), int(grid_hw[1])
     views = []
     for name in VIEW_ORDER:
         cam = calibration.cameras[name]
-        x0, y0, x1, y1 = (crop or {}).get(name, [0.0, 0.0, float(cam.width), float(cam.height)])
+        box = (crop or {}).get(name)
+        x0, y0, x1, y1 = box if box is not None else [0.0, 0.0, float(cam.width), float(cam.height)]
         if not (x1 > x0 and y1 > y0):
             raise ValueError(f"action maps: crop box of view {name!r} must have x1 > x0 and y1 > y0, got "
                              f"{[x0, y0, x1, y1]}")
         sx, sy = w / (x1 - x0), h / (y1 - y0)
         K = [[cam.fx * sx, 0.0, (cam.cx - x0) * sx], [0.0, cam.fy * sy, (cam.cy - y0) * sy], [0.0, 0.0, 1.0]]
         parent = "hand" if cam.parent_frame.endswith("_hand") else "base"
-        views.append({"name": name, "K": K, "T_parent_cam": np.asarray(cam.transform()).tolist(), "parent": parent})
+        norm = (None if box is None else
+                [float(x0) / cam.width, float(y0) / cam.height, float(x1) / cam.width, float(y1) / cam.height])
+        views.append({"name": name, "K": K, "T_parent_cam": np.asarray(cam.transform()).tolist(), "parent": parent,
+                      "crop": norm, "image_wh": [int(cam.width), int(cam.height)]})
     return {"views": views, "grid_hw": [h, w], "sigma_px": float(sigma_px), "z_ref": float(z_ref),
             "z_scale": float(z_scale), "tcp_offset_m": TCP_OFFSET_M, "finger_open_m": FINGER_OPEN_M}
 
@@ -109,16 +115,68 @@ def normalised_view_geometry(action_maps: dict[str, Any] | None = None) -> dict[
     return action_map_config(load_calibration(), (1, 1))
 
 
-SPEC_KEYS = ("calibration", "sigma_px", "crop", "z_ref", "z_scale")
+def check_view_geometry(model_geometry: dict[str, Any], calibration: Any, model_name: str = "the model",
+                        calibration_name: str = "the calibration", k_tol: float = 0.01, t_tol_m: float = 0.01,
+                        r_tol_rad: float = 0.02) -> None:
+    """Refuse a model whose cameras are not these cameras: compare the view geometry a model recorded (its
+    :func:`normalised_view_geometry`, workspace crops included) with ``calibration`` seen through the same crops.
+
+    Args:
+        model_geometry: the model's normalised view geometry (a backend's ``view_geometry``).
+        calibration: the :class:`~vidplan_core.calibration.RigCalibration` of the cameras the planner runs on.
+        model_name, calibration_name: how the error names the two (e.g. the model directory, the YAML path).
+        k_tol: tolerance on normalised intrinsics (fractions of the image: 0.01 = 1 %).
+        t_tol_m, r_tol_rad: tolerance on each camera's pose in its parent frame [m], [rad].
+    Raises:
+        ValueError: naming every view that differs, with the model's and the calibration's values.
+    """
+    from scipy.spatial.transform import Rotation
+
+    views = {v["name"]: v for v in model_geometry.get("views", [])}
+    crop = {}
+    for name, v in views.items():
+        if v.get("crop") is not None and name in calibration.cameras:
+            cam = calibration.cameras[name]
+            u0, v0, u1, v1 = v["crop"]
+            crop[name] = [u0 * cam.width, v0 * cam.height, u1 * cam.width, v1 * cam.height]
+    ours = {v["name"]: v for v in normalised_view_geometry(action_map_config(calibration, (1, 1), crop=crop))["views"]}
+    problems = []
+    for name in VIEW_ORDER:
+        if name not in views:
+            continue
+        m, c = views[name], ours[name]
+        dk = float(np.abs(np.asarray(m["K"], float) - np.asarray(c["K"], float)).max())
+        Tm, Tc = np.asarray(m["T_parent_cam"], float), np.asarray(c["T_parent_cam"], float)
+        dt = float(np.linalg.norm(Tm[:3, 3] - Tc[:3, 3]))
+        dr = float(Rotation.from_matrix(Tm[:3, :3].T @ Tc[:3, :3]).magnitude())
+        if dk > k_tol or dt > t_tol_m or dr > r_tol_rad or m.get("parent") != c.get("parent"):
+            fm, fc = np.asarray(m["K"])[[0, 1, 0, 1], [0, 1, 2, 2]], np.asarray(c["K"])[[0, 1, 0, 1], [0, 1, 2, 2]]
+            problems.append(
+                f"view {name}: {model_name} has fx, fy, cx, cy = {np.round(fm, 3).tolist()} (of the "
+                f"{'cropped' if m.get('crop') is not None else 'whole'} image) at {np.round(Tm[:3, 3], 3).tolist()} m "
+                f"in {m.get('parent')}, {calibration_name} gives {np.round(fc, 3).tolist()} at "
+                f"{np.round(Tc[:3, 3], 3).tolist()} m in {c.get('parent')} (differences: intrinsics {dk:.3f}, "
+                f"position {dt * 100:.1f} cm, rotation {np.degrees(dr):.1f} deg)")
+    if problems:
+        raise ValueError(f"the cameras of {model_name} are not the cameras of {calibration_name} (the model was "
+                         "trained on other cameras or another workspace crop; its action maps and crops would be "
+                         "wrong): " + "; ".join(problems))
+
+
+SPEC_KEYS = ("calibration", "sigma_px", "crop", "workspace", "z_ref", "z_scale")
 
 
 def resolve_action_map_spec(spec: dict[str, Any], grid_hw: tuple[int, int]) -> dict[str, Any]:
     """A model-config ``action_maps`` entry → the renderer configuration stored with the model.
 
     ``spec`` is either already resolved (has ``views``; returned as is) or the user form
-    ``{calibration: default | PATH, sigma_px: 1.0, crop: {view: [x0, y0, x1, y1]}, z_ref: 0.35, z_scale: 0.35}``
-    (only ``calibration`` is required; ``default`` = the shipped calibration/droid_cameras.yaml). Raises
-    ValueError naming the key (``action_maps.calibration``, an unknown key) or the calibration file's problem.
+    ``{calibration: default | PATH, sigma_px: 1.0, crop: workspace | {view: [x0, y0, x1, y1]}, workspace:
+    {x: [lo, hi], y: [lo, hi], z: [lo, hi]}, z_ref: 0.35, z_scale: 0.35}`` (only ``calibration`` is required;
+    ``default`` = the shipped calibration/droid_cameras.yaml). ``crop: workspace`` cuts each exterior view to the
+    image of the workspace box (``workspace`` [m, base frame], default
+    :data:`vidplan_core.calibration.WORKSPACE_BOX`) at the grid's aspect ratio
+    (:func:`vidplan_core.calibration.workspace_crop_boxes`). Raises ValueError naming the key
+    (``action_maps.calibration``, ``action_maps.crop``, an unknown key) or the calibration file's problem.
     """
     if "views" in spec:
         return spec
@@ -128,11 +186,17 @@ def resolve_action_map_spec(spec: dict[str, Any], grid_hw: tuple[int, int]) -> d
     if not spec.get("calibration"):
         raise ValueError("action_maps.calibration: spatial action maps need the camera calibration (a path to a "
                          "calibration YAML, or 'default' for calibration/droid_cameras.yaml)")
-    from vidplan_core.calibration import load_calibration
+    from vidplan_core.calibration import WORKSPACE_BOX, load_calibration, workspace_crop_boxes
 
     cal_path = spec["calibration"]
     cal = load_calibration(None if cal_path == "default" else cal_path)
     kw = {k: spec[k] for k in ("sigma_px", "crop", "z_ref", "z_scale") if k in spec}
+    if isinstance(kw.get("crop"), str):
+        if kw["crop"] != "workspace":
+            raise ValueError(f"action_maps.crop: 'workspace' or {{view: [x0, y0, x1, y1]}} [px], got {kw['crop']!r}")
+        kw["crop"] = workspace_crop_boxes(cal, spec.get("workspace") or WORKSPACE_BOX, grid_hw[1] / grid_hw[0])
+    elif "workspace" in spec:
+        raise ValueError("action_maps.workspace: only used with crop: workspace")
     return action_map_config(cal, grid_hw, **kw)
 
 

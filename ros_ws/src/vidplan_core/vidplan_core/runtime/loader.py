@@ -554,6 +554,14 @@ class LoadedBackend:
     warnings: list[str] = field(default_factory=list)
     models: Any = None
 
+    @property
+    def views(self) -> Any:
+        """The model's :class:`~vidplan_core.spaces.ViewPreparation` (view size and workspace crops): how every
+        camera image is cut and resized before this model sees it."""
+        from vidplan_core.spaces import ViewPreparation
+
+        return ViewPreparation.from_geometry(getattr(self.backend, "view_geometry", None), *self.view_size)
+
     def with_objective(self, objective: Any) -> Any:
         """A backend over the same models with another refinement objective (torch: a second TorchBackend sharing
         the weights). An export's value-and-grad graph has its objective built in: the same backend is returned."""

@@ -225,6 +225,23 @@ def _check_size(meta: Any, ae_config: Any, root: str) -> None:
                                   f"with --size {ae_config.view_height}x{ae_config.view_width}")])
 
 
+def _check_views(meta: Any, action_maps: dict[str, Any] | None, root: str) -> None:
+    """The dataset's views must be cut as the model will cut camera images at run time: the crop recorded by
+    ``vidplan data convert --crop`` equals the world model's ``action_maps.crop`` (both none, or the same boxes)."""
+    from vidplan_core.models.action_maps import normalised_view_geometry
+    from vidplan_core.spaces import ViewPreparation
+
+    h, w = meta.view_hw
+    rec = (meta.info or {}).get("view_preparation")
+    data = ViewPreparation.from_dict(rec) if rec else ViewPreparation(h, w)
+    model = ViewPreparation.from_geometry(normalised_view_geometry(action_maps) if action_maps else None, h, w)
+    if not data.same_as(model):
+        hint = ("convert with --crop workspace (the shipped calibration and workspace box)" if model.crops else
+                "convert without --crop, or give the world model action_maps.crop: workspace")
+        raise ConfigError(root, [("view_preparation", f"dataset views are {data.describe()} but the world model "
+                                  f"cuts camera images as {model.describe()} (action_maps.crop); {hint}")])
+
+
 def _maybe_val(make: Any) -> Any:
     ds = make()
     return ds if len(ds.episodes) else None
@@ -244,7 +261,7 @@ class _LatentTask(_Base):
             p.requires_grad_(False)
         return ae
 
-    def _datasets(self, ae: Any, is_main: bool) -> None:
+    def _datasets(self, ae: Any, is_main: bool, action_maps: dict[str, Any] | None = None) -> None:
         from vidplan_core.data.dataset import WindowDataset
         from vidplan_core.data.latents import autoencoder_tag, cache_latents
         from vidplan_core.data.schema import validate_dataset
@@ -252,6 +269,7 @@ class _LatentTask(_Base):
         d = self.cfg.data
         meta = validate_dataset(d.root)  # bad shards: a clear error before any work
         _check_size(meta, ae.config, d.root)
+        _check_views(meta, action_maps, d.root)
         lat_dir = None
         if d.cache_latents:
             tag = autoencoder_tag(self.cfg.init.autoencoder)
@@ -334,7 +352,7 @@ class WorldModelTask(_LatentTask):
             wm = WorldModel(**_section(self.cfg, "world_model", ae.latent_shape))
         self.num_history, self.num_future = wm.config.num_history, wm.config.num_future
         self._load_text_encoder(wm.config.text_embed_dim)
-        self._datasets(ae, is_main)
+        self._datasets(ae, is_main, wm.config.action_maps)
         wm.set_action_stats(self.normalizer)
         self.model = EdmObjective(wm)
 
@@ -366,7 +384,7 @@ class FlowMapTask(_LatentTask):
         del teacher
         self.num_history, self.num_future = fm.model.config.num_history, fm.model.config.num_future
         self._load_text_encoder(fm.model.config.text_embed_dim)
-        self._datasets(ae, is_main)
+        self._datasets(ae, is_main, fm.model.config.action_maps)
         self.model = PsdObjective(fm, self.opts.distill)
 
     def val_metrics(self, model: nn.Module, batch: dict[str, Any], inputs: dict[str, Any]) -> dict[str, float]:
@@ -398,7 +416,7 @@ class HeadsTask(_LatentTask):
         self.fm = fm
         self.num_history, self.num_future = fm.model.config.num_history, fm.model.config.num_future
         self._load_text_encoder(fm.model.config.text_embed_dim)
-        self._datasets(ae, is_main)
+        self._datasets(ae, is_main, fm.model.config.action_maps)
         uq = UQHead(**_section(self.cfg, "uq_head", ae.latent_shape)) if self.opts.uq else None
         reward = None
         if self.opts.reward:
