@@ -153,6 +153,16 @@ def test_streaming_reliability_equals_the_batch_metric():
     assert acc.accuracy() == pytest.approx(correct.mean())
 
 
+def test_moving_pixel_psnr_is_pooled_per_step():
+    from vidplan_core.eval.bag_eval import _moving_psnr
+
+    out = _moving_psnr({"prediction": np.array([0.01 * 300, 0.0]), "copy": np.array([0.1 * 300, 0.0])},
+                       np.array([300.0, 0.0]))
+    assert out["psnr_db"][0] == pytest.approx(20.0) and out["copy_psnr_db"][0] == pytest.approx(10.0)
+    assert out["gain_db"] == [pytest.approx(10.0), None] and out["gain_db_mean"] == pytest.approx(10.0)
+    assert _moving_psnr({"prediction": np.zeros(2), "copy": np.zeros(2)}, np.zeros(2))["gain_db_mean"] is None
+
+
 def test_finite_or_null_replaces_nan_and_records_reasons():
     reasons = {"a.known": "explained before"}
     out = finite_or_null({"a": {"x": np.float32(1.5), "y": float("nan"), "known": None,
@@ -183,6 +193,12 @@ def test_eval_bag_writes_finite_metrics_plots_and_report(tmp_path, episode_bag, 
     assert len(base["per_step"]) == H and all(0 < x <= 100 for x in base["per_step"])
     assert all(-1 <= x <= 1 for x in m["prediction"]["ssim"]["mean"])
     assert len(m["prediction"]["latent_mse"]["per_step"]) == H and m["prediction"]["latent_mse"]["mean"] > 0
+    # on the pixels that change, copying the current frame is worse than over the whole image (static pixels free)
+    mv = m["prediction"]["moving_pixels"]
+    assert mv["values"] > 0 and len(mv["gain_db"]) == H
+    assert all(c < b for c, b in zip(mv["copy_psnr_db"], base["per_step"], strict=True)), (mv, base)
+    assert all(g == pytest.approx(a - c) for g, a, c in zip(mv["gain_db"], mv["psnr_db"], mv["copy_psnr_db"],
+                                                              strict=True))
     # UQ: calibration over every predicted latent element, correlations with p-values
     uq = m["uq"]
     assert 0 <= uq["ece"] <= 1 and uq["elements"] == 3 * H * 4 * 24 * 8

@@ -126,6 +126,55 @@ def test_flow_map_at_init_equals_teacher_diff2flow(suite):
         torch.testing.assert_close(fm.velocity(x, s, 0.8, hist, act), manual, rtol=1e-4, atol=1e-4)
 
 
+def test_residual_world_model_starts_at_the_copy_baseline_and_the_flow_map_agrees(suite):
+    """residual_to_current: the shift enters the denoiser exactly (D − current of the residual model = D of the
+    plain one on x − current), the DIFF2FLOW velocity stays x̂1 − x̂0 of the shifted denoiser, and with the
+    network's output zeroed the K=1 flow-map rollout is the current frame — the copy baseline."""
+    cfg = suite.world_model.config
+    wm = WorldModel.from_config(cfg, residual_to_current=True, sigma_data=0.05).eval()
+    wm.load_state_dict(suite.world_model.state_dict())
+    hist, x, act = _batch(wm, seed=4)
+    with torch.no_grad():
+        # the shift enters D: D − current of the residual model = D of the plain one at x − current
+        plain = WorldModel.from_config(cfg, sigma_data=0.05).eval()
+        plain.load_state_dict(suite.world_model.state_dict())
+        sig = torch.tensor(0.7)
+        torch.testing.assert_close(wm.denoise(x, sig, hist, act) - hist[:, -1:],
+                                   plain.denoise(x - hist[:, -1:], sig, hist, act), rtol=1e-4, atol=1e-4)
+        # DIFF2FLOW velocity = x̂1 − x̂0 with x̂0 = (x_edm − D)/σ (closed form with the shift)
+        s = 0.4
+        sigma = torch.tensor((1 - s) / s)
+        d = wm.denoise(x / s, sigma, hist, act)
+        torch.testing.assert_close(diff2flow_velocity(wm, x, s, hist, act), d - (x / s - d) / sigma, rtol=1e-4,
+                                   atol=1e-4)
+        torch.nn.init.zeros_(wm.unet.conv_out.weight)
+        torch.nn.init.zeros_(wm.unet.conv_out.bias)
+        fm = FlowMap.from_teacher(wm)
+        noise = torch.randn(2, wm.config.num_future, *wm.latent_shape, generator=torch.Generator().manual_seed(5))
+        pred = fm.sample(hist, act, num_steps=1, noise=noise)
+        shuffled = plain.denoise(noise * 80.0, torch.tensor(80.0), hist, act)  # the plain model: centred on 0
+    # one step from pure noise lands on the denoiser's mean: the current frame (the copy baseline), not noise
+    assert float((pred - hist[:, -1:]).abs().max()) < 0.01
+    assert float((shuffled - hist[:, -1:]).abs().mean()) > 0.5
+
+
+def test_motion_weights_favour_what_moves(suite):
+    cfg = suite.world_model.config
+    wm = WorldModel.from_config(cfg, motion_loss_weight=4.0)
+    hist, _, act = _batch(wm, seed=6)
+    fut = hist[:, -1:].repeat(1, wm.config.num_future, 1, 1, 1)
+    fut[..., :2, :3] += 1.0  # a patch moves
+    w = wm.motion_weights(fut, hist)
+    assert w.shape == (2, wm.config.num_future, 1, *wm.latent_shape[1:])
+    assert float(w.mean()) == pytest.approx(1.0, abs=1e-5)
+    assert float(w[..., :2, :3].min()) > 3.0 * float(w[..., 3:, 3:].max())  # moving pixels weigh more
+    assert suite.world_model.motion_weights(fut, hist) is None  # off by default
+    torch.manual_seed(0)
+    assert torch.isfinite(wm.edm_loss(fut, hist, act, generator=torch.Generator().manual_seed(0)))
+    with pytest.raises(ValueError, match="motion_loss_weight"):
+        WorldModel.from_config(cfg, motion_loss_weight=-1.0)
+
+
 def test_k1_sampler_equals_one_jump_and_grid(suite):
     wm = suite.world_model
     fm = FlowMap.from_teacher(wm)

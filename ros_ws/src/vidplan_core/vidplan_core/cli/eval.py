@@ -59,6 +59,10 @@ def _run_eval_bag(bag: Path, model: Path, out: Path | None, topic_map: Path | No
              f"{m['input']['fps']:g} Hz), K={m['settings']['flow_steps']}",
              f"  prediction: PSNR {p['psnr_db_mean']:.2f} dB, SSIM {p['ssim_mean']:.3f}, "
              f"latent MSE {p['latent_mse']['mean']:.4g}"]
+    mv = p.get("moving_pixels") or {}
+    if mv.get("gain_db_mean") is not None:
+        lines.append(f"  on the pixels that change: {mv['gain_db_mean']:+.2f} dB vs copying the current frame "
+                     f"(per step: {', '.join(f'{g:+.2f}' for g in mv['gain_db'] if g is not None)})")
     if m["uq"]:
         c = m["uq"]["entropy_error_correlation"]["per_element"]
         lines.append(f"  UQ: ECE {m['uq']['ece']:.4f}" + (f", entropy–error Pearson {c['pearson_r']:.3f} "

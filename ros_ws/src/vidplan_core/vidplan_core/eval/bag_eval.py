@@ -196,6 +196,16 @@ class Bundle:
         c = self.autoencoder.config
         return int(c.view_height), int(c.view_width)
 
+    @property
+    def views(self) -> Any:
+        """The model's :class:`~vidplan_core.spaces.ViewPreparation` (workspace crops of its action maps): the
+        recording's images are cut exactly as the planner node cuts live ones."""
+        from vidplan_core.models.action_maps import normalised_view_geometry
+        from vidplan_core.spaces import ViewPreparation
+
+        maps = self.flow_map.model.config.action_maps
+        return ViewPreparation.from_geometry(normalised_view_geometry(maps) if maps else None, *self.view_size)
+
 
 def load_bundle(model_dir: str | Path, device: str = "cpu") -> Bundle:
     """Load the models eval-bag needs from a bundle directory (strict, safetensors only), through the one
@@ -516,6 +526,28 @@ def _read_json(path: Path | None) -> dict[str, Any]:
     return d if isinstance(d, dict) else {}
 
 
+#: A pixel "moves" when some channel of the future frame differs from the current frame by more than this
+#: ([0, 1] scale: about 13/255 — above the simulator's and a camera's frame-to-frame noise).
+MOVING_THRESHOLD = 0.05
+
+
+def _moving_psnr(sse: dict[str, np.ndarray], n: np.ndarray) -> dict[str, Any]:
+    """PSNR [dB] of the prediction and of the copy baseline on the pixels that change, pooled over windows and
+    views per horizon step, and the gain (prediction − copy) per step and pooled over all steps
+    (``gain_db_mean``); None where no pixel changed. ``values``: pixel-channel values pooled."""
+    def db(e: np.ndarray) -> list[float | None]:
+        return [None if k == 0 else 10 * math.log10(1.0 / max(x / k, PSNR_MSE_FLOOR))
+                for x, k in zip(e, n, strict=True)]
+
+    pred, copy = db(sse["prediction"]), db(sse["copy"])
+    gain = [None if a is None else a - b for a, b in zip(pred, copy, strict=True)]
+    tot = float(n.sum())
+    mean = (None if tot == 0 else 10 * math.log10(1.0 / max(float(sse["prediction"].sum()) / tot, PSNR_MSE_FLOOR))
+            - 10 * math.log10(1.0 / max(float(sse["copy"].sum()) / tot, PSNR_MSE_FLOOR)))
+    return {"threshold": MOVING_THRESHOLD, "values": int(tot), "psnr_db": pred, "copy_psnr_db": copy,
+            "gain_db": gain, "gain_db_mean": mean}
+
+
 def _prepare(bag: Path, tm: TopicMap, bundle: Bundle, cfg: EvalBagConfig, work: Path, scan: _Scan,
              warnings: list[str]) -> tuple[_Episode, bool, str]:
     """Convert the recording (or its salvaged copy) to model-rate frames with the data engineer's converter.
@@ -547,8 +579,8 @@ def _prepare(bag: Path, tm: TopicMap, bundle: Bundle, cfg: EvalBagConfig, work: 
     (src_dir / f"{bag.name}.json").write_text(json.dumps(labels))
     tm_conv = tm.model_copy(update={"sidecar": True})
     try:
-        meta = convert_bags([src], work / "dataset", tm_conv, fps=bundle.fps, size=bundle.view_size,
-                            val_fraction=0.0, value_gamma=0.97)
+        meta = convert_bags([src], work / "dataset", tm_conv, fps=bundle.fps, val_fraction=0.0, value_gamma=0.97,
+                            views=bundle.views)
     except (ConvertError, BagError) as exc:
         problems = exc.problems if isinstance(exc, ConvertError) else [str(exc)]
         raise EvalBagError([p.replace(str(src), str(bag)) for p in problems]) from exc
@@ -931,6 +963,10 @@ def eval_bag(bag: str | Path, model_dir: str | Path, out: str | Path, topic_map:
     # 2. windows
     psnr_w = np.zeros((len(starts), H, len(VIEW_ORDER)))
     copy_w = np.zeros_like(psnr_w)  # baseline: the current frame copied into the future (what must be predicted)
+    # pooled squared errors on the pixels that change (|future − current| > MOVING_THRESHOLD in some channel):
+    # what the copy baseline cannot get right and planning needs (robot, pushed objects) — per horizon step
+    moving_sse = {"prediction": np.zeros(H), "copy": np.zeros(H)}
+    moving_n = np.zeros(H)
     ssim_w = np.zeros_like(psnr_w)
     lmse_w = np.zeros((len(starts), H))
     rel_uq = ReliabilityAccumulator(15)
@@ -998,6 +1034,11 @@ def eval_bag(bag: str | Path, model_dir: str | Path, out: str | Path, topic_map:
                     mse = max(float(np.mean((now_np[vi] - tgt_np[h, vi]) ** 2)), PSNR_MSE_FLOOR)
                     copy_w[wi, h, vi] = 10 * math.log10(1.0 / mse)
                     ssim_w[wi, h, vi] = M.ssim(pred_np[h, vi], tgt_np[h, vi])
+                    moving = np.abs(tgt_np[h, vi] - now_np[vi]).max(axis=0) > MOVING_THRESHOLD  # (h, w)
+                    if moving.any():
+                        moving_sse["prediction"][h] += float(((pred_np[h, vi] - tgt_np[h, vi])[:, moving] ** 2).sum())
+                        moving_sse["copy"][h] += float(((now_np[vi] - tgt_np[h, vi])[:, moving] ** 2).sum())
+                        moving_n[h] += 3 * int(moving.sum())
             err = (pred[0] - true_lat).abs()  # (H, C, h, w)
             lmse_w[wi] = ((pred[0] - true_lat) ** 2).mean(dim=(1, 2, 3)).float().cpu().numpy()
             uq_map = None
@@ -1090,6 +1131,7 @@ def eval_bag(bag: str | Path, model_dir: str | Path, out: str | Path, topic_map:
         "latent_mse": {"per_step": lmse_w.mean(0).tolist(), "mean": float(lmse_w.mean())},
         "psnr_db_mean": float(psnr_w.mean()),
         "copy_last_frame_psnr_db": {"per_step": copy_w.mean(axis=(0, 2)).tolist(), "mean": float(copy_w.mean())},
+        "moving_pixels": _moving_psnr(moving_sse, moving_n),
         "ssim_mean": float(ssim_w.mean()),
         "reconstruction_psnr_db": {v: float(np.mean(recon_psnr[v])) for v in views},
     }

@@ -54,7 +54,7 @@ def diff2flow_velocity(model: WorldModel, x: torch.Tensor, s: torch.Tensor | flo
     sigma = t_to_sigma(s)
     x_edm = x / s.reshape(B, 1, 1, 1, 1)
     x1_hat, raw = model.denoise(x_edm, sigma, history, actions, text_embeds, emb_extra, tokens, return_raw=True)
-    x0_hat = model.edm.x0_hat(x_edm, raw, sigma)
+    x0_hat = model.x0_hat(x_edm, raw, sigma, history)
     return x1_hat - x0_hat
 
 
@@ -224,7 +224,9 @@ class FlowMap(StrictLoadMixin, ModelMixin, ConfigMixin):
         tf = self._sample_t(nf, generator, dev).to(x1.dtype)
         xt = r5(tf) * x1[:nf] + r5(1 - tf) * x0[:nf]
         v = self.velocity(xt, tf, tf, history[:nf], actions[:nf], None if text_embeds is None else text_embeds[:nf])
-        l_flow = ((v - (x1[:nf] - x0[:nf])) ** 2).mean()
+        err = (v - (x1[:nf] - x0[:nf])) ** 2
+        mw = self.model.motion_weights(x1[:nf], history[:nf])  # the teacher's weighting, kept in the student
+        l_flow = (err if mw is None else err * mw).mean()
         out = {"flow": l_flow.detach()}
         loss = l_flow
         if distill:

@@ -19,6 +19,15 @@ Conditioning (the same layout as Ctrl-World, so its checkpoints map key-for-key,
   channel axis. Their input weights start at zero, so a model with maps starts equal to the same model without
   them (and a checkpoint without them loads with the input convolution padded by zeros). Guidance and action
   dropout zero the maps together with the tokens.
+* **Residual to the current frame** (``residual_to_current``): the denoiser is
+  ``D = current + c_skip·(x − current) + c_out·F(c_in·(x − current))`` instead of ``c_skip·x + c_out·F(c_in·x)``
+  — EDM on the residual x1 − current, written in absolute latents (the noising x = x1 + σ·n is unchanged, so
+  samplers, the flow map and the exports need nothing else). A network that outputs nothing then predicts the copy
+  baseline (a K=1 flow-map rollout returns the current frame); with ``sigma_data`` about the residual's spread
+  (the change of the latents over the horizon) training starts there and learns only what moves.
+* **Motion-weighted loss** (``motion_loss_weight`` α): each latent pixel's squared error is weighted by
+  (1 + α·m/mean(m)) / (1 + α), m = |x1 − current| averaged over channels — the pixels that change (robot,
+  pushed objects) count up to (1 + α)× more than the static background, and the weights average 1.
 * **Noise level** — EDM preconditioning (:class:`~vidplan_core.models.edm.EDMPreconditioning`);
   ``c_noise(σ) = ln σ / 4`` enters the UNet's timestep embedding. ``emb_extra`` (B, time_embed_dim) is added to
   that embedding — the flow map feeds its (t − s) embedding there.
@@ -108,7 +117,8 @@ class WorldModel(StrictLoadMixin, ModelMixin, ConfigMixin):
     ``num_history`` T, ``num_future`` H; UNet shape (``block_out_channels``, ``layers_per_block``,
     ``cross_attention_dim``, ``num_attention_heads``); EDM (``sigma_data``, ``c_out_sign``, ``sigma_min``,
     ``sigma_max``, ``p_mean``, ``p_std``, ``loss_weighting`` ∈ {"edm", "unit"}); training
-    (``action_dropout``, ``history_noise_std``, ``cond_noise_max``); action statistics (``action_p01``,
+    (``action_dropout``, ``history_noise_std``, ``cond_noise_max``, ``motion_loss_weight``);
+    ``residual_to_current`` (module docstring); action statistics (``action_p01``,
     ``action_p99``, ``action_angle_center``); ``attention_levels`` (one bool per UNet level, default SVD's
     "all but the deepest"; dropping attention at full resolution is the cheapest speed-up on CPU);
     ``action_maps`` (None, or :func:`~vidplan_core.models.action_maps.action_map_config` output: spatial action
@@ -155,8 +165,12 @@ class WorldModel(StrictLoadMixin, ModelMixin, ConfigMixin):
         action_angle_center: tuple[float, ...] = (0.0, 0.0, 0.0),
         attention_levels: tuple[bool, ...] | None = None,
         action_maps: dict[str, Any] | None = None,
+        residual_to_current: bool = False,
+        motion_loss_weight: float = 0.0,
     ):
         super().__init__()
+        if motion_loss_weight < 0:
+            raise ValueError(f"motion_loss_weight must be ≥ 0, got {motion_loss_weight}")
         if loss_weighting not in ("edm", "unit"):
             raise ValueError(f"loss_weighting must be 'edm' or 'unit', got {loss_weighting!r}")
         if action_dim != ACTION_DIM:
@@ -317,6 +331,31 @@ class WorldModel(StrictLoadMixin, ModelMixin, ConfigMixin):
         return sample
 
     # ------------------------------------------------------------------ denoiser
+    def shift(self, history: torch.Tensor) -> torch.Tensor | None:
+        """The latent the denoiser is centred on: the current (last history) frame (B, 1, C, h, w) with
+        ``residual_to_current``, else None (centred on zero)."""
+        return history[:, -1:] if self.config.residual_to_current else None
+
+    def _precondition(self, x: torch.Tensor, raw: torch.Tensor, sigma: torch.Tensor,
+                      shift: torch.Tensor | None) -> torch.Tensor:
+        if shift is None:
+            return self.edm.denoise(x, raw, sigma)
+        return shift + self.edm.denoise(x - shift, raw, sigma)
+
+    def x0_hat(self, x: torch.Tensor, raw: torch.Tensor, sigma: torch.Tensor, history: torch.Tensor) -> torch.Tensor:
+        """Noise estimate (x − D)/σ of :meth:`denoise`'s output (closed form, finite as σ → 0), (B, H, C, h, w)."""
+        shift = self.shift(history)
+        return self.edm.x0_hat(x if shift is None else x - shift, raw, sigma)
+
+    def motion_weights(self, x1: torch.Tensor, history: torch.Tensor) -> torch.Tensor | None:
+        """Per-pixel loss weights (B, H, 1, h, w) averaging 1, larger where the future differs from the current
+        frame (module docstring); None when ``motion_loss_weight`` is 0."""
+        a = float(self.config.motion_loss_weight)
+        if a == 0.0:
+            return None
+        m = (x1 - history[:, -1:]).abs().mean(dim=2, keepdim=True)
+        return (1.0 + a * m / (m.mean() + 1e-8)) / (1.0 + a)
+
     def denoise(self, x: torch.Tensor, sigma: torch.Tensor, history: torch.Tensor, actions: torch.Tensor,
                 text_embeds: torch.Tensor | None = None, emb_extra: torch.Tensor | None = None,
                 tokens: torch.Tensor | None = None, return_raw: bool = False, maps: torch.Tensor | None = None,
@@ -340,12 +379,13 @@ class WorldModel(StrictLoadMixin, ModelMixin, ConfigMixin):
         sigma = torch.as_tensor(sigma, dtype=x.dtype, device=x.device).reshape(-1).expand(B)
         if tokens is None:
             tokens = self.encode_actions(actions, text_embeds)
-        x_in = self.edm.c_in(sigma).reshape(B, 1, 1, 1, 1) * x
+        shift = self.shift(history)
+        x_in = self.edm.c_in(sigma).reshape(B, 1, 1, 1, 1) * (x if shift is None else x - shift)
         if maps is None:
             maps = self.render_action_maps(actions)
         sample = self._assemble(x_in, history, history[:, -1], maps)
         raw = self.unet_forward(sample, self.edm.c_noise(sigma), tokens, emb_extra)[:, self.config.num_history:]
-        d = self.edm.denoise(x, raw, sigma)
+        d = self._precondition(x, raw, sigma, shift)
         return (d, raw) if return_raw else d
 
     def guided_denoise(self, x: torch.Tensor, sigma: torch.Tensor, history: torch.Tensor, actions: torch.Tensor,
@@ -370,16 +410,16 @@ class WorldModel(StrictLoadMixin, ModelMixin, ConfigMixin):
                  ) -> torch.Tensor:
         """EDM training loss (Eq. 2): E_σ,n[λ(σ)·‖D(x1 + σn; σ) − x1‖²], ln σ ~ N(P_mean, P_std²).
 
-        Includes classifier-free action dropout (p = ``action_dropout``), history noise augmentation and
-        current-frame noise augmentation. Args as in :meth:`denoise` with x1 (B, H, C, h, w) clean future.
-        Returns a scalar (mean over elements).
+        Includes classifier-free action dropout (p = ``action_dropout``), history noise augmentation,
+        current-frame noise augmentation and the motion weighting (``motion_loss_weight``). Args as in
+        :meth:`denoise` with x1 (B, H, C, h, w) clean future. Returns a scalar (mean over elements).
         """
         c = self.config
         B = self._check_inputs(x1, history, actions)
         dev = x1.device
         sigma = lognormal_sigmas(B, c.p_mean, c.p_std, generator, dev).to(x1.dtype)
         noise = torch.randn(x1.shape, generator=generator, device=dev, dtype=x1.dtype)
-        x = x1 + sigma.reshape(B, 1, 1, 1, 1) * noise
+        x = x1 + sigma.reshape(B, 1, 1, 1, 1) * noise  # (centred on the clean current frame when residual)
         keep = torch.rand(B, generator=generator, device=dev) >= c.action_dropout
         tokens = self.encode_actions(actions, text_embeds, keep)
         # history noise augmentation (variance-preserving), as Ctrl-World
@@ -390,12 +430,15 @@ class WorldModel(StrictLoadMixin, ModelMixin, ConfigMixin):
         sc = torch.rand(B, 1, 1, 1, generator=generator, device=dev).to(x1.dtype) * c.cond_noise_max
         cn = torch.randn(history[:, -1].shape, generator=generator, device=dev, dtype=x1.dtype)
         current = (history[:, -1] + sc * cn) / (sc ** 2 + 1).sqrt()
-        x_in = self.edm.c_in(sigma).reshape(B, 1, 1, 1, 1) * x
+        shift = self.shift(history)
+        x_in = self.edm.c_in(sigma).reshape(B, 1, 1, 1, 1) * (x if shift is None else x - shift)
         maps = self.render_action_maps(actions, keep)
         raw = self.unet_forward(self._assemble(x_in, history_in, current, maps), self.edm.c_noise(sigma), tokens)
-        d = self.edm.denoise(x, raw[:, c.num_history:], sigma)
+        d = self._precondition(x, raw[:, c.num_history:], sigma, shift)
         w = self.edm.loss_weight(sigma) if c.loss_weighting == "edm" else torch.ones_like(sigma)
-        return (w.reshape(B, 1, 1, 1, 1) * (d - x1) ** 2).mean()
+        err = w.reshape(B, 1, 1, 1, 1) * (d - x1) ** 2
+        mw = self.motion_weights(x1, history)
+        return (err if mw is None else err * mw).mean()
 
     # ------------------------------------------------------------------ sampling
     @torch.no_grad()
