@@ -534,18 +534,29 @@ MOVING_THRESHOLD = 0.05
 def _moving_psnr(sse: dict[str, np.ndarray], n: np.ndarray) -> dict[str, Any]:
     """PSNR [dB] of the prediction and of the copy baseline on the pixels that change, pooled over windows and
     views per horizon step, and the gain (prediction − copy) per step and pooled over all steps
-    (``gain_db_mean``); None where no pixel changed. ``values``: pixel-channel values pooled."""
+    (``gain_db_mean``); None where no pixel changed. ``values``: pixel-channel values pooled. With
+    ``sse["copy_decoded"]`` also the gain over copying the *decoded* current frame (the autoencoder's
+    reconstruction — the copy a latent model can output, so its error is the model's, not the autoencoder's)."""
     def db(e: np.ndarray) -> list[float | None]:
         return [None if k == 0 else 10 * math.log10(1.0 / max(x / k, PSNR_MSE_FLOOR))
                 for x, k in zip(e, n, strict=True)]
 
+    def pooled(key: str) -> float | None:
+        tot = float(n.sum())
+        return None if tot == 0 else 10 * math.log10(1.0 / max(float(sse[key].sum()) / tot, PSNR_MSE_FLOOR))
+
     pred, copy = db(sse["prediction"]), db(sse["copy"])
     gain = [None if a is None else a - b for a, b in zip(pred, copy, strict=True)]
-    tot = float(n.sum())
-    mean = (None if tot == 0 else 10 * math.log10(1.0 / max(float(sse["prediction"].sum()) / tot, PSNR_MSE_FLOOR))
-            - 10 * math.log10(1.0 / max(float(sse["copy"].sum()) / tot, PSNR_MSE_FLOOR)))
-    return {"threshold": MOVING_THRESHOLD, "values": int(tot), "psnr_db": pred, "copy_psnr_db": copy,
-            "gain_db": gain, "gain_db_mean": mean}
+    p_all, c_all = pooled("prediction"), pooled("copy")
+    out = {"threshold": MOVING_THRESHOLD, "values": int(n.sum()), "psnr_db": pred, "copy_psnr_db": copy,
+           "gain_db": gain, "gain_db_mean": None if p_all is None else p_all - c_all}
+    if "copy_decoded" in sse:  # the current frame through the autoencoder: the copy the model itself could output
+        cd = db(sse["copy_decoded"])
+        d_all = pooled("copy_decoded")
+        out.update(copy_decoded_psnr_db=cd,
+                   gain_vs_decoded_copy_db=[None if a is None else a - b for a, b in zip(pred, cd, strict=True)],
+                   gain_vs_decoded_copy_db_mean=None if p_all is None else p_all - d_all)
+    return out
 
 
 def _prepare(bag: Path, tm: TopicMap, bundle: Bundle, cfg: EvalBagConfig, work: Path, scan: _Scan,
@@ -888,7 +899,7 @@ def eval_bag(bag: str | Path, model_dir: str | Path, out: str | Path, topic_map:
 
     # 1. encode every frame once (the planner encodes each new frame once and caches it: per-frame latency)
     frames_t = torch.from_numpy(ep.frames)
-    lat_true_l, recon_psnr = [], {v: [] for v in VIEW_ORDER}
+    lat_true_l, recon_psnr, recon_l = [], {v: [] for v in VIEW_ORDER}, []
     with torch.no_grad():
         for i in range(0, T, 8):
             x = frames_t[i:i + 8].to(dev, torch.float32).div_(255.0)
@@ -900,11 +911,13 @@ def eval_bag(bag: str | Path, model_dir: str | Path, out: str | Path, topic_map:
             lat_times["encode_frame"] += [dt / len(x)] * len(x)
             lat_true_l.append(z)
             rec = ae.decode(z).float().cpu().numpy()
+            recon_l.append(rec.astype(np.float32))
             tgt = x.float().cpu().numpy()
             for vi, v in enumerate(VIEW_ORDER):
                 mse = np.maximum(np.mean((rec[:, vi] - tgt[:, vi]) ** 2, axis=(-3, -2, -1)), PSNR_MSE_FLOOR)
                 recon_psnr[v] += (10 * np.log10(1.0 / mse)).tolist()
     lat_true = torch.cat(lat_true_l)  # (T, C, h, w)
+    recon = np.concatenate(recon_l)  # (T, V, 3, h, w) decoded frames: what the model's own copy baseline looks like
     actions_t = torch.from_numpy(ep.actions).to(dev, torch.float32)
 
     # reward target: V(τ) = γ^(F−τ)·success needs the episode's end and its label
@@ -965,7 +978,7 @@ def eval_bag(bag: str | Path, model_dir: str | Path, out: str | Path, topic_map:
     copy_w = np.zeros_like(psnr_w)  # baseline: the current frame copied into the future (what must be predicted)
     # pooled squared errors on the pixels that change (|future − current| > MOVING_THRESHOLD in some channel):
     # what the copy baseline cannot get right and planning needs (robot, pushed objects) — per horizon step
-    moving_sse = {"prediction": np.zeros(H), "copy": np.zeros(H)}
+    moving_sse = {"prediction": np.zeros(H), "copy": np.zeros(H), "copy_decoded": np.zeros(H)}
     moving_n = np.zeros(H)
     ssim_w = np.zeros_like(psnr_w)
     lmse_w = np.zeros((len(starts), H))
@@ -1038,6 +1051,7 @@ def eval_bag(bag: str | Path, model_dir: str | Path, out: str | Path, topic_map:
                     if moving.any():
                         moving_sse["prediction"][h] += float(((pred_np[h, vi] - tgt_np[h, vi])[:, moving] ** 2).sum())
                         moving_sse["copy"][h] += float(((now_np[vi] - tgt_np[h, vi])[:, moving] ** 2).sum())
+                        moving_sse["copy_decoded"][h] += float(((recon[c, vi] - tgt_np[h, vi])[:, moving] ** 2).sum())
                         moving_n[h] += 3 * int(moving.sum())
             err = (pred[0] - true_lat).abs()  # (H, C, h, w)
             lmse_w[wi] = ((pred[0] - true_lat) ** 2).mean(dim=(1, 2, 3)).float().cpu().numpy()
