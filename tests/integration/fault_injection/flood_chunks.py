@@ -20,6 +20,7 @@ import time
 import numpy as np
 import rclpy
 from geometry_msgs.msg import Pose, PoseStamped
+from rclpy.duration import Duration
 from rclpy.executors import SingleThreadedExecutor
 from rclpy.parameter import Parameter
 from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy
@@ -35,6 +36,7 @@ def main() -> None:
     ap.add_argument("--out", required=True)
     ap.add_argument("--timeout", type=float, default=60.0)
     ap.add_argument("--preroll-s", type=float, default=1.0, help="chunks at 10 Hz for this long first [s]")
+    ap.add_argument("--executor", default="executor", help="node name of the executor the flood is aimed at")
     args = ap.parse_args()
 
     rclpy.init()
@@ -55,11 +57,16 @@ def main() -> None:
     spinner = threading.Thread(target=spin, daemon=True)
     spinner.start()
 
+    def executor_subscribes(topic: str) -> bool:
+        # the executor itself, not just any subscriber (the observer records /vidplan/plan, the planner listens to
+        # /vidplan/estop): a flood that starts before this process has discovered the executor proves nothing
+        return any(i.node_name == args.executor for i in node.get_subscriptions_info_by_topic(topic))
+
     end = time.monotonic() + args.timeout
-    while (not ee or node.get_clock().now().nanoseconds == 0 or not plan_pub.get_subscription_count()
-           or not estop_pub.get_subscription_count()):
+    while (not ee or node.get_clock().now().nanoseconds == 0 or not executor_subscribes("/vidplan/plan")
+           or not executor_subscribes("/vidplan/estop")):
         if time.monotonic() > end:
-            raise SystemExit("no /ee_pose, /clock or executor subscription")
+            raise SystemExit(f"no /ee_pose, /clock or subscription of the '{args.executor}' node")
         time.sleep(0.05)
     time.sleep(0.5)  # let the executor's subscriptions match fully
     start = ee[-1]
@@ -94,6 +101,9 @@ def main() -> None:
         if i % 100 == 99:
             time.sleep(0.01)  # a breath every 100 chunks: /ee_pose keeps flowing in, so the chunks follow the arm
     out["duration_s"] = time.monotonic() - t0
+    # the e-stop is reliable: keep this publisher until every reliable reader has acknowledged it (a process that
+    # exits first takes an undelivered sample with it)
+    out["estop_acked"] = estop_pub.wait_for_all_acked(Duration(seconds=10.0))
     with open(args.out, "w") as f:
         json.dump(out, f)
     print(json.dumps(out), flush=True)

@@ -319,7 +319,9 @@ def test_estop_stops_the_arm_within_1s_under_a_flood_of_chunks(estop_flood):
     r = estop_flood
     assert r["executor_alive"], r["logs"][-3000:]
     values = kv(r["status"])
-    assert values["estop"] == "True" and level(r["status"]) == 2, (r["status"].message, values)
+    assert r["sent"]["estop_acked"], ("the e-stop was never acknowledged by every reliable reader", r["sent"])
+    assert values["estop"] == "True" and level(r["status"]) == 2, (r["status"].message, values, r["sent"],
+                                                                   r["logs"][-3000:])
     # keep-last-10 QoS drops most of the flood on the way; what gets through keeps the executor saturated
     assert int(values["chunks_received"]) >= 20, values
     assert r["moving_before"], "the flood's chunks never reached the arm before the e-stop"
