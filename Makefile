@@ -4,6 +4,10 @@ SHELL := /bin/bash
 ENV := source scripts/env.sh &&
 PYTEST_ARGS ?=
 
+# what runs on the robot's ROS 2 Python (3.10 on Humble); tests/unit/test_lint.py checks the same paths
+PY310_PATHS = ros_ws/src/vidplan_core/vidplan_core ros_ws/src/vidplan_ros/vidplan_ros ros_ws/src/vidplan_sim/vidplan_sim \
+	ros_ws/src/vidplan_bringup
+
 .PHONY: help setup shell test test-unit test-integration lint demo demo-scripted demo-models up bench clean
 
 help:  ## list targets
@@ -24,8 +28,9 @@ test-unit: setup  ## unit tests only
 test-integration: setup  ## real multi-process ROS 2 tests only
 	@$(ENV) python -m pytest -m "integration" $(PYTEST_ARGS)
 
-lint: setup  ## ruff
+lint: setup  ## ruff, and vermin: the packages run on Python 3.10 (ROS 2 Humble)
 	@$(ENV) ruff check .
+	@$(ENV) vermin --target=3.10- --violations --no-tips -q $(PY310_PATHS)
 
 up: setup  ## start a bring-up profile: make up PROFILE=sim ARGS='clutter:=2'
 	@$(ENV) vidplan up $(PROFILE) $(ARGS)

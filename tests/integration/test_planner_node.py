@@ -131,6 +131,68 @@ def test_planner_plans_on_onnxruntime_with_the_bundled_export(tmp_path, listener
         assert "no debug prediction pictures" not in log, log[-3000:]
 
 
+@pytest.mark.slow
+def test_compressed_cameras_give_the_plan_raw_ones_give(tmp_path, tiny_model_dir, listener):
+    """image_transport:=compressed: the planner subscribes to <topic>/compressed (sensor_msgs/CompressedImage) and
+    decodes with the suite's one decoder. On a fixed scene the first plan of a run is reproducible, so the three
+    transports can be compared: PNG (lossless) gives exactly the raw plan, JPEG q95 the same plan (the same winning
+    candidate, its chunk within 1 cm) with scores ranked alike."""
+    env = {"OMP_NUM_THREADS": "1"}
+    first = {}
+    for mode in ("raw", "png", "jpeg"):
+        for v in listener.values():
+            v.clear()
+        pub_cmd = [sys.executable, str(SCRIPTS / "robot_stream_publisher.py"), "--width", "80", "--height", "48",
+                   "--static", *(["--compressed", mode] if mode != "raw" else [])]
+        planner_cmd = _planner_cmd(tiny_model_dir, image_transport="raw" if mode == "raw" else "compressed",
+                                   publish_debug=False)
+        with started(pub_cmd, tmp_path / f"pub_{mode}.log", env=env), \
+                started(planner_cmd, tmp_path / f"planner_{mode}.log", env=env) as planner:
+            assert wait_for(lambda: listener["plans"] and any(
+                d.plan_id == listener["plans"][0].plan_id for d in listener["diags"]), 60), planner.output()[-3000:]
+            plan = listener["plans"][0]
+            diag = next(d for d in listener["diags"] if d.plan_id == plan.plan_id)
+            first[mode] = (plan.plan_id, np.array(diag.candidate_scores), chunk_from_msg(plan))
+    (id_raw, s_raw, c_raw), (id_png, s_png, c_png), (id_jpg, s_jpg, c_jpg) = first["raw"], first["png"], first["jpeg"]
+    assert id_raw == id_png == id_jpg == 1  # the first cycle of each run: the same noise seed
+    np.testing.assert_allclose(s_png, s_raw, rtol=0, atol=1e-6)
+    np.testing.assert_allclose(c_png.position, c_raw.position, rtol=0, atol=1e-6)
+    # JPEG (34 dB on these pictures) moves the random tiny model's scores, not their order: the same candidate wins
+    from scipy.stats import spearmanr
+
+    assert int(np.argmax(s_jpg)) == int(np.argmax(s_raw)), (s_raw, s_jpg)
+    assert spearmanr(s_raw, s_jpg).statistic >= 0.8, (s_raw, s_jpg)
+    np.testing.assert_allclose(c_jpg.position, c_raw.position, rtol=0, atol=0.01)  # [m]
+
+
+@pytest.mark.slow
+def test_planner_on_franka_ros2_names_takes_the_ee_pose_from_joint_states(tmp_path, tiny_model_dir, listener):
+    """The robot profile's state inputs: FR3 joint names (joint_prefix fr3) and no /ee_pose topic (franka_ros2
+    publishes none; ee_pose_topic: "" computes the TCP by forward kinematics). The plan starts at the FK pose; with
+    the arm's joints missing the planner says which joints, and plans again once they come."""
+    from vidplan_core.kinematics import HOME_Q, PandaKinematics
+
+    env = {"OMP_NUM_THREADS": "1"}
+    pub_cmd = [sys.executable, str(SCRIPTS / "robot_stream_publisher.py"), "--width", "40", "--height", "24",
+               "--prefix", "fr3", "--no-ee-pose"]
+    tcp = PandaKinematics().fk(HOME_Q)[:3, 3]
+    with started(pub_cmd, tmp_path / "pub.log", env=env):
+        # the sim's names (panda_) on FR3 joint states: no plan, the diagnostics name the missing joints
+        with started(_planner_cmd(tiny_model_dir, ee_pose_topic="''", base_frame="fr3_link0"),
+                     tmp_path / "planner_panda.log", env=env) as planner:
+            assert wait_for(lambda: any(d.status == PlanDiagnostics.STATUS_ERROR and "panda_joint1" in d.reason
+                                        for d in listener["diags"]), 60), planner.output()[-3000:]
+            assert not listener["plans"]
+        with started(_planner_cmd(tiny_model_dir, ee_pose_topic="''", joint_prefix="fr3", base_frame="fr3_link0"),
+                     tmp_path / "planner.log", env=env) as planner:
+            assert wait_for(lambda: len(listener["plans"]) >= 1, 60), planner.output()[-3000:]
+            msg = listener["plans"][-1]
+            assert msg.header.frame_id == "fr3_link0"
+            chunk = chunk_from_msg(msg)
+            # the first step moves at most 0.2 s x 0.15 m/s from the FK pose (basis proposals) or holds it
+            assert np.linalg.norm(chunk.position[0] - tcp) < 0.035, (chunk.position[0], tcp)
+
+
 def test_planner_rejects_bad_parameters_and_missing_models(tmp_path, tiny_model_dir):
     with started(_planner_cmd(tiny_model_dir, uncertainty_weighting="cubic"), tmp_path / "a.log") as p:
         assert p.wait(60) == 2, p.output()

@@ -115,3 +115,15 @@ def test_arg_overrides_must_have_the_type_of_the_default():
     args, _ = parse_overrides(["rate:=20"])
     rate = {n.name: n for n in resolve_profile(two, str(two_path), args)}["publisher"].parameters["rate_hz"]
     assert rate == 20.0 and isinstance(rate, float)
+
+
+def test_robot_profile_gives_the_planner_franka_ros2_state_inputs():
+    """franka_ros2 names the FR3's joints fr3_joint1..7 and publishes no EE pose topic: the robot profile gives both
+    nodes the fr3 prefix and has the planner compute the EE pose from /joint_states (ee_pose_topic: "")."""
+    profile, path = load_profile("robot")
+    nodes = {n.name: n for n in resolve_profile(profile, str(path))}
+    for name in ("planner", "executor"):
+        assert nodes[name].parameters["joint_prefix"] == "fr3", name
+    assert nodes["planner"].parameters["ee_pose_topic"] == ""
+    assert nodes["planner"].parameters["base_frame"] == nodes["executor"].parameters["base_frame"] == "fr3_link0"
+    assert "ee_pose_topic: ''" in ros_params_file_content(nodes["planner"])

@@ -16,6 +16,7 @@ from vidplan_core.data.convert import ConvertError, TopicMap, convert_bags, expa
 from vidplan_core.data.dataset import WindowDataset
 from vidplan_core.data.messages import Codec
 from vidplan_core.data.schema import validate_dataset
+from vidplan_core.images import encode_compressed
 from vidplan_core.spaces import VIEW_ORDER
 
 SRC_H, SRC_W = 12, 20
@@ -34,13 +35,16 @@ def _img(k: int, view: int, hw: tuple[int, int] = (SRC_H, SRC_W)) -> np.ndarray:
 
 
 def write_bag(path, n=31, *, cams=None, success=True, instruction="touch the red cube", with_info=True,
-              with_action=True, gripper_float=None, bool_success=None, bgr=False, hw=(SRC_H, SRC_W)):
-    """A 15 Hz recording with n samples per stream. EE x = 0.3 + 0.01·k, commanded x = 0.3 + 0.01·(k + 1)."""
+              with_action=True, gripper_float=None, bool_success=None, bgr=False, hw=(SRC_H, SRC_W), compressed=""):
+    """A 15 Hz recording with n samples per stream. EE x = 0.3 + 0.01·k, commanded x = 0.3 + 0.01·(k + 1).
+    compressed="jpeg"|"png": cameras as image_transport records them (CompressedImage on <topic>/compressed)."""
     cams = cams or {v: f"/cameras/{v}/image_raw" for v in VIEW_ORDER}
+    if compressed:
+        cams = {v: f"{t}/compressed" for v, t in cams.items()}
     with BagWriter(path) as w:
         c = Codec(w.definitions)
         for v in VIEW_ORDER:
-            w.add_topic(cams[v], "sensor_msgs/msg/Image")
+            w.add_topic(cams[v], "sensor_msgs/msg/CompressedImage" if compressed else "sensor_msgs/msg/Image")
         w.add_topic("/ee_pose", "geometry_msgs/msg/PoseStamped")
         w.add_topic("/joint_states", "sensor_msgs/msg/JointState")
         if with_action:
@@ -56,7 +60,12 @@ def write_bag(path, n=31, *, cams=None, success=True, instruction="touch the red
             t = T0 + k * DT
             for vi, v in enumerate(VIEW_ORDER):
                 rgb = _img(k, vi, hw)
-                if bgr:
+                if compressed:
+                    fmt, data = encode_compressed(rgb, compressed, quality=95)
+                    msg = c.type("sensor_msgs/msg/CompressedImage")(header=c.header(t, v), format=fmt,
+                                                                   data=np.frombuffer(data, np.uint8))
+                    w.write(cams[v], t, c.serialize(msg))
+                elif bgr:
                     Image = c.type("sensor_msgs/msg/Image")
                     data = np.ascontiguousarray(rgb[:, :, ::-1]).reshape(-1)
                     w.write(cams[v], t, c.serialize(Image(header=c.header(t, v), height=SRC_H, width=SRC_W,
@@ -206,3 +215,30 @@ def test_workspace_crop_is_the_planners_and_recorded(tmp_path):
     write_bag(tmp_path / "odd", n=4)
     with pytest.raises(ConvertError, match=r"20x12 image \(aspect 1.667\).*1.778"):
         convert_bags([tmp_path / "odd"], tmp_path / "ds2", views=views)
+
+
+@pytest.mark.parametrize("fmt", ["png", "jpeg"])
+def test_compressed_recordings_convert_like_raw_ones(tmp_path, fmt):
+    """A bag recorded with compressed cameras (CompressedImage on <topic>/compressed, image_transport's name) is read
+    through the default topic map: the same frames as the raw recording (PNG exactly, JPEG within its error), and
+    eval-bag's scan finds the cameras and their size the same way."""
+    from safetensors.numpy import load_file
+
+    from vidplan_core.eval.bag_eval import _scan
+
+    write_bag(tmp_path / "raw" / "ep", n=16)
+    write_bag(tmp_path / "cmp" / "ep", n=16, compressed=fmt)
+    convert_bags([tmp_path / "raw" / "ep"], tmp_path / "ds_raw", size=(6, 10))
+    meta = convert_bags([tmp_path / "cmp" / "ep"], tmp_path / "ds_cmp", size=(6, 10))
+    assert meta.info["topic_map"]["cameras"]["left"] == "/cameras/left/image_raw"  # the map as given
+    assert meta.info["source_image_size"] == [SRC_H, SRC_W]
+    raw = load_file(str(tmp_path / "ds_raw" / "shards" / "ep.safetensors"))["frames"].astype(int)
+    cmp = load_file(str(tmp_path / "ds_cmp" / "shards" / "ep.safetensors"))["frames"].astype(int)
+    assert raw.shape == cmp.shape
+    if fmt == "png":
+        np.testing.assert_array_equal(cmp, raw)
+    else:
+        assert np.abs(cmp - raw).max() <= 8
+    scan = _scan(tmp_path / "cmp" / "ep", TopicMap(), salvage=False)
+    assert scan.topic_map.cameras["wrist"] == "/cameras/wrist/image_raw/compressed"
+    assert scan.sizes["/cameras/wrist/image_raw/compressed"] == (SRC_H, SRC_W)

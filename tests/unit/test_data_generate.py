@@ -10,7 +10,8 @@ import pytest
 
 from vidplan_core.data.bags import BagReader
 from vidplan_core.data.generate import GenerateConfig, GenerateError, generate_dataset
-from vidplan_core.data.messages import Codec, decode_image
+from vidplan_core.data.messages import Codec
+from vidplan_core.images import decode_image
 
 pytest.importorskip("mujoco", reason="MuJoCo is needed for the simulation")
 if not os.environ.get("VIDPLAN_MENAGERIE_DIR"):

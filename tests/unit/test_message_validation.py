@@ -1,6 +1,6 @@
 """The message validators of the nodes (vidplan_ros.conversions): every malformed message yields a reason naming what
-is wrong, never an exception; image_to_array is the one image decoder and raises ImageDecodeError (a ValueError)
-with that reason. On real ROS message classes and on duck-typed stand-ins."""
+is wrong, never an exception; image_to_array is the one image decoder (vidplan_core.images, raw and compressed) and
+raises ImageDecodeError (a ValueError) with that reason. On real ROS message classes and on duck-typed stand-ins."""
 
 from __future__ import annotations
 
@@ -14,7 +14,6 @@ from sensor_msgs.msg import CompressedImage, Image, JointState
 from vidplan_ros.conversions import (
     IMAGE_ENCODINGS,
     ImageDecodeError,
-    InvalidMessageError,
     image_to_array,
     validate_image,
     validate_joint_state,
@@ -57,12 +56,15 @@ def test_valid_images_decode_to_rgb():
     (_img(data=bytes(17)), "image data is 17 bytes, too small for step 9 x height 2 = 18"),
     (_img(data=bytes(19)), "image data is 19 bytes, too large for step 9 x height 2 = 18"),
     (_img(data=b""), "image data is 0 bytes, too small"),
-    (CompressedImage(format="jpeg", data=b"\xff\xd8"), "compressed image (format 'jpeg') is not supported"),
+    (CompressedImage(format="jpeg", data=b"\x89PNG\r\n\x1a\n"), "says format 'jpeg' but its data is PNG"),
+    (CompressedImage(format="16UC1; compressedDepth png", data=b"\x89PNG\r\n\x1a\n"), "is not supported"),
+    (CompressedImage(format="jpeg", data=b"GIF89a"), "is neither JPEG nor PNG"),
+    (CompressedImage(format="jpeg", data=b""), "compressed image has no data"),
     (SimpleNamespace(height=-1, width=2, encoding="rgb8", step=6, data=b""), "must be non-negative integers"),
     (SimpleNamespace(height=1.5, width=2, encoding="rgb8", step=6, data=b""), "must be non-negative integers"),
     (SimpleNamespace(height=1, width=1, encoding=None, step=3, data=b"abc"), "unsupported image encoding None"),
     (SimpleNamespace(height=1, width=1, encoding="rgb8", step=3, data=None), "has no length"),
-    (SimpleNamespace(pixels=b""), "a SimpleNamespace is not supported"),
+    (SimpleNamespace(pixels=b""), "a SimpleNamespace is not an image"),
 ])
 def test_invalid_images_are_named_and_not_decoded(msg, words):
     reason = validate_image(msg)
@@ -70,7 +72,7 @@ def test_invalid_images_are_named_and_not_decoded(msg, words):
     with pytest.raises(ImageDecodeError) as e:
         image_to_array(msg)
     assert e.value.reason == reason and str(e.value) == reason
-    assert isinstance(e.value, InvalidMessageError) and isinstance(e.value, ValueError)
+    assert isinstance(e.value, ValueError)
 
 
 def test_undecodable_data_is_an_image_decode_error():

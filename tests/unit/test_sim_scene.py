@@ -218,3 +218,20 @@ def test_robot_mesh_render_modes(cfg):
         assert f.shape == (3, 180, 320, 3) and f[0].std() > 10
     diff = np.abs(frames["collision"].astype(int) - frames["visual"].astype(int)).max(axis=-1)
     assert 0.001 < (diff > 30).mean() < 0.2  # same scene, only the robot's look differs
+
+
+def test_forward_kinematics_equals_the_sims_ee_pose(env):
+    """The planner's EE pose from /joint_states (pinocchio FK on urdf/panda_droid.urdf, ee_pose_topic: "") is the
+    pose the sim reports on /ee_pose (MuJoCo's TCP site) within 1 mm and 1 mrad, over the arm's joint ranges."""
+    from vidplan_core.kinematics import PandaKinematics, rotation_error
+
+    kin = PandaKinematics()
+    rng = np.random.default_rng(3)
+    lo, hi = kin.lower, kin.upper
+    for _ in range(25):
+        q = lo + (hi - lo) * rng.uniform(0.1, 0.9, 7)
+        env.pose_arm(q)
+        T_sim, T_fk = env.ee_pose(), kin.fk(env.joint_positions())
+        assert np.linalg.norm(T_sim[:3, 3] - T_fk[:3, 3]) < 1e-3, q
+        assert rotation_error(T_sim[:3, :3], T_fk[:3, :3]) < 1e-3, q
+    env.pose_arm(HOME_Q)

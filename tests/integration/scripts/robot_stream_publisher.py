@@ -1,6 +1,8 @@
 """Test peer process: a fake-free stand-in for a robot's sensor streams — three rgb8 cameras, /joint_states and
 /ee_pose at 15 Hz (arm at the Franka "ready" pose, EE pose from the real kinematics), with one camera that can be
-silenced after some time (--silence VIEW --after S). Used by tests/integration/test_planner_node.py.
+silenced after some time (--silence VIEW --after S). --compressed jpeg|png publishes the cameras as
+image_transport does (sensor_msgs/CompressedImage on <topic>/compressed) instead; --static keeps every frame the same
+(a fixed scene: plans are then reproducible across runs). Used by tests/integration/test_planner_node.py.
 """
 
 from __future__ import annotations
@@ -13,8 +15,9 @@ import rclpy
 from geometry_msgs.msg import PoseStamped
 from rclpy.executors import ExternalShutdownException
 from rclpy.qos import qos_profile_sensor_data
-from sensor_msgs.msg import Image, JointState
+from sensor_msgs.msg import CompressedImage, Image, JointState
 
+from vidplan_core.images import encode_compressed
 from vidplan_core.kinematics import PandaKinematics
 from vidplan_core.spaces import euler_to_quat
 from vidplan_ros.conversions import pose_from_vec
@@ -27,11 +30,18 @@ def main() -> None:
     ap.add_argument("--rate", type=float, default=15.0)
     ap.add_argument("--silence", default="", help="camera view to stop publishing")
     ap.add_argument("--after", type=float, default=0.0, help="seconds after the first subscriber")
+    ap.add_argument("--compressed", default="", choices=("", "jpeg", "png"), help="publish CompressedImage")
+    ap.add_argument("--quality", type=int, default=95, help="JPEG quality")
+    ap.add_argument("--static", action="store_true", help="the same image every frame")
+    ap.add_argument("--prefix", default="panda", help="joint name prefix (fr3 as franka_ros2 names them)")
+    ap.add_argument("--no-ee-pose", action="store_true", help="no /ee_pose (as franka_ros2: joints only)")
     a = ap.parse_args()
     rclpy.init()
     node = rclpy.create_node("robot_stream_publisher")
     views = ("left", "right", "wrist")
-    cams = {v: node.create_publisher(Image, f"/cameras/{v}/image_raw", qos_profile_sensor_data) for v in views}
+    suffix, msg_type = ("/compressed", CompressedImage) if a.compressed else ("", Image)
+    cams = {v: node.create_publisher(msg_type, f"/cameras/{v}/image_raw{suffix}", qos_profile_sensor_data)
+            for v in views}
     js_pub = node.create_publisher(JointState, "/joint_states", 10)
     ee_pub = node.create_publisher(PoseStamped, "/ee_pose", 10)
     kin = PandaKinematics()
@@ -40,6 +50,14 @@ def main() -> None:
     pose = pose_from_vec(np.concatenate([ee[:3], euler_to_quat(ee[3:6])]))
     rng = np.random.default_rng(0)
     base = {v: rng.integers(0, 255, (a.height, a.width, 3), dtype=np.uint8) for v in views}
+    if a.static:  # a camera-like picture (smooth shading, a few objects): what JPEG is made for, unlike noise
+        y, x = np.mgrid[0:a.height, 0:a.width] / max(a.height, a.width)
+        for i, v in enumerate(views):
+            img = np.stack([80 + 120 * x, 90 + 100 * y, np.full_like(x, 60.0 + 40 * i)], axis=2)
+            for _ in range(3):
+                r0, c0 = rng.integers(0, a.height - 8), rng.integers(0, a.width - 8)
+                img[r0:r0 + 8, c0:c0 + 8] = rng.integers(0, 255, 3)
+            base[v] = img.astype(np.uint8)
     started: list[float] = []
     frame = 0
 
@@ -52,17 +70,22 @@ def main() -> None:
         for v in views:
             if silenced and v == a.silence:
                 continue
-            img = np.roll(base[v], frame, axis=1)
-            msg = Image(height=a.height, width=a.width, encoding="rgb8", step=a.width * 3, data=img.tobytes())
+            img = base[v] if a.static else np.roll(base[v], frame, axis=1)
+            if a.compressed:
+                fmt, data = encode_compressed(np.ascontiguousarray(img), a.compressed, a.quality)
+                msg = CompressedImage(format=fmt, data=data)
+            else:
+                msg = Image(height=a.height, width=a.width, encoding="rgb8", step=a.width * 3, data=img.tobytes())
             msg.header.stamp, msg.header.frame_id = stamp, f"{v}_camera_optical_frame"
             cams[v].publish(msg)
-        js = JointState(name=[f"panda_joint{i}" for i in range(1, 8)] + ["panda_finger_joint1"],
+        js = JointState(name=[f"{a.prefix}_joint{i}" for i in range(1, 8)] + [f"{a.prefix}_finger_joint1"],
                         position=[*map(float, q), 0.04])
         js.header.stamp = stamp
         js_pub.publish(js)
-        ps = PoseStamped(pose=pose)
-        ps.header.stamp, ps.header.frame_id = stamp, "panda_link0"
-        ee_pub.publish(ps)
+        if not a.no_ee_pose:
+            ps = PoseStamped(pose=pose)
+            ps.header.stamp, ps.header.frame_id = stamp, f"{a.prefix}_link0"
+            ee_pub.publish(ps)
         frame += 1
 
     node.create_timer(1.0 / a.rate, tick)

@@ -14,7 +14,8 @@ subscription — silently. :class:`CameraSync` is a small replacement that:
   camera's last image) to say how long the cameras have been silent;
 * registers rclpy's incompatible-QoS event callback on each subscription and logs + flags the offending camera
   (``incompatible_qos``) instead of waiting forever.
-* validates every image (:func:`vidplan_ros.conversions.validate_image`: size, encoding, step, data length) before
+* validates every image (:func:`vidplan_core.images.validate_image`: size, encoding, step, data length; format and
+  header of a compressed one) before
   it can join a triplet: an invalid one is dropped and counted (``invalid``), its reason logged (at most every
   ``log_period_s`` per camera) and kept (``rejected`` / :meth:`CameraSync.problems`), so whoever reports the camera
   as unusable can say why instead of "stale".
@@ -32,12 +33,12 @@ from dataclasses import dataclass, field
 
 import numpy as np
 from rclpy.clock import Clock, ClockType
-from rclpy.event_handler import SubscriptionEventCallbacks
 from rclpy.node import Node
 from rclpy.qos import QoSProfile, qos_profile_sensor_data
 from sensor_msgs.msg import Image
 
 from vidplan_core.spaces import VIEW_ORDER
+from vidplan_ros.compat import SubscriptionEventCallbacks
 from vidplan_ros.conversions import ImageDecodeError, image_to_array, validate_image
 
 # image_to_array / ImageDecodeError live in vidplan_ros.conversions (the one image decoder); re-exported here
@@ -93,8 +94,8 @@ class CameraSync:
             reliability and durability).
         callback: called with each new :class:`Triplet` (from the subscription callback's thread).
         check_period_s: how often staleness is re-evaluated and logged [s].
-        msg_type: message type (sensor_msgs/Image). Every message must pass
-            :func:`~vidplan_ros.conversions.validate_image`: a CompressedImage is dropped as unsupported.
+        msg_type: message type: sensor_msgs/Image, or sensor_msgs/CompressedImage (JPEG/PNG, image_transport's
+            ``<topic>/compressed``). Every message must pass :func:`vidplan_core.images.validate_image`.
         log_period_s: at most one "dropping invalid image" log line per camera per this period [s].
     """
 

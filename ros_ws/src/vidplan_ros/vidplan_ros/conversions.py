@@ -3,8 +3,9 @@ business logic here).
 
 Validators return the reason a message is unusable as one line of text (None when it is fine) and never raise, so a
 node can log the reason, put it in its diagnostics and drop the message; they only read attributes, so they accept
-real ROS messages and duck-typed stand-ins alike. :func:`image_to_array` is THE image decoder of the nodes: it raises
-:class:`ImageDecodeError` (a ValueError) carrying :func:`validate_image`'s reason.
+real ROS messages and duck-typed stand-ins alike. Images are decoded by the suite's one decoder,
+:mod:`vidplan_core.images` (raw and compressed), re-exported here as :func:`image_to_array` / :func:`validate_image`
+for the nodes.
 """
 
 from __future__ import annotations
@@ -17,101 +18,13 @@ import numpy as np
 from builtin_interfaces.msg import Time
 from geometry_msgs.msg import Pose
 
+from vidplan_core.images import IMAGE_ENCODINGS, ImageDecodeError, validate_image
+from vidplan_core.images import decode_image as image_to_array
 from vidplan_core.spaces import EEChunk, euler_to_quat, quat_to_euler
 
-__all__ = ["IMAGE_ENCODINGS", "ImageDecodeError", "InvalidMessageError", "chunk_from_msg", "chunk_to_msg",
+__all__ = ["IMAGE_ENCODINGS", "ImageDecodeError", "chunk_from_msg", "chunk_to_msg",
            "image_to_array", "pose_from_vec", "pose_to_vec", "sec_to_stamp", "stamp_to_sec", "validate_image",
            "validate_joint_state", "validate_pose"]
-
-# encoding → channels (1 byte each) of the sensor_msgs/Image encodings the nodes decode
-IMAGE_ENCODINGS: dict[str, int] = {"rgb8": 3, "bgr8": 3, "rgba8": 4, "bgra8": 4, "mono8": 1}
-
-
-class InvalidMessageError(ValueError):
-    """A message that cannot be used; ``reason`` is the one-line explanation (also the exception text)."""
-
-    def __init__(self, reason: str):
-        super().__init__(reason)
-        self.reason = reason
-
-
-class ImageDecodeError(InvalidMessageError):
-    """An image message that cannot be decoded (bad size, encoding, step or data length; a compressed image)."""
-
-
-def _count(value: Any) -> int | None:
-    """A non-negative integer field as int, or None when it is not one."""
-    if isinstance(value, bool):
-        return None
-    try:
-        n = int(value)
-    except (TypeError, ValueError, OverflowError):
-        return None
-    return n if n == value and n >= 0 else None
-
-
-def validate_image(msg: Any) -> str | None:
-    """Why a sensor_msgs/Image cannot be decoded, or None when :func:`image_to_array` will decode it.
-
-    Checks: an ``encoding`` field (a CompressedImage has none: compressed images are not decoded here), height and
-    width > 0, an encoding of :data:`IMAGE_ENCODINGS` (case-insensitive), ``step`` ≥ width × channels (bytes) and
-    ``len(data) == step × height`` exactly.
-    """
-    if not hasattr(msg, "encoding"):
-        fmt = getattr(msg, "format", None)
-        what = f"a compressed image (format {fmt!r})" if fmt is not None else f"a {type(msg).__name__}"
-        return (f"{what} is not supported: publish sensor_msgs/Image with encoding "
-                f"{', '.join(IMAGE_ENCODINGS)}")
-    h, w, step = (_count(getattr(msg, k, None)) for k in ("height", "width", "step"))
-    if h is None or w is None or step is None:
-        return (f"invalid image header: height {getattr(msg, 'height', None)!r}, width "
-                f"{getattr(msg, 'width', None)!r}, step {getattr(msg, 'step', None)!r} must be non-negative integers")
-    if h == 0 or w == 0:
-        return f"invalid image size {w}x{h} (width x height): both must be > 0"
-    enc = getattr(msg, "encoding", "")
-    ch = IMAGE_ENCODINGS.get(enc.lower()) if isinstance(enc, str) else None
-    if ch is None:
-        return f"unsupported image encoding {enc!r}; expected {', '.join(IMAGE_ENCODINGS)}"
-    if step < w * ch:
-        return f"image step {step} is less than width {w} x {ch} bytes per pixel ({enc})"
-    try:
-        n = len(msg.data)
-    except TypeError:
-        return f"image data of type {type(msg.data).__name__} has no length"
-    if n != step * h:
-        return (f"image data is {n} bytes, too {'small' if n < step * h else 'large'} for step {step} x height "
-                f"{h} = {step * h} bytes ({w}x{h} {enc})")
-    return None
-
-
-def image_to_array(msg: Any) -> np.ndarray:
-    """sensor_msgs/Image (rgb8, bgr8, rgba8, bgra8, mono8) → (H, W, 3) uint8 RGB array (a copy).
-
-    Raises:
-        ImageDecodeError: the message fails :func:`validate_image` (its ``reason`` says why).
-    """
-    reason = validate_image(msg)
-    if reason is not None:
-        raise ImageDecodeError(reason)
-    h, w, step = int(msg.height), int(msg.width), int(msg.step)
-    enc = msg.encoding.lower()
-    ch = IMAGE_ENCODINGS[enc]
-    data = msg.data
-    try:
-        buf = np.frombuffer(data, dtype=np.uint8)
-    except (TypeError, ValueError):  # a list of ints (duck-typed messages)
-        try:
-            buf = np.asarray(data, dtype=np.uint8)
-        except (TypeError, ValueError, OverflowError) as exc:
-            raise ImageDecodeError(f"image data is not bytes: {exc}") from exc
-    if buf.size != step * h:  # a buffer of wider items than bytes
-        raise ImageDecodeError(f"image data is {buf.size} bytes, expected step {step} x height {h} = {step * h}")
-    img = buf.reshape(h, step)[:, :w * ch].reshape(h, w, ch)
-    if enc == "mono8":
-        return np.repeat(img, 3, axis=2)
-    if enc.startswith("bgr"):
-        img = img[..., 2::-1]
-    return np.ascontiguousarray(img[..., :3])
 
 
 def _floats(values: Any, what: str) -> tuple[np.ndarray | None, str | None]:

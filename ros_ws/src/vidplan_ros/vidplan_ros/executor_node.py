@@ -94,7 +94,6 @@ from rcl_interfaces.msg import ParameterDescriptor
 from rclpy.action import ActionServer, CancelResponse, GoalResponse
 from rclpy.callback_groups import ReentrantCallbackGroup
 from rclpy.clock import Clock, ClockType
-from rclpy.event_handler import QoSRequestedIncompatibleQoSInfo, SubscriptionEventCallbacks
 from rclpy.exceptions import ParameterException
 from rclpy.executors import ExternalShutdownException, MultiThreadedExecutor, ShutdownException
 from rclpy.node import Node
@@ -116,6 +115,7 @@ from vidplan_core.kinematics import PandaKinematics, rotation_error
 from vidplan_core.safety import SafetyLimits
 from vidplan_interfaces.action import ExecuteChunk
 from vidplan_interfaces.msg import PlanChunk
+from vidplan_ros.compat import QoSRequestedIncompatibleQoSInfo, SubscriptionEventCallbacks
 from vidplan_ros.conversions import stamp_to_sec
 from vidplan_ros.executor_backends import BACKENDS, make_backend
 from vidplan_ros.node_runner import parameters_declared, run_node

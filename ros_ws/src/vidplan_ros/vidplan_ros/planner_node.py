@@ -4,8 +4,10 @@ A thin adapter around :class:`vidplan_core.planning.session.PlanningSession`: it
 keeps the observation history at the world model's rate, runs plan cycles on its own thread (callbacks never
 wait for a plan), and publishes the chunk, its diagnostics and debug pictures.
 
-Subscribes: /cameras/{left,right,wrist}/image_raw (via :class:`vidplan_ros.camera_sync.CameraSync`), /ee_pose,
-/joint_states, /vidplan/task (std_msgs/String), /vidplan/estop (std_msgs/Bool, latched).
+Subscribes: /cameras/{left,right,wrist}/image_raw (via :class:`vidplan_ros.camera_sync.CameraSync`; or
+their ``/compressed`` streams), /ee_pose (or, with ``ee_pose_topic: ""``, the EE pose from forward kinematics of
+/joint_states, as on a franka_ros2 robot, which publishes no EE pose topic), /joint_states, /vidplan/task
+(std_msgs/String), /vidplan/estop (std_msgs/Bool, latched).
 Serves: /vidplan/set_task (vidplan_interfaces/SetTask).
 Publishes: /vidplan/plan (PlanChunk), /vidplan/plan_diagnostics (PlanDiagnostics), /vidplan/debug/prediction and
 /vidplan/debug/uncertainty (sensor_msgs/Image rgb8), /vidplan/debug/plan_markers (MarkerArray), /diagnostics.
@@ -50,6 +52,8 @@ Parameters (all read at start-up and validated; a bad value exits with code 2 an
     history_length (int, 0): T history frames (0 = the model's).
     instruction (str, ""): initial task ("" = idle until /vidplan/task or SetTask).
     left_topic / right_topic / wrist_topic (str): camera topics.
+    image_transport (str, "raw"): raw | compressed. compressed subscribes to ``<topic>/compressed``
+        (sensor_msgs/CompressedImage, JPEG or PNG: what image_transport, networked and ZED/DROID cameras publish).
     max_sync_skew_s (float, 0.03): largest stamp spread of a camera triplet [s].
     camera_timeout_s (float, 0.5): a camera older than this is stale [s].
     state_timeout_s (float, 0.5): /ee_pose or /joint_states older than this is stale [s].
@@ -57,7 +61,10 @@ Parameters (all read at start-up and validated; a bad value exits with code 2 an
     clock_timeout_s (float, 1.0): under use_sim_time, sim time not advancing for this long (steady/wall clock)
         means /clock stopped: all inputs are stale [s]. Above the longest stall of a healthy sim (a lock-step sim
         rendering on busy cores stalls < 1 s).
-    joint_prefix (str, "panda"): joint names {prefix}_joint1..7, {prefix}_finger_joint1.
+    joint_prefix (str, "panda"): joint names {prefix}_joint1..7, {prefix}_finger_joint1 (fr3 on a franka_ros2 FR3).
+    ee_pose_topic (str, "/ee_pose"): geometry_msgs/PoseStamped of the TCP in base_frame; "" = forward kinematics of
+        /joint_states (pinocchio on urdf/panda_droid.urdf, TCP = {prefix}_hand_tcp; the FR3 shares the Panda's
+        kinematic parameters).
     gripper_max_width_m (float, 0.04): finger position that means fully open.
     base_frame (str, "panda_link0"): frame of the published poses.
     send_to_executor (bool, true): publish PlanChunks on /vidplan/plan (false: shadow mode, diagnostics only).
@@ -78,14 +85,14 @@ from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
 from geometry_msgs.msg import Point, PoseStamped
 from rclpy.action import ActionClient
 from rclpy.clock import Clock, ClockType
-from rclpy.event_handler import SubscriptionEventCallbacks
 from rclpy.node import Node
 from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy, qos_profile_sensor_data
 from safetensors import SafetensorError
-from sensor_msgs.msg import Image, JointState
+from sensor_msgs.msg import CompressedImage, Image, JointState
 from std_msgs.msg import Bool, String
 from visualization_msgs.msg import Marker, MarkerArray
 
+from vidplan_core.kinematics import transform_to_action
 from vidplan_core.observation import ObservationHistory
 from vidplan_core.runtime.base import BackendError
 from vidplan_core.spaces import MODEL_RATE_HZ, VIEW_ORDER, EEChunk, quat_to_euler
@@ -93,6 +100,7 @@ from vidplan_interfaces.action import ExecuteChunk
 from vidplan_interfaces.msg import PlanChunk, PlanDiagnostics
 from vidplan_interfaces.srv import SetTask
 from vidplan_ros.camera_sync import CameraSync, Triplet
+from vidplan_ros.compat import SubscriptionEventCallbacks
 from vidplan_ros.conversions import (
     chunk_to_msg,
     image_to_array,
@@ -104,6 +112,8 @@ from vidplan_ros.conversions import (
 )
 from vidplan_ros.node_runner import parameters_declared, run_node
 
+# the EE-pose input's name when it is computed from /joint_states (ee_pose_topic: ""), in diagnostics and logs
+FK_SOURCE = "/joint_states (forward kinematics)"
 LATCHED = QoSProfile(depth=1, reliability=ReliabilityPolicy.RELIABLE, durability=DurabilityPolicy.TRANSIENT_LOCAL)
 ESTOP_ANY_QOS = QoSProfile(depth=10, reliability=ReliabilityPolicy.BEST_EFFORT, durability=DurabilityPolicy.VOLATILE)
 _STATUS = {"ok": PlanDiagnostics.STATUS_OK, "budget": PlanDiagnostics.STATUS_BUDGET,
@@ -195,11 +205,15 @@ class PlannerNode(Node):
         # trained on the same cameras and workspace crop (checked at start-up)
         calibration_file = p("camera_calibration", "")
         topics = {v: p(f"{v}_topic", f"/cameras/{v}/image_raw") for v in ("left", "right", "wrist")}
+        transport = p("image_transport", "raw", choices=("raw", "compressed"))
+        if transport == "compressed":  # image_transport's naming: the compressed stream of <topic>
+            topics = {v: f"{t.rstrip('/')}/compressed" for v, t in topics.items()}
         skew = p("max_sync_skew_s", 0.03, lo=0.0)
         self.camera_timeout = p("camera_timeout_s", 0.5, lo=1e-3)
         self.state_timeout = p("state_timeout_s", 0.5, lo=1e-3)
         self.clock_timeout = p("clock_timeout_s", 1.0, lo=1e-3)
         self.joint_prefix = p("joint_prefix", "panda")
+        self.ee_source = p("ee_pose_topic", "/ee_pose")  # "" → FK of /joint_states
         self.gripper_max_width = p("gripper_max_width_m", 0.04, lo=1e-4)
         self.base_frame = p("base_frame", "panda_link0")
         self.send_to_executor = p("send_to_executor", True)
@@ -276,12 +290,16 @@ class PlannerNode(Node):
         # Callbacks only store inputs (one single-threaded executor: rclpy's multithreaded one costs ~2.4x the CPU per
         # callback); plan cycles run on their own thread (self._thread), so subscriptions never wait for a cycle.
         self.sync = CameraSync(self, topics, max_skew_s=skew, stale_after_s=self.camera_timeout,
-                               callback=self._guarded("camera triplet", self._on_triplet))
+                               callback=self._guarded("camera triplet", self._on_triplet),
+                               msg_type=CompressedImage if transport == "compressed" else Image)
         # State with sensor-data QoS (best effort): compatible with reliable publishers (robot, sim) and with
         # best-effort ones (bag replay publishes sensor_msgs that way); a reliable subscription would silently
         # never match the latter.
-        self.create_subscription(PoseStamped, "/ee_pose", self._guarded("/ee_pose", self._on_ee),
-                                 qos_profile_sensor_data)
+        if self.ee_source:
+            self.create_subscription(PoseStamped, self.ee_source, self._guarded(self.ee_source, self._on_ee),
+                                     qos_profile_sensor_data)
+        else:  # the session's kinematics: the same TCP frame the basis proposals move
+            self.ee_source = FK_SOURCE
         self.create_subscription(JointState, "/joint_states", self._guarded("/joint_states", self._on_joints),
                                  qos_profile_sensor_data)
         # Two subscriptions: volatile (any publisher, e.g. a user's one-off message) and transient-local (the
@@ -377,14 +395,14 @@ class PlannerNode(Node):
     def _on_ee(self, msg: PoseStamped) -> None:
         reason = validate_pose(msg.pose)
         if reason is not None:
-            self._reject("/ee_pose", reason)
+            self._reject(self.ee_source, reason)
             return
         v = pose_to_vec(msg.pose)
         euler = quat_to_euler(v[3:])
         with self._lock:
             self._ee = (self._now(), np.concatenate([v[:3], euler]))
-            self._rx_wall["/ee_pose"] = time.monotonic()
-            self._rejected.pop("/ee_pose", None)
+            self._rx_wall[self.ee_source] = time.monotonic()
+            self._rejected.pop(self.ee_source, None)
 
     def _on_joints(self, msg: JointState) -> None:
         reason = validate_joint_state(msg)
@@ -404,8 +422,12 @@ class PlannerNode(Node):
         finger = f"{self.joint_prefix}_finger_joint1"
         grip = (1.0 - min(max(msg.position[idx[finger]] / self.gripper_max_width, 0.0), 1.0)
                 if finger in idx else 0.0)
+        now = self._now()
+        ee = (now, transform_to_action(self.session.kin.fk(q))) if self.ee_source == FK_SOURCE else None
         with self._lock:
-            self._joints = (self._now(), q, grip)
+            self._joints = (now, q, grip)
+            if ee is not None:
+                self._ee = ee
             self._rx_wall["/joint_states"] = time.monotonic()
             self._rejected.pop("/joint_states", None)
 
@@ -469,7 +491,7 @@ class PlannerNode(Node):
             rx = dict(self._rx_wall)
         mono = time.monotonic()
         silent: dict[str, float | None] = dict(self.sync.wall_ages())
-        silent.update({t: None if t not in rx else mono - rx[t] for t in ("/ee_pose", "/joint_states")})
+        silent.update({t: None if t not in rx else mono - rx[t] for t in self._state_topics()})
         ages = ", ".join(f"{k} {'never received' if a is None else f'{a:.2f} s'}" for k, a in silent.items())
         head = ("/clock: no message received" if never else
                 f"/clock stopped: sim time has not advanced for {stall:.2f} s")
@@ -490,7 +512,9 @@ class PlannerNode(Node):
             age = self.history.age(now)
             ready = self.history.ready()
             rejected = dict(self._rejected)
-        for topic, state in (("/ee_pose", ee), ("/joint_states", joints)):
+        states = {self.ee_source: ee, "/joint_states": joints}
+        for topic in self._state_topics():
+            state = states[topic]
             if state is None or now - state[0] > self.state_timeout:
                 if topic in rejected:
                     return f"{topic}: no valid message; dropped: {rejected[topic]}"
@@ -502,6 +526,10 @@ class PlannerNode(Node):
         if not ready:
             return f"collecting history ({len(self.history._ring)}/{self.history.length} frames)"
         return ""
+
+    def _state_topics(self) -> tuple[str, ...]:
+        """The robot-state inputs: the EE pose topic and /joint_states (only the latter when the pose is FK)."""
+        return ("/joint_states",) if self.ee_source == FK_SOURCE else (self.ee_source, "/joint_states")
 
     def _shutting_down(self) -> bool:
         return self._stop.is_set() or not self.context.ok()

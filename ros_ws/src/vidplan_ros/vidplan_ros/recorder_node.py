@@ -46,7 +46,7 @@ import json
 import queue
 import threading
 import time
-from datetime import UTC, datetime
+from datetime import datetime, timezone
 from pathlib import Path
 
 from rclpy.clock import Clock, ClockType
@@ -88,7 +88,7 @@ class Recorder(Node):
         p = self.declare_parameter
         specs = list(p("topics", [""]).value or [])
         output_dir = Path(str(p("output_dir", "bags").value))
-        name = str(p("bag_name", "").value) or datetime.now(UTC).strftime("rec_%Y%m%d_%H%M%S")
+        name = str(p("bag_name", "").value) or datetime.now(timezone.utc).strftime("rec_%Y%m%d_%H%M%S")
         storage = str(p("storage", "mcap").value)
         split_size = int(p("split_size_bytes", 0).value)
         split_duration = float(p("split_duration_s", 0.0).value)

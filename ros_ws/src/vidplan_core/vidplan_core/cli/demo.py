@@ -97,7 +97,7 @@ def _run_learned(*, seed: int, task: str, clutter: int, model: str, backend: str
     """The learned demo (see ``demo``'s docstring); returns the exit code."""
     import json
     import math
-    from datetime import UTC, datetime
+    from datetime import datetime, timezone
 
     from vidplan_core.supervisor import MissingBuildError, find_executable
 
@@ -125,7 +125,7 @@ def _run_learned(*, seed: int, task: str, clutter: int, model: str, backend: str
     bad = [o for o in overrides if ":=" not in o]
     if bad:
         return _fail(f"--set expects NAME:=VALUE or NODE.PARAM:=VALUE, got {bad}", 2)
-    out_dir = Path(out or Path("runs") / "demo" / datetime.now(UTC).strftime("%Y%m%d_%H%M%S")).resolve()
+    out_dir = Path(out or Path("runs") / "demo" / datetime.now(timezone.utc).strftime("%Y%m%d_%H%M%S")).resolve()
     if out_dir.exists() and any(out_dir.iterdir()):
         return _fail(f"output directory {out_dir} exists and is not empty; choose another --out", 2)
     try:

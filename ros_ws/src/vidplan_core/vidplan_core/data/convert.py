@@ -6,7 +6,10 @@ Works on the bags of ``vidplan data generate`` and on a real robot's recordings 
 ==================  ==================================  ===================================================
 role                default topic                       accepted types
 ==================  ==================================  ===================================================
-cameras.left/...    /cameras/{left,right,wrist}/image_raw  sensor_msgs/Image (rgb8, bgr8, rgba8, bgra8, mono8)
+cameras.left/...    /cameras/{left,right,wrist}/image_raw  sensor_msgs/Image (rgb8, bgr8, rgba8, bgra8, mono8) or
+                                                        sensor_msgs/CompressedImage (JPEG, PNG); a camera topic
+                                                        the bag lacks is read from ``<topic>/compressed``
+                                                        (image_transport's name) when the bag has that
 ee_pose             /ee_pose                            geometry_msgs/PoseStamped (robot base frame)
 action              /vidplan/expert_action              vidplan_interfaces/PlanChunk (first step) or
                                                         geometry_msgs/PoseStamped; ``null`` → measured ee_pose
@@ -41,7 +44,7 @@ from __future__ import annotations
 
 import json
 import shutil
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -60,9 +63,12 @@ from vidplan_core.data.schema import (
 )
 from vidplan_core.spaces import CONTROL_RATE_HZ, MODEL_RATE_HZ, VIEW_ORDER, ActionNormalizer, ViewPreparation
 
-__all__ = ["ConvertError", "GripperSource", "TopicMap", "convert_bags", "expand_inputs", "load_topic_map"]
+__all__ = ["ConvertError", "GripperSource", "TopicMap", "convert_bags", "expand_inputs", "load_topic_map",
+           "resolve_camera_topics"]
 
 IMAGE = "sensor_msgs/msg/Image"
+COMPRESSED = "sensor_msgs/msg/CompressedImage"
+CAMERA_TYPES = (IMAGE, COMPRESSED)
 POSE = "geometry_msgs/msg/PoseStamped"
 CHUNK = "vidplan_interfaces/msg/PlanChunk"
 JOINTS = "sensor_msgs/msg/JointState"
@@ -170,9 +176,21 @@ def expand_inputs(paths: Sequence[str | Path]) -> list[Path]:
 # Checking
 
 
+def resolve_camera_topics(tm: TopicMap, topics: Mapping[str, str]) -> TopicMap:
+    """The topic map with image_transport's convention applied: a camera topic the recording lacks is read from
+    ``<topic>/compressed`` when the recording has that as a sensor_msgs/CompressedImage (a ZED/DROID or networked
+    camera recorded compressed). ``topics``: topic → message type of the recording."""
+    cams = dict(tm.cameras)
+    for view, topic in tm.cameras.items():
+        alt = f"{topic.rstrip('/')}/compressed"
+        if topic not in topics and topics.get(alt) == COMPRESSED:
+            cams[view] = alt
+    return tm if cams == tm.cameras else tm.model_copy(update={"cameras": cams})
+
+
 def _roles(tm: TopicMap) -> dict[str, tuple[str, tuple[str, ...]]]:
     """role → (topic, accepted types) of the streams a conversion needs."""
-    roles = {f"camera '{v}'": (tm.cameras[v], (IMAGE,)) for v in VIEW_ORDER}
+    roles = {f"camera '{v}'": (tm.cameras[v], CAMERA_TYPES) for v in VIEW_ORDER}
     roles["ee_pose"] = (tm.ee_pose, (POSE,))
     if tm.action:
         roles["action"] = (tm.action, (CHUNK, POSE))
@@ -184,6 +202,7 @@ def _roles(tm: TopicMap) -> dict[str, tuple[str, tuple[str, ...]]]:
 
 
 def _check_bag(bag: Path, reader: BagReader, tm: TopicMap) -> list[str]:
+    tm = resolve_camera_topics(tm, {name: info.msgtype for name, info in reader.topics.items()})
     problems = []
     for role, (topic, types) in _roles(tm).items():
         info = reader.topics.get(topic)
@@ -246,7 +265,8 @@ def _convert_one(bag: Path, tm: TopicMap, codec: Any, fps: float, size: tuple[in
                  views: ViewPreparation | None = None,
                  ) -> tuple[dict[str, np.ndarray], dict[str, Any], list[str], tuple[int, int]]:
     """Shard arrays, labels, joint names and source image size of one recording."""
-    from vidplan_core.data.messages import decode_image, stamp_ns
+    from vidplan_core.data.messages import stamp_ns
+    from vidplan_core.images import ImageDecodeError, decode_image, image_size
 
     def when(msg: Any, bag_t: int) -> int:
         s = stamp_ns(msg) if tm.use_header_stamp else 0
@@ -281,7 +301,10 @@ def _convert_one(bag: Path, tm: TopicMap, codec: Any, fps: float, size: tuple[in
             if m.topic in cams:  # images: keep only the time here, decode the chosen ones in a second pass
                 streams.setdefault(m.topic, _Stream()).t.append(t)
                 if src_hw is None:
-                    src_hw = (int(msg.height), int(msg.width))
+                    try:
+                        src_hw = image_size(msg)  # a compressed image's own header says its size
+                    except ImageDecodeError as exc:
+                        raise ConvertError([f"bag {bag}: topic {m.topic}: {exc}"]) from exc
                 continue
             if m.topic == tm.ee_pose:
                 streams.setdefault("ee_pose", _Stream()).t.append(t)
@@ -365,7 +388,10 @@ def _convert_one(bag: Path, tm: TopicMap, codec: Any, fps: float, size: tuple[in
             vi = VIEW_ORDER.index(view)
             for n, m in enumerate(reader.messages([topic])):
                 if n in want:
-                    img = decode_image(codec.deserialize(m.data, m.msgtype), f"bag {bag}: {topic}")
+                    try:
+                        img = decode_image(codec.deserialize(m.data, m.msgtype), f"bag {bag}: {topic}")
+                    except ImageDecodeError as exc:
+                        raise ConvertError([str(exc)]) from exc
                     try:
                         img = prep.prepare_one(view, img)
                     except ValueError as exc:
@@ -449,10 +475,12 @@ def convert_bags(inputs: Sequence[str | Path], out: str | Path, topic_map: Topic
         shutil.rmtree(out)
     bags = expand_inputs(inputs)
     problems: list[str] = []
+    bag_maps: dict[Path, TopicMap] = {}  # per recording: compressed camera topics resolved
     for bag in bags:
         try:
             with BagReader(bag) as reader:
                 problems += _check_bag(bag, reader, tm)
+                bag_maps[bag] = resolve_camera_topics(tm, {n: i.msgtype for n, i in reader.topics.items()})
         except BagError as exc:
             problems.append(str(exc))
     if problems:
@@ -466,7 +494,7 @@ def convert_bags(inputs: Sequence[str | Path], out: str | Path, topic_map: Topic
     all_actions: list[np.ndarray] = []
     (out / SHARD_DIR).mkdir(parents=True, exist_ok=True)
     for bag in (progress(bags) if progress else bags):
-        tensors, labels, jn, hw0 = _convert_one(bag, tm, codec, fps, size, views)
+        tensors, labels, jn, hw0 = _convert_one(bag, bag_maps[bag], codec, fps, size, views)
         size = size or tuple(tensors["frames"].shape[-2:])  # the first recording fixes the size for the others
         src_hw = src_hw or hw0
         if joint_names is None:

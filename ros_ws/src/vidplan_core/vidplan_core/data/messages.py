@@ -18,9 +18,7 @@ import numpy as np
 
 from vidplan_core.spaces import euler_to_quat, quat_to_euler
 
-__all__ = ["SUPPORTED_IMAGE_ENCODINGS", "Codec", "decode_image", "stamp_ns"]
-
-SUPPORTED_IMAGE_ENCODINGS = ("rgb8", "bgr8", "rgba8", "bgra8", "mono8")
+__all__ = ["Codec", "stamp_ns"]
 
 
 def stamp_ns(msg: Any) -> int:
@@ -29,32 +27,6 @@ def stamp_ns(msg: Any) -> int:
     if header is None:
         return 0
     return int(header.stamp.sec) * 1_000_000_000 + int(header.stamp.nanosec)
-
-
-def decode_image(msg: Any, where: str = "image") -> np.ndarray:
-    """Decoded ``sensor_msgs/msg/Image`` → (H, W, 3) uint8 RGB.
-
-    Raises:
-        ValueError: unsupported encoding or a data size that does not match height/width/step (naming ``where``).
-    """
-    enc = str(msg.encoding).lower()
-    channels = {"rgb8": 3, "bgr8": 3, "rgba8": 4, "bgra8": 4, "mono8": 1}.get(enc)
-    if channels is None:
-        raise ValueError(f"{where}: image encoding {msg.encoding!r} is not supported; expected one of "
-                         f"{SUPPORTED_IMAGE_ENCODINGS}")
-    h, w, step = int(msg.height), int(msg.width), int(msg.step)
-    data = np.asarray(msg.data, dtype=np.uint8)
-    if step < w * channels or data.size < h * step:
-        raise ValueError(f"{where}: image data of {data.size} bytes does not fit height {h}, width {w}, step {step} "
-                         f"and encoding {enc}")
-    img = data[: h * step].reshape(h, step)[:, : w * channels].reshape(h, w, channels)
-    if enc == "mono8":
-        img = np.repeat(img, 3, axis=2)
-    elif enc in ("bgr8", "bgra8"):
-        img = img[:, :, 2::-1]
-    else:
-        img = img[:, :, :3]
-    return np.ascontiguousarray(img)
 
 
 class Codec:

@@ -59,15 +59,17 @@ import tempfile
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from vidplan_core.data.bags import BagError, BagReader, BagWriter, find_bags
-from vidplan_core.data.convert import ConvertError, TopicMap, expand_inputs
+from vidplan_core.data.convert import ConvertError, TopicMap, expand_inputs, resolve_camera_topics
+from vidplan_core.data.messages import Codec
 from vidplan_core.eval import metrics as M
+from vidplan_core.images import image_size
 from vidplan_core.spaces import VIEW_ORDER
 
 __all__ = [
@@ -89,6 +91,7 @@ __all__ = [
 SCHEMA = "vidplan-eval-bag/1"
 EXIT_OK, EXIT_BAD_INPUT, EXIT_PARTIAL = 0, 2, 3
 IMAGE = "sensor_msgs/msg/Image"
+COMPRESSED = "sensor_msgs/msg/CompressedImage"
 STORAGE_MAGIC = {".mcap": b"\x89MCAP0\r\n", ".db3": b"SQLite format 3\x00"}  # first bytes of each storage format
 MODEL_READ_ERRORS: tuple[type[BaseException], ...] = (OSError, ValueError, RuntimeError, KeyError, UnicodeDecodeError)
 EMPTY_BIN = "a null entry is an empty confidence bin (its count is 0)"
@@ -362,6 +365,7 @@ class _Scan:
     readable: int  # messages readable before the damage (all of them when undamaged)
     warnings: list[str]
     duration_s: float
+    topic_map: TopicMap  # the caller's, compressed camera topics resolved (convert.resolve_camera_topics)
 
 
 def _scan(bag: Path, tm: TopicMap, salvage: bool) -> _Scan:
@@ -388,11 +392,13 @@ def _scan(bag: Path, tm: TopicMap, salvage: bool) -> _Scan:
         damaged = recovered = True
         warnings.append(f"bag {bag}: {exc.problem}; evaluating the messages salvaged before the damage")
         warnings += reader.warnings
+    tm = resolve_camera_topics(tm, {name: info.msgtype for name, info in reader.topics.items()})
     cams = {tm.cameras[v] for v in VIEW_ORDER}
     sizes: dict[str, tuple[int, int]] = {}
     problems: list[str] = []
     counts: dict[str, int] = {}
     t_first, t_last = None, None
+    codec = None
     with reader:
         types = {name: info.msgtype for name, info in reader.topics.items()}
         it = reader.messages()
@@ -410,9 +416,13 @@ def _scan(bag: Path, tm: TopicMap, salvage: bool) -> _Scan:
             counts[m.topic] = counts.get(m.topic, 0) + 1
             t_first = m.timestamp_ns if t_first is None else min(t_first, m.timestamp_ns)
             t_last = m.timestamp_ns if t_last is None else max(t_last, m.timestamp_ns)
-            if m.topic in cams and m.msgtype == IMAGE:
+            if m.topic in cams and m.msgtype in (IMAGE, COMPRESSED):
                 try:
-                    hw = image_size_from_cdr(m.data)
+                    if m.msgtype == IMAGE:
+                        hw = image_size_from_cdr(m.data)
+                    else:  # a JPEG/PNG header read, no pixels
+                        codec = codec or Codec()
+                        hw = image_size(codec.deserialize(m.data, m.msgtype))
                 except ValueError as exc:
                     problems.append(f"bag {bag}: topic {m.topic}: message {counts[m.topic] - 1} is not a valid "
                                     f"image ({exc})")
@@ -435,7 +445,7 @@ def _scan(bag: Path, tm: TopicMap, salvage: bool) -> _Scan:
         raise EvalBagError(problems)
     topics = {t: (types.get(t, "?"), counts.get(t, 0)) for t in types}
     dur = (t_last - t_first) / 1e9 if t_first is not None else 0.0
-    return _Scan(topics, sizes, damaged, recovered, sum(counts.values()), warnings, dur)
+    return _Scan(topics, sizes, damaged, recovered, sum(counts.values()), warnings, dur, tm)
 
 
 def _storage_problem(bag: Path) -> str:
@@ -860,6 +870,7 @@ def eval_bag(bag: str | Path, model_dir: str | Path, out: str | Path, topic_map:
     nulls: dict[str, str] = {}
     scan = _scan(bag, tm, cfg.salvage)  # the bag first: bad input fails fast, before torch and the models load
     warnings += scan.warnings
+    tm = scan.topic_map
     tm, action_note = _action_source(tm, scan, bag)
     if action_note:
         warnings.append(action_note)
@@ -1213,7 +1224,7 @@ def eval_bag(bag: str | Path, model_dir: str | Path, out: str | Path, topic_map:
     metrics: dict[str, Any] = {
         "schema": SCHEMA,
         "status": status,
-        "created_utc": datetime.now(UTC).isoformat(timespec="seconds"),
+        "created_utc": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "bag": str(bag),
         "model": str(bundle.path),
         "input": {

@@ -78,7 +78,8 @@ def _stacked(views: dict[str, np.ndarray], h: int, w: int) -> np.ndarray:
 def _read(bag: Path, max_rows: int, gif_fps: float, max_gif_frames: int, start_ns: int) -> dict[str, Any]:
     """Camera triplets (by header stamp), predictions, topic counts from the bag."""
     from vidplan_core.data.bags import BagReader
-    from vidplan_core.data.messages import Codec, decode_image, stamp_ns
+    from vidplan_core.data.messages import Codec, stamp_ns
+    from vidplan_core.images import decode_image
 
     codec = Codec()
     cams: dict[int, dict[str, Any]] = {}      # header stamp → view → raw message (decoded lazily)
