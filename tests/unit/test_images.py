@@ -102,3 +102,17 @@ def test_bad_compressed_data_is_named():
     assert reason is not None and "pixel mode" in reason
     with pytest.raises(ValueError, match="uint8 RGB"):
         encode_compressed(np.zeros((4, 4), np.uint8))
+
+
+def test_unpad_undoes_openpi_resize_with_pad():
+    """`vidplan serve openpi` gets DROID clients' 224×224 resize_with_pad images: the central band is the picture."""
+    from openpi_client import image_tools
+
+    from vidplan_core.planning.openpi_serving import unpad
+
+    img = _scene(180, 320)
+    padded = image_tools.resize_with_pad(img, 224, 224)
+    band = unpad(padded, 320 / 180)
+    assert band.shape == (126, 224, 3)
+    assert band[0].mean() > 20 and padded[0].max() == 0  # the bars are gone, the picture starts at the band
+    assert unpad(img, 320 / 180) is img  # a non-square image is left as it is

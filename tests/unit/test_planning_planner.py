@@ -272,3 +272,43 @@ def test_gripper_centring_prefers_the_candidate_whose_gripper_reaches_the_target
     assert float(s_img[0]) == pytest.approx(float(s_img[1]))  # the image reference cannot tell them apart
     with pytest.raises(ValueError, match="gripper"):
         score_rollout(out, ScoreConfig(lam=1.0, centring="gripper"), (0, 1))
+
+
+def test_session_plans_from_the_pose_after_the_expected_latency(backend, ctx):
+    """Real-time chunking in the session: with a chunk executing, the next one begins where that chunk takes the
+    robot during the expected latency (rtc.pose_after_latency; IK for the joints), its hold candidate holds that pose,
+    and the seam is blended with what remains of the executing chunk then."""
+    from vidplan_core.kinematics import PandaKinematics
+    from vidplan_core.planning.session import PlanningSession, SessionConfig
+    from vidplan_core.spaces import EEChunk
+
+    kin = PandaKinematics()
+    session = PlanningSession(backend, kin, SessionConfig())
+    q0 = kin.ik(_transform(POSE), np.array([0, -0.6, 0, -2.3, 0, 1.7, 0.8])).q
+    pose0 = np.r_[kin.fk_action(q0, euler_center=POSE[3:6]), 0.0]
+    H = backend.horizon
+    moving = pose0 + np.outer(np.arange(1, H + 1) * 0.2 * 0.1, [1, 0, 0, 0, 0, 0, 0])  # +x at 0.1 m/s
+    executing = EEChunk.from_actions(moving, dt=0.2)
+    pose, q = session.start_after_latency(q0, executing, pose0, elapsed_s=0.1, latency_s=0.3)
+    np.testing.assert_allclose(pose[:3], pose0[:3] + np.array([0.04, 0, 0]), atol=1e-9)  # 0.4 s at 0.1 m/s
+    np.testing.assert_allclose(kin.fk(q)[:3, 3], pose[:3], atol=1e-3)
+    assert session.start_after_latency(q0, None, pose0, 0.0, 0.3)[0].tolist() == pose0.tolist()
+    result, props = session.plan(ctx.history_frames, ctx.history_actions, q0, ctx.instruction, seed=1,
+                                 start=(pose, q))
+    hold = props.actions[props.labels.index("hold")]
+    np.testing.assert_allclose(hold, np.tile(pose, (H, 1)))
+    assert np.abs(props.actions[:, 0, :3] - pose[:3]).max() < 0.05  # every candidate starts next to it
+    # the seam: the first new step is mostly the executing chunk's step at the take-over time
+    blended, _ = session.plan(ctx.history_frames, ctx.history_actions, q0, ctx.instruction, seed=1, start=(pose, q),
+                              executing=executing, executing_elapsed_s=0.4)
+    assert not blended.hold and not result.hold and session.config.blend_steps >= 1
+    k = int(np.floor(0.4 / 0.2 + 1e-9))
+    w = 1 / (session.config.blend_steps + 1)
+    want = (1 - w) * moving[k, :3] + w * result.chunk.position[0]
+    np.testing.assert_allclose(blended.chunk.position[0], want, atol=1e-6)
+
+
+def _transform(pose: np.ndarray) -> np.ndarray:
+    from vidplan_core.kinematics import action_to_transform
+
+    return action_to_transform(pose)

@@ -18,7 +18,7 @@ setup(
         (share + "/urdf", glob("urdf/*.urdf") + glob("urdf/*.xacro")),
         (share + "/calibration", glob("calibration/*.yaml")),
         # Fast DDS profile that binds every DDS socket to 127.0.0.1 (scripts/env.sh exports it)
-        (share + "/config", glob("config/*.xml")),
+        (share + "/config", glob("config/*.xml") + glob("config/*.rviz") + glob("config/*.json")),
     ],
     install_requires=["setuptools"],
     zip_safe=True,

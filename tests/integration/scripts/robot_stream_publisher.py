@@ -15,8 +15,9 @@ import rclpy
 from geometry_msgs.msg import PoseStamped
 from rclpy.executors import ExternalShutdownException
 from rclpy.qos import qos_profile_sensor_data
-from sensor_msgs.msg import CompressedImage, Image, JointState
+from sensor_msgs.msg import CameraInfo, CompressedImage, Image, JointState
 
+from vidplan_core.calibration import load_calibration
 from vidplan_core.images import encode_compressed
 from vidplan_core.kinematics import PandaKinematics
 from vidplan_core.spaces import euler_to_quat
@@ -35,6 +36,8 @@ def main() -> None:
     ap.add_argument("--static", action="store_true", help="the same image every frame")
     ap.add_argument("--prefix", default="panda", help="joint name prefix (fr3 as franka_ros2 names them)")
     ap.add_argument("--no-ee-pose", action="store_true", help="no /ee_pose (as franka_ros2: joints only)")
+    ap.add_argument("--camera-info", default="", choices=("", "calibrated", "wrong-fx"),
+                    help="publish /cameras/<view>/camera_info: the shipped calibration, or the left camera's fx +20 %%")
     a = ap.parse_args()
     rclpy.init()
     node = rclpy.create_node("robot_stream_publisher")
@@ -43,6 +46,15 @@ def main() -> None:
     cams = {v: node.create_publisher(msg_type, f"/cameras/{v}/image_raw{suffix}", qos_profile_sensor_data)
             for v in views}
     js_pub = node.create_publisher(JointState, "/joint_states", 10)
+    infos = {}
+    if a.camera_info:
+        calib = load_calibration()
+        for v in views:
+            c = calib.cameras[v].scaled(a.width, a.height)
+            fx = c.fx * (1.2 if a.camera_info == "wrong-fx" and v == "left" else 1.0)
+            infos[v] = (node.create_publisher(CameraInfo, f"/cameras/{v}/camera_info", qos_profile_sensor_data),
+                        CameraInfo(width=a.width, height=a.height, distortion_model="plumb_bob", d=[0.0] * 5,
+                                   k=[fx, 0.0, c.cx, 0.0, c.fy, c.cy, 0.0, 0.0, 1.0]))
     ee_pub = node.create_publisher(PoseStamped, "/ee_pose", 10)
     kin = PandaKinematics()
     q = kin.HOME_Q.copy()
@@ -78,6 +90,9 @@ def main() -> None:
                 msg = Image(height=a.height, width=a.width, encoding="rgb8", step=a.width * 3, data=img.tobytes())
             msg.header.stamp, msg.header.frame_id = stamp, f"{v}_camera_optical_frame"
             cams[v].publish(msg)
+        for v, (pub, info) in infos.items():
+            info.header.stamp, info.header.frame_id = stamp, f"{v}_camera_optical_frame"
+            pub.publish(info)
         js = JointState(name=[f"{a.prefix}_joint{i}" for i in range(1, 8)] + [f"{a.prefix}_finger_joint1"],
                         position=[*map(float, q), 0.04])
         js.header.stamp = stamp

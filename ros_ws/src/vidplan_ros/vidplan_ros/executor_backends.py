@@ -5,8 +5,9 @@
 * :class:`ServoBackend` — geometry_msgs/PoseStamped targets streamed to MoveIt Servo (``/servo_node/pose_target_cmds``),
   interpolated between chunk steps at ``rate_hz``. Publishing is tested here; MoveIt Servo itself is not installable
   here.
-* :class:`MoveItPyBackend` — MoveItPy planning component (``moveit.planning.MoveItPy``), imported lazily.
-  NOT RUN HERE: moveit_py cannot be installed on these machines; written against the MoveIt 2 Python API docs.
+* :class:`MoveItPyBackend` — the whole timed chunk through MoveItPy's trajectory execution
+  (``moveit.planning.MoveItPy``), imported lazily. NOT RUN HERE: moveit_py cannot be installed on these machines;
+  written against the MoveIt 2 Python API docs (the JointTrajectory it executes is the tested JTC one).
 
 Every backend offers ``send(qs, times, poses)`` (joint targets (K, 7) [rad], absolute ``time_from_start`` (K,) [s],
 EE poses (K, 4, 4) in the base frame) and ``hold(q, pose)`` (command the given state now and keep it).
@@ -25,12 +26,29 @@ from trajectory_msgs.msg import JointTrajectory, JointTrajectoryPoint
 
 from vidplan_ros.conversions import pose_from_vec
 
-__all__ = ["BACKENDS", "JtcBackend", "MoveItPyBackend", "ServoBackend", "make_backend"]
+__all__ = ["BACKENDS", "JtcBackend", "MoveItPyBackend", "ServoBackend", "joint_trajectory", "make_backend"]
 
 
 def _duration(t: float) -> Duration:
     sec = int(np.floor(t))
     return Duration(sec=sec, nanosec=round((t - sec) * 1e9) % 1_000_000_000)
+
+
+def joint_trajectory(joint_names: list[str], qs: np.ndarray, times: np.ndarray, at_rest: bool = False
+                     ) -> JointTrajectory:
+    """trajectory_msgs/JointTrajectory of joint targets (K, 7) [rad] at ``time_from_start`` (K,) [s] (header.stamp
+    0: start on receipt); ``at_rest`` adds zero velocities (a hold). What the JTC backend publishes and the moveit_py
+    backend executes."""
+    msg = JointTrajectory()
+    msg.joint_names = list(joint_names)
+    for q, t in zip(qs, times, strict=True):
+        pt = JointTrajectoryPoint()
+        pt.positions = [float(x) for x in q]
+        if at_rest:
+            pt.velocities = [0.0] * len(pt.positions)
+        pt.time_from_start = _duration(float(t))
+        msg.points.append(pt)
+    return msg
 
 
 def _pose_vec(T: np.ndarray) -> np.ndarray:
@@ -51,15 +69,7 @@ class JtcBackend:
         self.last_msg: JointTrajectory | None = None
 
     def _publish(self, qs: np.ndarray, times: np.ndarray, at_rest: bool = False) -> None:
-        msg = JointTrajectory()
-        msg.joint_names = self.joint_names
-        for q, t in zip(qs, times, strict=True):
-            pt = JointTrajectoryPoint()
-            pt.positions = [float(x) for x in q]
-            if at_rest:
-                pt.velocities = [0.0] * len(pt.positions)
-            pt.time_from_start = _duration(float(t))
-            msg.points.append(pt)
+        msg = joint_trajectory(self.joint_names, qs, times, at_rest)
         self.pub.publish(msg)
         self.last_msg = msg
 
@@ -76,14 +86,29 @@ class JtcBackend:
 
 
 class ServoBackend:
-    """Streams PoseStamped targets to MoveIt Servo (pose command mode), interpolating between chunk steps."""
+    """Streams PoseStamped targets to MoveIt Servo (pose command mode), interpolating between chunk steps.
+
+    MoveIt Servo on Jazzy and newer takes pose commands only after ``~/switch_command_type``
+    (moveit_msgs/srv/ServoCommandType, POSE): the backend calls ``switch_service`` once, before its first stream,
+    and again after a failed switch. Humble's Servo has no such service (it takes poses as they come): while the
+    service is absent the backend streams anyway (saying so once) and looks for it again before each chunk.
+    ``switch_service`` "" never calls it.
+    """
 
     name = "servo"
 
-    def __init__(self, node: Node, topic: str, base_frame: str, rate_hz: float = 50.0):
+    def __init__(self, node: Node, topic: str, base_frame: str, rate_hz: float = 50.0,
+                 switch_service: str = "/servo_node/switch_command_type"):
         if rate_hz <= 0:
             raise ValueError(f"servo_rate_hz must be > 0, got {rate_hz}")
         self.node = node
+        self.switch_state = "off" if not switch_service else "pending"  # pending | calling | done | off
+        self._switch, self._absent_warned = None, False
+        if switch_service:
+            from moveit_msgs.srv import ServoCommandType  # a ROS 2 installation's (or CI's stand-in)
+
+            self._switch_type = ServoCommandType
+            self._switch = node.create_client(ServoCommandType, switch_service)
         self.base_frame = base_frame
         self.pub = node.create_publisher(PoseStamped, topic, 10)
         self._t0 = 0.0
@@ -95,7 +120,27 @@ class ServoBackend:
     def _now(self) -> float:
         return self.node.get_clock().now().nanoseconds * 1e-9
 
+    def _ensure_pose_mode(self) -> None:
+        if self.switch_state != "pending":
+            return
+        if not self._switch.service_is_ready():  # asked again before every chunk until it appears
+            if not self._absent_warned:
+                self._absent_warned = True
+                self.node.get_logger().warn(f"MoveIt Servo's {self._switch.srv_name} is not offered: streaming "
+                                            "poses without switching the command type (Humble's Servo needs none)")
+            return
+        self.switch_state = "calling"
+        fut = self._switch.call_async(self._switch_type.Request(command_type=self._switch_type.Request.POSE))
+        fut.add_done_callback(self._switched)
+
+    def _switched(self, fut) -> None:
+        ok = fut.result() is not None and fut.result().success
+        self.switch_state = "done" if ok else "pending"  # retried before the next chunk
+        (self.node.get_logger().info if ok else self.node.get_logger().error)(
+            f"MoveIt Servo command type POSE: {'switched' if ok else 'switch refused; retrying with the next chunk'}")
+
     def send(self, qs: np.ndarray, times: np.ndarray, poses: np.ndarray) -> None:
+        self._ensure_pose_mode()
         start = getattr(self.node, "current_ee_pose", lambda: poses[0])()
         with self._lock:
             self._t0 = self._now()
@@ -141,11 +186,15 @@ class ServoBackend:
 
 
 class MoveItPyBackend:  # pragma: no cover - moveit_py cannot be installed here
-    """MoveItPy planning component: plans to the chunk's last joint target from the current state and executes.
+    """MoveItPy execution of the whole timed chunk: the IK-checked joint targets at their ``time_from_start``
+    (:func:`joint_trajectory`, the message the JTC backend publishes) become a ``moveit_msgs/RobotTrajectory``,
+    loaded into a ``moveit.core.robot_trajectory.RobotTrajectory`` from the current state and executed through
+    MoveIt's trajectory execution manager (its controller checks and monitoring), keeping the chunk's timing.
 
     NOT RUN HERE (moveit_py is not installable on these machines). Written against the MoveIt 2 Python API:
-    ``MoveItPy(node_name=...)``, ``get_planning_component(group)``, ``set_start_state_to_current_state()``,
-    ``set_goal_state(robot_state=...)``, ``plan()``, ``MoveItPy.execute(trajectory, controllers=[])``.
+    ``MoveItPy(node_name=...)``, ``get_robot_model()``, ``get_planning_scene_monitor().read_only()``,
+    ``RobotTrajectory(robot_model)``, ``.joint_model_group_name``, ``.set_robot_trajectory_msg(state, msg)``,
+    ``MoveItPy.execute(trajectory, controllers=[])``.
     """
 
     name = "moveit_py"
@@ -157,25 +206,26 @@ class MoveItPyBackend:  # pragma: no cover - moveit_py cannot be installed here
         except ImportError as exc:
             raise ValueError("backend 'moveit_py' needs MoveIt 2's moveit_py (not installed here): "
                              f"{exc}; use backend:=jtc or servo") from exc
+        from moveit.core.robot_trajectory import RobotTrajectory
+        from moveit_msgs.msg import RobotTrajectory as RobotTrajectoryMsg
+
         self.node = node
         self.joint_names = list(joint_names)
-        self._RobotState = RobotState
+        self._RobotState, self._RobotTrajectory, self._Msg = RobotState, RobotTrajectory, RobotTrajectoryMsg
         self.moveit = MoveItPy(node_name=moveit_node_name)
-        self.component = self.moveit.get_planning_component(planning_group)
         self.planning_group = planning_group
 
-    def _execute_to(self, q: np.ndarray) -> None:
-        state = self._RobotState(self.moveit.get_robot_model())
-        state.set_joint_group_positions(self.planning_group, np.asarray(q, float))
-        self.component.set_start_state_to_current_state()
-        self.component.set_goal_state(robot_state=state)
-        plan = self.component.plan()
-        if not plan:
-            raise RuntimeError("MoveItPy could not plan to the chunk's last joint target")
-        self.moveit.execute(plan.trajectory, controllers=[])
+    def _execute(self, qs: np.ndarray, times: np.ndarray, at_rest: bool = False) -> None:
+        msg = self._Msg(joint_trajectory=joint_trajectory(self.joint_names, qs, times, at_rest))
+        traj = self._RobotTrajectory(self.moveit.get_robot_model())
+        traj.joint_model_group_name = self.planning_group
+        with self.moveit.get_planning_scene_monitor().read_only() as scene:
+            start = self._RobotState(scene.current_state)
+        traj.set_robot_trajectory_msg(start, msg)
+        self.moveit.execute(traj, controllers=[])
 
     def send(self, qs: np.ndarray, times: np.ndarray, poses: np.ndarray) -> None:
-        self._execute_to(np.asarray(qs)[-1])
+        self._execute(np.asarray(qs), np.asarray(times))
 
     def hold(self, q: np.ndarray, pose: np.ndarray) -> None:
         manager = getattr(self.moveit, "get_trajectory_execution_manager", None)
@@ -193,12 +243,12 @@ BACKENDS = ("jtc", "servo", "moveit_py")
 
 def make_backend(kind: str, node: Node, *, trajectory_topic: str, servo_topic: str, joint_names: list[str],
                  base_frame: str, hold_time_s: float, servo_rate_hz: float, planning_group: str,
-                 moveit_node_name: str):
+                 moveit_node_name: str, servo_switch_service: str = "/servo_node/switch_command_type"):
     """Backend by name (one of :data:`BACKENDS`); ValueError naming the choices otherwise."""
     if kind == "jtc":
         return JtcBackend(node, trajectory_topic, joint_names, hold_time_s)
     if kind == "servo":
-        return ServoBackend(node, servo_topic, base_frame, servo_rate_hz)
+        return ServoBackend(node, servo_topic, base_frame, servo_rate_hz, servo_switch_service)
     if kind == "moveit_py":
         return MoveItPyBackend(node, planning_group, joint_names, moveit_node_name)
     raise ValueError(f"backend must be one of {BACKENDS}, got {kind!r}")

@@ -36,9 +36,18 @@ or a missing / unreadable URDF exits with code 2 and one line naming the paramet
 where a float is expected (`time_scale:=2`):
     backend (str, "jtc"): jtc | servo | moveit_py.
     trajectory_topic (str, "/fr3_arm_controller/joint_trajectory"): JointTrajectory topic (jtc backend).
+    gripper_interface (str, "topic"): topic | action. topic: std_msgs/Float64 on gripper_topic; action:
+        control_msgs/GripperCommand goals on gripper_action (franka_ros2's franka_gripper; chunks are refused, the
+        arm holding, while its server is absent).
     gripper_topic (str, "/gripper/command"): std_msgs/Float64 gripper command, 0 open .. 1 closed ("" = none).
+    gripper_action (str, "/franka_gripper/gripper_action"): the GripperCommand action server.
+    gripper_open_width_m (float, 0.08): gap of the open gripper [m]; command g → position (1 − g) × this.
+    gripper_max_effort_n (float, 20.0): grasp force sent with each goal [N].
     servo_topic (str, "/servo_node/pose_target_cmds"): PoseStamped topic of MoveIt Servo (servo backend).
     servo_rate_hz (float, 50.0): pose stream rate of the servo backend.
+    servo_switch_service (str, "/servo_node/switch_command_type"): MoveIt Servo's ServoCommandType service, called
+        with POSE before the first stream (Jazzy and newer; absent on Humble, then poses stream without it; "" =
+        never call it).
     moveit_planning_group (str, "fr3_arm"), moveit_node_name (str, "vidplan_moveit_py"): moveit_py backend.
     joint_prefix (str, "panda"): joint names in /joint_states and trajectories are {prefix}_joint1..7; the gripper
         width is 2 × {prefix}_finger_joint1 (each finger's opening, as franka_ros2 reports it).
@@ -107,7 +116,7 @@ from rclpy.qos import (
     qos_profile_sensor_data,
 )
 from sensor_msgs.msg import JointState
-from std_msgs.msg import Bool, Float64
+from std_msgs.msg import Bool
 from std_srvs.srv import Trigger
 
 from vidplan_core.execution import IKOptions, Rejection, plan_execution
@@ -118,6 +127,7 @@ from vidplan_interfaces.msg import PlanChunk
 from vidplan_ros.compat import QoSRequestedIncompatibleQoSInfo, SubscriptionEventCallbacks
 from vidplan_ros.conversions import stamp_to_sec
 from vidplan_ros.executor_backends import BACKENDS, make_backend
+from vidplan_ros.gripper import ActionGripper, TopicGripper
 from vidplan_ros.node_runner import parameters_declared, run_node
 
 Result = ExecuteChunk.Result
@@ -264,8 +274,15 @@ class ExecutorNode(Node):
         self.backend_name = str(p("backend", "jtc").value)
         trajectory_topic = str(p("trajectory_topic", "/fr3_arm_controller/joint_trajectory").value)
         gripper_topic = str(p("gripper_topic", "/gripper/command").value)
+        gripper_interface = str(p("gripper_interface", "topic").value)
+        gripper_action = str(p("gripper_action", "/franka_gripper/gripper_action").value)
+        gripper_open_width = float(p("gripper_open_width_m", 0.08).value)
+        gripper_max_effort = float(p("gripper_max_effort_n", 20.0).value)
+        if gripper_interface not in ("topic", "action"):
+            raise ValueError(f"gripper_interface must be one of topic, action, got {gripper_interface!r}")
         servo_topic = str(p("servo_topic", "/servo_node/pose_target_cmds").value)
         servo_rate = float(p("servo_rate_hz", 50.0).value)
+        servo_switch = str(p("servo_switch_service", "/servo_node/switch_command_type").value)
         planning_group = str(p("moveit_planning_group", "fr3_arm").value)
         moveit_node_name = str(p("moveit_node_name", "vidplan_moveit_py").value)
         self.joint_prefix = str(p("joint_prefix", "panda").value)
@@ -373,8 +390,12 @@ class ExecutorNode(Node):
         self.backend = make_backend(self.backend_name, self, trajectory_topic=trajectory_topic,
                                     servo_topic=servo_topic, joint_names=self.joint_names,
                                     base_frame=self.base_frame, hold_time_s=hold_time, servo_rate_hz=servo_rate,
-                                    planning_group=planning_group, moveit_node_name=moveit_node_name)
-        self.gripper_pub = self.create_publisher(Float64, gripper_topic, 10) if gripper_topic else None
+                                    planning_group=planning_group, moveit_node_name=moveit_node_name,
+                                    servo_switch_service=servo_switch)
+        if gripper_interface == "action":
+            self.gripper = ActionGripper(self, gripper_action, gripper_open_width, gripper_max_effort)
+        else:
+            self.gripper = TopicGripper(self, gripper_topic) if gripper_topic else None
         self.diag_pub = self.create_publisher(DiagnosticArray, "/diagnostics", 10)
         # Safety subscriptions: an incompatible publisher is an ERROR on /diagnostics (not only rclpy's log line).
         # Of the estop subscriptions only the best-effort one is watched: a publisher the reliable or latched ones do
@@ -633,6 +654,9 @@ class ExecutorNode(Node):
         js_fault = self._js_publisher_fault()
         if js_fault:
             return self._reject(Result.STATUS_REJECTED, f"{js_fault}; refusing to move")
+        gripper = self._gripper_problem()
+        if gripper:
+            return self._reject(Result.STATUS_REJECTED, f"{gripper}; refusing to move")
         q, age = self._joint_state()
         if q is None:
             return self._reject(Result.STATUS_REJECTED, "no joint states received yet; refusing to move "
@@ -691,9 +715,12 @@ class ExecutorNode(Node):
         return float(np.min(np.linalg.norm(a + t[:, None] * ab - p, axis=1)))
 
     def _send_gripper(self, ex: _Execution, i: int) -> None:
-        if self.gripper_pub is not None and i > ex.gripper_sent and i < len(ex.gripper):
-            self.gripper_pub.publish(Float64(data=float(ex.gripper[i])))
+        if self.gripper is not None and i > ex.gripper_sent and i < len(ex.gripper):
+            self.gripper.send(float(ex.gripper[i]))
             ex.gripper_sent = i
+
+    def _gripper_problem(self) -> str:
+        return self.gripper.problem() if self.gripper is not None else ""
 
     def _finish(self, ex: _Execution, status: int, reason: str, pos_err: float | None = None,
                 rot_err: float | None = None) -> None:
@@ -836,6 +863,7 @@ class ExecutorNode(Node):
         # two arms' positions: holds and tracking errors become meaningless, so chunks are refused (_start).
         js_fault = self._js_publisher_fault()
         faults = self._safety_faults()
+        gripper = self._gripper_problem()
         with self._lock:
             estop, active = self._estop, self._active
             js_publishers = len(self._js_publishers)
@@ -846,6 +874,8 @@ class ExecutorNode(Node):
             errors = (["estop latched: holding"] if estop else []) + faults
             if js_fault:
                 errors.append(f"{js_fault}: refusing chunks")
+            if gripper:
+                errors.append(f"{gripper}: refusing chunks")
             if q is None or age > self.js_timeout:
                 errors.append("no fresh joint states: refusing chunks")
             if errors:
@@ -878,6 +908,7 @@ class ExecutorNode(Node):
                       if self.latencies_cpu_ms else "nan",
                       "latency_samples": str(len(self.latencies_ms)),
                       "safety_topic_faults": "; ".join(faults),
+                      **(self.gripper.status() if self.gripper is not None else {}),
                       **{k: str(v) for k, v in self.counters.items()}}
             if active is not None:
                 values.update(step_index=str(active.step_index), position_error_m=f"{active.position_error:.4f}",

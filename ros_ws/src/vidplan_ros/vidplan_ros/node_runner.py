@@ -11,6 +11,7 @@ from __future__ import annotations
 import difflib
 import json
 import os
+import re
 import sys
 from collections.abc import Callable
 
@@ -22,7 +23,48 @@ from rclpy.node import Node
 
 from vidplan_core.bringup import DECLARED_PARAMETERS_TAG, LIST_PARAMETERS_ENV
 
-__all__ = ["check_parameter_overrides", "parameters_declared", "run_node", "unknown_parameters"]
+__all__ = ["check_parameter_overrides", "parameter_descriptor", "parameter_docs", "parameters_declared", "run_node",
+           "unknown_parameters"]
+
+_DOC_ENTRY = re.compile(r"^    ([a-z_][a-z0-9_]*(?: / [a-z_][a-z0-9_]*)*)(?: \([^)]*\))?(?:, [^:]*)?: (.*)$")
+
+
+def parameter_docs(doc: str) -> dict[str, str]:
+    """Parameter name → description, read from a node module's docstring: the ``Parameters`` block whose entries are
+    ``    name (type, default): text`` (continued on lines indented deeper; ``a / b / c (...)`` documents several
+    names at once). The docstring stays the one place a parameter is documented; descriptors and ``ros2 param
+    describe`` show the same text."""
+    out: dict[str, str] = {}
+    names: list[str] = []
+    for line in (doc or "").splitlines():
+        m = _DOC_ENTRY.match(line)
+        if m:
+            names = m.group(1).split(" / ")
+            for n in names:
+                out[n] = m.group(2).strip()
+        elif names and line.startswith("        ") and line.strip():
+            for n in names:
+                out[n] += " " + line.strip()
+        else:
+            names = []
+    return out
+
+
+def parameter_descriptor(name: str, default, description: str = "", *, read_only: bool = True,
+                         lo: float | None = None):
+    """A ``rcl_interfaces/ParameterDescriptor`` for a declared parameter: its description, read-only unless
+    changing it live is safe, and the range ``[lo, ∞)`` for numbers (rclpy then refuses values outside it,
+    at start-up and when set live, naming the parameter)."""
+    from rcl_interfaces.msg import FloatingPointRange, IntegerRange, ParameterDescriptor
+
+    d = ParameterDescriptor(name=name, description=description, read_only=read_only)
+    if lo is not None and isinstance(default, bool):
+        pass
+    elif lo is not None and isinstance(default, int):
+        d.integer_range = [IntegerRange(from_value=int(lo), to_value=2**62, step=0)]
+    elif lo is not None and isinstance(default, float):
+        d.floating_point_range = [FloatingPointRange(from_value=float(lo), to_value=sys.float_info.max, step=0.0)]
+    return d
 
 
 class _ParametersDeclaredStop(Exception):  # noqa: N818 (a control-flow signal, not an error)

@@ -42,16 +42,32 @@ Parameters (all read at start-up and validated; a bad value exits with code 2 an
     uncertainty_weighting (str, "exp"): exp | linear | none  (w(h) = exp(−κ·h̄) | 1 − h̄ | 1; "none" applies to
         candidate scoring, the refinement objective keeps the backend's κ).
     kappa (float, 3.0): κ of the exp weighting.
+    Live (``ros2 param set``, applied from the next cycle): kappa, lambda_centering, uncertainty_weighting,
+    time_budget_s, basis_speed_mps. Every other parameter is read-only (restart the node to change it).
     basis_speed_mps (float, 0.15): EE speed of the Jacobian basis proposals [m/s].
     num_nominal (int, 0): perturbation proposals around the nominal (hold) chunk.
     noise_samples (int, 1): M, candidates scored as the mean over M flow-map noise draws.
-    workspace_min / workspace_max (float[3]), joint_velocity_scale (float, 0.8): the executor's limits (give both
-        nodes the same values); proposals and refinement stay inside them.
+    workspace_min / workspace_max (float[3]): the executor's EE box [m] (give both nodes the same values);
+        proposals and refinement stay inside it.
+    joint_velocity_scale (float, 0.8): the executor's fraction of the URDF joint velocity limits (the same value
+        as the executor's); basis proposals stay within it.
     time_budget_s (float, 0.0): anytime budget per cycle [s] (0 = none).
     open_loop_steps (int, 2): chunk steps executed before the next plan is due (sets the cycle period).
+    latency_compensation (bool, true): plan each chunk from the pose the executing chunk reaches when the new one
+        arrives (rtc.pose_after_latency) and blend its seam with what remains then (real-time chunking).
+    expected_latency_s (float, 0.0): planning + transport time assumed for that [s]; 0 = the median of the last 10
+        cycles.
     history_length (int, 0): T history frames (0 = the model's).
     instruction (str, ""): initial task ("" = idle until /vidplan/task or SetTask).
+    camera_calibration (str, ""): the cameras' calibration YAML ("" = the shipped calibration/droid_cameras.yaml);
+        the model must have been trained on the same cameras and workspace crop (checked at start-up), and each
+        camera's camera_info is compared with it.
     left_topic / right_topic / wrist_topic (str): camera topics.
+    left_info_topic / right_info_topic / wrist_info_topic (str): their sensor_msgs/CameraInfo (default: camera_info
+        next to the image topic).
+    check_camera_info (bool, true): compare each camera's CameraInfo with camera_calibration (size, intrinsics
+        within 3 %) and remove lens distortion it reports (OpenCV remap); a mismatch is a warning, once per change.
+    strict_calibration (bool, false): a mismatch stops planning (ERROR diagnostic naming view and values) instead.
     image_transport (str, "raw"): raw | compressed. compressed subscribes to ``<topic>/compressed``
         (sensor_msgs/CompressedImage, JPEG or PNG: what image_transport, networked and ZED/DROID cameras publish).
     max_sync_skew_s (float, 0.03): largest stamp spread of a camera triplet [s].
@@ -83,15 +99,18 @@ from collections import deque
 import numpy as np
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
 from geometry_msgs.msg import Point, PoseStamped
+from rcl_interfaces.msg import SetParametersResult
 from rclpy.action import ActionClient
 from rclpy.clock import Clock, ClockType
 from rclpy.node import Node
 from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy, qos_profile_sensor_data
 from safetensors import SafetensorError
-from sensor_msgs.msg import CompressedImage, Image, JointState
+from sensor_msgs.msg import CameraInfo, CompressedImage, Image, JointState
 from std_msgs.msg import Bool, String
 from visualization_msgs.msg import Marker, MarkerArray
 
+from vidplan_core.calibration import load_calibration
+from vidplan_core.camera_info import CameraInfoCheck, camera_info_key, check_camera_info
 from vidplan_core.kinematics import transform_to_action
 from vidplan_core.observation import ObservationHistory
 from vidplan_core.runtime.base import BackendError
@@ -110,7 +129,12 @@ from vidplan_ros.conversions import (
     validate_joint_state,
     validate_pose,
 )
-from vidplan_ros.node_runner import parameters_declared, run_node
+from vidplan_ros.node_runner import parameter_descriptor, parameter_docs, parameters_declared, run_node
+
+_DOCS = parameter_docs(__doc__)
+# Parameters an operator may change while the node runs (``ros2 param set``): they change how the next cycle scores
+# and proposes, nothing it allocates or checks at start-up; every other parameter is read-only.
+LIVE_PARAMETERS = ("kappa", "lambda_centering", "uncertainty_weighting", "time_budget_s", "basis_speed_mps")
 
 # the EE-pose input's name when it is computed from /joint_states (ee_pose_topic: ""), in diagnostics and logs
 FK_SOURCE = "/joint_states (forward kinematics)"
@@ -152,7 +176,6 @@ def check_cameras(backend, calibration_file: str, model_dir: str) -> str | None:
     naming the model directory, the calibration file and the views that differ (the geometry the model projects
     its action maps and the planner its TCP with; a model without action maps records the calibration it was
     exported with). Returns a note when a backend records no geometry."""
-    from vidplan_core.calibration import load_calibration
     from vidplan_core.models.action_maps import check_view_geometry
 
     geometry = getattr(backend, "view_geometry", None)
@@ -199,12 +222,19 @@ class PlannerNode(Node):
         ws_max = p("workspace_max", list(base.limits.workspace_max))
         jv_scale = p("joint_velocity_scale", base.limits.joint_velocity_scale, lo=1e-3)
         self.open_loop_steps = p("open_loop_steps", base.open_loop_steps, lo=1)
+        self.latency_compensation = p("latency_compensation", True)
+        self.expected_latency = p("expected_latency_s", 0.0, lo=0.0)
         history_length = p("history_length", 0, lo=0)
         self.instruction = p("instruction", "")
         # the cameras' calibration ("" = the shipped calibration/droid_cameras.yaml): the model must have been
         # trained on the same cameras and workspace crop (checked at start-up)
         calibration_file = p("camera_calibration", "")
         topics = {v: p(f"{v}_topic", f"/cameras/{v}/image_raw") for v in ("left", "right", "wrist")}
+        # camera_info sits in the camera's namespace (image_transport / camera_info_manager convention)
+        info_topics = {v: p(f"{v}_info_topic", t.rstrip("/").rsplit("/", 1)[0] + "/camera_info")
+                       for v, t in topics.items()}
+        self.check_info = p("check_camera_info", True)
+        self.strict_calibration = p("strict_calibration", False)
         transport = p("image_transport", "raw", choices=("raw", "compressed"))
         if transport == "compressed":  # image_transport's naming: the compressed stream of <topic>
             topics = {v: f"{t.rstrip('/')}/compressed" for v, t in topics.items()}
@@ -248,6 +278,7 @@ class PlannerNode(Node):
             self.session, self.views, load_warnings = load_session(self.model_dir, self.backend_kind,
                                                                    self.device, flow_steps, cfg)
             note = check_cameras(self.session.backend, calibration_file, self.model_dir)
+            self.calibration = load_calibration(calibration_file or None)
             load_warnings = [*load_warnings, *([note] if note else [])]
         except (FileNotFoundError, ImportError, RuntimeError, KeyError, OSError, SafetensorError) as exc:
             # Model problems are start-up errors, never mid-control surprises (a corrupt safetensors file included).
@@ -274,8 +305,10 @@ class PlannerNode(Node):
         self._plan_id = 0
         self._last_status = "idle"
         self._last_reason = "no task"
-        self._latencies: deque[float] = deque(maxlen=200)
-        self._executing: tuple[EEChunk, float] | None = None    # (chunk, start time)
+        self._latencies: deque[float] = deque(maxlen=200)  # wall seconds per cycle (diagnostics)
+        self._cycle_clock: deque[float] = deque(maxlen=10)  # node-clock seconds per cycle (sim time under a sim)
+        # (chunk, start time [s, node clock], the EE pose (7,) when it started): for seam blending and latency
+        self._executing: tuple[EEChunk, float, np.ndarray] | None = None
         self._last_plan_time = -math.inf
         self._last_error_log = 0.0
         # input → why its newest message was dropped ("/ee_pose", "/joint_states", "camera triplet"); an entry goes
@@ -289,6 +322,13 @@ class PlannerNode(Node):
 
         # Callbacks only store inputs (one single-threaded executor: rclpy's multithreaded one costs ~2.4x the CPU per
         # callback); plan cycles run on their own thread (self._thread), so subscriptions never wait for a cycle.
+        # view → the newest CameraInfo's check against the calibration (problems, undistorter); views without one
+        # are used as they come
+        self._info: dict[str, CameraInfoCheck] = {}
+        if self.check_info:
+            for view, topic in info_topics.items():
+                self.create_subscription(CameraInfo, topic, self._guarded(topic, lambda m, v=view: self._on_info(v, m)),
+                                         qos_profile_sensor_data)
         self.sync = CameraSync(self, topics, max_skew_s=skew, stale_after_s=self.camera_timeout,
                                callback=self._guarded("camera triplet", self._on_triplet),
                                msg_type=CompressedImage if transport == "compressed" else Image)
@@ -327,18 +367,44 @@ class PlannerNode(Node):
         steady = Clock(clock_type=ClockType.STEADY_TIME)
         self.create_timer(1.0, self._publish_ros_diagnostics, clock=steady)
         self.create_timer(0.1, self._clock_stall, clock=steady)
+        self.add_on_set_parameters_callback(self._on_set_parameters)
         self._thread = threading.Thread(target=self._plan_loop, name="vidplan-plan", daemon=True)
         self._thread.start()
         self.get_logger().info(f"planner ready; task: {self.instruction or '(none: idle)'}")
 
     # ------------------------------------------------------------------ parameters
     def _param(self, name, default, choices=None, lo=None):
-        value = self.declare_parameter(name, default).value
+        """Declare a parameter with its descriptor (description from this module's docstring, range from ``lo``;
+        read-only unless it is one of LIVE_PARAMETERS) and check its value."""
+        desc = parameter_descriptor(name, default, _DOCS.get(name, ""), read_only=name not in LIVE_PARAMETERS, lo=lo)
+        value = self.declare_parameter(name, default, desc).value
         if choices is not None and value not in choices:
             raise ValueError(f"parameter '{name}' must be one of {list(choices)}, got {value!r}")
         if lo is not None and value < lo:
             raise ValueError(f"parameter '{name}' must be ≥ {lo}, got {value!r}")
         return value
+
+    def _on_set_parameters(self, params) -> SetParametersResult:
+        """Live tuning (LIVE_PARAMETERS; rclpy has already refused read-only names and out-of-range values): the
+        session's scoring/proposal settings change for the next cycle, or the whole change is refused with why."""
+        new = {p.name: p.value for p in params if p.name in LIVE_PARAMETERS}
+        if not new:
+            return SetParametersResult(successful=True)
+        cur = {n: self.get_parameter(n).value for n in LIVE_PARAMETERS}
+        cur.update(new)
+        if cur["uncertainty_weighting"] not in ("exp", "linear", "none"):
+            return SetParametersResult(successful=False, reason="uncertainty_weighting must be one of exp, linear, "
+                                                                f"none, got {cur['uncertainty_weighting']!r}")
+        none = cur["uncertainty_weighting"] == "none"
+        try:
+            self.session.tune(kappa=0.0 if none else float(cur["kappa"]), lam=float(cur["lambda_centering"]),
+                              weighting="exp" if none else cur["uncertainty_weighting"],
+                              time_budget_s=float(cur["time_budget_s"]) or None,
+                              basis_speed_mps=float(cur["basis_speed_mps"]))
+        except ValueError as exc:
+            return SetParametersResult(successful=False, reason=str(exc))
+        self.get_logger().info("live parameters: " + ", ".join(f"{k}={v}" for k, v in new.items()))
+        return SetParametersResult(successful=True)
 
     # ------------------------------------------------------------------ inputs
     def _now(self) -> float:
@@ -431,13 +497,36 @@ class PlannerNode(Node):
             self._rx_wall["/joint_states"] = time.monotonic()
             self._rejected.pop("/joint_states", None)
 
+    def _on_info(self, view: str, msg: CameraInfo) -> None:
+        key = camera_info_key(msg.width, msg.height, msg.k, msg.d, msg.distortion_model)
+        with self._lock:
+            old = self._info.get(view)
+        if old is not None and old.key == key:
+            return  # drivers repeat the same CameraInfo with every image
+        check = check_camera_info(view, msg.width, msg.height, msg.k, msg.d, msg.distortion_model,
+                                  self.calibration.cameras[view])
+        with self._lock:
+            self._info[view] = check
+        for problem in check.problems:
+            (self.get_logger().error if self.strict_calibration else self.get_logger().warn)(
+                problem + (" (strict_calibration: not planning)" if self.strict_calibration else ""))
+        if check.undistorter is not None:
+            self.get_logger().info(f"camera '{view}': camera_info reports {msg.distortion_model} distortion; "
+                                   "images are undistorted before planning")
+
+    def _frame(self, view: str, msg) -> np.ndarray:
+        """One camera message → (H, W, 3) RGB, undistorted when its camera_info reports distortion."""
+        img = image_to_array(msg)
+        check = self._info.get(view)
+        return img if check is None or check.undistorter is None else check.undistorter(img)
+
     def _on_triplet(self, trip: Triplet) -> None:
         with self._lock:
             ee, joints = self._ee, self._joints
         if ee is None or joints is None:
             return
         try:
-            frames = self.views.prepare([image_to_array(trip.images[v]) for v in VIEW_ORDER])
+            frames = self.views.prepare([self._frame(v, trip.images[v]) for v in VIEW_ORDER])
             pose = np.concatenate([ee[1], [self._gripper_command(joints[2])]])
             with self._lock:
                 if self.history.latest is not None and trip.stamp < self.history.latest.stamp - 1.0:
@@ -456,7 +545,7 @@ class PlannerNode(Node):
             executing = self._executing
         if executing is None:
             return measured
-        chunk, start = executing
+        chunk, start, _ = executing
         k = int(np.clip((self._now() - start) / chunk.dt, 0, len(chunk) - 1))
         return float(chunk.gripper[k])
 
@@ -504,6 +593,11 @@ class PlannerNode(Node):
         clock = self._clock_problem()
         if clock:
             return clock
+        if self.strict_calibration:
+            with self._lock:
+                wrong = [p for c in self._info.values() for p in c.problems]
+            if wrong:
+                return "camera_info disagrees with camera_calibration (strict_calibration): " + "; ".join(wrong)
         cams = self.sync.problems()
         if cams:
             return "camera(s) unusable: " + "; ".join(f"{v}: {why}" for v, why in cams.items())
@@ -587,11 +681,19 @@ class PlannerNode(Node):
             self.get_logger().error(f"plan cycle failed: {type(exc).__name__}: {exc}")
             self._publish_hold(f"cycle failed: {type(exc).__name__}: {exc}")
 
+    def _expected_latency(self) -> float:
+        """Expected time from a cycle's start to its chunk reaching the executor [s, node clock: sim time under a
+        sim, where a cycle of seconds of wall time may be a fraction of a second]: ``expected_latency_s``, or (0)
+        the median of the last 10 cycles (0 before the first)."""
+        if self.expected_latency > 0:
+            return self.expected_latency
+        return float(np.median(self._cycle_clock)) if self._cycle_clock else 0.0
+
     def _set_status(self, status: str, reason: str) -> None:
         self._last_status, self._last_reason = status, reason
 
     def _cycle(self, instruction: str) -> None:
-        t_start = time.perf_counter()
+        t_start, clock_start = time.perf_counter(), self._now()
         with self._lock:
             frames, poses, stamp = self.history.window()
         input_age = self._now() - stamp  # newest triplet's age when the cycle starts
@@ -599,10 +701,15 @@ class PlannerNode(Node):
             q = self._joints[1].copy()
             executing = self._executing
         self._plan_id += 1
-        elapsed = (self._now() - executing[1]) if executing else 0.0
+        elapsed = max(self._now() - executing[1], 0.0) if executing else 0.0
+        # Real-time chunking: the chunk starts where the robot will be when it arrives (the executing chunk goes on
+        # meanwhile), and its seam is blended with what remains of the executing chunk at that moment.
+        latency = self._expected_latency() if self.latency_compensation else 0.0
+        start = (self.session.start_after_latency(q, executing[0], executing[2], elapsed, latency)
+                 if executing and self.latency_compensation else None)
         result, props = self.session.plan(frames, poses, q, instruction, seed=self.seed + self._plan_id,
                                           executing=executing[0] if executing else None,
-                                          executing_elapsed_s=max(elapsed, 0.0))
+                                          executing_elapsed_s=elapsed + latency, start=start)
         with self._lock:
             estop_now, still_task = self._estop, self.instruction == instruction
         if estop_now or not still_task:
@@ -619,16 +726,22 @@ class PlannerNode(Node):
             return
         header_stamp = sec_to_stamp(stamp)
         chunk = result.chunk
-        msg = chunk_to_msg(chunk, PlanChunk, self.base_frame, header_stamp, self._plan_id, instruction)
+        # stamped when produced (the executor's max_plan_age_s then measures transport, not planning); input_stamp
+        # keeps the triplet it was planned from
+        msg = chunk_to_msg(chunk, PlanChunk, self.base_frame, self.get_clock().now().to_msg(), self._plan_id,
+                           instruction, input_stamp=header_stamp)
         if self.send_to_executor:
             if self.exec_client is not None:
                 self.exec_client.send_goal_async(ExecuteChunk.Goal(chunk=msg))
             else:
                 self._publish(self.plan_pub, msg)
         with self._lock:
-            self._executing = (chunk, self._now()) if not result.hold else None
+            ee_now = self._ee[1] if self._ee is not None else poses[-1, :6]
+            self._executing = ((chunk, self._now(), np.concatenate([ee_now, poses[-1, 6:7]]))
+                               if not result.hold else None)
         node_total = time.perf_counter() - t_start
         self._latencies.append(node_total)
+        self._cycle_clock.append(max(self._now() - clock_start, 0.0))
         result.timings = {"input_age": input_age, **result.timings, "node_total": node_total}
         self._publish_plan_diagnostics(result, props, stamp)
         self._set_status(result.status, result.reason)
@@ -676,8 +789,8 @@ class PlannerNode(Node):
         h = self.session.horizon
         pose = latest.ee
         chunk = EEChunk.from_actions(np.tile(pose, (h, 1)), dt=self.dt)
-        msg = chunk_to_msg(chunk, PlanChunk, self.base_frame, sec_to_stamp(latest.stamp), self._plan_id,
-                           self.instruction)
+        msg = chunk_to_msg(chunk, PlanChunk, self.base_frame, self.get_clock().now().to_msg(), self._plan_id,
+                           self.instruction, input_stamp=sec_to_stamp(latest.stamp))
         if self.send_to_executor:
             self._publish(self.plan_pub, msg)
         d = PlanDiagnostics(status=PlanDiagnostics.STATUS_HOLD, reason=reason, plan_id=self._plan_id)

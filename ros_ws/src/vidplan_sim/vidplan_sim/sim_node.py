@@ -7,6 +7,8 @@ Publishes (stamps in simulation time, which this node also publishes on /clock):
                     opening 0..0.04 m as franka_ros2's gripper reports it (gripper width = their sum)
     /ee_pose        geometry_msgs/PoseStamped: TCP (panda_hand + 0.1034 m along z) in base_frame
     /clock          rosgraph_msgs/Clock (at state_rate_hz; monotonic across resets)
+    /tf, /tf_static tf2_msgs/TFMessage: the arm's links and the three camera optical frames, as robot_state_publisher
+                    would publish them from urdf/panda_droid.urdf (/tf at tf_rate_hz; /tf_static latched, once)
     /diagnostics    diagnostic_msgs/DiagnosticArray every 1 s (wall): sim time, sim/wall rate, triplets rendered and
                     dropped, trajectories executed and rejected; WARN when real-time mode drops frames
     /sim/scene      std_msgs/String JSON, latched: instruction, scene_seed, clutter, object poses and sizes, bowl
@@ -23,6 +25,9 @@ Subscribes:
         or not strictly increasing, positions outside the model's joint limits, a non-zero header.stamp whose
         trajectory ends in the past (see vidplan_sim.trajectory.check_joint_trajectory).
     /gripper/command  std_msgs/Float64, 0 = open .. 1 = closed (values outside are clipped with a warning).
+Actions:
+    gripper_action    control_msgs/GripperCommand (as franka_ros2's franka_gripper): goal position = finger gap
+                      [m], result when the fingers stop (vidplan_sim.gripper_action).
 Services:
     /sim/reset         vidplan_interfaces/srv/SetTask: rebuild the scene for ``scene_seed`` (-1 keeps the current
                        seed) and ``instruction`` ("" = the seed's own task), arm at home, gripper open.
@@ -47,6 +52,10 @@ Parameters (defaults in brackets):
     calibration_file [""]     camera calibration YAML; "" = calibration/droid_cameras.yaml
     trajectory_topic ["/fr3_arm_controller/joint_trajectory"], gripper_topic ["/gripper/command"]
     task_topic ["/vidplan/task"]
+    tf_rate_hz [30.0]         /tf rate in sim time [Hz] (0 = no /tf and /tf_static; skipped with a warning where
+                              tf2_msgs is not installed)
+    gripper_action ["/franka_gripper/gripper_action"]  GripperCommand server ("" = none; skipped with a warning
+                              where control_msgs is not installed)
 """
 
 from __future__ import annotations
@@ -59,7 +68,7 @@ from collections.abc import Callable
 
 import numpy as np
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
-from geometry_msgs.msg import PoseStamped
+from geometry_msgs.msg import PoseStamped, TransformStamped
 from rcl_interfaces.msg import ParameterDescriptor
 from rclpy.node import Node
 from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy, qos_profile_sensor_data
@@ -72,11 +81,13 @@ from trajectory_msgs.msg import JointTrajectory
 
 from vidplan_core.calibration import load_calibration
 from vidplan_core.config import ConfigError
+from vidplan_core.robot_state import RobotStateModel
 from vidplan_core.spaces import VIEW_ORDER
 from vidplan_interfaces.srv import SetTask
 from vidplan_ros.conversions import sec_to_stamp, stamp_to_sec
 from vidplan_ros.node_runner import parameters_declared, run_node
-from vidplan_sim.env import SimEnv
+from vidplan_sim.env import FINGER_MAX, SimEnv
+from vidplan_sim.gripper_action import GripperActionServer
 from vidplan_sim.scene import load_scene_config
 from vidplan_sim.trajectory import JointTrajectoryTracker, TrajectoryRejectedError, check_joint_trajectory
 
@@ -110,6 +121,8 @@ class SimNode(Node):
         traj_topic = str(p("trajectory_topic", "/fr3_arm_controller/joint_trajectory").value)
         grip_topic = str(p("gripper_topic", "/gripper/command").value)
         task_topic = str(p("task_topic", "/vidplan/task").value or "")
+        gripper_action = str(p("gripper_action", "/franka_gripper/gripper_action").value or "")
+        self.tf_rate = float(p("tf_rate_hz", 30.0).value)
         parameters_declared(self)  # an unknown parameter fails here, before MuJoCo starts (listing mode stops)
         if self.cam_rate <= 0 or self.state_rate <= 0:
             raise ValueError(f"camera_rate_hz and state_rate_hz must be > 0, got {self.cam_rate}, {self.state_rate}")
@@ -136,6 +149,7 @@ class SimNode(Node):
         self.pub_js = self.create_publisher(JointState, "/joint_states", 10)
         self.pub_ee = self.create_publisher(PoseStamped, "/ee_pose", 10)
         self.pub_clock = self.create_publisher(Clock, "/clock", 10)
+        self._setup_tf()
         self.pub_scene = self.create_publisher(String, "/sim/scene", LATCHED)
         self.pub_task = self.create_publisher(String, task_topic, LATCHED) if task_topic else None
         self.create_subscription(JointTrajectory, traj_topic, self._on_trajectory, 10)
@@ -165,6 +179,12 @@ class SimNode(Node):
         if not self._ready.wait(60.0) or self._error:
             raise ValueError(f"simulation failed to start: {self._error or 'timeout'}")
         self.joint_lower, self.joint_upper = self.env.arm_joint_limits()  # the same robot in every scene
+        self.gripper_server = None
+        if gripper_action:
+            try:
+                self.gripper_server = GripperActionServer(self, gripper_action, open_width_m=2 * FINGER_MAX)
+            except ImportError as exc:
+                self.get_logger().warn(f"gripper action {gripper_action} not served: {exc}")
         self.get_logger().info(
             f"sim ready: '{self.env.task.instruction}' seed {self.scene_seed} clutter {self._clutter()}; "
             f"{'lock-step' if self.lockstep else 'real-time'}, rtf {self.rtf}, cameras {self.width}x{self.height} @ "
@@ -276,6 +296,41 @@ class SimNode(Node):
                 else:
                     self._render_and_publish()
 
+    def _setup_tf(self) -> None:
+        """/tf_static now (latched) and the /tf publisher, from the URDF's joint tree (robot_state.RobotStateModel);
+        frame names take this node's joint_prefix."""
+        self.pub_tf, self._tf_last = None, -np.inf
+        if self.tf_rate <= 0:
+            return
+        try:
+            from tf2_msgs.msg import TFMessage
+        except ImportError as exc:
+            self.get_logger().warn(f"/tf not published: {exc}")
+            return
+        self._tf_msg = TFMessage
+        self.robot_state = RobotStateModel()
+        urdf_prefix = self.robot_state.root.rsplit("_link0", 1)[0]
+        self._tf_name = (lambda n: n) if urdf_prefix == self.prefix else (
+            lambda n: self.prefix + n[len(urdf_prefix):] if n.startswith(urdf_prefix + "_") else n)
+        static_qos = QoSProfile(depth=1, reliability=ReliabilityPolicy.RELIABLE,
+                                durability=DurabilityPolicy.TRANSIENT_LOCAL)
+        self.pub_tf_static = self.create_publisher(TFMessage, "/tf_static", static_qos)
+        self.pub_tf = self.create_publisher(TFMessage, "/tf", 10)
+        self.pub_tf_static.publish(self._tf(self.robot_state.static_transforms(), sec_to_stamp(0.0)))
+
+    def _tf(self, transforms, stamp):
+        msg = self._tf_msg()
+        for parent, child, T in transforms:
+            t = TransformStamped()
+            t.header.stamp, t.header.frame_id, t.child_frame_id = stamp, self._tf_name(parent), self._tf_name(child)
+            tr = t.transform.translation
+            tr.x, tr.y, tr.z = (float(x) for x in T[:3, 3])
+            qx, qy, qz, qw = Rotation.from_matrix(T[:3, :3]).as_quat()
+            t.transform.rotation.x, t.transform.rotation.y, t.transform.rotation.z, t.transform.rotation.w = (
+                float(qx), float(qy), float(qz), float(qw))
+            msg.transforms.append(t)
+        return msg
+
     def _publish_state(self) -> None:
         with self._lock:
             now = self.sim_now()
@@ -298,6 +353,10 @@ class SimNode(Node):
         ps.pose.orientation.x, ps.pose.orientation.y, ps.pose.orientation.z, ps.pose.orientation.w = (
             float(qx), float(qy), float(qz), float(qw))
         self.pub_ee.publish(ps)
+        if self.pub_tf is not None and now - self._tf_last >= 1.0 / self.tf_rate - 1e-9:
+            self._tf_last = now
+            pos = dict(zip(self.robot_state.actuated_names, (*q, fingers[0]), strict=True))
+            self.pub_tf.publish(self._tf(self.robot_state.transforms(pos), stamp))
 
     def _render_and_publish(self) -> None:
         with self._lock:
@@ -409,6 +468,11 @@ class SimNode(Node):
     def close(self) -> None:
         """Stop the simulation thread and release the renderer."""
         self._running = False
+        if self.gripper_server is not None:
+            try:
+                self.gripper_server.close()
+            except Exception as exc:  # shutting down: report and go on
+                self.get_logger().warn(f"gripper action server did not close cleanly: {exc}")
         if self._thread.is_alive():
             self._thread.join(timeout=5.0)
 

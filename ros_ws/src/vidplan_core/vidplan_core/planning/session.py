@@ -15,8 +15,9 @@ from __future__ import annotations
 from typing import Literal
 
 import numpy as np
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from vidplan_core.kinematics import action_to_transform
 from vidplan_core.planning.nominal import HoldPolicy, NominalObservation, NominalPolicy
 from vidplan_core.planning.planner import CEMConfig, CEMPlanner, Planner, PlannerConfig, PlanResult
 from vidplan_core.planning.proposals import (
@@ -27,7 +28,7 @@ from vidplan_core.planning.proposals import (
     gripper_proposals,
     perturbation_proposals,
 )
-from vidplan_core.planning.rtc import blend_chunks, remaining_steps
+from vidplan_core.planning.rtc import blend_chunks, pose_after_latency, remaining_steps
 from vidplan_core.runtime.base import Backend, PlanningContext
 from vidplan_core.spaces import EEChunk
 
@@ -87,6 +88,38 @@ class PlanningSession:
         else:
             self.planner = Planner(backend, self.config.gradopt)
 
+    #: settings :meth:`tune` may change while the session runs (none changes a model, a limit or a buffer size)
+    LIVE_SETTINGS = ("kappa", "lam", "weighting", "time_budget_s", "basis_speed_mps")
+
+    def tune(self, **changes) -> None:
+        """Change scoring and proposal settings between cycles (a robot's operator tuning live).
+
+        Keys: ``kappa``, ``lam``, ``weighting`` (the scoring of both planners), ``time_budget_s`` (None = no budget)
+        and ``basis_speed_mps``. The new configuration is validated whole and swapped in at once, so a cycle sees
+        either the old or the new one.
+
+        Raises:
+            ValueError: an unknown key or a value the configuration refuses (named, with the reason).
+        """
+        unknown = sorted(set(changes) - set(self.LIVE_SETTINGS))
+        if unknown:
+            raise ValueError(f"not live-tunable: {', '.join(unknown)} (live: {', '.join(self.LIVE_SETTINGS)})")
+        data = self.config.model_dump()
+        for sec in ("gradopt", "cem"):
+            for k in ("kappa", "lam", "weighting"):
+                if k in changes:
+                    data[sec]["score"][k] = changes[k]
+            if "time_budget_s" in changes:
+                data[sec]["time_budget_s"] = changes["time_budget_s"] or None
+        if "basis_speed_mps" in changes:
+            data["proposals"]["basis_speed_mps"] = changes["basis_speed_mps"]
+        try:
+            cfg = SessionConfig.model_validate(data)
+        except ValidationError as exc:
+            raise ValueError("; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors())) from exc
+        self.planner.config = cfg.cem if cfg.planner == "cem" else cfg.gradopt
+        self.config = cfg
+
     @property
     def num_candidates(self) -> int:
         """Candidates scored per cycle: basis directions + hold + nominal perturbations (CEM samples its own
@@ -125,8 +158,21 @@ class PlanningSession:
             sets.append(perturbation_proposals(nominal, pc.num_nominal, np.asarray(pc.nominal_sigma), rng=seed))
         return compose_proposals(*sets)
 
+    def start_after_latency(self, q: np.ndarray, executing: EEChunk | None, chunk_start_pose: np.ndarray,
+                            elapsed_s: float, latency_s: float) -> tuple[np.ndarray, np.ndarray]:
+        """Where the next chunk should begin: (pose (7,), q (7,)) the robot reaches ``latency_s`` from now along the
+        executing chunk (started ``elapsed_s`` ago from ``chunk_start_pose`` (7,)); IK from ``q`` for the joints
+        (the best iterate, within limits). Without an executing chunk: the current pose and ``q``.
+        """
+        q = np.asarray(q, np.float64)
+        if executing is None:
+            return np.asarray(chunk_start_pose, np.float64).copy(), q.copy()
+        pose = pose_after_latency(chunk_start_pose, executing, max(elapsed_s, 0.0), max(latency_s, 0.0))
+        return pose, self.kin.ik(action_to_transform(pose), q).q
+
     def plan(self, frames: np.ndarray, poses: np.ndarray, q: np.ndarray, instruction: str, seed: int = 0,
-             executing: EEChunk | None = None, executing_elapsed_s: float = 0.0) -> tuple[PlanResult, ProposalSet]:
+             executing: EEChunk | None = None, executing_elapsed_s: float = 0.0,
+             start: tuple[np.ndarray, np.ndarray] | None = None) -> tuple[PlanResult, ProposalSet]:
         """Run one cycle.
 
         Args:
@@ -136,13 +182,20 @@ class PlanningSession:
             instruction: the task.
             seed: noise seed of this cycle.
             executing: the chunk the robot is executing (for seam blending), or None.
-            executing_elapsed_s: time since that chunk started [s].
+            executing_elapsed_s: time since that chunk started [s], at the moment the new chunk will take over
+                (cycle start + expected latency when the caller compensates latency).
+            start: (pose (7,), q (7,)) where the proposals begin instead of the observed pose and ``q``: the
+                pose the robot will have reached when this chunk arrives (real-time chunking,
+                :func:`vidplan_core.planning.rtc.pose_after_latency`). The world model still conditions on the
+                observed history; the chunk it scores then begins with the motion made during the latency.
 
         Returns:
             (result, proposals). ``result.chunk`` is already blended with the executing chunk's tail.
         """
         ctx = PlanningContext(history_frames=frames, history_actions=poses, instruction=instruction, seed=seed)
-        props = self.proposals(q, ctx.current_pose, instruction, seed=seed)
+        start_pose, start_q = (ctx.current_pose, q) if start is None else (np.asarray(start[0], np.float64),
+                                                                         np.asarray(start[1], np.float64))
+        props = self.proposals(start_q, start_pose, instruction, seed=seed)
         result = self.planner.plan(ctx, props)
         if executing is not None and not result.hold and self.config.blend_steps:
             tail = remaining_steps(executing, executing_elapsed_s)
