@@ -121,15 +121,12 @@ def pose_from_vec(v: np.ndarray) -> Pose:
 
 
 def chunk_to_msg(chunk: EEChunk, msg_type: type, frame_id: str, stamp: Time, plan_id: int = 0,
-                 instruction: str = "", input_stamp: Time | None = None):
+                 instruction: str = ""):
     """:class:`EEChunk` → vidplan_interfaces/PlanChunk (``msg_type`` passed in so this module stays import-light).
-
-    ``stamp``: when the chunk is produced (the executor ages it from then); ``input_stamp``: the newest camera
-    triplet it was planned from (default: ``stamp``)."""
+    ``stamp``: when the chunk is produced (the executor ages it from then)."""
     msg = msg_type()
     msg.header.frame_id = frame_id
     msg.header.stamp = stamp
-    msg.input_stamp = input_stamp if input_stamp is not None else stamp
     msg.plan_id = int(plan_id)
     msg.dt = float(chunk.dt)
     quats = euler_to_quat(chunk.euler)

@@ -726,10 +726,10 @@ class PlannerNode(Node):
             return
         header_stamp = sec_to_stamp(stamp)
         chunk = result.chunk
-        # stamped when produced (the executor's max_plan_age_s then measures transport, not planning); input_stamp
-        # keeps the triplet it was planned from
+        # stamped when produced (the executor's max_plan_age_s then measures transport, not planning); the triplet it
+        # was planned from stamps its PlanDiagnostics
         msg = chunk_to_msg(chunk, PlanChunk, self.base_frame, self.get_clock().now().to_msg(), self._plan_id,
-                           instruction, input_stamp=header_stamp)
+                           instruction)
         if self.send_to_executor:
             if self.exec_client is not None:
                 self.exec_client.send_goal_async(ExecuteChunk.Goal(chunk=msg))
@@ -790,7 +790,7 @@ class PlannerNode(Node):
         pose = latest.ee
         chunk = EEChunk.from_actions(np.tile(pose, (h, 1)), dt=self.dt)
         msg = chunk_to_msg(chunk, PlanChunk, self.base_frame, self.get_clock().now().to_msg(), self._plan_id,
-                           self.instruction, input_stamp=sec_to_stamp(latest.stamp))
+                           self.instruction)
         if self.send_to_executor:
             self._publish(self.plan_pub, msg)
         d = PlanDiagnostics(status=PlanDiagnostics.STATUS_HOLD, reason=reason, plan_id=self._plan_id)

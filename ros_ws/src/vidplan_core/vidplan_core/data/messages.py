@@ -122,8 +122,7 @@ class Codec:
         PlanChunk = self.type("vidplan_interfaces/msg/PlanChunk")
         a = np.asarray(actions, dtype=np.float64).reshape(-1, 7)
         return self.serialize(PlanChunk(
-            header=self.header(t_ns, frame_id), input_stamp=self.header(t_ns, frame_id).stamp, plan_id=int(plan_id),
-            dt=float(dt),
+            header=self.header(t_ns, frame_id), plan_id=int(plan_id), dt=float(dt),
             poses=[self.pose(x) for x in a], gripper=a[:, 6].astype(np.float32),
             uncertainty=np.zeros(0, np.float32), value=np.zeros(0, np.float32), instruction=instruction))
 
