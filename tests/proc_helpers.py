@@ -110,3 +110,24 @@ def started(cmd: list[str], log_path: Path, **kw) -> Iterator[ManagedProcess]:
         yield proc
     finally:
         proc.stop()
+
+
+def free_port() -> int:
+    """A TCP port on loopback that is free now (for a server a test starts)."""
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def http_healthy(port: int) -> bool:
+    """True when an openpi policy server on loopback ``port`` answers its /healthz."""
+    import urllib.request
+
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=0.5) as r:
+            return r.status == 200
+    except OSError:
+        return False
+

@@ -2,39 +2,23 @@
 
 from __future__ import annotations
 
-import socket
 import sys
-import urllib.request
 
 import numpy as np
 import pytest
-from proc_helpers import started, wait_for
+from proc_helpers import free_port, http_healthy, started, wait_for
 
 from vidplan_core.kinematics import HOME_Q, PandaKinematics
 from vidplan_core.planning.nominal import NominalObservation, OpenPIPolicy
 from vidplan_core.planning.proposals import perturbation_proposals
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def _healthy(port: int) -> bool:
-    try:
-        with urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=0.5) as r:
-            return r.status == 200
-    except OSError:
-        return False
-
-
 def test_openpi_round_trip(tmp_path):
-    port = _free_port()
+    port = free_port()
     cmd = [sys.executable, "-m", "vidplan_core.planning.openpi_server", "--port", str(port), "--chunk", "10",
            "--speed", "0.3"]
     with started(cmd, tmp_path / "server.log") as proc:
-        assert wait_for(lambda: _healthy(port), timeout=30), proc.output()
+        assert wait_for(lambda: http_healthy(port), timeout=30), proc.output()
         kin = PandaKinematics()
         policy = OpenPIPolicy("127.0.0.1", port, horizon=3, kinematics=kin)
         try:
@@ -66,6 +50,6 @@ def test_openpi_round_trip(tmp_path):
 
 
 def test_openpi_missing_server_is_clear_error():
-    port = _free_port()
+    port = free_port()
     with pytest.raises(ConnectionError, match="no openpi policy server"):
         OpenPIPolicy("127.0.0.1", port, horizon=3, kinematics=PandaKinematics(), connect_timeout_s=0.5)

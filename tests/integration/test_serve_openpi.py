@@ -4,30 +4,14 @@ to 224×224), the returned joint velocities integrated at 15 Hz into the arm's j
 
 from __future__ import annotations
 
-import socket
-import urllib.request
 from pathlib import Path
 
 import numpy as np
 import pytest
-from proc_helpers import started, wait_for
+from proc_helpers import free_port, http_healthy, started, wait_for
 
 pytestmark = pytest.mark.slow
 REPO = Path(__file__).resolve().parents[2]
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def _healthy(port: int) -> bool:
-    try:
-        with urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=0.5) as r:
-            return r.status == 200
-    except OSError:
-        return False
 
 
 def test_an_openpi_client_episode_in_the_sim(tmp_path):
@@ -35,12 +19,12 @@ def test_an_openpi_client_episode_in_the_sim(tmp_path):
 
     from vidplan_sim.env import SimEnv
 
-    port = _free_port()
+    port = free_port()
     cmd = ["vidplan", "serve", "openpi", "--model", str(REPO / "models" / "demo"), "--port", str(port)]
     env = SimEnv(width=320, height=180)
     env.reset(seed=3, clutter=1, task="touch the red cube")
     with started(cmd, tmp_path / "server.log", env={"OMP_NUM_THREADS": "1"}) as server:
-        assert wait_for(lambda: _healthy(port), 120), server.output()[-3000:]
+        assert wait_for(lambda: http_healthy(port), 120), server.output()[-3000:]
         client = websocket_client_policy.WebsocketClientPolicy(host="127.0.0.1", port=port)
         meta = client.get_server_metadata()
         assert meta["policy"] == "vidplan" and meta["action_space"] == "joint_velocity"
