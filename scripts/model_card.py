@@ -94,6 +94,33 @@ def controllability_section(per_label: dict[str, list[dict | None]]) -> list[str
     return L
 
 
+def bundle_facts(model: Path, data: Path) -> dict:
+    """Sentences for the card read from the bundle's index and the training dataset's meta.json (what was built, not
+    what a recipe intended)."""
+    idx = json.loads((model / "bundle.json").read_text()) if (model / "bundle.json").is_file() else {}
+    cfg = model / "semantic" / "config.json"
+    grounded = cfg.is_file() and json.loads(cfg.read_text()).get("_class_name") == "GroundedScorer"
+    scorer = ("a grounded semantic scorer: the frozen all-MiniLM-L6-v2 sentence encoder and a convolutional image "
+              "tower trained per pixel on MuJoCo-labelled frames (`vidplan data grounding`, `vidplan train grounded`; "
+              "six colour-shape combinations held out of its training)" if grounded else
+              "a small SigLIP-architecture semantic model trained with the SigLIP loss on sim frames and task "
+              "captions (our stand-in for pretrained SigLIP)")
+    names = ("left", "right", "wrist")
+    maps = idx.get("map_views") or [idx.get("centring_view", 2)]
+    views = (f"The semantic score is computed on the {names[int(idx.get('semantic_view') or 0)]} view, the centring "
+             f"term on the maps of the {', '.join(names[v] for v in maps)} view(s) (bundle.json).")
+    meta = json.loads((data / "meta.json").read_text()) if (data / "meta.json").is_file() else {}
+    info = meta.get("info") or {}
+    prep = info.get("view_preparation") or {}
+    src = info.get("source_image_size") or meta.get("source_image_size")
+    crop = prep.get("crops")
+    size = f"{prep['height']}x{prep['width']}" if prep else meta.get("image_size")
+    data_txt = (f"cameras of {src} (HxW) px, converted to {size} per view at {meta.get('fps', 5)} Hz"
+                + (" after cutting each exterior view to the workspace box (`--crop workspace`)" if crop else
+                   " (whole views)") + " with p01/p99 action statistics")
+    return {"scorer": scorer, "views": views, "data": data_txt, "grounded": grounded}
+
+
 def _reusable(done: Path, model_mtime: float, label: str, windows: int) -> dict | None:
     """An earlier evaluation's metrics if it ran after the model files were last written, with the same predictor
     and number of windows; else None."""
@@ -131,8 +158,9 @@ def main() -> None:
     eval_bags = a.work / "eval_bags"
     if not (eval_bags / ".done").is_file():
         subprocess.run([sys.executable, "-c", "from vidplan_core.cli import main; main()", "data", "generate",
-                        "--out", str(eval_bags), "--episodes", str(a.eval_episodes), "--seed", "0", "--width", "160",
-                        "--height", "96", "--clutter", "0,1,2,3", "--failure-prob", "0.33", "--max-steps", "150"],
+                        "--out", str(eval_bags), "--episodes", str(a.eval_episodes), "--seed", "0", "--width", "320",
+                        "--height", "180", "--camera-rate", "5", "--clutter", "0,1,2,3", "--failure-prob", "0.33",
+                        "--max-steps", "150"],
                        check=True)
         (eval_bags / ".done").touch()
     bags = sorted(p for p in eval_bags.iterdir() if p.is_dir())
@@ -171,7 +199,9 @@ def main() -> None:
         per_k[label] = acc
 
     runs = {kind: last_val_metrics(a.work / "runs" / kind)
-            for kind in ("semantic", "vae", "world-model", "flow-map", "heads")}
+            for kind in ("grounded", "semantic", "vae", "world-model", "flow-map", "heads")
+            if kind not in ("grounded", "semantic") or (a.work / "runs" / kind).is_dir()}
+    facts = bundle_facts(a.model, a.work / "data")
     files = sorted(p for p in a.model.rglob("*") if p.is_file() and p.name != "MODEL_CARD.md")
     total_mb = sum(p.stat().st_size for p in files) / 2**20
     cpu = next((ln.split(":", 1)[1].strip() for ln in Path("/proc/cpuinfo").read_text().splitlines()
@@ -187,17 +217,15 @@ def main() -> None:
          "The `demo` configuration (vidplan_core/models/configs/demo.yaml) of the very same code as the full "
          "models: a KL VAE (3 views of 48x80 stacked to 144x80 → latent 4x36x20), an action-conditioned video UNet "
          "(EDM teacher, 2 history + 5 future frames at 5 Hz) distilled into a flow map (PSD), a UQ head, a reward "
-         "head, and a small SigLIP-architecture semantic model trained with the SigLIP loss on sim frames and task "
-         "captions (our stand-in for pretrained SigLIP). Weights are safetensors, the world-model parts stored in "
+         f"head, and {facts['scorer']}. {facts['views']} Weights are safetensors, the world-model parts stored in "
          "float16 and computed in float32 (rounded once, when assembled); `onnx/` holds the exported graphs, which "
          "share one deduplicated weights file (float16 where exact, so they compute with the same float32 values as "
          "torch), with `manifest.json` (SHA-256 per file). The EDM teacher is not shipped (planning needs only the "
          "flow map, which holds the distilled network); `make demo-models` keeps it in its run directory.", "",
          "## Data",
          f"{a.episodes} simulated episodes (MuJoCo DROID scene, scripted IK expert with action noise, about a third "
-         "deliberate failures, clutter 0–3, tasks put/touch/push; seeds from 1000), 160x96 cameras at 15 Hz, "
-         "converted to 48x80 per view at 5 Hz with p01/p99 action statistics; 15 % of episodes held out for "
-         "validation during training.", "",
+         f"deliberate failures, clutter 0–3, tasks put/touch/push; seeds from 1000), {facts['data']}; 15 % of "
+         "episodes held out for validation during training.", "",
          "## Training (last validation values logged by each run)", "",
          "| run | steps | wall [min] | validation metrics (last) |", "|---|---|---|---|"]
     for kind, (vals, step, wall) in runs.items():
@@ -234,9 +262,12 @@ def main() -> None:
           "sim cameras → flow-map world model + heads + semantic reward → planner → executor — not to solve the "
           "tasks. `STEPS_SCALE=1 make demo-models` runs the configs' full step counts (hours on CPU, minutes on a "
           "GPU). Two numbers say how far: on held-out episodes no predictor, teacher included, beats copying the "
-          "current frame into the future by a meaningful margin (bench/results/distillation_sim.md), and the semantic "
-          "model retrieves none of the held-out episodes' captions (instructions whose object/colour/direction "
-          "combinations it never saw) — it memorised the training captions.", "",
+          "current frame into the future by a meaningful margin (bench/results/distillation_sim.md)"
+          + (" (measured for the previous recipe's bundle; see the evaluation above for this one), and the grounded "
+             "scorer's accuracy on unseen colour-shape combinations is in bench/results/grounding.md."
+             if facts["grounded"] else
+             ", and the semantic model retrieves none of the held-out episodes' captions (instructions whose "
+             "object/colour/direction combinations it never saw) — it memorised the training captions."), "",
           "## Files", ""]
     L += [f"- `{p.relative_to(a.model)}` ({p.stat().st_size / 2**20:.2f} MB)" for p in files]
     (a.model / "MODEL_CARD.md").write_text("\n".join(L) + "\n")

@@ -101,6 +101,18 @@ def _pipeline(tmp_path, runner, app) -> None:
                               "--storage-dtype", "float16"])
     assert res.exit_code == 0, res.output
     models = PlannerModels.load(tmp_path / "models")
+    # the semantic views are recorded in the index (a grounded scorer centres on exterior map views)
+    from vidplan_core.runtime.loader import read_bundle_index
+
+    res = runner.invoke(app, ["assemble-models", "--runs", str(runs), "--out", str(tmp_path / "models_views"),
+                              "--semantic-view", "2", "--centring-view", "0", "--map-views", "0,1"])
+    assert res.exit_code == 0, res.output
+    idx = read_bundle_index(tmp_path / "models_views")
+    assert (idx.semantic_view, idx.centring_view, list(idx.map_views)) == (2, 0, [0, 1])
+    assert PlannerModels.load(tmp_path / "models_views").map_view_list == (0, 1)
+    res = runner.invoke(app, ["assemble-models", "--runs", str(runs), "--out", str(tmp_path / "models_bad"),
+                              "--map-views", "0,0"])
+    assert res.exit_code == 2 and "map_views" in res.output and not (tmp_path / "models_bad").exists(), res.output
     w = models.suite.flow_map.state_dict()
     assert all(torch.equal(v, v.half().float()) for v in w.values() if v.is_floating_point())
     # The ONNX value-and-grad graph takes > 10 min to export even for the tiny models on this 2-core machine, so

@@ -305,7 +305,7 @@ def _square_video(ren: ActionMapRenderer, actions: torch.Tensor, C: int) -> torc
 
 @pytest.mark.slow
 def test_tiny_model_learns_to_follow_its_actions():
-    """Trained for 250 steps on a synthetic moving-square video (a square at the TCP of every view, still during the
+    """Trained for 180 steps on a synthetic moving-square video (a square at the TCP of every view, still during the
     history, then moving at a random velocity), the tiny model's denoising error with
     shuffled actions exceeds its error with the true actions by > 1.2× (the controllability ratio; measured at a
     noise level where the future is mostly noise, so the prediction must come from the conditioning)."""
@@ -334,7 +334,7 @@ def test_tiny_model_learns_to_follow_its_actions():
             return float((wm.denoise(fut + sigma * noise, sigma, vid[:, :c.num_history], a) - fut).square().mean())
 
     opt = torch.optim.Adam(wm.parameters(), lr=3e-3)
-    for _ in range(steps := 250):
+    for _ in range(steps := 180):  # ratio ≈ 1.2 at 120 steps, 1.76 at 250: 180 keeps a margin at 3/4 of the cost
         vid, a = batch(8)
         loss = wm.edm_loss(vid[:, c.num_history:], vid[:, :c.num_history], a, generator=g)
         opt.zero_grad()

@@ -173,6 +173,28 @@ def test_uninformative_gradient_skips_refinement_and_says_so(backend, ctx, propo
     assert not res2.refine_skipped and len(res2.objective_trace) == 3
 
 
+def test_refinement_stops_when_an_iteration_gains_less_than_refine_tol(backend, ctx, proposals):
+    """refine_tol: refinement ends at the first iteration whose gain in the best objective is below the tolerance
+    (fewer value-and-grad calls, the iterations run in the trace, the status ok with the reason); 0 runs them all."""
+    base = dict(refine_iters=6, lr=0.1, trust_region=0.3, min_grad=0.0)
+    full = Planner(backend, PlannerConfig(**base)).plan(ctx, proposals)
+    assert full.status == "ok" and len(full.objective_trace) == 7
+    # a tolerance above any gain the tiny model makes: stop after the first iteration
+    w = Wrapped(backend)
+    res = Planner(w, PlannerConfig(**base, refine_tol=1e6)).plan(ctx, proposals)
+    assert res.status == "ok" and "converged after 1 iterations" in res.reason, res.reason
+    assert w.calls["value_and_grad"] == 2 and len(res.objective_trace) == 2
+    assert res.objective_trace == pytest.approx(full.objective_trace[:2], rel=1e-6)
+    # a tolerance between the gains: it stops where the trace's first small gain is
+    best = np.maximum.accumulate(full.objective_trace)
+    gains = np.diff(best)
+    tol = float(np.median(gains)) if np.median(gains) > 0 else 1e-12
+    stop = int(np.argmax(gains < tol)) + 1 if (gains < tol).any() else 6
+    mid = Planner(backend, PlannerConfig(**base, refine_tol=tol)).plan(ctx, proposals)
+    assert len(mid.objective_trace) == stop + 1
+    assert max(mid.objective_trace) == pytest.approx(best[stop], rel=1e-6)
+
+
 def test_noise_averaged_scores_are_invariant_to_candidate_order(backend, ctx, proposals):
     """Scores averaged over M noise draws: the same numbers whatever the order of the candidates (the noise is shared
     by all candidates of a draw), the mean of the single-draw scores, and a winner-survival fraction."""

@@ -55,21 +55,26 @@ where a float is expected (`time_scale:=2`):
     urdf_path (str, ""): URDF for kinematics ("" = the installed urdf/panda_droid.urdf; only joint order matters
         for names, so a panda_* URDF serves fr3_* joints).
     ee_frame (str, ""): EE frame of the URDF ("" = {urdf prefix}_hand_tcp).
-    plan_topic (str, "/vidplan/plan"), joint_states_topic (str, "/joint_states"), estop_topic (str, "/vidplan/estop").
+    plan_topic (str, "/vidplan/plan"), joint_states_topic (str, "/joint_states"), estop_topic (str, "/vidplan/estop"):
+        the chunk, joint-state and e-stop topics.
     action_name (str, "/vidplan/execute_chunk"): the ExecuteChunk action (served by the helper node
         ``<node name>_action``, which ignores command-line remappings: set this parameter instead).
     out_of_limits_policy (str, "reject"): reject | clip, for chunks on plan_topic (action goals carry their own).
     workspace_min (float[3], [0.20, -0.45, 0.02]), workspace_max (float[3], [0.80, 0.45, 0.70]): EE box, base frame.
-    max_translation_per_control_step (float, 0.075), max_rotation_per_control_step (float, 0.15),
-        control_rate_hz (float, 15.0): DROID step limits, scaled to the chunk's executed step duration.
+    max_translation_per_control_step (float, 0.075): DROID step limit on the EE translation [m per control step].
+    max_rotation_per_control_step (float, 0.15): DROID step limit on the EE rotation [rad per control step].
+    control_rate_hz (float, 15.0): the control rate the step limits refer to; they are scaled to the chunk's
+        executed step duration.
     joint_position_margin_rad (float, 0.01), joint_velocity_scale (float, 0.8): joint limit margin and the
         fraction of the URDF velocity limits allowed.
     max_plan_age_s (float, 1.0): chunks stamped longer ago are rejected (ROS time, so sim time under use_sim_time).
     max_horizon (int, 64): longest accepted chunk.
     joint_state_timeout_s (float, 0.5): joint states older than this (wall time since receipt) → refuse / abort.
     time_scale (float, 1.0): default execution time scale (>1 slower) for topic chunks and goals with 0.
-    ik_max_iterations (int, 100), ik_position_tolerance (float, 5e-4), ik_rotation_tolerance (float, 5e-3),
-        ik_damping (float, 0.01): IK settings; a step whose IK misses the tolerances is "unreachable".
+    ik_max_iterations (int, 100): damped-least-squares IK iterations per step.
+    ik_position_tolerance (float, 5e-4), ik_rotation_tolerance (float, 5e-3): IK tolerances [m, rad]; a step whose
+        IK misses them is "unreachable".
+    ik_damping (float, 0.01): damping of the least-squares IK step.
     goal_position_tolerance (float, 0.005), goal_orientation_tolerance (float, 0.0349): settle tolerances
         (5 mm, 2°) for goals with wait_for_settle.
     settle_timeout_s (float, 2.0): how long after the last point to wait for settling.
@@ -128,7 +133,7 @@ from vidplan_ros.compat import QoSRequestedIncompatibleQoSInfo, SubscriptionEven
 from vidplan_ros.conversions import stamp_to_sec
 from vidplan_ros.executor_backends import BACKENDS, make_backend
 from vidplan_ros.gripper import ActionGripper, TopicGripper
-from vidplan_ros.node_runner import parameters_declared, run_node
+from vidplan_ros.node_runner import parameter_docs, parameters_declared, run_node
 
 Result = ExecuteChunk.Result
 # Estop subscriptions: the best-effort volatile one is compatible with every publisher, so no estop is ever lost to a
@@ -138,6 +143,7 @@ ESTOP_ANY_QOS = QoSProfile(depth=10, reliability=ReliabilityPolicy.BEST_EFFORT, 
 ESTOP_RELIABLE_QOS = QoSProfile(depth=10, reliability=ReliabilityPolicy.RELIABLE, durability=DurabilityPolicy.VOLATILE)
 ESTOP_QOS = QoSProfile(depth=1, reliability=ReliabilityPolicy.RELIABLE, durability=DurabilityPolicy.TRANSIENT_LOCAL)
 PLAN_QOS = QoSProfile(depth=10)
+_DOCS = parameter_docs(__doc__)
 QOS_EVENT_HOLD_S = 3.0  # an incompatible-QoS event stays reported at least this long (the graph may lag the event)
 STATUS_NAMES = {Result.STATUS_SUCCEEDED: "succeeded", Result.STATUS_REJECTED: "rejected",
                 Result.STATUS_ABORTED: "aborted", Result.STATUS_CANCELED: "canceled", Result.STATUS_ESTOP: "estop"}
@@ -269,7 +275,10 @@ class ExecutorNode(Node):
         def p(name: str, default):
             # dynamic typing + our own check: rclpy would raise InvalidParameterTypeException (a traceback) for
             # `max_plan_age_s:=abc`, and also for `max_plan_age_s:=2` (an int where a double is declared)
-            param = self.declare_parameter(name, default, ParameterDescriptor(dynamic_typing=True))
+            # read-only: every setting is read once here, so a live `ros2 param set` is refused instead of reporting
+            # success and changing nothing; the description is the module docstring's (ros2 param describe)
+            param = self.declare_parameter(name, default, ParameterDescriptor(
+                dynamic_typing=True, read_only=True, description=_DOCS.get(name, "")))
             return SimpleNamespace(value=param_value(name, param.value, default))
         self.backend_name = str(p("backend", "jtc").value)
         trajectory_topic = str(p("trajectory_topic", "/fr3_arm_controller/joint_trajectory").value)

@@ -26,28 +26,30 @@ from vidplan_core.bringup import DECLARED_PARAMETERS_TAG, LIST_PARAMETERS_ENV
 __all__ = ["check_parameter_overrides", "parameter_descriptor", "parameter_docs", "parameters_declared", "run_node",
            "unknown_parameters"]
 
-_DOC_ENTRY = re.compile(r"^    ([a-z_][a-z0-9_]*(?: / [a-z_][a-z0-9_]*)*)(?: \([^)]*\))?(?:, [^:]*)?: (.*)$")
+_DOC_ENTRY = re.compile(r"^    ([a-z_][a-z0-9_]*(?: / [a-z_][a-z0-9_]*)*)(?: \([^)]*\))?((?:, [^:]*)?):(?: (.*))?$")
+# further names documented on the same line: "a (float, 1.0), b (int, 2): text"
+_DOC_MORE = re.compile(r", ([a-z_][a-z0-9_]*) \(")
 
 
 def parameter_docs(doc: str) -> dict[str, str]:
     """Parameter name → description, read from a node module's docstring: the ``Parameters`` block whose entries are
-    ``    name (type, default): text`` (continued on lines indented deeper; ``a / b / c (...)`` documents several
-    names at once). The docstring stays the one place a parameter is documented; descriptors and ``ros2 param
-    describe`` show the same text."""
+    ``    name (type, default): text`` (continued on lines indented deeper; ``a / b / c (...)`` and
+    ``a (type, default), b (type, default): text`` document several names at once). The docstring stays the one
+    place a parameter is documented; descriptors and ``ros2 param describe`` show the same text."""
     out: dict[str, str] = {}
     names: list[str] = []
     for line in (doc or "").splitlines():
         m = _DOC_ENTRY.match(line)
         if m:
-            names = m.group(1).split(" / ")
+            names = m.group(1).split(" / ") + _DOC_MORE.findall(m.group(2))
             for n in names:
-                out[n] = m.group(2).strip()
+                out[n] = (m.group(3) or "").strip()
         elif names and line.startswith("        ") and line.strip():
             for n in names:
                 out[n] += " " + line.strip()
         else:
             names = []
-    return out
+    return {k: v.strip() for k, v in out.items()}
 
 
 def parameter_descriptor(name: str, default, description: str = "", *, read_only: bool = True,

@@ -28,12 +28,17 @@ Parameters (all read at start-up and validated; a bad value exits with code 2 an
     model_dir (str, "models/demo"): exported/bundled model directory.
     backend (str, "torch"): torch | onnxruntime | tensorrt.
     device (str, "cpu"): torch device / execution provider family.
+    threads (int, 0): intra-op threads of the runtime (torch.set_num_threads / onnxruntime intra_op_num_threads);
+        0 = $OMP_NUM_THREADS when set, else the CPUs this process may run on (sched_getaffinity): right when the
+        planner is alone on the machine; give fewer where a simulator or recorder shares the cores.
     planner_config (str, ""): the planner YAML (vidplan_core.planning.config; "" = the shipped
         vidplan_core/planning/planner.yaml). The defaults of the planning parameters below are read from it (the
         values shown are the shipped file's); setting a parameter overrides that one setting.
     planner (str, "gradopt"): gradopt (Algorithm 3) | cem.
     flow_steps (int, 1): K of the flow map (0 = the model's default).
-    refine_iters (int, 5): gradient refinement iterations.
+    refine_iters (int, 5): most gradient refinement iterations per cycle.
+    refine_tol (float, 1e-4): refinement stops once an iteration raises the best objective by less than this
+        (0 = always run refine_iters); the iterations run are in PlanDiagnostics.refine_iterations.
     learning_rate (float, 0.05): Adam step in normalised action units.
     trust_region (float, 0.25): L∞ radius around the argmax candidate (normalised units).
     trust_region_m (float, 0.03): cap of that radius on each position coordinate [m] (0 = no cap).
@@ -144,7 +149,22 @@ _STATUS = {"ok": PlanDiagnostics.STATUS_OK, "budget": PlanDiagnostics.STATUS_BUD
            "hold": PlanDiagnostics.STATUS_HOLD}
 
 
-def load_backend(model_dir: str, kind: str, device: str = "cpu", flow_steps: int | None = None):
+def default_threads() -> int:
+    """The planner's default intra-op thread count: $OMP_NUM_THREADS when set (a positive integer), else the CPUs
+    this process may run on."""
+    import os
+
+    env = os.environ.get("OMP_NUM_THREADS", "")
+    if env.isdigit() and int(env) > 0:
+        return int(env)
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except AttributeError:  # not on Linux
+        return max(1, os.cpu_count() or 1)
+
+
+def load_backend(model_dir: str, kind: str, device: str = "cpu", flow_steps: int | None = None,
+                 threads: int | None = None):
     """Create the runtime backend for ``model_dir`` with the one model-directory loader
     (:func:`vidplan_core.runtime.loader.load_planner_backend`; heavy imports happen there, not at module import).
 
@@ -158,16 +178,16 @@ def load_backend(model_dir: str, kind: str, device: str = "cpu", flow_steps: int
     """
     from vidplan_core.runtime.loader import load_planner_backend
 
-    return load_planner_backend(model_dir, kind, device=device, flow_steps=flow_steps)
+    return load_planner_backend(model_dir, kind, device=device, flow_steps=flow_steps, threads=threads)
 
 
-def load_session(model_dir: str, backend: str, device: str, flow_steps: int, session_cfg):
+def load_session(model_dir: str, backend: str, device: str, flow_steps: int, session_cfg, threads: int | None = None):
     """Backend + kinematics + :class:`PlanningSession`; returns (session, the model's
     :class:`~vidplan_core.spaces.ViewPreparation`, loader warnings)."""
     from vidplan_core.kinematics import PandaKinematics
     from vidplan_core.planning.session import PlanningSession
 
-    loaded = load_backend(model_dir, backend, device, flow_steps or None)
+    loaded = load_backend(model_dir, backend, device, flow_steps or None, threads)
     return PlanningSession(loaded.backend, PandaKinematics(), session_cfg), loaded.views, loaded.warnings
 
 
@@ -194,6 +214,7 @@ class PlannerNode(Node):
         self.model_dir = p("model_dir", "models/demo")
         self.backend_kind = p("backend", "torch", choices=("torch", "onnxruntime", "tensorrt"))
         self.device = p("device", "cpu")
+        self.threads = p("threads", 0, lo=0) or default_threads()
         # THE planner configuration (planning/planner.yaml or planner_config): its values are the defaults of the
         # node parameters below, which override single settings (vidplan_core.planning.config).
         from vidplan_core.planning.config import PlanningConfigError, load_planning_config
@@ -207,6 +228,7 @@ class PlannerNode(Node):
         planner = p("planner", base.session.planner, choices=("gradopt", "cem"))
         flow_steps = p("flow_steps", base.flow_steps, lo=0)
         refine_iters = p("refine_iters", g.refine_iters, lo=0)
+        refine_tol = p("refine_tol", g.refine_tol, lo=0.0)
         lr = p("learning_rate", g.lr, lo=1e-9)
         trust = p("trust_region", g.trust_region, lo=1e-9)
         trust_m = p("trust_region_m", g.trust_region_m or 0.0, lo=0.0)
@@ -262,7 +284,8 @@ class PlannerNode(Node):
               "limits.workspace_min": list(ws_min), "limits.workspace_max": list(ws_max),
               "limits.joint_velocity_scale": jv_scale}
         for sec in ("gradopt", "cem"):  # both planners share the refinement and scoring settings
-            ov.update({f"session.{sec}.refine_iters": refine_iters, f"session.{sec}.lr": lr,
+            ov.update({f"session.{sec}.refine_iters": refine_iters, f"session.{sec}.refine_tol": refine_tol,
+                       f"session.{sec}.lr": lr,
                        f"session.{sec}.trust_region": trust, f"session.{sec}.trust_region_m": trust_m or None,
                        f"session.{sec}.trust_region_rad": trust_rad or None,
                        f"session.{sec}.time_budget_s": budget or None,
@@ -276,7 +299,7 @@ class PlannerNode(Node):
         t0 = time.perf_counter()
         try:
             self.session, self.views, load_warnings = load_session(self.model_dir, self.backend_kind,
-                                                                   self.device, flow_steps, cfg)
+                                                                   self.device, flow_steps, cfg, self.threads)
             note = check_cameras(self.session.backend, calibration_file, self.model_dir)
             self.calibration = load_calibration(calibration_file or None)
             load_warnings = [*load_warnings, *([note] if note else [])]
@@ -285,7 +308,8 @@ class PlannerNode(Node):
             raise ValueError(f"cannot load models from model_dir '{self.model_dir}' with backend "
                              f"'{self.backend_kind}': {exc}") from exc
         self.get_logger().info(f"loaded {self.backend_kind} backend from {self.model_dir} in "
-                               f"{time.perf_counter() - t0:.1f} s (H={self.session.horizon})")
+                               f"{time.perf_counter() - t0:.1f} s (H={self.session.horizon}, "
+                               f"{self.threads} intra-op threads)")
         for note in [*load_warnings, *self.session.batching_notes()]:
             self.get_logger().warn(note)
         self.dt = 1.0 / MODEL_RATE_HZ

@@ -83,6 +83,12 @@ def assemble_models(
                                       "(default: the flow-map run's `model`)"),
     teacher: bool = typer.Option(True, "--teacher/--no-teacher", help="include the EDM teacher (world_model/); "
                                  "planning needs only the flow map"),
+    semantic_view: int | None = typer.Option(None, min=0, max=2, help="view the semantic score is computed on "
+                                             "(0 left, 1 right, 2 wrist; default 0)"),
+    centring_view: int | None = typer.Option(None, min=0, max=2, help="view whose semantic map centres the "
+                                             "target (default 2, the wrist)"),
+    map_views: str | None = typer.Option(None, help="comma-separated views whose semantic maps the planner scores "
+                                         "(e.g. 0,1 for the gripper-referenced centring term; default: centring view)"),
 ) -> None:
     """Copy trained models into the planner's model directory layout, write its index (bundle.json) and check
     that the planner loads them."""
@@ -96,8 +102,10 @@ def assemble_models(
     if heads is not None:
         src["uq_head"], src["reward_head"] = heads / "uq_head", heads / "reward_head"
     try:
+        views = None if map_views is None else [int(v) for v in map_views.split(",") if v.strip()]
         d = assemble_model_dir(out, src, overwrite=overwrite, storage_dtype=storage_dtype, config=config,
-                               teacher=teacher)
+                               teacher=teacher, semantic_view=semantic_view, centring_view=centring_view,
+                               map_views=views)
     except (FileNotFoundError, FileExistsError, ValueError) as exc:
         typer.secho(f"error: {exc}", fg=typer.colors.RED, err=True)
         raise typer.Exit(2) from exc

@@ -64,7 +64,9 @@ class PlannerConfig(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
     score: ScoreConfig = Field(default_factory=ScoreConfig)
-    refine_iters: int = Field(5, ge=0)
+    refine_iters: int = Field(5, ge=0, description="most gradient refinement iterations per cycle (0 = argmax only)")
+    refine_tol: float = Field(0.0, ge=0, description="refinement stops early once an iteration raises the best "
+                              "objective J by less than this (J units; 0 = always run refine_iters)")
     lr: float = Field(0.05, gt=0, description="Adam step size (normalised action units)")
     trust_region: float = Field(0.25, gt=0)
     trust_region_m: float | None = Field(0.03, gt=0, description="cap of the trust region on each position "
@@ -404,7 +406,7 @@ class Planner(_BasePlanner):
                 try:
                     best_x, trace, status, reason = self._refine(x0, t0, est, over_budget)
                     skipped = status == "skipped"
-                    if skipped:
+                    if status in ("skipped", "converged"):
                         status = "ok"
                 except _HoldError as exc:
                     timings["refinement"] = time.perf_counter() - t_ref
@@ -438,8 +440,14 @@ class Planner(_BasePlanner):
             if not (np.isfinite(j).all() and np.isfinite(g).all()):
                 raise _HoldError(f"non-finite refinement objective or gradient at iteration {it}")
             trace.append(float(j[0]))
+            gain = float(j[0]) - best_j
             if j[0] > best_j:
                 best_j, best_x = float(j[0]), x.detach().clone()
+            if it > 0 and cfg.refine_tol > 0 and gain < cfg.refine_tol:
+                # the last Adam step bought less than the tolerance: further steps (each a forward + backward of
+                # the flow map and heads) are unlikely to pay for themselves
+                return best_x, trace, "converged", (f"refinement converged after {it} iterations (gain {gain:.1e} < "
+                                                    f"refine_tol {cfg.refine_tol:g})")
             if it == 0 and float(np.max(np.abs(g * mask.numpy().reshape(g.shape)))) < cfg.min_grad:
                 return best_x, trace, "skipped", (f"refinement skipped: uninformative value gradient (max |dJ/da| = "
                                                   f"{float(np.max(np.abs(g))):.1e} < min_grad {cfg.min_grad:g})")

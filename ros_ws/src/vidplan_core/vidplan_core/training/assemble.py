@@ -49,13 +49,18 @@ def config_name_of(sources: dict[str, str | Path]) -> str | None:
 
 def assemble_model_dir(out: str | Path, sources: dict[str, str | Path], overwrite: bool = False,
                        check: bool = True, storage_dtype: str = "float32", config: str | None = None,
-                       teacher: bool = True) -> Path:
+                       teacher: bool = True, semantic_view: int | None = None, centring_view: int | None = None,
+                       map_views: list[int] | None = None) -> Path:
     """Copy the trained parts into ``out`` (see the module docstring), write its index ``bundle.json`` and, with
     ``check``, load them all as the planner does (strict loading; latent shapes and text-embedding width consistent).
 
     ``config``: the model configuration's name recorded in the index (default: :func:`config_name_of`).
     ``teacher=False`` leaves the EDM teacher (``world_model``) out: planning needs only the flow map (deployment
     bundles such as models/demo); the index then names no teacher.
+
+    ``semantic_view`` / ``centring_view`` / ``map_views``: the views the semantic scorer scores, centres on and
+    returns maps of (0 left, 1 right, 2 wrist; recorded in the index; None = the loader's defaults 0, 2,
+    [centring_view]). A grounded scorer with the gripper-referenced centring term wants exterior map views.
 
     ``storage_dtype="float16"`` re-saves the world-model parts (not the semantic model) with half-precision
     parameters: half the bytes, weights rounded once (see :meth:`vidplan_core.models._io.StrictLoadMixin.save`).
@@ -78,27 +83,28 @@ def assemble_model_dir(out: str | Path, sources: dict[str, str | Path], overwrit
     tmp = out.with_name(out.name + ".tmp")
     if tmp.exists():
         shutil.rmtree(tmp)
-    for p in parts:
-        shutil.copytree(sources[p], tmp / p)
-    if storage_dtype == "float16":
-        import torch
+    try:  # built in a temporary directory that any failure removes
+        for p in parts:
+            shutil.copytree(sources[p], tmp / p)
+        if storage_dtype == "float16":
+            import torch
 
-        from vidplan_core.models.configs import SUITE_SECTIONS
+            from vidplan_core.models.configs import SUITE_SECTIONS
 
-        for p, cls in SUITE_SECTIONS.items():
-            if p in parts:
-                cls.load(tmp / p).save(tmp / p, storage_dtype=torch.float16)
-    from vidplan_core.runtime.loader import write_bundle_index
+            for p, cls in SUITE_SECTIONS.items():
+                if p in parts:
+                    cls.load(tmp / p).save(tmp / p, storage_dtype=torch.float16)
+        from vidplan_core.runtime.loader import write_bundle_index
 
-    write_bundle_index(tmp, config=config or config_name_of(sources))
-    if check:
-        from vidplan_core.runtime.bundle import PlannerModels
+        write_bundle_index(tmp, config=config or config_name_of(sources), semantic_view=semantic_view,
+                           centring_view=centring_view, map_views=map_views)
+        if check:
+            from vidplan_core.runtime.bundle import PlannerModels
 
-        try:
             PlannerModels.load(tmp)
-        except Exception:
-            shutil.rmtree(tmp)
-            raise
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
     if out.exists():  # replaced only once the new directory is complete and loads: a failure keeps the old one
         shutil.rmtree(out)
     tmp.rename(out)
