@@ -40,28 +40,18 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--m", default="1,2,4")
     a = ap.parse_args(argv)
 
-    from tqdm import tqdm
+    from _scenes import home_scenes
 
     from vidplan_core.kinematics import PandaKinematics
     from vidplan_core.planning.config import load_planning_config
     from vidplan_core.planning.session import PlanningSession
     from vidplan_core.runtime.loader import load_planner_backend
-    from vidplan_sim.env import SimEnv
-    from vidplan_sim.tasks import sample_task
 
     loaded = load_planner_backend(a.model, "onnxruntime", threads=1)
     kin = PandaKinematics()
-    env = SimEnv()
     ms = [int(m) for m in a.m.split(",")]
     rows = {m: {"plan_s": [], "agree": [], "survival": [], "labels": []} for m in ms}
-    for sc in tqdm(range(a.scenes), desc="scenes"):
-        kind = ("touch", "push", "put")[sc % 3]
-        task = sample_task(np.random.default_rng([sc, 11]), env.cfg.colour_names, env.cfg.shape_names, kinds=(kind,))
-        env.reset(seed=sc, clutter=1, task=task.instruction)
-        frames = loaded.views.prepare(env.render()).transpose(0, 3, 1, 2)
-        hist = np.repeat(frames[None], loaded.num_history, 0)
-        pose = env.ee_action()
-        poses = np.repeat(pose[None], loaded.num_history, 0)
+    for scene in home_scenes(loaded, a.scenes):
         for m in ms:
             cfg = load_planning_config(None, {"session.gradopt.refine_iters": 0, "session.gradopt.noise_samples": m,
                                               "session.gradopt.survival_check": m == 1})
@@ -69,7 +59,8 @@ def main(argv: list[str] | None = None) -> int:
             chosen = []
             for r in range(a.seeds):
                 t0 = time.perf_counter()
-                res, _ = session.plan(hist, poses, env.joint_positions(), task.instruction, seed=1000 * r + 17)
+                res, _ = session.plan(scene.history, scene.poses, scene.q, scene.instruction,
+                                      seed=1000 * r + 17)
                 dt = time.perf_counter() - t0
                 # M = 1 with the survival check runs one extra draw: its cost is that of M = 2, report M = 1's alone
                 rows[m]["plan_s"].append(dt / 2 if m == 1 else dt)
@@ -77,7 +68,6 @@ def main(argv: list[str] | None = None) -> int:
                 chosen.append(res.chosen_label)
             rows[m]["labels"].append(chosen)
             rows[m]["agree"].append(float(np.mean([x == y for x, y in itertools.combinations(chosen, 2)])))
-    env.close()
     base = float(np.median(rows[ms[0]]["plan_s"]))
     summary = {str(m): {"plan_s_median": float(np.median(r["plan_s"])),
                         "cost_vs_m1": float(np.median(r["plan_s"])) / base,

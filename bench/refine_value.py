@@ -48,45 +48,34 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--note", default="", help="free text for the summary (machine load, ...)")
     a = ap.parse_args(argv)
 
-    from tqdm import tqdm
+    from _scenes import home_scenes
 
     from vidplan_core.kinematics import PandaKinematics
     from vidplan_core.planning.config import load_planning_config
     from vidplan_core.planning.session import PlanningSession
     from vidplan_core.runtime.loader import load_planner_backend
-    from vidplan_sim.env import SimEnv
-    from vidplan_sim.tasks import sample_task
 
     loaded = load_planner_backend(a.model, "onnxruntime", threads=1)
-    kin = PandaKinematics()
-    env = SimEnv()
     ov = {"session.gradopt.refine_iters": a.iters, "session.gradopt.refine_tol": 0.0}
     if a.min_grad is not None:
         ov["session.gradopt.min_grad"] = a.min_grad
     cfg = load_planning_config(None, ov)
-    session = PlanningSession(loaded.backend, kin, cfg.session)
+    session = PlanningSession(loaded.backend, PandaKinematics(), cfg.session)
     cycles = []
-    for sc in tqdm(range(a.scenes), desc="scenes"):
-        kind = ("touch", "push", "put")[sc % 3]
-        task = sample_task(np.random.default_rng([sc, 11]), env.cfg.colour_names, env.cfg.shape_names, kinds=(kind,))
-        env.reset(seed=sc, clutter=1, task=task.instruction)
-        frames = loaded.views.prepare(env.render()).transpose(0, 3, 1, 2)
-        hist = np.repeat(frames[None], loaded.num_history, 0)
-        poses = np.repeat(env.ee_action()[None], loaded.num_history, 0)
+    for scene in home_scenes(loaded, a.scenes):
         for r in range(a.seeds):
             t0 = time.perf_counter()
-            res, props = session.plan(hist, poses, env.joint_positions(), task.instruction, seed=1000 * r + 17)
+            res, props = session.plan(scene.history, scene.poses, scene.q, scene.instruction, seed=1000 * r + 17)
             wall = time.perf_counter() - t0
             s = np.sort(np.asarray(res.scores, np.float64))[::-1]
             moved = float(np.abs(res.chunk.position - props.actions[res.chosen_index][:, :3]).max()) \
                 if res.chosen_index >= 0 else float("nan")
-            cycles.append({"scene": sc, "task": kind, "seed": r, "status": res.status, "skipped": res.refine_skipped,
-                           "trace": [float(j) for j in res.objective_trace],
+            cycles.append({"scene": scene.index, "task": scene.kind, "seed": r, "status": res.status,
+                           "skipped": res.refine_skipped, "trace": [float(j) for j in res.objective_trace],
                            "refinement_s": float(res.timings.get("refinement", 0.0)),
                            "global_s": float(sum(res.timings.get(k, 0.0) for k in ("rollout", "heads", "semantic"))),
                            "cycle_s": wall, "score_spread": float(s[0] - s[1]) if len(s) > 1 else 0.0,
                            "moved_m": moved})
-    env.close()
 
     R = a.iters
     full = [c for c in cycles if not c["skipped"] and len(c["trace"]) == R + 1]
