@@ -3,6 +3,8 @@ SHELL := /bin/bash
 .DEFAULT_GOAL := help
 ENV := source scripts/env.sh &&
 PYTEST_ARGS ?=
+# make test splits the suite by file over this many pytest-xdist workers (each its own ROS domain); 0 = one process
+TEST_WORKERS ?= 2
 
 # what runs on the robot's ROS 2 Python (3.10 on Humble); tests/unit/test_lint.py checks the same paths
 PY310_PATHS = ros_ws/src/vidplan_core/vidplan_core ros_ws/src/vidplan_ros/vidplan_ros ros_ws/src/vidplan_sim/vidplan_sim \
@@ -19,8 +21,8 @@ setup:  ## install Debian/Python/ROS dependencies, the Panda MJCF, and colcon-bu
 shell: setup  ## open a shell with the workspace sourced and the ROS environment set
 	@bash --rcfile <(echo 'source ~/.bashrc 2>/dev/null; source scripts/env.sh; PS1="(vidplan) $$PS1"') -i
 
-test: setup  ## the whole test suite (unit + integration + e2e), as CI runs it
-	@$(ENV) python -m pytest $(PYTEST_ARGS)
+test: setup  ## the whole test suite (unit + integration + e2e), as CI runs it (TEST_WORKERS=2 processes)
+	@$(ENV) python -m pytest -n $(TEST_WORKERS) --dist loadfile $(PYTEST_ARGS)
 
 test-unit: setup  ## unit tests only
 	@$(ENV) python -m pytest -m "unit" $(PYTEST_ARGS)

@@ -60,7 +60,6 @@ def main() -> int:
     from diagnostic_msgs.msg import DiagnosticArray
     from geometry_msgs.msg import PoseStamped
     from proc_helpers import node_executable, started, wait_for
-    from rclpy.action import ActionClient
     from rclpy.executors import SingleThreadedExecutor
     from rosgraph_msgs.msg import Clock
     from scipy.spatial.transform import Rotation, Slerp
@@ -69,6 +68,7 @@ def main() -> int:
     from vidplan_core.spaces import EEChunk
     from vidplan_interfaces.action import ExecuteChunk
     from vidplan_interfaces.msg import PlanChunk
+    from vidplan_ros.compat import ActionClient  # rclpy 9.1.2 loses goal responses (compat.py)
     from vidplan_ros.conversions import chunk_to_msg, pose_to_vec, sec_to_stamp, stamp_to_sec
 
     logs = REPO / "bench" / "_tmp"

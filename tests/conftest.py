@@ -25,7 +25,16 @@ def _pick_domain_id() -> tuple[int, str]:
     from ros_domain import pick_free_domain
 
     global _RESERVATION
-    _RESERVATION = pick_free_domain()
+    # pytest-xdist (make test runs 2 workers): each worker is its own run with its own domain; disjoint id ranges,
+    # so two workers probing at the same moment cannot both pick the same free id
+    worker = os.environ.get("PYTEST_XDIST_WORKER", "")
+    count = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1") or 1)
+    if worker.startswith("gw") and count > 1:
+        span = 100 // count
+        k = int(worker[2:]) % count
+        _RESERVATION = pick_free_domain(low=1 + k * span, high=(k + 1) * span)
+    else:
+        _RESERVATION = pick_free_domain()
     domain, seen = _RESERVATION.domain, _RESERVATION.seen
     busy = {d: n for d, n in seen.items() if n}
     note = ("probed free, held by a sentinel node" if seen and domain not in busy
@@ -65,11 +74,28 @@ def pytest_report_header(config: pytest.Config) -> str:
             f"{DDS_PROFILE.name}), repo {REPO}")
 
 
+# The longest test files (CI's --durations, 2 cores), handed out first when pytest-xdist splits the run by file
+# (make test: -n 2 --dist loadfile): a long file that starts last would run alone at the end.
+LONGEST_FIRST = (
+    "unit/test_runtime_onnx.py",
+    "unit/test_action_maps.py",
+    "e2e/test_pipeline.py",
+    "unit/test_grounded_runtime.py",
+    "integration/test_planner_node.py",
+    "e2e/test_eval_bag_cli.py",
+    "integration/fault_injection/test_fuzz_live.py",
+)
+
+
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     for item in items:
         parts = Path(str(item.fspath)).relative_to(REPO / "tests").parts
         if parts and parts[0] in ("unit", "integration", "e2e"):
             item.add_marker(getattr(pytest.mark, parts[0]))
+    if os.environ.get("PYTEST_XDIST_WORKER"):
+        rank = {f: i for i, f in enumerate(LONGEST_FIRST)}
+        # stable: every other file keeps its place, and so does the order of tests within a file
+        items.sort(key=lambda it: rank.get(Path(str(it.fspath)).relative_to(REPO / "tests").as_posix(), len(rank)))
 
 
 @pytest.fixture(scope="session")

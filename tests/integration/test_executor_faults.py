@@ -21,7 +21,6 @@ import pytest
 import rclpy
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus
 from proc_helpers import node_executable, started, wait_for
-from rclpy.action import ActionClient
 from rclpy.executors import SingleThreadedExecutor
 from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy
 from sensor_msgs.msg import JointState
@@ -33,6 +32,7 @@ from vidplan_core.kinematics import HOME_Q, PandaKinematics
 from vidplan_core.spaces import EEChunk
 from vidplan_interfaces.action import ExecuteChunk
 from vidplan_interfaces.msg import PlanChunk
+from vidplan_ros.compat import ActionClient  # rclpy 9.1.2 loses goal responses (compat.py)
 from vidplan_ros.conversions import chunk_to_msg
 
 # Timing-sensitive on 2 shared cores: rerun a failure up to twice (reruns show as "R" in the summary).

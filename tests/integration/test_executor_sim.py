@@ -19,7 +19,6 @@ import rclpy
 from diagnostic_msgs.msg import DiagnosticArray
 from geometry_msgs.msg import PoseStamped
 from proc_helpers import node_executable, started, wait_for
-from rclpy.action import ActionClient
 from rclpy.executors import SingleThreadedExecutor
 from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy
 from rosgraph_msgs.msg import Clock
@@ -30,6 +29,7 @@ from std_srvs.srv import Trigger
 from vidplan_core.spaces import EEChunk
 from vidplan_interfaces.action import ExecuteChunk
 from vidplan_interfaces.msg import PlanChunk
+from vidplan_ros.compat import ActionClient  # rclpy 9.1.2 loses goal responses (compat.py)
 from vidplan_ros.conversions import chunk_to_msg, pose_to_vec, sec_to_stamp, stamp_to_sec
 
 pytestmark = pytest.mark.slow

@@ -17,7 +17,6 @@ import rclpy
 from control_msgs.action import GripperCommand
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus
 from proc_helpers import node_executable, started, wait_for
-from rclpy.action import ActionClient
 from rclpy.executors import SingleThreadedExecutor
 from rosgraph_msgs.msg import Clock
 from sensor_msgs.msg import JointState
@@ -26,6 +25,7 @@ from vidplan_core.kinematics import HOME_Q, PandaKinematics
 from vidplan_core.spaces import EEChunk
 from vidplan_interfaces.action import ExecuteChunk
 from vidplan_interfaces.msg import PlanChunk
+from vidplan_ros.compat import ActionClient  # rclpy 9.1.2 loses goal responses (compat.py)
 from vidplan_ros.conversions import chunk_to_msg, sec_to_stamp, stamp_to_sec
 
 pytestmark = pytest.mark.slow

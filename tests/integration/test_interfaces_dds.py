@@ -12,13 +12,13 @@ import numpy as np
 import pytest
 import rclpy
 from proc_helpers import node_executable, started, wait_for
-from rclpy.action import ActionClient
 from rclpy.executors import SingleThreadedExecutor
 
 from vidplan_core.spaces import EEChunk
 from vidplan_interfaces.action import ExecuteChunk
 from vidplan_interfaces.msg import PlanChunk, PlanDiagnostics
 from vidplan_interfaces.srv import SetTask
+from vidplan_ros.compat import ActionClient  # rclpy 9.1.2 loses goal responses (compat.py)
 from vidplan_ros.conversions import chunk_from_msg, chunk_to_msg
 
 SCRIPT = Path(__file__).parent / "scripts" / "chunk_echo_server.py"
@@ -120,3 +120,36 @@ def test_scripted_chunk_node_publishes_valid_chunks(tmp_path, ros_node):
     assert len(chunk) == 4 and chunk.dt == pytest.approx(0.2)
     assert np.allclose(np.linalg.norm(chunk.position[:, :2] - [0.45, 0.0], axis=1), 0.03, atol=1e-6)
     assert [m.plan_id for m in received] == sorted(m.plan_id for m in received)
+
+
+def test_goal_sent_from_another_thread_is_answered_even_when_the_response_wins_the_race(tmp_path, ros_node,
+                                                                                        monkeypatch):
+    """rclpy 9.1.2's ``send_goal_async`` registers the goal's future twice (the second time outside its lock) and
+    returns the second: a response the spinning thread handles in between completes the first and the caller waits
+    forever (CI: "goal not answered"). The race is forced by slowing every Future rclpy's action client module
+    creates by 0.5 s, so the response always arrives in that window: rclpy's own client then never answers where
+    the bug is present (``RCLPY_REGISTERS_GOAL_TWICE``), vidplan's ``compat.ActionClient`` always does."""
+    import rclpy.action
+    import rclpy.action.client
+    from rclpy.task import Future
+
+    from vidplan_ros.compat import RCLPY_REGISTERS_GOAL_TWICE
+
+    class SlowFuture(Future):
+        def __init__(self, *a, **kw) -> None:
+            time.sleep(0.5)
+            super().__init__(*a, **kw)
+
+    monkeypatch.setattr(rclpy.action.client, "Future", SlowFuture)
+    ours = ActionClient(ros_node, ExecuteChunk, "/test/execute_chunk")
+    upstream = rclpy.action.ActionClient(ros_node, ExecuteChunk, "/test/execute_chunk")
+    goal = ExecuteChunk.Goal(chunk=chunk_to_msg(_chunk(2), PlanChunk, "panda_link0",
+                                                 ros_node.get_clock().now().to_msg(), 1))
+    with started([sys.executable, str(SCRIPT)], tmp_path / "server.log") as server:
+        assert ours.wait_for_server(timeout_sec=20) and upstream.wait_for_server(timeout_sec=20), server.output()
+        futs = [ours.send_goal_async(goal) for _ in range(3)]
+        assert wait_for(lambda: all(f.done() for f in futs), 10), "compat.ActionClient lost a goal response"
+        assert all(f.result().accepted for f in futs)
+        lost = upstream.send_goal_async(goal)
+        # rclpy without the bug answers within the same 10 s; with it, the returned future never completes
+        assert wait_for(lost.done, 3 if RCLPY_REGISTERS_GOAL_TWICE else 10) == (not RCLPY_REGISTERS_GOAL_TWICE)

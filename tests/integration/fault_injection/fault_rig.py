@@ -23,7 +23,6 @@ from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus
 from fuzz_strategies import FUZZ_FRAME
 from geometry_msgs.msg import PoseStamped
 from proc_helpers import ManagedProcess, node_executable, wait_for
-from rclpy.action import ActionClient
 from rclpy.executors import SingleThreadedExecutor
 from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy
 from rosgraph_msgs.msg import Clock
@@ -34,6 +33,7 @@ from trajectory_msgs.msg import JointTrajectory
 
 from vidplan_interfaces.action import ExecuteChunk
 from vidplan_interfaces.msg import PlanChunk, PlanDiagnostics
+from vidplan_ros.compat import ActionClient  # rclpy 9.1.2 loses goal responses (compat.py)
 from vidplan_ros.conversions import pose_to_vec, stamp_to_sec
 
 EXECUTOR = "vidplan executor"  # DiagnosticStatus.name of each node

@@ -17,9 +17,10 @@ from __future__ import annotations
 
 import threading
 
-from rclpy.action import ActionClient
 from rclpy.node import Node
 from std_msgs.msg import Float64
+
+from vidplan_ros.compat import ActionClient  # rclpy 9.1.2 loses goal responses (compat.py)
 
 __all__ = ["ActionGripper", "TopicGripper"]
 

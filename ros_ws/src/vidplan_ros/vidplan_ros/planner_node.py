@@ -105,7 +105,6 @@ import numpy as np
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
 from geometry_msgs.msg import Point, PoseStamped
 from rcl_interfaces.msg import SetParametersResult
-from rclpy.action import ActionClient
 from rclpy.clock import Clock, ClockType
 from rclpy.node import Node
 from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy, qos_profile_sensor_data
@@ -124,7 +123,7 @@ from vidplan_interfaces.action import ExecuteChunk
 from vidplan_interfaces.msg import PlanChunk, PlanDiagnostics
 from vidplan_interfaces.srv import SetTask
 from vidplan_ros.camera_sync import CameraSync, Triplet
-from vidplan_ros.compat import SubscriptionEventCallbacks
+from vidplan_ros.compat import ActionClient, SubscriptionEventCallbacks
 from vidplan_ros.conversions import (
     chunk_to_msg,
     image_to_array,

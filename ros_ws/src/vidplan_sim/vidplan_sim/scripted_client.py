@@ -24,7 +24,6 @@ from dataclasses import asdict, dataclass, field
 import numpy as np
 import rclpy
 from geometry_msgs.msg import PoseStamped
-from rclpy.action import ActionClient
 from rclpy.executors import SingleThreadedExecutor
 from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy
 from rosgraph_msgs.msg import Clock
@@ -36,6 +35,7 @@ from vidplan_core.spaces import CONTROL_RATE_HZ, EULER_SEQ, EEChunk
 from vidplan_interfaces.action import ExecuteChunk
 from vidplan_interfaces.msg import PlanChunk
 from vidplan_interfaces.srv import SetTask
+from vidplan_ros.compat import ActionClient  # rclpy 9.1.2 loses goal responses (compat.py)
 from vidplan_ros.conversions import chunk_to_msg, sec_to_stamp
 from vidplan_sim.expert import ExpertOptions, SceneObservation, ScriptedExpert
 from vidplan_sim.tasks import Task, parse_instruction
