@@ -1,9 +1,12 @@
 """`vidplan serve openpi`: the planner behind the openpi protocol, driven by the real openpi-client the way a DROID
 lab's evaluation script drives π0: observations of a MuJoCo episode with DROID's keys (images resized with padding
-to 224×224), the returned joint velocities integrated at 15 Hz into the arm's joint targets."""
+to 224×224), the returned joint velocities integrated at 15 Hz into the arm's joint targets, in real time as on the
+robot (the server keeps its observation history by receipt time, so a client faster than real time would hand it
+frames closer than the model's 5 Hz and it would keep waiting for history)."""
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 
 import numpy as np
@@ -41,12 +44,14 @@ def test_an_openpi_client_episode_in_the_sim(tmp_path):
             acts = np.asarray(resp["actions"])
             statuses.append(resp["vidplan"]["status"])
             assert acts.ndim == 2 and acts.shape[1] == 8 and np.isfinite(acts).all(), acts.shape
-            q0 = env.joint_positions()
+            q0, tick = env.joint_positions(), time.monotonic()
             for a in acts[:8]:  # DROID's open-loop horizon: 8 of the chunk's 15 Hz steps, then a new query
                 q_target = q_target + a[:7] / 15.0
                 env.set_joint_targets(q_target)
                 env.set_gripper(float(a[7]))
                 env.step(1 / 15)
+                tick += 1 / 15  # DROID's client runs at 15 Hz wall-clock; never faster than the robot would
+                time.sleep(max(0.0, tick - time.monotonic()))
             moved = max(moved, float(np.abs(env.joint_positions() - q0).max()))
         assert statuses[0] == "waiting" and statuses[-1] in ("ok", "budget"), statuses  # T = 2 history frames
         assert moved > 1e-3, moved  # the planned joint velocities moved the arm
