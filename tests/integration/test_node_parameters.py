@@ -13,7 +13,7 @@ from rcl_interfaces.msg import Parameter, ParameterType, ParameterValue
 from rcl_interfaces.srv import DescribeParameters, ListParameters, SetParameters
 from rclpy.executors import SingleThreadedExecutor
 
-from vidplan_ros import executor_node, planner_node
+from vidplan_ros import executor_node, lifecycle_manager_node, planner_node
 from vidplan_ros.node_runner import parameter_docs
 
 
@@ -78,7 +78,8 @@ def _describe(node, target: str) -> dict:
 def test_every_node_parameter_is_documented_in_its_module_docstring():
     import re
 
-    for mod, pattern in ((planner_node, r'p\("([a-z_0-9]+)"'), (executor_node, r'p\("([a-z_0-9]+)"')):
+    for mod, pattern in ((planner_node, r'p\("([a-z_0-9]+)"'), (executor_node, r'p\("([a-z_0-9]+)"'),
+                         (lifecycle_manager_node, r'(?:p|declare_parameter)\(\s*"([a-z_0-9]+)"')):
         declared = set(re.findall(pattern, Path(mod.__file__).read_text()))
         if mod is executor_node:  # declared in a loop: ik_<field> for each IK option
             from vidplan_core.execution import IKOptions

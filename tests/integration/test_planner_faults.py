@@ -229,8 +229,10 @@ def test_publishing_after_sigterm_shutdown_raises_nothing(tiny_model_dir):
         node._publish_ros_diagnostics()
         node._publish_hold("after shutdown")
         time.sleep(0.5)  # the plan thread runs its loop (no inputs: it publishes an error diagnostic each pass)
-        node.close()
-        assert not node._thread.is_alive()
+        plan_thread = node._thread
+        assert plan_thread is not None and plan_thread.is_alive()
+        node.close()  # = release(): stops and joins the plan thread
+        assert not plan_thread.is_alive() and node._thread is None
     finally:
         threading.excepthook = old_hook
         if node is not None:

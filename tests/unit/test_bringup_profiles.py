@@ -127,6 +127,10 @@ def test_robot_profile_gives_the_planner_franka_ros2_state_inputs():
     assert nodes["planner"].parameters["ee_pose_topic"] == ""
     assert nodes["planner"].parameters["base_frame"] == nodes["executor"].parameters["base_frame"] == "fr3_link0"
     assert "ee_pose_topic: ''" in ros_params_file_content(nodes["planner"])
+    # managed nodes: started unconfigured, brought up by the lifecycle manager, executor first
+    assert nodes["planner"].parameters["autostart"] is False and nodes["executor"].parameters["autostart"] is False
+    managed = nodes["lifecycle_manager"].parameters["node_names"]
+    assert managed == ["executor", "planner"] and set(managed) <= set(nodes)
 
 
 def test_rviz_and_foxglove_layouts_show_topics_the_nodes_publish():

@@ -10,6 +10,7 @@ NODES = {
     "recorder_node": "vidplan_ros.recorder_node:main",
     "replay_node": "vidplan_ros.replay_node:main",
     "planner_node": "vidplan_ros.planner_node:main",
+    "lifecycle_manager_node": "vidplan_ros.lifecycle_manager_node:main",
 }
 
 setup(

@@ -88,6 +88,14 @@ where a float is expected (`time_scale:=2`):
     monitor_rate_hz (float, 100.0): execution monitoring rate (feedback, gripper, completion).
     diagnostics_period_s (float, 1.0): /diagnostics period (also the period of the ROS graph checks).
     plan_timeout_s (float, 3.0): after the first chunk, no chunk for longer than this while idle → WARN "no plan".
+    autostart (bool, true): configure and activate at start-up; false = a managed node waiting in the unconfigured
+        state for lifecycle transitions (vidplan_ros.lifecycle; lifecycle_manager_node).
+
+Lifecycle (a managed node, :mod:`vidplan_ros.lifecycle`): parameters are checked at start-up (a bad value exits
+with code 2 in any mode); configure loads the kinematics, the backend and the gripper and opens the topics, the
+estop and the ExecuteChunk action; only an active executor moves the arm: while inactive every chunk and goal is
+refused naming the state, and deactivating stops a running chunk and holds position. The estop stays live in every
+configured state; /diagnostics reports the state in every state.
 """
 
 from __future__ import annotations
@@ -110,7 +118,6 @@ from rclpy.callback_groups import ReentrantCallbackGroup
 from rclpy.clock import Clock, ClockType
 from rclpy.exceptions import ParameterException
 from rclpy.executors import ExternalShutdownException, MultiThreadedExecutor, ShutdownException
-from rclpy.node import Node
 from rclpy.qos import (
     DurabilityPolicy,
     QoSCompatibility,
@@ -133,6 +140,7 @@ from vidplan_ros.compat import QoSRequestedIncompatibleQoSInfo, SubscriptionEven
 from vidplan_ros.conversions import stamp_to_sec
 from vidplan_ros.executor_backends import BACKENDS, make_backend
 from vidplan_ros.gripper import ActionGripper, TopicGripper
+from vidplan_ros.lifecycle import ManagedNode
 from vidplan_ros.node_runner import parameter_docs, parameters_declared, run_node
 
 Result = ExecuteChunk.Result
@@ -266,8 +274,8 @@ class _Execution:
     path_points: np.ndarray | None = None  # (M, 3) TCP positions densely along the commanded joint path [m]
 
 
-class ExecutorNode(Node):
-    """See the module docstring."""
+class ExecutorNode(ManagedNode):
+    """See the module docstring (a managed node: :mod:`vidplan_ros.lifecycle`)."""
 
     def __init__(self) -> None:
         super().__init__("executor")
@@ -330,6 +338,7 @@ class ExecutorNode(Node):
         monitor_rate = float(p("monitor_rate_hz", 100.0).value)
         diag_period = float(p("diagnostics_period_s", 1.0).value)
         self.plan_timeout = float(p("plan_timeout_s", 3.0).value)
+        autostart = bool(p("autostart", True).value)
         parameters_declared(self)  # an unknown parameter (a typo of a limit) fails here (listing mode stops)
 
         # --- validate (ValueError → run_node exits 2 with the message)
@@ -356,6 +365,35 @@ class ExecutorNode(Node):
             errors = exc.errors() if hasattr(exc, "errors") else []
             raise ValueError("; ".join(f"parameter ik_{e['loc'][0]}: {e['msg']} (got {e['input']})"
                                        for e in errors) or str(exc)) from exc
+        # what configure() builds from
+        self._startup = {"trajectory_topic": trajectory_topic, "gripper_topic": gripper_topic,
+                         "gripper_interface": gripper_interface, "gripper_action": gripper_action,
+                         "gripper_open_width": gripper_open_width, "gripper_max_effort": gripper_max_effort,
+                         "servo_topic": servo_topic, "servo_rate": servo_rate, "servo_switch": servo_switch,
+                         "planning_group": planning_group, "moveit_node_name": moveit_node_name,
+                         "urdf_path": urdf_path, "ee_frame": ee_frame, "plan_topic": plan_topic,
+                         "js_topic": js_topic, "estop_topic": estop_topic, "action_name": action_name,
+                         "hold_time": hold_time, "monitor_rate": monitor_rate}
+        self._lock = threading.RLock()
+        self._active: _Execution | None = None  # the running chunk
+        self._action_node = None
+        self._steady = Clock(clock_type=ClockType.STEADY_TIME)
+        self.diag_pub = self.create_publisher(DiagnosticArray, "/diagnostics", 10)
+        self.create_timer(diag_period, self._on_diagnostics_timer, clock=self._steady)
+        self.start(autostart)
+
+    # ------------------------------------------------------------------ lifecycle
+    def configure(self) -> None:
+        """Kinematics, backend, gripper, subscriptions, the estop service and the ExecuteChunk action (ValueError:
+        a URDF or frame that cannot load; the node stays unconfigured)."""
+        st = SimpleNamespace(**self._startup)
+        trajectory_topic, gripper_topic, gripper_interface = st.trajectory_topic, st.gripper_topic, st.gripper_interface
+        gripper_action, gripper_open_width, gripper_max_effort = (st.gripper_action, st.gripper_open_width,
+                                                                  st.gripper_max_effort)
+        servo_topic, servo_rate, servo_switch = st.servo_topic, st.servo_rate, st.servo_switch
+        planning_group, moveit_node_name, hold_time = st.planning_group, st.moveit_node_name, st.hold_time
+        urdf_path, ee_frame, plan_topic, js_topic = st.urdf_path, st.ee_frame, st.plan_topic, st.js_topic
+        estop_topic, action_name, monitor_rate = st.estop_topic, st.action_name, st.monitor_rate
         if urdf_path:
             check_urdf_file(urdf_path)
         try:
@@ -366,14 +404,13 @@ class ExecutorNode(Node):
         self.joint_names = [f"{self.joint_prefix}_joint{i}" for i in range(1, 8)]
         self.finger_name = f"{self.joint_prefix}_finger_joint1"
 
-        # --- state (guarded by _lock; callbacks run on a multithreaded executor)
-        self._lock = threading.RLock()
+        # --- state (guarded by _lock)
         self._q: np.ndarray | None = None
         self._q_wall = 0.0
         self._gripper_width = float("nan")
         self._js_index: tuple[tuple[str, ...], list[int] | None] = ((), None)
         self._estop = False
-        self._active: _Execution | None = None
+        self._active = None
         self._next_id = 1
         self.counters = {"chunks_received": 0, "chunks_rejected": 0, "chunks_executed": 0, "estops": 0,
                          "malformed_joint_states": 0, "malformed_chunks": 0}
@@ -388,7 +425,6 @@ class ExecutorNode(Node):
         self.latencies_ms: deque[float] = deque(maxlen=1000)  # chunk received → trajectory handed to the backend
         self.latencies_cpu_ms: deque[float] = deque(maxlen=1000)  # the same, CPU time of the handling thread
         self.estop_latched_at = float("nan")  # ROS time [s] of the last estop latch
-        self._steady = Clock(clock_type=ClockType.STEADY_TIME)
 
         # --- ROS interfaces. Threading: everything that runs at a high rate or is safety-critical (joint states,
         # /clock, estop, chunks on the topic, the monitor) is spun by run_node's single-threaded executor in the main
@@ -405,7 +441,6 @@ class ExecutorNode(Node):
             self.gripper = ActionGripper(self, gripper_action, gripper_open_width, gripper_max_effort)
         else:
             self.gripper = TopicGripper(self, gripper_topic) if gripper_topic else None
-        self.diag_pub = self.create_publisher(DiagnosticArray, "/diagnostics", 10)
         # Safety subscriptions: an incompatible publisher is an ERROR on /diagnostics (not only rclpy's log line).
         # Of the estop subscriptions only the best-effort one is watched: a publisher the reliable or latched ones do
         # not match still reaches it (ESTOP_ANY_QOS matches every publisher), so that is no fault.
@@ -427,7 +462,6 @@ class ExecutorNode(Node):
             self.create_subscription(Bool, estop_topic, self._on_estop_msg, qos, event_callbacks=events)
         self.create_service(Trigger, "/vidplan/reset_estop", self._on_reset_estop)
         self.create_timer(1.0 / monitor_rate, self._monitor, clock=self._steady)
-        self.create_timer(diag_period, self._on_diagnostics_timer, clock=self._steady)
         # Helper node for the action server: no global arguments (so no use_sim_time and no /clock subscription on
         # its executor), no parameter services; the action name is this node's `action_name` parameter.
         self._action_node = rclpy.create_node(f"{self.get_name()}_action", context=self.context,
@@ -441,9 +475,42 @@ class ExecutorNode(Node):
         self._action_executor.add_node(self._action_node)
         self._action_thread = threading.Thread(target=self._spin_actions, name="execute_chunk_action", daemon=True)
         self._action_thread.start()
+        self.get_logger().info("executor configured")
+
+    def activate(self) -> None:
         self.get_logger().info(
-            f"executor ready: backend={self.backend_name} policy={self.policy} joints={self.joint_prefix}_joint1..7 "
-            f"base_frame={self.base_frame} workspace={self.limits.workspace_min}..{self.limits.workspace_max}")
+            f"executor ready: backend={self.backend_name} policy={self.policy} "
+            f"joints={self.joint_prefix}_joint1..7 base_frame={self.base_frame} "
+            f"workspace={self.limits.workspace_min}..{self.limits.workspace_max}")
+
+    def deactivate(self) -> None:
+        """Stop the running chunk and hold position (chunks and goals are refused until activated again)."""
+        with self._lock:
+            active = self._active
+        if active is not None:
+            self._hold()
+            self._finish(active, Result.STATUS_ABORTED, "executor deactivated (lifecycle); holding position")
+
+    def release(self) -> None:
+        """Hold the arm if it is executing and the context still allows publishing, release the backend and the
+        action server (cleanup, a failed configure, exit). After SIGINT/SIGTERM the context is already down and the
+        controller keeps holding the last point it received, which is the JTC's own behaviour."""
+        try:
+            with self._lock:
+                active = self._active
+            if active is not None and rclpy.ok(context=self.context):
+                self._hold()
+        except Exception as exc:  # shutting down: report and go on
+            self.get_logger().warning(f"could not command a hold on shutdown: {exc}")
+        finally:
+            backend = getattr(self, "backend", None)
+            if backend is not None:
+                backend.close()
+                self.backend = None
+            action_node, self._action_node = self._action_node, None
+            if action_node is not None:
+                self._action_executor.shutdown(timeout_sec=1.0)
+                action_node.destroy_node()
 
     # ------------------------------------------------------------------ helpers
     def _spin_actions(self) -> None:
@@ -612,6 +679,9 @@ class ExecutorNode(Node):
         return [faults[t] for t in sorted(faults)]
 
     def _on_diagnostics_timer(self) -> None:
+        if not self.is_configured:
+            self._publish_unconfigured()
+            return
         self._check_graph()
         js_fault = self._js_publisher_fault()
         with self._lock:
@@ -660,6 +730,9 @@ class ExecutorNode(Node):
             estop = self._estop
         if estop:
             return self._reject(Result.STATUS_ESTOP, "emergency stop is latched; call /vidplan/reset_estop first")
+        if not self.is_active:
+            return self._reject(Result.STATUS_REJECTED, f"executor is {self.lifecycle_state}, not active "
+                                "(lifecycle); refusing to move")
         js_fault = self._js_publisher_fault()
         if js_fault:
             return self._reject(Result.STATUS_REJECTED, f"{js_fault}; refusing to move")
@@ -889,6 +962,8 @@ class ExecutorNode(Node):
                 errors.append("no fresh joint states: refusing chunks")
             if errors:
                 st.level, st.message = DiagnosticStatus.ERROR, "; ".join(errors)
+            elif not self.is_active:
+                st.level, st.message = DiagnosticStatus.WARN, f"{self.lifecycle_state}: refusing chunks until activated"
             elif self._last_chunk_mono is not None and active is None and chunk_age > self.plan_timeout:
                 # (before the first chunk the executor is idle, not missing plans)
                 st.level, st.message = DiagnosticStatus.WARN, (
@@ -901,7 +976,9 @@ class ExecutorNode(Node):
                 st.message = "executing" if active is not None else "idle"
             values = {"backend": self.backend_name, "policy": self.policy, "estop": str(estop),
                       "estop_latched_at": f"{self.estop_latched_at:.3f}",
-                      "state": "estop" if estop else ("executing" if active is not None else "idle"),
+                      "state": "estop" if estop else ("executing" if active is not None else
+                                                      "idle" if self.is_active else "inactive"),
+                      "lifecycle_state": self.lifecycle_state,
                       "last_rejection_reason": self.last_rejection, "last_result": self.last_result,
                       "joint_state_age_s": f"{age:.3f}", "joint_state_publishers": str(js_publishers),
                       "last_chunk_age_s": f"{chunk_age:.3f}",
@@ -928,21 +1005,24 @@ class ExecutorNode(Node):
         arr.status = [st]
         self.diag_pub.publish(arr)
 
+    def _publish_unconfigured(self) -> None:
+        """/diagnostics before configure: OK while waiting, ERROR with the reason after a failed configure."""
+        reason = self.lifecycle_error or "waiting for configure"
+        st = DiagnosticStatus(level=DiagnosticStatus.ERROR if self.lifecycle_error else DiagnosticStatus.OK,
+                              name="vidplan executor", hardware_id=self.get_fully_qualified_name(),
+                              message=f"unconfigured: {reason}; refusing chunks",
+                              values=[KeyValue(key="state", value="unconfigured"),
+                                      KeyValue(key="lifecycle_state", value=self.lifecycle_state),
+                                      KeyValue(key="last_rejection_reason", value=reason)])
+        arr = DiagnosticArray(status=[st])
+        arr.header.stamp = self.get_clock().now().to_msg()
+        self.diag_pub.publish(arr)
+
     def close(self) -> None:
-        """Hold the arm if it is executing and the context still allows publishing, release the backend (called
-        by run_node on shutdown; after SIGINT/SIGTERM the context is already down and the controller keeps holding
-        the last point it received, which is the JTC's own behaviour)."""
-        try:
-            with self._lock:
-                active = self._active
-            if active is not None and rclpy.ok(context=self.context):
-                self._hold()
-        except Exception as exc:  # shutting down: report and go on
-            self.get_logger().warning(f"could not command a hold on shutdown: {exc}")
-        finally:
-            self.backend.close()
-            self._action_executor.shutdown(timeout_sec=1.0)
-            self._action_node.destroy_node()
+        """Called by run_node on exit: hold if executing, release the backend and the action server."""
+        if self.is_configured:
+            self.is_configured = False
+            self.release()
 
 
 def main(args: list[str] | None = None) -> None:

@@ -43,7 +43,7 @@ Parameters (all read at start-up and validated; a bad value exits with code 2 an
     trust_region (float, 0.25): L∞ radius around the argmax candidate (normalised units).
     trust_region_m (float, 0.03): cap of that radius on each position coordinate [m] (0 = no cap).
     trust_region_rad (float, 0.15): cap on each Euler angle [rad] (0 = no cap).
-    lambda_centering (float, 0.5): λ of the centring term.
+    lambda_centering (float, 2.0): λ of the centring term (its reference: planner.yaml score.centring).
     uncertainty_weighting (str, "exp"): exp | linear | none  (w(h) = exp(−κ·h̄) | 1 − h̄ | 1; "none" applies to
         candidate scoring, the refinement objective keeps the backend's κ).
     kappa (float, 3.0): κ of the exp weighting.
@@ -92,6 +92,12 @@ Parameters (all read at start-up and validated; a bad value exits with code 2 an
     executor_interface (str, "topic"): topic | action (ExecuteChunk goals on /vidplan/execute_chunk).
     publish_debug (bool, true): publish prediction/uncertainty images and markers (only when subscribed).
     seed (int, 0): base seed of the flow map noise (cycle i uses seed + i).
+    autostart (bool, true): configure (load the models) and activate at start-up; false = a managed node waiting
+        in the unconfigured state for lifecycle transitions (vidplan_ros.lifecycle; lifecycle_manager_node).
+
+Lifecycle (a managed node, :mod:`vidplan_ros.lifecycle`): configure loads the models and subscribes; activate starts
+planning; deactivate stops sending chunks (a cycle in progress is dropped); cleanup frees the models. /diagnostics
+reports the state in every state, and why the last configure failed.
 """
 
 from __future__ import annotations
@@ -100,13 +106,13 @@ import math
 import threading
 import time
 from collections import deque
+from types import SimpleNamespace
 
 import numpy as np
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
 from geometry_msgs.msg import Point, PoseStamped
 from rcl_interfaces.msg import SetParametersResult
 from rclpy.clock import Clock, ClockType
-from rclpy.node import Node
 from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy, qos_profile_sensor_data
 from safetensors import SafetensorError
 from sensor_msgs.msg import CameraInfo, CompressedImage, Image, JointState
@@ -133,6 +139,7 @@ from vidplan_ros.conversions import (
     validate_joint_state,
     validate_pose,
 )
+from vidplan_ros.lifecycle import ManagedNode
 from vidplan_ros.node_runner import parameter_descriptor, parameter_docs, parameters_declared, run_node
 
 _DOCS = parameter_docs(__doc__)
@@ -206,7 +213,9 @@ def check_cameras(backend, calibration_file: str, model_dir: str) -> str | None:
     return None
 
 
-class PlannerNode(Node):
+class PlannerNode(ManagedNode):
+    """See the module docstring (a managed node: :mod:`vidplan_ros.lifecycle`)."""
+
     def __init__(self) -> None:
         super().__init__("planner_node")
         p = self._param
@@ -272,7 +281,56 @@ class PlannerNode(Node):
         self.publish_debug = p("publish_debug", True)
         self._decode_warned = False
         self.seed = p("seed", 0)
+        autostart = p("autostart", True)
         parameters_declared(self)  # an unknown parameter fails here, before the models load (listing mode stops)
+        # what configure() builds from (live parameters are re-read there: they may change while unconfigured)
+        self._startup = {"cfg_path": cfg_path, "planner": planner, "flow_steps": flow_steps,
+                         "refine_iters": refine_iters, "refine_tol": refine_tol, "lr": lr, "trust": trust,
+                         "trust_m": trust_m, "trust_rad": trust_rad, "num_nominal": num_nominal,
+                         "noise_samples": noise_samples, "ws_min": ws_min, "ws_max": ws_max, "jv_scale": jv_scale,
+                         "history_length": history_length, "calibration_file": calibration_file, "topics": topics,
+                         "info_topics": info_topics, "transport": transport, "skew": skew}
+        del weighting, kappa, lam, speed, budget  # live: configure() reads their current values
+
+        # Process-long state and interfaces: the lifecycle state and why a transition failed are on /diagnostics
+        # in every state, unconfigured included.
+        self._lock = threading.Lock()
+        self._plan_id = 0
+        self._last_status = "unconfigured"
+        self._last_reason = "waiting for configure"
+        self._latencies: deque[float] = deque(maxlen=200)  # wall seconds per cycle (diagnostics)
+        self._rejected: dict[str, str] = {}
+        self._rx_wall: dict[str, float] = {}
+        # Steady-clock watch of the node clock (use_sim_time): (last node-clock value [ns], time.monotonic() when it
+        # last changed), and the monotonic receipt time of the state topics, to say how long they have been silent.
+        self._clock_seen = (self.get_clock().now().nanoseconds, time.monotonic())
+        self._thread: threading.Thread | None = None
+        self._stop = threading.Event()  # the plan thread's stop (a new one per configure)
+        self.session = None
+        self.ros_diag_pub = self.create_publisher(DiagnosticArray, "/diagnostics", 10)
+        # Steady-clock timers: under use_sim_time a ROS-clock timer stops with /clock — exactly when the diagnostics
+        # matter (a dead sim). The 10 Hz one samples the node clock to notice /clock stopping while a cycle runs.
+        steady = Clock(clock_type=ClockType.STEADY_TIME)
+        self.create_timer(1.0, self._publish_ros_diagnostics, clock=steady)
+        self.create_timer(0.1, self._clock_stall, clock=steady)
+        self.add_on_set_parameters_callback(self._on_set_parameters)
+        self.start(autostart)
+
+    # ------------------------------------------------------------------ lifecycle
+    def configure(self) -> None:
+        """Load the models and the planning configuration, then subscribe, advertise and start the plan thread
+        (ValueError: a bad configuration or models that cannot load; the node stays unconfigured)."""
+        st = SimpleNamespace(**self._startup)
+        cfg_path, flow_steps, calibration_file = st.cfg_path, st.flow_steps, st.calibration_file
+        topics, info_topics, transport = st.topics, st.info_topics, st.transport
+        live = {n: self.get_parameter(n).value for n in LIVE_PARAMETERS}
+        weighting, kappa, lam = live["uncertainty_weighting"], live["kappa"], live["lambda_centering"]
+        speed, budget = live["basis_speed_mps"], live["time_budget_s"]
+        planner, refine_iters, refine_tol, lr = st.planner, st.refine_iters, st.refine_tol, st.lr
+        trust, trust_m, trust_rad, num_nominal = st.trust, st.trust_m, st.trust_rad, st.num_nominal
+        noise_samples, ws_min, ws_max, jv_scale = st.noise_samples, st.ws_min, st.ws_max, st.jv_scale
+        history_length, skew = st.history_length, st.skew
+        from vidplan_core.planning.config import PlanningConfigError, load_planning_config
 
         # "none" (w(h) = 1) is exp with κ = 0 for scoring; the refinement objective keeps the backend's own κ (the
         # torch default, or the one fixed inside an ONNX export)
@@ -318,17 +376,13 @@ class PlannerNode(Node):
                              f"{self.session.backend.num_history} history frames")
         self.history = ObservationHistory(t_hist, model_rate_hz=1.0 / self.dt)
 
-        # State shared between callbacks and the plan thread.
-        self._lock = threading.Lock()
+        # State shared between callbacks and the plan thread (self._lock guards it).
         self._ee: tuple[float, np.ndarray] | None = None        # (stamp, (6,) xyz + euler)
         self._joints: tuple[float, np.ndarray, float] | None = None  # (receipt time, q (7,), gripper 0..1)
         self._estop = False
         self._wake = threading.Event()
         self._stop = threading.Event()
-        self._plan_id = 0
-        self._last_status = "idle"
-        self._last_reason = "no task"
-        self._latencies: deque[float] = deque(maxlen=200)  # wall seconds per cycle (diagnostics)
+        self._last_status, self._last_reason = "inactive", "configured, not active"
         self._cycle_clock: deque[float] = deque(maxlen=10)  # node-clock seconds per cycle (sim time under a sim)
         # (chunk, start time [s, node clock], the EE pose (7,) when it started): for seam blending and latency
         self._executing: tuple[EEChunk, float, np.ndarray] | None = None
@@ -336,12 +390,8 @@ class PlannerNode(Node):
         self._last_error_log = 0.0
         # input → why its newest message was dropped ("/ee_pose", "/joint_states", "camera triplet"); an entry goes
         # when a valid message arrives. Read when the input is stale, so the diagnostics name the true cause.
-        self._rejected: dict[str, str] = {}
+        self._rejected.clear()
         self._reject_log: dict[str, float] = {}
-        # Steady-clock watch of the node clock (use_sim_time): (last node-clock value [ns], time.monotonic() when it
-        # last changed), and the monotonic receipt time of the state topics, to say how long they have been silent.
-        self._clock_seen = (self.get_clock().now().nanoseconds, time.monotonic())
-        self._rx_wall: dict[str, float] = {}
 
         # Callbacks only store inputs (one single-threaded executor: rclpy's multithreaded one costs ~2.4x the CPU per
         # callback); plan cycles run on their own thread (self._thread), so subscriptions never wait for a cycle.
@@ -379,21 +429,36 @@ class PlannerNode(Node):
         self.create_service(SetTask, "/vidplan/set_task", self._on_set_task)
         self.plan_pub = self.create_publisher(PlanChunk, "/vidplan/plan", 10)
         self.diag_pub = self.create_publisher(PlanDiagnostics, "/vidplan/plan_diagnostics", 10)
-        self.ros_diag_pub = self.create_publisher(DiagnosticArray, "/diagnostics", 10)
         self.pred_pub = self.create_publisher(Image, "/vidplan/debug/prediction", 2)
         self.uq_pub = self.create_publisher(Image, "/vidplan/debug/uncertainty", 2)
         self.marker_pub = self.create_publisher(MarkerArray, "/vidplan/debug/plan_markers", 2)
         self.exec_client = (ActionClient(self, ExecuteChunk, "/vidplan/execute_chunk")
                             if self.executor_interface == "action" else None)
-        # Steady-clock timers: under use_sim_time a ROS-clock timer stops with /clock — exactly when the diagnostics
-        # matter (a dead sim). The 10 Hz one samples the node clock to notice /clock stopping while a cycle runs.
-        steady = Clock(clock_type=ClockType.STEADY_TIME)
-        self.create_timer(1.0, self._publish_ros_diagnostics, clock=steady)
-        self.create_timer(0.1, self._clock_stall, clock=steady)
-        self.add_on_set_parameters_callback(self._on_set_parameters)
         self._thread = threading.Thread(target=self._plan_loop, name="vidplan-plan", daemon=True)
         self._thread.start()
+        self.get_logger().info("planner configured")
+
+    def activate(self) -> None:
         self.get_logger().info(f"planner ready; task: {self.instruction or '(none: idle)'}")
+        self._wake.set()
+
+    def deactivate(self) -> None:
+        """Stop sending chunks (a cycle running now is dropped when it ends); the executor holds the arm once its
+        chunk ends."""
+        with self._lock:
+            self._executing = None
+        self._set_status("inactive", "deactivated")
+        self._wake.set()
+
+    def release(self) -> None:
+        """Stop the plan thread and free the models (cleanup / a failed configure / exit)."""
+        thread, self._thread = self._thread, None
+        if thread is not None:
+            self._stop.set()
+            self._wake.set()
+            thread.join(timeout=5.0)
+        self.session = None
+        self._set_status("unconfigured", "cleaned up")
 
     # ------------------------------------------------------------------ parameters
     def _param(self, name, default, choices=None, lo=None):
@@ -419,6 +484,8 @@ class PlannerNode(Node):
             return SetParametersResult(successful=False, reason="uncertainty_weighting must be one of exp, linear, "
                                                                 f"none, got {cur['uncertainty_weighting']!r}")
         none = cur["uncertainty_weighting"] == "none"
+        if self.session is None:  # unconfigured: configure() reads the new values
+            return SetParametersResult(successful=True)
         try:
             self.session.tune(kappa=0.0 if none else float(cur["kappa"]), lam=float(cur["lambda_centering"]),
                               weighting="exp" if none else cur["uncertainty_weighting"],
@@ -674,6 +741,9 @@ class PlannerNode(Node):
         self._wake.clear()
         if self._stop.is_set():
             return
+        if not self.is_active:
+            self._set_status("inactive", "configured, not active (lifecycle)")
+            return
         now = self._now()
         with self._lock:
             instruction, estop = self.instruction, self._estop
@@ -735,8 +805,8 @@ class PlannerNode(Node):
                                           executing_elapsed_s=elapsed + latency, start=start)
         with self._lock:
             estop_now, still_task = self._estop, self.instruction == instruction
-        if estop_now or not still_task:
-            return  # the world changed while we planned: drop the plan
+        if estop_now or not still_task or not self.is_active:
+            return  # the world changed (or the node was deactivated) while we planned: drop the plan
         problem = self._inputs_problem(self._now())
         if problem:
             # The inputs went stale while we planned (e.g. the sim died mid-cycle): the chunk continues a world
@@ -875,9 +945,21 @@ class PlannerNode(Node):
         return MarkerArray(markers=[line, pts])
 
     def _publish_ros_diagnostics(self) -> None:
+        if not self.is_configured:
+            # unconfigured: OK while waiting for configure, ERROR with the reason after a failed one
+            st = DiagnosticStatus(level=DiagnosticStatus.ERROR if self.lifecycle_error else DiagnosticStatus.OK,
+                                  name="vidplan: planner_node", hardware_id="vidplan",
+                                  message=f"unconfigured: {self.lifecycle_error or 'waiting for configure'}",
+                                  values=[KeyValue(key="status", value="unconfigured"),
+                                          KeyValue(key="reason", value=self.lifecycle_error or "waiting for configure"),
+                                          KeyValue(key="lifecycle_state", value=self.lifecycle_state)])
+            arr = DiagnosticArray(status=[st])
+            arr.header.stamp = self.get_clock().now().to_msg()
+            self._publish(self.ros_diag_pub, arr)
+            return
         lat = np.asarray(self._latencies) * 1e3
         status, reason = self._last_status, self._last_reason
-        if status not in ("idle", "estop"):
+        if status not in ("idle", "estop", "inactive"):
             # Judged now, not by the plan thread's last word: a cycle can run for seconds after the inputs died.
             problem = self._inputs_problem(self._now())
             if problem and not problem.startswith("collecting"):
@@ -885,7 +967,7 @@ class PlannerNode(Node):
         level = {"error": DiagnosticStatus.ERROR, "hold": DiagnosticStatus.WARN, "estop": DiagnosticStatus.WARN,
                  "budget": DiagnosticStatus.WARN}.get(status, DiagnosticStatus.OK)
         values = {"status": status, "reason": reason, "backend": self.backend_kind,
-                  "plans": str(self._plan_id), "task": self.instruction}
+                  "plans": str(self._plan_id), "task": self.instruction, "lifecycle_state": self.lifecycle_state}
         stall = self._clock_stall()
         if stall is not None:
             values["clock_stalled_s"] = f"{stall:.2f}"  # steady seconds since sim time last advanced
@@ -903,9 +985,7 @@ class PlannerNode(Node):
         self._publish(self.ros_diag_pub, arr)
 
     def close(self) -> None:
-        self._stop.set()
-        self._wake.set()
-        self._thread.join(timeout=5.0)
+        self.release()
 
 
 def _image_msg(img: np.ndarray, stamp, frame_id: str) -> Image:
