@@ -234,3 +234,20 @@ def test_oracle_learned_pixels_scores_the_simulator_frames_with_gripper_centring
                           tmp_path / "out")
     (ep,) = res["episodes"]
     assert ep["cycles"] == 1 and ep["plan_s_mean"] > 0 and ep["final_tcp_target_m"] > 0.05
+
+
+def test_privileged_rungs_run_under_a_gripper_centring_planner_config(tmp_path):
+    """A ladder run with centring='gripper' in the planner config (the grounded bundle's setting) still runs the
+    learned+privileged rung: its score switches centring off (lam 0), so its state-predicting backend needs no
+    semantic maps or camera geometry."""
+    from vidplan_core.eval.closed_loop import run_closed_loop
+    from vidplan_core.runtime.bundle import random_planner_models
+
+    pm = random_planner_models("tiny", seed=0, scorer="grounded")
+    pm.semantic_view, pm.map_views = 2, (0, 1)
+    pm.save(tmp_path / "g")
+    res = run_closed_loop(_cfg(tmp_path / "g", variants=["learned+privileged"],
+                               overrides={"episode_steps": 6, "session.gradopt.score.centring": "gripper",
+                                          "session.gradopt.score.lam": 2.0}), tmp_path / "out")
+    (ep,) = res["episodes"]
+    assert ep["variant"] == "learned+privileged" and ep["cycles"] == 1 and ep["plan_s_mean"] > 0

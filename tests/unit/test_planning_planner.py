@@ -45,6 +45,10 @@ class Wrapped:
         self.inner, self.nan_in, self.raise_in, self.forbid_grad, self.delay_s = (inner, nan_in, raise_in,
                                                                                   forbid_grad, delay_s)
         self.name, self.horizon, self.normalizer = inner.name, inner.horizon, inner.normalizer
+        # the views and camera geometry of the semantic maps (centring 'auto' scores as the inner backend does)
+        for attr in ("map_views", "centring_view", "view_geometry"):
+            if hasattr(inner, attr):
+                setattr(self, attr, getattr(inner, attr))
         self.calls = {"rollout": 0, "value_and_grad": 0}
         self.grad_enabled_in_rollout: list[bool] = []
 
@@ -294,6 +298,11 @@ def test_gripper_centring_prefers_the_candidate_whose_gripper_reaches_the_target
     assert float(s_img[0]) == pytest.approx(float(s_img[1]))  # the image reference cannot tell them apart
     with pytest.raises(ValueError, match="gripper"):
         score_rollout(out, ScoreConfig(lam=1.0, centring="gripper"), (0, 1))
+    # 'auto' (the default) is 'gripper' where the geometry is given, 'image' where it is not
+    assert ScoreConfig().centring == "auto"
+    s_auto = score_rollout(out, ScoreConfig(lam=1.0), (0, 1), acts, geo)[0]
+    assert torch.equal(s_auto, s_grip)
+    assert torch.equal(score_rollout(out, ScoreConfig(lam=1.0), (0, 1))[0], s_img)
 
 
 def test_session_plans_from_the_pose_after_the_expected_latency(backend, ctx):

@@ -45,13 +45,15 @@ class ScoreConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
     weighting: WeightKind = "exp"
     kappa: float = Field(3.0, ge=0, description="κ of w(h) = exp(−κ·h̄)")
-    lam: float = Field(0.5, ge=0, description="λ of the centring term λ·‖c − c_r‖")
+    lam: float = Field(2.0, ge=0, description="λ of the centring term λ·‖c − c_r‖")
     centroid_ref: tuple[float, float] = (0.5, 0.5)
-    centring: Literal["image", "gripper"] = Field(
-        "image", description="reference point c_r of the centring term: 'image' = centroid_ref in every map view "
+    centring: Literal["auto", "image", "gripper"] = Field(
+        "auto", description="reference point c_r of the centring term: 'image' = centroid_ref in every map view "
         "(the paper's; meant for the wrist view), 'gripper' = the candidate's TCP projected into each map view at "
         "that frame, so the term is the image distance between gripper and target (candidate-dependent on fixed "
-        "exterior views too; two exterior views fix the target in 3-D); averaged over the map views")
+        "exterior views too; two exterior views fix the target in 3-D); averaged over the map views. 'auto' = "
+        "'gripper' where the backend has semantic-map views and camera geometry (a bundle with map_views), else "
+        "'image'")
     centroid_temperature: float = Field(0.1, gt=0)
     suppress_semantic: bool = True
     semantic_score: Literal["global", "map_max", "map_mean"] = "global"
@@ -198,16 +200,19 @@ def score_rollout(out: RolloutOutput, cfg: ScoreConfig, map_views: int | tuple[i
     else:
         r_s = torch.stack([m.flatten(-2).mean(-1) for m in sems]).mean(0)
     dist = None
+    mode = cfg.centring
+    if mode == "auto":
+        mode = "gripper" if actions is not None and geometry is not None and None not in views else "image"
     if cfg.lam > 0:
         cents = torch.stack([soft_centroid(m, cfg.centroid_temperature) for m in sems], dim=2)  # (N, F, V, 2)
-        if cfg.centring == "gripper":
+        if mode == "gripper":
             if actions is None or geometry is None or None in views:
                 raise ValueError("centring 'gripper' needs the candidates' actions, the views of the semantic maps "
                                  "and the camera geometry (a backend with map_views and view_geometry)")
             ref = gripper_reference(actions, geometry, views)  # type: ignore[arg-type]
         else:
             ref = torch.as_tensor(cfg.centroid_ref, dtype=torch.float64)
-        if cfg.centring == "gripper":
+        if mode == "gripper":
             # Object permanence: where a view's map does not see the target (σ(max logit) < 0.5; the grounded
             # scorer's maps are logits) — typically the arm hides it as the gripper arrives — its centroid would
             # jump to another object. There the target is taken to be where that view saw it most confidently in
@@ -238,12 +243,15 @@ class _BasePlanner:
         self._map_views: tuple[int, ...] | None = getattr(backend, "map_views", None) or (
             (backend.centring_view,) if getattr(backend, "centring_view", None) is not None else None)
         self._geometry: Any = None
-        if self.config.score.centring == "gripper":
+        centring = self.config.score.centring
+        if centring in ("gripper", "auto"):
             from vidplan_core.models.action_maps import ActionMapRenderer
 
             geo = getattr(backend, "view_geometry", None)
-            self._geometry = ActionMapRenderer(geo) if geo is not None else None  # built once, used every cycle
-            if self._geometry is None or self._map_views is None:
+            self._geometry = (ActionMapRenderer(geo) if geo is not None and self._map_views is not None
+                              else None)  # built once, used every cycle
+            # lam = 0 switches the centring term off (the privileged variants' scores): no geometry needed then
+            if centring == "gripper" and self.config.score.lam > 0 and self._geometry is None:
                 raise ValueError("score.centring 'gripper' needs a backend with semantic-map views and camera "
                                  f"geometry; {type(backend).__name__} has none")
         norm = backend.normalizer
