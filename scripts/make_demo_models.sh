@@ -37,6 +37,8 @@ mkdir -p "$WORK"
 LOG="$WORK/make_demo_models.log"
 say() { printf '\033[1;34m[demo-models]\033[0m %s\n' "$*" | tee -a "$LOG"; }
 t_start=$(date +%s)
+# the code that builds the models, for metrics.json (the working tree may carry uncommitted changes)
+built_from=$(git rev-parse HEAD 2>/dev/null || echo unknown)$(git diff --quiet HEAD -- 2>/dev/null || echo -dirty)
 
 # Two independent producers on the two cores: the demonstrations and the grounded scorer's labelled frames.
 (
@@ -128,6 +130,6 @@ rm -rf "$OUT/onnx"
 vidplan export "$OUT" --out "$OUT/onnx" --flow-steps 1 --batch 1,8,16 --grad-batch 1 --simplify none --verify --compact
 python scripts/model_card.py --model "$OUT" --work "$WORK" --episodes "$EPISODES" --eval-episodes "$EVAL_EPISODES" \
   --recipe "STEPS_SCALE=$STEPS_SCALE $(env | grep -E '^STEPS_[A-Z_]+=' | grep -v STEPS_SCALE | sort | tr '\n' ' ')" \
-  --wall-s $(( $(date +%s) - t_start ))
+  --wall-s $(( $(date +%s) - t_start )) --commit "$built_from"
 du -sh "$OUT" | tee -a "$LOG"
 say "done: $OUT (see $OUT/MODEL_CARD.md)"

@@ -111,11 +111,12 @@ def test_planner_publishes_chunks_then_errors_when_a_camera_goes_silent(tmp_path
 @pytest.mark.slow
 def test_planner_plans_on_onnxruntime_with_the_bundled_export(tmp_path, listener):
     """The robot profile's runtime: onnxruntime on models/demo/onnx (the shipped export, hashes checked at start-up).
-    Its batch sizes (1, 7, 16) fit the default 8 candidates (7 + 1), so the node logs no padding warning; its debug
-    pictures are decoded by the export's own decode graph."""
+    Its batch sizes (1, 8, 16) fit the default 8 candidates, so the node logs no padding warning; its debug
+    pictures are decoded by the export's own decode graph. The cameras publish the calibrated mode's aspect (16:9,
+    the 320x180 the bundle's workspace crop was computed for, at half size)."""
     demo = Path(__file__).resolve().parents[2] / "models" / "demo"
     env = {"OMP_NUM_THREADS": "1"}
-    pub_cmd = [sys.executable, str(SCRIPTS / "robot_stream_publisher.py"), "--width", "80", "--height", "48"]
+    pub_cmd = [sys.executable, str(SCRIPTS / "robot_stream_publisher.py"), "--width", "160", "--height", "90"]
     with started(pub_cmd, tmp_path / "pub.log", env=env), \
             started(_planner_cmd(demo, backend="onnxruntime"), tmp_path / "planner.log", env=env) as planner:
         assert wait_for(lambda: any(d.status == PlanDiagnostics.STATUS_OK for d in listener["diags"])

@@ -44,9 +44,25 @@ def test_layout_size_and_card():
     assert sum(p.stat().st_size for p in files) <= 60 * 10**6  # the issue's budget (see models/README.md)
     assert not [p for p in files if p.suffix in (".bin", ".pt", ".pth", ".pkl")], "weights must be safetensors"
     card = (DEMO / "MODEL_CARD.md").read_text()
-    for needle in ("Held-out evaluation", "prediction PSNR", "UQ ECE", "reward-head", "retrieval_acc", "psnr",
-                   "teacher N=50", "flow map K=4", "## Controllability", "shuffled / true"):
+    for needle in ("Held-out evaluation", "prediction PSNR", "UQ ECE", "reward-head", "grounded semantic scorer",
+                   "teacher N=50", "flow map K=4", "## Controllability", "shuffled / true", "## Goals"):
         assert needle in card, needle
+
+
+def test_metrics_json_states_every_goal_with_its_value():
+    """models/demo/metrics.json (written by scripts/model_card.py): every goal of the demo-models issue with its
+    measured value and whether it is met, consistent with the value (a goal the value misses is never marked met)."""
+    m = json.loads((DEMO / "metrics.json").read_text())
+    assert m["schema"] == "vidplan-model-metrics/1"
+    names = {"controllability_ratio_h5", "psnr_gain_vs_copy_moving_db", "grounding_unseen_acc", "uq_ece",
+             "uq_entropy_error_spearman", "flow_map_k1_minus_teacher_db", "flow_map_k1_speedup"}
+    assert names <= set(m["goals"])
+    for name, g in m["goals"].items():
+        op, bound = g["goal"].split()
+        assert np.isfinite(g["value"]) and g["value"] == m[name], name
+        assert g["met"] == (g["value"] >= float(bound) if op == ">=" else g["value"] <= float(bound)), name
+    card = (DEMO / "MODEL_CARD.md").read_text()
+    assert all(f"`{n}`" in card for n in names)  # the card's Goals table shows the same goals
 
 
 def test_manifest_hashes_match():
