@@ -133,6 +133,34 @@ def test_robot_profile_gives_the_planner_franka_ros2_state_inputs():
     assert managed == ["executor", "planner"] and set(managed) <= set(nodes)
 
 
+def test_robot_profile_can_start_robot_state_publisher_with_the_fr3_urdf(tmp_path):
+    """robot_state_publisher:=true adds ROS 2's robot_state_publisher with the text of urdf/fr3_droid.urdf (the arm in
+    franka_ros2's names and the three camera optical frames); off by default (franka_bringup runs one). A
+    robot_description_file that does not exist is a ConfigError naming it."""
+    profile, path = load_profile("robot")
+    assert "robot_state_publisher" not in {n.name for n in resolve_profile(profile, str(path))}
+    nodes = {n.name: n for n in resolve_profile(profile, str(path), {"robot_state_publisher": True})}
+    rsp = nodes["robot_state_publisher"]
+    assert (rsp.package, rsp.executable) == ("robot_state_publisher", "robot_state_publisher")
+    urdf = rsp.parameters["robot_description"]
+    assert urdf == (REPO / "urdf" / "fr3_droid.urdf").read_text()
+    for frame in ("fr3_joint1", "fr3_link0", "left_camera_optical_frame", "right_camera_optical_frame",
+                  "wrist_camera_optical_frame"):
+        assert f'"{frame}"' in urdf, frame
+    import yaml  # the --params-file gives the node the text unchanged (YAML quoting and line folding round-trip)
+
+    assert yaml.safe_load(ros_params_file_content(rsp))["/**"]["ros__parameters"]["robot_description"] == urdf
+    # an absolute path works; a missing one names itself
+    mine = tmp_path / "mine.urdf"
+    mine.write_text("<robot name='x'/>")
+    nodes = {n.name: n for n in resolve_profile(profile, str(path), {"robot_state_publisher": True,
+                                                                     "robot_description_file": str(mine)})}
+    assert nodes["robot_state_publisher"].parameters["robot_description"] == "<robot name='x'/>"
+    with pytest.raises(ConfigError, match="no_such.urdf"):
+        resolve_profile(profile, str(path), {"robot_state_publisher": True,
+                                             "robot_description_file": "urdf/no_such.urdf"})
+
+
 def test_rviz_and_foxglove_layouts_show_topics_the_nodes_publish():
     """config/vidplan.rviz (RViz2) and config/vidplan_foxglove_layout.json: valid files, installed, every panel of
     the Foxglove layout defined, and every topic they show one that sim_node / planner_node publish (or

@@ -32,11 +32,15 @@ def kin() -> PandaKinematics:
     return PandaKinematics()
 
 
-def test_committed_urdf_matches_fresh_xacro_output(repo_root):
+@pytest.mark.parametrize("prefix", ["panda", "fr3"])
+def test_committed_urdf_matches_fresh_xacro_output(repo_root, prefix):
+    """Both committed URDFs (panda: kinematics and sim; fr3: the robot profile's robot_state_publisher) are what the
+    xacro and the calibration give now."""
     gen = _generator(repo_root)
-    fresh = gen.generate_urdf("panda")
-    committed = (repo_root / "urdf" / "panda_droid.urdf").read_text()
-    assert committed == fresh, "urdf/panda_droid.urdf is stale: run `python urdf/generate_urdf.py`"
+    fresh = gen.generate_urdf(prefix)
+    committed = (repo_root / "urdf" / f"{prefix}_droid.urdf").read_text()
+    assert committed == fresh, (f"urdf/{prefix}_droid.urdf is stale: run `python urdf/generate_urdf.py --prefix "
+                                f"{prefix} -o urdf/{prefix}_droid.urdf`")
 
 
 def test_urdf_names_limits_and_fr3_prefix(repo_root, tmp_path):

@@ -15,8 +15,13 @@ Profile format::
         required: true             # if it exits, everything stops and `vidplan up` exits non-zero
         parameters:
           use_sim_time: $(arg use_sim_time)   # whole-value substitution keeps the type
+          robot_description: $(file urdf/fr3_droid.urdf)   # a file's text (relative: the vidplan_bringup share)
         remappings:
           /joint_states: /sim/joint_states
+
+``$(file PATH)`` (a whole value; PATH may hold ``$(arg ...)``) is replaced by the text of the file, as launch's
+``Command(['cat', ...])`` would give it: a relative PATH is looked up in the installed ``share/vidplan_bringup`` and
+then in the repository root (urdf/, calibration/). A missing file is a :class:`ConfigError` naming it.
 
 Overrides on the command line: ``ARG:=VALUE`` sets a profile arg; ``NODE.PARAM:=VALUE`` sets one node
 parameter. Values are parsed as YAML scalars (``true``, ``15``, ``0.5``, ``text``). An arg override must have the
@@ -57,6 +62,7 @@ __all__ = [
 ]
 
 _ARG_RE = re.compile(r"\$\(arg ([A-Za-z_][A-Za-z0-9_]*)\)")
+_FILE_RE = re.compile(r"\$\(file ([^()]+)\)")
 _NAME_RE = r"^[A-Za-z][A-Za-z0-9_]*$"
 ParamValue = bool | int | float | str | list[bool] | list[int] | list[float] | list[str]
 # The protocol between `vidplan up` and vidplan_ros.node_runner for listing a node's declared parameters.
@@ -219,12 +225,30 @@ def _substitute(value: Any, args: dict[str, Any], where: str, source: str) -> An
                 raise ConfigError(source, [(where, f"$(arg {m.group(1)}) is not declared under 'args'")])
             return str(args[m.group(1)])
 
-        return _ARG_RE.sub(repl, value)
+        text = _ARG_RE.sub(repl, value)
+        whole_file = _FILE_RE.fullmatch(text.strip())
+        if whole_file:
+            return _read_profile_file(whole_file.group(1).strip(), where, source)
+        if _FILE_RE.search(text):
+            raise ConfigError(source, [(where, "$(file ...) must be the whole value")])
+        return text
     if isinstance(value, list):
         return [_substitute(v, args, where, source) for v in value]
     if isinstance(value, dict):
         return {k: _substitute(v, args, f"{where}.{k}", source) for k, v in value.items()}
     return value
+
+
+def _read_profile_file(path: str, where: str, source: str) -> str:
+    """The text of ``$(file PATH)``: absolute, else share/vidplan_bringup/PATH of the installed workspace, else
+    PATH under the repository root (the source tree's urdf/, calibration/)."""
+    p = Path(path)
+    if not p.is_absolute():
+        repo = Path(__file__).resolve().parents[4] / path
+        p = share_file("vidplan_bringup", path, repo)
+    if not p.is_file():
+        raise ConfigError(source, [(where, f"$(file {path}): no such file ({p})")])
+    return p.read_text()
 
 
 def _as_bool(value: Any, where: str, source: str) -> bool:
