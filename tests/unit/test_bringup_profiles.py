@@ -156,7 +156,7 @@ def test_robot_profile_can_start_robot_state_publisher_with_the_fr3_urdf(tmp_pat
     nodes = {n.name: n for n in resolve_profile(profile, str(path), {"robot_state_publisher": True,
                                                                      "robot_description_file": str(mine)})}
     assert nodes["robot_state_publisher"].parameters["robot_description"] == "<robot name='x'/>"
-    with pytest.raises(ConfigError, match="no_such.urdf"):
+    with pytest.raises(ConfigError, match=r"no_such\.urdf"):
         resolve_profile(profile, str(path), {"robot_state_publisher": True,
                                              "robot_description_file": "urdf/no_such.urdf"})
 
