@@ -57,3 +57,39 @@ def test_listing_mode_prints_the_declared_parameters_and_starts_nothing():
     assert {"max_horizon", "workspace_min", "max_plan_age_s", "ik_max_iterations", "use_sim_time"} <= set(
         info["declared"]), info["declared"]
     assert "executor ready" not in p.stdout + p.stderr  # stopped at parameters_declared(), before its start-up
+
+
+def test_shipped_params_files_are_what_the_nodes_declare_and_the_nodes_accept_them(tmp_path):
+    """config/params/<profile>/<node>.yaml (`vidplan params PROFILE`): regenerated from the nodes themselves they are
+    unchanged (a new or renamed parameter fails here until they are regenerated), and each node started with its file
+    accepts every entry (a params file naming a parameter the node does not declare would exit 2)."""
+    import os
+    from pathlib import Path
+
+    import yaml
+
+    repo = Path(__file__).resolve().parents[2]
+    shipped = repo / "ros_ws" / "src" / "vidplan_bringup" / "config" / "params"
+    for profile in ("robot", "sim"):
+        out = tmp_path / profile
+        p = subprocess.run(["vidplan", "params", profile, "--out", str(out)], capture_output=True, text=True,
+                           timeout=180, env=os.environ.copy())
+        assert p.returncode == 0, p.stdout + p.stderr
+        fresh = sorted(f.name for f in out.glob("*.yaml"))
+        assert fresh == sorted(f.name for f in (shipped / profile).glob("*.yaml")), fresh
+        for name in fresh:
+            assert (out / name).read_text() == (shipped / profile / name).read_text(), (
+                f"config/params/{profile}/{name} is stale: run `vidplan params {profile} --out "
+                f"ros_ws/src/vidplan_bringup/config/params/{profile}`")
+    # the robot's executor and planner take their whole file (listing mode: built up to their declarations)
+    for node, exe in (("executor", "executor_node"), ("planner", "planner_node")):
+        f = shipped / "robot" / f"{node}.yaml"
+        given = set(yaml.safe_load(f.read_text())["/**"]["ros__parameters"])
+        assert {"joint_prefix", "base_frame"} <= given
+        p = _run("vidplan_ros", exe, ["-r", f"__node:={node}", "--params-file", str(f)],
+                 env={LIST_PARAMETERS_ENV: "1", "ROS_AUTOMATIC_DISCOVERY_RANGE": "OFF"})
+        assert p.returncode == 0, p.stdout + p.stderr
+        line = next(ln for ln in p.stdout.splitlines() if ln.startswith(DECLARED_PARAMETERS_TAG))
+        info = json.loads(line[len(DECLARED_PARAMETERS_TAG):])
+        assert "error" not in info and given <= set(info["declared"]) and given <= set(info["overrides"])
+        assert info["values"]["joint_prefix"] == "fr3"

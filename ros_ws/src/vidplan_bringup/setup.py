@@ -19,6 +19,9 @@ setup(
         (share + "/calibration", glob("calibration/*.yaml")),
         # Fast DDS profile that binds every DDS socket to 127.0.0.1 (scripts/env.sh exports it)
         (share + "/config", glob("config/*.xml") + glob("config/*.rviz") + glob("config/*.json")),
+        # `vidplan params PROFILE` output: every parameter of each node under the shipped profiles (params files)
+        (share + "/config/params/robot", glob("config/params/robot/*.yaml")),
+        (share + "/config/params/sim", glob("config/params/sim/*.yaml")),
     ],
     install_requires=["setuptools"],
     zip_safe=True,

@@ -72,11 +72,14 @@ class ParameterCheck:
         notes: nodes whose parameters were not checked, with the reason (not a vidplan node, or its start-up failed
             before it had declared its parameters: the real start reports that failure).
         declared: node name → the parameter names it declares (nodes that were checked).
+        listings: node name → what it listed: ``values`` (each declared parameter's value with the profile's and the
+            overrides' applied), ``descriptions``, ``read_only`` (nodes that were checked).
     """
 
     problems: list[str] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
     declared: dict[str, list[str]] = field(default_factory=dict)
+    listings: dict[str, dict] = field(default_factory=dict)
 
 
 @dataclass
@@ -187,6 +190,7 @@ class Supervisor:
             return
         declared = list(info["declared"])
         result.declared[node.name] = declared
+        result.listings[node.name] = info
         for name in sorted(node.parameters):
             if name in declared:
                 continue

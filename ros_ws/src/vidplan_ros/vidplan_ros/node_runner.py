@@ -120,12 +120,24 @@ def parameters_declared(node: Node) -> None:
     check_parameter_overrides(node)
 
 
+def _plain(value: object) -> object:
+    """A parameter value as JSON/YAML can hold it (rclpy gives array.array for numeric arrays; bytes as-is)."""
+    if isinstance(value, (list, tuple)) or type(value).__name__ == "array":
+        return [_plain(v) for v in value]  # type: ignore[union-attr]
+    return value if isinstance(value, (bool, int, float, str)) or value is None else str(value)
+
+
 def _print_listing(node: Node | None, error: str = "") -> None:
     info: dict[str, object] = {"node": node.get_name() if node is not None else None}
     if error:
         info["error"] = error
     else:
-        info.update(declared=_declared(node), overrides=_overrides(node))
+        names = _declared(node)
+        described = node.describe_parameters(names)
+        info.update(declared=names, overrides=_overrides(node),
+                    values={n: _plain(node.get_parameter(n).value) for n in names},
+                    descriptions={n: d.description for n, d in zip(names, described, strict=True)},
+                    read_only={n: bool(d.read_only) for n, d in zip(names, described, strict=True)})
     print(DECLARED_PARAMETERS_TAG + json.dumps(info), flush=True)
 
 
@@ -140,7 +152,8 @@ def run_node(factory: Callable[[], Node], args: list[str] | None = None, multith
     that was given a parameter it does not declare, exits with code 2 and the message, without a traceback.
 
     With ``VIDPLAN_LIST_PARAMETERS=1`` in the environment the node is built (up to :func:`parameters_declared`, if
-    it calls it), one line ``VIDPLAN_DECLARED_PARAMETERS {"node", "declared", "overrides"}`` is printed and the
+    it calls it), one line ``VIDPLAN_DECLARED_PARAMETERS {"node", "declared", "overrides", "values", "descriptions",
+    "read_only"}`` is printed and the
     process exits 0 without spinning (a ParameterException prints ``{"node", "error"}`` and exits 2).
     """
     rclpy.init(args=args if args is not None else sys.argv)

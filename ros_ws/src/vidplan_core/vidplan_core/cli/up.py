@@ -1,12 +1,14 @@
-"""``vidplan up PROFILE [NAME:=VALUE ...]``: start a bring-up profile's nodes as supervised processes."""
+"""``vidplan up PROFILE [NAME:=VALUE ...]``: start a bring-up profile's nodes as supervised processes;
+``vidplan params PROFILE``: write their parameters, one params file per node."""
 
 from __future__ import annotations
 
 import sys
+from pathlib import Path
 
 import typer
 
-from vidplan_core.bringup import load_profile, parse_overrides, resolve_profile
+from vidplan_core.bringup import documented_params_file, load_profile, parse_overrides, resolve_profile
 from vidplan_core.cli import app
 from vidplan_core.config import ConfigError
 from vidplan_core.supervisor import MissingBuildError, Supervisor
@@ -57,3 +59,42 @@ def up(
     typer.echo(f"[vidplan up] profile {path} ({len(nodes)} nodes); Ctrl-C to stop")
     sys.stdout.flush()
     raise typer.Exit(sup.run())
+
+
+@app.command(context_settings={"allow_extra_args": False})
+def params(
+    profile: str = typer.Argument(..., help="profile name (robot, sim, replay) or path to a profile YAML"),
+    overrides: list[str] = typer.Argument(None, help="ARG:=VALUE (profile arg) or NODE.PARAM:=VALUE"),
+    out: Path = typer.Option(Path("params"), "--out", help="folder for one NODE.yaml per vidplan node"),
+) -> None:
+    """Write one ``--params-file`` per vidplan node of a profile: every parameter the node declares, with the
+    value it takes under the profile (read from the node itself, as `vidplan up` checks parameters), its
+    description and whether it is live-tunable. Start from these to tune a robot's parameters in one place.
+
+    Exit codes: 0 written, 2 invalid profile / override / parameter, 3 workspace not built.
+    """
+    try:
+        prof, path = load_profile(profile)
+        arg_over, param_over = parse_overrides(list(overrides or []))
+        nodes = resolve_profile(prof, str(path), arg_over, param_over)
+        sup = Supervisor(nodes)
+    except ConfigError as exc:
+        typer.secho(f"error: {exc}", fg=typer.colors.RED, err=True)
+        raise typer.Exit(2) from exc
+    except MissingBuildError as exc:
+        typer.secho(f"error: {exc}", fg=typer.colors.RED, err=True)
+        raise typer.Exit(3) from exc
+    check = sup.check_parameters(param_over)
+    for note in check.notes:
+        typer.secho(f"note: {note}", fg=typer.colors.YELLOW, err=True)
+    if check.problems:
+        typer.secho(f"error: {path} (parameters):\n" + "\n".join(f"  - {p}" for p in check.problems),
+                    fg=typer.colors.RED, err=True)
+        raise typer.Exit(2)
+    out.mkdir(parents=True, exist_ok=True)
+    command = " ".join(["vidplan params", profile, *(overrides or [])])
+    for node in nodes:
+        if node.name in check.listings:
+            f = out / f"{node.name}.yaml"
+            f.write_text(documented_params_file(node, check.listings[node.name], command))
+            typer.echo(f"wrote {f} ({len(check.listings[node.name]['values'])} parameters)")
