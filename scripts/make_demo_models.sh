@@ -12,7 +12,7 @@
 #   EPISODES      simulated episodes (default 90; ~1/3 deliberate expert failures, clutter 0–3, all task kinds)
 #   GROUNDING_SCENES, GROUNDING_EVAL_SCENES   labelled scenes for the grounded scorer (default 600, 150)
 #   STEPS_SCALE   multiplies every config's train.max_steps (default 1.0)
-#   STEPS_GROUNDED, STEPS_VAE, STEPS_WORLD_MODEL, STEPS_FLOW_MAP, STEPS_HEADS   exact step count of one stage
+#   STEPS_GROUNDED, STEPS_VAE, STEPS_WORLD_MODEL, STEPS_FLOW_MAP, STEPS_HEADS, STEPS_BC   exact step count of one stage
 #   WORK          working directory for bags, datasets and runs (default .cache/demo-models; resumable: finished
 #                 stages are skipped, an interrupted training resumes from its newest checkpoint)
 #   OUT           model directory to write (default models/demo)
@@ -108,8 +108,12 @@ say "5/8 training the world model (EDM teacher; residual to the current frame, m
 train world-model demo-world-model
 say "6/8 distilling the flow map (PSD)"
 train flow-map demo-flow-map
-say "7/8 training the UQ and reward heads"
+say "7/8 training the UQ and reward heads, and the behaviour-cloned nominal policy (one core each)"
+train bc demo-bc > "$WORK/train_bc.log" 2>&1 &
+bc_pid=$!
 train heads demo-heads
+wait "$bc_pid" || { say "bc training failed: $WORK/train_bc.log"; tail -20 "$WORK/train_bc.log"; exit 1; }
+tail -1 "$WORK/train_bc.log" | tee -a "$LOG"
 
 say "8/8 assembling $OUT, exporting ONNX, writing MODEL_CARD.md"
 # Half-precision storage of the world-model parts (computed in float32; weights rounded once, here). The export then

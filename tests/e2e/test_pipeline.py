@@ -67,8 +67,9 @@ def _pipeline(tmp_path, runner, app) -> None:
     finals: dict[str, str] = {}
     inits = {"world-model": ["init.semantic={semantic}", "init.autoencoder={vae}"],
              "flow-map": ["init.semantic={semantic}", "init.autoencoder={vae}", "init.world_model={world-model}"],
-             "heads": ["init.semantic={semantic}", "init.autoencoder={vae}", "init.flow_map={flow-map}"]}
-    for kind in ("semantic", "vae", "world-model", "flow-map", "heads"):
+             "heads": ["init.semantic={semantic}", "init.autoencoder={vae}", "init.flow_map={flow-map}"],
+             "bc": ["init.semantic={semantic}", "init.autoencoder={vae}", "init.flow_map={flow-map}"]}
+    for kind in ("semantic", "vae", "world-model", "flow-map", "heads", "bc"):
         sets = []
         for s in inits.get(kind, []):
             sets += ["--set", s.format(**finals)]
@@ -101,6 +102,11 @@ def _pipeline(tmp_path, runner, app) -> None:
                               "--storage-dtype", "float16"])
     assert res.exit_code == 0, res.output
     models = PlannerModels.load(tmp_path / "models")
+    # the behaviour-cloned policy (runs/bc/final) is assembled as the optional part policy/ and plans from frames
+    from vidplan_core.planning.nominal import BCNominalPolicy, NominalObservation
+
+    nominal = BCNominalPolicy.from_bundle(tmp_path / "models", models)
+    assert nominal.horizon == models.horizon
     # the semantic views are recorded in the index (a grounded scorer centres on exterior map views)
     from vidplan_core.runtime.loader import read_bundle_index
 
@@ -136,6 +142,8 @@ def _pipeline(tmp_path, runner, app) -> None:
     cfg = SessionConfig.model_validate({"gradopt": {"refine_iters": 2}})
     result, props = PlanningSession(backend, PandaKinematics(), cfg).plan(frames, poses, q, val["instruction"])
     chunk = result.chunk.actions
+    bc_chunk = nominal.infer(NominalObservation(ee_pose=poses[-1], instruction=val["instruction"], frames=frames))
+    assert bc_chunk.shape == (models.horizon, 7) and np.isfinite(bc_chunk).all()
     assert result.status in ("ok", "budget"), result.reason
     assert chunk.shape == (models.horizon, 7) and np.isfinite(chunk).all() and len(props.labels) >= 2
     assert np.isfinite(result.scores).all() and len(result.scores) == len(props.labels)

@@ -50,7 +50,10 @@ Parameters (all read at start-up and validated; a bad value exits with code 2 an
     Live (``ros2 param set``, applied from the next cycle): kappa, lambda_centering, uncertainty_weighting,
     time_budget_s, basis_speed_mps. Every other parameter is read-only (restart the node to change it).
     basis_speed_mps (float, 0.15): EE speed of the Jacobian basis proposals [m/s].
-    num_nominal (int, 0): perturbation proposals around the nominal (hold) chunk.
+    num_nominal (int, 0): perturbation proposals around the nominal chunk.
+    nominal_policy (str, "hold"): what the nominal chunk is: hold (the current pose) | bc (the model directory's
+        behaviour-cloned policy, policy/ from vidplan train bc: VidPlan perturbs its chunks as the paper perturbs
+        π0.5's; give num_nominal > 0).
     noise_samples (int, 1): M, candidates scored as the mean over M flow-map noise draws.
     workspace_min / workspace_max (float[3]): the executor's EE box [m] (give both nodes the same values);
         proposals and refinement stay inside it.
@@ -187,14 +190,22 @@ def load_backend(model_dir: str, kind: str, device: str = "cpu", flow_steps: int
     return load_planner_backend(model_dir, kind, device=device, flow_steps=flow_steps, threads=threads)
 
 
-def load_session(model_dir: str, backend: str, device: str, flow_steps: int, session_cfg, threads: int | None = None):
-    """Backend + kinematics + :class:`PlanningSession`; returns (session, the model's
-    :class:`~vidplan_core.spaces.ViewPreparation`, loader warnings)."""
+def load_session(model_dir: str, backend: str, device: str, flow_steps: int, session_cfg, threads: int | None = None,
+                 nominal: str = "hold"):
+    """Backend + kinematics + :class:`PlanningSession` (nominal chunk: ``hold``, or ``bc`` = the directory's
+    behaviour-cloned policy); returns (session, the model's :class:`~vidplan_core.spaces.ViewPreparation`, loader
+    warnings)."""
     from vidplan_core.kinematics import PandaKinematics
     from vidplan_core.planning.session import PlanningSession
 
     loaded = load_backend(model_dir, backend, device, flow_steps or None, threads)
-    return PlanningSession(loaded.backend, PandaKinematics(), session_cfg), loaded.views, loaded.warnings
+    policy = None
+    if nominal == "bc":
+        from vidplan_core.planning.nominal import BCNominalPolicy
+
+        policy = BCNominalPolicy.from_bundle(model_dir, loaded.models)
+    return (PlanningSession(loaded.backend, PandaKinematics(), session_cfg, nominal=policy), loaded.views,
+            loaded.warnings)
 
 
 def check_cameras(backend, calibration_file: str, model_dir: str) -> str | None:
@@ -246,6 +257,7 @@ class PlannerNode(ManagedNode):
         kappa = p("kappa", sc.kappa, lo=0.0)
         speed = p("basis_speed_mps", base.session.proposals.basis_speed_mps, lo=1e-6)
         num_nominal = p("num_nominal", base.session.proposals.num_nominal, lo=0)
+        nominal_policy = p("nominal_policy", "hold", choices=("hold", "bc"))
         noise_samples = p("noise_samples", g.noise_samples, lo=1)
         budget = p("time_budget_s", g.time_budget_s or 0.0, lo=0.0)
         ws_min = p("workspace_min", list(base.limits.workspace_min))
@@ -287,7 +299,8 @@ class PlannerNode(ManagedNode):
         self._startup = {"cfg_path": cfg_path, "planner": planner, "flow_steps": flow_steps,
                          "refine_iters": refine_iters, "refine_tol": refine_tol, "lr": lr, "trust": trust,
                          "trust_m": trust_m, "trust_rad": trust_rad, "num_nominal": num_nominal,
-                         "noise_samples": noise_samples, "ws_min": ws_min, "ws_max": ws_max, "jv_scale": jv_scale,
+                         "nominal_policy": nominal_policy, "noise_samples": noise_samples, "ws_min": ws_min,
+                         "ws_max": ws_max, "jv_scale": jv_scale,
                          "history_length": history_length, "calibration_file": calibration_file, "topics": topics,
                          "info_topics": info_topics, "transport": transport, "skew": skew}
         del weighting, kappa, lam, speed, budget  # live: configure() reads their current values
@@ -356,7 +369,8 @@ class PlannerNode(ManagedNode):
         t0 = time.perf_counter()
         try:
             self.session, self.views, load_warnings = load_session(self.model_dir, self.backend_kind,
-                                                                   self.device, flow_steps, cfg, self.threads)
+                                                                   self.device, flow_steps, cfg, self.threads,
+                                                                   nominal=st.nominal_policy)
             note = check_cameras(self.session.backend, calibration_file, self.model_dir)
             self.calibration = load_calibration(calibration_file or None)
             load_warnings = [*load_warnings, *([note] if note else [])]

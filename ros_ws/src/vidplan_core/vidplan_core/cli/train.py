@@ -1,4 +1,4 @@
-"""``vidplan train vae|world-model|flow-map|heads|semantic --config CONFIG [--resume]``.
+"""``vidplan train vae|world-model|flow-map|heads|semantic|grounded|bc --config CONFIG [--resume]``.
 
 Runs on HF accelerate: ``vidplan train ...`` on one device, ``accelerate launch $(which vidplan) train ...`` on
 several GPUs / nodes (``accelerate config`` sets processes, machines and mixed precision).
@@ -18,7 +18,7 @@ from vidplan_core.cli import app
 
 @app.command()
 def train(
-    kind: str = typer.Argument(..., help="vae | world-model | flow-map | heads | semantic"),
+    kind: str = typer.Argument(..., help="vae | world-model | flow-map | heads | semantic | grounded | bc"),
     config: str = typer.Option(..., "--config", "-c", help="training YAML, or a bundled config name "
                                "(tiny-vae, demo-world-model, ...; vidplan_core/training/configs)"),
     resume: bool = typer.Option(False, "--resume", help="continue from the newest checkpoint of train.output_dir"),

@@ -21,6 +21,11 @@ in results.json) plus, for the ladder, a world model or reward swapped for groun
 ``random``              as many proposals as ``vidplan`` scores, in random directions (same speed, random gripper)
 ``scripted``            the scripted expert's plan (privileged object poses) executed through the same path; no planner
 ``scripted+vidplan``    VidPlan's perturbation proposals around that nominal chunk, full scoring and refinement
+``bc``                  the bundle's behaviour-cloned policy (``policy/``, ``vidplan train bc``) alone: its chunks
+                        executed as they come (the paper's π0.5 baseline; asked for by name)
+``bc+vidplan``          the planner's proposals (basis directions, hold, gripper toggle) + perturbations of the bc
+                        policy's chunk, full scoring and refinement — the planner node with ``nominal_policy:=bc`` (the
+                        paper's headline comparison; asked for by name)
 ``oracle+privileged``   world model = the simulator (:class:`vidplan_sim.oracle.OracleBackend`), reward = privileged
                         task progress (:mod:`vidplan_sim.privileged`): can the proposals + executor succeed at all?
 ``oracle+learned``      world model = the simulator (true future frames through the bundle's encoder), reward = the
@@ -96,13 +101,15 @@ __all__ = [
 ]
 
 VARIANTS = ("oracle+privileged", "oracle+learned", "oracle+learned-pixels", "learned+privileged", "vidplan", "no-uq",
-            "argmax", "random", "scripted", "scripted+vidplan")
-#: run unless ``variants`` says otherwise (oracle+learned-pixels is asked for by name)
-DEFAULT_VARIANTS = tuple(v for v in VARIANTS if v != "oracle+learned-pixels")
+            "argmax", "random", "scripted", "scripted+vidplan", "bc", "bc+vidplan")
+#: run unless ``variants`` says otherwise (the pixel diagnostic and the bc pair, which need a bundle with a
+#: policy, are asked for by name)
+DEFAULT_VARIANTS = tuple(v for v in VARIANTS if v not in ("oracle+learned-pixels", "bc", "bc+vidplan"))
 CORE_VARIANTS = ("oracle+privileged", "vidplan", "random", "scripted")
-PLANNER_VARIANTS = tuple(v for v in VARIANTS if v != "scripted")
+PLANNER_VARIANTS = tuple(v for v in VARIANTS if v not in ("scripted", "bc"))
 NEEDS_MODELS = ("oracle+learned", "oracle+learned-pixels", "learned+privileged", "vidplan", "no-uq", "argmax", "random",
-                "scripted+vidplan")
+                "scripted+vidplan", "bc", "bc+vidplan")
+BC_VARIANTS = ("bc", "bc+vidplan")
 _PRIVILEGED_SCORE = {"session.gradopt.refine_iters": 0, "session.gradopt.score.kappa": 0.0,
                      "session.gradopt.score.lam": 0.0, "session.gradopt.score.suppress_semantic": False}
 #: Each variant as overrides of the planner configuration (dotted keys of PlanningConfig).
@@ -113,6 +120,8 @@ VARIANT_OVERRIDES: dict[str, dict[str, Any]] = {
     "random": {"session.gradopt.refine_iters": 0},
     "scripted": {},
     "scripted+vidplan": {"session.proposals.num_nominal": 8},
+    "bc": {},
+    "bc+vidplan": {"session.proposals.num_nominal": 8},
     # the oracle has no gradients; the privileged reward is a plain per-frame score (no UQ, no centring)
     "oracle+privileged": dict(_PRIVILEGED_SCORE),
     "oracle+learned": {"session.gradopt.refine_iters": 0},
@@ -294,7 +303,8 @@ class EvalSession(PlanningSession):
         self.mode = mode
 
     def proposals(self, q: np.ndarray, current_pose: np.ndarray, instruction: str = "",
-                  images: dict[str, np.ndarray] | None = None, seed: int = 0) -> ProposalSet:
+                  images: dict[str, np.ndarray] | None = None, seed: int = 0,
+                  frames: np.ndarray | None = None) -> ProposalSet:
         from vidplan_core.planning.proposals import gripper_proposals
 
         pc = self.config.proposals
@@ -307,13 +317,13 @@ class EvalSession(PlanningSession):
                                               joint_margin=pc.joint_margin_rad)
         if self.mode == "nominal":
             obs = NominalObservation(ee_pose=pose, joint_positions=np.asarray(q), images=images or {},
-                                     instruction=instruction)
+                                     instruction=instruction, frames=frames)
             props = perturbation_proposals(self.nominal.infer(obs), pc.num_nominal, np.asarray(pc.nominal_sigma),
                                            rng=seed)
             if pc.gripper_toggle:
                 props = compose_proposals(props, gripper_proposals(pose, self.horizon))
             return props
-        return super().proposals(q, current_pose, instruction, images, seed)
+        return super().proposals(q, current_pose, instruction, images, seed, frames)
 
 
 # ------------------------------------------------------------------------------------------------------ models
@@ -322,9 +332,10 @@ class _Loaded:
     backends: dict[str, Any]  # "default" and (torch) "no-uq" → Backend
     views: Any  # the model's ViewPreparation (view size, workspace crops)
     warnings: list[str]
+    policy: Any = None  # the bundle's BCNominalPolicy (bc variants only)
 
 
-def _load_backends(cfg: ClosedLoopConfig, need_no_uq: bool) -> _Loaded:
+def _load_backends(cfg: ClosedLoopConfig, need_no_uq: bool, need_policy: bool = False) -> _Loaded:
     """The bundle's backend(s) for the learned variants, through the one model-directory loader (the planner
     node's: :func:`vidplan_core.runtime.loader.load_planner_backend`). A bad directory, or an index naming a part
     that is not there, is a ClosedLoopError before any episode runs."""
@@ -350,7 +361,12 @@ def _load_backends(cfg: ClosedLoopConfig, need_no_uq: bool) -> _Loaded:
                                 f"value-and-grad graph keeps its objective {lb.backend.objective} for the refinement")
         elif lb.models is None:
             backends["no-uq"] = lb.backend
-        return _Loaded(backends, lb.views, warnings)
+        policy = None
+        if need_policy:  # torch, on the bundle's own autoencoder and text embedding
+            from vidplan_core.planning.nominal import BCNominalPolicy
+
+            policy = BCNominalPolicy.from_bundle(d, lb.models)
+        return _Loaded(backends, lb.views, warnings, policy)
     except (BackendError, FileNotFoundError, OSError, KeyError) as exc:
         raise ClosedLoopError(f"cannot load the {cfg.backend} models from {d}: {exc}") from exc
 
@@ -361,7 +377,7 @@ def _make_session(variant: str, cfg: ClosedLoopConfig, loaded: _Loaded | None, k
     pcfg = cfg.planning(variant)
     sc = pcfg.session
     mode = {"random": "random", "scripted+vidplan": "nominal"}.get(variant, "basis")
-    if mode == "nominal":
+    if mode == "nominal" or variant == "bc+vidplan":  # bc+vidplan: the planner node's basis + bc perturbations
         sc.proposals.nominal_sigma = list(cfg.nominal_sigma)
     else:
         sc.proposals.num_nominal = 0  # perturbations around a nominal only where there is one
@@ -444,13 +460,17 @@ def run_episode(env: Any, spec: EpisodeSpec, variant: str, cfg: ClosedLoopConfig
             plan = np.vstack([plan, np.repeat(plan[-1:], cfg.settle_steps, axis=0)])
         horizon = loaded.backends["default"].horizon if loaded is not None else 5
         nominal = ScriptedNominalPolicy(plan, horizon, lambda: clock["k"], stride)
+    elif variant in BC_VARIANTS:
+        nominal = loaded.policy
+        nominal.reset()
     session = None
     if variant in PLANNER_VARIANTS:
         if loaded is None and variant in NEEDS_MODELS:
             raise ClosedLoopError(f"variant {variant!r} needs models")
         session = _make_session(variant, cfg, loaded, kin, nominal, env)
-    uses_images = session is not None and variant != "oracle+privileged"
-    n_hist = int(session.backend.num_history) if session is not None else 1
+    uses_images = (session is not None and variant != "oracle+privileged") or variant == "bc"
+    n_hist = (int(session.backend.num_history) if session is not None
+              else int(nominal.policy.config.num_history) if variant == "bc" else 1)
     executor = _Executor(env, kin, pcfg.limits)
     views = loaded.views if loaded is not None else ViewPreparation(16, 16)
     frames, pose = _observe(env, views, images=uses_images)
@@ -481,7 +501,13 @@ def run_episode(env: Any, spec: EpisodeSpec, variant: str, cfg: ClosedLoopConfig
             chunk = result.chunk
             executing = None if result.hold else chunk
         else:
-            chunk = EEChunk.from_actions(nominal.infer(NominalObservation(ee_pose=env.ee_action())))
+            frames_h = np.stack([f for f, _ in history]) if uses_images else None
+            t0 = time.perf_counter()
+            chunk = EEChunk.from_actions(nominal.infer(NominalObservation(
+                ee_pose=env.ee_action(), joint_positions=env.joint_positions(), instruction=spec.instruction,
+                frames=frames_h)))
+            if variant == "bc":
+                plan_s.append(time.perf_counter() - t0)
         grip, problem = executor.start(chunk, open_loop)
         if problem:
             problems.append(problem)
@@ -499,7 +525,7 @@ def run_episode(env: Any, spec: EpisodeSpec, variant: str, cfg: ClosedLoopConfig
             if success or clock["k"] >= pcfg.episode_steps:
                 break
         cycle += 1
-        if nominal is not None and session is None and nominal.done():
+        if nominal is not None and session is None and getattr(nominal, "done", lambda: False)():
             break  # the scripted plan is over: nothing more will happen
     # progress short of success: how far the TCP ended from the target object [m]
     final_dist = float(np.linalg.norm(env.ee_pose()[:3, 3] - env.object_pose(env.layout.target.name)[:3]))
@@ -559,7 +585,8 @@ def _worker_init(cfg_json: str) -> None:
     cfg = ClosedLoopConfig.model_validate_json(cfg_json)
     needs_models = any(v in NEEDS_MODELS for v in cfg.variants)
     _WORKER.update(cfg=cfg, env=SimEnv(width=cfg.width, height=cfg.height), kin=PandaKinematics(),
-                   loaded=_load_backends(cfg, "no-uq" in cfg.variants) if needs_models else None)
+                   loaded=_load_backends(cfg, "no-uq" in cfg.variants, any(v in BC_VARIANTS for v in cfg.variants))
+                   if needs_models else None)
 
 
 def _worker_run(spec: EpisodeSpec, variant: str) -> dict[str, Any]:
@@ -620,7 +647,8 @@ def run_closed_loop(cfg: ClosedLoopConfig, out: str | Path,
     # Planner configurations and models first: a bad key, file or model directory fails before anything is written.
     planner_configs = {v: cfg.planning(v).model_dump(mode="json") for v in cfg.variants}
     needs_models = any(v in NEEDS_MODELS for v in cfg.variants)
-    loaded = _load_backends(cfg, "no-uq" in cfg.variants) if needs_models else None
+    loaded = (_load_backends(cfg, "no-uq" in cfg.variants, any(v in BC_VARIANTS for v in cfg.variants))
+              if needs_models else None)
     done = _prepare(out, cfg)
     env = None
     if workers > 1:

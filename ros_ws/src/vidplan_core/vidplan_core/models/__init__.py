@@ -9,6 +9,7 @@ flow map take history latents (B, T, C, h, w) and the actions of all T + H frame
 
 from ._io import ModelLoadError
 from .autoencoder import VideoAutoencoder
+from .bc_policy import BCPolicy
 from .configs import PRESETS, ModelSuite, ModelSuiteConfig, build_suite, load_suite_config
 from .edm import EDMPreconditioning, karras_sigmas, sigma_to_t, t_to_sigma
 from .flow_map import FlowMap, diff2flow_velocity, world_model_config_dict
@@ -29,6 +30,7 @@ from .world_model import ActionEncoder, WorldModel, import_ctrl_world
 __all__ = [
                     "PRESETS",
                     "ActionEncoder",
+                    "BCPolicy",
                     "EDMPreconditioning",
                     "FlowMap",
                     "ModelLoadError",

@@ -5,6 +5,8 @@ m, rad, gripper 0..1, base frame). Implementations:
 
 * :class:`HoldPolicy` — stay where you are (the safe default).
 * :class:`ReplayPolicy` — replay recorded actions (a bag or a demonstration), advancing one step per call.
+* :class:`BCNominalPolicy` — the bundle's behaviour-cloned policy (``policy/``, ``vidplan train bc``) on the
+  planner's own prepared history frames, encoded with the bundle's autoencoder (torch; the paper's π0.5 role).
 * :class:`OpenPIPolicy` — ask an openpi policy server (π0 / π0-FAST / π0.5 on DROID) through
   ``openpi_client.websocket_client_policy.WebsocketClientPolicy``. DROID policies answer joint velocities +
   gripper at 15 Hz; they are integrated with the Panda kinematics and mapped through FK to EE poses at the model
@@ -21,7 +23,7 @@ import numpy as np
 
 from vidplan_core.spaces import ACTION_DIM, CONTROL_RATE_HZ, MODEL_RATE_HZ, model_stride
 
-__all__ = ["HoldPolicy", "NominalObservation", "NominalPolicy", "OpenPIPolicy", "ReplayPolicy"]
+__all__ = ["BCNominalPolicy", "HoldPolicy", "NominalObservation", "NominalPolicy", "OpenPIPolicy", "ReplayPolicy"]
 
 
 @dataclass
@@ -33,12 +35,15 @@ class NominalObservation:
         joint_positions: optional (7,) arm joint angles [rad] (needed for joint-velocity policies).
         images: optional dict view name ("left", "right", "wrist") → (H, W, 3) uint8 RGB.
         instruction: task text.
+        frames: optional (T, 3 views, 3, H, W) uint8 history at the model rate, cut and resized as the world model
+            sees it (the planner's context; last = now) — what a policy trained on the bundle's data reads.
     """
 
     ee_pose: np.ndarray
     joint_positions: np.ndarray | None = None
     images: dict[str, np.ndarray] = field(default_factory=dict)
     instruction: str = ""
+    frames: np.ndarray | None = None
 
 
 @runtime_checkable
@@ -65,6 +70,74 @@ class HoldPolicy:
     def infer(self, obs: NominalObservation) -> np.ndarray:
         pose = np.asarray(obs.ee_pose, dtype=np.float64).reshape(ACTION_DIM)
         return np.repeat(pose[None], self.horizon, axis=0)
+
+    def reset(self) -> None:
+        pass
+
+
+class BCNominalPolicy:
+    """The bundle's behaviour-cloned policy (:class:`vidplan_core.models.BCPolicy`) as a nominal policy.
+
+    It reads ``obs.frames`` (the planner's prepared history; its last ``num_history`` frames), encodes them with the
+    bundle's autoencoder, embeds the instruction as the world model does, and answers (H, 7) raw EE poses.
+    """
+
+    def __init__(self, policy: Any, models: Any):
+        """``policy``: a BCPolicy; ``models``: the bundle's :class:`~vidplan_core.runtime.bundle.PlannerModels`
+        (its autoencoder, and its semantic scorer for the text embedding). Shapes must agree (ValueError)."""
+        import torch
+
+        self.policy, self.models = policy.eval(), models
+        self.horizon = int(policy.config.horizon)
+        C, h, w = models.suite.autoencoder.latent_shape
+        pc = policy.config
+        if (pc.latent_channels, pc.latent_height, pc.latent_width) != (C, h, w):
+            raise ValueError(f"the policy reads latents {(pc.latent_channels, pc.latent_height, pc.latent_width)}, "
+                             f"the bundle's autoencoder makes {(C, h, w)}")
+        if pc.text_dim and pc.text_dim != models.text_dim():
+            raise ValueError(f"the policy reads text embeddings of width {pc.text_dim}, the bundle's semantic scorer "
+                             f"makes {models.text_dim()}")
+        self._torch = torch
+        self._text: dict[str, Any] = {}
+
+    @classmethod
+    def from_bundle(cls, model_dir: Any, models: Any = None) -> BCNominalPolicy:
+        """The policy of a model directory (its index's ``policy`` part; BundleError naming it when absent), with
+        the directory's torch models (``models``, or loaded here)."""
+        from vidplan_core.runtime.loader import load_part, read_bundle_index
+
+        index = read_bundle_index(model_dir)
+        index.require(["policy"], "the behaviour-cloned nominal policy (vidplan train bc, then assemble-models)")
+        if models is None:
+            from vidplan_core.runtime.bundle import PlannerModels
+
+            models = PlannerModels.load(model_dir)
+        return cls(load_part(index, "policy"), models)
+
+    def _text_embedding(self, instruction: str) -> Any:
+        if instruction not in self._text:
+            torch = self._torch
+            ids = torch.as_tensor(self.models.tokenize(instruction))
+            with torch.no_grad():
+                self._text[instruction] = self.models.scorer.encode_text(input_ids=ids)[:1].float()
+        return self._text[instruction]
+
+    def infer(self, obs: NominalObservation) -> np.ndarray:
+        torch = self._torch
+        T = int(self.policy.config.num_history)
+        if obs.frames is None or len(obs.frames) < T:
+            raise ValueError(f"the behaviour-cloned policy needs the last {T} prepared history frames "
+                             "(NominalObservation.frames), got " + ("none" if obs.frames is None
+                                                                    else str(len(obs.frames))))
+        from vidplan_core.runtime.bundle import frames_to_float
+
+        frames = torch.as_tensor(frames_to_float(np.asarray(obs.frames)[-T:]))
+        pose = torch.as_tensor(np.asarray(obs.ee_pose, np.float32).reshape(1, ACTION_DIM))
+        with torch.no_grad():
+            lat = self.models.suite.autoencoder.encode(frames).float()[None]  # (1, T, C, h, w)
+            text = self._text_embedding(obs.instruction) if self.policy.config.text_dim else None
+            out = self.policy.act(lat, pose, text)[0]
+        return out.double().numpy()
 
     def reset(self) -> None:
         pass

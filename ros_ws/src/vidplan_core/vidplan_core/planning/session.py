@@ -137,8 +137,10 @@ class PlanningSession:
         return [m for n in sorted(counts) if (m := note(n))]
 
     def proposals(self, q: np.ndarray, current_pose: np.ndarray, instruction: str = "",
-                  images: dict[str, np.ndarray] | None = None, seed: int = 0) -> ProposalSet:
-        """Candidate chunks (N, H, 7) for the current joint state ``q`` (7,) [rad] and EE pose (7,)."""
+                  images: dict[str, np.ndarray] | None = None, seed: int = 0,
+                  frames: np.ndarray | None = None) -> ProposalSet:
+        """Candidate chunks (N, H, 7) for the current joint state ``q`` (7,) [rad] and EE pose (7,); ``frames``
+        (T, 3, 3, H, W): the prepared history, for a nominal policy that reads it."""
         pc = self.config.proposals
         gripper = float(current_pose[6])
         sets = [basis_velocity_proposals(self.kin, q, self.horizon, speed=pc.basis_speed_mps, gripper=gripper,
@@ -153,7 +155,7 @@ class PlanningSession:
             sets.append(gripper_proposals(current_pose, self.horizon))
         if pc.num_nominal:
             obs = NominalObservation(ee_pose=np.asarray(current_pose), joint_positions=np.asarray(q),
-                                     images=images or {}, instruction=instruction)
+                                     images=images or {}, instruction=instruction, frames=frames)
             nominal = self.nominal.infer(obs)
             sets.append(perturbation_proposals(nominal, pc.num_nominal, np.asarray(pc.nominal_sigma), rng=seed))
         return compose_proposals(*sets)
@@ -195,7 +197,7 @@ class PlanningSession:
         ctx = PlanningContext(history_frames=frames, history_actions=poses, instruction=instruction, seed=seed)
         start_pose, start_q = (ctx.current_pose, q) if start is None else (np.asarray(start[0], np.float64),
                                                                          np.asarray(start[1], np.float64))
-        props = self.proposals(start_q, start_pose, instruction, seed=seed)
+        props = self.proposals(start_q, start_pose, instruction, seed=seed, frames=frames)
         result = self.planner.plan(ctx, props)
         if executing is not None and not result.hold and self.config.blend_steps:
             tail = remaining_steps(executing, executing_elapsed_s)

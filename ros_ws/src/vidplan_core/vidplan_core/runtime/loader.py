@@ -95,11 +95,12 @@ PLANNER_PARTS = ("autoencoder", "flow_map", "uq_head", "reward_head", "semantic"
 CONVENTIONS: dict[str, tuple[str, ...]] = {
     "autoencoder": ("autoencoder", "vae"), "world_model": ("world_model",), "flow_map": ("flow_map",),
     "uq_head": ("uq_head", "heads/uq_head"), "reward_head": ("reward_head", "heads/reward_head"),
-    "semantic": ("semantic",)}
+    "semantic": ("semantic",), "policy": ("policy",)}
 BACKENDS = ("torch", "onnxruntime", "tensorrt")
 WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pt", ".pth", ".ckpt")  # the files a part's checksums cover
 BackendKind = Literal["torch", "onnxruntime", "tensorrt"]
-PartName = Literal["autoencoder", "world_model", "flow_map", "uq_head", "reward_head", "semantic"]
+# "policy": the optional behaviour-cloned nominal policy (vidplan train bc; not part of the world-model suite)
+PartName = Literal["autoencoder", "world_model", "flow_map", "uq_head", "reward_head", "semantic", "policy"]
 
 
 class BundleError(BackendError):
@@ -477,6 +478,10 @@ def load_part(index: BundleIndex, part: str, device: str = "cpu") -> Any:
     verify_checksums(index, part)
     if part == "semantic":
         return load_semantic_scorer(path, device=device)  # type: ignore[arg-type]
+    if part == "policy":
+        from vidplan_core.models.bc_policy import BCPolicy
+
+        return BCPolicy.load(path, device=device)  # type: ignore[arg-type]
     return SUITE_SECTIONS[part].load(path, device=device)  # type: ignore[arg-type]
 
 

@@ -8,6 +8,7 @@ Layout written (every part a diffusers/transformers-style directory, safetensors
     OUT/uq_head/       ← runs/heads/final/uq_head
     OUT/reward_head/   ← runs/heads/final/reward_head
     OUT/semantic/      ← runs/semantic/final
+    OUT/policy/        ← runs/bc/final            (optional: the behaviour-cloned nominal policy, when trained)
     OUT/bundle.json    the index naming every part and the model configuration (vidplan_core.runtime.loader)
 """
 
@@ -16,9 +17,10 @@ from __future__ import annotations
 import shutil
 from pathlib import Path
 
-__all__ = ["PARTS", "assemble_model_dir", "config_name_of", "default_sources"]
+__all__ = ["OPTIONAL_PARTS", "PARTS", "assemble_model_dir", "config_name_of", "default_sources"]
 
 PARTS = ("autoencoder", "world_model", "flow_map", "uq_head", "reward_head", "semantic")
+OPTIONAL_PARTS = ("policy",)  # copied when their source directory exists
 
 
 def default_sources(runs: str | Path) -> dict[str, Path]:
@@ -26,7 +28,8 @@ def default_sources(runs: str | Path) -> dict[str, Path]:
     r = Path(runs)
     return {"autoencoder": r / "vae" / "final", "world_model": r / "world-model" / "final",
             "flow_map": r / "flow-map" / "final", "uq_head": r / "heads" / "final" / "uq_head",
-            "reward_head": r / "heads" / "final" / "reward_head", "semantic": r / "semantic" / "final"}
+            "reward_head": r / "heads" / "final" / "reward_head", "semantic": r / "semantic" / "final",
+            "policy": r / "bc" / "final"}
 
 
 def config_name_of(sources: dict[str, str | Path]) -> str | None:
@@ -80,6 +83,7 @@ def assemble_model_dir(out: str | Path, sources: dict[str, str | Path], overwrit
         raise FileNotFoundError("cannot assemble the model directory; missing part(s): " + "; ".join(missing))
     if out.exists() and not overwrite:
         raise FileExistsError(f"{out} exists; pass overwrite to replace it")
+    parts += [p for p in OPTIONAL_PARTS if sources.get(p) is not None and Path(sources[p]).is_dir()]
     tmp = out.with_name(out.name + ".tmp")
     if tmp.exists():
         shutil.rmtree(tmp)

@@ -2,7 +2,7 @@
 
 A config file::
 
-    kind: world-model          # vae | world-model | flow-map | heads | semantic | grounded
+    kind: world-model          # vae | world-model | flow-map | heads | semantic | grounded | bc
     model: demo                # model preset (tiny | demo | full) or a model-suite YAML (vidplan_core.models.configs)
     data:
       root: data/demo          # dataset written by `vidplan data convert` (relative paths: to the working directory)
@@ -34,6 +34,7 @@ __all__ = [
     "CONFIG_DIR",
     "KINDS",
     "RESUME_FREE_KEYS",
+    "BCOptions",
     "DataSection",
     "FlowMapOptions",
     "GroundedOptions",
@@ -50,7 +51,7 @@ __all__ = [
 ]
 
 CONFIG_DIR = Path(__file__).parent / "configs"
-KINDS = ("vae", "world-model", "flow-map", "heads", "semantic", "grounded")
+KINDS = ("vae", "world-model", "flow-map", "heads", "semantic", "grounded", "bc")
 #: dotted keys that may differ between a checkpoint and the config that resumes it
 RESUME_FREE_KEYS = (
     "train.max_steps", "train.log_every", "train.val_every", "train.val_batches", "train.ckpt_every",
@@ -187,13 +188,26 @@ class GroundedOptions(_Strict):
         return v
 
 
+class BCOptions(_Strict):
+    """The behaviour-cloned nominal policy (:class:`vidplan_core.models.BCPolicy`). Its history length, horizon,
+    view preparation and text embedding are the flow map's (``init.flow_map``), so it reads what the planner has."""
+
+    successful_only: bool = Field(default=True, description="learn only from windows of successful episodes (the "
+                                  "dataset's expert fails a third of its episodes on purpose)")
+    channels: list[int] = Field(default=[64, 128, 128], min_length=1)
+    pooled: tuple[int, int] = Field(default=(6, 4), description="(rows, cols) of the pooled feature map")
+    hidden: int = Field(default=512, gt=0)
+    gripper_weight: float = Field(default=1.0, ge=0, description="loss weight of the gripper dimension")
+
+
 _OPTIONS: dict[str, type[BaseModel]] = {"vae": VaeOptions, "world-model": WorldModelOptions,
                                         "flow-map": FlowMapOptions, "heads": HeadsOptions,
-                                        "semantic": SemanticOptions, "grounded": GroundedOptions}
+                                        "semantic": SemanticOptions, "grounded": GroundedOptions,
+                                        "bc": BCOptions}
 
 
 class TrainConfig(_Strict):
-    kind: Literal["vae", "world-model", "flow-map", "heads", "semantic", "grounded"]
+    kind: Literal["vae", "world-model", "flow-map", "heads", "semantic", "grounded", "bc"]
     model: str = Field(default="tiny", description="model preset or model-suite YAML")
     data: DataSection
     init: InitSection = Field(default_factory=InitSection)
@@ -213,7 +227,7 @@ class TrainConfig(_Strict):
     @model_validator(mode="after")
     def _inputs(self) -> TrainConfig:
         need = {"world-model": ["autoencoder"], "flow-map": ["autoencoder", "world_model"],
-                "heads": ["autoencoder", "flow_map"]}.get(self.kind, [])
+                "heads": ["autoencoder", "flow_map"], "bc": ["autoencoder", "flow_map"]}.get(self.kind, [])
         missing = [f"init.{k}" for k in need if getattr(self.init, k) is None]
         if missing:
             raise ValueError(f"kind {self.kind!r} needs {', '.join(missing)} (trained model directories)")

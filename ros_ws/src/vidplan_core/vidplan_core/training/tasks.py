@@ -576,8 +576,77 @@ class GroundedTask(_Base):
         (out_dir / "grounding_eval.json").write_text(json.dumps(report, indent=2))
 
 
+class BCObjective(nn.Module):
+    """Mean squared error of the policy's normalised pose deltas, on the windows ``weight`` selects."""
+
+    def __init__(self, policy: nn.Module, gripper_weight: float):
+        super().__init__()
+        self.policy = policy
+        dims = torch.ones(7)
+        dims[6] = gripper_weight
+        self.register_buffer("dims", dims, persistent=False)
+
+    def forward(self, latents: torch.Tensor, pose: torch.Tensor, future: torch.Tensor, weight: torch.Tensor,
+                text: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
+        err = (self.policy(latents, pose, text) - self.policy.targets(pose, future)) ** 2 * self.dims  # (B, H, 7)
+        per = err.mean(dim=(1, 2))
+        loss = (per * weight).sum() / weight.sum().clamp_min(1.0)
+        pos = ((err[..., :3].mean(dim=(1, 2)) * weight).sum() / weight.sum().clamp_min(1.0)).detach()
+        return {"loss": loss, "position_mse": pos}
+
+
+class BCTask(_LatentTask):
+    """The behaviour-cloned nominal policy on the latents of the flow map's autoencoder (the planner's context)."""
+
+    def setup(self, device: Any, is_main: bool) -> None:
+        from vidplan_core.models import BCPolicy, FlowMap
+
+        self.device = device
+        ae = self._load_autoencoder()
+        wm = FlowMap.load(self.cfg.init.flow_map).model  # history, horizon, crop, text: the planner's
+        fm_cfg = wm.config
+        if tuple(ae.latent_shape) != tuple(wm.latent_shape):
+            raise ConfigError(self.cfg.init.flow_map, [("latent", f"flow map latent {tuple(wm.latent_shape)} "
+                                                        f"differs from the autoencoder's {ae.latent_shape}")])
+        del wm
+        self.num_history, self.num_future = fm_cfg.num_history, fm_cfg.num_future
+        self._load_text_encoder(fm_cfg.text_embed_dim)
+        self._datasets(ae, is_main, fm_cfg.action_maps)
+        o = self.opts
+        C, h, w = ae.latent_shape
+        policy = BCPolicy(latent_channels=C, latent_height=h, latent_width=w, num_history=self.num_history,
+                          horizon=self.num_future, text_dim=int(fm_cfg.text_embed_dim or 0),
+                          channels=tuple(o.channels), pooled=tuple(o.pooled), hidden=o.hidden)
+        policy.set_action_stats(self.normalizer)
+        self.model = BCObjective(policy, o.gripper_weight)
+
+    def inputs(self, batch: dict[str, Any], train: bool) -> dict[str, Any]:
+        base = super().inputs(batch, train)
+        T = self.num_history
+        acts = base["actions"]
+        success = batch["success"].to(self.device).float().reshape(-1)
+        weight = success if self.opts.successful_only else torch.ones_like(success)
+        return {"latents": base["history"], "pose": acts[:, T - 1], "future": acts[:, T:], "weight": weight,
+                "text": base.get("text_embeds")}
+
+    def val_metrics(self, model: nn.Module, batch: dict[str, Any], inputs: dict[str, Any]) -> dict[str, float]:
+        """Position error of the answered chunk [m] on successful windows: mean over H, and at the last step."""
+        pol = model.policy
+        with torch.no_grad():
+            chunk = pol.act(inputs["latents"], inputs["pose"], inputs.get("text"))
+        err = (chunk[..., :3] - inputs["future"][..., :3]).norm(dim=-1)  # (B, H) [m]
+        w = inputs["weight"]
+        if float(w.sum()) == 0:
+            return {}
+        return {"position_error_m": float((err.mean(-1) * w).sum() / w.sum()),
+                "final_position_error_m": float((err[:, -1] * w).sum() / w.sum())}
+
+    def save_final(self, model: nn.Module, out_dir: Path) -> None:
+        model.policy.save_pretrained(str(out_dir))
+
+
 _TASKS = {"vae": VaeTask, "world-model": WorldModelTask, "flow-map": FlowMapTask, "heads": HeadsTask,
-          "semantic": SemanticTask, "grounded": GroundedTask}
+          "semantic": SemanticTask, "grounded": GroundedTask, "bc": BCTask}
 
 
 def make_task(cfg: TrainConfig) -> Any:
