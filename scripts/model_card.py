@@ -301,8 +301,8 @@ def main() -> None:
         per_k[label] = acc
 
     runs = {kind: last_val_metrics(a.work / "runs" / kind)
-            for kind in ("grounded", "semantic", "vae", "world-model", "flow-map", "heads")
-            if kind not in ("grounded", "semantic") or (a.work / "runs" / kind).is_dir()}
+            for kind in ("grounded", "semantic", "vae", "world-model", "flow-map", "heads", "bc")
+            if kind not in ("grounded", "semantic", "bc") or (a.work / "runs" / kind).is_dir()}
     facts = bundle_facts(a.model, a.work / "data")
     files = sorted(p for p in a.model.rglob("*") if p.is_file() and p.name != "MODEL_CARD.md")
     total_mb = sum(p.stat().st_size for p in files) / 2**20
@@ -323,7 +323,11 @@ def main() -> None:
          "float16 and computed in float32 (rounded once, when assembled); `onnx/` holds the exported graphs, which "
          "share one deduplicated weights file (float16 where exact, so they compute with the same float32 values as "
          "torch), with `manifest.json` (SHA-256 per file). The EDM teacher is not shipped (planning needs only the "
-         "flow map, which holds the distilled network); `make demo-models` keeps it in its run directory.", "",
+         "flow map, which holds the distilled network); `make demo-models` keeps it in its run directory."
+         + (" `policy/` is the behaviour-cloned nominal policy (`vidplan train bc`, the successful demonstrations; "
+            "the bc row below: `position_error_m` of its chunks vs `hold_position_error_m` of answering \"stay\" "
+            "on held-out windows; closed loop: the `bc` / `bc+vidplan` variants of bench/results/"
+            "closed_loop_eval.md)." if (a.model / "policy").is_dir() else ""), "",
          "## Data",
          f"{a.episodes} simulated episodes (MuJoCo DROID scene, scripted IK expert with action noise, about a third "
          f"deliberate failures, clutter 0–3, tasks put/touch/push; seeds from 1000), {facts['data']}; 15 % of "

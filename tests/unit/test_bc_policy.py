@@ -147,3 +147,28 @@ def test_bc_and_bc_plus_vidplan_run_closed_loop_and_are_opt_in(tmp_path):
     with pytest.raises(ClosedLoopError, match="policy"):
         run_closed_loop(ClosedLoopConfig(**{**base, "model": str(bare)}, variants=["bc"],
                                          overrides={"episode_steps": 6}), tmp_path / "out2")
+
+
+def test_nominal_chunks_are_bounded_by_the_executors_box():
+    """A nominal chunk that dips under the table limit (a learned policy imitating a touch) yields perturbation
+    candidates inside the workspace box, as the basis directions are, instead of chunks the executor rejects whole."""
+    from vidplan_core.kinematics import PandaKinematics
+    from vidplan_core.planning.nominal import ReplayPolicy
+    from vidplan_core.planning.proposals import clip_to_workspace
+    from vidplan_core.planning.session import PlanningSession, SessionConfig
+    from vidplan_core.runtime.bundle import random_planner_models
+    from vidplan_core.runtime.torch_backend import TorchBackend
+
+    low = np.repeat(POSE[None], 12, 0)
+    low[:, 2] = np.linspace(0.05, -0.05, 12)  # down through z = 0
+    clipped = clip_to_workspace(low, [0.2, -0.45, 0.02], [0.8, 0.45, 0.7])
+    assert clipped[:, 2].min() == pytest.approx(0.02) and np.array_equal(clipped[:, :2], low[:, :2])
+    pm = random_planner_models("tiny", seed=0)
+    backend = TorchBackend(pm, flow_steps=1)
+    cfg = SessionConfig.model_validate({"proposals": {"num_nominal": 6, "workspace_min": [0.2, -0.45, 0.02],
+                                                      "workspace_max": [0.8, 0.45, 0.7]}})
+    session = PlanningSession(backend, PandaKinematics(), cfg, nominal=ReplayPolicy(low, backend.horizon))
+    q = np.array([0.0, -0.785, 0.0, -2.356, 0.0, 1.571, 0.785])  # the Panda's home
+    props = session.proposals(q, POSE, "touch the red cube")
+    nominal = props.actions[[i for i, lab in enumerate(props.labels) if lab.startswith("nominal")]]
+    assert len(nominal) == 6 and nominal[..., 2].min() >= cfg.proposals.workspace_min[2] - 1e-12

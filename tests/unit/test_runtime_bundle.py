@@ -168,7 +168,8 @@ def test_the_bundled_demo_has_an_index_and_loads_through_it():
     idx = L.read_bundle_index(DEMO)
     assert idx.source == DEMO / L.BUNDLE_INDEX and idx.config == "demo"
     assert "world_model" not in idx.parts  # the teacher is not shipped
-    assert set(idx.parts) == set(L.PLANNER_PARTS) and idx.export_dir == DEMO / "onnx"
+    # the planner's parts and the behaviour-cloned nominal policy
+    assert set(idx.parts) == {*L.PLANNER_PARTS, "policy"} and idx.export_dir == DEMO / "onnx"
     assert idx.view_size("torch") == idx.view_size("onnxruntime") == (48, 80)
     assert L.bundle_problems(DEMO, "torch") == L.bundle_problems(DEMO, "onnxruntime") == []
     from vidplan_core.runtime.ort_backend import OnnxRuntimeBackend
@@ -311,8 +312,8 @@ def test_an_index_without_checksums_loads_with_a_warning(saved, tmp_path):
 
 def test_the_bundled_demo_records_checksums_of_its_weights():
     idx = L.read_bundle_index(DEMO)
-    assert set(idx.checksums) == set(L.PLANNER_PARTS)
-    for part in L.PLANNER_PARTS:  # verified against the files (the weights are those committed)
+    assert set(idx.checksums) == {*L.PLANNER_PARTS, "policy"}
+    for part in (*L.PLANNER_PARTS, "policy"):  # verified against the files (the weights are those committed)
         assert L.verify_checksums(idx, part) is None
 
 

@@ -68,7 +68,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from vidplan_core.eval.metrics import wilson_interval  # re-exported: the ladder's tables use it
 from vidplan_core.planning.nominal import NominalObservation
-from vidplan_core.planning.proposals import ProposalSet, compose_proposals, perturbation_proposals
+from vidplan_core.planning.proposals import ProposalSet, clip_to_workspace, compose_proposals, perturbation_proposals
 from vidplan_core.planning.session import PlanningSession
 from vidplan_core.spaces import (
     CONTROL_RATE_HZ,
@@ -320,6 +320,7 @@ class EvalSession(PlanningSession):
                                      instruction=instruction, frames=frames)
             props = perturbation_proposals(self.nominal.infer(obs), pc.num_nominal, np.asarray(pc.nominal_sigma),
                                            rng=seed)
+            props = ProposalSet(clip_to_workspace(props.actions, pc.workspace_min, pc.workspace_max), props.labels)
             if pc.gripper_toggle:
                 props = compose_proposals(props, gripper_proposals(pose, self.horizon))
             return props
@@ -503,9 +504,12 @@ def run_episode(env: Any, spec: EpisodeSpec, variant: str, cfg: ClosedLoopConfig
         else:
             frames_h = np.stack([f for f, _ in history]) if uses_images else None
             t0 = time.perf_counter()
-            chunk = EEChunk.from_actions(nominal.infer(NominalObservation(
-                ee_pose=env.ee_action(), joint_positions=env.joint_positions(), instruction=spec.instruction,
-                frames=frames_h)))
+            acts = nominal.infer(NominalObservation(ee_pose=env.ee_action(), joint_positions=env.joint_positions(),
+                                                    instruction=spec.instruction, frames=frames_h))
+            if variant == "bc":  # the planner's limits bound the policy's chunk as they bound every proposal
+                pc = pcfg.session.proposals
+                acts = clip_to_workspace(acts, pc.workspace_min, pc.workspace_max)
+            chunk = EEChunk.from_actions(acts)
             if variant == "bc":
                 plan_s.append(time.perf_counter() - t0)
         grip, problem = executor.start(chunk, open_loop)

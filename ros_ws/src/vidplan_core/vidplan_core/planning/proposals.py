@@ -19,7 +19,7 @@ import numpy as np
 
 from vidplan_core.spaces import ACTION_DIM, CONTROL_RATE_HZ, MODEL_RATE_HZ, wrap_angle
 
-__all__ = ["BASIS_DIRECTIONS", "ProposalSet", "basis_velocity_proposals", "compose_proposals",
+__all__ = ["BASIS_DIRECTIONS", "ProposalSet", "basis_velocity_proposals", "clip_to_workspace", "compose_proposals",
            "damped_pinv", "gripper_proposals", "integrate_twist", "perturbation_proposals"]
 
 #: The 6 canonical directions (unit linear velocity in the base frame) and their labels.
@@ -172,6 +172,17 @@ def perturbation_proposals(nominal: np.ndarray, n: int, sigma: np.ndarray | floa
     acts[..., 6] = np.clip(acts[..., 6], 0.0, 1.0)
     labels = [label if (include_nominal and i == 0) else f"{label}+{i}" for i in range(n)]
     return ProposalSet(acts, labels)
+
+
+def clip_to_workspace(actions: np.ndarray, workspace_min: np.ndarray | None,
+                      workspace_max: np.ndarray | None) -> np.ndarray:
+    """(..., 7) EE chunks with their positions clipped into the executor's box [m] (a copy): a learned nominal
+    policy's chunk that dips below the table limit would otherwise be rejected whole by the executor."""
+    out = np.array(actions, np.float64, copy=True)
+    if workspace_min is not None or workspace_max is not None:
+        out[..., :3] = np.clip(out[..., :3], None if workspace_min is None else np.asarray(workspace_min, float),
+                               None if workspace_max is None else np.asarray(workspace_max, float))
+    return out
 
 
 def compose_proposals(*sets: ProposalSet) -> ProposalSet:

@@ -24,6 +24,7 @@ from vidplan_core.planning.proposals import (
     BASIS_DIRECTIONS,
     ProposalSet,
     basis_velocity_proposals,
+    clip_to_workspace,
     compose_proposals,
     gripper_proposals,
     perturbation_proposals,
@@ -157,7 +158,10 @@ class PlanningSession:
             obs = NominalObservation(ee_pose=np.asarray(current_pose), joint_positions=np.asarray(q),
                                      images=images or {}, instruction=instruction, frames=frames)
             nominal = self.nominal.infer(obs)
-            sets.append(perturbation_proposals(nominal, pc.num_nominal, np.asarray(pc.nominal_sigma), rng=seed))
+            props = perturbation_proposals(nominal, pc.num_nominal, np.asarray(pc.nominal_sigma), rng=seed)
+            # one source of limits: the executor's box bounds these candidates as it bounds the basis directions
+            sets.append(ProposalSet(clip_to_workspace(props.actions, pc.workspace_min, pc.workspace_max),
+                                    props.labels))
         return compose_proposals(*sets)
 
     def start_after_latency(self, q: np.ndarray, executing: EEChunk | None, chunk_start_pose: np.ndarray,

@@ -65,8 +65,9 @@ def assemble_model_dir(out: str | Path, sources: dict[str, str | Path], overwrit
     returns maps of (0 left, 1 right, 2 wrist; recorded in the index; None = the loader's defaults 0, 2,
     [centring_view]). A grounded scorer with the gripper-referenced centring term wants exterior map views.
 
-    ``storage_dtype="float16"`` re-saves the world-model parts (not the semantic model) with half-precision
-    parameters: half the bytes, weights rounded once (see :meth:`vidplan_core.models._io.StrictLoadMixin.save`).
+    ``storage_dtype="float16"`` re-saves the world-model parts and the policy (not the semantic model) with
+    half-precision parameters: half the bytes, weights rounded once (see
+    :meth:`vidplan_core.models._io.StrictLoadMixin.save`).
 
     Raises:
         FileNotFoundError: a part is missing (naming it and its source); FileExistsError: ``out`` exists and
@@ -98,6 +99,10 @@ def assemble_model_dir(out: str | Path, sources: dict[str, str | Path], overwrit
             for p, cls in SUITE_SECTIONS.items():
                 if p in parts:
                     cls.load(tmp / p).save(tmp / p, storage_dtype=torch.float16)
+            if "policy" in parts:
+                from vidplan_core.models.bc_policy import BCPolicy
+
+                BCPolicy.load(tmp / "policy").save(tmp / "policy", storage_dtype=torch.float16)
         from vidplan_core.runtime.loader import write_bundle_index
 
         write_bundle_index(tmp, config=config or config_name_of(sources), semantic_view=semantic_view,

@@ -630,7 +630,8 @@ class BCTask(_LatentTask):
                 "text": base.get("text_embeds")}
 
     def val_metrics(self, model: nn.Module, batch: dict[str, Any], inputs: dict[str, Any]) -> dict[str, float]:
-        """Position error of the answered chunk [m] on successful windows: mean over H, and at the last step."""
+        """Position error of the answered chunk [m] on successful windows: mean over H, at the last step, and that of
+        answering "hold" (the baseline the policy must beat)."""
         pol = model.policy
         with torch.no_grad():
             chunk = pol.act(inputs["latents"], inputs["pose"], inputs.get("text"))
@@ -638,8 +639,10 @@ class BCTask(_LatentTask):
         w = inputs["weight"]
         if float(w.sum()) == 0:
             return {}
+        hold = (inputs["pose"][:, None, :3] - inputs["future"][..., :3]).norm(dim=-1)  # answering "stay" [m]
         return {"position_error_m": float((err.mean(-1) * w).sum() / w.sum()),
-                "final_position_error_m": float((err[:, -1] * w).sum() / w.sum())}
+                "final_position_error_m": float((err[:, -1] * w).sum() / w.sum()),
+                "hold_position_error_m": float((hold.mean(-1) * w).sum() / w.sum())}
 
     def save_final(self, model: nn.Module, out_dir: Path) -> None:
         model.policy.save_pretrained(str(out_dir))
