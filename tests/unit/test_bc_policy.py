@@ -172,3 +172,18 @@ def test_nominal_chunks_are_bounded_by_the_executors_box():
     props = session.proposals(q, POSE, "touch the red cube")
     nominal = props.actions[[i for i, lab in enumerate(props.labels) if lab.startswith("nominal")]]
     assert len(nominal) == 6 and nominal[..., 2].min() >= cfg.proposals.workspace_min[2] - 1e-12
+
+
+def test_serve_openpi_refuses_a_bc_nominal_without_a_policy(tmp_path):
+    """`vidplan serve openpi --nominal bc` on a bundle without policy/ exits 2 naming it, before serving."""
+    from typer.testing import CliRunner
+
+    from vidplan_core.cli import app
+    from vidplan_core.runtime.bundle import random_planner_models
+
+    bare = tmp_path / "bare"
+    random_planner_models("tiny", seed=0).save(bare)
+    r = CliRunner().invoke(app, ["serve", "openpi", "--model", str(bare), "--backend", "torch", "--nominal", "bc",
+                                 "--num-nominal", "4", "--port", "1"])
+    assert r.exit_code == 2, r.output
+    assert "policy" in r.output

@@ -25,6 +25,10 @@ def serve_openpi(
     port: int = typer.Option(8000, help="port (openpi's serve_policy default)"),
     planner_config: Path | None = typer.Option(None, help="planner YAML (default: the shipped planner.yaml)"),
     seed: int = typer.Option(0, help="base noise seed"),
+    nominal: str = typer.Option("hold", help="nominal chunk the perturbation proposals centre on: hold | bc (the "
+                                "model directory's behaviour-cloned policy, policy/)"),
+    num_nominal: int | None = typer.Option(None, min=0, help="perturbations around the nominal chunk (default: the "
+                                           "planner YAML's; give > 0 with --nominal bc)"),
 ) -> None:
     """Serve VidPlan as an openpi websocket policy: DROID observations in, joint velocities + gripper out (15 Hz).
     Blocks until Ctrl-C."""
@@ -47,7 +51,24 @@ def serve_openpi(
         raise typer.Exit(2) from exc
     for w in loaded.warnings:
         typer.secho(f"warning: {w}", fg=typer.colors.YELLOW, err=True)
-    session = PlanningSession(loaded.backend, PandaKinematics(), planning.session)
+    if nominal not in ("hold", "bc"):
+        typer.secho(f"error: --nominal must be hold or bc, got {nominal!r}", fg=typer.colors.RED, err=True)
+        raise typer.Exit(2)
+    if num_nominal is not None:
+        planning.session.proposals.num_nominal = num_nominal
+    policy_nominal = None
+    if nominal == "bc":  # VidPlan perturbs the behaviour-cloned policy's chunks, as the paper perturbs π0.5's
+        from vidplan_core.planning.nominal import BCNominalPolicy
+
+        try:
+            policy_nominal = BCNominalPolicy.from_bundle(model, loaded.models)
+        except (RuntimeError, ValueError, OSError) as exc:
+            typer.secho(f"error: --nominal bc: {exc}", fg=typer.colors.RED, err=True)
+            raise typer.Exit(2) from exc
+        if not planning.session.proposals.num_nominal:
+            typer.secho("warning: --nominal bc with num_nominal 0 scores no perturbation of it (give --num-nominal)",
+                        fg=typer.colors.YELLOW, err=True)
+    session = PlanningSession(loaded.backend, PandaKinematics(), planning.session, nominal=policy_nominal)
 
     class _Policy(VidPlanOpenPIPolicy, base_policy.BasePolicy):
         pass
