@@ -339,6 +339,32 @@ def test_session_plans_from_the_pose_after_the_expected_latency(backend, ctx):
     np.testing.assert_allclose(blended.chunk.position[0], want, atol=1e-6)
 
 
+def test_a_planner_slower_than_the_executing_chunk_plans_from_where_that_chunk_ends(backend, ctx):
+    """A cycle longer than what is left of the executing chunk: the robot will be holding the chunk's last pose when
+    the new chunk arrives, so that is where the new one begins (not beyond it), and the seam has nothing left to
+    blend with (the new chunk starts unblended)."""
+    from vidplan_core.kinematics import PandaKinematics
+    from vidplan_core.planning.session import PlanningSession, SessionConfig
+    from vidplan_core.spaces import EEChunk
+
+    kin = PandaKinematics()
+    session = PlanningSession(backend, kin, SessionConfig())
+    q0 = kin.ik(_transform(POSE), np.array([0, -0.6, 0, -2.3, 0, 1.7, 0.8])).q
+    pose0 = np.r_[kin.fk_action(q0, euler_center=POSE[3:6]), 0.0]
+    H = backend.horizon
+    moving = pose0 + np.outer(np.arange(1, H + 1) * 0.2 * 0.1, [1, 0, 0, 0, 0, 0, 0])
+    executing = EEChunk.from_actions(moving, dt=0.2)  # H·0.2 s long
+    latency = H * 0.2 + 1.5  # the planner takes longer than the whole chunk
+    pose, q = session.start_after_latency(q0, executing, pose0, elapsed_s=0.1, latency_s=latency)
+    np.testing.assert_allclose(pose[:3], moving[-1, :3], atol=1e-9)
+    np.testing.assert_allclose(kin.fk(q)[:3, 3], pose[:3], atol=1e-3)
+    result, _ = session.plan(ctx.history_frames, ctx.history_actions, q0, ctx.instruction, seed=1, start=(pose, q))
+    late, _ = session.plan(ctx.history_frames, ctx.history_actions, q0, ctx.instruction, seed=1, start=(pose, q),
+                           executing=executing, executing_elapsed_s=0.1 + latency)
+    assert not late.hold and not result.hold
+    np.testing.assert_allclose(late.chunk.position, result.chunk.position, atol=1e-9)
+
+
 def _transform(pose: np.ndarray) -> np.ndarray:
     from vidplan_core.kinematics import action_to_transform
 
