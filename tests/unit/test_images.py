@@ -116,3 +116,14 @@ def test_unpad_undoes_openpi_resize_with_pad():
     assert band.shape == (126, 224, 3)
     assert band[0].mean() > 20 and padded[0].max() == 0  # the bars are gone, the picture starts at the band
     assert unpad(img, 320 / 180) is img  # a non-square image is left as it is
+
+
+def test_an_unreadable_compressed_image_gives_the_same_reason_every_time():
+    """Pillow names its in-memory file by address ("cannot identify image file <_io.BytesIO object at 0x...>"): the
+    reason drops it, so the same bad message always gives the same diagnostic (a fuzz test found the difference)."""
+    from vidplan_core.images import validate_image
+
+    msg = CompressedImage(format="", data=[255, 216, 255])  # a JPEG marker and nothing else
+    first = validate_image(msg)
+    assert first and "could not be read" in first and " at 0x" not in first
+    assert all(validate_image(msg) == first for _ in range(3))

@@ -17,6 +17,7 @@ in its diagnostics and drop the message; :func:`decode_image` raises :class:`Ima
 from __future__ import annotations
 
 import io
+import re
 from typing import Any
 
 import numpy as np
@@ -37,6 +38,12 @@ class ImageDecodeError(ValueError):
         super().__init__(reason)
         self.reason = reason
 
+
+
+def _pil_reason(exc: BaseException) -> str:
+    """Pillow's message without the repr of its in-memory file ("cannot identify image file <_io.BytesIO object at
+    0x7f...>"): the same bad data must give the same reason every time (diagnostics, de-duplicated logs)."""
+    return re.sub(r"\s*<[^<>]* at 0x[0-9a-fA-F]+>", "", str(exc)).strip() or type(exc).__name__
 
 def _count(value: Any) -> int | None:
     """A non-negative integer field as int, or None when it is not one."""
@@ -118,7 +125,8 @@ def _validate_compressed(msg: Any) -> tuple[str | None, bytes | None]:
         with Image.open(io.BytesIO(data)) as im:  # lazy: reads the header, not the pixels
             mode, (w, h) = im.mode, im.size
     except (UnidentifiedImageError, OSError, ValueError, SyntaxError) as exc:
-        return f"compressed image header ({len(data)} bytes, {found.upper()}) could not be read: {exc}", None
+        return (f"compressed image header ({len(data)} bytes, {found.upper()}) could not be read: "
+                f"{_pil_reason(exc)}"), None
     if mode not in _COLOUR_MODES:
         return f"compressed image of pixel mode {mode!r} is not an 8-bit colour or grey image", None
     if w == 0 or h == 0:
@@ -171,7 +179,8 @@ def _decode_compressed(msg: Any) -> np.ndarray:
         with Image.open(io.BytesIO(data)) as im:
             return np.ascontiguousarray(np.asarray(im.convert("RGB"), dtype=np.uint8))
     except (UnidentifiedImageError, OSError, ValueError, SyntaxError) as exc:  # truncated or corrupt data
-        raise ImageDecodeError(f"compressed image ({len(data)} bytes) could not be decoded: {exc}") from exc
+        raise ImageDecodeError(f"compressed image ({len(data)} bytes) could not be decoded: "
+                               f"{_pil_reason(exc)}") from exc
 
 
 def decode_image(msg: Any, where: str = "") -> np.ndarray:
@@ -236,7 +245,7 @@ def image_size(msg: Any) -> tuple[int, int]:
         with Image.open(io.BytesIO(data)) as im:  # lazy: reads the header only
             w, h = im.size
     except (UnidentifiedImageError, OSError, ValueError, SyntaxError) as exc:
-        raise ImageDecodeError(f"compressed image header could not be read: {exc}") from exc
+        raise ImageDecodeError(f"compressed image header could not be read: {_pil_reason(exc)}") from exc
     return int(h), int(w)
 
 
