@@ -1,4 +1,4 @@
-"""``vidplan data generate|convert|info|cache-latents|grounding``: simulated demonstrations → bags → training shards.
+"""``vidplan data generate|convert|import lerobot|info|cache-latents|grounding``: demonstrations → training shards.
 
 Exit codes: 0 ok, 2 bad input (settings, missing topics, inconsistent shards; the message names what and where).
 """
@@ -127,6 +127,44 @@ def convert(
     frames = sum(e.length for e in meta.episodes)
     typer.echo(f"{out}: {len(meta.episodes)} episodes ({n_train} train, {n_val} val), {frames} frames at "
                f"{meta.fps:g} Hz, views {meta.view_hw[0]}x{meta.view_hw[1]}")
+
+
+import_app = typer.Typer(help="Import datasets of other formats into vidplan shards.", no_args_is_help=True)
+data_app.add_typer(import_app, name="import")
+
+
+@import_app.command("lerobot")
+def import_lerobot_cmd(
+    root: Path = typer.Argument(..., help="LeRobot dataset directory (meta/info.json; v2.x or v3.0 layout)"),
+    out: Path = typer.Option(..., "--out", "-o", help="dataset directory to write (resumes an earlier import)"),
+    size: str = typer.Option(..., "--size", help="per-view HxW [px] (the world model's view size, e.g. 48x80)"),
+    mapping: str = typer.Option("droid", "--mapping", help="a shipped mapping name (droid) or a mapping YAML"),
+    episodes: str | None = typer.Option(None, "--episodes", help="episode indices: A:B, A:B:STEP, N,M,... "
+                                        "(default: all)"),
+    fps: float = typer.Option(5.0, help="dataset frame rate [Hz] (the world model's rate)"),
+    val_fraction: float = typer.Option(0.1, help="fraction of episodes for validation (split by episode)"),
+    split_seed: int = typer.Option(0, help="seed of the train/val split"),
+    gamma: float = typer.Option(0.97, help="discount per frame of the value target γ^(F−τ)·success"),
+) -> None:
+    """Convert (a subset of) a LeRobot dataset, e.g. DROID, into vidplan shards (see vidplan_core/data/DATASET.md).
+
+    Training can also read a LeRobot dataset in place (data.lerobot in the training config); import when a local
+    copy of a subset is wanted."""
+    from tqdm.auto import tqdm
+
+    from vidplan_core.data.lerobot import LeRobotError, import_lerobot, parse_episode_selection
+
+    try:
+        meta = import_lerobot(root, out, _size(size), mapping, parse_episode_selection(episodes), fps=fps,
+                              val_fraction=val_fraction, split_seed=split_seed, value_gamma=gamma,
+                              progress=lambda e: tqdm(e, desc="import", unit="episode"))
+    except (LeRobotError, ValueError) as exc:
+        _fail(exc)
+        return
+    n_train, n_val = len(meta.split("train")), len(meta.split("val"))
+    typer.echo(f"{out}: {len(meta.episodes)} episodes ({n_train} train, {n_val} val), "
+               f"{sum(e.length for e in meta.episodes)} frames at {meta.fps:g} Hz, views "
+               f"{meta.view_hw[0]}x{meta.view_hw[1]}")
 
 
 @data_app.command("info")

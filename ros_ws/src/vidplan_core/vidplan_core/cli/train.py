@@ -9,6 +9,7 @@ Exit codes: 0 done, 1 cannot start (e.g. nothing to resume), 2 invalid config / 
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import typer
@@ -61,6 +62,8 @@ def train(
     except TrainError as exc:
         typer.secho(f"error: {exc}", fg=typer.colors.RED, err=True)
         raise typer.Exit(1) from exc
+    if int(os.environ.get("RANK", "0")) != 0:
+        return  # a multi-process launch (accelerate launch / torchrun): the main process reports
     val = ", ".join(f"{k} {v:.4g}" for k, v in result["val"].items())
     typer.echo(f"trained {kind} for {result['step']} steps; model in {result['final_dir']}"
                + (f"; validation: {val}" if val else ""))

@@ -5,6 +5,9 @@ rate, 5 Hz by default): ``history`` context frames (DESIGN: 6 for ``full``) foll
 (5). With ``pad_start=True`` windows may start before the episode (``s < 0``): the missing history repeats the
 first frame and its action, as at the start of a real episode where the planner has seen only one frame.
 Every window has a complete future (``s + history + future <= length``).
+
+``root`` may also be a LeRobot dataset (DROID, ...): it is then read in place (:mod:`vidplan_core.data.lerobot`),
+decoding per window only the frames it shows, resized to ``view_size``.
 """
 
 from __future__ import annotations
@@ -16,7 +19,25 @@ import numpy as np
 
 from vidplan_core.data.schema import DatasetMeta, EpisodeMeta, mc_values, validate_dataset
 
-__all__ = ["FrameCaptionDataset", "WindowDataset", "window_starts"]
+__all__ = ["FrameCaptionDataset", "WindowDataset", "dataset_meta", "window_starts"]
+
+
+def dataset_meta(root: str | Path, lerobot: Any = None, view_size: tuple[int, int] | None = None,
+                 splits: tuple[str, ...] = ("train", "val")) -> DatasetMeta:
+    """The metadata of a dataset: a vidplan dataset validated (:func:`validate_dataset`), or a LeRobot dataset read
+    in place at ``view_size`` (H, W) with ``lerobot`` options (:class:`~vidplan_core.data.lerobot.LeRobotOptions`).
+
+    Raises:
+        DatasetError: a bad dataset (every problem listed), or a LeRobot dataset without ``view_size``.
+    """
+    from vidplan_core.data.lerobot import is_lerobot_dataset, open_stream
+    from vidplan_core.data.schema import DatasetError
+
+    if is_lerobot_dataset(root):
+        if view_size is None:
+            raise DatasetError(root, ["a LeRobot dataset is read at the model's view size; none was given"])
+        return open_stream(root, lerobot, view_size).meta
+    return validate_dataset(root, splits=splits)
 
 
 def window_starts(length: int, history: int, future: int, stride: int = 1, pad_start: bool = True) -> list[int]:
@@ -41,6 +62,9 @@ class WindowDataset:
         latents_dir: directory of cached latents (``latents/<tag>`` written by
             :func:`vidplan_core.data.latents.cache_latents`); adds ``latents``.
         max_episodes: use only the first N episodes of the split (tests, quick runs).
+        lerobot: options of a LeRobot ``root`` (:class:`~vidplan_core.data.lerobot.LeRobotOptions`; default DROID's
+            mapping, every episode).
+        view_size: (H, W) [px] frames of a LeRobot ``root`` are resized to (a vidplan dataset has its own size).
 
     Each item is a dict of tensors (W = history + future):
 
@@ -56,17 +80,25 @@ class WindowDataset:
 
     def __init__(self, root: str | Path, split: str = "train", history: int = 6, future: int = 5, stride: int = 1,
                  pad_start: bool = True, frames: bool = True, latents_dir: str | Path | None = None,
-                 max_episodes: int | None = None):
+                 max_episodes: int | None = None, lerobot: Any = None, view_size: tuple[int, int] | None = None):
         if history < 1 or future < 0:
             raise ValueError(f"history must be >= 1 and future >= 0 frames, got {history} and {future}")
         self.root = Path(root)
-        self.meta: DatasetMeta = validate_dataset(self.root, splits=("train", "val") if split == "all" else (split,))
+        from vidplan_core.data.lerobot import is_lerobot_dataset, open_stream
+
+        self.stream = open_stream(self.root, lerobot, view_size) if is_lerobot_dataset(self.root) and view_size \
+            else None
+        self.meta: DatasetMeta = dataset_meta(self.root, lerobot, view_size,
+                                              splits=("train", "val") if split == "all" else (split,))
         self.episodes: list[EpisodeMeta] = self.meta.split(split)[:max_episodes]
         self.history, self.future = int(history), int(future)
         self.span = self.history + self.future
         self.normalizer = self.meta.normalizer()
         self.want_frames = frames
         self.latents_dir = Path(latents_dir) if latents_dir is not None else None
+        if self.latents_dir is not None and self.stream is not None:
+            raise ValueError("latents are not cached for a LeRobot dataset read in place (set data.cache_latents: "
+                             "false, or import it with 'vidplan data import lerobot')")
         if self.latents_dir is not None:
             missing = [e.name for e in self.episodes if not (self.latents_dir / f"{e.name}.safetensors").is_file()]
             if missing:
@@ -85,9 +117,9 @@ class WindowDataset:
             from safetensors.numpy import load_file
 
             ep = self.episodes[i]
-            data = load_file(str(self.root / ep.shard))
+            data = self.stream.arrays(ep) if self.stream is not None else load_file(str(self.root / ep.shard))
             out = {"actions": data["actions"], "value": mc_values(ep.length, ep.success, self.meta.value_gamma)}
-            if self.want_frames:
+            if self.want_frames and self.stream is None:
                 out["frames"] = data["frames"]
             if self.latents_dir is not None:
                 lat = load_file(str(self.latents_dir / f"{ep.name}.safetensors"))["latents"]
@@ -96,6 +128,13 @@ class WindowDataset:
                 out["latents"] = lat
             self._cache[i] = out
         return self._cache[i]
+
+    def frames(self, i: int, idx: np.ndarray) -> np.ndarray:
+        """uint8 (len(idx), 3, 3, H, W): frames ``idx`` of the split's episode ``i`` (decoded on demand from a
+        LeRobot dataset; from the loaded shard otherwise)."""
+        if self.stream is not None:
+            return self.stream.frames(self.episodes[i], idx)
+        return self._episode(i)["frames"][idx]
 
     def __getitem__(self, k: int) -> dict[str, Any]:
         import torch
@@ -117,8 +156,8 @@ class WindowDataset:
             "start": torch.tensor(start),
             "instruction": ep.instruction,
         }
-        if "frames" in data:
-            item["frames"] = torch.from_numpy(data["frames"][idx]).float().div_(255.0)
+        if self.want_frames:
+            item["frames"] = torch.from_numpy(self.frames(i, idx)).float().div_(255.0)
         if "latents" in data:
             item["latents"] = torch.from_numpy(data["latents"][idx].astype(np.float32))
         return item
@@ -131,9 +170,10 @@ class FrameCaptionDataset:
     the instruction in :attr:`captions`, so a batch can tell which pairs share a caption), ``episode`` int64.
     """
 
-    def __init__(self, root: str | Path, split: str = "train", stride: int = 1, max_episodes: int | None = None):
+    def __init__(self, root: str | Path, split: str = "train", stride: int = 1, max_episodes: int | None = None,
+                 lerobot: Any = None, view_size: tuple[int, int] | None = None):
         self.windows = WindowDataset(root, split, history=1, future=0, stride=1, pad_start=False,
-                                     max_episodes=max_episodes)
+                                     max_episodes=max_episodes, lerobot=lerobot, view_size=view_size)
         self.captions = sorted({e.instruction for e in self.windows.episodes})
         self.caption_index = {c: i for i, c in enumerate(self.captions)}
         self.index = [(i, t) for i, ep in enumerate(self.windows.episodes) for t in range(0, ep.length, max(1, stride))]
@@ -146,6 +186,6 @@ class FrameCaptionDataset:
 
         i, t = self.index[k]
         ep = self.windows.episodes[i]
-        frames = self.windows._episode(i)["frames"][t]
+        frames = self.windows.frames(i, np.array([t]))[0]
         return {"frames": torch.from_numpy(frames).float().div_(255.0), "instruction": ep.instruction,
                 "task_id": torch.tensor(self.caption_index[ep.instruction]), "episode": torch.tensor(ep.index)}

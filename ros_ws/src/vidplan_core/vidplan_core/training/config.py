@@ -8,6 +8,7 @@ A config file::
       root: data/demo          # dataset written by `vidplan data convert` (relative paths: to the working directory)
       batch_size: 8
       cache_latents: true      # encode frames once with the frozen autoencoder (world-model, flow-map, heads)
+      lerobot: null            # root is a LeRobot dataset (DROID) read in place: {mapping: droid, episodes: "0:1000"}
     init:                      # trained inputs (diffusers-style directories)
       autoencoder: runs/vae/final
       world_model: null        # flow-map: the teacher; world-model: optional warm start
@@ -29,6 +30,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from vidplan_core.config import ConfigError, load_yaml, validate_model
+from vidplan_core.data.lerobot import LeRobotOptions
 
 __all__ = [
     "CONFIG_DIR",
@@ -64,12 +66,16 @@ class _Strict(BaseModel):
 
 
 class DataSection(_Strict):
-    root: str = Field(description="dataset directory (vidplan data convert)")
+    root: str = Field(description="dataset directory (vidplan data convert / import), or a LeRobot dataset (DROID) "
+                      "read in place")
     batch_size: int = Field(default=8, gt=0, description="per process (GPU); the global batch is × processes")
     num_workers: int = Field(default=0, ge=0)
     stride: int = Field(default=1, gt=0, description="frames between window starts")
     max_episodes: int | None = Field(default=None, gt=0, description="use only the first N episodes per split")
-    cache_latents: bool = Field(default=True, description="encode frames once with the frozen autoencoder")
+    cache_latents: bool = Field(default=True, description="encode frames once with the frozen autoencoder "
+                                "(not for a LeRobot dataset read in place: its frames are decoded per window)")
+    lerobot: LeRobotOptions | None = Field(default=None, description="options of a LeRobot root: mapping (droid), "
+                                           "episode selection, validation split")
 
 
 class InitSection(_Strict):

@@ -170,11 +170,11 @@ class VaeTask(_Base):
         if ae.vae is None:
             raise ConfigError(self.cfg.model, [("autoencoder.kind", "'pixel' has no weights to train")])
         d = self.cfg.data
-        self.train_dataset = WindowDataset(d.root, "train", 1, 0, d.stride, pad_start=False,
-                                           max_episodes=d.max_episodes)
+        kw = dict(pad_start=False, max_episodes=d.max_episodes, lerobot=d.lerobot,
+                  view_size=(ae.config.view_height, ae.config.view_width))
+        self.train_dataset = WindowDataset(d.root, "train", 1, 0, d.stride, **kw)
         _check_size(self.train_dataset.meta, ae.config, d.root)
-        self.val_dataset = _maybe_val(lambda: WindowDataset(d.root, "val", 1, 0, d.stride, pad_start=False,
-                                                            max_episodes=d.max_episodes))
+        self.val_dataset = _maybe_val(lambda: WindowDataset(d.root, "val", 1, 0, d.stride, **kw))
         self.model = VaeObjective(ae, self.opts.kl_weight, self.opts.recon)
 
     def inputs(self, batch: dict[str, Any], train: bool) -> dict[str, Any]:
@@ -262,15 +262,20 @@ class _LatentTask(_Base):
         return ae
 
     def _datasets(self, ae: Any, is_main: bool, action_maps: dict[str, Any] | None = None) -> None:
-        from vidplan_core.data.dataset import WindowDataset
+        from vidplan_core.data.dataset import WindowDataset, dataset_meta
         from vidplan_core.data.latents import autoencoder_tag, cache_latents
-        from vidplan_core.data.schema import validate_dataset
+        from vidplan_core.data.lerobot import is_lerobot_dataset
 
         d = self.cfg.data
-        meta = validate_dataset(d.root)  # bad shards: a clear error before any work
+        view_size = (ae.config.view_height, ae.config.view_width)
+        meta = dataset_meta(d.root, d.lerobot, view_size)  # bad shards / keys: a clear error before any work
         _check_size(meta, ae.config, d.root)
         _check_views(meta, action_maps, d.root)
         lat_dir = None
+        if d.cache_latents and is_lerobot_dataset(d.root):
+            raise ConfigError(d.root, [("data.cache_latents", "a LeRobot dataset read in place decodes frames per "
+                                        "window and caches no latents: set data.cache_latents: false (or import a "
+                                        "subset with 'vidplan data import lerobot' and cache its latents)")])
         if d.cache_latents:
             tag = autoencoder_tag(self.cfg.init.autoencoder)
             progress = None
@@ -280,7 +285,7 @@ class _LatentTask(_Base):
                 progress = lambda it: tqdm(it, desc="cache latents", unit="episode")  # noqa: E731
             lat_dir = cache_latents(d.root, ae, tag, progress=progress)
         kw = dict(history=self.num_history, future=self.num_future, stride=d.stride, frames=lat_dir is None,
-                  latents_dir=lat_dir, max_episodes=d.max_episodes)
+                  latents_dir=lat_dir, max_episodes=d.max_episodes, lerobot=d.lerobot, view_size=view_size)
         self.train_dataset = WindowDataset(d.root, "train", **kw)
         self.val_dataset = _maybe_val(lambda: WindowDataset(d.root, "val", **kw))
         self.ae = ae
@@ -457,20 +462,22 @@ class SemanticTask(_Base):
     """A small SigLIP model on frames (the configured views) and their episodes' instructions."""
 
     def setup(self, device: Any, is_main: bool) -> None:
-        from vidplan_core.data.dataset import FrameCaptionDataset
-        from vidplan_core.data.schema import validate_dataset
+        from vidplan_core.data.dataset import FrameCaptionDataset, dataset_meta
         from vidplan_core.spaces import VIEW_ORDER
         from vidplan_core.training.siglip import build_siglip, build_tokenizer
 
         self.device = device
         d, o = self.cfg.data, self.opts
-        meta = validate_dataset(d.root)
+        # a LeRobot dataset read in place is decoded at the vision tower's (square) input size
+        size = (o.image_size, o.image_size)
+        meta = dataset_meta(d.root, d.lerobot, size)
         self.captions = sorted({e.instruction for e in meta.episodes})
         if "" in self.captions:
             raise ConfigError(d.root, [("episodes.instruction", "some episodes have no instruction: the semantic "
                                         "model needs a caption for every frame")])
-        self.train_dataset = FrameCaptionDataset(d.root, "train", o.frame_stride, d.max_episodes)
-        val = FrameCaptionDataset(d.root, "val", o.frame_stride, d.max_episodes) if meta.split("val") else None
+        kw = dict(lerobot=d.lerobot, view_size=size)
+        self.train_dataset = FrameCaptionDataset(d.root, "train", o.frame_stride, d.max_episodes, **kw)
+        val = FrameCaptionDataset(d.root, "val", o.frame_stride, d.max_episodes, **kw) if meta.split("val") else None
         self.val_dataset = val
         self.view_idx = [VIEW_ORDER.index(v) for v in o.views]
         if o.init_dir:

@@ -150,7 +150,9 @@ class Trainer:
 
         cfg = self.cfg
         self.out.mkdir(parents=True, exist_ok=True)
-        acc = Accelerator(mixed_precision=cfg.train.mixed_precision, log_with="tensorboard",
+        # cpu=True on a machine without a GPU: accelerate otherwise ignores a multi-process launch there
+        # (WORLD_SIZE=2, yet every process believes it is alone and they race on the same checkpoints)
+        acc = Accelerator(cpu=not _has_gpu(), mixed_precision=cfg.train.mixed_precision, log_with="tensorboard",
                           project_config=ProjectConfiguration(project_dir=str(self.out),
                                                               logging_dir=str(self.out / "logs")))
         set_seed(cfg.train.seed, device_specific=True)
@@ -231,12 +233,14 @@ class Trainer:
                             pbar.write(f"step {step}: " + ", ".join(f"val {k} {v:.4g}" for k, v in val.items()))
                 if step % cfg.train.ckpt_every == 0 or step == cfg.train.max_steps:
                     last_ckpt = self._checkpoint(acc, model, step, last_ckpt)
+        except BaseException:
+            acc.end_training()  # flush the trackers of a failed run
+            raise
         finally:
             if pbar is not None:
                 pbar.close()
             if log:
                 log.close()
-            acc.end_training()
         final = self.out / "final"
         acc.wait_for_everyone()
         if acc.is_main_process:
@@ -244,6 +248,8 @@ class Trainer:
                 shutil.rmtree(final)
             self.task.save_final(acc.unwrap_model(model), final)
         acc.wait_for_everyone()
+        # last: end_training also ends a multi-process run's process group, which the barriers above need
+        acc.end_training()
         return {"step": step, "final_dir": final, "val": val, "checkpoint": last_ckpt}
 
     # ------------------------------------------------------------------------------------------------ parts
@@ -332,3 +338,13 @@ class Trainer:
                 shutil.rmtree(old)
         acc.wait_for_everyone()
         return ck
+
+
+def _has_gpu() -> bool:
+    """A CUDA (or other torch accelerator) device is visible."""
+    import torch
+
+    acc = getattr(torch, "accelerator", None)
+    if acc is not None and hasattr(acc, "is_available"):
+        return bool(acc.is_available())
+    return bool(torch.cuda.is_available())
