@@ -94,7 +94,8 @@ def test_import_and_in_place_windows_agree(lerobot_dir, tmp_path):
 
 
 def test_training_reads_a_lerobot_dataset_in_place(lerobot_dir, tmp_path):
-    """semantic → vae → world model, each a few steps on the LeRobot dataset itself (no shards written)."""
+    """semantic → vae → world model, each a few steps on the LeRobot dataset itself (no shards written); the world
+    model with gradient checkpointing, accumulation and EMA (the full recipe's options)."""
     import torch
     from typer.testing import CliRunner
 
@@ -104,7 +105,9 @@ def test_training_reads_a_lerobot_dataset_in_place(lerobot_dir, tmp_path):
     common = ["--data", str(lerobot_dir), "--max-steps", "2", "--set", "train.progress=false", "--set",
               "train.val_every=2", "--set", "data.lerobot.mapping=droid", "--set", "data.lerobot.val_fraction=0.34"]
     inits = {"world-model": [f"init.semantic={runs / 'semantic' / 'final'}",
-                             f"init.autoencoder={runs / 'vae' / 'final'}", "data.cache_latents=false"]}
+                             f"init.autoencoder={runs / 'vae' / 'final'}", "data.cache_latents=false",
+                             # the full recipe's training options, on a real diffusers UNet
+                             "train.gradient_checkpointing=true", "train.grad_accum_steps=2", "train.ema_decay=0.9"]}
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     try:

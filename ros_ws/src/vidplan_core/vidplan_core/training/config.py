@@ -106,6 +106,14 @@ class TrainSection(_Strict):
     ckpt_every: int = Field(default=200, gt=0)
     keep_checkpoints: int = Field(default=2, gt=0)
     progress: bool = True
+    grad_accum_steps: int = Field(default=1, gt=0, description="micro-batches per optimizer step (the effective "
+                                  "batch is data.batch_size × processes × this); max_steps counts optimizer steps")
+    ema_decay: float | None = Field(default=None, gt=0, lt=1, description="keep an exponential moving average of "
+                                    "the weights (diffusers EMAModel; e.g. 0.9999); the final model is the EMA")
+    gradient_checkpointing: bool = Field(default=False, description="recompute activations in the backward pass "
+                                         "(diffusers models that support it): less memory, ~30 % more compute")
+    tracker: Literal["tensorboard", "wandb", "none"] = Field(default="tensorboard", description="experiment "
+                                                              "tracker beside the CSV log (wandb: installed by you)")
 
 
 class VaeOptions(_Strict):

@@ -152,21 +152,51 @@ class Trainer:
         self.out.mkdir(parents=True, exist_ok=True)
         # cpu=True on a machine without a GPU: accelerate otherwise ignores a multi-process launch there
         # (WORLD_SIZE=2, yet every process believes it is alone and they race on the same checkpoints)
-        acc = Accelerator(cpu=not _has_gpu(), mixed_precision=cfg.train.mixed_precision, log_with="tensorboard",
+        from accelerate.utils import GradientAccumulationPlugin
+
+        tracker = None if cfg.train.tracker == "none" else cfg.train.tracker
+        if tracker == "wandb":
+            try:
+                import wandb  # noqa: F401
+            except ImportError as exc:
+                raise ConfigError(f"training config ({cfg.kind})", [
+                    ("train.tracker", "wandb is not installed (pip install wandb), or choose tensorboard / none")
+                ]) from exc
+        # micro-batches are counted by the trainer, not by the end of an epoch's loader: sync every n exactly
+        accum = GradientAccumulationPlugin(num_steps=cfg.train.grad_accum_steps, sync_with_dataloader=False)
+        acc = Accelerator(cpu=not _has_gpu(), mixed_precision=cfg.train.mixed_precision, log_with=tracker,
+                          gradient_accumulation_plugin=accum,
                           project_config=ProjectConfiguration(project_dir=str(self.out),
                                                               logging_dir=str(self.out / "logs")))
         set_seed(cfg.train.seed, device_specific=True)
         with acc.main_process_first():  # the main process builds caches (latents) first, the others reuse them
             self.task.setup(acc.device, acc.is_main_process)
         model = self.task.model
+        if cfg.train.gradient_checkpointing:
+            enabled = [m for m in model.modules() if getattr(m, "_supports_gradient_checkpointing", False)
+                       and hasattr(m, "enable_gradient_checkpointing")]
+            if not enabled:
+                raise ConfigError(f"training config ({cfg.kind})", [
+                    ("train.gradient_checkpointing", f"{cfg.kind}: no module of this model supports gradient "
+                     "checkpointing")])
+            for m in enabled:
+                m.enable_gradient_checkpointing()
         params = [p for p in model.parameters() if p.requires_grad]
         if not params:
             raise TrainError(f"{cfg.kind}: the model has no trainable parameters")
+        ema = None
+        if cfg.train.ema_decay is not None:
+            from diffusers.training_utils import EMAModel
+
+            ema = EMAModel(params, decay=cfg.train.ema_decay)
+            acc.register_for_checkpointing(ema)  # saved and resumed with the optimizer
         opt = torch.optim.AdamW(params, lr=cfg.optim.lr, betas=cfg.optim.betas, eps=cfg.optim.eps,
                                 weight_decay=cfg.optim.weight_decay)
         warm = cfg.optim.warmup_steps
         sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: min(1.0, (s + 1) / warm) if warm else 1.0)
         model, opt, sched = acc.prepare(model, opt, sched)
+        if ema is not None:
+            ema.to(acc.device)
         step = 0
         if self.resume_from is not None:
             acc.load_state(str(self.resume_from))
@@ -175,8 +205,10 @@ class Trainer:
             import yaml
 
             (self.out / "config.yaml").write_text(yaml.safe_dump(cfg.model_dump(mode="json"), sort_keys=False))
-        acc.init_trackers("tensorboard", config={k: v for k, v in cfg.flat().items()
-                                                 if isinstance(v, (int, float, str, bool))})
+        if tracker is not None:
+            # tensorboard: the project name is the sub-directory of logs/ (logs/tensorboard); wandb: the project
+            acc.init_trackers("tensorboard" if tracker == "tensorboard" else "vidplan",
+                              config={k: v for k, v in cfg.flat().items() if isinstance(v, (int, float, str, bool))})
         log = _CsvLog(self.out / "logs" / "metrics.csv") if acc.is_main_process else None
         t_start = time.time()
         last_ckpt = latest_checkpoint(self.out)
@@ -191,24 +223,32 @@ class Trainer:
         n_run = 0
         try:
             while step < cfg.train.max_steps:
-                batch = next(batches)
                 model.train()
-                inputs = self.task.inputs(batch, train=True)
-                losses = model(**inputs)
-                loss = losses["loss"]
-                values = {k: float(v.detach().float().mean()) for k, v in losses.items()}
-                for k, v in values.items():
-                    if not math.isfinite(v):
-                        raise TrainingDivergedError(step + 1, k, v, last_ckpt)
-                opt.zero_grad(set_to_none=True)
-                acc.backward(loss)
-                if cfg.optim.grad_clip is not None and acc.sync_gradients:
-                    gn = float(acc.clip_grad_norm_(params, cfg.optim.grad_clip))
-                    if not math.isfinite(gn):
-                        raise TrainingDivergedError(step + 1, "gradient norm", gn, last_ckpt)
-                    values["grad_norm"] = gn
-                opt.step()
-                sched.step()
+                values: dict[str, float] = {}
+                # one optimizer step = grad_accum_steps micro-batches (accelerate scales each loss by 1/n and
+                # skips the all-reduce until the last one)
+                for _ in range(cfg.train.grad_accum_steps):
+                    batch = next(batches)
+                    with acc.accumulate(model):
+                        inputs = self.task.inputs(batch, train=True)
+                        losses = model(**inputs)
+                        loss = losses["loss"]
+                        micro = {k: float(v.detach().float().mean()) for k, v in losses.items()}
+                        for k, v in micro.items():
+                            if not math.isfinite(v):
+                                raise TrainingDivergedError(step + 1, k, v, last_ckpt)
+                            values[k] = values.get(k, 0.0) + v / cfg.train.grad_accum_steps
+                        acc.backward(loss)
+                        if cfg.optim.grad_clip is not None and acc.sync_gradients:
+                            gn = float(acc.clip_grad_norm_(params, cfg.optim.grad_clip))
+                            if not math.isfinite(gn):
+                                raise TrainingDivergedError(step + 1, "gradient norm", gn, last_ckpt)
+                            values["grad_norm"] = gn
+                        opt.step()
+                        sched.step()
+                        opt.zero_grad(set_to_none=True)
+                if ema is not None:
+                    ema.step(params)
                 step += 1
                 for k, v in values.items():
                     running[k] = running.get(k, 0.0) + v
@@ -246,6 +286,8 @@ class Trainer:
         if acc.is_main_process:
             if final.exists():
                 shutil.rmtree(final)
+            if ema is not None:
+                ema.copy_to(params)  # the final model is the average (training has ended: no restore needed)
             self.task.save_final(acc.unwrap_model(model), final)
         acc.wait_for_everyone()
         # last: end_training also ends a multi-process run's process group, which the barriers above need
@@ -269,7 +311,7 @@ class Trainer:
         """Endless batches; epoch e is shuffled with seed + e, so a resumed run sees the same order."""
         first = self._loader(acc, self.task.train_dataset, True, self.cfg.train.seed)
         per_epoch = max(1, len(first))
-        epoch, skip = divmod(step, per_epoch)
+        epoch, skip = divmod(step * self.cfg.train.grad_accum_steps, per_epoch)  # micro-batches seen
         while True:
             loader = self._loader(acc, self.task.train_dataset, True, self.cfg.train.seed + epoch)
             if skip:
