@@ -326,8 +326,11 @@ def test_ctrl_world_import(suite, tmp_path):
     fresh = WorldModel.from_config(dict(wm.config))
     import_ctrl_world(tmp_path / "ctrl.safetensors", fresh)
     assert all(torch.equal(fresh.state_dict()[k], v) for k, v in wm.state_dict().items())
-    with pytest.raises(ModelLoadError, match="never unpickled"):
+    with pytest.raises(ModelLoadError, match="checkpoint file not found"):
         import_ctrl_world(tmp_path / "checkpoint-10000.pt", fresh)
+    (tmp_path / "weights.npz").write_bytes(b"")
+    with pytest.raises(ModelLoadError, match=r"expected \.safetensors or a torch checkpoint"):
+        import_ctrl_world(tmp_path / "weights.npz", fresh)
 
 
 # ---------------------------------------------------------------------- configs

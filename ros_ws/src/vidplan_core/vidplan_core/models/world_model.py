@@ -52,7 +52,7 @@ from ._io import ModelLoadError, StrictLoadMixin, check_finite, check_shape
 from .action_maps import ActionMapRenderer, resolve_action_map_spec
 from .edm import EDMPreconditioning, karras_sigmas, lognormal_sigmas
 
-__all__ = ["ActionEncoder", "WorldModel", "import_ctrl_world", "pad_input_conv_for_action_maps"]
+__all__ = ["ActionEncoder", "WorldModel", "import_ctrl_world", "pad_input_conv_for_action_maps", "read_checkpoint"]
 
 
 class ActionEncoder(nn.Module):
@@ -477,43 +477,87 @@ class WorldModel(StrictLoadMixin, ModelMixin, ConfigMixin):
         return x
 
 
+#: suffixes of pickled torch checkpoints, read with ``torch.load(weights_only=True)`` (tensors and containers only)
+PICKLED_SUFFIXES = (".pt", ".pth", ".ckpt", ".bin")
+
+
+def read_checkpoint(path: str | Path) -> dict[str, torch.Tensor]:
+    """A flat ``{key: tensor}`` state dict from ``.safetensors`` or a pickled torch file.
+
+    Pickled files are opened only with ``torch.load(..., weights_only=True)``: its restricted unpickler builds
+    tensors and plain containers and refuses any other object, so a checkpoint cannot run code here. A state dict
+    nested under ``state_dict`` / ``model`` / ``module`` is unwrapped; DDP's ``module.`` key prefix is removed.
+
+    Raises:
+        ModelLoadError: missing file, an unsupported suffix, a pickle holding other objects (refused), or no
+            tensors.
+    """
+    import pickle
+
+    path = Path(path)
+    if not path.is_file():
+        raise ModelLoadError(f"checkpoint file not found: {path}")
+    if path.suffix == ".safetensors":
+        from safetensors.torch import load_file
+
+        return load_file(str(path))
+    if path.suffix not in PICKLED_SUFFIXES:
+        raise ModelLoadError(f"{path}: expected .safetensors or a torch checkpoint ({', '.join(PICKLED_SUFFIXES)})")
+    try:
+        obj = torch.load(str(path), map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as exc:
+        raise ModelLoadError(f"{path}: refused — the pickle holds objects other than tensors and containers, and "
+                             f"it is only ever opened with torch.load(weights_only=True) ({str(exc).splitlines()[0]})"
+                             ) from exc
+    except Exception as exc:  # truncated / not a torch file
+        raise ModelLoadError(f"{path}: not a readable torch checkpoint ({type(exc).__name__}: {exc})") from exc
+    for key in ("state_dict", "model", "module"):
+        if isinstance(obj, dict) and isinstance(obj.get(key), dict) and not isinstance(obj.get(key), torch.Tensor):
+            obj = obj[key]
+            break
+    if not isinstance(obj, dict):
+        raise ModelLoadError(f"{path}: holds a {type(obj).__name__}, not a state dict")
+    state = {(k[len("module."):] if k.startswith("module.") else k): v for k, v in obj.items()
+             if isinstance(v, torch.Tensor)}
+    if not state:
+        raise ModelLoadError(f"{path}: holds no tensors")
+    return state
+
+
 def import_ctrl_world(checkpoint: str | Path, model: WorldModel) -> WorldModel:
     """Load a Ctrl-World checkpoint's UNet + action encoder into a ``full``-shaped :class:`WorldModel`.
 
     Ctrl-World (Guo et al. 2025) publishes ``checkpoint-*.pt``: a *pickled* ``state_dict`` of its ``CrtlWorld``
     module with keys ``unet.*`` (an SVD ``UNetSpatioTemporalConditionModel``, in_channels 8, keys identical to
     diffusers'), ``action_encoder.action_encode.{0,2,4}.*`` (7→1024→1024→1024), plus frozen ``vae.*`` /
-    ``image_encoder.*`` / ``text_encoder.*`` copies of SVD and CLIP. Its conditioning matches this class:
-    history latents as context frames (variance-preserving noise aug), current-frame latent concatenated on
-    channels divided by the VAE scaling factor (set ``cond_latent_scale = 1/0.18215``), frame-level action
-    tokens, EDM with σ_data = 1 and negative c_out, text = CLIP ``text_embeds`` (512) tiled ×2
+    ``image_encoder.*`` / ``text_encoder.*`` copies of SVD and CLIP (ignored here). Pickled files are read with
+    ``torch.load(weights_only=True)`` only (:func:`read_checkpoint`); ``.safetensors`` directly.
+
+    Conditioning shared with this class: history latents as context frames, the current-frame latent
+    concatenated on channels divided by the VAE scaling factor (``cond_latent_scale = 1/0.18215``), frame-level
+    action tokens, EDM with σ_data = 1 and negative c_out, text = CLIP ``text_embeds`` (512) tiled ×2
     (``text_embed_dim = 512``), actions min/max-normalised with DROID statistics (put them in
     ``action_p01``/``action_p99``).
 
-    We never unpickle files. Convert once, in an environment you trust, to safetensors::
-
-        python -c "import torch, safetensors.torch as st; sd = torch.load('checkpoint-10000.pt', \\
-            map_location='cpu', weights_only=True); st.save_file({k: v.contiguous() for k, v in sd.items() \\
-            if k.startswith(('unet.', 'action_encoder.'))}, 'ctrl_world.safetensors')"
+    **Where the current frame sits differs.** Ctrl-World's training step takes the current image from
+    ``latents[:, num_history]`` — the *first predicted slot* — and computes its loss on that slot too: its
+    ``num_history`` context frames are the frames *before* the current one, and its predicted frames start with a
+    re-prediction of the current frame. vidplan puts the current frame in the *last history slot* (clean context)
+    and predicts only later frames. An imported Ctrl-World UNet therefore sees, at the current frame's slot, a
+    clean latent where it was trained on a noisy one: the weights are an initialisation, to be fine-tuned in
+    vidplan's convention (``full-world-model`` does), not a drop-in replacement.
 
     A target with spatial action maps (``action_maps`` set) gets the checkpoint's input convolution padded with
     zero weights for the map channels (:func:`pad_input_conv_for_action_maps`), so it starts as Ctrl-World.
 
     Args:
-        checkpoint: a ``.safetensors`` file with those keys.
+        checkpoint: a ``.safetensors`` file or a pickled torch checkpoint with those keys.
         model: the target :class:`WorldModel` (``full`` config with the settings above).
     Returns:
         ``model`` with the weights loaded (strict: every key and shape must match; errors list mismatches).
     """
-    from safetensors.torch import load_file
-
     checkpoint = Path(checkpoint)
-    if checkpoint.suffix != ".safetensors":
-        raise ModelLoadError(f"{checkpoint}: only .safetensors files are read (pickled .pt files are never "
-                             "unpickled here); see import_ctrl_world's docstring for the one-line conversion")
-    if not checkpoint.is_file():
-        raise ModelLoadError(f"checkpoint file not found: {checkpoint}")
-    state = {k: v for k, v in load_file(str(checkpoint)).items() if k.startswith(("unet.", "action_encoder."))}
+    state = {k: v for k, v in read_checkpoint(checkpoint).items() if k.startswith(("unet.", "action_encoder."))}
     own = model.state_dict()
     state = pad_input_conv_for_action_maps(model, state)
     problems = [f"missing '{k}' {tuple(v.shape)}" for k, v in own.items() if k not in state]
@@ -522,7 +566,7 @@ def import_ctrl_world(checkpoint: str | Path, model: WorldModel) -> WorldModel:
     problems += [f"unexpected '{k}'" for k in state if k not in own]
     if problems:
         raise ModelLoadError(f"{checkpoint} does not match the WorldModel config:\n  " + "\n  ".join(problems[:12]))
-    model.load_state_dict(state, strict=True)
+    model.load_state_dict({k: v.to(own[k].dtype) for k, v in state.items()}, strict=True)
     return model
 
 
