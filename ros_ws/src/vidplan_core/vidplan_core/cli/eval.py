@@ -34,7 +34,7 @@ def _run_eval_bag(bag: Path, model: Path, out: Path | None, topic_map: Path | No
                   device: str, seed: int, gamma: float | None, success: str | None, shadow: bool, shadow_every: int,
                   shadow_max: int, examples: int, salvage: bool, progress: bool,
                   planner_config: Path | None = None, teacher_steps: int = 0, teacher: Path | None = None,
-                  controllability: bool = True) -> None:
+                  controllability: bool = True, episode: int = 0, mapping: str = "droid") -> None:
     from vidplan_core.config import ConfigError
     from vidplan_core.data.convert import load_topic_map
     from vidplan_core.eval.bag_eval import EXIT_BAD_INPUT, EvalBagConfig, EvalBagError, eval_bag
@@ -46,7 +46,8 @@ def _run_eval_bag(bag: Path, model: Path, out: Path | None, topic_map: Path | No
                             success=_success(success), shadow=shadow, shadow_every=shadow_every,
                             shadow_max=shadow_max, examples=examples, salvage=salvage, progress=progress,
                             planner=planner_config, teacher_steps=teacher_steps,
-                            teacher_dir=str(teacher) if teacher else None, controllability=controllability)
+                            teacher_dir=str(teacher) if teacher else None, controllability=controllability,
+                            episode=episode, mapping=mapping)
         res = eval_bag(bag, model, out, tm, cfg)
     except (EvalBagError, ConfigError) as exc:
         typer.secho(f"error: {exc}", fg=typer.colors.RED, err=True)
@@ -105,7 +106,8 @@ _HELP_TOPIC_MAP = "topic map YAML (camera topics, ee_pose, action source, joint_
 
 @eval_app.command("bag")
 def eval_bag_cmd(
-    bag: Path = typer.Argument(..., help="rosbag2 directory (mcap or sqlite3) of one episode"),
+    bag: Path = typer.Argument(..., help="rosbag2 directory (mcap or sqlite3) of one episode, or a LeRobot dataset "
+                               "(DROID; with --episode)"),
     model: Path = typer.Option(..., "--model", "-m", help="model bundle directory (autoencoder/, flow_map/, "
                                "uq_head/, reward_head/, optional semantic/)"),
     out: Path | None = typer.Option(None, "--out", "-o", help="output directory (default ./eval-<bag name>)"),
@@ -130,6 +132,8 @@ def eval_bag_cmd(
                                       "instead of the flow map; 0: the flow map"),
     teacher: Path | None = typer.Option(None, "--teacher", help="teacher directory (default MODEL/world_model)"),
     controllability: bool = typer.Option(True, "--controllability/--no-controllability", help=_HELP_CTL),
+    episode: int = typer.Option(0, "--episode", help="LeRobot input: the episode index to evaluate"),
+    mapping: str = typer.Option("droid", "--mapping", help="LeRobot input: a shipped mapping name or a YAML"),
 ) -> None:
     """Evaluate a model bundle on a recorded episode: prediction PSNR/SSIM/latent MSE per horizon step and view,
     UQ calibration (ECE, reliability, entropy–error correlation), reward head vs the Monte-Carlo value, the planner
@@ -140,12 +144,13 @@ def eval_bag_cmd(
     """
     _run_eval_bag(bag, model, out, topic_map, flow_steps, max_steps, device, seed, gamma, success, shadow,
                   shadow_every, shadow_max, examples, salvage, progress, planner_config, teacher_steps,
-                  teacher, controllability)
+                  teacher, controllability, episode, mapping)
 
 
 @app.command("eval-bag")
 def eval_bag_alias(
-    bag: Path = typer.Argument(..., help="rosbag2 directory (mcap or sqlite3) of one episode"),
+    bag: Path = typer.Argument(..., help="rosbag2 directory (mcap or sqlite3) of one episode, or a LeRobot dataset "
+                               "(DROID; with --episode)"),
     model: Path = typer.Option(..., "--model", "-m", help="model bundle directory"),
     out: Path | None = typer.Option(None, "--out", "-o", help="output directory (default ./eval-<bag name>)"),
     topic_map: Path | None = typer.Option(None, "--topic-map", help=_HELP_TOPIC_MAP),
@@ -166,12 +171,14 @@ def eval_bag_alias(
                                       "instead of the flow map; 0: the flow map"),
     teacher: Path | None = typer.Option(None, "--teacher", help="teacher directory (default MODEL/world_model)"),
     controllability: bool = typer.Option(True, "--controllability/--no-controllability", help=_HELP_CTL),
+    episode: int = typer.Option(0, "--episode", help="LeRobot input: the episode index to evaluate"),
+    mapping: str = typer.Option("droid", "--mapping", help="LeRobot input: a shipped mapping name or a YAML"),
 ) -> None:
     """Same as ``vidplan eval bag``: evaluate a model bundle on a recorded episode (exit 0 ok, 2 bad input,
     3 partial)."""
     _run_eval_bag(bag, model, out, topic_map, flow_steps, max_steps, device, seed, gamma, success, shadow,
                   shadow_every, shadow_max, examples, salvage, progress, planner_config, teacher_steps,
-                  teacher, controllability)
+                  teacher, controllability, episode, mapping)
 
 
 def _csv(text: str, what: str, cast=str) -> list:

@@ -132,6 +132,8 @@ class EvalBagConfig:
         teacher_dir: the teacher's directory (a saved WorldModel); None = ``<model_dir>/world_model``.
         controllability: also predict every window with shuffled and mirrored actions and another noise draw
             (3 more rollouts, 2 more decodes per window); False = the section is null.
+        episode: for a LeRobot dataset (DROID) as input: the episode index to evaluate.
+        mapping: for a LeRobot dataset: its mapping (a shipped name such as ``droid``, or a YAML path).
     """
 
     flow_steps: int = 1
@@ -151,6 +153,8 @@ class EvalBagConfig:
     teacher_steps: int = 0
     teacher_dir: str | None = None
     controllability: bool = True
+    episode: int = 0
+    mapping: str = "droid"
 
 
 @dataclass
@@ -828,6 +832,24 @@ def _window_starts(T: int, history: int, horizon: int, max_steps: int) -> list[i
     return starts
 
 
+def _lerobot_episode(root: Path, cfg: EvalBagConfig, bundle: Bundle) -> tuple[_Episode, float]:
+    """One episode of a LeRobot dataset (DROID) at the model's rate and views, read in place; and its duration [s]."""
+    from vidplan_core.data.lerobot import LeRobotError, LeRobotSource
+
+    try:
+        src = LeRobotSource(root, cfg.mapping, [cfg.episode])
+        e = src.episodes[0]
+        s = src.signals(e, bundle.fps)
+        frames = src.frames(e, s["video_times"], bundle.views)
+    except (LeRobotError, ValueError) as exc:  # ValueError: a view whose aspect ratio the model's crop refuses
+        raise EvalBagError(f"LeRobot dataset {root}, episode {cfg.episode}: {exc}") from exc
+    success = bool(cfg.success) if cfg.success is not None else bool(s["success"])
+    src_hw = src.video_size(VIEW_ORDER[0]) or tuple(frames.shape[-2:])
+    ep = _Episode(frames, s["actions"].astype(np.float64), s["joint_positions"].astype(np.float64),
+                  s["timestamps_ns"], success, s["instruction"], list(src.mapping.joint_names), src_hw)
+    return ep, float(e.length / src.fps)
+
+
 def eval_bag(bag: str | Path, model_dir: str | Path, out: str | Path, topic_map: TopicMap | None = None,
              config: EvalBagConfig | None = None) -> EvalBagResult:
     """Evaluate the bundle in ``model_dir`` on the recording ``bag``; write metrics.json, plots and report.html.
@@ -858,20 +880,31 @@ def eval_bag(bag: str | Path, model_dir: str | Path, out: str | Path, topic_map:
         raise EvalBagError(f"--teacher-steps {cfg.teacher_steps}: no EDM teacher at {teacher_dir} (deployment "
                            f"bundles such as models/demo leave it in the training run; pass --teacher DIR)")
     session_cfg = _session_config(cfg.planner) if cfg.shadow else None  # a bad planner config: ConfigError now
-    try:
-        find_bags(bag)  # a split recording (numbered bags) counts as one episode, read merged
-        episodes = expand_inputs([bag])
-    except (BagError, ConvertError) as exc:
-        raise EvalBagError(str(exc)) from exc
-    if len(episodes) > 1:
-        raise EvalBagError(f"{bag} holds {len(episodes)} episodes ({', '.join(e.name for e in episodes[:3])}, ...); "
-                           f"eval-bag evaluates one episode: pass one of them")
+    from vidplan_core.data.lerobot import LeRobotError, LeRobotSource, is_lerobot_dataset
+
+    lerobot = is_lerobot_dataset(bag)
     warnings: list[str] = []
     nulls: dict[str, str] = {}
-    scan = _scan(bag, tm, cfg.salvage)  # the bag first: bad input fails fast, before torch and the models load
-    warnings += scan.warnings
-    tm = scan.topic_map
-    tm, action_note = _action_source(tm, scan, bag)
+    if lerobot:  # a LeRobot / DROID dataset: one episode read in place; keys and files checked before the models
+        try:
+            LeRobotSource(bag, cfg.mapping, [cfg.episode])
+        except LeRobotError as exc:
+            raise EvalBagError(f"LeRobot dataset {bag}, episode {cfg.episode}: {exc}") from exc
+        scan = _Scan({}, {}, False, False, 0, [], 0.0, tm)
+        action_note = ""
+    else:
+        try:
+            find_bags(bag)  # a split recording (numbered bags) counts as one episode, read merged
+            episodes = expand_inputs([bag])
+        except (BagError, ConvertError) as exc:
+            raise EvalBagError(str(exc)) from exc
+        if len(episodes) > 1:
+            raise EvalBagError(f"{bag} holds {len(episodes)} episodes ({', '.join(e.name for e in episodes[:3])}, "
+                               f"...); eval-bag evaluates one episode: pass one of them")
+        scan = _scan(bag, tm, cfg.salvage)  # the bag first: bad input fails fast, before torch and the models load
+        warnings += scan.warnings
+        tm = scan.topic_map
+        tm, action_note = _action_source(tm, scan, bag)
     if action_note:
         warnings.append(action_note)
     import torch  # heavy imports after the bag checks, so bad input fails in a second
@@ -883,8 +916,13 @@ def eval_bag(bag: str | Path, model_dir: str | Path, out: str | Path, topic_map:
     t_load = time.perf_counter()
     bundle = load_bundle(model_dir, device=device)
     t_load = time.perf_counter() - t_load
-    with tempfile.TemporaryDirectory(prefix="vidplan-eval-bag-") as tmp:
-        ep, label_known, label_source = _prepare(bag, tm, bundle, cfg, Path(tmp), scan, warnings)
+    if lerobot:
+        ep, scan.duration_s = _lerobot_episode(bag, cfg, bundle)
+        label_known = True
+        label_source = "--success" if cfg.success is not None else f"LeRobot (mapping {cfg.mapping})"
+    else:
+        with tempfile.TemporaryDirectory(prefix="vidplan-eval-bag-") as tmp:
+            ep, label_known, label_source = _prepare(bag, tm, bundle, cfg, Path(tmp), scan, warnings)
     T = len(ep.frames)
     Th, H = bundle.num_history, bundle.horizon
     starts = _window_starts(T, Th, H, cfg.max_steps)
@@ -992,6 +1030,8 @@ def eval_bag(bag: str | Path, model_dir: str | Path, out: str | Path, topic_map:
     moving_sse = {"prediction": np.zeros(H), "copy": np.zeros(H), "copy_decoded": np.zeros(H)}
     moving_n = np.zeros(H)
     ssim_w = np.zeros_like(psnr_w)
+    lpips_fn, lpips_reason = M.make_lpips(device)  # None where the package or its weights are not available
+    lpips_w = np.zeros_like(psnr_w)
     lmse_w = np.zeros((len(starts), H))
     rel_uq = ReliabilityAccumulator(15)
     uq_frame_ent, uq_frame_err, uq_frame_exp = [], [], []
@@ -1058,6 +1098,8 @@ def eval_bag(bag: str | Path, model_dir: str | Path, out: str | Path, topic_map:
                     mse = max(float(np.mean((now_np[vi] - tgt_np[h, vi]) ** 2)), PSNR_MSE_FLOOR)
                     copy_w[wi, h, vi] = 10 * math.log10(1.0 / mse)
                     ssim_w[wi, h, vi] = M.ssim(pred_np[h, vi], tgt_np[h, vi])
+                    if lpips_fn is not None:
+                        lpips_w[wi, h, vi] = lpips_fn(pred_np[h, vi], tgt_np[h, vi])
                     moving = np.abs(tgt_np[h, vi] - now_np[vi]).max(axis=0) > MOVING_THRESHOLD  # (h, w)
                     if moving.any():
                         moving_sse["prediction"][h] += float(((pred_np[h, vi] - tgt_np[h, vi])[:, moving] ** 2).sum())
@@ -1158,8 +1200,12 @@ def eval_bag(bag: str | Path, model_dir: str | Path, out: str | Path, topic_map:
         "copy_last_frame_psnr_db": {"per_step": copy_w.mean(axis=(0, 2)).tolist(), "mean": float(copy_w.mean())},
         "moving_pixels": _moving_psnr(moving_sse, moving_n),
         "ssim_mean": float(ssim_w.mean()),
+        "lpips": ({**{v: lpips_w[:, :, i].mean(0).tolist() for i, v in enumerate(views)},
+                   "mean": lpips_w.mean(axis=(0, 2)).tolist()} if lpips_fn is not None else None),
         "reconstruction_psnr_db": {v: float(np.mean(recon_psnr[v])) for v in views},
     }
+    if lpips_fn is None:
+        nulls["prediction.lpips"] = lpips_reason
     uq_out: dict[str, Any] | None
     if uq is None:
         uq_out = None
@@ -1239,7 +1285,9 @@ def eval_bag(bag: str | Path, model_dir: str | Path, out: str | Path, topic_map:
             "label_source": label_source if ep.success is not None else None,
             "instruction": ep.instruction,
             "joint_names": ep.joint_names,
-            "action_source": tm.action or f"measured: {tm.ee_pose} + gripper {tm.gripper.topic}",
+            "action_source": (f"LeRobot mapping {cfg.mapping}" if lerobot
+                              else tm.action or f"measured: {tm.ee_pose} + gripper {tm.gripper.topic}"),
+            "lerobot_episode": cfg.episode if lerobot else None,
         },
         "settings": {"flow_steps": cfg.flow_steps, "teacher_steps": cfg.teacher_steps,
                      "predictor": (f"teacher N={cfg.teacher_steps}" if teacher is not None

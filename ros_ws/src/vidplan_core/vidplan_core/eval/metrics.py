@@ -156,3 +156,32 @@ def wilson_interval(k: int, n: int, z: float = 1.959964) -> tuple[float, float] 
     half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / den
     # exact at the edges (0/n → 0, n/n → 1): the closed form lands there only up to rounding
     return (0.0 if k == 0 else max(0.0, centre - half)), (1.0 if k == n else min(1.0, centre + half))
+
+
+def make_lpips(device: str = "cpu") -> tuple[Any, str]:
+    """LPIPS (Zhang et al. 2018, AlexNet features + the learned linear layers of the reference ``lpips`` package),
+    where that package and its pretrained weights are available offline; else ``(None, reason)``.
+
+    Returns:
+        ``(fn, "")`` with ``fn(pred, target) -> float`` on (3, H, W) images in [0, 1] (lower is closer), or
+        ``(None, reason)``. LPIPS needs torchvision's ImageNet AlexNet weights, which no package on our machines
+        ships (no torchvision build for our torch either): there it is reported as null with this reason.
+    """
+    try:
+        import lpips  # the reference implementation (pip install lpips; needs torchvision)
+    except ImportError:
+        return None, ("LPIPS not computed: the reference 'lpips' package (with torchvision and its ImageNet AlexNet "
+                      "weights) is not installed; PSNR and SSIM are reported")
+    try:
+        net = lpips.LPIPS(net="alex", verbose=False).to(device).eval()
+    except Exception as exc:  # weights absent offline: torchvision tries to download them
+        return None, f"LPIPS not computed: its pretrained AlexNet weights are not available offline ({exc})"
+    import torch
+
+    def fn(pred: Any, target: Any) -> float:
+        with torch.no_grad():
+            a = torch.as_tensor(pred, dtype=torch.float32, device=device)[None] * 2 - 1  # lpips takes [-1, 1]
+            b = torch.as_tensor(target, dtype=torch.float32, device=device)[None] * 2 - 1
+            return float(net(a, b).mean())
+
+    return fn, ""
