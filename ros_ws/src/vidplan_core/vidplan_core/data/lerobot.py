@@ -317,12 +317,17 @@ class LeRobotSource:
         if missing:
             raise LeRobotError(self.root, [f"{where}: column(s) {missing} missing"])
         cols = sorted(want & have)
-        if self.version.startswith("v3."):  # many episodes per file: read it once, slice each episode
+        if self.version.startswith("v3."):  # many episodes per file: read it once, index its episodes once
             if self._file[0] != (ep.data_file, tuple(cols)):
-                self._file = ((ep.data_file, tuple(cols)), _read_parquet(ep.data_file, cols))
-            whole = self._file[1]
-            mask = np.asarray(whole["episode_index"]) == ep.index
-            t = {k: v[mask] for k, v in whole.items()}
+                whole = _read_parquet(ep.data_file, cols)
+                order = np.argsort(np.asarray(whole["episode_index"]), kind="stable")
+                whole = {k: v[order] for k, v in whole.items()}
+                ids, first, count = np.unique(whole["episode_index"], return_index=True, return_counts=True)
+                spans = {int(i): (int(a), int(a + n)) for i, a, n in zip(ids, first, count, strict=True)}
+                self._file = ((ep.data_file, tuple(cols)), (whole, spans))
+            whole, spans = self._file[1]
+            a, b = spans.get(ep.index, (0, 0))
+            t = {k: v[a:b] for k, v in whole.items()}
         else:
             t = _read_parquet(ep.data_file, cols)
         if len(t["timestamp"]) != ep.length:
@@ -565,8 +570,13 @@ class LeRobotStream:
         self.source = LeRobotSource(root, o.mapping, parse_episode_selection(o.episodes))
         self.views = ViewPreparation(int(view_size[0]), int(view_size[1]))
         self.signals: dict[int, dict[str, Any]] = {}
+        from tqdm.auto import tqdm
+
+        # the metadata pass reads every selected episode's parquet rows (no video): a bar for DROID-sized selections
+        bar = lambda eps: tqdm(eps, desc=f"index {self.source.root.name}", unit="episode",  # noqa: E731
+                               disable=len(eps) < 200)
         self.meta = lerobot_meta(self.source, view_size, fps, o.val_fraction, o.split_seed, o.value_gamma,
-                                 signals=self.signals)
+                                 signals=self.signals, progress=bar)
         self._by_shard = {e.shard: self.source.episodes[n] for n, e in enumerate(self.meta.episodes)}
 
     def arrays(self, ep: EpisodeMeta) -> dict[str, np.ndarray]:
