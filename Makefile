@@ -30,9 +30,10 @@ test-unit: setup  ## unit tests only
 test-integration: setup  ## real multi-process ROS 2 tests only
 	@$(ENV) python -m pytest -m "integration" $(PYTEST_ARGS)
 
-lint: setup  ## ruff, and vermin: the packages run on Python 3.10 (ROS 2 Humble)
+lint: setup  ## ruff; vermin (the packages run on Python 3.10, ROS 2 Humble); the architecture contracts (.importlinter)
 	@$(ENV) ruff check .
 	@$(ENV) vermin --target=3.10- --violations --no-tips -q $(PY310_PATHS)
+	@$(ENV) lint-imports --no-cache
 
 up: setup  ## start a bring-up profile: make up PROFILE=sim ARGS='clutter:=2'
 	@$(ENV) vidplan up $(PROFILE) $(ARGS)

@@ -1,0 +1,48 @@
+"""The architecture contracts (`.importlinter`, import-linter) hold, imports inside functions included; and they are
+not decoration: a deliberate violation in a copy of the packages breaks them, naming the import."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+PACKAGES = ("vidplan_core", "vidplan_ros", "vidplan_sim", "vidplan_bringup")
+
+
+def _lint(cwd: Path, pythonpath: str | None = None) -> subprocess.CompletedProcess:
+    exe = shutil.which("lint-imports")
+    if exe is None:
+        pytest.fail("lint-imports not on PATH: make setup installs import-linter (requirements/base.txt)")
+    env = dict(os.environ)
+    if pythonpath:
+        env["PYTHONPATH"] = pythonpath + os.pathsep + env.get("PYTHONPATH", "")
+    return subprocess.run([exe, "--config", str(cwd / ".importlinter"), "--no-cache"], cwd=cwd, env=env,
+                          capture_output=True, text=True, timeout=300)
+
+
+def test_the_contracts_hold():
+    res = _lint(ROOT)
+    assert res.returncode == 0, res.stdout[-4000:] + res.stderr[-2000:]
+    assert "3 kept, 0 broken" in res.stdout
+
+
+def test_a_deliberate_violation_breaks_them(tmp_path):
+    for p in PACKAGES:
+        shutil.copytree(ROOT / "ros_ws" / "src" / p / p, tmp_path / p,
+                        ignore=shutil.ignore_patterns("__pycache__", "*.onnx", "*.safetensors"))
+    shutil.copy(ROOT / ".importlinter", tmp_path / ".importlinter")
+    # a library module reaching up into a ROS node, inside a function (where the old no-rclpy test looked no further)
+    (tmp_path / "vidplan_core" / "_layer_violation.py").write_text(
+        "def publish():\n    from vidplan_ros import conversions\n    return conversions\n")
+    # and a network module importing the planner
+    (tmp_path / "vidplan_core" / "models" / "_violation.py").write_text("import vidplan_core.planning.objective\n")
+    res = _lint(tmp_path, pythonpath=str(tmp_path))
+    assert res.returncode != 0
+    assert "vidplan_core._layer_violation -> vidplan_ros.conversions" in res.stdout, res.stdout[-4000:]
+    assert "vidplan_core.models._violation -> vidplan_core.planning.objective" in res.stdout, res.stdout[-4000:]
+    assert "2 broken" in res.stdout
