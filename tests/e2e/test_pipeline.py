@@ -89,11 +89,11 @@ def _pipeline(tmp_path, runner, app) -> None:
     from safetensors.numpy import load_file
 
     from vidplan_core.data.dataset import WindowDataset
-    from vidplan_core.export.manifest import load_manifest
     from vidplan_core.export.onnx_export import export_planner
     from vidplan_core.kinematics import PandaKinematics
     from vidplan_core.planning.session import PlanningSession, SessionConfig
     from vidplan_core.runtime.bundle import PlannerModels
+    from vidplan_core.runtime.manifest import load_manifest
     from vidplan_core.runtime.ort_backend import OnnxRuntimeBackend
     from vidplan_core.runtime.torch_backend import TorchBackend
 

@@ -11,11 +11,11 @@ import numpy as np
 import pytest
 import torch
 
-from vidplan_core.export.manifest import load_manifest
 from vidplan_core.planning.planner import Planner, PlannerConfig
 from vidplan_core.planning.proposals import perturbation_proposals
 from vidplan_core.runtime.base import PlanningContext
 from vidplan_core.runtime.bundle import PlannerModels
+from vidplan_core.runtime.manifest import load_manifest
 
 REPO = Path(__file__).resolve().parents[2]
 DEMO = REPO / "models" / "demo"

@@ -6,8 +6,8 @@ import importlib.util
 
 import pytest
 
-from vidplan_core.export.tensorrt import EngineCache, EngineKey
 from vidplan_core.runtime.base import BackendError
+from vidplan_core.runtime.tensorrt_engines import EngineCache, EngineKey
 
 
 def test_engine_cache_rebuilds_only_when_the_key_changes(tmp_path):
@@ -75,7 +75,7 @@ def test_tensorrt_backend_matches_onnxruntime(tmp_path):  # pragma: no cover - n
 def test_engine_key_follows_the_shared_weights_file():
     """A graph whose weights live in the shared external-data file gets a new engine key when only the weights
     change (the graph file itself is then byte-identical)."""
-    from vidplan_core.export.manifest import GraphEntry, Manifest
+    from vidplan_core.runtime.manifest import GraphEntry, Manifest
 
     def manifest(weights_sha: str) -> Manifest:
         graphs = {"rollout_k1_n6": GraphEntry("rollout_k1_n6.onnx", "a" * 64, {}, {}, data=["weights.onnx.data"]),

@@ -7,7 +7,7 @@ import math
 import pytest
 import torch
 
-from vidplan_core.planning.objective import (
+from vidplan_core.objective import (
     entropy_weighted_value,
     hierarchical_reward,
     soft_centroid,
@@ -70,7 +70,7 @@ def test_uncertainty_can_only_lower_a_score():
     reward is the base score. (The plain product w·b raised negative scores towards 0.)"""
     import torch
 
-    from vidplan_core.planning.objective import frame_reward, hierarchical_reward
+    from vidplan_core.objective import frame_reward, hierarchical_reward
 
     r_s = torch.linspace(-1, 1, 21)[:, None].repeat(1, 3)
     dist = torch.full_like(r_s, 0.3)

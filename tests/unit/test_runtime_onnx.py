@@ -11,12 +11,12 @@ import numpy as np
 import pytest
 import torch
 
-from vidplan_core.export.manifest import ManifestError, load_manifest
 from vidplan_core.export.onnx_export import export_planner
 from vidplan_core.planning.planner import Planner, PlannerConfig
 from vidplan_core.planning.proposals import perturbation_proposals
 from vidplan_core.runtime.base import BackendError, PlanningContext
 from vidplan_core.runtime.bundle import random_planner_models
+from vidplan_core.runtime.manifest import ManifestError, load_manifest
 from vidplan_core.runtime.ort_backend import OnnxRuntimeBackend
 from vidplan_core.runtime.torch_backend import TorchBackend
 

@@ -7,9 +7,10 @@ import pytest
 import torch
 
 from vidplan_core.data.schema import DatasetMeta, EpisodeMeta, save_meta, write_shard
+from vidplan_core.models.siglip import build_tokenizer
 from vidplan_core.spaces import VIEW_ORDER, ActionNormalizer
 from vidplan_core.training.config import load_train_config
-from vidplan_core.training.siglip import build_tokenizer, siglip_loss
+from vidplan_core.training.siglip import siglip_loss
 from vidplan_core.training.tasks import make_task
 from vidplan_core.training.trainer import Trainer
 

@@ -67,7 +67,7 @@ def export_cmd(
         if index is not None:
             typer.echo(f"updated {index}")
     if tensorrt:
-        from vidplan_core.export.tensorrt import EngineCache
+        from vidplan_core.runtime.tensorrt_engines import EngineCache
 
         cache = EngineCache(engine_dir or out / "engines")
         engines = cache.build_all(manifest, precision)  # type: ignore[arg-type]

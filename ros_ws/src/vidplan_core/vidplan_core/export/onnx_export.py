@@ -19,10 +19,10 @@ import torch
 
 from vidplan_core.export.compact import SHARED_DATA_NAME, compact_export, external_data_files
 from vidplan_core.export.grad_graph import trace_grad_graph
-from vidplan_core.export.manifest import GraphEntry, Manifest, file_sha256
 from vidplan_core.runtime.base import BackendError
 from vidplan_core.runtime.bundle import PlannerModels
 from vidplan_core.runtime.graphs import ObjectiveConfig, graph_io
+from vidplan_core.runtime.manifest import GraphEntry, Manifest, file_sha256
 from vidplan_core.runtime.torch_backend import build_graphs
 
 __all__ = ["ExportError", "export_planner"]

@@ -25,7 +25,7 @@ import numpy as np
 import torch
 from pydantic import BaseModel, ConfigDict, Field
 
-from vidplan_core.planning.objective import (
+from vidplan_core.objective import (
     WeightKind,
     centroid_distance,
     frame_reward,

@@ -59,8 +59,8 @@ class PlannerModels:
         ``storage_dtype`` (``torch.float16``): the world-model suite's parameters are stored in half precision
         (:meth:`vidplan_core.models._io.StrictLoadMixin.save`); the semantic model always stays float32.
         ``config_name``: recorded in the index (default :attr:`config_name`)."""
+        from vidplan_core.models.siglip import save_semantic
         from vidplan_core.runtime.loader import write_bundle_index
-        from vidplan_core.training.siglip import save_semantic
 
         self.suite.save(directory, storage_dtype=storage_dtype)
         if self.scorer.kind == "grounded":  # image tower + text projection; the sentence encoder is installed
@@ -205,7 +205,7 @@ def random_planner_models(config: str = "tiny", seed: int = 0, image_size: int |
 
     from vidplan_core.models.configs import PRESETS, build_suite
     from vidplan_core.models.semantic import SemanticScorer
-    from vidplan_core.training.siglip import build_tokenizer
+    from vidplan_core.models.siglip import build_tokenizer
 
     suite = build_suite(config, seed=seed)
     d = suite.flow_map.model.config.text_embed_dim or 32

@@ -32,7 +32,7 @@ from typing import Any
 import torch
 import torch.nn as nn
 
-from vidplan_core.planning.objective import WeightKind, entropy_weighted_value
+from vidplan_core.objective import WeightKind, entropy_weighted_value
 
 __all__ = ["DecodeGraph", "EncodeGraph", "HeadsGraph", "ObjectiveConfig", "RolloutGraph", "SemanticGraph", "TextGraph",
            "TextProjectionGraph", "ValueGradGraph", "freeze"]

@@ -88,7 +88,7 @@ __all__ = [
 
 BUNDLE_INDEX = "bundle.json"
 BUNDLE_FORMAT = "vidplan-bundle/1"
-MANIFEST_NAME = "manifest.json"  # = vidplan_core.export.manifest.MANIFEST_NAME (not imported: that module is heavier)
+MANIFEST_NAME = "manifest.json"  # = vidplan_core.runtime.manifest.MANIFEST_NAME (not imported: that module is heavier)
 MODEL_PARTS = ("autoencoder", "world_model", "flow_map", "uq_head", "reward_head", "semantic")
 PLANNER_PARTS = ("autoencoder", "flow_map", "uq_head", "reward_head", "semantic")  # what the torch planner needs
 # Where an index-less directory keeps each part (first match wins; today's conventions of every loader).

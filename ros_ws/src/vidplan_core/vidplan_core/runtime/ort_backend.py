@@ -15,9 +15,9 @@ from typing import Any, Literal
 
 import numpy as np
 
-from vidplan_core.export.manifest import Manifest, load_manifest
 from vidplan_core.runtime.base import BackendError, PlanningContext, RolloutOutput, check_actions
 from vidplan_core.runtime.bundle import LatentCache, frames_to_float, make_noise, tokenize
+from vidplan_core.runtime.manifest import Manifest, load_manifest
 from vidplan_core.spaces import ActionNormalizer
 
 __all__ = ["OnnxRuntimeBackend", "ort_providers"]

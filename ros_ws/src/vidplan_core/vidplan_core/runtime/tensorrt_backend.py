@@ -13,10 +13,10 @@ from pathlib import Path
 
 import numpy as np
 
-from vidplan_core.export.manifest import load_manifest
-from vidplan_core.export.tensorrt import EngineCache, Precision, require_tensorrt
 from vidplan_core.runtime.base import BackendError, PlanningContext, RolloutOutput, check_actions
+from vidplan_core.runtime.manifest import load_manifest
 from vidplan_core.runtime.ort_backend import OnnxRuntimeBackend
+from vidplan_core.runtime.tensorrt_engines import EngineCache, Precision, require_tensorrt
 
 __all__ = ["TensorRTBackend"]
 

@@ -463,8 +463,8 @@ class SemanticTask(_Base):
 
     def setup(self, device: Any, is_main: bool) -> None:
         from vidplan_core.data.dataset import FrameCaptionDataset, dataset_meta
+        from vidplan_core.models.siglip import build_siglip, build_tokenizer
         from vidplan_core.spaces import VIEW_ORDER
-        from vidplan_core.training.siglip import build_siglip, build_tokenizer
 
         self.device = device
         d, o = self.cfg.data, self.opts
@@ -520,7 +520,7 @@ class SemanticTask(_Base):
         return {"retrieval_acc": float(((img @ txt.t()).argmax(-1) == truth).float().mean())}
 
     def save_final(self, model: nn.Module, out_dir: Path) -> None:
-        from vidplan_core.training.siglip import save_semantic
+        from vidplan_core.models.siglip import save_semantic
 
         save_semantic(model.model, self.tokenizer, out_dir, self.image_size)
 

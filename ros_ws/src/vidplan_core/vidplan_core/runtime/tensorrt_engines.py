@@ -21,8 +21,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
-from vidplan_core.export.manifest import Manifest
 from vidplan_core.runtime.base import BackendError
+from vidplan_core.runtime.manifest import Manifest
 
 __all__ = ["EngineCache", "EngineKey", "Precision", "build_engine", "gpu_name", "require_tensorrt",
            "tensorrt_version"]
