@@ -121,7 +121,7 @@ def siglip(
     out: Path = typer.Option(..., "--out", "-o", help="model directory; writes OUT/semantic"),
 ) -> None:
     """A SigLIP / CLIP directory → OUT/semantic, after checking that the planner's semantic scorer loads it and
-    scores a frame against a text (the same command imports CLIP)."""
+    encodes an instruction with its tokenizer (the same command imports CLIP)."""
     import torch
 
     from vidplan_core.models import ModelLoadError, SemanticScorer
