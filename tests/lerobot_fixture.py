@@ -81,8 +81,10 @@ def _rows(e: int, length: int, fps: int, start: int, success: bool) -> dict[str,
 
 
 def write_dataset(root: Path, version: str = "v3.0", lengths: tuple[int, ...] = (31, 25, 19), fps: int = 15,
-                  success: tuple[bool, ...] = (True, False, True), short_video: int | None = None) -> Path:
-    """A LeRobot dataset at ``root``; ``short_video=e`` cuts episode e's wrist video by 6 frames (bad input)."""
+                  success: tuple[bool, ...] = (True, False, True), short_video: int | None = None,
+                  codec: str = "libx264") -> Path:
+    """A LeRobot dataset at ``root``; ``short_video=e`` cuts episode e's wrist video by 6 frames (bad input);
+    ``codec``: libx264 (h264) or libsvtav1 (AV1, LeRobot's default)."""
     import pyarrow as pa
     import pyarrow.parquet as pq
 
@@ -106,7 +108,7 @@ def write_dataset(root: Path, version: str = "v3.0", lengths: tuple[int, ...] = 
             start += L
             for v, cam in enumerate(CAMS):
                 write_video(root / info["video_path"].format(episode_chunk=0, video_key=cam, episode_index=e),
-                            pics[(e, v)], fps)
+                            pics[(e, v)], fps, codec)
             eps.append({"episode_index": e, "tasks": [instruction(e)], "length": L})
             tasks.append({"task_index": e, "task": instruction(e)})
         (root / "meta" / "episodes.jsonl").write_text("".join(json.dumps(r) + "\n" for r in eps))
@@ -131,7 +133,8 @@ def write_dataset(root: Path, version: str = "v3.0", lengths: tuple[int, ...] = 
                 ep_rows[f"videos/{cam}/{c}"] = []
         for v, cam in enumerate(CAMS):
             frames = [img for e in range(n) for img in pics[(e, v)]]
-            write_video(root / info["video_path"].format(video_key=cam, chunk_index=0, file_index=0), frames, fps)
+            write_video(root / info["video_path"].format(video_key=cam, chunk_index=0, file_index=0), frames, fps,
+                        codec)
         start = 0
         for e, L in enumerate(lengths):
             ep_rows["episode_index"].append(e)

@@ -65,6 +65,17 @@ def test_episodes_signals_and_frames_at_the_model_rate(lerobot_dir):
         np.testing.assert_array_equal(v, np.tile(np.arange(3), (len(k), 1)))
 
 
+def test_av1_videos_decode_to_the_right_frames(tmp_path):
+    """AV1 (libsvtav1 → dav1d), LeRobot's default codec, in the v3 layout (episodes concatenated in one file)."""
+    src = LeRobotSource(write_dataset(tmp_path / "av1", "v3.0", (16, 13), success=(True, True), codec="libsvtav1"))
+    for ep in src.episodes:
+        s = src.signals(ep)
+        f, e, v = _which(src.frames(ep, s["video_times"], ViewPreparation(24, 32)))
+        k = np.arange(0, ep.length, 3)
+        np.testing.assert_array_equal(f, np.repeat(k[:, None], 3, 1))
+        assert (e == ep.index).all() and (v == np.arange(3)).all()
+
+
 def test_import_and_in_place_windows_agree(lerobot_dir, tmp_path):
     """The two paths — shards written by `vidplan data import lerobot` and windows decoded in place — give the same
     windows: frames, actions, values, instructions."""
