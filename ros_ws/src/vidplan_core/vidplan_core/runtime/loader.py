@@ -48,7 +48,6 @@ node, ``vidplan eval sim``, ``vidplan eval-bag``'s shadow planner and the demo's
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 from dataclasses import dataclass, field
@@ -59,6 +58,7 @@ import numpy as np
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, PrivateAttr, StringConstraints
 
 from vidplan_core.runtime.base import BackendError
+from vidplan_core.runtime.manifest import MANIFEST_NAME, file_sha256
 
 __all__ = [
     "BUNDLE_FORMAT",
@@ -88,7 +88,6 @@ __all__ = [
 
 BUNDLE_INDEX = "bundle.json"
 BUNDLE_FORMAT = "vidplan-bundle/1"
-MANIFEST_NAME = "manifest.json"  # = vidplan_core.runtime.manifest.MANIFEST_NAME (not imported: that module is heavier)
 MODEL_PARTS = ("autoencoder", "world_model", "flow_map", "uq_head", "reward_head", "semantic")
 PLANNER_PARTS = ("autoencoder", "flow_map", "uq_head", "reward_head", "semantic")  # what the torch planner needs
 # Where an index-less directory keeps each part (first match wins; today's conventions of every loader).
@@ -334,15 +333,6 @@ def _write_atomic(path: Path, text: str) -> None:
     tmp = path.with_name(path.name + ".tmp")
     tmp.write_text(text)
     os.replace(tmp, path)
-
-
-def file_sha256(path: str | Path, chunk: int = 1 << 20) -> str:
-    """Hex sha256 of a file (streamed)."""
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        while block := f.read(chunk):
-            h.update(block)
-    return h.hexdigest()
 
 
 def _weight_files(part_dir: Path) -> list[str]:
