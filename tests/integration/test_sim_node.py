@@ -95,6 +95,25 @@ class Probe:
         assert wait_for(fut.done, timeout), f"service {client.srv_name} did not answer"
         return fut.result()
 
+    def report(self) -> str:
+        """What arrived and what the probe's DDS graph sees — the message of a failed wait."""
+        with self.lock:
+            counts = {f"image/{v}": len(self.images[v]) for v in VIEWS}
+            counts |= {"joint_states": len(self.js), "clock": len(self.clock), "tf": len(self.tf),
+                       "diagnostics": len(self.diags)}
+        n = self.node
+        graph = {t: n.count_publishers(t) for t in ("/clock", "/joint_states", "/cameras/wrist/image_raw")}
+        diag = _sim_diag(self)
+        return (f"received {counts}; publishers seen {graph}; nodes seen {sorted(n.get_node_names())}; "
+                f"sim diagnostics {diag or 'none'}")
+
+    def wait_streams(self, proc, timeout: float = 60.0, images: int = 2, states: int = 5) -> None:
+        """Wait until every camera sent ``images`` frames and /clock and /joint_states ``states`` messages; on a
+        timeout fail with :meth:`report` and the sim's log."""
+        ok = wait_for(lambda: all(len(self.images[v]) >= images for v in VIEWS) and len(self.js) > states
+                      and len(self.clock) > states, timeout)
+        assert ok, f"sim_node streams did not arrive within {timeout:.0f} s: {self.report()}; log:\n{proc.output()}"
+
     def close(self) -> None:
         self.stop.set()
         self.thread.join(timeout=2)
@@ -108,15 +127,13 @@ def sim(tmp_path_factory):
     cmd = [node_executable("vidplan_sim", "sim_node"), "--ros-args", "-r", "__node:=sim",
            "-p", "scene_seed:=2", "-p", "clutter:=1", "-p", "task:=put the red cube in the bowl",
            "-p", "lockstep:=true", "-p", "real_time_factor:=1.0"]
-    with started(cmd, log) as proc:
-        probe = Probe()
-        try:
-            ok = wait_for(lambda: all(len(probe.images[v]) >= 2 for v in VIEWS) and len(probe.js) > 5
-                          and len(probe.clock) > 5, 40.0)
-            assert ok, f"sim_node streams did not arrive; log:\n{proc.output()}"
+    probe = Probe()  # subscribed before the sim starts: its first messages and discovery find a waiting reader
+    try:
+        with started(cmd, log) as proc:
+            probe.wait_streams(proc)
             yield proc, probe
-        finally:
-            probe.close()
+    finally:
+        probe.close()
 
 
 def _sim_diag(probe) -> dict[str, str]:

@@ -10,7 +10,7 @@ import time
 
 import numpy as np
 import pytest
-from proc_helpers import node_executable, started, wait_for
+from proc_helpers import node_executable, started
 from test_sim_node import Probe
 
 
@@ -18,17 +18,17 @@ def test_real_time_mode_follows_the_wall_clock(tmp_path):
     """lockstep:=false: sim time follows wall time (frames may drop instead); streams still arrive."""
     cmd = [node_executable("vidplan_sim", "sim_node"), "--ros-args", "-r", "__node:=sim_rt", "-p", "scene_seed:=4",
            "-p", "clutter:=0", "-p", "lockstep:=false", "-p", "camera_rate_hz:=10.0", "-p", "state_rate_hz:=50.0"]
-    with started(cmd, tmp_path / "sim_rt.log") as proc:
-        probe = Probe()
-        try:
-            assert wait_for(lambda: len(probe.clock) > 5 and len(probe.images["wrist"]) > 2, 40.0), proc.output()
+    probe = Probe()  # subscribed before the sim starts
+    try:
+        with started(cmd, tmp_path / "sim_rt.log") as proc:
+            probe.wait_streams(proc)
             c0, w0 = probe.clock[-1], time.monotonic()
             time.sleep(3.0)
             c1, w1 = probe.clock[-1], time.monotonic()
             with probe.lock:
                 stamps = sorted({m.header.stamp.sec + m.header.stamp.nanosec * 1e-9 for m in probe.js})
-        finally:
-            probe.close()
+    finally:
+        probe.close()
     ratio = (c1 - c0) / (w1 - w0)
     assert 0.5 < ratio < 1.3, f"sim time ran at {ratio:.2f}× wall time in real-time mode"
     # The state rate is in sim time: joint states are 1/50 s of sim time apart (a loaded receiver may miss some).

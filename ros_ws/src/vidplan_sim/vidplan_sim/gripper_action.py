@@ -43,7 +43,11 @@ class GripperActionServer:
         self.sim = sim
         self._type = GripperCommand
         self.open_width, self.tol, self.settle_s, self.timeout_s = open_width_m, tolerance_m, settle_s, timeout_s
-        self.node = rclpy.create_node("sim_gripper_action", context=sim.context)
+        # Named after the sim node, without the process's command-line arguments: a `-r __node:=NAME` remap (the
+        # supervisor starts every node so) renames every node of the process, and two nodes named alike share one
+        # rosout publisher and confuse `ros2 node list`. The action name is a sim parameter, not a remap.
+        self.node = rclpy.create_node(f"{sim.get_name()}_gripper_action", namespace=sim.get_namespace(),
+                                      context=sim.context, use_global_arguments=False)
         self._goal_lock = threading.Lock()
         self._current = None
         self.server = ActionServer(self.node, GripperCommand, action_name, execute_callback=self._execute,

@@ -359,9 +359,13 @@ class SimNode(Node):
             self.pub_tf.publish(self._tf(self.robot_state.transforms(pos), stamp))
 
     def _render_and_publish(self) -> None:
+        t0 = time.monotonic()
         with self._lock:
             stamp = sec_to_stamp(self.sim_now())
             frames = self.env.render()
+        took = time.monotonic() - t0
+        if self.stats["triplets"] == 0 or took > 2.0:  # the first frame, and any render that stalls the sim
+            self.get_logger().info(f"camera frame {self.stats['triplets']} rendered in {took:.2f} s (wall)")
         for v, img in zip(VIEW_ORDER, frames, strict=True):
             msg = Image()
             msg.header.stamp = stamp
