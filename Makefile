@@ -8,7 +8,7 @@ TEST_WORKERS ?= 2
 
 # what runs on the robot's ROS 2 Python (3.10 on Humble); tests/unit/test_lint.py checks the same paths
 PY310_PATHS = ros_ws/src/vidplan_core/vidplan_core ros_ws/src/vidplan_ros/vidplan_ros ros_ws/src/vidplan_sim/vidplan_sim \
-	ros_ws/src/vidplan_bringup
+	ros_ws/src/vidplan_bringup ros_ws/src/vidplan_app/vidplan_app
 
 .PHONY: help setup shell test test-unit test-integration lint demo demo-scripted demo-models up bench clean
 

@@ -1,6 +1,6 @@
 """Closed-loop success in simulation: VidPlan vs its ablations and baselines (``vidplan eval sim``), summarised.
 
-Runs :func:`vidplan_core.eval.closed_loop.run_closed_loop` on the trained demo models (models/demo) and writes
+Runs :func:`vidplan_app.jobs.closed_loop.run_closed_loop` on the trained demo models (models/demo) and writes
 
 * ``bench/results/closed_loop_eval/`` — the evaluation itself: results.json (every episode with its seed), table.md,
   success.png (so anyone can rerun an episode from its seed, clutter level and instruction);
@@ -180,7 +180,7 @@ def main(argv: list[str] | None = None) -> int:
 
     import torch
 
-    from vidplan_core.eval.closed_loop import ClosedLoopConfig, run_closed_loop
+    from vidplan_app.jobs.closed_loop import ClosedLoopConfig, run_closed_loop
     from vidplan_core.planning.config import parse_override
 
     torch.set_num_threads(1)

@@ -64,7 +64,7 @@ def main() -> int:
     control_train_s = None
     if not (control / "final").is_dir():
         init = {k: runs / k / "final" for k in ("semantic", "world-model")} | {"vae": runs / "vae" / "final"}
-        cmd = [sys.executable, "-c", "from vidplan_core.cli import main; main()", "train", "flow-map",
+        cmd = [sys.executable, "-c", "from vidplan_app.cli import main; main()", "train", "flow-map",
                "--config", "demo-flow-map", "--data", str(args.work / "data"), "--out", str(control),
                "--max-steps", str(psd_steps), "--set", "task.distill=false",
                "--set", f"init.semantic={init['semantic']}", "--set", f"init.autoencoder={init['vae']}",

@@ -258,7 +258,7 @@ def main() -> None:
     torch.set_num_threads(1)
     eval_bags = a.work / "eval_bags"
     if not (eval_bags / ".done").is_file():
-        subprocess.run([sys.executable, "-c", "from vidplan_core.cli import main; main()", "data", "generate",
+        subprocess.run([sys.executable, "-c", "from vidplan_app.cli import main; main()", "data", "generate",
                         "--out", str(eval_bags), "--episodes", str(a.eval_episodes), "--seed", "0", "--width", "320",
                         "--height", "180", "--camera-rate", "5", "--clutter", "0,1,2,3", "--failure-prob", "0.33",
                         "--max-steps", "150"],

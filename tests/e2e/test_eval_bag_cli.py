@@ -25,7 +25,7 @@ _spec.loader.exec_module(helpers)
 
 def _vidplan() -> list[str]:
     exe = shutil.which("vidplan")
-    return [exe] if exe else [sys.executable, "-m", "vidplan_core.cli"]
+    return [exe] if exe else [sys.executable, "-m", "vidplan_app.cli"]
 
 
 def _run(args: list[str], timeout: float = 300) -> subprocess.CompletedProcess:

@@ -21,7 +21,7 @@ pytest.importorskip("mujoco", reason="MuJoCo is needed for the simulation")
 
 def _vidplan() -> list[str]:
     exe = shutil.which("vidplan")
-    return [exe] if exe else [sys.executable, "-c", "from vidplan_core.cli import main; main()"]
+    return [exe] if exe else [sys.executable, "-c", "from vidplan_app.cli import main; main()"]
 
 
 def _run(args: list[str], timeout: float = 240) -> subprocess.CompletedProcess:
@@ -38,7 +38,7 @@ def test_generate_convert_train_plan(tmp_path):
     import torch
     from typer.testing import CliRunner
 
-    from vidplan_core.cli import app
+    from vidplan_app.cli import app
 
     threads = torch.get_num_threads()
     torch.set_num_threads(1)  # tiny models: one thread is ~10× faster than two contended ones on a shared machine

@@ -136,8 +136,8 @@ def test_up_with_a_profile_arg_of_the_wrong_type_exits_2_naming_arg_and_type(tmp
 
 @pytest.mark.parametrize("name", ["robot", "sim", "replay"])
 def test_shipped_profiles_set_only_parameters_their_nodes_declare(name):
-    from vidplan_core.bringup import load_profile, resolve_profile
-    from vidplan_core.supervisor import Supervisor
+    from vidplan_bringup.profiles import load_profile, resolve_profile
+    from vidplan_bringup.supervisor import Supervisor
 
     profile, path = load_profile(name)
     nodes = resolve_profile(profile, str(path), {k: True for k in profile.args if k == "planner"})

@@ -9,7 +9,7 @@ import subprocess
 
 from proc_helpers import node_executable
 
-from vidplan_core.bringup import DECLARED_PARAMETERS_TAG, LIST_PARAMETERS_ENV
+from vidplan_core.parameter_listing import DECLARED_PARAMETERS_TAG, LIST_PARAMETERS_ENV
 
 
 def _run(package: str, executable: str, ros_args: list[str], env: dict[str, str] | None = None,

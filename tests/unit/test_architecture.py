@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
-PACKAGES = ("vidplan_core", "vidplan_ros", "vidplan_sim", "vidplan_bringup")
+PACKAGES = ("vidplan_app", "vidplan_core", "vidplan_ros", "vidplan_sim", "vidplan_bringup")
 
 
 def _lint(cwd: Path, pythonpath: str | None = None) -> subprocess.CompletedProcess:
@@ -28,7 +28,7 @@ def _lint(cwd: Path, pythonpath: str | None = None) -> subprocess.CompletedProce
 def test_the_contracts_hold():
     res = _lint(ROOT)
     assert res.returncode == 0, res.stdout[-4000:] + res.stderr[-2000:]
-    assert "4 kept, 0 broken" in res.stdout
+    assert "5 kept, 0 broken" in res.stdout
 
 
 def test_a_deliberate_violation_breaks_them(tmp_path):
@@ -44,9 +44,34 @@ def test_a_deliberate_violation_breaks_them(tmp_path):
     # and a folder-level loop: the runtime reaching up into the planner that uses it
     (tmp_path / "vidplan_core" / "runtime" / "_violation.py").write_text(
         "def f():\n    import vidplan_core.planning.session\n")
+    # and the simulator reaching up into the application's closed-loop job
+    (tmp_path / "vidplan_sim" / "_violation.py").write_text("from vidplan_app.jobs import closed_loop\n")
     res = _lint(tmp_path, pythonpath=str(tmp_path))
     assert res.returncode != 0
     assert "vidplan_core._layer_violation -> vidplan_ros.conversions" in res.stdout, res.stdout[-4000:]
     assert "vidplan_core.models._violation -> vidplan_core.planning.planner" in res.stdout, res.stdout[-4000:]
     assert "vidplan_core.runtime._violation -> vidplan_core.planning.session" in res.stdout, res.stdout[-4000:]
-    assert "3 broken" in res.stdout  # the layers contract sees the network module reach up too
+    assert "vidplan_sim._violation -> vidplan_app.jobs.closed_loop" in res.stdout, res.stdout[-4000:]
+    assert "4 broken" in res.stdout  # the layers contract sees the network module reach up too
+
+
+def test_each_package_xml_declares_the_ros_packages_it_imports():
+    """Every ROS package a vidplan package imports (module-level or inside a function) is an exec_depend of its
+    package.xml, so rosdep installs it on a robot. (Declared but not imported is allowed: launch files and the
+    executables a profile starts need packages that no Python module imports.)"""
+    import re
+
+    import grimp
+    from ament_index_python.packages import get_packages_with_prefixes
+
+    ament = set(get_packages_with_prefixes())
+    graph = grimp.build_graph(*PACKAGES, include_external_packages=True)
+    missing = {}
+    for pkg in PACKAGES:
+        imported = {dep.split(".")[0] for mod in graph.find_descendants(pkg) | {pkg}
+                    for dep in graph.find_modules_directly_imported_by(mod)}
+        xml = (ROOT / "ros_ws" / "src" / pkg / "package.xml").read_text()
+        declared = set(re.findall(r"<(?:exec_|build_)?depend>([^<]+)</", xml))
+        if gap := sorted((imported & ament) - declared - {pkg}):
+            missing[pkg] = gap
+    assert not missing, f"package.xml lacks exec_depend for imported ROS packages: {missing}"

@@ -129,7 +129,7 @@ def test_bc_and_bc_plus_vidplan_run_closed_loop_and_are_opt_in(tmp_path):
     """The paper's comparison in simulation: ``bc`` executes the policy's chunks, ``bc+vidplan`` scores perturbations
     of them; neither is in the default variant list (a bundle needs a policy), and asking for them with a bundle
     without one is an error naming the policy before any episode runs."""
-    from vidplan_core.eval.closed_loop import DEFAULT_VARIANTS, ClosedLoopConfig, ClosedLoopError, run_closed_loop
+    from vidplan_app.jobs.closed_loop import DEFAULT_VARIANTS, ClosedLoopConfig, ClosedLoopError, run_closed_loop
     from vidplan_core.runtime.bundle import random_planner_models
 
     assert "bc" not in DEFAULT_VARIANTS and "bc+vidplan" not in DEFAULT_VARIANTS
@@ -178,7 +178,7 @@ def test_serve_openpi_refuses_a_bc_nominal_without_a_policy(tmp_path):
     """`vidplan serve openpi --nominal bc` on a bundle without policy/ exits 2 naming it, before serving."""
     from typer.testing import CliRunner
 
-    from vidplan_core.cli import app
+    from vidplan_app.cli import app
     from vidplan_core.runtime.bundle import random_planner_models
 
     bare = tmp_path / "bare"

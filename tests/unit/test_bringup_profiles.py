@@ -7,9 +7,15 @@ from pathlib import Path
 
 import pytest
 
-from vidplan_core.bringup import find_profile, load_profile, parse_overrides, resolve_profile, ros_params_file_content
+from vidplan_bringup.profiles import (
+    find_profile,
+    load_profile,
+    parse_overrides,
+    resolve_profile,
+    ros_params_file_content,
+)
+from vidplan_bringup.supervisor import MissingBuildError, find_executable
 from vidplan_core.config import ConfigError
-from vidplan_core.supervisor import MissingBuildError, find_executable
 
 REPO = Path(__file__).resolve().parents[2]
 SHIPPED = ["robot", "sim", "replay"]

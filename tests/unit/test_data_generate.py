@@ -8,8 +8,8 @@ import os
 import numpy as np
 import pytest
 
+from vidplan_app.jobs.generate import GenerateConfig, GenerateError, generate_dataset
 from vidplan_core.data.bags import BagReader
-from vidplan_core.data.generate import GenerateConfig, GenerateError, generate_dataset
 from vidplan_core.data.messages import Codec
 from vidplan_core.images import decode_image
 

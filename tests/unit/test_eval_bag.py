@@ -399,7 +399,7 @@ def test_index_naming_a_missing_part_is_bad_input(tmp_path, episode_bag, tiny_bu
     # the CLI: exit code 2, the key and the path named, nothing written
     from typer.testing import CliRunner
 
-    from vidplan_core.cli import app
+    from vidplan_app.cli import app
 
     r = CliRunner().invoke(app, ["eval-bag", str(episode_bag), "--model", str(tmp_path / "uq_head"), "--out",
                                  str(tmp_path / "cli"), "--no-progress", "--no-shadow"])

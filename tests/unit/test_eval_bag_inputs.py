@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from vidplan_core.cli import app
+from vidplan_app.cli import app
 from vidplan_core.eval.bag_eval import EvalBagConfig, EvalBagError, eval_bag, unreadable_model_file
 
 REPO = Path(__file__).resolve().parents[2]

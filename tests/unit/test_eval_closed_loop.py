@@ -34,7 +34,7 @@ def tiny_bundle(tmp_path_factory) -> Path:
 
 
 def _cfg(model: Path, **kw):
-    from vidplan_core.eval.closed_loop import ClosedLoopConfig
+    from vidplan_app.jobs.closed_loop import ClosedLoopConfig
 
     base = dict(model=str(model), episodes=1, episodes_other=1, clutter=[0], tasks=["touch"], seed=1, width=96,
                 height=64)
@@ -43,7 +43,7 @@ def _cfg(model: Path, **kw):
 
 
 def test_scripted_nominal_policy_indexes_the_plan_by_time():
-    from vidplan_core.eval.closed_loop import ScriptedNominalPolicy
+    from vidplan_app.jobs.closed_loop import ScriptedNominalPolicy
 
     plan = np.zeros((20, 7))
     plan[:, 0] = np.arange(20)
@@ -61,7 +61,7 @@ def test_scripted_nominal_policy_indexes_the_plan_by_time():
 
 @pytest.mark.slow
 def test_eval_sim_scripted_succeeds_random_does_not(tiny_bundle, tmp_path):
-    from vidplan_core.eval.closed_loop import ClosedLoopError, run_closed_loop
+    from vidplan_app.jobs.closed_loop import ClosedLoopError, run_closed_loop
 
     out = tmp_path / "run"
     calls = []
@@ -110,7 +110,7 @@ def test_eval_sim_scripted_succeeds_random_does_not(tiny_bundle, tmp_path):
 
 
 def test_eval_sim_budget_decides_and_planner_variants_run(tiny_bundle, tmp_path):
-    from vidplan_core.eval.closed_loop import run_closed_loop
+    from vidplan_app.jobs.closed_loop import run_closed_loop
 
     res = run_closed_loop(_cfg(tiny_bundle, variants=["scripted", "no-uq", "scripted+vidplan"],
                                overrides={"episode_steps": 6, "session.gradopt.refine_iters": 1}), tmp_path / "short")
@@ -125,7 +125,7 @@ def test_eval_sim_budget_decides_and_planner_variants_run(tiny_bundle, tmp_path)
 def test_eval_sim_cli_bad_input(tiny_bundle, tmp_path):
     from typer.testing import CliRunner
 
-    from vidplan_core.cli import app
+    from vidplan_app.cli import app
 
     r = CliRunner().invoke(app, ["eval", "sim", "--clutter", "0,7", "--out", str(tmp_path / "x")])
     assert r.exit_code == 2 and "--clutter" in r.output
@@ -142,7 +142,7 @@ def test_eval_sim_cli_bad_input(tiny_bundle, tmp_path):
 def test_oracle_backend_reproduces_the_executed_chunk():
     """The oracle's rollout of a chunk ends where executing that chunk for real ends (< 1 mm), and leaves the scene
     as it found it."""
-    from vidplan_core.eval.closed_loop import _Executor
+    from vidplan_app.jobs.closed_loop import _Executor
     from vidplan_core.kinematics import PandaKinematics
     from vidplan_core.planning.proposals import basis_velocity_proposals
     from vidplan_core.runtime.base import PlanningContext
@@ -203,12 +203,12 @@ def test_eval_sim_workers_give_the_same_episodes(tmp_path):
     import subprocess
     import sys
 
-    from vidplan_core.eval.closed_loop import ClosedLoopConfig, run_closed_loop
+    from vidplan_app.jobs.closed_loop import ClosedLoopConfig, run_closed_loop
 
     cfg = ClosedLoopConfig(variants=["scripted"], episodes=2, clutter=[0, 1], tasks=["touch"], width=96, height=64)
     one = run_closed_loop(cfg, tmp_path / "one")
     out = tmp_path / "two"
-    code = ("from vidplan_core.cli import app; app(['eval', 'sim', '--variants', 'scripted', '--episodes', '2', "
+    code = ("from vidplan_app.cli import app; app(['eval', 'sim', '--variants', 'scripted', '--episodes', '2', "
             f"'--clutter', '0,1', '--tasks', 'touch', '--workers', '2', '--no-progress', '--out', r'{out}'])")
     p = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=600)
     assert p.returncode == 0, p.stdout + p.stderr
@@ -222,7 +222,7 @@ def test_eval_sim_workers_give_the_same_episodes(tmp_path):
 def test_oracle_learned_pixels_scores_the_simulator_frames_with_gripper_centring(tmp_path):
     """The pixel diagnostic rung runs with a grounded-scorer bundle whose maps are the two exterior views and the
     gripper-referenced centring term; it is not in the default variant list."""
-    from vidplan_core.eval.closed_loop import DEFAULT_VARIANTS, VARIANTS, run_closed_loop
+    from vidplan_app.jobs.closed_loop import DEFAULT_VARIANTS, VARIANTS, run_closed_loop
     from vidplan_core.runtime.bundle import random_planner_models
 
     assert "oracle+learned-pixels" in VARIANTS and "oracle+learned-pixels" not in DEFAULT_VARIANTS
@@ -240,7 +240,7 @@ def test_privileged_rungs_run_under_a_gripper_centring_planner_config(tmp_path):
     """A ladder run with centring='gripper' in the planner config (the grounded bundle's setting) still runs the
     learned+privileged rung: its score switches centring off (lam 0), so its state-predicting backend needs no
     semantic maps or camera geometry."""
-    from vidplan_core.eval.closed_loop import run_closed_loop
+    from vidplan_app.jobs.closed_loop import run_closed_loop
     from vidplan_core.runtime.bundle import random_planner_models
 
     pm = random_planner_models("tiny", seed=0, scorer="grounded")

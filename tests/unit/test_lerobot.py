@@ -81,7 +81,7 @@ def test_import_and_in_place_windows_agree(lerobot_dir, tmp_path):
     windows: frames, actions, values, instructions."""
     from typer.testing import CliRunner
 
-    from vidplan_core.cli import app
+    from vidplan_app.cli import app
 
     out = tmp_path / "shards"
     res = CliRunner().invoke(app, ["data", "import", "lerobot", str(lerobot_dir), "--out", str(out), "--size",
@@ -110,7 +110,7 @@ def test_training_reads_a_lerobot_dataset_in_place(lerobot_dir, tmp_path):
     import torch
     from typer.testing import CliRunner
 
-    from vidplan_core.cli import app
+    from vidplan_app.cli import app
 
     runs = tmp_path / "runs"
     common = ["--data", str(lerobot_dir), "--max-steps", "2", "--set", "train.progress=false", "--set",

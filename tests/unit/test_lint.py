@@ -22,7 +22,8 @@ def test_packages_run_on_python_3_10():
     vermin = shutil.which("vermin")
     assert vermin, "vermin is installed by make setup (requirements/base.txt)"
     paths = [str(REPO / "ros_ws" / "src" / p) for p in ("vidplan_core/vidplan_core", "vidplan_ros/vidplan_ros",
-                                                         "vidplan_sim/vidplan_sim", "vidplan_bringup")]
+                                                         "vidplan_sim/vidplan_sim", "vidplan_bringup",
+                                                         "vidplan_app/vidplan_app")]
     make = (REPO / "Makefile").read_text()
     assert all(p.split("/src/")[1] in make for p in paths), "Makefile PY310_PATHS and this test name the same paths"
     res = subprocess.run([vermin, "--target=3.10-", "--violations", "--no-tips", "-q", *paths], cwd=REPO,

@@ -14,7 +14,7 @@ import torch
 import yaml
 from typer.testing import CliRunner
 
-from vidplan_core.cli import app
+from vidplan_app.cli import app
 from vidplan_core.models import SemanticScorer, VideoAutoencoder, WorldModel
 from vidplan_core.models.configs import CONFIG_DIR, build_suite
 

@@ -191,7 +191,7 @@ def test_planner_node_eval_sim_and_eval_bag_use_the_one_loader(saved, monkeypatc
 
     monkeypatch.setattr(L, "load_planner_backend", spy)
     made = {}
-    from vidplan_core.eval.closed_loop import ClosedLoopConfig, _load_backends
+    from vidplan_app.jobs.closed_loop import ClosedLoopConfig, _load_backends
 
     loaded = _load_backends(ClosedLoopConfig(model=str(saved)), need_no_uq=True)
     made["eval sim"] = loaded.backends["default"]
@@ -221,7 +221,7 @@ def test_eval_sim_fails_before_any_episode_when_the_index_names_a_missing_part(s
     """run_closed_loop loads the models first: ClosedLoopError naming key and path (the CLI prints it and exits 2),
     nothing written, no episode run."""
     pytest.importorskip("mujoco")
-    from vidplan_core.eval.closed_loop import ClosedLoopConfig, ClosedLoopError, run_closed_loop
+    from vidplan_app.jobs.closed_loop import ClosedLoopConfig, ClosedLoopError, run_closed_loop
 
     d = _copy(saved, tmp_path)
     shutil.rmtree(d / "uq_head")
@@ -232,7 +232,7 @@ def test_eval_sim_fails_before_any_episode_when_the_index_names_a_missing_part(s
     assert not out.exists() or not any(out.iterdir())
     from typer.testing import CliRunner
 
-    from vidplan_core.cli import app
+    from vidplan_app.cli import app
 
     r = CliRunner().invoke(app, ["eval", "sim", "--model", str(d), "--out", str(out), "--episodes", "1", "--clutter",
                                  "0", "--variants", "vidplan", "--no-progress"])

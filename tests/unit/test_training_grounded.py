@@ -50,7 +50,7 @@ def test_segmentation_labels_sit_where_the_objects_project():
 def test_grounding_shards_and_cli_training(tmp_path, monkeypatch):
     from typer.testing import CliRunner
 
-    from vidplan_core.cli import app
+    from vidplan_app.cli import app
     from vidplan_core.models.grounded import GroundedScorer
     from vidplan_core.training.grounded import load_shards
     from vidplan_sim.grounding_data import generate_grounding_dataset

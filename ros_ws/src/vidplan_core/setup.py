@@ -14,7 +14,6 @@ setup(
     zip_safe=True,
     maintainer="vidplan developers",
     maintainer_email="dev@vidplan.invalid",
-    description="vidplan library (no rclpy) and the `vidplan` command line.",
+    description="vidplan library: no rclpy, no simulator.",
     license="Apache-2.0",
-    entry_points={"console_scripts": ["vidplan = vidplan_core.cli:main"]},
 )

@@ -2,7 +2,7 @@
 
 Needs ``launch`` and ``launch_ros`` (a full ROS 2 install: Humble, Jazzy, Kilted). They are not installable on
 pip-only machines, so this module is exercised on the robot, not in our CI; the profile handling it relies on
-(:mod:`vidplan_core.bringup`) is tested everywhere.
+(:mod:`vidplan_bringup.profiles`) is tested everywhere.
 """
 
 from __future__ import annotations
@@ -23,7 +23,7 @@ def generate_profile_launch_description(profile_name: str) -> Any:
     from launch_ros.actions import Node
 
     from launch import LaunchDescription
-    from vidplan_core.bringup import load_profile, parse_overrides, resolve_profile
+    from vidplan_bringup.profiles import load_profile, parse_overrides, resolve_profile
 
     profile, path = load_profile(profile_name)
 

@@ -3,7 +3,7 @@
 Also the parameter check every vidplan node gets: a parameter the node was given (params file, ``-p``, a profile,
 a ``vidplan up NODE.PARAM:=`` override) that it does not declare is an error (exit 2 naming it and the closest
 declared names), never silently ignored. And the listing mode ``vidplan up`` uses to check a profile's parameters
-without starting anything (:data:`vidplan_core.bringup.LIST_PARAMETERS_ENV`).
+without starting anything (:data:`vidplan_core.parameter_listing.LIST_PARAMETERS_ENV`).
 """
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ from rclpy.exceptions import ParameterException
 from rclpy.executors import ExternalShutdownException, MultiThreadedExecutor, SingleThreadedExecutor
 from rclpy.node import Node
 
-from vidplan_core.bringup import DECLARED_PARAMETERS_TAG, LIST_PARAMETERS_ENV
+from vidplan_core.parameter_listing import DECLARED_PARAMETERS_TAG, LIST_PARAMETERS_ENV
 
 __all__ = ["check_parameter_overrides", "parameter_descriptor", "parameter_docs", "parameters_declared", "run_node",
            "unknown_parameters"]

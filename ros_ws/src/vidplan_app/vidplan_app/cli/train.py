@@ -14,7 +14,7 @@ from pathlib import Path
 
 import typer
 
-from vidplan_core.cli import app
+from vidplan_app.cli import app
 
 
 @app.command()

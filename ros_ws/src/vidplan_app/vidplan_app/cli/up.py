@@ -8,10 +8,10 @@ from pathlib import Path
 
 import typer
 
-from vidplan_core.bringup import documented_params_file, load_profile, parse_overrides, resolve_profile
-from vidplan_core.cli import app
+from vidplan_app.cli import app
+from vidplan_bringup.profiles import documented_params_file, load_profile, parse_overrides, resolve_profile
+from vidplan_bringup.supervisor import MissingBuildError, Supervisor
 from vidplan_core.config import ConfigError
-from vidplan_core.supervisor import MissingBuildError, Supervisor
 
 
 @app.command(context_settings={"allow_extra_args": False})

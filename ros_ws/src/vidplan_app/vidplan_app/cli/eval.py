@@ -12,7 +12,7 @@ from pathlib import Path
 
 import typer
 
-from vidplan_core.cli import app
+from vidplan_app.cli import app
 
 eval_app = typer.Typer(help="Evaluation: a model on a recorded bag (bag); closed-loop in simulation (sim).",
                        no_args_is_help=True)
@@ -227,7 +227,7 @@ def eval_sim_cmd(
     """
     from pydantic import ValidationError
 
-    from vidplan_core.eval.closed_loop import ClosedLoopConfig, ClosedLoopError, run_closed_loop
+    from vidplan_app.jobs.closed_loop import ClosedLoopConfig, ClosedLoopError, run_closed_loop
     from vidplan_core.planning.config import PlanningConfigError, parse_override
 
     try:

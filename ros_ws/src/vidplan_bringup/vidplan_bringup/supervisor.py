@@ -27,12 +27,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO
 
-from vidplan_core.bringup import (
-    DECLARED_PARAMETERS_TAG,
-    LIST_PARAMETERS_ENV,
-    ResolvedNode,
-    ros_params_file_content,
-)
+from vidplan_bringup.profiles import ResolvedNode, ros_params_file_content
+from vidplan_core.parameter_listing import DECLARED_PARAMETERS_TAG, LIST_PARAMETERS_ENV
 
 __all__ = ["MissingBuildError", "ParameterCheck", "Supervisor", "find_executable"]
 

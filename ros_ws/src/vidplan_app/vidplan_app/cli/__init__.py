@@ -27,14 +27,14 @@ def _root() -> None:
 
 
 # Register sub-commands (each module adds its commands to `app`).
-from vidplan_core.cli import data as _data  # noqa: E402,F401
-from vidplan_core.cli import demo as _demo  # noqa: E402,F401
-from vidplan_core.cli import eval as _eval  # noqa: E402,F401
-from vidplan_core.cli import export as _export  # noqa: E402,F401
-from vidplan_core.cli import imports as _imports  # noqa: E402,F401
-from vidplan_core.cli import serve as _serve  # noqa: E402,F401
-from vidplan_core.cli import train as _train  # noqa: E402,F401
-from vidplan_core.cli import up as _up  # noqa: E402,F401
+from vidplan_app.cli import data as _data  # noqa: E402,F401
+from vidplan_app.cli import demo as _demo  # noqa: E402,F401
+from vidplan_app.cli import eval as _eval  # noqa: E402,F401
+from vidplan_app.cli import export as _export  # noqa: E402,F401
+from vidplan_app.cli import imports as _imports  # noqa: E402,F401
+from vidplan_app.cli import serve as _serve  # noqa: E402,F401
+from vidplan_app.cli import train as _train  # noqa: E402,F401
+from vidplan_app.cli import up as _up  # noqa: E402,F401
 
 
 def main(argv: list[str] | None = None) -> None:

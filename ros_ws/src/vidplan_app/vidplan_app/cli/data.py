@@ -9,7 +9,7 @@ from pathlib import Path
 
 import typer
 
-from vidplan_core.cli import app
+from vidplan_app.cli import app
 
 data_app = typer.Typer(help="Datasets: generate simulated episodes as rosbags, convert bags to training shards.",
                        no_args_is_help=True)
@@ -54,8 +54,8 @@ def generate(
     /vidplan/expert_action (PlanChunk, one step: the commanded EE target), /vidplan/task, /vidplan/episode
     (JSON: task, instruction, success, seed, clutter, failure). Resumable: finished episodes are skipped.
     """
+    from vidplan_app.jobs.generate import GenerateConfig, GenerateError, generate_dataset
     from vidplan_core.config import ConfigError, validate_model
-    from vidplan_core.data.generate import GenerateConfig, GenerateError, generate_dataset
 
     try:
         cfg = validate_model(GenerateConfig, {

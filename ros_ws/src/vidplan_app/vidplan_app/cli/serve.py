@@ -8,7 +8,7 @@ from pathlib import Path
 
 import typer
 
-from vidplan_core.cli import app
+from vidplan_app.cli import app
 
 serve_app = typer.Typer(help="Serve the planner to clients without ROS: openpi (DROID evaluation clients).",
                         no_args_is_help=True)

@@ -16,13 +16,13 @@ from pathlib import Path
 
 import typer
 
-from vidplan_core.cli import app
-from vidplan_core.supervisor import die_with_parent
+from vidplan_app.cli import app
+from vidplan_bringup.supervisor import die_with_parent
 
 
 def _vidplan_cmd() -> list[str]:
     exe = shutil.which("vidplan")
-    return [exe] if exe else [sys.executable, "-c", "from vidplan_core.cli import main; main()"]
+    return [exe] if exe else [sys.executable, "-c", "from vidplan_app.cli import main; main()"]
 
 
 def _stop(proc: subprocess.Popen, timeout: float = 10.0) -> int | None:
@@ -99,7 +99,7 @@ def _run_learned(*, seed: int, task: str, clutter: int, model: str, backend: str
     import math
     from datetime import datetime, timezone
 
-    from vidplan_core.supervisor import MissingBuildError, find_executable
+    from vidplan_bringup.supervisor import MissingBuildError, find_executable
 
     if backend not in ("torch", "onnxruntime"):
         return _fail(f"--backend must be torch or onnxruntime, got {backend!r}", 2)

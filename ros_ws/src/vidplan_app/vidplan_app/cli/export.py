@@ -6,7 +6,7 @@ from pathlib import Path
 
 import typer
 
-from vidplan_core.cli import app
+from vidplan_app.cli import app
 
 
 def _ints(s: str, what: str) -> list[int]:

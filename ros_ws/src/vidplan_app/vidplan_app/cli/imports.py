@@ -15,7 +15,7 @@ from pathlib import Path
 
 import typer
 
-from vidplan_core.cli import app
+from vidplan_app.cli import app
 
 import_app = typer.Typer(help="Import public checkpoints (Ctrl-World, the SVD VAE, SigLIP/CLIP) into a model "
                          "directory.", no_args_is_help=True)
