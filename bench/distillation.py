@@ -31,6 +31,7 @@ import numpy as np
 import torch
 
 from vidplan_core.models import FlowMap, VideoAutoencoder, WorldModel
+from vidplan_core.sampling import edm_loss, edm_sample, flow_map_sample, psd_loss
 from vidplan_core.spaces import ActionNormalizer
 
 RESULTS = Path(__file__).parent / "results"
@@ -169,7 +170,7 @@ def main() -> int:
             grp["lr"] = 1e-3 * max(0.1, 1.0 - (time.perf_counter() - t0) / t_teacher)
         x1, hist, a = batch(args.batch)
         opt.zero_grad(set_to_none=True)
-        loss = teacher.edm_loss(x1, hist, a, generator=gen)
+        loss = edm_loss(teacher, x1, hist, a, generator=gen)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(teacher.parameters(), 1.0)
         opt.step()
@@ -187,7 +188,13 @@ def main() -> int:
         t1, k, hist_l = time.perf_counter(), 0, []
         while (steps is None and time.perf_counter() - t1 < seconds) or (steps is not None and k < steps):
             x1, hist, a = batch(args.batch)
-            hist_l.append(fm.psd_step(o, x1, hist, a, generator=gen, distill=distill))
+            fm.train()
+            o.zero_grad(set_to_none=True)
+            out = psd_loss(fm, x1, hist, a, generator=gen, distill=distill)
+            out["loss"].backward()
+            torch.nn.utils.clip_grad_norm_(fm.parameters(), 1.0)
+            o.step()
+            hist_l.append({n: float(v.detach()) for n, v in out.items()})
             k += 1
             if k % 25 == 0:
                 last = hist_l[-25:]
@@ -208,12 +215,13 @@ def main() -> int:
     fm0 = FlowMap.from_teacher(teacher).eval()  # DIFF2FLOW of the teacher before fine-tuning
     with torch.no_grad():
         for name, fn in [
-            ("teacher_N25", lambda: teacher.sample(hist_t, act_t, num_steps=25, noise=noise)),
-            ("teacher_N50", lambda: teacher.sample(hist_t, act_t, num_steps=50, noise=noise)),
-            *[(f"flowmap_K{k}", (lambda k=k: fm.sample(hist_t, act_t, num_steps=k, noise=noise))) for k in (1, 2, 4)],
-            *[(f"control_K{k}", (lambda k=k: ctrl.sample(hist_t, act_t, num_steps=k, noise=noise)))
+            ("teacher_N25", lambda: edm_sample(teacher, hist_t, act_t, num_steps=25, noise=noise)),
+            ("teacher_N50", lambda: edm_sample(teacher, hist_t, act_t, num_steps=50, noise=noise)),
+            *[(f"flowmap_K{k}", (lambda k=k: flow_map_sample(fm, hist_t, act_t, num_steps=k, noise=noise)))
               for k in (1, 2, 4)],
-            ("teacher_init_flowmap_K4", lambda: fm0.sample(hist_t, act_t, 4, noise=noise)),
+            *[(f"control_K{k}", (lambda k=k: flow_map_sample(ctrl, hist_t, act_t, num_steps=k, noise=noise)))
+              for k in (1, 2, 4)],
+            ("teacher_init_flowmap_K4", lambda: flow_map_sample(fm0, hist_t, act_t, 4, noise=noise)),
         ]:
             pred, secs = timed_min(fn, 3)
             img = ae.decode(pred)

@@ -22,6 +22,7 @@ from vidplan_core.models.action_maps import (
 )
 from vidplan_core.models.configs import build_suite, load_suite_config
 from vidplan_core.models.world_model import WorldModel, import_ctrl_world, pad_input_conv_for_action_maps
+from vidplan_core.sampling import edm_loss
 
 pytestmark = pytest.mark.unit
 
@@ -336,7 +337,7 @@ def test_tiny_model_learns_to_follow_its_actions():
     opt = torch.optim.Adam(wm.parameters(), lr=3e-3)
     for _ in range(steps := 180):  # ratio ≈ 1.2 at 120 steps, 1.76 at 250: 180 keeps a margin at 3/4 of the cost
         vid, a = batch(8)
-        loss = wm.edm_loss(vid[:, c.num_history:], vid[:, :c.num_history], a, generator=g)
+        loss = edm_loss(wm, vid[:, c.num_history:], vid[:, :c.num_history], a, generator=g)
         opt.zero_grad()
         loss.backward()
         opt.step()

@@ -12,6 +12,7 @@ import torch
 import yaml
 
 from vidplan_core.models.configs import build_suite
+from vidplan_core.sampling import edm_loss, psd_loss
 from vidplan_core.training.config import CONFIG_DIR, load_train_config
 
 FULL = ["full-world-model", "full-flow-map", "full-heads"]
@@ -52,9 +53,9 @@ def test_one_optimizer_step_at_full_shapes(name, suite):
         act = torch.randn(B, c.num_history + c.num_future, 7)
         text = torch.randn(B, c.text_embed_dim)
         if cfg.kind == "world-model":
-            _step(wm, wm.edm_loss(x1, hist, act, text_embeds=text).mean())
+            _step(wm, edm_loss(wm, x1, hist, act, text_embeds=text).mean())
         elif cfg.kind == "flow-map":
-            out = suite.flow_map.psd_loss(x1, hist, act, text_embeds=text)
+            out = psd_loss(suite.flow_map, x1, hist, act, text_embeds=text)
             assert set(out) >= {"loss", "flow", "distill"}
             _step(suite.flow_map, out["loss"])
         else:

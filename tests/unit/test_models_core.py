@@ -24,6 +24,7 @@ from vidplan_core.models import (
     sigma_to_t,
     t_to_sigma,
 )
+from vidplan_core.sampling import edm_loss, edm_sample, flow_map_sample, psd_loss, time_grid
 
 
 @pytest.fixture(scope="module")
@@ -82,14 +83,14 @@ def test_tiny_shapes(suite):
     assert ae.decode(z).shape == imgs.shape
     hist, fut, act = _batch(wm)
     assert wm.denoise(fut, torch.tensor([0.5, 2.0]), hist, act).shape == fut.shape
-    assert wm.sample(hist, act, num_steps=2).shape == fut.shape
-    assert wm.sample(hist, act, num_steps=2, solver="heun", guidance=2.0).shape == fut.shape
+    assert edm_sample(wm, hist, act, num_steps=2).shape == fut.shape
+    assert edm_sample(wm, hist, act, num_steps=2, solver="heun", guidance=2.0).shape == fut.shape
     te = torch.randn(2, wm.config.text_embed_dim)
     assert wm.denoise(fut, 1.0, hist, act, text_embeds=te).shape == fut.shape
     with torch.no_grad():
         for k in (1, 2, 4):
-            assert fm.sample(hist, act, num_steps=k).shape == fut.shape
-    loss = wm.edm_loss(fut, hist, act, generator=torch.Generator().manual_seed(0))
+            assert flow_map_sample(fm, hist, act, num_steps=k).shape == fut.shape
+    loss = edm_loss(wm, fut, hist, act, generator=torch.Generator().manual_seed(0))
     assert loss.ndim == 0 and torch.isfinite(loss)
 
 
@@ -151,7 +152,7 @@ def test_residual_world_model_starts_at_the_copy_baseline_and_the_flow_map_agree
         torch.nn.init.zeros_(wm.unet.conv_out.bias)
         fm = FlowMap.from_teacher(wm)
         noise = torch.randn(2, wm.config.num_future, *wm.latent_shape, generator=torch.Generator().manual_seed(5))
-        pred = fm.sample(hist, act, num_steps=1, noise=noise)
+        pred = flow_map_sample(fm, hist, act, num_steps=1, noise=noise)
         shuffled = plain.denoise(noise * 80.0, torch.tensor(80.0), hist, act)  # the plain model: centred on 0
     # one step from pure noise lands on the denoiser's mean: the current frame (the copy baseline), not noise
     assert float((pred - hist[:, -1:]).abs().max()) < 0.01
@@ -170,7 +171,7 @@ def test_motion_weights_favour_what_moves(suite):
     assert float(w[..., :2, :3].min()) > 3.0 * float(w[..., 3:, 3:].max())  # moving pixels weigh more
     assert suite.world_model.motion_weights(fut, hist) is None  # off by default
     torch.manual_seed(0)
-    assert torch.isfinite(wm.edm_loss(fut, hist, act, generator=torch.Generator().manual_seed(0)))
+    assert torch.isfinite(edm_loss(wm, fut, hist, act, generator=torch.Generator().manual_seed(0)))
     with pytest.raises(ValueError, match="motion_loss_weight"):
         WorldModel.from_config(cfg, motion_loss_weight=-1.0)
 
@@ -184,15 +185,15 @@ def test_k1_sampler_equals_one_jump_and_grid(suite):
     with torch.no_grad():
         t0 = fm.t_lo
         one = fm.jump((1 - t0) * noise, t0, 1.0, hist, act)
-        assert torch.allclose(fm.sample(hist, act, num_steps=1, noise=noise), one, atol=1e-6)
+        assert torch.allclose(flow_map_sample(fm, hist, act, num_steps=1, noise=noise), one, atol=1e-6)
         two = fm.jump(fm.jump((1 - t0) * noise, t0, 0.5, hist, act), 0.5, 1.0, hist, act)
-        assert torch.allclose(fm.sample(hist, act, time_grid=[t0, 0.5, 1.0], noise=noise), two, atol=1e-6)
-    g = fm.time_grid(4)
+        assert torch.allclose(flow_map_sample(fm, hist, act, time_grid=[t0, 0.5, 1.0], noise=noise), two, atol=1e-6)
+    g = time_grid(fm, 4)
     assert g[0] == pytest.approx(1 / 81) and g[-1] == 1.0 and len(g) == 5
-    gk = fm.time_grid(4, "karras")
+    gk = time_grid(fm, 4, "karras")
     assert torch.all(gk[1:] > gk[:-1]) and gk[0] == pytest.approx(1 / 81)
     with pytest.raises(ValueError, match="increasing"):
-        fm.sample(hist, act, time_grid=[0.5, 0.2])
+        flow_map_sample(fm, hist, act, time_grid=[0.5, 0.2])
 
 
 def test_psd_steps_reduce_both_losses(suite):
@@ -203,20 +204,24 @@ def test_psd_steps_reduce_both_losses(suite):
 
     def evaluate():
         with torch.no_grad():
-            out = [fm.psd_loss(x1, hist, act, generator=torch.Generator().manual_seed(s)) for s in range(3)]
+            out = [psd_loss(fm, x1, hist, act, generator=torch.Generator().manual_seed(s)) for s in range(3)]
         return (sum(float(o["flow"]) for o in out) / 3, sum(float(o["distill"]) for o in out) / 3)
 
     fm.eval()
     before = evaluate()
     opt = torch.optim.Adam(fm.parameters(), lr=1e-3)
-    for i in range(12):
-        fm.psd_step(opt, x1, hist, act, generator=torch.Generator().manual_seed(100 + i))
+    for i in range(12):  # the optimiser step the trainer takes (training.trainer), without accelerate
+        fm.train()
+        opt.zero_grad(set_to_none=True)
+        psd_loss(fm, x1, hist, act, generator=torch.Generator().manual_seed(100 + i))["loss"].backward()
+        torch.nn.utils.clip_grad_norm_(fm.parameters(), 1.0)
+        opt.step()
     fm.eval()
     after = evaluate()
     assert after[0] < before[0], (before, after)
     assert after[1] < before[1], (before, after)
     # the control variant trains on the flow loss only
-    out = fm.psd_loss(x1, hist, act, generator=torch.Generator().manual_seed(0), distill=False)
+    out = psd_loss(fm, x1, hist, act, generator=torch.Generator().manual_seed(0), distill=False)
     assert float(out["distill"]) == 0.0 and out["loss"].requires_grad
 
 
@@ -253,8 +258,8 @@ def test_save_load_round_trip_bit_exact(suite, tmp_path):
     hist, _, act = _batch(suite.world_model, seed=5)
     noise = torch.randn(2, 3, 4, 24, 8, generator=torch.Generator().manual_seed(0))
     with torch.no_grad():
-        assert torch.equal(suite.flow_map.sample(hist, act, 2, noise=noise),
-                           loaded.flow_map.sample(hist, act, 2, noise=noise))
+        assert torch.equal(flow_map_sample(suite.flow_map, hist, act, 2, noise=noise),
+                           flow_map_sample(loaded.flow_map, hist, act, 2, noise=noise))
 
 
 def test_half_precision_storage(suite, tmp_path):

@@ -17,6 +17,7 @@ from vidplan_core.models import (
     normalized_entropy,
     to_bins,
 )
+from vidplan_core.sampling import flow_map_sample
 
 
 @pytest.fixture(scope="module")
@@ -77,7 +78,7 @@ def test_head_training_never_touches_flow_map(suite):
     fm, uq, rh = suite.flow_map, suite.uq_head, suite.reward_head
     hist, act = _inputs(fm.model)
     fm.zero_grad(set_to_none=True)
-    pred = fm.sample(hist, act, num_steps=1)  # with grad
+    pred = flow_map_sample(fm, hist, act, num_steps=1)  # with grad
     true = pred.detach() + 0.5 * torch.randn_like(pred)
     opt_u = torch.optim.Adam(uq.parameters(), lr=1e-3)
     opt_r = torch.optim.Adam(rh.parameters(), lr=1e-3)
@@ -100,7 +101,7 @@ def test_gradient_from_reward_head_reaches_actions(suite):
     hist, act = _inputs(fm.model, seed=1)
     act = act.clone().requires_grad_(True)
     T = fm.model.config.num_history
-    pred = fm.sample(hist, act, num_steps=2, noise=torch.zeros(2, 3, *fm.model.latent_shape))
+    pred = flow_map_sample(fm, hist, act, num_steps=2, noise=torch.zeros(2, 3, *fm.model.latent_shape))
     out = rh.value(pred, act[:, T:])
     (out["value"] * (1 - out["h"])).sum().backward()
     g = act.grad
@@ -108,5 +109,6 @@ def test_gradient_from_reward_head_reaches_actions(suite):
     assert float(g[:, T:].abs().sum()) > 0
     # the flow map alone also carries gradient to the actions (through the action tokens)
     act2 = act.detach().clone().requires_grad_(True)
-    fm.sample(hist, act2, num_steps=1, noise=torch.zeros(2, 3, *fm.model.latent_shape)).square().mean().backward()
+    pred = flow_map_sample(fm, hist, act2, num_steps=1, noise=torch.zeros(2, 3, *fm.model.latent_shape))
+    pred.square().mean().backward()
     assert float(act2.grad[:, T:].abs().sum()) > 0

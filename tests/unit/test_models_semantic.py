@@ -6,6 +6,7 @@ import pytest
 import torch
 
 from vidplan_core.models import ModelLoadError, SemanticScorer, build_suite, soft_centroid
+from vidplan_core.sampling import flow_map_sample
 
 VOCAB = {"[PAD]": 0, "[UNK]": 1, "pick": 2, "up": 3, "the": 4, "red": 5, "cube": 6, "[EOS]": 7}
 
@@ -67,7 +68,7 @@ def test_semantic_gradient_reaches_actions(scorer):
     hist = torch.randn(1, c.num_history, *fm.model.latent_shape, generator=g)
     act = (torch.rand(1, c.num_history + c.num_future, 7, generator=g) * 2 - 1).requires_grad_(True)
     te = scorer.encode_text(["pick up the red cube"])[0]
-    pred = fm.sample(hist, act, num_steps=1, noise=torch.zeros(1, c.num_future, *fm.model.latent_shape))
+    pred = flow_map_sample(fm, hist, act, num_steps=1, noise=torch.zeros(1, c.num_future, *fm.model.latent_shape))
     views = ae.decode(pred, clamp=False)  # (1, H, 3 views, 3, 16, 16)
     out = scorer.score_and_centroid(views[:, :, 0], te)  # left view
     (out["score"].sum() - out["centroid"][..., 0].sum()).backward()

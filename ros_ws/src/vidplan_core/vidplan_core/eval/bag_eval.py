@@ -1047,10 +1047,12 @@ def eval_bag(bag: str | Path, model_dir: str | Path, out: str | Path, topic_map:
                       ) if cfg.examples > 0 else set()
     examples: list[dict[str, Any]] = []
 
+    from vidplan_core.sampling import edm_sample, flow_map_sample  # torch: imported once a model is loaded
+
     def rollout(hist: Any, acts: Any, noise: Any) -> Any:  # (1, T, C, h, w), (1, T+H, 7), (1, H, C, h, w)
         if teacher is not None:
-            return teacher.sample(hist, acts, num_steps=cfg.teacher_steps, noise=noise, text_embeds=text_emb)
-        return fm.sample(hist, acts, num_steps=cfg.flow_steps, noise=noise, text_embeds=text_emb)
+            return edm_sample(teacher, hist, acts, num_steps=cfg.teacher_steps, noise=noise, text_embeds=text_emb)
+        return flow_map_sample(fm, hist, acts, num_steps=cfg.flow_steps, noise=noise, text_embeds=text_emb)
 
     ctl, ctl_shuffled = None, None
     if cfg.controllability:

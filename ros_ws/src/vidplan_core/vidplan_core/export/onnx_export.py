@@ -24,6 +24,7 @@ from vidplan_core.runtime.bundle import PlannerModels
 from vidplan_core.runtime.graphs import ObjectiveConfig, graph_io
 from vidplan_core.runtime.manifest import GraphEntry, Manifest, file_sha256
 from vidplan_core.runtime.torch_backend import build_graphs
+from vidplan_core.sampling import time_grid
 
 __all__ = ["ExportError", "export_planner"]
 
@@ -223,7 +224,7 @@ def export_planner(models: PlannerModels, out_dir: str | Path, flow_steps: Seque
     fm = models.suite.flow_map
     manifest = Manifest(graphs=entries, opset=opset, data_files=data_files, model={
         "horizon": H, "num_history": T, "latent_shape": [C, h, w], "flow_steps": sorted(set(flow_steps)),
-        "time_grids": {str(k): [float(t) for t in fm.time_grid(k)] for k in flow_steps},
+        "time_grids": {str(k): [float(t) for t in time_grid(fm, k)] for k in flow_steps},
         "uses_text": use_text, "text_length": int(ids.shape[1]), "semantic_kind": models.scorer.kind,
         "text_encoder": models.scorer.config.text_encoder if grounded else None,
         "semantic_view": models.semantic_view, "centring_view": models.map_view_list[0],

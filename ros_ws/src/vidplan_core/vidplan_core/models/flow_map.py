@@ -1,4 +1,5 @@
-"""Flow map distilled from the EDM world model: DIFF2FLOW warp, X_{s,t}, K-step sampler, PSD training.
+"""Flow map distilled from the EDM world model: DIFF2FLOW warp and X_{s,t} (the K-step sampler and the PSD loss
+are :mod:`vidplan_core.sampling.flow_map`).
 
 Conventions (DESIGN.md "The math"): flow time t = 0 is noise, t = 1 is data, x_t = t·x1 + (1 − t)·x0.
 DIFF2FLOW turns the EDM denoiser into a velocity:
@@ -21,8 +22,8 @@ from diffusers import ModelMixin
 from diffusers.configuration_utils import ConfigMixin, register_to_config
 from diffusers.models.embeddings import TimestepEmbedding, Timesteps
 
-from ._io import StrictLoadMixin, check_shape
-from .edm import sigma_to_t, t_to_sigma
+from ._io import StrictLoadMixin
+from .edm import t_to_sigma
 from .world_model import WorldModel
 
 __all__ = ["FlowMap", "diff2flow_velocity", "world_model_config_dict"]
@@ -141,135 +142,3 @@ class FlowMap(StrictLoadMixin, ModelMixin, ConfigMixin):
         s, t = _vec(s, B, x), _vec(t, B, x)
         v = self.velocity(x, s, t, history, actions, text_embeds, tokens)
         return x + (t - s).reshape(B, 1, 1, 1, 1) * v
-
-    def time_grid(self, num_steps: int, kind: str | None = None, rho: float = 7.0) -> torch.Tensor:
-        """K + 1 increasing flow times from t_min to t_max ("uniform" in t, or "karras": EDM σ schedule)."""
-        if num_steps < 1:
-            raise ValueError(f"number of flow-map steps must be ≥ 1, got {num_steps}")
-        kind = kind or self.config.grid
-        if kind == "uniform":
-            return torch.linspace(self.t_lo, self.t_hi, num_steps + 1)
-        if kind == "karras":
-            s_max, s_min = float(t_to_sigma(torch.tensor(self.t_lo))), float(t_to_sigma(torch.tensor(self.t_hi)))
-            i = torch.arange(num_steps + 1, dtype=torch.float64) / num_steps
-            s_min = max(s_min, 1e-3)
-            sig = (s_max ** (1 / rho) + i * (s_min ** (1 / rho) - s_max ** (1 / rho))) ** rho
-            g = sigma_to_t(sig).float()
-            g[0], g[-1] = self.t_lo, self.t_hi
-            return g
-        raise ValueError(f"unknown time grid {kind!r}; use 'uniform' or 'karras'")
-
-    def initial_noise(self, batch: int, generator: torch.Generator | None = None,
-                      device: torch.device | str | None = None, dtype: torch.dtype | None = None) -> torch.Tensor:
-        """Standard normal x0 of shape (B, H, C, h, w)."""
-        c = self.model.config
-        return torch.randn((batch, c.num_future, *self.model.latent_shape), generator=generator,
-                           device=device or self.device, dtype=dtype or self.dtype)
-
-    def sample(self, history: torch.Tensor, actions: torch.Tensor, num_steps: int = 1,
-               time_grid: torch.Tensor | list[float] | None = None, noise: torch.Tensor | None = None,
-               generator: torch.Generator | None = None, text_embeds: torch.Tensor | None = None) -> torch.Tensor:
-        """K-step rollout: x_{t0} = (1 − t0)·noise, then x_{t_{k+1}} = X_{t_k, t_{k+1}}(x_{t_k}).
-
-        Differentiable (no ``no_grad`` inside): the planner back-propagates to ``actions``.
-
-        Args:
-            history: (B, T, C, h, w) latents; actions: (B, T+H, 7) raw EE actions.
-            num_steps: K (ignored when ``time_grid`` is given).
-            time_grid: K + 1 increasing flow times (default :meth:`time_grid`).
-            noise: (B, H, C, h, w) standard normal x0 (default: drawn with ``generator``).
-        Returns:
-            (B, H, C, h, w) predicted future latents (at t = t_max).
-        """
-        B = history.shape[0]
-        grid = self.time_grid(num_steps) if time_grid is None else torch.as_tensor(time_grid, dtype=torch.float32)
-        if grid.ndim != 1 or len(grid) < 2 or not bool((grid[1:] > grid[:-1]).all()):
-            raise ValueError(f"time_grid must be ≥ 2 increasing flow times, got {grid.tolist()}")
-        if noise is None:
-            noise = self.initial_noise(B, generator, history.device, history.dtype)
-        check_shape("noise", noise, (B, self.model.config.num_future, *self.model.latent_shape))
-        tokens = self.encode_actions(actions, text_embeds)
-        g = grid.tolist()
-        x = (1.0 - g[0]) * noise
-        for k in range(len(g) - 1):
-            x = self.jump(x, g[k], g[k + 1], history, actions, tokens=tokens)
-        return x
-
-    # ------------------------------------------------------------------ training (Algorithm 2)
-    def _sample_t(self, n: int, gen: torch.Generator | None, dev: torch.device) -> torch.Tensor:
-        """Flow times from the teacher's log-normal σ distribution, clipped to [t_min, t_max]."""
-        c = self.model.config
-        sig = (torch.randn(n, generator=gen, device=dev) * c.p_std + c.p_mean).exp()
-        return sigma_to_t(sig).clamp(self.t_lo, self.t_hi)
-
-    def psd_loss(self, x1: torch.Tensor, history: torch.Tensor, actions: torch.Tensor,
-                 text_embeds: torch.Tensor | None = None, generator: torch.Generator | None = None,
-                 distill: bool = True) -> dict[str, torch.Tensor]:
-        """Progressive self-distillation loss (Algorithm 2, DESIGN.md conventions).
-
-        The batch is split ``flow_fraction`` : rest (2:1) into
-            L_flow    = ‖v_{t,t}(x_t) − (x1 − x0)‖²                       (t ~ teacher σ distribution)
-            L_distill = ‖X_{s,t}(x_s) − sg(X_{u,t}(X_{s,u}(x_s)))‖² [/(t − s)²]   (t_min ≤ s < u < t ≤ t_max)
-        With ``distill=False`` (the flow-loss-only control) the whole batch goes to L_flow.
-
-        Args: x1 (B, H, C, h, w) clean future latents, history (B, T, C, h, w), actions (B, T+H, 7).
-        Returns: dict with "loss" (L_flow + L_distill, differentiable), "flow", "distill" (detached).
-        """
-        B, dev = x1.shape[0], x1.device
-        x0 = torch.randn(x1.shape, generator=generator, device=dev, dtype=x1.dtype)
-        nf = B if not distill else max(1, min(B - 1, round(B * self.config.flow_fraction)))
-        if B < 2 and distill:
-            raise ValueError(f"PSD needs a batch of ≥ 2 (flow and distill parts), got {B}")
-        r5 = lambda v: v.reshape(-1, 1, 1, 1, 1)  # noqa: E731
-        tf = self._sample_t(nf, generator, dev).to(x1.dtype)
-        xt = r5(tf) * x1[:nf] + r5(1 - tf) * x0[:nf]
-        v = self.velocity(xt, tf, tf, history[:nf], actions[:nf], None if text_embeds is None else text_embeds[:nf])
-        err = (v - (x1[:nf] - x0[:nf])) ** 2
-        mw = self.model.motion_weights(x1[:nf], history[:nf])  # the teacher's weighting, kept in the student
-        l_flow = (err if mw is None else err * mw).mean()
-        out = {"flow": l_flow.detach()}
-        loss = l_flow
-        if distill:
-            nd = B - nf
-            sl = slice(nf, B)
-            s = self._sample_t(nd, generator, dev)
-            start = torch.rand(nd, generator=generator, device=dev) < self.config.p_start
-            s = torch.where(start, torch.full_like(s, self.t_lo), s)
-            s = s.clamp(max=self.t_hi - 1e-3)
-            r = torch.rand(nd, generator=generator, device=dev).clamp_min(0.02)
-            t = s + (self.t_hi - s) * r
-            end = torch.rand(nd, generator=generator, device=dev) < self.config.p_end
-            t = torch.where(end, torch.full_like(t, self.t_hi), t)
-            u = s + (t - s) * torch.rand(nd, generator=generator, device=dev).clamp(0.05, 0.95)
-            s, u, t = (z.to(x1.dtype) for z in (s, u, t))
-            xs = r5(s) * x1[sl] + r5(1 - s) * x0[sl]
-            h, a = history[sl], actions[sl]
-            te = None if text_embeds is None else text_embeds[sl]
-            with torch.no_grad():
-                tok = self.encode_actions(a, te)
-                target = self.jump(self.jump(xs, s, u, h, a, tokens=tok), u, t, h, a, tokens=tok)
-            pred = self.jump(xs, s, t, h, a, te)
-            err = (pred - target) ** 2
-            if self.config.distill_weighting == "velocity":
-                err = err / r5(t - s) ** 2
-            l_dist = err.mean()
-            loss = loss + l_dist
-            out["distill"] = l_dist.detach()
-        else:
-            out["distill"] = torch.zeros((), device=dev)
-        out["loss"] = loss
-        return out
-
-    def psd_step(self, optimizer: torch.optim.Optimizer, x1: torch.Tensor, history: torch.Tensor,
-                 actions: torch.Tensor, text_embeds: torch.Tensor | None = None,
-                 generator: torch.Generator | None = None, distill: bool = True,
-                 max_grad_norm: float | None = 1.0) -> dict[str, float]:
-        """One optimiser step on :meth:`psd_loss`; returns {"loss", "flow", "distill"} as floats."""
-        self.train()
-        optimizer.zero_grad(set_to_none=True)
-        out = self.psd_loss(x1, history, actions, text_embeds, generator, distill)
-        out["loss"].backward()
-        if max_grad_norm is not None:
-            torch.nn.utils.clip_grad_norm_(self.parameters(), max_grad_norm)
-        optimizer.step()
-        return {k: float(v.detach()) for k, v in out.items()}

@@ -50,7 +50,7 @@ from vidplan_core.spaces import ACTION_DIM, ActionNormalizer
 
 from ._io import ModelLoadError, StrictLoadMixin, check_finite, check_shape
 from .action_maps import ActionMapRenderer, resolve_action_map_spec
-from .edm import EDMPreconditioning, karras_sigmas, lognormal_sigmas
+from .edm import EDMPreconditioning
 
 __all__ = ["ActionEncoder", "WorldModel", "import_ctrl_world", "pad_input_conv_for_action_maps", "read_checkpoint"]
 
@@ -235,7 +235,9 @@ class WorldModel(StrictLoadMixin, ModelMixin, ConfigMixin):
         self.register_to_config(action_p01=normalizer.p01.tolist(), action_p99=normalizer.p99.tolist(),
                                 action_angle_center=normalizer.angle_center.tolist())
 
-    def _check_inputs(self, x: torch.Tensor | None, history: torch.Tensor, actions: torch.Tensor) -> int:
+    def check_inputs(self, x: torch.Tensor | None, history: torch.Tensor, actions: torch.Tensor) -> int:
+        """Check shapes and finiteness of history (B, T, C, h, w), actions (B, T+H, 7) and, when given, noisy
+        future latents x (B, H, C, h, w); returns B. Raises ValueError naming the input."""
         c = self.config
         B = history.shape[0] if history.ndim else -1
         check_shape("history latents", history, (None, c.num_history, *self.latent_shape))
@@ -316,8 +318,8 @@ class WorldModel(StrictLoadMixin, ModelMixin, ConfigMixin):
             maps = maps * keep.to(maps.dtype).reshape(-1, 1, 1, 1, 1)
         return maps
 
-    def _assemble(self, x_in: torch.Tensor, history_in: torch.Tensor, current: torch.Tensor,
-                  maps: torch.Tensor | None = None) -> torch.Tensor:
+    def assemble(self, x_in: torch.Tensor, history_in: torch.Tensor, current: torch.Tensor,
+                 maps: torch.Tensor | None = None) -> torch.Tensor:
         """Frames [history_in, x_in] (+ channel-concatenated current-frame latent, + action maps (B, T+H, K, h, w))
         → UNet input (B, T+H, C_in, h, w)."""
         sample = torch.cat([history_in, x_in], dim=1)
@@ -336,8 +338,9 @@ class WorldModel(StrictLoadMixin, ModelMixin, ConfigMixin):
         ``residual_to_current``, else None (centred on zero)."""
         return history[:, -1:] if self.config.residual_to_current else None
 
-    def _precondition(self, x: torch.Tensor, raw: torch.Tensor, sigma: torch.Tensor,
-                      shift: torch.Tensor | None) -> torch.Tensor:
+    def precondition(self, x: torch.Tensor, raw: torch.Tensor, sigma: torch.Tensor,
+                     shift: torch.Tensor | None) -> torch.Tensor:
+        """Denoised estimate D from the UNet output ``raw`` at noise level σ (B,), centred on ``shift``."""
         if shift is None:
             return self.edm.denoise(x, raw, sigma)
         return shift + self.edm.denoise(x - shift, raw, sigma)
@@ -375,7 +378,7 @@ class WorldModel(StrictLoadMixin, ModelMixin, ConfigMixin):
         Returns:
             x̂1 = D (B, H, C, h, w) [, F].
         """
-        B = self._check_inputs(x, history, actions)
+        B = self.check_inputs(x, history, actions)
         sigma = torch.as_tensor(sigma, dtype=x.dtype, device=x.device).reshape(-1).expand(B)
         if tokens is None:
             tokens = self.encode_actions(actions, text_embeds)
@@ -383,9 +386,9 @@ class WorldModel(StrictLoadMixin, ModelMixin, ConfigMixin):
         x_in = self.edm.c_in(sigma).reshape(B, 1, 1, 1, 1) * (x if shift is None else x - shift)
         if maps is None:
             maps = self.render_action_maps(actions)
-        sample = self._assemble(x_in, history, history[:, -1], maps)
+        sample = self.assemble(x_in, history, history[:, -1], maps)
         raw = self.unet_forward(sample, self.edm.c_noise(sigma), tokens, emb_extra)[:, self.config.num_history:]
-        d = self._precondition(x, raw, sigma, shift)
+        d = self.precondition(x, raw, sigma, shift)
         return (d, raw) if return_raw else d
 
     def guided_denoise(self, x: torch.Tensor, sigma: torch.Tensor, history: torch.Tensor, actions: torch.Tensor,
@@ -403,78 +406,6 @@ class WorldModel(StrictLoadMixin, ModelMixin, ConfigMixin):
                          torch.cat([actions, actions]), tokens=tok2, maps=maps2)
         dc, du = d[:B], d[B:]
         return du + guidance * (dc - du)
-
-    # ------------------------------------------------------------------ training
-    def edm_loss(self, x1: torch.Tensor, history: torch.Tensor, actions: torch.Tensor,
-                 text_embeds: torch.Tensor | None = None, generator: torch.Generator | None = None,
-                 ) -> torch.Tensor:
-        """EDM training loss (Eq. 2): E_σ,n[λ(σ)·‖D(x1 + σn; σ) − x1‖²], ln σ ~ N(P_mean, P_std²).
-
-        Includes classifier-free action dropout (p = ``action_dropout``), history noise augmentation,
-        current-frame noise augmentation and the motion weighting (``motion_loss_weight``). Args as in
-        :meth:`denoise` with x1 (B, H, C, h, w) clean future. Returns a scalar (mean over elements).
-        """
-        c = self.config
-        B = self._check_inputs(x1, history, actions)
-        dev = x1.device
-        sigma = lognormal_sigmas(B, c.p_mean, c.p_std, generator, dev).to(x1.dtype)
-        noise = torch.randn(x1.shape, generator=generator, device=dev, dtype=x1.dtype)
-        x = x1 + sigma.reshape(B, 1, 1, 1, 1) * noise  # (centred on the clean current frame when residual)
-        keep = torch.rand(B, generator=generator, device=dev) >= c.action_dropout
-        tokens = self.encode_actions(actions, text_embeds, keep)
-        # history noise augmentation (variance-preserving), as Ctrl-World
-        sh = torch.randn(B, c.num_history, 1, 1, 1, generator=generator, device=dev).abs().to(x1.dtype)
-        sh = sh * c.history_noise_std
-        hn = torch.randn(history.shape, generator=generator, device=dev, dtype=x1.dtype)
-        history_in = (history + sh * hn) / (sh ** 2 + 1).sqrt()
-        sc = torch.rand(B, 1, 1, 1, generator=generator, device=dev).to(x1.dtype) * c.cond_noise_max
-        cn = torch.randn(history[:, -1].shape, generator=generator, device=dev, dtype=x1.dtype)
-        current = (history[:, -1] + sc * cn) / (sc ** 2 + 1).sqrt()
-        shift = self.shift(history)
-        x_in = self.edm.c_in(sigma).reshape(B, 1, 1, 1, 1) * (x if shift is None else x - shift)
-        maps = self.render_action_maps(actions, keep)
-        raw = self.unet_forward(self._assemble(x_in, history_in, current, maps), self.edm.c_noise(sigma), tokens)
-        d = self._precondition(x, raw[:, c.num_history:], sigma, shift)
-        w = self.edm.loss_weight(sigma) if c.loss_weighting == "edm" else torch.ones_like(sigma)
-        err = w.reshape(B, 1, 1, 1, 1) * (d - x1) ** 2
-        mw = self.motion_weights(x1, history)
-        return (err if mw is None else err * mw).mean()
-
-    # ------------------------------------------------------------------ sampling
-    @torch.no_grad()
-    def sample(self, history: torch.Tensor, actions: torch.Tensor, num_steps: int = 50, solver: str = "euler",
-               guidance: float = 1.0, text_embeds: torch.Tensor | None = None, noise: torch.Tensor | None = None,
-               generator: torch.Generator | None = None, rho: float = 7.0) -> torch.Tensor:
-        """Teacher sampler (EDM, Karras σ schedule σ_max → σ_min → 0).
-
-        Args:
-            history: (B, T, C, h, w); actions: (B, T+H, 7) raw.
-            num_steps: N noise levels; ``euler`` uses N network evaluations (×2 with guidance ≠ 1),
-                ``heun`` 2N − 1.
-            noise: optional (B, H, C, h, w) standard normal start (x = σ_max·noise).
-        Returns:
-            (B, H, C, h, w) predicted future latents.
-        """
-        if solver not in ("euler", "heun"):
-            raise ValueError(f"solver must be 'euler' or 'heun', got {solver!r}")
-        c = self.config
-        B = self._check_inputs(None, history, actions)
-        shape = (B, c.num_future, *self.latent_shape)
-        if noise is None:
-            noise = torch.randn(shape, generator=generator, device=history.device, dtype=history.dtype)
-        check_shape("noise", noise, shape)
-        sigmas = karras_sigmas(num_steps, c.sigma_min, c.sigma_max, rho, history.device).to(history.dtype)
-        x = noise * sigmas[0]
-        for i in range(num_steps):
-            s, s_next = sigmas[i], sigmas[i + 1]
-            d = self.guided_denoise(x, s, history, actions, guidance, text_embeds)
-            slope = (x - d) / s
-            x_next = x + (s_next - s) * slope
-            if solver == "heun" and s_next > 0:
-                d2 = self.guided_denoise(x_next, s_next, history, actions, guidance, text_embeds)
-                x_next = x + (s_next - s) * 0.5 * (slope + (x_next - d2) / s_next)
-            x = x_next
-        return x
 
 
 #: suffixes of pickled torch checkpoints, read with ``torch.load(weights_only=True)`` (tensors and containers only)
@@ -573,7 +504,7 @@ def import_ctrl_world(checkpoint: str | Path, model: WorldModel) -> WorldModel:
 def pad_input_conv_for_action_maps(model: WorldModel, state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     """A state dict of a model *without* action maps, made loadable into ``model`` *with* them: the UNet's input
     convolution ``unet.conv_in.weight`` (out, C_in, 3, 3) gains zero input weights for the map channels (appended
-    last, as :meth:`WorldModel._assemble` concatenates them), so the loaded model computes exactly what the
+    last, as :meth:`WorldModel.assemble` concatenates them), so the loaded model computes exactly what the
     checkpoint did until it is trained. Other state dicts are returned unchanged."""
     key = "unet.conv_in.weight"
     if model.map_renderer is None or key not in state:

@@ -33,6 +33,7 @@ import torch
 import torch.nn as nn
 
 from vidplan_core.objective import WeightKind, entropy_weighted_value
+from vidplan_core.sampling import time_grid as time_grid_of
 
 __all__ = ["DecodeGraph", "EncodeGraph", "HeadsGraph", "ObjectiveConfig", "RolloutGraph", "SemanticGraph", "TextGraph",
            "TextProjectionGraph", "ValueGradGraph", "freeze"]
@@ -85,7 +86,7 @@ class RolloutGraph(nn.Module):
         super().__init__()
         self.fm = flow_map
         self.num_steps = int(num_steps)
-        self.grid = [float(t) for t in (time_grid if time_grid is not None else flow_map.time_grid(num_steps))]
+        self.grid = [float(t) for t in (time_grid if time_grid is not None else time_grid_of(flow_map, num_steps))]
         if len(self.grid) != self.num_steps + 1:
             raise ValueError(f"time grid {self.grid} does not have K + 1 = {self.num_steps + 1} entries")
 

@@ -36,6 +36,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from vidplan_core.config import ConfigError
+from vidplan_core.sampling import edm_loss, edm_sample, flow_map_sample, psd_loss
 from vidplan_core.training.config import TrainConfig
 
 __all__ = ["FlowMapTask", "HeadsTask", "SemanticTask", "VaeTask", "WorldModelTask", "make_task"]
@@ -94,7 +95,7 @@ class EdmObjective(nn.Module):
 
     def forward(self, history: torch.Tensor, x1: torch.Tensor, actions: torch.Tensor,
                 text_embeds: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
-        return {"loss": self.wm.edm_loss(x1, history, actions, text_embeds)}
+        return {"loss": edm_loss(self.wm, x1, history, actions, text_embeds)}
 
 
 class PsdObjective(nn.Module):
@@ -104,7 +105,7 @@ class PsdObjective(nn.Module):
 
     def forward(self, history: torch.Tensor, x1: torch.Tensor, actions: torch.Tensor,
                 text_embeds: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
-        return self.fm.psd_loss(x1, history, actions, text_embeds, distill=self.distill)
+        return psd_loss(self.fm, x1, history, actions, text_embeds, distill=self.distill)
 
 
 class HeadsObjective(nn.Module):
@@ -365,8 +366,8 @@ class WorldModelTask(_LatentTask):
         n = self.opts.val_sample_steps
         if not n:
             return {}
-        pred = model.wm.sample(inputs["history"], inputs["actions"], num_steps=n,
-                               text_embeds=inputs.get("text_embeds"))
+        pred = edm_sample(model.wm, inputs["history"], inputs["actions"], num_steps=n,
+                          text_embeds=inputs.get("text_embeds"))
         return {f"latent_mse_n{n}": float(((pred - inputs["x1"]) ** 2).mean())}
 
     def save_final(self, model: nn.Module, out_dir: Path) -> None:
@@ -395,7 +396,7 @@ class FlowMapTask(_LatentTask):
     def val_metrics(self, model: nn.Module, batch: dict[str, Any], inputs: dict[str, Any]) -> dict[str, float]:
         out = {}
         for k in self.opts.val_steps:
-            pred = model.fm.sample(inputs["history"], inputs["actions"], num_steps=k,
+            pred = flow_map_sample(model.fm, inputs["history"], inputs["actions"], num_steps=k,
                                    text_embeds=inputs.get("text_embeds"))
             out[f"latent_mse_k{k}"] = float(((pred - inputs["x1"]) ** 2).mean())
         return out
@@ -434,8 +435,8 @@ class HeadsTask(_LatentTask):
         steps = self.opts.rollout_steps
         k = steps[int(torch.randint(len(steps), ()))] if train else steps[0]
         with torch.no_grad():
-            pred = self.fm.sample(base["history"], base["actions"], num_steps=k,
-                                  text_embeds=base.get("text_embeds")).detach()
+            pred = flow_map_sample(self.fm, base["history"], base["actions"], num_steps=k,
+                                   text_embeds=base.get("text_embeds")).detach()
         T = self.num_history
         return {"pred": pred, "x1": base["x1"], "future_actions": base["actions"][:, T:],
                 "future_values": batch["value"][:, T:].to(self.device)}
