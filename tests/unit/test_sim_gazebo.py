@@ -70,9 +70,17 @@ def test_shipped_files_are_current_and_well_formed(tmp_path):
         assert shipped.is_file(), f"{shipped} missing: run `python -m vidplan_sim.gazebo --seed 0 --clutter 1`"
         assert shipped.read_text() == p.read_text(), f"{shipped} is stale: regenerate with `python -m " \
                                                       "vidplan_sim.gazebo --seed 0 --clutter 1`"
+    # the launch file is static: it parses, and its default files are the shipped ones the generator writes
     launch = (SHIPPED / "vidplan_sim_gazebo.launch.py").read_text()
     tree = ast.parse(launch)
     assert any(isinstance(n, ast.FunctionDef) and n.name == "generate_launch_description" for n in tree.body)
-    assert "NOT RUN ON OUR MACHINES" in launch and "vidplan_droid.sdf" in launch
+    assert "NOT RUN ON OUR MACHINES" in launch
+    declared = {c.args[0].value: c for c in ast.walk(tree) if isinstance(c, ast.Call)
+                and getattr(c.func, "id", "") == "DeclareLaunchArgument"}
+    assert set(declared) == {"arm_id", "world", "wrist_camera", "controllers"}
+    defaults = {k: ast.unparse(next(kw.value for kw in c.keywords if kw.arg == "default_value"))
+                for k, c in declared.items()}
+    for arg, key in (("world", "world"), ("wrist_camera", "wrist"), ("controllers", "controllers")):
+        assert repr(paths[key].name) in defaults[arg], (arg, defaults[arg])
     ctrl = yaml.safe_load((SHIPPED / "fr3_arm_controller.yaml").read_text())
     assert ctrl["fr3_arm_controller"]["ros__parameters"]["joints"] == [f"fr3_joint{i}" for i in range(1, 8)]
