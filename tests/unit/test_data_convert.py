@@ -224,7 +224,7 @@ def test_compressed_recordings_convert_like_raw_ones(tmp_path, fmt):
     eval-bag's scan finds the cameras and their size the same way."""
     from safetensors.numpy import load_file
 
-    from vidplan_core.eval.bag_eval import _scan
+    from vidplan_core.eval.bag_recording import scan_bag
 
     write_bag(tmp_path / "raw" / "ep", n=16)
     write_bag(tmp_path / "cmp" / "ep", n=16, compressed=fmt)
@@ -239,6 +239,6 @@ def test_compressed_recordings_convert_like_raw_ones(tmp_path, fmt):
         np.testing.assert_array_equal(cmp, raw)
     else:
         assert np.abs(cmp - raw).max() <= 8
-    scan = _scan(tmp_path / "cmp" / "ep", TopicMap(), salvage=False)
+    scan = scan_bag(tmp_path / "cmp" / "ep", TopicMap(), salvage=False)
     assert scan.topic_map.cameras["wrist"] == "/cameras/wrist/image_raw/compressed"
     assert scan.sizes["/cameras/wrist/image_raw/compressed"] == (SRC_H, SRC_W)

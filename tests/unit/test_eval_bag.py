@@ -17,17 +17,10 @@ import pytest
 from vidplan_core.data.bags import BagWriter
 from vidplan_core.data.messages import Codec
 from vidplan_core.eval import metrics as M
-from vidplan_core.eval.bag_eval import (
-    EXIT_OK,
-    EXIT_PARTIAL,
-    EvalBagConfig,
-    EvalBagError,
-    ReliabilityAccumulator,
-    eval_bag,
-    finite_or_null,
-    image_size_from_cdr,
-    load_bundle,
-)
+from vidplan_core.eval.bag_bundle import load_bundle
+from vidplan_core.eval.bag_eval import EXIT_OK, EXIT_PARTIAL, EvalBagConfig, EvalBagError, eval_bag
+from vidplan_core.eval.bag_metrics import ReliabilityAccumulator, finite_or_null
+from vidplan_core.eval.bag_recording import image_size_from_cdr
 from vidplan_core.runtime.loader import write_bundle_index
 from vidplan_core.spaces import VIEW_ORDER
 
@@ -154,13 +147,13 @@ def test_streaming_reliability_equals_the_batch_metric():
 
 
 def test_moving_pixel_psnr_is_pooled_per_step():
-    from vidplan_core.eval.bag_eval import _moving_psnr
+    from vidplan_core.eval.bag_metrics import moving_psnr
 
-    out = _moving_psnr({"prediction": np.array([0.01 * 300, 0.0]), "copy": np.array([0.1 * 300, 0.0])},
+    out = moving_psnr({"prediction": np.array([0.01 * 300, 0.0]), "copy": np.array([0.1 * 300, 0.0])},
                        np.array([300.0, 0.0]))
     assert out["psnr_db"][0] == pytest.approx(20.0) and out["copy_psnr_db"][0] == pytest.approx(10.0)
     assert out["gain_db"] == [pytest.approx(10.0), None] and out["gain_db_mean"] == pytest.approx(10.0)
-    assert _moving_psnr({"prediction": np.zeros(2), "copy": np.zeros(2)}, np.zeros(2))["gain_db_mean"] is None
+    assert moving_psnr({"prediction": np.zeros(2), "copy": np.zeros(2)}, np.zeros(2))["gain_db_mean"] is None
 
 
 def test_finite_or_null_replaces_nan_and_records_reasons():

@@ -17,7 +17,8 @@ import pytest
 from typer.testing import CliRunner
 
 from vidplan_app.cli import app
-from vidplan_core.eval.bag_eval import EvalBagConfig, EvalBagError, eval_bag, unreadable_model_file
+from vidplan_core.eval.bag_bundle import unreadable_model_file
+from vidplan_core.eval.bag_eval import EvalBagConfig, EvalBagError, eval_bag
 
 REPO = Path(__file__).resolve().parents[2]
 _spec = importlib.util.spec_from_file_location("eval_bag_helpers", Path(__file__).with_name("test_eval_bag.py"))

@@ -198,11 +198,13 @@ def test_planner_node_eval_sim_and_eval_bag_use_the_one_loader(saved, monkeypatc
     assert isinstance(loaded.backends["no-uq"], TorchBackend) and loaded.backends["no-uq"].objective.kappa == 0.0
     assert loaded.backends["no-uq"].models is loaded.backends["default"].models  # same weights, not loaded twice
 
-    from vidplan_core.eval import bag_eval
+    from vidplan_core.eval.bag_bundle import load_bundle
+    from vidplan_core.eval.bag_config import EvalBagConfig
+    from vidplan_core.eval.bag_shadow import load_scorer, make_shadow_planner
 
-    bundle = bag_eval.load_bundle(saved)
-    scorer, why = bag_eval._load_scorer(bundle, "cpu")
-    session, why = bag_eval._make_shadow_planner(bundle, scorer, bag_eval.EvalBagConfig(), "cpu", None)
+    bundle = load_bundle(saved)
+    scorer, why = load_scorer(bundle, "cpu")
+    session, why = make_shadow_planner(bundle, scorer, EvalBagConfig(), "cpu", None)
     assert session is not None, why
     made["eval-bag"] = session.backend
     assert session.backend.models.suite.flow_map is bundle.flow_map  # handed the evaluation's models

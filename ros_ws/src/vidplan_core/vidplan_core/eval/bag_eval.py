@@ -57,766 +57,42 @@ import json
 import math
 import tempfile
 import time
-from collections.abc import Callable
-from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from vidplan_core.data.bags import BagError, BagReader, BagWriter, find_bags
-from vidplan_core.data.convert import ConvertError, TopicMap, expand_inputs, resolve_camera_topics
-from vidplan_core.data.messages import Codec
+from vidplan_core.data.bags import BagError, find_bags
+from vidplan_core.data.convert import ConvertError, TopicMap, expand_inputs
 from vidplan_core.eval import metrics as M
-from vidplan_core.images import image_size
+from vidplan_core.eval.bag_bundle import Bundle, default_teacher_dir, load_bundle, resolve_device, unloadable
+from vidplan_core.eval.bag_config import (
+    EMPTY_BIN,
+    EXIT_BAD_INPUT,
+    EXIT_OK,
+    EXIT_PARTIAL,
+    PSNR_MSE_FLOOR,
+    SCHEMA,
+    EvalBagConfig,
+    EvalBagError,
+    EvalBagResult,
+)
+from vidplan_core.eval.bag_metrics import (
+    MOVING_THRESHOLD,
+    ReliabilityAccumulator,
+    correlation,
+    finite_or_null,
+    moving_psnr,
+    rotation_errors,
+)
+from vidplan_core.eval.bag_recording import Episode, Scan, action_source, prepare_episode, scan_bag
+from vidplan_core.eval.bag_shadow import load_scorer, make_shadow_planner, session_config, text_embedding
 from vidplan_core.spaces import VIEW_ORDER
 
-__all__ = [
-    "EXIT_BAD_INPUT",
-    "EXIT_OK",
-    "EXIT_PARTIAL",
-    "SCHEMA",
-    "Bundle",
-    "EvalBagConfig",
-    "EvalBagError",
-    "EvalBagResult",
-    "ReliabilityAccumulator",
-    "eval_bag",
-    "finite_or_null",
-    "image_size_from_cdr",
-    "load_bundle",
-]
-
-SCHEMA = "vidplan-eval-bag/1"
-EXIT_OK, EXIT_BAD_INPUT, EXIT_PARTIAL = 0, 2, 3
-IMAGE = "sensor_msgs/msg/Image"
-COMPRESSED = "sensor_msgs/msg/CompressedImage"
-STORAGE_MAGIC = {".mcap": b"\x89MCAP0\r\n", ".db3": b"SQLite format 3\x00"}  # first bytes of each storage format
-MODEL_READ_ERRORS: tuple[type[BaseException], ...] = (OSError, ValueError, RuntimeError, KeyError, UnicodeDecodeError)
-EMPTY_BIN = "a null entry is an empty confidence bin (its count is 0)"
-PSNR_MSE_FLOOR = 1e-10  # identical images would give +inf dB; floor the MSE so PSNR stays finite (≤ 100 dB)
-
-
-class EvalBagError(ValueError):
-    """The recording or the model cannot be evaluated; lists every problem (naming bag, topic and what is wrong)."""
-
-    def __init__(self, problems: list[str] | str):
-        self.problems = [problems] if isinstance(problems, str) else list(problems)
-        super().__init__("cannot evaluate:\n" + "\n".join(f"  - {p}" for p in self.problems))
-
-
-@dataclass
-class EvalBagConfig:
-    """Settings of one evaluation.
-
-    Attributes:
-        flow_steps: K of the flow-map sampler (1, 2, 4, ...).
-        max_steps: evaluate at most this many windows, spread evenly over the episode (0 = all).
-        device: torch device ("cpu", "cuda", "cuda:1", or "auto").
-        seed: seed of the flow map's initial noise (window i uses seed + i).
-        gamma: discount per model-rate frame of the Monte-Carlo value; None = the bundle's (``bundle.json``
-            ``value_gamma``) or 0.97 (the converter's default).
-        success: success label to use instead of (or in the absence of) the recorded one; None = recorded.
-        shadow: run the planner in shadow mode (needs joint states and a buildable planning backend).
-        shadow_every: plan at every n-th evaluated window (planning is the expensive part).
-        shadow_max: plan at most this many times (0 = no limit).
-        examples: number of windows drawn as prediction strips (recorded / predicted / uncertainty).
-        salvage: evaluate what can be read from a truncated/corrupt bag (else it is an error).
-        progress: show a progress bar (tqdm, on stderr).
-        element_samples: latent elements per window kept for the element-level entropy–error correlation.
-        planner: the shadow planner's :class:`~vidplan_core.planning.session.SessionConfig` (or its dict / YAML
-            path); None = its defaults.
-        teacher_steps: 0 = predict with the flow map (K = ``flow_steps``); N > 0 = with the EDM teacher, Euler
-            sampler with N noise levels and the same initial noise (the teacher-vs-flow-map comparison).
-        teacher_dir: the teacher's directory (a saved WorldModel); None = ``<model_dir>/world_model``.
-        controllability: also predict every window with shuffled and mirrored actions and another noise draw
-            (3 more rollouts, 2 more decodes per window); False = the section is null.
-        episode: for a LeRobot dataset (DROID) as input: the episode index to evaluate.
-        mapping: for a LeRobot dataset: its mapping (a shipped name such as ``droid``, or a YAML path).
-    """
-
-    flow_steps: int = 1
-    max_steps: int = 0
-    device: str = "cpu"
-    seed: int = 0
-    gamma: float | None = None
-    success: bool | None = None
-    shadow: bool = True
-    shadow_every: int = 1
-    shadow_max: int = 0
-    examples: int = 2
-    salvage: bool = True
-    progress: bool = True
-    element_samples: int = 2048
-    planner: Any = None
-    teacher_steps: int = 0
-    teacher_dir: str | None = None
-    controllability: bool = True
-    episode: int = 0
-    mapping: str = "droid"
-
-
-@dataclass
-class EvalBagResult:
-    """What :func:`eval_bag` wrote: the metrics dict, paths, and the exit code (0 complete, 3 partial)."""
-
-    metrics: dict[str, Any]
-    out_dir: Path
-    metrics_path: Path
-    report_path: Path
-    plots: dict[str, Path]
-    exit_code: int
-
-
-# ------------------------------------------------------------------------------------------------- model bundle
-
-
-@dataclass
-class Bundle:
-    """The models of a bundle directory (see the module docstring); absent optional parts are None with a reason."""
-
-    path: Path
-    autoencoder: Any
-    flow_map: Any
-    uq_head: Any | None
-    reward_head: Any | None
-    semantic_dir: Path | None
-    info: dict[str, Any]
-    missing: dict[str, str] = field(default_factory=dict)
-    index: Any = None  # vidplan_core.runtime.loader.BundleIndex
-
-    @property
-    def num_history(self) -> int:
-        return int(self.flow_map.model.config.num_history)
-
-    @property
-    def horizon(self) -> int:
-        return int(self.flow_map.model.config.num_future)
-
-    @property
-    def fps(self) -> float:
-        return float(self.flow_map.model.config.fps)
-
-    @property
-    def view_size(self) -> tuple[int, int]:
-        c = self.autoencoder.config
-        return int(c.view_height), int(c.view_width)
-
-    @property
-    def views(self) -> Any:
-        """The model's :class:`~vidplan_core.spaces.ViewPreparation` (workspace crops of its action maps): the
-        recording's images are cut exactly as the planner node cuts live ones."""
-        from vidplan_core.models.action_maps import normalised_view_geometry
-        from vidplan_core.spaces import ViewPreparation
-
-        maps = self.flow_map.model.config.action_maps
-        return ViewPreparation.from_geometry(normalised_view_geometry(maps) if maps else None, *self.view_size)
-
-
-def load_bundle(model_dir: str | Path, device: str = "cpu") -> Bundle:
-    """Load the models eval-bag needs from a bundle directory (strict, safetensors only), through the one
-    model-directory loader (:mod:`vidplan_core.runtime.loader`): the parts its index ``bundle.json`` names, or those
-    of the layout when it has none.
-
-    Raises:
-        EvalBagError: the directory or a required model is missing, the index names a part that is not there (the
-            message names the key and the path), a model does not load (the message of
-            :class:`vidplan_core.models.ModelLoadError` names file and mismatch), or the models disagree on the
-            latent shape.
-    """
-    from vidplan_core.models import ModelLoadError
-    from vidplan_core.runtime.loader import CONVENTIONS, BundleError, load_part, read_bundle_index
-
-    root = Path(model_dir)
-    if not root.is_dir():
-        raise EvalBagError(f"model directory {root} does not exist")
-    try:
-        index = read_bundle_index(root)
-    except BundleError as exc:
-        raise EvalBagError(str(exc)) from exc
-    sections = {"autoencoder": True, "flow_map": True, "uq_head": False, "reward_head": False}
-    models: dict[str, Any] = {}
-    missing: dict[str, str] = {}
-    problems: list[str] = []
-    for sec, required in sections.items():
-        models[sec] = None
-        if index.path(sec) is None:
-            msg = (f"model directory {root} has no {' or '.join(n + '/' for n in CONVENTIONS[sec])} (with "
-                   f"config.json)" + ("" if index.inferred else f"; its index {index.source} names no {sec}"))
-            if required:
-                problems.append(msg)
-            else:
-                missing[sec] = msg
-            continue
-        try:
-            models[sec] = load_part(index, sec, device=device)
-        except (ModelLoadError, BundleError) as exc:  # these name file and problem (a checksum mismatch, ...)
-            problems.append(_unloadable(f"model directory {root}: {sec}", index.path(sec), exc, str(exc)))
-        except (*MODEL_READ_ERRORS, *_safetensor_errors()) as exc:  # e.g. a truncated safetensors file
-            problems.append(_unloadable(f"model directory {root}: {sec}", index.path(sec), exc))
-    if problems:
-        raise EvalBagError(problems)
-    lat = tuple(models["autoencoder"].latent_shape)
-    for sec in ("flow_map", "uq_head", "reward_head"):
-        m = models[sec]
-        if m is None:
-            continue
-        shape = tuple(m.model.latent_shape) if sec == "flow_map" else (
-            m.config.latent_channels, m.config.latent_height, m.config.latent_width)
-        if shape != lat:
-            problems.append(f"model directory {root}: {sec} expects latents {shape}, the autoencoder makes {lat}")
-    if problems:
-        raise EvalBagError(problems)
-    sem = index.path("semantic")
-    if sem is None:
-        missing["semantic"] = f"model directory {root} has no semantic/ model"
-    info: dict[str, Any] = {}
-    if index.value_gamma is not None:
-        info["value_gamma"] = index.value_gamma
-    elif (root / "model.json").is_file():  # metadata file of earlier bundles
-        try:
-            info = json.loads((root / "model.json").read_text())
-        except json.JSONDecodeError as exc:
-            raise EvalBagError(f"{root / 'model.json'}: invalid JSON ({exc})") from exc
-    return Bundle(root, models["autoencoder"], models["flow_map"], models["uq_head"], models["reward_head"], sem,
-                  info, missing, index)
-
-
-def _safetensor_errors() -> tuple[type[BaseException], ...]:
-    from safetensors import SafetensorError  # not an OSError/ValueError: the reader's own exception
-
-    return (SafetensorError,)
-
-
-def unreadable_model_file(directory: str | Path) -> tuple[Path, str] | None:
-    """The first file under ``directory`` that cannot be read as what its name says (``*.safetensors``: header and
-    every tensor's byte range inside the file; ``*.json``: JSON), with the reason; None when all read."""
-    from safetensors import safe_open
-
-    for f in sorted(Path(directory).rglob("*")):
-        if f.suffix == ".safetensors" and f.is_file():
-            try:
-                with safe_open(str(f), framework="numpy") as st:
-                    for key in st.keys():
-                        st.get_slice(key)
-            except Exception as exc:  # anything the reader raises means the file is damaged
-                return f, f"truncated or corrupt: not a complete safetensors file ({type(exc).__name__}: {exc})"
-        elif f.suffix == ".json" and f.is_file():
-            try:
-                json.loads(f.read_text())
-            except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-                return f, f"not valid JSON ({exc})"
-    return None
-
-
-def _unloadable(what: str, directory: Path | None, exc: BaseException, otherwise: str = "") -> str:
-    """The message for a model part that raised ``exc`` while loading: the damaged file when one is found, else
-    ``otherwise`` (or the exception)."""
-    bad = unreadable_model_file(directory) if directory is not None and Path(directory).is_dir() else None
-    if bad is not None:
-        return f"{what}: {bad[0]} is {bad[1]}"
-    return otherwise or f"{what} does not load from {directory}: {type(exc).__name__}: {exc}"
-
-
-def _default_teacher_dir(model_dir: str | Path) -> Path:
-    """Where the bundle keeps its EDM teacher: the index's ``world_model`` part, else ``<model_dir>/world_model``
-    (the index is checked later, with the models, after the bag)."""
-    from vidplan_core.runtime.loader import BundleError, read_bundle_index
-
-    try:
-        p = read_bundle_index(model_dir, check=False).path("world_model")
-    except BundleError:
-        p = None
-    return p if p is not None else Path(model_dir) / "world_model"
-
-
-# ------------------------------------------------------------------------------------------------- the recording
-
-
-def image_size_from_cdr(data: bytes) -> tuple[int, int]:
-    """(height, width) of a CDR-serialised ``sensor_msgs/msg/Image`` without decoding its pixels.
-
-    Layout: 4-byte encapsulation header, then (aligned to the data start) Header {stamp.sec int32, stamp.nanosec
-    uint32, frame_id string (uint32 length incl. NUL + bytes)}, height uint32, width uint32, ...
-    """
-    if len(data) < 24:
-        raise ValueError(f"image message of {len(data)} bytes is too short")
-    little = data[1] == 1
-    order = "little" if little else "big"
-    n = int.from_bytes(data[12:16], order)
-    pos = 16 + n
-    pos += (-(pos - 4)) % 4  # align to 4 relative to the end of the encapsulation header
-    if pos + 8 > len(data):
-        raise ValueError("image message ends inside its header")
-    return int.from_bytes(data[pos:pos + 4], order), int.from_bytes(data[pos + 4:pos + 8], order)
-
-
-def _sidecar(bag: Path) -> Path | None:
-    """The label sidecar convert_bags reads (``<bag>.json`` next to the bag, or ``<bag>/episode.json``)."""
-    for cand in (bag.parent / f"{bag.name}.json", bag / "episode.json"):
-        if cand.is_file():
-            return cand
-    return None
-
-
-@dataclass
-class _Scan:
-    topics: dict[str, tuple[str, int]]  # name → (type, messages read)
-    sizes: dict[str, tuple[int, int]]  # camera topic → (H, W)
-    damaged: bool
-    recovered: bool  # opened with BagReader(recover=True) (the storage file could not be opened normally)
-    readable: int  # messages readable before the damage (all of them when undamaged)
-    warnings: list[str]
-    duration_s: float
-    topic_map: TopicMap  # the caller's, compressed camera topics resolved (convert.resolve_camera_topics)
-
-
-def _scan(bag: Path, tm: TopicMap, salvage: bool) -> _Scan:
-    """Read every message once (raw bytes): damage, per-camera image size consistency, what the bag holds.
-
-    Raises:
-        EvalBagError: an empty bag or a file that is not a bag, unreadable bag (when not salvaging or nothing
-            salvageable), no message readable, a camera whose size changes.
-    """
-    problem = _storage_problem(bag)
-    if problem:
-        raise EvalBagError(problem)
-    warnings: list[str] = []
-    damaged = recovered = False
-    try:
-        reader = BagReader(bag)
-    except BagError as exc:
-        if not salvage:
-            raise EvalBagError(str(exc)) from exc
-        try:
-            reader = BagReader(bag, recover=True)
-        except BagError as exc2:
-            raise EvalBagError([str(exc), f"bag {bag}: salvage failed too: {exc2.problem}"]) from exc2
-        damaged = recovered = True
-        warnings.append(f"bag {bag}: {exc.problem}; evaluating the messages salvaged before the damage")
-        warnings += reader.warnings
-    tm = resolve_camera_topics(tm, {name: info.msgtype for name, info in reader.topics.items()})
-    cams = {tm.cameras[v] for v in VIEW_ORDER}
-    sizes: dict[str, tuple[int, int]] = {}
-    problems: list[str] = []
-    counts: dict[str, int] = {}
-    t_first, t_last = None, None
-    codec = None
-    with reader:
-        types = {name: info.msgtype for name, info in reader.topics.items()}
-        it = reader.messages()
-        while True:
-            try:
-                m = next(it)
-            except StopIteration:
-                break
-            except BagError as exc:
-                if not salvage:
-                    raise EvalBagError(str(exc)) from exc
-                damaged = True
-                warnings.append(f"{exc}; evaluating the {sum(counts.values())} messages before the damage")
-                break
-            counts[m.topic] = counts.get(m.topic, 0) + 1
-            t_first = m.timestamp_ns if t_first is None else min(t_first, m.timestamp_ns)
-            t_last = m.timestamp_ns if t_last is None else max(t_last, m.timestamp_ns)
-            if m.topic in cams and m.msgtype in (IMAGE, COMPRESSED):
-                try:
-                    if m.msgtype == IMAGE:
-                        hw = image_size_from_cdr(m.data)
-                    else:  # a JPEG/PNG header read, no pixels
-                        codec = codec or Codec()
-                        hw = image_size(codec.deserialize(m.data, m.msgtype))
-                except ValueError as exc:
-                    problems.append(f"bag {bag}: topic {m.topic}: message {counts[m.topic] - 1} is not a valid "
-                                    f"image ({exc})")
-                    continue
-                first = sizes.setdefault(m.topic, hw)
-                if hw != first and len(problems) < 20:
-                    problems.append(f"bag {bag}: topic {m.topic}: mismatched image sizes: message "
-                                    f"{counts[m.topic] - 1} is {hw[0]}x{hw[1]} (HxW) but the first is "
-                                    f"{first[0]}x{first[1]}; every image of a camera must have one size")
-    if not counts:  # say so, rather than list every topic as missing
-        why = "; ".join(w for w in warnings if str(bag) in w) or "its storage files hold no messages"
-        raise EvalBagError(f"bag {bag}: no message could be read ({why})")
-    # the streams eval-bag itself needs (the converter checks the rest of the topic map)
-    for topic in (*sorted(cams), tm.ee_pose):
-        if counts.get(topic, 0) == 0:
-            what = "missing topic" if topic not in types else "no messages on topic"
-            problems.append(f"bag {bag}: {what} {topic} (topic map: {'camera' if topic in cams else 'ee_pose'}); "
-                            f"the bag has {sorted(types)}")
-    if problems:
-        raise EvalBagError(problems)
-    topics = {t: (types.get(t, "?"), counts.get(t, 0)) for t in types}
-    dur = (t_last - t_first) / 1e9 if t_first is not None else 0.0
-    return _Scan(topics, sizes, damaged, recovered, sum(counts.values()), warnings, dur, tm)
-
-
-def _storage_problem(bag: Path) -> str:
-    """Why the recording's storage files cannot be a bag ("" when they may be): all of them empty (0 bytes), or one
-    that does not start as an mcap / sqlite3 file does. A file shorter than its format's magic (the last file of an
-    interrupted split recording) counts as empty, so the rest stays salvageable."""
-    try:
-        dirs = find_bags(bag)
-    except BagError:
-        return ""  # missing / no bag: expand_inputs and BagReader say so
-    files = [f for d in dirs for f in sorted(d.iterdir()) if f.is_file() and f.suffix in STORAGE_MAGIC]
-    short, foreign = [], []
-    for f in files:
-        magic = STORAGE_MAGIC[f.suffix]
-        with f.open("rb") as fh:
-            head = fh.read(len(magic))
-        if len(head) < len(magic):
-            short.append(f)
-        elif head != magic:
-            foreign.append((f, head))
-    if foreign:
-        f, head = foreign[0]
-        kind = "an mcap" if f.suffix == ".mcap" else "a sqlite3"
-        return (f"bag {bag}: {f.name} is not {kind} (or rosbag2) file: it starts with {head!r}, not "
-                f"{STORAGE_MAGIC[f.suffix]!r}")
-    if files and len(short) == len(files):
-        names = ", ".join(f"{f.name} ({f.stat().st_size} bytes)" for f in files)
-        return f"bag {bag} is empty: {names}; nothing was recorded (did the recorder stop before writing?)"
-    return ""
-
-
-def _action_source(tm: TopicMap, scan: _Scan, bag: Path) -> tuple[TopicMap, str]:
-    """The topic map to convert with, and a note when the default action topic is absent and the measured EE pose
-    and gripper closure stand in for it (a robot recording has no expert; see the module docstring)."""
-    if tm.action is None or "action" in tm.model_fields_set or scan.topics.get(tm.action, ("", 0))[1] > 0:
-        return tm, ""
-    grip = tm.gripper.topic or "none configured"
-    return tm.model_copy(update={"action": None}), (
-        f"bag {bag} has no {tm.action} (the default action source: the sim expert's commands; robot recordings have "
-        f"none): actions are the measured EE pose ({tm.ee_pose}) and the measured gripper closure ({grip}); name an "
-        f"action topic in a --topic-map to use recorded commands")
-
-
-def _write_salvaged(bag: Path, scan: _Scan, dest: Path, warnings: list[str]) -> None:
-    """Copy the ``scan.readable`` messages before the damage into a complete bag (streamed, so big recordings
-    need no memory), for the regular converter to read."""
-    with BagWriter(dest) as w, BagReader(bag, recover=scan.recovered) as reader:
-        ok: set[str] = set()
-        for topic, (msgtype, _n) in scan.topics.items():
-            try:
-                w.add_topic(topic, msgtype)
-                ok.add(topic)
-            except ValueError as exc:
-                warnings.append(f"salvaged copy leaves out topic {topic}: {exc}")
-        it = reader.messages()
-        for _ in range(scan.readable):
-            try:
-                m = next(it)
-            except (StopIteration, BagError):
-                break
-            if m.topic in ok:
-                w.write(m.topic, m.timestamp_ns, m.data)
-
-
-@dataclass
-class _Episode:
-    frames: np.ndarray  # (T, 3, 3, H, W) uint8
-    actions: np.ndarray  # (T, 7)
-    joints: np.ndarray  # (T, J)
-    timestamps_ns: np.ndarray
-    success: bool | None
-    instruction: str
-    joint_names: list[str]
-    source_size: tuple[int, int]
-
-
-def _has_label(bag: Path, scan: _Scan, tm: TopicMap) -> bool:
-    topics = {t for t, (_ty, n) in scan.topics.items() if n > 0}
-    return bool((tm.episode_info and tm.episode_info in topics) or (tm.success and tm.success in topics)
-                or (tm.sidecar and _sidecar(bag) is not None and "success" in _read_json(_sidecar(bag))))
-
-
-def _read_json(path: Path | None) -> dict[str, Any]:
-    try:
-        d = json.loads(Path(path).read_text()) if path else {}
-    except (OSError, json.JSONDecodeError):
-        return {}
-    return d if isinstance(d, dict) else {}
-
-
-#: A pixel "moves" when some channel of the future frame differs from the current frame by more than this
-#: ([0, 1] scale: about 13/255 — above the simulator's and a camera's frame-to-frame noise).
-MOVING_THRESHOLD = 0.05
-
-
-def _moving_psnr(sse: dict[str, np.ndarray], n: np.ndarray) -> dict[str, Any]:
-    """PSNR [dB] of the prediction and of the copy baseline on the pixels that change, pooled over windows and
-    views per horizon step, and the gain (prediction − copy) per step and pooled over all steps
-    (``gain_db_mean``); None where no pixel changed. ``values``: pixel-channel values pooled. With
-    ``sse["copy_decoded"]`` also the gain over copying the *decoded* current frame (the autoencoder's
-    reconstruction — the copy a latent model can output, so its error is the model's, not the autoencoder's)."""
-    def db(e: np.ndarray) -> list[float | None]:
-        return [None if k == 0 else 10 * math.log10(1.0 / max(x / k, PSNR_MSE_FLOOR))
-                for x, k in zip(e, n, strict=True)]
-
-    def pooled(key: str) -> float | None:
-        tot = float(n.sum())
-        return None if tot == 0 else 10 * math.log10(1.0 / max(float(sse[key].sum()) / tot, PSNR_MSE_FLOOR))
-
-    pred, copy = db(sse["prediction"]), db(sse["copy"])
-    gain = [None if a is None else a - b for a, b in zip(pred, copy, strict=True)]
-    p_all, c_all = pooled("prediction"), pooled("copy")
-    out = {"threshold": MOVING_THRESHOLD, "values": int(n.sum()), "psnr_db": pred, "copy_psnr_db": copy,
-           "gain_db": gain, "gain_db_mean": None if p_all is None else p_all - c_all}
-    if "copy_decoded" in sse:  # the current frame through the autoencoder: the copy the model itself could output
-        cd = db(sse["copy_decoded"])
-        d_all = pooled("copy_decoded")
-        out.update(copy_decoded_psnr_db=cd,
-                   gain_vs_decoded_copy_db=[None if a is None else a - b for a, b in zip(pred, cd, strict=True)],
-                   gain_vs_decoded_copy_db_mean=None if p_all is None else p_all - d_all)
-    return out
-
-
-def _prepare(bag: Path, tm: TopicMap, bundle: Bundle, cfg: EvalBagConfig, work: Path, scan: _Scan,
-             warnings: list[str]) -> tuple[_Episode, bool, str]:
-    """Convert the recording (or its salvaged copy) to model-rate frames with the data engineer's converter.
-
-    Returns (episode, label_known, label_source).
-    """
-    from safetensors.numpy import load_file
-
-    from vidplan_core.data.convert import convert_bags
-
-    label_known = _has_label(bag, scan, tm)
-    src_dir = work / "src"
-    src_dir.mkdir()
-    src = src_dir / bag.name
-    if scan.damaged:
-        _write_salvaged(bag, scan, src, warnings)
-    else:
-        src.symlink_to(bag.resolve(), target_is_directory=True)
-    labels = _read_json(_sidecar(bag) if tm.sidecar else None)
-    label_source = "recorded"
-    if cfg.success is not None:
-        label_source = "--success"
-        labels["success"] = bool(cfg.success)
-        label_known = True
-    # The converter insists on a label (training needs one): give it the original sidecar's labels, the user's
-    # label or a placeholder, next to our link/copy. A label recorded on a topic still wins inside the converter;
-    # which label counts here is decided after the conversion (``label_known``, ``cfg.success``).
-    labels.setdefault("success", False)
-    (src_dir / f"{bag.name}.json").write_text(json.dumps(labels))
-    tm_conv = tm.model_copy(update={"sidecar": True})
-    try:
-        meta = convert_bags([src], work / "dataset", tm_conv, fps=bundle.fps, val_fraction=0.0, value_gamma=0.97,
-                            views=bundle.views)
-    except (ConvertError, BagError) as exc:
-        problems = exc.problems if isinstance(exc, ConvertError) else [str(exc)]
-        raise EvalBagError([p.replace(str(src), str(bag)) for p in problems]) from exc
-    ep = meta.episodes[0]
-    data = load_file(str(work / "dataset" / ep.shard))
-    success: bool | None = bool(cfg.success) if cfg.success is not None else (ep.success if label_known else None)
-    src_hw = tuple(meta.info.get("source_image_size") or data["frames"].shape[-2:])
-    return (_Episode(data["frames"], data["actions"].astype(np.float64), data["joint_positions"].astype(np.float64),
-                     data["timestamps_ns"], success, ep.instruction, list(meta.joint_names), src_hw),
-            label_known, label_source)
-
-
-# ------------------------------------------------------------------------------------------------- metrics helpers
-
-
-class ReliabilityAccumulator:
-    """Streaming reliability diagram / ECE over ``n_bins`` equal-width confidence bins (same binning as
-    :func:`vidplan_core.eval.metrics.reliability_diagram`), so millions of latent elements need no memory."""
-
-    def __init__(self, n_bins: int = 15):
-        self.n_bins = n_bins
-        self.edges = np.linspace(0.0, 1.0, n_bins + 1)
-        self.count = np.zeros(n_bins, np.int64)
-        self.conf_sum = np.zeros(n_bins)
-        self.acc_sum = np.zeros(n_bins)
-
-    def add(self, confidence: np.ndarray, correct: np.ndarray) -> None:
-        c = np.asarray(confidence, np.float64).reshape(-1)
-        a = np.asarray(correct, np.float64).reshape(-1)
-        idx = np.clip(np.digitize(c, self.edges[1:-1], right=True), 0, self.n_bins - 1)
-        self.count += np.bincount(idx, minlength=self.n_bins)
-        self.conf_sum += np.bincount(idx, weights=c, minlength=self.n_bins)
-        self.acc_sum += np.bincount(idx, weights=a, minlength=self.n_bins)
-
-    @property
-    def n(self) -> int:
-        return int(self.count.sum())
-
-    def diagram(self) -> dict[str, list]:
-        """Like :func:`~vidplan_core.eval.metrics.reliability_diagram` (NaN in empty bins)."""
-        with np.errstate(invalid="ignore", divide="ignore"):
-            conf = np.where(self.count > 0, self.conf_sum / np.maximum(self.count, 1), np.nan)
-            acc = np.where(self.count > 0, self.acc_sum / np.maximum(self.count, 1), np.nan)
-        return {"edges": self.edges.tolist(), "confidence": conf.tolist(), "accuracy": acc.tolist(),
-                "count": self.count.tolist()}
-
-    def ece(self) -> float:
-        if self.n == 0:
-            raise ValueError("ECE of an empty set")
-        m = self.count > 0
-        return float(np.sum(np.abs(self.acc_sum[m] - self.conf_sum[m])) / self.n)
-
-    def accuracy(self) -> float:
-        return float(self.acc_sum.sum() / max(self.n, 1))
-
-
-def finite_or_null(obj: Any, reasons: dict[str, str], path: str = "",
-                   reason_for: Callable[[str], str] | None = None) -> Any:
-    """Copy of a JSON-like tree with numpy scalars/arrays as Python values and every NaN/Inf replaced by ``None``;
-    each replacement (and each ``None`` already there) gets its reason in ``reasons[path]`` (``reason_for(path)``
-    or a generic one, unless a reason was registered for that path or a parent before)."""
-
-    def why(p: str) -> str:
-        return reason_for(p) if reason_for else "not a finite number"
-
-    if isinstance(obj, dict):
-        return {k: finite_or_null(v, reasons, f"{path}.{k}" if path else str(k), reason_for) for k, v in obj.items()}
-    if isinstance(obj, list | tuple):
-        return [finite_or_null(v, reasons, f"{path}[{i}]", reason_for) for i, v in enumerate(obj)]
-    if isinstance(obj, np.ndarray):
-        return finite_or_null(obj.tolist(), reasons, path, reason_for)
-    if isinstance(obj, np.bool_ | bool):
-        return bool(obj)
-    if isinstance(obj, np.integer):
-        return int(obj)
-    if isinstance(obj, np.floating | float):
-        v = float(obj)
-        if math.isfinite(v):
-            return v
-        if not _has_reason(reasons, path):
-            reasons[path] = why(path)
-        return None
-    if obj is None and not _has_reason(reasons, path):
-        reasons[path] = why(path)
-    return obj
-
-
-def _has_reason(reasons: dict[str, str], path: str) -> bool:
-    p = path
-    while p:
-        if p in reasons:
-            return True
-        cut = max(p.rfind("."), p.rfind("["))
-        if cut <= 0:
-            break
-        p = p[:cut]
-    return False
-
-
-def _corr(x: np.ndarray, y: np.ndarray, what: str, nulls: dict[str, str], key: str) -> dict[str, Any] | None:
-    x, y = np.asarray(x, np.float64).reshape(-1), np.asarray(y, np.float64).reshape(-1)
-    if x.size < 3:
-        nulls[key] = f"{what}: only {x.size} samples (need ≥ 3)"
-        return None
-    if np.ptp(x) == 0 or np.ptp(y) == 0:
-        nulls[key] = f"{what}: one of the two samples is constant, correlation undefined"
-        return None
-    out = M.rank_correlations(x, y)
-    out["n"] = int(x.size)
-    return out
-
-
-def _rotation_errors(pred: np.ndarray, ref: np.ndarray) -> np.ndarray:
-    """Geodesic angle [rad] between Euler-xyz orientations (H, 3) and (H, 3)."""
-    from scipy.spatial.transform import Rotation
-
-    from vidplan_core.spaces import EULER_SEQ
-
-    r = Rotation.from_euler(EULER_SEQ, pred).inv() * Rotation.from_euler(EULER_SEQ, ref)
-    return np.abs(r.magnitude())
-
-
-def _resolve_device(device: str) -> str:
-    import torch
-
-    if device == "auto":
-        return "cuda" if torch.cuda.is_available() else "cpu"
-    if device.startswith("cuda") and not torch.cuda.is_available():
-        raise EvalBagError(f"device {device!r}: CUDA is not available on this machine (use --device cpu)")
-    return device
-
-
-# ------------------------------------------------------------------------------------------------- shadow planner
-
-
-def _load_scorer(bundle: Bundle, device: str) -> tuple[Any | None, str]:
-    """The bundle's semantic scorer, or (None, why not)."""
-    if bundle.semantic_dir is None:
-        return None, bundle.missing.get("semantic", "no semantic model in the bundle")
-    from vidplan_core.models import ModelLoadError
-    from vidplan_core.runtime.loader import load_semantic_scorer
-
-    try:
-        return load_semantic_scorer(bundle.semantic_dir, device=device), ""  # SigLIP/CLIP or the grounded scorer
-    except (ModelLoadError, *MODEL_READ_ERRORS, *_safetensor_errors()) as exc:
-        bad = unreadable_model_file(bundle.semantic_dir)
-        if bad is not None:  # a damaged file is bad input, not a missing optional part
-            raise EvalBagError(f"model directory {bundle.path}: semantic model: {bad[0]} is {bad[1]}") from exc
-        return None, f"semantic model {bundle.semantic_dir} does not load: {exc}"
-
-
-def _make_shadow_planner(bundle: Bundle, scorer: Any, cfg: EvalBagConfig, device: str, session_cfg: Any
-                         ) -> tuple[Any | None, str]:
-    """A :class:`~vidplan_core.planning.session.PlanningSession` on the torch backend over the bundle's models
-    (shared with the evaluation, not loaded twice: the one model-directory loader,
-    :func:`vidplan_core.runtime.loader.load_planner_backend`, is handed them), or (None, why not)."""
-    try:
-        from vidplan_core.kinematics import PandaKinematics
-        from vidplan_core.models.configs import ModelSuite
-        from vidplan_core.planning.session import PlanningSession
-        from vidplan_core.runtime.bundle import PlannerModels
-        from vidplan_core.runtime.loader import load_planner_backend
-    except ImportError as exc:
-        return None, f"the planning runtime is not available ({exc})"
-    if bundle.uq_head is None or bundle.reward_head is None:
-        return None, "the planner needs the UQ and reward heads; the bundle lacks " + ", ".join(
-            k for k in ("uq_head", "reward_head") if getattr(bundle, k) is None)
-    try:
-        # the teacher (world_model) is not used by the planner graphs; the flow map is
-        suite = ModelSuite(bundle.autoencoder, None, bundle.flow_map, bundle.uq_head, bundle.reward_head)
-        models = PlannerModels(suite, scorer, config_name=bundle.index.config if bundle.index is not None else None)
-        backend = load_planner_backend(bundle.path, "torch", device=device, flow_steps=cfg.flow_steps,
-                                       models=models).backend
-        session = PlanningSession(backend, PandaKinematics(), session_cfg)
-    except Exception as exc:  # any failure to build the planner only disables shadow mode, with the reason
-        return None, f"cannot build the planner from {bundle.path}: {type(exc).__name__}: {exc}"
-    return session, ""
-
-
-def _session_config(planner: Any) -> Any:
-    """The shadow planner's SessionConfig: from THE planner configuration (None = the shipped planning/planner.yaml,
-    or a planner YAML path: :func:`vidplan_core.planning.config.load_planning_config`), a SessionConfig, or a dict
-    (a PlanningConfig's or, for older callers, a SessionConfig's keys). Errors are ConfigErrors naming file and key."""
-    from vidplan_core.config import validate_model
-    from vidplan_core.planning.config import PlanningConfig, load_planning_config
-    from vidplan_core.planning.session import SessionConfig
-
-    if isinstance(planner, SessionConfig):
-        return planner
-    if isinstance(planner, dict):
-        if set(planner) <= set(PlanningConfig.model_fields):
-            return validate_model(PlanningConfig, planner, "planner config").bounded().session
-        return validate_model(SessionConfig, planner, "planner config")
-    return load_planning_config(planner).session
-
-
-def _text_embedding(scorer: Any, session: Any, instruction: str, device: str) -> Any:
-    """(1, D) instruction embedding exactly as the planner's backend computes it."""
-    import torch
-
-    if session is not None and hasattr(session.backend, "text_embedding"):
-        try:
-            return session.backend.text_embedding(instruction)
-        except Exception:
-            pass
-    from vidplan_core.runtime.bundle import PlannerModels
-
-    ids = torch.as_tensor(PlannerModels(None, scorer).tokenize(instruction), device=device)
-    with torch.no_grad():
-        return scorer.encode_text(input_ids=ids).float()
-
+# The command's API in one place (its settings, result, errors and exit codes are defined in bag_config). The parts:
+# bag_bundle (the model bundle), bag_recording (scan, salvage, windows), bag_metrics, bag_shadow (shadow planner).
+__all__ = ["EXIT_BAD_INPUT", "EXIT_OK", "EXIT_PARTIAL", "EvalBagConfig", "EvalBagError", "EvalBagResult", "eval_bag"]
 
 # ------------------------------------------------------------------------------------------------- evaluation
 
@@ -832,7 +108,7 @@ def _window_starts(T: int, history: int, horizon: int, max_steps: int) -> list[i
     return starts
 
 
-def _lerobot_episode(root: Path, cfg: EvalBagConfig, bundle: Bundle) -> tuple[_Episode, float]:
+def _lerobot_episode(root: Path, cfg: EvalBagConfig, bundle: Bundle) -> tuple[Episode, float]:
     """One episode of a LeRobot dataset (DROID) at the model's rate and views, read in place; and its duration [s]."""
     from vidplan_core.data.lerobot import LeRobotError, LeRobotSource
 
@@ -845,7 +121,7 @@ def _lerobot_episode(root: Path, cfg: EvalBagConfig, bundle: Bundle) -> tuple[_E
         raise EvalBagError(f"LeRobot dataset {root}, episode {cfg.episode}: {exc}") from exc
     success = bool(cfg.success) if cfg.success is not None else bool(s["success"])
     src_hw = src.video_size(VIEW_ORDER[0]) or tuple(frames.shape[-2:])
-    ep = _Episode(frames, s["actions"].astype(np.float64), s["joint_positions"].astype(np.float64),
+    ep = Episode(frames, s["actions"].astype(np.float64), s["joint_positions"].astype(np.float64),
                   s["timestamps_ns"], success, s["instruction"], list(src.mapping.joint_names), src_hw)
     return ep, float(e.length / src.fps)
 
@@ -875,11 +151,11 @@ def eval_bag(bag: str | Path, model_dir: str | Path, out: str | Path, topic_map:
         raise EvalBagError(f"--flow-steps must be ≥ 1, got {cfg.flow_steps}")
     if cfg.teacher_steps < 0:
         raise EvalBagError(f"--teacher-steps must be ≥ 0, got {cfg.teacher_steps}")
-    teacher_dir = Path(cfg.teacher_dir) if cfg.teacher_dir else _default_teacher_dir(model_dir)
+    teacher_dir = Path(cfg.teacher_dir) if cfg.teacher_dir else default_teacher_dir(model_dir)
     if cfg.teacher_steps and not (teacher_dir / "config.json").is_file():
         raise EvalBagError(f"--teacher-steps {cfg.teacher_steps}: no EDM teacher at {teacher_dir} (deployment "
                            f"bundles such as models/demo leave it in the training run; pass --teacher DIR)")
-    session_cfg = _session_config(cfg.planner) if cfg.shadow else None  # a bad planner config: ConfigError now
+    session_cfg = session_config(cfg.planner) if cfg.shadow else None  # a bad planner config: ConfigError now
     from vidplan_core.data.lerobot import LeRobotError, LeRobotSource, is_lerobot_dataset
 
     lerobot = is_lerobot_dataset(bag)
@@ -890,7 +166,7 @@ def eval_bag(bag: str | Path, model_dir: str | Path, out: str | Path, topic_map:
             LeRobotSource(bag, cfg.mapping, [cfg.episode])
         except LeRobotError as exc:
             raise EvalBagError(f"LeRobot dataset {bag}, episode {cfg.episode}: {exc}") from exc
-        scan = _Scan({}, {}, False, False, 0, [], 0.0, tm)
+        scan = Scan({}, {}, False, False, 0, [], 0.0, tm)
         action_note = ""
     else:
         try:
@@ -901,10 +177,10 @@ def eval_bag(bag: str | Path, model_dir: str | Path, out: str | Path, topic_map:
         if len(episodes) > 1:
             raise EvalBagError(f"{bag} holds {len(episodes)} episodes ({', '.join(e.name for e in episodes[:3])}, "
                                f"...); eval-bag evaluates one episode: pass one of them")
-        scan = _scan(bag, tm, cfg.salvage)  # the bag first: bad input fails fast, before torch and the models load
+        scan = scan_bag(bag, tm, cfg.salvage)  # the bag first: bad input fails fast, before torch and the models load
         warnings += scan.warnings
         tm = scan.topic_map
-        tm, action_note = _action_source(tm, scan, bag)
+        tm, action_note = action_source(tm, scan, bag)
     if action_note:
         warnings.append(action_note)
     import torch  # heavy imports after the bag checks, so bad input fails in a second
@@ -912,7 +188,7 @@ def eval_bag(bag: str | Path, model_dir: str | Path, out: str | Path, topic_map:
     from vidplan_core.models import normalized_entropy, to_bins
     from vidplan_core.runtime.bundle import make_noise
 
-    device = _resolve_device(cfg.device)
+    device = resolve_device(cfg.device)
     t_load = time.perf_counter()
     bundle = load_bundle(model_dir, device=device)
     t_load = time.perf_counter() - t_load
@@ -922,7 +198,7 @@ def eval_bag(bag: str | Path, model_dir: str | Path, out: str | Path, topic_map:
         label_source = "--success" if cfg.success is not None else f"LeRobot (mapping {cfg.mapping})"
     else:
         with tempfile.TemporaryDirectory(prefix="vidplan-eval-bag-") as tmp:
-            ep, label_known, label_source = _prepare(bag, tm, bundle, cfg, Path(tmp), scan, warnings)
+            ep, label_known, label_source = prepare_episode(bag, tm, bundle, cfg, Path(tmp), scan, warnings)
     T = len(ep.frames)
     Th, H = bundle.num_history, bundle.horizon
     starts = _window_starts(T, Th, H, cfg.max_steps)
@@ -991,7 +267,7 @@ def eval_bag(bag: str | Path, model_dir: str | Path, out: str | Path, topic_map:
     uses_text = fm.model.config.text_embed_dim is not None
     scorer, scorer_reason = (None, "")
     if cfg.shadow or uses_text:
-        scorer, scorer_reason = _load_scorer(bundle, device)
+        scorer, scorer_reason = load_scorer(bundle, device)
     if not cfg.shadow:
         shadow_reason = "shadow mode switched off (--no-shadow)"
     elif ep.joints.shape[1] < 7:
@@ -1000,7 +276,7 @@ def eval_bag(bag: str | Path, model_dir: str | Path, out: str | Path, topic_map:
     elif scorer is None:
         shadow_reason = f"the planner needs the semantic model: {scorer_reason}"
     else:
-        session, shadow_reason = _make_shadow_planner(bundle, scorer, cfg, device, session_cfg)
+        session, shadow_reason = make_shadow_planner(bundle, scorer, cfg, device, session_cfg)
     text_emb = None
     if uses_text:
         if scorer is None:
@@ -1008,7 +284,7 @@ def eval_bag(bag: str | Path, model_dir: str | Path, out: str | Path, topic_map:
                             f"without the instruction embedding (the planner would use it)")
         else:
             try:
-                text_emb = _text_embedding(scorer, session, ep.instruction, device)
+                text_emb = text_embedding(scorer, session, ep.instruction, device)
             except Exception as exc:  # a broken text tower must not stop the video evaluation
                 warnings.append(f"cannot embed the instruction {ep.instruction!r} ({type(exc).__name__}: {exc}): "
                                 f"predictions are made without it")
@@ -1020,7 +296,7 @@ def eval_bag(bag: str | Path, model_dir: str | Path, out: str | Path, topic_map:
         try:
             teacher = WorldModel.load(teacher_dir, device=device)
         except Exception as exc:
-            raise EvalBagError(_unloadable("the EDM teacher", teacher_dir, exc)) from exc
+            raise EvalBagError(unloadable("the EDM teacher", teacher_dir, exc)) from exc
 
     # 2. windows
     psnr_w = np.zeros((len(starts), H, len(VIEW_ORDER)))
@@ -1182,7 +458,7 @@ def eval_bag(bag: str | Path, model_dir: str | Path, out: str | Path, topic_map:
                 n = min(len(ch.position), H)
                 shadow_rows.append({
                     "position_m": np.linalg.norm(ch.position[:n] - ref[:n, :3], axis=1),
-                    "rotation_rad": _rotation_errors(ch.euler[:n], ref[:n, 3:6]),
+                    "rotation_rad": rotation_errors(ch.euler[:n], ref[:n, 3:6]),
                     "gripper": np.abs(ch.gripper[:n] - ref[:n, 6]),
                 })
         if bar is not None:
@@ -1200,7 +476,7 @@ def eval_bag(bag: str | Path, model_dir: str | Path, out: str | Path, topic_map:
         "latent_mse": {"per_step": lmse_w.mean(0).tolist(), "mean": float(lmse_w.mean())},
         "psnr_db_mean": float(psnr_w.mean()),
         "copy_last_frame_psnr_db": {"per_step": copy_w.mean(axis=(0, 2)).tolist(), "mean": float(copy_w.mean())},
-        "moving_pixels": _moving_psnr(moving_sse, moving_n),
+        "moving_pixels": moving_psnr(moving_sse, moving_n),
         "ssim_mean": float(ssim_w.mean()),
         "lpips": ({**{v: lpips_w[:, :, i].mean(0).tolist() for i, v in enumerate(views)},
                    "mean": lpips_w.mean(axis=(0, 2)).tolist()} if lpips_fn is not None else None),
@@ -1230,10 +506,12 @@ def eval_bag(bag: str | Path, model_dir: str | Path, out: str | Path, topic_map:
             "per_frame": {"normalized_entropy": uq_frame_ent, "abs_error": uq_frame_err,
                           "expected_error": uq_frame_exp},
             "entropy_error_correlation": {
-                "per_element": _corr(np.concatenate(el_ent), np.concatenate(el_err), "per-element entropy vs error",
-                                     nulls, "uq.entropy_error_correlation.per_element"),
-                "per_frame": _corr(np.asarray(uq_frame_ent), np.asarray(uq_frame_err), "per-frame mean entropy vs "
-                                   "mean error", nulls, "uq.entropy_error_correlation.per_frame"),
+                "per_element": correlation(np.concatenate(el_ent), np.concatenate(el_err),
+                                           "per-element entropy vs error", nulls,
+                                           "uq.entropy_error_correlation.per_element"),
+                "per_frame": correlation(np.asarray(uq_frame_ent), np.asarray(uq_frame_err),
+                                         "per-frame mean entropy vs mean error", nulls,
+                                         "uq.entropy_error_correlation.per_frame"),
             },
         }
     reward_out: dict[str, Any] | None = None
