@@ -108,7 +108,7 @@ def _pipeline(tmp_path, runner, app) -> None:
     nominal = BCNominalPolicy.from_bundle(tmp_path / "models", models)
     assert nominal.horizon == models.horizon
     # the semantic views are recorded in the index (a grounded scorer centres on exterior map views)
-    from vidplan_core.runtime.loader import read_bundle_index
+    from vidplan_core.runtime.bundle_index import read_bundle_index
 
     res = runner.invoke(app, ["assemble-models", "--runs", str(runs), "--out", str(tmp_path / "models_views"),
                               "--semantic-view", "2", "--centring-view", "0", "--map-views", "0,1"])

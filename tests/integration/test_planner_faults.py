@@ -246,7 +246,7 @@ def test_nan_weights_fail_start_up_naming_the_part(tmp_path, tiny_model_dir):
     import torch
     from safetensors.torch import load_file, save_file
 
-    from vidplan_core.runtime.loader import write_bundle_index
+    from vidplan_core.runtime.bundle_index import write_bundle_index
 
     bad = Path(shutil.copytree(tiny_model_dir, tmp_path / "nan_model"))
     f = bad / "reward_head" / "diffusion_pytorch_model.safetensors"

@@ -76,7 +76,7 @@ def test_the_policy_learns_which_way_the_scene_says_to_move():
 
 def _bundle_with_policy(tmp_path: Path) -> Path:
     from vidplan_core.runtime.bundle import random_planner_models
-    from vidplan_core.runtime.loader import write_bundle_index
+    from vidplan_core.runtime.bundle_index import write_bundle_index
 
     pm = random_planner_models("tiny", seed=0)
     d = tmp_path / "model"
@@ -101,7 +101,7 @@ def test_the_bundle_policy_plans_from_the_prepared_history(tmp_path):
     or from a bundle without a policy, it says what is missing."""
     from vidplan_core.planning.nominal import BCNominalPolicy, NominalObservation
     from vidplan_core.runtime.bundle import PlannerModels
-    from vidplan_core.runtime.loader import BundleError, read_bundle_index
+    from vidplan_core.runtime.bundle_index import BundleError, read_bundle_index
 
     d = _bundle_with_policy(tmp_path)
     idx = read_bundle_index(d)

@@ -21,7 +21,7 @@ from vidplan_core.eval.bag_bundle import load_bundle
 from vidplan_core.eval.bag_eval import EXIT_OK, EXIT_PARTIAL, EvalBagConfig, EvalBagError, eval_bag
 from vidplan_core.eval.bag_metrics import ReliabilityAccumulator, finite_or_null
 from vidplan_core.eval.bag_recording import image_size_from_cdr
-from vidplan_core.runtime.loader import write_bundle_index
+from vidplan_core.runtime.bundle_index import write_bundle_index
 from vidplan_core.spaces import VIEW_ORDER
 
 T0 = 1_000_000_000

@@ -65,9 +65,9 @@ def _fail(msg: str, code: int) -> int:
 
 
 def _check_model_dir(model: Path, backend: str) -> str:
-    """'' when ``model`` looks loadable by ``backend``, else what is wrong (before anything is started): the one
-    model-directory loader's index check (:func:`vidplan_core.runtime.loader.bundle_problems`; no model is loaded)."""
-    from vidplan_core.runtime.loader import bundle_problems
+    """'' when ``model`` looks loadable by ``backend``, else what is wrong (before anything is started): the
+    model directory's index check (:func:`vidplan_core.runtime.bundle_index.bundle_problems`; no model is loaded)."""
+    from vidplan_core.runtime.bundle_index import bundle_problems
 
     hint = "(the demo models are made by `make demo-models`; for a quick look use any bundle, e.g. --model DIR)"
     problems = bundle_problems(model, backend)
@@ -76,7 +76,7 @@ def _check_model_dir(model: Path, backend: str) -> str:
 
 def _model_view_size(model: Path, backend: str) -> tuple[int, int] | None:
     """(height, width) of one model view [px] from the bundle's autoencoder config or the export manifest."""
-    from vidplan_core.runtime.loader import BundleError, read_bundle_index
+    from vidplan_core.runtime.bundle_index import BundleError, read_bundle_index
 
     try:
         return read_bundle_index(model, check=False).view_size(backend)

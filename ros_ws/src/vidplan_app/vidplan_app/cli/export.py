@@ -61,7 +61,7 @@ def export_cmd(
                               verify=verify, tol=tol, progress=lambda s: typer.echo(f"  {s}"), compact=compact)
     typer.echo(f"exported {len(manifest.graphs)} graphs to {out} (manifest.json)")
     if not random:
-        from vidplan_core.runtime.loader import record_export
+        from vidplan_core.runtime.bundle_index import record_export
 
         index = record_export(model, out)  # an export inside the model directory is named in its bundle.json
         if index is not None:

@@ -33,7 +33,7 @@ class Bundle:
     semantic_dir: Path | None
     info: dict[str, Any]
     missing: dict[str, str] = field(default_factory=dict)
-    index: Any = None  # vidplan_core.runtime.loader.BundleIndex
+    index: Any = None  # vidplan_core.runtime.bundle_index.BundleIndex
 
     @property
     def num_history(self) -> int:
@@ -75,7 +75,8 @@ def load_bundle(model_dir: str | Path, device: str = "cpu") -> Bundle:
             latent shape.
     """
     from vidplan_core.models import ModelLoadError
-    from vidplan_core.runtime.loader import CONVENTIONS, BundleError, load_part, read_bundle_index
+    from vidplan_core.runtime.bundle_index import CONVENTIONS, BundleError, read_bundle_index
+    from vidplan_core.runtime.loader import load_part
 
     root = Path(model_dir)
     if not root.is_dir():
@@ -171,7 +172,7 @@ def unloadable(what: str, directory: Path | None, exc: BaseException, otherwise:
 def default_teacher_dir(model_dir: str | Path) -> Path:
     """Where the bundle keeps its EDM teacher: the index's ``world_model`` part, else ``<model_dir>/world_model``
     (the index is checked later, with the models, after the bag)."""
-    from vidplan_core.runtime.loader import BundleError, read_bundle_index
+    from vidplan_core.runtime.bundle_index import BundleError, read_bundle_index
 
     try:
         p = read_bundle_index(model_dir, check=False).path("world_model")

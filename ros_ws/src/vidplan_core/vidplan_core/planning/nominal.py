@@ -104,7 +104,8 @@ class BCNominalPolicy:
     def from_bundle(cls, model_dir: Any, models: Any = None) -> BCNominalPolicy:
         """The policy of a model directory (its index's ``policy`` part; BundleError naming it when absent), with
         the directory's torch models (``models``, or loaded here)."""
-        from vidplan_core.runtime.loader import load_part, read_bundle_index
+        from vidplan_core.runtime.bundle_index import read_bundle_index
+        from vidplan_core.runtime.loader import load_part
 
         index = read_bundle_index(model_dir)
         index.require(["policy"], "the behaviour-cloned nominal policy (vidplan train bc, then assemble-models)")

@@ -60,7 +60,7 @@ class PlannerModels:
         (:meth:`vidplan_core.models._io.StrictLoadMixin.save`); the semantic model always stays float32.
         ``config_name``: recorded in the index (default :attr:`config_name`)."""
         from vidplan_core.models.siglip import save_semantic
-        from vidplan_core.runtime.loader import write_bundle_index
+        from vidplan_core.runtime.bundle_index import write_bundle_index
 
         self.suite.save(directory, storage_dtype=storage_dtype)
         if self.scorer.kind == "grounded":  # image tower + text projection; the sentence encoder is installed
@@ -79,7 +79,7 @@ class PlannerModels:
              semantic_view: int | None = None) -> PlannerModels:
         """Load the parts the directory's index (``bundle.json``, or the layout without one) names:
         autoencoder, [world_model,] flow_map, uq_head, reward_head and semantic (or ``semantic_dir``).
-        Missing parts are a :class:`BackendError` (:class:`~vidplan_core.runtime.loader.BundleError`) naming the
+        Missing parts are a :class:`BackendError` (:class:`~vidplan_core.runtime.bundle_index.BundleError`) naming the
         key and the path; see :func:`vidplan_core.runtime.loader.load_planner_models`."""
         from vidplan_core.runtime.loader import load_planner_models
 

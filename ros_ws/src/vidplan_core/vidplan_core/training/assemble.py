@@ -103,7 +103,7 @@ def assemble_model_dir(out: str | Path, sources: dict[str, str | Path], overwrit
                 from vidplan_core.models.bc_policy import BCPolicy
 
                 BCPolicy.load(tmp / "policy").save(tmp / "policy", storage_dtype=torch.float16)
-        from vidplan_core.runtime.loader import write_bundle_index
+        from vidplan_core.runtime.bundle_index import write_bundle_index
 
         write_bundle_index(tmp, config=config or config_name_of(sources), semantic_view=semantic_view,
                            centring_view=centring_view, map_views=map_views)
