@@ -21,7 +21,8 @@ from vidplan_core.models.action_maps import (
     resolve_action_map_spec,
 )
 from vidplan_core.models.configs import build_suite, load_suite_config
-from vidplan_core.models.world_model import WorldModel, import_ctrl_world, pad_input_conv_for_action_maps
+from vidplan_core.models.ctrl_world import import_ctrl_world, pad_input_conv_for_action_maps
+from vidplan_core.models.world_model import WorldModel
 from vidplan_core.sampling import edm_loss
 
 pytestmark = pytest.mark.unit

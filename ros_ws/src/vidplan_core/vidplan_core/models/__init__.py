@@ -11,6 +11,7 @@ from ._io import ModelLoadError
 from .autoencoder import VideoAutoencoder
 from .bc_policy import BCPolicy
 from .configs import PRESETS, ModelSuite, ModelSuiteConfig, build_suite, load_suite_config
+from .ctrl_world import import_ctrl_world
 from .edm import EDMPreconditioning, karras_sigmas, sigma_to_t, t_to_sigma
 from .flow_map import FlowMap, diff2flow_velocity, world_model_config_dict
 from .heads import (
@@ -25,7 +26,7 @@ from .heads import (
                     to_bins,
 )
 from .semantic import SemanticScorer, soft_centroid
-from .world_model import ActionEncoder, WorldModel, import_ctrl_world
+from .world_model import ActionEncoder, WorldModel
 
 __all__ = [
                     "PRESETS",
