@@ -1,13 +1,14 @@
-"""The five training kinds of ``vidplan train``: what each trains, on which data, with which loss.
+"""The training kinds of ``vidplan train``: what each trains, on which data, with which loss (the objectives are
+:mod:`vidplan_core.training.objectives`; ``semantic`` and ``grounded`` are :mod:`vidplan_core.training.semantic_tasks`).
 
 =============  =====================================  ==================================================  ==============
-kind           trains                                 loss (from vidplan_core.models unless noted)         needs (init.)
+kind           trains                                 loss (vidplan_core.models / .sampling)              needs (init.)
 =============  =====================================  ==================================================  ==============
 vae            VideoAutoencoder (diffusers VAE)       MSE/L1 reconstruction + kl_weight·KL (here); at     —
                                                       the end scaling_factor = 1/std(latents)
-world-model    WorldModel (EDM teacher)               ``WorldModel.edm_loss`` (Eq. 2, CFG action dropout) autoencoder,
+world-model    WorldModel (EDM teacher)               ``sampling.edm_loss`` (Eq. 2, CFG action dropout)   autoencoder,
                                                                                                           semantic
-flow-map       FlowMap initialised from the teacher   ``FlowMap.psd_loss`` (Alg. 2; 2:1 flow/distill)     autoencoder,
+flow-map       FlowMap initialised from the teacher   ``sampling.psd_loss`` (Alg. 2; 2:1 flow/distill)    autoencoder,
                                                                                                           world_model
 heads          UQHead + RewardHead                    ``UQHead.loss`` on |pred − true| per latent element  autoencoder,
                                                       and ``RewardHead.loss`` on V = γ^(F−τ)·success;      flow_map
@@ -33,132 +34,27 @@ from typing import Any
 
 import torch
 import torch.nn as nn
-import torch.nn.functional as F
 
 from vidplan_core.config import ConfigError
-from vidplan_core.sampling import edm_loss, edm_sample, flow_map_sample, psd_loss
+from vidplan_core.sampling import edm_sample, flow_map_sample
 from vidplan_core.training.config import TrainConfig
+from vidplan_core.training.objectives import BCObjective, EdmObjective, HeadsObjective, PsdObjective, VaeObjective
+from vidplan_core.training.semantic_tasks import GroundedTask, SemanticTask
+from vidplan_core.training.task_base import TaskBase, model_section, psnr
 
-__all__ = ["FlowMapTask", "HeadsTask", "SemanticTask", "VaeTask", "WorldModelTask", "make_task"]
-
-LATENT_KEYS = ("latent_channels", "latent_height", "latent_width")
-
-
-def _section(cfg: TrainConfig, sec: str, latent: tuple[int, int, int] | None = None) -> dict[str, Any]:
-    """Constructor kwargs of one model of the config's model suite, with the latent shape filled in."""
-    from vidplan_core.models.configs import load_suite_config
-
-    suite, src = load_suite_config(cfg.model)
-    d = dict(getattr(suite, sec))
-    if latent is not None:
-        for k, v in zip(LATENT_KEYS, latent, strict=False):
-            if k in d and d[k] != v:
-                raise ConfigError(src, [(f"{sec}.{k}", f"{d[k]} contradicts the autoencoder's latent {k} {v}")])
-            d[k] = v
-    return d
+__all__ = [
+    "BCTask",
+    "FlowMapTask",
+    "GroundedTask",
+    "HeadsTask",
+    "SemanticTask",
+    "VaeTask",
+    "WorldModelTask",
+    "make_task",
+]
 
 
-def _psnr(a: torch.Tensor, b: torch.Tensor) -> float:
-    mse = float(((a.float() - b.float()) ** 2).mean())
-    return 10.0 * torch.log10(torch.tensor(1.0 / max(mse, 1e-12))).item()
-
-
-# ------------------------------------------------------------------------------------------------ objectives
-class VaeObjective(nn.Module):
-    """Reconstruction + KL of the diffusers VAE inside a VideoAutoencoder; images (B, 3, 3, H, W) in [0, 1]."""
-
-    def __init__(self, ae: nn.Module, kl_weight: float, recon: str):
-        super().__init__()
-        self.ae, self.kl_weight, self.recon = ae, kl_weight, recon
-
-    def forward(self, images: torch.Tensor) -> dict[str, torch.Tensor]:
-        from diffusers import AutoencoderKLTemporalDecoder
-
-        from vidplan_core.spaces import stack_views
-
-        x = stack_views(images) * 2.0 - 1.0  # (B, 3, 3H, W) in [−1, 1]
-        post = self.ae.vae.encode(x).latent_dist
-        z = post.sample()
-        if isinstance(self.ae.vae, AutoencoderKLTemporalDecoder):
-            rec = self.ae.vae.decode(z, num_frames=1).sample
-        else:
-            rec = self.ae.vae.decode(z).sample
-        rl = F.mse_loss(rec, x) if self.recon == "mse" else F.l1_loss(rec, x)
-        kl = post.kl().mean() / x[0].numel()  # per pixel, so kl_weight does not depend on the image size
-        return {"loss": rl + self.kl_weight * kl, "recon": rl.detach(), "kl": kl.detach()}
-
-
-class EdmObjective(nn.Module):
-    def __init__(self, wm: nn.Module):
-        super().__init__()
-        self.wm = wm
-
-    def forward(self, history: torch.Tensor, x1: torch.Tensor, actions: torch.Tensor,
-                text_embeds: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
-        return {"loss": edm_loss(self.wm, x1, history, actions, text_embeds)}
-
-
-class PsdObjective(nn.Module):
-    def __init__(self, fm: nn.Module, distill: bool):
-        super().__init__()
-        self.fm, self.distill = fm, distill
-
-    def forward(self, history: torch.Tensor, x1: torch.Tensor, actions: torch.Tensor,
-                text_embeds: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
-        return psd_loss(self.fm, x1, history, actions, text_embeds, distill=self.distill)
-
-
-class HeadsObjective(nn.Module):
-    """UQ and reward cross-entropy on (detached) flow-map predictions."""
-
-    def __init__(self, uq: nn.Module | None, reward: nn.Module | None):
-        super().__init__()
-        self.heads = nn.ModuleDict({k: v for k, v in (("uq", uq), ("reward", reward)) if v is not None})
-
-    def forward(self, pred: torch.Tensor, x1: torch.Tensor, future_actions: torch.Tensor,
-                future_values: torch.Tensor) -> dict[str, torch.Tensor]:
-        out: dict[str, torch.Tensor] = {}
-        total = torch.zeros((), device=pred.device)
-        if "uq" in self.heads:
-            out["uq"] = self.heads["uq"].loss(pred, x1)
-            total = total + out["uq"]
-        if "reward" in self.heads:
-            out["reward"] = self.heads["reward"].loss(pred, future_actions, future_values)
-            total = total + out["reward"]
-        out["loss"] = total
-        return {k: (v if k == "loss" else v.detach()) for k, v in out.items()}
-
-
-class SiglipObjective(nn.Module):
-    def __init__(self, model: nn.Module):
-        super().__init__()
-        self.model = model
-
-    def forward(self, pixel_values: torch.Tensor, input_ids: torch.Tensor, labels: torch.Tensor
-                ) -> dict[str, torch.Tensor]:
-        from vidplan_core.training.siglip import siglip_loss
-
-        img = self.model.vision_model(pixel_values=pixel_values).pooler_output
-        txt = self.model.text_model(input_ids=input_ids).pooler_output
-        return {"loss": siglip_loss(img, txt, labels, self.model.logit_scale, self.model.logit_bias)}
-
-
-# ------------------------------------------------------------------------------------------------ tasks
-class _Base:
-    model: nn.Module
-    train_dataset: Any = None
-    val_dataset: Any = None
-
-    def __init__(self, cfg: TrainConfig):
-        self.cfg = cfg
-        self.opts = cfg.options()
-        self.device: Any = "cpu"
-
-    def val_metrics(self, model: nn.Module, batch: dict[str, Any], inputs: dict[str, Any]) -> dict[str, float]:
-        return {}
-
-
-class VaeTask(_Base):
+class VaeTask(TaskBase):
     """Train the autoencoder on single frames."""
 
     def setup(self, device: Any, is_main: bool) -> None:
@@ -166,7 +62,7 @@ class VaeTask(_Base):
         from vidplan_core.models import VideoAutoencoder
 
         self.device = device
-        kw = _section(self.cfg, "autoencoder")
+        kw = model_section(self.cfg, "autoencoder")
         ae = VideoAutoencoder(**kw)
         if ae.vae is None:
             raise ConfigError(self.cfg.model, [("autoencoder.kind", "'pixel' has no weights to train")])
@@ -186,7 +82,7 @@ class VaeTask(_Base):
         img = inputs["images"]
         z = ae.vae.encode(_stack(img) * 2.0 - 1.0).latent_dist.mode()
         rec = _decode_raw(ae, z)
-        return {"psnr": _psnr(rec, _stack(img))}
+        return {"psnr": psnr(rec, _stack(img))}
 
     def save_final(self, model: nn.Module, out_dir: Path) -> None:
         ae = model.ae
@@ -248,7 +144,7 @@ def _maybe_val(make: Any) -> Any:
     return ds if len(ds.episodes) else None
 
 
-class _LatentTask(_Base):
+class _LatentTask(TaskBase):
     """Shared data path of world-model, flow-map and heads: windows of latents (cached or encoded here)."""
 
     num_history: int
@@ -355,7 +251,7 @@ class WorldModelTask(_LatentTask):
                 raise ConfigError(self.cfg.init.world_model, [("latent", f"world model latent {wm.latent_shape} "
                                                                f"differs from the autoencoder's {ae.latent_shape}")])
         else:
-            wm = WorldModel(**_section(self.cfg, "world_model", ae.latent_shape))
+            wm = WorldModel(**model_section(self.cfg, "world_model", ae.latent_shape))
         self.num_history, self.num_future = wm.config.num_history, wm.config.num_future
         self._load_text_encoder(wm.config.text_embed_dim)
         self._datasets(ae, is_main, wm.config.action_maps)
@@ -386,7 +282,7 @@ class FlowMapTask(_LatentTask):
         if tuple(teacher.latent_shape) != tuple(ae.latent_shape):
             raise ConfigError(self.cfg.init.world_model, [("latent", f"teacher latent {teacher.latent_shape} differs "
                                                            f"from the autoencoder's {ae.latent_shape}")])
-        fm = FlowMap.from_teacher(teacher, **_section(self.cfg, "flow_map"))
+        fm = FlowMap.from_teacher(teacher, **model_section(self.cfg, "flow_map"))
         del teacher
         self.num_history, self.num_future = fm.model.config.num_history, fm.model.config.num_future
         self._load_text_encoder(fm.model.config.text_embed_dim)
@@ -423,10 +319,10 @@ class HeadsTask(_LatentTask):
         self.num_history, self.num_future = fm.model.config.num_history, fm.model.config.num_future
         self._load_text_encoder(fm.model.config.text_embed_dim)
         self._datasets(ae, is_main, fm.model.config.action_maps)
-        uq = UQHead(**_section(self.cfg, "uq_head", ae.latent_shape)) if self.opts.uq else None
+        uq = UQHead(**model_section(self.cfg, "uq_head", ae.latent_shape)) if self.opts.uq else None
         reward = None
         if self.opts.reward:
-            reward = RewardHead(**_section(self.cfg, "reward_head", ae.latent_shape))
+            reward = RewardHead(**model_section(self.cfg, "reward_head", ae.latent_shape))
             reward.set_action_stats(self.normalizer)
         self.model = HeadsObjective(uq, reward)
 
@@ -457,150 +353,6 @@ class HeadsTask(_LatentTask):
     def save_final(self, model: nn.Module, out_dir: Path) -> None:
         for name, head in model.heads.items():
             head.save_pretrained(str(Path(out_dir) / f"{name}_head"))
-
-
-class SemanticTask(_Base):
-    """A small SigLIP model on frames (the configured views) and their episodes' instructions."""
-
-    def setup(self, device: Any, is_main: bool) -> None:
-        from vidplan_core.data.dataset import FrameCaptionDataset, dataset_meta
-        from vidplan_core.models.siglip import build_siglip, build_tokenizer
-        from vidplan_core.spaces import VIEW_ORDER
-
-        self.device = device
-        d, o = self.cfg.data, self.opts
-        # a LeRobot dataset read in place is decoded at the vision tower's (square) input size
-        size = (o.image_size, o.image_size)
-        meta = dataset_meta(d.root, d.lerobot, size)
-        self.captions = sorted({e.instruction for e in meta.episodes})
-        if "" in self.captions:
-            raise ConfigError(d.root, [("episodes.instruction", "some episodes have no instruction: the semantic "
-                                        "model needs a caption for every frame")])
-        kw = dict(lerobot=d.lerobot, view_size=size)
-        self.train_dataset = FrameCaptionDataset(d.root, "train", o.frame_stride, d.max_episodes, **kw)
-        val = FrameCaptionDataset(d.root, "val", o.frame_stride, d.max_episodes, **kw) if meta.split("val") else None
-        self.val_dataset = val
-        self.view_idx = [VIEW_ORDER.index(v) for v in o.views]
-        if o.init_dir:
-            from transformers import AutoTokenizer, SiglipModel
-
-            model = SiglipModel.from_pretrained(o.init_dir, local_files_only=True, use_safetensors=True)
-            self.tokenizer = AutoTokenizer.from_pretrained(o.init_dir, local_files_only=True)
-        else:
-            self.tokenizer = build_tokenizer(self.captions, o.max_text_len)
-            model = build_siglip(o, self.tokenizer)
-        self.image_size = int(model.config.vision_config.image_size)
-        self.max_len = int(model.config.text_config.max_position_embeddings)
-        self.model = SiglipObjective(model)
-
-    def _pixels(self, frames: torch.Tensor) -> torch.Tensor:
-        img = frames[:, self.view_idx].flatten(0, 1).to(self.device)  # (B·V, 3, H, W) in [0, 1]
-        img = F.interpolate(img, size=(self.image_size, self.image_size), mode="bilinear", align_corners=False,
-                            antialias=True)
-        return (img - 0.5) / 0.5
-
-    def _ids(self, texts: list[str]) -> torch.Tensor:
-        enc = self.tokenizer(texts, padding="max_length", truncation=True, max_length=self.max_len,
-                             return_tensors="pt")
-        return enc["input_ids"].to(self.device)
-
-    def inputs(self, batch: dict[str, Any], train: bool) -> dict[str, Any]:
-        caps = list(batch["instruction"])
-        uniq = sorted(set(caps))
-        col = torch.tensor([uniq.index(c) for c in caps])
-        labels = (col[:, None] == torch.arange(len(uniq))[None]).repeat_interleave(len(self.view_idx), dim=0)
-        return {"pixel_values": self._pixels(batch["frames"]), "input_ids": self._ids(uniq),
-                "labels": labels.to(self.device)}
-
-    def val_metrics(self, model: nn.Module, batch: dict[str, Any], inputs: dict[str, Any]) -> dict[str, float]:
-        m = model.model
-        img = F.normalize(m.vision_model(pixel_values=inputs["pixel_values"]).pooler_output, dim=-1)
-        txt = F.normalize(m.text_model(input_ids=self._ids(self.captions)).pooler_output, dim=-1)
-        truth = torch.tensor([self.captions.index(c) for c in batch["instruction"]]).repeat_interleave(
-            len(self.view_idx)).to(img.device)
-        return {"retrieval_acc": float(((img @ txt.t()).argmax(-1) == truth).float().mean())}
-
-    def save_final(self, model: nn.Module, out_dir: Path) -> None:
-        from vidplan_core.models.siglip import save_semantic
-
-        save_semantic(model.model, self.tokenizer, out_dir, self.image_size)
-
-
-class GroundedTask(_Base):
-    """The grounded semantic scorer on labelled sim frames (:mod:`vidplan_core.training.grounded`)."""
-
-    def setup(self, device: Any, is_main: bool) -> None:
-        from vidplan_core.models.grounded import GroundedScorer, SentenceEncoder
-        from vidplan_core.spaces import VIEW_ORDER
-        from vidplan_core.training.grounded import GroundedObjective, GroundingFrames, PhraseBank, load_shards
-
-        self.device = device
-        o, root = self.opts, Path(self.cfg.data.root)
-        try:
-            train = load_shards(root / o.train_shards)
-            val = load_shards(root / o.val_shards)
-            self.bank = PhraseBank(train["colours"], train["shapes"], [tuple(p) for p in o.held_out])
-            views = tuple(VIEW_ORDER.index(v) for v in o.views)
-            self.train_dataset = GroundingFrames(train, self.bank, o.image_pool, views, seed=self.cfg.train.seed)
-        except ValueError as exc:
-            raise ConfigError(str(root), [("data.root", str(exc))]) from exc
-        val_bank = PhraseBank(val["colours"], val["shapes"], [])  # validation names the held-out objects
-        self.val_dataset = GroundingFrames(val, val_bank, o.image_pool, views, seed=1)
-        self.val_data = val
-        self.encoder = SentenceEncoder.from_pretrained(o.text_encoder_dir)
-        with torch.no_grad():  # the text encoder is frozen: every phrase is embedded once
-            self.sentences = self.encoder.encode(self.bank.texts).to(device)
-        scorer = GroundedScorer(embed_dim=o.embed_dim, text_dim=self.encoder.dim, channels=tuple(o.channels),
-                                max_text_len=self.encoder.max_len)
-        scorer.attach_text_encoder(self.encoder)
-        self.model = GroundedObjective(scorer, o.pos_weight)
-
-    def inputs(self, batch: dict[str, Any], train: bool) -> dict[str, Any]:
-        return {"image": batch["image"].to(self.device), "sentence": self.sentences[batch["phrase"].to(self.device)],
-                "target": batch["target"].to(self.device)}
-
-    def val_metrics(self, model: nn.Module, batch: dict[str, Any], inputs: dict[str, Any]) -> dict[str, float]:
-        sc = model.scorer
-        _, patches = sc.image_features(inputs["image"])
-        logits = sc.map_logits(patches, sc.project_text(inputs["sentence"]))
-        pos = inputs["target"] > 0.5
-        hit = ((logits > 0) == pos).float()
-        return {"patch_recall": float(hit[pos].mean()) if pos.any() else float("nan"),
-                "patch_specificity": float(hit[~pos].mean())}
-
-    def save_final(self, model: nn.Module, out_dir: Path) -> None:
-        import json
-
-        from vidplan_core.training.grounded import PhraseBank, evaluate_grounding
-
-        sc = model.scorer
-        sc.save(out_dir)
-        o = self.opts
-        bank = PhraseBank(self.bank.colours, self.bank.shapes, [])  # evaluation names the held-out objects too
-        with torch.no_grad():
-            sentences = self.encoder.encode(bank.texts).to(self.device)
-        report = {"held_out": o.held_out, "image_pool": o.image_pool,
-                  "unseen_target": evaluate_grounding(sc, self.val_data, bank, sentences, o.image_pool)}
-        (out_dir / "grounding_eval.json").write_text(json.dumps(report, indent=2))
-
-
-class BCObjective(nn.Module):
-    """Mean squared error of the policy's normalised pose deltas, on the windows ``weight`` selects."""
-
-    def __init__(self, policy: nn.Module, gripper_weight: float):
-        super().__init__()
-        self.policy = policy
-        dims = torch.ones(7)
-        dims[6] = gripper_weight
-        self.register_buffer("dims", dims, persistent=False)
-
-    def forward(self, latents: torch.Tensor, pose: torch.Tensor, future: torch.Tensor, weight: torch.Tensor,
-                text: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
-        err = (self.policy(latents, pose, text) - self.policy.targets(pose, future)) ** 2 * self.dims  # (B, H, 7)
-        per = err.mean(dim=(1, 2))
-        loss = (per * weight).sum() / weight.sum().clamp_min(1.0)
-        pos = ((err[..., :3].mean(dim=(1, 2)) * weight).sum() / weight.sum().clamp_min(1.0)).detach()
-        return {"loss": loss, "position_mse": pos}
 
 
 class BCTask(_LatentTask):
