@@ -58,7 +58,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--siglip", default="base", choices=["base", "small"])
     args = p.parse_args(argv)
 
-    from vidplan_core.planning.planner import Planner, PlannerConfig
+    from vidplan_core.planning.planner import GradientPlanner, PlannerConfig
     from vidplan_core.planning.proposals import perturbation_proposals
     from vidplan_core.runtime.base import PlanningContext
     from vidplan_core.runtime.bundle import random_planner_models
@@ -90,7 +90,7 @@ def main(argv: list[str] | None = None) -> int:
     for k in [int(x) for x in args.ks.split(",")]:
         be = TorchBackend(models, flow_steps=k, device=args.device, compile=args.compile and not args.cuda_graphs,
                           cuda_graphs=args.cuda_graphs and cuda, bf16=args.bf16 and cuda)
-        planner = Planner(be, PlannerConfig(refine_iters=args.iters))
+        planner = GradientPlanner(be, PlannerConfig(refine_iters=args.iters))
         t = time.perf_counter()
         for _ in range(2):  # warm-up: compilation, CUDA graph capture, cuDNN autotuning
             r = planner.plan(ctx, props)

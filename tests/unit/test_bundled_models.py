@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 import torch
 
-from vidplan_core.planning.planner import Planner, PlannerConfig
+from vidplan_core.planning.planner import GradientPlanner, PlannerConfig
 from vidplan_core.planning.proposals import perturbation_proposals
 from vidplan_core.runtime.base import PlanningContext
 from vidplan_core.runtime.bundle import PlannerModels
@@ -101,7 +101,7 @@ def test_one_plan_cycle_torch_and_onnxruntime(models):
     ctx = _ctx(models)
     for backend in (TorchBackend(models, flow_steps=1), OnnxRuntimeBackend(DEMO / "onnx", threads=1)):
         props = perturbation_proposals(np.repeat(POSE[None], backend.horizon, 0), 4, rng=0)
-        res = Planner(backend, PlannerConfig(refine_iters=1)).plan(ctx, props)
+        res = GradientPlanner(backend, PlannerConfig(refine_iters=1)).plan(ctx, props)
         assert res.status == "ok", (backend.name, res.reason)
         assert res.chunk.is_finite() and np.isfinite(res.scores).all() and np.isfinite(res.uncertainty).all()
         assert res.chunk.actions.shape == (backend.horizon, 7)

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 
-from vidplan_core.planning.planner import CEMConfig, CEMPlanner, Planner, PlannerConfig
+from vidplan_core.planning.planner import CEMConfig, CEMPlanner, GradientPlanner, PlannerConfig
 from vidplan_core.planning.proposals import perturbation_proposals
 from vidplan_core.runtime.base import Backend, BackendError, PlanningContext
 from vidplan_core.runtime.bundle import random_planner_models
@@ -88,7 +88,7 @@ def test_backend_protocol_and_bad_input(backend, ctx):
 
 def test_refinement_increases_objective(backend, ctx, proposals):
     # min_grad 0: the tiny random model's value gradient is ~1e-4, which the default would call uninformative
-    planner = Planner(backend, PlannerConfig(refine_iters=4, lr=0.1, trust_region=0.3, min_grad=0.0))
+    planner = GradientPlanner(backend, PlannerConfig(refine_iters=4, lr=0.1, trust_region=0.3, min_grad=0.0))
     res = planner.plan(ctx, proposals)
     assert res.status == "ok", res.reason
     assert res.scores.shape == (6,) and res.uncertainty.shape == (6,)
@@ -112,7 +112,7 @@ def test_trust_region_is_capped_in_metres_and_radians(backend, ctx, proposals):
     """Refinement moves each position coordinate by ≤ trust_region_m and each Euler angle by ≤ trust_region_rad
     from the chosen proposal, whatever one normalised unit is in physical units."""
     def moved(cfg: PlannerConfig) -> tuple[float, float]:
-        res = Planner(backend, cfg).plan(ctx, proposals)
+        res = GradientPlanner(backend, cfg).plan(ctx, proposals)
         assert res.status == "ok", res.reason
         d = res.chunk.actions - proposals.actions[res.chosen_index]
         rot = np.abs((d[:, 3:6] + np.pi) % (2 * np.pi) - np.pi)
@@ -137,10 +137,10 @@ def test_cem_uses_forward_passes_only(backend, ctx, proposals):
 def test_time_budget_is_honoured(backend, ctx, proposals):
     w = Wrapped(backend, delay_s=0.3)
     t0 = time.perf_counter()
-    warm = Planner(w, PlannerConfig(refine_iters=0)).plan(ctx, proposals)
+    warm = GradientPlanner(w, PlannerConfig(refine_iters=0)).plan(ctx, proposals)
     global_s = time.perf_counter() - t0
     budget = 3 * global_s + 1.5  # room for a few 0.3 s refinement iterations, not for 50
-    res = Planner(w, PlannerConfig(refine_iters=50, time_budget_s=budget, min_grad=0.0)).plan(ctx, proposals)
+    res = GradientPlanner(w, PlannerConfig(refine_iters=50, time_budget_s=budget, min_grad=0.0)).plan(ctx, proposals)
     assert warm.status == "ok"
     assert res.status == "budget" and "time budget" in res.reason
     assert 1 <= len(res.objective_trace) < 51
@@ -151,14 +151,14 @@ def test_time_budget_is_honoured(backend, ctx, proposals):
 
 @pytest.mark.parametrize("where", ["value", "semantic_map", "grad"])
 def test_non_finite_outputs_give_hold(backend, ctx, proposals, where):
-    res = Planner(Wrapped(backend, nan_in=where), PlannerConfig(refine_iters=1)).plan(ctx, proposals)
+    res = GradientPlanner(Wrapped(backend, nan_in=where), PlannerConfig(refine_iters=1)).plan(ctx, proposals)
     assert res.hold and res.status == "hold"
     assert ("non-finite" in res.reason) and (where in res.reason or where == "grad")
     np.testing.assert_allclose(res.chunk.actions, np.repeat(ctx.current_pose[None], backend.horizon, 0))
 
 
 def test_backend_exception_gives_hold(backend, ctx, proposals):
-    res = Planner(Wrapped(backend, raise_in="rollout")).plan(ctx, proposals)
+    res = GradientPlanner(Wrapped(backend, raise_in="rollout")).plan(ctx, proposals)
     assert res.hold and "illegal memory access" in res.reason
     res = CEMPlanner(Wrapped(backend, raise_in="rollout")).plan(ctx, proposals)
     assert res.hold
@@ -168,12 +168,12 @@ def test_uninformative_gradient_skips_refinement_and_says_so(backend, ctx, propo
     """A value gradient below min_grad is not amplified by Adam into trust-region-sized noise steps: refinement is
     skipped, flagged, and the chunk is the argmax proposal itself."""
     wrapped = Wrapped(backend)
-    res = Planner(wrapped, PlannerConfig(refine_iters=4, min_grad=1.0)).plan(ctx, proposals)
+    res = GradientPlanner(wrapped, PlannerConfig(refine_iters=4, min_grad=1.0)).plan(ctx, proposals)
     assert res.status == "ok" and res.refine_skipped and "uninformative value gradient" in res.reason
     assert wrapped.calls["value_and_grad"] == 1 and len(res.objective_trace) == 1
     best = proposals.actions[res.chosen_index]
     assert np.allclose(res.chunk.actions[:, :3], best[:, :3][: len(res.chunk)], atol=1e-9) or res.chunk is not None
-    res2 = Planner(backend, PlannerConfig(refine_iters=2, min_grad=0.0)).plan(ctx, proposals)
+    res2 = GradientPlanner(backend, PlannerConfig(refine_iters=2, min_grad=0.0)).plan(ctx, proposals)
     assert not res2.refine_skipped and len(res2.objective_trace) == 3
 
 
@@ -181,11 +181,11 @@ def test_refinement_stops_when_an_iteration_gains_less_than_refine_tol(backend, 
     """refine_tol: refinement ends at the first iteration whose gain in the best objective is below the tolerance
     (fewer value-and-grad calls, the iterations run in the trace, the status ok with the reason); 0 runs them all."""
     base = dict(refine_iters=6, lr=0.1, trust_region=0.3, min_grad=0.0)
-    full = Planner(backend, PlannerConfig(**base)).plan(ctx, proposals)
+    full = GradientPlanner(backend, PlannerConfig(**base)).plan(ctx, proposals)
     assert full.status == "ok" and len(full.objective_trace) == 7
     # a tolerance above any gain the tiny model makes: stop after the first iteration
     w = Wrapped(backend)
-    res = Planner(w, PlannerConfig(**base, refine_tol=1e6)).plan(ctx, proposals)
+    res = GradientPlanner(w, PlannerConfig(**base, refine_tol=1e6)).plan(ctx, proposals)
     assert res.status == "ok" and "converged after 1 iterations" in res.reason, res.reason
     assert w.calls["value_and_grad"] == 2 and len(res.objective_trace) == 2
     assert res.objective_trace == pytest.approx(full.objective_trace[:2], rel=1e-6)
@@ -194,7 +194,7 @@ def test_refinement_stops_when_an_iteration_gains_less_than_refine_tol(backend, 
     gains = np.diff(best)
     tol = float(np.median(gains)) if np.median(gains) > 0 else 1e-12
     stop = int(np.argmax(gains < tol)) + 1 if (gains < tol).any() else 6
-    mid = Planner(backend, PlannerConfig(**base, refine_tol=tol)).plan(ctx, proposals)
+    mid = GradientPlanner(backend, PlannerConfig(**base, refine_tol=tol)).plan(ctx, proposals)
     assert len(mid.objective_trace) == stop + 1
     assert max(mid.objective_trace) == pytest.approx(best[stop], rel=1e-6)
 
@@ -203,30 +203,30 @@ def test_noise_averaged_scores_are_invariant_to_candidate_order(backend, ctx, pr
     """Scores averaged over M noise draws: the same numbers whatever the order of the candidates (the noise is shared
     by all candidates of a draw), the mean of the single-draw scores, and a winner-survival fraction."""
     cfg = PlannerConfig(refine_iters=0, noise_samples=3, stop_at_best_frame=False)
-    a = Planner(backend, cfg).plan(ctx, proposals)
+    a = GradientPlanner(backend, cfg).plan(ctx, proposals)
     perm = np.array([3, 0, 5, 1, 4, 2])
     from vidplan_core.planning.proposals import ProposalSet
 
     shuffled = ProposalSet(proposals.actions[perm], [proposals.labels[i] for i in perm])
-    b = Planner(backend, cfg).plan(ctx, shuffled)
+    b = GradientPlanner(backend, cfg).plan(ctx, shuffled)
     assert np.allclose(a.scores[perm], b.scores, atol=1e-6)
     assert a.chosen_label == b.chosen_label
     singles = []
     for m in range(3):
         c = PlanningContext(ctx.history_frames, ctx.history_actions, ctx.instruction, seed=ctx.seed + m)
-        singles.append(Planner(backend, PlannerConfig(refine_iters=0)).plan(c, proposals).scores)
+        singles.append(GradientPlanner(backend, PlannerConfig(refine_iters=0)).plan(c, proposals).scores)
     assert np.allclose(a.scores, np.mean(singles, axis=0), atol=1e-6)
     assert a.winner_survival is not None and 0.0 <= a.winner_survival <= 1.0
     assert a.winner_survival == np.mean([int(np.argmax(s)) == a.chosen_index for s in singles])
-    one = Planner(backend, PlannerConfig(refine_iters=0, survival_check=True)).plan(ctx, proposals)
+    one = GradientPlanner(backend, PlannerConfig(refine_iters=0, survival_check=True)).plan(ctx, proposals)
     assert one.winner_survival in (0.0, 1.0)  # the re-drawn seed keeps the winner or not
-    assert Planner(backend, PlannerConfig(refine_iters=0)).plan(ctx, proposals).winner_survival is None
+    assert GradientPlanner(backend, PlannerConfig(refine_iters=0)).plan(ctx, proposals).winner_survival is None
 
 
 def test_chunk_is_cut_at_its_best_frame(backend, ctx, proposals):
     """The score is a max over frames: the executed chunk holds the best frame's pose after it."""
-    res = Planner(backend, PlannerConfig(refine_iters=0)).plan(ctx, proposals)
-    full = Planner(backend, PlannerConfig(refine_iters=0, stop_at_best_frame=False)).plan(ctx, proposals)
+    res = GradientPlanner(backend, PlannerConfig(refine_iters=0)).plan(ctx, proposals)
+    full = GradientPlanner(backend, PlannerConfig(refine_iters=0, stop_at_best_frame=False)).plan(ctx, proposals)
     a, b = res.chunk.actions, full.chunk.actions
     diff = np.flatnonzero(np.abs(a - b).max(1) > 1e-9)
     if len(diff):  # steps after the best frame hold it

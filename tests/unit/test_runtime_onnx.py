@@ -12,7 +12,7 @@ import pytest
 import torch
 
 from vidplan_core.export.onnx_export import export_planner
-from vidplan_core.planning.planner import Planner, PlannerConfig
+from vidplan_core.planning.planner import GradientPlanner, PlannerConfig
 from vidplan_core.planning.proposals import perturbation_proposals
 from vidplan_core.runtime.base import BackendError, PlanningContext
 from vidplan_core.runtime.bundle import random_planner_models
@@ -107,7 +107,7 @@ def test_value_and_grad_parity(backends, ctx):
 def test_planner_runs_on_onnxruntime(backends, ctx):
     _, ob = backends
     props = perturbation_proposals(np.repeat(POSE[None], ob.horizon, 0), 4, rng=0)
-    res = Planner(ob, PlannerConfig(refine_iters=2, min_grad=0.0)).plan(ctx, props)  # tiny model: tiny gradient
+    res = GradientPlanner(ob, PlannerConfig(refine_iters=2, min_grad=0.0)).plan(ctx, props)  # tiny model: tiny gradient
     assert res.status == "ok", res.reason
     assert len(res.objective_trace) == 3 and res.chunk.is_finite()
 

@@ -36,7 +36,7 @@ from vidplan_core.planning.proposals import ProposalSet
 from vidplan_core.runtime.base import Backend, PlanningContext, RolloutOutput
 from vidplan_core.spaces import MODEL_RATE_HZ, EEChunk, wrap_angle
 
-__all__ = ["CEMConfig", "CEMPlanner", "PlanResult", "Planner", "PlannerConfig", "ScoreConfig", "score_rollout"]
+__all__ = ["CEMConfig", "CEMPlanner", "GradientPlanner", "PlanResult", "PlannerConfig", "ScoreConfig", "score_rollout"]
 
 
 class ScoreConfig(BaseModel):
@@ -366,7 +366,7 @@ class _BasePlanner:
                           winner_survival=self._survival(int(idx)))
 
 
-class Planner(_BasePlanner):
+class GradientPlanner(_BasePlanner):
     """Algorithm 3: batched rollout of all proposals, hierarchical-reward argmax, GradOpt refinement.
 
     Args:

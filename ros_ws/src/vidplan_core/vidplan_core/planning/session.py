@@ -19,7 +19,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from vidplan_core.kinematics import action_to_transform
 from vidplan_core.planning.nominal import HoldPolicy, NominalObservation, NominalPolicy
-from vidplan_core.planning.planner import CEMConfig, CEMPlanner, Planner, PlannerConfig, PlanResult
+from vidplan_core.planning.planner import CEMConfig, CEMPlanner, GradientPlanner, PlannerConfig, PlanResult
 from vidplan_core.planning.proposals import (
     BASIS_DIRECTIONS,
     ProposalSet,
@@ -87,7 +87,7 @@ class PlanningSession:
         if self.config.planner == "cem":
             self.planner = CEMPlanner(backend, self.config.cem)
         else:
-            self.planner = Planner(backend, self.config.gradopt)
+            self.planner = GradientPlanner(backend, self.config.gradopt)
 
     #: settings :meth:`tune` may change while the session runs (none changes a model, a limit or a buffer size)
     LIVE_SETTINGS = ("kappa", "lam", "weighting", "time_budget_s", "basis_speed_mps")
