@@ -13,6 +13,7 @@ import time
 import pytest
 
 from vidplan_core.data import bags as B
+from vidplan_core.data.bag_writer import BagWriter
 
 # A writer with the DEFAULT settings that writes a numbered String ~every 10 ms (stamp = wall clock) for 2.6 s,
 # reports each index after writing it, then dies of SIGKILL (no close, no atexit, no buffer flush).
@@ -20,7 +21,7 @@ WRITER = textwrap.dedent("""
     import os, signal, sys, time
     from rclpy.serialization import serialize_message
     from std_msgs.msg import String
-    from vidplan_core.data.bags import BagWriter
+    from vidplan_core.data.bag_writer import BagWriter
 
     w = BagWriter(sys.argv[1], storage=sys.argv[2])
     w.add_topic("/s", "std_msgs/msg/String")
@@ -70,7 +71,7 @@ def test_flush_if_due_hands_idle_messages_to_the_file_while_the_bag_stays_open(t
     from rclpy.serialization import serialize_message
     from std_msgs.msg import String
 
-    with B.BagWriter(tmp_path / "bag", storage=storage, flush_period_s=0.2) as w:
+    with BagWriter(tmp_path / "bag", storage=storage, flush_period_s=0.2) as w:
         w.add_topic("/s", "std_msgs/msg/String")
         for i in range(3):
             w.write("/s", 1_000 + i, serialize_message(String(data=f"m{i}")))
@@ -93,7 +94,7 @@ def test_flush_if_due_hands_idle_messages_to_the_file_while_the_bag_stays_open(t
 @pytest.mark.parametrize("period", [-1.0, math.nan])
 def test_bad_flush_period_is_refused_naming_it(tmp_path, period):
     with pytest.raises(ValueError, match="flush_period_s"):
-        B.BagWriter(tmp_path / "bag", flush_period_s=period)
+        BagWriter(tmp_path / "bag", flush_period_s=period)
     assert not (tmp_path / "bag").exists()
 
 
@@ -101,7 +102,7 @@ def test_flush_period_zero_keeps_rosbags_behaviour(tmp_path):
     from rclpy.serialization import serialize_message
     from std_msgs.msg import String
 
-    with B.BagWriter(tmp_path / "bag", flush_period_s=0) as w:
+    with BagWriter(tmp_path / "bag", flush_period_s=0) as w:
         w.add_topic("/s", "std_msgs/msg/String")
         w.write("/s", 1, serialize_message(String(data="m0")))
         assert not w.flush_if_due()

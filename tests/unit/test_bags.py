@@ -10,6 +10,7 @@ import pytest
 import yaml
 
 from vidplan_core.data import bags as B
+from vidplan_core.data.bag_writer import BagWriter
 
 
 def _cdr(kind: str, i: int) -> bytes:
@@ -38,7 +39,7 @@ TOPICS = {"/s": ("std_msgs/msg/String", "str"), "/p": ("geometry_msgs/PoseStampe
 def _write(path: Path, n: int = 40, step_ns: int = 10_000_000, **kw) -> list[tuple[str, int, bytes]]:
     """Write n rounds of the three topics; equal timestamps within a round (order must still be kept)."""
     sent = []
-    with B.BagWriter(path, **kw) as w:
+    with BagWriter(path, **kw) as w:
         for topic, (msgtype, _) in TOPICS.items():
             w.add_topic(topic, msgtype, [B.make_qos("best_effort" if topic == "/img" else "reliable")])
         for i in range(n):
@@ -129,7 +130,7 @@ def test_custom_interface_definition_and_hash_match_the_built_package(tmp_path):
     expected = json.loads((share / "msg" / "PlanChunk.json").read_text())["type_hashes"][0]["hash_string"]
     assert digest == expected
     assert "MSG: geometry_msgs/Pose" in msgdef or "geometry_msgs/" in msgdef
-    w = B.BagWriter(tmp_path / "bag")
+    w = BagWriter(tmp_path / "bag")
     w.add_topic("/vidplan/plan", "vidplan_interfaces/msg/PlanChunk")
     w.close()
     with B.BagReader(tmp_path / "bag") as r:
@@ -140,10 +141,10 @@ def test_custom_interface_definition_and_hash_match_the_built_package(tmp_path):
 def test_writer_rejects_bad_input(tmp_path):
     (tmp_path / "exists").mkdir()
     with pytest.raises(B.BagError, match="exists already"):
-        B.BagWriter(tmp_path / "exists")
+        BagWriter(tmp_path / "exists")
     with pytest.raises(ValueError, match="storage"):
-        B.BagWriter(tmp_path / "x", storage="rosbag1")
-    w = B.BagWriter(tmp_path / "bag")
+        BagWriter(tmp_path / "x", storage="rosbag1")
+    w = BagWriter(tmp_path / "bag")
     with pytest.raises(ValueError, match="nope_msgs/msg/Thing"):
         w.add_topic("/t", "nope_msgs/msg/Thing")
     with pytest.raises(ValueError, match="expected 'pkg/msg/Name'"):
@@ -166,7 +167,7 @@ def test_missing_empty_truncated_and_corrupt_bags_fail_with_clear_errors(tmp_pat
         B.BagReader(tmp_path / "empty")
     # ~4 MB of 64 kB images: several 1 MiB mcap chunks, so a cut at 70 % leaves complete chunks before it
     sent = []
-    with B.BagWriter(tmp_path / "bag") as w:
+    with BagWriter(tmp_path / "bag") as w:
         w.add_topic("/img", "sensor_msgs/msg/Image")
         for i in range(64):
             sent.append(("/img", i * 1000, bytes([0, 1, 0, 0]) + bytes([i]) * 65536))

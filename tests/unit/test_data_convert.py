@@ -11,7 +11,7 @@ import json
 import numpy as np
 import pytest
 
-from vidplan_core.data.bags import BagWriter
+from vidplan_core.data.bag_writer import BagWriter
 from vidplan_core.data.convert import ConvertError, TopicMap, convert_bags, expand_inputs
 from vidplan_core.data.dataset import WindowDataset
 from vidplan_core.data.messages import Codec

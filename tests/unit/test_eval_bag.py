@@ -14,7 +14,7 @@ import shutil
 import numpy as np
 import pytest
 
-from vidplan_core.data.bags import BagWriter
+from vidplan_core.data.bag_writer import BagWriter
 from vidplan_core.data.messages import Codec
 from vidplan_core.eval import metrics as M
 from vidplan_core.eval.bag_bundle import load_bundle

@@ -53,7 +53,8 @@ from rclpy.clock import Clock, ClockType
 from rclpy.node import Node
 from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy
 
-from vidplan_core.data.bags import BagWriter, MessageDefinitions, make_qos, normalize_msgtype, parse_qos_overrides
+from vidplan_core.data.bag_writer import BagWriter
+from vidplan_core.data.bags import MessageDefinitions, make_qos, normalize_msgtype, parse_qos_overrides
 from vidplan_ros.latency_probe import import_message
 from vidplan_ros.node_runner import parameters_declared, run_node
 

@@ -128,7 +128,8 @@ def generate_episode(env: Any, cfg: GenerateConfig, i: int, bag_path: Path) -> d
 
     Returns the episode info (also recorded on /vidplan/episode).
     """
-    from vidplan_core.data.bags import BagWriter, make_qos
+    from vidplan_core.data.bag_writer import BagWriter
+    from vidplan_core.data.bags import make_qos
     from vidplan_core.data.messages import Codec
     from vidplan_sim.expert import ExpertOptions, SceneObservation, ScriptedExpert
 

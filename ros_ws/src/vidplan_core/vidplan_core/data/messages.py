@@ -34,7 +34,7 @@ class Codec:
 
     Args:
         definitions: a :class:`vidplan_core.data.bags.MessageDefinitions` whose typestore is used (so custom
-            types registered for a :class:`~vidplan_core.data.bags.BagWriter` serialise too); a new one if None.
+            types registered for a :class:`~vidplan_core.data.bag_writer.BagWriter` serialise too); a new one if None.
     """
 
     def __init__(self, definitions: Any | None = None):

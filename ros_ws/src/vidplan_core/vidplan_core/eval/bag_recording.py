@@ -10,7 +10,8 @@ from typing import Any
 
 import numpy as np
 
-from vidplan_core.data.bags import BagError, BagReader, BagWriter, find_bags
+from vidplan_core.data.bag_writer import BagWriter
+from vidplan_core.data.bags import BagError, BagReader, find_bags
 from vidplan_core.data.convert import ConvertError, TopicMap, resolve_camera_topics
 from vidplan_core.data.messages import Codec
 from vidplan_core.eval.bag_bundle import Bundle
