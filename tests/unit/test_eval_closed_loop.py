@@ -43,7 +43,7 @@ def _cfg(model: Path, **kw):
 
 
 def test_scripted_nominal_policy_indexes_the_plan_by_time():
-    from vidplan_app.jobs.closed_loop import ScriptedNominalPolicy
+    from vidplan_app.jobs.closed_loop_policies import ScriptedNominalPolicy
 
     plan = np.zeros((20, 7))
     plan[:, 0] = np.arange(20)

@@ -193,9 +193,10 @@ def test_planner_node_eval_sim_and_eval_bag_use_the_one_loader(saved, monkeypatc
 
     monkeypatch.setattr(L, "load_planner_backend", spy)
     made = {}
-    from vidplan_app.jobs.closed_loop import ClosedLoopConfig, _load_backends
+    from vidplan_app.jobs.closed_loop import ClosedLoopConfig
+    from vidplan_app.jobs.closed_loop_policies import load_backends
 
-    loaded = _load_backends(ClosedLoopConfig(model=str(saved)), need_no_uq=True)
+    loaded = load_backends(ClosedLoopConfig(model=str(saved)), need_no_uq=True)
     made["eval sim"] = loaded.backends["default"]
     assert isinstance(loaded.backends["no-uq"], TorchBackend) and loaded.backends["no-uq"].objective.kappa == 0.0
     assert loaded.backends["no-uq"].models is loaded.backends["default"].models  # same weights, not loaded twice

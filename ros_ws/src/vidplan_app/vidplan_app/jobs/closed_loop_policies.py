@@ -1,0 +1,199 @@
+"""What the closed-loop evaluation plans or acts with: the scripted nominal policy, random-direction proposals,
+the evaluation's planning session, and the models and sessions each variant loads."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+
+from vidplan_app.jobs.closed_loop_config import ClosedLoopConfig, ClosedLoopError
+from vidplan_core.planning.nominal import NominalObservation
+from vidplan_core.planning.proposals import ProposalSet, clip_to_workspace, compose_proposals, perturbation_proposals
+from vidplan_core.planning.session import PlanningSession
+from vidplan_core.spaces import (
+    CONTROL_RATE_HZ,
+    MODEL_RATE_HZ,
+    model_stride,
+    wrap_angle,
+)
+
+__all__ = [
+    "EvalSession",
+    "LoadedModels",
+    "ScriptedNominalPolicy",
+    "load_backends",
+    "make_session",
+    "random_direction_proposals",
+]
+
+
+class ScriptedNominalPolicy:
+    """:class:`~vidplan_core.planning.nominal.NominalPolicy` over a scripted-expert plan, indexed by time.
+
+    The plan is (T, 7) EE targets at the control rate (action k is reached at (k+1)/15 s). ``infer`` returns the H
+    model-rate poses following the current time ``clock()`` [control steps since the episode start]: step j of the
+    chunk is the plan's pose at t + (j+1)/5 s. Past the end the last pose is held. Being time-indexed (not replanned),
+    it keeps its course after a perturbed chunk, as a feedback-free nominal policy would.
+    """
+
+    def __init__(self, plan: np.ndarray, horizon: int, clock: Callable[[], int], stride: int = model_stride()):
+        p = np.asarray(plan, np.float64)
+        if p.ndim != 2 or p.shape[1] != 7 or len(p) == 0:
+            raise ValueError(f"expert plan must be (T>0, 7), got {p.shape}")
+        self.plan, self.horizon, self.clock, self.stride = p, int(horizon), clock, int(stride)
+
+    def infer(self, obs: NominalObservation | None = None) -> np.ndarray:
+        k0 = int(self.clock())
+        idx = np.clip(k0 + self.stride * np.arange(1, self.horizon + 1) - 1, 0, len(self.plan) - 1)
+        out = self.plan[idx].copy()
+        if obs is not None:  # keep Euler angles on the current pose's branch (no 2π jumps in the chunk)
+            out[:, 3:6] = wrap_angle(out[:, 3:6], np.asarray(obs.ee_pose, np.float64)[3:6])
+        return out
+
+    def done(self) -> bool:
+        """The plan (including its settle steps) has been played to the end."""
+        return int(self.clock()) >= len(self.plan)
+
+    def reset(self) -> None:
+        pass
+
+
+def random_direction_proposals(kin: Any, q0: np.ndarray, horizon: int, n: int, speed: float,
+                               rng: np.random.Generator, gripper: float, euler_center: np.ndarray,
+                               control_rate_hz: float = CONTROL_RATE_HZ, model_rate_hz: float = MODEL_RATE_HZ,
+                               damping: float = 1e-3, velocity_scale: float = 1.0,
+                               workspace_min: Any = None, workspace_max: Any = None,
+                               joint_margin: float = 0.0) -> ProposalSet:
+    """``n`` proposals moving the EE at ``speed`` [m/s] in random directions (uniform on the sphere), orientation
+    held, each with gripper = ``gripper`` or its toggle (p = 0.5). The same Jacobian integration and limits as
+    :func:`vidplan_core.planning.proposals.basis_velocity_proposals` (only the directions differ)."""
+    from vidplan_core.planning.proposals import integrate_twist
+
+    stride = round(control_rate_hz / model_rate_hz)
+    q_start = kin.clip(np.asarray(q0, np.float64).reshape(7))
+    dirs = rng.standard_normal((n, 3))
+    dirs /= np.linalg.norm(dirs, axis=1, keepdims=True).clip(1e-9)
+    grips = np.where(rng.random(n) < 0.5, gripper, 1.0 - gripper)
+    out = []
+    for d, g in zip(dirs, grips, strict=True):
+        ee = integrate_twist(kin, q_start, d * speed, horizon, stride, 1.0 / control_rate_hz, damping, velocity_scale,
+                             workspace_min, workspace_max, euler_center, joint_margin)
+        out.append(np.concatenate([ee, np.full((horizon, 1), g)], axis=1))
+    return ProposalSet(np.stack(out), [f"rand{i}" for i in range(n)])
+
+
+
+class EvalSession(PlanningSession):
+    """:class:`PlanningSession` with the evaluation's proposal modes (the planner and the blending are unchanged).
+
+    Args:
+        mode: ``"basis"`` (the session's own proposals), ``"random"`` (:func:`random_direction_proposals`, as many as
+            ``basis`` would give) or ``"nominal"`` (perturbations around the nominal chunk + the gripper toggle).
+    """
+
+    def __init__(self, *args: Any, mode: Literal["basis", "random", "nominal"] = "basis", **kw: Any):
+        super().__init__(*args, **kw)
+        self.mode = mode
+
+    def proposals(self, q: np.ndarray, current_pose: np.ndarray, instruction: str = "",
+                  images: dict[str, np.ndarray] | None = None, seed: int = 0,
+                  frames: np.ndarray | None = None) -> ProposalSet:
+        from vidplan_core.planning.proposals import gripper_proposals
+
+        pc = self.config.proposals
+        pose = np.asarray(current_pose, np.float64)
+        if self.mode == "random":
+            return random_direction_proposals(self.kin, q, self.horizon, self.num_candidates, pc.basis_speed_mps,
+                                              np.random.default_rng([seed, 5]), round(float(pose[6])), pose[3:6],
+                                              velocity_scale=pc.joint_velocity_scale * pc.velocity_margin,
+                                              workspace_min=pc.workspace_min, workspace_max=pc.workspace_max,
+                                              joint_margin=pc.joint_margin_rad)
+        if self.mode == "nominal":
+            obs = NominalObservation(ee_pose=pose, joint_positions=np.asarray(q), images=images or {},
+                                     instruction=instruction, frames=frames)
+            props = perturbation_proposals(self.nominal.infer(obs), pc.num_nominal, np.asarray(pc.nominal_sigma),
+                                           rng=seed)
+            props = ProposalSet(clip_to_workspace(props.actions, pc.workspace_min, pc.workspace_max), props.labels)
+            if pc.gripper_toggle:
+                props = compose_proposals(props, gripper_proposals(pose, self.horizon))
+            return props
+        return super().proposals(q, current_pose, instruction, images, seed, frames)
+
+
+# ------------------------------------------------------------------------------------------------------ models
+@dataclass
+class LoadedModels:
+    backends: dict[str, Any]  # "default" and (torch) "no-uq" → Backend
+    views: Any  # the model's ViewPreparation (view size, workspace crops)
+    warnings: list[str]
+    policy: Any = None  # the bundle's BCNominalPolicy (bc variants only)
+
+
+def load_backends(cfg: ClosedLoopConfig, need_no_uq: bool, need_policy: bool = False) -> LoadedModels:
+    """The bundle's backend(s) for the learned variants, through the one model-directory loader (the planner
+    node's: :func:`vidplan_core.runtime.loader.load_planner_backend`). A bad directory, or an index naming a part
+    that is not there, is a ClosedLoopError before any episode runs."""
+    from vidplan_core.runtime.base import BackendError
+    from vidplan_core.runtime.graphs import ObjectiveConfig
+    from vidplan_core.runtime.loader import load_planner_backend
+
+    base = cfg.planning("vidplan")
+    flow_steps = base.flow_steps or 1
+    kappa = base.session.gradopt.score.kappa
+    d = Path(cfg.model)
+    if cfg.backend == "torch" and cfg.device == "tensorrt":
+        raise ClosedLoopError("device 'tensorrt' is an onnxruntime provider; use --backend onnxruntime")
+    try:
+        lb = load_planner_backend(d, cfg.backend, device=cfg.device, flow_steps=flow_steps, threads=cfg.threads,
+                                  objective=ObjectiveConfig(kappa=kappa))
+        warnings = list(lb.warnings)
+        backends = {"default": lb.backend}
+        if need_no_uq:  # the refinement objective's κ is part of the value graph: a second backend, same models
+            backends["no-uq"] = lb.with_objective(ObjectiveConfig(kappa=0.0))
+            if lb.models is None:
+                warnings.append(f"no-uq with the {cfg.backend} backend: scoring uses w(h) = 1, but the exported "
+                                f"value-and-grad graph keeps its objective {lb.backend.objective} for the refinement")
+        elif lb.models is None:
+            backends["no-uq"] = lb.backend
+        policy = None
+        if need_policy:  # torch, on the bundle's own autoencoder and text embedding
+            from vidplan_core.planning.nominal import BCNominalPolicy
+
+            policy = BCNominalPolicy.from_bundle(d, lb.models)
+        return LoadedModels(backends, lb.views, warnings, policy)
+    except (BackendError, FileNotFoundError, OSError, KeyError) as exc:
+        raise ClosedLoopError(f"cannot load the {cfg.backend} models from {d}: {exc}") from exc
+
+
+def make_session(variant: str, cfg: ClosedLoopConfig, loaded: LoadedModels | None, kin: Any, nominal: Any,
+                  env: Any) -> EvalSession:
+    """The planning session of ``variant``: its resolved planner configuration around the variant's backend."""
+    pcfg = cfg.planning(variant)
+    sc = pcfg.session
+    mode = {"random": "random", "scripted+vidplan": "nominal"}.get(variant, "basis")
+    if mode == "nominal" or variant == "bc+vidplan":  # bc+vidplan: the planner node's basis + bc perturbations
+        sc.proposals.nominal_sigma = list(cfg.nominal_sigma)
+    else:
+        sc.proposals.num_nominal = 0  # perturbations around a nominal only where there is one
+    if variant.startswith("oracle+"):
+        from vidplan_core.execution import IKOptions
+        from vidplan_sim.oracle import OracleBackend
+        from vidplan_sim.privileged import PrivilegedReward
+
+        learned = None if variant == "oracle+privileged" else loaded.backends["default"]
+        backend = OracleBackend(env, kin, limits=pcfg.limits, ik=IKOptions(),
+                                reward=PrivilegedReward() if learned is None else None, learned=learned,
+                                views=loaded.views if learned is not None else None,
+                                score_pixels=variant == "oracle+learned-pixels")
+    elif variant == "learned+privileged":
+        from vidplan_sim.predicted_state import PredictedStateBackend
+        from vidplan_sim.privileged import PrivilegedReward
+
+        backend = PredictedStateBackend(loaded.backends["default"], env, PrivilegedReward())
+    else:
+        backend = loaded.backends["no-uq" if variant == "no-uq" else "default"]
+    return EvalSession(backend, kin, sc, nominal=nominal, mode=mode)
