@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
+from typing import Any
 
 import typer
 
@@ -12,6 +13,32 @@ from vidplan_app.cli import app
 from vidplan_bringup.profiles import documented_params_file, load_profile, parse_overrides, resolve_profile
 from vidplan_bringup.supervisor import MissingBuildError, Supervisor
 from vidplan_core.config import ConfigError
+
+
+def _checked_profile(profile: str, overrides: list[str] | None, **supervisor_kw: Any):
+    """Load and resolve ``profile`` with ``overrides``, make its :class:`Supervisor` and check every node parameter
+    against what the nodes declare; returns (profile path, resolved nodes, supervisor, check). Exits 2 for an
+    invalid profile, override or parameter, 3 when the workspace is not built (notes go to stderr)."""
+    try:
+        prof, path = load_profile(profile)
+        arg_over, param_over = parse_overrides(list(overrides or []))
+        nodes = resolve_profile(prof, str(path), arg_over, param_over)
+    except ConfigError as exc:
+        typer.secho(f"error: {exc}", fg=typer.colors.RED, err=True)
+        raise typer.Exit(2) from exc
+    try:
+        sup = Supervisor(nodes, **supervisor_kw)
+    except MissingBuildError as exc:
+        typer.secho(f"error: {exc}", fg=typer.colors.RED, err=True)
+        raise typer.Exit(3) from exc
+    check = sup.check_parameters(param_over)
+    for note in check.notes:
+        typer.secho(f"note: {note}", fg=typer.colors.YELLOW, err=True)
+    if check.problems:
+        typer.secho(f"error: {path} (parameters):\n" + "\n".join(f"  - {p}" for p in check.problems),
+                    fg=typer.colors.RED, err=True)
+        raise typer.Exit(2)
+    return path, nodes, sup, check
 
 
 @app.command(context_settings={"allow_extra_args": False})
@@ -30,25 +57,7 @@ def up(
     Exit codes: 0 after Ctrl-C/SIGTERM, 1 when a required node died, 2 for an invalid profile or override (an
     unknown profile arg, node or node parameter, an arg value of the wrong type), 3 when the workspace is not built.
     """
-    try:
-        prof, path = load_profile(profile)
-        arg_over, param_over = parse_overrides(list(overrides or []))
-        nodes = resolve_profile(prof, str(path), arg_over, param_over)
-    except ConfigError as exc:
-        typer.secho(f"error: {exc}", fg=typer.colors.RED, err=True)
-        raise typer.Exit(2) from exc
-    try:
-        sup = Supervisor(nodes, shutdown_timeout=shutdown_timeout)
-    except MissingBuildError as exc:
-        typer.secho(f"error: {exc}", fg=typer.colors.RED, err=True)
-        raise typer.Exit(3) from exc
-    check = sup.check_parameters(param_over)
-    for note in check.notes:
-        typer.secho(f"note: {note}", fg=typer.colors.YELLOW, err=True)
-    if check.problems:
-        typer.secho(f"error: {path} (parameters):\n" + "\n".join(f"  - {p}" for p in check.problems),
-                    fg=typer.colors.RED, err=True)
-        raise typer.Exit(2)
+    path, nodes, sup, check = _checked_profile(profile, overrides, shutdown_timeout=shutdown_timeout)
     if dry_run:
         for p in sup.procs:
             typer.echo(f"{p.node.name}{' (required)' if p.node.required else ''}: {' '.join(p.cmd)}")
@@ -73,24 +82,7 @@ def params(
 
     Exit codes: 0 written, 2 invalid profile / override / parameter, 3 workspace not built.
     """
-    try:
-        prof, path = load_profile(profile)
-        arg_over, param_over = parse_overrides(list(overrides or []))
-        nodes = resolve_profile(prof, str(path), arg_over, param_over)
-        sup = Supervisor(nodes)
-    except ConfigError as exc:
-        typer.secho(f"error: {exc}", fg=typer.colors.RED, err=True)
-        raise typer.Exit(2) from exc
-    except MissingBuildError as exc:
-        typer.secho(f"error: {exc}", fg=typer.colors.RED, err=True)
-        raise typer.Exit(3) from exc
-    check = sup.check_parameters(param_over)
-    for note in check.notes:
-        typer.secho(f"note: {note}", fg=typer.colors.YELLOW, err=True)
-    if check.problems:
-        typer.secho(f"error: {path} (parameters):\n" + "\n".join(f"  - {p}" for p in check.problems),
-                    fg=typer.colors.RED, err=True)
-        raise typer.Exit(2)
+    _path, nodes, _sup, check = _checked_profile(profile, overrides)
     out.mkdir(parents=True, exist_ok=True)
     command = " ".join(["vidplan params", profile, *(overrides or [])])
     for node in nodes:
