@@ -238,7 +238,7 @@ def test_chunk_is_cut_at_its_best_frame(backend, ctx, proposals):
 def test_semantic_map_is_suppressed_by_its_own_views_uncertainty():
     """The UQ map covers the three stacked views; the centring map shows one. Doubt about the wrist view lowers
     the wrist map's hot spot; doubt about the left view does not (before: the three views were squeezed together)."""
-    from vidplan_core.planning.planner import ScoreConfig, score_rollout, view_rows
+    from vidplan_core.planning.scoring import ScoreConfig, score_rollout, view_rows
     from vidplan_core.runtime.base import RolloutOutput
 
     n, f, h, w = 1, 1, 4, 8
@@ -266,7 +266,7 @@ def test_gripper_centring_prefers_the_candidate_whose_gripper_reaches_the_target
     exterior views the term differs between candidates (with centring='image' it cannot)."""
     from vidplan_core.calibration import load_calibration
     from vidplan_core.models.action_maps import action_map_config
-    from vidplan_core.planning.planner import ScoreConfig, gripper_reference, score_rollout
+    from vidplan_core.planning.scoring import ScoreConfig, gripper_reference, score_rollout
     from vidplan_core.runtime.base import RolloutOutput
 
     geo = action_map_config(load_calibration(), (1, 1))

@@ -25,38 +25,12 @@ import numpy as np
 import torch
 from pydantic import BaseModel, ConfigDict, Field
 
-from vidplan_core.objective import (
-    WeightKind,
-    centroid_distance,
-    frame_reward,
-    soft_centroid,
-    suppress_semantic_map,
-)
 from vidplan_core.planning.proposals import ProposalSet
-from vidplan_core.runtime.base import Backend, PlanningContext, RolloutOutput
+from vidplan_core.planning.scoring import ScoreConfig, score_rollout
+from vidplan_core.runtime.base import Backend, PlanningContext
 from vidplan_core.spaces import MODEL_RATE_HZ, EEChunk, wrap_angle
 
-__all__ = ["CEMConfig", "CEMPlanner", "GradientPlanner", "PlanResult", "PlannerConfig", "ScoreConfig", "score_rollout"]
-
-
-class ScoreConfig(BaseModel):
-    """How candidates are scored (hierarchical reward)."""
-
-    model_config = ConfigDict(extra="forbid")
-    weighting: WeightKind = "exp"
-    kappa: float = Field(3.0, ge=0, description="κ of w(h) = exp(−κ·h̄)")
-    lam: float = Field(2.0, ge=0, description="λ of the centring term λ·‖c − c_r‖")
-    centroid_ref: tuple[float, float] = (0.5, 0.5)
-    centring: Literal["auto", "image", "gripper"] = Field(
-        "auto", description="reference point c_r of the centring term: 'image' = centroid_ref in every map view "
-        "(the paper's; meant for the wrist view), 'gripper' = the candidate's TCP projected into each map view at "
-        "that frame, so the term is the image distance between gripper and target (candidate-dependent on fixed "
-        "exterior views too; two exterior views fix the target in 3-D); averaged over the map views. 'auto' = "
-        "'gripper' where the backend has semantic-map views and camera geometry (a bundle with map_views), else "
-        "'image'")
-    centroid_temperature: float = Field(0.1, gt=0)
-    suppress_semantic: bool = True
-    semantic_score: Literal["global", "map_max", "map_mean"] = "global"
+__all__ = ["CEMConfig", "CEMPlanner", "GradientPlanner", "PlanResult", "PlannerConfig"]
 
 
 class PlannerConfig(BaseModel):
@@ -144,86 +118,6 @@ class PlanResult:
     @property
     def budget_exhausted(self) -> bool:
         return self.status == "budget"
-
-
-def view_rows(uq_map: torch.Tensor, view: int | None, num_views: int = 3) -> torch.Tensor:
-    """The rows of one view of a (…, V·h, w) map of the vertically stacked views (:func:`vidplan_core.spaces.
-    stack_views`); the whole map when ``view`` is None or the map is not a stack (e.g. an oracle's 1×1 map)."""
-    rows = uq_map.shape[-2]
-    if view is None or rows < num_views or rows % num_views:
-        return uq_map
-    h = rows // num_views
-    return uq_map[..., view * h:(view + 1) * h, :]
-
-
-def gripper_reference(actions: np.ndarray, geometry: Any, views: tuple[int, ...]) -> torch.Tensor:
-    """The candidates' TCP projected into each view at its own frame: (N, F, 7) raw actions → (N, F, V, 2) (x, y)
-    in normalised image coordinates [0, 1]. Exterior cameras are fixed; the wrist camera moves with the hand, so the
-    TCP always lands on the same point of the wrist image. ``geometry``: an
-    :class:`~vidplan_core.models.action_maps.ActionMapRenderer` over a 1×1-grid configuration, or that configuration
-    (:meth:`vidplan_core.runtime.bundle.PlannerModels.view_geometry`)."""
-    from vidplan_core.models.action_maps import ActionMapRenderer
-
-    r = geometry if isinstance(geometry, ActionMapRenderer) else ActionMapRenderer(geometry)
-    a = torch.as_tensor(np.asarray(actions), dtype=torch.float64)
-    uv = r.project(a, 0)[0][..., 0, :]  # (N, F, 3, 2): TCP in every view, hand cameras posed at frame 0
-    if any(r.on_hand):  # a hand camera sees the TCP of its own frame, the same point at every frame
-        own = r.project(a[:, :1], 0)[0][..., 0, :]
-        hand = torch.tensor(r.on_hand)[None, None, :, None]
-        uv = torch.where(hand, own.expand_as(uv), uv)
-    return uv[:, :, list(views)]
-
-
-def score_rollout(out: RolloutOutput, cfg: ScoreConfig, map_views: int | tuple[int, ...] | None = None,
-                  actions: np.ndarray | None = None, geometry: Any = None,
-                  ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Hierarchical reward of a rollout: (N,) candidate scores and (N, F) per-frame rewards.
-
-    ``map_views``: the views the semantic map shows, stacked vertically (the backend's ``map_views``; an int for
-    one). Each view's map is suppressed by the uncertainty of that view's rows of the stacked UQ map, has its own
-    centroid, and the centring distances are averaged over the views. ``actions`` (N, F, 7) and ``geometry`` are
-    needed for ``cfg.centring == "gripper"``."""
-    h_bar = torch.as_tensor(out.h_bar, dtype=torch.float64)
-    sem_all = torch.as_tensor(out.semantic_map, dtype=torch.float64)
-    views = (map_views,) if isinstance(map_views, int) else tuple(map_views) if map_views else (None,)
-    unc_all = torch.as_tensor(out.uq_map, dtype=torch.float64)
-    sems = []
-    for k, v in enumerate(views):
-        sem = view_rows(sem_all, k, len(views)) if len(views) > 1 else sem_all
-        if cfg.suppress_semantic:
-            sem = suppress_semantic_map(sem, view_rows(unc_all, v), cfg.weighting, cfg.kappa)
-        sems.append(sem)
-    if cfg.semantic_score == "global":
-        r_s = torch.as_tensor(out.semantic_score, dtype=torch.float64)
-    elif cfg.semantic_score == "map_max":
-        r_s = torch.stack([m.flatten(-2).amax(-1) for m in sems]).mean(0)
-    else:
-        r_s = torch.stack([m.flatten(-2).mean(-1) for m in sems]).mean(0)
-    dist = None
-    mode = cfg.centring
-    if mode == "auto":
-        mode = "gripper" if actions is not None and geometry is not None and None not in views else "image"
-    if cfg.lam > 0:
-        cents = torch.stack([soft_centroid(m, cfg.centroid_temperature) for m in sems], dim=2)  # (N, F, V, 2)
-        if mode == "gripper":
-            if actions is None or geometry is None or None in views:
-                raise ValueError("centring 'gripper' needs the candidates' actions, the views of the semantic maps "
-                                 "and the camera geometry (a backend with map_views and view_geometry)")
-            ref = gripper_reference(actions, geometry, views)  # type: ignore[arg-type]
-        else:
-            ref = torch.as_tensor(cfg.centroid_ref, dtype=torch.float64)
-        if mode == "gripper":
-            # Object permanence: where a view's map does not see the target (σ(max logit) < 0.5; the grounded
-            # scorer's maps are logits) — typically the arm hides it as the gripper arrives — its centroid would
-            # jump to another object. There the target is taken to be where that view saw it most confidently in
-            # this cycle's futures (any candidate, any frame).
-            conf = torch.stack([torch.sigmoid(m.flatten(-2).amax(-1)) for m in sems], dim=-1)  # (N, F, V)
-            flat = conf.reshape(-1, conf.shape[-1]).argmax(0)  # per view: the most confident (candidate, frame)
-            best = cents.reshape(-1, *cents.shape[-2:])[flat, torch.arange(conf.shape[-1])]  # (V, 2)
-            cents = torch.where((conf >= 0.5)[..., None], cents, best.expand_as(cents))
-        dist = centroid_distance(cents, ref).mean(-1)
-    per_frame = frame_reward(r_s, h_bar, dist, cfg.lam, cfg.weighting, cfg.kappa)
-    return per_frame.amax(dim=1), per_frame
 
 
 class _HoldError(Exception):
