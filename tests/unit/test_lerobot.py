@@ -15,14 +15,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from lerobot_fixture import CAMS, instruction, signals, write_dataset
 
 from vidplan_core.data.dataset import WindowDataset
-from vidplan_core.data.lerobot import (
-    LeRobotError,
-    LeRobotOptions,
-    LeRobotSource,
-    import_lerobot,
-    load_mapping,
-    parse_episode_selection,
-)
+from vidplan_core.data.lerobot import LeRobotError, LeRobotSource, load_mapping, parse_episode_selection
+from vidplan_core.data.lerobot_import import import_lerobot
+from vidplan_core.data.lerobot_stream import LeRobotOptions
 from vidplan_core.data.schema import validate_dataset
 from vidplan_core.spaces import ViewPreparation
 

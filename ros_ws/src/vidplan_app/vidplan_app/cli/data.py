@@ -152,7 +152,8 @@ def import_lerobot_cmd(
     copy of a subset is wanted."""
     from tqdm.auto import tqdm
 
-    from vidplan_core.data.lerobot import LeRobotError, import_lerobot, parse_episode_selection
+    from vidplan_core.data.lerobot import LeRobotError, parse_episode_selection
+    from vidplan_core.data.lerobot_import import import_lerobot
 
     try:
         meta = import_lerobot(root, out, _size(size), mapping, parse_episode_selection(episodes), fps=fps,

@@ -25,12 +25,14 @@ __all__ = ["FrameCaptionDataset", "WindowDataset", "dataset_meta", "window_start
 def dataset_meta(root: str | Path, lerobot: Any = None, view_size: tuple[int, int] | None = None,
                  splits: tuple[str, ...] = ("train", "val")) -> DatasetMeta:
     """The metadata of a dataset: a vidplan dataset validated (:func:`validate_dataset`), or a LeRobot dataset read
-    in place at ``view_size`` (H, W) with ``lerobot`` options (:class:`~vidplan_core.data.lerobot.LeRobotOptions`).
+    in place at ``view_size`` (H, W) with ``lerobot`` options
+    (:class:`~vidplan_core.data.lerobot_stream.LeRobotOptions`).
 
     Raises:
         DatasetError: a bad dataset (every problem listed), or a LeRobot dataset without ``view_size``.
     """
-    from vidplan_core.data.lerobot import is_lerobot_dataset, open_stream
+    from vidplan_core.data.lerobot import is_lerobot_dataset
+    from vidplan_core.data.lerobot_stream import open_stream
     from vidplan_core.data.schema import DatasetError
 
     if is_lerobot_dataset(root):
@@ -62,8 +64,8 @@ class WindowDataset:
         latents_dir: directory of cached latents (``latents/<tag>`` written by
             :func:`vidplan_core.data.latents.cache_latents`); adds ``latents``.
         max_episodes: use only the first N episodes of the split (tests, quick runs).
-        lerobot: options of a LeRobot ``root`` (:class:`~vidplan_core.data.lerobot.LeRobotOptions`; default DROID's
-            mapping, every episode).
+        lerobot: options of a LeRobot ``root`` (:class:`~vidplan_core.data.lerobot_stream.LeRobotOptions`;
+            default DROID's mapping, every episode).
         view_size: (H, W) [px] frames of a LeRobot ``root`` are resized to (a vidplan dataset has its own size).
 
     Each item is a dict of tensors (W = history + future):
@@ -84,7 +86,8 @@ class WindowDataset:
         if history < 1 or future < 0:
             raise ValueError(f"history must be >= 1 and future >= 0 frames, got {history} and {future}")
         self.root = Path(root)
-        from vidplan_core.data.lerobot import is_lerobot_dataset, open_stream
+        from vidplan_core.data.lerobot import is_lerobot_dataset
+        from vidplan_core.data.lerobot_stream import open_stream
 
         self.stream = open_stream(self.root, lerobot, view_size) if is_lerobot_dataset(self.root) and view_size \
             else None

@@ -25,7 +25,7 @@ takes the nearest parquet row, and each view the video frame at that row's times
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -35,29 +35,18 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from vidplan_core.data.schema import (
-    SHARD_DIR,
     DatasetError,
-    DatasetMeta,
-    EpisodeMeta,
-    save_meta,
-    split_episodes,
-    write_shard,
 )
-from vidplan_core.spaces import MODEL_RATE_HZ, VIEW_ORDER, ActionNormalizer, ViewPreparation
+from vidplan_core.spaces import MODEL_RATE_HZ, VIEW_ORDER, ViewPreparation
 
 __all__ = [
     "MAPPINGS_DIR",
     "LeRobotEpisode",
     "LeRobotError",
     "LeRobotMapping",
-    "LeRobotOptions",
     "LeRobotSource",
-    "LeRobotStream",
-    "import_lerobot",
     "is_lerobot_dataset",
-    "lerobot_meta",
     "load_mapping",
-    "open_stream",
     "parse_episode_selection",
 ]
 
@@ -460,145 +449,3 @@ def _decode_at(path: Path, times: np.ndarray, tol: float, root: Path) -> Iterabl
                                           f"its parquet index"])
             yield prev.to_ndarray(format="rgb24")
             i += 1
-
-
-def lerobot_meta(source: LeRobotSource, size: tuple[int, int], fps: float = MODEL_RATE_HZ,
-                 val_fraction: float = 0.1, split_seed: int = 0, value_gamma: float = 0.97,
-                 progress: Callable[[Sequence[Any]], Iterable[Any]] | None = None,
-                 shard: Callable[[LeRobotEpisode], str] | None = None,
-                 signals: dict[int, dict[str, Any]] | None = None) -> DatasetMeta:
-    """A :class:`DatasetMeta` for the source's episodes at ``fps`` and view ``size`` (H, W): lengths, labels, the
-    split (by episode, seeded) and the train split's action statistics — read from parquet only (no video).
-
-    ``shard`` names each episode's shard (default ``lerobot:<index>``: read in place); ``signals`` is filled with
-    each episode's :meth:`LeRobotSource.signals` when given.
-    """
-    sigs = signals if signals is not None else {}
-    eps = source.episodes
-    for ep in (progress(eps) if progress else eps):
-        sigs[ep.index] = source.signals(ep, fps)
-    splits = split_episodes(len(eps), val_fraction, split_seed)
-    metas = []
-    for n, (ep, split) in enumerate(zip(eps, splits, strict=True)):
-        s = sigs[ep.index]
-        metas.append(EpisodeMeta(index=n, name=f"episode_{ep.index:06d}",
-                                 shard=shard(ep) if shard else f"{LEROBOT_PREFIX}{ep.index}",
-                                 length=len(s["timestamps_ns"]), instruction=s["instruction"], success=s["success"],
-                                 split=split, source=f"{source.root}#{ep.index}"))
-    train = [sigs[ep.index]["actions"] for ep, sp in zip(eps, splits, strict=True) if sp == "train"]
-    return DatasetMeta(
-        fps=fps, source_rate_hz=source.fps, image_size={v: tuple(size) for v in VIEW_ORDER},
-        action_stats=ActionNormalizer.fit(np.concatenate(train)).state_dict(), value_gamma=value_gamma,
-        joint_names=list(source.mapping.joint_names), base_frame=source.mapping.base_frame, episodes=metas,
-        info={"converter": "lerobot", "lerobot_root": str(source.root), "codebase_version": source.version,
-              "mapping": source.mapping.model_dump(mode="json"), "val_fraction": val_fraction,
-              "split_seed": split_seed, "view_preparation": ViewPreparation(int(size[0]), int(size[1])).as_dict(),
-              "source_image_size": list(source.video_size(VIEW_ORDER[0]) or [])})
-
-
-def import_lerobot(root: str | Path, out: str | Path, size: tuple[int, int],
-                   mapping: str | Path | LeRobotMapping | None = None, episodes: Sequence[int] | None = None,
-                   fps: float = MODEL_RATE_HZ, val_fraction: float = 0.1, split_seed: int = 0,
-                   value_gamma: float = 0.97, progress: Callable[[Sequence[Any]], Iterable[Any]] | None = None
-                   ) -> DatasetMeta:
-    """Convert (a subset of) a LeRobot dataset into vidplan shards at ``out`` (``vidplan data import lerobot``).
-
-    Resumable: ``out/import.json`` records the settings; a rerun with the same ones skips episodes whose shard is
-    already written (shards are written atomically), a rerun with others is refused. ``meta.json`` is written last.
-
-    Raises:
-        LeRobotError: the source cannot be read as mapped (before any shard is written), or ``out`` holds an import
-            of other settings.
-    """
-    src = LeRobotSource(root, mapping, episodes)
-    out = Path(out)
-    settings = {"root": str(Path(root).resolve()), "mapping": src.mapping.model_dump(mode="json"),
-                "episodes": [e.index for e in src.episodes], "size": list(size), "fps": fps,
-                "val_fraction": val_fraction, "split_seed": split_seed, "value_gamma": value_gamma}
-    marker = out / "import.json"
-    if marker.is_file():
-        old = json.loads(marker.read_text())
-        if old != settings:
-            diff = sorted(k for k in settings if old.get(k) != settings[k])
-            raise LeRobotError(out, [f"holds an import with other settings ({diff}); use another --out"])
-    elif out.exists() and any(out.iterdir()):
-        raise LeRobotError(out, ["exists and is not empty (and is not an earlier import)"])
-    out.mkdir(parents=True, exist_ok=True)
-    marker.write_text(json.dumps(settings, indent=2))
-    views = ViewPreparation(int(size[0]), int(size[1]))
-    sigs: dict[int, dict[str, Any]] = {}
-    meta = lerobot_meta(src, size, fps, val_fraction, split_seed, value_gamma,
-                        shard=lambda ep: f"{SHARD_DIR}/episode_{ep.index:06d}.safetensors", signals=sigs)
-    for ep in (progress(src.episodes) if progress else src.episodes):
-        path = out / SHARD_DIR / f"episode_{ep.index:06d}.safetensors"
-        if path.is_file():
-            continue  # written by an interrupted earlier run
-        s = sigs[ep.index]
-        tensors = {k: s[k] for k in ("actions", "ee_pose", "gripper", "joint_positions", "timestamps_ns")}
-        tensors["frames"] = src.frames(ep, s["video_times"], views)
-        write_shard(path, tensors)
-    meta.info["converter"] = "vidplan data import lerobot"
-    save_meta(out, meta)
-    return meta
-
-
-class LeRobotOptions(BaseModel):
-    """How training reads a LeRobot dataset in place (``data.lerobot`` of a training config)."""
-
-    model_config = ConfigDict(extra="forbid")
-    mapping: str = Field(default="droid", description="a shipped mapping name or a mapping YAML path")
-    episodes: str | None = Field(default=None, description="episode selection (A:B, A:B:STEP, N,M); None = all")
-    val_fraction: float = Field(default=0.1, ge=0, lt=1, description="validation episodes (by episode, seeded)")
-    split_seed: int = 0
-    value_gamma: float = Field(default=0.97, gt=0, le=1)
-
-
-class LeRobotStream:
-    """A LeRobot dataset read in place at the model rate: its :class:`DatasetMeta` (computed from parquet, no video)
-    and, per window, only the frames that window shows (decoded from the videos on demand).
-
-    Args:
-        root: LeRobot dataset directory.
-        options: mapping, episode selection, split.
-        view_size: (H, W) of a model view [px]; frames are resized to it as they are decoded.
-        fps: model rate [Hz].
-    """
-
-    def __init__(self, root: str | Path, options: LeRobotOptions | None, view_size: tuple[int, int],
-                 fps: float = MODEL_RATE_HZ):
-        o = options or LeRobotOptions()
-        self.source = LeRobotSource(root, o.mapping, parse_episode_selection(o.episodes))
-        self.views = ViewPreparation(int(view_size[0]), int(view_size[1]))
-        self.signals: dict[int, dict[str, Any]] = {}
-        from tqdm.auto import tqdm
-
-        # the metadata pass reads every selected episode's parquet rows (no video): a bar for DROID-sized selections
-        bar = lambda eps: tqdm(eps, desc=f"index {self.source.root.name}", unit="episode",  # noqa: E731
-                               disable=len(eps) < 200)
-        self.meta = lerobot_meta(self.source, view_size, fps, o.val_fraction, o.split_seed, o.value_gamma,
-                                 signals=self.signals, progress=bar)
-        self._by_shard = {e.shard: self.source.episodes[n] for n, e in enumerate(self.meta.episodes)}
-
-    def arrays(self, ep: EpisodeMeta) -> dict[str, np.ndarray]:
-        """The episode's non-image shard arrays (actions, ee_pose, gripper, joint_positions, timestamps_ns)."""
-        return self.signals[self._by_shard[ep.shard].index]
-
-    def frames(self, ep: EpisodeMeta, idx: np.ndarray) -> np.ndarray:
-        """uint8 (len(idx), 3, 3, H, W): the model-rate frames ``idx`` (in [0, length), may repeat)."""
-        src = self._by_shard[ep.shard]
-        uniq, inverse = np.unique(np.asarray(idx), return_inverse=True)
-        times = self.signals[src.index]["video_times"][uniq]
-        return self.source.frames(src, times, self.views)[inverse]
-
-
-_STREAMS: dict[tuple[str, str, tuple[int, int], float], LeRobotStream] = {}
-
-
-def open_stream(root: str | Path, options: LeRobotOptions | None, view_size: tuple[int, int],
-                fps: float = MODEL_RATE_HZ) -> LeRobotStream:
-    """One :class:`LeRobotStream` per (dataset, options, view size, rate) in this process (train and val windows
-    share its metadata pass)."""
-    key = (str(Path(root).resolve()), (options or LeRobotOptions()).model_dump_json(), tuple(view_size), float(fps))
-    if key not in _STREAMS:
-        _STREAMS[key] = LeRobotStream(root, options, view_size, fps)
-    return _STREAMS[key]

@@ -30,7 +30,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from vidplan_core.config import ConfigError, load_yaml, validate_model
-from vidplan_core.data.lerobot import LeRobotOptions
+from vidplan_core.data.lerobot_stream import LeRobotOptions
 
 __all__ = [
     "CONFIG_DIR",
