@@ -22,9 +22,22 @@ from vidplan_core.images import IMAGE_ENCODINGS, ImageDecodeError, validate_imag
 from vidplan_core.images import decode_image as image_to_array
 from vidplan_core.spaces import EEChunk, euler_to_quat, quat_to_euler
 
-__all__ = ["IMAGE_ENCODINGS", "ImageDecodeError", "chunk_from_msg", "chunk_to_msg",
-           "image_to_array", "pose_from_vec", "pose_to_vec", "sec_to_stamp", "stamp_to_sec", "validate_image",
-           "validate_joint_state", "validate_pose"]
+__all__ = [
+    "IMAGE_ENCODINGS",
+    "ImageDecodeError",
+    "chunk_from_msg",
+    "chunk_markers",
+    "chunk_to_msg",
+    "image_to_array",
+    "pose_from_vec",
+    "pose_to_vec",
+    "rgb8_image_msg",
+    "sec_to_stamp",
+    "stamp_to_sec",
+    "validate_image",
+    "validate_joint_state",
+    "validate_pose",
+]
 
 
 def _floats(values: Any, what: str) -> tuple[np.ndarray | None, str | None]:
@@ -152,3 +165,35 @@ def chunk_from_msg(msg) -> EEChunk:
         uncertainty=np.asarray(msg.uncertainty, dtype=np.float64) if len(msg.uncertainty) else None,
         value=np.asarray(msg.value, dtype=np.float64) if len(msg.value) else None,
     )
+
+
+def rgb8_image_msg(img: np.ndarray, stamp: Time, frame_id: str) -> Any:
+    """(H, W, 3) uint8 RGB → ``sensor_msgs/Image`` (rgb8, row step 3·W)."""
+    from sensor_msgs.msg import Image
+
+    msg = Image(height=int(img.shape[0]), width=int(img.shape[1]), encoding="rgb8", is_bigendian=0,
+                step=int(img.shape[1] * 3))
+    msg.header.stamp, msg.header.frame_id = stamp, frame_id
+    msg.data = np.ascontiguousarray(img, dtype=np.uint8).tobytes()
+    return msg
+
+
+def chunk_markers(chunk: EEChunk, frame_id: str, stamp: Time) -> Any:
+    """An EE chunk as RViz markers (``visualization_msgs/MarkerArray``): the TCP path as a line strip and its
+    waypoints as spheres, in ``frame_id`` [m]."""
+    from geometry_msgs.msg import Point
+    from visualization_msgs.msg import Marker, MarkerArray
+
+    line = Marker(ns="vidplan_plan", id=0, type=Marker.LINE_STRIP, action=Marker.ADD)
+    line.header.frame_id, line.header.stamp = frame_id, stamp
+    line.scale.x = 0.005
+    line.color.r, line.color.g, line.color.b, line.color.a = 0.1, 0.6, 1.0, 1.0
+    line.pose.orientation.w = 1.0
+    line.points = [Point(x=float(p[0]), y=float(p[1]), z=float(p[2])) for p in chunk.position]
+    pts = Marker(ns="vidplan_plan", id=1, type=Marker.SPHERE_LIST, action=Marker.ADD)
+    pts.header = line.header
+    pts.scale.x = pts.scale.y = pts.scale.z = 0.015
+    pts.color.r, pts.color.g, pts.color.b, pts.color.a = 1.0, 0.5, 0.0, 1.0
+    pts.pose.orientation.w = 1.0
+    pts.points = line.points
+    return MarkerArray(markers=[line, pts])

@@ -113,14 +113,14 @@ from types import SimpleNamespace
 
 import numpy as np
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
-from geometry_msgs.msg import Point, PoseStamped
+from geometry_msgs.msg import PoseStamped
 from rcl_interfaces.msg import SetParametersResult
 from rclpy.clock import Clock, ClockType
 from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy, qos_profile_sensor_data
 from safetensors import SafetensorError
 from sensor_msgs.msg import CameraInfo, CompressedImage, Image, JointState
 from std_msgs.msg import Bool, String
-from visualization_msgs.msg import Marker, MarkerArray
+from visualization_msgs.msg import MarkerArray
 
 from vidplan_core.calibration import load_calibration
 from vidplan_core.camera_info import CameraInfoCheck, camera_info_key, check_camera_info
@@ -134,9 +134,11 @@ from vidplan_interfaces.srv import SetTask
 from vidplan_ros.camera_sync import CameraSync, Triplet
 from vidplan_ros.compat import ActionClient, SubscriptionEventCallbacks
 from vidplan_ros.conversions import (
+    chunk_markers,
     chunk_to_msg,
     image_to_array,
     pose_to_vec,
+    rgb8_image_msg,
     sec_to_stamp,
     stamp_to_sec,
     validate_joint_state,
@@ -907,7 +909,7 @@ class PlannerNode(ManagedNode):
 
     def _publish_debug(self, frames: np.ndarray, chunk: EEChunk, stamp) -> None:
         if self.marker_pub.get_subscription_count():
-            self._publish(self.marker_pub, self._markers(chunk, stamp))
+            self._publish(self.marker_pub, chunk_markers(chunk, self.base_frame, stamp))
         want_pred = self.pred_pub.get_subscription_count() > 0
         want_uq = self.uq_pub.get_subscription_count() > 0
         if not (want_pred or want_uq):
@@ -923,11 +925,11 @@ class PlannerNode(ManagedNode):
         current = stack_views(frames[-1].astype(np.float32) / 255.0)
         predicted = [stack_views(f) for f in pred]  # (F, 3 views, 3, H, W) → F × (3, 3H, W)
         if want_pred:
-            self._publish(self.pred_pub, _image_msg(prediction_strip([[current], predicted]), stamp,
+            self._publish(self.pred_pub, rgb8_image_msg(prediction_strip([[current], predicted]), stamp,
                                                     self.base_frame))
         if want_uq:
             over = [uncertainty_overlay(f, m) for f, m in zip(predicted, out.uq_map[0], strict=False)]
-            self._publish(self.uq_pub, _image_msg(prediction_strip([over]), stamp, self.base_frame))
+            self._publish(self.uq_pub, rgb8_image_msg(prediction_strip([over]), stamp, self.base_frame))
 
     def _decode(self, latents: np.ndarray | None) -> np.ndarray | None:
         """(1, F, C, h, w) latents → (F, 3 views, 3, H, W) in [0, 1] by the backend's decode graph; None (no
@@ -942,21 +944,6 @@ class PlannerNode(ManagedNode):
                 self._decode_warned = True
                 self.get_logger().warn(f"no debug prediction pictures: {exc}")
             return None
-
-    def _markers(self, chunk: EEChunk, stamp) -> MarkerArray:
-        line = Marker(ns="vidplan_plan", id=0, type=Marker.LINE_STRIP, action=Marker.ADD)
-        line.header.frame_id, line.header.stamp = self.base_frame, stamp
-        line.scale.x = 0.005
-        line.color.r, line.color.g, line.color.b, line.color.a = 0.1, 0.6, 1.0, 1.0
-        line.pose.orientation.w = 1.0
-        line.points = [Point(x=float(p[0]), y=float(p[1]), z=float(p[2])) for p in chunk.position]
-        pts = Marker(ns="vidplan_plan", id=1, type=Marker.SPHERE_LIST, action=Marker.ADD)
-        pts.header = line.header
-        pts.scale.x = pts.scale.y = pts.scale.z = 0.015
-        pts.color.r, pts.color.g, pts.color.b, pts.color.a = 1.0, 0.5, 0.0, 1.0
-        pts.pose.orientation.w = 1.0
-        pts.points = line.points
-        return MarkerArray(markers=[line, pts])
 
     def _publish_ros_diagnostics(self) -> None:
         if not self.is_configured:
@@ -1000,14 +987,6 @@ class PlannerNode(ManagedNode):
 
     def close(self) -> None:
         self.release()
-
-
-def _image_msg(img: np.ndarray, stamp, frame_id: str) -> Image:
-    msg = Image(height=int(img.shape[0]), width=int(img.shape[1]), encoding="rgb8", is_bigendian=0,
-                step=int(img.shape[1] * 3))
-    msg.header.stamp, msg.header.frame_id = stamp, frame_id
-    msg.data = img.tobytes()
-    return msg
 
 
 def main(args: list[str] | None = None) -> None:

@@ -84,7 +84,7 @@ from vidplan_core.config import ConfigError
 from vidplan_core.robot_state import RobotStateModel
 from vidplan_core.spaces import VIEW_ORDER
 from vidplan_interfaces.srv import SetTask
-from vidplan_ros.conversions import sec_to_stamp, stamp_to_sec
+from vidplan_ros.conversions import rgb8_image_msg, sec_to_stamp, stamp_to_sec
 from vidplan_ros.node_runner import parameters_declared, run_node
 from vidplan_sim.env import FINGER_MAX, SimEnv
 from vidplan_sim.gripper_action import GripperActionServer
@@ -367,15 +367,7 @@ class SimNode(Node):
         if self.stats["triplets"] == 0 or took > 2.0:  # the first frame, and any render that stalls the sim
             self.get_logger().info(f"camera frame {self.stats['triplets']} rendered in {took:.2f} s (wall)")
         for v, img in zip(VIEW_ORDER, frames, strict=True):
-            msg = Image()
-            msg.header.stamp = stamp
-            msg.header.frame_id = self.cam_info[v].header.frame_id
-            msg.height, msg.width = img.shape[:2]
-            msg.encoding = "rgb8"
-            msg.is_bigendian = 0
-            msg.step = img.shape[1] * 3
-            msg.data = img.tobytes()
-            self.pub_img[v].publish(msg)
+            self.pub_img[v].publish(rgb8_image_msg(img, stamp, self.cam_info[v].header.frame_id))
             info = self.cam_info[v]
             info.header.stamp = stamp
             self.pub_info[v].publish(info)
