@@ -358,7 +358,7 @@ def verify_checksums(index: BundleIndex, part: str) -> str | None:
             msg = f"{index.describe()} {why}: its weights are loaded unverified"
         else:
             msg = f"{index.describe()} has no checksums for '{part}': its weights ({d}) are loaded unverified"
-        msg += "; re-index with vidplan_core.runtime.loader.write_bundle_index to record them"
+        msg += "; re-index with vidplan_core.runtime.bundle_index.write_bundle_index to record them"
         index._note(msg)
         return msg
     src, key = index.describe(), f"checksums.{part}"

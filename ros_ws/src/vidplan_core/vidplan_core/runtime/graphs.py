@@ -95,7 +95,7 @@ class RolloutGraph(nn.Module):
         n = actions.shape[0]
         hist = history_latents.expand(n, *history_latents.shape[1:])
         acts = torch.cat([history_actions.expand(n, *history_actions.shape[1:]).to(actions.dtype), actions], dim=1)
-        # FlowMap.sample's K-step loop, written out with python-float times so that tracing/export sees no
+        # sampling.flow_map_sample's K-step loop, written out with python-float times so that tracing/export sees no
         # data-dependent checks on a time-grid tensor (same math: x_{t0} = (1 − t0)·noise, then X_{t_k, t_k+1}).
         te = None if text_embeds is None else text_embeds.expand(n, text_embeds.shape[-1])
         tokens = self.fm.encode_actions(acts, te)
