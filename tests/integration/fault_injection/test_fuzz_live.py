@@ -247,7 +247,7 @@ def test_fuzzed_messages_at_live_nodes_move_nothing_and_kill_nothing(rig, observ
     answered = lambda: all("handle" in rec for _g, rec in fz.goals)  # noqa: E731
     if not wait_for(answered, 15):
         print(f"resent {fz.resend_unanswered()} unanswered goal(s)")
-    assert wait_for(answered, 30), "goal responses missing"
+    assert wait_for(answered, 60), "goal responses missing"  # a loaded executor answers slowly, never not at all
     assert all(rec["handle"].accepted for _g, rec in fz.goals)
     assert wait_for(lambda: all(rec["result"].done() for _g, rec in fz.goals), 30), "ExecuteChunk results missing"
     kinds = {id(m): kind for kind, m in fz.chunks}

@@ -7,6 +7,7 @@ Publishes (stamps in simulation time, which this node also publishes on /clock):
                     opening 0..0.04 m as franka_ros2's gripper reports it (gripper width = their sum)
     /ee_pose        geometry_msgs/PoseStamped: TCP (panda_hand + 0.1034 m along z) in base_frame
     /clock          rosgraph_msgs/Clock (at state_rate_hz; monotonic across resets)
+                    (/joint_states, /ee_pose and /clock are reliable, keep-last 1 s of samples)
     /tf, /tf_static tf2_msgs/TFMessage: the arm's links and the three camera optical frames, as robot_state_publisher
                     would publish them from urdf/panda_droid.urdf (/tf at tf_rate_hz; /tf_static latched, once)
     /diagnostics    diagnostic_msgs/DiagnosticArray every 1 s (wall): sim time, sim/wall rate, triplets rendered and
@@ -146,9 +147,12 @@ class SimNode(Node):
                         for v in VIEW_ORDER}
         self.pub_info = {v: self.create_publisher(CameraInfo, f"/cameras/{v}/camera_info", qos_profile_sensor_data)
                          for v in VIEW_ORDER}
-        self.pub_js = self.create_publisher(JointState, "/joint_states", 10)
-        self.pub_ee = self.create_publisher(PoseStamped, "/ee_pose", 10)
-        self.pub_clock = self.create_publisher(Clock, "/clock", 10)
+        # 1 s of state history (100 samples at 100 Hz): a reliable subscriber whose process stalls for up to that
+        # long (a recorder on a loaded machine) still receives every sample; depth 10 lost everything after 0.1 s.
+        state_depth = max(10, round(self.state_rate))
+        self.pub_js = self.create_publisher(JointState, "/joint_states", state_depth)
+        self.pub_ee = self.create_publisher(PoseStamped, "/ee_pose", state_depth)
+        self.pub_clock = self.create_publisher(Clock, "/clock", state_depth)
         self._setup_tf()
         self.pub_scene = self.create_publisher(String, "/sim/scene", LATCHED)
         self.pub_task = self.create_publisher(String, task_topic, LATCHED) if task_topic else None
