@@ -15,6 +15,13 @@ whether cost per candidate can fall with N at all.
 
     python bench/plan_cycle.py [--configs tiny,demo] [--repeats 3] [--quick]
 
+Headline (``--headline models/demo``): the whole plan cycle as the planner node runs it — the bundle's trained
+models, the planner configuration's defaults (``planning/planner.yaml``: N = its candidate count, refinement with its
+stopping rules), :class:`~vidplan_core.planning.session.PlanningSession.plan` timed end to end on fresh simulated
+scenes (``bench/_scenes.py``, seeds the models never trained on) — for torch on 1 thread and onnxruntime on 1 and 2
+threads, each with the bundle's tiny decoder for scoring and with the full VAE decoder (its own export, made here),
+side by side in one run. Writes the ``headline`` entry of plan_cycle.json.
+
 Writes bench/results/plan_cycle.json and .md.
 """
 
@@ -132,8 +139,13 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--ks", default="1,2,4")
     p.add_argument("--quick", action="store_true", help="N=1,6 and K=1 only (smoke run)")
     p.add_argument("--note", default="", help="what else ran on the machine (printed with the config's table)")
+    p.add_argument("--headline", default=None, metavar="MODEL_DIR",
+                   help="measure the whole planner cycle on this bundle instead of the config sweeps")
+    p.add_argument("--scenes", type=int, default=6, help="--headline: simulated scenes (one cycle each per repeat)")
     args = p.parse_args(argv)
     torch.set_num_threads(1)
+    if args.headline:
+        return headline_main(args, argv)
     from vidplan_core.export.onnx_export import export_planner
     from vidplan_core.runtime.bundle import random_planner_models
     from vidplan_core.runtime.ort_backend import OnnxRuntimeBackend
@@ -184,6 +196,128 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
+HEADLINE_SETTINGS = (("torch_1thread", "torch", 1), ("ort_1thread", "onnxruntime", 1),
+                     ("ort_2threads", "onnxruntime", 2))
+
+
+def _headline_cycles(session, scenes, repeats: int) -> dict:
+    """Median wall time of ``session.plan`` over scenes × repeats (after one warm-up cycle), with the stage times and
+    refinement iterations of those cycles."""
+    sc0 = scenes[0]
+    session.plan(sc0.history, sc0.poses, sc0.q, sc0.instruction, seed=99)  # warm-up (first-call allocations)
+    walls, iters, stages = [], [], {}
+    for r in range(repeats):
+        for sc in scenes:
+            t = time.perf_counter()
+            res, _ = session.plan(sc.history, sc.poses, sc.q, sc.instruction, seed=r)
+            walls.append(time.perf_counter() - t)
+            iters.append(max(len(res.objective_trace) - 1, 0))
+            for k, v in res.timings.items():
+                stages.setdefault(k, []).append(v)
+    return {"cycle_s_median": statistics.median(walls), "cycle_s_p95": float(np.percentile(walls, 95)),
+            "cycles": len(walls), "refine_iterations_mean": float(np.mean(iters)),
+            "stages_s_median": {k: statistics.median(v) for k, v in stages.items() if k != "total"}}
+
+
+def headline_main(args, argv) -> int:
+    """``--headline MODEL_DIR``: see the module docstring."""
+    import copy
+
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    from _scenes import home_scenes
+
+    from vidplan_core.export.onnx_export import export_planner
+    from vidplan_core.kinematics import PandaKinematics
+    from vidplan_core.planning.config import load_planning_config
+    from vidplan_core.planning.session import PlanningSession
+    from vidplan_core.runtime.loader import load_planner_backend, load_planner_models
+    from vidplan_core.runtime.manifest import load_manifest
+    from vidplan_core.runtime.torch_backend import TorchBackend
+
+    model_dir = Path(args.headline)
+    planning = load_planning_config()
+    session_cfg = planning.session
+    models = load_planner_models(model_dir)
+    if models.tiny_decoder is None:
+        raise SystemExit(f"{model_dir} has no tiny_decoder: nothing to compare (vidplan train tiny-decoder)")
+    full_models = copy.copy(models)
+    full_models.tiny_decoder = None
+    base = load_planner_backend(model_dir, "torch", threads=1, models=models, warm=False)
+    scenes = list(home_scenes(base, args.scenes))
+    index_export = base.index.export_dir
+    man = load_manifest(index_export)
+    if man.model.get("scoring_decoder") != "tiny":
+        raise SystemExit(f"the export in {index_export} does not score with the tiny decoder: re-export the bundle")
+    batches = sorted({g.batch for n, g in man.graphs.items() if n.startswith("rollout") and g.batch})
+    load_start = round(os.getloadavg()[0], 2)
+    out: dict = {"model": str(model_dir), "planner_config": "planning/planner.yaml (defaults)",
+                 "candidates": None, "scenes": args.scenes, "repeats": args.repeats,
+                 "load_avg_1min_start": load_start, "tiny": {}, "full": {}}
+    with tempfile.TemporaryDirectory() as tmp:
+        t = time.perf_counter()
+        export_planner(full_models, tmp, flow_steps=(planning.flow_steps or 1,), batch_sizes=tuple(batches),
+                       grad_batch_sizes=(1,), simplify="none", verify=False,
+                       progress=lambda s: print(f"  [full-decoder export] {s}", flush=True))
+        out["full_decoder_export_s"] = time.perf_counter() - t
+        for decoder, ms, export in (("tiny", models, index_export), ("full", full_models, Path(tmp))):
+            for name, kind, threads in HEADLINE_SETTINGS:
+                if kind == "torch":
+                    torch.set_num_threads(threads)
+                    be = TorchBackend(ms, flow_steps=planning.flow_steps or 1)
+                else:
+                    from vidplan_core.runtime.ort_backend import OnnxRuntimeBackend
+
+                    be = OnnxRuntimeBackend(export, flow_steps=planning.flow_steps or 1, threads=threads)
+                session = PlanningSession(be, PandaKinematics(), session_cfg)
+                out["candidates"] = session.num_candidates
+                out[decoder][name] = _headline_cycles(session, scenes, args.repeats)
+                print(f"[{decoder} decoder] {name}: {json.dumps(out[decoder][name])}", flush=True)
+        torch.set_num_threads(1)
+    out["load_avg_1min_end"] = round(os.getloadavg()[0], 2)
+    out["command"] = "python bench/plan_cycle.py " + shlex.join(argv or sys.argv[1:])
+    out["note"] = args.note
+    out.update({f"demo_cycle_s_{name}": out["tiny"][name]["cycle_s_median"] for name, _, _ in HEADLINE_SETTINGS})
+    prev = OUT / "plan_cycle.json"
+    results = json.loads(prev.read_text()) if prev.is_file() else {"benchmark": "plan_cycle", "configs": {}}
+    results["headline"] = out
+    results["headline_machine"] = platform.platform()
+    OUT.mkdir(exist_ok=True)
+    prev.write_text(json.dumps(results, indent=2))
+    (OUT / "plan_cycle.md").write_text(summary(results))
+    print(summary(results))
+    return 0
+
+
+def _headline_md(h: dict, machine: str) -> list[str]:
+    goals = {"ort_1thread": 0.8, "ort_2threads": 0.5}
+    lines = ["## Headline: the whole plan cycle on the bundle, tiny vs full decoder for scoring", "",
+             f"Machine: {machine}. `{h['command']}` — {h.get('note') or ''} (1-min load average "
+             f"{h['load_avg_1min_start']} at the start, {h['load_avg_1min_end']} at the end). Model `{h['model']}`, "
+             f"planner {h['planner_config']}: N = {h['candidates']} candidates, refinement as configured; "
+             f"{h['scenes']} simulated scenes (seeds 0..{h['scenes'] - 1}) × {h['repeats']} repeats per row, after "
+             f"one warm-up cycle. Both decoders measured side by side in this run.", "",
+             "| runtime | decoder | cycle s (median) | p95 s | rollout s | heads s | semantic s | refinement s | "
+             "refine iters (mean) | goal |", "|---|---|---|---|---|---|---|---|---|---|"]
+    for name, _, _ in HEADLINE_SETTINGS:
+        for dec in ("tiny", "full"):
+            r = h[dec][name]
+            st = r["stages_s_median"]
+            goal = ""
+            if dec == "tiny" and name in goals:
+                goal = f"≤ {goals[name]} s: {'met' if r['cycle_s_median'] <= goals[name] else 'NOT met'}"
+            lines.append(f"| {name} | {dec} | {r['cycle_s_median']:.3f} | {r['cycle_s_p95']:.3f} | "
+                         f"{st.get('rollout', 0):.3f} | {st.get('heads', 0):.3f} | {st.get('semantic', 0):.3f} | "
+                         f"{st.get('refinement', 0):.3f} | {r['refine_iterations_mean']:.2f} | {goal} |")
+    lines.append("")
+    for name, _, _ in HEADLINE_SETTINGS:
+        t, f = h["tiny"][name]["cycle_s_median"], h["full"][name]["cycle_s_median"]
+        sem_t, sem_f = (h[d][name]["stages_s_median"].get("semantic", 0) for d in ("tiny", "full"))
+        lines.append(f"- {name}: whole cycle {f / t:.2f}× faster with the tiny decoder; semantic stage "
+                     f"{sem_f / max(sem_t, 1e-9):.2f}×")
+    lines.append("")
+    return lines
+
+
 def _fwd(d: dict, n: int) -> float:
     x = d[f"N{n}"]
     return x["rollout_s"] + x["heads_s"] + x["semantic_s"]
@@ -194,7 +328,10 @@ def summary(res: dict) -> str:
              f"Machine: {res['machine']}, 1 intra-op thread per runtime (2 cores shared with other jobs), torch "
              f"{res['torch']}. Median of {res['repeats']} repeats; random weights. Each table's torch and "
              "onnxruntime rows were measured side by side in one run (commands and machine load per config below; "
-             "on a busy machine expect ±30 % noise on single numbers).", ""]
+             "on a busy machine expect ±30 % noise on single numbers). The config sweeps use random weights and "
+             "the full VAE decoder; the headline uses the bundle.", ""]
+    if res.get("headline"):
+        lines += _headline_md(res["headline"], res.get("headline_machine", res.get("machine", "?")))
     for cfg, r in res["configs"].items():
         lines += [f"## {cfg} (H={r['horizon']}, T={r['num_history']}, latent {r['latent']})", "",
                   f"`{r.get('command', res['command'])}`"

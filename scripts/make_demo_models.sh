@@ -12,7 +12,8 @@
 #   EPISODES      simulated episodes (default 90; ~1/3 deliberate expert failures, clutter 0–3, all task kinds)
 #   GROUNDING_SCENES, GROUNDING_EVAL_SCENES   labelled scenes for the grounded scorer (default 600, 150)
 #   STEPS_SCALE   multiplies every config's train.max_steps (default 1.0)
-#   STEPS_GROUNDED, STEPS_VAE, STEPS_WORLD_MODEL, STEPS_FLOW_MAP, STEPS_HEADS, STEPS_BC   exact step count of one stage
+#   STEPS_GROUNDED, STEPS_VAE, STEPS_TINY_DECODER, STEPS_WORLD_MODEL, STEPS_FLOW_MAP, STEPS_HEADS, STEPS_BC
+#                 exact step count of one stage
 #   WORK          working directory for bags, datasets and runs (default .cache/demo-models; resumable: finished
 #                 stages are skipped, an interrupted training resumes from its newest checkpoint)
 #   OUT           model directory to write (default models/demo)
@@ -104,8 +105,13 @@ grd_pid=$!
 train vae demo-vae
 wait "$grd_pid" || { say "grounded training failed: $WORK/train_grounded.log"; tail -20 "$WORK/train_grounded.log"; exit 1; }
 tail -1 "$WORK/train_grounded.log" | tee -a "$LOG"
-say "5/8 training the world model (EDM teacher; residual to the current frame, motion-weighted loss)"
+say "5/8 training the world model (EDM teacher; residual to the current frame, motion-weighted loss) and, on the other"
+say "    core, distilling the VAE decoder into the tiny decoder the semantic reward decodes with"
+train tiny-decoder demo-tiny-decoder > "$WORK/train_tiny_decoder.log" 2>&1 &
+td_pid=$!
 train world-model demo-world-model
+wait "$td_pid" || { say "tiny-decoder training failed: $WORK/train_tiny_decoder.log"; tail -20 "$WORK/train_tiny_decoder.log"; exit 1; }
+tail -1 "$WORK/train_tiny_decoder.log" | tee -a "$LOG"
 say "6/8 distilling the flow map (PSD)"
 train flow-map demo-flow-map
 say "7/8 training the UQ and reward heads, and the behaviour-cloned nominal policy (one core each)"

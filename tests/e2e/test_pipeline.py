@@ -1,7 +1,8 @@
 """The whole model pipeline on a handful of tiny simulated episodes:
 
 ``vidplan data generate`` (real MuJoCo scene + scripted expert) → ``vidplan data convert`` → ``vidplan train``
-semantic / vae / world-model / flow-map / heads (a few steps each, tiny configs) → ``vidplan assemble-models``
+semantic / vae / tiny-decoder / world-model / flow-map / heads / bc (a few steps each, tiny configs) →
+``vidplan assemble-models``
 (strict loading of every part) → ONNX export with manifest (hashes verified) → one plan cycle with gradient
 refinement and finite output (torch backend; onnxruntime with VIDPLAN_E2E_FULL_EXPORT=1, see the test body).
 """
@@ -68,8 +69,9 @@ def _pipeline(tmp_path, runner, app) -> None:
     inits = {"world-model": ["init.semantic={semantic}", "init.autoencoder={vae}"],
              "flow-map": ["init.semantic={semantic}", "init.autoencoder={vae}", "init.world_model={world-model}"],
              "heads": ["init.semantic={semantic}", "init.autoencoder={vae}", "init.flow_map={flow-map}"],
-             "bc": ["init.semantic={semantic}", "init.autoencoder={vae}", "init.flow_map={flow-map}"]}
-    for kind in ("semantic", "vae", "world-model", "flow-map", "heads", "bc"):
+             "bc": ["init.semantic={semantic}", "init.autoencoder={vae}", "init.flow_map={flow-map}"],
+             "tiny-decoder": ["init.autoencoder={vae}"]}
+    for kind in ("semantic", "vae", "tiny-decoder", "world-model", "flow-map", "heads", "bc"):
         sets = []
         for s in inits.get(kind, []):
             sets += ["--set", s.format(**finals)]
@@ -102,6 +104,9 @@ def _pipeline(tmp_path, runner, app) -> None:
                               "--storage-dtype", "float16"])
     assert res.exit_code == 0, res.output
     models = PlannerModels.load(tmp_path / "models")
+    # the distilled decoder (runs/tiny-decoder/final) is assembled as the optional part tiny_decoder/: the semantic
+    # reward decodes with it (the export's semantic graphs below too)
+    assert models.tiny_decoder is not None and models.scoring_decoder is models.tiny_decoder
     # the behaviour-cloned policy (runs/bc/final) is assembled as the optional part policy/ and plans from frames
     from vidplan_core.planning.nominal import BCNominalPolicy, NominalObservation
 
@@ -129,6 +134,7 @@ def _pipeline(tmp_path, runner, app) -> None:
     manifest = export_planner(models, tmp_path / "export", flow_steps=(1,), batch_sizes=(8,),
                               grad_batch_sizes=(1,) if full else ())
     assert {"encode", "text", "rollout_k1_n8", "heads_n8", "semantic_n8"} <= set(manifest.graphs)
+    assert manifest.model["scoring_decoder"] == "tiny"
     assert all(g.max_rel_err is not None and g.max_rel_err <= 1e-4 for g in manifest.graphs.values())
     load_manifest(tmp_path / "export", verify_hashes=True)
     backend = OnnxRuntimeBackend(tmp_path / "export") if full else TorchBackend(models, flow_steps=1)

@@ -51,7 +51,7 @@ DEMO = Path(__file__).resolve().parents[2] / "models" / "demo"
 def saved(tmp_path_factory) -> Path:
     torch.set_num_threads(1)
     d = tmp_path_factory.mktemp("indexed") / "model"
-    random_planner_models("tiny", seed=0).save(d)
+    random_planner_models("tiny", seed=0, tiny_decoder=True).save(d)  # with every optional model part
     return d
 
 
@@ -62,9 +62,10 @@ def _copy(saved: Path, tmp_path: Path) -> Path:
 def test_save_writes_the_index_and_loading_goes_through_it(saved, tmp_path):
     idx = json.loads((saved / BI.BUNDLE_INDEX).read_text())
     sums = idx.pop("checksums")
+    parts = (*BI.MODEL_PARTS, "tiny_decoder")
     assert idx == {"format": "vidplan-bundle/1", "config": "tiny",
-                   "parts": {p: p for p in BI.MODEL_PARTS}}  # the teacher too: the suite has one
-    assert set(sums) == set(BI.MODEL_PARTS) and sums["semantic"].keys() == {"model.safetensors"}
+                   "parts": {p: p for p in parts}}  # the teacher too: the suite has one
+    assert set(sums) == set(parts) and sums["semantic"].keys() == {"model.safetensors"}
     idx["checksums"] = sums
     d = _copy(saved, tmp_path)
     # the index, not the layout, says where a part is

@@ -32,8 +32,8 @@ POSE = np.array([0.45, 0.05, 0.30, np.pi - 0.02, 0.0, 0.0, 0.0])
 def exported(tmp_path_factory):
     torch.set_num_threads(1)
     # the tiny model with spatial action maps, their input weights made non-zero: parity covers the maps' rendering
-    # (and its gradient in value_grad), not only zeros
-    models = random_planner_models(str(TINY_MAPS), seed=1)
+    # (and its gradient in value_grad), not only zeros; with a tiny decoder, so the semantic graphs' parity covers it
+    models = random_planner_models(str(TINY_MAPS), seed=1, tiny_decoder=True)
     n = models.suite.flow_map.model.map_renderer.num_channels
     with torch.no_grad():
         w = models.suite.flow_map.model.unet.conv_in.weight
@@ -74,6 +74,7 @@ def test_manifest_contents(exported):
         assert len(g.sha256) == 64
     d = json.loads((out / "manifest.json").read_text())
     assert d["opset"] == 18 and d["versions"]["onnxruntime"] and d["model"]["horizon"] == 3
+    assert d["model"]["scoring_decoder"] == "tiny"  # the semantic graphs decode with the bundle's tiny decoder
     assert d["graphs"]["value_grad_k1_n1"]["outputs"]["grad"] == [1, 3, 7]
     # compacted: every graph reads its weights from the one shared, hashed file
     assert list(d["data_files"]) == ["weights.onnx.data"] and len(d["data_files"]["weights.onnx.data"]) == 64

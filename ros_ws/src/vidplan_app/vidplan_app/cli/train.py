@@ -1,4 +1,4 @@
-"""``vidplan train vae|world-model|flow-map|heads|semantic|grounded|bc --config CONFIG [--resume]``.
+"""``vidplan train vae|world-model|flow-map|heads|semantic|grounded|bc|tiny-decoder --config CONFIG [--resume]``.
 
 Runs on HF accelerate: ``vidplan train ...`` on one device, ``accelerate launch $(which vidplan) train ...`` on
 several GPUs / nodes (``accelerate config`` sets processes, machines and mixed precision).
@@ -19,7 +19,8 @@ from vidplan_app.cli import app
 
 @app.command()
 def train(
-    kind: str = typer.Argument(..., help="vae | world-model | flow-map | heads | semantic | grounded | bc"),
+    kind: str = typer.Argument(..., help="vae | world-model | flow-map | heads | semantic | grounded | bc | "
+                               "tiny-decoder"),
     config: str = typer.Option(..., "--config", "-c", help="training YAML, or a bundled config name "
                                "(tiny-vae, demo-world-model, ...; vidplan_core/training/configs)"),
     resume: bool = typer.Option(False, "--resume", help="continue from the newest checkpoint of train.output_dir"),
@@ -79,6 +80,8 @@ def assemble_models(
     flow_map: Path | None = typer.Option(None, help="overrides <runs>/flow-map/final"),
     heads: Path | None = typer.Option(None, help="overrides <runs>/heads/final (uq_head/, reward_head/)"),
     semantic: Path | None = typer.Option(None, help="overrides <runs>/semantic/final"),
+    tiny_decoder: Path | None = typer.Option(None, help="overrides <runs>/tiny-decoder/final (optional part: the "
+                                             "semantic reward's distilled decoder)"),
     overwrite: bool = typer.Option(False, help="replace an existing model directory"),
     storage_dtype: str = typer.Option("float32", help="float32 | float16: store the world-model parts' "
                                       "parameters in half precision (half the size; computed in float32)"),
@@ -99,11 +102,14 @@ def assemble_models(
 
     src = default_sources(runs)
     for key, val in (("autoencoder", autoencoder), ("world_model", world_model), ("flow_map", flow_map),
-                     ("semantic", semantic)):
+                     ("semantic", semantic), ("tiny_decoder", tiny_decoder)):
         if val is not None:
             src[key] = val
     if heads is not None:
         src["uq_head"], src["reward_head"] = heads / "uq_head", heads / "reward_head"
+    if tiny_decoder is not None and not tiny_decoder.is_dir():  # an optional part asked for by name must be there
+        typer.secho(f"error: --tiny-decoder {tiny_decoder} is not a directory", fg=typer.colors.RED, err=True)
+        raise typer.Exit(2)
     try:
         views = None if map_views is None else [int(v) for v in map_views.split(",") if v.strip()]
         d = assemble_model_dir(out, src, overwrite=overwrite, storage_dtype=storage_dtype, config=config,

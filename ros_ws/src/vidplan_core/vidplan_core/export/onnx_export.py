@@ -226,6 +226,9 @@ def export_planner(models: PlannerModels, out_dir: str | Path, flow_steps: Seque
         "horizon": H, "num_history": T, "latent_shape": [C, h, w], "flow_steps": sorted(set(flow_steps)),
         "time_grids": {str(k): [float(t) for t in time_grid(fm, k)] for k in flow_steps},
         "uses_text": use_text, "text_length": int(ids.shape[1]), "semantic_kind": models.scorer.kind,
+        # what the semantic graphs decode with: the distilled tiny decoder, the full VAE decoder, or none (pixels)
+        "scoring_decoder": ("tiny" if models.tiny_decoder is not None else
+                            "none" if models.suite.autoencoder.config.kind == "pixel" else "full"),
         "text_encoder": models.scorer.config.text_encoder if grounded else None,
         "semantic_view": models.semantic_view, "centring_view": models.map_view_list[0],
         "map_views": list(models.map_view_list), "view_geometry": models.view_geometry(),

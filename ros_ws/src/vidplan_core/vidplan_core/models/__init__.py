@@ -26,6 +26,7 @@ from .heads import (
                     to_bins,
 )
 from .semantic import SemanticScorer, soft_centroid
+from .tiny_decoder import TinyDecoder
 from .world_model import ActionEncoder, WorldModel
 
 __all__ = [
@@ -39,6 +40,7 @@ __all__ = [
                     "ModelSuiteConfig",
                     "RewardHead",
                     "SemanticScorer",
+                    "TinyDecoder",
                     "UQHead",
                     "VideoAutoencoder",
                     "WorldModel",

@@ -31,6 +31,9 @@ class PlannerModels:
         map_views: the views whose semantic maps the semantic graph returns, stacked vertically (default
             ``(centring_view,)``). Several views serve the gripper-referenced centring term, which compares the
             target's centroid with the candidate's projected TCP in each view (two exterior views fix it in 3-D).
+        tiny_decoder: optional :class:`~vidplan_core.models.tiny_decoder.TinyDecoder` distilled from the
+            autoencoder's decoder; the semantic reward decodes with it (:attr:`scoring_decoder`), the debug
+            pictures with the full decoder.
     """
 
     suite: Any
@@ -39,6 +42,13 @@ class PlannerModels:
     config_name: str | None = None
     centring_view: int = 2
     map_views: tuple[int, ...] | None = None
+    tiny_decoder: Any = None
+
+    @property
+    def scoring_decoder(self) -> Any:
+        """What the semantic reward decodes predicted latents with: the tiny decoder when the bundle has one,
+        else the autoencoder (both have ``decode(latents) → views``)."""
+        return self.tiny_decoder if self.tiny_decoder is not None else self.suite.autoencoder
 
     @property
     def map_view_list(self) -> tuple[int, ...]:
@@ -63,6 +73,8 @@ class PlannerModels:
         from vidplan_core.runtime.bundle_index import write_bundle_index
 
         self.suite.save(directory, storage_dtype=storage_dtype)
+        if self.tiny_decoder is not None:
+            self.tiny_decoder.save(Path(directory) / "tiny_decoder")
         if self.scorer.kind == "grounded":  # image tower + text projection; the sentence encoder is installed
             self.scorer.save(Path(directory) / "semantic")
         else:
@@ -115,6 +127,14 @@ class PlannerModels:
             if d_text != fm.config.text_embed_dim:
                 raise BackendError(f"world model expects text embeddings of width {fm.config.text_embed_dim}, the "
                                    f"semantic scorer produces {d_text}")
+        if self.tiny_decoder is not None:
+            td = tuple(self.tiny_decoder.latent_shape)
+            ae = self.suite.autoencoder.config
+            td_view = (self.tiny_decoder.config.view_height, self.tiny_decoder.config.view_width)
+            if td != ae_shape or td_view != (ae.view_height, ae.view_width):
+                raise BackendError(f"tiny_decoder decodes latents {td} into {td_view[0]}x{td_view[1]} views, but "
+                                   f"the autoencoder's latents are {ae_shape} of {ae.view_height}x{ae.view_width} "
+                                   f"views: distil it again from this autoencoder (vidplan train tiny-decoder)")
         for name in ("semantic_view", "centring_view"):
             if not 0 <= getattr(self, name) < 3:
                 raise BackendError(f"{name} must be 0, 1 or 2, got {getattr(self, name)}")
@@ -192,10 +212,11 @@ def frames_to_float(frames: np.ndarray) -> np.ndarray:
 
 
 def random_planner_models(config: str = "tiny", seed: int = 0, image_size: int | None = None,
-                          semantic_layers: int = 1, scorer: str = "siglip") -> PlannerModels:
+                          semantic_layers: int = 1, scorer: str = "siglip", tiny_decoder: bool = False
+                          ) -> PlannerModels:
     """Randomly initialised models of a named configuration plus a small random semantic scorer: SigLIP
     (``scorer="siglip"``) or the grounded scorer (``"grounded"``: random image tower and projection, the real
-    pretrained sentence encoder).
+    pretrained sentence encoder); with ``tiny_decoder`` also a random tiny decoder for scoring (8 channels).
 
     For tests and benchmarks: compute does not depend on the weights' values. The scorer's embedding width is the
     world model's ``text_embed_dim`` (so the instruction embedding also conditions the world model).
@@ -210,12 +231,17 @@ def random_planner_models(config: str = "tiny", seed: int = 0, image_size: int |
     suite = build_suite(config, seed=seed)
     d = suite.flow_map.model.config.text_embed_dim or 32
     torch.manual_seed(seed)
+    tiny = None
+    if tiny_decoder:
+        from vidplan_core.models.tiny_decoder import TinyDecoder
+
+        tiny = TinyDecoder.for_autoencoder(suite.autoencoder, channels=8).eval()
     name = str(config) if str(config) in PRESETS else Path(str(config)).stem
     if scorer == "grounded":
         from vidplan_core.models.grounded import GroundedScorer
 
         g = GroundedScorer(embed_dim=d, channels=(8, 16, 16)).attach_text_encoder().eval()
-        return PlannerModels(suite, g, config_name=name)
+        return PlannerModels(suite, g, config_name=name, tiny_decoder=tiny)
     if scorer != "siglip":
         raise ValueError(f"scorer must be 'siglip' or 'grounded', got {scorer!r}")
     tok = build_tokenizer(["pick up the red cube and put it in the bowl", "push the green block"], max_len=12)
@@ -226,4 +252,4 @@ def random_planner_models(config: str = "tiny", seed: int = 0, image_size: int |
                 bos_token_id=tok.bos_token_id, eos_token_id=tok.eos_token_id, **common)
     vision = dict(image_size=size, patch_size=8, **common)
     model = SiglipModel(SiglipConfig(text_config=text, vision_config=vision))
-    return PlannerModels(suite, SemanticScorer(model, tok), config_name=name)
+    return PlannerModels(suite, SemanticScorer(model, tok), config_name=name, tiny_decoder=tiny)

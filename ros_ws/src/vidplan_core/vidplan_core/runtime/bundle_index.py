@@ -5,6 +5,8 @@ A model directory ("bundle")::
     DIR/bundle.json     the index: format version, the model configuration's name, every part's relative path
     DIR/autoencoder/  DIR/flow_map/  DIR/uq_head/  DIR/reward_head/      diffusers-style (config.json + safetensors)
     DIR/world_model/                                                     optional: the EDM teacher
+    DIR/tiny_decoder/                                                    optional: the distilled decoder the
+                                                                         semantic reward decodes with
     DIR/semantic/                                                        SigLIP / CLIP (transformers directory) or
                                                                          the grounded scorer (diffusers-style)
     DIR/onnx/                                                            optional: ``vidplan export`` (manifest.json)
@@ -86,12 +88,14 @@ PLANNER_PARTS = ("autoencoder", "flow_map", "uq_head", "reward_head", "semantic"
 CONVENTIONS: dict[str, tuple[str, ...]] = {
     "autoencoder": ("autoencoder", "vae"), "world_model": ("world_model",), "flow_map": ("flow_map",),
     "uq_head": ("uq_head", "heads/uq_head"), "reward_head": ("reward_head", "heads/reward_head"),
-    "semantic": ("semantic",), "policy": ("policy",)}
+    "semantic": ("semantic",), "policy": ("policy",), "tiny_decoder": ("tiny_decoder",)}
 BACKENDS = ("torch", "onnxruntime", "tensorrt")
 WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pt", ".pth", ".ckpt")  # the files a part's checksums cover
 BackendKind = Literal["torch", "onnxruntime", "tensorrt"]
-# "policy": the optional behaviour-cloned nominal policy (vidplan train bc; not part of the world-model suite)
-PartName = Literal["autoencoder", "world_model", "flow_map", "uq_head", "reward_head", "semantic", "policy"]
+# "policy": the optional behaviour-cloned nominal policy (vidplan train bc; not part of the world-model suite);
+# "tiny_decoder": the optional distilled decoder of the semantic reward (vidplan train tiny-decoder)
+PartName = Literal["autoencoder", "world_model", "flow_map", "uq_head", "reward_head", "semantic", "policy",
+                   "tiny_decoder"]
 
 
 class BundleError(BackendError):

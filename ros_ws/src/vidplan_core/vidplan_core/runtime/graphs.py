@@ -122,16 +122,19 @@ class HeadsGraph(nn.Module):
 class SemanticGraph(nn.Module):
     """Decode predicted latents and score every frame against the instruction's text embedding.
 
+    ``decoder``: anything with ``decode(latents) → views`` — the bundle's tiny decoder for scoring when it has one
+    (:attr:`~vidplan_core.runtime.bundle.PlannerModels.scoring_decoder`), else the autoencoder.
+
     ``scorer`` is the models' :class:`~vidplan_core.models.semantic.SemanticScorer`: one vision pass gives the
     per-frame image–text cosine score and the patch similarity map (the planner computes the centroid itself,
     after suppressing the map by the uncertainty map). The score is taken on ``view``, the map on ``map_view``
     (the centring term's view; a second vision pass when they differ).
     """
 
-    def __init__(self, autoencoder: nn.Module, scorer: nn.Module, view: int = 0,
+    def __init__(self, decoder: nn.Module, scorer: nn.Module, view: int = 0,
                  map_view: int | tuple[int, ...] | None = None):
         super().__init__()
-        self.ae, self.scorer, self.view = autoencoder, scorer, int(view)
+        self.ae, self.scorer, self.view = decoder, scorer, int(view)
         mv = (self.view,) if map_view is None else (map_view,) if isinstance(map_view, int) else tuple(map_view)
         self.map_views = tuple(int(v) for v in mv)
 

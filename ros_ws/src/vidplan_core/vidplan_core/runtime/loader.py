@@ -33,6 +33,7 @@ __all__ = [
     "load_planner_backend",
     "load_planner_models",
     "load_semantic_scorer",
+    "scoring_decoder_warnings",
 ]
 
 
@@ -53,6 +54,10 @@ def load_part(index: BundleIndex, part: str, device: str = "cpu") -> Any:
         from vidplan_core.models.bc_policy import BCPolicy
 
         return BCPolicy.load(path, device=device)  # type: ignore[arg-type]
+    if part == "tiny_decoder":
+        from vidplan_core.models.tiny_decoder import TinyDecoder
+
+        return TinyDecoder.load(path, device=device)  # type: ignore[arg-type]
     return SUITE_SECTIONS[part].load(path, device=device)  # type: ignore[arg-type]
 
 
@@ -102,9 +107,27 @@ def load_planner_models(model_dir: str | Path | BundleIndex, device: str = "cpu"
     models = PlannerModels(suite, load_semantic_scorer(sem, device=device), semantic_view,
                            config_name=index.config,
                            centring_view=index.centring_view if index.centring_view is not None else 2,
-                           map_views=tuple(index.map_views) if index.map_views else None)
+                           map_views=tuple(index.map_views) if index.map_views else None,
+                           tiny_decoder=(load_part(index, "tiny_decoder", device) if "tiny_decoder" in index.parts
+                                         else None))
     models.check()
     return models
+
+
+def scoring_decoder_warnings(has_tiny: bool, autoencoder: Any) -> list[str]:
+    """The one warning of a bundle whose semantic reward decodes with the full VAE decoder (no ``tiny_decoder``
+    part), naming its cost; none for a bundle with a tiny decoder or a weight-free ("pixel") autoencoder."""
+    if has_tiny or (autoencoder is not None and autoencoder.config.kind == "pixel"):
+        return []
+    cost = ""
+    if autoencoder is not None:
+        from vidplan_core.models.tiny_decoder import decode_gflop
+
+        g = decode_gflop(autoencoder)
+        cost = f" ({g:.2f} GFLOP per frame, every predicted frame of every candidate)" if g is not None else ""
+    return [f"the bundle has no tiny_decoder: the semantic reward decodes with the full VAE decoder{cost}, on the "
+            f"demo models 5x the FLOPs of a distilled tiny decoder; distil one with `vidplan train tiny-decoder`, "
+            f"add it with `vidplan assemble-models` and re-export"]
 
 
 @dataclass
@@ -200,6 +223,7 @@ def load_planner_backend(model_dir: str | Path, backend: str = "torch", device: 
             if models is None:
                 models = load_planner_models(index, device=device)
             be = TorchBackend(models, flow_steps=flow_steps or 1, objective=objective, device=device)
+            warnings += scoring_decoder_warnings(models.tiny_decoder is not None, models.suite.autoencoder)
             ae = models.suite.autoencoder.config
             view = (int(ae.view_height), int(ae.view_width))
             if warm:
@@ -224,6 +248,9 @@ def load_planner_backend(model_dir: str | Path, backend: str = "torch", device: 
             if have and any(have.get(k) != v for k, v in want.items()):
                 warnings.append(f"the export's value-and-grad graph keeps its objective {have} (asked for {want}); "
                                 f"re-export with `vidplan export --kappa ...` to change it")
+        # exports made before the tiny decoder record no scoring decoder: they decode with the full one
+        if be.manifest.model.get("scoring_decoder", "full") == "full":
+            warnings += scoring_decoder_warnings(False, None)
         vh, vw = be.manifest.model["view_size"]
         if warm:
             warm_up(be, index)

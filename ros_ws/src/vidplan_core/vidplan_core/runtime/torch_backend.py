@@ -38,14 +38,15 @@ def build_graphs(models: PlannerModels, flow_steps: int, objective: ObjectiveCon
                  ) -> dict[str, torch.nn.Module]:
     """The planner graphs (see :mod:`vidplan_core.runtime.graphs`) over frozen copies-by-reference of the models."""
     s = models.suite
-    for m in (s.autoencoder, s.flow_map, s.uq_head, s.reward_head, models.scorer):
-        freeze(m)
+    for m in (s.autoencoder, s.flow_map, s.uq_head, s.reward_head, models.scorer, models.tiny_decoder):
+        if m is not None:
+            freeze(m)
     rollout = RolloutGraph(s.flow_map, flow_steps)
     heads = HeadsGraph(s.uq_head, s.reward_head)
     graphs = {"encode": EncodeGraph(s.autoencoder), "decode": DecodeGraph(s.autoencoder),
               "rollout": rollout, "heads": heads,
-              "semantic": SemanticGraph(s.autoencoder, models.scorer, models.semantic_view,
-                                                models.map_view_list),
+              "semantic": SemanticGraph(models.scoring_decoder, models.scorer, models.semantic_view,
+                                        models.map_view_list),
               "text": TextGraph(models.scorer), "value_grad": ValueGradGraph(rollout, heads, objective)}
     if models.scorer.kind == "grounded":  # exported without the frozen sentence encoder (see TextProjectionGraph)
         graphs["text_proj"] = TextProjectionGraph(models.scorer)

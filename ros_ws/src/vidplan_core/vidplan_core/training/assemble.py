@@ -9,6 +9,7 @@ Layout written (every part a diffusers/transformers-style directory, safetensors
     OUT/reward_head/   ← runs/heads/final/reward_head
     OUT/semantic/      ← runs/semantic/final
     OUT/policy/        ← runs/bc/final            (optional: the behaviour-cloned nominal policy, when trained)
+    OUT/tiny_decoder/  ← runs/tiny-decoder/final  (optional: the semantic reward's distilled decoder, when trained)
     OUT/bundle.json    the index naming every part and the model configuration (vidplan_core.runtime.loader)
 """
 
@@ -20,7 +21,7 @@ from pathlib import Path
 __all__ = ["OPTIONAL_PARTS", "PARTS", "assemble_model_dir", "config_name_of", "default_sources"]
 
 PARTS = ("autoencoder", "world_model", "flow_map", "uq_head", "reward_head", "semantic")
-OPTIONAL_PARTS = ("policy",)  # copied when their source directory exists
+OPTIONAL_PARTS = ("policy", "tiny_decoder")  # copied when their source directory exists
 
 
 def default_sources(runs: str | Path) -> dict[str, Path]:
@@ -29,7 +30,7 @@ def default_sources(runs: str | Path) -> dict[str, Path]:
     return {"autoencoder": r / "vae" / "final", "world_model": r / "world-model" / "final",
             "flow_map": r / "flow-map" / "final", "uq_head": r / "heads" / "final" / "uq_head",
             "reward_head": r / "heads" / "final" / "reward_head", "semantic": r / "semantic" / "final",
-            "policy": r / "bc" / "final"}
+            "policy": r / "bc" / "final", "tiny_decoder": r / "tiny-decoder" / "final"}
 
 
 def config_name_of(sources: dict[str, str | Path]) -> str | None:

@@ -2,7 +2,7 @@
 
 A config file::
 
-    kind: world-model          # vae | world-model | flow-map | heads | semantic | grounded | bc
+    kind: world-model          # vae | world-model | flow-map | heads | semantic | grounded | bc | tiny-decoder
     model: demo                # model preset (tiny | demo | full) or a model-suite YAML (vidplan_core.models.configs)
     data:
       root: data/demo          # dataset written by `vidplan data convert` (relative paths: to the working directory)
@@ -44,6 +44,7 @@ __all__ = [
     "InitSection",
     "OptimSection",
     "SemanticOptions",
+    "TinyDecoderOptions",
     "TrainConfig",
     "TrainSection",
     "VaeOptions",
@@ -53,7 +54,7 @@ __all__ = [
 ]
 
 CONFIG_DIR = Path(__file__).parent / "configs"
-KINDS = ("vae", "world-model", "flow-map", "heads", "semantic", "grounded", "bc")
+KINDS = ("vae", "world-model", "flow-map", "heads", "semantic", "grounded", "bc", "tiny-decoder")
 #: dotted keys that may differ between a checkpoint and the config that resumes it
 RESUME_FREE_KEYS = (
     "train.max_steps", "train.log_every", "train.val_every", "train.val_batches", "train.ckpt_every",
@@ -214,14 +215,26 @@ class BCOptions(_Strict):
     gripper_weight: float = Field(default=1.0, ge=0, description="loss weight of the gripper dimension")
 
 
+class TinyDecoderOptions(_Strict):
+    """The tiny decoder for scoring (:class:`vidplan_core.models.TinyDecoder`), distilled from the frozen
+    autoencoder's decoder (``init.autoencoder``) on the latents of the dataset's frames."""
+
+    channels: int = Field(default=32, gt=0, description="width of every DecoderTiny block")
+    num_blocks: list[int] | None = Field(default=None, description="blocks per resolution level, coarsest first "
+                                         "(default: 2 per level, none at full resolution)")
+    latent_noise: float = Field(default=0.2, ge=0, description="latents are perturbed by N(0, σ²) with σ drawn "
+                                "uniformly from [0, this] per frame (latent units, std 1): the planner decodes "
+                                "predicted latents, which lie off the encoder's manifold")
+
+
 _OPTIONS: dict[str, type[BaseModel]] = {"vae": VaeOptions, "world-model": WorldModelOptions,
                                         "flow-map": FlowMapOptions, "heads": HeadsOptions,
                                         "semantic": SemanticOptions, "grounded": GroundedOptions,
-                                        "bc": BCOptions}
+                                        "bc": BCOptions, "tiny-decoder": TinyDecoderOptions}
 
 
 class TrainConfig(_Strict):
-    kind: Literal["vae", "world-model", "flow-map", "heads", "semantic", "grounded", "bc"]
+    kind: Literal["vae", "world-model", "flow-map", "heads", "semantic", "grounded", "bc", "tiny-decoder"]
     model: str = Field(default="tiny", description="model preset or model-suite YAML")
     data: DataSection
     init: InitSection = Field(default_factory=InitSection)
@@ -241,7 +254,8 @@ class TrainConfig(_Strict):
     @model_validator(mode="after")
     def _inputs(self) -> TrainConfig:
         need = {"world-model": ["autoencoder"], "flow-map": ["autoencoder", "world_model"],
-                "heads": ["autoencoder", "flow_map"], "bc": ["autoencoder", "flow_map"]}.get(self.kind, [])
+                "heads": ["autoencoder", "flow_map"], "bc": ["autoencoder", "flow_map"],
+                "tiny-decoder": ["autoencoder"]}.get(self.kind, [])
         missing = [f"init.{k}" for k in need if getattr(self.init, k) is None]
         if missing:
             raise ValueError(f"kind {self.kind!r} needs {', '.join(missing)} (trained model directories)")

@@ -10,7 +10,8 @@ import torch.nn.functional as F
 
 from vidplan_core.sampling import edm_loss, psd_loss
 
-__all__ = ["BCObjective", "EdmObjective", "HeadsObjective", "PsdObjective", "SiglipObjective", "VaeObjective"]
+__all__ = ["BCObjective", "EdmObjective", "HeadsObjective", "PsdObjective", "SiglipObjective", "TinyDecoderObjective",
+           "VaeObjective"]
 
 
 class VaeObjective(nn.Module):
@@ -35,6 +36,27 @@ class VaeObjective(nn.Module):
         rl = F.mse_loss(rec, x) if self.recon == "mse" else F.l1_loss(rec, x)
         kl = post.kl().mean() / x[0].numel()  # per pixel, so kl_weight does not depend on the image size
         return {"loss": rl + self.kl_weight * kl, "recon": rl.detach(), "kl": kl.detach()}
+
+
+class TinyDecoderObjective(nn.Module):
+    """Distillation of the frozen autoencoder's decoder into a :class:`~vidplan_core.models.TinyDecoder`: MSE
+    between the two decodings of the same (perturbed) latent, in [0, 1] image units."""
+
+    def __init__(self, tiny: nn.Module, ae: nn.Module, latent_noise: float):
+        super().__init__()
+        self.tiny, self.latent_noise = tiny, float(latent_noise)
+        self._teacher = [ae]  # a list: not a submodule, so neither trained nor saved nor moved by accelerate
+
+    def forward(self, latents: torch.Tensor) -> dict[str, torch.Tensor]:
+        """latents (B, C, h, w), the teacher's scaled latents of real frames."""
+        ae = self._teacher[0]
+        if self.latent_noise > 0:
+            sigma = torch.rand(latents.shape[0], 1, 1, 1, device=latents.device) * self.latent_noise
+            latents = latents + sigma * torch.randn_like(latents)
+        with torch.no_grad():
+            target = ae.decode(latents)
+        loss = F.mse_loss(self.tiny.decode(latents, clamp=False), target)
+        return {"loss": loss}
 
 
 class EdmObjective(nn.Module):

@@ -17,6 +17,8 @@ heads          UQHead + RewardHead                    ``UQHead.loss`` on |pred â
                                                       into the flow map
 semantic       small SiglipModel (transformers)       SigLIP sigmoid loss (:mod:`.siglip`) on frames and   â€”
                                                       their task captions
+tiny-decoder   TinyDecoder (diffusers DecoderTiny)    MSE to the frozen VAE decoder's output on the same   autoencoder
+                                                      latent (encoded frames + noise): a distillation
 =============  =====================================  ==================================================  ==============
 
 World models with ``text_embed_dim`` (the tiny/demo/full presets) also condition on the instruction: its unit-norm
@@ -38,7 +40,14 @@ import torch.nn as nn
 from vidplan_core.config import ConfigError
 from vidplan_core.sampling import edm_sample, flow_map_sample
 from vidplan_core.training.config import TrainConfig
-from vidplan_core.training.objectives import BCObjective, EdmObjective, HeadsObjective, PsdObjective, VaeObjective
+from vidplan_core.training.objectives import (
+    BCObjective,
+    EdmObjective,
+    HeadsObjective,
+    PsdObjective,
+    TinyDecoderObjective,
+    VaeObjective,
+)
 from vidplan_core.training.semantic_tasks import GroundedTask, SemanticTask
 from vidplan_core.training.task_base import TaskBase, model_section, psnr
 
@@ -48,6 +57,7 @@ __all__ = [
     "GroundedTask",
     "HeadsTask",
     "SemanticTask",
+    "TinyDecoderTask",
     "VaeTask",
     "WorldModelTask",
     "make_task",
@@ -97,6 +107,49 @@ class VaeTask(TaskBase):
         std = float(torch.cat(zs).std()) if zs else 1.0
         ae.register_to_config(scaling_factor=1.0 / max(std, 1e-6))
         ae.save_pretrained(str(out_dir))
+
+
+class TinyDecoderTask(TaskBase):
+    """Distil the frozen autoencoder's decoder (``init.autoencoder``) into a tiny decoder for scoring."""
+
+    def setup(self, device: Any, is_main: bool) -> None:
+        from vidplan_core.data.dataset import WindowDataset
+        from vidplan_core.models import TinyDecoder, VideoAutoencoder
+
+        self.device = device
+        ae = VideoAutoencoder.load(self.cfg.init.autoencoder).to(device).eval()
+        for p in ae.parameters():
+            p.requires_grad_(False)
+        if ae.vae is None:
+            raise ConfigError(self.cfg.init.autoencoder, [("kind", "a 'pixel' autoencoder decodes for free: "
+                                                           "there is nothing to distil")])
+        o = self.opts
+        tiny = TinyDecoder.for_autoencoder(ae, channels=o.channels,
+                                           num_blocks=tuple(o.num_blocks) if o.num_blocks else None)
+        d = self.cfg.data
+        kw = dict(pad_start=False, max_episodes=d.max_episodes, lerobot=d.lerobot,
+                  view_size=(ae.config.view_height, ae.config.view_width))
+        self.train_dataset = WindowDataset(d.root, "train", 1, 0, d.stride, **kw)
+        _check_size(self.train_dataset.meta, ae.config, d.root)
+        self.val_dataset = _maybe_val(lambda: WindowDataset(d.root, "val", 1, 0, d.stride, **kw))
+        self.ae = ae
+        self.model = TinyDecoderObjective(tiny, ae, o.latent_noise)
+
+    def inputs(self, batch: dict[str, Any], train: bool) -> dict[str, Any]:
+        with torch.no_grad():
+            return {"latents": self.ae.encode(batch["frames"][:, 0].to(self.device)).float()}
+
+    def val_metrics(self, model: nn.Module, batch: dict[str, Any], inputs: dict[str, Any]) -> dict[str, float]:
+        """PSNR [dB] of the tiny decoder against the full decoder (on clean latents) and of both against the frames."""
+        z = inputs["latents"]
+        with torch.no_grad():
+            full, tiny = self.ae.decode(z), model.tiny.decode(z)
+        frames = batch["frames"][:, 0].to(self.device)
+        return {"psnr_vs_full_decoder": psnr(tiny, full), "psnr_vs_frames": psnr(tiny, frames),
+                "full_decoder_psnr_vs_frames": psnr(full, frames)}
+
+    def save_final(self, model: nn.Module, out_dir: Path) -> None:
+        model.tiny.save_pretrained(str(out_dir))
 
 
 def _stack(img: torch.Tensor) -> torch.Tensor:
@@ -409,7 +462,8 @@ class BCTask(_LatentTask):
 
 
 _TASKS = {"vae": VaeTask, "world-model": WorldModelTask, "flow-map": FlowMapTask, "heads": HeadsTask,
-          "semantic": SemanticTask, "grounded": GroundedTask, "bc": BCTask}
+          "semantic": SemanticTask, "grounded": GroundedTask, "bc": BCTask,
+          "tiny-decoder": TinyDecoderTask}
 
 
 def make_task(cfg: TrainConfig) -> Any:
