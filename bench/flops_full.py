@@ -4,11 +4,15 @@ Counts with ``torch.utils.flop_counter.FlopCounterMode`` on the *meta* device (r
 does not depend on the values), batch 1:
 * flow map / world model: one forward (one network evaluation, NFE), forward + backward with gradients to the
   inputs only (planning: d value / d actions, weights frozen), forward + backward with weight gradients (training);
-* UQ head, reward head (forward, forward + input-backward), VAE decode of the H predicted frames,
+* UQ head, reward head (forward, forward + input-backward), VAE decode of the H predicted frames and the same with the
+  tiny decoder for scoring (``training/configs/full-tiny-decoder.yaml``: DecoderTiny, 64 channels),
   optionally a SigLIP-base vision tower per image (the size of the semantic model is the user's choice).
-Plan cycle (N proposals, H frames, R refinement iterations, K flow steps):
-    proposals  = N·K·NFE_fwd + N·(UQ_fwd + reward_fwd) + N·VAE_decode(H frames) + N·H·semantic_fwd
-    refinement = R·(K·NFE_fwdbwd_inputs + reward_fwdbwd + UQ_fwdbwd)
+Plan cycle (N proposals, H frames, C value-and-grad calls of the refinement, K flow steps):
+    proposals  = N·K·NFE_fwd + N·(UQ_fwd + reward_fwd) + N·decode(H frames) + N·H·semantic_fwd
+    refinement = C·(K·NFE_fwdbwd_inputs + reward_fwdbwd + UQ_fwdbwd)
+The first table keeps the previous count's basis (N = 6, C = 5, full decoder) and swaps in the tiny decoder; the
+second counts the planner as configured (``planning/planner.yaml``: N = its candidate count, C = the value-and-grad
+calls per cycle measured by ``bench/plan_cycle.py --headline`` on models/demo, and at the cap refine_iters + 1).
 Lower bound = FLOPs / 790 TFLOP/s (H200 dense bf16). Run: ``python bench/flops_full.py`` (≈ 1 min, no GPU).
 Writes bench/results/flops_full.json and .md; the planner's GPU benchmark divides these by measured times (MFU).
 """
@@ -24,11 +28,12 @@ from pathlib import Path
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
-from vidplan_core.models import FlowMap, RewardHead, UQHead, VideoAutoencoder, WorldModel
+from vidplan_core.models import FlowMap, RewardHead, TinyDecoder, UQHead, VideoAutoencoder, WorldModel
 from vidplan_core.models.configs import load_suite_config
 
 RESULTS = Path(__file__).parent / "results"
 H200_BF16_FLOPS = 790e12
+TINY_CHANNELS = 64  # training/configs/full-tiny-decoder.yaml
 
 
 def count(fn) -> int:
@@ -49,7 +54,8 @@ def main() -> int:
         fm = FlowMap(world_model={k: v for k, v in dict(wm.config).items() if not k.startswith("_")}, **cfg.flow_map)
         uq = UQHead(**cfg.uq_head, **lat)
         rh = RewardHead(**cfg.reward_head, **lat)
-    for m in (ae, wm, fm, uq, rh):
+        tiny = TinyDecoder.for_autoencoder(ae, channels=TINY_CHANNELS)
+    for m in (ae, wm, fm, uq, rh, tiny):
         m.to(meta)  # a few diffusers parameters (AlphaBlender.mix_factor) are created on CPU regardless
     c = wm.config
     T, H = c.num_history, c.num_future
@@ -101,10 +107,15 @@ def main() -> int:
         with torch.no_grad():
             ae.decode(torch.randn(1, H, C, h, w, device=meta))
 
+    def tiny_decode():
+        with torch.no_grad():
+            tiny.decode(torch.randn(1, H, C, h, w, device=meta), clamp=False)
+
     per_call = {}
     for name, fn in [("flow_map_fwd", fm_fwd), ("flow_map_fwd_bwd_inputs", fm_fwdbwd_inputs),
                      ("flow_map_fwd_bwd_train", fm_fwdbwd_train), ("heads_fwd", heads(True)),
-                     ("heads_fwd_bwd_inputs", heads(False)), ("vae_decode_H_frames", vae_decode)]:
+                     ("heads_fwd_bwd_inputs", heads(False)), ("vae_decode_H_frames", vae_decode),
+                     ("tiny_decode_H_frames", tiny_decode)]:
         t0 = time.perf_counter()
         per_call[name] = count(fn)
         print(f"{name}: {per_call[name] / 1e12:.3f} TFLOP ({time.perf_counter() - t0:.1f} s)", flush=True)
@@ -127,27 +138,50 @@ def main() -> int:
     except Exception as exc:
         print(f"semantic tower not counted: {exc}")
 
+    def cycle(n: int, calls: float, k: int, decoder: str) -> dict:
+        prop = (n * k * per_call["flow_map_fwd"] + n * per_call["heads_fwd"]
+                + n * per_call[f"{decoder}_decode_H_frames"] + n * H * (semantic or 0))
+        ref = calls * (k * per_call["flow_map_fwd_bwd_inputs"] + per_call["heads_fwd_bwd_inputs"])
+        world_only = n * k * per_call["flow_map_fwd"] + calls * k * per_call["flow_map_fwd_bwd_inputs"]
+        return {"N": n, "value_grad_calls": calls, "K": k, "decoder": decoder, "proposals_flops": prop,
+                "refinement_flops": ref, "total_flops": prop + ref, "flow_map_only_flops": world_only,
+                "h200_lower_bound_s": (prop + ref) / H200_BF16_FLOPS,
+                "h200_lower_bound_flow_map_only_s": world_only / H200_BF16_FLOPS}
+
     N, R = 6, 5
-    cycles = {}
-    for K in (1, 4):
-        prop = (N * K * per_call["flow_map_fwd"] + N * per_call["heads_fwd"] + N * per_call["vae_decode_H_frames"]
-                + N * H * (semantic or 0))
-        ref = R * (K * per_call["flow_map_fwd_bwd_inputs"] + per_call["heads_fwd_bwd_inputs"])
-        total = prop + ref
-        world_only = N * K * per_call["flow_map_fwd"] + R * K * per_call["flow_map_fwd_bwd_inputs"]
-        cycles[f"K{K}"] = {"proposals_flops": prop, "refinement_flops": ref, "total_flops": total,
-                           "flow_map_only_flops": world_only,
-                           "h200_lower_bound_s": total / H200_BF16_FLOPS,
-                           "h200_lower_bound_flow_map_only_s": world_only / H200_BF16_FLOPS}
+    cycles = {f"K{K}": cycle(N, R, K, "vae") for K in (1, 4)}  # the previous count's basis
+    cycles_tiny = {f"K{K}": cycle(N, R, K, "tiny") for K in (1, 4)}
+    from vidplan_core.planning.config import load_planning_config
+
+    session = load_planning_config().session
+    n_default = len(session.proposals.basis_directions) + int(session.proposals.include_hold) + int(
+        session.proposals.gripper_toggle) + session.proposals.num_nominal
+    cap = session.gradopt.refine_iters + 1
+    measured = None
+    pc = RESULTS / "plan_cycle.json"
+    if pc.is_file():
+        head = json.loads(pc.read_text()).get("headline") or {}
+        measured = ((head.get("tiny") or {}).get("ort_1thread") or {}).get("value_grad_calls_mean")
+    planner_cycles = {}
+    for label, calls in (("cap", cap), ("measured", measured)):
+        if calls is not None:
+            for K in (1, 4):
+                planner_cycles[f"{label}_K{K}"] = cycle(n_default, calls, K, "tiny")
     teacher50 = 50 * N * per_call["world_model_fwd"]
     out = {"benchmark": "flops_full", "machine": platform.platform(), "torch": torch.__version__,
            "command": "python bench/flops_full.py", "config": "full",
            "shapes": {"latent": [C, h, w], "history": T, "future": H, "views": 3,
                       "image_per_view": [cfg.autoencoder["view_height"], cfg.autoencoder["view_width"]]},
            "params": n_params, "per_call_flops_batch1": per_call,
-           "plan_cycle": {"N_proposals": N, "H": H, "refinement_iters": R, "by_K": cycles,
+           "plan_cycle": {"N_proposals": N, "H": H, "refinement_iters": R, "by_K": cycles, "by_K_tiny": cycles_tiny,
+                          "planner_default": planner_cycles,
                           "note": "proposals batched (N x batch-1 FLOPs); refinement on the best proposal only; "
-                                  "semantic = SigLIP-base vision tower on one view per predicted frame"},
+                                  "semantic = SigLIP-base vision tower on one view per predicted frame; by_K: the "
+                                  "full VAE decoder (the previous count), by_K_tiny: the tiny decoder for scoring; "
+                                  "planner_default: N and value-and-grad calls as the planner runs (cap and measured)"},
+           "cycle_tflop_k1": cycles_tiny["K1"]["total_flops"] / 1e12,
+           "cycle_tflop_k4": cycles_tiny["K4"]["total_flops"] / 1e12,
+           "tiny_decoder_channels": TINY_CHANNELS,
            "teacher_50_step_rollout_of_N_proposals_flops": teacher50,
            "h200_peak_flops": H200_BF16_FLOPS, "wall_s": round(time.perf_counter() - t_start, 1)}
     RESULTS.mkdir(parents=True, exist_ok=True)
@@ -159,12 +193,26 @@ def main() -> int:
           f" UQ head {n_params['uq_head'] / 1e6:.1f} M, reward head {n_params['reward_head'] / 1e6:.1f} M, VAE "
           f"{n_params['autoencoder'] / 1e6:.1f} M.", "", "| call (batch 1) | TFLOP |", "|---|---|"]
     md += [f"| {k} | {tf(v)} |" for k, v in per_call.items()]
-    md += ["", f"Plan cycle N={N}, H={H}, {R} refinement iterations:", "",
-           "| K | proposals TFLOP | refinement TFLOP | total TFLOP | H200 lower bound (790 TFLOP/s) | flow map only |",
-           "|---|---|---|---|---|---|"]
-    md += [f"| {k[1:]} | {tf(v['proposals_flops'])} | {tf(v['refinement_flops'])} | {tf(v['total_flops'])} | "
-           f"{v['h200_lower_bound_s'] * 1e3:.1f} ms | {v['h200_lower_bound_flow_map_only_s'] * 1e3:.1f} ms |"
-           for k, v in cycles.items()]
+    head = ("| K | decoder | N | value-and-grad calls | proposals TFLOP | refinement TFLOP | total TFLOP | H200 lower "
+            "bound (790 TFLOP/s) | flow map only |")
+
+    def row(v: dict) -> str:
+        return (f"| {v['K']} | {v['decoder']} | {v['N']} | {v['value_grad_calls']:.2f} | {tf(v['proposals_flops'])} | "
+                f"{tf(v['refinement_flops'])} | {tf(v['total_flops'])} | {v['h200_lower_bound_s'] * 1e3:.1f} ms | "
+                f"{v['h200_lower_bound_flow_map_only_s'] * 1e3:.1f} ms |")
+
+    md += ["", f"Plan cycle as previously counted (N={N}, H={H}, {R} value-and-grad calls), full VAE decoder vs the "
+           f"tiny decoder for scoring ({TINY_CHANNELS} channels):", "", head, "|---|---|---|---|---|---|---|---|---|"]
+    md += [row(v) for d in (cycles, cycles_tiny) for v in d.values()]
+    k1, k4 = cycles_tiny["K1"]["total_flops"] / 1e12, cycles_tiny["K4"]["total_flops"] / 1e12
+    md += ["", f"Goals (tiny decoder, this basis): K=1 ≤ 110 TFLOP: **{'met' if k1 <= 110 else 'not met'}** "
+           f"({k1:.1f}); K=4 ≤ 450 TFLOP: **{'met' if k4 <= 450 else 'not met'}** ({k4:.1f})."]
+    if planner_cycles:
+        md += ["", f"The planner as configured (planning/planner.yaml: N = {n_default} candidates, refine_iters "
+               f"{cap - 1} → at most {cap} value-and-grad calls; 'measured' = the mean calls per cycle of "
+               "bench/plan_cycle.py --headline on models/demo, where the refinement stopping rules end it early):", "",
+               head, "|---|---|---|---|---|---|---|---|---|"]
+        md += [row(v) for v in planner_cycles.values()]
     md += ["", f"For comparison a 50-step teacher rollout of the {N} proposals: {tf(teacher50)} TFLOP "
            f"({teacher50 / H200_BF16_FLOPS * 1e3:.0f} ms at 790 TFLOP/s).", ""]
     (RESULTS / "flops_full.md").write_text("\n".join(md))

@@ -205,17 +205,19 @@ def _headline_cycles(session, scenes, repeats: int) -> dict:
     refinement iterations of those cycles."""
     sc0 = scenes[0]
     session.plan(sc0.history, sc0.poses, sc0.q, sc0.instruction, seed=99)  # warm-up (first-call allocations)
-    walls, iters, stages = [], [], {}
+    walls, iters, calls, stages = [], [], [], {}
     for r in range(repeats):
         for sc in scenes:
             t = time.perf_counter()
             res, _ = session.plan(sc.history, sc.poses, sc.q, sc.instruction, seed=r)
             walls.append(time.perf_counter() - t)
             iters.append(max(len(res.objective_trace) - 1, 0))
+            calls.append(len(res.objective_trace))  # value-and-grad evaluations (a skipped refinement made one)
             for k, v in res.timings.items():
                 stages.setdefault(k, []).append(v)
     return {"cycle_s_median": statistics.median(walls), "cycle_s_p95": float(np.percentile(walls, 95)),
             "cycles": len(walls), "refine_iterations_mean": float(np.mean(iters)),
+            "value_grad_calls_mean": float(np.mean(calls)),
             "stages_s_median": {k: statistics.median(v) for k, v in stages.items() if k != "total"}}
 
 

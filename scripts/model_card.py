@@ -301,8 +301,8 @@ def main() -> None:
         per_k[label] = acc
 
     runs = {kind: last_val_metrics(a.work / "runs" / kind)
-            for kind in ("grounded", "semantic", "vae", "world-model", "flow-map", "heads", "bc")
-            if kind not in ("grounded", "semantic", "bc") or (a.work / "runs" / kind).is_dir()}
+            for kind in ("grounded", "semantic", "vae", "tiny-decoder", "world-model", "flow-map", "heads", "bc")
+            if kind not in ("grounded", "semantic", "bc", "tiny-decoder") or (a.work / "runs" / kind).is_dir()}
     facts = bundle_facts(a.model, a.work / "data")
     files = sorted(p for p in a.model.rglob("*") if p.is_file() and p.name != "MODEL_CARD.md")
     total_mb = sum(p.stat().st_size for p in files) / 2**20
@@ -327,7 +327,12 @@ def main() -> None:
          + (" `policy/` is the behaviour-cloned nominal policy (`vidplan train bc`, the successful demonstrations; "
             "the bc row below: `position_error_m` of its chunks vs `hold_position_error_m` of answering \"stay\" "
             "on held-out windows; closed loop: the `bc` / `bc+vidplan` variants of bench/results/"
-            "closed_loop_eval.md)." if (a.model / "policy").is_dir() else ""), "",
+            "closed_loop_eval.md)." if (a.model / "policy").is_dir() else "")
+         + (" `tiny_decoder/` is the semantic reward's distilled decoder (`vidplan train tiny-decoder`: diffusers "
+            "DecoderTiny trained to reproduce the VAE decoder on encoded, noise-perturbed latents; the tiny-decoder "
+            "row below: its PSNR against the full decoder and both against the frames on the validation episodes); "
+            "the planner scores with it and decodes debug pictures with the full decoder "
+            "(bench/results/tiny_decoder.md)." if (a.model / "tiny_decoder").is_dir() else ""), "",
          "## Data",
          f"{a.episodes} simulated episodes (MuJoCo DROID scene, scripted IK expert with action noise, about a third "
          f"deliberate failures, clutter 0–3, tasks put/touch/push; seeds from 1000), {facts['data']}; 15 % of "

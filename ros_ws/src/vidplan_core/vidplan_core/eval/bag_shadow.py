@@ -37,7 +37,7 @@ def make_shadow_planner(bundle: Bundle, scorer: Any, cfg: EvalBagConfig, device:
         from vidplan_core.models.configs import ModelSuite
         from vidplan_core.planning.session import PlanningSession
         from vidplan_core.runtime.bundle import PlannerModels
-        from vidplan_core.runtime.loader import load_planner_backend
+        from vidplan_core.runtime.loader import load_part, load_planner_backend
     except ImportError as exc:
         return None, f"the planning runtime is not available ({exc})"
     if bundle.uq_head is None or bundle.reward_head is None:
@@ -46,7 +46,15 @@ def make_shadow_planner(bundle: Bundle, scorer: Any, cfg: EvalBagConfig, device:
     try:
         # the teacher (world_model) is not used by the planner graphs; the flow map is
         suite = ModelSuite(bundle.autoencoder, None, bundle.flow_map, bundle.uq_head, bundle.reward_head)
-        models = PlannerModels(suite, scorer, config_name=bundle.index.config if bundle.index is not None else None)
+        idx = bundle.index
+        # what the planner node loads from the same index: its views and, when named, the tiny decoder it scores with
+        views = {} if idx is None else {
+            "semantic_view": idx.semantic_view if idx.semantic_view is not None else 0,
+            "centring_view": idx.centring_view if idx.centring_view is not None else 2,
+            "map_views": tuple(idx.map_views) if idx.map_views else None}
+        tiny = load_part(idx, "tiny_decoder", device) if idx is not None and "tiny_decoder" in idx.parts else None
+        models = PlannerModels(suite, scorer, config_name=idx.config if idx is not None else None,
+                               tiny_decoder=tiny, **views)
         backend = load_planner_backend(bundle.path, "torch", device=device, flow_steps=cfg.flow_steps,
                                        models=models).backend
         session = PlanningSession(backend, PandaKinematics(), session_cfg)

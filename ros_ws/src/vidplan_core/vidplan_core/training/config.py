@@ -223,8 +223,11 @@ class TinyDecoderOptions(_Strict):
     num_blocks: list[int] | None = Field(default=None, description="blocks per resolution level, coarsest first "
                                          "(default: 2 per level, none at full resolution)")
     latent_noise: float = Field(default=0.2, ge=0, description="latents are perturbed by N(0, σ²) with σ drawn "
-                                "uniformly from [0, this] per frame (latent units, std 1): the planner decodes "
+                                "uniformly from [0, this] per sample (latent units, std 1): the planner decodes "
                                 "predicted latents, which lie off the encoder's manifold")
+    clip_frames: int = Field(default=1, gt=0, description="consecutive frames the teacher decodes together: SVD's "
+                             "temporal decoder mixes the frames of a clip, so give it the world model's horizon (5 "
+                             "for full), as the planner decodes; 1 for per-frame VAEs (demo)")
 
 
 _OPTIONS: dict[str, type[BaseModel]] = {"vae": VaeOptions, "world-model": WorldModelOptions,

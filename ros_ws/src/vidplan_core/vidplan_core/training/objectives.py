@@ -48,10 +48,12 @@ class TinyDecoderObjective(nn.Module):
         self._teacher = [ae]  # a list: not a submodule, so neither trained nor saved nor moved by accelerate
 
     def forward(self, latents: torch.Tensor) -> dict[str, torch.Tensor]:
-        """latents (B, C, h, w), the teacher's scaled latents of real frames."""
+        """latents (B, [F,] C, h, w), the teacher's scaled latents of real frames (F: a clip the teacher decodes
+        together)."""
         ae = self._teacher[0]
         if self.latent_noise > 0:
-            sigma = torch.rand(latents.shape[0], 1, 1, 1, device=latents.device) * self.latent_noise
+            shape = (latents.shape[0],) + (1,) * (latents.ndim - 1)
+            sigma = torch.rand(shape, device=latents.device) * self.latent_noise
             latents = latents + sigma * torch.randn_like(latents)
         with torch.no_grad():
             target = ae.decode(latents)

@@ -129,22 +129,24 @@ class TinyDecoderTask(TaskBase):
         d = self.cfg.data
         kw = dict(pad_start=False, max_episodes=d.max_episodes, lerobot=d.lerobot,
                   view_size=(ae.config.view_height, ae.config.view_width))
-        self.train_dataset = WindowDataset(d.root, "train", 1, 0, d.stride, **kw)
+        F = o.clip_frames  # windows of F consecutive frames: a clip, for a temporal teacher decoder
+        self.train_dataset = WindowDataset(d.root, "train", F, 0, d.stride, **kw)
         _check_size(self.train_dataset.meta, ae.config, d.root)
-        self.val_dataset = _maybe_val(lambda: WindowDataset(d.root, "val", 1, 0, d.stride, **kw))
+        self.val_dataset = _maybe_val(lambda: WindowDataset(d.root, "val", F, 0, d.stride, **kw))
         self.ae = ae
         self.model = TinyDecoderObjective(tiny, ae, o.latent_noise)
 
     def inputs(self, batch: dict[str, Any], train: bool) -> dict[str, Any]:
+        """latents (B, F, C, h, w) of the clip (F = clip_frames)."""
         with torch.no_grad():
-            return {"latents": self.ae.encode(batch["frames"][:, 0].to(self.device)).float()}
+            return {"latents": self.ae.encode(batch["frames"].to(self.device)).float()}
 
     def val_metrics(self, model: nn.Module, batch: dict[str, Any], inputs: dict[str, Any]) -> dict[str, float]:
         """PSNR [dB] of the tiny decoder against the full decoder (on clean latents) and of both against the frames."""
         z = inputs["latents"]
         with torch.no_grad():
             full, tiny = self.ae.decode(z), model.tiny.decode(z)
-        frames = batch["frames"][:, 0].to(self.device)
+        frames = batch["frames"].to(self.device)
         return {"psnr_vs_full_decoder": psnr(tiny, full), "psnr_vs_frames": psnr(tiny, frames),
                 "full_decoder_psnr_vs_frames": psnr(full, frames)}
 
