@@ -49,8 +49,9 @@ demo: setup  ## main job: one closed-loop episode, sim + learned planner (models
 	@# the planner runs the bundle's ONNX export on onnxruntime, as on the robot (BACKEND=torch: the torch models)
 	@# exit 1 = the episode ran and the task failed (the report says so); make fails only when something broke
 	@# the episode length (225 control steps = 15 s of sim time) comes from the planner configuration
+	@# DEMO_ARGS: more `vidplan demo` options, e.g. DEMO_ARGS='--json result.json' (bench/demo_latency.py)
 	@$(ENV) vidplan demo --launch --model models/demo --backend $(or $(BACKEND),onnxruntime) --seed $(or $(SEED),0) --clutter 1 \
-		--timeout 600; rc=$$?; [ $$rc -le 1 ] || exit $$rc
+		--timeout 600 $(DEMO_ARGS); rc=$$?; [ $$rc -le 1 ] || exit $$rc
 
 demo-scripted: setup  ## the scripted pick-and-place through sim + executor (no learned models)
 	@$(ENV) vidplan demo --scripted --launch

@@ -277,11 +277,12 @@ def demo(
                                         "or ARG:=VALUE, repeatable (e.g. --set planner.refine_iters:=2)"),
     camera_size: str = typer.Option("", help="learned: camera WIDTHxHEIGHT for the sim (default: the profile's "
                                     "320x180)"),
-    real_time_factor: float = typer.Option(0.05, "--real-time-factor", help="learned: sim seconds per wall second "
+    real_time_factor: float = typer.Option(0.1, "--real-time-factor", help="learned: sim seconds per wall second "
                                            "at most; below 1 the sim runs in slow motion so that a CPU planner's "
                                            "latency stays short in sim time (chunks older than the executor's "
-                                           "max_plan_age_s, 1 s of sim time, are rejected; the demo model plans in "
-                                           "about 3-6 s on 2 busy cores, i.e. 0.15-0.3 s of sim time at 0.05)"),
+                                           "max_plan_age_s, 1 s of sim time, are rejected; the demo model, scoring "
+                                           "with its tiny decoder, plans in about 2-3.5 s on 2 busy cores, i.e. "
+                                           "0.2-0.35 s of sim time at 0.1)"),
     threads: int = typer.Option(0, help="learned: OMP/torch threads of the started nodes (0 = $OMP_NUM_THREADS, "
                                 "else 1: on a small CPU the nodes share the cores)"),
     connect_timeout: float = typer.Option(180.0, help="learned: seconds to wait for the sim and for the planner to "

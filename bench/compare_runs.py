@@ -1,0 +1,96 @@
+"""Paired comparison of one closed-loop variant between two ``vidplan eval sim`` runs (two bundles or two settings
+on the same scene seeds): episodes are paired by (task, clutter, seed, instruction).
+
+    python bench/compare_runs.py A_RUN_DIR B_RUN_DIR --variant vidplan --labels "full decoder,tiny decoder" \
+        --out bench/results/closed_loop_tiny_decoder_paired
+
+Writes OUT.json and OUT.md: per task and pooled, the paired episodes, both / only A / only B / neither succeeded,
+each side's success rate with its Wilson 95 % interval, and the exact two-sided McNemar p-value (binomial test on the
+discordant pairs); also each side's mean plan time.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from math import comb, sqrt
+from pathlib import Path
+
+
+def wilson(k: int, n: int, z: float = 1.96) -> tuple[float, float]:
+    if n == 0:
+        return (0.0, 1.0)
+    p = k / n
+    d = 1 + z * z / n
+    c = (p + z * z / (2 * n)) / d
+    h = z * sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / d
+    return (max(0.0, c - h), min(1.0, c + h))
+
+
+def mcnemar_exact(b: int, c: int) -> float:
+    """Two-sided exact McNemar p-value for b and c discordant pairs."""
+    n = b + c
+    if n == 0:
+        return 1.0
+    tail = sum(comb(n, i) for i in range(min(b, c) + 1)) / 2 ** n
+    return min(1.0, 2 * tail)
+
+
+def _episodes(run: Path, variant: str) -> dict[tuple, dict]:
+    data = json.loads((run / "results.json").read_text())
+    return {(e["task"], int(e["clutter"]), int(e["seed"]), e["instruction"]): e for e in data["episodes"]
+            if e["variant"] == variant}
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("a", type=Path)
+    ap.add_argument("b", type=Path)
+    ap.add_argument("--variant", default="vidplan")
+    ap.add_argument("--labels", default="A,B")
+    ap.add_argument("--out", type=Path, required=True)
+    ap.add_argument("--note", default="")
+    args = ap.parse_args(argv)
+    la, lb = args.labels.split(",")
+    ea, eb = _episodes(args.a, args.variant), _episodes(args.b, args.variant)
+    keys = sorted(set(ea) & set(eb))
+    groups: dict[str, list] = {}
+    for k in keys:
+        groups.setdefault(k[0], []).append(k)
+    groups["all"] = keys
+    rows = {}
+    for g, ks in groups.items():
+        both = sum(ea[k]["success"] and eb[k]["success"] for k in ks)
+        only_a = sum(ea[k]["success"] and not eb[k]["success"] for k in ks)
+        only_b = sum(eb[k]["success"] and not ea[k]["success"] for k in ks)
+        n = len(ks)
+        sa, sb = both + only_a, both + only_b
+        rows[g] = {"pairs": n, "both": both, "only_a": only_a, "only_b": only_b, "neither": n - both - only_a - only_b,
+                   "a_rate": sa / n if n else None, "a_ci95": wilson(sa, n), "b_rate": sb / n if n else None,
+                   "b_ci95": wilson(sb, n), "mcnemar_p": mcnemar_exact(only_a, only_b),
+                   "a_plan_s_mean": sum(ea[k]["plan_s_mean"] or 0 for k in ks) / max(n, 1),
+                   "b_plan_s_mean": sum(eb[k]["plan_s_mean"] or 0 for k in ks) / max(n, 1)}
+    out = {"a": str(args.a), "b": str(args.b), "labels": [la, lb], "variant": args.variant, "note": args.note,
+           "command": "python bench/compare_runs.py " + " ".join(argv or sys.argv[1:]), "groups": rows}
+    args.out.with_suffix(".json").write_text(json.dumps(out, indent=1))
+    md = [f"# Paired closed-loop comparison: `{args.variant}` with {la} vs {lb}", "",
+          f"A = `{args.a}` ({la}), B = `{args.b}` ({lb}); episodes paired by task, clutter, scene seed and "
+          f"instruction. `{out['command']}`" + (f" — {args.note}" if args.note else ""), "",
+          f"| task | pairs | both | only {la} | only {lb} | neither | {la} (Wilson 95 %) | {lb} (Wilson 95 %) | "
+          f"McNemar exact p | mean plan s {la} / {lb} |", "|---|---|---|---|---|---|---|---|---|---|"]
+    for g, r in rows.items():
+        if not r["pairs"]:
+            continue
+        md.append(f"| {g} | {r['pairs']} | {r['both']} | {r['only_a']} | {r['only_b']} | {r['neither']} | "
+                  f"{r['a_rate']:.2f} [{r['a_ci95'][0]:.2f}, {r['a_ci95'][1]:.2f}] | "
+                  f"{r['b_rate']:.2f} [{r['b_ci95'][0]:.2f}, {r['b_ci95'][1]:.2f}] | {r['mcnemar_p']:.3f} | "
+                  f"{r['a_plan_s_mean']:.2f} / {r['b_plan_s_mean']:.2f} |")
+    md.append("")
+    args.out.with_suffix(".md").write_text("\n".join(md))
+    print("\n".join(md))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
