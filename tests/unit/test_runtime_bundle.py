@@ -171,14 +171,16 @@ def test_the_bundled_demo_has_an_index_and_loads_through_it():
     idx = BI.read_bundle_index(DEMO)
     assert idx.source == DEMO / BI.BUNDLE_INDEX and idx.config == "demo"
     assert "world_model" not in idx.parts  # the teacher is not shipped
-    # the planner's parts and the behaviour-cloned nominal policy
-    assert set(idx.parts) == {*BI.PLANNER_PARTS, "policy"} and idx.export_dir == DEMO / "onnx"
+    # the planner's parts, the behaviour-cloned nominal policy and the semantic reward's tiny decoder
+    assert set(idx.parts) == {*BI.PLANNER_PARTS, "policy", "tiny_decoder"} and idx.export_dir == DEMO / "onnx"
     assert idx.view_size("torch") == idx.view_size("onnxruntime") == (48, 80)
     assert BI.bundle_problems(DEMO, "torch") == BI.bundle_problems(DEMO, "onnxruntime") == []
     from vidplan_core.runtime.ort_backend import OnnxRuntimeBackend
 
     lb = L.load_planner_backend(DEMO, "onnxruntime", threads=1)
     assert isinstance(lb.backend, OnnxRuntimeBackend) and lb.view_size == (48, 80) and lb.horizon == 5
+    # its export scores with the tiny decoder: no fallback warning
+    assert lb.backend.manifest.model["scoring_decoder"] == "tiny" and lb.warnings == []
     assert lb.models is None and lb.with_objective(None) is lb.backend
 
 
@@ -318,8 +320,8 @@ def test_an_index_without_checksums_loads_with_a_warning(saved, tmp_path):
 
 def test_the_bundled_demo_records_checksums_of_its_weights():
     idx = BI.read_bundle_index(DEMO)
-    assert set(idx.checksums) == {*BI.PLANNER_PARTS, "policy"}
-    for part in (*BI.PLANNER_PARTS, "policy"):  # verified against the files (the weights are those committed)
+    assert set(idx.checksums) == {*BI.PLANNER_PARTS, "policy", "tiny_decoder"}
+    for part in (*BI.PLANNER_PARTS, "policy", "tiny_decoder"):  # verified against the files (the weights are those committed)
         assert BI.verify_checksums(idx, part) is None
 
 
