@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Re-create every file of models/demo from scratch: simulate episodes and labelled grounding frames → convert (workspace
-# crops) → train the grounded semantic scorer and the VAE (in parallel, one core each), the world model, the flow map,
-# the heads (the bundled demo-*.yaml configs) → assemble → ONNX export + manifest → MODEL_CARD.md.
+# crops) → train the grounded semantic scorer and the VAE (in parallel, one core each), the world model (beside it the
+# tiny decoder for scoring), the flow map, the heads and the BC policy (the bundled demo-*.yaml configs) → assemble →
+# ONNX export + manifest → MODEL_CARD.md.
 #
 #   make demo-models                       # the full recipe (config step counts; hours on a 2-core CPU)
 #   EPISODES=90 STEPS_GROUNDED=1200 STEPS_VAE=400 STEPS_WORLD_MODEL=1000 STEPS_FLOW_MAP=200 STEPS_HEADS=200 \
