@@ -10,6 +10,7 @@ processes: the sim serves the action, the executor's action backend sends it.
 from __future__ import annotations
 
 import threading
+import time
 
 import numpy as np
 import pytest
@@ -107,7 +108,14 @@ def test_executor_gripper_action_refuses_without_a_server_then_closes_the_sims_h
                "-p", "max_plan_age_s:=5.0"]
     with started(exe_cmd, tmp_path / "executor.log") as exe:
         assert rig.execute.wait_for_server(timeout_sec=30), exe.output()
-        res = rig.call(rig.execute, ExecuteChunk.Goal(chunk=_hold_chunk(1.0, 1.0)))
+        # The action server exists from the executor's configure step; until its lifecycle is active it refuses
+        # every goal for that reason (a loaded machine showed it): ask again until the executor answers for itself.
+        deadline = time.monotonic() + 60
+        while True:
+            res = rig.call(rig.execute, ExecuteChunk.Goal(chunk=_hold_chunk(1.0, 1.0)))
+            if "not active (lifecycle)" not in res.reason or time.monotonic() > deadline:
+                break
+            time.sleep(0.5)
         assert res.status == ExecuteChunk.Result.STATUS_REJECTED
         assert f"gripper action server {ACTION}" in res.reason and "not available" in res.reason, res.reason
         assert wait_for(lambda: ACTION in rig.diag_message and rig.diag_level == DiagnosticStatus.ERROR, 10), \
