@@ -14,18 +14,15 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from math import comb, sqrt
+from math import comb
 from pathlib import Path
 
 
-def wilson(k: int, n: int, z: float = 1.96) -> tuple[float, float]:
-    if n == 0:
-        return (0.0, 1.0)
-    p = k / n
-    d = 1 + z * z / n
-    c = (p + z * z / (2 * n)) / d
-    h = z * sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / d
-    return (max(0.0, c - h), min(1.0, c + h))
+def wilson(k: int, n: int) -> tuple[float, float]:
+    """The project's Wilson 95 % interval ((0, 1) for no episodes)."""
+    from vidplan_core.eval.metrics import wilson_interval
+
+    return wilson_interval(k, n) or (0.0, 1.0)
 
 
 def mcnemar_exact(b: int, c: int) -> float:

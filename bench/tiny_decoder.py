@@ -48,6 +48,7 @@ def main(argv: list[str] | None = None) -> int:
     from _scenes import home_scenes
     from scipy.stats import spearmanr
 
+    from vidplan_core.eval.metrics import wilson_interval
     from vidplan_core.kinematics import PandaKinematics
     from vidplan_core.models.tiny_decoder import decode_gflop
     from vidplan_core.planning.config import load_planning_config
@@ -93,7 +94,7 @@ def main(argv: list[str] | None = None) -> int:
         rows["kind"].append(sc.kind)
     n = len(rows["same_choice"])
     agree = int(sum(rows["same_choice"]))
-    lo, hi = _wilson(agree, n)
+    lo, hi = wilson_interval(agree, n) or (0.0, 1.0)
     gf_full, gf_tiny = decode_gflop(ae), decode_gflop(tiny)
     res_json = {
         "benchmark": "tiny_decoder", "machine": platform.platform(), "torch": torch.__version__,
@@ -119,16 +120,6 @@ def _ctx(sc):
     from vidplan_core.runtime.base import PlanningContext
 
     return PlanningContext(sc.history, sc.poses, sc.instruction, sc.index)
-
-
-def _wilson(k: int, n: int, z: float = 1.96) -> tuple[float, float]:
-    if n == 0:
-        return (0.0, 1.0)
-    p = k / n
-    d = 1 + z * z / n
-    c = (p + z * z / (2 * n)) / d
-    h = z * np.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / d
-    return (float(max(0.0, c - h)), float(min(1.0, c + h)))
 
 
 def _jsonable(x):
