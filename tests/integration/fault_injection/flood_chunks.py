@@ -57,14 +57,15 @@ def main() -> None:
     spinner = threading.Thread(target=spin, daemon=True)
     spinner.start()
 
-    def executor_subscribes(topic: str) -> bool:
+    def executor_subscribes(topic: str, node_name: str) -> bool:
         # the executor itself, not just any subscriber (the observer records /vidplan/plan, the planner listens to
         # /vidplan/estop): a flood that starts before this process has discovered the executor proves nothing
-        return any(i.node_name == args.executor for i in node.get_subscriptions_info_by_topic(topic))
+        return any(i.node_name == node_name for i in node.get_subscriptions_info_by_topic(topic))
 
     end = time.monotonic() + args.timeout
-    while (not ee or node.get_clock().now().nanoseconds == 0 or not executor_subscribes("/vidplan/plan")
-           or not executor_subscribes("/vidplan/estop")):
+    while (not ee or node.get_clock().now().nanoseconds == 0 or not executor_subscribes("/vidplan/plan", args.executor)
+           # the executor's estop subscriptions are on its own participant, node <name>_estop (EstopListener)
+           or not executor_subscribes("/vidplan/estop", f"{args.executor}_estop")):
         if time.monotonic() > end:
             raise SystemExit(f"no /ee_pose, /clock or subscription of the '{args.executor}' node")
         time.sleep(0.05)

@@ -59,6 +59,9 @@ KIN = PandaKinematics()
 JS_TIMEOUT = float(EXECUTOR_PARAMS["joint_state_timeout_s"])
 TASK = "put the red cube in the bowl"
 STOP_BOUND_S = 1.0  # the e-stop must have stopped the arm this long (sim time) after it was published
+# ... and been latched this long (wall time) after it was published: the executor's estop subscriptions are on a
+# participant of their own (EstopListener); sharing the chunks' participant, a loaded CI machine latched after 3.4 s
+LATCH_BOUND_S = 0.5
 TASK_TOPICS = {"planner_a": "/fault_injection/task_a", "planner_b": "/fault_injection/task_b"}
 
 
@@ -351,6 +354,9 @@ def test_estop_stops_the_arm_within_1s_under_a_flood_of_chunks(estop_flood):
           f"trajectories seen in between, {len(late)} after the hold. TCP at {speed_before:.3f} m/s before the "
           f"e-stop, stopped {t_stop * 1e3:.0f} ms (sim time) after it, {drift * 1e3:.1f} mm of settling afterwards")
     profile = [(round((t - r["t_sim"]) * 1e3), round(v * 1e3, 1)) for t, v in zip(ts[::5], y[::5], strict=True)]
+    assert latched, "the executor never logged the e-stop's latch"
+    t_latch = float(latched.group(1)) - r["sent"]["t_estop_wall"]
+    assert t_latch <= LATCH_BOUND_S, f"the e-stop was latched {t_latch:.3f} s after it was published"
     assert t_stop <= STOP_BOUND_S, f"stopped {t_stop:.3f} s after the e-stop; (ms, y mm): {profile}"
     assert drift < 0.005 + speed_before * t_stop, (drift, profile)
     assert r["holds"], "no hold trajectory after the e-stop"

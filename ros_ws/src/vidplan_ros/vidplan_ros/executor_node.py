@@ -5,7 +5,9 @@ Inputs: ``/vidplan/plan`` (vidplan_interfaces/PlanChunk; a new chunk replaces th
 result = status/reason/final errors, cancel holds the arm), ``/joint_states`` and ``/vidplan/estop``
 (std_msgs/Bool; honoured from a publisher of any QoS through three subscriptions: best-effort volatile matches every
 publisher, reliable volatile gives a reliable publisher (rclpy's default) reliable delivery, reliable transient-local
-also receives an estop latched before this node started; the deliveries of one message are de-duplicated). Service
+also receives an estop latched before this node started; the deliveries of one message are de-duplicated; they
+belong to a node ``<name>_estop`` on a DDS participant of its own, :class:`vidplan_ros.estop_listener.EstopListener`,
+so a flood on the plan topic cannot queue an estop behind it). Service
 ``/vidplan/reset_estop`` (std_srvs/Trigger) releases a latched estop. Publishes ``/diagnostics`` (status, last
 rejection reason, counters, latency, ``last_chunk_age_s``: steady-clock seconds since the last chunk arrived on the
 plan topic or as a goal, "inf" before the first). Once a chunk has arrived, no chunk for longer than
@@ -119,10 +121,8 @@ from rclpy.clock import Clock, ClockType
 from rclpy.exceptions import ParameterException
 from rclpy.executors import ExternalShutdownException, MultiThreadedExecutor, ShutdownException
 from rclpy.qos import (
-    DurabilityPolicy,
     QoSCompatibility,
     QoSProfile,
-    ReliabilityPolicy,
     qos_check_compatible,
     qos_policy_name_from_kind,
     qos_profile_sensor_data,
@@ -138,18 +138,13 @@ from vidplan_interfaces.action import ExecuteChunk
 from vidplan_interfaces.msg import PlanChunk
 from vidplan_ros.compat import QoSRequestedIncompatibleQoSInfo, SubscriptionEventCallbacks
 from vidplan_ros.conversions import stamp_to_sec
+from vidplan_ros.estop_listener import ESTOP_ANY_QOS, EstopListener
 from vidplan_ros.executor_backends import BACKENDS, make_backend
 from vidplan_ros.gripper import ActionGripper, TopicGripper
 from vidplan_ros.lifecycle import ManagedNode
 from vidplan_ros.node_runner import parameter_docs, parameters_declared, run_node
 
 Result = ExecuteChunk.Result
-# Estop subscriptions: the best-effort volatile one is compatible with every publisher, so no estop is ever lost to a
-# QoS mismatch; the reliable volatile one makes the delivery from a reliable publisher (rclpy's default: reliable +
-# volatile) reliable, not best-effort; the latched one receives an estop published (latched) before this node started.
-ESTOP_ANY_QOS = QoSProfile(depth=10, reliability=ReliabilityPolicy.BEST_EFFORT, durability=DurabilityPolicy.VOLATILE)
-ESTOP_RELIABLE_QOS = QoSProfile(depth=10, reliability=ReliabilityPolicy.RELIABLE, durability=DurabilityPolicy.VOLATILE)
-ESTOP_QOS = QoSProfile(depth=1, reliability=ReliabilityPolicy.RELIABLE, durability=DurabilityPolicy.TRANSIENT_LOCAL)
 PLAN_QOS = QoSProfile(depth=10)
 _DOCS = parameter_docs(__doc__)
 QOS_EVENT_HOLD_S = 3.0  # an incompatible-QoS event stays reported at least this long (the graph may lag the event)
@@ -379,6 +374,7 @@ class ExecutorNode(ManagedNode):
         self._action_node = None
         self._steady = Clock(clock_type=ClockType.STEADY_TIME)
         self.diag_pub = self.create_publisher(DiagnosticArray, "/diagnostics", 10)
+        self.estop_listener: EstopListener | None = None
         self.create_timer(diag_period, self._on_diagnostics_timer, clock=self._steady)
         self.start(autostart)
 
@@ -414,7 +410,6 @@ class ExecutorNode(ManagedNode):
         self._next_id = 1
         self.counters = {"chunks_received": 0, "chunks_rejected": 0, "chunks_executed": 0, "estops": 0,
                          "malformed_joint_states": 0, "malformed_chunks": 0}
-        self._estop_seen: deque[tuple] = deque(maxlen=64)  # (publisher gid, sequence number) of recent estops
         self._qos_events: dict[str, tuple[str, float]] = {}  # topic → (fault, monotonic time of the event)
         self._graph_faults: dict[str, str] = {}  # topic → fault found in the ROS graph at the last check
         self._js_publishers: list[str] = []  # nodes publishing on the joint-state topic at the last graph check
@@ -442,24 +437,18 @@ class ExecutorNode(ManagedNode):
         else:
             self.gripper = TopicGripper(self, gripper_topic) if gripper_topic else None
         # Safety subscriptions: an incompatible publisher is an ERROR on /diagnostics (not only rclpy's log line).
-        # Of the estop subscriptions only the best-effort one is watched: a publisher the reliable or latched ones do
-        # not match still reaches it (ESTOP_ANY_QOS matches every publisher), so that is no fault.
+        # The estop subscriptions live on a DDS participant of their own (EstopListener: a flood of chunks must not
+        # queue an estop behind it); of them only the best-effort one is watched: a publisher the reliable or latched
+        # ones do not match still reaches it (ESTOP_ANY_QOS matches every publisher), so that is no fault.
+        self.estop_listener = EstopListener(self, estop_topic, self._on_estop, self._on_incompatible_qos)
         self._watched = [_Watched(js_topic, _type_name(JointState), qos_profile_sensor_data),
                          _Watched(plan_topic, _type_name(PlanChunk), PLAN_QOS),
-                         _Watched(estop_topic, _type_name(Bool), ESTOP_ANY_QOS)]
-        for w, msg_type, cb in zip(self._watched, (JointState, PlanChunk, Bool),
-                                   (self._on_joint_state, self._on_plan, self._on_estop_msg), strict=True):
+                         _Watched(self.estop_listener.topic, _type_name(Bool), ESTOP_ANY_QOS)]
+        for w, msg_type, cb in zip(self._watched[:2], (JointState, PlanChunk),
+                                   (self._on_joint_state, self._on_plan), strict=True):
             events = SubscriptionEventCallbacks(
                 incompatible_qos=lambda info, t=w.topic: self._on_incompatible_qos(t, info))
             self.create_subscription(msg_type, w.topic, cb, w.qos, event_callbacks=events)
-        for qos, lacks in ((ESTOP_RELIABLE_QOS, "reliability"),
-                           (ESTOP_QOS, "reliability or transient-local durability")):
-            # replaces rclpy's warning, which would read as if estops from that publisher were lost
-            events = SubscriptionEventCallbacks(incompatible_qos=lambda info, lacks=lacks: self.get_logger().info(
-                f"a publisher on {estop_topic} offers no {lacks} "
-                f"({qos_policy_name_from_kind(info.last_policy_kind)}): its estops are still received (best-effort "
-                "subscription)", throttle_duration_sec=10.0))
-            self.create_subscription(Bool, estop_topic, self._on_estop_msg, qos, event_callbacks=events)
         self.create_service(Trigger, "/vidplan/reset_estop", self._on_reset_estop)
         self.create_timer(1.0 / monitor_rate, self._monitor, clock=self._steady)
         # Helper node for the action server: no global arguments (so no use_sim_time and no /clock subscription on
@@ -511,6 +500,9 @@ class ExecutorNode(ManagedNode):
             if action_node is not None:
                 self._action_executor.shutdown(timeout_sec=1.0)
                 action_node.destroy_node()
+            listener, self.estop_listener = self.estop_listener, None
+            if listener is not None:
+                listener.close()
 
     # ------------------------------------------------------------------ helpers
     def _spin_actions(self) -> None:
@@ -606,18 +598,6 @@ class ExecutorNode(ManagedNode):
             out = self._reject(Result.STATUS_REJECTED, f"malformed chunk: {type(exc).__name__}: {exc}")
         if isinstance(out, Result):
             self.last_result = f"{STATUS_NAMES[out.status]}: {out.reason}"
-
-    def _on_estop_msg(self, msg: Bool, info: dict) -> None:
-        """Both estop subscriptions land here; a message delivered by both is handled once (a late duplicate after
-        a reset must not latch again)."""
-        gid = (info or {}).get("publisher_gid")
-        seq = (info or {}).get("publication_sequence_number")
-        key = (bytes(gid["data"]) if gid else None, seq if seq is not None else (info or {}).get("source_timestamp"))
-        if key[1] is not None:
-            if key in self._estop_seen:
-                return
-            self._estop_seen.append(key)
-        self._on_estop(msg)
 
     def _on_incompatible_qos(self, topic: str, info: QoSRequestedIncompatibleQoSInfo) -> None:
         policy = qos_policy_name_from_kind(info.last_policy_kind)
