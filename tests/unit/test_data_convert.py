@@ -12,10 +12,11 @@ import numpy as np
 import pytest
 
 from vidplan_core.data.bag_writer import BagWriter
-from vidplan_core.data.convert import ConvertError, TopicMap, convert_bags, expand_inputs
+from vidplan_core.data.convert import ConvertError, convert_bags, expand_inputs
 from vidplan_core.data.dataset import WindowDataset
 from vidplan_core.data.messages import Codec
 from vidplan_core.data.schema import validate_dataset
+from vidplan_core.data.topic_map import TopicMap
 from vidplan_core.images import encode_compressed
 from vidplan_core.spaces import VIEW_ORDER
 
@@ -175,7 +176,7 @@ def test_robot_topic_map(tmp_path):
 
 def test_topic_map_yaml_errors(tmp_path):
     from vidplan_core.config import ConfigError
-    from vidplan_core.data.convert import load_topic_map
+    from vidplan_core.data.topic_map import load_topic_map
 
     p = tmp_path / "map.yaml"
     p.write_text("cameras: {left: /a, right: /b}\nee_pos: /x\n")

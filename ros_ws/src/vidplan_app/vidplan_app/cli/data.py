@@ -101,7 +101,8 @@ def convert(
     from tqdm.auto import tqdm
 
     from vidplan_core.config import ConfigError
-    from vidplan_core.data.convert import ConvertError, convert_bags, load_topic_map
+    from vidplan_core.data.convert import ConvertError, convert_bags
+    from vidplan_core.data.topic_map import load_topic_map
 
     try:
         views = None

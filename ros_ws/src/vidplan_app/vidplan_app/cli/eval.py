@@ -36,7 +36,7 @@ def _run_eval_bag(bag: Path, model: Path, out: Path | None, topic_map: Path | No
                   planner_config: Path | None = None, teacher_steps: int = 0, teacher: Path | None = None,
                   controllability: bool = True, episode: int = 0, mapping: str = "droid") -> None:
     from vidplan_core.config import ConfigError
-    from vidplan_core.data.convert import load_topic_map
+    from vidplan_core.data.topic_map import load_topic_map
     from vidplan_core.eval.bag_eval import EXIT_BAD_INPUT, EvalBagConfig, EvalBagError, eval_bag
 
     out = out or Path(f"eval-{bag.resolve().name}")

@@ -1,30 +1,7 @@
 """rosbag2 recordings → a vidplan episode dataset (:mod:`vidplan_core.data.schema`), one episode per recording.
 
-Works on the bags of ``vidplan data generate`` and on a real robot's recordings through a topic map (YAML,
-:class:`TopicMap`) that names where each signal comes from:
-
-==================  ==================================  ===================================================
-role                default topic                       accepted types
-==================  ==================================  ===================================================
-cameras.left/...    /cameras/{left,right,wrist}/image_raw  sensor_msgs/Image (rgb8, bgr8, rgba8, bgra8, mono8) or
-                                                        sensor_msgs/CompressedImage (JPEG, PNG); a camera topic
-                                                        the bag lacks is read from ``<topic>/compressed``
-                                                        (image_transport's name) when the bag has that
-ee_pose             /ee_pose                            geometry_msgs/PoseStamped (robot base frame)
-action              /vidplan/expert_action              vidplan_interfaces/PlanChunk (first step) or
-                                                        geometry_msgs/PoseStamped; ``null`` → measured ee_pose
-                                                        (``action_pose``: ``measured`` (default) takes only the
-                                                        gripper command from it, ``command`` also the pose)
-joint_states        /joint_states                       sensor_msgs/JointState (arm joints → joint_positions)
-gripper.topic       /joint_states                       JointState (finger joints; closure = 1 − width /
-                                                        open_width) or std_msgs/Float32|Float64 (0 open..1)
-episode_info        /vidplan/episode                    std_msgs/String, JSON with success/instruction/task/
-                                                        seed/clutter (the last message counts)
-success             null                                std_msgs/Bool (last message counts)
-instruction         null                                std_msgs/String (last message counts)
-sidecar             true                                ``<bag>.json`` next to the bag directory, or
-                                                        ``<bag>/episode.json``: the same keys as episode_info
-==================  ==================================  ===================================================
+Works on the bags of ``vidplan data generate`` and on a real robot's recordings through a topic map
+(:class:`vidplan_core.data.topic_map.TopicMap`, YAML) that names where each signal comes from.
 
 A success label is required (episode_info, success topic or sidecar): the reward head's value target needs it.
 
@@ -44,13 +21,12 @@ from __future__ import annotations
 
 import json
 import shutil
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import numpy as np
-from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from vidplan_core.data.bags import BagError, BagReader, find_bags
 from vidplan_core.data.schema import (
@@ -61,21 +37,18 @@ from vidplan_core.data.schema import (
     split_episodes,
     write_shard,
 )
+from vidplan_core.data.topic_map import (
+    BOOL,
+    CHUNK,
+    JOINTS,
+    STRING,
+    TopicMap,
+    needed_streams,
+    resolve_camera_topics,
+)
 from vidplan_core.spaces import CONTROL_RATE_HZ, MODEL_RATE_HZ, VIEW_ORDER, ActionNormalizer, ViewPreparation
 
-__all__ = ["ConvertError", "GripperSource", "TopicMap", "convert_bags", "expand_inputs", "load_topic_map",
-           "resolve_camera_topics"]
-
-IMAGE = "sensor_msgs/msg/Image"
-COMPRESSED = "sensor_msgs/msg/CompressedImage"
-CAMERA_TYPES = (IMAGE, COMPRESSED)
-POSE = "geometry_msgs/msg/PoseStamped"
-CHUNK = "vidplan_interfaces/msg/PlanChunk"
-JOINTS = "sensor_msgs/msg/JointState"
-STRING = "std_msgs/msg/String"
-BOOL = "std_msgs/msg/Bool"
-FLOATS = ("std_msgs/msg/Float32", "std_msgs/msg/Float64")
-
+__all__ = ["ConvertError", "convert_bags", "expand_inputs"]
 
 class ConvertError(ValueError):
     """Recordings that cannot be converted; lists every problem (bag, topic, what is wrong and expected)."""
@@ -83,55 +56,6 @@ class ConvertError(ValueError):
     def __init__(self, problems: list[str]):
         self.problems = problems
         super().__init__("cannot convert:\n" + "\n".join(f"  - {p}" for p in problems))
-
-
-class GripperSource(BaseModel):
-    """Where the measured gripper closure comes from."""
-
-    model_config = ConfigDict(extra="forbid")
-    topic: str | None = Field(default="/joint_states", description="JointState or Float32/Float64 topic; "
-                              "null: use the commanded gripper of the action source")
-    joints: list[str] | None = Field(default=None, description="finger joints whose positions sum to the opening "
-                                     "width [m]; default: every joint whose name contains 'finger'")
-    open_width: float = Field(default=0.08, gt=0, description="opening width of the open gripper [m]")
-
-
-class TopicMap(BaseModel):
-    """Which topic carries which signal (see the module docstring); load from YAML with :func:`load_topic_map`."""
-
-    model_config = ConfigDict(extra="forbid")
-    cameras: dict[str, str] = Field(default_factory=lambda: {v: f"/cameras/{v}/image_raw" for v in VIEW_ORDER})
-    ee_pose: str = "/ee_pose"
-    action: str | None = "/vidplan/expert_action"
-    action_pose: Literal["measured", "command"] = Field(
-        default="measured", description="pose part of the action: the measured EE pose at the frame (as DROID / "
-        "Ctrl-World, and as the planner's history) or the commanded target; the gripper comes from the command")
-    joint_states: str | None = "/joint_states"
-    arm_joints: list[str] | None = Field(default=None, description="columns of joint_positions; default: the "
-                                         "joint names of the first message without the gripper joints")
-    gripper: GripperSource = Field(default_factory=GripperSource)
-    episode_info: str | None = "/vidplan/episode"
-    success: str | None = None
-    instruction: str | None = None
-    sidecar: bool = True
-    use_header_stamp: bool = True
-    max_gap_s: float = Field(default=0.15, gt=0, description="largest allowed distance of a sample to a frame [s]")
-
-    @field_validator("cameras")
-    @classmethod
-    def _cams(cls, v: dict[str, str]) -> dict[str, str]:
-        if set(v) != set(VIEW_ORDER):
-            raise ValueError(f"cameras must name exactly the views {list(VIEW_ORDER)}, got {sorted(v)}")
-        return v
-
-
-def load_topic_map(path: str | Path | None) -> TopicMap:
-    """The topic map of a YAML file (``None`` → the defaults, i.e. the topics of vidplan's sim and robot)."""
-    if path is None:
-        return TopicMap()
-    from vidplan_core.config import load_model
-
-    return load_model(TopicMap, path)
 
 
 # --------------------------------------------------------------------------------------------------------------
@@ -176,35 +100,10 @@ def expand_inputs(paths: Sequence[str | Path]) -> list[Path]:
 # Checking
 
 
-def resolve_camera_topics(tm: TopicMap, topics: Mapping[str, str]) -> TopicMap:
-    """The topic map with image_transport's convention applied: a camera topic the recording lacks is read from
-    ``<topic>/compressed`` when the recording has that as a sensor_msgs/CompressedImage (a ZED/DROID or networked
-    camera recorded compressed). ``topics``: topic → message type of the recording."""
-    cams = dict(tm.cameras)
-    for view, topic in tm.cameras.items():
-        alt = f"{topic.rstrip('/')}/compressed"
-        if topic not in topics and topics.get(alt) == COMPRESSED:
-            cams[view] = alt
-    return tm if cams == tm.cameras else tm.model_copy(update={"cameras": cams})
-
-
-def _roles(tm: TopicMap) -> dict[str, tuple[str, tuple[str, ...]]]:
-    """role → (topic, accepted types) of the streams a conversion needs."""
-    roles = {f"camera '{v}'": (tm.cameras[v], CAMERA_TYPES) for v in VIEW_ORDER}
-    roles["ee_pose"] = (tm.ee_pose, (POSE,))
-    if tm.action:
-        roles["action"] = (tm.action, (CHUNK, POSE))
-    if tm.joint_states:
-        roles["joint_states"] = (tm.joint_states, (JOINTS,))
-    if tm.gripper.topic:
-        roles["gripper"] = (tm.gripper.topic, (JOINTS, *FLOATS))
-    return roles
-
-
 def _check_bag(bag: Path, reader: BagReader, tm: TopicMap) -> list[str]:
     tm = resolve_camera_topics(tm, {name: info.msgtype for name, info in reader.topics.items()})
     problems = []
-    for role, (topic, types) in _roles(tm).items():
+    for role, (topic, types) in needed_streams(tm).items():
         info = reader.topics.get(topic)
         if info is None:
             problems.append(f"bag {bag}: missing topic {topic} (needed for {role}); "
@@ -281,7 +180,7 @@ def _convert_one(bag: Path, tm: TopicMap, codec: Any, fps: float, size: tuple[in
     joint_names: list[str] | None = None
     src_hw: tuple[int, int] | None = None
     with BagReader(bag) as reader:
-        wanted = {t for t, _ in _roles(tm).values()}
+        wanted = {t for t, _ in needed_streams(tm).values()}
         wanted |= {t for t in (tm.episode_info, tm.success, tm.instruction) if t and t in reader.topics}
         for m in reader.messages(wanted):
             msg = codec.deserialize(m.data, m.msgtype)

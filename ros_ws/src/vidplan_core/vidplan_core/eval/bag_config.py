@@ -8,12 +8,10 @@ from pathlib import Path
 from typing import Any
 
 __all__ = [
-    "COMPRESSED",
     "EMPTY_BIN",
     "EXIT_BAD_INPUT",
     "EXIT_OK",
     "EXIT_PARTIAL",
-    "IMAGE",
     "MODEL_READ_ERRORS",
     "PSNR_MSE_FLOOR",
     "SCHEMA",
@@ -25,8 +23,6 @@ __all__ = [
 
 SCHEMA = "vidplan-eval-bag/1"
 EXIT_OK, EXIT_BAD_INPUT, EXIT_PARTIAL = 0, 2, 3
-IMAGE = "sensor_msgs/msg/Image"
-COMPRESSED = "sensor_msgs/msg/CompressedImage"
 STORAGE_MAGIC = {".mcap": b"\x89MCAP0\r\n", ".db3": b"SQLite format 3\x00"}  # first bytes of each storage format
 MODEL_READ_ERRORS: tuple[type[BaseException], ...] = (OSError, ValueError, RuntimeError, KeyError, UnicodeDecodeError)
 EMPTY_BIN = "a null entry is an empty confidence bin (its count is 0)"

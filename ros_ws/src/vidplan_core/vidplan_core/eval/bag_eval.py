@@ -65,7 +65,8 @@ from typing import Any
 import numpy as np
 
 from vidplan_core.data.bags import BagError, find_bags
-from vidplan_core.data.convert import ConvertError, TopicMap, expand_inputs
+from vidplan_core.data.convert import ConvertError, expand_inputs
+from vidplan_core.data.topic_map import TopicMap
 from vidplan_core.eval import metrics as M
 from vidplan_core.eval.bag_bundle import Bundle, default_teacher_dir, load_bundle, resolve_device, unloadable
 from vidplan_core.eval.bag_config import (
@@ -267,7 +268,7 @@ def eval_bag(bag: str | Path, model_dir: str | Path, out: str | Path, topic_map:
         bag: rosbag2 directory (mcap or sqlite3; a split recording directory is accepted).
         model_dir: model bundle (see the module docstring).
         out: output directory (created; files of earlier runs with the same names are replaced).
-        topic_map: where the signals are (default: vidplan's topics), see :class:`vidplan_core.data.convert.TopicMap`.
+        topic_map: where the signals are (default: vidplan's topics), see :class:`vidplan_core.data.topic_map.TopicMap`.
         config: :class:`EvalBagConfig`.
 
     Returns:

@@ -12,10 +12,11 @@ import numpy as np
 
 from vidplan_core.data.bag_writer import BagWriter
 from vidplan_core.data.bags import BagError, BagReader, find_bags
-from vidplan_core.data.convert import ConvertError, TopicMap, resolve_camera_topics
+from vidplan_core.data.convert import ConvertError
 from vidplan_core.data.messages import Codec
+from vidplan_core.data.topic_map import COMPRESSED, IMAGE, TopicMap, resolve_camera_topics
 from vidplan_core.eval.bag_bundle import Bundle
-from vidplan_core.eval.bag_config import COMPRESSED, IMAGE, STORAGE_MAGIC, EvalBagConfig, EvalBagError
+from vidplan_core.eval.bag_config import STORAGE_MAGIC, EvalBagConfig, EvalBagError
 from vidplan_core.images import image_size
 from vidplan_core.spaces import VIEW_ORDER
 

@@ -23,7 +23,7 @@ difference ``‖pred(true) − pred(mirrored)‖ / ‖pred(true) − pred(true, 
 with the noise effect (≪ 1: the prediction is mostly noise, whatever the action).
 
 The "current pose" of a window is the action at its current (last history) frame: the converter's action carries the
-measured EE pose of its frame (:class:`vidplan_core.data.convert.TopicMap` ``action_pose="measured"``).
+measured EE pose of its frame (:class:`vidplan_core.data.topic_map.TopicMap` ``action_pose="measured"``).
 
 Everything here is plain numpy except what the callables ``predict`` / ``decode`` do (eval-bag passes the flow map
 or the EDM teacher and the autoencoder; tests pass constructed predictors).
