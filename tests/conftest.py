@@ -104,6 +104,36 @@ def repo_root() -> Path:
     return REPO
 
 
+@pytest.fixture
+def one_torch_thread():
+    """torch on one intra-op thread for the test (restored after): tiny models run ~10x faster on one thread than
+    on two contended ones, and the CI machine runs two test workers on 2 cores."""
+    import torch
+
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
+@pytest.fixture(scope="module")
+def tiny_model_dir(tmp_path_factory) -> Path:
+    """A model directory of randomly initialised tiny planner models (random_planner_models("tiny", seed=0), H = 3):
+    a planner node loads it in seconds and plans in milliseconds. One per test module."""
+    import torch
+
+    from vidplan_core.runtime.bundle import random_planner_models
+
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        d = tmp_path_factory.mktemp("tiny_model") / "model"
+        random_planner_models("tiny", seed=0).save(d)
+    finally:
+        torch.set_num_threads(n)
+    return d
+
+
 def _processes_of_this_run() -> dict[int, str]:
     """PID → command line of live processes (other than pytest itself) that carry this run's VIDPLAN_TEST_RUN."""
     marker = f"VIDPLAN_TEST_RUN={os.getpid()}".encode()

@@ -33,15 +33,6 @@ from vidplan_ros.conversions import chunk_to_msg
 pytestmark = pytest.mark.slow
 
 
-@pytest.fixture(scope="module")
-def tiny_model_dir(tmp_path_factory):
-    from vidplan_core.runtime.bundle import random_planner_models
-
-    d = tmp_path_factory.mktemp("lifecycle_model") / "model"
-    random_planner_models("tiny", seed=0).save(d)
-    return d
-
-
 class Rig:
     def __init__(self) -> None:
         self.ctx = rclpy.Context()

@@ -17,15 +17,6 @@ from vidplan_ros import executor_node, lifecycle_manager_node, planner_node
 from vidplan_ros.node_runner import parameter_docs
 
 
-@pytest.fixture(scope="module")
-def tiny_model_dir(tmp_path_factory):
-    from vidplan_core.runtime.bundle import random_planner_models
-
-    d = tmp_path_factory.mktemp("param_model") / "model"
-    random_planner_models("tiny", seed=0).save(d)
-    return d
-
-
 @pytest.fixture
 def client():
     ctx = rclpy.Context()

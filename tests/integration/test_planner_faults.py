@@ -30,18 +30,6 @@ LATCHED = QoSProfile(depth=1, reliability=ReliabilityPolicy.RELIABLE, durability
 OK = (PlanDiagnostics.STATUS_OK, PlanDiagnostics.STATUS_BUDGET)
 
 
-@pytest.fixture(scope="module")
-def tiny_model_dir(tmp_path_factory):
-    import torch
-
-    from vidplan_core.runtime.bundle import random_planner_models
-
-    torch.set_num_threads(1)
-    d = tmp_path_factory.mktemp("planner_faults_model") / "model"
-    random_planner_models("tiny", seed=0).save(d)
-    return d
-
-
 class Listener:
     """The test's own node: collects plans and diagnostics, subscribes to the debug pictures (so the planner
     publishes them too) and switches the publisher's fault."""

@@ -24,16 +24,6 @@ SCRIPTS = Path(__file__).parent / "scripts"
 TASK = "put the red cube in the bowl"
 
 
-@pytest.fixture(scope="module")
-def tiny_model_dir(tmp_path_factory):
-    from vidplan_core.runtime.bundle import random_planner_models
-
-    d = tmp_path_factory.mktemp("planner_model") / "model"
-    pm = random_planner_models("tiny", seed=0)
-    pm.save(d)
-    return d
-
-
 @pytest.fixture
 def listener():
     ctx = rclpy.Context()

@@ -30,18 +30,6 @@ ENV = {"OMP_NUM_THREADS": "1"}
 pytestmark = pytest.mark.slow
 
 
-@pytest.fixture(scope="module")
-def tiny_model_dir(tmp_path_factory):
-    import torch
-
-    from vidplan_core.runtime.bundle import random_planner_models
-
-    torch.set_num_threads(1)
-    d = tmp_path_factory.mktemp("planner_sim_clock_model") / "model"
-    random_planner_models("tiny", seed=0).save(d)
-    return d
-
-
 class Listener:
     """The test's node: plans, plan diagnostics and the planner's /diagnostics, each with its time.monotonic() of
     receipt (system-wide on Linux, so comparable with the kill time)."""

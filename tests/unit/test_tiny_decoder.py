@@ -14,13 +14,7 @@ from vidplan_core.runtime.bundle import PlannerModels, random_planner_models
 from vidplan_core.runtime.graphs import SemanticGraph
 from vidplan_core.training.objectives import TinyDecoderObjective
 
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")  # tiny models: one thread is faster (conftest)
 
 
 def _ae() -> VideoAutoencoder:

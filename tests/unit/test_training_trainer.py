@@ -18,14 +18,7 @@ from vidplan_core.config import ConfigError
 from vidplan_core.training.config import CONFIG_DIR, TrainConfig, config_diff, load_train_config
 from vidplan_core.training.trainer import Trainer, TrainError, TrainingDivergedError, latest_checkpoint
 
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Tiny models train ~10× faster on one thread than on two contended ones (the CI machine is shared)."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")  # tiny models: one thread is faster (conftest)
 
 
 class _Regression(nn.Module):
