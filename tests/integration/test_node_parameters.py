@@ -13,7 +13,7 @@ from rcl_interfaces.msg import Parameter, ParameterType, ParameterValue
 from rcl_interfaces.srv import DescribeParameters, ListParameters, SetParameters
 from rclpy.executors import SingleThreadedExecutor
 
-from vidplan_ros import executor_node, lifecycle_manager_node, planner_node
+from vidplan_ros import executor_params, lifecycle_manager_node, planner_node
 from vidplan_ros.node_runner import parameter_docs
 
 
@@ -69,10 +69,10 @@ def _describe(node, target: str) -> dict:
 def test_every_node_parameter_is_documented_in_its_module_docstring():
     import re
 
-    for mod, pattern in ((planner_node, r'p\("([a-z_0-9]+)"'), (executor_node, r'p\("([a-z_0-9]+)"'),
+    for mod, pattern in ((planner_node, r'p\("([a-z_0-9]+)"'), (executor_params, r'p\("([a-z_0-9]+)"'),
                          (lifecycle_manager_node, r'(?:p|declare_parameter)\(\s*"([a-z_0-9]+)"')):
         declared = set(re.findall(pattern, Path(mod.__file__).read_text()))
-        if mod is executor_node:  # declared in a loop: ik_<field> for each IK option
+        if mod is executor_params:  # declared in a loop: ik_<field> for each IK option
             from vidplan_core.execution import IKOptions
 
             declared |= {f"ik_{f}" for f in IKOptions.model_fields}
@@ -111,7 +111,7 @@ def test_described_live_and_read_only_parameters_over_the_parameter_services(tmp
         (bad,) = _set(client, "planner_node", uncertainty_weighting="cubic")
         assert not bad.successful and "uncertainty_weighting" in bad.reason, bad.reason
         # the executor: every parameter described, none settable while it runs (all are read at start-up)
-        exe_docs = parameter_docs(executor_node.__doc__)
+        exe_docs = parameter_docs(executor_params.__doc__)
         edesc = _describe(client, "executor")
         assert {"workspace_min", "max_plan_age_s", "gripper_interface"} <= set(edesc)
         for name, d in edesc.items():

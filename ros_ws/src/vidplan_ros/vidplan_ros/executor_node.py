@@ -33,65 +33,9 @@ backend: ``jtc`` (JointTrajectory with ``time_from_start = (i+1)·dt·time_scale
 MoveIt Servo) or ``moveit_py`` (MoveItPy, imported lazily; NOT RUN HERE). A rejected chunk moves nothing.
 Estop latches a hold (the measured position commanded as a one-point trajectory) until the reset service is called.
 
-Parameters (all documented with their defaults; units m, rad, s). A value of the wrong type (`max_plan_age_s:=abc`)
-or a missing / unreadable URDF exits with code 2 and one line naming the parameter or file; an integer is accepted
-where a float is expected (`time_scale:=2`):
-    backend (str, "jtc"): jtc | servo | moveit_py.
-    trajectory_topic (str, "/fr3_arm_controller/joint_trajectory"): JointTrajectory topic (jtc backend).
-    gripper_interface (str, "topic"): topic | action. topic: std_msgs/Float64 on gripper_topic; action:
-        control_msgs/GripperCommand goals on gripper_action (franka_ros2's franka_gripper; chunks are refused, the
-        arm holding, while its server is absent).
-    gripper_topic (str, "/gripper/command"): std_msgs/Float64 gripper command, 0 open .. 1 closed ("" = none).
-    gripper_action (str, "/franka_gripper/gripper_action"): the GripperCommand action server.
-    gripper_open_width_m (float, 0.08): gap of the open gripper [m]; command g → position (1 − g) × this.
-    gripper_max_effort_n (float, 20.0): grasp force sent with each goal [N].
-    servo_topic (str, "/servo_node/pose_target_cmds"): PoseStamped topic of MoveIt Servo (servo backend).
-    servo_rate_hz (float, 50.0): pose stream rate of the servo backend.
-    servo_switch_service (str, "/servo_node/switch_command_type"): MoveIt Servo's ServoCommandType service, called
-        with POSE before the first stream (Jazzy and newer; absent on Humble, then poses stream without it; "" =
-        never call it).
-    moveit_planning_group (str, "fr3_arm"), moveit_node_name (str, "vidplan_moveit_py"): moveit_py backend.
-    joint_prefix (str, "panda"): joint names in /joint_states and trajectories are {prefix}_joint1..7; the gripper
-        width is 2 × {prefix}_finger_joint1 (each finger's opening, as franka_ros2 reports it).
-    base_frame (str, "panda_link0"): frame of the chunks (PlanChunk.header.frame_id must be this or empty).
-    urdf_path (str, ""): URDF for kinematics ("" = the installed urdf/panda_droid.urdf; only joint order matters
-        for names, so a panda_* URDF serves fr3_* joints).
-    ee_frame (str, ""): EE frame of the URDF ("" = {urdf prefix}_hand_tcp).
-    plan_topic (str, "/vidplan/plan"), joint_states_topic (str, "/joint_states"), estop_topic (str, "/vidplan/estop"):
-        the chunk, joint-state and e-stop topics.
-    action_name (str, "/vidplan/execute_chunk"): the ExecuteChunk action (served by the helper node
-        ``<node name>_action``, which ignores command-line remappings: set this parameter instead).
-    out_of_limits_policy (str, "reject"): reject | clip, for chunks on plan_topic (action goals carry their own).
-    workspace_min (float[3], [0.20, -0.45, 0.02]), workspace_max (float[3], [0.80, 0.45, 0.70]): EE box, base frame.
-    max_translation_per_control_step (float, 0.075): DROID step limit on the EE translation [m per control step].
-    max_rotation_per_control_step (float, 0.15): DROID step limit on the EE rotation [rad per control step].
-    control_rate_hz (float, 15.0): the control rate the step limits refer to; they are scaled to the chunk's
-        executed step duration.
-    joint_position_margin_rad (float, 0.01), joint_velocity_scale (float, 0.8): joint limit margin and the
-        fraction of the URDF velocity limits allowed.
-    max_plan_age_s (float, 1.0): chunks stamped longer ago are rejected (ROS time, so sim time under use_sim_time).
-    max_horizon (int, 64): longest accepted chunk.
-    joint_state_timeout_s (float, 0.5): joint states older than this (wall time since receipt) → refuse / abort.
-    time_scale (float, 1.0): default execution time scale (>1 slower) for topic chunks and goals with 0.
-    ik_max_iterations (int, 100): damped-least-squares IK iterations per step.
-    ik_position_tolerance (float, 5e-4), ik_rotation_tolerance (float, 5e-3): IK tolerances [m, rad]; a step whose
-        IK misses them is "unreachable".
-    ik_damping (float, 0.01): damping of the least-squares IK step.
-    goal_position_tolerance (float, 0.005), goal_orientation_tolerance (float, 0.0349): settle tolerances
-        (5 mm, 2°) for goals with wait_for_settle.
-    settle_timeout_s (float, 2.0): how long after the last point to wait for settling.
-    path_position_tolerance (float, 0.10): abort + hold when the EE strays further than this from the commanded path
-        (0 = off). Measured geometrically — distance of the EE to the TCP path of the commanded joint trajectory —
-        not against the commanded point at the current time: an arm that trails its command because a message or a
-        loaded machine delayed the trajectory is late, not off its path (that time-based error is what feedback
-        reports as tracking error).
-    hold_time_s (float, 0.0): time_from_start of the one-point hold trajectory (measured position, zero velocity;
-        0 = hold at once, which stops the arm fastest).
-    monitor_rate_hz (float, 100.0): execution monitoring rate (feedback, gripper, completion).
-    diagnostics_period_s (float, 1.0): /diagnostics period (also the period of the ROS graph checks).
-    plan_timeout_s (float, 3.0): after the first chunk, no chunk for longer than this while idle → WARN "no plan".
-    autostart (bool, true): configure and activate at start-up; false = a managed node waiting in the unconfigured
-        state for lifecycle transitions (vidplan_ros.lifecycle; lifecycle_manager_node).
+Parameters: :mod:`vidplan_ros.executor_params` documents each one (name, type, default, units; ``ros2 param
+describe`` shows the same text). All are read once at start-up and are read-only; a value of the wrong type or a
+missing / unreadable URDF exits with code 2 and one line naming the parameter or file.
 
 Lifecycle (a managed node, :mod:`vidplan_ros.lifecycle`): parameters are checked at start-up (a bad value exits
 with code 2 in any mode); configure loads the kinematics, the backend and the gripper and opens the topics, the
@@ -102,23 +46,17 @@ configured state; /diagnostics reports the state in every state.
 
 from __future__ import annotations
 
-import os
 import threading
 import time
-import xml.etree.ElementTree as ET
 from collections import deque
 from dataclasses import dataclass, field
-from pathlib import Path
-from types import SimpleNamespace
 
 import numpy as np
 import rclpy
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
-from rcl_interfaces.msg import ParameterDescriptor
 from rclpy.action import ActionServer, CancelResponse, GoalResponse
 from rclpy.callback_groups import ReentrantCallbackGroup
 from rclpy.clock import Clock, ClockType
-from rclpy.exceptions import ParameterException
 from rclpy.executors import ExternalShutdownException, MultiThreadedExecutor, ShutdownException
 from rclpy.qos import (
     QoSCompatibility,
@@ -131,83 +69,24 @@ from sensor_msgs.msg import JointState
 from std_msgs.msg import Bool
 from std_srvs.srv import Trigger
 
-from vidplan_core.execution import IKOptions, Rejection, plan_execution
+from vidplan_core.execution import Rejection, plan_execution
 from vidplan_core.kinematics import PandaKinematics, rotation_error
-from vidplan_core.safety import SafetyLimits
 from vidplan_interfaces.action import ExecuteChunk
 from vidplan_interfaces.msg import PlanChunk
 from vidplan_ros.compat import QoSRequestedIncompatibleQoSInfo, SubscriptionEventCallbacks
 from vidplan_ros.conversions import stamp_to_sec
 from vidplan_ros.estop_listener import ESTOP_ANY_QOS, EstopListener
-from vidplan_ros.executor_backends import BACKENDS, make_backend
+from vidplan_ros.executor_backends import make_backend
+from vidplan_ros.executor_params import check_urdf_file, declare_executor_parameters
 from vidplan_ros.gripper import ActionGripper, TopicGripper
 from vidplan_ros.lifecycle import ManagedNode
-from vidplan_ros.node_runner import parameter_docs, parameters_declared, run_node
+from vidplan_ros.node_runner import run_node
 
 Result = ExecuteChunk.Result
 PLAN_QOS = QoSProfile(depth=10)
-_DOCS = parameter_docs(__doc__)
 QOS_EVENT_HOLD_S = 3.0  # an incompatible-QoS event stays reported at least this long (the graph may lag the event)
 STATUS_NAMES = {Result.STATUS_SUCCEEDED: "succeeded", Result.STATUS_REJECTED: "rejected",
                 Result.STATUS_ABORTED: "aborted", Result.STATUS_CANCELED: "canceled", Result.STATUS_ESTOP: "estop"}
-
-
-_TYPE_NAMES = {bool: "bool", int: "integer", float: "double", str: "string"}
-
-
-class ParameterTypeError(ValueError, ParameterException):
-    """A parameter value of the wrong type. A ValueError (run_node: exit 2 with the message) and an rclpy
-    ParameterException (run_node's listing mode reports it as the node rejecting its parameters)."""
-
-    def __init__(self, message: str) -> None:
-        Exception.__init__(self, message)  # not ParameterException's "<message>: <names>"
-
-
-def _is_number(v: object) -> bool:
-    return isinstance(v, (int, float)) and not isinstance(v, bool)
-
-
-def param_value(name: str, value: object, default: object) -> object:
-    """``value`` of parameter ``name`` checked against the type of its ``default`` (bool, int, float, str or a list
-    of floats) and returned as that type. An int is accepted for a float (`-p time_scale:=2`); None (a YAML ``~``)
-    for a string reads as "". Raises :class:`ParameterTypeError` naming the parameter, the expected type and the value
-    otherwise."""
-    if isinstance(default, (list, tuple)):
-        expected = f"a list of {len(default)} numbers"
-        if isinstance(value, (str, bytes)) or not hasattr(value, "__iter__") or not all(map(_is_number, value)):
-            raise ParameterTypeError(f"parameter {name} must be {expected}, got {value!r}")
-        return [float(v) for v in value]
-    if isinstance(default, bool):
-        ok, expected = isinstance(value, bool), "a bool (true/false)"
-    elif isinstance(default, int):
-        ok, expected = isinstance(value, int) and not isinstance(value, bool), "an integer"
-    elif isinstance(default, float):
-        ok, expected = _is_number(value), "a number (double)"
-    else:
-        value = "" if value is None else value
-        ok, expected = isinstance(value, str), "a string"
-    if not ok:
-        got = _TYPE_NAMES.get(type(value), type(value).__name__)
-        raise ParameterTypeError(f"parameter {name} must be {expected}, got {value!r} ({got})")
-    return float(value) if isinstance(default, float) else value
-
-
-def check_urdf_file(path: str) -> None:
-    """ValueError naming ``path`` when it is not a readable XML file with a <robot> root (checked before pinocchio,
-    whose parser prints C++ errors and raises less clear ones)."""
-    f = Path(path)
-    if not f.exists():
-        raise ValueError(f"parameter urdf_path: URDF file {path} does not exist")
-    if not f.is_file():
-        raise ValueError(f"parameter urdf_path: {path} is not a file")
-    if not os.access(f, os.R_OK):
-        raise ValueError(f"parameter urdf_path: URDF file {path} is not readable (permissions)")
-    try:
-        root = ET.parse(f).getroot()
-    except (ET.ParseError, OSError) as exc:
-        raise ValueError(f"parameter urdf_path: {path} is not a URDF (not valid XML: {exc})") from exc
-    if root.tag != "robot":
-        raise ValueError(f"parameter urdf_path: {path} is not a URDF (root element <{root.tag}>, expected <robot>)")
 
 
 def _incompatible_policy(reason: str) -> str:
@@ -275,114 +154,27 @@ class ExecutorNode(ManagedNode):
     def __init__(self) -> None:
         super().__init__("executor")
 
-        def p(name: str, default):
-            # dynamic typing + our own check: rclpy would raise InvalidParameterTypeException (a traceback) for
-            # `max_plan_age_s:=abc`, and also for `max_plan_age_s:=2` (an int where a double is declared)
-            # read-only: every setting is read once here, so a live `ros2 param set` is refused instead of reporting
-            # success and changing nothing; the description is the module docstring's (ros2 param describe)
-            param = self.declare_parameter(name, default, ParameterDescriptor(
-                dynamic_typing=True, read_only=True, description=_DOCS.get(name, "")))
-            return SimpleNamespace(value=param_value(name, param.value, default))
-        self.backend_name = str(p("backend", "jtc").value)
-        trajectory_topic = str(p("trajectory_topic", "/fr3_arm_controller/joint_trajectory").value)
-        gripper_topic = str(p("gripper_topic", "/gripper/command").value)
-        gripper_interface = str(p("gripper_interface", "topic").value)
-        gripper_action = str(p("gripper_action", "/franka_gripper/gripper_action").value)
-        gripper_open_width = float(p("gripper_open_width_m", 0.08).value)
-        gripper_max_effort = float(p("gripper_max_effort_n", 20.0).value)
-        if gripper_interface not in ("topic", "action"):
-            raise ValueError(f"gripper_interface must be one of topic, action, got {gripper_interface!r}")
-        servo_topic = str(p("servo_topic", "/servo_node/pose_target_cmds").value)
-        servo_rate = float(p("servo_rate_hz", 50.0).value)
-        servo_switch = str(p("servo_switch_service", "/servo_node/switch_command_type").value)
-        planning_group = str(p("moveit_planning_group", "fr3_arm").value)
-        moveit_node_name = str(p("moveit_node_name", "vidplan_moveit_py").value)
-        self.joint_prefix = str(p("joint_prefix", "panda").value)
-        self.base_frame = str(p("base_frame", "panda_link0").value)
-        urdf_path = str(p("urdf_path", "").value)
-        ee_frame = str(p("ee_frame", "").value)
-        plan_topic = str(p("plan_topic", "/vidplan/plan").value)
-        js_topic = str(p("joint_states_topic", "/joint_states").value)
-        estop_topic = str(p("estop_topic", "/vidplan/estop").value)
-        action_name = str(p("action_name", "/vidplan/execute_chunk").value)
-        self.policy = str(p("out_of_limits_policy", "reject").value)
-        defaults = SafetyLimits()
-        limit_params = {
-            "workspace_min": p("workspace_min", defaults.workspace_min).value,
-            "workspace_max": p("workspace_max", defaults.workspace_max).value,
-            "max_translation_per_control_step": p("max_translation_per_control_step",
-                                                  defaults.max_translation_per_control_step).value,
-            "max_rotation_per_control_step": p("max_rotation_per_control_step",
-                                               defaults.max_rotation_per_control_step).value,
-            "control_rate_hz": p("control_rate_hz", defaults.control_rate_hz).value,
-            "joint_position_margin_rad": p("joint_position_margin_rad", defaults.joint_position_margin_rad).value,
-            "joint_velocity_scale": p("joint_velocity_scale", defaults.joint_velocity_scale).value,
-            "max_plan_age_s": p("max_plan_age_s", defaults.max_plan_age_s).value,
-            "max_horizon": p("max_horizon", defaults.max_horizon).value,
-        }
-        self.js_topic = js_topic
-        self.js_timeout = float(p("joint_state_timeout_s", 0.5).value)
-        self.time_scale = float(p("time_scale", 1.0).value)
-        ik_defaults = IKOptions()  # parameter ik_<field> for each field: ik_max_iterations, ik_position_tolerance, ...
-        ik_params = {f: p(f"ik_{f}", getattr(ik_defaults, f)).value for f in IKOptions.model_fields}
-        self.goal_pos_tol = float(p("goal_position_tolerance", 0.005).value)
-        self.goal_rot_tol = float(p("goal_orientation_tolerance", float(np.radians(2.0))).value)
-        self.settle_timeout = float(p("settle_timeout_s", 2.0).value)
-        self.path_tol = float(p("path_position_tolerance", 0.10).value)
-        hold_time = float(p("hold_time_s", 0.0).value)
-        monitor_rate = float(p("monitor_rate_hz", 100.0).value)
-        diag_period = float(p("diagnostics_period_s", 1.0).value)
-        self.plan_timeout = float(p("plan_timeout_s", 3.0).value)
-        autostart = bool(p("autostart", True).value)
-        parameters_declared(self)  # an unknown parameter (a typo of a limit) fails here (listing mode stops)
-
-        # --- validate (ValueError → run_node exits 2 with the message)
-        if self.backend_name not in BACKENDS:
-            raise ValueError(f"parameter backend must be one of {BACKENDS}, got {self.backend_name!r}")
-        if self.policy not in ("reject", "clip"):
-            raise ValueError(f"parameter out_of_limits_policy must be 'reject' or 'clip', got {self.policy!r}")
-        for name, val in (("joint_state_timeout_s", self.js_timeout), ("time_scale", self.time_scale),
-                          ("monitor_rate_hz", monitor_rate), ("diagnostics_period_s", diag_period),
-                          ("settle_timeout_s", self.settle_timeout), ("plan_timeout_s", self.plan_timeout)):
-            if not val > 0:
-                raise ValueError(f"parameter {name} must be > 0, got {val}")
-        if not hold_time >= 0:
-            raise ValueError(f"parameter hold_time_s must be >= 0, got {hold_time}")
-        try:
-            self.limits = SafetyLimits(**limit_params)
-        except ValueError as exc:  # pydantic's ValidationError: one line per error, not its multi-line report
-            errors = exc.errors() if hasattr(exc, "errors") else []
-            raise ValueError("; ".join((f"parameter {e['loc'][0]}: " if e["loc"] else "parameters: ")
-                                       + e["msg"].removeprefix("Value error, ") for e in errors) or str(exc)) from exc
-        try:
-            self.ik_options = IKOptions(**ik_params)
-        except ValueError as exc:  # pydantic's ValidationError: name the parameters (ik_<field>), not the fields
-            errors = exc.errors() if hasattr(exc, "errors") else []
-            raise ValueError("; ".join(f"parameter ik_{e['loc'][0]}: {e['msg']} (got {e['input']})"
-                                       for e in errors) or str(exc)) from exc
-        # what configure() builds from
-        self._startup = {"trajectory_topic": trajectory_topic, "gripper_topic": gripper_topic,
-                         "gripper_interface": gripper_interface, "gripper_action": gripper_action,
-                         "gripper_open_width": gripper_open_width, "gripper_max_effort": gripper_max_effort,
-                         "servo_topic": servo_topic, "servo_rate": servo_rate, "servo_switch": servo_switch,
-                         "planning_group": planning_group, "moveit_node_name": moveit_node_name,
-                         "urdf_path": urdf_path, "ee_frame": ee_frame, "plan_topic": plan_topic,
-                         "js_topic": js_topic, "estop_topic": estop_topic, "action_name": action_name,
-                         "hold_time": hold_time, "monitor_rate": monitor_rate}
+        P = self.params = declare_executor_parameters(self)  # ValueError → run_node exits 2 naming the parameter
+        self.backend_name, self.policy, self.joint_prefix, self.base_frame = (P.backend_name, P.policy,
+                                                                              P.joint_prefix, P.base_frame)
+        self.js_topic, self.js_timeout, self.time_scale = P.js_topic, P.js_timeout, P.time_scale
+        self.limits, self.ik_options = P.limits, P.ik_options
+        self.goal_pos_tol, self.goal_rot_tol, self.settle_timeout = P.goal_pos_tol, P.goal_rot_tol, P.settle_timeout
+        self.path_tol, self.plan_timeout = P.path_tol, P.plan_timeout
         self._lock = threading.RLock()
         self._active: _Execution | None = None  # the running chunk
         self._action_node = None
         self._steady = Clock(clock_type=ClockType.STEADY_TIME)
         self.diag_pub = self.create_publisher(DiagnosticArray, "/diagnostics", 10)
         self.estop_listener: EstopListener | None = None
-        self.create_timer(diag_period, self._on_diagnostics_timer, clock=self._steady)
-        self.start(autostart)
+        self.create_timer(P.diag_period, self._on_diagnostics_timer, clock=self._steady)
+        self.start(P.autostart)
 
     # ------------------------------------------------------------------ lifecycle
     def configure(self) -> None:
         """Kinematics, backend, gripper, subscriptions, the estop service and the ExecuteChunk action (ValueError:
         a URDF or frame that cannot load; the node stays unconfigured)."""
-        st = SimpleNamespace(**self._startup)
+        st = self.params
         trajectory_topic, gripper_topic, gripper_interface = st.trajectory_topic, st.gripper_topic, st.gripper_interface
         gripper_action, gripper_open_width, gripper_max_effort = (st.gripper_action, st.gripper_open_width,
                                                                   st.gripper_max_effort)
