@@ -13,7 +13,7 @@ from rcl_interfaces.msg import Parameter, ParameterType, ParameterValue
 from rcl_interfaces.srv import DescribeParameters, ListParameters, SetParameters
 from rclpy.executors import SingleThreadedExecutor
 
-from vidplan_ros import executor_params, lifecycle_manager_node, planner_node
+from vidplan_ros import executor_params, lifecycle_manager_node, planner_params
 from vidplan_ros.node_runner import parameter_docs
 
 
@@ -69,7 +69,7 @@ def _describe(node, target: str) -> dict:
 def test_every_node_parameter_is_documented_in_its_module_docstring():
     import re
 
-    for mod, pattern in ((planner_node, r'p\("([a-z_0-9]+)"'), (executor_params, r'p\("([a-z_0-9]+)"'),
+    for mod, pattern in ((planner_params, r'p\("([a-z_0-9]+)"'), (executor_params, r'p\("([a-z_0-9]+)"'),
                          (lifecycle_manager_node, r'(?:p|declare_parameter)\(\s*"([a-z_0-9]+)"')):
         declared = set(re.findall(pattern, Path(mod.__file__).read_text()))
         if mod is executor_params:  # declared in a loop: ik_<field> for each IK option
@@ -91,12 +91,12 @@ def test_described_live_and_read_only_parameters_over_the_parameter_services(tmp
             started(exe_cmd, tmp_path / "exe.log", env=env) as exe:
         assert wait_for(lambda: "planner ready" in planner.output(), 120), planner.output()[-3000:]
         assert "1 intra-op threads" in planner.output()
-        docs = parameter_docs(planner_node.__doc__)
+        docs = parameter_docs(planner_params.__doc__)
         desc = _describe(client, "planner_node")
         assert {"kappa", "refine_iters", "refine_tol", "threads", "model_dir"} <= set(desc)
         for name, d in desc.items():
             assert d.description == docs[name], name
-            assert d.read_only == (name not in planner_node.LIVE_PARAMETERS), name
+            assert d.read_only == (name not in planner_params.LIVE_PARAMETERS), name
         assert desc["kappa"].floating_point_range[0].from_value == 0.0
         # live: accepted and applied (set_parameters applies them one by one; the node logs what the next cycle uses)
         res = _set(client, "planner_node", kappa=5.0, basis_speed_mps=0.05)

@@ -24,79 +24,10 @@ one is dropped and its reason logged (throttled), and while an input has no vali
 that reason ("invalid image size 0x0 ...", "non-finite position ...") rather than "stale". No callback lets a
 message end the node. On SIGINT/SIGTERM the node stops without a traceback, also when the plan thread was publishing.
 
-Parameters (all read at start-up and validated; a bad value exits with code 2 and names the parameter):
-    model_dir (str, "models/demo"): exported/bundled model directory.
-    backend (str, "torch"): torch | onnxruntime | tensorrt.
-    device (str, "cpu"): torch device / execution provider family.
-    threads (int, 0): intra-op threads of the runtime (torch.set_num_threads / onnxruntime intra_op_num_threads);
-        0 = $OMP_NUM_THREADS when set, else the CPUs this process may run on (sched_getaffinity): right when the
-        planner is alone on the machine; give fewer where a simulator or recorder shares the cores.
-    planner_config (str, ""): the planner YAML (vidplan_core.planning.config; "" = the shipped
-        vidplan_core/planning/planner.yaml). The defaults of the planning parameters below are read from it (the
-        values shown are the shipped file's); setting a parameter overrides that one setting.
-    planner (str, "gradopt"): gradopt (Algorithm 3) | cem.
-    flow_steps (int, 1): K of the flow map (0 = the model's default).
-    refine_iters (int, 5): most gradient refinement iterations per cycle.
-    refine_tol (float, 1e-4): refinement stops once an iteration raises the best objective by less than this
-        (0 = always run refine_iters); the iterations run are in PlanDiagnostics.refine_iterations.
-    learning_rate (float, 0.05): Adam step in normalised action units.
-    trust_region (float, 0.25): L∞ radius around the argmax candidate (normalised units).
-    trust_region_m (float, 0.03): cap of that radius on each position coordinate [m] (0 = no cap).
-    trust_region_rad (float, 0.15): cap on each Euler angle [rad] (0 = no cap).
-    lambda_centering (float, 2.0): λ of the centring term (its reference: planner.yaml score.centring).
-    uncertainty_weighting (str, "exp"): exp | linear | none  (w(h) = exp(−κ·h̄) | 1 − h̄ | 1; "none" applies to
-        candidate scoring, the refinement objective keeps the backend's κ).
-    kappa (float, 3.0): κ of the exp weighting.
-    Live (``ros2 param set``, applied from the next cycle): kappa, lambda_centering, uncertainty_weighting,
-    time_budget_s, basis_speed_mps. Every other parameter is read-only (restart the node to change it).
-    basis_speed_mps (float, 0.15): EE speed of the Jacobian basis proposals [m/s].
-    num_nominal (int, 0): perturbation proposals around the nominal chunk.
-    nominal_policy (str, "hold"): what the nominal chunk is: hold (the current pose) | bc (the model directory's
-        behaviour-cloned policy, policy/ from vidplan train bc: VidPlan perturbs its chunks as the paper perturbs
-        π0.5's; give num_nominal > 0).
-    noise_samples (int, 1): M, candidates scored as the mean over M flow-map noise draws.
-    workspace_min / workspace_max (float[3]): the executor's EE box [m] (give both nodes the same values);
-        proposals and refinement stay inside it.
-    joint_velocity_scale (float, 0.8): the executor's fraction of the URDF joint velocity limits (the same value
-        as the executor's); basis proposals stay within it.
-    time_budget_s (float, 0.0): anytime budget per cycle [s] (0 = none).
-    open_loop_steps (int, 2): chunk steps executed before the next plan is due (sets the cycle period).
-    latency_compensation (bool, true): plan each chunk from the pose the executing chunk reaches when the new one
-        arrives (rtc.pose_after_latency) and blend its seam with what remains then (real-time chunking).
-    expected_latency_s (float, 0.0): planning + transport time assumed for that [s]; 0 = the median of the last 10
-        cycles.
-    history_length (int, 0): T history frames (0 = the model's).
-    instruction (str, ""): initial task ("" = idle until /vidplan/task or SetTask).
-    camera_calibration (str, ""): the cameras' calibration YAML ("" = the shipped calibration/droid_cameras.yaml);
-        the model must have been trained on the same cameras and workspace crop (checked at start-up), and each
-        camera's camera_info is compared with it.
-    left_topic / right_topic / wrist_topic (str): camera topics.
-    left_info_topic / right_info_topic / wrist_info_topic (str): their sensor_msgs/CameraInfo (default: camera_info
-        next to the image topic).
-    check_camera_info (bool, true): compare each camera's CameraInfo with camera_calibration (size, intrinsics
-        within 3 %) and remove lens distortion it reports (OpenCV remap); a mismatch is a warning, once per change.
-    strict_calibration (bool, false): a mismatch stops planning (ERROR diagnostic naming view and values) instead.
-    image_transport (str, "raw"): raw | compressed. compressed subscribes to ``<topic>/compressed``
-        (sensor_msgs/CompressedImage, JPEG or PNG: what image_transport, networked and ZED/DROID cameras publish).
-    max_sync_skew_s (float, 0.03): largest stamp spread of a camera triplet [s].
-    camera_timeout_s (float, 0.5): a camera older than this is stale [s].
-    state_timeout_s (float, 0.5): /ee_pose or /joint_states older than this is stale [s].
-        Both ages are in the node clock (sim time under use_sim_time, so a slow-motion sim is not stale).
-    clock_timeout_s (float, 1.0): under use_sim_time, sim time not advancing for this long (steady/wall clock)
-        means /clock stopped: all inputs are stale [s]. Above the longest stall of a healthy sim (a lock-step sim
-        rendering on busy cores stalls < 1 s).
-    joint_prefix (str, "panda"): joint names {prefix}_joint1..7, {prefix}_finger_joint1 (fr3 on a franka_ros2 FR3).
-    ee_pose_topic (str, "/ee_pose"): geometry_msgs/PoseStamped of the TCP in base_frame; "" = forward kinematics of
-        /joint_states (pinocchio on urdf/panda_droid.urdf, TCP = {prefix}_hand_tcp; the FR3 shares the Panda's
-        kinematic parameters).
-    gripper_max_width_m (float, 0.04): finger position that means fully open.
-    base_frame (str, "panda_link0"): frame of the published poses.
-    send_to_executor (bool, true): publish PlanChunks on /vidplan/plan (false: shadow mode, diagnostics only).
-    executor_interface (str, "topic"): topic | action (ExecuteChunk goals on /vidplan/execute_chunk).
-    publish_debug (bool, true): publish prediction/uncertainty images and markers (only when subscribed).
-    seed (int, 0): base seed of the flow map noise (cycle i uses seed + i).
-    autostart (bool, true): configure (load the models) and activate at start-up; false = a managed node waiting
-        in the unconfigured state for lifecycle transitions (vidplan_ros.lifecycle; lifecycle_manager_node).
+Parameters: :mod:`vidplan_ros.planner_params` documents each one (name, type, default, units; ``ros2 param
+describe`` shows the same text). All are read and validated at start-up (a bad value exits with code 2 and names
+the parameter); kappa, lambda_centering, uncertainty_weighting, time_budget_s and basis_speed_mps can be changed
+live (``ros2 param set``, applied from the next cycle), every other one is read-only.
 
 Lifecycle (a managed node, :mod:`vidplan_ros.lifecycle`): configure loads the models and subscribes; activate starts
 planning; deactivate stops sending chunks (a cycle in progress is dropped); cleanup frees the models. /diagnostics
@@ -109,7 +40,6 @@ import math
 import threading
 import time
 from collections import deque
-from types import SimpleNamespace
 
 import numpy as np
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
@@ -145,12 +75,8 @@ from vidplan_ros.conversions import (
     validate_pose,
 )
 from vidplan_ros.lifecycle import ManagedNode
-from vidplan_ros.node_runner import parameter_descriptor, parameter_docs, parameters_declared, run_node
-
-_DOCS = parameter_docs(__doc__)
-# Parameters an operator may change while the node runs (``ros2 param set``): they change how the next cycle scores
-# and proposes, nothing it allocates or checks at start-up; every other parameter is read-only.
-LIVE_PARAMETERS = ("kappa", "lambda_centering", "uncertainty_weighting", "time_budget_s", "basis_speed_mps")
+from vidplan_ros.node_runner import run_node
+from vidplan_ros.planner_params import LIVE_PARAMETERS, declare_planner_parameters
 
 # the EE-pose input's name when it is computed from /joint_states (ee_pose_topic: ""), in diagnostics and logs
 FK_SOURCE = "/joint_states (forward kinematics)"
@@ -158,20 +84,6 @@ LATCHED = QoSProfile(depth=1, reliability=ReliabilityPolicy.RELIABLE, durability
 ESTOP_ANY_QOS = QoSProfile(depth=10, reliability=ReliabilityPolicy.BEST_EFFORT, durability=DurabilityPolicy.VOLATILE)
 _STATUS = {"ok": PlanDiagnostics.STATUS_OK, "budget": PlanDiagnostics.STATUS_BUDGET,
            "hold": PlanDiagnostics.STATUS_HOLD}
-
-
-def default_threads() -> int:
-    """The planner's default intra-op thread count: $OMP_NUM_THREADS when set (a positive integer), else the CPUs
-    this process may run on."""
-    import os
-
-    env = os.environ.get("OMP_NUM_THREADS", "")
-    if env.isdigit() and int(env) > 0:
-        return int(env)
-    try:
-        return max(1, len(os.sched_getaffinity(0)))
-    except AttributeError:  # not on Linux
-        return max(1, os.cpu_count() or 1)
 
 
 def load_backend(model_dir: str, kind: str, device: str = "cpu", flow_steps: int | None = None,
@@ -231,81 +143,19 @@ class PlannerNode(ManagedNode):
 
     def __init__(self) -> None:
         super().__init__("planner_node")
-        p = self._param
-        self.model_dir = p("model_dir", "models/demo")
-        self.backend_kind = p("backend", "torch", choices=("torch", "onnxruntime", "tensorrt"))
-        self.device = p("device", "cpu")
-        self.threads = p("threads", 0, lo=0) or default_threads()
-        # THE planner configuration (planning/planner.yaml or planner_config): its values are the defaults of the
-        # node parameters below, which override single settings (vidplan_core.planning.config).
-        from vidplan_core.planning.config import PlanningConfigError, load_planning_config
-
-        cfg_path = p("planner_config", "") or None
-        try:
-            base = load_planning_config(cfg_path)
-        except PlanningConfigError as exc:
-            raise ValueError(f"parameter 'planner_config': {exc}") from exc
-        g, sc = base.session.gradopt, base.session.gradopt.score
-        planner = p("planner", base.session.planner, choices=("gradopt", "cem"))
-        flow_steps = p("flow_steps", base.flow_steps, lo=0)
-        refine_iters = p("refine_iters", g.refine_iters, lo=0)
-        refine_tol = p("refine_tol", g.refine_tol, lo=0.0)
-        lr = p("learning_rate", g.lr, lo=1e-9)
-        trust = p("trust_region", g.trust_region, lo=1e-9)
-        trust_m = p("trust_region_m", g.trust_region_m or 0.0, lo=0.0)
-        trust_rad = p("trust_region_rad", g.trust_region_rad or 0.0, lo=0.0)
-        lam = p("lambda_centering", sc.lam, lo=0.0)
-        weighting = p("uncertainty_weighting", sc.weighting, choices=("exp", "linear", "none"))
-        kappa = p("kappa", sc.kappa, lo=0.0)
-        speed = p("basis_speed_mps", base.session.proposals.basis_speed_mps, lo=1e-6)
-        num_nominal = p("num_nominal", base.session.proposals.num_nominal, lo=0)
-        nominal_policy = p("nominal_policy", "hold", choices=("hold", "bc"))
-        noise_samples = p("noise_samples", g.noise_samples, lo=1)
-        budget = p("time_budget_s", g.time_budget_s or 0.0, lo=0.0)
-        ws_min = p("workspace_min", list(base.limits.workspace_min))
-        ws_max = p("workspace_max", list(base.limits.workspace_max))
-        jv_scale = p("joint_velocity_scale", base.limits.joint_velocity_scale, lo=1e-3)
-        self.open_loop_steps = p("open_loop_steps", base.open_loop_steps, lo=1)
-        self.latency_compensation = p("latency_compensation", True)
-        self.expected_latency = p("expected_latency_s", 0.0, lo=0.0)
-        history_length = p("history_length", 0, lo=0)
-        self.instruction = p("instruction", "")
-        # the cameras' calibration ("" = the shipped calibration/droid_cameras.yaml): the model must have been
-        # trained on the same cameras and workspace crop (checked at start-up)
-        calibration_file = p("camera_calibration", "")
-        topics = {v: p(f"{v}_topic", f"/cameras/{v}/image_raw") for v in ("left", "right", "wrist")}
-        # camera_info sits in the camera's namespace (image_transport / camera_info_manager convention)
-        info_topics = {v: p(f"{v}_info_topic", t.rstrip("/").rsplit("/", 1)[0] + "/camera_info")
-                       for v, t in topics.items()}
-        self.check_info = p("check_camera_info", True)
-        self.strict_calibration = p("strict_calibration", False)
-        transport = p("image_transport", "raw", choices=("raw", "compressed"))
-        if transport == "compressed":  # image_transport's naming: the compressed stream of <topic>
-            topics = {v: f"{t.rstrip('/')}/compressed" for v, t in topics.items()}
-        skew = p("max_sync_skew_s", 0.03, lo=0.0)
-        self.camera_timeout = p("camera_timeout_s", 0.5, lo=1e-3)
-        self.state_timeout = p("state_timeout_s", 0.5, lo=1e-3)
-        self.clock_timeout = p("clock_timeout_s", 1.0, lo=1e-3)
-        self.joint_prefix = p("joint_prefix", "panda")
-        self.ee_source = p("ee_pose_topic", "/ee_pose")  # "" → FK of /joint_states
-        self.gripper_max_width = p("gripper_max_width_m", 0.04, lo=1e-4)
-        self.base_frame = p("base_frame", "panda_link0")
-        self.send_to_executor = p("send_to_executor", True)
-        self.executor_interface = p("executor_interface", "topic", choices=("topic", "action"))
-        self.publish_debug = p("publish_debug", True)
+        P = self.params = declare_planner_parameters(self)  # ValueError → run_node exits 2 naming it
+        self.model_dir, self.backend_kind = P.model_dir, P.backend_kind
+        self.device, self.threads = P.device, P.threads
+        self.open_loop_steps, self.latency_compensation = P.open_loop_steps, P.latency_compensation
+        self.expected_latency, self.instruction = P.expected_latency, P.instruction
+        self.check_info, self.strict_calibration = P.check_info, P.strict_calibration
+        self.camera_timeout, self.state_timeout = P.camera_timeout, P.state_timeout
+        self.clock_timeout, self.joint_prefix = P.clock_timeout, P.joint_prefix
+        self.ee_source, self.gripper_max_width = P.ee_source, P.gripper_max_width
+        self.base_frame, self.send_to_executor = P.base_frame, P.send_to_executor
+        self.executor_interface, self.publish_debug = P.executor_interface, P.publish_debug
+        self.seed = P.seed
         self._decode_warned = False
-        self.seed = p("seed", 0)
-        autostart = p("autostart", True)
-        parameters_declared(self)  # an unknown parameter fails here, before the models load (listing mode stops)
-        # what configure() builds from (live parameters are re-read there: they may change while unconfigured)
-        self._startup = {"cfg_path": cfg_path, "planner": planner, "flow_steps": flow_steps,
-                         "refine_iters": refine_iters, "refine_tol": refine_tol, "lr": lr, "trust": trust,
-                         "trust_m": trust_m, "trust_rad": trust_rad, "num_nominal": num_nominal,
-                         "nominal_policy": nominal_policy, "noise_samples": noise_samples, "ws_min": ws_min,
-                         "ws_max": ws_max, "jv_scale": jv_scale,
-                         "history_length": history_length, "calibration_file": calibration_file, "topics": topics,
-                         "info_topics": info_topics, "transport": transport, "skew": skew}
-        del weighting, kappa, lam, speed, budget  # live: configure() reads their current values
 
         # Process-long state and interfaces: the lifecycle state and why a transition failed are on /diagnostics
         # in every state, unconfigured included.
@@ -329,13 +179,13 @@ class PlannerNode(ManagedNode):
         self.create_timer(1.0, self._publish_ros_diagnostics, clock=steady)
         self.create_timer(0.1, self._clock_stall, clock=steady)
         self.add_on_set_parameters_callback(self._on_set_parameters)
-        self.start(autostart)
+        self.start(P.autostart)
 
     # ------------------------------------------------------------------ lifecycle
     def configure(self) -> None:
         """Load the models and the planning configuration, then subscribe, advertise and start the plan thread
         (ValueError: a bad configuration or models that cannot load; the node stays unconfigured)."""
-        st = SimpleNamespace(**self._startup)
+        st = self.params
         cfg_path, flow_steps, calibration_file = st.cfg_path, st.flow_steps, st.calibration_file
         topics, info_topics, transport = st.topics, st.info_topics, st.transport
         live = {n: self.get_parameter(n).value for n in LIVE_PARAMETERS}
@@ -477,17 +327,6 @@ class PlannerNode(ManagedNode):
         self._set_status("unconfigured", "cleaned up")
 
     # ------------------------------------------------------------------ parameters
-    def _param(self, name, default, choices=None, lo=None):
-        """Declare a parameter with its descriptor (description from this module's docstring, range from ``lo``;
-        read-only unless it is one of LIVE_PARAMETERS) and check its value."""
-        desc = parameter_descriptor(name, default, _DOCS.get(name, ""), read_only=name not in LIVE_PARAMETERS, lo=lo)
-        value = self.declare_parameter(name, default, desc).value
-        if choices is not None and value not in choices:
-            raise ValueError(f"parameter '{name}' must be one of {list(choices)}, got {value!r}")
-        if lo is not None and value < lo:
-            raise ValueError(f"parameter '{name}' must be ≥ {lo}, got {value!r}")
-        return value
-
     def _on_set_parameters(self, params) -> SetParametersResult:
         """Live tuning (LIVE_PARAMETERS; rclpy has already refused read-only names and out-of-range values): the
         session's scoring/proposal settings change for the next cycle, or the whole change is refused with why."""
