@@ -7,7 +7,8 @@ wait for a plan), and publishes the chunk, its diagnostics and debug pictures.
 Subscribes: /cameras/{left,right,wrist}/image_raw (via :class:`vidplan_ros.camera_sync.CameraSync`; or
 their ``/compressed`` streams), /ee_pose (or, with ``ee_pose_topic: ""``, the EE pose from forward kinematics of
 /joint_states, as on a franka_ros2 robot, which publishes no EE pose topic), /joint_states, /vidplan/task
-(std_msgs/String), /vidplan/estop (std_msgs/Bool, latched).
+(std_msgs/String), /vidplan/estop (std_msgs/Bool, latched; on a node ``<name>_estop`` with a DDS participant of
+its own, :class:`vidplan_ros.estop_listener.EstopListener`).
 Serves: /vidplan/set_task (vidplan_interfaces/SetTask).
 Publishes: /vidplan/plan (PlanChunk), /vidplan/plan_diagnostics (PlanDiagnostics), /vidplan/debug/prediction and
 /vidplan/debug/uncertainty (sensor_msgs/Image rgb8), /vidplan/debug/plan_markers (MarkerArray), /diagnostics.
@@ -62,7 +63,7 @@ from vidplan_interfaces.action import ExecuteChunk
 from vidplan_interfaces.msg import PlanChunk, PlanDiagnostics
 from vidplan_interfaces.srv import SetTask
 from vidplan_ros.camera_sync import CameraSync, Triplet
-from vidplan_ros.compat import ActionClient, SubscriptionEventCallbacks
+from vidplan_ros.compat import ActionClient
 from vidplan_ros.conversions import (
     chunk_markers,
     chunk_to_msg,
@@ -74,6 +75,7 @@ from vidplan_ros.conversions import (
     validate_joint_state,
     validate_pose,
 )
+from vidplan_ros.estop_listener import EstopListener
 from vidplan_ros.lifecycle import ManagedNode
 from vidplan_ros.node_runner import run_node
 from vidplan_ros.planner_params import LIVE_PARAMETERS, declare_planner_parameters
@@ -81,7 +83,6 @@ from vidplan_ros.planner_params import LIVE_PARAMETERS, declare_planner_paramete
 # the EE-pose input's name when it is computed from /joint_states (ee_pose_topic: ""), in diagnostics and logs
 FK_SOURCE = "/joint_states (forward kinematics)"
 LATCHED = QoSProfile(depth=1, reliability=ReliabilityPolicy.RELIABLE, durability=DurabilityPolicy.TRANSIENT_LOCAL)
-ESTOP_ANY_QOS = QoSProfile(depth=10, reliability=ReliabilityPolicy.BEST_EFFORT, durability=DurabilityPolicy.VOLATILE)
 _STATUS = {"ok": PlanDiagnostics.STATUS_OK, "budget": PlanDiagnostics.STATUS_BUDGET,
            "hold": PlanDiagnostics.STATUS_HOLD}
 
@@ -172,6 +173,7 @@ class PlannerNode(ManagedNode):
         self._thread: threading.Thread | None = None
         self._stop = threading.Event()  # the plan thread's stop (a new one per configure)
         self.session = None
+        self.estop_listener: EstopListener | None = None
         self.ros_diag_pub = self.create_publisher(DiagnosticArray, "/diagnostics", 10)
         # Steady-clock timers: under use_sim_time a ROS-clock timer stops with /clock — exactly when the diagnostics
         # matter (a dead sim). The 10 Hz one samples the node clock to notice /clock stopping while a cycle runs.
@@ -286,12 +288,10 @@ class PlannerNode(ManagedNode):
         for qos in (10, LATCHED):
             self.create_subscription(String, "/vidplan/task",
                                      self._guarded("/vidplan/task", lambda m: self.set_instruction(m.data)), qos)
-        # E-stop from any publisher: the latched subscription gets an e-stop published before this node started, the
-        # best-effort volatile one matches every publisher QoS (rclpy's default reliable/volatile publisher included,
-        # which the latched one never receives). Handling is idempotent, so a message delivered twice is harmless.
-        quiet = SubscriptionEventCallbacks(incompatible_qos=lambda _info: None)  # still received: not a fault
-        self.create_subscription(Bool, "/vidplan/estop", self._on_estop, LATCHED, event_callbacks=quiet)
-        self.create_subscription(Bool, "/vidplan/estop", self._on_estop, ESTOP_ANY_QOS)
+        # E-stop from any publisher QoS, latched before start-up included, on a DDS participant of its own so the
+        # camera streams cannot queue it (EstopListener, as the executor's); true stops planning, false resumes it.
+        self.estop_listener = EstopListener(self, "/vidplan/estop", self._on_estop, lambda topic, info: (
+            self.get_logger().error(f"incompatible QoS on {topic}: its e-stops are not received")))
         self.create_service(SetTask, "/vidplan/set_task", self._on_set_task)
         self.plan_pub = self.create_publisher(PlanChunk, "/vidplan/plan", 10)
         self.diag_pub = self.create_publisher(PlanDiagnostics, "/vidplan/plan_diagnostics", 10)
@@ -324,6 +324,9 @@ class PlannerNode(ManagedNode):
             self._wake.set()
             thread.join(timeout=5.0)
         self.session = None
+        listener, self.estop_listener = self.estop_listener, None
+        if listener is not None:
+            listener.close()
         self._set_status("unconfigured", "cleaned up")
 
     # ------------------------------------------------------------------ parameters
