@@ -1,5 +1,6 @@
 """Paired comparison of one closed-loop variant between two ``vidplan eval sim`` runs (two bundles or two settings
-on the same scene seeds): episodes are paired by (task, clutter, seed, instruction).
+on the same scene seeds), or of two variants (``--variant-b``: e.g. ``scripted`` in one run against
+``scripted+vidplan`` in another): episodes are paired by (task, clutter, seed, instruction).
 
     python bench/compare_runs.py A_RUN_DIR B_RUN_DIR --variant vidplan --labels "full decoder,tiny decoder" \
         --out bench/results/closed_loop_tiny_decoder_paired
@@ -44,13 +45,15 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("a", type=Path)
     ap.add_argument("b", type=Path)
-    ap.add_argument("--variant", default="vidplan")
+    ap.add_argument("--variant", default="vidplan", help="the variant compared (in run A)")
+    ap.add_argument("--variant-b", default=None, help="the variant of run B (default: --variant)")
     ap.add_argument("--labels", default="A,B")
     ap.add_argument("--out", type=Path, required=True)
     ap.add_argument("--note", default="")
     args = ap.parse_args(argv)
     la, lb = args.labels.split(",")
-    ea, eb = _episodes(args.a, args.variant), _episodes(args.b, args.variant)
+    vb = args.variant_b or args.variant
+    ea, eb = _episodes(args.a, args.variant), _episodes(args.b, vb)
     keys = sorted(set(ea) & set(eb))
     groups: dict[str, list] = {}
     for k in keys:
@@ -68,10 +71,12 @@ def main(argv: list[str] | None = None) -> int:
                    "b_ci95": wilson(sb, n), "mcnemar_p": mcnemar_exact(only_a, only_b),
                    "a_plan_s_mean": sum(ea[k]["plan_s_mean"] or 0 for k in ks) / max(n, 1),
                    "b_plan_s_mean": sum(eb[k]["plan_s_mean"] or 0 for k in ks) / max(n, 1)}
-    out = {"a": str(args.a), "b": str(args.b), "labels": [la, lb], "variant": args.variant, "note": args.note,
-           "command": "python bench/compare_runs.py " + " ".join(argv or sys.argv[1:]), "groups": rows}
+    out = {"a": str(args.a), "b": str(args.b), "labels": [la, lb], "variant": args.variant, "variant_b": vb,
+           "note": args.note, "command": "python bench/compare_runs.py " + " ".join(argv or sys.argv[1:]),
+           "groups": rows}
     args.out.with_suffix(".json").write_text(json.dumps(out, indent=1))
-    md = [f"# Paired closed-loop comparison: `{args.variant}` with {la} vs {lb}", "",
+    what = f"`{args.variant}`" if vb == args.variant else f"`{args.variant}` (A) vs `{vb}` (B)"
+    md = [f"# Paired closed-loop comparison: {what} with {la} vs {lb}", "",
           f"A = `{args.a}` ({la}), B = `{args.b}` ({lb}); episodes paired by task, clutter, scene seed and "
           f"instruction. `{out['command']}`" + (f" — {args.note}" if args.note else ""), "",
           f"| task | pairs | both | only {la} | only {lb} | neither | {la} (Wilson 95 %) | {lb} (Wilson 95 %) | "
