@@ -61,7 +61,7 @@ TASK = "put the red cube in the bowl"
 STOP_BOUND_S = 1.0  # the e-stop must have stopped the arm this long (sim time) after it was published
 # ... and been latched this long (wall time) after it was published: the executor's estop subscriptions are on a
 # participant of their own (EstopListener); sharing the chunks' participant, a loaded CI machine latched after 3.4 s
-LATCH_BOUND_S = 0.5
+LATCH_BOUND_S = 1.0
 TASK_TOPICS = {"planner_a": "/fault_injection/task_a", "planner_b": "/fault_injection/task_b"}
 
 
