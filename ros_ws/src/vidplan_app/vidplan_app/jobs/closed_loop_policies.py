@@ -115,11 +115,11 @@ class EvalSession(PlanningSession):
         if self.mode == "nominal":
             obs = NominalObservation(ee_pose=pose, joint_positions=np.asarray(q), images=images or {},
                                      instruction=instruction, frames=frames)
-            props = perturbation_proposals(self.nominal.infer(obs), pc.num_nominal, np.asarray(pc.nominal_sigma),
-                                           rng=seed)
+            nominal = clip_to_workspace(self.nominal.infer(obs), pc.workspace_min, pc.workspace_max)
+            props = perturbation_proposals(nominal, pc.num_nominal, np.asarray(pc.nominal_sigma), rng=seed)
             props = ProposalSet(clip_to_workspace(props.actions, pc.workspace_min, pc.workspace_max), props.labels)
-            if pc.gripper_toggle:
-                props = compose_proposals(props, gripper_proposals(pose, self.horizon))
+            if pc.gripper_toggle:  # moves like the nominal (see gripper_proposals)
+                props = compose_proposals(props, gripper_proposals(pose, self.horizon, motion=nominal))
             return props
         return super().proposals(q, current_pose, instruction, images, seed, frames)
 

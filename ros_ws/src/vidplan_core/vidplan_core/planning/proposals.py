@@ -196,10 +196,29 @@ def compose_proposals(*sets: ProposalSet) -> ProposalSet:
     return ProposalSet(np.concatenate([s.actions for s in sets]), [lab for s in sets for lab in s.labels])
 
 
-def gripper_proposals(current_pose: np.ndarray, horizon: int) -> ProposalSet:
-    """One candidate holding the current pose (7,) with the gripper toggled (open ↔ closed) for the whole chunk:
-    basis proposals keep the gripper as it is, so without this a planner could never grasp or release."""
+def gripper_proposals(current_pose: np.ndarray, horizon: int, motion: np.ndarray | None = None) -> ProposalSet:
+    """One candidate with the gripper toggled (open ↔ closed) for the whole chunk: basis proposals keep the gripper
+    as it is, so without this a planner could never grasp or release.
+
+    Args:
+        current_pose: (7,) EE pose now [m, rad, gripper 0..1].
+        horizon: H model-rate steps.
+        motion: (H, 7) a chunk whose poses the toggle follows (the nominal policy's), or None to hold
+            ``current_pose``. With a nominal policy the toggle must move like it: a standing-still toggle is the
+            most predictable future for a world model that barely follows its actions, and it won 287 of 380
+            cycles of the failing scripted+vidplan episodes (bench/results/closed_loop_tiny_decoder.md), holding
+            the arm still until time ran out.
+
+    Returns:
+        :class:`ProposalSet` of one (1, H, 7) chunk labelled ``toggle_gripper`` (held) or ``nominal_toggle``.
+    """
     pose = np.asarray(current_pose, np.float64).reshape(ACTION_DIM)
-    a = np.tile(pose, (1, horizon, 1))
+    if motion is None:
+        a, label = np.tile(pose, (1, horizon, 1)), "toggle_gripper"
+    else:
+        m = np.asarray(motion, np.float64)
+        if m.shape != (horizon, ACTION_DIM):
+            raise ValueError(f"motion must be ({horizon}, {ACTION_DIM}), got {m.shape}")
+        a, label = m[None].copy(), "nominal_toggle"
     a[..., 6] = 1.0 - round(float(pose[6]))
-    return ProposalSet(a, ["toggle_gripper"])
+    return ProposalSet(a, [label])

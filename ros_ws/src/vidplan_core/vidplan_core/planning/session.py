@@ -46,7 +46,8 @@ class ProposalConfig(BaseModel):
     nominal_sigma: list[float] = Field(default_factory=lambda: [0.02, 0.02, 0.02, 0.05, 0.05, 0.05, 0.2],
                                        min_length=7, max_length=7)
     include_hold: bool = Field(True, description="add the 'stay put' candidate (current pose repeated)")
-    gripper_toggle: bool = Field(True, description="add 'hold the pose, toggle the gripper' (needed to grasp)")
+    gripper_toggle: bool = Field(True, description="add a gripper toggle (needed to grasp): the pose held, "
+                                "or the nominal chunk's motion when num_nominal > 0")
     velocity_margin: float = Field(0.9, gt=0, le=1.0, description="fraction of the executor's joint velocity "
                                    "allowance the basis proposals use")
     # Filled from the safety limits by PlanningConfig.bounded() (one source of limits; not set by hand).
@@ -152,14 +153,16 @@ class PlanningSession:
                                          joint_margin=pc.joint_margin_rad)]
         if pc.include_hold:
             sets.append(ProposalSet(np.tile(current_pose, (1, self.horizon, 1)), ["hold"]))
-        if pc.gripper_toggle:
-            sets.append(gripper_proposals(current_pose, self.horizon))
+        nominal = None
         if pc.num_nominal:
             obs = NominalObservation(ee_pose=np.asarray(current_pose), joint_positions=np.asarray(q),
                                      images=images or {}, instruction=instruction, frames=frames)
-            nominal = self.nominal.infer(obs)
-            props = perturbation_proposals(nominal, pc.num_nominal, np.asarray(pc.nominal_sigma), rng=seed)
             # one source of limits: the executor's box bounds these candidates as it bounds the basis directions
+            nominal = clip_to_workspace(self.nominal.infer(obs), pc.workspace_min, pc.workspace_max)
+        if pc.gripper_toggle:  # with a nominal policy the toggle moves like it (see gripper_proposals)
+            sets.append(gripper_proposals(current_pose, self.horizon, motion=nominal))
+        if nominal is not None:
+            props = perturbation_proposals(nominal, pc.num_nominal, np.asarray(pc.nominal_sigma), rng=seed)
             sets.append(ProposalSet(clip_to_workspace(props.actions, pc.workspace_min, pc.workspace_max),
                                     props.labels))
         return compose_proposals(*sets)
