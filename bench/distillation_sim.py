@@ -66,7 +66,7 @@ def main() -> int:
         init = {k: runs / k / "final" for k in ("semantic", "world-model")} | {"vae": runs / "vae" / "final"}
         cmd = [sys.executable, "-c", "from vidplan_app.cli import main; main()", "train", "flow-map",
                "--config", "demo-flow-map", "--data", str(args.work / "data"), "--out", str(control),
-               "--max-steps", str(psd_steps), "--set", "task.distill=false",
+               "--max-steps", str(psd_steps), "--set", "options.distill=false",
                "--set", f"init.semantic={init['semantic']}", "--set", f"init.autoencoder={init['vae']}",
                "--set", f"init.world_model={init['world-model']}"]
         t0 = time.perf_counter()

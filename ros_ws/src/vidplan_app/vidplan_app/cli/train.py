@@ -45,14 +45,14 @@ def train(
     if max_steps is not None:
         overrides.append(f"train.max_steps={max_steps}")
     from vidplan_core.models import ModelLoadError
-    from vidplan_core.training.tasks import make_task
+    from vidplan_core.training.recipes import make_recipe
     from vidplan_core.training.trainer import Trainer, TrainError, TrainingDivergedError
 
     try:
         cfg = load_train_config(config, overrides)
         if cfg.kind != kind:
             raise ConfigError(config, [("kind", f"the config trains {cfg.kind!r}, but the command asked for {kind!r}")])
-        trainer = Trainer(cfg, make_task(cfg), resume=resume)
+        trainer = Trainer(cfg, make_recipe(cfg), resume=resume)
         result = trainer.run()
     except (ConfigError, DatasetError, ModelLoadError) as exc:
         typer.secho(f"error: {exc}", fg=typer.colors.RED, err=True)

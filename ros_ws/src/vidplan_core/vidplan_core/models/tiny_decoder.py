@@ -8,7 +8,7 @@ upsampling (no group norm, no attention): cheap, and exports to ONNX as Conv/Rel
 
 It reads the same scaled latents as the autoencoder's :meth:`~VideoAutoencoder.decode` and returns views in the same
 layout, so it is a drop-in replacement in the semantic graph; ``vidplan train tiny-decoder`` distils one
-(:class:`vidplan_core.training.tasks.TinyDecoderTask`) and the bundle carries it as the optional part
+(:class:`vidplan_core.training.recipes.TinyDecoderRecipe`) and the bundle carries it as the optional part
 ``tiny_decoder``.
 """
 

@@ -2,7 +2,7 @@
 
 - :mod:`.config`: the YAML schema (pydantic) and the resume rules.
 - :mod:`.trainer`: the generic loop (checkpoints, resume, logs, validation, NaN stop).
-- :mod:`.tasks`: what each kind trains (vae, world-model, flow-map, heads, semantic).
+- :mod:`.recipes`: what each kind trains (vae, world-model, flow-map, heads, semantic).
 - :mod:`.siglip`: the small SigLIP model, its tokenizer and the sigmoid loss.
 - ``configs/``: bundled configs (``tiny-*`` for tests, ``demo-*`` for the demo models).
 

@@ -16,7 +16,7 @@ A config file::
       semantic: runs/semantic/final   # text embedding of the instruction (world models with text_embed_dim)
     optim: {lr: 1.0e-4, weight_decay: 0.0, warmup_steps: 0, grad_clip: 1.0}
     train: {max_steps: 1000, seed: 0, log_every: 10, val_every: 200, ckpt_every: 200, output_dir: runs/world-model}
-    task: {}                   # options of the kind (VaeOptions, FlowMapOptions, HeadsOptions, SemanticOptions)
+    options: {}                # options of the kind (VaeOptions, FlowMapOptions, HeadsOptions, SemanticOptions)
 
 Errors name the file, the key and the reason (:class:`vidplan_core.config.ConfigError`). Keys that may change when a
 run is resumed are listed in :data:`RESUME_FREE_KEYS`; any other difference to the checkpoint's config is an error.
@@ -27,7 +27,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import AliasChoices, BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from vidplan_core.config import ConfigError, load_yaml, validate_model
 from vidplan_core.data.lerobot_stream import LeRobotOptions
@@ -243,7 +243,9 @@ class TrainConfig(_Strict):
     init: InitSection = Field(default_factory=InitSection)
     optim: OptimSection = Field(default_factory=OptimSection)
     train: TrainSection
-    task: dict[str, Any] = Field(default_factory=dict)
+    # "task" is the name runs saved before 2026-12-04 use; a task is what the robot is asked to do (vidplan_sim)
+    options: dict[str, Any] = Field(default_factory=dict, validation_alias=AliasChoices("options", "task"),
+                                    description="options of the kind (VaeOptions, FlowMapOptions, ...)")
 
     @field_validator("model")
     @classmethod
@@ -264,9 +266,9 @@ class TrainConfig(_Strict):
             raise ValueError(f"kind {self.kind!r} needs {', '.join(missing)} (trained model directories)")
         return self
 
-    def options(self) -> Any:
-        """The validated ``task`` options of this kind."""
-        return _OPTIONS[self.kind].model_validate(self.task)
+    def kind_options(self) -> Any:
+        """The validated ``options`` of this kind (a :data:`_OPTIONS` model)."""
+        return _OPTIONS[self.kind].model_validate(self.options)
 
     def flat(self) -> dict[str, Any]:
         """Dotted key → value of the whole config (for diffs)."""
@@ -330,13 +332,13 @@ def load_train_config(path: str | Path, overrides: list[str] | None = None) -> T
             raise ConfigError("--set", [(key, f"value is not valid YAML: {exc}")]) from exc
     cfg = validate_model(TrainConfig, data, str(p))
     try:
-        cfg.options()
-    except Exception as exc:  # pydantic ValidationError of the task section
+        cfg.kind_options()
+    except Exception as exc:  # pydantic ValidationError of the options section
         from pydantic import ValidationError
 
         from vidplan_core.config import format_validation_error
 
         if isinstance(exc, ValidationError):
-            raise ConfigError(str(p), [(f"task.{k}", r) for k, r in format_validation_error(exc)]) from exc
+            raise ConfigError(str(p), [(f"options.{k}", r) for k, r in format_validation_error(exc)]) from exc
         raise
     return cfg

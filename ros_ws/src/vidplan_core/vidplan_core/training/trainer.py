@@ -40,7 +40,7 @@ from typing import Any, Protocol
 from vidplan_core.config import ConfigError
 from vidplan_core.training.config import TrainConfig, config_diff
 
-__all__ = ["TrainError", "TrainTask", "Trainer", "TrainingDivergedError", "latest_checkpoint"]
+__all__ = ["TrainError", "TrainRecipe", "Trainer", "TrainingDivergedError", "latest_checkpoint"]
 
 STATE_NAME = "trainer_state.json"
 
@@ -58,8 +58,8 @@ class TrainingDivergedError(TrainError):
         super().__init__(f"training diverged at step {step}: {name} = {value}; stopped without saving; {keep}")
 
 
-class TrainTask(Protocol):
-    """What a model kind provides to :class:`Trainer` (see :mod:`vidplan_core.training.tasks`).
+class TrainRecipe(Protocol):
+    """What a model kind provides to :class:`Trainer` (see :mod:`vidplan_core.training.recipes`).
 
     ``setup`` builds the trainable module (whose ``forward(**inputs)`` returns a dict of scalar losses with the
     key ``"loss"`` for the total), frozen helpers and the datasets. ``inputs`` turns a data batch into the
@@ -112,10 +112,10 @@ class _CsvLog:
 
 
 class Trainer:
-    """Runs a :class:`TrainTask` with the settings of a :class:`TrainConfig` (see the module docstring)."""
+    """Runs a :class:`TrainRecipe` with the settings of a :class:`TrainConfig` (see the module docstring)."""
 
-    def __init__(self, cfg: TrainConfig, task: TrainTask, resume: bool = False):
-        self.cfg, self.task, self.resume = cfg, task, resume
+    def __init__(self, cfg: TrainConfig, recipe: TrainRecipe, resume: bool = False):
+        self.cfg, self.recipe, self.resume = cfg, recipe, resume
         self.out = Path(cfg.train.output_dir)
         self.resume_from: Path | None = None
         self._check_resume()
@@ -170,8 +170,8 @@ class Trainer:
                                                               logging_dir=str(self.out / "logs")))
         set_seed(cfg.train.seed, device_specific=True)
         with acc.main_process_first():  # the main process builds caches (latents) first, the others reuse them
-            self.task.setup(acc.device, acc.is_main_process)
-        model = self.task.model
+            self.recipe.setup(acc.device, acc.is_main_process)
+        model = self.recipe.model
         if cfg.train.gradient_checkpointing:
             enabled = [m for m in model.modules() if getattr(m, "_supports_gradient_checkpointing", False)
                        and hasattr(m, "enable_gradient_checkpointing")]
@@ -230,7 +230,7 @@ class Trainer:
                 for _ in range(cfg.train.grad_accum_steps):
                     batch = next(batches)
                     with acc.accumulate(model):
-                        inputs = self.task.inputs(batch, train=True)
+                        inputs = self.recipe.inputs(batch, train=True)
                         losses = model(**inputs)
                         loss = losses["loss"]
                         micro = {k: float(v.detach().float().mean()) for k, v in losses.items()}
@@ -288,7 +288,7 @@ class Trainer:
                 shutil.rmtree(final)
             if ema is not None:
                 ema.copy_to(params)  # the final model is the average (training has ended: no restore needed)
-            self.task.save_final(acc.unwrap_model(model), final)
+            self.recipe.save_final(acc.unwrap_model(model), final)
         acc.wait_for_everyone()
         # last: end_training also ends a multi-process run's process group, which the barriers above need
         acc.end_training()
@@ -309,11 +309,11 @@ class Trainer:
 
     def _batches(self, acc: Any, step: int) -> Iterator[dict[str, Any]]:
         """Endless batches; epoch e is shuffled with seed + e, so a resumed run sees the same order."""
-        first = self._loader(acc, self.task.train_dataset, True, self.cfg.train.seed)
+        first = self._loader(acc, self.recipe.train_dataset, True, self.cfg.train.seed)
         per_epoch = max(1, len(first))
         epoch, skip = divmod(step * self.cfg.train.grad_accum_steps, per_epoch)  # micro-batches seen
         while True:
-            loader = self._loader(acc, self.task.train_dataset, True, self.cfg.train.seed + epoch)
+            loader = self._loader(acc, self.recipe.train_dataset, True, self.cfg.train.seed + epoch)
             if skip:
                 loader = acc.skip_first_batches(loader, skip)
                 skip = 0
@@ -323,7 +323,7 @@ class Trainer:
     def _validate(self, acc: Any, model: Any) -> dict[str, float]:
         import torch
 
-        ds = self.task.val_dataset
+        ds = self.recipe.val_dataset
         if ds is None or len(ds) == 0:
             return {}
         loader = self._loader(acc, ds, False, 0)
@@ -337,9 +337,9 @@ class Trainer:
                 for i, batch in enumerate(loader):
                     if i >= self.cfg.train.val_batches:
                         break
-                    inputs = self.task.inputs(batch, train=False)
+                    inputs = self.recipe.inputs(batch, train=False)
                     out = {k: float(v.float().mean()) for k, v in model(**inputs).items()}
-                    out.update(self.task.val_metrics(acc.unwrap_model(model), batch, inputs))
+                    out.update(self.recipe.val_metrics(acc.unwrap_model(model), batch, inputs))
                     for k, v in out.items():
                         sums[k] = sums.get(k, 0.0) + v
                     n += 1

@@ -11,7 +11,7 @@ import torch.nn as nn
 from vidplan_core.config import ConfigError
 from vidplan_core.training.config import TrainConfig
 
-__all__ = ["LATENT_KEYS", "TaskBase", "model_section", "psnr"]
+__all__ = ["LATENT_KEYS", "RecipeBase", "model_section", "psnr"]
 
 LATENT_KEYS = ("latent_channels", "latent_height", "latent_width")
 
@@ -36,7 +36,7 @@ def psnr(a: torch.Tensor, b: torch.Tensor) -> float:
     return 10.0 * torch.log10(torch.tensor(1.0 / max(mse, 1e-12))).item()
 
 
-class TaskBase:
+class RecipeBase:
     """A training kind: ``setup`` builds ``model`` (the objective accelerate prepares) and the datasets, ``inputs``
     turns a batch into the objective's keyword arguments, ``val_metrics`` and ``save_final`` are optional."""
 
@@ -46,7 +46,7 @@ class TaskBase:
 
     def __init__(self, cfg: TrainConfig):
         self.cfg = cfg
-        self.opts = cfg.options()
+        self.opts = cfg.kind_options()
         self.device: Any = "cpu"
 
     def val_metrics(self, model: nn.Module, batch: dict[str, Any], inputs: dict[str, Any]) -> dict[str, float]:

@@ -12,12 +12,12 @@ import torch.nn.functional as F
 
 from vidplan_core.config import ConfigError
 from vidplan_core.training.objectives import SiglipObjective
-from vidplan_core.training.task_base import TaskBase
+from vidplan_core.training.recipe_base import RecipeBase
 
-__all__ = ["GroundedTask", "SemanticTask"]
+__all__ = ["GroundedRecipe", "SemanticRecipe"]
 
 
-class SemanticTask(TaskBase):
+class SemanticRecipe(RecipeBase):
     """A small SigLIP model on frames (the configured views) and their episodes' instructions."""
 
     def setup(self, device: Any, is_main: bool) -> None:
@@ -84,7 +84,7 @@ class SemanticTask(TaskBase):
         save_semantic(model.model, self.tokenizer, out_dir, self.image_size)
 
 
-class GroundedTask(TaskBase):
+class GroundedRecipe(RecipeBase):
     """The grounded semantic scorer on labelled sim frames (:mod:`vidplan_core.training.grounded`)."""
 
     def setup(self, device: Any, is_main: bool) -> None:

@@ -1,5 +1,6 @@
-"""The training kinds of ``vidplan train``: what each trains, on which data, with which loss (the objectives are
-:mod:`vidplan_core.training.objectives`; ``semantic`` and ``grounded`` are :mod:`vidplan_core.training.semantic_tasks`).
+"""The training recipes of ``vidplan train``, one per kind: what each trains, on which data, with which loss (the
+objectives are :mod:`vidplan_core.training.objectives`; ``semantic`` and ``grounded`` are
+:mod:`vidplan_core.training.semantic_recipes`).
 
 =============  =====================================  ==================================================  ==============
 kind           trains                                 loss (vidplan_core.models / .sampling)              needs (init.)
@@ -48,23 +49,23 @@ from vidplan_core.training.objectives import (
     TinyDecoderObjective,
     VaeObjective,
 )
-from vidplan_core.training.semantic_tasks import GroundedTask, SemanticTask
-from vidplan_core.training.task_base import TaskBase, model_section, psnr
+from vidplan_core.training.recipe_base import RecipeBase, model_section, psnr
+from vidplan_core.training.semantic_recipes import GroundedRecipe, SemanticRecipe
 
 __all__ = [
-    "BCTask",
-    "FlowMapTask",
-    "GroundedTask",
-    "HeadsTask",
-    "SemanticTask",
-    "TinyDecoderTask",
-    "VaeTask",
-    "WorldModelTask",
-    "make_task",
+    "BCRecipe",
+    "FlowMapRecipe",
+    "GroundedRecipe",
+    "HeadsRecipe",
+    "SemanticRecipe",
+    "TinyDecoderRecipe",
+    "VaeRecipe",
+    "WorldModelRecipe",
+    "make_recipe",
 ]
 
 
-class VaeTask(TaskBase):
+class VaeRecipe(RecipeBase):
     """Train the autoencoder on single frames."""
 
     def setup(self, device: Any, is_main: bool) -> None:
@@ -109,7 +110,7 @@ class VaeTask(TaskBase):
         ae.save_pretrained(str(out_dir))
 
 
-class TinyDecoderTask(TaskBase):
+class TinyDecoderRecipe(RecipeBase):
     """Distil the frozen autoencoder's decoder (``init.autoencoder``) into a tiny decoder for scoring."""
 
     def setup(self, device: Any, is_main: bool) -> None:
@@ -199,7 +200,7 @@ def _maybe_val(make: Any) -> Any:
     return ds if len(ds.episodes) else None
 
 
-class _LatentTask(TaskBase):
+class _LatentRecipe(RecipeBase):
     """Shared data path of world-model, flow-map and heads: windows of latents (cached or encoded here)."""
 
     num_history: int
@@ -292,7 +293,7 @@ class _LatentTask(TaskBase):
         return out
 
 
-class WorldModelTask(_LatentTask):
+class WorldModelRecipe(_LatentRecipe):
     """The EDM teacher (a warm start from ``init.world_model`` if given)."""
 
     def setup(self, device: Any, is_main: bool) -> None:
@@ -325,7 +326,7 @@ class WorldModelTask(_LatentTask):
         model.wm.save_pretrained(str(out_dir))
 
 
-class FlowMapTask(_LatentTask):
+class FlowMapRecipe(_LatentRecipe):
     """PSD fine-tuning of a flow map initialised from the teacher (equal to it at step 0)."""
 
     def setup(self, device: Any, is_main: bool) -> None:
@@ -356,7 +357,7 @@ class FlowMapTask(_LatentTask):
         model.fm.save_pretrained(str(out_dir))
 
 
-class HeadsTask(_LatentTask):
+class HeadsRecipe(_LatentRecipe):
     """UQ and reward heads on the frozen flow map's predictions."""
 
     def setup(self, device: Any, is_main: bool) -> None:
@@ -410,7 +411,7 @@ class HeadsTask(_LatentTask):
             head.save_pretrained(str(Path(out_dir) / f"{name}_head"))
 
 
-class BCTask(_LatentTask):
+class BCRecipe(_LatentRecipe):
     """The behaviour-cloned nominal policy on the latents of the flow map's autoencoder (the planner's context)."""
 
     def setup(self, device: Any, is_main: bool) -> None:
@@ -463,11 +464,11 @@ class BCTask(_LatentTask):
         model.policy.save_pretrained(str(out_dir))
 
 
-_TASKS = {"vae": VaeTask, "world-model": WorldModelTask, "flow-map": FlowMapTask, "heads": HeadsTask,
-          "semantic": SemanticTask, "grounded": GroundedTask, "bc": BCTask,
-          "tiny-decoder": TinyDecoderTask}
+_TASKS = {"vae": VaeRecipe, "world-model": WorldModelRecipe, "flow-map": FlowMapRecipe, "heads": HeadsRecipe,
+          "semantic": SemanticRecipe, "grounded": GroundedRecipe, "bc": BCRecipe,
+          "tiny-decoder": TinyDecoderRecipe}
 
 
-def make_task(cfg: TrainConfig) -> Any:
-    """The task object of ``cfg.kind``."""
+def make_recipe(cfg: TrainConfig) -> Any:
+    """The training recipe of ``cfg.kind``."""
     return _TASKS[cfg.kind](cfg)
