@@ -6,7 +6,7 @@ PYTEST_ARGS ?=
 # make test splits the suite by file over this many pytest-xdist workers (each its own ROS domain); 0 = one process
 TEST_WORKERS ?= 2
 
-# what runs on the robot's ROS 2 Python (3.10 on Humble); tests/unit/test_lint.py checks the same paths
+# what runs on the robot's ROS 2 Python (3.10 on Humble); tests/project/unit/test_lint.py checks the same paths
 PY310_PATHS = ros_ws/src/vidplan_core/vidplan_core ros_ws/src/vidplan_ros/vidplan_ros ros_ws/src/vidplan_sim/vidplan_sim \
 	ros_ws/src/vidplan_bringup ros_ws/src/vidplan_app/vidplan_app
 

@@ -53,7 +53,7 @@ def main() -> None:
     sys.path.insert(0, str(REPO / "tests"))
     from proc_helpers import ManagedProcess, node_executable
 
-    pub = ManagedProcess([sys.executable, str(REPO / "tests/integration/scripts/robot_stream_publisher.py"),
+    pub = ManagedProcess([sys.executable, str(REPO / "tests/vidplan_ros/integration/scripts/robot_stream_publisher.py"),
                           "--width", "320", "--height", "180"], tmp / "pub.log", env=env)
     planner = ManagedProcess([node_executable("vidplan_ros", "planner_node"), "--ros-args",
                               "-p", f"model_dir:={model}", "-p", "instruction:=put the red cube in the bowl",

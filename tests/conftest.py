@@ -1,5 +1,6 @@
 """Shared pytest set-up: an isolated ROS 2 domain per test run, loopback-only discovery, offline model hubs,
-and markers derived from the test folder (tests/unit → unit, tests/integration → integration, tests/e2e → e2e).
+and markers derived from the test folder. Tests mirror the packages: ``tests/<package>/<layer>/test_*.py``, where
+<layer> (unit, integration, e2e) is the marker (``tests/project/`` holds the whole-tree checks: lint, architecture).
 """
 
 from __future__ import annotations
@@ -47,7 +48,7 @@ def _pick_domain_id() -> tuple[int, str]:
 # DDS on loopback, sockets included: the Fast DDS profile that scripts/env.sh exports binds every socket to 127.0.0.1
 # (discovery by unicast to 127.0.0.1). SYSTEM_DEFAULT, because with LOCALHOST rmw_fastrtps adds a UDP transport of its
 # own that binds to every interface. Forced (a developer's own profile may open the network); set before the domain
-# probe and before anything imports rclpy. tests/integration/test_dds_loopback.py checks the sockets.
+# probe and before anything imports rclpy. tests/vidplan_bringup/integration/test_dds_loopback.py checks the sockets.
 DDS_PROFILE = REPO / "ros_ws" / "src" / "vidplan_bringup" / "config" / "fastdds_loopback.xml"
 os.environ["FASTDDS_DEFAULT_PROFILES_FILE"] = str(DDS_PROFILE)
 os.environ["ROS_AUTOMATIC_DISCOVERY_RANGE"] = "SYSTEM_DEFAULT"
@@ -77,21 +78,22 @@ def pytest_report_header(config: pytest.Config) -> str:
 # The longest test files (CI's --durations, 2 cores), handed out first when pytest-xdist splits the run by file
 # (make test: -n 2 --dist loadfile): a long file that starts last would run alone at the end.
 LONGEST_FIRST = (
-    "unit/test_runtime_onnx.py",
-    "unit/test_action_maps.py",
-    "e2e/test_pipeline.py",
-    "unit/test_grounded_runtime.py",
-    "integration/test_planner_node.py",
-    "e2e/test_eval_bag_cli.py",
-    "integration/fault_injection/test_fuzz_live.py",
+    "vidplan_core/unit/test_runtime_onnx.py",
+    "vidplan_core/unit/test_action_maps.py",
+    "vidplan_app/e2e/test_pipeline.py",
+    "vidplan_core/unit/test_grounded_runtime.py",
+    "vidplan_ros/integration/test_planner_node.py",
+    "vidplan_app/e2e/test_eval_bag_cli.py",
+    "vidplan_ros/integration/fault_injection/test_fuzz_live.py",
 )
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     for item in items:
-        parts = Path(str(item.fspath)).relative_to(REPO / "tests").parts
-        if parts and parts[0] in ("unit", "integration", "e2e"):
-            item.add_marker(getattr(pytest.mark, parts[0]))
+        parts = Path(str(item.fspath)).relative_to(REPO / "tests").parts  # (<package>, <layer>, ...)
+        layer = next((p for p in parts[:-1] if p in ("unit", "integration", "e2e")), None)
+        if layer:
+            item.add_marker(getattr(pytest.mark, layer))
     if os.environ.get("PYTEST_XDIST_WORKER"):
         rank = {f: i for i, f in enumerate(LONGEST_FIRST)}
         # stable: every other file keeps its place, and so does the order of tests within a file

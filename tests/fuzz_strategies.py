@@ -11,9 +11,9 @@ Two kinds of strategies:
   with exactly one defect injected (:data:`DEFECTS`), so a test knows the rule that must reject (or, under the clip
   policy, repair) it.
 
-Used by tests/unit/test_fuzz_validators.py (library validators, thousands of cases) and
-tests/integration/fault_injection/test_fuzz_live.py (a few hundred messages at live nodes). Message classes are the
-built interfaces (sensor_msgs, geometry_msgs, vidplan_interfaces); nothing here starts ROS.
+Used by tests/vidplan_ros/unit/test_fuzz_validators.py (library validators, thousands of cases) and
+tests/vidplan_ros/integration/fault_injection/test_fuzz_live.py (a few hundred messages at live nodes). Message
+classes are the built interfaces (sensor_msgs, geometry_msgs, vidplan_interfaces); nothing here starts ROS.
 """
 
 from __future__ import annotations

@@ -12,7 +12,7 @@ eval-bag`` salvages it by itself; see ``vidplan_core.data.bags``).
 
 Messages are not decoded, so none is validated or dropped for its content: a malformed one (a 0x0 image, a JointState
 with names but no positions, a NaN pose) is recorded byte for byte like any other — a recording of a fault is its
-evidence — and cannot fail a callback (tests/integration/test_recorder_faults.py).
+evidence — and cannot fail a callback (tests/vidplan_ros/integration/test_recorder_faults.py).
 
 Splitting (``split_size_bytes`` / ``split_duration_s``) writes numbered complete bags ``<output>/<name>_0/``,
 ``<name>_1/``, ... (see ``vidplan_core.data.bags``); without splitting ``<output_dir>/<bag_name>/`` is one bag.

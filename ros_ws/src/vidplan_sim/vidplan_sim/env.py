@@ -72,8 +72,8 @@ class MujocoIK:
 
     Used with ``ik="mujoco"`` or when ``vidplan_core.kinematics`` (pinocchio on urdf/panda_droid.urdf; the default) is
     unavailable. Both agree: the URDF's panda_hand_tcp and this model's TCP site match to 1e-7 m over random joint
-    configurations (tests/unit/test_sim_scene.py). Joint limits from the model; a small null-space pull to ``q0``
-    keeps the posture.
+    configurations (tests/vidplan_sim/unit/test_sim_scene.py). Joint limits from the model; a small null-space pull
+    to ``q0`` keeps the posture.
     """
 
     def __init__(self, model, arm_qpos_adr: np.ndarray, arm_dof_adr: np.ndarray, site_id: int):

@@ -1,8 +1,8 @@
 """Gazebo (gz-sim) counterpart of the MuJoCo scene, generated from the same scene description.
 
 NOT RUN ON OUR MACHINES: Gazebo cannot be installed here. What is generated is checked for well-formed XML and for
-naming the same objects and cameras as the MuJoCo scene (tests/unit/test_sim_gazebo.py); running it needs gz-sim
-(Harmonic), ros_gz (ros_gz_sim, ros_gz_bridge) and franka_ros2 (franka_description, franka_gazebo_bringup).
+naming the same objects and cameras as the MuJoCo scene (tests/vidplan_sim/unit/test_sim_gazebo.py); running it
+needs gz-sim (Harmonic), ros_gz (ros_gz_sim, ros_gz_bridge) and franka_ros2 (franka_description, franka_gazebo_bringup).
 
 Generates, for one (scene description, seed, clutter, task):
 

@@ -481,7 +481,7 @@ def build_spec(cfg: SceneConfig, layout: SceneLayout, calibration: RigCalibratio
         c.sensor_size = [cam.width * pitch, cam.height * pitch]
         c.focal_pixel = [cam.fx, cam.fy]
         # MuJoCo's principal offset is measured from the sensor centre with the opposite sign to the optical
-        # frame's (checked against segmentation renders in tests/unit/test_action_maps.py)
+        # frame's (checked against segmentation renders in tests/vidplan_core/unit/test_action_maps.py)
         c.principal_pixel = [cam.width / 2 - cam.cx, cam.height / 2 - cam.cy]
     return spec
 

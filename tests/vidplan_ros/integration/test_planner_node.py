@@ -1,0 +1,254 @@
+"""planner_node in a real process, fed by a real camera/state publisher process, with tiny random models:
+it publishes valid PlanChunks and diagnostics, and stops (ERROR diagnostic) when a camera goes silent."""
+
+from __future__ import annotations
+
+import shutil
+import sys
+import threading
+from pathlib import Path
+
+import numpy as np
+import pytest
+import rclpy
+from diagnostic_msgs.msg import DiagnosticArray
+from proc_helpers import node_executable, started, wait_for
+from rclpy.executors import SingleThreadedExecutor
+from sensor_msgs.msg import Image
+from visualization_msgs.msg import MarkerArray
+
+from vidplan_interfaces.msg import PlanChunk, PlanDiagnostics
+from vidplan_ros.conversions import chunk_from_msg, stamp_to_sec
+
+SCRIPTS = Path(__file__).parent / "scripts"
+TASK = "put the red cube in the bowl"
+
+
+@pytest.fixture
+def listener():
+    ctx = rclpy.Context()
+    rclpy.init(context=ctx)
+    node = rclpy.create_node("planner_test_listener", context=ctx)
+    got = {"plans": [], "diags": [], "pred": [], "uq": [], "markers": [], "ros_diags": []}
+    node.create_subscription(PlanChunk, "/vidplan/plan", got["plans"].append, 10)
+    node.create_subscription(Image, "/vidplan/debug/prediction", got["pred"].append, 2)
+    node.create_subscription(Image, "/vidplan/debug/uncertainty", got["uq"].append, 2)
+    node.create_subscription(MarkerArray, "/vidplan/debug/plan_markers", got["markers"].append, 2)
+    node.create_subscription(PlanDiagnostics, "/vidplan/plan_diagnostics", got["diags"].append, 50)
+    node.create_subscription(DiagnosticArray, "/diagnostics", got["ros_diags"].append, 50)
+    ex = SingleThreadedExecutor(context=ctx)
+    ex.add_node(node)
+    stop = threading.Event()
+    t = threading.Thread(target=lambda: [ex.spin_once(timeout_sec=0.05) for _ in iter(stop.is_set, True)],
+                         daemon=True)
+    t.start()
+    yield got
+    stop.set()
+    t.join(timeout=2)
+    node.destroy_node()
+    rclpy.shutdown(context=ctx)
+
+
+def _planner_cmd(model_dir: Path, **params) -> list[str]:
+    base = dict(model_dir=str(model_dir), instruction=TASK, refine_iters=1, open_loop_steps=1, camera_timeout_s=0.6,
+                state_timeout_s=1.0)
+    base.update(params)
+    cmd = [node_executable("vidplan_ros", "planner_node"), "--ros-args"]
+    for k, v in base.items():
+        cmd += ["-p", f"{k}:={v}"]
+    return cmd
+
+
+@pytest.mark.slow
+def test_planner_publishes_chunks_then_errors_when_a_camera_goes_silent(tmp_path, tiny_model_dir, listener):
+    env = {"OMP_NUM_THREADS": "1"}
+    pub_cmd = [sys.executable, str(SCRIPTS / "robot_stream_publisher.py"), "--width", "40", "--height", "24",
+               "--silence", "wrist", "--after", "25"]
+    with started(pub_cmd, tmp_path / "pub.log", env=env) as pub, \
+            started(_planner_cmd(tiny_model_dir), tmp_path / "planner.log", env=env) as planner:
+        assert wait_for(lambda: len(listener["plans"]) >= 2, 60), planner.output()[-3000:]
+        msg = listener["plans"][-1]
+        chunk = chunk_from_msg(msg)
+        assert msg.instruction == TASK and msg.header.frame_id == "panda_link0" and msg.plan_id >= 1
+        assert len(chunk) == 3 and chunk.is_finite()  # tiny model: H = 3
+        assert chunk.dt == pytest.approx(0.2)
+        # The chunk starts near the robot's pose (basis proposals move 15 cm/s: 3 cm per 0.2 s step).
+        assert np.linalg.norm(chunk.position[0] - [0.3069, 0.0, 0.4869]) < 0.1
+        ok = [d for d in listener["diags"] if d.status in (PlanDiagnostics.STATUS_OK, PlanDiagnostics.STATUS_BUDGET)]
+        assert ok, [(d.status, d.reason) for d in listener["diags"]]
+        d = ok[-1]
+        assert d.num_proposals == len(d.candidate_scores) == 8  # 6 basis directions + hold + gripper toggle
+        assert 0 <= d.chosen_index < d.num_proposals and np.isfinite(d.candidate_scores).all()
+        assert "total" in d.stage_names and d.backend == "torch"
+        # Debug pictures (published because someone subscribes): current vs predicted frames, the heat map, path.
+        assert wait_for(lambda: listener["pred"] and listener["uq"] and listener["markers"], 30)
+        pred, uq = listener["pred"][-1], listener["uq"][-1]
+        assert pred.encoding == uq.encoding == "rgb8"
+        assert pred.height == 2 * (3 * 16 + 2) - 2 and pred.width == 3 * (16 + 2) - 2  # 2 rows: now, 3 predicted
+        assert uq.height == 3 * 16 and len(uq.data) == uq.height * uq.width * 3
+        assert len(listener["markers"][-1].markers[0].points) == 3
+        # The wrist camera goes silent 25 s after the first subscriber: plans stop, an ERROR names the camera.
+        assert wait_for(lambda: any(x.status == PlanDiagnostics.STATUS_ERROR and "wrist" in x.reason
+                                    for x in listener["diags"]), 60), planner.output()[-3000:]
+        n_plans = len(listener["plans"])
+        err_count = sum(x.status == PlanDiagnostics.STATUS_ERROR for x in listener["diags"])
+        assert wait_for(lambda: sum(x.status == PlanDiagnostics.STATUS_ERROR for x in listener["diags"])
+                        > err_count + 2, 20)
+        assert len(listener["plans"]) <= n_plans + 1  # at most a cycle already running when the camera stopped
+        assert pub.alive() and planner.alive()
+
+
+@pytest.mark.slow
+def test_planner_plans_on_onnxruntime_with_the_bundled_export(tmp_path, listener):
+    """The robot profile's runtime: onnxruntime on models/demo/onnx (the shipped export, hashes checked at start-up).
+    Its batch sizes (1, 8, 16) fit the default 8 candidates, so the node logs no padding warning; its debug
+    pictures are decoded by the export's own decode graph. The cameras publish the calibrated mode's aspect (16:9,
+    the 320x180 the bundle's workspace crop was computed for, at half size)."""
+    demo = Path(__file__).resolve().parents[3] / "models" / "demo"
+    env = {"OMP_NUM_THREADS": "1"}
+    pub_cmd = [sys.executable, str(SCRIPTS / "robot_stream_publisher.py"), "--width", "160", "--height", "90"]
+    with started(pub_cmd, tmp_path / "pub.log", env=env), \
+            started(_planner_cmd(demo, backend="onnxruntime"), tmp_path / "planner.log", env=env) as planner:
+        assert wait_for(lambda: any(d.status == PlanDiagnostics.STATUS_OK for d in listener["diags"])
+                        and listener["plans"], 120), planner.output()[-3000:]
+        d = next(d for d in listener["diags"] if d.status == PlanDiagnostics.STATUS_OK)
+        assert d.backend == "onnxruntime" and d.num_proposals == len(d.candidate_scores) == 8
+        assert np.isfinite(d.candidate_scores).all()
+        chunk = chunk_from_msg(listener["plans"][-1])
+        assert len(chunk) == 5 and chunk.is_finite()  # demo model: H = 5
+        # Debug pictures come from the export's decode graph (no torch models on this path).
+        assert wait_for(lambda: listener["pred"] and listener["uq"], 60), planner.output()[-3000:]
+        assert listener["pred"][-1].height == 2 * (3 * 48 + 2) - 2  # rows: now, 5 predicted; views stacked
+        log = planner.output()
+        assert "loaded onnxruntime backend" in log and "padding is dropped" not in log, log[-3000:]
+        assert "no debug prediction pictures" not in log, log[-3000:]
+
+
+@pytest.mark.slow
+def test_compressed_cameras_give_the_plan_raw_ones_give(tmp_path, tiny_model_dir, listener):
+    """image_transport:=compressed: the planner subscribes to <topic>/compressed (sensor_msgs/CompressedImage) and
+    decodes with the suite's one decoder. On a fixed scene the first plan of a run is reproducible, so the three
+    transports can be compared: PNG (lossless) gives exactly the raw plan, JPEG q95 the same plan (the same winning
+    candidate, its chunk within 1 cm) with scores ranked alike."""
+    env = {"OMP_NUM_THREADS": "1"}
+    first = {}
+    for mode in ("raw", "png", "jpeg"):
+        for v in listener.values():
+            v.clear()
+        pub_cmd = [sys.executable, str(SCRIPTS / "robot_stream_publisher.py"), "--width", "80", "--height", "48",
+                   "--static", *(["--compressed", mode] if mode != "raw" else [])]
+        planner_cmd = _planner_cmd(tiny_model_dir, image_transport="raw" if mode == "raw" else "compressed",
+                                   publish_debug=False)
+        with started(pub_cmd, tmp_path / f"pub_{mode}.log", env=env), \
+                started(planner_cmd, tmp_path / f"planner_{mode}.log", env=env) as planner:
+            assert wait_for(lambda: listener["plans"] and any(
+                d.plan_id == listener["plans"][0].plan_id for d in listener["diags"]), 60), planner.output()[-3000:]
+            plan = listener["plans"][0]
+            diag = next(d for d in listener["diags"] if d.plan_id == plan.plan_id)
+            first[mode] = (plan.plan_id, np.array(diag.candidate_scores), chunk_from_msg(plan))
+    (id_raw, s_raw, c_raw), (id_png, s_png, c_png), (id_jpg, s_jpg, c_jpg) = first["raw"], first["png"], first["jpeg"]
+    assert id_raw == id_png == id_jpg == 1  # the first cycle of each run: the same noise seed
+    np.testing.assert_allclose(s_png, s_raw, rtol=0, atol=1e-6)
+    np.testing.assert_allclose(c_png.position, c_raw.position, rtol=0, atol=1e-6)
+    # JPEG (34 dB on these pictures) moves the random tiny model's scores, not their order: the same candidate wins
+    from scipy.stats import spearmanr
+
+    assert int(np.argmax(s_jpg)) == int(np.argmax(s_raw)), (s_raw, s_jpg)
+    assert spearmanr(s_raw, s_jpg).statistic >= 0.8, (s_raw, s_jpg)
+    np.testing.assert_allclose(c_jpg.position, c_raw.position, rtol=0, atol=0.01)  # [m]
+
+
+@pytest.mark.slow
+def test_planner_on_franka_ros2_names_takes_the_ee_pose_from_joint_states(tmp_path, tiny_model_dir, listener):
+    """The robot profile's state inputs: FR3 joint names (joint_prefix fr3) and no /ee_pose topic (franka_ros2
+    publishes none; ee_pose_topic: "" computes the TCP by forward kinematics). The plan starts at the FK pose; with
+    the arm's joints missing the planner says which joints, and plans again once they come."""
+    from vidplan_core.kinematics import HOME_Q, PandaKinematics
+
+    env = {"OMP_NUM_THREADS": "1"}
+    pub_cmd = [sys.executable, str(SCRIPTS / "robot_stream_publisher.py"), "--width", "40", "--height", "24",
+               "--prefix", "fr3", "--no-ee-pose"]
+    tcp = PandaKinematics().fk(HOME_Q)[:3, 3]
+    with started(pub_cmd, tmp_path / "pub.log", env=env):
+        # the sim's names (panda_) on FR3 joint states: no plan, the diagnostics name the missing joints
+        with started(_planner_cmd(tiny_model_dir, ee_pose_topic="''", base_frame="fr3_link0"),
+                     tmp_path / "planner_panda.log", env=env) as planner:
+            assert wait_for(lambda: any(d.status == PlanDiagnostics.STATUS_ERROR and "panda_joint1" in d.reason
+                                        for d in listener["diags"]), 60), planner.output()[-3000:]
+            assert not listener["plans"]
+        with started(_planner_cmd(tiny_model_dir, ee_pose_topic="''", joint_prefix="fr3", base_frame="fr3_link0"),
+                     tmp_path / "planner.log", env=env) as planner:
+            assert wait_for(lambda: len(listener["plans"]) >= 1, 60), planner.output()[-3000:]
+            msg = listener["plans"][-1]
+            assert msg.header.frame_id == "fr3_link0"
+            chunk = chunk_from_msg(msg)
+            # the first step moves at most 0.2 s x 0.15 m/s from the FK pose (basis proposals) or holds it
+            assert np.linalg.norm(chunk.position[0] - tcp) < 0.035, (chunk.position[0], tcp)
+
+
+def _executor_counters(ros_diags) -> dict[str, int]:
+    for arr in reversed(ros_diags):
+        for st in arr.status:
+            if st.name == "vidplan executor":
+                return {kv.key: int(kv.value) for kv in st.values if kv.key.startswith("chunks_")}
+    return {}
+
+
+@pytest.mark.slow
+def test_a_planner_slower_than_max_plan_age_still_reaches_the_arm(tmp_path, tiny_model_dir, listener):
+    """Plans are stamped when produced (their PlanDiagnostics keep the camera triplet's stamp): with the executor's
+    max_plan_age_s below the planner's cycle time (0.1 s here; the tiny model takes longer from triplet to chunk),
+    every chunk is still accepted. Aged from their input, as before, every one would be rejected as stale.
+    (Nobody moves this rig's arm, so chunks are planned from where it is: latency_compensation off.)"""
+    env = {"OMP_NUM_THREADS": "1"}
+    pub_cmd = [sys.executable, str(SCRIPTS / "robot_stream_publisher.py"), "--width", "40", "--height", "24"]
+    exe_cmd = [node_executable("vidplan_ros", "executor_node"), "--ros-args", "-p", "max_plan_age_s:=0.1",
+               "-p", "diagnostics_period_s:=0.2", "-p", "path_position_tolerance:=0.0"]
+    planner_cmd = _planner_cmd(tiny_model_dir, refine_iters=3, publish_debug=False, latency_compensation=False)
+    with started(pub_cmd, tmp_path / "pub.log", env=env), started(exe_cmd, tmp_path / "exe.log", env=env) as exe, \
+            started(planner_cmd, tmp_path / "planner.log", env=env) as planner:
+        def latencies():
+            inputs = {d.plan_id: stamp_to_sec(d.header.stamp) for d in list(listener["diags"])}
+            return [stamp_to_sec(m.header.stamp) - inputs[m.plan_id] for m in list(listener["plans"])
+                    if m.plan_id in inputs]
+
+        # at least 2 plans older than max_plan_age_s by their input, all of them delivered to the executor
+        assert wait_for(lambda: sum(x > 0.1 for x in latencies()) >= 2 and _executor_counters(
+            listener["ros_diags"]).get("chunks_received", 0) >= len(listener["plans"]) >= 3, 120), \
+            (latencies(), planner.output()[-3000:] + exe.output()[-2000:])
+        c = _executor_counters(listener["ros_diags"])
+        assert c["chunks_rejected"] == 0, (c, latencies(), exe.output()[-3000:])
+
+
+def test_planner_rejects_bad_parameters_and_missing_models(tmp_path, tiny_model_dir):
+    with started(_planner_cmd(tiny_model_dir, uncertainty_weighting="cubic"), tmp_path / "a.log") as p:
+        assert p.wait(60) == 2, p.output()
+        assert "uncertainty_weighting" in p.output()
+    with started(_planner_cmd(tmp_path / "nope"), tmp_path / "b.log") as p:
+        assert p.wait(60) == 2, p.output()
+        assert "nope" in p.output()
+    # the model directory's index (bundle.json) names a part that is gone: exit 2 naming the key and the path
+    broken = Path(shutil.copytree(tiny_model_dir, tmp_path / "broken"))
+    shutil.rmtree(broken / "reward_head")
+    with started(_planner_cmd(broken), tmp_path / "c.log") as p:
+        assert p.wait(60) == 2, p.output()
+        assert "parts.reward_head" in p.output() and str(broken / "reward_head") in p.output(), p.output()
+    # the planner YAML is read (one planner configuration): a misspelt key in it is named, exit 2
+    bad_cfg = tmp_path / "planner.yaml"
+    bad_cfg.write_text("session:\n  proposals:\n    basis_sped_mps: 0.1\n")
+    with started(_planner_cmd(tiny_model_dir, planner_config=str(bad_cfg)), tmp_path / "d.log") as p:
+        assert p.wait(60) == 2, p.output()
+        assert "basis_sped_mps" in p.output() and str(bad_cfg) in p.output(), p.output()
+    # cameras that are not the model's (the right camera 5 cm off): exit 2 naming the model, the file and the view
+    import yaml
+
+    from vidplan_core.calibration import default_calibration_path
+
+    cal = yaml.safe_load(Path(default_calibration_path()).read_text())
+    cal["cameras"]["right"]["translation"][0] += 0.05
+    moved = tmp_path / "moved_cameras.yaml"
+    moved.write_text(yaml.safe_dump(cal))
+    with started(_planner_cmd(tiny_model_dir, camera_calibration=str(moved)), tmp_path / "e.log") as p:
+        assert p.wait(60) == 2, p.output()
+        out = p.output()
+        assert str(tiny_model_dir) in out and str(moved) in out and "view right" in out and "5.0 cm" in out, out
