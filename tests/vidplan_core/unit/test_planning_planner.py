@@ -223,6 +223,29 @@ def test_noise_averaged_scores_are_invariant_to_candidate_order(backend, ctx, pr
     assert GradientPlanner(backend, PlannerConfig(refine_iters=0)).plan(ctx, proposals).winner_survival is None
 
 
+@pytest.mark.parametrize("planner", ["gradient", "cem"])
+def test_planned_chunk_stays_inside_the_box_the_executor_checks(backend, ctx, planner):
+    """Candidates a few mm below the workspace floor (a Jacobian proposal drifting while it moves sideways; a pose
+    clipped to the floor comes back from the normalised space one ulp below it) leave the planner inside the box:
+    before, the executor's reject policy dropped such a chunk whole."""
+    from vidplan_core.planning.proposals import ProposalSet
+    from vidplan_core.safety import SafetyLimits
+
+    limits = SafetyLimits()
+    below = np.repeat(POSE[None], backend.horizon, 0)
+    below[:, 0] = np.linspace(0.45, 0.55, backend.horizon)
+    below[:, 2] = limits.workspace_min[2] - np.linspace(1e-17, 0.006, backend.horizon)
+    dy = np.array([0, 0.01, 0, 0, 0, 0, 0])
+    props = ProposalSet(np.stack([below, below + dy, below - dy]),
+                        ["below", "below+y", "below-y"])  # all below, so whichever wins must be brought back in
+    cfg = dict(position_min=tuple(limits.workspace_min), position_max=tuple(limits.workspace_max))
+    pl = (GradientPlanner(backend, PlannerConfig(refine_iters=0, **cfg)) if planner == "gradient"
+          else CEMPlanner(backend, CEMConfig(iterations=1, population=4, **cfg)))
+    a = pl.plan(ctx, props).chunk.actions
+    assert (a[:, :3] >= np.array(limits.workspace_min)).all() and (a[:, :3] <= np.array(limits.workspace_max)).all()
+    assert (a[:, 6] >= 0).all() and (a[:, 6] <= 1).all()
+
+
 def test_chunk_is_cut_at_its_best_frame(backend, ctx, proposals):
     """The score is a max over frames: the executed chunk holds the best frame's pose after it."""
     res = GradientPlanner(backend, PlannerConfig(refine_iters=0)).plan(ctx, proposals)

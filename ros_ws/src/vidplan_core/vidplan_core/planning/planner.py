@@ -251,6 +251,14 @@ class _BasePlanner:
             actions[best + 1:] = actions[best]
         if not np.isfinite(actions).all():
             return self._hold(ctx, "non-finite plan", timings)
+        # One source of limits, enforced on what leaves the planner: the executor checks its box exactly, and the
+        # winner could sit just outside it — the round trip through the normalised space puts a pose clipped to the
+        # floor one ulp below it (z = 0.019999999999999997 < 0.02 for about 4 in 10 normalisers), and a Jacobian
+        # proposal moving sideways near the floor drifts a few mm below it. Either had the whole chunk rejected
+        # (bench/results/closed_loop_tiny_decoder: 264 rejected chunks in 1259 vidplan cycles, the first one of
+        # every such episode at the floor).
+        actions[:, :3] = np.clip(actions[:, :3], self.config.position_min, self.config.position_max)
+        actions[:, 6] = np.clip(actions[:, 6], 0.0, 1.0)
         timings["total"] = time.perf_counter() - t0
         chunk = EEChunk.from_actions(actions, dt=1.0 / MODEL_RATE_HZ, uncertainty=np.clip(out.h_bar[idx], 0, 1),
                                      value=np.clip(out.value[idx], 0, 1))

@@ -209,5 +209,10 @@ class PlanningSession:
         if executing is not None and not result.hold and self.config.blend_steps:
             tail = remaining_steps(executing, executing_elapsed_s)
             if len(tail):
-                result.chunk = blend_chunks(tail, result.chunk, self.config.blend_steps)
+                blended = blend_chunks(tail, result.chunk, self.config.blend_steps)
+                # blending two in-box chunks can round one ulp out of the box, which the executor rejects
+                pc = self.config.proposals
+                result.chunk = EEChunk.from_actions(
+                    clip_to_workspace(blended.actions, pc.workspace_min, pc.workspace_max), dt=blended.dt,
+                    uncertainty=blended.uncertainty, value=blended.value)
         return result, props
