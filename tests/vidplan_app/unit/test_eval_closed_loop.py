@@ -17,7 +17,7 @@ pytest.importorskip("mujoco")
 
 EPISODE_KEYS = {"seed", "task", "clutter", "variant", "success", "steps", "wall_time_s", "reason", "instruction",
                 "cycles", "holds", "plan_s_mean", "sim_time_s", "exec_problems", "first_exec_problem", "chosen",
-                "refine_skipped", "winner_survival", "index", "final_tcp_target_m"}
+                "refine_skipped", "winner_survival", "index", "final_tcp_target_m", "nominal_gaps"}
 
 
 @pytest.fixture(scope="module")
@@ -120,6 +120,9 @@ def test_eval_sim_budget_decides_and_planner_variants_run(tiny_bundle, tmp_path)
         assert eps[v]["cycles"] == 1 and eps[v]["plan_s_mean"] > 0 and not eps[v]["success"]
     assert any(k.startswith("nominal") or k == "toggle_gripper" or k == "hold"
                for k in eps["scripted+vidplan"]["chosen"])
+    # the best score's lead over the expert's own chunk, per cycle (≥ 0; 0 when the nominal itself won)
+    gaps = eps["scripted+vidplan"]["nominal_gaps"]
+    assert len(gaps) == 1 and gaps[0] >= 0 and eps["no-uq"]["nominal_gaps"] == []
 
 
 def test_eval_sim_cli_bad_input(tiny_bundle, tmp_path):

@@ -246,6 +246,23 @@ def test_planned_chunk_stays_inside_the_box_the_executor_checks(backend, ctx, pl
     assert (a[:, 6] >= 0).all() and (a[:, 6] <= 1).all()
 
 
+@pytest.mark.parametrize("planner", ["gradient", "cem"])
+def test_nominal_margin_keeps_the_nominal_unless_a_candidate_beats_it_by_more(backend, ctx, proposals, planner):
+    """nominal_margin = 0 is the paper's argmax; a margin above every score gap keeps the nominal policy's chunk;
+    a margin below the winner's gap leaves the argmax."""
+    def run(margin: float):
+        if planner == "gradient":
+            return GradientPlanner(backend, PlannerConfig(refine_iters=0, nominal_margin=margin)).plan(ctx, proposals)
+        return CEMPlanner(backend, CEMConfig(iterations=1, nominal_margin=margin)).plan(ctx, proposals)
+
+    plain = run(0.0)
+    assert proposals.labels[0] == "nominal" and plain.chosen_index != 0  # this scene's argmax is a perturbation
+    gap = float(plain.scores[plain.chosen_index] - plain.scores[0])
+    kept = run(gap * 2)
+    assert kept.chosen_index == 0 and np.allclose(kept.chunk.actions[0], proposals.actions[0][0])
+    assert run(gap / 2).chosen_index == plain.chosen_index
+
+
 def test_chunk_is_cut_at_its_best_frame(backend, ctx, proposals):
     """The score is a max over frames: the executed chunk holds the best frame's pose after it."""
     res = GradientPlanner(backend, PlannerConfig(refine_iters=0)).plan(ctx, proposals)

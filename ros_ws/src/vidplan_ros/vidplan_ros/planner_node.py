@@ -196,6 +196,7 @@ class PlannerNode(ManagedNode):
         planner, refine_iters, refine_tol, lr = st.planner, st.refine_iters, st.refine_tol, st.lr
         trust, trust_m, trust_rad, num_nominal = st.trust, st.trust_m, st.trust_rad, st.num_nominal
         noise_samples, ws_min, ws_max, jv_scale = st.noise_samples, st.ws_min, st.ws_max, st.jv_scale
+        nominal_margin = st.nominal_margin
         history_length, skew = st.history_length, st.skew
         from vidplan_core.planning.config import PlanningConfigError, load_planning_config
 
@@ -214,6 +215,7 @@ class PlannerNode(ManagedNode):
                        f"session.{sec}.trust_region_rad": trust_rad or None,
                        f"session.{sec}.time_budget_s": budget or None,
                        f"session.{sec}.noise_samples": noise_samples,
+                       f"session.{sec}.nominal_margin": nominal_margin,
                        **{f"session.{sec}.score.{k}": v for k, v in score.items()}})
         try:
             self.planning = load_planning_config(cfg_path, ov)

@@ -30,6 +30,8 @@ names the parameter):
         behaviour-cloned policy, policy/ from vidplan train bc: VidPlan perturbs its chunks as the paper perturbs
         π0.5's; give num_nominal > 0).
     noise_samples (int, 1): M, candidates scored as the mean over M flow-map noise draws.
+    nominal_margin (float, 0.0): keep the nominal policy's own chunk unless a candidate scores more than this
+        above it (score units; 0 = plain argmax).
     workspace_min / workspace_max (float[3]): the executor's EE box [m] (give both nodes the same values);
         proposals and refinement stay inside it.
     joint_velocity_scale (float, 0.8): the executor's fraction of the URDF joint velocity limits (the same value
@@ -157,6 +159,7 @@ class PlannerParams:
     num_nominal: int
     nominal_policy: str
     noise_samples: int
+    nominal_margin: float
     ws_min: list[float]
     ws_max: list[float]
     jv_scale: float
@@ -205,6 +208,7 @@ def declare_planner_parameters(node: Any) -> PlannerParams:
     num_nominal = p("num_nominal", base.session.proposals.num_nominal, lo=0)
     nominal_policy = p("nominal_policy", "hold", choices=("hold", "bc"))
     noise_samples = p("noise_samples", g.noise_samples, lo=1)
+    nominal_margin = p("nominal_margin", g.nominal_margin, lo=0.0)
     budget = p("time_budget_s", g.time_budget_s or 0.0, lo=0.0)
     ws_min = p("workspace_min", list(base.limits.workspace_min))
     ws_max = p("workspace_max", list(base.limits.workspace_max))
@@ -251,7 +255,8 @@ def declare_planner_parameters(node: Any) -> PlannerParams:
                          publish_debug=publish_debug, seed=seed, cfg_path=cfg_path, planner=planner,
                          flow_steps=flow_steps, refine_iters=refine_iters, refine_tol=refine_tol, lr=lr,
                          trust=trust, trust_m=trust_m, trust_rad=trust_rad, num_nominal=num_nominal,
-                         nominal_policy=nominal_policy, noise_samples=noise_samples, ws_min=ws_min,
+                         nominal_policy=nominal_policy, noise_samples=noise_samples,
+                         nominal_margin=nominal_margin, ws_min=ws_min,
                          ws_max=ws_max, jv_scale=jv_scale, history_length=history_length,
                          calibration_file=calibration_file, topics=topics, info_topics=info_topics,
                          transport=transport, skew=skew, autostart=autostart)

@@ -173,6 +173,7 @@ def run_episode(env: Any, spec: EpisodeSpec, variant: str, cfg: ClosedLoopConfig
     # The robot stands still before the first plan: T identical observations are what the planner node would have.
     history: deque[tuple[np.ndarray | None, np.ndarray]] = deque([(frames, pose)] * n_hist, maxlen=n_hist)
     cycle, holds, plan_s, labels, problems, skipped, survival = 0, 0, [], {}, [], 0, []
+    gaps: list[float] = []  # best score − the nominal's, per cycle (variants with a nominal policy)
     executing: EEChunk | None = None
     success, reason = env.task_success()
     open_loop = pcfg.open_loop_steps
@@ -185,9 +186,11 @@ def run_episode(env: Any, spec: EpisodeSpec, variant: str, cfg: ClosedLoopConfig
             hist = (np.stack([f for f, _ in history]) if uses_images
                     else np.zeros((n_hist, 3, 3, 1, 1), np.uint8))  # oracle+privileged never looks at pixels
             t0 = time.perf_counter()
-            result, _ = session.plan(hist, poses, env.joint_positions(), spec.instruction,
-                                     seed=spec.seed * 1000 + cycle, executing=executing,
-                                     executing_elapsed_s=open_loop / MODEL_RATE_HZ)
+            result, props = session.plan(hist, poses, env.joint_positions(), spec.instruction,
+                                         seed=spec.seed * 1000 + cycle, executing=executing,
+                                         executing_elapsed_s=open_loop / MODEL_RATE_HZ)
+            if "nominal" in props.labels and len(result.scores) == len(props):
+                gaps.append(float(np.max(result.scores) - result.scores[props.labels.index("nominal")]))
             plan_s.append(time.perf_counter() - t0)
             holds += int(result.hold)
             skipped += int(result.refine_skipped)
@@ -236,7 +239,7 @@ def run_episode(env: Any, spec: EpisodeSpec, variant: str, cfg: ClosedLoopConfig
             "plan_s_mean": round(float(np.mean(plan_s)), 4) if plan_s else None, "holds": holds,
             "refine_skipped": skipped, "winner_survival": round(float(np.mean(survival)), 3) if survival else None,
             "exec_problems": len(problems), "first_exec_problem": problems[0] if problems else "",
-            "chosen": labels}
+            "chosen": labels, "nominal_gaps": [round(g, 5) for g in gaps]}
 
 
 # ------------------------------------------------------------------------------------------------------ runner

@@ -64,6 +64,10 @@ class PlannerConfig(BaseModel):
                                      "frame were never asked for")
     survival_check: bool = Field(False, description="one extra global rollout with a re-drawn noise seed, to report "
                                  "whether the winner survives it (result.winner_survival); diagnostics, costs ×2")
+    nominal_margin: float = Field(0.0, ge=0, description="keep the candidate labelled 'nominal' (a nominal policy's "
+                                  "own chunk) unless the best candidate's score beats it by more than this (score "
+                                  "units; 0 = plain argmax, the paper's rule): a world model that cannot tell the "
+                                  "candidates apart then does not trade a policy's chunk for a perturbation of it")
 
 
 class CEMConfig(PlannerConfig):
@@ -235,6 +239,17 @@ class _BasePlanner:
         per_frame = np.mean([d[1] for d in draws], axis=0)
         return first, scores, per_frame
 
+    def _select(self, scores: np.ndarray, props: ProposalSet) -> int:
+        """Index of the chosen candidate: the argmax, or the nominal when the argmax beats it by no more than
+        ``nominal_margin``."""
+        idx = int(np.argmax(scores))
+        margin = self.config.nominal_margin
+        if margin > 0 and "nominal" in props.labels:
+            nom = props.labels.index("nominal")
+            if float(scores[idx] - scores[nom]) <= margin:
+                return nom
+        return idx
+
     def _survival(self, idx: int) -> float | None:
         draws = getattr(self, "_survival_draws", [])
         if not draws:
@@ -296,7 +311,7 @@ class GradientPlanner(_BasePlanner):
             return self._hold(ctx, str(exc), timings)
         except Exception as exc:  # a failing backend must never leave the arm moving
             return self._hold(ctx, f"backend error during global search: {type(exc).__name__}: {exc}", timings)
-        idx = int(np.argmax(scores))
+        idx = self._select(scores, props)
         self._ref = props.actions[idx]
         x0 = torch.as_tensor(self._normalize(props.actions[idx]))[None]
         best_x, trace, status, reason = x0.clone(), [], "ok", ""
@@ -400,7 +415,7 @@ class CEMPlanner(_BasePlanner):
                 return self._hold(ctx, str(exc), timings)
             except Exception as exc:
                 return self._hold(ctx, f"backend error: {type(exc).__name__}: {exc}", timings)
-            idx0 = int(np.argmax(scores))
+            idx0 = self._select(scores, props)
             pop_n = self._normalize(props.actions)
             best_n, best_s, best_out_idx = pop_n[idx0].copy(), float(scores[idx0]), idx0
             elites = pop_n[np.argsort(-scores)[: cfg.elites]]
