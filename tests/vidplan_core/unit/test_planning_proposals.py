@@ -140,7 +140,7 @@ def test_gripper_toggle_follows_the_nominal_motion_when_there_is_one():
     session.nominal = ReplayPolicy(rec, horizon=5)
     props = PlanningSession.proposals(session, HOME_Q, pose)
     assert "toggle_gripper" not in props.labels
-    tog = props.actions[props.labels.index("nominal_toggle")]
+    tog = props.actions[props.labels.index("toggle_nominal")]
     nominal = props.actions[props.labels.index("nominal")]
     assert np.allclose(tog[:, :6], nominal[:, :6]) and np.allclose(tog[:, 6], 1.0) and np.allclose(nominal[:, 6], 0)
     assert tog[-1, 0] - pose[0] > 0.02  # it moves, not held

@@ -210,7 +210,8 @@ def gripper_proposals(current_pose: np.ndarray, horizon: int, motion: np.ndarray
             the arm still until time ran out.
 
     Returns:
-        :class:`ProposalSet` of one (1, H, 7) chunk labelled ``toggle_gripper`` (held) or ``nominal_toggle``.
+        :class:`ProposalSet` of one (1, H, 7) chunk labelled ``toggle_gripper`` (held) or ``toggle_nominal``
+        (not ``nominal…``: those labels are the perturbations').
     """
     pose = np.asarray(current_pose, np.float64).reshape(ACTION_DIM)
     if motion is None:
@@ -219,6 +220,6 @@ def gripper_proposals(current_pose: np.ndarray, horizon: int, motion: np.ndarray
         m = np.asarray(motion, np.float64)
         if m.shape != (horizon, ACTION_DIM):
             raise ValueError(f"motion must be ({horizon}, {ACTION_DIM}), got {m.shape}")
-        a, label = m[None].copy(), "nominal_toggle"
+        a, label = m[None].copy(), "toggle_nominal"
     a[..., 6] = 1.0 - round(float(pose[6]))
     return ProposalSet(a, [label])
