@@ -118,11 +118,38 @@ def test_eval_sim_budget_decides_and_planner_variants_run(tiny_bundle, tmp_path)
     assert not eps["scripted"]["success"] and eps["scripted"]["steps"] == 6  # same episode, budget too short
     for v in ("no-uq", "scripted+vidplan"):
         assert eps[v]["cycles"] == 1 and eps[v]["plan_s_mean"] > 0 and not eps[v]["success"]
-    assert any(k.startswith("nominal") or k == "toggle_gripper" or k == "hold"
-               for k in eps["scripted+vidplan"]["chosen"])
+    # the expert's chunk, a perturbation of it or the toggle that moves like it (or the planner's own hold on a
+    # low value): never a basis direction
+    assert all(k.startswith("nominal") or k in ("toggle_nominal", "hold") for k in eps["scripted+vidplan"]["chosen"])
     # the best score's lead over the expert's own chunk, per cycle (≥ 0; 0 when the nominal itself won)
     gaps = eps["scripted+vidplan"]["nominal_gaps"]
     assert len(gaps) == 1 and gaps[0] >= 0 and eps["no-uq"]["nominal_gaps"] == []
+
+
+def test_nominal_only_proposals_are_configuration_and_an_empty_set_is_refused():
+    """The eval's scripted+vidplan runs the product's proposals with no basis and no hold (one implementation of the
+    proposal set); a configuration that would give no candidate is refused at load time, naming the keys."""
+    from vidplan_app.jobs.closed_loop_config import VARIANT_OVERRIDES
+    from vidplan_core.kinematics import HOME_Q, PandaKinematics
+    from vidplan_core.planning.config import PlanningConfigError, load_planning_config
+    from vidplan_core.planning.nominal import ReplayPolicy
+    from vidplan_core.planning.session import PlanningSession
+
+    kin = PandaKinematics()
+    pose = np.append(kin.fk_action(HOME_Q), 0.0)
+    rec = np.tile(pose, (20, 1))
+    rec[:, 1] += np.linspace(0.0, 0.1, 20)
+    cfg = load_planning_config(None, VARIANT_OVERRIDES["scripted+vidplan"]).session
+    session = PlanningSession.__new__(PlanningSession)
+    session.kin, session.config, session.horizon = kin, cfg, 5
+    session.nominal = ReplayPolicy(rec, horizon=5)
+    props = PlanningSession.proposals(session, HOME_Q, pose, seed=3)
+    assert props.labels[0] == "toggle_nominal" and all(lb.startswith("nominal") for lb in props.labels[1:])
+    assert len(props.labels) == session.num_candidates == 1 + cfg.proposals.num_nominal
+    assert props.actions.shape == (session.num_candidates, 5, 7)
+    with pytest.raises(PlanningConfigError, match="no candidates"):
+        load_planning_config(None, {"session.proposals.basis_directions": [], "session.proposals.include_hold": False,
+                                    "session.proposals.gripper_toggle": False})
 
 
 def test_eval_sim_cli_bad_input(tiny_bundle, tmp_path):

@@ -44,7 +44,9 @@ VARIANT_OVERRIDES: dict[str, dict[str, Any]] = {
     "argmax": {"session.gradopt.refine_iters": 0},
     "random": {"session.gradopt.refine_iters": 0},
     "scripted": {},
-    "scripted+vidplan": {"session.proposals.num_nominal": 8},
+    # the expert's chunk, its perturbations and the gripper toggle only: no basis directions, no hold
+    "scripted+vidplan": {"session.proposals.num_nominal": 8, "session.proposals.basis_directions": [],
+                         "session.proposals.include_hold": False},
     "bc": {},
     "bc+vidplan": {"session.proposals.num_nominal": 8},
     # the oracle has no gradients; the privileged reward is a plain per-frame score (no UQ, no centring)

@@ -12,7 +12,7 @@ import numpy as np
 
 from vidplan_app.jobs.closed_loop_config import ClosedLoopConfig, ClosedLoopError
 from vidplan_core.planning.nominal import NominalObservation
-from vidplan_core.planning.proposals import ProposalSet, clip_to_workspace, compose_proposals, perturbation_proposals
+from vidplan_core.planning.proposals import ProposalSet
 from vidplan_core.planning.session import PlanningSession
 from vidplan_core.spaces import (
     CONTROL_RATE_HZ,
@@ -88,39 +88,31 @@ def random_direction_proposals(kin: Any, q0: np.ndarray, horizon: int, n: int, s
 
 
 class EvalSession(PlanningSession):
-    """:class:`PlanningSession` with the evaluation's proposal modes (the planner and the blending are unchanged).
+    """:class:`PlanningSession` with the evaluation's random-direction baseline (the planner and the blending are
+    unchanged). The nominal variants need no mode of their own: their proposal set is configuration
+    (:data:`~vidplan_app.jobs.closed_loop_config.VARIANT_OVERRIDES`), built by the product's
+    :meth:`PlanningSession.proposals`.
 
     Args:
-        mode: ``"basis"`` (the session's own proposals), ``"random"`` (:func:`random_direction_proposals`, as many as
-            ``basis`` would give) or ``"nominal"`` (perturbations around the nominal chunk + the gripper toggle).
+        mode: ``"basis"`` (the session's own proposals) or ``"random"`` (:func:`random_direction_proposals`, as many
+            as ``basis`` would give).
     """
 
-    def __init__(self, *args: Any, mode: Literal["basis", "random", "nominal"] = "basis", **kw: Any):
+    def __init__(self, *args: Any, mode: Literal["basis", "random"] = "basis", **kw: Any):
         super().__init__(*args, **kw)
         self.mode = mode
 
     def proposals(self, q: np.ndarray, current_pose: np.ndarray, instruction: str = "",
                   images: dict[str, np.ndarray] | None = None, seed: int = 0,
                   frames: np.ndarray | None = None) -> ProposalSet:
-        from vidplan_core.planning.proposals import gripper_proposals
-
-        pc = self.config.proposals
-        pose = np.asarray(current_pose, np.float64)
         if self.mode == "random":
+            pc = self.config.proposals
+            pose = np.asarray(current_pose, np.float64)
             return random_direction_proposals(self.kin, q, self.horizon, self.num_candidates, pc.basis_speed_mps,
                                               np.random.default_rng([seed, 5]), round(float(pose[6])), pose[3:6],
                                               velocity_scale=pc.joint_velocity_scale * pc.velocity_margin,
                                               workspace_min=pc.workspace_min, workspace_max=pc.workspace_max,
                                               joint_margin=pc.joint_margin_rad)
-        if self.mode == "nominal":
-            obs = NominalObservation(ee_pose=pose, joint_positions=np.asarray(q), images=images or {},
-                                     instruction=instruction, frames=frames)
-            nominal = clip_to_workspace(self.nominal.infer(obs), pc.workspace_min, pc.workspace_max)
-            props = perturbation_proposals(nominal, pc.num_nominal, np.asarray(pc.nominal_sigma), rng=seed)
-            props = ProposalSet(clip_to_workspace(props.actions, pc.workspace_min, pc.workspace_max), props.labels)
-            if pc.gripper_toggle:  # moves like the nominal (see gripper_proposals)
-                props = compose_proposals(props, gripper_proposals(pose, self.horizon, motion=nominal))
-            return props
         return super().proposals(q, current_pose, instruction, images, seed, frames)
 
 
@@ -174,8 +166,8 @@ def make_session(variant: str, cfg: ClosedLoopConfig, loaded: LoadedModels | Non
     """The planning session of ``variant``: its resolved planner configuration around the variant's backend."""
     pcfg = cfg.planning(variant)
     sc = pcfg.session
-    mode = {"random": "random", "scripted+vidplan": "nominal"}.get(variant, "basis")
-    if mode == "nominal" or variant == "bc+vidplan":  # bc+vidplan: the planner node's basis + bc perturbations
+    mode = "random" if variant == "random" else "basis"
+    if variant in ("scripted+vidplan", "bc+vidplan"):
         sc.proposals.nominal_sigma = list(cfg.nominal_sigma)
     else:
         sc.proposals.num_nominal = 0  # perturbations around a nominal only where there is one

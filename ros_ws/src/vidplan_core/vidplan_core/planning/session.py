@@ -15,7 +15,7 @@ from __future__ import annotations
 from typing import Literal
 
 import numpy as np
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from vidplan_core.kinematics import action_to_transform
 from vidplan_core.planning.nominal import HoldPolicy, NominalObservation, NominalPolicy
@@ -55,6 +55,12 @@ class ProposalConfig(BaseModel):
     joint_margin_rad: float = Field(0.01, ge=0, description="executor's keep-out band inside the joint limits [rad]")
     workspace_min: list[float] | None = Field(None, description="executor's EE box lower corner [m]")
     workspace_max: list[float] | None = Field(None, description="executor's EE box upper corner [m]")
+
+    @model_validator(mode="after")
+    def _some_candidate(self) -> ProposalConfig:
+        if not (self.basis_directions or self.include_hold or self.gripper_toggle or self.num_nominal):
+            raise ValueError("no candidates: give basis_directions, include_hold, gripper_toggle or num_nominal > 0")
+        return self
 
 
 class SessionConfig(BaseModel):
@@ -145,12 +151,14 @@ class PlanningSession:
         (T, 3, 3, H, W): the prepared history, for a nominal policy that reads it."""
         pc = self.config.proposals
         gripper = float(current_pose[6])
-        sets = [basis_velocity_proposals(self.kin, q, self.horizon, speed=pc.basis_speed_mps, gripper=gripper,
-                                         directions=tuple(pc.basis_directions),
-                                         euler_center=np.asarray(current_pose[3:6]),
-                                         velocity_scale=pc.joint_velocity_scale * pc.velocity_margin,
-                                         workspace_min=pc.workspace_min, workspace_max=pc.workspace_max,
-                                         joint_margin=pc.joint_margin_rad)]
+        sets = []
+        if pc.basis_directions:  # empty: the nominal's perturbations only (the eval's scripted+vidplan)
+            sets.append(basis_velocity_proposals(self.kin, q, self.horizon, speed=pc.basis_speed_mps, gripper=gripper,
+                                                 directions=tuple(pc.basis_directions),
+                                                 euler_center=np.asarray(current_pose[3:6]),
+                                                 velocity_scale=pc.joint_velocity_scale * pc.velocity_margin,
+                                                 workspace_min=pc.workspace_min, workspace_max=pc.workspace_max,
+                                                 joint_margin=pc.joint_margin_rad))
         if pc.include_hold:
             sets.append(ProposalSet(np.tile(current_pose, (1, self.horizon, 1)), ["hold"]))
         nominal = None
