@@ -110,6 +110,15 @@ def test_described_live_and_read_only_parameters_over_the_parameter_services(tmp
         assert not neg.successful, neg.reason
         (bad,) = _set(client, "planner_node", uncertainty_weighting="cubic")
         assert not bad.successful and "uncertainty_weighting" in bad.reason, bad.reason
+        # live values get the start-up checks (one declare-and-check path for every node): an integer for a double
+        # is taken as the number it is; a string or a negative integer is refused, named
+        (ok,) = _set(client, "planner_node", kappa=2)
+        assert ok.successful, ok.reason
+        assert wait_for(lambda: "live parameters: kappa=2" in planner.output(), 10), planner.output()[-2000:]
+        (txt,) = _set(client, "planner_node", kappa="abc")
+        assert not txt.successful and "kappa must be a number" in txt.reason, txt.reason
+        (negi,) = _set(client, "planner_node", kappa=-1)
+        assert not negi.successful and "kappa must be ≥ 0.0" in negi.reason, negi.reason
         # the executor: every parameter described, none settable while it runs (all are read at start-up)
         exe_docs = parameter_docs(executor_params.__doc__)
         edesc = _describe(client, "executor")

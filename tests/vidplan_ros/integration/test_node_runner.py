@@ -93,3 +93,23 @@ def test_shipped_params_files_are_what_the_nodes_declare_and_the_nodes_accept_th
         info = json.loads(line[len(DECLARED_PARAMETERS_TAG):])
         assert "error" not in info and given <= set(info["declared"]) and given <= set(info["overrides"])
         assert info["values"]["joint_prefix"] == "fr3"
+
+
+def test_planner_and_sim_check_values_like_the_executor():
+    """One declare-and-check path (node_runner.declare_checked) for the planner, the executor, the simulator and the
+    lifecycle manager: an integer where a double is declared is taken, a string is named and refused (exit 2)."""
+    env = {LIST_PARAMETERS_ENV: "1", "ROS_AUTOMATIC_DISCOVERY_RANGE": "OFF"}
+    for pkg, exe, good, bad, words in (
+            ("vidplan_ros", "planner_node", "expected_latency_s:=1", "kappa:=abc",
+             "parameter kappa must be a number (double), got 'abc'"),
+            ("vidplan_sim", "sim_node", "camera_rate_hz:=15", "camera_width:=wide",
+             "parameter camera_width must be an integer, got 'wide'")):
+        p = _run(pkg, exe, ["-p", good], env=env)
+        assert p.returncode == 0, p.stdout + p.stderr
+        info = json.loads(next(ln for ln in p.stdout.splitlines() if ln.startswith(DECLARED_PARAMETERS_TAG))[
+            len(DECLARED_PARAMETERS_TAG):])
+        name, value = good.split(":=")
+        assert "error" not in info and info["values"][name] == int(value), info
+        p = _run(pkg, exe, ["-p", good, "-p", bad], env=env)
+        assert p.returncode == 2 and words in p.stdout + p.stderr, p.stdout + p.stderr
+        assert "Traceback" not in p.stdout + p.stderr

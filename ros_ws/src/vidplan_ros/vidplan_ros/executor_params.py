@@ -72,57 +72,15 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from rcl_interfaces.msg import ParameterDescriptor
-from rclpy.exceptions import ParameterException
 
 from vidplan_core.execution import IKOptions
 from vidplan_core.safety import SafetyLimits
 from vidplan_ros.executor_backends import BACKENDS
-from vidplan_ros.node_runner import parameter_docs, parameters_declared
+from vidplan_ros.node_runner import declare_checked, parameter_docs, parameters_declared
 
-__all__ = ["ExecutorParams", "ParameterTypeError", "check_urdf_file", "declare_executor_parameters", "param_value"]
+__all__ = ["ExecutorParams", "check_urdf_file", "declare_executor_parameters"]
 
 _DOCS = parameter_docs(__doc__)
-_TYPE_NAMES = {bool: "bool", int: "integer", float: "double", str: "string"}
-
-
-class ParameterTypeError(ValueError, ParameterException):
-    """A parameter value of the wrong type. A ValueError (run_node: exit 2 with the message) and an rclpy
-    ParameterException (run_node's listing mode reports it as the node rejecting its parameters)."""
-
-    def __init__(self, message: str) -> None:
-        Exception.__init__(self, message)  # not ParameterException's "<message>: <names>"
-
-
-def _is_number(v: object) -> bool:
-    return isinstance(v, (int, float)) and not isinstance(v, bool)
-
-
-def param_value(name: str, value: object, default: object) -> object:
-    """``value`` of parameter ``name`` checked against the type of its ``default`` (bool, int, float, str or a list
-    of floats) and returned as that type. An int is accepted for a float (`-p time_scale:=2`); None (a YAML ``~``)
-    for a string reads as "". Raises :class:`ParameterTypeError` naming the parameter, the expected type and the value
-    otherwise."""
-    if isinstance(default, (list, tuple)):
-        expected = f"a list of {len(default)} numbers"
-        if isinstance(value, (str, bytes)) or not hasattr(value, "__iter__") or not all(map(_is_number, value)):
-            raise ParameterTypeError(f"parameter {name} must be {expected}, got {value!r}")
-        return [float(v) for v in value]
-    if isinstance(default, bool):
-        ok, expected = isinstance(value, bool), "a bool (true/false)"
-    elif isinstance(default, int):
-        ok, expected = isinstance(value, int) and not isinstance(value, bool), "an integer"
-    elif isinstance(default, float):
-        ok, expected = _is_number(value), "a number (double)"
-    else:
-        value = "" if value is None else value
-        ok, expected = isinstance(value, str), "a string"
-    if not ok:
-        got = _TYPE_NAMES.get(type(value), type(value).__name__)
-        raise ParameterTypeError(f"parameter {name} must be {expected}, got {value!r} ({got})")
-    return float(value) if isinstance(default, float) else value
-
-
 def check_urdf_file(path: str) -> None:
     """ValueError naming ``path`` when it is not a readable XML file with a <robot> root (checked before pinocchio,
     whose parser prints C++ errors and raises less clear ones)."""
@@ -187,13 +145,9 @@ def declare_executor_parameters(node: Any) -> ExecutorParams:
     parameter given on the command line fails in :func:`vidplan_ros.node_runner.parameters_declared`."""
 
     def p(name: str, default: Any) -> Any:
-        # dynamic typing + our own check: rclpy would raise InvalidParameterTypeException (a traceback) for
-        # `max_plan_age_s:=abc`, and also for `max_plan_age_s:=2` (an int where a double is declared)
         # read-only: every setting is read once here, so a live `ros2 param set` is refused instead of reporting
-        # success and changing nothing; the description is the module docstring's (ros2 param describe)
-        param = node.declare_parameter(name, default, ParameterDescriptor(
-            dynamic_typing=True, read_only=True, description=_DOCS.get(name, "")))
-        return param_value(name, param.value, default)
+        # success and changing nothing
+        return declare_checked(node, name, default, _DOCS.get(name, ""))
 
     backend_name = str(p("backend", "jtc"))
     trajectory_topic = str(p("trajectory_topic", "/fr3_arm_controller/joint_trajectory"))

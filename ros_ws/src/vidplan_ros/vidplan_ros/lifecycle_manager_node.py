@@ -36,7 +36,13 @@ from rclpy.node import Node
 from rclpy.parameter import Parameter
 from std_srvs.srv import Trigger
 
-from vidplan_ros.node_runner import parameter_descriptor, parameter_docs, parameters_declared, run_node
+from vidplan_ros.node_runner import (
+    declare_checked,
+    parameter_descriptor,
+    parameter_docs,
+    parameters_declared,
+    run_node,
+)
 
 __all__ = ["LifecycleManager", "main"]
 
@@ -52,9 +58,8 @@ class LifecycleManager(Node):
         super().__init__("lifecycle_manager")
 
         def p(name: str, default):
-            return self.declare_parameter(name, default, parameter_descriptor(name, default, _DOCS.get(name, ""),
-                                                                              lo=0.0 if isinstance(default, float)
-                                                                              else None)).value
+            return declare_checked(self, name, default, _DOCS.get(name, ""),
+                                   lo=0.0 if isinstance(default, float) else None)
 
         # a typed parameter without a default (rclpy cannot infer a type from []): unset reads as no nodes
         self.declare_parameter("node_names", Parameter.Type.STRING_ARRAY,

@@ -23,8 +23,8 @@ from rclpy.node import Node
 
 from vidplan_core.parameter_listing import DECLARED_PARAMETERS_TAG, LIST_PARAMETERS_ENV
 
-__all__ = ["check_parameter_overrides", "parameter_descriptor", "parameter_docs", "parameters_declared", "run_node",
-           "unknown_parameters"]
+__all__ = ["ParameterTypeError", "check_parameter", "check_parameter_overrides", "declare_checked", "param_value",
+           "parameter_descriptor", "parameter_docs", "parameters_declared", "run_node", "unknown_parameters"]
 
 _DOC_ENTRY = re.compile(r"^    ([a-z_][a-z0-9_]*(?: / [a-z_][a-z0-9_]*)*)(?: \([^)]*\))?((?:, [^:]*)?):(?: (.*))?$")
 # further names documented on the same line: "a (float, 1.0), b (int, 2): text"
@@ -67,6 +67,72 @@ def parameter_descriptor(name: str, default, description: str = "", *, read_only
     elif lo is not None and isinstance(default, float):
         d.floating_point_range = [FloatingPointRange(from_value=float(lo), to_value=sys.float_info.max, step=0.0)]
     return d
+
+
+_TYPE_NAMES = {bool: "bool", int: "integer", float: "double", str: "string"}
+
+
+class ParameterTypeError(ValueError, ParameterException):
+    """A parameter value of the wrong type. A ValueError (run_node: exit 2 with the message) and an rclpy
+    ParameterException (run_node's listing mode reports it as the node rejecting its parameters)."""
+
+    def __init__(self, message: str) -> None:
+        Exception.__init__(self, message)  # not ParameterException's "<message>: <names>"
+
+
+def _is_number(v: object) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool)
+
+
+def param_value(name: str, value: object, default: object) -> object:
+    """``value`` of parameter ``name`` checked against the type of its ``default`` (bool, int, float, str or a list
+    of floats) and returned as that type. An int is accepted for a float (`-p time_scale:=2`); None (a YAML ``~``)
+    for a string reads as "". Raises :class:`ParameterTypeError` naming the parameter, the expected type and the value
+    otherwise."""
+    if isinstance(default, (list, tuple)):
+        expected = f"a list of {len(default)} numbers"
+        if isinstance(value, (str, bytes)) or not hasattr(value, "__iter__") or not all(map(_is_number, value)):
+            raise ParameterTypeError(f"parameter {name} must be {expected}, got {value!r}")
+        return [float(v) for v in value]
+    if isinstance(default, bool):
+        ok, expected = isinstance(value, bool), "a bool (true/false)"
+    elif isinstance(default, int):
+        ok, expected = isinstance(value, int) and not isinstance(value, bool), "an integer"
+    elif isinstance(default, float):
+        ok, expected = _is_number(value), "a number (double)"
+    else:
+        value = "" if value is None else value
+        ok, expected = isinstance(value, str), "a string"
+    if not ok:
+        got = _TYPE_NAMES.get(type(value), type(value).__name__)
+        raise ParameterTypeError(f"parameter {name} must be {expected}, got {value!r} ({got})")
+    return float(value) if isinstance(default, float) else value
+
+
+def check_parameter(name: str, value: object, default: object, *, choices=None, lo: float | None = None) -> object:
+    """``value`` of ``name`` checked for type (:func:`param_value`), membership in ``choices`` and the lower bound
+    ``lo``, returned as the default's type. Raises ValueError naming the parameter. Used at start-up and for live
+    ``ros2 param set`` alike, so both refuse the same values with the same words."""
+    v = param_value(name, value, default)
+    if choices is not None and v not in choices:
+        raise ValueError(f"parameter {name} must be one of {', '.join(map(str, choices))}, got {v!r}")
+    if lo is not None and v < lo:
+        raise ValueError(f"parameter {name} must be ≥ {lo}, got {v!r}")
+    return v
+
+
+def declare_checked(node: Node, name: str, default, description: str = "", *, read_only: bool = True,
+                    choices=None, lo: float | None = None):
+    """Declare ``name`` on ``node`` (the one way every vidplan node declares its parameters) and return its checked
+    value (:func:`check_parameter`).
+
+    The descriptor (:func:`parameter_descriptor`) carries the description (``ros2 param describe``), read-only unless
+    a live change is safe, and the range ``[lo, ∞)``. It is dynamically typed, so that a value of the wrong type is
+    named by our check instead of rclpy's InvalidParameterTypeException, and an integer is accepted for a double
+    (``-p time_scale:=2``) as a user expects."""
+    d = parameter_descriptor(name, default, description, read_only=read_only, lo=lo)
+    d.dynamic_typing = True
+    return check_parameter(name, node.declare_parameter(name, default, d).value, default, choices=choices, lo=lo)
 
 
 class _ParametersDeclaredStop(Exception):  # noqa: N818 (a control-flow signal, not an error)

@@ -78,7 +78,7 @@ from vidplan_ros.conversions import (
 from vidplan_ros.estop_listener import EstopListener
 from vidplan_ros.lifecycle import ManagedNode
 from vidplan_ros.node_runner import run_node
-from vidplan_ros.planner_params import LIVE_PARAMETERS, declare_planner_parameters
+from vidplan_ros.planner_params import LIVE_PARAMETERS, check_live_parameter, declare_planner_parameters
 
 # the EE-pose input's name when it is computed from /joint_states (ee_pose_topic: ""), in diagnostics and logs
 FK_SOURCE = "/joint_states (forward kinematics)"
@@ -333,16 +333,16 @@ class PlannerNode(ManagedNode):
 
     # ------------------------------------------------------------------ parameters
     def _on_set_parameters(self, params) -> SetParametersResult:
-        """Live tuning (LIVE_PARAMETERS; rclpy has already refused read-only names and out-of-range values): the
+        """Live tuning (LIVE_PARAMETERS; rclpy has already refused read-only names): the
         session's scoring/proposal settings change for the next cycle, or the whole change is refused with why."""
-        new = {p.name: p.value for p in params if p.name in LIVE_PARAMETERS}
+        try:  # the start-up checks (type, choices, bound): an int for a double is fine, "abc" or -1 is refused
+            new = {p.name: check_live_parameter(p.name, p.value) for p in params if p.name in LIVE_PARAMETERS}
+        except ValueError as exc:
+            return SetParametersResult(successful=False, reason=str(exc))
         if not new:
             return SetParametersResult(successful=True)
         cur = {n: self.get_parameter(n).value for n in LIVE_PARAMETERS}
         cur.update(new)
-        if cur["uncertainty_weighting"] not in ("exp", "linear", "none"):
-            return SetParametersResult(successful=False, reason="uncertainty_weighting must be one of exp, linear, "
-                                                                f"none, got {cur['uncertainty_weighting']!r}")
         none = cur["uncertainty_weighting"] == "none"
         if self.session is None:  # unconfigured: configure() reads the new values
             return SetParametersResult(successful=True)

@@ -85,14 +85,26 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from vidplan_ros.node_runner import parameter_descriptor, parameter_docs, parameters_declared
+from vidplan_ros.node_runner import check_parameter, declare_checked, parameter_docs, parameters_declared
 
-__all__ = ["LIVE_PARAMETERS", "PlannerParams", "declare_planner_parameters", "default_threads"]
+__all__ = ["LIVE_PARAMETERS", "PlannerParams", "check_live_parameter", "declare_planner_parameters", "default_threads"]
 
 _DOCS = parameter_docs(__doc__)
 # Parameters an operator may change while the node runs (``ros2 param set``): they change how the next cycle scores
 # and proposes, nothing it allocates or checks at start-up; every other parameter is read-only.
 LIVE_PARAMETERS = ("kappa", "lambda_centering", "uncertainty_weighting", "time_budget_s", "basis_speed_mps")
+# their checks, the same at start-up and when set live: (a value of the parameter's type, choices, lower bound)
+_LIVE_CHECKS: dict[str, tuple[Any, tuple[str, ...] | None, float | None]] = {
+    "kappa": (0.0, None, 0.0), "lambda_centering": (0.0, None, 0.0),
+    "uncertainty_weighting": ("exp", ("exp", "linear", "none"), None), "time_budget_s": (0.0, None, 0.0),
+    "basis_speed_mps": (0.0, None, 1e-6)}
+
+
+def check_live_parameter(name: str, value: Any) -> Any:
+    """A live parameter's new ``value`` checked as at start-up (type, choices, lower bound) and returned as its type;
+    ValueError naming the parameter otherwise."""
+    sample, choices, lo = _LIVE_CHECKS[name]
+    return check_parameter(name, value, sample, choices=choices, lo=lo)
 
 
 def default_threads() -> int:
@@ -110,15 +122,12 @@ def default_threads() -> int:
 
 
 def _declare(node: Any, name: str, default: Any, choices: Any = None, lo: float | None = None) -> Any:
-    """Declare a parameter with its descriptor (description from this module's docstring, range from ``lo``;
-    read-only unless it is one of LIVE_PARAMETERS) on ``node`` and check its value."""
-    desc = parameter_descriptor(name, default, _DOCS.get(name, ""), read_only=name not in LIVE_PARAMETERS, lo=lo)
-    value = node.declare_parameter(name, default, desc).value
-    if choices is not None and value not in choices:
-        raise ValueError(f"parameter '{name}' must be one of {list(choices)}, got {value!r}")
-    if lo is not None and value < lo:
-        raise ValueError(f"parameter '{name}' must be ≥ {lo}, got {value!r}")
-    return value
+    """Declare a planner parameter (description from this module's docstring; read-only unless it is one of
+    LIVE_PARAMETERS, whose checks are :data:`_LIVE_CHECKS`) and return its checked value."""
+    if name in _LIVE_CHECKS:
+        _, choices, lo = _LIVE_CHECKS[name]
+    return declare_checked(node, name, default, _DOCS.get(name, ""), read_only=name not in LIVE_PARAMETERS,
+                           choices=choices, lo=lo)
 
 
 @dataclass(frozen=True)
@@ -201,15 +210,15 @@ def declare_planner_parameters(node: Any) -> PlannerParams:
     trust = p("trust_region", g.trust_region, lo=1e-9)
     trust_m = p("trust_region_m", g.trust_region_m or 0.0, lo=0.0)
     trust_rad = p("trust_region_rad", g.trust_region_rad or 0.0, lo=0.0)
-    lam = p("lambda_centering", sc.lam, lo=0.0)
-    weighting = p("uncertainty_weighting", sc.weighting, choices=("exp", "linear", "none"))
-    kappa = p("kappa", sc.kappa, lo=0.0)
-    speed = p("basis_speed_mps", base.session.proposals.basis_speed_mps, lo=1e-6)
+    lam = p("lambda_centering", sc.lam)
+    weighting = p("uncertainty_weighting", sc.weighting)
+    kappa = p("kappa", sc.kappa)
+    speed = p("basis_speed_mps", base.session.proposals.basis_speed_mps)
     num_nominal = p("num_nominal", base.session.proposals.num_nominal, lo=0)
     nominal_policy = p("nominal_policy", "hold", choices=("hold", "bc"))
     noise_samples = p("noise_samples", g.noise_samples, lo=1)
     nominal_margin = p("nominal_margin", g.nominal_margin, lo=0.0)
-    budget = p("time_budget_s", g.time_budget_s or 0.0, lo=0.0)
+    budget = p("time_budget_s", g.time_budget_s or 0.0)
     ws_min = p("workspace_min", list(base.limits.workspace_min))
     ws_max = p("workspace_max", list(base.limits.workspace_max))
     jv_scale = p("joint_velocity_scale", base.limits.joint_velocity_scale, lo=1e-3)

@@ -70,7 +70,6 @@ from collections.abc import Callable
 import numpy as np
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
 from geometry_msgs.msg import PoseStamped, TransformStamped
-from rcl_interfaces.msg import ParameterDescriptor
 from rclpy.node import Node
 from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy, qos_profile_sensor_data
 from rosgraph_msgs.msg import Clock
@@ -86,7 +85,7 @@ from vidplan_core.robot_state import RobotStateModel
 from vidplan_core.spaces import VIEW_ORDER
 from vidplan_interfaces.srv import SetTask
 from vidplan_ros.conversions import rgb8_image_msg, sec_to_stamp, stamp_to_sec
-from vidplan_ros.node_runner import parameters_declared, run_node
+from vidplan_ros.node_runner import declare_checked, parameters_declared, run_node
 from vidplan_sim.env import FINGER_MAX, SimEnv
 from vidplan_sim.gripper_action import GripperActionServer
 from vidplan_sim.scene import load_scene_config
@@ -102,28 +101,29 @@ class SimNode(Node):
         super().__init__("sim")
 
         def p(name: str, default):
-            # dynamic typing: `camera_rate_hz:=15` (an int) or `task:=` (empty) must not crash; values are cast below.
-            return self.declare_parameter(name, default, ParameterDescriptor(dynamic_typing=True))
+            # checked like every node's (an int for a double is fine, `abc` is named); not read-only: clutter is
+            # read again at each reset
+            return declare_checked(self, name, default, read_only=False)
 
-        self.scene_seed = int(p("scene_seed", 0).value)
+        self.scene_seed = int(p("scene_seed", 0))
         p("clutter", 1)
-        self.task_text = str(p("task", "").value or "")
-        self.lockstep = bool(p("lockstep", True).value)
-        self.rtf = float(p("real_time_factor", 1.0).value)
-        self.width = int(p("camera_width", 320).value)
-        self.height = int(p("camera_height", 180).value)
-        self.cam_rate = float(p("camera_rate_hz", 15.0).value)
-        self.state_rate = float(p("state_rate_hz", 100.0).value)
-        self.base_frame = str(p("base_frame", "panda_link0").value)
-        self.prefix = str(p("joint_prefix", "panda").value)
-        timestep = float(p("physics_timestep", 0.0).value)
-        scene_file = str(p("scene_file", "").value or "") or None
-        calib_file = str(p("calibration_file", "").value or "") or None
-        traj_topic = str(p("trajectory_topic", "/fr3_arm_controller/joint_trajectory").value)
-        grip_topic = str(p("gripper_topic", "/gripper/command").value)
-        task_topic = str(p("task_topic", "/vidplan/task").value or "")
-        gripper_action = str(p("gripper_action", "/franka_gripper/gripper_action").value or "")
-        self.tf_rate = float(p("tf_rate_hz", 30.0).value)
+        self.task_text = str(p("task", "") or "")
+        self.lockstep = bool(p("lockstep", True))
+        self.rtf = float(p("real_time_factor", 1.0))
+        self.width = int(p("camera_width", 320))
+        self.height = int(p("camera_height", 180))
+        self.cam_rate = float(p("camera_rate_hz", 15.0))
+        self.state_rate = float(p("state_rate_hz", 100.0))
+        self.base_frame = str(p("base_frame", "panda_link0"))
+        self.prefix = str(p("joint_prefix", "panda"))
+        timestep = float(p("physics_timestep", 0.0))
+        scene_file = str(p("scene_file", "") or "") or None
+        calib_file = str(p("calibration_file", "") or "") or None
+        traj_topic = str(p("trajectory_topic", "/fr3_arm_controller/joint_trajectory"))
+        grip_topic = str(p("gripper_topic", "/gripper/command"))
+        task_topic = str(p("task_topic", "/vidplan/task") or "")
+        gripper_action = str(p("gripper_action", "/franka_gripper/gripper_action") or "")
+        self.tf_rate = float(p("tf_rate_hz", 30.0))
         parameters_declared(self)  # an unknown parameter fails here, before MuJoCo starts (listing mode stops)
         if self.cam_rate <= 0 or self.state_rate <= 0:
             raise ValueError(f"camera_rate_hz and state_rate_hz must be > 0, got {self.cam_rate}, {self.state_rate}")
