@@ -17,7 +17,7 @@ pytest.importorskip("mujoco")
 
 EPISODE_KEYS = {"seed", "task", "clutter", "variant", "success", "steps", "wall_time_s", "reason", "instruction",
                 "cycles", "holds", "plan_s_mean", "sim_time_s", "exec_problems", "first_exec_problem", "chosen",
-                "refine_skipped", "winner_survival", "index", "final_tcp_target_m", "nominal_gaps"}
+                "refine_skipped", "winner_survival", "index", "final_tcp_target_m", "nominal_gaps", "exec_fallbacks"}
 
 
 @pytest.fixture(scope="module")

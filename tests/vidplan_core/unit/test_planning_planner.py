@@ -409,3 +409,44 @@ def _transform(pose: np.ndarray) -> np.ndarray:
     from vidplan_core.kinematics import action_to_transform
 
     return action_to_transform(pose)
+
+
+def test_a_chunk_the_executor_would_reject_is_replaced_by_the_proposal_or_a_hold(backend, ctx):
+    """The session runs the executor's own check (plan_execution, "reject") on what it is about to send: a refined
+    chunk whose first step turns the wrist faster than the joint velocity limit allows (what had 7 chunks rejected
+    in closed_loop_box_clip) is replaced by the chosen proposal as proposed, or by a hold when that fails too; an
+    executable chunk leaves unchanged. Fails without the check (the planner sent such chunks as they were)."""
+    from vidplan_core.execution import Rejection, plan_execution
+    from vidplan_core.kinematics import PandaKinematics
+    from vidplan_core.planning.planner import PlanResult
+    from vidplan_core.planning.proposals import ProposalSet
+    from vidplan_core.planning.session import PlanningSession, SessionConfig
+    from vidplan_core.spaces import EEChunk
+
+    kin = PandaKinematics()
+    session = PlanningSession(backend, kin, SessionConfig())
+    q0 = kin.ik(_transform(POSE), np.array([0, -0.6, 0, -2.3, 0, 1.7, 0.8])).q
+    pose0 = np.r_[kin.fk_action(q0, euler_center=POSE[3:6]), 0.0]
+    H = backend.horizon
+    slow = pose0 + np.outer(np.arange(1, H + 1) * 0.2 * 0.05, [1, 0, 0, 0, 0, 0, 0])  # +x at 0.05 m/s
+    twist = slow.copy()
+    twist[:, 4] += 0.42  # pitch 0.42 rad in the first 0.2 s: ~2.5 rad/s at joint 6, over its 2.09 rad/s
+    assert isinstance(plan_execution(EEChunk.from_actions(twist, dt=0.2), q0, kin, session.config.limits), Rejection)
+
+    def result(chunk: np.ndarray) -> PlanResult:
+        return PlanResult(chunk=EEChunk.from_actions(chunk, dt=0.2), chosen_index=0, chosen_label="+x")
+
+    ok = result(slow)
+    session._make_executable(ok, ProposalSet(slow[None], ["+x"]), pose0, q0)
+    assert ok.fallback == "" and ok.status == "ok" and np.array_equal(ok.chunk.actions, slow)
+    refined = result(twist)
+    session._make_executable(refined, ProposalSet(slow[None], ["+x"]), pose0, q0)
+    assert refined.fallback == "proposal" and not refined.hold and "joint_velocity" in refined.reason
+    np.testing.assert_allclose(refined.chunk.actions, slow)
+    both = result(twist)
+    session._make_executable(both, ProposalSet(twist[None], ["+x"]), pose0, q0)
+    assert both.fallback == "hold" and both.hold and "holding" in both.reason
+    np.testing.assert_allclose(both.chunk.actions, np.tile(pose0, (H, 1)))
+    # and through plan(): whatever it returns, the executor takes it
+    res, _ = session.plan(ctx.history_frames, ctx.history_actions, q0, ctx.instruction, seed=2)
+    assert res.hold or not isinstance(plan_execution(res.chunk, q0, kin, session.config.limits), Rejection)

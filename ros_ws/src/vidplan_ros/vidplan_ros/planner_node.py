@@ -700,6 +700,8 @@ class PlannerNode(ManagedNode):
         self._set_status(result.status, result.reason)
         if result.hold:
             self.get_logger().warn(f"plan {self._plan_id}: HOLD ({result.reason})")
+        elif result.fallback:  # the refined chunk would have been rejected by the executor
+            self.get_logger().warn(f"plan {self._plan_id}: {result.reason}")
         if self.publish_debug:
             self._publish_debug(frames, chunk, header_stamp)
 

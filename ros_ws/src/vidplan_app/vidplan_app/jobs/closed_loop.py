@@ -172,7 +172,7 @@ def run_episode(env: Any, spec: EpisodeSpec, variant: str, cfg: ClosedLoopConfig
     frames, pose = _observe(env, views, images=uses_images)
     # The robot stands still before the first plan: T identical observations are what the planner node would have.
     history: deque[tuple[np.ndarray | None, np.ndarray]] = deque([(frames, pose)] * n_hist, maxlen=n_hist)
-    cycle, holds, plan_s, labels, problems, skipped, survival = 0, 0, [], {}, [], 0, []
+    cycle, holds, plan_s, labels, problems, skipped, survival, fallbacks = 0, 0, [], {}, [], 0, [], 0
     gaps: list[float] = []  # best score − the nominal's, per cycle (variants with a nominal policy)
     executing: EEChunk | None = None
     success, reason = env.task_success()
@@ -194,6 +194,7 @@ def run_episode(env: Any, spec: EpisodeSpec, variant: str, cfg: ClosedLoopConfig
             plan_s.append(time.perf_counter() - t0)
             holds += int(result.hold)
             skipped += int(result.refine_skipped)
+            fallbacks += int(bool(result.fallback))  # a chunk the executor would have rejected, replaced
             if result.winner_survival is not None:
                 survival.append(result.winner_survival)
             labels[result.chosen_label or "hold"] = labels.get(result.chosen_label or "hold", 0) + 1
@@ -239,6 +240,7 @@ def run_episode(env: Any, spec: EpisodeSpec, variant: str, cfg: ClosedLoopConfig
             "plan_s_mean": round(float(np.mean(plan_s)), 4) if plan_s else None, "holds": holds,
             "refine_skipped": skipped, "winner_survival": round(float(np.mean(survival)), 3) if survival else None,
             "exec_problems": len(problems), "first_exec_problem": problems[0] if problems else "",
+            "exec_fallbacks": fallbacks,
             "chosen": labels, "nominal_gaps": [round(g, 5) for g in gaps]}
 
 

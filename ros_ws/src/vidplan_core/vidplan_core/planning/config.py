@@ -67,6 +67,7 @@ class PlanningConfig(BaseModel):
         c.session.proposals.workspace_max = list(c.limits.workspace_max)
         c.session.proposals.joint_velocity_scale = c.limits.joint_velocity_scale
         c.session.proposals.joint_margin_rad = c.limits.joint_position_margin_rad
+        c.session.limits = c.limits.model_copy(deep=True)
         return c
 
 

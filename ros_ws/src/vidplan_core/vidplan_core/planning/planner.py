@@ -100,6 +100,8 @@ class PlanResult:
         refine_skipped: refinement was skipped because the value gradient was uninformative (see ``reason``).
         winner_survival: fraction of the noise draws (M > 1, or the survival check's re-drawn seed) whose own argmax
             is the chosen candidate; None when not measured.
+        fallback: "" or what replaced a chunk the executor would have rejected ("proposal": the chosen candidate
+            unrefined; "hold"), set by :class:`~vidplan_core.planning.session.PlanningSession`.
     """
 
     chunk: EEChunk
@@ -114,6 +116,7 @@ class PlanResult:
     timings: dict[str, float] = field(default_factory=dict)
     refine_skipped: bool = False
     winner_survival: float | None = None
+    fallback: str = ""
 
     @property
     def hold(self) -> bool:

@@ -31,6 +31,7 @@ from vidplan_core.planning.proposals import (
 )
 from vidplan_core.planning.rtc import blend_chunks, pose_after_latency, remaining_steps
 from vidplan_core.runtime.base import Backend, PlanningContext
+from vidplan_core.safety import SafetyLimits
 from vidplan_core.spaces import EEChunk
 
 __all__ = ["PlanningSession", "ProposalConfig", "SessionConfig"]
@@ -72,6 +73,11 @@ class SessionConfig(BaseModel):
     cem: CEMConfig = Field(default_factory=CEMConfig)
     proposals: ProposalConfig = Field(default_factory=ProposalConfig)
     blend_steps: int = Field(1, ge=0, description="chunk steps blended with the executing chunk's tail")
+    check_execution: bool = Field(True, description="check the chunk about to leave with the executor's own "
+                                  "path (IK, joint position and velocity limits) and fall back to the chosen "
+                                  "proposal unrefined, then to hold, rather than send a chunk it would reject")
+    # Filled from the planning configuration's limits by PlanningConfig.bounded() (one source of limits).
+    limits: SafetyLimits = Field(default_factory=SafetyLimits, description="the executor's safety limits")
 
 
 class PlanningSession:
@@ -223,4 +229,36 @@ class PlanningSession:
                 result.chunk = EEChunk.from_actions(
                     clip_to_workspace(blended.actions, pc.workspace_min, pc.workspace_max), dt=blended.dt,
                     uncertainty=blended.uncertainty, value=blended.value)
+        if not result.hold and self.config.check_execution:
+            self._make_executable(result, props, start_pose, start_q)
         return result, props
+
+    def _make_executable(self, result: PlanResult, props: ProposalSet, pose: np.ndarray, q: np.ndarray) -> None:
+        """Run the executor's own check (:func:`vidplan_core.execution.plan_execution`, policy "reject") on the
+        chunk about to leave, from the joints ``q`` (7,) [rad] it starts at. The basis proposals respect the joint
+        limits by construction, but the refinement and the nominal's perturbations are bounded in EE space only: a
+        step the wrist cannot follow at the allowed joint speed had the whole chunk rejected (7 in about 1300
+        cycles of closed_loop_box_clip, all at step 0 or 1). Falls back to the chosen proposal as proposed, then to
+        hold; ``result.fallback`` and ``result.reason`` say which and why. Changes ``result`` in place."""
+        from vidplan_core.execution import Rejection, plan_execution
+
+        limits = self.config.limits
+        first = plan_execution(result.chunk, q, self.kin, limits, "reject")
+        if not isinstance(first, Rejection):
+            return
+        why = f"planned chunk not executable: {first.reason}"
+        if 0 <= result.chosen_index < len(props):
+            pc = self.config.proposals
+            raw = props.actions[result.chosen_index].copy()
+            raw[:, :3] = np.clip(raw[:, :3], limits.workspace_min, limits.workspace_max)
+            raw[:, 6] = np.clip(raw[:, 6], limits.gripper_min, limits.gripper_max)
+            alt = EEChunk.from_actions(clip_to_workspace(raw, pc.workspace_min, pc.workspace_max),
+                                       dt=result.chunk.dt, uncertainty=result.chunk.uncertainty,
+                                       value=result.chunk.value)
+            if not isinstance(plan_execution(alt, q, self.kin, limits, "reject"), Rejection):
+                result.chunk, result.fallback = alt, "proposal"
+                result.reason = f"{why}; the chosen proposal is executed as proposed"
+                return
+        result.chunk = EEChunk.from_actions(np.repeat(np.asarray(pose, np.float64)[None], len(result.chunk), 0),
+                                            dt=result.chunk.dt)
+        result.status, result.fallback, result.reason = "hold", "hold", f"{why}; holding"
