@@ -160,3 +160,6 @@ def test_planner_config_unknown_key_is_named():
     assert parse_override("session.proposals.basis_speed_mps=0.1") == ("session.proposals.basis_speed_mps", 0.1)
     cfg = load_planning_config(None, dict([parse_override("limits.workspace_max=[0.7, 0.4, 0.6]")]))
     assert cfg.session.gradopt.position_max == (0.7, 0.4, 0.6)
+    assert cfg.session.limits == cfg.limits  # the session's executability check uses the executor's limits
+    with _pytest.raises(PlanningConfigError, match="set limits instead"):
+        load_planning_config(None, {"session.limits.joint_velocity_scale": 0.5})

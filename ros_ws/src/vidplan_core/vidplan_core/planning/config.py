@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from vidplan_core.config import ConfigError
 from vidplan_core.planning.session import SessionConfig
@@ -56,6 +56,13 @@ class PlanningConfig(BaseModel):
     open_loop_steps: int = Field(2, ge=1)
     flow_steps: int = Field(1, ge=0)
     episode_steps: int = Field(225, gt=0)
+
+    @model_validator(mode="after")
+    def _one_source_of_limits(self) -> PlanningConfig:
+        # session.limits is a copy of `limits` (bounded()); a different one given by hand would be silently replaced
+        if "limits" in self.session.model_fields_set and self.session.limits != self.limits:
+            raise ValueError("session.limits is copied from the top-level limits; set limits instead")
+        return self
 
     def bounded(self) -> PlanningConfig:
         """A copy whose planner position limits equal the executor's workspace box (one source of limits)."""
