@@ -19,6 +19,8 @@ from pathlib import Path
 import numpy as np
 from scipy.spatial.transform import Rotation
 
+from vidplan_core.kinematics import default_urdf_path
+
 __all__ = ["RobotStateModel", "UrdfJoint"]
 
 
@@ -64,7 +66,6 @@ class RobotStateModel:
     """
 
     def __init__(self, urdf_path: str | Path | None = None):
-        from vidplan_core.kinematics import default_urdf_path
 
         self.urdf_path = Path(urdf_path) if urdf_path is not None else default_urdf_path()
         root = ET.parse(self.urdf_path).getroot()

@@ -29,6 +29,7 @@ from typing import Any
 import numpy as np
 
 from vidplan_core.data.bags import BagError, BagReader, find_bags
+from vidplan_core.data.messages import Codec, stamp_ns
 from vidplan_core.data.schema import (
     SHARD_DIR,
     DatasetMeta,
@@ -46,6 +47,7 @@ from vidplan_core.data.topic_map import (
     needed_streams,
     resolve_camera_topics,
 )
+from vidplan_core.images import ImageDecodeError, decode_image, image_size
 from vidplan_core.spaces import CONTROL_RATE_HZ, MODEL_RATE_HZ, VIEW_ORDER, ActionNormalizer, ViewPreparation
 
 __all__ = ["ConvertError", "convert_bags", "expand_inputs"]
@@ -164,8 +166,6 @@ def _convert_one(bag: Path, tm: TopicMap, codec: Any, fps: float, size: tuple[in
                  views: ViewPreparation | None = None,
                  ) -> tuple[dict[str, np.ndarray], dict[str, Any], list[str], tuple[int, int]]:
     """Shard arrays, labels, joint names and source image size of one recording."""
-    from vidplan_core.data.messages import stamp_ns
-    from vidplan_core.images import ImageDecodeError, decode_image, image_size
 
     def when(msg: Any, bag_t: int) -> int:
         s = stamp_ns(msg) if tm.use_header_stamp else 0
@@ -357,8 +357,6 @@ def convert_bags(inputs: Sequence[str | Path], out: str | Path, topic_map: Topic
         ConvertError: unreadable recordings, missing topics or labels (all listed, before any work starts), or a
             recording that turns out unusable while converting (naming it).
     """
-    from vidplan_core.data.messages import Codec
-
     tm = topic_map or TopicMap()
     out = Path(out)
     if size is not None and (len(size) != 2 or min(size) <= 0):

@@ -17,7 +17,9 @@ from typing import Any
 
 import numpy as np
 
-from vidplan_core.data.schema import DatasetMeta, EpisodeMeta, mc_values, validate_dataset
+from vidplan_core.data.lerobot import is_lerobot_dataset
+from vidplan_core.data.lerobot_stream import open_stream
+from vidplan_core.data.schema import DatasetError, DatasetMeta, EpisodeMeta, mc_values, validate_dataset
 
 __all__ = ["FrameCaptionDataset", "WindowDataset", "dataset_meta", "window_starts"]
 
@@ -31,10 +33,6 @@ def dataset_meta(root: str | Path, lerobot: Any = None, view_size: tuple[int, in
     Raises:
         DatasetError: a bad dataset (every problem listed), or a LeRobot dataset without ``view_size``.
     """
-    from vidplan_core.data.lerobot import is_lerobot_dataset
-    from vidplan_core.data.lerobot_stream import open_stream
-    from vidplan_core.data.schema import DatasetError
-
     if is_lerobot_dataset(root):
         if view_size is None:
             raise DatasetError(root, ["a LeRobot dataset is read at the model's view size; none was given"])
@@ -86,8 +84,6 @@ class WindowDataset:
         if history < 1 or future < 0:
             raise ValueError(f"history must be >= 1 and future >= 0 frames, got {history} and {future}")
         self.root = Path(root)
-        from vidplan_core.data.lerobot import is_lerobot_dataset
-        from vidplan_core.data.lerobot_stream import open_stream
 
         self.stream = open_stream(self.root, lerobot, view_size) if is_lerobot_dataset(self.root) and view_size \
             else None

@@ -16,6 +16,7 @@ from typing import Any
 
 import numpy as np
 
+from vidplan_core.data.bags import MessageDefinitions
 from vidplan_core.spaces import euler_to_quat, quat_to_euler
 
 __all__ = ["Codec", "stamp_ns"]
@@ -38,7 +39,6 @@ class Codec:
     """
 
     def __init__(self, definitions: Any | None = None):
-        from vidplan_core.data.bags import MessageDefinitions
 
         self.definitions = definitions or MessageDefinitions()
         self.ts = self.definitions.typestore

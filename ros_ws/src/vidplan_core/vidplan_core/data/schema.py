@@ -55,6 +55,7 @@ from typing import Any, Literal
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from vidplan_core.config import format_validation_error
 from vidplan_core.spaces import ACTION_DIM, ACTION_NAMES, MODEL_RATE_HZ, VIEW_ORDER, ActionNormalizer
 
 __all__ = [
@@ -219,7 +220,6 @@ def load_meta(root: str | Path) -> DatasetMeta:
     """Read and validate ``meta.json`` (schema only; :func:`validate_dataset` also checks the shards)."""
     from pydantic import ValidationError
 
-    from vidplan_core.config import format_validation_error
 
     root = Path(root)
     path = root / META_NAME

@@ -35,6 +35,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from vidplan_core.config import load_model
 from vidplan_core.spaces import VIEW_ORDER
 
 __all__ = ["GripperSource", "TopicMap", "load_topic_map", "needed_streams", "resolve_camera_topics"]
@@ -94,7 +95,6 @@ def load_topic_map(path: str | Path | None) -> TopicMap:
     """The topic map of a YAML file (``None`` → the defaults, i.e. the topics of vidplan's sim and robot)."""
     if path is None:
         return TopicMap()
-    from vidplan_core.config import load_model
 
     return load_model(TopicMap, path)
 

@@ -66,8 +66,11 @@ import numpy as np
 
 from vidplan_core.data.bags import BagError, find_bags
 from vidplan_core.data.convert import ConvertError, expand_inputs
+from vidplan_core.data.lerobot import LeRobotError, LeRobotSource, is_lerobot_dataset
+from vidplan_core.data.schema import mc_values
 from vidplan_core.data.topic_map import TopicMap
 from vidplan_core.eval import metrics as M
+from vidplan_core.eval import plots as P
 from vidplan_core.eval.bag_bundle import Bundle, default_teacher_dir, load_bundle, resolve_device, unloadable
 from vidplan_core.eval.bag_config import (
     EXIT_BAD_INPUT,
@@ -82,6 +85,8 @@ from vidplan_core.eval.bag_metrics import finite_or_null
 from vidplan_core.eval.bag_recording import Episode, Scan, action_source, prepare_episode, scan_bag
 from vidplan_core.eval.bag_shadow import load_scorer, make_shadow_planner, session_config, text_embedding
 from vidplan_core.eval.bag_windows import PredictionMetrics, RewardMetrics, ShadowMetrics, UQMetrics
+from vidplan_core.eval.report import write_report
+from vidplan_core.runtime.bundle import make_noise
 from vidplan_core.spaces import VIEW_ORDER
 
 # The command's API in one place (its settings, result, errors and exit codes are defined in bag_config). The parts:
@@ -105,8 +110,6 @@ def _window_starts(T: int, history: int, horizon: int, max_steps: int) -> list[i
 
 def _lerobot_episode(root: Path, cfg: EvalBagConfig, bundle: Bundle) -> tuple[Episode, float]:
     """One episode of a LeRobot dataset (DROID) at the model's rate and views, read in place; and its duration [s]."""
-    from vidplan_core.data.lerobot import LeRobotError, LeRobotSource
-
     try:
         src = LeRobotSource(root, cfg.mapping, [cfg.episode])
         e = src.episodes[0]
@@ -168,8 +171,6 @@ def _check_input(bag: Path, tm: TopicMap, cfg: EvalBagConfig, warnings: list[str
     """Check the recording before torch and the models load (bad input fails in a second): a LeRobot dataset's
     episode, or one rosbag2 episode scanned (salvaged when damaged) with its action source resolved. Returns the scan,
     the topic map to read with and whether it is a LeRobot dataset."""
-    from vidplan_core.data.lerobot import LeRobotError, LeRobotSource, is_lerobot_dataset
-
     if is_lerobot_dataset(bag):  # a LeRobot / DROID dataset: one episode read in place; keys and files checked
         try:
             LeRobotSource(bag, cfg.mapping, [cfg.episode])
@@ -225,7 +226,6 @@ def _reward_values(bundle: Bundle, ep: Episode, scan: Scan, tm: TopicMap, bag: P
     if scan.damaged:
         return None, ("the bag is truncated/corrupt: the episode's last frame F is lost, so the Monte-Carlo value "
                       "γ^(F−τ)·success of the salvaged frames is unknown")
-    from vidplan_core.data.schema import mc_values
 
     return mc_values(len(ep.frames), bool(ep.success), gamma).astype(np.float64), ""
 
@@ -286,7 +286,6 @@ def eval_bag(bag: str | Path, model_dir: str | Path, out: str | Path, topic_map:
     scan, tm, lerobot = _check_input(bag, topic_map or TopicMap(), cfg, warnings)
     import torch  # heavy imports after the bag checks, so bad input fails in a second
 
-    from vidplan_core.runtime.bundle import make_noise
     from vidplan_core.sampling import edm_sample, flow_map_sample
 
     device = resolve_device(cfg.device)
@@ -470,8 +469,6 @@ def eval_bag(bag: str | Path, model_dir: str | Path, out: str | Path, topic_map:
     clean["null_reasons"] = reasons
 
     out.mkdir(parents=True, exist_ok=True)
-    from vidplan_core.eval import plots as P
-    from vidplan_core.eval.report import write_report
 
     plots = P.write_plots(clean, examples, out / "plots")
     metrics_path = out / "metrics.json"

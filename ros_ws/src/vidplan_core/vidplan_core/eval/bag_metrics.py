@@ -11,6 +11,7 @@ import numpy as np
 
 from vidplan_core.eval import metrics as M
 from vidplan_core.eval.bag_config import PSNR_MSE_FLOOR
+from vidplan_core.spaces import EULER_SEQ
 
 __all__ = [
     "MOVING_THRESHOLD",
@@ -155,7 +156,6 @@ def rotation_errors(pred: np.ndarray, ref: np.ndarray) -> np.ndarray:
     """Geodesic angle [rad] between Euler-xyz orientations (H, 3) and (H, 3)."""
     from scipy.spatial.transform import Rotation
 
-    from vidplan_core.spaces import EULER_SEQ
 
     r = Rotation.from_euler(EULER_SEQ, pred).inv() * Rotation.from_euler(EULER_SEQ, ref)
     return np.abs(r.magnitude())

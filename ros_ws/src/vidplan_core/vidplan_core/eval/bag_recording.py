@@ -12,7 +12,7 @@ import numpy as np
 
 from vidplan_core.data.bag_writer import BagWriter
 from vidplan_core.data.bags import BagError, BagReader, find_bags
-from vidplan_core.data.convert import ConvertError
+from vidplan_core.data.convert import ConvertError, convert_bags
 from vidplan_core.data.messages import Codec
 from vidplan_core.data.topic_map import COMPRESSED, IMAGE, TopicMap, resolve_camera_topics
 from vidplan_core.eval.bag_bundle import Bundle
@@ -239,7 +239,6 @@ def prepare_episode(bag: Path, tm: TopicMap, bundle: Bundle, cfg: EvalBagConfig,
     """
     from safetensors.numpy import load_file
 
-    from vidplan_core.data.convert import convert_bags
 
     label_known = _has_label(bag, scan, tm)
     src_dir = work / "src"

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from vidplan_core.config import validate_model
 from vidplan_core.eval.bag_bundle import Bundle, safetensor_errors, unreadable_model_file
 from vidplan_core.eval.bag_config import MODEL_READ_ERRORS, EvalBagConfig, EvalBagError
 
@@ -67,7 +68,6 @@ def session_config(planner: Any) -> Any:
     """The shadow planner's SessionConfig: from THE planner configuration (None = the shipped planning/planner.yaml,
     or a planner YAML path: :func:`vidplan_core.planning.config.load_planning_config`), a SessionConfig, or a dict
     (a PlanningConfig's or, for older callers, a SessionConfig's keys). Errors are ConfigErrors naming file and key."""
-    from vidplan_core.config import validate_model
     from vidplan_core.planning.config import PlanningConfig, load_planning_config
     from vidplan_core.planning.session import SessionConfig
 

@@ -27,8 +27,11 @@ from typing import Any
 
 import numpy as np
 
+from vidplan_core.data.bags import BagReader
+from vidplan_core.data.messages import Codec, stamp_ns
 from vidplan_core.eval.visualize import prediction_strip, to_uint8_hwc
-from vidplan_core.spaces import VIEW_ORDER
+from vidplan_core.images import decode_image
+from vidplan_core.spaces import VIEW_ORDER, resize_view
 
 __all__ = ["CAMERA_TOPICS", "PREDICTION_TOPIC", "split_prediction_image", "write_demo_report"]
 
@@ -66,7 +69,6 @@ def _upscale(img: np.ndarray, k: int) -> np.ndarray:
 
 
 def _resize(img: np.ndarray, h: int, w: int) -> np.ndarray:
-    from vidplan_core.spaces import resize_view
 
     return resize_view(img, h, w)
 
@@ -77,10 +79,6 @@ def _stacked(views: dict[str, np.ndarray], h: int, w: int) -> np.ndarray:
 
 def _read(bag: Path, max_rows: int, gif_fps: float, max_gif_frames: int, start_ns: int) -> dict[str, Any]:
     """Camera triplets (by header stamp), predictions, topic counts from the bag."""
-    from vidplan_core.data.bags import BagReader
-    from vidplan_core.data.messages import Codec, stamp_ns
-    from vidplan_core.images import decode_image
-
     codec = Codec()
     cams: dict[int, dict[str, Any]] = {}      # header stamp → view → raw message (decoded lazily)
     preds: list[tuple[int, Any]] = []  # (header stamp, message) of the planner's debug prediction images

@@ -11,6 +11,8 @@ from typing import Any
 
 import numpy as np
 
+from vidplan_core.eval.visualize import prediction_strip, uncertainty_overlay
+
 __all__ = ["write_plots"]
 
 VIEWS = ("left", "right", "wrist")
@@ -179,7 +181,6 @@ def _example(ex: dict[str, Any], path: Path) -> Path:
     """Rows: recorded future, predicted future, uncertainty over the prediction (views stacked vertically)."""
     from PIL import Image
 
-    from vidplan_core.eval.visualize import prediction_strip, uncertainty_overlay
     from vidplan_core.spaces import stack_views
 
     rec = stack_views(np.asarray(ex["recorded"]))  # (H, 3, 3h, w)

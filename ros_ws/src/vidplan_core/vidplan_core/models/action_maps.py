@@ -36,6 +36,7 @@ import numpy as np
 import torch
 import torch.nn as nn
 
+from vidplan_core.calibration import WORKSPACE_BOX, load_calibration, workspace_crop_boxes
 from vidplan_core.spaces import VIEW_ORDER
 
 __all__ = ["ACTION_MAP_CHANNELS", "ActionMapRenderer", "action_map_config", "check_view_geometry",
@@ -110,7 +111,6 @@ def normalised_view_geometry(action_maps: dict[str, Any] | None = None) -> dict[
             v["K"] = [[k / w for k in v["K"][0]], [k / h for k in v["K"][1]], list(v["K"][2])]
         g["grid_hw"] = [1, 1]
         return g
-    from vidplan_core.calibration import load_calibration
 
     return action_map_config(load_calibration(), (1, 1))
 
@@ -186,7 +186,6 @@ def resolve_action_map_spec(spec: dict[str, Any], grid_hw: tuple[int, int]) -> d
     if not spec.get("calibration"):
         raise ValueError("action_maps.calibration: spatial action maps need the camera calibration (a path to a "
                          "calibration YAML, or 'default' for calibration/droid_cameras.yaml)")
-    from vidplan_core.calibration import WORKSPACE_BOX, load_calibration, workspace_crop_boxes
 
     cal_path = spec["calibration"]
     cal = load_calibration(None if cal_path == "default" else cal_path)

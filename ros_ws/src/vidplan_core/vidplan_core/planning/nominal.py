@@ -21,6 +21,9 @@ from typing import Any, Literal, Protocol, runtime_checkable
 
 import numpy as np
 
+from vidplan_core.runtime.bundle import frames_to_float
+from vidplan_core.runtime.bundle_index import read_bundle_index
+from vidplan_core.runtime.loader import load_part
 from vidplan_core.spaces import ACTION_DIM, CONTROL_RATE_HZ, MODEL_RATE_HZ, model_stride
 
 __all__ = ["BCNominalPolicy", "HoldPolicy", "NominalObservation", "NominalPolicy", "OpenPIPolicy", "ReplayPolicy"]
@@ -104,9 +107,6 @@ class BCNominalPolicy:
     def from_bundle(cls, model_dir: Any, models: Any = None) -> BCNominalPolicy:
         """The policy of a model directory (its index's ``policy`` part; BundleError naming it when absent), with
         the directory's torch models (``models``, or loaded here)."""
-        from vidplan_core.runtime.bundle_index import read_bundle_index
-        from vidplan_core.runtime.loader import load_part
-
         index = read_bundle_index(model_dir)
         index.require(["policy"], "the behaviour-cloned nominal policy (vidplan train bc, then assemble-models)")
         if models is None:
@@ -130,7 +130,6 @@ class BCNominalPolicy:
             raise ValueError(f"the behaviour-cloned policy needs the last {T} prepared history frames "
                              "(NominalObservation.frames), got " + ("none" if obs.frames is None
                                                                     else str(len(obs.frames))))
-        from vidplan_core.runtime.bundle import frames_to_float
 
         frames = torch.as_tensor(frames_to_float(np.asarray(obs.frames)[-T:]))
         pose = torch.as_tensor(np.asarray(obs.ee_pose, np.float32).reshape(1, ACTION_DIM))

@@ -32,6 +32,7 @@ from typing import Any
 
 import numpy as np
 
+from vidplan_core.calibration import load_calibration
 from vidplan_core.execution import Rejection, plan_execution
 from vidplan_core.observation import ObservationHistory
 from vidplan_core.spaces import CONTROL_RATE_HZ, MODEL_RATE_HZ, VIEW_ORDER
@@ -76,7 +77,6 @@ class VidPlanOpenPIPolicy:
     def __init__(self, session, views, limits, control_rate_hz: float = CONTROL_RATE_HZ, seed: int = 0,
                  clock: Callable[[], float] = time.monotonic, aspects: dict[str, float] | None = None,
                  max_gap_s: float = 60.0):
-        from vidplan_core.calibration import load_calibration
 
         self.session, self.views, self.limits = session, views, limits
         cams = load_calibration().cameras

@@ -17,6 +17,7 @@ from typing import Literal
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
+from vidplan_core.execution import Rejection, plan_execution
 from vidplan_core.kinematics import action_to_transform
 from vidplan_core.planning.nominal import HoldPolicy, NominalObservation, NominalPolicy
 from vidplan_core.planning.planner import CEMConfig, CEMPlanner, GradientPlanner, PlannerConfig, PlanResult
@@ -240,8 +241,6 @@ class PlanningSession:
         step the wrist cannot follow at the allowed joint speed had the whole chunk rejected (7 in about 1300
         cycles of closed_loop_box_clip, all at step 0 or 1). Falls back to the chosen proposal as proposed, then to
         hold; ``result.fallback`` and ``result.reason`` say which and why. Changes ``result`` in place."""
-        from vidplan_core.execution import Rejection, plan_execution
-
         limits = self.config.limits
         first = plan_execution(result.chunk, q, self.kin, limits, "reject")
         if not isinstance(first, Rejection):

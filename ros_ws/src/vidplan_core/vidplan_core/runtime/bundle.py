@@ -11,6 +11,7 @@ from typing import Any
 import numpy as np
 
 from vidplan_core.runtime.base import BackendError
+from vidplan_core.runtime.bundle_index import write_bundle_index
 
 __all__ = ["LatentCache", "PlannerModels", "frame_key", "make_noise"]
 
@@ -70,7 +71,6 @@ class PlannerModels:
         (:meth:`vidplan_core.models._io.StrictLoadMixin.save`); the semantic model always stays float32.
         ``config_name``: recorded in the index (default :attr:`config_name`)."""
         from vidplan_core.models.siglip import save_semantic
-        from vidplan_core.runtime.bundle_index import write_bundle_index
 
         self.suite.save(directory, storage_dtype=storage_dtype)
         if self.tiny_decoder is not None:
@@ -93,7 +93,7 @@ class PlannerModels:
         autoencoder, [world_model,] flow_map, uq_head, reward_head and semantic (or ``semantic_dir``).
         Missing parts are a :class:`BackendError` (:class:`~vidplan_core.runtime.bundle_index.BundleError`) naming the
         key and the path; see :func:`vidplan_core.runtime.loader.load_planner_models`."""
-        from vidplan_core.runtime.loader import load_planner_models
+        from vidplan_core.runtime.loader import load_planner_models  # the loader builds PlannerModels: lazy
 
         return load_planner_models(directory, device=device, semantic_dir=semantic_dir, semantic_view=semantic_view)
 

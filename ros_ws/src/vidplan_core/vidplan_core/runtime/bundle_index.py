@@ -55,6 +55,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, PrivateAttr, StringConstraints
 
+from vidplan_core.config import ConfigError, validate_model
 from vidplan_core.runtime.base import BackendError
 from vidplan_core.runtime.manifest import MANIFEST_NAME, file_sha256
 
@@ -277,7 +278,6 @@ def infer_bundle_index(model_dir: str | Path, config: str | None = None) -> Bund
 
 
 def _parse(root: Path, path: Path) -> BundleIndex:
-    from vidplan_core.config import ConfigError, validate_model
 
     try:
         data = json.loads(path.read_text())

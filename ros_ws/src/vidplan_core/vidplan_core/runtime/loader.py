@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from vidplan_core.runtime.base import BackendError
+from vidplan_core.runtime.bundle import PlannerModels
 from vidplan_core.runtime.bundle_index import (
     BACKENDS,
     MODEL_PARTS,
@@ -26,6 +27,7 @@ from vidplan_core.runtime.bundle_index import (
     verify_checksums,
 )
 from vidplan_core.runtime.warm_up import warm_up
+from vidplan_core.spaces import ViewPreparation
 
 __all__ = [
     "LoadedBackend",
@@ -88,7 +90,6 @@ def load_planner_models(model_dir: str | Path | BundleIndex, device: str = "cpu"
     checksum mismatch, ModelLoadError for a part that does not load, BackendError when the parts do not fit
     together."""
     from vidplan_core.models.configs import ModelSuite
-    from vidplan_core.runtime.bundle import PlannerModels
 
     index = as_bundle_index(model_dir)
     if semantic_dir is not None:
@@ -157,8 +158,6 @@ class LoadedBackend:
     def views(self) -> Any:
         """The model's :class:`~vidplan_core.spaces.ViewPreparation` (view size and workspace crops): how every
         camera image is cut and resized before this model sees it."""
-        from vidplan_core.spaces import ViewPreparation
-
         return ViewPreparation.from_geometry(getattr(self.backend, "view_geometry", None), *self.view_size)
 
     def with_objective(self, objective: Any) -> Any:

@@ -8,8 +8,9 @@ from typing import Any
 
 import numpy as np
 
-from vidplan_core.runtime.base import BackendError
+from vidplan_core.runtime.base import BackendError, PlanningContext
 from vidplan_core.runtime.bundle_index import BundleError, BundleIndex
+from vidplan_core.spaces import ACTION_DIM
 
 __all__ = [
     "WarmUpError",
@@ -58,8 +59,6 @@ def warm_up(backend: Any, index: BundleIndex | None = None, seed: int = 0) -> fl
     """
     import time
 
-    from vidplan_core.runtime.base import PlanningContext
-    from vidplan_core.spaces import ACTION_DIM
 
     t0 = time.perf_counter()
     vh, vw = _view_size(backend, index)

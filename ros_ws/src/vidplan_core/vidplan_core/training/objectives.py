@@ -9,6 +9,8 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from vidplan_core.sampling import edm_loss, psd_loss
+from vidplan_core.spaces import stack_views
+from vidplan_core.training.siglip import siglip_loss
 
 __all__ = ["BCObjective", "EdmObjective", "HeadsObjective", "PsdObjective", "SiglipObjective", "TinyDecoderObjective",
            "VaeObjective"]
@@ -24,7 +26,6 @@ class VaeObjective(nn.Module):
     def forward(self, images: torch.Tensor) -> dict[str, torch.Tensor]:
         from diffusers import AutoencoderKLTemporalDecoder
 
-        from vidplan_core.spaces import stack_views
 
         x = stack_views(images) * 2.0 - 1.0  # (B, 3, 3H, W) in [−1, 1]
         post = self.ae.vae.encode(x).latent_dist
@@ -109,7 +110,6 @@ class SiglipObjective(nn.Module):
 
     def forward(self, pixel_values: torch.Tensor, input_ids: torch.Tensor, labels: torch.Tensor
                 ) -> dict[str, torch.Tensor]:
-        from vidplan_core.training.siglip import siglip_loss
 
         img = self.model.vision_model(pixel_values=pixel_values).pooler_output
         txt = self.model.text_model(input_ids=input_ids).pooler_output

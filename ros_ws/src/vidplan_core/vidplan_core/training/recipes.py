@@ -39,7 +39,15 @@ import torch
 import torch.nn as nn
 
 from vidplan_core.config import ConfigError
+from vidplan_core.data.dataset import WindowDataset, dataset_meta
+from vidplan_core.data.latents import autoencoder_tag, cache_latents
+from vidplan_core.data.lerobot import is_lerobot_dataset
+from vidplan_core.models import BCPolicy, FlowMap, RewardHead, TinyDecoder, UQHead, VideoAutoencoder, WorldModel
+from vidplan_core.models.action_maps import normalised_view_geometry
+from vidplan_core.runtime.bundle import tokenize
+from vidplan_core.runtime.loader import load_semantic_scorer
 from vidplan_core.sampling import edm_sample, flow_map_sample
+from vidplan_core.spaces import ViewPreparation, stack_views
 from vidplan_core.training.config import TrainConfig
 from vidplan_core.training.objectives import (
     BCObjective,
@@ -69,8 +77,6 @@ class VaeRecipe(RecipeBase):
     """Train the autoencoder on single frames."""
 
     def setup(self, device: Any, is_main: bool) -> None:
-        from vidplan_core.data.dataset import WindowDataset
-        from vidplan_core.models import VideoAutoencoder
 
         self.device = device
         kw = model_section(self.cfg, "autoencoder")
@@ -114,8 +120,6 @@ class TinyDecoderRecipe(RecipeBase):
     """Distil the frozen autoencoder's decoder (``init.autoencoder``) into a tiny decoder for scoring."""
 
     def setup(self, device: Any, is_main: bool) -> None:
-        from vidplan_core.data.dataset import WindowDataset
-        from vidplan_core.models import TinyDecoder, VideoAutoencoder
 
         self.device = device
         ae = VideoAutoencoder.load(self.cfg.init.autoencoder).to(device).eval()
@@ -156,7 +160,6 @@ class TinyDecoderRecipe(RecipeBase):
 
 
 def _stack(img: torch.Tensor) -> torch.Tensor:
-    from vidplan_core.spaces import stack_views
 
     return stack_views(img)
 
@@ -181,9 +184,6 @@ def _check_size(meta: Any, ae_config: Any, root: str) -> None:
 def _check_views(meta: Any, action_maps: dict[str, Any] | None, root: str) -> None:
     """The dataset's views must be cut as the model will cut camera images at run time: the crop recorded by
     ``vidplan data convert --crop`` equals the world model's ``action_maps.crop`` (both none, or the same boxes)."""
-    from vidplan_core.models.action_maps import normalised_view_geometry
-    from vidplan_core.spaces import ViewPreparation
-
     h, w = meta.view_hw
     rec = (meta.info or {}).get("view_preparation")
     data = ViewPreparation.from_dict(rec) if rec else ViewPreparation(h, w)
@@ -207,7 +207,6 @@ class _LatentRecipe(RecipeBase):
     num_future: int
 
     def _load_autoencoder(self) -> Any:
-        from vidplan_core.models import VideoAutoencoder
 
         ae = VideoAutoencoder.load(self.cfg.init.autoencoder).to(self.device).eval()
         for p in ae.parameters():
@@ -215,9 +214,6 @@ class _LatentRecipe(RecipeBase):
         return ae
 
     def _datasets(self, ae: Any, is_main: bool, action_maps: dict[str, Any] | None = None) -> None:
-        from vidplan_core.data.dataset import WindowDataset, dataset_meta
-        from vidplan_core.data.latents import autoencoder_tag, cache_latents
-        from vidplan_core.data.lerobot import is_lerobot_dataset
 
         d = self.cfg.data
         view_size = (ae.config.view_height, ae.config.view_width)
@@ -255,7 +251,6 @@ class _LatentRecipe(RecipeBase):
                                                 f"instruction's text embedding (width {text_embed_dim}): set "
                                                 f"init.semantic to a trained semantic model (vidplan train "
                                                 f"semantic), the one the planner will use")])
-        from vidplan_core.runtime.loader import load_semantic_scorer
 
         scorer = load_semantic_scorer(self.cfg.init.semantic, device=self.device)  # SigLIP/CLIP or grounded
         if scorer.tokenizer is None:
@@ -268,8 +263,6 @@ class _LatentRecipe(RecipeBase):
 
     def _text(self, texts: list[str]) -> torch.Tensor:
         """(B, D) unit-norm text embeddings of instructions, tokenized as the planner does (runtime.bundle)."""
-        from vidplan_core.runtime.bundle import tokenize
-
         s = self.scorer
         missing = [t for t in dict.fromkeys(texts) if t not in self._text_cache]
         for t in missing:
@@ -297,7 +290,6 @@ class WorldModelRecipe(_LatentRecipe):
     """The EDM teacher (a warm start from ``init.world_model`` if given)."""
 
     def setup(self, device: Any, is_main: bool) -> None:
-        from vidplan_core.models import WorldModel
 
         self.device = device
         ae = self._load_autoencoder()
@@ -330,7 +322,6 @@ class FlowMapRecipe(_LatentRecipe):
     """PSD fine-tuning of a flow map initialised from the teacher (equal to it at step 0)."""
 
     def setup(self, device: Any, is_main: bool) -> None:
-        from vidplan_core.models import FlowMap, WorldModel
 
         self.device = device
         ae = self._load_autoencoder()
@@ -361,7 +352,6 @@ class HeadsRecipe(_LatentRecipe):
     """UQ and reward heads on the frozen flow map's predictions."""
 
     def setup(self, device: Any, is_main: bool) -> None:
-        from vidplan_core.models import FlowMap, RewardHead, UQHead
 
         self.device = device
         ae = self._load_autoencoder()
@@ -415,7 +405,6 @@ class BCRecipe(_LatentRecipe):
     """The behaviour-cloned nominal policy on the latents of the flow map's autoencoder (the planner's context)."""
 
     def setup(self, device: Any, is_main: bool) -> None:
-        from vidplan_core.models import BCPolicy, FlowMap
 
         self.device = device
         ae = self._load_autoencoder()

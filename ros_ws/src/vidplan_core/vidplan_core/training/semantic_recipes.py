@@ -11,6 +11,17 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from vidplan_core.config import ConfigError
+from vidplan_core.data.dataset import FrameCaptionDataset, dataset_meta
+from vidplan_core.models.grounded import GroundedScorer, SentenceEncoder
+from vidplan_core.models.siglip import build_siglip, build_tokenizer, save_semantic
+from vidplan_core.spaces import VIEW_ORDER
+from vidplan_core.training.grounded import (
+    GroundedObjective,
+    GroundingFrames,
+    PhraseBank,
+    evaluate_grounding,
+    load_shards,
+)
 from vidplan_core.training.objectives import SiglipObjective
 from vidplan_core.training.recipe_base import RecipeBase
 
@@ -21,9 +32,6 @@ class SemanticRecipe(RecipeBase):
     """A small SigLIP model on frames (the configured views) and their episodes' instructions."""
 
     def setup(self, device: Any, is_main: bool) -> None:
-        from vidplan_core.data.dataset import FrameCaptionDataset, dataset_meta
-        from vidplan_core.models.siglip import build_siglip, build_tokenizer
-        from vidplan_core.spaces import VIEW_ORDER
 
         self.device = device
         d, o = self.cfg.data, self.opts
@@ -79,7 +87,6 @@ class SemanticRecipe(RecipeBase):
         return {"retrieval_acc": float(((img @ txt.t()).argmax(-1) == truth).float().mean())}
 
     def save_final(self, model: nn.Module, out_dir: Path) -> None:
-        from vidplan_core.models.siglip import save_semantic
 
         save_semantic(model.model, self.tokenizer, out_dir, self.image_size)
 
@@ -88,9 +95,6 @@ class GroundedRecipe(RecipeBase):
     """The grounded semantic scorer on labelled sim frames (:mod:`vidplan_core.training.grounded`)."""
 
     def setup(self, device: Any, is_main: bool) -> None:
-        from vidplan_core.models.grounded import GroundedScorer, SentenceEncoder
-        from vidplan_core.spaces import VIEW_ORDER
-        from vidplan_core.training.grounded import GroundedObjective, GroundingFrames, PhraseBank, load_shards
 
         self.device = device
         o, root = self.opts, Path(self.cfg.data.root)
@@ -129,7 +133,6 @@ class GroundedRecipe(RecipeBase):
     def save_final(self, model: nn.Module, out_dir: Path) -> None:
         import json
 
-        from vidplan_core.training.grounded import PhraseBank, evaluate_grounding
 
         sc = model.scorer
         sc.save(out_dir)
