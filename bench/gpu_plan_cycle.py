@@ -16,6 +16,7 @@ import argparse
 import json
 import platform
 import statistics
+import sys
 import time
 from pathlib import Path
 
@@ -27,20 +28,27 @@ PEAK_BF16_FLOPS = {"H100": 989e12, "H200": 989e12}  # dense bf16 tensor-core pea
 
 
 def _scorer(models, kind: str):
-    """Replace the small random scorer by a SigLIP-base-sized random one (768 wide, 12 layers, 224 px, patch 16)."""
-    from transformers import SiglipConfig, SiglipModel
+    """Replace the small random scorer by a random one with a SigLIP-base-sized vision tower (768 wide, 12 layers,
+    224 px, patch 16: the cost bench/flops_full.py counts per image), for ``kind="base"``.
+
+    CLIP-shaped, not SigLIP: the world model is conditioned on the scorer's text embedding (``text_embed_dim``, 512 in
+    the full config), and only CLIP has a visual projection from the 768-wide tower into that space. A SigLIP-base
+    tower without one scored 768-wide patches against 512-wide text and every plan held (seen on an H200)."""
+    from transformers import CLIPConfig, CLIPModel
 
     from vidplan_core.models.semantic import SemanticScorer
 
     if kind != "base":
         return models
-    d = models.suite.flow_map.model.config.text_embed_dim or 768
+    d = models.suite.flow_map.model.config.text_embed_dim or 512
     tok = models.scorer.tokenizer
-    common = dict(hidden_size=768, intermediate_size=3072, num_hidden_layers=12, num_attention_heads=12)
-    text = dict(vocab_size=len(tok), max_position_embeddings=12, pad_token_id=tok.pad_token_id,
-                bos_token_id=tok.bos_token_id, eos_token_id=tok.eos_token_id, projection_size=d, **common)
-    vision = dict(image_size=224, patch_size=16, **common)
-    models.scorer = SemanticScorer(SiglipModel(SiglipConfig(text_config=text, vision_config=vision)), tok)
+    vision = dict(hidden_size=768, intermediate_size=3072, num_hidden_layers=12, num_attention_heads=12,
+                  image_size=224, patch_size=16)
+    text = dict(hidden_size=512, intermediate_size=2048, num_hidden_layers=12, num_attention_heads=8,
+                vocab_size=len(tok), max_position_embeddings=12, pad_token_id=tok.pad_token_id,
+                bos_token_id=tok.bos_token_id, eos_token_id=tok.eos_token_id)
+    clip = CLIPModel(CLIPConfig(text_config=text, vision_config=vision, projection_dim=d))
+    models.scorer = SemanticScorer(clip, tok)
     return models
 
 
@@ -56,6 +64,11 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--cuda-graphs", dest="cuda_graphs", action=argparse.BooleanOptionalAction, default=True)
     p.add_argument("--bf16", dest="bf16", action=argparse.BooleanOptionalAction, default=True)
     p.add_argument("--siglip", default="base", choices=["base", "small"])
+    p.add_argument("--tiny-decoder", dest="tiny_decoder", action=argparse.BooleanOptionalAction, default=True,
+                   help="score through a tiny decoder (64 channels, as bench/flops_full.py counts it): the product's "
+                        "path; --no-tiny-decoder decodes with the full VAE")
+    p.add_argument("--stem", default=None, help="output name under bench/results (default gpu_plan_cycle, or "
+                                                "gpu_plan_cycle_smoke off CUDA)")
     args = p.parse_args(argv)
 
     from vidplan_core.planning.planner import GradientPlanner, PlannerConfig
@@ -73,6 +86,10 @@ def main(argv: list[str] | None = None) -> int:
         torch.backends.cuda.matmul.allow_tf32 = True
         torch.backends.cudnn.allow_tf32 = True
     models = _scorer(random_planner_models(args.config, seed=0), args.siglip if cuda else "small")
+    if args.tiny_decoder:
+        from vidplan_core.models.tiny_decoder import TinyDecoder
+
+        models.tiny_decoder = TinyDecoder.for_autoencoder(models.suite.autoencoder, channels=64).eval()
     cfg = models.suite.autoencoder.config
     pose = np.array([0.45, 0.05, 0.30, np.pi - 0.02, 0.0, 0.0, 0.0])
     frames = np.random.default_rng(0).integers(0, 255, (models.num_history, 3, 3, cfg.view_height, cfg.view_width),
@@ -86,26 +103,37 @@ def main(argv: list[str] | None = None) -> int:
     res: dict = {"benchmark": "gpu_plan_cycle", "device": device_name, "config": args.config, "N": args.n,
                  "H": models.horizon, "refine_iters": args.iters, "bf16": args.bf16 and cuda,
                  "compile": args.compile, "cuda_graphs": args.cuda_graphs and cuda, "torch": torch.__version__,
-                 "measured_on_gpu": cuda, "by_K": {}}
+                 "measured_on_gpu": cuda, "decoder": "tiny (64 ch)" if args.tiny_decoder else "vae",
+                 "command": "python bench/gpu_plan_cycle.py " + " ".join(argv if argv is not None else sys.argv[1:]),
+                 "by_K": {}}
     for k in [int(x) for x in args.ks.split(",")]:
         be = TorchBackend(models, flow_steps=k, device=args.device, compile=args.compile and not args.cuda_graphs,
                           cuda_graphs=args.cuda_graphs and cuda, bf16=args.bf16 and cuda)
-        planner = GradientPlanner(be, PlannerConfig(refine_iters=args.iters))
+        # every refinement iteration runs (no early stop, no skip on a small random-weight gradient): the cycle
+        # as flops_full.json counts it, the worst case of the shipped planner
+        planner = GradientPlanner(be, PlannerConfig(refine_iters=args.iters, refine_tol=0.0, min_grad=0.0))
         t = time.perf_counter()
-        for _ in range(2):  # warm-up: compilation, CUDA graph capture, cuDNN autotuning
+        def plan(planner=planner, k=k):
             r = planner.plan(ctx, props)
+            if "total" not in r.timings:  # a hold: the planner caught an error and said why
+                raise SystemExit(f"K={k}: the planner held instead of planning: {r.status}: {r.reason}")
+            return r
+
+        for _ in range(2):  # warm-up: compilation, CUDA graph capture, cuDNN autotuning
+            r = plan()
         warm = time.perf_counter() - t
         cyc, stages = [], []
         for _ in range(args.repeats):
-            r = planner.plan(ctx, props)
+            r = plan()
             cyc.append(r.timings["total"])
             stages.append(r.timings)
         med = statistics.median(cyc)
-        entry = {"cycle_s": med, "cycles_s": cyc, "warmup_s": warm, "status": r.status,
+        entry = {"cycle_s": med, "cycles_s": cyc, "warmup_s": warm, "status": r.status, "reason": r.reason,
+                 "peak_mem_gib": torch.cuda.max_memory_allocated() / 2**30 if cuda else None,
                  "stages_s": {s: statistics.median(st.get(s, 0.0) for st in stages)
                               for s in ("encode", "rollout", "heads", "semantic", "select", "refinement")}}
         if flops and args.config == "full":
-            f = flops["plan_cycle"]["by_K"].get(f"K{k}", {}).get("total_flops")
+            f = flops["plan_cycle"]["by_K_tiny" if args.tiny_decoder else "by_K"].get(f"K{k}", {}).get("total_flops")
             if f:
                 entry["flops"] = f
                 entry["achieved_tflops"] = f / med / 1e12
@@ -114,7 +142,7 @@ def main(argv: list[str] | None = None) -> int:
         res["by_K"][f"K{k}"] = entry
         print(f"K={k}: {med:.3f} s/cycle {entry['stages_s']}", flush=True)
     OUT.mkdir(exist_ok=True)
-    stem = "gpu_plan_cycle" if cuda else "gpu_plan_cycle_smoke"
+    stem = args.stem or ("gpu_plan_cycle" if cuda else "gpu_plan_cycle_smoke")
     (OUT / f"{stem}.json").write_text(json.dumps(res, indent=2))
     (OUT / f"{stem}.md").write_text(summary(res))
     print(summary(res))
@@ -127,7 +155,8 @@ def summary(res: dict) -> str:
     lines = [f"# gpu_plan_cycle — {res['config']} config, N={res['N']}, H={res['H']}, {res['refine_iters']} "
              "refinement iterations", "",
              f"Device: {res['device']}; bf16={res['bf16']}, torch.compile={res['compile']}, "
-             f"CUDA graphs={res['cuda_graphs']}, torch {res['torch']}.", ""]
+             f"CUDA graphs={res['cuda_graphs']}, torch {res['torch']}; scoring decoder: {res.get('decoder')}.", "",
+             f"Command: `{res.get('command')}`.", ""]
     if not res["measured_on_gpu"]:
         lines += ["**Smoke run only (no GPU): these numbers say nothing about the GPU goal; the GPU numbers are "
                   "unmeasured.**", ""]

@@ -23,19 +23,12 @@ def _pick_domain_id() -> tuple[int, str]:
     # one host sharing a domain break each other's timing tests). Probed before anything here imports rclpy.
     if os.environ.get("VIDPLAN_TEST_DOMAIN_ID"):
         return int(os.environ["VIDPLAN_TEST_DOMAIN_ID"]), "fixed by VIDPLAN_TEST_DOMAIN_ID"
-    from ros_domain import pick_free_domain
+    from ros_domain import pick_free_domain, worker_domain_range
 
     global _RESERVATION
-    # pytest-xdist (make test runs 2 workers): each worker is its own run with its own domain; disjoint id ranges,
-    # so two workers probing at the same moment cannot both pick the same free id
-    worker = os.environ.get("PYTEST_XDIST_WORKER", "")
-    count = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1") or 1)
-    if worker.startswith("gw") and count > 1:
-        span = 100 // count
-        k = int(worker[2:]) % count
-        _RESERVATION = pick_free_domain(low=1 + k * span, high=(k + 1) * span)
-    else:
-        _RESERVATION = pick_free_domain()
+    # pytest-xdist (make test runs 2 workers): each worker is its own run with its own domain, from its own id range
+    low, high = worker_domain_range()
+    _RESERVATION = pick_free_domain(low=low, high=high)
     domain, seen = _RESERVATION.domain, _RESERVATION.seen
     busy = {d: n for d, n in seen.items() if n}
     note = ("probed free, held by a sentinel node" if seen and domain not in busy

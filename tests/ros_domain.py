@@ -14,7 +14,7 @@ import random
 import subprocess
 import sys
 
-__all__ = ["pick_free_domain"]
+__all__ = ["pick_free_domain", "worker_domain_range"]
 
 # The probe joins each candidate domain at once (one rclpy context per domain), waits for discovery, picks the first
 # domain with no nodes besides its own, prints it, and then keeps its node on that domain alive until its stdin
@@ -42,6 +42,18 @@ for d, (ctx, node) in nodes.items():
 print(json.dumps({"chosen": chosen, "seen": seen}), flush=True)
 sys.stdin.read()  # hold the domain until the parent closes our stdin or exits
 """
+
+
+def worker_domain_range() -> tuple[int, int]:
+    """The domain ids [low, high] this pytest process draws from: pytest-xdist workers get disjoint ranges, so two
+    workers probing at the same moment cannot both pick the same free id; a plain run gets 1..100."""
+    worker = os.environ.get("PYTEST_XDIST_WORKER", "")
+    count = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1") or 1)
+    if worker.startswith("gw") and count > 1:
+        span = 100 // count
+        k = int(worker[2:]) % count
+        return 1 + k * span, (k + 1) * span
+    return 1, 100
 
 
 class DomainReservation:

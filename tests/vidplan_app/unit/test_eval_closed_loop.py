@@ -152,6 +152,33 @@ def test_nominal_only_proposals_are_configuration_and_an_empty_set_is_refused():
                                     "session.proposals.gripper_toggle": False})
 
 
+def test_planner_config_is_resolved_once_per_run_and_given_to_workers(tmp_path):
+    """A run plans with the planner YAML as it was when the run started: editing (or breaking) the file meanwhile
+    changes nothing, and a worker process plans with the parent's resolution, not the file."""
+    import shutil
+
+    from vidplan_app.jobs.closed_loop import ClosedLoopConfig
+    from vidplan_core.planning.config import DEFAULT_PLANNER_YAML, PlanningConfig
+
+    yaml_path = tmp_path / "planner.yaml"
+    shutil.copy(DEFAULT_PLANNER_YAML, yaml_path)
+    cfg = ClosedLoopConfig(planner_config=str(yaml_path), variants=["vidplan", "no-uq"],
+                           overrides={"session.gradopt.score.lam": 2.0})
+    first = cfg.resolved_planning()
+    assert set(first) == {"vidplan", "no-uq"} and first["vidplan"]["session"]["gradopt"]["score"]["lam"] == 2.0
+    copy = cfg.planning("vidplan")
+    copy.session.proposals.num_nominal = 99  # a caller's change does not leak into the next episode's config
+    yaml_path.write_text("this: is not\n  a planner config\n")
+    assert cfg.resolved_planning() == first
+    worker = ClosedLoopConfig.model_validate_json(cfg.model_dump_json())  # what a worker process gets ...
+    worker.use_planning(first)  # ... with the parent's resolution
+    assert worker.resolved_planning() == first
+    assert isinstance(worker.planning("no-uq"), PlanningConfig)
+    fresh = ClosedLoopConfig.model_validate_json(cfg.model_dump_json())  # reading the edited file instead fails
+    with pytest.raises(ValueError):
+        fresh.planning("vidplan")
+
+
 def test_eval_sim_cli_bad_input(tiny_bundle, tmp_path):
     from typer.testing import CliRunner
 

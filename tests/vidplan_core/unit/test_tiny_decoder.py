@@ -109,3 +109,30 @@ def test_a_bundle_without_it_warns_once_naming_the_cost_and_a_wrong_one_is_a_sta
     with pytest.raises(BackendError, match=r"tiny_decoder decodes latents \(4, 24, 16\).*autoencoder's latents are "
                                            r"\(4, 24, 8\)"):
         PlannerModels.load(with_tiny)
+
+
+def test_the_torch_backend_places_every_part_of_the_bundle_on_its_device(monkeypatch):
+    """TorchBackend moves PlannerModels.modules() to its device, and that list holds every torch module of the bundle.
+    The tiny decoder was once left out: on an H200 every CUDA plan of a bundle with one held ("Input type
+    (torch.cuda.FloatTensor) and weight type (torch.FloatTensor) should be the same")."""
+    import dataclasses
+
+    from vidplan_core.runtime.torch_backend import TorchBackend
+
+    pm = random_planner_models("tiny", seed=0, tiny_decoder=True)
+    parts = [getattr(pm, f.name) for f in dataclasses.fields(pm)]
+    # the teacher (world_model) trains the flow map and is never run by the planner
+    parts += [getattr(pm.suite, f.name) for f in dataclasses.fields(pm.suite) if f.name != "world_model"]
+    listed = {id(m) for m in pm.modules()}
+    assert pm.tiny_decoder is not None and id(pm.tiny_decoder) in listed
+    assert [type(m).__name__ for m in parts if isinstance(m, torch.nn.Module) and id(m) not in listed] == []
+    moved: list[int] = []
+    to = torch.nn.Module.to
+
+    def recording_to(self, *args, **kwargs):
+        moved.append(id(self))
+        return to(self, *args, **kwargs)
+
+    monkeypatch.setattr(torch.nn.Module, "to", recording_to)
+    TorchBackend(pm, flow_steps=1, device="cpu")
+    assert listed <= set(moved)

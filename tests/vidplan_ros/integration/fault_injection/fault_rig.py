@@ -203,9 +203,11 @@ class Observer:
 
     def close(self) -> None:
         self._stop.set()
-        self._thread.join(timeout=2)
-        self.node.destroy_node()
-        rclpy.shutdown(context=self.ctx)
+        self._thread.join(timeout=10)  # a loaded machine can hold one spin_once a while
+        try:
+            self.node.destroy_node()
+        finally:  # the participant must go even if the node did not: a live one stays in the graph of later tests
+            rclpy.try_shutdown(context=self.ctx)
 
 
 def joint_span(qs: np.ndarray) -> float:

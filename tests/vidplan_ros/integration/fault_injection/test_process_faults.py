@@ -2,7 +2,8 @@
 executor_node, planner_node, recorder_node over DDS — and the SAFE outcome is asserted.
 
 * kill -9 of the recorder mid-recording: a recording with the default settings (one bag, flushed every second) and
-  one split into 1 s bags both read back (BagReader recovery) up to ~1 s before the kill, with no hole;
+  one split into 1 s bags both read back (BagReader recovery) up to ~1 s before the kill, in order, every bag closed
+  before the kill whole;
 * kill -9 of the planner while the executor executes its chunk: the executor stays alive, finishes that chunk and
   commands nothing beyond it; the arm comes to rest at the chunk's end;
 * a second sim on the same ROS domain: the executor reports two /joint_states publishers (ERROR) and refuses chunks;
@@ -47,6 +48,7 @@ from proc_helpers import started, wait_for
 from std_msgs.msg import Bool
 from std_srvs.srv import Trigger
 
+from vidplan_core.data.bags import BagReader, find_bags
 from vidplan_core.kinematics import PandaKinematics
 from vidplan_interfaces.action import ExecuteChunk
 from vidplan_interfaces.msg import PlanChunk, PlanDiagnostics
@@ -133,8 +135,6 @@ def _read_recording(path: Path) -> tuple[list, list[str]]:
     from rclpy.serialization import deserialize_message
     from sensor_msgs.msg import JointState
 
-    from vidplan_core.data.bags import BagReader
-
     with BagReader(path, recover=True) as reader:  # a recording that salvaged nothing has no topics at all
         msgs = [m for m in reader.messages() if m.topic == "/joint_states"]
         warnings = list(reader.warnings)
@@ -153,8 +153,22 @@ def _check_recording(rec: dict, which: str) -> None:
     print(f"{which}: {len(decoded)} joint states read back ({warnings}); last one received {lost_s:.2f} s before "
           f"the kill; largest gap {gaps.max(initial=0):.3f} s (sim time)")
     assert lost_s <= 2.0, f"{lost_s:.2f} s before the kill were lost ({warnings})"
-    # what was written is contiguous: no hole in the middle (100 Hz joint states; a loaded sim may batch a little)
-    assert gaps.max(initial=0.0) < 0.5 and np.all(gaps >= 0), gaps.max(initial=0.0)
+    # What was written reads back whole and in order. Not asserted: no gap in the sim stamps. A recorder starved of
+    # the CPU for over a second (2 loaded cores, two planners loading torch) misses joint states at the DDS level
+    # (the sim's reliable keep-last-100 history moves on): CI once saw a 1.2 s gap in a recording whose bags were
+    # all complete. That is delivery, not the recording, and rosbag2 behaves the same.
+    assert np.all(gaps >= 0), f"joint states out of order in the {which} recording"
+    assert np.all(np.diff([t for t, _m in decoded]) >= 0), f"receive times of the {which} recording go back"
+    bags = find_bags(path)
+    if which == "split":
+        assert len(bags) >= 3, f"a ~5 s recording split every 1 s has {len(bags)} bags"
+    # every bag but the one open at the kill was closed by the recorder: it opens without recovery and holds every
+    # joint state its metadata counts
+    for bag in bags[:-1]:
+        with BagReader(bag) as reader:
+            n_meta = reader.topics["/joint_states"].message_count
+            n_read = sum(1 for m in reader.messages(["/joint_states"]))
+        assert n_meta > 0 and n_read == n_meta, f"{bag.name}: metadata counts {n_meta} joint states, {n_read} read"
     assert all(len(m.position) >= 7 and m.name[0].startswith("panda_") for _t, m in decoded[-10:])
 
 

@@ -278,8 +278,9 @@ def _prepare(out: Path, cfg: ClosedLoopConfig) -> list[dict[str, Any]]:
 _WORKER: dict[str, Any] = {}
 
 
-def _worker_init(cfg_json: str) -> None:
-    """Per-process state of a ``workers > 1`` run: its own scene, models and kinematics (nothing is shared)."""
+def _worker_init(cfg_json: str, planning: dict[str, dict[str, Any]]) -> None:
+    """Per-process state of a ``workers > 1`` run: its own scene, models and kinematics (nothing is shared), and
+    the planner configurations the parent resolved (the YAML is not read again)."""
     import torch
 
     from vidplan_core.kinematics import PandaKinematics
@@ -287,6 +288,7 @@ def _worker_init(cfg_json: str) -> None:
 
     torch.set_num_threads(1)
     cfg = ClosedLoopConfig.model_validate_json(cfg_json)
+    cfg.use_planning(planning)
     needs_models = any(v in NEEDS_MODELS for v in cfg.variants)
     _WORKER.update(cfg=cfg, env=SimEnv(width=cfg.width, height=cfg.height), kin=PandaKinematics(),
                    loaded=load_backends(cfg, "no-uq" in cfg.variants, any(v in BC_VARIANTS for v in cfg.variants))
@@ -308,7 +310,7 @@ def _run_parallel(jobs: list[tuple[EpisodeSpec, str]], cfg: ClosedLoopConfig, wo
 
     pending = list(jobs)
     with ProcessPoolExecutor(workers, mp_context=mp.get_context("spawn"), initializer=_worker_init,
-                             initargs=(cfg.model_dump_json(),)) as pool:
+                             initargs=(cfg.model_dump_json(), cfg.resolved_planning())) as pool:
         running = set()
         while pending or running:
             while pending and len(running) < workers:
@@ -349,7 +351,7 @@ def run_closed_loop(cfg: ClosedLoopConfig, out: str | Path,
     if workers < 1 or (workers > 1 and env_factory is not None):
         raise ClosedLoopError(f"workers must be ≥ 1 (and 1 with a custom env_factory), got {workers}")
     # Planner configurations and models first: a bad key, file or model directory fails before anything is written.
-    planner_configs = {v: cfg.planning(v).model_dump(mode="json") for v in cfg.variants}
+    planner_configs = cfg.resolved_planning()
     needs_models = any(v in NEEDS_MODELS for v in cfg.variants)
     loaded = (load_backends(cfg, "no-uq" in cfg.variants, any(v in BC_VARIANTS for v in cfg.variants))
               if needs_models else None)

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 import numpy as np
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, field_validator
 
 __all__ = [
     "BC_VARIANTS",
@@ -89,6 +89,7 @@ class ClosedLoopConfig(BaseModel):
     width: int = Field(320, ge=16, description="sim camera width [px] (resized to the model's view size)")
     height: int = Field(180, ge=16, description="sim camera height [px]")
     settle_steps: int = Field(10, ge=0, description="scripted plan: steps holding its last pose")
+    _planning: dict[str, Any] = PrivateAttr(default_factory=dict)  # variant → PlanningConfig, resolved once
 
     @field_validator("clutter")
     @classmethod
@@ -121,13 +122,32 @@ class ClosedLoopConfig(BaseModel):
 
     def planning(self, variant: str) -> Any:
         """The resolved :class:`~vidplan_core.planning.config.PlanningConfig` of ``variant`` (YAML + the run's
-        overrides + the variant's named overrides); a bad key or value is a :class:`ClosedLoopError`."""
+        overrides + the variant's named overrides); a bad key or value is a :class:`ClosedLoopError`.
+
+        The YAML is read once per variant and kept: every episode of a run, in whichever worker, plans with the
+        configuration resolved at its start, even if the file is edited while the run goes on (a run of hours once
+        died when planner.yaml gained a key). Returns a copy the caller may change."""
         from vidplan_core.planning.config import PlanningConfigError, load_planning_config
 
-        try:
-            return load_planning_config(self.planner_config, {**self.overrides, **VARIANT_OVERRIDES[variant]})
-        except PlanningConfigError as exc:
-            raise ClosedLoopError(str(exc)) from exc
+        if variant not in self._planning:
+            try:
+                self._planning[variant] = load_planning_config(self.planner_config,
+                                                               {**self.overrides, **VARIANT_OVERRIDES[variant]})
+            except PlanningConfigError as exc:
+                raise ClosedLoopError(str(exc)) from exc
+        return self._planning[variant].model_copy(deep=True)
+
+    def resolved_planning(self) -> dict[str, dict[str, Any]]:
+        """Every variant's resolved planner configuration as JSON-able dicts, and "vidplan"'s, which model loading
+        reads (flow steps, κ): what results.json records and a worker process is given (:meth:`use_planning`)."""
+        return {v: self.planning(v).model_dump(mode="json") for v in dict.fromkeys(["vidplan", *self.variants])}
+
+    def use_planning(self, resolved: dict[str, dict[str, Any]]) -> None:
+        """Plan with configurations resolved elsewhere (:meth:`resolved_planning` of the run's parent process)
+        instead of reading the YAML again."""
+        from vidplan_core.planning.config import PlanningConfig
+
+        self._planning = {v: PlanningConfig.model_validate(d) for v, d in resolved.items()}
 
     def episodes_for(self, variant: str) -> int:
         return self.episodes if variant in CORE_VARIANTS else self.episodes_other

@@ -45,6 +45,13 @@ class PlannerModels:
     map_views: tuple[int, ...] | None = None
     tiny_decoder: Any = None
 
+    def modules(self) -> list[Any]:
+        """Every torch module the planner runs (world-model suite, scorer, tiny decoder when present): the one list
+        a backend freezes and moves to its device, so no part is left behind on the CPU."""
+        s = self.suite
+        return [m for m in (s.autoencoder, s.flow_map, s.uq_head, s.reward_head, self.scorer, self.tiny_decoder)
+                if m is not None]
+
     @property
     def scoring_decoder(self) -> Any:
         """What the semantic reward decodes predicted latents with: the tiny decoder when the bundle has one,

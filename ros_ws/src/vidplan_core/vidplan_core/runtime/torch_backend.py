@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import time
+from typing import Any
 
 import numpy as np
 import torch
@@ -38,9 +39,8 @@ def build_graphs(models: PlannerModels, flow_steps: int, objective: ObjectiveCon
                  ) -> dict[str, torch.nn.Module]:
     """The planner graphs (see :mod:`vidplan_core.runtime.graphs`) over frozen copies-by-reference of the models."""
     s = models.suite
-    for m in (s.autoencoder, s.flow_map, s.uq_head, s.reward_head, models.scorer, models.tiny_decoder):
-        if m is not None:
-            freeze(m)
+    for m in models.modules():
+        freeze(m)
     rollout = RolloutGraph(s.flow_map, flow_steps)
     heads = HeadsGraph(s.uq_head, s.reward_head)
     graphs = {"encode": EncodeGraph(s.autoencoder), "decode": DecodeGraph(s.autoencoder),
@@ -87,12 +87,12 @@ class TorchBackend:
         self.normalizer = models.suite.flow_map.model.normalizer
         self.latent_shape = tuple(models.suite.autoencoder.latent_shape)
         self.max_batch = int(max_batch) if max_batch else (64 if self.device.type == "cuda" else 4)
-        for m in (models.suite.autoencoder, models.suite.flow_map, models.suite.uq_head, models.suite.reward_head,
-                  models.scorer):
+        for m in models.modules():  # the tiny decoder too: left on the CPU, every CUDA plan held (found on an H200)
             m.to(self.device)
         g = build_graphs(models, self.flow_steps, self.objective)
         self.graphs = g
         self._bf16 = bf16
+        self._cuda_graphs = bool(cuda_graphs)
         mode = "reduce-overhead" if cuda_graphs else None
         wrap = (lambda f: torch.compile(f, mode=mode)) if (compile or cuda_graphs) else (lambda f: f)
         self._rollout, self._heads, self._semantic = wrap(g["rollout"]), wrap(g["heads"]), wrap(g["semantic"])
@@ -104,6 +104,17 @@ class TorchBackend:
     # ------------------------------------------------------------------ helpers
     def _autocast(self):
         return torch.autocast("cuda", dtype=torch.bfloat16) if self._bf16 else contextlib.nullcontext()
+
+    def _run(self, fn: Any, *args: torch.Tensor) -> Any:
+        """Call a (possibly compiled) graph. With CUDA graphs, a new step is marked first and the outputs are cloned:
+        torch.compile's CUDA graph trees hand out outputs whose memory the next replay reuses, and the backend holds
+        a rollout's latents across the heads and semantic graphs (on an H200: "accessing tensor output of CUDAGraphs
+        that has been overwritten by a subsequent run"). NOT YET RUN ON A GPU after this change."""
+        if not self._cuda_graphs:
+            return fn(*args)
+        torch.compiler.cudagraph_mark_step_begin()
+        out = fn(*args)
+        return tuple(o.clone() for o in out) if isinstance(out, tuple) else out.clone()
 
     def _sync(self) -> None:
         if self.device.type == "cuda":
@@ -170,7 +181,7 @@ class TorchBackend:
             a = self._t(a_all[i:i + self.max_batch])
             with torch.no_grad(), self._autocast():
                 t = time.perf_counter()
-                lat = self._rollout(hl, ha, a, nz, *self._text_args(text))
+                lat = self._run(self._rollout, hl, ha, a, nz, *self._text_args(text))
                 self._sync()
                 timings["rollout"] += time.perf_counter() - t
                 parts.append(self._score_batch(lat, a, text, timings))
@@ -183,12 +194,12 @@ class TorchBackend:
         adds the stage times to ``timings``. ``frames`` (N, H, 3, 3, H_img, W_img): the semantic scorer reads these
         instead of the decoded latents (the ladder's pixel diagnostic). Called inside no_grad/autocast."""
         t = time.perf_counter()
-        uq_map, h_bar, value, value_ent = self._heads(lat, a)
+        uq_map, h_bar, value, value_ent = self._run(self._heads, lat, a)
         self._sync()
         timings["heads"] += time.perf_counter() - t
         t = time.perf_counter()
         if frames is None:
-            score, sem_map = self._semantic(lat, text)
+            score, sem_map = self._run(self._semantic, lat, text)
         else:
             score, sem_map = self.graphs["semantic"].score_frames(frames, text)
         self._sync()
@@ -210,8 +221,8 @@ class TorchBackend:
         out = []
         for i in range(0, len(a_all), self.max_batch):
             with torch.no_grad(), self._autocast():
-                out.append(self._rollout(hl, ha, self._t(a_all[i:i + self.max_batch]), nz,
-                                         *self._text_args(text)).float().cpu().numpy())
+                out.append(self._run(self._rollout, hl, ha, self._t(a_all[i:i + self.max_batch]), nz,
+                                     *self._text_args(text)).float().cpu().numpy())
         return np.concatenate(out)
 
     def score_latents(self, latents: np.ndarray, actions: np.ndarray, frames: np.ndarray | None = None
@@ -250,7 +261,7 @@ class TorchBackend:
         for i in range(0, len(a_all), self.max_batch):
             a = self._t(a_all[i:i + self.max_batch]).requires_grad_(True)
             with torch.enable_grad(), self._autocast():
-                j = self._value(hl, ha, a, nz, *self._text_args(text))
+                j = self._run(self._value, hl, ha, a, nz, *self._text_args(text))
                 (g,) = torch.autograd.grad(j.float().sum(), a)
             js.append(j.detach().float().cpu().numpy())
             gs.append(g.float().cpu().numpy())
