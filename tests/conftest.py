@@ -13,7 +13,7 @@ import pytest
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "tests"))
-
+from dds_shm import fastdds_files, remove_zombie_segments  # noqa: E402  (tests/ is on the path from here)
 
 _RESERVATION = None  # ros_domain.DomainReservation of this run (released in pytest_unconfigure)
 
@@ -61,6 +61,21 @@ os.environ.setdefault("PYTHONUNBUFFERED", "1")
 def pytest_unconfigure(config: pytest.Config) -> None:
     if _RESERVATION is not None:
         _RESERVATION.release()
+
+
+_SHM_AT_START = fastdds_files()  # Fast DDS's /dev/shm files before this run (see pytest_terminal_summary)
+
+
+def pytest_terminal_summary(terminalreporter) -> None:
+    # Once every test has ended (the main process; pytest-xdist workers have no summary): the shared-memory segments
+    # that this run's SIGKILLed node processes left in /dev/shm (memory, 8 MiB each) are removed; only files that
+    # appeared during the run and whose owner is dead (tests/dds_shm.py).
+    if os.environ.get("PYTEST_XDIST_WORKER"):
+        return
+    n, freed = remove_zombie_segments(fastdds_files() - _SHM_AT_START)
+    if n:
+        terminalreporter.write_line(f"vidplan: removed {n} Fast DDS shared-memory segments of killed node processes "
+                                    f"({freed / 2**20:.0f} MiB of /dev/shm)")
 
 
 def pytest_report_header(config: pytest.Config) -> str:
