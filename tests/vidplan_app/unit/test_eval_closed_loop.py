@@ -158,6 +158,7 @@ def test_planner_config_is_resolved_once_per_run_and_given_to_workers(tmp_path):
     import shutil
 
     from vidplan_app.jobs.closed_loop import ClosedLoopConfig
+    from vidplan_app.jobs.closed_loop_config import VARIANTS
     from vidplan_core.planning.config import DEFAULT_PLANNER_YAML, PlanningConfig
 
     yaml_path = tmp_path / "planner.yaml"
@@ -177,6 +178,11 @@ def test_planner_config_is_resolved_once_per_run_and_given_to_workers(tmp_path):
     fresh = ClosedLoopConfig.model_validate_json(cfg.model_dump_json())  # reading the edited file instead fails
     with pytest.raises(ValueError):
         fresh.planning("vidplan")
+    every = ClosedLoopConfig(variants=list(VARIANTS))  # every variant's configuration survives the trip to a worker
+    resolved = every.resolved_planning()
+    worker = ClosedLoopConfig.model_validate_json(every.model_dump_json())
+    worker.use_planning(resolved)
+    assert set(resolved) == set(VARIANTS) and worker.resolved_planning() == resolved
 
 
 def test_eval_sim_cli_bad_input(tiny_bundle, tmp_path):
