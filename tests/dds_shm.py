@@ -14,7 +14,7 @@ import os
 import time
 from pathlib import Path
 
-__all__ = ["fastdds_files", "remove_zombie_segments"]
+__all__ = ["census", "fastdds_files", "remove_zombie_segments"]
 
 SHM = Path("/dev/shm")
 
@@ -22,6 +22,19 @@ SHM = Path("/dev/shm")
 def fastdds_files(shm: Path = SHM) -> set[str]:
     """Names of Fast DDS's files in ``shm`` (/dev/shm) now (empty where there is none)."""
     return {f.name for f in shm.iterdir() if f.name.startswith("fastdds_")} if shm.is_dir() else set()
+
+
+def census(shm: Path = SHM) -> str:
+    """One line on Fast DDS's files in ``shm`` (count, bytes, port names), for the report of a failed wait."""
+    names = fastdds_files(shm)
+    size = 0
+    for name in names:
+        try:
+            size += (shm / name).stat().st_size
+        except OSError:  # removed meanwhile by its process
+            pass
+    ports = sorted(n for n in names if "port" in n)[:12]
+    return f"{shm}: {len(names)} Fast DDS files, {size / 2**20:.0f} MiB, ports {ports}"
 
 
 def _lock_is_free(path: Path) -> bool:

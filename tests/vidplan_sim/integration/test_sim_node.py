@@ -5,11 +5,11 @@ from __future__ import annotations
 import json
 import threading
 import time
-from pathlib import Path
 
 import numpy as np
 import pytest
 import rclpy
+from dds_shm import census
 from diagnostic_msgs.msg import DiagnosticArray
 from geometry_msgs.msg import PoseStamped
 from proc_helpers import node_executable, started, wait_for
@@ -32,16 +32,6 @@ LATCHED = QoSProfile(depth=1, reliability=ReliabilityPolicy.RELIABLE, durability
 
 def _sec(stamp) -> float:
     return stamp.sec + stamp.nanosec * 1e-9
-
-
-def _shm_census() -> str:
-    """Fast DDS's shared-memory files in /dev/shm (segments, ports, their locks): count and bytes, for the report of
-    a failed wait. Killed node processes leave their segments behind; a missing camera stream once coincided."""
-    shm = Path("/dev/shm")
-    files = [f for f in shm.iterdir() if f.name.startswith("fastdds")] if shm.is_dir() else []
-    ports = [f.name for f in files if "port" in f.name]
-    size = sum(f.stat().st_size for f in files if f.is_file())
-    return f"/dev/shm: {len(files)} Fast DDS files, {size / 2**20:.0f} MiB, ports {sorted(ports)[:12]}"
 
 
 class Probe:
@@ -116,7 +106,7 @@ class Probe:
         graph = {t: n.count_publishers(t) for t in ("/clock", "/joint_states", "/cameras/wrist/image_raw")}
         diag = _sim_diag(self)
         return (f"received {counts}; publishers seen {graph}; nodes seen {sorted(n.get_node_names())}; "
-                f"sim diagnostics {diag or 'none'}; {_shm_census()}")
+                f"sim diagnostics {diag or 'none'}; {census()}")
 
     def wait_streams(self, proc, timeout: float = 60.0, images: int = 2, states: int = 5) -> None:
         """Wait until every camera sent ``images`` frames and /clock and /joint_states ``states`` messages; on a

@@ -301,16 +301,16 @@ def _worker_run(spec: EpisodeSpec, variant: str) -> dict[str, Any]:
 
 
 def _run_parallel(jobs: list[tuple[EpisodeSpec, str]], cfg: ClosedLoopConfig, workers: int,
-                  over_budget: Callable[[], bool]):
+                  over_budget: Callable[[], bool], planning: dict[str, dict[str, Any]]):
     """Yield episode records from ``workers`` processes (spawned: MuJoCo's GL context and onnxruntime do not survive
     a fork), keeping at most ``workers`` episodes in flight and starting none once ``over_budget()``; yields None
-    for every job not started."""
+    for every job not started. ``planning``: the run's resolved planner configurations (the workers plan with them)."""
     import multiprocessing as mp
     from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 
     pending = list(jobs)
     with ProcessPoolExecutor(workers, mp_context=mp.get_context("spawn"), initializer=_worker_init,
-                             initargs=(cfg.model_dump_json(), cfg.resolved_planning())) as pool:
+                             initargs=(cfg.model_dump_json(), planning)) as pool:
         running = set()
         while pending or running:
             while pending and len(running) < workers:
@@ -392,7 +392,7 @@ def run_closed_loop(cfg: ClosedLoopConfig, out: str | Path,
     skipped = 0
     try:
         with (out / EPISODES).open("a") as fh:
-            stream = serial() if workers == 1 else _run_parallel(jobs, cfg, workers, over_budget)
+            stream = serial() if workers == 1 else _run_parallel(jobs, cfg, workers, over_budget, planner_configs)
             for rec in (progress(stream, len(jobs)) if progress else stream):
                 if rec is None:
                     skipped += 1
