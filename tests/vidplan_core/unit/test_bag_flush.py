@@ -76,15 +76,19 @@ def test_flush_if_due_hands_idle_messages_to_the_file_while_the_bag_stays_open(t
         for i in range(3):
             w.write("/s", 1_000 + i, serialize_message(String(data=f"m{i}")))
         assert not w.flush_if_due()  # not yet due: still only in memory
+        assert w.flushed_count == 0 and w.message_count == 3
         with B.BagReader(tmp_path / "bag", recover=True) as r:
             assert r.message_count == 0, r.warnings
         time.sleep(0.25)
         assert w.flush_if_due()  # due while no new message arrives (the recorder calls it when idle)
         assert not w.flush_if_due()  # nothing left to flush
+        assert w.flushed_count == 3
         with B.BagReader(tmp_path / "bag", recover=True) as r:
             assert [_decode(m.data) for m in r.messages()] == ["m0", "m1", "m2"], r.warnings
             assert r.topics["/s"].msgtype == "std_msgs/msg/String"
         w.write("/s", 2_000, serialize_message(String(data="m3")))
+        assert w.flushed_count == 3
+    assert w.flushed_count == 4  # close writes everything
     # closed normally after mid-recording flushes: a complete, valid bag with everything
     with B.BagReader(tmp_path / "bag") as r:
         assert [_decode(m.data) for m in r.messages()] == ["m0", "m1", "m2", "m3"]
@@ -109,3 +113,27 @@ def test_flush_period_zero_keeps_rosbags_behaviour(tmp_path):
         w.flush()  # an explicit flush still works
         with B.BagReader(tmp_path / "bag", recover=True) as r:
             assert [_decode(m.data) for m in r.messages()] == ["m0"]
+
+
+def test_flushed_count_counts_closed_bags_and_flushes(tmp_path):
+    """``flushed_count`` (what a kill cannot lose; the recorder logs it) grows at a split rollover and a flush,
+    never on a plain write, and matches what a recovering reader gets back."""
+    from rclpy.serialization import serialize_message
+    from std_msgs.msg import String
+
+    w = BagWriter(tmp_path / "rec", split_duration_s=1.0, flush_period_s=0)
+    w.add_topic("/s", "std_msgs/msg/String")
+    for i in range(5):  # 0.0 .. 0.8 s: all in the first bag
+        w.write("/s", i * 200_000_000, serialize_message(String(data=f"m{i}")))
+    assert w.flushed_count == 0
+    w.write("/s", 1_000_000_000, serialize_message(String(data="m5")))  # rolls over: rec_0 closed with 5
+    assert w.flushed_count == 5 and len(w.bags) == 2
+    w.write("/s", 1_100_000_000, serialize_message(String(data="m6")))
+    assert w.flushed_count == 5
+    with B.BagReader(tmp_path / "rec", recover=True) as r:
+        assert r.message_count == w.flushed_count
+    w.flush()
+    assert w.flushed_count == 7
+    with B.BagReader(tmp_path / "rec", recover=True) as r:
+        assert [_decode(m.data) for m in r.messages()] == [f"m{i}" for i in range(7)], r.warnings
+    w.close()

@@ -37,7 +37,8 @@ Parameters:
         reliable/volatile. The QoS chosen is stored in the bag as the topic's offered QoS.
     max_queue_mb (float, 1024.0): writer-queue bound; messages arriving while it is full are dropped and counted.
     stats_interval_s (float, 10.0): period of the progress log line (0 = off).
-    stats_path (str, ""): JSON file written at close with per-topic received/written/dropped counts, bags, bytes.
+    stats_path (str, ""): JSON file written at close with per-topic received/written/dropped counts, flushed,
+        bags, bytes.
 """
 
 from __future__ import annotations
@@ -271,18 +272,21 @@ class Recorder(Node):
 
     # -- reporting and shutdown
     def stats(self) -> dict:
-        """Per-topic received / written / dropped counts, bags and payload bytes written so far."""
+        """Per-topic received / written / dropped counts, messages flushed (all topics: what a kill cannot lose),
+        bags and payload bytes written so far."""
         with self._lock:
             received, dropped = dict(self.received), dict(self.dropped)
         return {"path": str(self.path), "bags": [str(b) for b in self.writer.bags], "received": received,
-                "written": dict(self.writer.counts), "dropped": dropped, "write_errors": self.write_errors,
+                "written": dict(self.writer.counts), "flushed": self.writer.flushed_count, "dropped": dropped,
+                "write_errors": self.write_errors,
                 "bytes_written": self.writer.bytes_written, "queued_bytes": self.queued_bytes,
                 "elapsed_s": round(time.monotonic() - self._t0, 3)}
 
     def _log_stats(self) -> None:
         s = self.stats()
         self.get_logger().info(f"received {sum(s['received'].values())}, written {sum(s['written'].values())}, "
-                               f"dropped {sum(s['dropped'].values())}, {s['bytes_written'] / 2**20:.1f} MiB, "
+                               f"flushed {s['flushed']}, dropped {sum(s['dropped'].values())}, "
+                               f"{s['bytes_written'] / 2**20:.1f} MiB, "
                                f"queue {s['queued_bytes'] / 2**20:.1f} MiB")
 
     def close(self) -> None:

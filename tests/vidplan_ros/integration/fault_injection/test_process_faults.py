@@ -2,8 +2,8 @@
 executor_node, planner_node, recorder_node over DDS — and the SAFE outcome is asserted.
 
 * kill -9 of the recorder mid-recording: a recording with the default settings (one bag, flushed every second) and
-  one split into 1 s bags both read back (BagReader recovery) up to ~1 s before the kill, in order, every bag closed
-  before the kill whole;
+  one split into 1 s bags both read back (BagReader recovery) at least every message the recorder reported flushed
+  before the kill, in order, every bag closed before the kill whole;
 * kill -9 of the planner while the executor executes its chunk: the executor stays alive, finishes that chunk and
   commands nothing beyond it; the arm comes to rest at the chunk's end;
 * a second sim on the same ROS domain: the executor reports two /joint_states publishers (ERROR) and refuses chunks;
@@ -123,36 +123,48 @@ def recorder_killed(stack, observer, tmp_path_factory) -> dict:
 
     assert wait_for(lambda: all(received(p) > 300 for p in rec.values()), 60), stack.outputs()
     time.sleep(4.0)
+    # the recorders' own progress lines (every 0.5 s) up to here: what each had handed to the OS before the kill
+    flushed = {k: [int(n) for n in re.findall(r"flushed (\d+),", p.output())] for k, p in rec.items()}
     t_kill_ns = time.time_ns()
     stack.kill9("rec_split")
     stack.kill9("rec_default")
-    return {"t_kill_ns": t_kill_ns, "paths": {k: out / k for k in rec},
+    return {"t_kill_ns": t_kill_ns, "paths": {k: out / k for k in rec}, "flushed": flushed,
             "received": {k: received(p) for k, p in rec.items()},
             "logs": {k: p.output()[-2000:] for k, p in rec.items()}}
 
 
-def _read_recording(path: Path) -> tuple[list, list[str]]:
+def _read_recording(path: Path) -> tuple[list, int, list[str]]:
     from rclpy.serialization import deserialize_message
     from sensor_msgs.msg import JointState
 
     with BagReader(path, recover=True) as reader:  # a recording that salvaged nothing has no topics at all
-        msgs = [m for m in reader.messages() if m.topic == "/joint_states"]
+        msgs = list(reader.messages())
         warnings = list(reader.warnings)
-    decoded = [(m.timestamp_ns, deserialize_message(m.data, JointState)) for m in msgs]
-    return decoded, warnings
+    decoded = [(m.timestamp_ns, deserialize_message(m.data, JointState)) for m in msgs if m.topic == "/joint_states"]
+    return decoded, len(msgs), warnings
 
 
 def _check_recording(rec: dict, which: str) -> None:
     path = rec["paths"][which]
-    decoded, warnings = _read_recording(path)
+    decoded, n_read, warnings = _read_recording(path)
     assert decoded, f"nothing of the {which} recording reads back ({warnings}); recorder log:\n{rec['logs'][which]}"
     last_ns = decoded[-1][0]
     lost_s = (rec["t_kill_ns"] - last_ns) * 1e-9
     stamps = np.array([m.header.stamp.sec + m.header.stamp.nanosec * 1e-9 for _t, m in decoded])
     gaps = np.diff(stamps)
-    print(f"{which}: {len(decoded)} joint states read back ({warnings}); last one received {lost_s:.2f} s before "
-          f"the kill; largest gap {gaps.max(initial=0):.3f} s (sim time)")
-    assert lost_s <= 2.0, f"{lost_s:.2f} s before the kill were lost ({warnings})"
+    flushed = rec["flushed"][which]
+    print(f"{which}: {n_read} messages ({len(decoded)} joint states) read back ({warnings}); the recorder reported "
+          f"{flushed} flushed; last joint state received {lost_s:.2f} s before the kill; largest gap "
+          f"{gaps.max(initial=0):.3f} s (sim time)")
+    # What the recorder handed to the OS survives its kill -9: everything its last progress line before the kill
+    # counted as flushed reads back. Not asserted: a wall-clock bound on the loss. BagWriter flushes once the oldest
+    # unflushed message is flush_period_s (1 s) old, but a writer thread starved of the CPU (2 loaded cores, two
+    # planners loading torch) falls behind what it received: CI once lost 2.4 s that way, all of it unwritten or
+    # unflushed, none of it flushed and then lost.
+    assert flushed and flushed[-1] > 0, f"the {which} recorder reported nothing flushed: {rec['logs'][which]}"
+    assert len(set(flushed) - {0}) >= 2, f"the {which} recorder flushed once or never while recording: {flushed}"
+    assert n_read >= flushed[-1], (f"{which}: {n_read} messages read back, but the recorder had flushed "
+                                   f"{flushed[-1]} before the kill ({warnings})")
     # What was written reads back whole and in order. Not asserted: no gap in the sim stamps. A recorder starved of
     # the CPU for over a second (2 loaded cores, two planners loading torch) misses joint states at the DDS level
     # (the sim's reliable keep-last-100 history moves on): CI once saw a 1.2 s gap in a recording whose bags were
@@ -172,11 +184,11 @@ def _check_recording(rec: dict, which: str) -> None:
     assert all(len(m.position) >= 7 and m.name[0].startswith("panda_") for _t, m in decoded[-10:])
 
 
-def test_recorder_killed_split_recording_reads_back_all_but_the_last_second(recorder_killed):
+def test_recorder_killed_split_recording_reads_back_everything_it_flushed(recorder_killed):
     _check_recording(recorder_killed, "split")
 
 
-def test_recorder_killed_default_recording_reads_back_all_but_the_last_second(recorder_killed):
+def test_recorder_killed_default_recording_reads_back_everything_it_flushed(recorder_killed):
     # recorder_node hands its messages to the OS at least every flush_period_s (default 1 s; BagWriter.flush)
     _check_recording(recorder_killed, "default")
 

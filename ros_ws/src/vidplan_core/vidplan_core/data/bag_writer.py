@@ -39,6 +39,10 @@ class BagWriter:
             killed mid-recording loses only about that long. 0 = rosbags' own behaviour (mcap chunks of 1 MiB
             held in memory, sqlite3 committed at close: a kill loses up to all of it).
 
+    Attributes (read-only): ``bags`` (directories so far), ``counts`` (messages written per topic),
+    ``bytes_written`` (payload bytes), ``flushed_count`` (messages handed to the OS: in closed bags or flushed;
+    a kill of this process loses at most ``message_count - flushed_count``).
+
     Not thread-safe: call from one thread (the recorder's writer thread). Use as a context manager or call
     :meth:`close`; ``metadata.yaml`` of each bag is written when that bag is closed.
     """
@@ -52,6 +56,7 @@ class BagWriter:
     bags: list[Path] = field(default_factory=list, init=False)
     counts: dict[str, int] = field(default_factory=dict, init=False)
     bytes_written: int = field(default=0, init=False)
+    flushed_count: int = field(default=0, init=False)
 
     def __post_init__(self) -> None:
         from rosbags.rosbag2 import StoragePlugin
@@ -138,6 +143,7 @@ class BagWriter:
             too_long = self.split_duration_s and timestamp_ns - self._bag_start_ns >= self.split_duration_s * 1e9
             if too_big or too_long:
                 self._writer.close()
+                self.flushed_count = self.message_count  # a closed bag is complete on disk
                 self._open_next()
         if self._bag_start_ns is None:
             self._bag_start_ns = int(timestamp_ns)
@@ -163,6 +169,7 @@ class BagWriter:
         else:
             storage.conn.commit()
         self._unflushed_since = None
+        self.flushed_count = self.message_count
 
     def flush_if_due(self) -> bool:
         """:meth:`flush` if the oldest unflushed message was written ``flush_period_s`` or more ago (call it
@@ -183,6 +190,7 @@ class BagWriter:
         if not self._closed:
             self._closed = True
             self._writer.close()
+            self.flushed_count = self.message_count
         return list(self.bags)
 
     def __enter__(self) -> BagWriter:
