@@ -170,6 +170,7 @@ def main(argv: list[str] | None = None) -> int:
                     "random,scripted,scripted+vidplan")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--set", action="append", default=[], dest="overrides", help="planner override KEY=VALUE")
+    ap.add_argument("--trace", action="store_true", help="per-cycle traces in OUT/traces/ (vidplan eval sim --trace)")
     ap.add_argument("--backend", default="onnxruntime")
     ap.add_argument("--time-budget", type=float, default=None, help="stop starting episodes after this many s")
     ap.add_argument("--workers", type=int, default=2, help="episodes in parallel (one process each)")
@@ -192,7 +193,7 @@ def main(argv: list[str] | None = None) -> int:
     cfg = ClosedLoopConfig(model=model, episodes=a.episodes, episodes_other=a.episodes_other,
                            clutter=[int(c) for c in a.clutter.split(",")], tasks=a.tasks.split(","),
                            variants=a.variants.split(","), seed=a.seed, backend=a.backend, threads=1,
-                           overrides=dict(parse_override(o) for o in a.overrides))
+                           overrides=dict(parse_override(o) for o in a.overrides), trace=a.trace)
     from tqdm import tqdm
 
     t0 = time.perf_counter()

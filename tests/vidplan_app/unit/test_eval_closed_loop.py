@@ -314,3 +314,25 @@ def test_privileged_rungs_run_under_a_gripper_centring_planner_config(tmp_path):
                                           "session.gradopt.score.lam": 2.0}), tmp_path / "out")
     (ep,) = res["episodes"]
     assert ep["variant"] == "learned+privileged" and ep["cycles"] == 1 and ep["plan_s_mean"] > 0
+
+
+def test_trace_writes_one_row_per_cycle_beside_the_episode_record(tmp_path):
+    """``trace=True`` (``vidplan eval sim --trace``): a per-cycle file per episode, its rows naming the chosen
+    proposal among the scored ones; episodes.jsonl stays one trace-free line per episode; the same run resumes
+    with tracing off."""
+    from vidplan_app.jobs.closed_loop import run_closed_loop, trace_path
+
+    cfg = _cfg(tmp_path / "unused", variants=["oracle+privileged"], overrides={"episode_steps": 12}, trace=True)
+    res = run_closed_loop(cfg, tmp_path / "out")
+    (ep,) = res["episodes"]
+    rows = [json.loads(line) for line in trace_path(tmp_path / "out", ep).read_text().splitlines()]
+    assert len(rows) == ep["cycles"] >= 2
+    assert [r["cycle"] for r in rows] == list(range(ep["cycles"]))
+    assert rows[0]["step"] == 0 and rows[1]["step"] > 0
+    for r in rows:
+        assert len(r["tcp"]) == 3 and len(r["target"]) == 3 and 0.0 <= r["gripper_width_m"] <= 0.081
+        assert r["chosen"] in r["scores"] and r["best_score"] == max(r["scores"].values())
+    lines = (tmp_path / "out" / "episodes.jsonl").read_text().splitlines()
+    assert len(lines) == 1 and "trace" not in json.loads(lines[0])
+    again = run_closed_loop(cfg.model_copy(update={"trace": False}), tmp_path / "out")  # resumes, runs nothing
+    assert again["episodes"][0]["cycles"] == ep["cycles"]

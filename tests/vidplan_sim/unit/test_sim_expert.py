@@ -85,3 +85,48 @@ def test_noise_and_failure_probability():
         ExpertOptions(failure="explode")
     with pytest.raises(ValueError, match="not in the scene"):
         ScriptedExpert(Task("touch", "blue", "ball")).plan(obs)
+
+
+def _both_fingers_touch(env: SimEnv) -> bool:
+    """The old held predicate: contact of both fingers with the target, whatever the finger gap."""
+    tg, d = env._obj_geom[env.layout.target.name], env.data
+    g1, g2 = d.contact.geom1[: d.ncon], d.contact.geom2[: d.ncon]
+    other = np.where(g1 == tg, g2, np.where(g2 == tg, g1, -1))
+    return len({int(env.model.geom_bodyid[g]) for g in other[other >= 0] if g in env._finger_geoms}) == 2
+
+
+def _close_at(env: SimEnv, offset: tuple[float, float, float]) -> np.ndarray:
+    """Reset put scene 1, bring the open hand down to the target + ``offset`` [m] (via 10 cm above it), close the
+    gripper for 2 s; returns the target's start position."""
+    env.reset(seed=1, clutter=0, task="put the cyan cube in the bowl")
+    p = env.object_pose(env.layout.target.name)[:3]
+    a = env.ee_action().copy()
+    a[6] = 0.0
+    goal = p + np.asarray(offset)
+    goal[2] = max(goal[2], 0.03)
+    above = goal + np.array([0.0, 0.0, 0.1])
+    b = a.copy()
+    for start, end, n in ((a[:3], above, 45), (above, goal, 30)):
+        for t in np.linspace(0.0, 1.0, n):
+            b[:3] = start + (end - start) * t
+            env.step_ee(b)
+    b[6] = 1.0
+    for _ in range(30):
+        env.step_ee(b)
+    return p
+
+
+def test_held_needs_the_object_between_the_fingers(env):
+    """Fingers closed on a cube's edge touch it with both pads at zero gap: not a grasp (that count made the
+    privileged reward carry nothing in an oracle put episode). A centred grasp is held and lifts the cube."""
+    _close_at(env, (0.016, 0.036, 0.012))  # where the oracle+privileged put episode closed (seed 1, clutter 0)
+    assert _both_fingers_touch(env) and env.gripper_width() < 0.005, env.gripper_width()
+    assert not env.target_held()
+    p = _close_at(env, (0.0, 0.0, 0.0))
+    assert env.target_held() and env.gripper_width() > 0.02
+    b = env.ee_action().copy()
+    b[6] = 1.0
+    for _ in range(30):
+        b[2] += 0.003
+        env.step_ee(b)
+    assert env.target_held() and env.object_pose(env.layout.target.name)[2] - p[2] > 0.05

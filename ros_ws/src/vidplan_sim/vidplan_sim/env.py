@@ -40,6 +40,8 @@ __all__ = ["IKSolution", "MujocoIK", "SimEnv", "SimSnapshot", "action_to_pose", 
 
 GRIPPER_OPEN_CTRL = 255.0  # Menagerie actuator8: ctrl 255 → fingers at 0.04 m each (open), 0 → closed
 FINGER_MAX = 0.04  # [m] per finger
+#: [m] the narrowest finger gap that holds an object: the scene's smallest graspable extent is 1 cm (scene.py)
+MIN_GRASP_WIDTH_M = 0.008
 
 
 def action_to_pose(action: np.ndarray) -> np.ndarray:
@@ -206,8 +208,8 @@ class SimEnv:
         robot_bodies = {m.body(n).id for n in ("link0", "link1", "link2", "link3", "link4", "link5", "link6",
                                                "link7", "hand", "left_finger", "right_finger")}
         self._robot_geoms = np.array([g for g in range(m.ngeom) if m.geom_bodyid[g] in robot_bodies])
-        self._finger_geoms = np.array([g for g in range(m.ngeom)
-                                       if m.geom_bodyid[g] in (m.body("left_finger").id, m.body("right_finger").id)])
+        self._finger_bodies = (m.body("left_finger").id, m.body("right_finger").id)
+        self._finger_geoms = np.array([g for g in range(m.ngeom) if m.geom_bodyid[g] in self._finger_bodies])
         self._obj_body = {o.name: m.body(f"obj_{o.name}").id for o in layout.objects}
         self._obj_geom = {o.name: m.geom(f"obj_{o.name}").id for o in layout.objects}
         self._bowl_body = m.body("bowl").id
@@ -457,15 +459,25 @@ class SimEnv:
         return self.data.xpos[self._bowl_body].copy()
 
     def target_held(self) -> bool:
-        """Both fingers touch the target object now."""
+        """The target object is grasped now: both fingers touch it, the fingers are at least
+        :data:`MIN_GRASP_WIDTH_M` apart, and its centre lies between them along their closing axis.
+
+        Contact alone is not a grasp: fingers closed on an edge or the top of an object touch it with both pads at
+        zero width, and a held flag that counts that made the privileged reward take the carry phase with nothing
+        in the hand (an oracle+privileged put episode dragged a cube 12 cm that way)."""
         tg = self._obj_geom[self.layout.target.name]
         d = self.data
-        if not d.ncon:
+        if not d.ncon or self.gripper_width() < MIN_GRASP_WIDTH_M:
             return False
         g1, g2 = d.contact.geom1[: d.ncon], d.contact.geom2[: d.ncon]
         other = np.where(g1 == tg, g2, np.where(g2 == tg, g1, -1))
         bodies = {int(self.model.geom_bodyid[g]) for g in other[other >= 0] if g in self._finger_geoms}
-        return len(bodies) == 2
+        if len(bodies) != 2:
+            return False
+        f1, f2 = d.xpos[self._finger_bodies[0]], d.xpos[self._finger_bodies[1]]
+        u = f2 - f1
+        t = float(np.dot(d.xpos[self._obj_body[self.layout.target.name]] - f1, u) / max(float(np.dot(u, u)), 1e-12))
+        return 0.0 < t < 1.0
 
     def task_state(self) -> TaskState:
         t = self.layout.target

@@ -187,6 +187,8 @@ def eval_sim_cmd(
     time_budget: float = typer.Option(0.0, "--time-budget", help="start no new episode after this many seconds "
                                       "(0: none); the run is marked partial and resumes with the same command"),
     progress: bool = typer.Option(True, "--progress/--no-progress", help="progress bar"),
+    trace: bool = typer.Option(False, "--trace", help="also write each episode's per-cycle trace (TCP, target, "
+                               "chosen proposal, scores) to OUT/traces/<variant>_<task>_c<clutter>_s<seed>.jsonl"),
 ) -> None:
     """Closed-loop success in simulation (in-process, no ROS): the oracle ladder (simulator as world model,
     privileged reward), VidPlan as shipped, its ablations and baselines, per task kind and clutter level, with Wilson
@@ -206,7 +208,8 @@ def eval_sim_cmd(
         cfg = ClosedLoopConfig(model=model, episodes=episodes, episodes_other=episodes_other,
                                clutter=_csv(clutter, "--clutter", int), tasks=_csv(tasks, "--tasks"), seed=seed,
                                variants=_csv(variants, "--variants"), backend=backend, threads=threads, device=device,
-                               planner_config=str(planner_config) if planner_config else None, overrides=ov)
+                               planner_config=str(planner_config) if planner_config else None, overrides=ov,
+                               trace=trace)
         for v in cfg.variants:
             cfg.planning(v)
     except ValidationError as exc:

@@ -94,7 +94,8 @@ from vidplan_core.spaces import (
 
 # The job's API in one place: its settings and variants are defined in closed_loop_config, the policies and sessions
 # in closed_loop_policies, the summary, table and plot in closed_loop_report.
-__all__ = ["DEFAULT_VARIANTS", "VARIANTS", "ClosedLoopConfig", "ClosedLoopError", "run_closed_loop", "run_episode"]
+__all__ = ["DEFAULT_VARIANTS", "VARIANTS", "ClosedLoopConfig", "ClosedLoopError", "run_closed_loop", "run_episode",
+           "trace_path"]
 
 
 # ------------------------------------------------------------------------------------------------------ episode
@@ -133,16 +134,24 @@ def _observe(env: Any, views: Any, images: bool = True) -> tuple[np.ndarray | No
 
 
 def run_episode(env: Any, spec: EpisodeSpec, variant: str, cfg: ClosedLoopConfig, loaded: LoadedModels | None,
-                kin: Any) -> dict[str, Any]:
+                kin: Any, trace: list[dict[str, Any]] | None = None) -> dict[str, Any]:
     """Run one episode of ``variant`` in ``env`` (a :class:`vidplan_sim.env.SimEnv`); returns its record.
 
     Success is :meth:`SimEnv.task_success` (checked after every executed model step; the episode ends at the first
     success). ``steps`` counts control steps (15 Hz) of simulated time. Frames are rendered only at the model rate
     and only when the variant's planner looks at images.
+
+    ``trace``, when given, receives one dict per cycle, before its chunk is executed: ``cycle``, ``step`` (control
+    steps so far), ``tcp`` (3,) [m], ``gripper_cmd`` (0 open .. 1 closed), ``gripper_width_m`` (measured finger
+    distance), ``target`` (3,) the target object's
+    position [m], ``chosen`` (label, or "hold"), and for planner variants ``best_score`` / ``scores`` (per
+    proposal label) — where an episode loses its time.
     """
     from vidplan_sim.expert import ExpertOptions, SceneObservation, ScriptedExpert
 
     t_wall = time.perf_counter()
+    own_trace = trace is None and cfg.trace
+    trace = [] if own_trace else trace
     env.reset(seed=spec.seed, clutter=spec.clutter, task=spec.instruction)
     pcfg = cfg.planning(variant)
     stride = model_stride()
@@ -211,6 +220,9 @@ def run_episode(env: Any, spec: EpisodeSpec, variant: str, cfg: ClosedLoopConfig
             chunk = EEChunk.from_actions(acts)
             if variant == "bc":
                 plan_s.append(time.perf_counter() - t0)
+        if trace is not None:
+            trace.append(_trace_row(env, cycle, clock["k"], result if session is not None else None,
+                                    props if session is not None else None))
         grip, problem = executor.start(chunk, open_loop)
         if problem:
             problems.append(problem)
@@ -232,7 +244,7 @@ def run_episode(env: Any, spec: EpisodeSpec, variant: str, cfg: ClosedLoopConfig
             break  # the scripted plan is over: nothing more will happen
     # progress short of success: how far the TCP ended from the target object [m]
     final_dist = float(np.linalg.norm(env.ee_pose()[:3, 3] - env.object_pose(env.layout.target.name)[:3]))
-    return {"seed": spec.seed, "clutter": spec.clutter, "task": spec.kind, "instruction": spec.instruction,
+    rec = {"seed": spec.seed, "clutter": spec.clutter, "task": spec.kind, "instruction": spec.instruction,
             "index": spec.index, "variant": variant, "success": bool(success), "reason": reason,
             "final_tcp_target_m": round(final_dist, 4),
             "steps": int(clock["k"]), "sim_time_s": round(env.time, 4), "cycles": cycle,
@@ -242,6 +254,35 @@ def run_episode(env: Any, spec: EpisodeSpec, variant: str, cfg: ClosedLoopConfig
             "exec_problems": len(problems), "first_exec_problem": problems[0] if problems else "",
             "exec_fallbacks": fallbacks,
             "chosen": labels, "nominal_gaps": [round(g, 5) for g in gaps]}
+    if own_trace:  # cfg.trace: the runner writes it to its own file (episodes.jsonl stays one line per episode)
+        rec["trace"] = trace
+    return rec
+
+
+def _trace_row(env: Any, cycle: int, step: int, result: Any, props: Any) -> dict[str, Any]:
+    """One cycle of :func:`run_episode`'s trace (see there)."""
+    row: dict[str, Any] = {"cycle": cycle, "step": step,
+                           "tcp": [round(float(v), 4) for v in env.ee_pose()[:3, 3]],
+                           "gripper_cmd": round(float(env.gripper_command), 3),
+                           "gripper_width_m": round(env.gripper_width(), 4),
+                           "target": [round(float(v), 4) for v in env.object_pose(env.layout.target.name)[:3]]}
+    if result is not None:
+        row["chosen"] = result.chosen_label or "hold"
+        if props is not None and len(result.scores) == len(props):
+            row["scores"] = {lab: round(float(v), 5) for lab, v in zip(props.labels, result.scores, strict=True)}
+            row["best_score"] = round(float(np.max(result.scores)), 5)
+    return row
+
+
+def trace_path(out: Path, rec: dict[str, Any]) -> Path:
+    """Where a run in ``out`` keeps the trace of episode record ``rec`` (``ClosedLoopConfig.trace``)."""
+    return out / "traces" / f"{rec['variant']}_{rec['task']}_c{rec['clutter']}_s{rec['seed']}.jsonl"
+
+
+def _write_trace(out: Path, rec: dict[str, Any], trace: list[dict[str, Any]]) -> None:
+    path = trace_path(out, rec)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text("".join(json.dumps(row) + "\n" for row in trace))
 
 
 # ------------------------------------------------------------------------------------------------------ runner
@@ -397,6 +438,9 @@ def run_closed_loop(cfg: ClosedLoopConfig, out: str | Path,
                 if rec is None:
                     skipped += 1
                     continue
+                trace = rec.pop("trace", None)
+                if trace is not None:
+                    _write_trace(out, rec, trace)
                 fh.write(json.dumps(rec) + "\n")
                 fh.flush()
                 records.append(rec)

@@ -89,6 +89,8 @@ class ClosedLoopConfig(BaseModel):
     width: int = Field(320, ge=16, description="sim camera width [px] (resized to the model's view size)")
     height: int = Field(180, ge=16, description="sim camera height [px]")
     settle_steps: int = Field(10, ge=0, description="scripted plan: steps holding its last pose")
+    trace: bool = Field(False, description="write every episode's per-cycle trace (TCP, target, chosen proposal, "
+                                           "scores) to OUT/traces/<variant>_<task>_c<clutter>_s<seed>.jsonl")
     _planning: dict[str, Any] = PrivateAttr(default_factory=dict)  # variant → PlanningConfig, resolved once
 
     @field_validator("clutter")
@@ -117,8 +119,10 @@ class ClosedLoopConfig(BaseModel):
         return v
 
     def fixed(self) -> dict[str, Any]:
-        """Settings that must not change on resume (episode counts, variants, tasks and clutter levels may grow)."""
-        return self.model_dump(exclude={"episodes", "episodes_other", "variants", "threads", "clutter", "tasks"})
+        """Settings that must not change on resume (episode counts, variants, tasks and clutter levels may grow;
+        tracing may be switched on or off)."""
+        return self.model_dump(exclude={"episodes", "episodes_other", "variants", "threads", "clutter", "tasks",
+                                        "trace"})
 
     def planning(self, variant: str) -> Any:
         """The resolved :class:`~vidplan_core.planning.config.PlanningConfig` of ``variant`` (YAML + the run's
