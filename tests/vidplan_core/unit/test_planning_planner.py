@@ -450,3 +450,29 @@ def test_a_chunk_the_executor_would_reject_is_replaced_by_the_proposal_or_a_hold
     # and through plan(): whatever it returns, the executor takes it
     res, _ = session.plan(ctx.history_frames, ctx.history_actions, q0, ctx.instruction, seed=2)
     assert res.hold or not isinstance(plan_execution(res.chunk, q0, kin, session.config.limits), Rejection)
+
+
+def test_fine_proposals_repeat_the_basis_directions_at_the_slower_speed(backend):
+    """``fine_speed_mps``: the basis directions again at that speed, labelled 'fine+x', ...; they travel
+    fine/basis as far along the same directions; 0 (the default) adds none."""
+    from vidplan_core.kinematics import PandaKinematics
+    from vidplan_core.planning.session import PlanningSession, ProposalConfig, SessionConfig
+    from vidplan_core.spaces import MODEL_RATE_HZ
+
+    kin = PandaKinematics()
+    q0 = kin.ik(_transform(POSE), np.array([0, -0.6, 0, -2.3, 0, 1.7, 0.8])).q
+    pose0 = np.r_[kin.fk_action(q0, euler_center=POSE[3:6]), 0.0]
+    plain = PlanningSession(backend, kin, SessionConfig())
+    fine = PlanningSession(backend, kin, SessionConfig(proposals=ProposalConfig(fine_speed_mps=0.03)))
+    a, b = plain.proposals(q0, pose0), fine.proposals(q0, pose0)
+    assert len(a) == plain.num_candidates == 8 and len(b) == fine.num_candidates == 14
+    assert [lab for lab in b.labels if lab.startswith("fine")] == ["fine" + d for d in ("+x", "-x", "+y", "-y",
+                                                                                       "+z", "-z")]
+    for d in ("+x", "-z"):
+        coarse = a.actions[a.labels.index(d), -1, :3] - pose0[:3]
+        slow = b.actions[b.labels.index("fine" + d), -1, :3] - pose0[:3]
+        np.testing.assert_allclose(slow, coarse * 0.03 / 0.15, atol=2e-3)
+        # 0.03 m/s over the horizon (H model steps of 0.2 s)
+        assert np.linalg.norm(slow) == pytest.approx(0.03 * backend.horizon / MODEL_RATE_HZ, rel=0.05)
+    with pytest.raises(ValueError, match="fine_speed_mps"):
+        ProposalConfig(fine_speed_mps=-0.1)

@@ -95,10 +95,12 @@ def _both_fingers_touch(env: SimEnv) -> bool:
     return len({int(env.model.geom_bodyid[g]) for g in other[other >= 0] if g in env._finger_geoms}) == 2
 
 
-def _close_at(env: SimEnv, offset: tuple[float, float, float]) -> np.ndarray:
-    """Reset put scene 1, bring the open hand down to the target + ``offset`` [m] (via 10 cm above it), close the
-    gripper for 2 s; returns the target's start position."""
-    env.reset(seed=1, clutter=0, task="put the cyan cube in the bowl")
+def _close_at(env: SimEnv, offset: tuple[float, float, float], clutter: int = 0,
+              during: list | None = None) -> np.ndarray:
+    """Reset put scene 1 (the cyan cube; yawed at clutter 3), bring the open hand down to the target + ``offset``
+    [m] (via 10 cm above it), close the gripper for 2 s (appending (finger gap [m], both fingers touch, held) of
+    every control step to ``during``); returns the target's start position."""
+    env.reset(seed=1, clutter=clutter, task="put the cyan cube in the bowl")
     p = env.object_pose(env.layout.target.name)[:3]
     a = env.ee_action().copy()
     a[6] = 0.0
@@ -113,15 +115,22 @@ def _close_at(env: SimEnv, offset: tuple[float, float, float]) -> np.ndarray:
     b[6] = 1.0
     for _ in range(30):
         env.step_ee(b)
+        if during is not None:
+            during.append((env.gripper_width(), _both_fingers_touch(env), env.target_held()))
     return p
 
 
 def test_held_needs_the_object_between_the_fingers(env):
-    """Fingers closed on a cube's edge touch it with both pads at zero gap: not a grasp (that count made the
-    privileged reward carry nothing in an oracle put episode). A centred grasp is held and lifts the cube."""
+    """Fingers closed on a cube's edge touch it with both pads at zero gap, and fingers beside a yawed cube pinch a
+    chord of it while squeezing it out: neither is a grasp (counted as one, the privileged reward carried nothing in
+    oracle put episodes). A centred grasp is held and lifts the cube."""
     _close_at(env, (0.016, 0.036, 0.012))  # where the oracle+privileged put episode closed (seed 1, clutter 0)
     assert _both_fingers_touch(env) and env.gripper_width() < 0.005, env.gripper_width()
     assert not env.target_held()
+    during: list = []
+    _close_at(env, (-0.019, 0.006, 0.01), clutter=3, during=during)  # ditto, seed 1, clutter 3
+    assert any(touch and 0.008 < w < 0.025 for w, touch, _held in during), during  # pads on a chord
+    assert not any(held for _w, _touch, held in during), during
     p = _close_at(env, (0.0, 0.0, 0.0))
     assert env.target_held() and env.gripper_width() > 0.02
     b = env.ee_action().copy()

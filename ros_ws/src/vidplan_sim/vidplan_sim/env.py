@@ -40,8 +40,9 @@ __all__ = ["IKSolution", "MujocoIK", "SimEnv", "SimSnapshot", "action_to_pose", 
 
 GRIPPER_OPEN_CTRL = 255.0  # Menagerie actuator8: ctrl 255 → fingers at 0.04 m each (open), 0 → closed
 FINGER_MAX = 0.04  # [m] per finger
-#: [m] the narrowest finger gap that holds an object: the scene's smallest graspable extent is 1 cm (scene.py)
-MIN_GRASP_WIDTH_M = 0.008
+#: A grasp closes the fingers on at least this fraction of the target's narrowest width (ObjectSpec.half_width):
+#: fingers on the side of a 4 cm cylinder, 1.8 cm off its axis, touch it with both pads 1.7 cm apart and squeeze it out
+GRASP_WIDTH_FRACTION = 0.7
 
 
 def action_to_pose(action: np.ndarray) -> np.ndarray:
@@ -459,15 +460,17 @@ class SimEnv:
         return self.data.xpos[self._bowl_body].copy()
 
     def target_held(self) -> bool:
-        """The target object is grasped now: both fingers touch it, the fingers are at least
-        :data:`MIN_GRASP_WIDTH_M` apart, and its centre lies between them along their closing axis.
+        """The target object is grasped now: both fingers touch it, they are at least
+        :data:`GRASP_WIDTH_FRACTION` of its narrowest width apart, and its centre lies between them along their
+        closing axis.
 
         Contact alone is not a grasp: fingers closed on an edge or the top of an object touch it with both pads at
-        zero width, and a held flag that counts that made the privileged reward take the carry phase with nothing
-        in the hand (an oracle+privileged put episode dragged a cube 12 cm that way)."""
+        zero width, fingers beside it pinch a chord of it, and a held flag that counted those made the privileged
+        reward take the carry phase with nothing in the hand (oracle+privileged put episodes dragged a cube 12 cm,
+        and re-grasped a cylinder's side for 20 cycles)."""
         tg = self._obj_geom[self.layout.target.name]
         d = self.data
-        if not d.ncon or self.gripper_width() < MIN_GRASP_WIDTH_M:
+        if not d.ncon or self.gripper_width() < GRASP_WIDTH_FRACTION * 2.0 * self.layout.target.half_width:
             return False
         g1, g2 = d.contact.geom1[: d.ncon], d.contact.geom2[: d.ncon]
         other = np.where(g1 == tg, g2, np.where(g2 == tg, g1, -1))

@@ -220,6 +220,12 @@ class ObjectSpec:
         return float(self.size["radius"])
 
     @property
+    def half_width(self) -> float:
+        """Narrowest horizontal half-extent [m]: what a centred grasp closes the fingers on (cube: half its side,
+        cylinder and ball: the radius)."""
+        return float(self.size["half_size"] if self.shape == "cube" else self.size["radius"])
+
+    @property
     def half_height(self) -> float:
         """Half of the vertical extent [m] (the centre height when resting on the table)."""
         return float({"cube": self.size.get("half_size", 0), "cylinder": self.size.get("half_height", 0),

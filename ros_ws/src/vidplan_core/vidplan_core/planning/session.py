@@ -44,6 +44,9 @@ class ProposalConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
     basis_directions: list[str] = Field(default_factory=lambda: list(BASIS_DIRECTIONS))
     basis_speed_mps: float = Field(0.15, gt=0, description="EE speed of the basis proposals [m/s]")
+    fine_speed_mps: float = Field(0.0, ge=0, description="also the basis directions at this slower EE speed [m/s], "
+                                  "labelled 'fine+x', ...: positioning finer than basis_speed_mps × the executed "
+                                  "part of a chunk allows (0 = none; doubles the basis candidates)")
     num_nominal: int = Field(0, ge=0, description="perturbations around the nominal chunk (0 = basis only)")
     nominal_sigma: list[float] = Field(default_factory=lambda: [0.02, 0.02, 0.02, 0.05, 0.05, 0.05, 0.2],
                                        min_length=7, max_length=7)
@@ -140,7 +143,8 @@ class PlanningSession:
         """Candidates scored per cycle: basis directions + hold + nominal perturbations (CEM samples its own
         ``population`` per further iteration)."""
         pc = self.config.proposals
-        return len(pc.basis_directions) + int(pc.include_hold) + int(pc.gripper_toggle) + pc.num_nominal
+        return (len(pc.basis_directions) * (2 if pc.fine_speed_mps else 1) + int(pc.include_hold)
+                + int(pc.gripper_toggle) + pc.num_nominal)
 
     def batching_notes(self) -> list[str]:
         """Warnings for candidate counts that the backend can only run padded (exported ONNX/TensorRT batch sizes
@@ -159,13 +163,17 @@ class PlanningSession:
         pc = self.config.proposals
         gripper = float(current_pose[6])
         sets = []
-        if pc.basis_directions:  # empty: the nominal's perturbations only (the eval's scripted+vidplan)
-            sets.append(basis_velocity_proposals(self.kin, q, self.horizon, speed=pc.basis_speed_mps, gripper=gripper,
-                                                 directions=tuple(pc.basis_directions),
-                                                 euler_center=np.asarray(current_pose[3:6]),
-                                                 velocity_scale=pc.joint_velocity_scale * pc.velocity_margin,
-                                                 workspace_min=pc.workspace_min, workspace_max=pc.workspace_max,
-                                                 joint_margin=pc.joint_margin_rad))
+        # basis_directions empty: the nominal's perturbations only (the eval's scripted+vidplan)
+        for speed, prefix in ((pc.basis_speed_mps, ""), (pc.fine_speed_mps, "fine")):
+            if not (pc.basis_directions and speed):
+                continue
+            basis = basis_velocity_proposals(self.kin, q, self.horizon, speed=speed, gripper=gripper,
+                                             directions=tuple(pc.basis_directions),
+                                             euler_center=np.asarray(current_pose[3:6]),
+                                             velocity_scale=pc.joint_velocity_scale * pc.velocity_margin,
+                                             workspace_min=pc.workspace_min, workspace_max=pc.workspace_max,
+                                             joint_margin=pc.joint_margin_rad)
+            sets.append(ProposalSet(basis.actions, [prefix + lab for lab in basis.labels]))
         if pc.include_hold:
             sets.append(ProposalSet(np.tile(current_pose, (1, self.horizon, 1)), ["hold"]))
         nominal = None
