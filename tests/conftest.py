@@ -13,7 +13,7 @@ import pytest
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "tests"))
-from dds_shm import fastdds_files, remove_zombie_segments  # noqa: E402  (tests/ is on the path from here)
+from vidplan_bringup.dds_shm import fastdds_files, remove_zombie_segments  # noqa: E402
 
 _RESERVATION = None  # ros_domain.DomainReservation of this run (released in pytest_unconfigure)
 
@@ -69,7 +69,7 @@ _SHM_AT_START = fastdds_files()  # Fast DDS's /dev/shm files before this run (se
 def pytest_terminal_summary(terminalreporter) -> None:
     # Once every test has ended (the main process; pytest-xdist workers have no summary): the shared-memory segments
     # that this run's SIGKILLed node processes left in /dev/shm (memory, 8 MiB each) are removed; only files that
-    # appeared during the run and whose owner is dead (tests/dds_shm.py).
+    # appeared during the run and whose owner is dead (vidplan_bringup.dds_shm).
     if os.environ.get("PYTEST_XDIST_WORKER"):
         return
     n, freed = remove_zombie_segments(fastdds_files() - _SHM_AT_START)

@@ -12,6 +12,7 @@ from vidplan_app.jobs.generate import GenerateConfig, GenerateError, generate_da
 from vidplan_core.data.bags import BagReader
 from vidplan_core.data.messages import Codec
 from vidplan_core.images import decode_image
+from vidplan_core.topics import DEPRECATED_INSTRUCTION_TOPIC, INSTRUCTION_TOPIC
 
 pytest.importorskip("mujoco", reason="MuJoCo is needed for the simulation")
 if not os.environ.get("VIDPLAN_MENAGERIE_DIR"):
@@ -32,7 +33,7 @@ def test_generate_bags_and_resume(tmp_path):
         assert t["/vidplan/expert_action"].message_count == 9
         assert t["/vidplan/expert_action"].msgtype == "vidplan_interfaces/msg/PlanChunk"
         c = Codec()
-        msgs = list(r.messages(["/cameras/wrist/image_raw", "/vidplan/episode", "/joint_states"]))
+        msgs = list(r.messages(["/cameras/wrist/image_raw", "/vidplan/episode", "/joint_states", INSTRUCTION_TOPIC]))
         img = next(m for m in msgs if m.topic == "/cameras/wrist/image_raw")
         rgb = decode_image(c.deserialize(img.data, img.msgtype))
         assert rgb.shape == (16, 24, 3) and rgb.std() > 0  # a rendered image, not a blank one
@@ -40,8 +41,12 @@ def test_generate_bags_and_resume(tmp_path):
         assert list(js.name)[-2:] == ["panda_finger_joint1", "panda_finger_joint2"] and len(js.position) == 9
         info = json.loads(c.deserialize(next(m for m in msgs if m.topic == "/vidplan/episode").data,
                                         "std_msgs/msg/String").data)
+        # the instruction on its new topic only (the deprecated /vidplan/task is for reading old bags)
+        assert DEPRECATED_INSTRUCTION_TOPIC not in t
+        said = c.deserialize(next(m for m in msgs if m.topic == INSTRUCTION_TOPIC).data, "std_msgs/msg/String").data
     side = json.loads((out / "episode_000000.json").read_text())
     assert info == side and side["seed"] == 0 and isinstance(side["success"], bool)
+    assert said == side["instruction"]
     assert side["instruction"].startswith("put the ")
 
     # resume: episode 1 lost its sidecar (interrupted) and a half-written episode lies in .partial

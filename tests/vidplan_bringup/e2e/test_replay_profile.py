@@ -39,7 +39,7 @@ def tiny_model_dir(tmp_path_factory):
 def test_up_replay_plans_on_the_bag_and_measures_latency(tmp_path, episode_bag, tiny_model_dir):
     report = tmp_path / "latency.json"
     cmd = [shutil.which("vidplan"), "up", "replay", f"bag:={episode_bag}", f"model_dir:={tiny_model_dir}",
-           f"report:={report}", "task:=put the red cube in the bowl", "rate:=0.5", "loop:=true",
+           f"report:={report}", "instruction:=put the red cube in the bowl", "rate:=0.5", "loop:=true",
            "planner.refine_iters:=1", "planner.open_loop_steps:=1", "latency_probe.report_period_s:=1.0"]
     with started(cmd, tmp_path / "up.log", env={"OMP_NUM_THREADS": "1"}) as up:
         ok = wait_for(lambda: report.is_file() and json.loads(report.read_text())["count"] >= 2, 150, interval=0.5)

@@ -106,6 +106,22 @@ def test_up_dry_run_names_a_misspelled_node_parameter_and_the_declared_one(tmp_p
         assert re.search(r"^ +max_horizon: 3$", up.output(), re.M), up.output()
 
 
+def test_up_takes_the_deprecated_task_arg_with_a_warning_and_refuses_conflicting_sim_names(tmp_path):
+    """`vidplan up sim task:=...` (the instruction's arg before the rename) still works for one release: the nodes get
+    it as their instruction and a warning names instruction:=. The sim's old and new parameter names given different
+    values are refused (exit 2) before anything starts, naming both."""
+    with started([_vidplan(), "up", "sim", "--dry-run", "task:=touch the green ball"], tmp_path / "old.log") as up:
+        assert up.wait(timeout=180) == 0, up.output()
+        out = up.output()
+        assert re.search(r"^warning: .*profile arg 'task' is deprecated.*use 'instruction'", out, re.M), out
+        assert len(re.findall(r"^ +instruction: 'touch the green ball'$", out, re.M)) == 2, out  # sim and planner
+    with started([_vidplan(), "up", "sim", "--dry-run", "sim.task_topic:=/a", "sim.instruction_topic:=/b"],
+                 tmp_path / "both.log") as up:
+        assert up.wait(timeout=180) == 2, up.output()
+        out = up.output()
+        assert "rejects its parameters" in out and "instruction_topic ('/b')" in out and "task_topic ('/a')" in out, out
+
+
 def test_up_with_a_misspelled_node_parameter_exits_2_before_starting_anything(tmp_path):
     with started([_vidplan(), "up", "sim", "planner:=false", "executor.max_horizn:=3"], tmp_path / "up.log") as up:
         code = up.wait(timeout=180)  # the old behaviour: it started with the default and kept running
@@ -158,3 +174,24 @@ def test_the_parameter_check_has_no_side_effects(tmp_path):
         assert up.wait(timeout=120) == 0, up.output()
         assert "parameters checked against what the nodes declare: recorder" in up.output(), up.output()
     assert not (tmp_path / "fixed").exists()
+
+
+@pytest.mark.slow
+def test_nodes_killed_with_sigkill_leave_no_shared_memory_segment_behind(tmp_path):
+    """kill -9 of both nodes (no participant left to clean up after them): `vidplan up` reports it (exit 1) and
+    removes the Fast DDS shared-memory segments the dead processes left in /dev/shm (memory, 8 MiB each;
+    vidplan_bringup.dds_shm)."""
+    cmd = [_vidplan(), "up", str(PROFILES / "two_nodes.yaml"), f"report:={tmp_path / 'probe.json'}"]
+    with started(cmd, tmp_path / "up.log") as up:
+        report = tmp_path / "probe.json"
+        assert wait_for(lambda: report.is_file() and json.loads(report.read_text())["count"] >= 5, 40), \
+            up.output()  # both up and talking (their DDS participants and segments exist)
+        assert wait_for(lambda: len(re.findall(r"pid (\d+)\)", up.output())) == 2, 30), up.output()
+        pids = [int(p) for p in re.findall(r"pid (\d+)\)", up.output())]
+        for pid in pids:
+            os.kill(pid, signal.SIGKILL)
+        assert up.wait(timeout=30) == 1, up.output()
+        out = up.output()
+    assert "was killed by SIGKILL" in out, out
+    removed = re.search(r"removed (\d+) Fast DDS shared-memory segment\(s\) of killed nodes", out)
+    assert removed and int(removed.group(1)) >= 2, out  # one participant per node at least

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import ast
+import warnings
 from pathlib import Path
 
 import pytest
 
 from vidplan_bringup.profiles import (
+    DeprecatedArgWarning,
     find_profile,
     load_profile,
     parse_overrides,
@@ -55,15 +57,81 @@ def test_launch_file_reads_the_same_profile(name):
 
 def test_arg_substitution_keeps_types_and_overrides_apply():
     profile, path = load_profile("sim")
-    args, params = parse_overrides(["clutter:=3", "task:=put the red cube in the bowl", "executor.backend:=servo",
-                                    "planner:=false"])
+    args, params = parse_overrides(["clutter:=3", "instruction:=put the red cube in the bowl",
+                                    "executor.backend:=servo", "planner:=false"])
     nodes = {n.name: n for n in resolve_profile(profile, str(path), args, params)}
     assert "planner" not in nodes
     assert nodes["sim"].parameters["clutter"] == 3
     assert nodes["sim"].parameters["lockstep"] is True
-    assert nodes["sim"].parameters["task"] == "put the red cube in the bowl"
+    assert nodes["sim"].parameters["instruction"] == "put the red cube in the bowl"
     assert nodes["executor"].parameters["backend"] == "servo"
     assert "ros__parameters" in ros_params_file_content(nodes["sim"])
+
+
+@pytest.mark.parametrize("name", SHIPPED)
+def test_deprecated_task_arg_still_sets_the_instruction_with_a_warning(name):
+    """task:= (the instruction's old arg name, before "task" came to mean only the manipulation task) keeps working
+    for one release in every shipped profile: it sets the instruction arg and warns naming it; the nodes get exactly
+    what instruction:= gives them. Giving both names is an error naming both."""
+    profile, path = load_profile(name)
+    assert profile.deprecated_args == {"task": "instruction"} and "task" not in profile.args
+    text = "put the red cube in the bowl"
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # the new name warns about nothing
+        new = resolve_profile(profile, str(path), *parse_overrides([f"instruction:={text}"]))
+    with pytest.warns(DeprecatedArgWarning) as caught:
+        old = resolve_profile(profile, str(path), *parse_overrides([f"task:={text}"]))
+    assert len(caught) == 1
+    msg = str(caught[0].message)
+    assert "'task' is deprecated" in msg and "'instruction'" in msg and "instruction:=" in msg, msg
+    assert old == new
+    planner = {n.name: n for n in old}.get("planner")
+    assert planner is None or planner.parameters["instruction"] == text
+    assert all("task" not in n.parameters for n in old)
+    with pytest.raises(ConfigError) as err:
+        resolve_profile(profile, str(path), *parse_overrides(["task:=a", f"instruction:={text}"]))
+    assert "task" in str(err.value) and "instruction" in str(err.value), str(err.value)
+
+
+def test_deprecated_args_must_name_a_declared_arg(tmp_path):
+    """deprecated_args is validated when the profile loads: the new name must be a declared arg, and an old name must
+    not be one (it could never be reached)."""
+    node = ("nodes:\n  a:\n    package: vidplan_ros\n    executable: latency_probe\n"
+            "    parameters: {topic: $(arg topic)}\n")
+    good = tmp_path / "good.yaml"
+    good.write_text("args: {topic: /a}\ndeprecated_args: {old_topic: topic}\n" + node)
+    profile, path = load_profile(str(good))
+    with pytest.warns(DeprecatedArgWarning, match="'old_topic' is deprecated.*'topic'"):
+        nodes = resolve_profile(profile, str(path), {"old_topic": "/b"})
+    assert nodes[0].parameters["topic"] == "/b"
+    for text, words in (("args: {topic: /a}\ndeprecated_args: {old_topic: topc}\n", ("old_topic", "'topc'",
+                                                                                     "not a declared arg")),
+                        ("args: {topic: /a, old: 1}\ndeprecated_args: {old: topic}\n", ("'old'", "declared arg"))):
+        bad = tmp_path / "bad.yaml"
+        bad.write_text(text + node)
+        with pytest.raises(ConfigError) as err:
+            load_profile(str(bad))
+        assert "bad.yaml" in str(err.value) and all(w in str(err.value) for w in words), str(err.value)
+
+
+def test_launch_path_passes_the_deprecated_arg_like_vidplan_up():
+    """The ros2 launch path (launch_builder; launch itself is not installable here) hands resolve_profile every
+    launch argument's text: a deprecated name left at its "" default is not given; given, it replaces its new arg
+    when that is at its default, and conflicts with it otherwise."""
+    from vidplan_bringup.launch_builder import launch_overrides
+
+    profile, path = load_profile("sim")
+    launch = {k: str(v).lower() if isinstance(v, bool) else str(v) for k, v in profile.args.items()}
+    assert "instruction:=" in launch_overrides(profile, {**launch, "task": ""})
+    items = launch_overrides(profile, {**launch, "task": "touch the green ball"})
+    assert "task:=touch the green ball" in items and not any(i.startswith("instruction:=") for i in items)
+    with pytest.warns(DeprecatedArgWarning):
+        nodes = {n.name: n for n in resolve_profile(profile, str(path), *parse_overrides(items))}
+    assert nodes["sim"].parameters["instruction"] == "touch the green ball"
+    assert nodes["planner"].parameters["instruction"] == "touch the green ball"
+    items = launch_overrides(profile, {**launch, "instruction": "push the red cube", "task": "touch the green ball"})
+    with pytest.raises(ConfigError, match="task"):
+        resolve_profile(profile, str(path), *parse_overrides(items))
 
 
 def test_unknown_override_is_rejected_naming_it():
@@ -112,10 +180,10 @@ def test_arg_overrides_must_have_the_type_of_the_default():
         with pytest.raises(ConfigError) as err:
             resolve_profile(profile, str(path), args, params)
         assert f"{item.split(':=')[0]}: {expected}" in str(err.value), str(err.value)
-    # text args stay text (a task "42" is not the number 42); a float arg takes an int
-    args, params = parse_overrides(["task:=42", "lockstep:=false", "clutter:=0"])
+    # text args stay text (an instruction "42" is not the number 42); a float arg takes an int
+    args, params = parse_overrides(["instruction:=42", "lockstep:=false", "clutter:=0"])
     nodes = {n.name: n for n in resolve_profile(profile, str(path), args, params)}
-    assert nodes["sim"].parameters["task"] == "42" and nodes["planner"].parameters["instruction"] == "42"
+    assert nodes["sim"].parameters["instruction"] == "42" and nodes["planner"].parameters["instruction"] == "42"
     assert nodes["sim"].parameters["lockstep"] is False and nodes["sim"].parameters["clutter"] == 0
     two, two_path = load_profile(str(REPO / "tests" / "data" / "profiles" / "two_nodes.yaml"))
     args, _ = parse_overrides(["rate:=20"])

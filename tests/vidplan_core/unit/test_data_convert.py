@@ -19,6 +19,7 @@ from vidplan_core.data.schema import validate_dataset
 from vidplan_core.data.topic_map import TopicMap
 from vidplan_core.images import encode_compressed
 from vidplan_core.spaces import VIEW_ORDER
+from vidplan_core.topics import DEPRECATED_INSTRUCTION_TOPIC, INSTRUCTION_TOPIC
 
 SRC_H, SRC_W = 12, 20
 T0 = 1_000_000_000
@@ -36,9 +37,11 @@ def _img(k: int, view: int, hw: tuple[int, int] = (SRC_H, SRC_W)) -> np.ndarray:
 
 
 def write_bag(path, n=31, *, cams=None, success=True, instruction="touch the red cube", with_info=True,
-              with_action=True, gripper_float=None, bool_success=None, bgr=False, hw=(SRC_H, SRC_W), compressed=""):
+              with_action=True, gripper_float=None, bool_success=None, bgr=False, hw=(SRC_H, SRC_W), compressed="",
+              instruction_topics=None):
     """A 15 Hz recording with n samples per stream. EE x = 0.3 + 0.01·k, commanded x = 0.3 + 0.01·(k + 1).
-    compressed="jpeg"|"png": cameras as image_transport records them (CompressedImage on <topic>/compressed)."""
+    compressed="jpeg"|"png": cameras as image_transport records them (CompressedImage on <topic>/compressed).
+    instruction_topics: topic → text, each written once (std_msgs/String) at the start, as a sim publishes it."""
     cams = cams or {v: f"/cameras/{v}/image_raw" for v in VIEW_ORDER}
     if compressed:
         cams = {v: f"{t}/compressed" for v, t in cams.items()}
@@ -56,6 +59,9 @@ def write_bag(path, n=31, *, cams=None, success=True, instruction="touch the red
             w.add_topic(gripper_float, "std_msgs/msg/Float32")
         if bool_success:
             w.add_topic(bool_success, "std_msgs/msg/Bool")
+        for topic, text in (instruction_topics or {}).items():
+            w.add_topic(topic, "std_msgs/msg/String")
+            w.write(topic, T0, c.string(text))
         names = [f"panda_joint{i}" for i in range(1, 8)] + ["panda_finger_joint1", "panda_finger_joint2"]
         for k in range(n):
             t = T0 + k * DT
@@ -155,6 +161,33 @@ def test_missing_topics_fail_before_work(tmp_path):
     mcap.write_bytes(mcap.read_bytes()[:2000])
     with pytest.raises(ConvertError, match="good"):
         convert_bags([tmp_path / "good"], out)
+
+
+def test_instruction_from_its_topic_or_an_old_bags_deprecated_one(tmp_path):
+    """Without episode info the instruction comes from /vidplan/instruction; a bag recorded before the topic was
+    renamed has it on /vidplan/task, which is read instead; where a bag has both, the new one counts. A topic map
+    with ``instruction: null`` reads neither, and an instruction topic of another type is named before any work."""
+    texts = {"new": {INSTRUCTION_TOPIC: "touch the red cube"},
+             "old": {DEPRECATED_INSTRUCTION_TOPIC: "push the blue ball"},
+             "both": {DEPRECATED_INSTRUCTION_TOPIC: "push the blue ball", INSTRUCTION_TOPIC: "touch the red cube"}}
+    for name, topics in texts.items():
+        write_bag(tmp_path / name, n=16, with_info=False, bool_success="/label/success", instruction_topics=topics)
+    bags = [tmp_path / name for name in texts]
+    tm = TopicMap(success="/label/success")
+    assert tm.instruction == INSTRUCTION_TOPIC
+    meta = convert_bags(bags, tmp_path / "ds", tm, val_fraction=0.0)
+    got = {e.name: e.instruction for e in meta.episodes}
+    assert got == {"new": "touch the red cube", "old": "push the blue ball", "both": "touch the red cube"}, got
+    meta = convert_bags(bags, tmp_path / "ds_none", tm.model_copy(update={"instruction": None}), val_fraction=0.0)
+    assert [e.instruction for e in meta.episodes] == ["", "", ""]
+    c = Codec()
+    with BagWriter(tmp_path / "typed") as w:  # a bag whose /vidplan/instruction is not a std_msgs/String
+        for v in VIEW_ORDER:
+            w.add_topic(f"/cameras/{v}/image_raw", "sensor_msgs/msg/Image")
+        w.add_topic(INSTRUCTION_TOPIC, "std_msgs/msg/Bool")
+        w.write(INSTRUCTION_TOPIC, T0, c.serialize(c.type("std_msgs/msg/Bool")(data=True)))
+    with pytest.raises(ConvertError, match=f"instruction topic {INSTRUCTION_TOPIC} has type std_msgs/msg/Bool"):
+        convert_bags([tmp_path / "typed"], tmp_path / "ds_typed", tm)
 
 
 def test_robot_topic_map(tmp_path):

@@ -17,7 +17,7 @@ from rclpy.executors import SingleThreadedExecutor
 from vidplan_core.spaces import EEChunk
 from vidplan_interfaces.action import ExecuteChunk
 from vidplan_interfaces.msg import PlanChunk, PlanDiagnostics
-from vidplan_interfaces.srv import SetTask
+from vidplan_interfaces.srv import SetInstruction, SetTask
 from vidplan_ros.compat import ActionClient  # rclpy 9.1.2 loses goal responses (compat.py)
 from vidplan_ros.conversions import chunk_from_msg, chunk_to_msg
 
@@ -53,7 +53,11 @@ def test_interface_definitions_have_documented_fields():
     for f in ("header", "plan_id", "dt", "poses", "gripper", "uncertainty", "value", "instruction"):
         assert f in fields
     assert "stage_seconds" in PlanDiagnostics.get_fields_and_field_types()
-    assert SetTask.Request.get_fields_and_field_types() == {"instruction": "string", "scene_seed": "int64"}
+    request = {"instruction": "string", "scene_seed": "int64"}
+    response = {"success": "boolean", "message": "string"}
+    for srv in (SetInstruction, SetTask):  # SetTask: SetInstruction's deprecated old name, the same fields
+        assert srv.Request.get_fields_and_field_types() == request, srv
+        assert srv.Response.get_fields_and_field_types() == response, srv
 
 
 def test_plan_chunk_round_trip_between_processes(tmp_path, ros_node):

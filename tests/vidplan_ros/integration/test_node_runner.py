@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import subprocess
 
+import pytest
 from proc_helpers import node_executable
 
 from vidplan_core.parameter_listing import DECLARED_PARAMETERS_TAG, LIST_PARAMETERS_ENV
@@ -113,3 +114,72 @@ def test_planner_and_sim_check_values_like_the_executor():
         p = _run(pkg, exe, ["-p", good, "-p", bad], env=env)
         assert p.returncode == 2 and words in p.stdout + p.stderr, p.stdout + p.stderr
         assert "Traceback" not in p.stdout + p.stderr
+
+
+def test_declare_renamed_takes_the_old_name_with_a_warning_and_refuses_two_values(capfd):
+    """node_runner.declare_renamed (a parameter renamed, its old name kept one release): the value in force for each
+    way the two names can be given, the deprecation warning naming the new name, and the refusal naming both."""
+    import rclpy
+    from rclpy.parameter import Parameter
+
+    from vidplan_ros.node_runner import ParameterConflictError, declare_renamed
+
+    ctx = rclpy.Context()
+    rclpy.init(context=ctx)
+    made = []
+
+    def value(**given: str) -> str:
+        node = rclpy.create_node("renamed_probe", context=ctx, start_parameter_services=False,
+                                 parameter_overrides=[Parameter(k, value=v) for k, v in given.items()])
+        made.append(node)
+        return declare_renamed(node, "instruction_topic", "task_topic", "/vidplan/instruction")
+
+    try:
+        warning = "parameter task_topic is deprecated and will be removed in the next release; set instruction_topic"
+        for given, expected, warns in (
+                ({}, "/vidplan/instruction", False),
+                ({"instruction_topic": "/new"}, "/new", False),
+                ({"task_topic": "/old"}, "/old", True),
+                ({"task_topic": ""}, "", True),  # "" (publish nothing) is a value, not "unset"
+                # a params file restating the new name's default does not hide an old-name override
+                ({"instruction_topic": "/vidplan/instruction", "task_topic": "/old"}, "/old", True),
+                ({"instruction_topic": "/same", "task_topic": "/same"}, "/same", True),
+                ({"task_topic": "/vidplan/instruction"}, "/vidplan/instruction", False)):
+            capfd.readouterr()
+            assert value(**given) == expected, given
+            out = "".join(capfd.readouterr())
+            assert (warning in out) == warns, (given, out)
+        with pytest.raises(ParameterConflictError) as err:
+            value(instruction_topic="/new", task_topic="/old")
+        text = str(err.value)
+        assert "instruction_topic ('/new')" in text and "task_topic ('/old')" in text and "set only" in text, text
+    finally:
+        for node in made:
+            node.destroy_node()
+        rclpy.shutdown(context=ctx)
+
+
+def test_sim_nodes_renamed_parameters_in_listing_mode():
+    """sim_node's task / task_topic, renamed instruction / instruction_topic: the old name alone still starts the node
+    (a warning names the new one) and the listing names the pair, so `vidplan params` writes only the new names; old
+    and new names given different values: the node rejects its parameters naming both, so `vidplan up` refuses
+    before starting anything."""
+    env = {LIST_PARAMETERS_ENV: "1", "ROS_AUTOMATIC_DISCOVERY_RANGE": "OFF"}
+    p = _run("vidplan_sim", "sim_node", ["-p", "task:=touch the green ball", "-p", "task_topic:=/old/topic"], env=env)
+    out = p.stdout + p.stderr
+    assert p.returncode == 0, out
+    for old, new in (("task", "instruction"), ("task_topic", "instruction_topic")):
+        assert f"parameter {old} is deprecated" in out and f"set {new} instead" in out, out
+    info = json.loads(next(ln for ln in p.stdout.splitlines() if ln.startswith(DECLARED_PARAMETERS_TAG))[
+        len(DECLARED_PARAMETERS_TAG):])
+    assert info["deprecated"] == {"task": "instruction", "task_topic": "instruction_topic"}, info
+    assert info["values"]["task_topic"] == "/old/topic"
+    assert info["values"]["instruction_topic"] == "/vidplan/instruction"
+    p = _run("vidplan_sim", "sim_node", ["-p", "task:=touch the green ball", "-p", "instruction:=push the red cube"],
+             env=env)
+    out = p.stdout + p.stderr
+    assert p.returncode == 2, out
+    info = json.loads(next(ln for ln in p.stdout.splitlines() if ln.startswith(DECLARED_PARAMETERS_TAG))[
+        len(DECLARED_PARAMETERS_TAG):])
+    assert "instruction ('push the red cube')" in info["error"] and "task ('touch the green ball')" in info["error"]
+    assert "Traceback" not in out, out

@@ -252,3 +252,113 @@ def test_planner_rejects_bad_parameters_and_missing_models(tmp_path, tiny_model_
         assert p.wait(60) == 2, p.output()
         out = p.output()
         assert str(tiny_model_dir) in out and str(moved) in out and "view right" in out and "5.0 cm" in out, out
+
+
+@pytest.fixture
+def instructor():
+    """A test-side node that gives the planner instructions by every name (new and deprecated) and records the
+    instruction the planner reports on /diagnostics."""
+    from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy
+    from std_msgs.msg import String
+
+    from vidplan_core.topics import (
+        DEPRECATED_INSTRUCTION_TOPIC,
+        DEPRECATED_SET_INSTRUCTION_SERVICE,
+        INSTRUCTION_TOPIC,
+        SET_INSTRUCTION_SERVICE,
+    )
+    from vidplan_interfaces.srv import SetInstruction, SetTask
+
+    ctx = rclpy.Context()
+    rclpy.init(context=ctx)
+    node = rclpy.create_node("planner_test_instructor", context=ctx)
+    reported: list[dict[str, str]] = []
+
+    def on_diag(arr: DiagnosticArray) -> None:
+        reported.extend({kv.key: kv.value for kv in st.values} for st in arr.status
+                        if st.name == "vidplan: planner_node")
+
+    node.create_subscription(DiagnosticArray, "/diagnostics", on_diag, 50)
+    # latched publishers, as the sim's: they reach both of the planner's subscriptions (volatile and latched)
+    latched = QoSProfile(depth=1, reliability=ReliabilityPolicy.RELIABLE, durability=DurabilityPolicy.TRANSIENT_LOCAL)
+    names = {"topic": node.create_publisher(String, INSTRUCTION_TOPIC, latched),
+             "old topic": node.create_publisher(String, DEPRECATED_INSTRUCTION_TOPIC, latched),
+             "service": node.create_client(SetInstruction, SET_INSTRUCTION_SERVICE),
+             "old service": node.create_client(SetTask, DEPRECATED_SET_INSTRUCTION_SERVICE)}
+    ex = SingleThreadedExecutor(context=ctx)
+    ex.add_node(node)
+    stop = threading.Event()
+    t = threading.Thread(target=lambda: [ex.spin_once(timeout_sec=0.05) for _ in iter(stop.is_set, True)],
+                         daemon=True)
+    t.start()
+
+    def say(name: str, text: str) -> str:
+        """Give ``text`` by ``name`` (a key of ``names``); returns a service's response message ("" for a topic)."""
+        ep = names[name]
+        if name.endswith("topic"):
+            assert wait_for(lambda: ep.get_subscription_count() >= 2, 20), f"the planner does not subscribe to {name}"
+            ep.publish(String(data=text))
+            return ""
+        assert ep.wait_for_service(timeout_sec=20), f"the planner does not serve {name}"
+        fut = ep.call_async(ep.srv_type.Request(instruction=text, scene_seed=-1))
+        assert wait_for(fut.done, 20), f"no answer from {name}"
+        assert fut.result().success, fut.result().message
+        return fut.result().message
+
+    yield say, reported, names
+    stop.set()
+    t.join(timeout=2)
+    node.destroy_node()
+    rclpy.shutdown(context=ctx)
+
+
+@pytest.mark.slow
+def test_instruction_by_new_and_deprecated_names(tmp_path, tiny_model_dir, instructor):
+    """The instruction's ROS names were renamed (/vidplan/task → /vidplan/instruction, /vidplan/set_task (SetTask) →
+    /vidplan/set_instruction (SetInstruction)); the old ones keep working for one release. The new names set the
+    instruction without a word; so does an old bag replayed by replay_node (its /vidplan/task is published on
+    /vidplan/instruction). The old topic and service still set it, and each logs its deprecation warning, naming
+    the new name, once — not on every message. /diagnostics reports the instruction under "instruction" and under
+    the deprecated key "task"."""
+    from vidplan_core.data.bag_writer import BagWriter
+    from vidplan_core.data.messages import Codec
+    from vidplan_core.topics import DEPRECATED_INSTRUCTION_TOPIC
+
+    say, reported, _names = instructor
+
+    def planner_says(text: str) -> bool:
+        return bool(reported) and reported[-1].get("instruction") == text
+
+    old_bag = tmp_path / "old_bag"
+    with BagWriter(old_bag) as w:  # a recording made before the rename
+        w.add_topic(DEPRECATED_INSTRUCTION_TOPIC, "std_msgs/msg/String")
+        w.write(DEPRECATED_INSTRUCTION_TOPIC, 1_000_000_000, Codec(w.definitions).string("from an old bag"))
+    replay_cmd = [node_executable("vidplan_ros", "replay_node"), "--ros-args", "-p", f"bag:={old_bag}",
+                  "-p", "exit_at_end:=true", "-p", "wait_subscribers:=1"]
+    with started(_planner_cmd(tiny_model_dir, instruction="''", publish_debug=False), tmp_path / "planner.log",
+                 env={"OMP_NUM_THREADS": "1"}) as planner:
+        assert wait_for(lambda: planner_says(""), 120), planner.output()[-3000:]  # configured, idle
+        say("topic", "touch the green ball")
+        assert wait_for(lambda: planner_says("touch the green ball"), 20), (reported[-1:], planner.output()[-3000:])
+        assert say("service", "push the red cube") == "planning for: 'push the red cube'"
+        assert wait_for(lambda: planner_says("push the red cube"), 20), reported[-1:]
+        with started(replay_cmd, tmp_path / "replay.log") as replay:
+            assert replay.wait(60) == 0, replay.output()
+            assert "replaying it on /vidplan/instruction" in replay.output(), replay.output()
+        assert wait_for(lambda: planner_says("from an old bag"), 20), (reported[-1:], planner.output()[-3000:])
+        assert "is deprecated and will be removed" not in planner.output(), planner.output()[-3000:]
+
+        for text in ("put the blue ball in the bowl", "touch the red cube"):  # the deprecated topic, twice
+            say("old topic", text)
+            assert wait_for(lambda t=text: planner_says(t), 20), (reported[-1:], planner.output()[-3000:])
+        for text in ("push the green ball", "put the red cube in the bowl"):  # the deprecated service, twice
+            assert say("old service", text) == f"planning for: {text!r}"
+            assert wait_for(lambda t=text: planner_says(t), 20), reported[-1:]
+        assert wait_for(lambda: "/vidplan/set_task is deprecated" in planner.output(), 10), planner.output()[-3000:]
+        out = planner.output()
+    topic_warnings = [ln for ln in out.splitlines() if "/vidplan/task is deprecated" in ln]
+    service_warnings = [ln for ln in out.splitlines() if "/vidplan/set_task is deprecated" in ln]
+    assert len(topic_warnings) == 1 and "publish the instruction on /vidplan/instruction" in topic_warnings[0], out
+    assert len(service_warnings) == 1 and "call /vidplan/set_instruction" in service_warnings[0], out
+    assert "WARN" in topic_warnings[0] and "WARN" in service_warnings[0], (topic_warnings, service_warnings)
+    assert reported[-1]["task"] == reported[-1]["instruction"] == "put the red cube in the bowl"

@@ -9,7 +9,6 @@ import time
 import numpy as np
 import pytest
 import rclpy
-from dds_shm import census
 from diagnostic_msgs.msg import DiagnosticArray
 from geometry_msgs.msg import PoseStamped
 from proc_helpers import node_executable, started, wait_for
@@ -22,7 +21,9 @@ from std_srvs.srv import Trigger
 from tf2_msgs.msg import TFMessage
 from trajectory_msgs.msg import JointTrajectory, JointTrajectoryPoint
 
-from vidplan_interfaces.srv import SetTask
+from vidplan_bringup.dds_shm import census
+from vidplan_core.topics import INSTRUCTION_TOPIC
+from vidplan_interfaces.srv import SetInstruction
 from vidplan_sim.scene import HOME_Q
 
 ARM = [f"panda_joint{i}" for i in range(1, 8)]
@@ -48,7 +49,7 @@ class Probe:
         self.ee: list[PoseStamped] = []
         self.clock: list[float] = []
         self.scene: list[dict] = []
-        self.task: list[str] = []
+        self.instruction: list[str] = []
         for v in VIEWS:
             n.create_subscription(Image, f"/cameras/{v}/image_raw", lambda m, v=v: self._add(self.images[v], m),
                                   qos_profile_sensor_data)
@@ -58,7 +59,7 @@ class Probe:
         n.create_subscription(PoseStamped, "/ee_pose", lambda m: self._add(self.ee, m), 10)
         n.create_subscription(Clock, "/clock", lambda m: self._add(self.clock, _sec(m.clock)), 10)
         n.create_subscription(String, "/sim/scene", lambda m: self._add(self.scene, json.loads(m.data)), LATCHED)
-        n.create_subscription(String, "/vidplan/task", lambda m: self._add(self.task, m.data), LATCHED)
+        n.create_subscription(String, INSTRUCTION_TOPIC, lambda m: self._add(self.instruction, m.data), LATCHED)
         self.tf: list[TFMessage] = []
         self.tf_static: list[TFMessage] = []
         n.create_subscription(TFMessage, "/tf", lambda m: self._add(self.tf, m), 10)
@@ -67,7 +68,7 @@ class Probe:
         n.create_subscription(DiagnosticArray, "/diagnostics", lambda m: self._add(self.diags, m), 10)
         self.traj_pub = n.create_publisher(JointTrajectory, "/fr3_arm_controller/joint_trajectory", 10)
         self.grip_pub = n.create_publisher(Float64, "/gripper/command", 10)
-        self.reset_cli = n.create_client(SetTask, "/sim/reset")
+        self.reset_cli = n.create_client(SetInstruction, "/sim/reset")
         self.success_cli = n.create_client(Trigger, "/sim/task_success")
         self.ex = SingleThreadedExecutor(context=self.ctx)
         self.ex.add_node(n)
@@ -126,7 +127,7 @@ class Probe:
 def sim(tmp_path_factory):
     log = tmp_path_factory.mktemp("sim") / "sim_node.log"
     cmd = [node_executable("vidplan_sim", "sim_node"), "--ros-args", "-r", "__node:=sim",
-           "-p", "scene_seed:=2", "-p", "clutter:=1", "-p", "task:=put the red cube in the bowl",
+           "-p", "scene_seed:=2", "-p", "clutter:=1", "-p", "instruction:=put the red cube in the bowl",
            "-p", "lockstep:=true", "-p", "real_time_factor:=1.0"]
     probe = Probe()  # subscribed before the sim starts: its first messages and discovery find a waiting reader
     try:
@@ -167,9 +168,10 @@ def test_streams(sim):
     assert ee.header.frame_id == "panda_link0"
     assert [ee.pose.position.x, ee.pose.position.y, ee.pose.position.z] == pytest.approx([0.307, 0.0, 0.487],
                                                                                            abs=5e-3)
-    assert wait_for(lambda: probe.scene and probe.task, 10.0), "latched /sim/scene and /vidplan/task not received"
+    assert wait_for(lambda: probe.scene and probe.instruction, 10.0), \
+        "latched /sim/scene and /vidplan/instruction not received"
     assert probe.scene[-1]["instruction"] == "put the red cube in the bowl"
-    assert "red_cube" in probe.scene[-1]["objects"] and probe.task[-1] == "put the red cube in the bowl"
+    assert "red_cube" in probe.scene[-1]["objects"] and probe.instruction[-1] == "put the red cube in the bowl"
     # /clock increases and stamps use it. Lock-step: frames are one camera period (1/15 s) of sim time apart;
     # best-effort delivery may drop frames at a loaded receiver, so check stamp spacing, not the received rate.
     c0 = probe.clock[-1]
@@ -185,7 +187,7 @@ def test_streams(sim):
     assert wait_for(lambda: int(_sim_diag(probe).get("triplets", 0)) > 10, 10.0), \
         f"no sim_node /diagnostics counting > 10 triplets; last: {_sim_diag(probe)}"
     vals = _sim_diag(probe)
-    assert vals["task"] == "put the red cube in the bowl"
+    assert vals["instruction"] == "put the red cube in the bowl"
     # The node's own counters: one triplet rendered per camera period of sim time, none dropped.
     assert int(vals["triplets"]) / float(vals["sim_time_s"]) == pytest.approx(15.0, rel=0.1)
     assert vals["dropped"] == "0"
@@ -224,18 +226,19 @@ def test_services(sim):
     assert res.success is False and res.message.startswith("put the red cube in the bowl")
     clock_before = probe.clock[-1]
     n_scene = len(probe.scene)
-    res = probe.call(probe.reset_cli, SetTask.Request(instruction="touch the green ball", scene_seed=7))
+    res = probe.call(probe.reset_cli, SetInstruction.Request(instruction="touch the green ball", scene_seed=7))
     assert res.success, res.message
     assert wait_for(lambda: len(probe.scene) > n_scene, 10.0)
     scene = probe.scene[-1]
     assert scene["instruction"] == "touch the green ball" and scene["scene_seed"] == 7
+    assert wait_for(lambda: probe.instruction[-1] == "touch the green ball", 10.0), probe.instruction
     assert "green_ball" in scene["objects"]
     assert wait_for(lambda: np.abs(probe.q() - HOME_Q).max() < 5e-3, 10.0)  # back at home
     assert wait_for(lambda: sum(probe.js[-1].position[7:]) > 0.075, 10.0)  # gripper open again
     assert probe.clock[-1] >= clock_before  # sim time stays monotonic across resets
     res = probe.call(probe.success_cli, Trigger.Request())
     assert res.success is False and res.message.startswith("touch the green ball")
-    bad = probe.call(probe.reset_cli, SetTask.Request(instruction="fly to the moon", scene_seed=-1))
+    bad = probe.call(probe.reset_cli, SetInstruction.Request(instruction="fly to the moon", scene_seed=-1))
     assert bad.success is False and "cannot parse instruction" in bad.message
 
 

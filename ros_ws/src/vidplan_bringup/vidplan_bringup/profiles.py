@@ -8,6 +8,9 @@ Profile format::
     description: MuJoCo DROID scene + executor
     args:                          # overridable: `vidplan up sim name:=value` / `ros2 launch ... name:=value`
       use_sim_time: true
+      instruction: ""
+    deprecated_args:               # old arg name: its new name (a declared arg); removed in the next release
+      task: instruction
     nodes:
       sim:                         # node name (also the ROS node name)
         package: vidplan_sim
@@ -28,6 +31,12 @@ parameter. Values are parsed as YAML scalars (``true``, ``15``, ``0.5``, ``text`
 type of the arg's default (an int default takes ints, a float default ints or floats, a bool default true/false, a
 text default any scalar, kept as text), else it is a :class:`ConfigError` naming the arg and the expected type.
 
+Renamed args (``deprecated_args``, old name → new name): an override of the old name (``vidplan up sim
+task:="..."``) still works for one release. It sets the new arg and :func:`resolve_profile` issues a
+:class:`DeprecatedArgWarning` naming the new name (``vidplan up`` prints it). Giving both names is a
+:class:`ConfigError` naming both. An old name must not be a declared arg itself, and its new name must be one.
+(Shipped profiles: ``task`` → ``instruction``, the text the robot is told; a task is the manipulation task.)
+
 Node parameters are checked against the parameters each node declares (no list is kept here): each node lists
 them without starting, by the protocol of :mod:`vidplan_core.parameter_listing` (``vidplan_ros.node_runner``); see
 :meth:`vidplan_bringup.supervisor.Supervisor.check_parameters`.
@@ -37,16 +46,18 @@ from __future__ import annotations
 
 import os
 import re
+import warnings
 from pathlib import Path
 from typing import Any
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from vidplan_core.config import ConfigError, load_yaml, validate_model
 from vidplan_core.paths import share_file
 
 __all__ = [
+    "DeprecatedArgWarning",
     "NodeSpec",
     "Profile",
     "ResolvedNode",
@@ -78,6 +89,11 @@ class NodeSpec(BaseModel):
     enabled: bool | str = Field(True, description="start this node (may be an $(arg ...) substitution)")
 
 
+class DeprecatedArgWarning(FutureWarning):
+    """A profile arg given by its deprecated old name (``deprecated_args``); the message names the new name.
+    A FutureWarning, so Python shows it to users by default."""
+
+
 class Profile(BaseModel):
     """A bring-up profile (see module docstring)."""
 
@@ -85,7 +101,20 @@ class Profile(BaseModel):
 
     description: str = ""
     args: dict[str, Any] = Field(default_factory=dict)
+    deprecated_args: dict[str, str] = Field(
+        default_factory=dict, description="old arg name → its new name (a declared arg): the old name still works as "
+        "an override, with a warning, until it is removed")
     nodes: dict[str, NodeSpec]
+
+    @model_validator(mode="after")
+    def _renamed_args(self) -> Profile:
+        for old, new in self.deprecated_args.items():
+            if new not in self.args:
+                raise ValueError(f"deprecated_args: {old} → {new}: {new!r} is not a declared arg "
+                                 f"(declared: {', '.join(self.args) or 'none'})")
+            if old in self.args:
+                raise ValueError(f"deprecated_args: {old!r} is a declared arg; an old name must not be one")
+        return self
 
     @field_validator("nodes")
     @classmethod
@@ -146,7 +175,8 @@ def parse_overrides(items: list[str]) -> tuple[dict[str, Any], dict[str, dict[st
     """Split ``key:=value`` items into profile-arg overrides and per-node parameter overrides.
 
     Node parameter values are parsed as YAML scalars; profile-arg values stay text here, and
-    :func:`resolve_profile` reads them as the type of the arg's default (so ``task:=42`` stays the text "42").
+    :func:`resolve_profile` reads them as the type of the arg's default (so ``instruction:=42`` stays the text
+    "42").
     """
     args: dict[str, Any] = {}
     params: dict[str, dict[str, Any]] = {}
@@ -265,11 +295,27 @@ def resolve_profile(
     that is not of the type of the arg's default (``clutter:=abc``; text, as :func:`parse_overrides` gives it, is
     read as that type). Node parameter names are checked against the nodes themselves:
     :meth:`vidplan_bringup.supervisor.Supervisor.check_parameters`.
+
+    An override by a deprecated arg name (``profile.deprecated_args``) sets the new arg and issues a
+    :class:`DeprecatedArgWarning` naming it (``warnings.warn``: callers may catch and print it); given together with
+    the new name it is a :class:`ConfigError` naming both.
     """
-    arg_overrides = arg_overrides or {}
+    arg_overrides = dict(arg_overrides or {})
     param_overrides = param_overrides or {}
-    problems = [(k, f"unknown profile arg (declared: {', '.join(profile.args) or 'none'})")
-                for k in arg_overrides if k not in profile.args]
+    problems: list[tuple[str, str]] = []
+    renamed: list[tuple[str, str]] = []
+    for old, new in profile.deprecated_args.items():
+        if old not in arg_overrides:
+            continue
+        if new in arg_overrides:
+            problems.append((old, f"deprecated old name of the arg '{new}', which is given too: give only "
+                                  f"{new}:=VALUE"))
+            arg_overrides.pop(old)
+            continue
+        arg_overrides[new] = arg_overrides.pop(old)
+        renamed.append((old, new))
+    problems += [(k, f"unknown profile arg (declared: {', '.join(profile.args) or 'none'})")
+                 for k in arg_overrides if k not in profile.args]
     problems += [(f"{n}.*", f"unknown node (nodes: {', '.join(profile.nodes)})")
                  for n in param_overrides if n not in profile.nodes]
     typed: dict[str, Any] = {}
@@ -281,6 +327,9 @@ def resolve_profile(
             problems.append((k, f"expected {expected} (the default is {profile.args[k]!r}), got {v!r}"))
     if problems:
         raise ConfigError(f"{source} (command-line overrides)", problems)
+    for old, new in renamed:
+        warnings.warn(f"{source}: profile arg '{old}' is deprecated and will be removed in the next release; use "
+                      f"'{new}' ({new}:=VALUE) instead", DeprecatedArgWarning, stacklevel=2)
     args = {**profile.args, **typed}
     nodes = []
     for name, spec in profile.nodes.items():
@@ -314,14 +363,16 @@ def _yaml_value(value: Any) -> str:
 def documented_params_file(node: ResolvedNode, listing: dict[str, Any], command: str) -> str:
     """A ``--params-file`` for ``node`` holding every parameter it declares (nav2's params-file habit): the value
     the node takes with the profile (``listing["values"]``, from the node itself), each under its description and
-    whether it is read-only. ``listing`` is what the node printed in listing mode
-    (:attr:`vidplan_bringup.supervisor.ParameterCheck.listings`); ``command`` is named in the header."""
+    whether it is read-only; deprecated old names (``listing["deprecated"]``) are left out. ``listing`` is what the
+    node printed in listing mode (:attr:`vidplan_bringup.supervisor.ParameterCheck.listings`); ``command`` is named in
+    the header."""
     values, docs, ro = listing["values"], listing.get("descriptions", {}), listing.get("read_only", {})
     lines = [f"# {node.name} ({node.package}/{node.executable}): every parameter it declares, with the value this "
              "profile gives it.", f"# Generated by `{command}`; pass it with --ros-args --params-file FILE.",
              "/**:", "  ros__parameters:"]
+    deprecated = listing.get("deprecated", {})  # old names kept for one release: new files use the new ones
     for name in sorted(values):
-        if name in _DISTRO_SPECIFIC_PARAMETERS:
+        if name in _DISTRO_SPECIFIC_PARAMETERS or name in deprecated:
             continue
         doc = " ".join(docs.get(name, "").split()) or "(no description)"
         lines.append(f"    # {doc}" + ("" if ro.get(name, True) else "  [live: ros2 param set]"))

@@ -4,7 +4,8 @@ Each node runs as ``<prefix>/lib/<package>/<executable> --ros-args -r __node:=<n
 -r <from>:=<to> ...``, exactly what ``ros2 run`` / launch_ros would execute. Output lines are prefixed with the
 node name. On SIGINT/SIGTERM every node gets SIGINT, then SIGTERM, then SIGKILL, all within
 ``shutdown_timeout`` seconds (5 s by default). A required node that exits stops the rest and makes
-:meth:`Supervisor.run` return non-zero.
+:meth:`Supervisor.run` return non-zero. A node that had to be killed (or died of a signal) leaves its Fast DDS
+shared-memory segment in /dev/shm; the supervisor removes such segments of dead processes when it ends.
 
 Before anything starts, :meth:`Supervisor.check_parameters` asks each vidplan node which parameters it declares
 (the node itself, in listing mode, not a list kept here) and names every parameter of the profile or the command
@@ -27,6 +28,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO
 
+from vidplan_bringup.dds_shm import fastdds_files, remove_zombie_segments
 from vidplan_bringup.profiles import ResolvedNode, ros_params_file_content
 from vidplan_core.parameter_listing import DECLARED_PARAMETERS_TAG, LIST_PARAMETERS_ENV
 
@@ -106,6 +108,8 @@ class Supervisor:
         self._lock = threading.Lock()
         self._stop = threading.Event()
         self._tmpdir = tempfile.TemporaryDirectory(prefix="vidplan-up-")
+        self._shm_before = fastdds_files()  # to clean up after nodes that had to be killed (see run)
+        self._killed = False  # a node died of a signal or was sent SIGKILL
         self._env = {**os.environ, "PYTHONUNBUFFERED": "1", "RCUTILS_COLORIZED_OUTPUT": "0", **(extra_env or {})}
         self.procs: list[_Proc] = []
         for i, node in enumerate(nodes):
@@ -251,6 +255,7 @@ class Supervisor:
                     if proc.reader:
                         proc.reader.join(timeout=1.0)
                     why = _describe_exit(code)
+                    self._killed |= code < 0
                     if proc.node.required:
                         failed = f"required node '{proc.node.name}' {why}"
                         self._stop.set()
@@ -268,6 +273,7 @@ class Supervisor:
             for s, h in old.items():
                 signal.signal(s, h)
             self._tmpdir.cleanup()
+            self._remove_dead_segments()
         if failed:
             tail = next((p.tail for p in self.procs if failed.startswith(f"required node '{p.node.name}'")), [])
             self._emit_up(f"ERROR: {failed}; stopped all nodes.")
@@ -275,6 +281,16 @@ class Supervisor:
                 self._emit_up("last output of that node:\n    " + "\n    ".join(tail))
             return 1
         return 0
+
+    def _remove_dead_segments(self) -> None:
+        """A node killed by a signal leaves its Fast DDS shared-memory segment (8 MiB of /dev/shm) behind: remove the
+        segments that appeared while this supervisor ran and whose owner is dead (vidplan_bringup.dds_shm)."""
+        if not self._killed:
+            return
+        n, freed = remove_zombie_segments(fastdds_files() - self._shm_before)
+        if n:
+            self._emit_up(f"removed {n} Fast DDS shared-memory segment(s) of killed nodes ({freed / 2**20:.0f} MiB "
+                          "of /dev/shm)")
 
     def shutdown(self) -> None:
         """Stop every running node: SIGINT, then SIGTERM at 60 %, SIGKILL at 90 % of ``shutdown_timeout``."""
@@ -292,6 +308,7 @@ class Supervisor:
             alive = [p for p in running if p.popen.poll() is None]
             if not alive:
                 break
+            self._killed |= sig == signal.SIGKILL
             for p in alive:
                 try:
                     os.killpg(p.popen.pid, sig)

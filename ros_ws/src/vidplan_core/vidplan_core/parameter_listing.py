@@ -3,7 +3,8 @@
 
 A node started with ``VIDPLAN_LIST_PARAMETERS=1`` in its environment (:data:`LIST_PARAMETERS_ENV`) builds itself up to
 its last ``declare_parameter``, prints one line ``VIDPLAN_DECLARED_PARAMETERS {json}`` (:data:`DECLARED_PARAMETERS_TAG`;
-keys ``node``, ``declared``, ``overrides``) and exits 0.
+keys ``node``, ``declared``, ``overrides``, ``values``, ``descriptions``, ``read_only``, and ``deprecated``: old
+parameter name → new name, for renamed parameters still declared under their old name) and exits 0.
 """
 
 from __future__ import annotations

@@ -1,17 +1,17 @@
 """One instructed episode driven by the learned planner, watched through the real topics (``vidplan demo --launch``).
 
-Needs a running ``vidplan up sim planner:=true`` whose sim does not publish its own task (``sim.task_topic:=""``),
-so the planner stays idle until this client tells it what to do:
+Needs a running ``vidplan up sim planner:=true`` whose sim does not publish its own instruction
+(``sim.instruction_topic:=""``), so the planner stays idle until this client tells it what to do:
 
-1. wait for ``/sim/reset`` (sim), ``/vidplan/set_task`` (planner: models loaded) and optionally a subscriber on
-   ``/vidplan/debug/prediction`` (the recorder, which makes the planner publish what it imagines);
-2. ``/sim/reset`` (vidplan_interfaces/srv/SetTask) to the scene seed and instruction, read the instruction back from
-   the latched ``/sim/scene``, then ``/vidplan/set_task`` with it: the planner starts planning;
+1. wait for ``/sim/reset`` (sim), ``/vidplan/set_instruction`` (planner: models loaded) and optionally a subscriber
+   on ``/vidplan/debug/prediction`` (the recorder, which makes the planner publish what it imagines);
+2. ``/sim/reset`` (vidplan_interfaces/srv/SetInstruction) to the scene seed and instruction, read the instruction
+   back from the latched ``/sim/scene``, then ``/vidplan/set_instruction`` with it: the planner starts planning;
 3. watch: ``/vidplan/plan`` (chunks planned), ``/vidplan/plan_diagnostics`` (status and stage timings [s] per
    cycle), the executor's JointTrajectory topic (what was really sent to the arm), ``/diagnostics`` (executor
    counters) and ``/clock``; every second ask ``/sim/task_success``;
 4. stop after ``max_steps`` executed 15 Hz control steps, on success, or at the wall-clock timeout; set the
-   planner idle (empty task) and ask ``/sim/task_success`` once more.
+   planner idle (empty instruction) and ask ``/sim/task_success`` once more.
 
 Executed control steps are counted from the executor's JointTrajectory messages in sim time: a trajectory received
 at sim time t_i whose last point is due at d_i executed ``min(d_i, t_{i+1} - t_i)`` seconds before the next one
@@ -41,8 +41,9 @@ from std_srvs.srv import Trigger
 from trajectory_msgs.msg import JointTrajectory
 
 from vidplan_core.spaces import CONTROL_RATE_HZ
+from vidplan_core.topics import SET_INSTRUCTION_SERVICE
 from vidplan_interfaces.msg import PlanChunk, PlanDiagnostics
-from vidplan_interfaces.srv import SetTask
+from vidplan_interfaces.srv import SetInstruction
 
 __all__ = ["LearnedDemoResult", "UnreachableError", "executed_seconds", "run_learned_demo"]
 
@@ -77,7 +78,7 @@ class LearnedDemoResult:
     trajectories_sent: int = 0           # executor → arm JointTrajectories with > 1 point
     executor: dict[str, str] = field(default_factory=dict)  # last executor /diagnostics values
     last_plan_reason: str = ""
-    sim_start_s: float = 0.0             # sim time when the task was handed to the planner
+    sim_start_s: float = 0.0             # sim time when the instruction was handed to the planner
     sim_time_s: float = 0.0
     wall_time_s: float = 0.0
 
@@ -118,8 +119,8 @@ class _Client:
         n.create_subscription(PlanDiagnostics, "/vidplan/plan_diagnostics", self._on_diag, 50)
         n.create_subscription(JointTrajectory, trajectory_topic, self._on_traj, 50)
         n.create_subscription(DiagnosticArray, "/diagnostics", self._on_ros_diag, 20)
-        self.reset_cli = n.create_client(SetTask, "/sim/reset")
-        self.task_cli = n.create_client(SetTask, "/vidplan/set_task")
+        self.reset_cli = n.create_client(SetInstruction, "/sim/reset")
+        self.instruction_cli = n.create_client(SetInstruction, SET_INSTRUCTION_SERVICE)
         self.success_cli = n.create_client(Trigger, "/sim/task_success")
         self.ex = SingleThreadedExecutor(context=self.ctx)
         self.ex.add_node(n)
@@ -210,13 +211,13 @@ def run_learned_demo(scene_seed: int = 0, instruction: str = "", max_steps: int 
 
     Args:
         scene_seed: scene seed for /sim/reset.
-        instruction: task ("" = the seed's own task).
+        instruction: the instruction ("" = the seed's own task).
         max_steps: stop after this many executed 15 Hz control steps.
-        timeout: wall-clock limit of the episode itself [s] (after the task was set).
+        timeout: wall-clock limit of the episode itself [s] (after the instruction was set).
         connect_timeout: wall seconds to wait for the sim and the planner (model loading) to come up.
         trajectory_topic: the executor's JointTrajectory topic (steps are counted from it).
         wait_for_recorder: wait (up to 20 s; a warning after) for a subscriber on /vidplan/debug/prediction before
-            setting the task, so the recording has the imagined frames from the first cycle on.
+            setting the instruction, so the recording has the imagined frames from the first cycle on.
         abort: returns a non-empty reason when the episode cannot go on (e.g. `vidplan up` exited).
         log: progress printer.
 
@@ -228,10 +229,11 @@ def run_learned_demo(scene_seed: int = 0, instruction: str = "", max_steps: int 
         raise ValueError(f"max_steps must be >= 1, got {max_steps}")
     cl = _Client(trajectory_topic)
     try:
-        log("[demo] waiting for the sim (/sim/reset) and the planner (/vidplan/set_task; loading models) ...")
+        log(f"[demo] waiting for the sim (/sim/reset) and the planner ({SET_INSTRUCTION_SERVICE}; loading "
+            "models) ...")
         cl.wait(cl.reset_cli.service_is_ready, connect_timeout, "the sim's /sim/reset", abort)
-        cl.wait(cl.task_cli.service_is_ready, connect_timeout, "the planner's /vidplan/set_task (it is up once its "
-                "models are loaded)", abort)
+        cl.wait(cl.instruction_cli.service_is_ready, connect_timeout, f"the planner's {SET_INSTRUCTION_SERVICE} (it "
+                "is up once its models are loaded)", abort)
         if wait_for_recorder:
             try:
                 cl.wait(lambda: cl.node.count_subscribers("/vidplan/debug/prediction") > 0, 20.0,
@@ -240,22 +242,23 @@ def run_learned_demo(scene_seed: int = 0, instruction: str = "", max_steps: int 
                 log(f"[demo] warning: {exc}; the imagined frames may be missing from the recording")
         with cl.lock:
             n_scenes = len(cl.scenes)
-        res = cl.call(cl.reset_cli, SetTask.Request(instruction=instruction.strip(), scene_seed=scene_seed),
+        res = cl.call(cl.reset_cli, SetInstruction.Request(instruction=instruction.strip(), scene_seed=scene_seed),
                       connect_timeout, abort)
         if not res.success:
             raise ValueError(f"/sim/reset refused: {res.message}")
         cl.wait(lambda: len(cl.scenes) > n_scenes, connect_timeout, "/sim/scene after the reset", abort)
         scene = cl.scenes[-1]
-        task = str(scene["instruction"])
+        said = str(scene["instruction"])
         stamp0 = float(scene.get("stamp", 0.0))
         cl.wait(lambda: cl.clock_t > stamp0, connect_timeout, "/clock after the reset", abort)
         t_sim0, t_wall0 = cl.clock_t, time.monotonic()
         with cl.lock:
             cl.active = True
-        res = cl.call(cl.task_cli, SetTask.Request(instruction=task, scene_seed=-1), connect_timeout, abort)
+        res = cl.call(cl.instruction_cli, SetInstruction.Request(instruction=said, scene_seed=-1), connect_timeout,
+                      abort)
         if not res.success:
-            raise ValueError(f"/vidplan/set_task refused: {res.message}")
-        log(f"[demo] seed {scene_seed}: '{task}' — planning until {max_steps} control steps "
+            raise ValueError(f"{SET_INSTRUCTION_SERVICE} refused: {res.message}")
+        log(f"[demo] seed {scene_seed}: '{said}' — planning until {max_steps} control steps "
             f"({max_steps / CONTROL_RATE_HZ:.1f} s of sim time) are executed, success, or {timeout:.0f} s wall")
 
         stopped_by, success_fut, next_poll, last_report = "timeout", None, 0.0, time.monotonic()
@@ -287,7 +290,7 @@ def run_learned_demo(scene_seed: int = 0, instruction: str = "", max_steps: int 
             cl.active = False
         steps = int(cl.executed_s() * CONTROL_RATE_HZ + 1e-6)
         try:
-            cl.call(cl.task_cli, SetTask.Request(instruction="", scene_seed=-1), 10.0, abort)
+            cl.call(cl.instruction_cli, SetInstruction.Request(instruction="", scene_seed=-1), 10.0, abort)
         except UnreachableError as exc:
             log(f"[demo] warning: could not set the planner idle: {exc}")
         r = cl.call(cl.success_cli, Trigger.Request(), connect_timeout, abort)
@@ -301,7 +304,7 @@ def run_learned_demo(scene_seed: int = 0, instruction: str = "", max_steps: int 
             for k, v in st.items():
                 stages.setdefault(k, []).append(1e3 * v)
         out = LearnedDemoResult(
-            success=success, message=message, instruction=task, scene_seed=scene_seed, steps_executed=steps,
+            success=success, message=message, instruction=said, scene_seed=scene_seed, steps_executed=steps,
             max_steps=max_steps, stopped_by=stopped_by, chunks_planned=len(chunks), plan_cycles=len(cycles),
             plan_status=dict(Counter(d[0] for d in diags)), plan_latency_ms_p50=_percentile(lat, 50),
             plan_latency_ms_p95=_percentile(lat, 95), plan_latency_ms=[round(v, 3) for v in lat],

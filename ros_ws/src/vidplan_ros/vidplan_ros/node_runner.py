@@ -4,6 +4,9 @@ Also the parameter check every vidplan node gets: a parameter the node was given
 a ``vidplan up NODE.PARAM:=`` override) that it does not declare is an error (exit 2 naming it and the closest
 declared names), never silently ignored. And the listing mode ``vidplan up`` uses to check a profile's parameters
 without starting anything (:data:`vidplan_core.parameter_listing.LIST_PARAMETERS_ENV`).
+
+A renamed parameter keeps its old name for one release (:func:`declare_renamed`): the old name still works, with a
+warning naming the new one; both names set to different values is an error naming both.
 """
 
 from __future__ import annotations
@@ -23,8 +26,9 @@ from rclpy.node import Node
 
 from vidplan_core.parameter_listing import DECLARED_PARAMETERS_TAG, LIST_PARAMETERS_ENV
 
-__all__ = ["ParameterTypeError", "check_parameter", "check_parameter_overrides", "declare_checked", "param_value",
-           "parameter_descriptor", "parameter_docs", "parameters_declared", "run_node", "unknown_parameters"]
+__all__ = ["ParameterConflictError", "ParameterTypeError", "check_parameter", "check_parameter_overrides",
+           "declare_checked", "declare_renamed", "param_value", "parameter_descriptor", "parameter_docs",
+           "parameters_declared", "run_node", "unknown_parameters"]
 
 _DOC_ENTRY = re.compile(r"^    ([a-z_][a-z0-9_]*(?: / [a-z_][a-z0-9_]*)*)(?: \([^)]*\))?((?:, [^:]*)?):(?: (.*))?$")
 # further names documented on the same line: "a (float, 1.0), b (int, 2): text"
@@ -135,6 +139,48 @@ def declare_checked(node: Node, name: str, default, description: str = "", *, re
     return check_parameter(name, node.declare_parameter(name, default, d).value, default, choices=choices, lo=lo)
 
 
+class ParameterConflictError(ValueError, ParameterException):
+    """Two names of one parameter (the new one and its deprecated old one) given different values. Like
+    :class:`ParameterTypeError`: exit 2 with the message, and in listing mode the node rejecting its parameters (so
+    ``vidplan up`` refuses before starting anything)."""
+
+    def __init__(self, message: str) -> None:
+        Exception.__init__(self, message)
+
+
+# node attribute: deprecated parameter name → its new name (declare_renamed), listed in listing mode
+_RENAMED = "_vidplan_renamed_parameters"
+
+
+def declare_renamed(node: Node, name: str, old_name: str, default, description: str = "", *,
+                    read_only: bool = True, choices=None, lo: float | None = None):
+    """Declare parameter ``name`` and its deprecated old name ``old_name`` (removed in the next release), both with
+    ``default``, and return the value in force (checked as :func:`declare_checked` checks it).
+
+    That is ``name``'s value, unless ``old_name`` is set to a value other than the default: then the old name's,
+    with a warning naming ``name`` (a params file that restates ``name``'s default, as the shipped ones do, does not
+    hide an old-name override). Both set to other values than the default, and to different ones: a
+    :class:`ParameterConflictError` naming both. Listing mode reports the pair (``deprecated``), so generated
+    params files leave the old name out."""
+    value = declare_checked(node, name, default, description, read_only=read_only, choices=choices, lo=lo)
+    old = declare_checked(node, old_name, default, f"DEPRECATED (removed in the next release): the old name of "
+                          f"{name}; set {name} instead", read_only=read_only, choices=choices, lo=lo)
+    renamed = getattr(node, _RENAMED, None)
+    if renamed is None:
+        renamed = {}
+        setattr(node, _RENAMED, renamed)
+    renamed[old_name] = name
+    if old == default:
+        return value
+    if value != default and value != old:
+        raise ParameterConflictError(f"parameters {name} ({value!r}) and {old_name} ({old!r}) are both set, to "
+                                     f"different values: {old_name} is the deprecated old name of {name}; set only "
+                                     f"{name}")
+    node.get_logger().warning(f"parameter {old_name} is deprecated and will be removed in the next release; set "
+                              f"{name} instead (using {old_name}'s value {old!r})")
+    return old
+
+
 class _ParametersDeclaredStop(Exception):  # noqa: N818 (a control-flow signal, not an error)
     """Raised by :func:`parameters_declared` in listing mode: stops the constructor before its start-up work."""
 
@@ -203,7 +249,8 @@ def _print_listing(node: Node | None, error: str = "") -> None:
         info.update(declared=names, overrides=_overrides(node),
                     values={n: _plain(node.get_parameter(n).value) for n in names},
                     descriptions={n: d.description for n, d in zip(names, described, strict=True)},
-                    read_only={n: bool(d.read_only) for n, d in zip(names, described, strict=True)})
+                    read_only={n: bool(d.read_only) for n, d in zip(names, described, strict=True)},
+                    deprecated=dict(getattr(node, _RENAMED, {})))
     print(DECLARED_PARAMETERS_TAG + json.dumps(info), flush=True)
 
 
@@ -219,7 +266,7 @@ def run_node(factory: Callable[[], Node], args: list[str] | None = None, multith
 
     With ``VIDPLAN_LIST_PARAMETERS=1`` in the environment the node is built (up to :func:`parameters_declared`, if
     it calls it), one line ``VIDPLAN_DECLARED_PARAMETERS {"node", "declared", "overrides", "values", "descriptions",
-    "read_only"}`` is printed and the
+    "read_only", "deprecated"}`` is printed and the
     process exits 0 without spinning (a ParameterException prints ``{"node", "error"}`` and exits 2).
     """
     rclpy.init(args=args if args is not None else sys.argv)

@@ -6,15 +6,19 @@ wait for a plan), and publishes the chunk, its diagnostics and debug pictures.
 
 Subscribes: /cameras/{left,right,wrist}/image_raw (via :class:`vidplan_ros.camera_sync.CameraSync`; or
 their ``/compressed`` streams), /ee_pose (or, with ``ee_pose_topic: ""``, the EE pose from forward kinematics of
-/joint_states, as on a franka_ros2 robot, which publishes no EE pose topic), /joint_states, /vidplan/task
-(std_msgs/String), /vidplan/estop (std_msgs/Bool, latched; on a node ``<name>_estop`` with a DDS participant of
-its own, :class:`vidplan_ros.estop_listener.EstopListener`).
-Serves: /vidplan/set_task (vidplan_interfaces/SetTask).
+/joint_states, as on a franka_ros2 robot, which publishes no EE pose topic), /joint_states, /vidplan/instruction
+(std_msgs/String: the instruction), /vidplan/estop (std_msgs/Bool, latched; on a node ``<name>_estop`` with a DDS
+participant of its own, :class:`vidplan_ros.estop_listener.EstopListener`).
+Serves: /vidplan/set_instruction (vidplan_interfaces/SetInstruction).
 Publishes: /vidplan/plan (PlanChunk), /vidplan/plan_diagnostics (PlanDiagnostics), /vidplan/debug/prediction and
 /vidplan/debug/uncertainty (sensor_msgs/Image rgb8), /vidplan/debug/plan_markers (MarkerArray), /diagnostics.
 Optionally sends each chunk to the executor as an ExecuteChunk goal (``executor_interface: action``).
+Deprecated (removed in the next release): the instruction's old names, topic /vidplan/task and service
+/vidplan/set_task (vidplan_interfaces/SetTask, the same fields), still work exactly like the new ones; the first use
+of each logs a warning naming its new name. The /diagnostics key ``instruction`` is also published as ``task``, its
+old name, until then.
 
-Behaviour: idle without a task; no plan and a diagnostic ERROR while a camera or the robot state is stale or
+Behaviour: idle without an instruction; no plan and a diagnostic ERROR while a camera or the robot state is stale or
 missing, or — under ``use_sim_time`` — while /clock has stopped (a dead sim freezes the node clock, so every sim-time
 age would stay fresh for ever: that is judged on the steady clock, and the ERROR names /clock and how long each input
 has been silent in wall time); a plan whose inputs went stale while it was computed is dropped (ERROR diagnostic
@@ -59,9 +63,15 @@ from vidplan_core.kinematics import transform_to_action
 from vidplan_core.observation import ObservationHistory
 from vidplan_core.runtime.base import BackendError
 from vidplan_core.spaces import MODEL_RATE_HZ, VIEW_ORDER, EEChunk, quat_to_euler
+from vidplan_core.topics import (
+    DEPRECATED_INSTRUCTION_TOPIC,
+    DEPRECATED_SET_INSTRUCTION_SERVICE,
+    INSTRUCTION_TOPIC,
+    SET_INSTRUCTION_SERVICE,
+)
 from vidplan_interfaces.action import ExecuteChunk
 from vidplan_interfaces.msg import PlanChunk, PlanDiagnostics
-from vidplan_interfaces.srv import SetTask
+from vidplan_interfaces.srv import SetInstruction, SetTask
 from vidplan_ros.camera_sync import CameraSync, Triplet
 from vidplan_ros.compat import ActionClient
 from vidplan_ros.conversions import (
@@ -157,6 +167,7 @@ class PlannerNode(ManagedNode):
         self.executor_interface, self.publish_debug = P.executor_interface, P.publish_debug
         self.seed = P.seed
         self._decode_warned = False
+        self._deprecation_warned: set[str] = set()  # deprecated names already warned about (once per process)
 
         # Process-long state and interfaces: the lifecycle state and why a transition failed are on /diagnostics
         # in every state, unconfigured included.
@@ -285,16 +296,30 @@ class PlannerNode(ManagedNode):
             self.ee_source = FK_SOURCE
         self.create_subscription(JointState, "/joint_states", self._guarded("/joint_states", self._on_joints),
                                  qos_profile_sensor_data)
-        # Two subscriptions: volatile (any publisher, e.g. a user's one-off message) and transient-local (the
-        # sim's latched task, also for a planner that starts later). Duplicates are ignored in set_instruction.
+        # Two subscriptions per topic: volatile (any publisher, e.g. a user's one-off message) and transient-local
+        # (the sim's latched instruction, also for a planner that starts later). Duplicates are ignored in
+        # set_instruction. The deprecated topic keeps old publishers (launch lines, replayed bags) working.
+        def on_deprecated_topic(msg: String) -> None:
+            self._warn_deprecated(DEPRECATED_INSTRUCTION_TOPIC, f"publish the instruction on {INSTRUCTION_TOPIC}")
+            self.set_instruction(msg.data)
+
         for qos in (10, LATCHED):
-            self.create_subscription(String, "/vidplan/task",
-                                     self._guarded("/vidplan/task", lambda m: self.set_instruction(m.data)), qos)
+            self.create_subscription(String, INSTRUCTION_TOPIC, self._guarded(
+                INSTRUCTION_TOPIC, lambda m: self.set_instruction(m.data)), qos)
+            self.create_subscription(String, DEPRECATED_INSTRUCTION_TOPIC, self._guarded(
+                DEPRECATED_INSTRUCTION_TOPIC, on_deprecated_topic), qos)
         # E-stop from any publisher QoS, latched before start-up included, on a DDS participant of its own so the
         # camera streams cannot queue it (EstopListener, as the executor's); true stops planning, false resumes it.
         self.estop_listener = EstopListener(self, "/vidplan/estop", self._on_estop, lambda topic, info: (
             self.get_logger().error(f"incompatible QoS on {topic}: its e-stops are not received")))
-        self.create_service(SetTask, "/vidplan/set_task", self._on_set_task)
+
+        def on_deprecated_service(req, resp):
+            self._warn_deprecated(DEPRECATED_SET_INSTRUCTION_SERVICE, f"call {SET_INSTRUCTION_SERVICE} "
+                                  "(vidplan_interfaces/srv/SetInstruction, the same fields)")
+            return self._on_set_instruction(req, resp)
+
+        self.create_service(SetInstruction, SET_INSTRUCTION_SERVICE, self._on_set_instruction)
+        self.create_service(SetTask, DEPRECATED_SET_INSTRUCTION_SERVICE, on_deprecated_service)
         self.plan_pub = self.create_publisher(PlanChunk, "/vidplan/plan", 10)
         self.diag_pub = self.create_publisher(PlanDiagnostics, "/vidplan/plan_diagnostics", 10)
         self.pred_pub = self.create_publisher(Image, "/vidplan/debug/prediction", 2)
@@ -307,7 +332,7 @@ class PlannerNode(ManagedNode):
         self.get_logger().info("planner configured")
 
     def activate(self) -> None:
-        self.get_logger().info(f"planner ready; task: {self.instruction or '(none: idle)'}")
+        self.get_logger().info(f"planner ready; instruction: {self.instruction or '(none: idle)'}")
         self._wake.set()
 
     def deactivate(self) -> None:
@@ -366,13 +391,21 @@ class PlannerNode(ManagedNode):
                 return
             self.instruction = text.strip()
             self._executing = None
-        self.get_logger().info(f"task: {self.instruction or '(cleared: idle)'}")
+        self.get_logger().info(f"instruction: {self.instruction or '(cleared: idle)'}")
         self._wake.set()
 
-    def _on_set_task(self, req, resp):
+    def _on_set_instruction(self, req, resp):
+        """SetInstruction (and the deprecated SetTask, the same fields): plan for ``req.instruction``."""
         self.set_instruction(req.instruction)
         resp.success, resp.message = True, f"planning for: {req.instruction!r}" if req.instruction else "idle"
         return resp
+
+    def _warn_deprecated(self, old: str, instead: str) -> None:
+        """Log, the first time in this process only, that the ROS name ``old`` is deprecated (``instead``: what to
+        use, naming the new name)."""
+        if old not in self._deprecation_warned:
+            self._deprecation_warned.add(old)
+            self.get_logger().warning(f"{old} is deprecated and will be removed in the next release; {instead}")
 
     def _on_estop(self, msg: Bool) -> None:
         with self._lock:
@@ -611,7 +644,7 @@ class PlannerNode(ManagedNode):
             self._set_status("estop", "e-stop latched")
             return
         if not instruction:
-            self._set_status("idle", "no task")
+            self._set_status("idle", "no instruction")
             return
         if now < self._last_plan_time:
             self._last_plan_time = -math.inf  # the clock jumped back (bag loop, sim reset)
@@ -664,8 +697,8 @@ class PlannerNode(ManagedNode):
                                           executing=executing[0] if executing else None,
                                           executing_elapsed_s=elapsed + latency, start=start)
         with self._lock:
-            estop_now, still_task = self._estop, self.instruction == instruction
-        if estop_now or not still_task or not self.is_active:
+            estop_now, same = self._estop, self.instruction == instruction
+        if estop_now or not same or not self.is_active:
             return  # the world changed (or the node was deactivated) while we planned: drop the plan
         problem = self._inputs_problem(self._now())
         if problem:
@@ -814,7 +847,9 @@ class PlannerNode(ManagedNode):
         level = {"error": DiagnosticStatus.ERROR, "hold": DiagnosticStatus.WARN, "estop": DiagnosticStatus.WARN,
                  "budget": DiagnosticStatus.WARN}.get(status, DiagnosticStatus.OK)
         values = {"status": status, "reason": reason, "backend": self.backend_kind,
-                  "plans": str(self._plan_id), "task": self.instruction, "lifecycle_state": self.lifecycle_state}
+                  "plans": str(self._plan_id), "instruction": self.instruction,
+                  "task": self.instruction,  # the deprecated old key of "instruction" (removed in the next release)
+                  "lifecycle_state": self.lifecycle_state}
         stall = self._clock_stall()
         if stall is not None:
             values["clock_stalled_s"] = f"{stall:.2f}"  # steady seconds since sim time last advanced

@@ -43,7 +43,8 @@ names the parameter):
     expected_latency_s (float, 0.0): planning + transport time assumed for that [s]; 0 = the median of the last 10
         cycles.
     history_length (int, 0): T history frames (0 = the model's).
-    instruction (str, ""): initial task ("" = idle until /vidplan/task or SetTask).
+    instruction (str, ""): initial instruction ("" = idle until one comes on /vidplan/instruction or
+        /vidplan/set_instruction).
     camera_calibration (str, ""): the cameras' calibration YAML ("" = the shipped calibration/droid_cameras.yaml);
         the model must have been trained on the same cameras and workspace crop (checked at start-up), and each
         camera's camera_info is compared with it.

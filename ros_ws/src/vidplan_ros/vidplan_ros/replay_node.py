@@ -7,6 +7,10 @@ nodes running with ``use_sim_time``. Playback runs on its own thread; the execut
 A missing, truncated or corrupt bag stops the node at start-up with ``error: bag PATH: problem`` and exit code 2;
 a bag found corrupt during playback logs the error and exits with code 1.
 
+A bag recorded before the instruction's topic was renamed holds it on /vidplan/task (deprecated): that topic is
+replayed on /vidplan/instruction, where the planner listens, unless the bag has /vidplan/instruction too or ``remap``
+names /vidplan/task (a line in the log says so).
+
 At the end of the bag (not looping) the node logs "end of bag" and then idles (keeps its publishers, so a
 bring-up's ``required`` replay does not stop the other nodes and latched subscribers keep their data), unless
 ``exit_at_end`` is true, in which case it exits with code 0.
@@ -42,6 +46,7 @@ from rclpy.node import Node
 from rclpy.qos import qos_profile_sensor_data
 
 from vidplan_core.data.bags import BagError, BagReader, parse_qos_overrides, qos_policies
+from vidplan_core.topics import DEPRECATED_INSTRUCTION_TOPIC, INSTRUCTION_TOPIC
 from vidplan_ros.latency_probe import import_message
 from vidplan_ros.node_runner import parameters_declared, run_node
 from vidplan_ros.recorder_node import rclpy_qos
@@ -99,6 +104,12 @@ class Replay(Node):
         if unknown:
             raise ValueError(f"bag {bag}: has no topic(s) {unknown}; it has {sorted(self.reader.topics)}")
         self.topics = only or sorted(self.reader.topics)
+        # an old bag's instruction goes where today's planner listens, so old recordings outlive the deprecated topic
+        if (DEPRECATED_INSTRUCTION_TOPIC in self.topics and INSTRUCTION_TOPIC not in self.reader.topics
+                and DEPRECATED_INSTRUCTION_TOPIC not in remap):
+            remap[DEPRECATED_INSTRUCTION_TOPIC] = INSTRUCTION_TOPIC
+            self.get_logger().info(f"bag {bag} holds the instruction on {DEPRECATED_INSTRUCTION_TOPIC} (recorded "
+                                   f"before the rename): replaying it on {INSTRUCTION_TOPIC}")
         if self.reader.message_count == 0:
             raise ValueError(f"bag {bag}: holds no messages")
         self.publishers_: dict[str, object] = {}

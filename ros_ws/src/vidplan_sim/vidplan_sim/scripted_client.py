@@ -2,9 +2,9 @@
 
 Needs a running sim + executor (``vidplan up sim planner:=false``). Steps:
 
-1. ``/sim/reset`` (vidplan_interfaces/srv/SetTask) to the scene seed and instruction (default: put the seed's target
-   object in the bowl), then read the scene's object poses from the latched ``/sim/scene`` (privileged state, as the
-   scripted expert needs) and the TCP pose from ``/ee_pose``;
+1. ``/sim/reset`` (vidplan_interfaces/srv/SetInstruction) to the scene seed and instruction (default: put the seed's
+   target object in the bowl), then read the scene's object poses from the latched ``/sim/scene`` (privileged state,
+   as the scripted expert needs) and the TCP pose from ``/ee_pose``;
 2. plan the episode with :class:`vidplan_sim.expert.ScriptedExpert` (15 Hz absolute TCP targets);
 3. send it in chunks of ``chunk_steps`` steps (PlanChunk, dt = 1/15 s, stamped with sim time) to the executor's
    ``/vidplan/execute_chunk`` action, one goal after the other, collecting feedback (tracking error) and results;
@@ -34,7 +34,7 @@ from std_srvs.srv import Trigger
 from vidplan_core.spaces import CONTROL_RATE_HZ, EULER_SEQ, EEChunk
 from vidplan_interfaces.action import ExecuteChunk
 from vidplan_interfaces.msg import PlanChunk
-from vidplan_interfaces.srv import SetTask
+from vidplan_interfaces.srv import SetInstruction
 from vidplan_ros.compat import ActionClient  # rclpy 9.1.2 loses goal responses (compat.py)
 from vidplan_ros.conversions import chunk_to_msg, sec_to_stamp
 from vidplan_sim.expert import ExpertOptions, SceneObservation, ScriptedExpert
@@ -83,7 +83,7 @@ class _Client:
         n.create_subscription(String, "/sim/scene", self._on_scene, LATCHED)
         n.create_subscription(PoseStamped, "/ee_pose", self._on_ee, 10)
         n.create_subscription(Clock, "/clock", self._on_clock, 10)
-        self.reset_cli = n.create_client(SetTask, "/sim/reset")
+        self.reset_cli = n.create_client(SetInstruction, "/sim/reset")
         self.success_cli = n.create_client(Trigger, "/sim/task_success")
         self.action = ActionClient(n, ExecuteChunk, "/vidplan/execute_chunk")
         self.ex = SingleThreadedExecutor(context=self.ctx)
@@ -134,7 +134,7 @@ class _Client:
     def reset(self, seed: int, instruction: str, timeout: float) -> dict:
         with self.lock:
             n = len(self.scenes)
-        res = self.call(self.reset_cli, SetTask.Request(instruction=instruction, scene_seed=seed), timeout)
+        res = self.call(self.reset_cli, SetInstruction.Request(instruction=instruction, scene_seed=seed), timeout)
         if not res.success:
             raise RuntimeError(f"/sim/reset refused: {res.message}")
         self.wait(lambda: len(self.scenes) > n, timeout, "/sim/scene after the reset")

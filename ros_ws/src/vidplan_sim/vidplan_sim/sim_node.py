@@ -14,7 +14,8 @@ Publishes (stamps in simulation time, which this node also publishes on /clock):
                     dropped, trajectories executed and rejected; WARN when real-time mode drops frames
     /sim/scene      std_msgs/String JSON, latched: instruction, scene_seed, clutter, object poses and sizes, bowl
                     position, right after every reset (privileged state for scripted experts and evaluation)
-    task_topic      std_msgs/String, latched: the instruction after every reset ("" disables)
+    instruction_topic  std_msgs/String, latched: the instruction after every reset ("" disables; default
+                    /vidplan/instruction)
 Subscribes:
     /fr3_arm_controller/joint_trajectory  trajectory_msgs/JointTrajectory, executed like ros2_control's
         JointTrajectoryController: the arm interpolates from its current command to the points by time_from_start
@@ -30,14 +31,16 @@ Actions:
     gripper_action    control_msgs/GripperCommand (as franka_ros2's franka_gripper): goal position = finger gap
                       [m], result when the fingers stop (vidplan_sim.gripper_action).
 Services:
-    /sim/reset         vidplan_interfaces/srv/SetTask: rebuild the scene for ``scene_seed`` (-1 keeps the current
-                       seed) and ``instruction`` ("" = the seed's own task), arm at home, gripper open.
+    /sim/reset         vidplan_interfaces/srv/SetInstruction: rebuild the scene for ``scene_seed`` (-1 keeps the
+                       current seed) and ``instruction`` ("" = the seed's own task), arm at home, gripper open.
+                       (It took SetTask, the same fields, before this release; this development service changed
+                       type without a deprecation period.)
     /sim/task_success  std_srvs/Trigger: success of the current task; message = "<instruction>: <reason>".
 
 Parameters (defaults in brackets):
     scene_seed [0]            scene / task seed
     clutter [1]               clutter level 0..3 (0 = target alone); read again at every reset
-    task [""]                 instruction; "" = the seed's own task
+    instruction [""]          the instruction; "" = the seed's own task (``task``: its deprecated old name)
     lockstep [true]           true: every camera period is rendered and published before physics goes on (sim time
                               advances one camera period per rendered triplet, so slow rendering or a slow machine
                               never changes what happens, only how fast); false: real time — physics follows the wall
@@ -52,11 +55,15 @@ Parameters (defaults in brackets):
     scene_file [""]           scene description YAML; "" = vidplan_sim's scenes/default.yaml
     calibration_file [""]     camera calibration YAML; "" = calibration/droid_cameras.yaml
     trajectory_topic ["/fr3_arm_controller/joint_trajectory"], gripper_topic ["/gripper/command"]
-    task_topic ["/vidplan/task"]
+    instruction_topic ["/vidplan/instruction"]  (``task_topic``: its deprecated old name)
     tf_rate_hz [30.0]         /tf rate in sim time [Hz] (0 = no /tf and /tf_static; skipped with a warning where
                               tf2_msgs is not installed)
     gripper_action ["/franka_gripper/gripper_action"]  GripperCommand server ("" = none; skipped with a warning
                               where control_msgs is not installed)
+
+Deprecated parameter names (removed in the next release): ``task`` (now ``instruction``) and ``task_topic`` (now
+``instruction_topic``). Set to a value other than the default, the old name's value is used and a warning names the
+new parameter; both names set to different values, the node refuses to start (exit 2) naming both.
 """
 
 from __future__ import annotations
@@ -83,9 +90,10 @@ from vidplan_core.calibration import load_calibration
 from vidplan_core.config import ConfigError
 from vidplan_core.robot_state import RobotStateModel
 from vidplan_core.spaces import VIEW_ORDER
-from vidplan_interfaces.srv import SetTask
+from vidplan_core.topics import INSTRUCTION_TOPIC
+from vidplan_interfaces.srv import SetInstruction
 from vidplan_ros.conversions import rgb8_image_msg, sec_to_stamp, stamp_to_sec
-from vidplan_ros.node_runner import declare_checked, parameters_declared, run_node
+from vidplan_ros.node_runner import declare_checked, declare_renamed, parameters_declared, run_node
 from vidplan_sim.env import FINGER_MAX, SimEnv
 from vidplan_sim.gripper_action import GripperActionServer
 from vidplan_sim.scene import load_scene_config
@@ -100,14 +108,16 @@ class SimNode(Node):
     def __init__(self) -> None:
         super().__init__("sim")
 
-        def p(name: str, default):
+        def p(name: str, default, old_name: str = ""):
             # checked like every node's (an int for a double is fine, `abc` is named); not read-only: clutter is
-            # read again at each reset
+            # read again at each reset. old_name: the deprecated name the parameter had before this release
+            if old_name:
+                return declare_renamed(self, name, old_name, default, read_only=False)
             return declare_checked(self, name, default, read_only=False)
 
         self.scene_seed = int(p("scene_seed", 0))
         p("clutter", 1)
-        self.task_text = str(p("task", "") or "")
+        self.instruction = str(p("instruction", "", "task") or "")
         self.lockstep = bool(p("lockstep", True))
         self.rtf = float(p("real_time_factor", 1.0))
         self.width = int(p("camera_width", 320))
@@ -121,7 +131,7 @@ class SimNode(Node):
         calib_file = str(p("calibration_file", "") or "") or None
         traj_topic = str(p("trajectory_topic", "/fr3_arm_controller/joint_trajectory"))
         grip_topic = str(p("gripper_topic", "/gripper/command"))
-        task_topic = str(p("task_topic", "/vidplan/task") or "")
+        instruction_topic = str(p("instruction_topic", INSTRUCTION_TOPIC, "task_topic") or "")
         gripper_action = str(p("gripper_action", "/franka_gripper/gripper_action") or "")
         self.tf_rate = float(p("tf_rate_hz", 30.0))
         parameters_declared(self)  # an unknown parameter fails here, before MuJoCo starts (listing mode stops)
@@ -155,10 +165,11 @@ class SimNode(Node):
         self.pub_clock = self.create_publisher(Clock, "/clock", state_depth)
         self._setup_tf()
         self.pub_scene = self.create_publisher(String, "/sim/scene", LATCHED)
-        self.pub_task = self.create_publisher(String, task_topic, LATCHED) if task_topic else None
+        self.pub_instruction = (self.create_publisher(String, instruction_topic, LATCHED) if instruction_topic
+                                else None)
         self.create_subscription(JointTrajectory, traj_topic, self._on_trajectory, 10)
         self.create_subscription(Float64, grip_topic, self._on_gripper, 10)
-        self.create_service(SetTask, "/sim/reset", self._on_reset)
+        self.create_service(SetInstruction, "/sim/reset", self._on_reset)
         self.create_service(Trigger, "/sim/task_success", self._on_success)
         self.pub_diag = self.create_publisher(DiagnosticArray, "/diagnostics", 10)
         self._diag_last = (time.monotonic(), 0.0, 0)
@@ -213,11 +224,11 @@ class SimNode(Node):
         info.p = [cam.fx, 0.0, cam.cx, 0.0, 0.0, cam.fy, cam.cy, 0.0, 0.0, 0.0, 1.0, 0.0]
         return info
 
-    def _do_reset(self, seed: int, task: str) -> tuple[bool, str]:
+    def _do_reset(self, seed: int, instruction: str) -> tuple[bool, str]:
         try:
             with self._lock:
                 offset = self.sim_now() if self.env.model is not None else 0.0
-                layout = self.env.reset(seed, self._clutter(), task or None)
+                layout = self.env.reset(seed, self._clutter(), instruction or None)
                 self._clock_offset = offset
                 self.scene_seed = seed
         except (ValueError, ConfigError) as exc:
@@ -231,14 +242,14 @@ class SimNode(Node):
             "bowl_radius": self.env.cfg.bowl.radius, "base_frame": self.base_frame,
         }
         self.pub_scene.publish(String(data=json.dumps(scene)))
-        if self.pub_task is not None:
-            self.pub_task.publish(String(data=layout.task.instruction))
+        if self.pub_instruction is not None:
+            self.pub_instruction.publish(String(data=layout.task.instruction))
         return True, f"reset to seed {seed}: {layout.task.instruction}"
 
     # ------------------------------------------------------------------------------------------- sim loop
     def _loop(self) -> None:
         try:
-            ok, msg = self._do_reset(self.scene_seed, self.task_text)
+            ok, msg = self._do_reset(self.scene_seed, self.instruction)
         except Exception as exc:  # surfaced to the constructor, which exits with the message
             ok, msg = False, f"{type(exc).__name__}: {exc}"
         if not ok:
@@ -266,7 +277,7 @@ class SimNode(Node):
             if self._reset_req is not None:
                 req, self._reset_req = self._reset_req, None
                 self._commands.clear()  # commands for the old scene do not carry over
-                self._reset_result = self._do_reset(req["seed"], req["task"])
+                self._reset_result = self._do_reset(req["seed"], req["instruction"])
                 self._reset_done.set()
                 n_step, k_state, k_cam = 0, 1, 1
                 wall0 = time.monotonic()
@@ -387,7 +398,7 @@ class SimNode(Node):
         st.level = DiagnosticStatus.WARN if dropped > 0 else DiagnosticStatus.OK
         st.message = (f"real-time mode dropped {dropped} camera frames in the last second" if dropped
                       else f"running ({'lock-step' if self.lockstep else 'real-time'})")
-        vals = {"task": self.env.task.instruction if self.env.layout else "", "scene_seed": self.scene_seed,
+        vals = {"instruction": self.env.task.instruction if self.env.layout else "", "scene_seed": self.scene_seed,
                 "sim_time_s": f"{now_s:.3f}", "sim_per_wall": f"{rate:.3f}", **self.stats,
                 "last_trajectory_rejection": self.last_rejection}
         st.values = [KeyValue(key=k, value=str(v)) for k, v in vals.items()]
@@ -445,10 +456,10 @@ class SimNode(Node):
             self.get_logger().warning(f"gripper command {g} outside [0, 1]; clipped")
         self._commands.append(lambda: self.env.set_gripper(g))
 
-    def _on_reset(self, req: SetTask.Request, resp: SetTask.Response) -> SetTask.Response:
+    def _on_reset(self, req: SetInstruction.Request, resp: SetInstruction.Response) -> SetInstruction.Response:
         seed = int(req.scene_seed) if req.scene_seed >= 0 else self.scene_seed
         self._reset_done.clear()
-        self._reset_req = {"seed": seed, "task": req.instruction.strip()}
+        self._reset_req = {"seed": seed, "instruction": req.instruction.strip()}
         if not self._reset_done.wait(60.0):
             resp.success, resp.message = False, "reset timed out (60 s)"
             return resp

@@ -31,6 +31,7 @@ from std_msgs.msg import Bool, String
 from std_srvs.srv import Trigger
 from trajectory_msgs.msg import JointTrajectory
 
+from vidplan_core.topics import INSTRUCTION_TOPIC
 from vidplan_interfaces.action import ExecuteChunk
 from vidplan_interfaces.msg import PlanChunk, PlanDiagnostics
 from vidplan_ros.compat import ActionClient  # rclpy 9.1.2 loses goal responses (compat.py)
@@ -74,13 +75,15 @@ def executor_cmd(**over: object) -> list[str]:
 
 
 def planner_cmd(model_dir: Path, task_topic: str | None = None, **over: object) -> list[str]:
-    """planner_node on ``model_dir``; with ``task_topic`` it listens there instead of on /vidplan/task and starts
-    idle (no instruction), so it can load and collect history early and start planning when a task is published
-    there (:meth:`Observer.set_task`)."""
+    """planner_node on ``model_dir``; with ``task_topic`` (a topic for its instruction: the name predates the
+    instruction/task rename and test_process_faults.py passes it) it listens there instead of on /vidplan/instruction
+    (where the sim publishes its latched instruction) and starts idle (no instruction), so it can load and collect
+    history early and start planning when an instruction is published there (:meth:`Observer.set_task`). Its
+    deprecated /vidplan/task subscription stays as it is: nothing in these tests publishes there."""
     if task_topic is None:
         return ros_cmd("vidplan_ros", "planner_node", {**PLANNER_PARAMS, "model_dir": str(model_dir), **over})
     return ros_cmd("vidplan_ros", "planner_node", {**PLANNER_PARAMS, "model_dir": str(model_dir), "instruction": "",
-                                                   **over}, {"/vidplan/task": task_topic})
+                                                   **over}, {INSTRUCTION_TOPIC: task_topic})
 
 
 def kv(status: DiagnosticStatus) -> dict[str, str]:
@@ -169,7 +172,8 @@ class Observer:
             self.diags[st.name].append((t, st))
 
     def set_task(self, topic: str, text: str) -> None:
-        """Publish ``text`` (latched) on a planner's task topic (see :func:`planner_cmd`)."""
+        """Publish the instruction ``text`` (latched) on a planner's own instruction topic (see :func:`planner_cmd`;
+        the method's name predates the instruction/task rename)."""
         if topic not in self._task_pubs:
             self._task_pubs[topic] = self.node.create_publisher(String, topic, LATCHED)
         self._task_pubs[topic].publish(String(data=text))

@@ -7,7 +7,8 @@ published at a running MuJoCo sim_node + executor_node + planner_node (real proc
   publisher, which the executor refuses every chunk for (two sources of joint states); the first phase sends
   everything else, so chunks and goals reach its safety filter;
 * at the planner: Images on the three camera topics (any size, encoding, step, data), PoseStamped on /ee_pose (zero /
-  NaN / huge quaternions), instructions on /vidplan/task and through /vidplan/set_task (any unicode, long texts).
+  NaN / huge quaternions), instructions on /vidplan/instruction and through /vidplan/set_instruction (any unicode,
+  long texts).
 
 The planner runs in shadow mode (send_to_executor: false): it plans on the fuzzed inputs, but only the fuzzer's
 chunks reach the executor. Asserted afterwards: no node died; the sim's arm did not move (its own joint states,
@@ -56,9 +57,10 @@ from rclpy.qos import qos_profile_sensor_data
 from sensor_msgs.msg import Image, JointState
 from std_msgs.msg import String
 
+from vidplan_core.topics import INSTRUCTION_TOPIC, SET_INSTRUCTION_SERVICE
 from vidplan_interfaces.action import ExecuteChunk
 from vidplan_interfaces.msg import PlanChunk, PlanDiagnostics
-from vidplan_interfaces.srv import SetTask
+from vidplan_interfaces.srv import SetInstruction
 from vidplan_ros.conversions import sec_to_stamp
 
 pytestmark = pytest.mark.slow
@@ -98,9 +100,9 @@ class Fuzzer:
         self.plan = n.create_publisher(PlanChunk, "/vidplan/plan", 10)
         self.joints = None  # a second /joint_states publisher: only while joint states are fuzzed (open_joints)
         self.ee = n.create_publisher(PoseStamped, "/ee_pose", 10)
-        self.task = n.create_publisher(String, "/vidplan/task", 10)
+        self.instruction = n.create_publisher(String, INSTRUCTION_TOPIC, 10)
         self.cams = {v: n.create_publisher(Image, f"/cameras/{v}/image_raw", qos_profile_sensor_data) for v in VIEWS}
-        self.set_task = n.create_client(SetTask, "/vidplan/set_task")
+        self.set_instruction = n.create_client(SetInstruction, SET_INSTRUCTION_SERVICE)
         self.goals: list[tuple[ExecuteChunk.Goal, dict]] = []  # (goal, {"handle": ..., "result": future})
         self.calls: list = []
         self.counts: dict[str, int] = {}
@@ -166,7 +168,8 @@ def _defective_msg(data, obs, ee_pos: np.ndarray, ee_quat: np.ndarray) -> tuple[
 
 def _publish_one(data, fz: Fuzzer, ee_pos: np.ndarray, ee_quat: np.ndarray) -> None:
     obs = fz.obs
-    kinds = ["chunk_defect", "chunk_any", "goal_defect", "goal_any", "image", "image", "ee_pose", "task", "set_task"]
+    kinds = ["chunk_defect", "chunk_any", "goal_defect", "goal_any", "image", "image", "ee_pose", "instruction",
+             "set_instruction"]
     kind = data.draw(st.sampled_from(kinds + (["joint_state"] * 2 if fz.joints is not None else [])))
     near_now = st.builds(lambda dt: sec_to_stamp(max(obs.sim_time + dt, 0.0)), st.floats(-0.5, 0.5))
     if kind == "chunk_defect":
@@ -198,12 +201,12 @@ def _publish_one(data, fz: Fuzzer, ee_pos: np.ndarray, ee_quat: np.ndarray) -> N
         fz.cams[view].publish(data.draw(images(max_side=48, stamp=st.one_of(near_now, stamps()))))
     elif kind == "ee_pose":
         fz.ee.publish(data.draw(pose_stampeds(frame_id=FUZZ_FRAME)))
-    elif kind == "task":
-        fz.task.publish(String(data=data.draw(instructions())))
+    elif kind == "instruction":
+        fz.instruction.publish(String(data=data.draw(instructions())))
     else:
-        req = SetTask.Request(instruction=data.draw(instructions()),
-                              scene_seed=data.draw(st.integers(-(2**63), 2**63 - 1)))
-        fz.calls.append(fz.set_task.call_async(req))
+        req = SetInstruction.Request(instruction=data.draw(instructions()),
+                                     scene_seed=data.draw(st.integers(-(2**63), 2**63 - 1)))
+        fz.calls.append(fz.set_instruction.call_async(req))
     fz.count(kind.split(":")[0])  # counted once sent (hypothesis may discard an example halfway through drawing it)
     time.sleep(0.01)
 
@@ -211,7 +214,7 @@ def _publish_one(data, fz: Fuzzer, ee_pos: np.ndarray, ee_quat: np.ndarray) -> N
 def test_fuzzed_messages_at_live_nodes_move_nothing_and_kill_nothing(rig, observer):
     obs = observer
     fz = Fuzzer(obs)
-    assert fz.set_task.wait_for_service(timeout_sec=10)
+    assert fz.set_instruction.wait_for_service(timeout_sec=10)
     time.sleep(1.0)  # let the new publishers match their subscribers
     v = obs.ee[-1][1]
     ee_pos, ee_quat = v[:3].copy(), v[3:].copy()
@@ -257,7 +260,7 @@ def test_fuzzed_messages_at_live_nodes_move_nothing_and_kill_nothing(rig, observ
            if r.status != GoalStatus.STATUS_ABORTED or r.result.status == R.STATUS_SUCCEEDED
            or not r.result.reason.strip()]
     assert not bad, bad
-    assert wait_for(lambda: all(c.done() for c in fz.calls), 20), "set_task calls unanswered"
+    assert wait_for(lambda: all(c.done() for c in fz.calls), 20), "set_instruction calls unanswered"
 
     time.sleep(2.0)  # anything the fuzz set off has had time to reach the arm
     t_end = time.monotonic()
@@ -283,7 +286,7 @@ def test_fuzzed_messages_at_live_nodes_move_nothing_and_kill_nothing(rig, observ
     rf = f.result().get_result_async()
     assert wait_for(rf.done, 30)
     assert rf.result().result.status == R.STATUS_SUCCEEDED, rf.result().result.reason
-    fz.task.publish(String(data=TASK))
+    fz.instruction.publish(String(data=TASK))
     t1 = time.monotonic()
     assert wait_for(lambda: any(t > t1 and d.status in (PlanDiagnostics.STATUS_OK, PlanDiagnostics.STATUS_BUDGET)
                                 for t, d in list(obs.plan_diags)), 60), rig.output("planner")

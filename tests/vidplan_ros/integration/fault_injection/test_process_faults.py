@@ -434,7 +434,7 @@ def test_sim_killed_planner_reports_stale_inputs(sim_killed):
     (clock_timeout_s, 1 s by default) and keeps reporting ERROR on both topics, naming /clock and the silent inputs."""
     r = sim_killed
     errors = [d for d in r["plan_diags"] if d.status == PlanDiagnostics.STATUS_ERROR]
-    planner = [s for s in r["planner"] if kv(s).get("task") == TASK]  # planner_b's (planner_a may be alive, idle)
+    planner = [s for s in r["planner"] if kv(s).get("instruction") == TASK]  # planner_b (planner_a: alive, idle)
     assert planner and level(planner[-1]) == 2, [(level(s), s.message) for s in r["planner"]]
     assert "/clock stopped" in planner[-1].message, planner[-1].message
     assert errors and errors[-1].reason, [(d.status, d.reason) for d in r["plan_diags"]]

@@ -1,4 +1,4 @@
-"""``vidplan data generate|convert|import lerobot|info|cache-latents|grounding``: demonstrations → training shards.
+"""``vidplan data generate|convert|import lerobot|rlds|info|cache-latents|grounding``: demonstrations → training shards.
 
 Exit codes: 0 ok, 2 bad input (settings, missing topics, inconsistent shards; the message names what and where).
 """
@@ -51,7 +51,7 @@ def generate(
     """Run the simulation with the scripted expert and write one rosbag2 (mcap) per episode + a JSON sidecar.
 
     Topics: /cameras/{left,right,wrist}/image_raw (rgb8) + camera_info, /joint_states, /ee_pose,
-    /vidplan/expert_action (PlanChunk, one step: the commanded EE target), /vidplan/task, /vidplan/episode
+    /vidplan/expert_action (PlanChunk, one step: the commanded EE target), /vidplan/instruction, /vidplan/episode
     (JSON: task, instruction, success, seed, clutter, failure). Resumable: finished episodes are skipped.
     """
     from vidplan_app.jobs.generate import GenerateConfig, GenerateError, generate_dataset
@@ -140,8 +140,8 @@ def import_lerobot_cmd(
     out: Path = typer.Option(..., "--out", "-o", help="dataset directory to write (resumes an earlier import)"),
     size: str = typer.Option(..., "--size", help="per-view HxW [px] (the world model's view size, e.g. 48x80)"),
     mapping: str = typer.Option("droid", "--mapping", help="a shipped mapping name (droid) or a mapping YAML"),
-    episodes: str | None = typer.Option(None, "--episodes", help="episode indices: A:B, A:B:STEP, N,M,... "
-                                        "(default: all)"),
+    episodes: str | None = typer.Option(None, "--episodes", help="episode indices: START:STOP, "
+                                        "START:STOP:STEP, N,M,... (default: all)"),
     fps: float = typer.Option(5.0, help="dataset frame rate [Hz] (the world model's rate)"),
     val_fraction: float = typer.Option(0.1, help="fraction of episodes for validation (split by episode)"),
     split_seed: int = typer.Option(0, help="seed of the train/val split"),
@@ -161,6 +161,45 @@ def import_lerobot_cmd(
                               val_fraction=val_fraction, split_seed=split_seed, value_gamma=gamma,
                               progress=lambda e: tqdm(e, desc="import", unit="episode"))
     except (LeRobotError, ValueError) as exc:
+        _fail(exc)
+        return
+    n_train, n_val = len(meta.split("train")), len(meta.split("val"))
+    typer.echo(f"{out}: {len(meta.episodes)} episodes ({n_train} train, {n_val} val), "
+               f"{sum(e.length for e in meta.episodes)} frames at {meta.fps:g} Hz, views "
+               f"{meta.view_hw[0]}x{meta.view_hw[1]}")
+
+
+@import_app.command("rlds")
+def import_rlds_cmd(
+    root: Path = typer.Argument(..., help="TFDS dataset directory (dataset_info.json, features.json, "
+                                "NAME-SPLIT.tfrecord-XXXXX-of-YYYYY shards), or its parent holding one version"),
+    out: Path = typer.Option(..., "--out", "-o", help="dataset directory to write (resumes an earlier import)"),
+    size: str = typer.Option(..., "--size", help="per-view HxW [px] (the world model's view size, e.g. 48x80)"),
+    mapping: str = typer.Option("droid", "--mapping", help="a shipped RLDS mapping name (droid) or a mapping YAML"),
+    episodes: str | None = typer.Option(None, "--episodes", help="episode indices (positions in the split): "
+                                        "START:STOP, START:STOP:STEP, N,M,... (default: all)"),
+    split: str | None = typer.Option(None, "--split", help="TFDS split (default: the mapping's, train)"),
+    fps: float = typer.Option(5.0, help="dataset frame rate [Hz] (the world model's rate)"),
+    val_fraction: float = typer.Option(0.1, help="fraction of episodes for validation (split by episode)"),
+    split_seed: int = typer.Option(0, help="seed of the train/val split"),
+    gamma: float = typer.Option(0.97, help="discount per frame of the value target γ^(F−τ)·success"),
+) -> None:
+    """Convert (a subset of) an RLDS dataset, e.g. DROID's RLDS release, into vidplan shards (see
+    vidplan_core/data/rlds.py). Records are read one by one and their CRCs checked; no TensorFlow is needed.
+
+    Training can also read an RLDS dataset in place (data.lerobot options in the training config, mapping droid);
+    import when a local copy of a subset is wanted."""
+    from tqdm.auto import tqdm
+
+    from vidplan_core.data.lerobot import parse_episode_selection
+    from vidplan_core.data.rlds import RLDSError
+    from vidplan_core.data.rlds_import import import_rlds
+
+    try:
+        meta = import_rlds(root, out, _size(size), mapping, parse_episode_selection(episodes), split=split, fps=fps,
+                           val_fraction=val_fraction, split_seed=split_seed, value_gamma=gamma,
+                           progress=lambda e: tqdm(e, desc="import", unit="episode"))
+    except (RLDSError, ValueError) as exc:
         _fail(exc)
         return
     n_train, n_val = len(meta.split("train")), len(meta.split("val"))

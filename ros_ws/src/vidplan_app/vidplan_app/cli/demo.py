@@ -138,10 +138,10 @@ def _run_learned(*, seed: int, task: str, clutter: int, model: str, backend: str
     logs.mkdir(parents=True, exist_ok=True)
     bag = out_dir / "recording"
     env = {**os.environ, "OMP_NUM_THREADS": str(threads) if threads > 0 else os.environ.get("OMP_NUM_THREADS", "1")}
-    # The sim publishes no task of its own (task_topic ""): the planner stays idle until we reset the scene and
-    # hand it the task, so it never plans on the scene before the reset.
+    # The sim publishes no instruction of its own (instruction_topic ""): the planner stays idle until we reset the
+    # scene and hand it the instruction, so it never plans on the scene before the reset.
     up_cmd = [*_vidplan_cmd(), "up", "sim", f"model_dir:={model_dir}", f"backend:={backend}", f"scene_seed:={seed}",
-              f"clutter:={clutter}", "planner:=true", "sim.task_topic:=", f"planner.seed:={seed}",
+              f"clutter:={clutter}", "planner:=true", "sim.instruction_topic:=", f"planner.seed:={seed}",
               f"sim.real_time_factor:={real_time_factor}", *cam, *overrides]
     rec_cmd = [str(recorder_exe), "--ros-args", "-p", f"topics:={json.dumps(RECORD_TOPICS)}",
                "-p", f"output_dir:={out_dir}", "-p", "bag_name:=recording", "-p", "use_sim_time:=true",

@@ -4,13 +4,20 @@
 from __future__ import annotations
 
 import sys
+import warnings
 from pathlib import Path
 from typing import Any
 
 import typer
 
 from vidplan_app.cli import app
-from vidplan_bringup.profiles import documented_params_file, load_profile, parse_overrides, resolve_profile
+from vidplan_bringup.profiles import (
+    DeprecatedArgWarning,
+    documented_params_file,
+    load_profile,
+    parse_overrides,
+    resolve_profile,
+)
 from vidplan_bringup.supervisor import MissingBuildError, Supervisor
 from vidplan_core.config import ConfigError
 
@@ -18,14 +25,22 @@ from vidplan_core.config import ConfigError
 def _checked_profile(profile: str, overrides: list[str] | None, **supervisor_kw: Any):
     """Load and resolve ``profile`` with ``overrides``, make its :class:`Supervisor` and check every node parameter
     against what the nodes declare; returns (profile path, resolved nodes, supervisor, check). Exits 2 for an
-    invalid profile, override or parameter, 3 when the workspace is not built (notes go to stderr)."""
+    invalid profile, override or parameter, 3 when the workspace is not built (notes and deprecation warnings go to
+    stderr)."""
     try:
         prof, path = load_profile(profile)
         arg_over, param_over = parse_overrides(list(overrides or []))
-        nodes = resolve_profile(prof, str(path), arg_over, param_over)
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always", DeprecatedArgWarning)
+            nodes = resolve_profile(prof, str(path), arg_over, param_over)
     except ConfigError as exc:
         typer.secho(f"error: {exc}", fg=typer.colors.RED, err=True)
         raise typer.Exit(2) from exc
+    for w in caught:
+        if issubclass(w.category, DeprecatedArgWarning):  # an old arg name (task:=): say which name replaces it
+            typer.secho(f"warning: {w.message}", fg=typer.colors.YELLOW, err=True)
+        else:
+            warnings.showwarning(w.message, w.category, w.filename, w.lineno)
     try:
         sup = Supervisor(nodes, **supervisor_kw)
     except MissingBuildError as exc:
@@ -88,5 +103,29 @@ def params(
     for node in nodes:
         if node.name in check.listings:
             f = out / f"{node.name}.yaml"
-            f.write_text(documented_params_file(node, check.listings[node.name], command))
-            typer.echo(f"wrote {f} ({len(check.listings[node.name]['values'])} parameters)")
+            listing = check.listings[node.name]
+            f.write_text(documented_params_file(node, listing, command))
+            n = len(set(listing["values"]) - set(listing.get("deprecated", {})))  # old names are left out
+            typer.echo(f"wrote {f} ({n} parameters)")
+
+
+@app.command("shm-clean", context_settings={"allow_extra_args": False})
+def shm_clean(
+    directory: Path = typer.Option(Path("/dev/shm"), "--dir", help="where Fast DDS keeps its shared-memory files"),
+    dry_run: bool = typer.Option(False, "--dry-run", help="count what would be removed, remove nothing"),
+) -> None:
+    """Remove the Fast DDS shared-memory segments of dead ROS processes (what ``fastdds shm clean`` does; the PyPI
+    ROS wheels ship no fastdds tool). A node killed with SIGKILL (kill -9, an OOM kill, a crash) leaves its segment
+    (8 MiB with vidplan's DDS profile) in /dev/shm, which is memory. Only segments whose lock no process holds are
+    removed, so it is safe while nodes run. ``vidplan up`` does this itself for the nodes it had to kill.
+
+    Exit codes: 0 done, 2 no such directory.
+    """
+    from vidplan_bringup.dds_shm import remove_zombie_segments
+
+    if not directory.is_dir():
+        typer.secho(f"error: --dir {directory}: no such directory", fg=typer.colors.RED, err=True)
+        raise typer.Exit(2)
+    n, freed = remove_zombie_segments(None, shm=directory, dry_run=dry_run)
+    typer.echo(f"{'would remove' if dry_run else 'removed'} {n} Fast DDS shared-memory segment(s) of dead "
+               f"processes ({freed / 2**20:.1f} MiB) in {directory}")

@@ -14,7 +14,8 @@ topic                                          type                             
 /ee_pose                                       geometry_msgs/PoseStamped           15 Hz, TCP in panda_link0
 /vidplan/expert_action                         vidplan_interfaces/PlanChunk        15 Hz, one step: the EE target
                                                                                    commanded at that time (dt 1/15 s)
-/vidplan/task                                  std_msgs/String                     once, the instruction
+/vidplan/instruction                           std_msgs/String                     once, the instruction (older
+                                                                                   bags: /vidplan/task)
 /vidplan/episode                               std_msgs/String (JSON)              once at the end: task, instruction,
                                                                                    success, reason, seed, clutter,
                                                                                    failure, steps
@@ -45,6 +46,7 @@ import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from vidplan_core.spaces import CONTROL_RATE_HZ, VIEW_ORDER
+from vidplan_core.topics import INSTRUCTION_TOPIC
 
 __all__ = ["GenerateConfig", "GenerateError", "episode_name", "generate_dataset", "generate_episode"]
 
@@ -160,9 +162,9 @@ def generate_episode(env: Any, cfg: GenerateConfig, i: int, bag_path: Path) -> d
         writer.add_topic("/joint_states", "sensor_msgs/msg/JointState", [reliable])
         writer.add_topic("/ee_pose", "geometry_msgs/msg/PoseStamped", [reliable])
         writer.add_topic("/vidplan/expert_action", "vidplan_interfaces/msg/PlanChunk", [reliable])
-        writer.add_topic("/vidplan/task", "std_msgs/msg/String", [latched])
+        writer.add_topic(INSTRUCTION_TOPIC, "std_msgs/msg/String", [latched])
         writer.add_topic("/vidplan/episode", "std_msgs/msg/String", [latched])
-        writer.write("/vidplan/task", T0_NS, codec.string(task.instruction))
+        writer.write(INSTRUCTION_TOPIC, T0_NS, codec.string(task.instruction))
 
         def observe(k: int) -> int:
             t = T0_NS + round(k * dt * 1e9)

@@ -1,7 +1,8 @@
 """rosbag2 recordings → a vidplan episode dataset (:mod:`vidplan_core.data.schema`), one episode per recording.
 
 Works on the bags of ``vidplan data generate`` and on a real robot's recordings through a topic map
-(:class:`vidplan_core.data.topic_map.TopicMap`, YAML) that names where each signal comes from.
+(:class:`vidplan_core.data.topic_map.TopicMap`, YAML) that names where each signal comes from. The instruction is
+read from /vidplan/instruction, or from /vidplan/task (its deprecated old name) in a bag recorded before the rename.
 
 A success label is required (episode_info, success topic or sidecar): the reward head's value target needs it.
 
@@ -44,6 +45,7 @@ from vidplan_core.data.topic_map import (
     JOINTS,
     STRING,
     TopicMap,
+    instruction_topic,
     needed_streams,
     resolve_camera_topics,
 )
@@ -124,6 +126,10 @@ def _check_bag(bag: Path, reader: BagReader, tm: TopicMap) -> list[str]:
             problems.append(f"bag {bag}: success topic {tm.success} has type {reader.topics[tm.success].msgtype}; "
                             f"expected {BOOL}")
         labels.append(tm.success)
+    instruction = instruction_topic(tm, reader.topics)
+    if instruction and reader.topics[instruction].msgtype != STRING:
+        problems.append(f"bag {bag}: instruction topic {instruction} has type {reader.topics[instruction].msgtype}; "
+                        f"expected {STRING}")
     side = _sidecar(bag) if tm.sidecar else None
     if side is not None:
         try:
@@ -181,7 +187,8 @@ def _convert_one(bag: Path, tm: TopicMap, codec: Any, fps: float, size: tuple[in
     src_hw: tuple[int, int] | None = None
     with BagReader(bag) as reader:
         wanted = {t for t, _ in needed_streams(tm).values()}
-        wanted |= {t for t in (tm.episode_info, tm.success, tm.instruction) if t and t in reader.topics}
+        instruction = instruction_topic(tm, reader.topics)  # /vidplan/instruction, or an old bag's /vidplan/task
+        wanted |= {t for t in (tm.episode_info, tm.success, instruction) if t and t in reader.topics}
         for m in reader.messages(wanted):
             msg = codec.deserialize(m.data, m.msgtype)
             if m.topic == tm.episode_info and m.msgtype == STRING:
@@ -193,7 +200,7 @@ def _convert_one(bag: Path, tm: TopicMap, codec: Any, fps: float, size: tuple[in
             if m.topic == tm.success:
                 labels["success"] = bool(msg.data)
                 continue
-            if m.topic == tm.instruction:
+            if m.topic == instruction:
                 labels["instruction"] = str(msg.data)
                 continue
             t = when(msg, m.timestamp_ns)

@@ -6,8 +6,9 @@ rate, 5 Hz by default): ``history`` context frames (DESIGN: 6 for ``full``) foll
 first frame and its action, as at the start of a real episode where the planner has seen only one frame.
 Every window has a complete future (``s + history + future <= length``).
 
-``root`` may also be a LeRobot dataset (DROID, ...): it is then read in place (:mod:`vidplan_core.data.lerobot`),
-decoding per window only the frames it shows, resized to ``view_size``.
+``root`` may also be a LeRobot dataset (DROID, ...) or an RLDS/TFDS one (DROID's RLDS release): it is then read in
+place (:mod:`vidplan_core.data.lerobot`, :mod:`vidplan_core.data.rlds`), decoding per window only the frames it shows,
+resized to ``view_size``.
 """
 
 from __future__ import annotations
@@ -17,9 +18,9 @@ from typing import Any
 
 import numpy as np
 
-from vidplan_core.data.lerobot import is_lerobot_dataset
 from vidplan_core.data.lerobot_stream import open_stream
 from vidplan_core.data.schema import DatasetError, DatasetMeta, EpisodeMeta, mc_values, validate_dataset
+from vidplan_core.data.sources import is_in_place_dataset
 
 __all__ = ["FrameCaptionDataset", "WindowDataset", "dataset_meta", "window_starts"]
 
@@ -33,7 +34,7 @@ def dataset_meta(root: str | Path, lerobot: Any = None, view_size: tuple[int, in
     Raises:
         DatasetError: a bad dataset (every problem listed), or a LeRobot dataset without ``view_size``.
     """
-    if is_lerobot_dataset(root):
+    if is_in_place_dataset(root):  # LeRobot or RLDS
         if view_size is None:
             raise DatasetError(root, ["a LeRobot dataset is read at the model's view size; none was given"])
         return open_stream(root, lerobot, view_size).meta
@@ -85,7 +86,7 @@ class WindowDataset:
             raise ValueError(f"history must be >= 1 and future >= 0 frames, got {history} and {future}")
         self.root = Path(root)
 
-        self.stream = open_stream(self.root, lerobot, view_size) if is_lerobot_dataset(self.root) and view_size \
+        self.stream = open_stream(self.root, lerobot, view_size) if is_in_place_dataset(self.root) and view_size \
             else None
         self.meta: DatasetMeta = dataset_meta(self.root, lerobot, view_size,
                                               splits=("train", "val") if split == "all" else (split,))

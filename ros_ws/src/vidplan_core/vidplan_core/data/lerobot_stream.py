@@ -1,5 +1,6 @@
-"""A LeRobot dataset read in place as a training data source: the options of the ``data.lerobot`` section of a
-training config and the stream of model-rate windows (:func:`open_stream`)."""
+"""A LeRobot dataset — or an RLDS/TFDS one (:mod:`vidplan_core.data.rlds`) — read in place as a training data source:
+the options of the ``data.lerobot`` section of a training config and the stream of model-rate windows
+(:func:`open_stream`)."""
 
 from __future__ import annotations
 
@@ -9,11 +10,11 @@ from typing import Any
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
-from vidplan_core.data.lerobot import LeRobotSource, parse_episode_selection
-from vidplan_core.data.lerobot_import import lerobot_meta
+from vidplan_core.data.lerobot import parse_episode_selection
 from vidplan_core.data.schema import (
     EpisodeMeta,
 )
+from vidplan_core.data.sources import open_source, source_meta
 from vidplan_core.spaces import MODEL_RATE_HZ, ViewPreparation
 
 __all__ = [
@@ -48,7 +49,7 @@ class LeRobotStream:
     def __init__(self, root: str | Path, options: LeRobotOptions | None, view_size: tuple[int, int],
                  fps: float = MODEL_RATE_HZ):
         o = options or LeRobotOptions()
-        self.source = LeRobotSource(root, o.mapping, parse_episode_selection(o.episodes))
+        self.source = open_source(root, o.mapping, parse_episode_selection(o.episodes))  # LeRobot or RLDS
         self.views = ViewPreparation(int(view_size[0]), int(view_size[1]))
         self.signals: dict[int, dict[str, Any]] = {}
         from tqdm.auto import tqdm
@@ -56,8 +57,8 @@ class LeRobotStream:
         # the metadata pass reads every selected episode's parquet rows (no video): a bar for DROID-sized selections
         bar = lambda eps: tqdm(eps, desc=f"index {self.source.root.name}", unit="episode",  # noqa: E731
                                disable=len(eps) < 200)
-        self.meta = lerobot_meta(self.source, view_size, fps, o.val_fraction, o.split_seed, o.value_gamma,
-                                 signals=self.signals, progress=bar)
+        self.meta = source_meta(self.source, view_size, fps, o.val_fraction, o.split_seed, o.value_gamma,
+                                signals=self.signals, progress=bar)
         self._by_shard = {e.shard: self.source.episodes[n] for n, e in enumerate(self.meta.episodes)}
 
     def arrays(self, ep: EpisodeMeta) -> dict[str, np.ndarray]:

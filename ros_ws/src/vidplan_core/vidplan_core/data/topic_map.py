@@ -21,7 +21,10 @@ gripper.topic       /joint_states                       JointState (finger joint
 episode_info        /vidplan/episode                    std_msgs/String, JSON with success/instruction/task/
                                                         seed/clutter (the last message counts)
 success             null                                std_msgs/Bool (last message counts)
-instruction         null                                std_msgs/String (last message counts)
+instruction         /vidplan/instruction                std_msgs/String (last message counts); a recording
+                                                        without it is read from /vidplan/task, the topic's
+                                                        deprecated old name (bags recorded before the rename);
+                                                        ``null``: from episode_info / the sidecar only
 sidecar             true                                ``<bag>.json`` next to the bag directory, or
                                                         ``<bag>/episode.json``: the same keys as episode_info
 ==================  ==================================  ===================================================
@@ -29,7 +32,7 @@ sidecar             true                                ``<bag>.json`` next to t
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Literal
 
@@ -37,8 +40,10 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from vidplan_core.config import load_model
 from vidplan_core.spaces import VIEW_ORDER
+from vidplan_core.topics import INSTRUCTION_TOPIC, instruction_topic_in
 
-__all__ = ["GripperSource", "TopicMap", "load_topic_map", "needed_streams", "resolve_camera_topics"]
+__all__ = ["GripperSource", "TopicMap", "instruction_topic", "load_topic_map", "needed_streams",
+           "resolve_camera_topics"]
 
 IMAGE = "sensor_msgs/msg/Image"
 COMPRESSED = "sensor_msgs/msg/CompressedImage"
@@ -78,7 +83,7 @@ class TopicMap(BaseModel):
     gripper: GripperSource = Field(default_factory=GripperSource)
     episode_info: str | None = "/vidplan/episode"
     success: str | None = None
-    instruction: str | None = None
+    instruction: str | None = INSTRUCTION_TOPIC
     sidecar: bool = True
     use_header_stamp: bool = True
     max_gap_s: float = Field(default=0.15, gt=0, description="largest allowed distance of a sample to a frame [s]")
@@ -109,6 +114,16 @@ def resolve_camera_topics(tm: TopicMap, topics: Mapping[str, str]) -> TopicMap:
         if topic not in topics and topics.get(alt) == COMPRESSED:
             cams[view] = alt
     return tm if cams == tm.cameras else tm.model_copy(update={"cameras": cams})
+
+
+def instruction_topic(tm: TopicMap, topics: Iterable[str]) -> str | None:
+    """The topic of a recording (topic names ``topics``) to read the instruction from: ``tm.instruction`` when the
+    recording has it; for the default (:data:`~vidplan_core.topics.INSTRUCTION_TOPIC`) a recording made before the
+    rename has it on the deprecated /vidplan/task instead; None when there is none (or ``tm.instruction`` is null)."""
+    names = set(topics)
+    if tm.instruction == INSTRUCTION_TOPIC:
+        return instruction_topic_in(names)
+    return tm.instruction if tm.instruction in names else None
 
 
 def needed_streams(tm: TopicMap) -> dict[str, tuple[str, tuple[str, ...]]]:

@@ -39,6 +39,10 @@ measured EE pose and the measured gripper closure (``gripper.topic``, default ``
 the measured pose in either case (``action_pose: measured``); a warning says so and ``input.action_source`` records
 which it was. An action topic the topic map names explicitly is required.
 
+Instruction (the shadow planner's text embedding, ``input.instruction``): the episode info / sidecar's, or the last
+message on /vidplan/instruction — /vidplan/task, its deprecated old name, in a bag recorded before the rename (topic
+map ``instruction``).
+
 Model directory (``--model DIR``): the parts its index ``DIR/bundle.json`` names (:mod:`vidplan_core.runtime.loader`;
 an index naming a part that is not there is bad input, exit 2), or without an index the layout
 :class:`vidplan_core.runtime.bundle.PlannerModels` saves, plus optional parts::

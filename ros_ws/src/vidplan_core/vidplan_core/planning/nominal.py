@@ -37,7 +37,7 @@ class NominalObservation:
         ee_pose: (7,) current EE pose [x, y, z, rx, ry, rz, g].
         joint_positions: optional (7,) arm joint angles [rad] (needed for joint-velocity policies).
         images: optional dict view name ("left", "right", "wrist") → (H, W, 3) uint8 RGB.
-        instruction: task text.
+        instruction: the instruction text.
         frames: optional (T, 3 views, 3, H, W) uint8 history at the model rate, cut and resized as the world model
             sees it (the planner's context; last = now) — what a policy trained on the bundle's data reads.
     """

@@ -211,7 +211,7 @@ class PlanningSession:
             frames: (T, 3 views, 3, H, W) history at the model rate (uint8 or float [0, 1]).
             poses: (T, 7) EE poses at the same instants (last = now).
             q: (7,) current joint positions [rad].
-            instruction: the task.
+            instruction: the instruction text.
             seed: noise seed of this cycle.
             executing: the chunk the robot is executing (for seam blending), or None.
             executing_elapsed_s: time since that chunk started [s], at the moment the new chunk will take over

@@ -74,9 +74,10 @@ class DataSection(_Strict):
     stride: int = Field(default=1, gt=0, description="frames between window starts")
     max_episodes: int | None = Field(default=None, gt=0, description="use only the first N episodes per split")
     cache_latents: bool = Field(default=True, description="encode frames once with the frozen autoencoder "
-                                "(not for a LeRobot dataset read in place: its frames are decoded per window)")
-    lerobot: LeRobotOptions | None = Field(default=None, description="options of a LeRobot root: mapping (droid), "
-                                           "episode selection, validation split")
+                                "(not for a LeRobot or RLDS dataset read in place: its frames are decoded per "
+                                "window)")
+    lerobot: LeRobotOptions | None = Field(default=None, description="options of a dataset read in place (LeRobot "
+                                           "or RLDS root): mapping (droid), episode selection, validation split")
 
 
 class InitSection(_Strict):

@@ -41,7 +41,7 @@ import torch.nn as nn
 from vidplan_core.config import ConfigError
 from vidplan_core.data.dataset import WindowDataset, dataset_meta
 from vidplan_core.data.latents import autoencoder_tag, cache_latents
-from vidplan_core.data.lerobot import is_lerobot_dataset
+from vidplan_core.data.sources import is_in_place_dataset
 from vidplan_core.models import BCPolicy, FlowMap, RewardHead, TinyDecoder, UQHead, VideoAutoencoder, WorldModel
 from vidplan_core.models.action_maps import normalised_view_geometry
 from vidplan_core.runtime.bundle import tokenize
@@ -221,10 +221,10 @@ class _LatentRecipe(RecipeBase):
         _check_size(meta, ae.config, d.root)
         _check_views(meta, action_maps, d.root)
         lat_dir = None
-        if d.cache_latents and is_lerobot_dataset(d.root):
-            raise ConfigError(d.root, [("data.cache_latents", "a LeRobot dataset read in place decodes frames per "
-                                        "window and caches no latents: set data.cache_latents: false (or import a "
-                                        "subset with 'vidplan data import lerobot' and cache its latents)")])
+        if d.cache_latents and is_in_place_dataset(d.root):
+            raise ConfigError(d.root, [("data.cache_latents", "a dataset read in place (LeRobot, RLDS) decodes frames "
+                                        "per window and caches no latents: set data.cache_latents: false (or import a "
+                                        "subset with 'vidplan data import lerobot|rlds' and cache its latents)")])
         if d.cache_latents:
             tag = autoencoder_tag(self.cfg.init.autoencoder)
             progress = None

@@ -4,7 +4,10 @@ Every Fast DDS participant (one per ROS process here) creates a segment ``/dev/s
 sends (8 MiB with our loopback profile) and holds an exclusive ``flock`` on ``fastdds_<id>_el`` while it lives. A
 process that exits cleanly removes both; one killed with SIGKILL, as the fault-injection tests do on purpose, leaves
 them, and /dev/shm is memory. A segment whose lock nobody holds belongs to no living process (the same test as
-Fast DDS's own ``fastdds shm clean``).
+Fast DDS's own ``fastdds shm clean``; the PyPI ROS wheels ship no ``fastdds`` tool).
+
+Used by ``vidplan shm-clean``, by ``vidplan up`` after it had to kill a node, and by the test suite after its
+fault-injection tests. Plain file operations: no ROS import.
 """
 
 from __future__ import annotations
@@ -53,27 +56,30 @@ def _lock_is_free(path: Path) -> bool:
         os.close(fd)
 
 
-def remove_zombie_segments(candidates: set[str], min_age_s: float = 10.0, shm: Path = SHM) -> tuple[int, int]:
-    """Remove those of ``candidates`` (names from :func:`fastdds_files`: pass only files this test run created) that
-    are segments of dead participants: lock file present, lock free, both older than ``min_age_s`` (a participant
-    being created has not locked yet). Returns (segments removed, bytes freed)."""
+def remove_zombie_segments(candidates: set[str] | None = None, settle_s: float = 0.5, shm: Path = SHM,
+                           dry_run: bool = False) -> tuple[int, int]:
+    """Remove those of ``candidates`` (names from :func:`fastdds_files`; None = every Fast DDS file in ``shm``) that
+    are segments of dead participants: the lock file is present and nobody holds its lock, at two checks
+    ``settle_s`` [s] apart (a participant being created has made the lock file but not locked it yet; ages cannot
+    tell, as Fast DDS touches the lock file of a living participant every second). ``dry_run``: count them, remove
+    nothing. Returns (segments removed, bytes freed)."""
+    def free_segments(names) -> list[str]:
+        return [n for n in names if not n.endswith("_el") and "port" not in n and _lock_is_free(shm / f"{n}_el")]
+
+    first = free_segments(sorted(fastdds_files(shm) if candidates is None else candidates))
+    if not first:
+        return 0, 0
+    time.sleep(settle_s)
     removed = freed = 0
-    now = time.time()
-    for name in sorted(candidates):
-        if name.endswith("_el") or "port" in name:
-            continue
+    for name in free_segments(first):
         seg, lock = shm / name, shm / f"{name}_el"
         try:
-            old = now - max(seg.stat().st_mtime, lock.stat().st_mtime) >= min_age_s
             size = seg.stat().st_size
-        except OSError:
-            continue
-        if old and _lock_is_free(lock):
-            try:
+            if not dry_run:
                 seg.unlink()
                 lock.unlink()
-            except OSError:
-                continue
-            removed += 1
-            freed += size
+        except OSError:  # gone meanwhile (its owner's own cleanup, another cleaner)
+            continue
+        removed += 1
+        freed += size
     return removed, freed
