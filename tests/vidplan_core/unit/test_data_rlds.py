@@ -18,20 +18,11 @@ from rlds_fixture import CAMS, NAME, file_path, instruction, signals, write_rlds
 
 from vidplan_core.data.dataset import WindowDataset
 from vidplan_core.data.lerobot_stream import LeRobotOptions
-from vidplan_core.data.rlds import (
-    RLDSError,
-    RLDSSource,
-    TFRecordError,
-    is_rlds_dataset,
-    iter_records,
-    load_rlds_mapping,
-    masked_crc32c,
-    read_features_json,
-    scan_records,
-)
+from vidplan_core.data.rlds import RLDSError, RLDSSource, is_rlds_dataset, load_rlds_mapping, read_features_json
 from vidplan_core.data.rlds_import import import_rlds
 from vidplan_core.data.schema import validate_dataset
 from vidplan_core.data.sources import EpisodeSource, is_in_place_dataset
+from vidplan_core.data.tfrecord_io import TFRecordError, iter_records, masked_crc32c, scan_records
 from vidplan_core.spaces import ViewPreparation
 
 LENGTHS = (21, 19, 16)  # steps at 15 Hz → 7, 7, 6 frames at 5 Hz; episodes 0, 1 in shard 0, episode 2 in shard 1

@@ -130,6 +130,14 @@ def convert(
                f"{meta.fps:g} Hz, views {meta.view_hw[0]}x{meta.view_hw[1]}")
 
 
+def _echo_import(out: Path, meta) -> None:
+    """The one-line summary of an import (episodes, split, frames, rate, view size)."""
+    n_train, n_val = len(meta.split("train")), len(meta.split("val"))
+    typer.echo(f"{out}: {len(meta.episodes)} episodes ({n_train} train, {n_val} val), "
+               f"{sum(e.length for e in meta.episodes)} frames at {meta.fps:g} Hz, views "
+               f"{meta.view_hw[0]}x{meta.view_hw[1]}")
+
+
 import_app = typer.Typer(help="Import datasets of other formats into vidplan shards.", no_args_is_help=True)
 data_app.add_typer(import_app, name="import")
 
@@ -163,10 +171,7 @@ def import_lerobot_cmd(
     except (LeRobotError, ValueError) as exc:
         _fail(exc)
         return
-    n_train, n_val = len(meta.split("train")), len(meta.split("val"))
-    typer.echo(f"{out}: {len(meta.episodes)} episodes ({n_train} train, {n_val} val), "
-               f"{sum(e.length for e in meta.episodes)} frames at {meta.fps:g} Hz, views "
-               f"{meta.view_hw[0]}x{meta.view_hw[1]}")
+    _echo_import(out, meta)
 
 
 @import_app.command("rlds")
@@ -202,10 +207,7 @@ def import_rlds_cmd(
     except (RLDSError, ValueError) as exc:
         _fail(exc)
         return
-    n_train, n_val = len(meta.split("train")), len(meta.split("val"))
-    typer.echo(f"{out}: {len(meta.episodes)} episodes ({n_train} train, {n_val} val), "
-               f"{sum(e.length for e in meta.episodes)} frames at {meta.fps:g} Hz, views "
-               f"{meta.view_hw[0]}x{meta.view_hw[1]}")
+    _echo_import(out, meta)
 
 
 @data_app.command("info")

@@ -47,6 +47,7 @@ __all__ = [
     "LeRobotSource",
     "is_lerobot_dataset",
     "load_mapping",
+    "load_mapping_file",
     "parse_episode_selection",
 ]
 
@@ -122,21 +123,27 @@ class LeRobotMapping(BaseModel):
 
 def load_mapping(name_or_path: str | Path | LeRobotMapping | None) -> LeRobotMapping:
     """A mapping by name (a file in :data:`MAPPINGS_DIR`, e.g. ``droid``) or path; None → ``droid``."""
-    if isinstance(name_or_path, LeRobotMapping):
+    return load_mapping_file(name_or_path, LeRobotMapping, MAPPINGS_DIR, LeRobotError, "mapping")
+
+
+def load_mapping_file(name_or_path: Any, cls: type, directory: Path, error: type[DatasetError], what: str) -> Any:
+    """``name_or_path`` as a ``cls`` mapping: an instance as is, a YAML path, or the name of a shipped file in
+    ``directory`` (None → ``droid``); ``error`` names the file and every invalid key (``what``: for the message)."""
+    if isinstance(name_or_path, cls):
         return name_or_path
     p = Path(name_or_path or "droid")
     if not p.is_file():
-        shipped = MAPPINGS_DIR / f"{p.name}.yaml"
+        shipped = directory / f"{p.name}.yaml"
         if not shipped.is_file():
-            names = sorted(f.stem for f in MAPPINGS_DIR.glob("*.yaml"))
-            raise LeRobotError(p, [f"mapping file not found (shipped mappings: {names})"])
+            names = sorted(f.stem for f in directory.glob("*.yaml"))
+            raise error(p, [f"{what} file not found (shipped {what}s: {names})"])
         p = shipped
     try:
-        return LeRobotMapping.model_validate(yaml.safe_load(p.read_text()) or {})
+        return cls.model_validate(yaml.safe_load(p.read_text()) or {})
     except ValidationError as exc:
         from vidplan_core.config import format_validation_error
 
-        raise LeRobotError(p, [f"{k}: {r}" for k, r in format_validation_error(exc)]) from exc
+        raise error(p, [f"{k}: {r}" for k, r in format_validation_error(exc)]) from exc
 
 
 def is_lerobot_dataset(root: str | Path) -> bool:

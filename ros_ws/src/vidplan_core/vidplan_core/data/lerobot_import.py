@@ -13,6 +13,7 @@ import numpy as np
 from vidplan_core.data.lerobot import LEROBOT_PREFIX, LeRobotEpisode, LeRobotError, LeRobotMapping, LeRobotSource
 from vidplan_core.data.schema import (
     SHARD_DIR,
+    DatasetError,
     DatasetMeta,
     EpisodeMeta,
     save_meta,
@@ -24,6 +25,7 @@ from vidplan_core.spaces import MODEL_RATE_HZ, VIEW_ORDER, ActionNormalizer, Vie
 __all__ = [
     "import_lerobot",
     "lerobot_meta",
+    "prepare_import_dir",
 ]
 
 
@@ -61,6 +63,21 @@ def lerobot_meta(source: LeRobotSource, size: tuple[int, int], fps: float = MODE
               "source_image_size": list(source.video_size(VIEW_ORDER[0]) or [])})
 
 
+def prepare_import_dir(out: Path, settings: dict[str, Any], error: type[DatasetError]) -> None:
+    """Make ``out`` an import directory of ``settings`` (kept in ``out/import.json``): new or empty, or an earlier
+    import of the same settings (resumed); ``error`` when it holds another import or other files."""
+    marker = out / "import.json"
+    if marker.is_file():
+        old = json.loads(marker.read_text())
+        if old != settings:
+            diff = sorted(k for k in settings if old.get(k) != settings[k])
+            raise error(out, [f"holds an import with other settings ({diff}); use another --out"])
+    elif out.exists() and any(out.iterdir()):
+        raise error(out, ["exists and is not empty (and is not an earlier import)"])
+    out.mkdir(parents=True, exist_ok=True)
+    marker.write_text(json.dumps(settings, indent=2))
+
+
 def import_lerobot(root: str | Path, out: str | Path, size: tuple[int, int],
                    mapping: str | Path | LeRobotMapping | None = None, episodes: Sequence[int] | None = None,
                    fps: float = MODEL_RATE_HZ, val_fraction: float = 0.1, split_seed: int = 0,
@@ -80,16 +97,7 @@ def import_lerobot(root: str | Path, out: str | Path, size: tuple[int, int],
     settings = {"root": str(Path(root).resolve()), "mapping": src.mapping.model_dump(mode="json"),
                 "episodes": [e.index for e in src.episodes], "size": list(size), "fps": fps,
                 "val_fraction": val_fraction, "split_seed": split_seed, "value_gamma": value_gamma}
-    marker = out / "import.json"
-    if marker.is_file():
-        old = json.loads(marker.read_text())
-        if old != settings:
-            diff = sorted(k for k in settings if old.get(k) != settings[k])
-            raise LeRobotError(out, [f"holds an import with other settings ({diff}); use another --out"])
-    elif out.exists() and any(out.iterdir()):
-        raise LeRobotError(out, ["exists and is not empty (and is not an earlier import)"])
-    out.mkdir(parents=True, exist_ok=True)
-    marker.write_text(json.dumps(settings, indent=2))
+    prepare_import_dir(out, settings, LeRobotError)
     views = ViewPreparation(int(size[0]), int(size[1]))
     sigs: dict[int, dict[str, Any]] = {}
     meta = lerobot_meta(src, size, fps, val_fraction, split_seed, value_gamma,

@@ -8,11 +8,8 @@ training stream) or imported into vidplan shards (``vidplan data import rlds``, 
 
 Format, as verified (sources named; no code copied):
 
-- **TFRecord framing** (TensorFlow's ``python_io`` guide, tensorflow/docs ``site/en/api_guides/python/python_io.md``,
-  r1.10): a file is a sequence of records ``uint64 length`` (little endian), ``uint32 masked_crc32c(length bytes)``,
-  ``byte data[length]``, ``uint32 masked_crc32c(data)``; the CRC is CRC-32C (Castagnoli) and
-  ``masked = ((crc >> 15) | (crc << 17)) + 0xa282ead8`` (mod 2^32). The ``tfrecord`` package's writer frames records
-  the same way (its ``TFRecordWriter.masked_crc``); the tests write with it and read with the reader here.
+- **TFRecord framing**: :mod:`vidplan_core.data.tfrecord_io` (records read one at a time, both CRC-32C checks; the
+  ``tfrecord`` package's writer frames records the same way, and the tests write with it).
 - **Files of a prepared TFDS dataset** (tensorflow/datasets ``core/naming.py``, ``core/proto/dataset_info.proto``):
   a version directory holding ``dataset_info.json`` (the ``DatasetInfo`` proto as JSON: ``name``, ``version``,
   ``splits`` = ``[{name, shardLengths: ["n", ...] (int64 as strings), numBytes, filepathTemplate}]``, newer
@@ -64,18 +61,24 @@ from __future__ import annotations
 import io
 import json
 import re
-import struct
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from vidplan_core.data.lerobot import MAPPINGS_DIR, Feature, LeRobotMapping
-from vidplan_core.data.schema import DatasetError
+from vidplan_core.data.lerobot import Feature
+from vidplan_core.data.rlds_mapping import (
+    RLDS_MAPPINGS_DIR,
+    RLDSError,
+    RLDSMapping,
+    SuccessPattern,
+    TfdsFeature,
+    load_rlds_mapping,
+    read_features_json,
+)
+from vidplan_core.data.tfrecord_io import TFRecordError, example_pb2, read_record, scan_records
 from vidplan_core.spaces import MODEL_RATE_HZ, VIEW_ORDER, ViewPreparation
 
 __all__ = [
@@ -85,253 +88,14 @@ __all__ = [
     "RLDSMapping",
     "RLDSSource",
     "SuccessPattern",
-    "TFRecordError",
     "TfdsFeature",
     "is_rlds_dataset",
-    "iter_records",
     "load_rlds_mapping",
-    "masked_crc32c",
     "read_features_json",
-    "read_record",
-    "scan_records",
 ]
 
-RLDS_MAPPINGS_DIR = MAPPINGS_DIR / "rlds"
 RLDS_PREFIX = "rlds:"  # EpisodeMeta.shard of an episode read in place: "rlds:<episode index>"
-_MASK_DELTA = 0xA282EAD8
-_HEADER = 12  # uint64 length + uint32 masked CRC of the length
 _DEFAULT_TEMPLATE = "{DATASET}-{SPLIT}.{FILEFORMAT}-{SHARD_X_OF_Y}"
-
-
-class RLDSError(DatasetError):
-    """An RLDS dataset that cannot be read as mapped: missing key or shard, bad mapping, wrong image shape, unknown
-    episode (every problem listed, naming the key, file or episode and what was expected)."""
-
-
-class TFRecordError(RLDSError):
-    """A TFRecord record that cannot be read: CRC mismatch (corrupt) or a file that ends inside it (truncated).
-
-    Attributes:
-        path: the shard file; offset: the byte offset of the record's header in it.
-    """
-
-    def __init__(self, path: str | Path, offset: int, problem: str):
-        self.path, self.offset = Path(path), int(offset)
-        super().__init__(path, [f"record at byte offset {offset}: {problem}"])
-
-
-# ---------------------------------------------------------------------------------------------- TFRecord framing
-def masked_crc32c(data: bytes | bytearray | memoryview) -> int:
-    """The masked CRC-32C TFRecord stores for ``data`` (uint32)."""
-    import crc32c
-
-    crc = crc32c.crc32c(data)
-    return (((crc >> 15) | (crc << 17)) + _MASK_DELTA) & 0xFFFFFFFF
-
-
-def _read_header(f: Any, path: Path, offset: int, size: int) -> int | None:
-    """The data length of the record at ``offset`` (its length CRC checked), or None at the end of the file."""
-    head = f.read(_HEADER)
-    if not head:
-        return None
-    if len(head) < _HEADER:
-        raise TFRecordError(path, offset, f"truncated: the file ends {len(head)} bytes into the 12-byte header")
-    length, crc = struct.unpack("<QI", head)
-    if masked_crc32c(head[:8]) != crc:
-        raise TFRecordError(path, offset, "corrupt: the CRC of the length field does not match")
-    if offset + _HEADER + length + 4 > size:
-        raise TFRecordError(path, offset, f"truncated: the record needs {length} data bytes + 4 CRC bytes, the file "
-                                          f"ends after {size - offset - _HEADER}")
-    return int(length)
-
-
-def iter_records(path: str | Path, start: int = 0) -> Iterator[tuple[int, bytes]]:
-    """The records of a TFRecord file from byte ``start``, one at a time: ``(offset, data)`` with both CRCs checked.
-
-    Raises:
-        TFRecordError: at the first corrupt (CRC mismatch) or truncated record, naming the file and its offset —
-            after yielding every record before it.
-    """
-    path = Path(path)
-    size = path.stat().st_size
-    with path.open("rb") as f:
-        f.seek(start)
-        offset = start
-        while (length := _read_header(f, path, offset, size)) is not None:
-            data = f.read(length)
-            (crc,) = struct.unpack("<I", f.read(4))
-            if masked_crc32c(data) != crc:
-                raise TFRecordError(path, offset, f"corrupt: the CRC of the {length} data bytes does not match")
-            yield offset, data
-            offset += _HEADER + length + 4
-
-
-def read_record(path: str | Path, offset: int) -> bytes:
-    """The data of the record whose header is at byte ``offset`` (both CRCs checked; raises :class:`TFRecordError`)."""
-    for _, data in iter_records(path, offset):
-        return data
-    raise TFRecordError(path, offset, "no record here (end of file)")
-
-
-def scan_records(path: str | Path) -> tuple[list[int], TFRecordError | None]:
-    """Byte offsets of a file's records from their headers only (length CRCs checked; data neither read nor checked).
-
-    Returns:
-        (offsets of the complete records, the error at the first bad header or truncated record, or None): the
-        records before a bad one stay readable.
-    """
-    path = Path(path)
-    size = path.stat().st_size
-    offsets: list[int] = []
-    with path.open("rb") as f:
-        offset = 0
-        try:
-            while (length := _read_header(f, path, offset, size)) is not None:
-                offsets.append(offset)
-                offset += _HEADER + length + 4
-                f.seek(offset)
-        except TFRecordError as exc:
-            return offsets, exc
-    return offsets, None
-
-
-def _example_pb2() -> Any:
-    # lazily: the tfrecord package imports torch when it is installed (its optional torch dataset module)
-    from tfrecord import example_pb2
-
-    return example_pb2
-
-
-# ---------------------------------------------------------------------------------------------- features.json
-@dataclass(frozen=True)
-class TfdsFeature:
-    """One leaf of a TFDS feature tree, by its flattened Example key.
-
-    Attributes:
-        key: e.g. ``steps/observation/cartesian_position``.
-        kind: ``tensor`` (Tensor, Scalar, ClassLabel), ``image``, ``text`` or ``other``.
-        dtype: numpy dtype name (``float64``, ``bool``, ``uint8``, ``string``, ...).
-        shape: per-step shape for features under a Dataset/Sequence (None for an unknown dimension).
-        in_steps: under a Dataset/Sequence feature (one value per step), else one value per episode.
-        encoding: Tensor ``encoding`` (``none``, ``bytes``, ``zlib``) or Image ``encodingFormat`` (``jpeg``, ``png``).
-    """
-
-    key: str
-    kind: str
-    dtype: str
-    shape: tuple[int | None, ...]
-    in_steps: bool
-    encoding: str = "none"
-
-    @property
-    def size(self) -> int | None:
-        """Values per step (per episode outside steps); None when a dimension is unknown."""
-        return None if any(d is None for d in self.shape) else int(np.prod(self.shape, dtype=np.int64))
-
-
-def _shape(node: dict[str, Any]) -> tuple[int | None, ...]:
-    dims = (node.get("shape") or {}).get("dimensions", [])
-    return tuple(None if int(d) < 0 else int(d) for d in dims)
-
-
-def read_features_json(path: str | Path) -> dict[str, TfdsFeature]:
-    """The leaves of a TFDS ``features.json`` by flattened key (``/``-joined, as the Example's keys).
-
-    Raises:
-        RLDSError: unreadable JSON or a tree without ``featuresDict``.
-    """
-    path = Path(path)
-    try:
-        tree = json.loads(path.read_text())
-    except (OSError, json.JSONDecodeError) as exc:
-        raise RLDSError(path.parent, [f"{path.name}: cannot be read as JSON ({exc})"]) from exc
-    out: dict[str, TfdsFeature] = {}
-
-    def walk(node: dict[str, Any], key: str, in_steps: bool) -> None:
-        if "featuresDict" in node:
-            for name, child in node["featuresDict"].get("features", {}).items():
-                walk(child, f"{key}/{name}" if key else name, in_steps)
-        elif "sequence" in node:  # tfds.features.Dataset (RLDS steps) and Sequence: one value per element
-            walk(node["sequence"].get("feature", {}), key, True)
-        elif "image" in node:
-            im = node["image"]
-            out[key] = TfdsFeature(key, "image", str(im.get("dtype", "uint8")), _shape(im), in_steps,
-                                   str(im.get("encodingFormat") or "png"))  # TFDS encodes as PNG when unset
-        elif "text" in node:
-            out[key] = TfdsFeature(key, "text", "string", (), in_steps)
-        elif "tensor" in node:
-            t = node["tensor"]
-            out[key] = TfdsFeature(key, "tensor", str(t.get("dtype", "")), _shape(t), in_steps,
-                                   str(t.get("encoding", "none")))
-        elif "classLabel" in node:
-            out[key] = TfdsFeature(key, "tensor", "int64", (), in_steps)
-        else:
-            out[key] = TfdsFeature(key, "other", "", (), in_steps)
-
-    if not isinstance(tree, dict) or "featuresDict" not in tree:
-        raise RLDSError(path.parent, [f"{path.name}: no top-level featuresDict (not a TFDS features.json)"])
-    walk(tree, "", False)
-    return out
-
-
-# ---------------------------------------------------------------------------------------------- mapping
-class SuccessPattern(BaseModel):
-    """Success from a string feature: the episode succeeded when its (last) value matches ``pattern`` (re.search)."""
-
-    model_config = ConfigDict(extra="forbid")
-    key: str = Field(min_length=1)
-    pattern: str = Field(min_length=1)
-
-
-class RLDSMapping(LeRobotMapping):
-    """Which RLDS key is which vidplan signal: the LeRobot mapping's keys (views, EE pose, gripper, joints, action,
-    instruction, success, base frame) with flattened Example keys (``steps/observation/cartesian_position``), plus the
-    step rate and split (RLDS records neither time stamps nor a rate). Every key documented in
-    ``data/mappings/rlds/droid.yaml``."""
-
-    instruction: str = Field(default="steps/language_instruction", description="a text feature: the episode's first "
-                             "non-empty value")
-    success: bool | str | SuccessPattern = Field(
-        default=True, description="a constant; a numeric/boolean feature (its last value ≠ 0); or {key, pattern}: a "
-        "text feature whose (last) value matches the regular expression")
-    fps: float = Field(default=15.0, gt=0, description="rate of the steps [Hz] (DROID: 15)")
-    split: str = Field(default="train", min_length=1, description="the TFDS split to read")
-
-    def features(self) -> list[str]:
-        """Every key the mapping reads."""
-        keys = [self.ee_pose.key, self.gripper.key, *self.cameras.values(), self.instruction]
-        if self.joint_positions is not None:
-            keys.append(self.joint_positions.key)
-        if isinstance(self.action, Feature):
-            keys.append(self.action.key)
-        if isinstance(self.success, str):
-            keys.append(self.success)
-        elif isinstance(self.success, SuccessPattern):
-            keys.append(self.success.key)
-        return keys
-
-
-def load_rlds_mapping(name_or_path: str | Path | RLDSMapping | None) -> RLDSMapping:
-    """An RLDS mapping by name (a file in :data:`RLDS_MAPPINGS_DIR`, e.g. ``droid``) or path; None → ``droid``.
-
-    The name ``droid`` is DROID's RLDS mapping here and its LeRobot mapping for a LeRobot dataset: the same training
-    option (``data.lerobot.mapping: droid``) serves both layouts.
-    """
-    if isinstance(name_or_path, RLDSMapping):
-        return name_or_path
-    p = Path(name_or_path or "droid")
-    if not p.is_file():
-        shipped = RLDS_MAPPINGS_DIR / f"{p.name}.yaml"
-        if not shipped.is_file():
-            names = sorted(f.stem for f in RLDS_MAPPINGS_DIR.glob("*.yaml"))
-            raise RLDSError(p, [f"RLDS mapping file not found (shipped RLDS mappings: {names})"])
-        p = shipped
-    try:
-        return RLDSMapping.model_validate(yaml.safe_load(p.read_text()) or {})
-    except ValidationError as exc:
-        from vidplan_core.config import format_validation_error
-
-        raise RLDSError(p, [f"{k}: {r}" for k, r in format_validation_error(exc)]) from exc
 
 
 # ---------------------------------------------------------------------------------------------- the dataset
@@ -529,7 +293,7 @@ class RLDSSource:
                                         f"(episode {ep.index} is record {ep.record})"])
         data = read_record(ep.shard, offsets[ep.record])
         try:
-            fmap = _example_pb2().Example.FromString(data).features.feature
+            fmap = example_pb2().Example.FromString(data).features.feature
         except Exception as exc:  # google.protobuf.message.DecodeError: name the record
             raise RLDSError(self.root, [f"{self._where(ep)}: not a tf.train.Example ({exc})"]) from exc
         self._last = (ep.index, fmap)

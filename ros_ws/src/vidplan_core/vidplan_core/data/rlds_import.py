@@ -5,12 +5,11 @@ RLDSSource`, with one read of each episode's record (an RLDS record holds the im
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
-from vidplan_core.data.lerobot_import import lerobot_meta
+from vidplan_core.data.lerobot_import import lerobot_meta, prepare_import_dir
 from vidplan_core.data.rlds import RLDS_PREFIX, RLDSEpisode, RLDSError, RLDSMapping, RLDSSource
 from vidplan_core.data.schema import SHARD_DIR, DatasetMeta, save_meta, write_shard
 from vidplan_core.spaces import MODEL_RATE_HZ, ViewPreparation
@@ -65,16 +64,7 @@ def import_rlds(root: str | Path, out: str | Path, size: tuple[int, int],
     settings = {"root": str(src.root.resolve()), "split": src.split, "mapping": src.mapping.model_dump(mode="json"),
                 "episodes": [e.index for e in src.episodes], "size": list(size), "fps": fps,
                 "val_fraction": val_fraction, "split_seed": split_seed, "value_gamma": value_gamma}
-    marker = out / "import.json"
-    if marker.is_file():
-        old = json.loads(marker.read_text())
-        if old != settings:
-            diff = sorted(k for k in settings if old.get(k) != settings[k])
-            raise RLDSError(out, [f"holds an import with other settings ({diff}); use another --out"])
-    elif out.exists() and any(out.iterdir()):
-        raise RLDSError(out, ["exists and is not empty (and is not an earlier import)"])
-    out.mkdir(parents=True, exist_ok=True)
-    marker.write_text(json.dumps(settings, indent=2))
+    prepare_import_dir(out, settings, RLDSError)
     views = ViewPreparation(int(size[0]), int(size[1]))
     name = lambda ep: f"{SHARD_DIR}/episode_{ep.index:06d}.safetensors"  # noqa: E731
     for ep in (progress(src.episodes) if progress else src.episodes):
