@@ -23,6 +23,7 @@ from vidplan_core.eval.bag_metrics import ReliabilityAccumulator, finite_or_null
 from vidplan_core.eval.bag_recording import image_size_from_cdr
 from vidplan_core.runtime.bundle_index import write_bundle_index
 from vidplan_core.spaces import VIEW_ORDER
+from vidplan_core.topics import INSTRUCTION_TOPIC
 
 T0 = 1_000_000_000
 DT = 1_000_000_000 // 15
@@ -37,11 +38,12 @@ def _kin():
 
 
 def write_episode_bag(path, n=60, h=96, w=128, success=True, *, skip_topic=None, resize_at=None, label=True,
-                      cam_topic="/cameras/{}/image_raw"):
+                      cam_topic="/cameras/{}/image_raw", instruction=None):
     """A 15 Hz episode like the robot records it: three rgb8 cameras (a red block moving right), /ee_pose,
     /joint_states (7 arm joints + 2 fingers), /vidplan/expert_action (PlanChunk) and /vidplan/episode (JSON label,
     written last). 96x128 images make ~7 MB, i.e. several 1 MiB mcap chunks (so a truncated file keeps some).
-    ``cam_topic``: camera topic pattern (``{}`` = view), to test topic maps."""
+    ``cam_topic``: camera topic pattern (``{}`` = view), to test topic maps. ``instruction``: also record it once,
+    first, on /vidplan/instruction (as the robot's recorder does when the instruction is given)."""
     with BagWriter(path) as wr:
         c = Codec(wr.definitions)
         topics = {cam_topic.format(v): "sensor_msgs/msg/Image" for v in VIEW_ORDER}
@@ -49,9 +51,13 @@ def write_episode_bag(path, n=60, h=96, w=128, success=True, *, skip_topic=None,
                        "/vidplan/expert_action": "vidplan_interfaces/msg/PlanChunk"})
         if label:
             topics["/vidplan/episode"] = "std_msgs/msg/String"
+        if instruction is not None:
+            topics[INSTRUCTION_TOPIC] = "std_msgs/msg/String"
         topics.pop(skip_topic, None)
         for t, ty in topics.items():
             wr.add_topic(t, ty)
+        if instruction is not None:
+            wr.write(INSTRUCTION_TOPIC, T0, c.string(instruction))
         names = [f"panda_joint{i}" for i in range(1, 8)] + ["panda_finger_joint1", "panda_finger_joint2"]
         # the arm moves slowly; the EE pose is its forward kinematics, the command the next sample's pose
         qs = Q0 + np.linspace(0.0, 0.2, n + 1)[:, None] * np.array([1.0, 0.5, 0.0, 0.5, 0.0, 0.0, 0.0])

@@ -145,14 +145,15 @@ def _readme_recorder_topics() -> list[str]:
     text = (REPO / "README.md").read_text()
     line = next(ln for ln in text.splitlines() if ln.startswith("ros2 run vidplan_ros recorder_node"))
     inner = re.search(r"topics:=\"\[(.*?)\]\"", line).group(1)
-    return [t.strip().strip("'") for t in inner.split(",")]
+    return [t.strip().strip("'").split(":")[0] for t in inner.split(",")]  # NAME or NAME:TYPE (recorded unseen)
 
 
 def test_a_recording_made_as_readme_shows_evaluates_with_the_default_topic_map(tmp_path, bundle):
     topics = _readme_recorder_topics()
     # the recorder stores exactly these topics (BagWriter, as the helper): no expert action, no episode label
     bag = helpers.write_episode_bag(tmp_path / "bags" / "rec_20260101_120000", n=30, h=16, w=16,
-                                    skip_topic="/vidplan/expert_action", label=False)
+                                    skip_topic="/vidplan/expert_action", label=False,
+                                    instruction="touch the red cube")
     meta = (bag / "metadata.yaml").read_text()
     assert sorted(re.findall(r"name: (/\S+)", meta)) == sorted(topics), (topics, meta)
     code, out = _cli(bag, "--model", bundle, "--out", tmp_path / "out", "--no-shadow", "--max-steps", "1")
@@ -160,6 +161,7 @@ def test_a_recording_made_as_readme_shows_evaluates_with_the_default_topic_map(t
     assert "has no /vidplan/expert_action" in out and "measured EE pose" in out, out
     m = json.loads((tmp_path / "out" / "metrics.json").read_text())
     assert m["status"] == "complete" and m["input"]["action_source"].startswith("measured"), m["input"]
+    assert m["input"]["instruction"] == "touch the red cube"  # from /vidplan/instruction, as README records it
     assert m["reward"] is None and "--success" in m["null_reasons"]["reward"]  # no label: says how to give one
     # an action topic the topic map names explicitly stays required
     tmap = tmp_path / "map.yaml"
