@@ -160,3 +160,20 @@ def write_dataset(root: Path, version: str = "v3.0", lengths: tuple[int, ...] = 
                        root / "meta" / "tasks.parquet")
     (root / "meta" / "info.json").write_text(json.dumps(info, indent=2))
     return root
+
+
+def assert_windows_agree(shards: Path, root: Path, opts) -> None:
+    """The training windows of imported ``shards`` equal those read in place from ``root`` (a LeRobot or RLDS
+    dataset, training options ``opts``), split by split: frames, actions, values, instructions."""
+    from vidplan_core.data.dataset import WindowDataset
+
+    for split in ("train", "val"):
+        a = WindowDataset(shards, split, history=2, future=3)
+        b = WindowDataset(root, split, history=2, future=3, lerobot=opts, view_size=(16, 16))
+        assert len(a) == len(b) > 0
+        assert b.meta.action_stats == a.meta.action_stats
+        for n in range(len(a)):
+            x, y = a[n], b[n]
+            for key in ("frames", "actions", "actions_norm", "value", "valid", "start"):
+                np.testing.assert_array_equal(x[key].numpy(), y[key].numpy(), err_msg=f"{split} window {n}: {key}")
+            assert x["instruction"] == y["instruction"]

@@ -14,6 +14,7 @@ import numpy as np
 import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
+from lerobot_fixture import assert_windows_agree
 from rlds_fixture import CAMS, NAME, file_path, instruction, signals, write_rlds
 
 from vidplan_core.data.dataset import WindowDataset
@@ -136,16 +137,7 @@ def test_import_and_in_place_windows_agree(rlds_dir, tmp_path):
     assert meta.source_rate_hz == 15.0 and meta.info["converter"] == "vidplan data import rlds"
     assert meta.info["tfds_name"] == NAME and meta.info["source_image_size"] == [32, 48]
     opts = LeRobotOptions(val_fraction=0.34)  # the same training options as for a LeRobot root
-    for split in ("train", "val"):
-        a = WindowDataset(out, split, history=2, future=3)
-        b = WindowDataset(rlds_dir, split, history=2, future=3, lerobot=opts, view_size=(16, 16))
-        assert len(a) == len(b) > 0
-        assert b.meta.action_stats == a.meta.action_stats
-        for n in range(len(a)):
-            x, y = a[n], b[n]
-            for key in ("frames", "actions", "actions_norm", "value", "valid", "start"):
-                np.testing.assert_array_equal(x[key].numpy(), y[key].numpy(), err_msg=f"{split} window {n}: {key}")
-            assert x["instruction"] == y["instruction"]
+    assert_windows_agree(out, rlds_dir, opts)
 
 
 def test_import_resumes_and_refuses_other_settings(rlds_dir, tmp_path):

@@ -12,9 +12,8 @@ import numpy as np
 import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
-from lerobot_fixture import CAMS, instruction, signals, write_dataset
+from lerobot_fixture import CAMS, assert_windows_agree, instruction, signals, write_dataset
 
-from vidplan_core.data.dataset import WindowDataset
 from vidplan_core.data.lerobot import LeRobotError, LeRobotSource, load_mapping, parse_episode_selection
 from vidplan_core.data.lerobot_import import import_lerobot
 from vidplan_core.data.lerobot_stream import LeRobotOptions
@@ -87,16 +86,7 @@ def test_import_and_in_place_windows_agree(lerobot_dir, tmp_path):
     assert [e.instruction for e in meta.episodes] == [instruction(i) for i in range(3)]
     assert [e.success for e in meta.episodes] == [True, False, True]
     opts = LeRobotOptions(val_fraction=0.34)
-    for split in ("train", "val"):
-        a = WindowDataset(out, split, history=2, future=3)
-        b = WindowDataset(lerobot_dir, split, history=2, future=3, lerobot=opts, view_size=(16, 16))
-        assert len(a) == len(b) > 0
-        assert b.meta.action_stats == a.meta.action_stats
-        for n in range(len(a)):
-            x, y = a[n], b[n]
-            for key in ("frames", "actions", "actions_norm", "value", "valid", "start"):
-                np.testing.assert_array_equal(x[key].numpy(), y[key].numpy(), err_msg=f"{split} window {n}: {key}")
-            assert x["instruction"] == y["instruction"]
+    assert_windows_agree(out, lerobot_dir, opts)
 
 
 def test_training_reads_a_lerobot_dataset_in_place(lerobot_dir, tmp_path):

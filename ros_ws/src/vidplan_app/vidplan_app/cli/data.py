@@ -130,6 +130,19 @@ def convert(
                f"{meta.fps:g} Hz, views {meta.view_hw[0]}x{meta.view_hw[1]}")
 
 
+def _run_import(import_fn, root: Path, out: Path, *args, **kw) -> None:
+    """Run an importer (``import_lerobot``, ``import_rlds``) with a progress bar; a bad dataset or setting (a
+    ``DatasetError``/``ValueError`` naming it) exits 2; then print the one-line summary."""
+    from tqdm.auto import tqdm
+
+    try:
+        meta = import_fn(root, out, *args, progress=lambda e: tqdm(e, desc="import", unit="episode"), **kw)
+    except ValueError as exc:  # LeRobotError, RLDSError and TFRecordError are DatasetErrors, i.e. ValueErrors
+        _fail(exc)
+        return
+    _echo_import(out, meta)
+
+
 def _echo_import(out: Path, meta) -> None:
     """The one-line summary of an import (episodes, split, frames, rate, view size)."""
     n_train, n_val = len(meta.split("train")), len(meta.split("val"))
@@ -159,19 +172,11 @@ def import_lerobot_cmd(
 
     Training can also read a LeRobot dataset in place (data.lerobot in the training config); import when a local
     copy of a subset is wanted."""
-    from tqdm.auto import tqdm
-
-    from vidplan_core.data.lerobot import LeRobotError, parse_episode_selection
+    from vidplan_core.data.lerobot import parse_episode_selection
     from vidplan_core.data.lerobot_import import import_lerobot
 
-    try:
-        meta = import_lerobot(root, out, _size(size), mapping, parse_episode_selection(episodes), fps=fps,
-                              val_fraction=val_fraction, split_seed=split_seed, value_gamma=gamma,
-                              progress=lambda e: tqdm(e, desc="import", unit="episode"))
-    except (LeRobotError, ValueError) as exc:
-        _fail(exc)
-        return
-    _echo_import(out, meta)
+    _run_import(import_lerobot, root, out, _size(size), mapping, parse_episode_selection(episodes), fps=fps,
+                val_fraction=val_fraction, split_seed=split_seed, value_gamma=gamma)
 
 
 @import_app.command("rlds")
@@ -194,20 +199,11 @@ def import_rlds_cmd(
 
     Training can also read an RLDS dataset in place (data.lerobot options in the training config, mapping droid);
     import when a local copy of a subset is wanted."""
-    from tqdm.auto import tqdm
-
     from vidplan_core.data.lerobot import parse_episode_selection
-    from vidplan_core.data.rlds import RLDSError
     from vidplan_core.data.rlds_import import import_rlds
 
-    try:
-        meta = import_rlds(root, out, _size(size), mapping, parse_episode_selection(episodes), split=split, fps=fps,
-                           val_fraction=val_fraction, split_seed=split_seed, value_gamma=gamma,
-                           progress=lambda e: tqdm(e, desc="import", unit="episode"))
-    except (RLDSError, ValueError) as exc:
-        _fail(exc)
-        return
-    _echo_import(out, meta)
+    _run_import(import_rlds, root, out, _size(size), mapping, parse_episode_selection(episodes), split=split,
+                fps=fps, val_fraction=val_fraction, split_seed=split_seed, value_gamma=gamma)
 
 
 @data_app.command("info")
