@@ -136,3 +136,23 @@ def test_the_torch_backend_places_every_part_of_the_bundle_on_its_device(monkeyp
     monkeypatch.setattr(torch.nn.Module, "to", recording_to)
     TorchBackend(pm, flow_steps=1, device="cpu")
     assert listed <= set(moved)
+
+
+def test_a_bundle_already_on_a_device_reports_its_text_width_from_there():
+    """PlannerModels.text_dim() (run by check(), so by every backend built on the bundle) asks the scorer on the
+    scorer's own device. It once made its token ids on the CPU: the second backend built on one bundle (K=1 then K=4
+    on an H200) failed with "index is on cpu, different from other tensors on cuda:0". The meta device stands in for
+    CUDA here: it checks shapes, and the ids the scorer receives must be on it."""
+    pm = random_planner_models("tiny", seed=0)
+    width = pm.text_dim()
+    pm.scorer.to("meta")
+    seen: list[torch.device] = []
+    encode = pm.scorer.encode_text
+
+    def recording_encode(*args, **kwargs):
+        seen.append(kwargs["input_ids"].device)
+        return encode(*args, **kwargs)
+
+    pm.scorer.encode_text = recording_encode
+    assert pm.text_dim() == width
+    assert seen == [torch.device("meta")]

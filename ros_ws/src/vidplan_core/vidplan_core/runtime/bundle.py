@@ -152,8 +152,12 @@ class PlannerModels:
     def text_dim(self) -> int:
         import torch
 
+        # on the scorer's device: a backend may already have moved it (a second backend on one bundle, e.g. K=1
+        # then K=4 on CUDA, failed here with "index is on cpu")
+        device = next(self.scorer.parameters(), torch.zeros(())).device
         with torch.no_grad():
-            return int(self.scorer.encode_text(input_ids=torch.zeros(1, 2, dtype=torch.long)).shape[-1])
+            ids = torch.zeros(1, 2, dtype=torch.long, device=device)
+            return int(self.scorer.encode_text(input_ids=ids).shape[-1])
 
     def tokenize(self, instruction: str) -> np.ndarray:
         """Instruction → (1, L) int64 token ids with the scorer's tokenizer."""
