@@ -70,3 +70,28 @@ def test_touch_and_push_predicates():
     assert not evaluate_task(left, _state(target_pos=np.array([0.5, 0.09, 0.10])))[0]  # lifted, not pushed
     ok, why = evaluate_task(right, _state(target_pos=np.array([0.5, -0.1, 0.02])))
     assert ok and "10.0 cm to the right" in why
+
+
+def _put_state(target=(0.60, 0.05, 0.025)) -> TaskState:
+    t = np.array(target)
+    return TaskState(target_pos=t, target_start=t.copy(), target_radius=0.02, bowl_pos=np.array([0.45, -0.2, 0.0]),
+                     bowl_radius=0.075, bowl_height=0.04, touched=False, held=False, push_distance=0.05)
+
+
+def test_privileged_put_reward_approaches_open_and_closes_only_at_the_object():
+    """Before a grasp, the put reward rises monotonically as an open hand approaches the object (through the grasp
+    ball of 1.5 cm too), a closed hand is worth more than an open one only inside that ball, and a grasp (held) is
+    worth more than anything before it. It once charged an open hand inside the ball: the greedy oracle planner, whose
+    proposals move or close but never both, parked 2-3 cm beside the object."""
+    from vidplan_sim.privileged import PrivilegedReward, PrivilegedState
+
+    r, task, ts = PrivilegedReward(), Task("put", "green", "cylinder"), _put_state()
+    # along +x at the object's height, from 6 cm short of its centre to the centre
+    xs = np.linspace(0.54, 0.60, 61)
+    open_scores = [r(task, PrivilegedState(np.array([x, 0.05, 0.03]), 0.0, ts)) for x in xs]
+    assert np.all(np.diff(open_scores) > 0), np.round(open_scores, 4)
+    far, near = np.array([0.57, 0.05, 0.03]), np.array([0.595, 0.05, 0.03])
+    assert r(task, PrivilegedState(far, 1.0, ts)) < r(task, PrivilegedState(far, 0.0, ts))
+    assert r(task, PrivilegedState(near, 1.0, ts)) > r(task, PrivilegedState(near, 0.0, ts))
+    held = TaskState(**{**ts.__dict__, "held": True})
+    assert r(task, PrivilegedState(near, 1.0, held)) > r(task, PrivilegedState(near, 1.0, ts)) + 0.5

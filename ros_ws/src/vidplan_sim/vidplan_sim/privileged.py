@@ -18,8 +18,9 @@ Per task kind (:class:`vidplan_sim.tasks.Task`):
            (horizontally more than ``capture_radius``), the distance to a waypoint ``clear_height`` above ``p`` (plus
            that height); within it, the distance to ``p`` — so the TCP passes over the target instead of knocking
            it the wrong way, and descends only behind it.
-``put``    before a grasp: ``−approach(target)`` with the gripper asked to be open until the TCP is within 1.5 cm
-           of the target's centre and closed there; once held (or lifted > 1 cm):
+``put``    before a grasp: ``−approach(target) ± 0.05·gripper``: closing is a bonus once the TCP is within
+           1.5 cm of the target's centre and a cost before; an open hand is never charged, so the approach
+           is monotone in distance; once held (or lifted > 1 cm):
            ``1 + lift`` minus the target's horizontal distance to the bowl, with the gripper asked to open above the
            bowl; + 3 on success.
 
@@ -62,12 +63,17 @@ class PrivilegedReward:
         capture_radius: [m] horizontal distance to the approach point below which the TCP descends onto it.
         min_height: [m] lowest TCP height asked for (the executor's workspace floor is 2 cm).
         push_gain: weight of the push displacement against the approach distance.
+        grasp_radius: [m] put, before a grasp: TCP-to-target distance within which closing the hand is rewarded.
+        grip_weight: [m of progress] put, before a grasp: the bonus for a closed hand within ``grasp_radius``
+            and its cost outside it.
     """
 
     clear_height: float = 0.12
     capture_radius: float = 0.04
     min_height: float = 0.03
     push_gain: float = 4.0
+    grasp_radius: float = 0.015
+    grip_weight: float = 0.05
 
     def approach(self, tcp: np.ndarray, point: np.ndarray) -> float:
         """Two-phase distance [m] of the TCP to ``point``: while the TCP is more than ``capture_radius`` away
@@ -99,10 +105,13 @@ class PrivilegedReward:
         success, _ = evaluate_task(task, ts)
         lifted = p[2] > ts.target_start[2] + 0.01
         if not (ts.held or lifted):
+            # Closing is rewarded inside the grasp ball and costs outside it; an open hand is never charged. It once
+            # was (0.05 for an open hand inside the ball): the greedy planner, whose proposals move or close but never
+            # both, then parked 2-3 cm beside the object, since entering the ball open cost more than it gained
+            # (closed_loop_put_held traces).
             d3 = float(np.linalg.norm(tcp - p))
-            want_closed = d3 < 0.015
-            grip_cost = 0.05 * abs(s.gripper - (1.0 if want_closed else 0.0))
-            return -self.approach(tcp, p) - grip_cost
+            grip = self.grip_weight * s.gripper * (1.0 if d3 < self.grasp_radius else -1.0)
+            return -self.approach(tcp, p) + grip
         bowl = np.asarray(ts.bowl_pos, float)
         d_bowl = float(np.linalg.norm(p[:2] - bowl[:2]))
         lift = min(float(p[2] - ts.target_start[2]), 0.1)
