@@ -64,3 +64,10 @@ def test_demo_bad_options_and_nothing_running(tmp_path):
     r = subprocess.run([exe, "demo", "--scripted", "--timeout", "2"], capture_output=True, text=True, timeout=60)
     assert r.returncode == 3, r.stdout + r.stderr
     assert "/vidplan/execute_chunk not available" in r.stderr
+    # --task is the deprecated name of --instruction: it still works, with a warning; the two disagreeing is an error
+    r = subprocess.run([exe, "demo", "--scripted", "--timeout", "2", "--task", "touch the red cube"],
+                       capture_output=True, text=True, timeout=60)
+    assert r.returncode == 3 and "--task is deprecated; use --instruction" in r.stderr, r.stdout + r.stderr
+    r = subprocess.run([exe, "demo", "--scripted", "--task", "touch the red cube", "--instruction",
+                        "touch the blue cube"], capture_output=True, text=True, timeout=60)
+    assert r.returncode == 2 and "disagree" in r.stderr, r.stdout + r.stderr

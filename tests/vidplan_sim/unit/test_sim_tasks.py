@@ -95,3 +95,26 @@ def test_privileged_put_reward_approaches_open_and_closes_only_at_the_object():
     assert r(task, PrivilegedState(near, 1.0, ts)) > r(task, PrivilegedState(near, 0.0, ts))
     held = TaskState(**{**ts.__dict__, "held": True})
     assert r(task, PrivilegedState(near, 1.0, held)) > r(task, PrivilegedState(near, 1.0, ts)) + 0.5
+
+
+def test_privileged_put_reward_carries_closed_towards_the_bowl_and_opens_only_over_it():
+    """While the object is held, the put reward rises monotonically as a closed hand carries it towards the bowl (into
+    the release zone, half the bowl's radius, too), and an open hand is worth more than a closed one only over the
+    bowl. It once charged a closed hand over the bowl: a carry stopped 3.9 cm from the bowl's centre."""
+    from vidplan_sim.privileged import PrivilegedReward, PrivilegedState
+
+    r, task = PrivilegedReward(), Task("put", "green", "cylinder")
+    bowl = np.array([0.45, -0.2, 0.0])
+
+    def held_at(x: float) -> TaskState:
+        st = _put_state((x, -0.2, 0.12))
+        return TaskState(**{**st.__dict__, "target_start": np.array([0.6, 0.05, 0.025]), "held": True,
+                            "bowl_pos": bowl})
+
+    xs = np.linspace(0.60, 0.45, 61)  # from 15 cm to 0 cm from the bowl centre
+    closed = [r(task, PrivilegedState(np.array([x, -0.2, 0.125]), 1.0, held_at(x))) for x in xs]
+    assert np.all(np.diff(closed) > 0), np.round(closed, 4)
+    far, over = held_at(0.55), held_at(0.46)  # 10 cm and 1 cm from the centre (inner radius 7.5 cm)
+    tcp = np.array([0.5, -0.2, 0.125])
+    assert r(task, PrivilegedState(tcp, 0.0, far)) < r(task, PrivilegedState(tcp, 1.0, far))
+    assert r(task, PrivilegedState(tcp, 0.0, over)) > r(task, PrivilegedState(tcp, 1.0, over))

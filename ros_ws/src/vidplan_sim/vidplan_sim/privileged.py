@@ -21,8 +21,9 @@ Per task kind (:class:`vidplan_sim.tasks.Task`):
 ``put``    before a grasp: ``−approach(target) ± 0.05·gripper``: closing is a bonus once the TCP is within
            1.5 cm of the target's centre and a cost before; an open hand is never charged, so the approach
            is monotone in distance; once held (or lifted > 1 cm):
-           ``1 + lift`` minus the target's horizontal distance to the bowl, with the gripper asked to open above the
-           bowl; + 3 on success.
+           ``1 + lift`` minus the target's horizontal distance to the bowl ``± 0.05·(1 − gripper)``: opening is a
+           bonus over the bowl (within half its radius) and a cost elsewhere, a closed hand is never charged;
+           + 3 on success.
 
 The phases and the weights were chosen once, by hand, for the greedy argmax over 1-s basis proposals; they are
 documented here so that a ladder result can be read against them. No MuJoCo import (pure numpy on a state).
@@ -64,8 +65,8 @@ class PrivilegedReward:
         min_height: [m] lowest TCP height asked for (the executor's workspace floor is 2 cm).
         push_gain: weight of the push displacement against the approach distance.
         grasp_radius: [m] put, before a grasp: TCP-to-target distance within which closing the hand is rewarded.
-        grip_weight: [m of progress] put, before a grasp: the bonus for a closed hand within ``grasp_radius``
-            and its cost outside it.
+        grip_weight: [m of progress] put: before a grasp, the bonus for a closed hand within ``grasp_radius`` and
+            its cost outside it; while carrying, the bonus for an open hand over the bowl and its cost elsewhere.
     """
 
     clear_height: float = 0.12
@@ -115,6 +116,8 @@ class PrivilegedReward:
         bowl = np.asarray(ts.bowl_pos, float)
         d_bowl = float(np.linalg.norm(p[:2] - bowl[:2]))
         lift = min(float(p[2] - ts.target_start[2]), 0.1)
+        # Opening is rewarded over the bowl and costs elsewhere; a closed hand is never charged (the same trap as
+        # before the grasp: charged over the bowl, the carry stopped 3.9 cm from its centre, closed_loop_put_grasp)
         over = d_bowl < 0.5 * ts.bowl_radius
-        grip_cost = 0.05 * abs(s.gripper - (0.0 if over else 1.0))
-        return 1.0 + lift - d_bowl - grip_cost + (3.0 if success else 0.0)
+        release = self.grip_weight * (1.0 - s.gripper) * (1.0 if over else -1.0)
+        return 1.0 + lift - d_bowl + release + (3.0 if success else 0.0)

@@ -74,16 +74,15 @@ def executor_cmd(**over: object) -> list[str]:
     return ros_cmd("vidplan_ros", "executor_node", {**EXECUTOR_PARAMS, **over})
 
 
-def planner_cmd(model_dir: Path, task_topic: str | None = None, **over: object) -> list[str]:
-    """planner_node on ``model_dir``; with ``task_topic`` (a topic for its instruction: the name predates the
-    instruction/task rename and test_process_faults.py passes it) it listens there instead of on /vidplan/instruction
+def planner_cmd(model_dir: Path, instruction_topic: str | None = None, **over: object) -> list[str]:
+    """planner_node on ``model_dir``; with ``instruction_topic`` it listens there instead of on /vidplan/instruction
     (where the sim publishes its latched instruction) and starts idle (no instruction), so it can load and collect
-    history early and start planning when an instruction is published there (:meth:`Observer.set_task`). Its
+    history early and start planning when an instruction is published there (:meth:`Observer.set_instruction`). Its
     deprecated /vidplan/task subscription stays as it is: nothing in these tests publishes there."""
-    if task_topic is None:
+    if instruction_topic is None:
         return ros_cmd("vidplan_ros", "planner_node", {**PLANNER_PARAMS, "model_dir": str(model_dir), **over})
     return ros_cmd("vidplan_ros", "planner_node", {**PLANNER_PARAMS, "model_dir": str(model_dir), "instruction": "",
-                                                   **over}, {INSTRUCTION_TOPIC: task_topic})
+                                                   **over}, {INSTRUCTION_TOPIC: instruction_topic})
 
 
 def kv(status: DiagnosticStatus) -> dict[str, str]:
@@ -125,7 +124,7 @@ class Observer:
         self.plan_pub = n.create_publisher(PlanChunk, "/vidplan/plan", 10)
         self.action = ActionClient(n, ExecuteChunk, "/vidplan/execute_chunk")
         self.reset = n.create_client(Trigger, "/vidplan/reset_estop")
-        self._task_pubs: dict[str, object] = {}
+        self._instruction_pubs: dict[str, object] = {}
         self.ex = SingleThreadedExecutor(context=self.ctx)
         self.ex.add_node(n)
         self._stop = threading.Event()
@@ -171,12 +170,11 @@ class Observer:
         for st in msg.status:
             self.diags[st.name].append((t, st))
 
-    def set_task(self, topic: str, text: str) -> None:
-        """Publish the instruction ``text`` (latched) on a planner's own instruction topic (see :func:`planner_cmd`;
-        the method's name predates the instruction/task rename)."""
-        if topic not in self._task_pubs:
-            self._task_pubs[topic] = self.node.create_publisher(String, topic, LATCHED)
-        self._task_pubs[topic].publish(String(data=text))
+    def set_instruction(self, topic: str, text: str) -> None:
+        """Publish the instruction ``text`` (latched) on a planner's own instruction topic (see :func:`planner_cmd`)."""
+        if topic not in self._instruction_pubs:
+            self._instruction_pubs[topic] = self.node.create_publisher(String, topic, LATCHED)
+        self._instruction_pubs[topic].publish(String(data=text))
 
     # ------------------------------------------------------------------ queries
     def status(self, name: str, since: float = -np.inf) -> DiagnosticStatus | None:

@@ -65,7 +65,7 @@ from vidplan_ros.conversions import sec_to_stamp
 
 pytestmark = pytest.mark.slow
 R = ExecuteChunk.Result
-TASK = "put the red cube in the bowl"
+INSTRUCTION = "put the red cube in the bowl"
 N_MESSAGES = 300  # in two phases: 200 without fuzzed joint states, 100 with them
 N_WITH_JOINT_STATES = 100
 # Defects the filter rejects whatever the arm's state: fuzzed joint states reach the executor too, so a defect
@@ -286,7 +286,7 @@ def test_fuzzed_messages_at_live_nodes_move_nothing_and_kill_nothing(rig, observ
     rf = f.result().get_result_async()
     assert wait_for(rf.done, 30)
     assert rf.result().result.status == R.STATUS_SUCCEEDED, rf.result().result.reason
-    fz.instruction.publish(String(data=TASK))
+    fz.instruction.publish(String(data=INSTRUCTION))
     t1 = time.monotonic()
     assert wait_for(lambda: any(t > t1 and d.status in (PlanDiagnostics.STATUS_OK, PlanDiagnostics.STATUS_BUDGET)
                                 for t, d in list(obs.plan_diags)), 60), rig.output("planner")

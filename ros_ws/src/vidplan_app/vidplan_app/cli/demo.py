@@ -259,8 +259,10 @@ def demo(
     launch: bool = typer.Option(False, "--launch", help="start `vidplan up sim` for the demo (with the planner unless "
                                 "--scripted) and stop it afterwards"),
     seed: int = typer.Option(0, help="scene seed"),
-    task: str = typer.Option("", help="instruction; empty = the seed's own task (--scripted: put the seed's target "
-                             "object in the bowl)"),
+    instruction: str = typer.Option("", "--instruction", help="what to do, e.g. 'put the red cube in the bowl'; "
+                                    "empty = the seed's own task (--scripted: put the seed's target object in the "
+                                    "bowl)"),
+    task: str = typer.Option("", "--task", hidden=True, help="deprecated name of --instruction"),
     clutter: int = typer.Option(1, help="clutter level 0..3 (with --launch)"),
     chunk_steps: int = typer.Option(15, help="--scripted: 15 Hz steps per ExecuteChunk goal"),
     timeout: float | None = typer.Option(None, help="--scripted: seconds to wait for the sim/executor and for each "
@@ -292,9 +294,10 @@ def demo(
     """Run a simulated episode through the robot's topics and print success, steps and (learned) plan latency.
 
     Learned mode (default; needs --launch): starts `vidplan up sim planner:=true` with --model/--backend plus a
-    recorder, resets the sim to --seed/--task, hands the task to the planner and lets it drive the arm through the
-    executor for --max-steps control steps (or until success / --timeout); prints success, steps, chunks, plan
-    latency p50/p95 and writes the recording, report.md, strip.png, episode.gif and result.json under --out.
+    recorder, resets the sim to --seed/--instruction, hands the instruction to the planner and lets it drive the arm
+    through the executor for --max-steps control steps (or until success / --timeout); prints success, steps,
+    chunks, plan latency p50/p95 and writes the recording, report.md, strip.png, episode.gif and result.json under
+    --out.
 
     --scripted: the scripted expert sends ExecuteChunk goals instead of the planner; without --launch the sim and
     executor must already run (`vidplan up sim planner:=false`).
@@ -302,6 +305,14 @@ def demo(
     Exit code 0 on task success, 1 on task failure, 2 on bad options, 3 when something could not be reached,
     130 on Ctrl-C.
     """
+    if task:  # the old name (before the instruction rename; README "Deprecated names")
+        if instruction and instruction != task:
+            typer.secho(f"error: --task (deprecated) {task!r} and --instruction {instruction!r} disagree; give "
+                        "--instruction only", fg="red", err=True)
+            raise typer.Exit(2)
+        typer.secho("warning: --task is deprecated; use --instruction", fg="yellow", err=True)
+        instruction = task
+    task = instruction
     if not scripted and not launch:
         typer.secho("error: the learned demo starts its own processes: use `vidplan demo --launch [--model DIR]`, "
                     "or `vidplan demo --scripted` for the scripted expert", fg="red", err=True)
