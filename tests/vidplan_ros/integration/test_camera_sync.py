@@ -3,16 +3,14 @@
 from __future__ import annotations
 
 import sys
-import threading
 import time
 from pathlib import Path
 
 import numpy as np
 import pytest
-import rclpy
 from proc_helpers import started, wait_for
-from rclpy.executors import SingleThreadedExecutor
 from rclpy.qos import QoSProfile, ReliabilityPolicy
+from ros_spin import SpinningNode
 from sensor_msgs.msg import Image
 
 from vidplan_ros.camera_sync import CameraSync, image_to_array
@@ -22,20 +20,8 @@ SCRIPT = Path(__file__).parent / "scripts" / "camera_publisher.py"
 
 @pytest.fixture
 def ros_node():
-    ctx = rclpy.Context()
-    rclpy.init(context=ctx)
-    node = rclpy.create_node("camera_sync_test", context=ctx)
-    ex = SingleThreadedExecutor(context=ctx)
-    ex.add_node(node)
-    stop = threading.Event()
-    t = threading.Thread(target=lambda: [ex.spin_once(timeout_sec=0.05) for _ in iter(stop.is_set, True)],
-                         daemon=True)
-    t.start()
-    yield node
-    stop.set()
-    t.join(timeout=2)
-    node.destroy_node()
-    rclpy.shutdown(context=ctx)
+    with SpinningNode("camera_sync_test", period=0.05, start=True) as s:
+        yield s.node
 
 
 def test_pairs_within_skew_flags_stopped_camera_and_counts_drops(tmp_path, ros_node):

@@ -7,16 +7,14 @@ test_executor_sim.py.
 
 from __future__ import annotations
 
-import threading
 import time
 
 import numpy as np
 import pytest
-import rclpy
 from diagnostic_msgs.msg import DiagnosticArray
 from proc_helpers import node_executable, started, wait_for
-from rclpy.executors import SingleThreadedExecutor
 from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy
+from ros_spin import SpinningNode
 from sensor_msgs.msg import JointState
 from std_msgs.msg import Bool, Float64
 from std_srvs.srv import Trigger
@@ -39,13 +37,11 @@ KIN = PandaKinematics()
 HOME_EE = KIN.fk_action(HOME_Q, euler_center=[np.pi, 0, 0])
 
 
-class Harness:
+class Harness(SpinningNode):
     """Test-side node: joint-state publisher (switchable), recorders and the action client."""
 
     def __init__(self) -> None:
-        self.ctx = rclpy.Context()
-        rclpy.init(context=self.ctx)
-        self.node = rclpy.create_node("executor_test_harness", context=self.ctx)
+        super().__init__("executor_test_harness")
         n = self.node
         self.publish_joints = False
         self.q = HOME_Q.copy()
@@ -62,15 +58,7 @@ class Harness:
         n.create_timer(0.02, self._tick)
         self.client = ActionClient(n, ExecuteChunk, "/vidplan/execute_chunk")
         self.reset = n.create_client(Trigger, "/vidplan/reset_estop")
-        self.ex = SingleThreadedExecutor(context=self.ctx)
-        self.ex.add_node(n)
-        self.stop = threading.Event()
-        self.thread = threading.Thread(target=self._spin, daemon=True)
-        self.thread.start()
-
-    def _spin(self) -> None:
-        while not self.stop.is_set():
-            self.ex.spin_once(timeout_sec=0.02)
+        self.start_spinning()
 
     def _tick(self) -> None:
         if not self.publish_joints:
@@ -104,12 +92,6 @@ class Harness:
         fut = handle.get_result_async()
         assert wait_for(fut.done, timeout)
         return fut.result().result
-
-    def close(self) -> None:
-        self.stop.set()
-        self.thread.join(timeout=2)
-        self.node.destroy_node()
-        rclpy.shutdown(context=self.ctx)
 
 
 @pytest.fixture(scope="module")

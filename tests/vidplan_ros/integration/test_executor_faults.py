@@ -21,8 +21,8 @@ import pytest
 import rclpy
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus
 from proc_helpers import node_executable, started, wait_for
-from rclpy.executors import SingleThreadedExecutor
 from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy
+from ros_spin import SpinningNode
 from sensor_msgs.msg import JointState
 from std_msgs.msg import Bool, String
 from std_srvs.srv import Trigger
@@ -59,13 +59,11 @@ ERROR = int.from_bytes(DiagnosticStatus.ERROR, "little") if isinstance(Diagnosti
     else int(DiagnosticStatus.ERROR)
 
 
-class Harness:
+class Harness(SpinningNode):
     """Test-side node: joint states (valid, malformed or none), recorders, action client, extra publishers."""
 
     def __init__(self, prefix: str = "") -> None:
-        self.ctx = rclpy.Context()
-        rclpy.init(context=self.ctx)
-        self.node = rclpy.create_node("executor_faults_harness", context=self.ctx)
+        super().__init__("executor_faults_harness")
         n = self.node
         self.joints = "valid"  # valid | none | a callable returning a JointState
         self.trajs: list[JointTrajectory] = []
@@ -77,15 +75,7 @@ class Harness:
         n.create_timer(0.02, self._tick)
         self.client = ActionClient(n, ExecuteChunk, f"{prefix}/vidplan/execute_chunk")
         self.reset = n.create_client(Trigger, f"{prefix}/vidplan/reset_estop")
-        self.ex = SingleThreadedExecutor(context=self.ctx)
-        self.ex.add_node(n)
-        self.stop = threading.Event()
-        self.thread = threading.Thread(target=self._spin, daemon=True)
-        self.thread.start()
-
-    def _spin(self) -> None:
-        while not self.stop.is_set():
-            self.ex.spin_once(timeout_sec=0.02)
+        self.start_spinning()
 
     def _on_traj(self, m: JointTrajectory) -> None:
         with self.lock:
@@ -139,12 +129,6 @@ class Harness:
         assert self.reset.wait_for_service(timeout_sec=10)
         fut = self.reset.call_async(Trigger.Request())
         assert wait_for(fut.done, 10) and fut.result().success
-
-    def close(self) -> None:
-        self.stop.set()
-        self.thread.join(timeout=2)
-        self.node.destroy_node()
-        rclpy.shutdown(context=self.ctx)
 
 
 EXECUTOR_ARGS = ["-p", "joint_state_timeout_s:=2.0", "-p", "diagnostics_period_s:=0.2",

@@ -9,18 +9,16 @@
 from __future__ import annotations
 
 import re
-import threading
 import time
 from collections import deque
 
 import numpy as np
 import pytest
-import rclpy
 from diagnostic_msgs.msg import DiagnosticArray
 from geometry_msgs.msg import PoseStamped
 from proc_helpers import node_executable, started, wait_for
-from rclpy.executors import SingleThreadedExecutor
 from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy
+from ros_spin import SpinningNode
 from rosgraph_msgs.msg import Clock
 from scipy.spatial.transform import Rotation
 from std_msgs.msg import Bool
@@ -36,11 +34,9 @@ pytestmark = pytest.mark.slow
 R = ExecuteChunk.Result
 
 
-class SimRig:
+class SimRig(SpinningNode):
     def __init__(self) -> None:
-        self.ctx = rclpy.Context()
-        rclpy.init(context=self.ctx)
-        self.node = rclpy.create_node("executor_sim_test", context=self.ctx)
+        super().__init__("executor_sim_test")
         self.ee: deque[tuple[float, np.ndarray]] = deque(maxlen=2000)  # (sim time, [x y z qx qy qz qw])
         self.sim_time = 0.0
         self.node.create_subscription(PoseStamped, "/ee_pose", self._on_ee, 50)
@@ -51,15 +47,7 @@ class SimRig:
             depth=1, reliability=ReliabilityPolicy.RELIABLE, durability=DurabilityPolicy.TRANSIENT_LOCAL))
         self.client = ActionClient(self.node, ExecuteChunk, "/vidplan/execute_chunk")
         self.reset = self.node.create_client(Trigger, "/vidplan/reset_estop")
-        self.ex = SingleThreadedExecutor(context=self.ctx)
-        self.ex.add_node(self.node)
-        self.stop = threading.Event()
-        self.thread = threading.Thread(target=self._spin, daemon=True)
-        self.thread.start()
-
-    def _spin(self) -> None:
-        while not self.stop.is_set():
-            self.ex.spin_once(timeout_sec=0.02)
+        self.start_spinning()
 
     def _on_ee(self, msg: PoseStamped) -> None:
         self.ee.append((stamp_to_sec(msg.header.stamp), pose_to_vec(msg.pose)))
@@ -102,12 +90,6 @@ class SimRig:
         fut = handle.get_result_async()
         assert wait_for(fut.done, timeout)
         return fut.result().result
-
-    def close(self) -> None:
-        self.stop.set()
-        self.thread.join(timeout=2)
-        self.node.destroy_node()
-        rclpy.shutdown(context=self.ctx)
 
 
 @pytest.fixture(scope="module")

@@ -9,16 +9,14 @@ processes: the sim serves the action, the executor's action backend sends it.
 
 from __future__ import annotations
 
-import threading
 import time
 
 import numpy as np
 import pytest
-import rclpy
 from control_msgs.action import GripperCommand
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus
 from proc_helpers import node_executable, started, wait_for
-from rclpy.executors import SingleThreadedExecutor
+from ros_spin import SpinningNode
 from rosgraph_msgs.msg import Clock
 from sensor_msgs.msg import JointState
 
@@ -33,11 +31,9 @@ pytestmark = pytest.mark.slow
 ACTION = "/franka_gripper/gripper_action"
 
 
-class Rig:
+class Rig(SpinningNode):
     def __init__(self) -> None:
-        self.ctx = rclpy.Context()
-        rclpy.init(context=self.ctx)
-        self.node = rclpy.create_node("gripper_action_test", context=self.ctx)
+        super().__init__("gripper_action_test")
         self.gap = float("nan")  # finger gap [m] from the sim's /joint_states
         self.diag: dict[str, str] = {}
         self.diag_message, self.diag_level = "", None
@@ -47,12 +43,7 @@ class Rig:
         self.node.create_subscription(Clock, "/clock", lambda m: setattr(self, "sim_time", stamp_to_sec(m.clock)), 10)
         self.gripper = ActionClient(self.node, GripperCommand, ACTION)
         self.execute = ActionClient(self.node, ExecuteChunk, "/vidplan/execute_chunk")
-        self.ex = SingleThreadedExecutor(context=self.ctx)
-        self.ex.add_node(self.node)
-        self.stop = threading.Event()
-        self.thread = threading.Thread(target=lambda: [self.ex.spin_once(timeout_sec=0.02)
-                                                       for _ in iter(self.stop.is_set, True)], daemon=True)
-        self.thread.start()
+        self.start_spinning()
 
     def _on_js(self, msg: JointState) -> None:
         idx = {n: i for i, n in enumerate(msg.name)}
@@ -78,12 +69,6 @@ class Rig:
         res = handle.get_result_async()
         assert wait_for(res.done, timeout), "no result"
         return res.result().result
-
-    def close(self) -> None:
-        self.stop.set()
-        self.thread.join(timeout=2)
-        self.node.destroy_node()
-        rclpy.shutdown(context=self.ctx)
 
 
 @pytest.fixture

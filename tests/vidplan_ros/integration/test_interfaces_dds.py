@@ -4,15 +4,13 @@ ExecuteChunk goal with feedback, result and cancel."""
 from __future__ import annotations
 
 import sys
-import threading
 import time
 from pathlib import Path
 
 import numpy as np
 import pytest
-import rclpy
 from proc_helpers import node_executable, started, wait_for
-from rclpy.executors import SingleThreadedExecutor
+from ros_spin import SpinningNode
 
 from vidplan_core.spaces import EEChunk
 from vidplan_interfaces.action import ExecuteChunk
@@ -26,20 +24,8 @@ SCRIPT = Path(__file__).parent / "scripts" / "chunk_echo_server.py"
 
 @pytest.fixture
 def ros_node():
-    ctx = rclpy.Context()
-    rclpy.init(context=ctx)
-    node = rclpy.create_node("interfaces_test_client", context=ctx)
-    ex = SingleThreadedExecutor(context=ctx)
-    ex.add_node(node)
-    stop = threading.Event()
-    t = threading.Thread(target=lambda: [ex.spin_once(timeout_sec=0.05) for _ in iter(stop.is_set, True)],
-                         daemon=True)
-    t.start()
-    yield node
-    stop.set()
-    t.join(timeout=2)
-    node.destroy_node()
-    rclpy.shutdown(context=ctx)
+    with SpinningNode("interfaces_test_client", period=0.05, start=True) as s:
+        yield s.node
 
 
 def _chunk(h: int = 5) -> EEChunk:

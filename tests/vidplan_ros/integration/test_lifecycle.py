@@ -11,8 +11,6 @@ lifecycle_manager_node):
 
 from __future__ import annotations
 
-import threading
-
 import numpy as np
 import pytest
 import rclpy
@@ -20,7 +18,7 @@ from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus
 from lifecycle_msgs.msg import Transition
 from lifecycle_msgs.srv import ChangeState, GetState
 from proc_helpers import node_executable, started, wait_for
-from rclpy.executors import SingleThreadedExecutor
+from ros_spin import SpinningNode
 from std_srvs.srv import Trigger
 
 from vidplan_core.kinematics import HOME_Q, PandaKinematics
@@ -33,21 +31,14 @@ from vidplan_ros.conversions import chunk_to_msg
 pytestmark = pytest.mark.slow
 
 
-class Rig:
+class Rig(SpinningNode):
     def __init__(self) -> None:
-        self.ctx = rclpy.Context()
-        rclpy.init(context=self.ctx)
-        self.node = rclpy.create_node("lifecycle_test", context=self.ctx)
+        super().__init__("lifecycle_test")
         self.diag: dict[str, DiagnosticStatus] = {}
         self.node.create_subscription(DiagnosticArray, "/diagnostics",
                                       lambda m: self.diag.update({s.name: s for s in m.status}), 10)
         self.execute = ActionClient(self.node, ExecuteChunk, "/vidplan/execute_chunk")
-        self.ex = SingleThreadedExecutor(context=self.ctx)
-        self.ex.add_node(self.node)
-        self.stop = threading.Event()
-        self.thread = threading.Thread(target=lambda: [self.ex.spin_once(timeout_sec=0.02)
-                                                       for _ in iter(self.stop.is_set, True)], daemon=True)
-        self.thread.start()
+        self.start_spinning()
 
     def call(self, srv_type, name: str, request, timeout: float = 120.0):
         cli = self.node.create_client(srv_type, name)
@@ -61,12 +52,6 @@ class Rig:
 
     def state(self, node: str) -> str:
         return self.call(GetState, f"/{node}/get_state", GetState.Request()).current_state.label
-
-    def close(self) -> None:
-        self.stop.set()
-        self.thread.join(timeout=2)
-        self.node.destroy_node()
-        rclpy.shutdown(context=self.ctx)
 
 
 @pytest.fixture

@@ -18,8 +18,8 @@ from pathlib import Path
 import pytest
 import rclpy
 from proc_helpers import node_executable, started, wait_for
-from rclpy.executors import SingleThreadedExecutor
 from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy
+from ros_spin import SpinningNode
 from sensor_msgs.msg import Image
 from std_msgs.msg import String
 
@@ -31,14 +31,12 @@ LATCHED = QoSProfile(depth=1, reliability=ReliabilityPolicy.RELIABLE, durability
 OK = (PlanDiagnostics.STATUS_OK, PlanDiagnostics.STATUS_BUDGET)
 
 
-class Listener:
+class Listener(SpinningNode):
     """The test's own node: collects plans and diagnostics, subscribes to the debug pictures (so the planner
     publishes them too) and switches the publisher's fault."""
 
     def __init__(self):
-        self.ctx = rclpy.Context()
-        rclpy.init(context=self.ctx)
-        self.node = rclpy.create_node("planner_faults_listener", context=self.ctx)
+        super().__init__("planner_faults_listener", period=0.05)
         self.plans: list[PlanChunk] = []
         self.diags: list[PlanDiagnostics] = []
         self.node.create_subscription(PlanChunk, "/vidplan/plan", self.plans.append, 10)
@@ -46,12 +44,7 @@ class Listener:
         for topic in ("/vidplan/debug/prediction", "/vidplan/debug/uncertainty"):
             self.node.create_subscription(Image, topic, lambda _m: None, 2)
         self._fault = self.node.create_publisher(String, "/test/fault", LATCHED)
-        ex = SingleThreadedExecutor(context=self.ctx)
-        ex.add_node(self.node)
-        self._stop = threading.Event()
-        self._thread = threading.Thread(
-            target=lambda: [ex.spin_once(timeout_sec=0.05) for _ in iter(self._stop.is_set, True)], daemon=True)
-        self._thread.start()
+        self.start_spinning()
 
     def fault(self, value: str) -> None:
         self._fault.publish(String(data=value))
@@ -62,12 +55,6 @@ class Listener:
     def error_with(self, *words: str) -> bool:
         return any(d.status == PlanDiagnostics.STATUS_ERROR and all(w in d.reason for w in words)
                    for d in list(self.diags))
-
-    def close(self) -> None:
-        self._stop.set()
-        self._thread.join(timeout=2)
-        self.node.destroy_node()
-        rclpy.shutdown(context=self.ctx)
 
 
 @pytest.fixture

@@ -5,15 +5,13 @@ from __future__ import annotations
 
 import shutil
 import sys
-import threading
 from pathlib import Path
 
 import numpy as np
 import pytest
-import rclpy
 from diagnostic_msgs.msg import DiagnosticArray
 from proc_helpers import node_executable, started, wait_for
-from rclpy.executors import SingleThreadedExecutor
+from ros_spin import SpinningNode
 from sensor_msgs.msg import Image
 from visualization_msgs.msg import MarkerArray
 
@@ -26,9 +24,8 @@ TASK = "put the red cube in the bowl"
 
 @pytest.fixture
 def listener():
-    ctx = rclpy.Context()
-    rclpy.init(context=ctx)
-    node = rclpy.create_node("planner_test_listener", context=ctx)
+    spin = SpinningNode("planner_test_listener", period=0.05)
+    node = spin.node
     got = {"plans": [], "diags": [], "pred": [], "uq": [], "markers": [], "ros_diags": []}
     node.create_subscription(PlanChunk, "/vidplan/plan", got["plans"].append, 10)
     node.create_subscription(Image, "/vidplan/debug/prediction", got["pred"].append, 2)
@@ -36,17 +33,9 @@ def listener():
     node.create_subscription(MarkerArray, "/vidplan/debug/plan_markers", got["markers"].append, 2)
     node.create_subscription(PlanDiagnostics, "/vidplan/plan_diagnostics", got["diags"].append, 50)
     node.create_subscription(DiagnosticArray, "/diagnostics", got["ros_diags"].append, 50)
-    ex = SingleThreadedExecutor(context=ctx)
-    ex.add_node(node)
-    stop = threading.Event()
-    t = threading.Thread(target=lambda: [ex.spin_once(timeout_sec=0.05) for _ in iter(stop.is_set, True)],
-                         daemon=True)
-    t.start()
+    spin.start_spinning()
     yield got
-    stop.set()
-    t.join(timeout=2)
-    node.destroy_node()
-    rclpy.shutdown(context=ctx)
+    spin.close()
 
 
 def _planner_cmd(model_dir: Path, **params) -> list[str]:
@@ -269,9 +258,8 @@ def instructor():
     )
     from vidplan_interfaces.srv import SetInstruction, SetTask
 
-    ctx = rclpy.Context()
-    rclpy.init(context=ctx)
-    node = rclpy.create_node("planner_test_instructor", context=ctx)
+    spin = SpinningNode("planner_test_instructor", period=0.05)
+    node = spin.node
     reported: list[dict[str, str]] = []
 
     def on_diag(arr: DiagnosticArray) -> None:
@@ -285,12 +273,7 @@ def instructor():
              "old topic": node.create_publisher(String, DEPRECATED_INSTRUCTION_TOPIC, latched),
              "service": node.create_client(SetInstruction, SET_INSTRUCTION_SERVICE),
              "old service": node.create_client(SetTask, DEPRECATED_SET_INSTRUCTION_SERVICE)}
-    ex = SingleThreadedExecutor(context=ctx)
-    ex.add_node(node)
-    stop = threading.Event()
-    t = threading.Thread(target=lambda: [ex.spin_once(timeout_sec=0.05) for _ in iter(stop.is_set, True)],
-                         daemon=True)
-    t.start()
+    spin.start_spinning()
 
     def say(name: str, text: str) -> str:
         """Give ``text`` by ``name`` (a key of ``names``); returns a service's response message ("" for a topic)."""
@@ -306,10 +289,7 @@ def instructor():
         return fut.result().message
 
     yield say, reported, names
-    stop.set()
-    t.join(timeout=2)
-    node.destroy_node()
-    rclpy.shutdown(context=ctx)
+    spin.close()
 
 
 @pytest.mark.slow

@@ -9,15 +9,13 @@ from __future__ import annotations
 
 import signal
 import sys
-import threading
 import time
 from pathlib import Path
 
 import pytest
-import rclpy
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus
 from proc_helpers import node_executable, started, wait_for
-from rclpy.executors import SingleThreadedExecutor
+from ros_spin import SpinningNode
 
 from vidplan_interfaces.msg import PlanChunk, PlanDiagnostics
 
@@ -30,14 +28,12 @@ ENV = {"OMP_NUM_THREADS": "1"}
 pytestmark = pytest.mark.slow
 
 
-class Listener:
+class Listener(SpinningNode):
     """The test's node: plans, plan diagnostics and the planner's /diagnostics, each with its time.monotonic() of
     receipt (system-wide on Linux, so comparable with the kill time)."""
 
     def __init__(self):
-        self.ctx = rclpy.Context()
-        rclpy.init(context=self.ctx)
-        self.node = rclpy.create_node("planner_sim_clock_listener", context=self.ctx)
+        super().__init__("planner_sim_clock_listener", period=0.05)
         self.plans: list[tuple[float, PlanChunk]] = []
         self.diags: list[tuple[float, PlanDiagnostics]] = []
         self.statuses: list[tuple[float, DiagnosticStatus]] = []
@@ -46,22 +42,11 @@ class Listener:
         self.node.create_subscription(PlanDiagnostics, "/vidplan/plan_diagnostics",
                                       lambda m: self.diags.append((time.monotonic(), m)), 50)
         self.node.create_subscription(DiagnosticArray, "/diagnostics", self._on_diag, 10)
-        ex = SingleThreadedExecutor(context=self.ctx)
-        ex.add_node(self.node)
-        self._stop = threading.Event()
-        self._thread = threading.Thread(
-            target=lambda: [ex.spin_once(timeout_sec=0.05) for _ in iter(self._stop.is_set, True)], daemon=True)
-        self._thread.start()
+        self.start_spinning()
 
     def _on_diag(self, msg: DiagnosticArray) -> None:
         t = time.monotonic()
         self.statuses += [(t, s) for s in msg.status if s.name == PLANNER]
-
-    def close(self) -> None:
-        self._stop.set()
-        self._thread.join(timeout=2)
-        self.node.destroy_node()
-        rclpy.shutdown(context=self.ctx)
 
 
 def _planner_cmd(model_dir: Path) -> list[str]:

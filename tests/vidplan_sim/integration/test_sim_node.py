@@ -8,12 +8,11 @@ import time
 
 import numpy as np
 import pytest
-import rclpy
 from diagnostic_msgs.msg import DiagnosticArray
 from geometry_msgs.msg import PoseStamped
 from proc_helpers import node_executable, started, wait_for
-from rclpy.executors import SingleThreadedExecutor
 from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy, qos_profile_sensor_data
+from ros_spin import SpinningNode
 from rosgraph_msgs.msg import Clock
 from sensor_msgs.msg import CameraInfo, Image, JointState
 from std_msgs.msg import Float64, String
@@ -35,13 +34,12 @@ def _sec(stamp) -> float:
     return stamp.sec + stamp.nanosec * 1e-9
 
 
-class Probe:
+class Probe(SpinningNode):
     """Test-side node recording everything sim_node publishes."""
 
     def __init__(self) -> None:
-        self.ctx = rclpy.Context()
-        rclpy.init(context=self.ctx)
-        n = self.node = rclpy.create_node("sim_test_probe", context=self.ctx)
+        super().__init__("sim_test_probe")
+        n = self.node
         self.lock = threading.Lock()
         self.images: dict[str, list[Image]] = {v: [] for v in VIEWS}
         self.infos: dict[str, CameraInfo] = {}
@@ -70,21 +68,13 @@ class Probe:
         self.grip_pub = n.create_publisher(Float64, "/gripper/command", 10)
         self.reset_cli = n.create_client(SetInstruction, "/sim/reset")
         self.success_cli = n.create_client(Trigger, "/sim/task_success")
-        self.ex = SingleThreadedExecutor(context=self.ctx)
-        self.ex.add_node(n)
-        self.stop = threading.Event()
-        self.thread = threading.Thread(target=self._spin, daemon=True)
-        self.thread.start()
+        self.start_spinning()
 
     def _add(self, lst: list, item) -> None:
         with self.lock:
             lst.append(item)
             if len(lst) > 400:
                 del lst[:200]
-
-    def _spin(self) -> None:
-        while not self.stop.is_set():
-            self.ex.spin_once(timeout_sec=0.02)
 
     def q(self) -> np.ndarray:
         with self.lock:
@@ -115,12 +105,6 @@ class Probe:
         ok = wait_for(lambda: all(len(self.images[v]) >= images for v in VIEWS) and len(self.js) > states
                       and len(self.clock) > states, timeout)
         assert ok, f"sim_node streams did not arrive within {timeout:.0f} s: {self.report()}; log:\n{proc.output()}"
-
-    def close(self) -> None:
-        self.stop.set()
-        self.thread.join(timeout=2)
-        self.node.destroy_node()
-        rclpy.shutdown(context=self.ctx)
 
 
 @pytest.fixture(scope="module")
@@ -240,7 +224,6 @@ def test_services(sim):
     assert res.success is False and res.message.startswith("touch the green ball")
     bad = probe.call(probe.reset_cli, SetInstruction.Request(instruction="fly to the moon", scene_seed=-1))
     assert bad.success is False and "cannot parse instruction" in bad.message
-
 
 
 def test_tf_tree_matches_the_ee_pose_and_the_cameras(sim):

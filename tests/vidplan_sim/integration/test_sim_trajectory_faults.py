@@ -10,10 +10,9 @@ import threading
 
 import numpy as np
 import pytest
-import rclpy
 from diagnostic_msgs.msg import DiagnosticArray
 from proc_helpers import node_executable, started, wait_for
-from rclpy.executors import SingleThreadedExecutor
+from ros_spin import SpinningNode
 from sensor_msgs.msg import JointState
 from trajectory_msgs.msg import JointTrajectory, JointTrajectoryPoint
 
@@ -22,28 +21,19 @@ from vidplan_sim.scene import HOME_Q
 ARM = [f"panda_joint{i}" for i in range(1, 8)]
 
 
-class Probe:
+class Probe(SpinningNode):
     """Test-side node: /joint_states and the sim's /diagnostics in, JointTrajectory out."""
 
     def __init__(self) -> None:
-        self.ctx = rclpy.Context()
-        rclpy.init(context=self.ctx)
-        n = self.node = rclpy.create_node("sim_traj_fault_probe", context=self.ctx)
+        super().__init__("sim_traj_fault_probe")
+        n = self.node
         self.lock = threading.Lock()
         self.js: list[tuple[float, np.ndarray]] = []  # (sim time [s], arm q)
         self.diag: dict[str, str] = {}
         n.create_subscription(JointState, "/joint_states", self._on_js, 10)
         n.create_subscription(DiagnosticArray, "/diagnostics", self._on_diag, 10)
         self.pub = n.create_publisher(JointTrajectory, "/fr3_arm_controller/joint_trajectory", 10)
-        self.ex = SingleThreadedExecutor(context=self.ctx)
-        self.ex.add_node(n)
-        self.stop = threading.Event()
-        self.thread = threading.Thread(target=self._spin, daemon=True)
-        self.thread.start()
-
-    def _spin(self) -> None:
-        while not self.stop.is_set():
-            self.ex.spin_once(timeout_sec=0.02)
+        self.start_spinning()
 
     def _on_js(self, m: JointState) -> None:
         q = np.array([m.position[m.name.index(j)] for j in ARM])
@@ -79,12 +69,6 @@ class Probe:
         pt.time_from_start.sec, pt.time_from_start.nanosec = int(t), round((t % 1) * 1e9)
         msg.points = [pt]
         self.pub.publish(msg)
-
-    def close(self) -> None:
-        self.stop.set()
-        self.thread.join(timeout=2)
-        self.node.destroy_node()
-        rclpy.shutdown(context=self.ctx)
 
 
 @pytest.fixture(scope="module")
