@@ -118,3 +118,19 @@ def test_privileged_put_reward_carries_closed_towards_the_bowl_and_opens_only_ov
     tcp = np.array([0.5, -0.2, 0.125])
     assert r(task, PrivilegedState(tcp, 0.0, far)) < r(task, PrivilegedState(tcp, 1.0, far))
     assert r(task, PrivilegedState(tcp, 0.0, over)) > r(task, PrivilegedState(tcp, 1.0, over))
+
+
+def test_privileged_put_reward_ranks_the_object_released_in_the_bowl_above_everything():
+    """An object at rest in the bowl, released (neither held nor lifted), scores above any carry: it once fell to the
+    pre-grasp branch (scored as a TCP 12 cm from the object), so opening over the bowl lost to holding on."""
+    from vidplan_sim.privileged import PrivilegedReward, PrivilegedState
+
+    r, task = PrivilegedReward(), Task("put", "green", "cylinder")
+    bowl = np.array([0.45, -0.2, 0.0])
+    start = _put_state((0.6, 0.05, 0.025))
+    in_bowl = TaskState(**{**start.__dict__, "target_pos": np.array([0.45, -0.2, 0.025]), "bowl_pos": bowl})
+    assert evaluate_task(task, in_bowl)[0]
+    held_over = TaskState(**{**in_bowl.__dict__, "target_pos": np.array([0.45, -0.2, 0.13]), "held": True})
+    tcp_high = np.array([0.45, -0.2, 0.14])
+    best_carry = max(r(task, PrivilegedState(tcp_high, g, held_over)) for g in (0.0, 1.0))
+    assert r(task, PrivilegedState(tcp_high, 0.0, in_bowl)) > best_carry

@@ -23,7 +23,7 @@ Per task kind (:class:`vidplan_sim.tasks.Task`):
            is monotone in distance; once held (or lifted > 1 cm):
            ``1 + lift`` minus the target's horizontal distance to the bowl ``± 0.05·(1 − gripper)``: opening is a
            bonus over the bowl (within half its radius) and a cost elsewhere, a closed hand is never charged;
-           + 3 on success.
+           success (the object released in the bowl) scores 4.05 in any phase, above everything else.
 
 The phases and the weights were chosen once, by hand, for the greedy argmax over 1-s basis proposals; they are
 documented here so that a ladder result can be read against them. No MuJoCo import (pure numpy on a state).
@@ -104,6 +104,11 @@ class PrivilegedReward:
             return self.push_gain * disp - self.approach(tcp, pre) - 0.03 * (1.0 - s.gripper)
         # put
         success, _ = evaluate_task(task, ts)
+        if success:
+            # above any other put score (≤ 1 + 0.1 + grip_weight), in every phase: a released object that came to
+            # rest in the bowl is neither held nor lifted, and once fell to the pre-grasp branch, scored there as a TCP
+            # 12 cm from the object; opening over the bowl then lost to holding on (closed_loop_put_release traces)
+            return 4.0 + self.grip_weight
         lifted = p[2] > ts.target_start[2] + 0.01
         if not (ts.held or lifted):
             # Closing is rewarded inside the grasp ball and costs outside it; an open hand is never charged. It once
@@ -120,4 +125,4 @@ class PrivilegedReward:
         # before the grasp: charged over the bowl, the carry stopped 3.9 cm from its centre, closed_loop_put_grasp)
         over = d_bowl < 0.5 * ts.bowl_radius
         release = self.grip_weight * (1.0 - s.gripper) * (1.0 if over else -1.0)
-        return 1.0 + lift - d_bowl + release + (3.0 if success else 0.0)
+        return 1.0 + lift - d_bowl + release
