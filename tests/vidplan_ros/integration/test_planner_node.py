@@ -186,14 +186,16 @@ def _executor_counters(ros_diags) -> dict[str, int]:
 @pytest.mark.slow
 def test_a_planner_slower_than_max_plan_age_still_reaches_the_arm(tmp_path, tiny_model_dir, listener):
     """Plans are stamped when produced (their PlanDiagnostics keep the camera triplet's stamp): with the executor's
-    max_plan_age_s below the planner's cycle time (0.1 s here; the tiny model takes longer from triplet to chunk),
-    every chunk is still accepted. Aged from their input, as before, every one would be rejected as stale.
+    max_plan_age_s below the planner's cycle time (0.25 s here; the tiny model with 6 refinement iterations takes
+    longer from triplet to chunk), every chunk is still accepted. Aged from their input, as before, every one would be
+    rejected as stale. (The bound was 0.1 s: beside 3 eval processes a chunk once took 0.145 s from its stamp to the
+    executor, DDS delivery on a loaded machine; 0.5-1.2 s from input to chunk was measured there with 3 iterations.)
     (Nobody moves this rig's arm, so chunks are planned from where it is: latency_compensation off.)"""
     env = {"OMP_NUM_THREADS": "1"}
     pub_cmd = [sys.executable, str(SCRIPTS / "robot_stream_publisher.py"), "--width", "40", "--height", "24"]
-    exe_cmd = [node_executable("vidplan_ros", "executor_node"), "--ros-args", "-p", "max_plan_age_s:=0.1",
+    exe_cmd = [node_executable("vidplan_ros", "executor_node"), "--ros-args", "-p", "max_plan_age_s:=0.25",
                "-p", "diagnostics_period_s:=0.2", "-p", "path_position_tolerance:=0.0"]
-    planner_cmd = _planner_cmd(tiny_model_dir, refine_iters=3, publish_debug=False, latency_compensation=False)
+    planner_cmd = _planner_cmd(tiny_model_dir, refine_iters=6, publish_debug=False, latency_compensation=False)
     with started(pub_cmd, tmp_path / "pub.log", env=env), started(exe_cmd, tmp_path / "exe.log", env=env) as exe, \
             started(planner_cmd, tmp_path / "planner.log", env=env) as planner:
         def latencies():
@@ -202,7 +204,7 @@ def test_a_planner_slower_than_max_plan_age_still_reaches_the_arm(tmp_path, tiny
                     if m.plan_id in inputs]
 
         # at least 2 plans older than max_plan_age_s by their input, all of them delivered to the executor
-        assert wait_for(lambda: sum(x > 0.1 for x in latencies()) >= 2 and _executor_counters(
+        assert wait_for(lambda: sum(x > 0.25 for x in latencies()) >= 2 and _executor_counters(
             listener["ros_diags"]).get("chunks_received", 0) >= len(listener["plans"]) >= 3, 120), \
             (latencies(), planner.output()[-3000:] + exe.output()[-2000:])
         c = _executor_counters(listener["ros_diags"])
