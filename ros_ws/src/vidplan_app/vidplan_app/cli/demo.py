@@ -312,7 +312,6 @@ def demo(
             raise typer.Exit(2)
         typer.secho("warning: --task is deprecated; use --instruction", fg="yellow", err=True)
         instruction = task
-    task = instruction
     if not scripted and not launch:
         typer.secho("error: the learned demo starts its own processes: use `vidplan demo --launch [--model DIR]`, "
                     "or `vidplan demo --scripted` for the scripted expert", fg="red", err=True)
@@ -326,7 +325,7 @@ def demo(
 
             max_steps = load_planning_config().episode_steps
         raise typer.Exit(_run_learned(
-            seed=seed, task=task, clutter=clutter, model=model, backend=backend, max_steps=max_steps,
+            seed=seed, task=instruction, clutter=clutter, model=model, backend=backend, max_steps=max_steps,
             timeout=480.0 if timeout is None else timeout, out=out, overrides=list(overrides),
             camera_size=camera_size, real_time_factor=real_time_factor, threads=threads,
             connect_timeout=connect_timeout, json_out=json_out))
@@ -344,7 +343,7 @@ def demo(
             raise typer.Exit(3)
     try:
         try:
-            res = run_scripted_demo(scene_seed=seed, instruction=task, chunk_steps=chunk_steps, timeout=timeout,
+            res = run_scripted_demo(scene_seed=seed, instruction=instruction, chunk_steps=chunk_steps, timeout=timeout,
                                     log=typer.echo)
         except (TimeoutError, RuntimeError) as exc:
             typer.secho(f"error: {exc}", fg="red", err=True)
