@@ -1,0 +1,93 @@
+"""Gather the episodes of several ``vidplan eval sim`` runs of the same settings into one resumable run directory.
+
+Long evaluations on 2 cores are run in parts (a variant or a task at a time, from separate clones). This puts the
+chosen (variant, task) episodes of each part into ``OUT/episodes.jsonl`` with ``OUT/settings.json``, so that
+``bench/closed_loop_eval.py --out OUT --summarize-only`` writes one table (and its ``cells``) over all of them, and a
+run of ``bench/closed_loop_eval.py --out OUT`` adds the cells still missing. Parts must share the settings that a
+resume may not change (model, planner overrides, seed, backend, camera size, ...): anything else exits 2 naming the
+setting. Which part each episode came from is kept in ``OUT/sources.json``.
+
+    python bench/merge_runs.py --out bench/results/closed_loop_eval \\
+        bench/results/closed_loop_current:vidplan,no-uq:touch,push  bench/results/closed_loop_baselines:scripted,random
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections import Counter
+from pathlib import Path
+
+from vidplan_app.jobs.closed_loop_config import EPISODES, SETTINGS, ClosedLoopConfig
+
+
+def _part(spec: str) -> tuple[Path, list[str] | None, list[str] | None]:
+    """``DIR[:VARIANTS[:TASKS]]`` (comma-separated lists; empty or absent = all of the part's)."""
+    path, *rest = spec.split(":")
+    variants = rest[0].split(",") if rest and rest[0] else None
+    tasks = rest[1].split(",") if len(rest) > 1 and rest[1] else None
+    return Path(path), variants, tasks
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("parts", nargs="+", metavar="DIR[:VARIANTS[:TASKS]]", help="a run directory and what to take")
+    ap.add_argument("--out", required=True, help="the merged run directory (must not exist yet)")
+    a = ap.parse_args(argv)
+    out = Path(a.out)
+    if out.exists():
+        print(f"{out} exists: merge into a new directory", file=sys.stderr)
+        return 2
+    merged: ClosedLoopConfig | None = None
+    records: list[dict] = []
+    sources: list[dict] = []
+    for spec in a.parts:
+        path, variants, tasks = _part(spec)
+        if not (path / SETTINGS).is_file():
+            print(f"{path}: no {SETTINGS} (not a vidplan eval sim run directory)", file=sys.stderr)
+            return 2
+        cfg = ClosedLoopConfig.model_validate_json((path / SETTINGS).read_text())
+        for what, want, have in (("variant", variants, cfg.variants), ("task", tasks, cfg.tasks)):
+            if want and (bad := sorted(set(want) - set(have))):
+                print(f"{path}: {what}(s) {bad} are not in this run (it has {have})", file=sys.stderr)
+                return 2
+        if merged is None:
+            merged = cfg.model_copy(update={"variants": [], "tasks": [], "clutter": []})
+        elif diff := {k: (v, cfg.fixed()[k]) for k, v in merged.fixed().items() if cfg.fixed()[k] != v}:
+            print(f"{path}: other settings than the first part: "
+                  + ", ".join(f"{k}: {x!r} vs {y!r}" for k, (x, y) in diff.items()), file=sys.stderr)
+            return 2
+        taken = Counter()
+        for line in (path / EPISODES).read_text().splitlines():
+            try:
+                rec = json.loads(line)
+            except json.JSONDecodeError:
+                continue  # a line cut by an interruption
+            if (variants is None or rec["variant"] in variants) and (tasks is None or rec["task"] in tasks):
+                records.append(rec)
+                taken[(rec["variant"], rec["task"])] += 1
+        if not taken:
+            print(f"{spec}: no episodes taken", file=sys.stderr)
+            return 2
+        merged.variants += [v for v in (variants or cfg.variants) if v not in merged.variants]
+        merged.tasks += [t for t in (tasks or cfg.tasks) if t not in merged.tasks]
+        merged.clutter += [c for c in cfg.clutter if c not in merged.clutter]
+        merged.episodes = max(merged.episodes, cfg.episodes)
+        merged.episodes_other = max(merged.episodes_other, cfg.episodes_other)
+        sources.append({"dir": str(path), "variants": variants or cfg.variants, "tasks": tasks or cfg.tasks,
+                        "episodes": {f"{v}/{t}": n for (v, t), n in sorted(taken.items())}})
+    assert merged is not None
+    merged.clutter.sort()
+    out.mkdir(parents=True)
+    (out / SETTINGS).write_text(merged.model_dump_json(indent=2))
+    (out / EPISODES).write_text("".join(json.dumps(r) + "\n" for r in records))
+    (out / "sources.json").write_text(json.dumps(sources, indent=2))
+    print(f"{len(records)} episodes from {len(sources)} runs into {out}")
+    for s in sources:
+        print(f"  {s['dir']}: {s['episodes']}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
