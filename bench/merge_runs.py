@@ -5,7 +5,8 @@ chosen (variant, task) episodes of each part into ``OUT/episodes.jsonl`` with ``
 ``bench/closed_loop_eval.py --out OUT --summarize-only`` writes one table (and its ``cells``) over all of them, and a
 run of ``bench/closed_loop_eval.py --out OUT`` adds the cells still missing. Parts must share the settings that a
 resume may not change (model, planner overrides, seed, backend, camera size, ...): anything else exits 2 naming the
-setting. Which part each episode came from is kept in ``OUT/sources.json``.
+setting, and so does an episode found in two parts. Which part each episode came from is kept in
+``OUT/sources.json``.
 
     python bench/merge_runs.py --out bench/results/closed_loop_eval \\
         bench/results/closed_loop_current:vidplan,no-uq:touch,push  bench/results/closed_loop_baselines:scripted,random
@@ -42,6 +43,7 @@ def main(argv: list[str] | None = None) -> int:
     merged: ClosedLoopConfig | None = None
     records: list[dict] = []
     sources: list[dict] = []
+    seen: dict[tuple, str] = {}  # episode → the part it came from
     for spec in a.parts:
         path, variants, tasks = _part(spec)
         if not (path / SETTINGS).is_file():
@@ -65,6 +67,12 @@ def main(argv: list[str] | None = None) -> int:
             except json.JSONDecodeError:
                 continue  # a line cut by an interruption
             if (variants is None or rec["variant"] in variants) and (tasks is None or rec["task"] in tasks):
+                key = (rec["variant"], rec["task"], rec["clutter"], rec["seed"], rec["instruction"])
+                if key in seen and seen[key] != str(path):
+                    print(f"{path}: episode {key} is also in {seen[key]}: take it from one part only",
+                          file=sys.stderr)
+                    return 2
+                seen[key] = str(path)
                 records.append(rec)
                 taken[(rec["variant"], rec["task"])] += 1
         if not taken:
