@@ -9,6 +9,7 @@ import subprocess
 from pathlib import Path
 
 import pytest
+from import_audit import ImportAudit
 
 ROOT = Path(__file__).resolve().parents[3]
 PACKAGES = ("vidplan_app", "vidplan_core", "vidplan_ros", "vidplan_sim", "vidplan_bringup")
@@ -75,3 +76,35 @@ def test_each_package_xml_declares_the_ros_packages_it_imports():
         if gap := sorted((imported & ament) - declared - {pkg}):
             missing[pkg] = gap
     assert not missing, f"package.xml lacks exec_depend for imported ROS packages: {missing}"
+
+
+# Imports inside functions: only where they defer a heavy or optional library (tests/import_audit.py).
+
+
+def test_every_function_level_own_import_defers_a_heavy_library():
+    audit = ImportAudit(ROOT / "ros_ws" / "src")
+    found = audit.function_imports()
+    assert len(found) > 20  # the walk reaches the packages (the CLI alone keeps dozens of torch-deferring imports)
+    unearned = [f"{f.module}:{f.line} {f.function}() imports {f.target}" for f in audit.unearned()]
+    assert not unearned, ("own modules imported inside functions that defer no heavy library; import them at module "
+                          "level:\n" + "\n".join(unearned))
+
+
+def test_the_import_audit_tells_a_hiding_import_from_a_deferring_one(tmp_path):
+    pkg = tmp_path / "src" / "demo_pkg" / "demo_pkg"
+    pkg.mkdir(parents=True)
+    (pkg / "__init__.py").write_text("")
+    (pkg / "light.py").write_text("import json\n")
+    (pkg / "heavy.py").write_text("import torch\n")
+    (pkg / "typed.py").write_text("from typing import TYPE_CHECKING\nif TYPE_CHECKING:\n    from . import heavy\n")
+    (pkg / "user.py").write_text(
+        "from demo_pkg import typed\n"
+        "def hides():\n    from demo_pkg import light\n"
+        "def defers():\n    from .heavy import torch\n"
+        "class C:\n    def method(self):\n        import demo_pkg.light as lt\n")
+    audit = ImportAudit(tmp_path / "src")
+    assert audit.load_set("demo_pkg.typed")[1] == frozenset()  # TYPE_CHECKING imports are not executed
+    by_line = {(f.line, f.target): f for f in audit.function_imports()}
+    assert by_line[(5, "demo_pkg.heavy")].deferred == {"torch"}
+    assert [(f.function, f.target) for f in audit.unearned()] == [("hides", "demo_pkg.light"),
+                                                                   ("method", "demo_pkg.light")]

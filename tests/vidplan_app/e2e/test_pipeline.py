@@ -94,7 +94,7 @@ def _pipeline(tmp_path, runner, app) -> None:
     from vidplan_core.export.onnx_export import export_planner
     from vidplan_core.kinematics import PandaKinematics
     from vidplan_core.planning.session import PlanningSession, SessionConfig
-    from vidplan_core.runtime.bundle import PlannerModels
+    from vidplan_core.runtime.loader import load_planner_models
     from vidplan_core.runtime.manifest import load_manifest
     from vidplan_core.runtime.ort_backend import OnnxRuntimeBackend
     from vidplan_core.runtime.torch_backend import TorchBackend
@@ -103,7 +103,7 @@ def _pipeline(tmp_path, runner, app) -> None:
     res = runner.invoke(app, ["assemble-models", "--runs", str(runs), "--out", str(tmp_path / "models"),
                               "--storage-dtype", "float16"])
     assert res.exit_code == 0, res.output
-    models = PlannerModels.load(tmp_path / "models")
+    models = load_planner_models(tmp_path / "models")
     # the distilled decoder (runs/tiny-decoder/final) is assembled as the optional part tiny_decoder/: the semantic
     # reward decodes with it (the export's semantic graphs below too)
     assert models.tiny_decoder is not None and models.scoring_decoder is models.tiny_decoder
@@ -120,7 +120,7 @@ def _pipeline(tmp_path, runner, app) -> None:
     assert res.exit_code == 0, res.output
     idx = read_bundle_index(tmp_path / "models_views")
     assert (idx.semantic_view, idx.centring_view, list(idx.map_views)) == (2, 0, [0, 1])
-    assert PlannerModels.load(tmp_path / "models_views").map_view_list == (0, 1)
+    assert load_planner_models(tmp_path / "models_views").map_view_list == (0, 1)
     res = runner.invoke(app, ["assemble-models", "--runs", str(runs), "--out", str(tmp_path / "models_bad"),
                               "--map-views", "0,0"])
     assert res.exit_code == 2 and "map_views" in res.output and not (tmp_path / "models_bad").exists(), res.output

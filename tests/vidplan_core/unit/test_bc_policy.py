@@ -100,13 +100,13 @@ def test_the_bundle_policy_plans_from_the_prepared_history(tmp_path):
     bundle's autoencoder and instruction embedding and answers (H, 7) poses from the current one; without frames,
     or from a bundle without a policy, it says what is missing."""
     from vidplan_core.planning.nominal import BCNominalPolicy, NominalObservation
-    from vidplan_core.runtime.bundle import PlannerModels
     from vidplan_core.runtime.bundle_index import BundleError, read_bundle_index
+    from vidplan_core.runtime.loader import load_planner_models
 
     d = _bundle_with_policy(tmp_path)
     idx = read_bundle_index(d)
     assert idx.parts["policy"] == "policy" and "policy" in (idx.checksums or {})
-    models = PlannerModels.load(d)
+    models = load_planner_models(d)
     nom = BCNominalPolicy.from_bundle(d, models)
     cfg = models.suite.autoencoder.config
     frames = np.random.default_rng(0).integers(0, 255, (models.num_history, 3, 3, cfg.view_height,

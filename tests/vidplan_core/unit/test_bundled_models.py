@@ -15,6 +15,7 @@ from vidplan_core.planning.planner import GradientPlanner, PlannerConfig
 from vidplan_core.planning.proposals import perturbation_proposals
 from vidplan_core.runtime.base import PlanningContext
 from vidplan_core.runtime.bundle import PlannerModels
+from vidplan_core.runtime.loader import load_planner_models
 from vidplan_core.runtime.manifest import load_manifest
 
 REPO = Path(__file__).resolve().parents[3]
@@ -26,7 +27,7 @@ pytestmark = pytest.mark.slow
 @pytest.fixture(scope="module")
 def models() -> PlannerModels:
     torch.set_num_threads(1)
-    return PlannerModels.load(DEMO)
+    return load_planner_models(DEMO)
 
 
 def _ctx(models: PlannerModels) -> PlanningContext:

@@ -14,7 +14,7 @@ from vidplan_core.runtime import bundle_index as BI
 from vidplan_core.runtime import loader as L
 from vidplan_core.runtime import warm_up as W
 from vidplan_core.runtime.base import BackendError
-from vidplan_core.runtime.bundle import PlannerModels, random_planner_models
+from vidplan_core.runtime.bundle import random_planner_models
 from vidplan_core.runtime.torch_backend import TorchBackend
 
 
@@ -24,15 +24,15 @@ def test_load_model_directory_and_mismatches(tmp_path):
     m.suite.save(tmp_path)
     m.scorer.model.save_pretrained(tmp_path / "semantic")
     m.scorer.tokenizer.save_pretrained(tmp_path / "semantic")
-    loaded = PlannerModels.load(tmp_path)
+    loaded = L.load_planner_models(tmp_path)
     assert loaded.horizon == 3 and loaded.num_history == 2 and loaded.uses_text
     sd0, sd1 = m.suite.flow_map.state_dict(), loaded.suite.flow_map.state_dict()
     assert all(torch.equal(sd0[k], sd1[k]) for k in sd0)
 
     with pytest.raises(BackendError, match=r"semantic model directory .* does not exist"):
-        PlannerModels.load(tmp_path, semantic_dir=tmp_path / "nope")
+        L.load_planner_models(tmp_path, semantic_dir=tmp_path / "nope")
     with pytest.raises(BackendError, match="does not exist"):
-        PlannerModels.load(tmp_path / "missing")
+        L.load_planner_models(tmp_path / "missing")
     # a scorer whose embedding width differs from the world model's text conditioning
     other = random_planner_models("tiny", seed=0)
     other.suite.flow_map.model.register_to_config(text_embed_dim=24)
@@ -77,7 +77,7 @@ def test_save_writes_the_index_and_loading_goes_through_it(saved, tmp_path):
     assert isinstance(lb.backend, TorchBackend) and lb.kind == "torch"
     assert lb.view_size == (16, 16) and (lb.num_history, lb.horizon) == (2, 3) and lb.warnings == []
     assert lb.index.source == d / BI.BUNDLE_INDEX and lb.index.config == "tiny" and lb.models.config_name == "tiny"
-    assert PlannerModels.load(d).suite.uq_head is not None
+    assert L.load_planner_models(d).suite.uq_head is not None
     # saving again re-indexes what is there and keeps the configuration name
     lb.models.save(tmp_path / "again")
     again = BI.read_bundle_index(tmp_path / "again")
@@ -93,7 +93,7 @@ def test_an_index_naming_a_missing_part_is_an_error_naming_key_and_path(saved, t
         assert e.value.key == "parts.reward_head" and e.value.path == d / "reward_head"
         assert isinstance(e.value, BackendError)
     with pytest.raises(BackendError, match=r"parts\.reward_head"):
-        PlannerModels.load(d)
+        L.load_planner_models(d)
     assert "parts.reward_head" in BI.bundle_problems(d, "torch")[0]
     # an export the index names but that is gone
     d2 = _copy(saved, tmp_path / "b")
@@ -264,7 +264,7 @@ def test_the_index_records_weight_checksums_and_loading_verifies_them(saved, tmp
     raw = bytearray(f.read_bytes())
     raw[-1] ^= 0xFF
     f.write_bytes(bytes(raw))
-    for load in (lambda: L.load_planner_backend(d, "torch"), lambda: PlannerModels.load(d),
+    for load in (lambda: L.load_planner_backend(d, "torch"), lambda: L.load_planner_models(d),
                  lambda: L.load_part(BI.read_bundle_index(d), "flow_map")):
         with pytest.raises(BI.BundleError, match=r"checksum mismatch for .*flow_map/diffusion_pytorch_model") as e:
             load()

@@ -10,7 +10,7 @@ from vidplan_core.models import TinyDecoder, VideoAutoencoder
 from vidplan_core.models.tiny_decoder import decode_gflop
 from vidplan_core.runtime import loader as L
 from vidplan_core.runtime.base import BackendError
-from vidplan_core.runtime.bundle import PlannerModels, random_planner_models
+from vidplan_core.runtime.bundle import random_planner_models
 from vidplan_core.runtime.graphs import SemanticGraph
 from vidplan_core.training.objectives import TinyDecoderObjective
 
@@ -108,7 +108,7 @@ def test_a_bundle_without_it_warns_once_naming_the_cost_and_a_wrong_one_is_a_sta
     write_bundle_index(with_tiny)
     with pytest.raises(BackendError, match=r"tiny_decoder decodes latents \(4, 24, 16\).*autoencoder's latents are "
                                            r"\(4, 24, 8\)"):
-        PlannerModels.load(with_tiny)
+        L.load_planner_models(with_tiny)
 
 
 def test_the_torch_backend_places_every_part_of_the_bundle_on_its_device(monkeypatch):

@@ -10,6 +10,8 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
+from vidplan_bringup.profiles import load_profile, parse_overrides, resolve_profile
+
 if TYPE_CHECKING:
     from vidplan_bringup.profiles import Profile
 
@@ -53,7 +55,6 @@ def generate_profile_launch_description(profile_name: str) -> Any:
     from launch_ros.actions import Node
 
     from launch import LaunchDescription
-    from vidplan_bringup.profiles import load_profile, parse_overrides, resolve_profile
 
     profile, path = load_profile(profile_name)
 

@@ -59,10 +59,13 @@ from visualization_msgs.msg import MarkerArray
 
 from vidplan_core.calibration import load_calibration
 from vidplan_core.camera_info import CameraInfoCheck, camera_info_key, check_camera_info
-from vidplan_core.kinematics import transform_to_action
+from vidplan_core.eval.visualize import prediction_strip, uncertainty_overlay
+from vidplan_core.kinematics import PandaKinematics, transform_to_action
 from vidplan_core.observation import ObservationHistory
+from vidplan_core.planning.nominal import BCNominalPolicy
+from vidplan_core.runtime import loader
 from vidplan_core.runtime.base import BackendError
-from vidplan_core.spaces import MODEL_RATE_HZ, VIEW_ORDER, EEChunk, quat_to_euler
+from vidplan_core.spaces import MODEL_RATE_HZ, VIEW_ORDER, EEChunk, quat_to_euler, stack_views
 from vidplan_core.topics import (
     DEPRECATED_INSTRUCTION_TOPIC,
     DEPRECATED_SET_INSTRUCTION_SERVICE,
@@ -110,9 +113,7 @@ def load_backend(model_dir: str, kind: str, device: str = "cpu", flow_steps: int
         :class:`~vidplan_core.runtime.loader.LoadedBackend` (backend, view_size (h, w), num_history, horizon, index,
         warnings).
     """
-    from vidplan_core.runtime.loader import load_planner_backend
-
-    return load_planner_backend(model_dir, kind, device=device, flow_steps=flow_steps, threads=threads)
+    return loader.load_planner_backend(model_dir, kind, device=device, flow_steps=flow_steps, threads=threads)
 
 
 def load_session(model_dir: str, backend: str, device: str, flow_steps: int, session_cfg, threads: int | None = None,
@@ -120,14 +121,11 @@ def load_session(model_dir: str, backend: str, device: str, flow_steps: int, ses
     """Backend + kinematics + :class:`PlanningSession` (nominal chunk: ``hold``, or ``bc`` = the directory's
     behaviour-cloned policy); returns (session, the model's :class:`~vidplan_core.spaces.ViewPreparation`, loader
     warnings)."""
-    from vidplan_core.kinematics import PandaKinematics
     from vidplan_core.planning.session import PlanningSession
 
     loaded = load_backend(model_dir, backend, device, flow_steps or None, threads)
     policy = None
     if nominal == "bc":
-        from vidplan_core.planning.nominal import BCNominalPolicy
-
         policy = BCNominalPolicy.from_bundle(model_dir, loaded.models)
     return (PlanningSession(loaded.backend, PandaKinematics(), session_cfg, nominal=policy), loaded.views,
             loaded.warnings)
@@ -793,8 +791,6 @@ class PlannerNode(ManagedNode):
         want_uq = self.uq_pub.get_subscription_count() > 0
         if not (want_pred or want_uq):
             return  # an extra rollout for pictures nobody looks at would only add latency
-        from vidplan_core.eval.visualize import prediction_strip, uncertainty_overlay
-        from vidplan_core.spaces import stack_views
 
         out = self.session.backend.rollout(chunk.actions[None])
         pred = self._decode(out.latents)

@@ -23,6 +23,7 @@ import numpy as np
 from scipy.spatial.transform import Rotation
 
 from vidplan_core.calibration import RigCalibration, load_calibration
+from vidplan_core.kinematics import PandaKinematics
 from vidplan_core.spaces import CONTROL_RATE_HZ, EULER_SEQ, VIEW_ORDER
 from vidplan_sim.scene import (
     ARM_JOINTS,
@@ -235,12 +236,11 @@ class SimEnv:
 
     def _make_pinocchio_ik(self):
         try:
-            from vidplan_core import kinematics  # written by the executor work; optional here
+            return PandaKinematics()  # imports pinocchio, which a sim-only install may lack
         except ImportError:
             if self.ik_kind == "pinocchio":
                 raise
             return None
-        return kinematics.PandaKinematics()
 
     def _make_renderer(self) -> None:
         import mujoco

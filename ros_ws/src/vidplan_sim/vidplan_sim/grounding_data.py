@@ -26,10 +26,10 @@ from pathlib import Path
 import numpy as np
 from scipy.spatial.transform import Rotation
 
-from vidplan_core.calibration import WORKSPACE_BOX
+from vidplan_core.calibration import WORKSPACE_BOX, load_calibration, workspace_crop_boxes
 from vidplan_core.spaces import VIEW_ORDER, crop_box_pixels, crop_view
 from vidplan_sim.env import SimEnv
-from vidplan_sim.scene import HOME_Q
+from vidplan_sim.scene import HOME_Q, load_scene_config
 from vidplan_sim.tasks import Task
 
 __all__ = ["GROUNDING_WORKSPACE", "MAX_OBJECTS", "generate_grounding_dataset", "generate_grounding_shard",
@@ -144,9 +144,6 @@ def generate_grounding_dataset(out: str | Path, held_out: Sequence[Sequence[str]
 
     Returns one {"samples", "path"} per shard written now.
     """
-    from vidplan_core.calibration import load_calibration, workspace_crop_boxes
-    from vidplan_sim.scene import load_scene_config
-
     cfg = load_scene_config()
     held = [(str(c), str(s)) for c, s in held_out]
     combos = [(c, s) for c in cfg.colour_names for s in cfg.shape_names]

@@ -26,7 +26,7 @@ from typing import Any
 import numpy as np
 
 from vidplan_core.kinematics import action_to_transform
-from vidplan_core.runtime.base import PlanningContext, RolloutOutput
+from vidplan_core.runtime.base import BackendError, PlanningContext, RolloutOutput
 from vidplan_core.spaces import VIEW_ORDER
 from vidplan_sim.privileged import PrivilegedReward, PrivilegedState
 from vidplan_sim.tasks import TaskState
@@ -159,7 +159,5 @@ class PredictedStateBackend:
                              latents=latents, timings=timings)
 
     def value_and_grad(self, actions: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        from vidplan_core.runtime.base import BackendError
-
         raise BackendError("learned+privileged has no gradients (the reward is read from decoded pixels): "
                            "plan with refine_iters 0")

@@ -10,6 +10,8 @@ from pathlib import Path
 import typer
 
 from vidplan_app.cli import app
+from vidplan_core.config import ConfigError, validate_model
+from vidplan_core.data.latents import autoencoder_tag, cache_latents
 
 data_app = typer.Typer(help="Datasets: generate simulated episodes as rosbags, convert bags to training shards.",
                        no_args_is_help=True)
@@ -55,7 +57,6 @@ def generate(
     (JSON: task, instruction, success, seed, clutter, failure). Resumable: finished episodes are skipped.
     """
     from vidplan_app.jobs.generate import GenerateConfig, GenerateError, generate_dataset
-    from vidplan_core.config import ConfigError, validate_model
 
     try:
         cfg = validate_model(GenerateConfig, {
@@ -100,7 +101,6 @@ def convert(
     """Convert rosbag2 recordings to training shards (see vidplan_core/data/DATASET.md)."""
     from tqdm.auto import tqdm
 
-    from vidplan_core.config import ConfigError
     from vidplan_core.data.convert import ConvertError, convert_bags
     from vidplan_core.data.topic_map import load_topic_map
 
@@ -236,7 +236,6 @@ def cache_latents_cmd(
     """Encode every frame once with a trained autoencoder (training does this itself when data.cache_latents)."""
     from tqdm.auto import tqdm
 
-    from vidplan_core.data.latents import autoencoder_tag, cache_latents
     from vidplan_core.data.schema import DatasetError
     from vidplan_core.models import ModelLoadError, VideoAutoencoder
 

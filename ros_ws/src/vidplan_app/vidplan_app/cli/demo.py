@@ -17,7 +17,7 @@ from pathlib import Path
 import typer
 
 from vidplan_app.cli import app
-from vidplan_bringup.supervisor import die_with_parent
+from vidplan_bringup.supervisor import MissingBuildError, die_with_parent, find_executable
 
 
 def _vidplan_cmd() -> list[str]:
@@ -98,8 +98,6 @@ def _run_learned(*, seed: int, task: str, clutter: int, model: str, backend: str
     import json
     import math
     from datetime import datetime, timezone
-
-    from vidplan_bringup.supervisor import MissingBuildError, find_executable
 
     if backend not in ("torch", "onnxruntime"):
         return _fail(f"--backend must be torch or onnxruntime, got {backend!r}", 2)

@@ -13,6 +13,7 @@ from pathlib import Path
 import typer
 
 from vidplan_app.cli import app
+from vidplan_core.config import ConfigError
 
 eval_app = typer.Typer(help="Evaluation: a model on a recorded bag (bag); closed-loop in simulation (sim).",
                        no_args_is_help=True)
@@ -35,7 +36,6 @@ def _run_eval_bag(bag: Path, model: Path, out: Path | None, topic_map: Path | No
                   shadow_max: int, examples: int, salvage: bool, progress: bool,
                   planner_config: Path | None = None, teacher_steps: int = 0, teacher: Path | None = None,
                   controllability: bool = True, episode: int = 0, mapping: str = "droid") -> None:
-    from vidplan_core.config import ConfigError
     from vidplan_core.data.topic_map import load_topic_map
     from vidplan_core.eval.bag_eval import EXIT_BAD_INPUT, EvalBagConfig, EvalBagError, eval_bag
 

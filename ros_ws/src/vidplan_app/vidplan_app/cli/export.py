@@ -48,11 +48,12 @@ def export_cmd(
     ks, ns, gs = _ints(flow_steps, "--flow-steps"), _ints(batch, "--batch"), _ints(grad_batch, "--grad-batch")
     from vidplan_core.export.onnx_export import export_planner
     from vidplan_core.runtime.base import BackendError
-    from vidplan_core.runtime.bundle import PlannerModels, random_planner_models
+    from vidplan_core.runtime.bundle import random_planner_models
     from vidplan_core.runtime.graphs import ObjectiveConfig
+    from vidplan_core.runtime.loader import load_planner_models
 
     try:
-        models = random_planner_models(model) if random else PlannerModels.load(model)
+        models = random_planner_models(model) if random else load_planner_models(model)
     except BackendError as exc:  # a missing directory or part (named by the index's key), parts that do not fit
         typer.secho(f"error: {exc}", fg=typer.colors.RED, err=True)
         raise typer.Exit(2) from exc

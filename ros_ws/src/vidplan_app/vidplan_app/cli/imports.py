@@ -16,6 +16,7 @@ from pathlib import Path
 import typer
 
 from vidplan_app.cli import app
+from vidplan_core.config import ConfigError
 
 import_app = typer.Typer(help="Import public checkpoints (Ctrl-World, the SVD VAE, SigLIP/CLIP) into a model "
                          "directory.", no_args_is_help=True)
@@ -49,7 +50,6 @@ def ctrl_world(
     vidplan (the last history one): the imported weights are an initialisation for `train world-model`."""
     import json
 
-    from vidplan_core.config import ConfigError
     from vidplan_core.models import ModelLoadError, WorldModel, import_ctrl_world
     from vidplan_core.spaces import ActionNormalizer
 
@@ -83,7 +83,6 @@ def svd_vae(
     """SVD's temporal-decoder VAE → OUT/autoencoder (strict: every key and shape must match the config)."""
     from diffusers import AutoencoderKLTemporalDecoder
 
-    from vidplan_core.config import ConfigError
     from vidplan_core.models import ModelLoadError, VideoAutoencoder
 
     src = source / "vae" if (source / "vae" / "config.json").is_file() else source

@@ -15,6 +15,8 @@ from pathlib import Path
 import typer
 
 from vidplan_app.cli import app
+from vidplan_core.config import ConfigError
+from vidplan_core.training.assemble import assemble_model_dir, default_sources
 
 
 @app.command()
@@ -30,7 +32,6 @@ def train(
     set_: list[str] = typer.Option(None, "--set", help="KEY=VALUE override (dotted key, YAML value); repeatable"),
 ) -> None:
     """Train one model kind with a YAML config (see vidplan_core/training/config.py for every key)."""
-    from vidplan_core.config import ConfigError
     from vidplan_core.data.schema import DatasetError
     from vidplan_core.training.config import KINDS, load_train_config
 
@@ -98,8 +99,6 @@ def assemble_models(
 ) -> None:
     """Copy trained models into the planner's model directory layout, write its index (bundle.json) and check
     that the planner loads them."""
-    from vidplan_core.training.assemble import assemble_model_dir, default_sources
-
     src = default_sources(runs)
     for key, val in (("autoencoder", autoencoder), ("world_model", world_model), ("flow_map", flow_map),
                      ("semantic", semantic), ("tiny_decoder", tiny_decoder)):

@@ -11,6 +11,7 @@ from typing import Any
 import typer
 
 from vidplan_app.cli import app
+from vidplan_bringup.dds_shm import remove_zombie_segments
 from vidplan_bringup.profiles import (
     DeprecatedArgWarning,
     documented_params_file,
@@ -121,8 +122,6 @@ def shm_clean(
 
     Exit codes: 0 done, 2 no such directory.
     """
-    from vidplan_bringup.dds_shm import remove_zombie_segments
-
     if not directory.is_dir():
         typer.secho(f"error: --dir {directory}: no such directory", fg=typer.colors.RED, err=True)
         raise typer.Exit(2)

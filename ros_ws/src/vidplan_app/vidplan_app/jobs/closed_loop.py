@@ -80,6 +80,8 @@ from vidplan_app.jobs.closed_loop_config import (
 )
 from vidplan_app.jobs.closed_loop_policies import LoadedModels, ScriptedNominalPolicy, load_backends, make_session
 from vidplan_app.jobs.closed_loop_report import cells, summarize, write_plot, write_table
+from vidplan_core.execution import IKOptions, JointPlan, plan_execution
+from vidplan_core.kinematics import PandaKinematics
 from vidplan_core.planning.nominal import NominalObservation
 from vidplan_core.planning.proposals import clip_to_workspace
 from vidplan_core.spaces import (
@@ -91,6 +93,10 @@ from vidplan_core.spaces import (
     model_stride,
     wrap_angle,
 )
+from vidplan_sim.env import SimEnv
+from vidplan_sim.expert import ExpertOptions, SceneObservation, ScriptedExpert
+from vidplan_sim.oracle import execute_plan
+from vidplan_sim.scene import load_scene_config
 
 # The job's API in one place: its settings and variants are defined in closed_loop_config, the policies and sessions
 # in closed_loop_policies, the summary, table and plot in closed_loop_report.
@@ -103,17 +109,12 @@ class _Executor:
     """The executor node's chunk path, in-process: THE execution core → the sim's trajectory controller."""
 
     def __init__(self, env: Any, kin: Any, limits: Any):
-        from vidplan_core.execution import IKOptions
-
         self.env, self.kin, self.limits = env, kin, limits
         self.ik = IKOptions()  # executor_node defaults (ik_max_iterations, ...)
         self.policy = "reject"  # the sim and robot profiles' out_of_limits_policy
 
     def start(self, chunk: EEChunk, steps: int) -> tuple[np.ndarray, str]:
         """Check and start the first ``steps`` steps; returns (gripper per executed step (K,), problem or '')."""
-        from vidplan_core.execution import JointPlan, plan_execution
-        from vidplan_sim.oracle import execute_plan
-
         q = self.env.joint_positions()
         res = plan_execution(chunk, q, self.kin, self.limits, self.policy, self.ik, max_steps=steps)
         if not isinstance(res, JointPlan):
@@ -147,8 +148,6 @@ def run_episode(env: Any, spec: EpisodeSpec, variant: str, cfg: ClosedLoopConfig
     position [m], ``chosen`` (label, or "hold"), and for planner variants ``best_score`` / ``scores`` (per
     proposal label) — where an episode loses its time.
     """
-    from vidplan_sim.expert import ExpertOptions, SceneObservation, ScriptedExpert
-
     t_wall = time.perf_counter()
     own_trace = trace is None and cfg.trace
     trace = [] if own_trace else trace
@@ -324,9 +323,6 @@ def _worker_init(cfg_json: str, planning: dict[str, dict[str, Any]]) -> None:
     the planner configurations the parent resolved (the YAML is not read again)."""
     import torch
 
-    from vidplan_core.kinematics import PandaKinematics
-    from vidplan_sim.env import SimEnv
-
     torch.set_num_threads(1)
     cfg = ClosedLoopConfig.model_validate_json(cfg_json)
     cfg.use_planning(planning)
@@ -399,19 +395,14 @@ def run_closed_loop(cfg: ClosedLoopConfig, out: str | Path,
     done = _prepare(out, cfg)
     env = None
     if workers > 1:
-        from vidplan_sim.scene import load_scene_config
-
         scene = load_scene_config()
         colours, shapes = scene.colour_names, scene.shape_names
     else:
         if env_factory is None:
-            from vidplan_sim.env import SimEnv
-
             env = SimEnv(width=cfg.width, height=cfg.height)
         else:
             env = env_factory()
         colours, shapes = env.cfg.colour_names, env.cfg.shape_names
-    from vidplan_core.kinematics import PandaKinematics
 
     kin = PandaKinematics()
     specs = episode_specs(cfg, colours, shapes)

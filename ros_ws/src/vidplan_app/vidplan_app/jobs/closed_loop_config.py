@@ -9,6 +9,8 @@ from typing import Any, Literal
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, field_validator
 
+from vidplan_sim.tasks import sample_task
+
 __all__ = [
     "BC_VARIANTS",
     "CORE_VARIANTS",
@@ -171,8 +173,6 @@ class EpisodeSpec:
 def episode_specs(cfg: ClosedLoopConfig, colours: list[str], shapes: list[str]) -> list[EpisodeSpec]:
     """The episodes of ``cfg`` (the most any variant runs): per i, task kind and clutter level, seed ``seed + i``,
     the task drawn from the seed and the kind. Ordered by i first, so a run cut short covers every cell."""
-    from vidplan_sim.tasks import sample_task
-
     n = max(cfg.episodes_for(v) for v in cfg.variants)
     out = []
     for i in range(n):

@@ -11,15 +11,21 @@ from typing import Any, Literal
 import numpy as np
 
 from vidplan_app.jobs.closed_loop_config import ClosedLoopConfig, ClosedLoopError
-from vidplan_core.planning.nominal import NominalObservation
-from vidplan_core.planning.proposals import ProposalSet
+from vidplan_core.execution import IKOptions
+from vidplan_core.planning.nominal import BCNominalPolicy, NominalObservation
+from vidplan_core.planning.proposals import ProposalSet, integrate_twist
 from vidplan_core.planning.session import PlanningSession
+from vidplan_core.runtime import loader
+from vidplan_core.runtime.base import BackendError
 from vidplan_core.spaces import (
     CONTROL_RATE_HZ,
     MODEL_RATE_HZ,
     model_stride,
     wrap_angle,
 )
+from vidplan_sim.oracle import OracleBackend
+from vidplan_sim.predicted_state import PredictedStateBackend
+from vidplan_sim.privileged import PrivilegedReward
 
 __all__ = [
     "EvalSession",
@@ -71,8 +77,6 @@ def random_direction_proposals(kin: Any, q0: np.ndarray, horizon: int, n: int, s
     """``n`` proposals moving the EE at ``speed`` [m/s] in random directions (uniform on the sphere), orientation
     held, each with gripper = ``gripper`` or its toggle (p = 0.5). The same Jacobian integration and limits as
     :func:`vidplan_core.planning.proposals.basis_velocity_proposals` (only the directions differ)."""
-    from vidplan_core.planning.proposals import integrate_twist
-
     stride = round(control_rate_hz / model_rate_hz)
     q_start = kin.clip(np.asarray(q0, np.float64).reshape(7))
     dirs = rng.standard_normal((n, 3))
@@ -129,9 +133,7 @@ def load_backends(cfg: ClosedLoopConfig, need_no_uq: bool, need_policy: bool = F
     """The bundle's backend(s) for the learned variants, through the one model-directory loader (the planner
     node's: :func:`vidplan_core.runtime.loader.load_planner_backend`). A bad directory, or an index naming a part
     that is not there, is a ClosedLoopError before any episode runs."""
-    from vidplan_core.runtime.base import BackendError
     from vidplan_core.runtime.graphs import ObjectiveConfig
-    from vidplan_core.runtime.loader import load_planner_backend
 
     base = cfg.planning("vidplan")
     flow_steps = base.flow_steps or 1
@@ -140,7 +142,7 @@ def load_backends(cfg: ClosedLoopConfig, need_no_uq: bool, need_policy: bool = F
     if cfg.backend == "torch" and cfg.device == "tensorrt":
         raise ClosedLoopError("device 'tensorrt' is an onnxruntime provider; use --backend onnxruntime")
     try:
-        lb = load_planner_backend(d, cfg.backend, device=cfg.device, flow_steps=flow_steps, threads=cfg.threads,
+        lb = loader.load_planner_backend(d, cfg.backend, device=cfg.device, flow_steps=flow_steps, threads=cfg.threads,
                                   objective=ObjectiveConfig(kappa=kappa))
         warnings = list(lb.warnings)
         backends = {"default": lb.backend}
@@ -153,7 +155,6 @@ def load_backends(cfg: ClosedLoopConfig, need_no_uq: bool, need_policy: bool = F
             backends["no-uq"] = lb.backend
         policy = None
         if need_policy:  # torch, on the bundle's own autoencoder and text embedding
-            from vidplan_core.planning.nominal import BCNominalPolicy
 
             policy = BCNominalPolicy.from_bundle(d, lb.models)
         return LoadedModels(backends, lb.views, warnings, policy)
@@ -172,19 +173,12 @@ def make_session(variant: str, cfg: ClosedLoopConfig, loaded: LoadedModels | Non
     else:
         sc.proposals.num_nominal = 0  # perturbations around a nominal only where there is one
     if variant.startswith("oracle+"):
-        from vidplan_core.execution import IKOptions
-        from vidplan_sim.oracle import OracleBackend
-        from vidplan_sim.privileged import PrivilegedReward
-
         learned = None if variant == "oracle+privileged" else loaded.backends["default"]
         backend = OracleBackend(env, kin, limits=pcfg.limits, ik=IKOptions(),
                                 reward=PrivilegedReward() if learned is None else None, learned=learned,
                                 views=loaded.views if learned is not None else None,
                                 score_pixels=variant == "oracle+learned-pixels")
     elif variant == "learned+privileged":
-        from vidplan_sim.predicted_state import PredictedStateBackend
-        from vidplan_sim.privileged import PrivilegedReward
-
         backend = PredictedStateBackend(loaded.backends["default"], env, PrivilegedReward())
     else:
         backend = loaded.backends["no-uq" if variant == "no-uq" else "default"]

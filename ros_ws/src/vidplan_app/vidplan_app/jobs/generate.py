@@ -45,8 +45,15 @@ from typing import Any
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from vidplan_core.data.bag_writer import BagWriter
+from vidplan_core.data.bags import make_qos
+from vidplan_core.data.messages import Codec
 from vidplan_core.spaces import CONTROL_RATE_HZ, VIEW_ORDER
 from vidplan_core.topics import INSTRUCTION_TOPIC
+from vidplan_sim.env import SimEnv
+from vidplan_sim.expert import ExpertOptions, SceneObservation, ScriptedExpert
+from vidplan_sim.scene import load_scene_config
+from vidplan_sim.tasks import sample_task
 
 __all__ = ["GenerateConfig", "GenerateError", "episode_name", "generate_dataset", "generate_episode"]
 
@@ -115,8 +122,6 @@ def episode_name(i: int) -> str:
 
 def _plan_episode(cfg: GenerateConfig, i: int, colours: list[str], shapes: list[str]) -> dict[str, Any]:
     """Deterministic per-episode draws (seed, task, clutter)."""
-    from vidplan_sim.tasks import sample_task
-
     seed = cfg.seed + i
     rng = np.random.default_rng([cfg.seed, i, 7])
     kind = cfg.tasks[i % len(cfg.tasks)]  # in turn, so every kind appears in a handful of episodes
@@ -130,11 +135,6 @@ def generate_episode(env: Any, cfg: GenerateConfig, i: int, bag_path: Path) -> d
 
     Returns the episode info (also recorded on /vidplan/episode).
     """
-    from vidplan_core.data.bag_writer import BagWriter
-    from vidplan_core.data.bags import make_qos
-    from vidplan_core.data.messages import Codec
-    from vidplan_sim.expert import ExpertOptions, SceneObservation, ScriptedExpert
-
     plan = _plan_episode(cfg, i, env.cfg.colour_names, env.cfg.shape_names)
     task = plan["task"]
     env.reset(seed=plan["seed"], clutter=plan["clutter"], task=task)
@@ -253,9 +253,6 @@ def generate_dataset(out: str | Path, cfg: GenerateConfig,
         todo.append(i)
     if todo:
         if env_factory is None:
-            from vidplan_sim.env import SimEnv
-            from vidplan_sim.scene import load_scene_config
-
             scene = load_scene_config(cfg.scene) if cfg.scene else None
             env = SimEnv(scene, width=cfg.width, height=cfg.height)
         else:

@@ -34,6 +34,7 @@ import numpy as np
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
+from vidplan_core.config import format_validation_error
 from vidplan_core.data.schema import (
     DatasetError,
 )
@@ -141,8 +142,6 @@ def load_mapping_file(name_or_path: Any, cls: type, directory: Path, error: type
     try:
         return cls.model_validate(yaml.safe_load(p.read_text()) or {})
     except ValidationError as exc:
-        from vidplan_core.config import format_validation_error
-
         raise error(p, [f"{k}: {r}" for k, r in format_validation_error(exc)]) from exc
 
 

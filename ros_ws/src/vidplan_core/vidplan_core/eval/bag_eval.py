@@ -73,6 +73,7 @@ from vidplan_core.data.convert import ConvertError, expand_inputs
 from vidplan_core.data.lerobot import LeRobotError, LeRobotSource, is_lerobot_dataset
 from vidplan_core.data.schema import mc_values
 from vidplan_core.data.topic_map import TopicMap
+from vidplan_core.eval import controllability as CTL
 from vidplan_core.eval import metrics as M
 from vidplan_core.eval import plots as P
 from vidplan_core.eval.bag_bundle import Bundle, default_teacher_dir, load_bundle, resolve_device, unloadable
@@ -345,8 +346,6 @@ def eval_bag(bag: str | Path, model_dir: str | Path, out: str | Path, topic_map:
 
     ctl, ctl_shuffled = None, None
     if cfg.controllability:
-        from vidplan_core.eval import controllability as CTL
-
         ctl = CTL.ControllabilityAccumulator(H)
         ctl_shuffled = CTL.shuffled_chunks(ep.actions, [s + Th - 1 for s in starts], H)
         if ctl_shuffled is None:

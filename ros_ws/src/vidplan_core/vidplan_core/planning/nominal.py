@@ -23,7 +23,7 @@ import numpy as np
 
 from vidplan_core.runtime.bundle import frames_to_float
 from vidplan_core.runtime.bundle_index import read_bundle_index
-from vidplan_core.runtime.loader import load_part
+from vidplan_core.runtime.loader import load_part, load_planner_models
 from vidplan_core.spaces import ACTION_DIM, CONTROL_RATE_HZ, MODEL_RATE_HZ, model_stride
 
 __all__ = ["BCNominalPolicy", "HoldPolicy", "NominalObservation", "NominalPolicy", "OpenPIPolicy", "ReplayPolicy"]
@@ -110,9 +110,7 @@ class BCNominalPolicy:
         index = read_bundle_index(model_dir)
         index.require(["policy"], "the behaviour-cloned nominal policy (vidplan train bc, then assemble-models)")
         if models is None:
-            from vidplan_core.runtime.bundle import PlannerModels
-
-            models = PlannerModels.load(model_dir)
+            models = load_planner_models(model_dir)
         return cls(load_part(index, "policy"), models)
 
     def _text_embedding(self, instruction: str) -> Any:

@@ -93,17 +93,6 @@ class PlannerModels:
                            centring_view=self.centring_view if self.centring_view != 2 else None,
                            map_views=self.map_views)
 
-    @classmethod
-    def load(cls, directory: str | Path, device: str = "cpu", semantic_dir: str | Path | None = None,
-             semantic_view: int | None = None) -> PlannerModels:
-        """Load the parts the directory's index (``bundle.json``, or the layout without one) names:
-        autoencoder, [world_model,] flow_map, uq_head, reward_head and semantic (or ``semantic_dir``).
-        Missing parts are a :class:`BackendError` (:class:`~vidplan_core.runtime.bundle_index.BundleError`) naming the
-        key and the path; see :func:`vidplan_core.runtime.loader.load_planner_models`."""
-        from vidplan_core.runtime.loader import load_planner_models  # the loader builds PlannerModels: lazy
-
-        return load_planner_models(directory, device=device, semantic_dir=semantic_dir, semantic_view=semantic_view)
-
     @property
     def horizon(self) -> int:
         return int(self.suite.flow_map.model.config.num_future)

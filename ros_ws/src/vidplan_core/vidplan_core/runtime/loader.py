@@ -26,6 +26,8 @@ from vidplan_core.runtime.bundle_index import (
     read_bundle_index,
     verify_checksums,
 )
+from vidplan_core.runtime.ort_backend import OnnxRuntimeBackend
+from vidplan_core.runtime.tensorrt_backend import TensorRTBackend
 from vidplan_core.runtime.warm_up import warm_up
 from vidplan_core.spaces import ViewPreparation
 
@@ -84,7 +86,7 @@ def load_semantic_scorer(path: str | Path, device: str = "cpu") -> Any:
 
 
 def load_planner_models(model_dir: str | Path | BundleIndex, device: str = "cpu",
-                        semantic_dir: str | Path | None = None, semantic_view: int | None = None) -> Any:
+                        semantic_dir: str | Path | None = None, semantic_view: int | None = None) -> PlannerModels:
     """:class:`~vidplan_core.runtime.bundle.PlannerModels` from the parts the index names (the teacher too when it
     names one), each verified against the index's checksums first. Errors: BundleError for missing parts or a
     checksum mismatch, ModelLoadError for a part that does not load, BackendError when the parts do not fit
@@ -231,15 +233,11 @@ def load_planner_backend(model_dir: str | Path, backend: str = "torch", device: 
                                  [*warnings, *index.notes], models)
         export = index.export_dir
         if backend == "onnxruntime":
-            from vidplan_core.runtime.ort_backend import OnnxRuntimeBackend
-
             provider = device.split(":")[0]
             if provider not in ("cpu", "cuda", "tensorrt"):
                 raise BackendError(f"device {device!r} is not an onnxruntime provider (cpu, cuda, tensorrt)")
             be = OnnxRuntimeBackend(export, flow_steps=flow_steps, threads=threads, provider=provider)  # type: ignore[arg-type]
         else:
-            from vidplan_core.runtime.tensorrt_backend import TensorRTBackend
-
             be = TensorRTBackend(export, flow_steps=flow_steps)  # type: ignore[arg-type]
         if objective is not None:
             want = {k: getattr(objective, k) for k in ("weighting", "kappa", "beta")}

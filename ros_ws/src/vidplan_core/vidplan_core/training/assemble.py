@@ -1,4 +1,4 @@
-"""Put trained models together into the planner's model directory (what ``PlannerModels.load`` and export read).
+"""Put trained models together into the planner's model directory (what ``load_planner_models`` and export read).
 
 Layout written (every part a diffusers/transformers-style directory, safetensors only)::
 
@@ -109,9 +109,9 @@ def assemble_model_dir(out: str | Path, sources: dict[str, str | Path], overwrit
         write_bundle_index(tmp, config=config or config_name_of(sources), semantic_view=semantic_view,
                            centring_view=centring_view, map_views=map_views)
         if check:
-            from vidplan_core.runtime.bundle import PlannerModels
+            from vidplan_core.runtime.loader import load_planner_models
 
-            PlannerModels.load(tmp)
+            load_planner_models(tmp)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise

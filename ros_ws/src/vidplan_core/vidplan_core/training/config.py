@@ -29,7 +29,7 @@ from typing import Any, Literal
 
 from pydantic import AliasChoices, BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from vidplan_core.config import ConfigError, load_yaml, validate_model
+from vidplan_core.config import ConfigError, format_validation_error, load_yaml, validate_model
 from vidplan_core.data.lerobot_stream import LeRobotOptions
 
 __all__ = [
@@ -336,8 +336,6 @@ def load_train_config(path: str | Path, overrides: list[str] | None = None) -> T
         cfg.kind_options()
     except Exception as exc:  # pydantic ValidationError of the options section
         from pydantic import ValidationError
-
-        from vidplan_core.config import format_validation_error
 
         if isinstance(exc, ValidationError):
             raise ConfigError(str(p), [(f"options.{k}", r) for k, r in format_validation_error(exc)]) from exc
