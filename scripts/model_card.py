@@ -327,7 +327,7 @@ def main() -> None:
          + (" `policy/` is the behaviour-cloned nominal policy (`vidplan train bc`, the successful demonstrations; "
             "the bc row below: `position_error_m` of its chunks vs `hold_position_error_m` of answering \"stay\" "
             "on held-out windows; closed loop: the `bc` / `bc+vidplan` variants of bench/results/"
-            "closed_loop_eval.md)." if (a.model / "policy").is_dir() else "")
+            "closed_loop_eval_0158e96.md)." if (a.model / "policy").is_dir() else "")
          + (" `tiny_decoder/` is the semantic reward's distilled decoder (`vidplan train tiny-decoder`: diffusers "
             "DecoderTiny trained to reproduce the VAE decoder on encoded, noise-perturbed latents; the tiny-decoder "
             "row below: its PSNR against the full decoder and both against the frames on the validation episodes); "
