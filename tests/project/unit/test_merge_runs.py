@@ -1,0 +1,61 @@
+"""bench/merge_runs.py: the episodes of several eval-sim runs of the same settings become one resumable run directory;
+runs of other settings, and an episode found in two parts, are refused (exit 2, named)."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+from vidplan_app.jobs.closed_loop_config import EPISODES, SETTINGS, ClosedLoopConfig
+
+ROOT = Path(__file__).resolve().parents[3]
+
+
+def _run_dir(path: Path, variants: list[str], tasks: list[str], overrides: dict | None = None, episodes: int = 3,
+             seeds: range = range(2)) -> Path:
+    path.mkdir(parents=True)
+    cfg = ClosedLoopConfig(variants=variants, tasks=tasks, clutter=[0, 1], episodes=episodes, episodes_other=episodes,
+                           overrides=overrides or {})
+    (path / SETTINGS).write_text(cfg.model_dump_json(indent=2))
+    lines = [json.dumps({"variant": v, "task": t, "clutter": c, "seed": s, "instruction": f"{t} it", "success": True})
+             for v in variants for t in tasks for c in (0, 1) for s in seeds]
+    (path / EPISODES).write_text("\n".join(lines) + "\n{\"cut by an interrupt")  # a torn last line is skipped
+    return path
+
+
+def _merge(*args: str | Path) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, str(ROOT / "bench" / "merge_runs.py"), *map(str, args)],
+                          capture_output=True, text=True, timeout=120)
+
+
+def test_parts_of_one_setting_merge_into_a_run_directory(tmp_path):
+    a = _run_dir(tmp_path / "a", ["vidplan", "no-uq"], ["touch", "push"], episodes=5)
+    b = _run_dir(tmp_path / "b", ["scripted"], ["put"])
+    out = tmp_path / "merged"
+    res = _merge("--out", out, f"{a}:vidplan:touch", b)
+    assert res.returncode == 0, res.stderr
+    cfg = ClosedLoopConfig.model_validate_json((out / SETTINGS).read_text())
+    assert cfg.variants == ["vidplan", "scripted"] and cfg.tasks == ["touch", "put"] and cfg.episodes == 5
+    assert cfg.fixed() == ClosedLoopConfig.model_validate_json((a / SETTINGS).read_text()).fixed()
+    recs = [json.loads(x) for x in (out / EPISODES).read_text().splitlines()]
+    assert sorted({(r["variant"], r["task"]) for r in recs}) == [("scripted", "put"), ("vidplan", "touch")]
+    assert len(recs) == 8  # 2 clutter levels x 2 seeds from each part; no-uq and push left behind
+    sources = json.loads((out / "sources.json").read_text())
+    assert sources[0]["episodes"] == {"vidplan/touch": 4} and sources[1]["episodes"] == {"scripted/put": 4}
+
+
+def test_other_settings_a_repeated_episode_and_a_missing_variant_are_refused(tmp_path):
+    a = _run_dir(tmp_path / "a", ["vidplan"], ["touch"])
+    other = _run_dir(tmp_path / "other", ["random"], ["touch"], overrides={"session.gradopt.score.lam": 2.0})
+    res = _merge("--out", tmp_path / "m1", a, other)
+    assert res.returncode == 2 and "overrides" in res.stderr and str(other) in res.stderr
+    again = _run_dir(tmp_path / "again", ["vidplan"], ["touch"], seeds=range(1, 3))
+    res = _merge("--out", tmp_path / "m2", a, again)
+    assert res.returncode == 2 and "also in" in res.stderr and "'vidplan', 'touch'" in res.stderr
+    res = _merge("--out", tmp_path / "m3", f"{a}:argmax")
+    assert res.returncode == 2 and "argmax" in res.stderr
+    res = _merge("--out", a, a)  # never into an existing directory
+    assert res.returncode == 2 and "exists" in res.stderr
+    assert not any((tmp_path / m).exists() for m in ("m1", "m2", "m3"))
