@@ -56,8 +56,15 @@ class SpinningNode:
         self._stop.set()
         if self._thread.is_alive():
             self._thread.join(timeout=join_timeout)
-        self.node.destroy_node()
-        rclpy.shutdown(context=self.ctx)
+        try:
+            self.node.destroy_node()
+        finally:  # the participant must go even if the node did not: a live one stays in the graph of later tests
+            rclpy.try_shutdown(context=self.ctx)
+
+    def spin_report(self) -> str:
+        """One line on the spin thread (alive, the last errors its callbacks raised), for assertion messages."""
+        return (f"{self.node.get_name()} spin thread alive={self._thread.is_alive()}, "
+                f"callback errors={self.spin_errors[-3:]}")
 
     def __enter__(self) -> SpinningNode:
         return self

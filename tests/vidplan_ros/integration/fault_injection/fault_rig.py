@@ -18,13 +18,12 @@ from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
-import rclpy
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus
 from fuzz_strategies import FUZZ_FRAME
 from geometry_msgs.msg import PoseStamped
 from proc_helpers import ManagedProcess, node_executable, wait_for
-from rclpy.executors import SingleThreadedExecutor
 from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy
+from ros_spin import SpinningNode
 from rosgraph_msgs.msg import Clock
 from sensor_msgs.msg import JointState
 from std_msgs.msg import Bool, String
@@ -96,15 +95,14 @@ def level(status: DiagnosticStatus) -> int:
     return lv[0] if isinstance(lv, bytes) else int(lv)
 
 
-class Observer:
+class Observer(SpinningNode):
     """Test-side node: records joint states (the sim's, not the fuzzer's), trajectories, plans, diagnostics and
     /clock; publishes estop / plans; ExecuteChunk action and reset_estop clients. All records are
     ``(time.monotonic() at receipt, message)``."""
 
     def __init__(self, name: str = "fault_injection_observer") -> None:
-        self.ctx = rclpy.Context()
-        rclpy.init(context=self.ctx)
-        self.node = n = rclpy.create_node(name, context=self.ctx)
+        super().__init__(name)
+        n = self.node
         self.joints: deque[tuple[float, float, np.ndarray]] = deque(maxlen=20000)  # (mono, stamp [s], q (7,))
         self.ee: deque[tuple[float, np.ndarray]] = deque(maxlen=5000)
         self.trajs: list[tuple[float, JointTrajectory]] = []
@@ -125,26 +123,7 @@ class Observer:
         self.action = ActionClient(n, ExecuteChunk, "/vidplan/execute_chunk")
         self.reset = n.create_client(Trigger, "/vidplan/reset_estop")
         self._instruction_pubs: dict[str, object] = {}
-        self.ex = SingleThreadedExecutor(context=self.ctx)
-        self.ex.add_node(n)
-        self._stop = threading.Event()
-        self.spin_errors: list[str] = []
-        self._thread = threading.Thread(target=self._spin, daemon=True)
-        self._thread.start()
-
-    def _spin(self) -> None:
-        # A callback that raises would end this thread, and every later test of the module would then wait on
-        # records and responses that never come: keep spinning, keep the error for the failing test to show.
-        while not self._stop.is_set():
-            try:
-                self.ex.spin_once(timeout_sec=0.02)
-            except Exception as exc:
-                self.spin_errors.append(f"{type(exc).__name__}: {exc}")
-                time.sleep(0.01)
-
-    def spin_report(self) -> str:
-        """One line on this observer's spin thread (alive, errors its callbacks raised), for assertion messages."""
-        return f"observer spin thread alive={self._thread.is_alive()}, callback errors={self.spin_errors[-3:]}"
+        self.start_spinning()
 
     def _rec(self, into: list) -> Callable:
         return lambda msg: into.append((time.monotonic(), msg))
@@ -203,13 +182,8 @@ class Observer:
     def q(self) -> np.ndarray:
         return self.joints[-1][2].copy()
 
-    def close(self) -> None:
-        self._stop.set()
-        self._thread.join(timeout=10)  # a loaded machine can hold one spin_once a while
-        try:
-            self.node.destroy_node()
-        finally:  # the participant must go even if the node did not: a live one stays in the graph of later tests
-            rclpy.try_shutdown(context=self.ctx)
+    def close(self, join_timeout: float = 10.0) -> None:  # the fault rig loads the machine more than most
+        super().close(join_timeout)
 
 
 def joint_span(qs: np.ndarray) -> float:
