@@ -12,7 +12,7 @@ import time
 import numpy as np
 import pytest
 from proc_helpers import node_executable, started, wait_for
-from test_executor import HOME_EE, HOME_Q, KIN, Harness
+from test_executor import HOME_EE, HOME_Q, KIN, Harness, rig_with_arm_at_home
 
 from vidplan_core.execution import IKOptions, JointPlan, plan_execution
 from vidplan_core.safety import SafetyLimits
@@ -31,21 +31,9 @@ BASE = "panda_link0"
 
 @pytest.fixture(scope="module")
 def rig(tmp_path_factory):
-    h = Harness()
     # only the monitoring is relaxed (nobody moves the arm here); limits, policy and IK options are the defaults
-    cmd = [node_executable("vidplan_ros", "executor_node"), "--ros-args", "-p", "joint_state_timeout_s:=2.0",
-           "-p", "path_position_tolerance:=0.0"]
-    log = tmp_path_factory.mktemp("execution_core") / "executor.log"
-    try:
-        with started(cmd, log) as proc:
-            assert h.client.wait_for_server(timeout_sec=30), proc.output()
-            h.publish_joints = True
-            assert wait_for(lambda: h.node.count_subscribers("/joint_states") >= 1, 10)
-            time.sleep(0.5)
-            h.proc = proc
-            yield h
-    finally:
-        h.close()
+    yield from rig_with_arm_at_home(tmp_path_factory, "execution_core", "joint_state_timeout_s:=2.0",
+                                    "path_position_tolerance:=0.0")
 
 
 def _msg(rig: Harness, q: np.ndarray, offsets, dt: float, euler=None, gripper=None, plan_id: int = 1) -> PlanChunk:

@@ -94,6 +94,26 @@ class Harness(SpinningNode):
         return fut.result().result
 
 
+def rig_with_arm_at_home(tmp_path_factory, name: str, *params: str):
+    """A module fixture's body: an executor node with ``params`` (``key:=value``) beside a :class:`Harness` that
+    publishes joint states at the home pose once the executor serves its action; yields the harness (``.proc`` is
+    the executor)."""
+    h = Harness()
+    cmd = [node_executable("vidplan_ros", "executor_node"), "--ros-args"]
+    for p in params:
+        cmd += ["-p", p]
+    try:
+        with started(cmd, tmp_path_factory.mktemp(name) / "executor.log") as proc:
+            assert h.client.wait_for_server(timeout_sec=30), proc.output()
+            h.publish_joints = True
+            assert wait_for(lambda: h.node.count_subscribers("/joint_states") >= 1, 10)
+            time.sleep(0.5)
+            h.proc = proc
+            yield h
+    finally:
+        h.close()
+
+
 @pytest.fixture(scope="module")
 def rig(tmp_path_factory):
     h = Harness()

@@ -10,8 +10,8 @@ import time
 
 import numpy as np
 import pytest
-from proc_helpers import node_executable, started, wait_for
-from test_executor import HOME_Q, KIN, Harness
+from proc_helpers import wait_for
+from test_executor import HOME_Q, KIN, rig_with_arm_at_home
 
 from vidplan_interfaces.action import ExecuteChunk
 
@@ -20,20 +20,8 @@ R = ExecuteChunk.Result
 
 @pytest.fixture(scope="module")
 def rig(tmp_path_factory):
-    h = Harness()
-    cmd = [node_executable("vidplan_ros", "executor_node"), "--ros-args", "-p", "joint_state_timeout_s:=2.0",
-           "-p", "path_position_tolerance:=0.05"]
-    log = tmp_path_factory.mktemp("executor_path") / "executor.log"
-    try:
-        with started(cmd, log) as proc:
-            assert h.client.wait_for_server(timeout_sec=30), proc.output()
-            h.publish_joints = True
-            assert wait_for(lambda: h.node.count_subscribers("/joint_states") >= 1, 10)
-            time.sleep(0.5)
-            h.proc = proc
-            yield h
-    finally:
-        h.close()
+    yield from rig_with_arm_at_home(tmp_path_factory, "executor_path", "joint_state_timeout_s:=2.0",
+                                    "path_position_tolerance:=0.05")
 
 
 def test_arm_trailing_its_command_is_not_aborted(rig):
