@@ -116,8 +116,9 @@ def markdown(res: dict) -> str:
              "Oracle and privileged variants are diagnostics (the simulator as world model / the reward read from the "
              "simulator state); they locate where success is lost and are never the product's result.", ""]
     if not r["complete"]:
-        lines += [f"**Partial run** (time budget): {r['not_run']} (episode, variant) pairs were not run; rerunning "
-                  "the command resumes.", ""]
+        lines += [f"**Partial run**: {r['not_run']} (episode, variant) pairs of the requested counts are not in the "
+                  "run directory (a time budget, an interruption, or fewer episodes run for some variants: see the "
+                  "notes); rerunning the command without --summarize-only runs them.", ""]
     for task in [*cfg["tasks"], "all"]:
         lines += [f"## Task: {task}", "", "Success rate (successes/episodes, Wilson 95 % interval):", "",
                   "| variant | " + " | ".join(f"clutter {c}" if c != "all" else "all" for c in cols)

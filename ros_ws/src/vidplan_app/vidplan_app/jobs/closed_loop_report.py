@@ -94,8 +94,9 @@ def write_table(results: dict[str, Any], path: str | Path) -> Path:
         for v in cfg["variants"]:
             lines.append(f"| {v} | " + " | ".join(format_cell(summ[v][task][c]) for c in cols) + " |")
     if not results.get("complete", True):
-        lines += ["", f"**Partial run**: {results['not_run']} (episode, variant) pairs were not run (time budget); "
-                  "the counts above cover the finished ones only."]
+        lines += ["", f"**Partial run**: {results['not_run']} (episode, variant) pairs of the requested counts are not "
+                  "in this directory (a time budget, an interruption, or fewer episodes run for some variants); the "
+                  "counts above cover the finished ones only."]
     lines += ["", "## Episodes (seed, clutter, task; the same scenes for every variant)", ""]
     for s in results["episode_specs"]:
         lines.append(f"- seed {s['seed']}, clutter {s['clutter']}: \"{s['instruction']}\"")
