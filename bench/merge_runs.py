@@ -21,6 +21,7 @@ from collections import Counter
 from pathlib import Path
 
 from vidplan_app.jobs.closed_loop_config import EPISODES, SETTINGS, ClosedLoopConfig
+from vidplan_core.config import changed_settings
 
 
 def _part(spec: str) -> tuple[Path, list[str] | None, list[str] | None]:
@@ -56,9 +57,8 @@ def main(argv: list[str] | None = None) -> int:
                 return 2
         if merged is None:
             merged = cfg.model_copy(update={"variants": [], "tasks": [], "clutter": []})
-        elif diff := {k: (v, cfg.fixed()[k]) for k, v in merged.fixed().items() if cfg.fixed()[k] != v}:
-            print(f"{path}: other settings than the first part: "
-                  + ", ".join(f"{k}: {x!r} vs {y!r}" for k, (x, y) in diff.items()), file=sys.stderr)
+        elif diff := changed_settings(merged.fixed(), cfg.fixed()):
+            print(f"{path}: other settings than the first part ({diff})", file=sys.stderr)
             return 2
         taken = Counter()
         for line in (path / EPISODES).read_text().splitlines():

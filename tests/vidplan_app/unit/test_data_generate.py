@@ -77,3 +77,14 @@ def test_generate_settings_are_checked(tmp_path):
     with pytest.raises(GenerateError, match="not a generation output"):
         generate_dataset(tmp_path / "x", GenerateConfig(episodes=1))
     assert np.isfinite(GenerateConfig().noise_std).all()
+
+
+def test_resuming_into_a_directory_of_other_settings_names_what_differs(tmp_path):
+    from vidplan_app.jobs.generate import MANIFEST, _prepare_output
+
+    out = tmp_path / "gen"
+    out.mkdir()
+    (out / MANIFEST).write_text(GenerateConfig(seed=0, episodes=3).model_dump_json())
+    _prepare_output(out, GenerateConfig(seed=0, episodes=5))  # more episodes: a resume
+    with pytest.raises(GenerateError, match="other settings \\(seed: 0 → 1\\)"):
+        _prepare_output(out, GenerateConfig(seed=1, episodes=3))

@@ -336,3 +336,13 @@ def test_trace_writes_one_row_per_cycle_beside_the_episode_record(tmp_path):
     assert len(lines) == 1 and "trace" not in json.loads(lines[0])
     again = run_closed_loop(cfg.model_copy(update={"trace": False}), tmp_path / "out")  # resumes, runs nothing
     assert again["episodes"][0]["cycles"] == ep["cycles"]
+
+
+def test_resuming_a_run_of_other_settings_names_what_differs(tmp_path):
+    from vidplan_app.jobs.closed_loop import _prepare
+    from vidplan_app.jobs.closed_loop_config import ClosedLoopConfig, ClosedLoopError
+
+    _prepare(tmp_path / "run", ClosedLoopConfig(seed=0, episodes=1))
+    assert _prepare(tmp_path / "run", ClosedLoopConfig(seed=0, episodes=3, variants=["vidplan"])) == []  # may grow
+    with pytest.raises(ClosedLoopError, match="other settings \\(seed: 0 → 1\\)"):
+        _prepare(tmp_path / "run", ClosedLoopConfig(seed=1, episodes=1))

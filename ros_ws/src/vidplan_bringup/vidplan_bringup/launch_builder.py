@@ -8,12 +8,9 @@ deprecated arg names included) are tested everywhere.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-from vidplan_bringup.profiles import load_profile, parse_overrides, resolve_profile
-
-if TYPE_CHECKING:
-    from vidplan_bringup.profiles import Profile
+from vidplan_bringup.profiles import Profile, load_profile, parse_overrides, resolve_profile
 
 
 def _text(value: Any) -> str:

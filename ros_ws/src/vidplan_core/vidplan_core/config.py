@@ -8,7 +8,7 @@ from typing import Any, TypeVar
 import yaml
 from pydantic import BaseModel, ValidationError
 
-__all__ = ["ConfigError", "format_validation_error", "load_model", "load_yaml", "validate_model"]
+__all__ = ["ConfigError", "changed_settings", "format_validation_error", "load_model", "load_yaml", "validate_model"]
 
 M = TypeVar("M", bound=BaseModel)
 
@@ -50,6 +50,14 @@ def load_yaml(path: str | Path) -> Any:
         mark = getattr(exc, "problem_mark", None)
         where = f"line {mark.line + 1}, column {mark.column + 1}" if mark else ""
         raise ConfigError(str(path), [(where, f"YAML syntax error: {getattr(exc, 'problem', exc)}")]) from exc
+
+
+def changed_settings(old: dict[str, Any], new: dict[str, Any]) -> str:
+    """``"key: old → new, ..."`` for every key whose value differs between ``old`` and ``new`` (a key only one has
+    counts, shown as None on the other side); empty when none does. What a resumable job (import, generation,
+    evaluation) says when an output directory holds a run of other settings."""
+    keys = [*old, *(k for k in new if k not in old)]
+    return ", ".join(f"{k}: {old.get(k)!r} → {new.get(k)!r}" for k in keys if old.get(k) != new.get(k))
 
 
 def validate_model(model: type[M], data: Any, source: str) -> M:

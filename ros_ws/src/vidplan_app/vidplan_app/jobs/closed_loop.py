@@ -80,6 +80,7 @@ from vidplan_app.jobs.closed_loop_config import (
 )
 from vidplan_app.jobs.closed_loop_policies import LoadedModels, ScriptedNominalPolicy, load_backends, make_session
 from vidplan_app.jobs.closed_loop_report import cells, summarize, write_plot, write_table
+from vidplan_core.config import changed_settings
 from vidplan_core.execution import IKOptions, JointPlan, plan_execution
 from vidplan_core.kinematics import PandaKinematics
 from vidplan_core.planning.nominal import NominalObservation
@@ -298,9 +299,7 @@ def _prepare(out: Path, cfg: ClosedLoopConfig) -> list[dict[str, Any]]:
             old = ClosedLoopConfig.model_validate(json.loads(s.read_text()))
         except Exception as exc:
             raise ClosedLoopError(f"{s}: unreadable ({exc}); delete {out} or choose another --out") from exc
-        diff = {k: (v, cfg.fixed()[k]) for k, v in old.fixed().items() if cfg.fixed()[k] != v}
-        if diff:
-            lines = ", ".join(f"{k}: {a!r} → {b!r}" for k, (a, b) in diff.items())
+        if lines := changed_settings(old.fixed(), cfg.fixed()):
             raise ClosedLoopError(f"{out} holds results of other settings ({lines}); resume with the same settings "
                                   "or choose another --out")
         ep = out / EPISODES

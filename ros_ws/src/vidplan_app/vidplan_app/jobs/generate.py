@@ -45,6 +45,7 @@ from typing import Any
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from vidplan_core.config import changed_settings
 from vidplan_core.data.bag_writer import BagWriter
 from vidplan_core.data.bags import make_qos
 from vidplan_core.data.messages import Codec
@@ -205,9 +206,7 @@ def _prepare_output(out: Path, cfg: GenerateConfig) -> None:
             old = GenerateConfig.model_validate(json.loads(manifest.read_text()))
         except Exception as exc:
             raise GenerateError(f"{manifest}: unreadable ({exc}); delete the directory or choose another") from exc
-        diff = {k: (v, cfg.fixed()[k]) for k, v in old.fixed().items() if cfg.fixed()[k] != v}
-        if diff:
-            lines = ", ".join(f"{k}: {a!r} → {b!r}" for k, (a, b) in diff.items())
+        if lines := changed_settings(old.fixed(), cfg.fixed()):
             raise GenerateError(f"{out} holds episodes generated with other settings ({lines}); resume with the same "
                                 f"settings or write to a new directory")
     elif out.exists() and any(p for p in out.iterdir() if p.name != ".partial"):

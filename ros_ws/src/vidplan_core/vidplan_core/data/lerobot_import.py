@@ -10,6 +10,7 @@ from typing import Any
 
 import numpy as np
 
+from vidplan_core.config import changed_settings
 from vidplan_core.data.lerobot import LEROBOT_PREFIX, LeRobotEpisode, LeRobotError, LeRobotMapping, LeRobotSource
 from vidplan_core.data.schema import (
     SHARD_DIR,
@@ -68,9 +69,7 @@ def prepare_import_dir(out: Path, settings: dict[str, Any], error: type[DatasetE
     import of the same settings (resumed); ``error`` when it holds another import or other files."""
     marker = out / "import.json"
     if marker.is_file():
-        old = json.loads(marker.read_text())
-        if old != settings:
-            diff = sorted(k for k in settings if old.get(k) != settings[k])
+        if diff := changed_settings(json.loads(marker.read_text()), settings):
             raise error(out, [f"holds an import with other settings ({diff}); use another --out"])
     elif out.exists() and any(out.iterdir()):
         raise error(out, ["exists and is not empty (and is not an earlier import)"])
