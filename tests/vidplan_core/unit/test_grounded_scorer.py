@@ -6,9 +6,11 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+import torch.nn.functional as F
 
 from vidplan_core.calibration import load_calibration, workspace_crop_box, workspace_crop_boxes
 from vidplan_core.models._io import ModelLoadError
+from vidplan_core.models.autoencoder import VideoAutoencoder
 from vidplan_core.models.grounded import GroundedScorer, SentenceEncoder
 from vidplan_core.spaces import crop_view
 from vidplan_core.training.config import HELD_OUT_COMBINATIONS
@@ -18,6 +20,7 @@ from vidplan_core.training.grounded import (
     GroundingFrames,
     PhraseBank,
     evaluate_grounding,
+    roundtrip_frames,
     target_fraction,
 )
 
@@ -83,6 +86,25 @@ def test_save_load_roundtrip_keeps_outputs_and_leaves_text_encoder_out(scorer, e
         GroundedScorer.from_pretrained_dir(tmp_path / "g")
 
 
+def test_linear_text_projection_is_additive_and_round_trips(encoder, tmp_path):
+    """text_hidden=0: one linear map, so a mean of sentence embeddings projects to the mean of their projections
+    (what lets a colour and a shape learned apart compose); the config carries it through save/load."""
+    lin = GroundedScorer(embed_dim=16, channels=(8, 16, 16), text_hidden=0).attach_text_encoder(encoder).eval()
+    mlp = GroundedScorer(embed_dim=16, channels=(8, 16, 16)).attach_text_encoder(encoder).eval()
+    assert len(lin.text_proj) == 1 and len(mlp.text_proj) == 3
+    a, b = encoder.encode(["the red object", "the cube"])
+    with torch.no_grad():
+        for model, additive in ((lin, True), (mlp, False)):
+            mid = model.text_proj(((a + b) / 2)[None])[0]
+            mean = (model.text_proj(a[None])[0] + model.text_proj(b[None])[0]) / 2
+            assert torch.allclose(mid, mean, atol=1e-5) is additive
+    lin.save(tmp_path / "lin")
+    loaded = GroundedScorer.from_pretrained_dir(tmp_path / "lin")
+    assert loaded.config.text_hidden == 0
+    t = ["touch the red cube"]
+    assert torch.allclose(loaded.encode_text(t), lin.encode_text(t), atol=1e-6)
+
+
 def test_phrase_bank_flags_held_out_and_rejects_unknown():
     bank = PhraseBank(COLOURS, SHAPES, [tuple(p) for p in HELD_OUT_COMBINATIONS])
     held = {bank.texts[i] for i, h in enumerate(bank.held) if h}
@@ -140,6 +162,56 @@ def test_training_items_never_name_a_held_out_combination():
     assert seen == {"object", "colour", "shape", "bowl", "robot"}
     with pytest.raises(ValueError, match="held-out object"):
         GroundingFrames(_fake_data(held_object=True), bank)
+
+
+def test_near_miss_items_name_an_absent_object_sharing_colour_or_shape():
+    """hard_negative_prob: items name an object that is not in the scene but shares its colour or its shape with
+    one in view; their target map is empty; never a held-out combination."""
+    bank = PhraseBank(COLOURS, SHAPES, [tuple(p) for p in HELD_OUT_COMBINATIONS])
+    data = _fake_data()
+    ds = GroundingFrames(data, bank, image_pool=2, hard_negative_prob=0.99)
+    near = 0
+    for i in range(len(ds)):
+        item = ds[i]
+        ref = bank.refs[item["phrase"]]
+        assert not bank.held[item["phrase"]]
+        n = i // 3
+        scene = {(COLOURS[c], SHAPES[s]) for c, s in zip(data["obj_colour"][n], data["obj_shape"][n], strict=True)
+                 if c >= 0}
+        if ref[0] == "object" and (ref[1], ref[2]) not in scene:
+            assert any(ref[1] == c or ref[2] == s for c, s in scene), (ref, scene)
+            assert float(item["target"].sum()) == 0.0
+            near += 1
+    assert near >= len(ds) * 0.9
+    with pytest.raises(ValueError, match="hard_negative_prob"):
+        GroundingFrames(data, bank, hard_negative_prob=1.0)
+
+
+def test_decoded_items_show_the_round_tripped_views_with_the_camera_labels():
+    """roundtrip_frames: views encoded then decoded (pooled; full_size repeats back); items drawn with
+    roundtrip_prob show them and keep the camera frame's target; shapes that do not match are named."""
+    data = _fake_data(n=3)
+    ae = VideoAutoencoder(kind="pixel", view_height=48, view_width=80, patch=4)  # an exact round trip
+    rt = roundtrip_frames(data["frames"], ae, image_pool=2, batch=2)
+    pooled = F.avg_pool2d(torch.from_numpy(data["frames"]).permute(0, 1, 4, 2, 3).float().flatten(0, 1), 2)
+    assert rt.shape == (3, 3, 48, 80, 3) and rt.dtype == np.uint8
+    assert np.abs(rt.astype(int) - pooled.reshape(3, 3, 3, 48, 80).permute(0, 1, 3, 4, 2).round().numpy()).max() <= 1
+    full = roundtrip_frames(data["frames"], ae, image_pool=2, full_size=True)
+    assert full.shape == data["frames"].shape
+    assert (full[:, :, ::2, ::2] == rt).all() and (full[:, :, 1::2, 1::2] == rt).all()
+
+    bank = PhraseBank(COLOURS, SHAPES, [tuple(p) for p in HELD_OUT_COMBINATIONS])
+    marked = np.full_like(rt, 255)  # white views: recognisable, unlike the fake frames
+    plain = GroundingFrames(data, bank, seed=5)
+    dec = GroundingFrames(data, bank, seed=5, roundtrip=marked, roundtrip_prob=1.0)
+    for i in range(len(dec)):
+        a, b = plain[i], dec[i]
+        assert bool((b["image"] == 1.0).all()) and not bool((a["image"] == 1.0).all())
+    assert any(float(dec[i]["target"].sum()) > 0 for i in range(len(dec)))  # the camera frame's labels
+    with pytest.raises(ValueError, match="do not match"):
+        GroundingFrames(data, bank, roundtrip=marked[:, :, :24], roundtrip_prob=0.5)
+    with pytest.raises(ValueError, match="needs the decoded views"):
+        GroundingFrames(data, bank, roundtrip_prob=0.5)
 
 
 def test_objective_learns_and_evaluation_counts_right(scorer, encoder):

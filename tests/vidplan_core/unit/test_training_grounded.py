@@ -87,6 +87,23 @@ def test_grounding_shards_and_cli_training(tmp_path, monkeypatch):
     assert report["held_out"] == HELD_OUT_COMBINATIONS and "accuracy" in report["unseen_target"]
     sc = GroundedScorer.from_pretrained_dir(final)
     assert sc.config.embed_dim == 16
+    assert "unseen_target_decoded" not in report
+
+    # trained partly on decoded views (an exact pixel autoencoder here), with near misses and a linear text map:
+    # the report adds the accuracy on the decoded validation views
+    from vidplan_core.models.autoencoder import VideoAutoencoder
+
+    VideoAutoencoder(kind="pixel", view_height=48, view_width=80, patch=4).save(tmp_path / "ae")
+    res = CliRunner().invoke(app, ["train", "grounded", "--config", "tiny-grounded", "--data", str(root),
+                                   "--out", str(tmp_path / "run_rt"), "--set", f"options.roundtrip_autoencoder="
+                                   f"{tmp_path / 'ae'}", "--set", "options.hard_negative_prob=0.2",
+                                   "--set", "options.text_hidden=0"])
+    assert res.exit_code == 0, res.output
+    report = json.loads((tmp_path / "run_rt" / "final" / "grounding_eval.json").read_text())
+    dec, raw = report["unseen_target_decoded"], report["unseen_target"]
+    assert dec["n"] == raw["n"] > 0 and abs(dec["accuracy"] - raw["accuracy"]) <= 0.25  # ±1 grey level apart
+    assert report["roundtrip"]["prob"] == 0.5
+    assert GroundedScorer.from_pretrained_dir(tmp_path / "run_rt" / "final").config.text_hidden == 0
     res = CliRunner().invoke(app, ["train", "grounded", "--config", "tiny-grounded", "--data", str(tmp_path / "none"),
                                    "--out", str(tmp_path / "run2")])
     assert res.exit_code == 2 and "no grounding shards" in res.output

