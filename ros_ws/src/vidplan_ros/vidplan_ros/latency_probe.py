@@ -1,13 +1,15 @@
-"""latency_probe: measures header-stamp → arrival latency of a stamped topic (PlanChunk by default).
+"""latency_probe: measures header-stamp → arrival latency of a stamped topic (PlanDiagnostics by default).
 
-With the planner, a PlanChunk's header.stamp is the stamp of the camera triplet it was planned from, so the
-probe measures camera stamp → PlanChunk arrival end to end. Statistics are logged periodically and written to
+The planner stamps a PlanDiagnostics with the camera triplet its plan was made from and publishes it right after the
+PlanChunk, so by default the probe measures camera stamp → plan out, end to end. (A PlanChunk is stamped when it is
+produced, so that the executor's max_plan_age_s measures transport; probing /vidplan/plan measures only DDS delivery,
+which under a /clock of 100 Hz is often 0.) Statistics are logged periodically and written to
 ``report_path`` (JSON) on every report and at shutdown. Messages stamped later than the probe's clock (the clock
 jumped back: a looping bag, a sim reset) are not latencies; they are counted as ``discarded_negative``.
 
 Parameters:
-    topic (str, "/vidplan/plan"): topic to probe.
-    message_type (str, "vidplan_interfaces/msg/PlanChunk"): its type (must have a std_msgs/Header ``header``).
+    topic (str, "/vidplan/plan_diagnostics"): topic to probe.
+    message_type (str, "vidplan_interfaces/msg/PlanDiagnostics"): its type (must have a std_msgs/Header ``header``).
     report_path (str, ""): JSON file for the statistics ("" = log only).
     report_period_s (float, 5.0): seconds between reports.
 """
@@ -41,8 +43,8 @@ def import_message(type_name: str) -> type:
 class LatencyProbe(Node):
     def __init__(self) -> None:
         super().__init__("latency_probe")
-        self.topic = self.declare_parameter("topic", "/vidplan/plan").value
-        type_name = self.declare_parameter("message_type", "vidplan_interfaces/msg/PlanChunk").value
+        self.topic = self.declare_parameter("topic", "/vidplan/plan_diagnostics").value
+        type_name = self.declare_parameter("message_type", "vidplan_interfaces/msg/PlanDiagnostics").value
         self.report_path = self.declare_parameter("report_path", "").value
         period = float(self.declare_parameter("report_period_s", 5.0).value)
         msg_type = import_message(type_name)
