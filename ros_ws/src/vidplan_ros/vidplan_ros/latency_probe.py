@@ -1,15 +1,16 @@
-"""latency_probe: measures header-stamp → arrival latency of a stamped topic (PlanDiagnostics by default).
+"""latency_probe: measures header-stamp → arrival latency of a stamped topic (PlanChunk by default).
 
-The planner stamps a PlanDiagnostics with the camera triplet its plan was made from and publishes it right after the
-PlanChunk, so by default the probe measures camera stamp → plan out, end to end. (A PlanChunk is stamped when it is
-produced, so that the executor's max_plan_age_s measures transport; probing /vidplan/plan measures only DDS delivery,
-which under a /clock of 100 Hz is often 0.) Statistics are logged periodically and written to
+What it measures is what the stamp means. A PlanChunk is stamped when the planner produces it (so that the
+executor's max_plan_age_s measures transport): on /vidplan/plan the probe measures DDS delivery. The planner stamps
+its PlanDiagnostics with the camera triplet the plan was made from and publishes it right after the chunk: with
+``topic:=/vidplan/plan_diagnostics message_type:=vidplan_interfaces/msg/PlanDiagnostics`` (the replay profile's
+setting) the probe measures camera stamp → plan out, end to end. Statistics are logged periodically and written to
 ``report_path`` (JSON) on every report and at shutdown. Messages stamped later than the probe's clock (the clock
 jumped back: a looping bag, a sim reset) are not latencies; they are counted as ``discarded_negative``.
 
 Parameters:
-    topic (str, "/vidplan/plan_diagnostics"): topic to probe.
-    message_type (str, "vidplan_interfaces/msg/PlanDiagnostics"): its type (must have a std_msgs/Header ``header``).
+    topic (str, "/vidplan/plan"): topic to probe.
+    message_type (str, "vidplan_interfaces/msg/PlanChunk"): its type (must have a std_msgs/Header ``header``).
     report_path (str, ""): JSON file for the statistics ("" = log only).
     report_period_s (float, 5.0): seconds between reports.
 """
@@ -43,8 +44,8 @@ def import_message(type_name: str) -> type:
 class LatencyProbe(Node):
     def __init__(self) -> None:
         super().__init__("latency_probe")
-        self.topic = self.declare_parameter("topic", "/vidplan/plan_diagnostics").value
-        type_name = self.declare_parameter("message_type", "vidplan_interfaces/msg/PlanDiagnostics").value
+        self.topic = self.declare_parameter("topic", "/vidplan/plan").value
+        type_name = self.declare_parameter("message_type", "vidplan_interfaces/msg/PlanChunk").value
         self.report_path = self.declare_parameter("report_path", "").value
         period = float(self.declare_parameter("report_period_s", 5.0).value)
         msg_type = import_message(type_name)
