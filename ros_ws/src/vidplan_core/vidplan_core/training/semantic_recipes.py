@@ -124,10 +124,13 @@ class GroundedRecipe(RecipeBase):
         self.model = GroundedObjective(scorer, o.pos_weight)
 
     def _roundtrip_models(self) -> tuple[Any, Any]:
-        o = self.opts
-        ae = VideoAutoencoder.load(o.roundtrip_autoencoder).eval()
-        dec = TinyDecoder.load(o.roundtrip_decoder).eval() if o.roundtrip_decoder else None
-        return ae, dec
+        """The frozen autoencoder and decoder of the round trip, loaded once (training and the final report)."""
+        if getattr(self, "_rt_models", None) is None:
+            o = self.opts
+            ae = VideoAutoencoder.load(o.roundtrip_autoencoder).eval()
+            dec = TinyDecoder.load(o.roundtrip_decoder).eval() if o.roundtrip_decoder else None
+            self._rt_models = (ae, dec)
+        return self._rt_models
 
     def _roundtrip(self, data: dict[str, Any]) -> Any:
         """The shards' views after encode → decode (once, before training: the models are frozen)."""
