@@ -52,10 +52,11 @@ def _received(proc) -> int:
     return int(counts[-1]) if counts else -1
 
 
-def _sink_cmd(out: Path, topics: dict[str, str], expect: int, clock: bool = False) -> list[str]:
-    cmd = [sys.executable, str(SCRIPT), "sink", "--out", str(out), "--expect", str(expect), "--timeout", "40",
+def _sink_cmd(out: Path, topics: dict[str, str], expect: int, clock: bool = False, latched: bool = False,
+              timeout: float = 40.0) -> list[str]:
+    cmd = [sys.executable, str(SCRIPT), "sink", "--out", str(out), "--expect", str(expect), "--timeout", str(timeout),
            "--topics", *[f"{t}:{ty}" for t, ty in topics.items()]]
-    return cmd + (["--clock"] if clock else [])
+    return cmd + (["--clock"] if clock else []) + (["--latched"] if latched else [])
 
 
 @pytest.fixture(scope="module")
@@ -157,20 +158,22 @@ def test_replay_round_trip_is_byte_exact_with_clock(recording, tmp_path):
                "-p", "topics:=['/rr/chatter', '/rr/pose', '/rr/camera/image_raw']",
                "-p", f"output_dir:={tmp_path}", "-p", "bag_name:=simtime", "-p", "stats_interval_s:=0.2",
                "-p", "discovery_timeout_s:=20.0"]
-    with started(_sink_cmd(tmp_path / "replayed.json", TOPICS, 3 * COUNT, clock=True), tmp_path / "sink.log") as sink, \
-            started(rec_cmd, tmp_path / "rec.log") as rc:
+    # Transient-local publishers (history = the whole bag) and subscribers: a CI run under load once lost messages
+    # at a volatile sink although the replay waited for two matched subscribers and a further 2 s (the publisher
+    # side matches a subscriber before that subscriber has matched the publisher; DDS discovery is not symmetric,
+    # and a volatile reader drops what it got before). Latched, a late-matching reader gets the history instead.
+    latched = [f"{t}:reliable:transient_local" for t in TOPICS]
+    with started(_sink_cmd(tmp_path / "replayed.json", TOPICS, 3 * COUNT, clock=True, latched=True, timeout=90),
+                 tmp_path / "sink.log") as sink, started(rec_cmd, tmp_path / "rec.log") as rc:
         assert wait_for(lambda: "sink ready" in sink.output(), 20)
         with started([replay, "--ros-args", "-p", f"bag:={recording['a']}", "-p", "rate:=2.0",
-                      "-p", "publish_clock:=true", "-p", "exit_at_end:=true", "-p", "wait_subscribers:=2",
-                      # The publisher side counts a subscriber before that subscriber has matched the publisher
-                      # (DDS discovery is not symmetric); a volatile reader loses what comes before. CI once saw the
-                      # first message of each topic (87 of 90) missed with the default 0.5 s settle time.
-                      "-p", "start_delay_s:=2.0",
-                      "-p", "qos_overrides:=['/rr/camera/image_raw:reliable']"], tmp_path / "replay.log") as rp:
-            assert rp.wait(40) == 0, rp.output() + rc.output()
-            assert "end of bag: 90 messages published" in rp.output()
-        assert sink.wait(20) == 0, sink.output()
-        assert wait_for(lambda: _received(rc) >= 3 * COUNT, 20), rc.output()
+                      "-p", "publish_clock:=true", "-p", "wait_subscribers:=2", "-p", "start_delay_s:=2.0",
+                      "-p", f"qos_overrides:={latched}", "-p", f"qos_depth:={COUNT}"], tmp_path / "replay.log") as rp:
+            # The replay stays up (no exit_at_end) until both readers are done: its history is what a late reader gets.
+            assert wait_for(lambda: "end of bag: 90 messages published" in rp.output(), 40), rp.output() + rc.output()
+            assert sink.wait(30) == 0, sink.output() + rp.output()
+            assert wait_for(lambda: _received(rc) >= 3 * COUNT, 20), rc.output()
+            assert rp.stop() == 0, rp.output()
         rc.signal(signal.SIGTERM)
         assert rc.wait(20) == 0, rc.output()
     got = _load(tmp_path / "replayed.json")

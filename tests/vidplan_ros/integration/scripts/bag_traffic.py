@@ -4,9 +4,10 @@ pub:  publishes ``--count`` messages on each of /rr/chatter (std_msgs/String), /
       and /rr/camera/image_raw (sensor_msgs/Image, 48×64 rgb8) at ``--rate`` Hz, as serialised bytes (so the
       exact wire bytes are known), after every publisher has ``--wait-subs`` subscribers; waits until all are
       acknowledged, writes what it sent to ``--out`` (JSON: topic → list of base64 payloads, in order) and exits.
-sink: subscribes (raw, reliable) to ``--topics`` ("name:pkg/msg/Type" ...), and optionally /clock, until it has
-      ``--expect`` messages in total or ``--timeout`` s pass; writes what it got to ``--out`` (same format, plus
-      the /clock stamps in ns under "__clock__") and exits 0 (1 on timeout).
+sink: subscribes (raw, reliable; transient-local with ``--latched``) to ``--topics`` ("name:pkg/msg/Type" ...), and
+      optionally /clock, until it has ``--expect`` messages in total or ``--timeout`` s pass; prints its per-topic
+      counts whenever they changed in the last second; writes what it got to ``--out`` (same format, plus the
+      /clock stamps in ns under "__clock__") and exits 0 (1 on timeout).
 """
 
 from __future__ import annotations
@@ -29,6 +30,8 @@ TOPICS = {
 }
 RELIABLE = QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=1000, reliability=ReliabilityPolicy.RELIABLE,
                       durability=DurabilityPolicy.VOLATILE)
+LATCHED = QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=1000, reliability=ReliabilityPolicy.RELIABLE,
+                     durability=DurabilityPolicy.TRANSIENT_LOCAL)
 
 
 def _cls(msgtype: str) -> type:
@@ -104,7 +107,8 @@ def run_sink(args: argparse.Namespace) -> int:
     for spec in args.topics:
         topic, _, msgtype = spec.partition(":")
         got[topic] = []
-        subs.append(node.create_subscription(_cls(msgtype), topic, lambda d, t=topic: on_msg(t, d), RELIABLE,
+        subs.append(node.create_subscription(_cls(msgtype), topic, lambda d, t=topic: on_msg(t, d),
+                                             LATCHED if args.latched else RELIABLE,
                                              raw=True))
     if args.clock:
         from rosgraph_msgs.msg import Clock
@@ -114,8 +118,14 @@ def run_sink(args: argparse.Namespace) -> int:
             Clock, "/clock", lambda m: got["__clock__"].append(m.clock.sec * 10**9 + m.clock.nanosec), 100))
     print("sink ready", flush=True)
     end = time.monotonic() + args.timeout
+    shown, next_show = "", time.monotonic() + 1.0
     while total[0] < args.expect and time.monotonic() < end:
         rclpy.spin_once(node, timeout_sec=0.1)
+        if time.monotonic() >= next_show:  # a test that gives up on this sink sees how far it got
+            now = str({t: len(v) for t, v in got.items()})
+            if now != shown:
+                print(f"sink has {now}", flush=True)
+            shown, next_show = now, time.monotonic() + 1.0
     _dump(args.out, got)
     print(f"sink got {total[0]}", flush=True)
     node.destroy_node()
@@ -132,6 +142,7 @@ def main() -> int:
     ap.add_argument("--topics", nargs="*", default=[])
     ap.add_argument("--expect", type=int, default=0)
     ap.add_argument("--clock", action="store_true")
+    ap.add_argument("--latched", action="store_true")
     ap.add_argument("--timeout", type=float, default=30.0)
     ap.add_argument("--out", required=True)
     args = ap.parse_args()
