@@ -124,6 +124,15 @@ def _pipeline(tmp_path, runner, app) -> None:
     res = runner.invoke(app, ["assemble-models", "--runs", str(runs), "--out", str(tmp_path / "models_bad"),
                               "--map-views", "0,0"])
     assert res.exit_code == 2 and "map_views" in res.output and not (tmp_path / "models_bad").exists(), res.output
+    # a scorer retrained after the world model: the one the world model was trained with stays as text_conditioner
+    res = runner.invoke(app, ["assemble-models", "--runs", str(runs), "--out", str(tmp_path / "models_tc"),
+                              "--text-conditioner", str(runs / "semantic" / "final")])
+    assert res.exit_code == 0, res.output
+    assert "text_conditioner" in read_bundle_index(tmp_path / "models_tc").parts
+    assert load_planner_models(tmp_path / "models_tc").text_conditioner is not None
+    res = runner.invoke(app, ["assemble-models", "--runs", str(runs), "--out", str(tmp_path / "models_tc_bad"),
+                              "--text-conditioner", str(tmp_path / "nowhere")])
+    assert res.exit_code == 2 and "--text-conditioner" in res.output, res.output
     w = models.suite.flow_map.state_dict()
     assert all(torch.equal(v, v.half().float()) for v in w.values() if v.is_floating_point())
     # The ONNX value-and-grad graph takes > 10 min to export even for the tiny models on this 2-core machine, so

@@ -83,3 +83,63 @@ def test_scoring_given_frames_equals_scoring_their_latents_decoded(models):
     np.testing.assert_allclose(a.semantic_map, b.semantic_map, atol=1e-4)
     c = tb.score_latents(lat, acts, frames=np.zeros_like(frames))
     assert not np.allclose(a.semantic_map, c.semantic_map)  # the frames are what is scored
+
+
+def test_a_text_conditioner_keeps_the_world_models_text_input_while_a_new_scorer_scores(models, tmp_path):
+    """A bundle whose scorer was retrained after its world model carries the old scorer as ``text_conditioner``:
+    the world model (and the policy) keep reading the embedding they were trained on, the new scorer scores. Without
+    it, swapping the scorer silently changes the world model's input. Saved, loaded and exported, onnxruntime
+    matches torch on both embeddings."""
+    import dataclasses
+
+    from vidplan_core.models.grounded import GroundedScorer
+    from vidplan_core.runtime.base import BackendError
+    from vidplan_core.runtime.loader import load_planner_models
+
+    assert models.uses_text
+    torch.manual_seed(7)
+    d = models.scorer.config.embed_dim
+    new = GroundedScorer(embed_dim=d, channels=(8, 16, 16)).attach_text_encoder(models.scorer.text_encoder).eval()
+    swapped = dataclasses.replace(models, scorer=new)  # what a scorer swap did before text_conditioner
+    kept = dataclasses.replace(models, scorer=new, text_conditioner=models.scorer)
+    ctx = _ctx(models)
+    acts = np.tile(ctx.history_actions[-1], (2, models.horizon, 1)).astype(np.float32)
+    acts[1, :, 0] += np.linspace(0.0, 0.1, models.horizon)
+    out = {}
+    for name, m in (("orig", models), ("swapped", swapped), ("kept", kept)):
+        tb = TorchBackend(m, flow_steps=1)
+        tb.set_context(ctx)
+        out[name] = (tb.predict_latents(acts), tb.rollout(acts).semantic_score,
+                     tb.conditioning_embedding(ctx.instruction).numpy(), tb.text_embedding(ctx.instruction).numpy())
+    np.testing.assert_allclose(out["kept"][0], out["orig"][0], atol=1e-5)  # the world model's input is unchanged
+    assert np.abs(out["swapped"][0] - out["orig"][0]).max() > 1e-3  # ... which a bare swap changes
+    np.testing.assert_allclose(out["kept"][2], out["orig"][3], atol=1e-6)
+    assert np.abs(out["kept"][3] - out["orig"][3]).max() > 1e-3  # the new scorer's embedding scores
+    assert np.abs(out["kept"][1] - out["orig"][1]).max() > 1e-4
+
+    kept.save(tmp_path / "b", config_name="tiny")
+    loaded = load_planner_models(tmp_path / "b")
+    assert loaded.text_conditioner is not None and "text_conditioner" in (tmp_path / "b" / "bundle.json").read_text()
+    ids = torch.as_tensor(loaded.tokenize(ctx.instruction))
+    assert torch.allclose(loaded.text_conditioner.encode_text(input_ids=ids), models.scorer.encode_text(input_ids=ids),
+                          atol=1e-6)
+    man = export_planner(loaded, tmp_path / "onnx", flow_steps=(1,), batch_sizes=(2,), grad_batch_sizes=(),
+                         simplify="none")
+    assert {"text_proj", "cond_text_proj"} <= set(man.graphs) and man.model["text_conditioner"] is True
+    ort = OnnxRuntimeBackend(tmp_path / "onnx", flow_steps=1, threads=1, require_grad=False)
+    ort.set_context(ctx)
+    np.testing.assert_allclose(ort.conditioning_embedding(ctx.instruction), out["kept"][2], atol=1e-4)
+    np.testing.assert_allclose(ort.text_embedding(ctx.instruction), out["kept"][3], atol=1e-4)
+    np.testing.assert_allclose(ort.predict_latents(acts), out["kept"][0], atol=1e-3)
+    np.testing.assert_allclose(ort.rollout(acts).semantic_score, out["kept"][1], atol=1e-4)
+
+    # scoring with another semantic model at load time (semantic_dir) keeps the bundle's own as the conditioner
+    models.save(tmp_path / "orig", config_name="tiny")
+    new.save(tmp_path / "new_semantic")
+    over = load_planner_models(tmp_path / "orig", semantic_dir=tmp_path / "new_semantic")
+    assert torch.allclose(over.conditioning_embedding(ctx.instruction), torch.as_tensor(out["kept"][2]), atol=1e-6)
+    assert torch.allclose(over.scorer.encode_text(input_ids=ids), new.encode_text(input_ids=ids), atol=1e-6)
+
+    other = GroundedScorer(embed_dim=d, channels=(8, 16, 16), max_text_len=16)
+    with pytest.raises(BackendError, match=r"text_conditioner .* does not tokenise like the semantic scorer"):
+        dataclasses.replace(models, text_conditioner=other).check()

@@ -83,6 +83,9 @@ def assemble_models(
     semantic: Path | None = typer.Option(None, help="overrides <runs>/semantic/final"),
     tiny_decoder: Path | None = typer.Option(None, help="overrides <runs>/tiny-decoder/final (optional part: the "
                                              "semantic reward's distilled decoder)"),
+    text_conditioner: Path | None = typer.Option(None, help="optional part: the semantic model the world model and "
+                                                 "policy were trained with, when --semantic is a scorer retrained "
+                                                 "after them (it keeps conditioning them; the new one scores)"),
     overwrite: bool = typer.Option(False, help="replace an existing model directory"),
     storage_dtype: str = typer.Option("float32", help="float32 | float16: store the world-model parts' "
                                       "parameters in half precision (half the size; computed in float32)"),
@@ -101,14 +104,15 @@ def assemble_models(
     that the planner loads them."""
     src = default_sources(runs)
     for key, val in (("autoencoder", autoencoder), ("world_model", world_model), ("flow_map", flow_map),
-                     ("semantic", semantic), ("tiny_decoder", tiny_decoder)):
+                     ("semantic", semantic), ("tiny_decoder", tiny_decoder), ("text_conditioner", text_conditioner)):
         if val is not None:
             src[key] = val
     if heads is not None:
         src["uq_head"], src["reward_head"] = heads / "uq_head", heads / "reward_head"
-    if tiny_decoder is not None and not tiny_decoder.is_dir():  # an optional part asked for by name must be there
-        typer.secho(f"error: --tiny-decoder {tiny_decoder} is not a directory", fg=typer.colors.RED, err=True)
-        raise typer.Exit(2)
+    for flag, val in (("--tiny-decoder", tiny_decoder), ("--text-conditioner", text_conditioner)):
+        if val is not None and not val.is_dir():  # an optional part asked for by name must be there
+            typer.secho(f"error: {flag} {val} is not a directory", fg=typer.colors.RED, err=True)
+            raise typer.Exit(2)
     try:
         views = None if map_views is None else [int(v) for v in map_views.split(",") if v.strip()]
         d = assemble_model_dir(out, src, overwrite=overwrite, storage_dtype=storage_dtype, config=config,

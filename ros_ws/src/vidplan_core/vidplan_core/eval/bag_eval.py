@@ -88,7 +88,13 @@ from vidplan_core.eval.bag_config import (
 )
 from vidplan_core.eval.bag_metrics import finite_or_null
 from vidplan_core.eval.bag_recording import Episode, Scan, action_source, prepare_episode, scan_bag
-from vidplan_core.eval.bag_shadow import load_scorer, make_shadow_planner, session_config, text_embedding
+from vidplan_core.eval.bag_shadow import (
+    load_conditioner,
+    load_scorer,
+    make_shadow_planner,
+    session_config,
+    text_embedding,
+)
 from vidplan_core.eval.bag_windows import PredictionMetrics, RewardMetrics, ShadowMetrics, UQMetrics
 from vidplan_core.eval.report import write_report
 from vidplan_core.runtime.bundle import make_noise
@@ -258,7 +264,8 @@ def _shadow_and_text(bundle: Bundle, ep: Episode, tm: TopicMap, bag: Path, cfg: 
                             f"without the instruction embedding (the planner would use it)")
         else:
             try:
-                text_emb = text_embedding(scorer, session, ep.instruction, device)
+                cond = None if session is not None else load_conditioner(bundle, device)  # else the session's
+                text_emb = text_embedding(scorer, session, ep.instruction, device, cond)
             except Exception as exc:  # a broken text tower must not stop the video evaluation
                 warnings.append(f"cannot embed the instruction {ep.instruction!r} ({type(exc).__name__}: {exc}): "
                                 f"predictions are made without it")

@@ -9,7 +9,7 @@ from vidplan_core.config import validate_model
 from vidplan_core.eval.bag_bundle import Bundle, safetensor_errors, unreadable_model_file
 from vidplan_core.eval.bag_config import MODEL_READ_ERRORS, EvalBagConfig, EvalBagError
 
-__all__ = ["load_scorer", "make_shadow_planner", "session_config", "text_embedding"]
+__all__ = ["load_conditioner", "load_scorer", "make_shadow_planner", "session_config", "text_embedding"]
 
 
 def load_scorer(bundle: Bundle, device: str) -> tuple[Any | None, str]:
@@ -55,7 +55,7 @@ def make_shadow_planner(bundle: Bundle, scorer: Any, cfg: EvalBagConfig, device:
             "map_views": tuple(idx.map_views) if idx.map_views else None}
         tiny = load_part(idx, "tiny_decoder", device) if idx is not None and "tiny_decoder" in idx.parts else None
         models = PlannerModels(suite, scorer, config_name=idx.config if idx is not None else None,
-                               tiny_decoder=tiny, **views)
+                               tiny_decoder=tiny, text_conditioner=load_conditioner(bundle, device), **views)
         backend = load_planner_backend(bundle.path, "torch", device=device, flow_steps=cfg.flow_steps,
                                        models=models).backend
         session = PlanningSession(backend, PandaKinematics(), session_cfg)
@@ -80,17 +80,26 @@ def session_config(planner: Any) -> Any:
     return load_planning_config(planner).session
 
 
-def text_embedding(scorer: Any, session: Any, instruction: str, device: str) -> Any:
-    """(1, D) instruction embedding exactly as the planner's backend computes it."""
+def load_conditioner(bundle: Bundle, device: str) -> Any:
+    """The bundle's ``text_conditioner`` part (the world model's own text input), or None when it has none."""
+    from vidplan_core.runtime.loader import load_part
+
+    idx = bundle.index
+    return load_part(idx, "text_conditioner", device) if idx is not None and "text_conditioner" in idx.parts else None
+
+
+def text_embedding(scorer: Any, session: Any, instruction: str, device: str, conditioner: Any = None) -> Any:
+    """(1, D) instruction embedding the world model conditions on, exactly as the planner's backend computes it
+    (``conditioner``: the bundle's text_conditioner, when it has one; else the scorer's embedding)."""
     import torch
 
-    if session is not None and hasattr(session.backend, "text_embedding"):
+    if session is not None and hasattr(session.backend, "conditioning_embedding"):
         try:
-            return session.backend.text_embedding(instruction)
+            return session.backend.conditioning_embedding(instruction)
         except Exception:
             pass
     from vidplan_core.runtime.bundle import PlannerModels
 
     ids = torch.as_tensor(PlannerModels(None, scorer).tokenize(instruction), device=device)
     with torch.no_grad():
-        return scorer.encode_text(input_ids=ids).float()
+        return (conditioner if conditioner is not None else scorer).encode_text(input_ids=ids).float()

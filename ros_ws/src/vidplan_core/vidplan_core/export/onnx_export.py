@@ -144,8 +144,10 @@ def export_planner(models: PlannerModels, out_dir: str | Path, flow_steps: Seque
     vc = ae.config
     ids = torch.as_tensor(models.tokenize("pick up the red cube and put it in the bowl"))
     graphs0 = build_graphs(models, flow_steps[0], objective)
+    conditioned = "cond_text" in graphs0  # a text_conditioner: the world model's own text embedding
     with torch.no_grad():
         text = graphs0["text"](ids)
+        cond = graphs0["cond_text"](ids) if conditioned else text
     use_text = models.uses_text
 
     def ctx_args(n: int) -> tuple[torch.Tensor, ...]:
@@ -154,7 +156,7 @@ def export_planner(models: PlannerModels, out_dir: str | Path, flow_steps: Seque
             1, T, 7).contiguous()
         a = _example_actions(models, n, gen)
         nz = torch.randn(1, H, C, h, w, generator=gen)
-        return (hl, ha, a, nz, text) if use_text else (hl, ha, a, nz)
+        return (hl, ha, a, nz, cond) if use_text else (hl, ha, a, nz)
 
     jobs: list[tuple[str, torch.nn.Module | Callable[..., Any], Callable[[], tuple[torch.Tensor, ...]], bool,
                      int | None]] = []
@@ -165,8 +167,12 @@ def export_planner(models: PlannerModels, out_dir: str | Path, flow_steps: Seque
         with torch.no_grad():
             sentence = models.scorer.text_encoder(ids)
         jobs.append(("text_proj", graphs0["text_proj"], lambda: (sentence,), False, None))
+        if conditioned:  # same sentence encoder (PlannerModels.check), its own projection
+            jobs.append(("cond_text_proj", graphs0["cond_text_proj"], lambda: (sentence,), False, None))
     else:
         jobs.append(("text", graphs0["text"], lambda: (ids,), False, None))
+        if conditioned:
+            jobs.append(("cond_text", graphs0["cond_text"], lambda: (ids,), False, None))
     jobs.append(("decode", graphs0["decode"], lambda: (torch.randn(H, C, h, w, generator=gen),), False, None))
     lat_args = lambda n: (torch.randn(n, H, C, h, w, generator=gen), _example_actions(models, n, gen))  # noqa: E731
     for n in batch_sizes:
@@ -230,6 +236,8 @@ def export_planner(models: PlannerModels, out_dir: str | Path, flow_steps: Seque
         "scoring_decoder": ("tiny" if models.tiny_decoder is not None else
                             "none" if models.suite.autoencoder.config.kind == "pixel" else "full"),
         "text_encoder": models.scorer.config.text_encoder if grounded else None,
+        # the world model and policy read the cond_text(_proj) graph's embedding, the semantic graph text(_proj)'s
+        "text_conditioner": conditioned,
         "semantic_view": models.semantic_view, "centring_view": models.map_view_list[0],
         "map_views": list(models.map_view_list), "view_geometry": models.view_geometry(),
         "view_size": [vc.view_height, vc.view_width],

@@ -98,7 +98,7 @@ class BCNominalPolicy:
             raise ValueError(f"the policy reads latents {(pc.latent_channels, pc.latent_height, pc.latent_width)}, "
                              f"the bundle's autoencoder makes {(C, h, w)}")
         if pc.text_dim and pc.text_dim != models.text_dim():
-            raise ValueError(f"the policy reads text embeddings of width {pc.text_dim}, the bundle's semantic scorer "
+            raise ValueError(f"the policy reads text embeddings of width {pc.text_dim}, the bundle's text conditioning "
                              f"makes {models.text_dim()}")
         self._torch = torch
         self._text: dict[str, Any] = {}
@@ -114,11 +114,8 @@ class BCNominalPolicy:
         return cls(load_part(index, "policy"), models)
 
     def _text_embedding(self, instruction: str) -> Any:
-        if instruction not in self._text:
-            torch = self._torch
-            ids = torch.as_tensor(self.models.tokenize(instruction))
-            with torch.no_grad():
-                self._text[instruction] = self.models.scorer.encode_text(input_ids=ids)[:1].float()
+        if instruction not in self._text:  # the conditioning embedding, as the world model's (PlannerModels)
+            self._text[instruction] = self.models.conditioning_embedding(instruction)
         return self._text[instruction]
 
     def infer(self, obs: NominalObservation) -> np.ndarray:

@@ -35,6 +35,10 @@ class PlannerModels:
         tiny_decoder: optional :class:`~vidplan_core.models.tiny_decoder.TinyDecoder` distilled from the
             autoencoder's decoder; the semantic reward decodes with it (:attr:`scoring_decoder`), the debug
             pictures with the full decoder.
+        text_conditioner: optional semantic model of the scorer's kind (and tokenizer) whose text embedding
+            conditions the world model and the policy (:attr:`conditioner`); a bundle carries one when its scorer
+            was retrained after the world model (the world model's text input stays the one it was trained on,
+            while the new scorer scores). None: the scorer's embedding does both.
     """
 
     suite: Any
@@ -44,13 +48,31 @@ class PlannerModels:
     centring_view: int = 2
     map_views: tuple[int, ...] | None = None
     tiny_decoder: Any = None
+    text_conditioner: Any = None
 
     def modules(self) -> list[Any]:
-        """Every torch module the planner runs (world-model suite, scorer, tiny decoder when present): the one list
-        a backend freezes and moves to its device, so no part is left behind on the CPU."""
+        """Every torch module the planner runs (world-model suite, scorer, tiny decoder and text conditioner when
+        present): the one list a backend freezes and moves to its device, so no part is left behind on the CPU."""
         s = self.suite
-        return [m for m in (s.autoencoder, s.flow_map, s.uq_head, s.reward_head, self.scorer, self.tiny_decoder)
-                if m is not None]
+        return [m for m in (s.autoencoder, s.flow_map, s.uq_head, s.reward_head, self.scorer, self.tiny_decoder,
+                            self.text_conditioner) if m is not None]
+
+    @property
+    def conditioner(self) -> Any:
+        """The semantic model whose text embedding conditions the world model and the policy: the
+        ``text_conditioner`` when the bundle has one, else the scorer."""
+        return self.text_conditioner if self.text_conditioner is not None else self.scorer
+
+    def conditioning_embedding(self, instruction: str) -> Any:
+        """(1, D) unit-norm text embedding the world model and the policy condition on (torch, float32, on the
+        conditioner's device)."""
+        import torch
+
+        c = self.conditioner
+        device = next(c.parameters(), torch.zeros(())).device
+        ids = torch.as_tensor(self.tokenize(instruction), device=device)
+        with torch.no_grad():
+            return c.encode_text(input_ids=ids)[:1].float()
 
     @property
     def scoring_decoder(self) -> Any:
@@ -82,11 +104,13 @@ class PlannerModels:
         self.suite.save(directory, storage_dtype=storage_dtype)
         if self.tiny_decoder is not None:
             self.tiny_decoder.save(Path(directory) / "tiny_decoder")
-        if self.scorer.kind == "grounded":  # image tower + text projection; the sentence encoder is installed
-            self.scorer.save(Path(directory) / "semantic")
-        else:
-            m = self.scorer.model
-            save_semantic(m, self.scorer.tokenizer, Path(directory) / "semantic", m.config.vision_config.image_size)
+        for name, sc in (("semantic", self.scorer), ("text_conditioner", self.text_conditioner)):
+            if sc is None:
+                continue
+            if sc.kind == "grounded":  # image tower + text projection; the sentence encoder is installed
+                sc.save(Path(directory) / name)
+            else:
+                save_semantic(sc.model, sc.tokenizer, Path(directory) / name, sc.model.config.vision_config.image_size)
         # views only when they differ from the defaults the loader assumes (0, 2, [centring_view])
         write_bundle_index(directory, config=config_name or self.config_name,
                            semantic_view=self.semantic_view if self.semantic_view != 0 else None,
@@ -118,11 +142,20 @@ class PlannerModels:
             if (c.latent_channels, c.latent_height, c.latent_width) != ae_shape:
                 raise BackendError(f"{name} latent {(c.latent_channels, c.latent_height, c.latent_width)} does not "
                                    f"match the autoencoder's {ae_shape}")
+        if self.text_conditioner is not None:
+            a, b = self.scorer, self.text_conditioner
+            same = (a.kind == b.kind and a.max_text_len == b.max_text_len
+                    and (a.kind != "grounded" or a.config.text_encoder == b.config.text_encoder))
+            if not same:  # one tokenisation (and, grounded, one sentence encoder) serves both
+                raise BackendError(f"text_conditioner ({b.kind}, {b.max_text_len} tokens) does not tokenise like the "
+                                   f"semantic scorer ({a.kind}, {a.max_text_len} tokens): it must be a semantic model "
+                                   f"of the same kind and text encoder")
         if self.uses_text:
             d_text = self.text_dim()
             if d_text != fm.config.text_embed_dim:
+                what = "text_conditioner" if self.text_conditioner is not None else "semantic scorer"
                 raise BackendError(f"world model expects text embeddings of width {fm.config.text_embed_dim}, the "
-                                   f"semantic scorer produces {d_text}")
+                                   f"{what} produces {d_text}")
         if self.tiny_decoder is not None:
             td = tuple(self.tiny_decoder.latent_shape)
             ae = self.suite.autoencoder.config
@@ -139,14 +172,16 @@ class PlannerModels:
             raise BackendError(f"map_views must be distinct views among 0, 1, 2, got {list(mv)}")
 
     def text_dim(self) -> int:
+        """Width of the conditioning text embedding (:attr:`conditioner`'s), what the world model and policy read."""
         import torch
 
-        # on the scorer's device: a backend may already have moved it (a second backend on one bundle, e.g. K=1
+        # on the model's device: a backend may already have moved it (a second backend on one bundle, e.g. K=1
         # then K=4 on CUDA, failed here with "index is on cpu")
-        device = next(self.scorer.parameters(), torch.zeros(())).device
+        c = self.conditioner
+        device = next(c.parameters(), torch.zeros(())).device
         with torch.no_grad():
             ids = torch.zeros(1, 2, dtype=torch.long, device=device)
-            return int(self.scorer.encode_text(input_ids=ids).shape[-1])
+            return int(c.encode_text(input_ids=ids).shape[-1])
 
     def tokenize(self, instruction: str) -> np.ndarray:
         """Instruction → (1, L) int64 token ids with the scorer's tokenizer."""

@@ -9,6 +9,9 @@ A model directory ("bundle")::
                                                                          semantic reward decodes with
     DIR/semantic/                                                        SigLIP / CLIP (transformers directory) or
                                                                          the grounded scorer (diffusers-style)
+    DIR/text_conditioner/                                                optional: a semantic model of the same kind
+                                                                         whose text embedding conditions the world
+                                                                         model and the policy (default: semantic/'s)
     DIR/onnx/                                                            optional: ``vidplan export`` (manifest.json)
 
 ``bundle.json``::
@@ -89,14 +92,17 @@ PLANNER_PARTS = ("autoencoder", "flow_map", "uq_head", "reward_head", "semantic"
 CONVENTIONS: dict[str, tuple[str, ...]] = {
     "autoencoder": ("autoencoder", "vae"), "world_model": ("world_model",), "flow_map": ("flow_map",),
     "uq_head": ("uq_head", "heads/uq_head"), "reward_head": ("reward_head", "heads/reward_head"),
-    "semantic": ("semantic",), "policy": ("policy",), "tiny_decoder": ("tiny_decoder",)}
+    "semantic": ("semantic",), "policy": ("policy",), "tiny_decoder": ("tiny_decoder",),
+    "text_conditioner": ("text_conditioner",)}
 BACKENDS = ("torch", "onnxruntime", "tensorrt")
 WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pt", ".pth", ".ckpt")  # the files a part's checksums cover
 BackendKind = Literal["torch", "onnxruntime", "tensorrt"]
 # "policy": the optional behaviour-cloned nominal policy (vidplan train bc; not part of the world-model suite);
-# "tiny_decoder": the optional distilled decoder of the semantic reward (vidplan train tiny-decoder)
+# "tiny_decoder": the optional distilled decoder of the semantic reward (vidplan train tiny-decoder);
+# "text_conditioner": the optional semantic model whose text embedding the world model and the policy were trained on,
+# when the scorer in "semantic" was retrained after them (the scorer's own embedding then scores, this one conditions)
 PartName = Literal["autoencoder", "world_model", "flow_map", "uq_head", "reward_head", "semantic", "policy",
-                   "tiny_decoder"]
+                   "tiny_decoder", "text_conditioner"]
 
 
 class BundleError(BackendError):

@@ -213,6 +213,8 @@ def graph_io(graph: str, **shapes: Any) -> tuple[list[str], list[str]]:
         "semantic": (["latents", "text_embeds"], ["semantic_score", "semantic_map"]),
         "text": (["input_ids"], ["text_embeds"]),
         "text_proj": (["sentence_embeds"], ["text_embeds"]),
+        "cond_text": (["input_ids"], ["text_embeds"]),
+        "cond_text_proj": (["sentence_embeds"], ["text_embeds"]),
         "decode": (["latents"], ["frames"]),
         "value_grad": (["history_latents", "history_actions", "actions", "noise", "text_embeds"],
                        ["objective", "grad"]),

@@ -52,7 +52,7 @@ def load_part(index: BundleIndex, part: str, device: str = "cpu") -> Any:
     if path is None:
         index.require([part], f"loading {part}")
     verify_checksums(index, part)
-    if part == "semantic":
+    if part in ("semantic", "text_conditioner"):
         return load_semantic_scorer(path, device=device)  # type: ignore[arg-type]
     if part == "policy":
         from vidplan_core.models.bc_policy import BCPolicy
@@ -90,7 +90,11 @@ def load_planner_models(model_dir: str | Path | BundleIndex, device: str = "cpu"
     """:class:`~vidplan_core.runtime.bundle.PlannerModels` from the parts the index names (the teacher too when it
     names one), each verified against the index's checksums first. Errors: BundleError for missing parts or a
     checksum mismatch, ModelLoadError for a part that does not load, BackendError when the parts do not fit
-    together."""
+    together.
+
+    ``semantic_dir``: score with this semantic model instead of the bundle's. The world model and policy keep the
+    text input they were trained with: the bundle's ``text_conditioner``, else its own ``semantic`` part (when it has
+    one), become the conditioner."""
     from vidplan_core.models.configs import ModelSuite
 
     index = as_bundle_index(model_dir)
@@ -112,7 +116,11 @@ def load_planner_models(model_dir: str | Path | BundleIndex, device: str = "cpu"
                            centring_view=index.centring_view if index.centring_view is not None else 2,
                            map_views=tuple(index.map_views) if index.map_views else None,
                            tiny_decoder=(load_part(index, "tiny_decoder", device) if "tiny_decoder" in index.parts
-                                         else None))
+                                         else None),
+                           text_conditioner=(load_part(index, "text_conditioner", device)
+                                             if "text_conditioner" in index.parts else
+                                             load_part(index, "semantic", device)
+                                             if semantic_dir is not None and "semantic" in index.parts else None))
     models.check()
     return models
 

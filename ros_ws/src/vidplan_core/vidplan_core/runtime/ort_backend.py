@@ -99,7 +99,9 @@ class OnnxRuntimeBackend:
                 self._batches.setdefault(re.sub(r"_k\d+$", "", base), []).append(int(g.batch))
         self.grounded = m.get("semantic_kind") == "grounded"
         text_graph = "text_proj" if self.grounded else "text"
-        for need in ("encode", text_graph, "rollout", "heads", "semantic") + (("value_grad",) if require_grad else ()):
+        self._cond_graph = ("cond_" + text_graph) if m.get("text_conditioner") else text_graph
+        for need in ("encode", text_graph, self._cond_graph, "rollout", "heads", "semantic") + (
+                ("value_grad",) if require_grad else ()):
             if need not in self._batches and need not in self._sessions:
                 raise BackendError(f"export at {export_dir} lacks the '{need}' graph for K={self.flow_steps}")
         for v in self._batches.values():
@@ -111,7 +113,7 @@ class OnnxRuntimeBackend:
             raise BackendError(f"export at {export_dir} has no tokenizer/ directory")
         self._tokenizer = AutoTokenizer.from_pretrained(str(tok_dir), local_files_only=True)
         self._cache = LatentCache()
-        self._text_cache: dict[str, np.ndarray] = {}
+        self._text_cache: dict[tuple[str, str], np.ndarray] = {}
         self._ctx: dict[str, np.ndarray] | None = None
 
     @property
@@ -213,15 +215,25 @@ class OnnxRuntimeBackend:
         return self._sentence
 
     def text_embedding(self, instruction: str) -> np.ndarray:
-        if instruction not in self._text_cache:
+        """(1, D) text embedding of the instruction that the semantic graph scores with (cached)."""
+        return self._embed("text_proj" if self.grounded else "text", instruction)
+
+    def conditioning_embedding(self, instruction: str) -> np.ndarray:
+        """(1, D) text embedding the world model conditions on (cached): the export's ``cond_text(_proj)`` graph
+        when the bundle had a text_conditioner, else :meth:`text_embedding`."""
+        return self._embed(self._cond_graph, instruction)
+
+    def _embed(self, graph: str, instruction: str) -> np.ndarray:
+        key = (graph, instruction)
+        if key not in self._text_cache:
             m = self.manifest.model
             ids = tokenize(self._tokenizer, m["semantic_kind"], int(m["text_length"]), instruction)
             if self.grounded:  # the frozen sentence encoder runs in torch, once per instruction
                 sent = self._sentence_encoder()(ids)
-                self._text_cache[instruction] = self._sessions["text_proj"].run(None, {"sentence_embeds": sent})[0]
+                self._text_cache[key] = self._sessions[graph].run(None, {"sentence_embeds": sent})[0]
             else:
-                self._text_cache[instruction] = self._sessions["text"].run(None, {"input_ids": ids})[0]
-        return self._text_cache[instruction]
+                self._text_cache[key] = self._sessions[graph].run(None, {"input_ids": ids})[0]
+        return self._text_cache[key]
 
     # ------------------------------------------------------------------ Backend protocol
     def set_context(self, ctx: PlanningContext) -> float:
@@ -234,10 +246,9 @@ class OnnxRuntimeBackend:
         self._ctx = {"history_latents": lat[None].astype(np.float32),
                      "history_actions": ctx.history_actions[None].astype(np.float32),
                      "noise": make_noise(ctx.seed, (self.horizon, *self.latent_shape))}
-        text = self.text_embedding(ctx.instruction)
-        self._text = text
+        self._text = self.text_embedding(ctx.instruction)
         if self.uses_text:
-            self._ctx["text_embeds"] = text
+            self._ctx["text_embeds"] = self.conditioning_embedding(ctx.instruction)
         return time.perf_counter() - t0
 
     def encode_frames(self, frames: np.ndarray) -> np.ndarray:

@@ -87,7 +87,7 @@ class TensorRTBackend(OnnxRuntimeBackend):
         # cycle on a CPU (it used to stay there too).
         super().__init__(export_dir, flow_steps=flow_steps, provider="cpu", verify_hashes=False)
         for name in list(self._sessions):
-            if name == "text":
+            if name in ("text", "cond_text"):
                 continue
             g = manifest.graphs[name]
             path = cache.get(name, manifest.path(name), manifest.content_sha256(name), precision)

@@ -50,6 +50,10 @@ def build_graphs(models: PlannerModels, flow_steps: int, objective: ObjectiveCon
               "text": TextGraph(models.scorer), "value_grad": ValueGradGraph(rollout, heads, objective)}
     if models.scorer.kind == "grounded":  # exported without the frozen sentence encoder (see TextProjectionGraph)
         graphs["text_proj"] = TextProjectionGraph(models.scorer)
+    if models.text_conditioner is not None:  # the world model's and policy's own text input (PlannerModels)
+        graphs["cond_text"] = TextGraph(models.text_conditioner)
+        if models.text_conditioner.kind == "grounded":
+            graphs["cond_text_proj"] = TextProjectionGraph(models.text_conditioner)
     for g in graphs.values():  # the wrappers too (the models already are): the exporter traces in eval mode
         g.eval()
     return graphs
@@ -98,8 +102,9 @@ class TorchBackend:
         self._rollout, self._heads, self._semantic = wrap(g["rollout"]), wrap(g["heads"]), wrap(g["semantic"])
         self._value = wrap(g["value_grad"].value)
         self._cache = LatentCache()
-        self._text_cache: dict[str, torch.Tensor] = {}
-        self._ctx: tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor | None] | None = None
+        self._text_cache: dict[tuple[str, str], torch.Tensor] = {}
+        # (history latents, history actions, noise, the scorer's text embedding, the world model's text embedding)
+        self._ctx: tuple[torch.Tensor, ...] | None = None
 
     # ------------------------------------------------------------------ helpers
     def _autocast(self):
@@ -141,12 +146,21 @@ class TorchBackend:
         return torch.as_tensor(np.asarray(x, np.float32), device=self.device)
 
     def text_embedding(self, instruction: str) -> torch.Tensor:
-        """(1, D) text embedding of the instruction (cached)."""
-        if instruction not in self._text_cache:
+        """(1, D) text embedding of the instruction that the semantic scorer scores with (cached)."""
+        return self._embed("text", instruction)
+
+    def conditioning_embedding(self, instruction: str) -> torch.Tensor:
+        """(1, D) text embedding of the instruction that the world model conditions on (cached): the bundle's
+        ``text_conditioner``'s when it has one, else :meth:`text_embedding`."""
+        return self._embed("cond_text" if "cond_text" in self.graphs else "text", instruction)
+
+    def _embed(self, graph: str, instruction: str) -> torch.Tensor:
+        key = (graph, instruction)
+        if key not in self._text_cache:
             ids = torch.as_tensor(self.models.tokenize(instruction), device=self.device)
             with torch.no_grad():
-                self._text_cache[instruction] = self.graphs["text"](ids).float()
-        return self._text_cache[instruction]
+                self._text_cache[key] = self.graphs[graph](ids).float()
+        return self._text_cache[key]
 
     # ------------------------------------------------------------------ Backend protocol
     def set_context(self, ctx: PlanningContext) -> float:
@@ -161,9 +175,9 @@ class TorchBackend:
                 return self.graphs["encode"](self._t(f)).float().cpu().numpy()
 
         lat = self._cache.encode(frames, enc)
-        text = self.text_embedding(ctx.instruction)
+        text, cond = self.text_embedding(ctx.instruction), self.conditioning_embedding(ctx.instruction)
         noise = make_noise(ctx.seed, (self.horizon, *self.latent_shape))
-        self._ctx = (self._t(lat[None]), self._t(ctx.history_actions[None]), self._t(noise), text)
+        self._ctx = (self._t(lat[None]), self._t(ctx.history_actions[None]), self._t(noise), text, cond)
         self._sync()
         return time.perf_counter() - t0
 
@@ -174,14 +188,14 @@ class TorchBackend:
 
     def rollout(self, actions: np.ndarray) -> RolloutOutput:
         a_all = check_actions(actions, self.horizon)
-        hl, ha, nz, text = self._need_ctx()
+        hl, ha, nz, text, cond = self._need_ctx()
         parts: list[dict[str, np.ndarray]] = []
         timings = {"rollout": 0.0, "heads": 0.0, "semantic": 0.0}
         for i in range(0, len(a_all), self.max_batch):
             a = self._t(a_all[i:i + self.max_batch])
             with torch.no_grad(), self._autocast():
                 t = time.perf_counter()
-                lat = self._run(self._rollout, hl, ha, a, nz, *self._text_args(text))
+                lat = self._run(self._rollout, hl, ha, a, nz, *self._text_args(cond))
                 self._sync()
                 timings["rollout"] += time.perf_counter() - t
                 parts.append(self._score_batch(lat, a, text, timings))
@@ -217,12 +231,12 @@ class TorchBackend:
     def predict_latents(self, actions: np.ndarray) -> np.ndarray:
         """(N, H, 7) raw future EE poses → (N, H, C, h, w) predicted latents (the world model alone, no scoring)."""
         a_all = check_actions(actions, self.horizon)
-        hl, ha, nz, text = self._need_ctx()
+        hl, ha, nz, _text, cond = self._need_ctx()
         out = []
         for i in range(0, len(a_all), self.max_batch):
             with torch.no_grad(), self._autocast():
                 out.append(self._run(self._rollout, hl, ha, self._t(a_all[i:i + self.max_batch]), nz,
-                                     *self._text_args(text)).float().cpu().numpy())
+                                     *self._text_args(cond)).float().cpu().numpy())
         return np.concatenate(out)
 
     def score_latents(self, latents: np.ndarray, actions: np.ndarray, frames: np.ndarray | None = None
@@ -251,17 +265,18 @@ class TorchBackend:
         with torch.no_grad(), self._autocast():
             return self.graphs["decode"](self._t(np.asarray(latents, np.float32))).float().cpu().numpy()
 
-    def _text_args(self, text: torch.Tensor) -> tuple[torch.Tensor, ...]:
-        return (text,) if self.models.uses_text else ()
+    def _text_args(self, cond: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        """The world model's text input (the conditioning embedding), when it reads one."""
+        return (cond,) if self.models.uses_text else ()
 
     def value_and_grad(self, actions: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         a_all = check_actions(actions, self.horizon)
-        hl, ha, nz, text = self._need_ctx()
+        hl, ha, nz, _text, cond = self._need_ctx()
         js, gs = [], []
         for i in range(0, len(a_all), self.max_batch):
             a = self._t(a_all[i:i + self.max_batch]).requires_grad_(True)
             with torch.enable_grad(), self._autocast():
-                j = self._run(self._value, hl, ha, a, nz, *self._text_args(text))
+                j = self._run(self._value, hl, ha, a, nz, *self._text_args(cond))
                 (g,) = torch.autograd.grad(j.float().sum(), a)
             js.append(j.detach().float().cpu().numpy())
             gs.append(g.float().cpu().numpy())

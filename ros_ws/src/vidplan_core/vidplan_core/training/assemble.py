@@ -10,6 +10,8 @@ Layout written (every part a diffusers/transformers-style directory, safetensors
     OUT/semantic/      ← runs/semantic/final
     OUT/policy/        ← runs/bc/final            (optional: the behaviour-cloned nominal policy, when trained)
     OUT/tiny_decoder/  ← runs/tiny-decoder/final  (optional: the semantic reward's distilled decoder, when trained)
+    OUT/text_conditioner/ ← given by name only    (optional: the semantic model the world model was trained with,
+                                                  when OUT/semantic/ is a scorer retrained after it)
     OUT/bundle.json    the index naming every part and the model configuration (vidplan_core.runtime.loader)
 """
 
@@ -21,7 +23,7 @@ from pathlib import Path
 __all__ = ["OPTIONAL_PARTS", "PARTS", "assemble_model_dir", "config_name_of", "default_sources"]
 
 PARTS = ("autoencoder", "world_model", "flow_map", "uq_head", "reward_head", "semantic")
-OPTIONAL_PARTS = ("policy", "tiny_decoder")  # copied when their source directory exists
+OPTIONAL_PARTS = ("policy", "tiny_decoder", "text_conditioner")  # copied when their source directory exists
 
 
 def default_sources(runs: str | Path) -> dict[str, Path]:

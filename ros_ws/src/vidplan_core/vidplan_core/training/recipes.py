@@ -24,7 +24,9 @@ tiny-decoder   TinyDecoder (diffusers DecoderTiny)    MSE to the frozen VAE deco
 
 World models with ``text_embed_dim`` (the tiny/demo/full presets) also condition on the instruction: its unit-norm
 text embedding from the semantic model (``init.semantic``), tokenized exactly as the planner does; so the semantic
-model is trained first. Order: semantic, vae → world-model → flow-map → heads.
+model is trained first. Order: semantic, vae → world-model → flow-map → heads. A scorer retrained later (e.g. on
+decoded frames) goes into a model directory with this one as its ``text_conditioner`` (``vidplan assemble-models
+--text-conditioner``), which keeps conditioning the world model.
 
 Windows come from :class:`vidplan_core.data.dataset.WindowDataset` with the world model's ``num_history`` and
 ``num_future``; latents are cached once per autoencoder (``data.cache_latents``) or encoded on the fly.
