@@ -379,3 +379,22 @@ def test_warm_up_of_good_models_leaves_random_state_and_results_alone(saved):
         outs.append(lb.backend.rollout(acts))
     for k, v in outs[0].arrays().items():
         np.testing.assert_array_equal(v, outs[1].arrays()[k], err_msg=k)
+
+
+def test_a_siglip_text_conditioner_conditions_and_must_share_the_tokenizer():
+    """SigLIP bundles: the text_conditioner's embedding is the world model's input (the scorer's scores); one with
+    another vocabulary is refused (the planner tokenises once, with the scorer's tokenizer)."""
+    import dataclasses
+
+    from vidplan_core.models.siglip import build_tokenizer
+
+    m, other = random_planner_models("tiny", seed=0), random_planner_models("tiny", seed=1)
+    kept = dataclasses.replace(m, scorer=other.scorer, text_conditioner=m.scorer)
+    tb = TorchBackend(kept)
+    ids = torch.as_tensor(m.tokenize("push the green block"))
+    with torch.no_grad():
+        assert torch.allclose(tb.conditioning_embedding("push the green block"), m.scorer.encode_text(input_ids=ids))
+        assert torch.allclose(tb.text_embedding("push the green block"), other.scorer.encode_text(input_ids=ids))
+    other.scorer.tokenizer = build_tokenizer(["a wholly different vocabulary"], max_len=12)
+    with pytest.raises(BackendError, match="does not tokenise like the semantic scorer"):
+        dataclasses.replace(m, text_conditioner=other.scorer).check()

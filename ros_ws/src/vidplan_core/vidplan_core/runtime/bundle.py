@@ -145,7 +145,8 @@ class PlannerModels:
         if self.text_conditioner is not None:
             a, b = self.scorer, self.text_conditioner
             same = (a.kind == b.kind and a.max_text_len == b.max_text_len
-                    and (a.kind != "grounded" or a.config.text_encoder == b.config.text_encoder))
+                    and (a.config.text_encoder == b.config.text_encoder if a.kind == "grounded"
+                         else a.tokenizer.get_vocab() == b.tokenizer.get_vocab()))
             if not same:  # one tokenisation (and, grounded, one sentence encoder) serves both
                 raise BackendError(f"text_conditioner ({b.kind}, {b.max_text_len} tokens) does not tokenise like the "
                                    f"semantic scorer ({a.kind}, {a.max_text_len} tokens): it must be a semantic model "
