@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Re-create every file of models/demo from scratch: simulate episodes and labelled grounding frames → convert (workspace
 # crops) → train the grounded semantic scorer and the VAE (in parallel, one core each), the world model (beside it the
-# tiny decoder for scoring), the flow map, the heads and the BC policy (the bundled demo-*.yaml configs) → assemble →
-# ONNX export + manifest → MODEL_CARD.md.
+# tiny decoder for scoring), the flow map (beside it the scorer retrained on decoded views), the heads and the BC
+# policy (the bundled demo-*.yaml configs) → assemble (the first scorer as the world model's text_conditioner) → ONNX
+# export + manifest → MODEL_CARD.md.
 #
 #   make demo-models                       # the full recipe (config step counts; hours on a 2-core CPU)
 #   EPISODES=90 STEPS_GROUNDED=1200 STEPS_VAE=400 STEPS_WORLD_MODEL=1000 STEPS_FLOW_MAP=200 STEPS_HEADS=200 \
@@ -13,8 +14,11 @@
 #   EPISODES      simulated episodes (default 90; ~1/3 deliberate expert failures, clutter 0–3, all task kinds)
 #   GROUNDING_SCENES, GROUNDING_EVAL_SCENES   labelled scenes for the grounded scorer (default 600, 150)
 #   STEPS_SCALE   multiplies every config's train.max_steps (default 1.0)
-#   STEPS_GROUNDED, STEPS_VAE, STEPS_TINY_DECODER, STEPS_WORLD_MODEL, STEPS_FLOW_MAP, STEPS_HEADS, STEPS_BC
+#   STEPS_GROUNDED, STEPS_VAE, STEPS_TINY_DECODER, STEPS_WORLD_MODEL, STEPS_FLOW_MAP, STEPS_DECODED_GROUNDED,
+#   STEPS_HEADS, STEPS_BC
 #                 exact step count of one stage
+#   DECODED_SCORER  1 (default): retrain the scorer on decoded views and ship it (models/demo predates this stage:
+#                 its scorer is the first one); 0: ship the first scorer alone
 #   WORK          working directory for bags, datasets and runs (default .cache/demo-models; resumable: finished
 #                 stages are skipped, an interrupted training resumes from its newest checkpoint)
 #   OUT           model directory to write (default models/demo)
@@ -71,13 +75,15 @@ if [ ! -f "$WORK/data/.done" ]; then
   touch "$WORK/data/.done"
 fi
 
-train() {  # train KIND CONFIG [DATA]: skip when final/ exists, resume when checkpoints exist
-  local kind=$1 cfg=$2 data=${3:-$WORK/data} out="$WORK/runs/$1"
-  if [ -d "$out/final" ]; then say "   $kind: done ($out/final)"; return; fi
+train() {  # train KIND CONFIG [DATA [RUN [--set K=V ...]]]: skip when final/ exists, resume when checkpoints exist
+  local kind=$1 cfg=$2 data=${3:-$WORK/data} run=${4:-$1}
+  if [ $# -ge 4 ]; then shift 4; else set --; fi
+  local extra=("$@") out="$WORK/runs/$run"
+  if [ -d "$out/final" ]; then say "   $run: done ($out/final)"; return; fi
   # steps = config × STEPS_SCALE; the config's init paths (runs/demo/<kind>/final) point into $WORK/runs; resume
   # when the run directory already holds a complete checkpoint
   local plan
-  local var="STEPS_${kind^^}"; var=${var//-/_}
+  local var="STEPS_${run^^}"; var=${var//-/_}
   plan=$(python - "$cfg" "${!var:-}" "$STEPS_SCALE" "$WORK/runs" "$out" <<'EOF2'
 import sys
 from importlib.resources import files
@@ -94,11 +100,11 @@ if latest_checkpoint(sys.argv[5]) is not None:
 print(" ".join(args))
 EOF2
 )
-  say "   $kind: $cfg $plan → $out"
+  say "   $run: $cfg $plan → $out"
   local t0; t0=$(date +%s)
   # shellcheck disable=SC2086
-  vidplan train "$kind" --config "$cfg" --data "$data" --out "$out" $plan
-  echo "$kind $plan wall_s=$(( $(date +%s) - t0 ))" >> "$WORK/train_times.txt"
+  vidplan train "$kind" --config "$cfg" --data "$data" --out "$out" $plan "${extra[@]}"
+  echo "$run $plan wall_s=$(( $(date +%s) - t0 ))" >> "$WORK/train_times.txt"
 }
 say "4/8 training the grounded semantic scorer and the VAE (on the crops), one core each"
 train grounded demo-grounded "$WORK/grounded" > "$WORK/train_grounded.log" 2>&1 &
@@ -113,8 +119,25 @@ td_pid=$!
 train world-model demo-world-model
 wait "$td_pid" || { say "tiny-decoder training failed: $WORK/train_tiny_decoder.log"; tail -20 "$WORK/train_tiny_decoder.log"; exit 1; }
 tail -1 "$WORK/train_tiny_decoder.log" | tee -a "$LOG"
-say "6/8 distilling the flow map (PSD)"
-train flow-map demo-flow-map
+if [ "${DECODED_SCORER:-1}" = 1 ]; then
+  # The planner scores decoded frames, where the first scorer grounds far less (bench/results/grounding_recipe.md);
+  # this one sees half of its items through the VAE and the tiny decoder. The world model, flow map, heads and policy
+  # keep the first scorer's text embedding (assembled as text_conditioner/).
+  say "6/8 distilling the flow map (PSD) and, on the other core, retraining the grounded scorer on decoded views"
+  train grounded demo-decoded-grounded "$WORK/grounded" decoded-grounded \
+    --set "options.roundtrip_autoencoder=$WORK/runs/vae/final" \
+    --set "options.roundtrip_decoder=$WORK/runs/tiny-decoder/final" > "$WORK/train_decoded_grounded.log" 2>&1 &
+  dg_pid=$!
+  train flow-map demo-flow-map
+  wait "$dg_pid" || { say "decoded-view scorer training failed: $WORK/train_decoded_grounded.log"
+                      tail -20 "$WORK/train_decoded_grounded.log"; exit 1; }
+  tail -1 "$WORK/train_decoded_grounded.log" | tee -a "$LOG"
+  scorer=(--semantic "$WORK/runs/decoded-grounded/final" --text-conditioner "$WORK/runs/grounded/final")
+else
+  say "6/8 distilling the flow map (PSD)"
+  train flow-map demo-flow-map
+  scorer=(--semantic "$WORK/runs/grounded/final")
+fi
 say "7/8 training the UQ and reward heads, and the behaviour-cloned nominal policy (one core each)"
 train bc demo-bc > "$WORK/train_bc.log" 2>&1 &
 bc_pid=$!
@@ -128,7 +151,7 @@ say "8/8 assembling $OUT, exporting ONNX, writing MODEL_CARD.md"
 # The grounded scorer scores the wrist view and returns the maps of both exterior views: the gripper-referenced
 # centring term compares the gripper with the named object in each (bench/results/closed_loop_grounded.md).
 vidplan assemble-models --runs "$WORK/runs" --out "$OUT" --overwrite --storage-dtype float16 --no-teacher \
-  --semantic "$WORK/runs/grounded/final" --semantic-view 2 --centring-view 0 --map-views 0,1
+  "${scorer[@]}" --semantic-view 2 --centring-view 0 --map-views 0,1
 # The EDM teacher stays in $WORK/runs/world-model/final (--no-teacher): planning needs only the flow map (its distilled
 # copy), and leaving it out keeps the bundle small. assemble-models writes the index $OUT/bundle.json; the export below
 # adds its onnx/ entry. ONNX without graph simplification: onnxslim's constant folding stores

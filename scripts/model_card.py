@@ -301,8 +301,10 @@ def main() -> None:
         per_k[label] = acc
 
     runs = {kind: last_val_metrics(a.work / "runs" / kind)
-            for kind in ("grounded", "semantic", "vae", "tiny-decoder", "world-model", "flow-map", "heads", "bc")
-            if kind not in ("grounded", "semantic", "bc", "tiny-decoder") or (a.work / "runs" / kind).is_dir()}
+            for kind in ("grounded", "semantic", "vae", "tiny-decoder", "world-model", "flow-map", "decoded-grounded",
+                         "heads", "bc")
+            if kind not in ("grounded", "semantic", "bc", "tiny-decoder", "decoded-grounded")
+            or (a.work / "runs" / kind).is_dir()}
     facts = bundle_facts(a.model, a.work / "data")
     files = sorted(p for p in a.model.rglob("*") if p.is_file() and p.name != "MODEL_CARD.md")
     total_mb = sum(p.stat().st_size for p in files) / 2**20
