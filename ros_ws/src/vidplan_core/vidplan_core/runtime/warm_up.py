@@ -82,6 +82,9 @@ def warm_up(backend: Any, index: BundleIndex | None = None, seed: int = 0) -> fl
         text_fn = getattr(backend, "text_embedding", None)
         if text_fn is not None and _non_finite(text_fn("warm-up")):
             fail("semantic", "the instruction's text embedding")
+        cond_fn = getattr(backend, "conditioning_embedding", None)  # the world model's, when it has its own
+        if cond_fn is not None and _non_finite(cond_fn("warm-up")):
+            fail("text_conditioner", "the instruction's conditioning text embedding")
         encode = getattr(backend, "encode_frames", None)
         if encode is not None and _non_finite(encode(frames[-1:])):
             fail("autoencoder", "the encoded history frames")
