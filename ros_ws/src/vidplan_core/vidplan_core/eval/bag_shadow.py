@@ -94,10 +94,8 @@ def text_embedding(scorer: Any, session: Any, instruction: str, device: str, con
     import torch
 
     if session is not None and hasattr(session.backend, "conditioning_embedding"):
-        try:
-            return session.backend.conditioning_embedding(instruction)
-        except Exception:
-            pass
+        # no silent fallback: the scorer's embedding is not the world model's when the bundle has a text_conditioner
+        return session.backend.conditioning_embedding(instruction)
     from vidplan_core.runtime.bundle import PlannerModels
 
     ids = torch.as_tensor(PlannerModels(None, scorer).tokenize(instruction), device=device)
