@@ -4,7 +4,7 @@ DDS).
 Publishes small rgb8 images on /cameras/{left,right,wrist}/image_raw at --rate Hz, stamped with the node clock plus
 a fixed per-camera offset (--offsets-ms left right wrist), so the subscriber sees a known skew. --stop-wrist-after S
 stops the wrist camera S seconds after all three publishers have a subscriber (so slow discovery does not eat the
-window); --reliability picks the publishers' QoS reliability.
+window) and prints "wrist stopped; last wrist stamp <s>"; --reliability picks the publishers' QoS reliability.
 """
 
 from __future__ import annotations
@@ -38,6 +38,7 @@ def main() -> int:
     t0 = time.monotonic()
     matched_at: list[float] = []
     frame = 0
+    last_wrist: list[float] = []
 
     def tick() -> None:
         nonlocal frame
@@ -47,9 +48,14 @@ def main() -> int:
         now = node.get_clock().now().nanoseconds * 1e-9
         for v, off in zip(views, a.offsets_ms, strict=True):
             if v == "wrist" and a.stop_wrist_after and elapsed > a.stop_wrist_after:
+                if len(last_wrist) == 1:  # once: the test checks that no triplet is newer than this
+                    print(f"wrist stopped; last wrist stamp {last_wrist[0]:.9f}", flush=True)
+                    last_wrist.append(0.0)
                 continue
             msg = Image(height=4, width=4, encoding="rgb8", step=12, data=bytes([frame % 256]) * 48)
             msg.header.stamp = sec_to_stamp(now + off * 1e-3)
+            if v == "wrist":
+                last_wrist[:] = [now + off * 1e-3]
             msg.header.frame_id = f"{v}_camera_optical_frame"
             pubs[v].publish(msg)
         frame += 1
