@@ -265,7 +265,7 @@ def _shadow_and_text(bundle: Bundle, ep: Episode, tm: TopicMap, bag: Path, cfg: 
         else:
             try:
                 cond = None if session is not None else load_conditioner(bundle, device)  # else the session's
-                text_emb = text_embedding(scorer, session, ep.instruction, device, cond)
+                text_emb = text_embedding(scorer, session, ep.instruction, cond)
             except Exception as exc:  # a broken text tower must not stop the video evaluation
                 warnings.append(f"cannot embed the instruction {ep.instruction!r} ({type(exc).__name__}: {exc}): "
                                 f"predictions are made without it")

@@ -88,16 +88,13 @@ def load_conditioner(bundle: Bundle, device: str) -> Any:
     return load_part(idx, "text_conditioner", device) if idx is not None and "text_conditioner" in idx.parts else None
 
 
-def text_embedding(scorer: Any, session: Any, instruction: str, device: str, conditioner: Any = None) -> Any:
+def text_embedding(scorer: Any, session: Any, instruction: str, conditioner: Any = None) -> Any:
     """(1, D) instruction embedding the world model conditions on, exactly as the planner's backend computes it
     (``conditioner``: the bundle's text_conditioner, when it has one; else the scorer's embedding)."""
-    import torch
-
     if session is not None and hasattr(session.backend, "conditioning_embedding"):
         # no silent fallback: the scorer's embedding is not the world model's when the bundle has a text_conditioner
         return session.backend.conditioning_embedding(instruction)
     from vidplan_core.runtime.bundle import PlannerModels
 
-    ids = torch.as_tensor(PlannerModels(None, scorer).tokenize(instruction), device=device)
-    with torch.no_grad():
-        return (conditioner if conditioner is not None else scorer).encode_text(input_ids=ids).float()
+    # the one implementation of the conditioning embedding (tokenised with the scorer, encoded by the conditioner)
+    return PlannerModels(None, scorer, text_conditioner=conditioner).conditioning_embedding(instruction)
