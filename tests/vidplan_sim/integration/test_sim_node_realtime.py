@@ -22,6 +22,14 @@ def _rates(probe) -> list[float]:
             for kv in st.values if kv.key == "sim_per_wall"]
 
 
+def _sim_time(probe) -> float:
+    """The sim's newest sim_time_s [s] on /diagnostics."""
+    with probe.lock:
+        arrays = list(probe.diags)
+    return [float(kv.value) for arr in arrays for st in arr.status if st.name == "vidplan_sim: sim_node"
+            for kv in st.values if kv.key == "sim_time_s"][-1]
+
+
 def test_real_time_mode_follows_the_wall_clock(tmp_path):
     """lockstep:=false: sim time follows wall time (frames may drop instead); streams still arrive.
 
@@ -33,6 +41,7 @@ def test_real_time_mode_follows_the_wall_clock(tmp_path):
            "-p", "clutter:=0", "-p", "lockstep:=false", "-p", "camera_rate_hz:=10.0", "-p", "state_rate_hz:=50.0"]
     probe = Probe()  # subscribed before the sim starts
     try:
+        t_launch = time.monotonic()
         with started(cmd, tmp_path / "sim_rt.log") as proc:
             probe.wait_streams(proc)
             n0 = len(_rates(probe))
@@ -40,11 +49,16 @@ def test_real_time_mode_follows_the_wall_clock(tmp_path):
             assert wait_for(lambda: len(_rates(probe)) >= n0 + 3, 20), f"{probe.report()}; log:\n{proc.output()}"
             c1, w1 = probe.clock[-1], time.monotonic()
             rates = _rates(probe)[n0:n0 + 3]
+            sim_now, wall_since_launch = _sim_time(probe), time.monotonic() - t_launch
             with probe.lock:
                 stamps = sorted({m.header.stamp.sec + m.header.stamp.nanosec * 1e-9 for m in probe.js})
     finally:
         probe.close()
-    assert 0.5 < float(np.median(rates)) < 1.2, f"sim time ran at {rates} × wall time in real-time mode"
+    # Keeps up: the median second runs at least half real time. Never ahead: sim time since start is below the wall
+    # time since launch (a window alone may run faster: pacing catches up after a stall, as a CI run under load
+    # showed with [1.21, 0.50, 2.77]).
+    assert float(np.median(rates)) > 0.5, f"sim time ran at {rates} × wall time in real-time mode"
+    assert sim_now <= wall_since_launch, f"sim time {sim_now:.2f} s ran ahead of the wall ({wall_since_launch:.2f} s)"
     # And /clock, as received here, moves with it (loosely: delivery to this process adds its own jitter).
     ratio = (c1 - c0) / (w1 - w0)
     assert 0.3 < ratio < 2.0, f"/clock advanced {ratio:.2f}× wall time here while the sim measured {rates}"
