@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import threading
 import time
+import warnings
 
 import numpy as np
 import pytest
@@ -48,9 +49,9 @@ class Probe(SpinningNode):
         self.clock: list[float] = []
         self.scene: list[dict] = []
         self.instruction: list[str] = []
+        self.image_subs = {v: self._subscribe_images(v) for v in VIEWS}
+        self.resubscribed: list[str] = []  # cameras whose subscription wait_streams re-created (it says so)
         for v in VIEWS:
-            n.create_subscription(Image, f"/cameras/{v}/image_raw", lambda m, v=v: self._add(self.images[v], m),
-                                  qos_profile_sensor_data)
             n.create_subscription(CameraInfo, f"/cameras/{v}/camera_info",
                                   lambda m, v=v: self.infos.__setitem__(v, m), qos_profile_sensor_data)
         n.create_subscription(JointState, "/joint_states", lambda m: self._add(self.js, m), 10)
@@ -69,6 +70,10 @@ class Probe(SpinningNode):
         self.reset_cli = n.create_client(SetInstruction, "/sim/reset")
         self.success_cli = n.create_client(Trigger, "/sim/task_success")
         self.start_spinning()
+
+    def _subscribe_images(self, view: str):
+        return self.node.create_subscription(Image, f"/cameras/{view}/image_raw",
+                                             lambda m: self._add(self.images[view], m), qos_profile_sensor_data)
 
     def _add(self, lst: list, item) -> None:
         with self.lock:
@@ -95,16 +100,45 @@ class Probe(SpinningNode):
                        "diagnostics": len(self.diags)}
         n = self.node
         graph = {t: n.count_publishers(t) for t in ("/clock", "/joint_states", "/cameras/wrist/image_raw")}
+        matched = {v: sub.get_publisher_count() for v, sub in self.image_subs.items()}
         diag = _sim_diag(self)
-        return (f"received {counts}; publishers seen {graph}; nodes seen {sorted(n.get_node_names())}; "
+        return (f"received {counts}; publishers seen {graph}; image writers matched by this probe's readers "
+                f"{matched}; re-subscribed {self.resubscribed or 'none'}; nodes seen {sorted(n.get_node_names())}; "
                 f"sim diagnostics {diag or 'none'}; {census()}")
 
-    def wait_streams(self, proc, timeout: float = 60.0, images: int = 2, states: int = 5) -> None:
+    def wait_streams(self, proc, timeout: float = 60.0, images: int = 2, states: int = 5,
+                     resubscribe_after: float = 15.0) -> None:
         """Wait until every camera sent ``images`` frames and /clock and /joint_states ``states`` messages; on a
-        timeout fail with :meth:`report` and the sim's log."""
-        ok = wait_for(lambda: all(len(self.images[v]) >= images for v in VIEWS) and len(self.js) > states
-                      and len(self.clock) > states, timeout)
-        assert ok, f"sim_node streams did not arrive within {timeout:.0f} s: {self.report()}; log:\n{proc.output()}"
+        timeout fail with :meth:`report` and the sim's log.
+
+        A camera still silent ``resubscribe_after`` s after its sibling cameras delivered gets its subscription
+        re-created once, with a warning. Four CI runs under load (never reproduced alone, with stale DDS segments or
+        with busy loops beside it) had the probe's wrist reader get nothing for 60 s while left and right, same
+        type, size and QoS from the same sim, arrived at 10 Hz: a transport state of that one reader-writer pair,
+        not the sim (its diagnostics count every triplet published). :meth:`report` prints the matched-writer
+        counts of both sides for the next one.
+        """
+        def done() -> bool:
+            return (all(len(self.images[v]) >= images for v in VIEWS) and len(self.js) > states
+                    and len(self.clock) > states)
+
+        t_end, first_images = time.monotonic() + timeout, None
+        while not done() and time.monotonic() < t_end:
+            time.sleep(0.05)
+            with self.lock:
+                silent = [v for v in VIEWS if not self.images[v]]
+            if first_images is None and len(silent) < len(VIEWS):
+                first_images = time.monotonic()
+            if silent and first_images is not None and time.monotonic() - first_images > resubscribe_after:
+                for v in silent:
+                    if v not in self.resubscribed:
+                        warnings.warn(f"no /cameras/{v}/image_raw {resubscribe_after:.0f} s after the other cameras "
+                                      f"delivered; re-subscribing once ({self.report()})", stacklevel=2)
+                        self.resubscribed.append(v)
+                        self.node.destroy_subscription(self.image_subs[v])
+                        self.image_subs[v] = self._subscribe_images(v)
+        assert done(), (f"sim_node streams did not arrive within {timeout:.0f} s: {self.report()}; "
+                        f"log:\n{proc.output()}")
 
 
 @pytest.fixture(scope="module")

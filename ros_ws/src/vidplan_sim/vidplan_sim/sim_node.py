@@ -11,7 +11,8 @@ Publishes (stamps in simulation time, which this node also publishes on /clock):
     /tf, /tf_static tf2_msgs/TFMessage: the arm's links and the three camera optical frames, as robot_state_publisher
                     would publish them from urdf/panda_droid.urdf (/tf at tf_rate_hz; /tf_static latched, once)
     /diagnostics    diagnostic_msgs/DiagnosticArray every 1 s (wall): sim time, sim/wall rate, triplets rendered and
-                    dropped, trajectories executed and rejected; WARN when real-time mode drops frames
+                    dropped, trajectories executed and rejected, matched subscribers per camera
+                    (camera_subscribers); WARN when real-time mode drops frames
     /sim/scene      std_msgs/String JSON, latched: instruction, scene_seed, clutter, object poses and sizes, bowl
                     position, right after every reset (privileged state for scripted experts and evaluation)
     instruction_topic  std_msgs/String, latched: the instruction after every reset ("" disables; default
@@ -400,7 +401,9 @@ class SimNode(Node):
                       else f"running ({'lock-step' if self.lockstep else 'real-time'})")
         vals = {"instruction": self.env.task.instruction if self.env.layout else "", "scene_seed": self.scene_seed,
                 "sim_time_s": f"{now_s:.3f}", "sim_per_wall": f"{rate:.3f}", **self.stats,
-                "last_trajectory_rejection": self.last_rejection}
+                "last_trajectory_rejection": self.last_rejection,
+                # matched readers per camera: "no images" on a subscriber with 0 here is discovery, not the sim
+                "camera_subscribers": " ".join(f"{v}:{p.get_subscription_count()}" for v, p in self.pub_img.items())}
         st.values = [KeyValue(key=k, value=str(v)) for k, v in vals.items()]
         msg = DiagnosticArray(status=[st])
         msg.header.stamp = sec_to_stamp(now_s)
