@@ -133,6 +133,20 @@ def _pipeline(tmp_path, runner, app) -> None:
     res = runner.invoke(app, ["assemble-models", "--runs", str(runs), "--out", str(tmp_path / "models_tc_bad"),
                               "--text-conditioner", str(tmp_path / "nowhere")])
     assert res.exit_code == 2 and "--text-conditioner" in res.output, res.output
+    # re-assembled from a bundle with one part replaced: every other part, the config and the views carry over
+    res = runner.invoke(app, ["assemble-models", "--from-bundle", str(tmp_path / "models_views"),
+                              "--out", str(tmp_path / "models_swap"), "--semantic", str(runs / "semantic" / "final"),
+                              "--text-conditioner", str(tmp_path / "models_views" / "semantic")])
+    assert res.exit_code == 0, res.output
+    swap, views_idx = read_bundle_index(tmp_path / "models_swap"), read_bundle_index(tmp_path / "models_views")
+    assert set(swap.parts) == set(views_idx.parts) | {"text_conditioner"}
+    assert (swap.config, swap.semantic_view, swap.centring_view, swap.map_views) == \
+        (views_idx.config, 2, 0, [0, 1])
+    assert swap.checksums["flow_map"] == views_idx.checksums["flow_map"]
+    assert swap.checksums["text_conditioner"] == views_idx.checksums["semantic"]
+    res = runner.invoke(app, ["assemble-models", "--from-bundle", str(tmp_path / "models_swap"),
+                              "--out", str(tmp_path / "models_swap"), "--overwrite"])
+    assert res.exit_code == 2 and "--from-bundle itself" in res.output, res.output
     w = models.suite.flow_map.state_dict()
     assert all(torch.equal(v, v.half().float()) for v in w.values() if v.is_floating_point())
     # The ONNX value-and-grad graph takes > 10 min to export even for the tiny models on this 2-core machine, so

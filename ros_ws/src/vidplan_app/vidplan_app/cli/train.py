@@ -16,7 +16,7 @@ import typer
 
 from vidplan_app.cli import app
 from vidplan_core.config import ConfigError
-from vidplan_core.training.assemble import assemble_model_dir, default_sources
+from vidplan_core.training.assemble import assemble_model_dir, bundle_sources, default_sources
 
 
 @app.command()
@@ -76,6 +76,10 @@ def assemble_models(
     out: Path = typer.Option(..., "--out", "-o", help="model directory to write (e.g. models/demo)"),
     runs: Path = typer.Option(Path("runs"), help="runs directory trained with the bundled configs "
                               "(parts at <runs>/<kind>/final)"),
+    from_bundle: Path | None = typer.Option(None, "--from-bundle", help="take every part, the model configuration "
+                                            "and the semantic views from this model directory instead of --runs; "
+                                            "the part options below replace single parts (e.g. --semantic with a "
+                                            "retrained scorer and --text-conditioner with the bundle's old one)"),
     autoencoder: Path | None = typer.Option(None, help="overrides <runs>/vae/final"),
     world_model: Path | None = typer.Option(None, help="overrides <runs>/world-model/final"),
     flow_map: Path | None = typer.Option(None, help="overrides <runs>/flow-map/final"),
@@ -91,8 +95,9 @@ def assemble_models(
                                       "parameters in half precision (half the size; computed in float32)"),
     config: str | None = typer.Option(None, "--config", help="model configuration recorded in OUT/bundle.json "
                                       "(default: the flow-map run's `model`)"),
-    teacher: bool = typer.Option(True, "--teacher/--no-teacher", help="include the EDM teacher (world_model/); "
-                                 "planning needs only the flow map"),
+    teacher: bool | None = typer.Option(None, "--teacher/--no-teacher", help="include the EDM teacher "
+                                        "(world_model/); planning needs only the flow map [default: teacher; with "
+                                        "--from-bundle: as that bundle]"),
     semantic_view: int | None = typer.Option(None, min=0, max=2, help="view the semantic score is computed on "
                                              "(0 left, 1 right, 2 wrist; default 0)"),
     centring_view: int | None = typer.Option(None, min=0, max=2, help="view whose semantic map centres the "
@@ -102,7 +107,22 @@ def assemble_models(
 ) -> None:
     """Copy trained models into the planner's model directory layout, write its index (bundle.json) and check
     that the planner loads them."""
-    src = default_sources(runs)
+    settings: dict = {}
+    if from_bundle is not None:
+        if out.resolve() == from_bundle.resolve():
+            typer.secho(f"error: --out {out} is --from-bundle itself; write a new directory (the source's ONNX export "
+                        f"and model card describe its old parts)", fg=typer.colors.RED, err=True)
+            raise typer.Exit(2)
+        try:
+            src, settings = bundle_sources(from_bundle)
+        except Exception as exc:  # BundleError (a BackendError): missing index entries, parts or files
+            typer.secho(f"error: --from-bundle {from_bundle}: {exc}", fg=typer.colors.RED, err=True)
+            raise typer.Exit(2) from exc
+        if teacher is None:
+            teacher = "world_model" in src
+    else:
+        src = default_sources(runs)
+    teacher = True if teacher is None else teacher
     for key, val in (("autoencoder", autoencoder), ("world_model", world_model), ("flow_map", flow_map),
                      ("semantic", semantic), ("tiny_decoder", tiny_decoder), ("text_conditioner", text_conditioner)):
         if val is not None:
@@ -114,9 +134,12 @@ def assemble_models(
             typer.secho(f"error: {flag} {val} is not a directory", fg=typer.colors.RED, err=True)
             raise typer.Exit(2)
     try:
-        views = None if map_views is None else [int(v) for v in map_views.split(",") if v.strip()]
-        d = assemble_model_dir(out, src, overwrite=overwrite, storage_dtype=storage_dtype, config=config,
-                               teacher=teacher, semantic_view=semantic_view, centring_view=centring_view,
+        views = settings.get("map_views") if map_views is None else [int(v) for v in map_views.split(",")
+                                                                      if v.strip()]
+        d = assemble_model_dir(out, src, overwrite=overwrite, storage_dtype=storage_dtype,
+                               config=config or settings.get("config"), teacher=teacher,
+                               semantic_view=settings.get("semantic_view") if semantic_view is None else semantic_view,
+                               centring_view=settings.get("centring_view") if centring_view is None else centring_view,
                                map_views=views)
     except (FileNotFoundError, FileExistsError, ValueError) as exc:
         typer.secho(f"error: {exc}", fg=typer.colors.RED, err=True)

@@ -20,7 +20,7 @@ from __future__ import annotations
 import shutil
 from pathlib import Path
 
-__all__ = ["OPTIONAL_PARTS", "PARTS", "assemble_model_dir", "config_name_of", "default_sources"]
+__all__ = ["OPTIONAL_PARTS", "PARTS", "assemble_model_dir", "bundle_sources", "config_name_of", "default_sources"]
 
 PARTS = ("autoencoder", "world_model", "flow_map", "uq_head", "reward_head", "semantic")
 OPTIONAL_PARTS = ("policy", "tiny_decoder", "text_conditioner")  # copied when their source directory exists
@@ -33,6 +33,23 @@ def default_sources(runs: str | Path) -> dict[str, Path]:
             "flow_map": r / "flow-map" / "final", "uq_head": r / "heads" / "final" / "uq_head",
             "reward_head": r / "heads" / "final" / "reward_head", "semantic": r / "semantic" / "final",
             "policy": r / "bc" / "final", "tiny_decoder": r / "tiny-decoder" / "final"}
+
+
+def bundle_sources(model_dir: str | Path) -> tuple[dict[str, Path], dict]:
+    """Every part of an assembled model directory as sources for :func:`assemble_model_dir`, and the settings its
+    index records (``config``, ``semantic_view``, ``centring_view``, ``map_views``; None where unset).
+
+    For re-assembling a bundle with one part replaced (a scorer retrained on decoded views, kept apart from the text
+    embedding the world model was trained with: ``text_conditioner``). Raises BundleError for a directory whose
+    index names missing parts.
+    """
+    from vidplan_core.runtime.bundle_index import read_bundle_index
+
+    idx = read_bundle_index(model_dir)
+    sources = {part: idx.path(part) for part in idx.parts}
+    settings = {"config": idx.config, "semantic_view": idx.semantic_view, "centring_view": idx.centring_view,
+                "map_views": None if idx.map_views is None else list(idx.map_views)}
+    return sources, settings
 
 
 def config_name_of(sources: dict[str, str | Path]) -> str | None:
