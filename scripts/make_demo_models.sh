@@ -17,8 +17,8 @@
 #   STEPS_GROUNDED, STEPS_VAE, STEPS_TINY_DECODER, STEPS_WORLD_MODEL, STEPS_FLOW_MAP, STEPS_DECODED_GROUNDED,
 #   STEPS_HEADS, STEPS_BC
 #                 exact step count of one stage
-#   DECODED_SCORER  1 (default): retrain the scorer on decoded views and ship it (models/demo predates this stage:
-#                 its scorer is the first one); 0: ship the first scorer alone
+#   DECODED_SCORER  1 (default): retrain the scorer on decoded views and ship it (models/demo got this stage applied
+#                 after its recipe run: its MODEL_CARD.md); 0: ship the first scorer alone
 #   WORK          working directory for bags, datasets and runs (default .cache/demo-models; resumable: finished
 #                 stages are skipped, an interrupted training resumes from its newest checkpoint)
 #   OUT           model directory to write (default models/demo)
