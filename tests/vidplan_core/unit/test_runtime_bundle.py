@@ -171,8 +171,11 @@ def test_the_bundled_demo_has_an_index_and_loads_through_it():
     idx = BI.read_bundle_index(DEMO)
     assert idx.source == DEMO / BI.BUNDLE_INDEX and idx.config == "demo"
     assert "world_model" not in idx.parts  # the teacher is not shipped
-    # the planner's parts, the behaviour-cloned nominal policy and the semantic reward's tiny decoder
-    assert set(idx.parts) == {*BI.PLANNER_PARTS, "policy", "tiny_decoder"} and idx.export_dir == DEMO / "onnx"
+    # the planner's parts, the behaviour-cloned nominal policy, the semantic reward's tiny decoder and the scorer the
+    # world model was trained with (semantic/ is the one retrained on decoded views)
+    assert set(idx.parts) == {*BI.PLANNER_PARTS, "policy", "tiny_decoder", "text_conditioner"}
+    assert idx.export_dir == DEMO / "onnx"
+    assert idx.checksums["text_conditioner"] != idx.checksums["semantic"]
     assert idx.view_size("torch") == idx.view_size("onnxruntime") == (48, 80)
     assert BI.bundle_problems(DEMO, "torch") == BI.bundle_problems(DEMO, "onnxruntime") == []
     from vidplan_core.runtime.ort_backend import OnnxRuntimeBackend
@@ -181,6 +184,8 @@ def test_the_bundled_demo_has_an_index_and_loads_through_it():
     assert isinstance(lb.backend, OnnxRuntimeBackend) and lb.view_size == (48, 80) and lb.horizon == 5
     # its export scores with the tiny decoder: no fallback warning
     assert lb.backend.manifest.model["scoring_decoder"] == "tiny" and lb.warnings == []
+    # and conditions the world model on the text_conditioner's embedding (its own graph), not the scorer's
+    assert lb.backend.manifest.model["text_conditioner"] is True and "cond_text_proj" in lb.backend.manifest.graphs
     assert lb.models is None and lb.with_objective(None) is lb.backend
 
 
@@ -320,7 +325,7 @@ def test_an_index_without_checksums_loads_with_a_warning(saved, tmp_path):
 
 def test_the_bundled_demo_records_checksums_of_its_weights():
     idx = BI.read_bundle_index(DEMO)
-    parts = (*BI.PLANNER_PARTS, "policy", "tiny_decoder")
+    parts = (*BI.PLANNER_PARTS, "policy", "tiny_decoder", "text_conditioner")
     assert set(idx.checksums) == set(parts)
     for part in parts:  # verified against the files (the weights are those committed)
         assert BI.verify_checksums(idx, part) is None
