@@ -147,6 +147,10 @@ def _pipeline(tmp_path, runner, app) -> None:
     res = runner.invoke(app, ["assemble-models", "--from-bundle", str(tmp_path / "models_swap"),
                               "--out", str(tmp_path / "models_swap"), "--overwrite"])
     assert res.exit_code == 2 and "--from-bundle itself" in res.output, res.output
+    res = runner.invoke(app, ["assemble-models", "--from-bundle", str(tmp_path / "nowhere"),
+                              "--out", str(tmp_path / "models_none")])
+    assert res.exit_code == 2 and "--from-bundle" in res.output and "nowhere" in res.output, res.output
+    assert not (tmp_path / "models_none").exists()
     w = models.suite.flow_map.state_dict()
     assert all(torch.equal(v, v.half().float()) for v in w.values() if v.is_floating_point())
     # The ONNX value-and-grad graph takes > 10 min to export even for the tiny models on this 2-core machine, so
