@@ -101,7 +101,7 @@ class Probe(SpinningNode):
         n = self.node
         graph = {t: n.count_publishers(t) for t in ("/clock", "/joint_states", "/cameras/wrist/image_raw")}
         matched = {v: sub.get_publisher_count() for v, sub in self.image_subs.items()}
-        diag = _sim_diag(self)
+        diag = sim_diag(self)
         return (f"received {counts}; publishers seen {graph}; image writers matched by this probe's readers "
                 f"{matched}; re-subscribed {self.resubscribed or 'none'}; nodes seen {sorted(n.get_node_names())}; "
                 f"sim diagnostics {diag or 'none'}; {census()}")
@@ -156,15 +156,18 @@ def sim(tmp_path_factory):
         probe.close()
 
 
-def _sim_diag(probe) -> dict[str, str]:
-    """Key/values of the newest sim_node status on /diagnostics ({} before the first)."""
+def sim_diags(probe) -> list[dict[str, str]]:
+    """Key/values of every sim_node status received on /diagnostics, oldest first."""
     with probe.lock:
         arrays = list(probe.diags)
-    for arr in reversed(arrays):
-        for st in arr.status:
-            if st.name == "vidplan_sim: sim_node":
-                return {kv.key: kv.value for kv in st.values}
-    return {}
+    return [{kv.key: kv.value for kv in st.values} for arr in arrays for st in arr.status
+            if st.name == "vidplan_sim: sim_node"]
+
+
+def sim_diag(probe) -> dict[str, str]:
+    """Key/values of the newest sim_node status on /diagnostics ({} before the first)."""
+    diags = sim_diags(probe)
+    return diags[-1] if diags else {}
 
 
 def test_streams(sim):
@@ -202,9 +205,9 @@ def test_streams(sim):
     assert _sec(probe.images["wrist"][-1].header.stamp) <= probe.clock[-1] + 1e-6
     # The sim's 1 Hz diagnostics (wall time): the first one can predate the streams, so wait for one that counts
     # more than 10 rendered triplets (CI once saw only that first one, triplets = 1, after the 2 s above).
-    assert wait_for(lambda: int(_sim_diag(probe).get("triplets", 0)) > 10, 10.0), \
-        f"no sim_node /diagnostics counting > 10 triplets; last: {_sim_diag(probe)}"
-    vals = _sim_diag(probe)
+    assert wait_for(lambda: int(sim_diag(probe).get("triplets", 0)) > 10, 10.0), \
+        f"no sim_node /diagnostics counting > 10 triplets; last: {sim_diag(probe)}"
+    vals = sim_diag(probe)
     assert vals["instruction"] == "put the red cube in the bowl"
     # The node's own counters: one triplet rendered per camera period of sim time, none dropped.
     assert int(vals["triplets"]) / float(vals["sim_time_s"]) == pytest.approx(15.0, rel=0.1)

@@ -11,23 +11,12 @@ import time
 import numpy as np
 import pytest
 from proc_helpers import node_executable, started, wait_for
-from test_sim_node import Probe
+from test_sim_node import Probe, sim_diag, sim_diags
 
 
 def _rates(probe) -> list[float]:
     """The sim's own sim-per-wall rate of each second so far, from its /diagnostics (measured in its process)."""
-    with probe.lock:
-        arrays = list(probe.diags)
-    return [float(kv.value) for arr in arrays for st in arr.status if st.name == "vidplan_sim: sim_node"
-            for kv in st.values if kv.key == "sim_per_wall"]
-
-
-def _sim_time(probe) -> float:
-    """The sim's newest sim_time_s [s] on /diagnostics."""
-    with probe.lock:
-        arrays = list(probe.diags)
-    return [float(kv.value) for arr in arrays for st in arr.status if st.name == "vidplan_sim: sim_node"
-            for kv in st.values if kv.key == "sim_time_s"][-1]
+    return [float(d["sim_per_wall"]) for d in sim_diags(probe)]
 
 
 def test_real_time_mode_follows_the_wall_clock(tmp_path):
@@ -49,7 +38,7 @@ def test_real_time_mode_follows_the_wall_clock(tmp_path):
             assert wait_for(lambda: len(_rates(probe)) >= n0 + 3, 20), f"{probe.report()}; log:\n{proc.output()}"
             c1, w1 = probe.clock[-1], time.monotonic()
             rates = _rates(probe)[n0:n0 + 3]
-            sim_now, wall_since_launch = _sim_time(probe), time.monotonic() - t_launch
+            sim_now, wall_since_launch = float(sim_diag(probe)["sim_time_s"]), time.monotonic() - t_launch
             with probe.lock:
                 stamps = sorted({m.header.stamp.sec + m.header.stamp.nanosec * 1e-9 for m in probe.js})
     finally:

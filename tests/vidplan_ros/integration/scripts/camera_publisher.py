@@ -38,24 +38,25 @@ def main() -> int:
     t0 = time.monotonic()
     matched_at: list[float] = []
     frame = 0
-    last_wrist: list[float] = []
+    last_wrist: float | None = None  # stamp [s] of the last wrist frame sent
+    wrist_stop_announced = False
 
     def tick() -> None:
-        nonlocal frame
+        nonlocal frame, last_wrist, wrist_stop_announced
         if not matched_at and all(p.get_subscription_count() > 0 for p in pubs.values()):
             matched_at.append(time.monotonic())
         elapsed = time.monotonic() - matched_at[0] if matched_at else 0.0
         now = node.get_clock().now().nanoseconds * 1e-9
         for v, off in zip(views, a.offsets_ms, strict=True):
             if v == "wrist" and a.stop_wrist_after and elapsed > a.stop_wrist_after:
-                if len(last_wrist) == 1:  # once: the test checks that no triplet is newer than this
-                    print(f"wrist stopped; last wrist stamp {last_wrist[0]:.9f}", flush=True)
-                    last_wrist.append(0.0)
+                if last_wrist is not None and not wrist_stop_announced:  # the test: no triplet newer than this
+                    print(f"wrist stopped; last wrist stamp {last_wrist:.9f}", flush=True)
+                    wrist_stop_announced = True
                 continue
             msg = Image(height=4, width=4, encoding="rgb8", step=12, data=bytes([frame % 256]) * 48)
             msg.header.stamp = sec_to_stamp(now + off * 1e-3)
             if v == "wrist":
-                last_wrist[:] = [now + off * 1e-3]
+                last_wrist = now + off * 1e-3
             msg.header.frame_id = f"{v}_camera_optical_frame"
             pubs[v].publish(msg)
         frame += 1
