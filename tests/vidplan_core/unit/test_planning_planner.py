@@ -345,6 +345,68 @@ def test_gripper_centring_prefers_the_candidate_whose_gripper_reaches_the_target
     assert torch.equal(score_rollout(out, ScoreConfig(lam=1.0), (0, 1))[0], s_img)
 
 
+def test_instruction_direction_reads_only_a_closing_motion_phrase():
+    from vidplan_core.planning.goal import instruction_direction
+
+    assert instruction_direction("push the red cube to the left").tolist() == [0.0, 1.0, 0.0]  # the robot's left: +y
+    assert instruction_direction("Push the blue ball to the right.").tolist() == [0.0, -1.0, 0.0]
+    assert instruction_direction("slide the mug away from the robot").tolist() == [1.0, 0.0, 0.0]
+    assert instruction_direction("touch the red cube") is None
+    assert instruction_direction("touch the cube to the left of the bowl") is None  # a place, not a motion
+
+
+def test_push_progress_prefers_the_candidate_that_moves_the_target_the_asked_way():
+    """direction_weight: the target's image motion along the instruction's direction, per exterior view, is added
+    to the reward — so among candidates that all keep the gripper on the target, the one that pushes it the asked
+    way wins; the wrist camera (riding with the hand) contributes nothing; with weight 0 the three tie."""
+    from vidplan_core.calibration import load_calibration
+    from vidplan_core.models.action_maps import action_map_config
+    from vidplan_core.planning.goal import instruction_direction
+    from vidplan_core.planning.scoring import ScoreConfig, gripper_reference, image_directions, score_rollout
+    from vidplan_core.runtime.base import RolloutOutput
+
+    geo = action_map_config(load_calibration(), (1, 1))
+    down = [np.pi, 0.0, 0.0]
+    start = np.array([0.55, 0.0, 0.03])
+    f, gh, gw = 4, 36, 60
+    left = instruction_direction("push the red cube to the left")
+    acts, sems = [], []
+    for dy in (0.03, 0.0, -0.03):  # per frame: the gripper pushes the object 3 cm to the left, stays, to the right
+        a = np.array([[*(start + np.array([0.0, dy * k, 0.0])), *down, 0.0] for k in range(f)])
+        uv = gripper_reference(a[None], geo, (0, 1))[0].numpy()  # (F, 2, 2): the object under the TCP
+        m = np.zeros((f, 2 * gh, gw), np.float32)
+        for k in range(f):
+            for v in (0, 1):
+                m[k, v * gh + min(gh - 1, int(uv[k, v, 1] * gh)), min(gw - 1, int(uv[k, v, 0] * gw))] = 1.0
+        acts.append(a)
+        sems.append(m)
+    acts, sem = np.stack(acts), np.stack(sems)
+    z = np.zeros((3, f), np.float32)
+    out = RolloutOutput(h_bar=z, uq_map=np.zeros((3, f, 3 * 6, 10), np.float32), value=z, value_entropy=z,
+                        semantic_score=z, semantic_map=sem)
+    push, plain = ScoreConfig(lam=1.0, direction_weight=2.0), ScoreConfig(lam=1.0)
+    s = score_rollout(out, push, (0, 1), acts, geo, left)[0].numpy()
+    assert s[0] > s[1] + 0.05 and s[1] >= s[2]  # pushed left > stayed ≥ pushed right
+    s0 = score_rollout(out, plain, (0, 1), acts, geo, left)[0].numpy()
+    assert np.ptp(s0) < 0.02  # without the term the gripper stays on the target in all three: a tie
+    assert np.array_equal(score_rollout(out, push, (0, 1), acts, geo, None)[0].numpy(), s0)  # no direction asked
+    u = image_directions(acts[0, 0], left, geo, (0, 1, 2))
+    assert torch.allclose(u[:2].norm(dim=-1), torch.ones(2, dtype=u.dtype)) and u[2].abs().max() == 0
+    with pytest.raises(ValueError, match="direction_weight"):
+        score_rollout(out, ScoreConfig(lam=1.0, direction_weight=2.0, centring="image"), (0, 1), acts, geo, left)
+
+
+def test_planner_takes_the_push_direction_from_the_instruction(backend, ctx, proposals):
+    from vidplan_core.planning.scoring import ScoreConfig
+
+    planner = GradientPlanner(backend, PlannerConfig(refine_iters=0, score=ScoreConfig(direction_weight=1.0)))
+    planner.plan(PlanningContext(ctx.history_frames, ctx.history_actions, "push the red cube to the right", 3),
+                 proposals)
+    assert planner._goal_dir.tolist() == [0.0, -1.0, 0.0]
+    planner.plan(ctx, proposals)  # "pick up the red cube": no motion asked, the term is off
+    assert planner._goal_dir is None
+
+
 def test_session_plans_from_the_pose_after_the_expected_latency(backend, ctx):
     """Real-time chunking in the session: with a chunk executing, the next one begins where that chunk takes the
     robot during the expected latency (rtc.pose_after_latency; IK for the joints), its hold candidate holds that pose,

@@ -117,14 +117,18 @@ def centroid_distance(c: torch.Tensor, c_ref: torch.Tensor | tuple[float, float]
 
 
 def frame_reward(r_s: torch.Tensor, h_bar: torch.Tensor, dist: torch.Tensor | None = None, lam: float = 0.5,
-                 kind: WeightKind = "exp", kappa: float = 3.0) -> torch.Tensor:
+                 kind: WeightKind = "exp", kappa: float = 3.0, progress: torch.Tensor | None = None,
+                 mu: float = 0.0) -> torch.Tensor:
     """Per-frame reward: uncertainty can only *lower* it; all inputs (N, F) → (N, F).
 
-    With ``b = r_s − λ·d``: ``r = b − (1 − w(h̄))·|b|``, i.e. the paper's ``w·b`` for ``b ≥ 0`` and ``(2 − w)·b``
+    With ``b = r_s − λ·d + μ·p`` (``p``: optional progress towards the instruction's goal, e.g. a push's):
+    ``r = b − (1 − w(h̄))·|b|``, i.e. the paper's ``w·b`` for ``b ≥ 0`` and ``(2 − w)·b``
     for ``b < 0``. The plain product ``w·b`` would pull a negative score towards 0 — rewarding doubt — whenever
     ``r_s < λ·d`` (seen on the demo models: b from −0.05 to −0.24).
     """
     base = r_s if dist is None else r_s - lam * dist
+    if progress is not None and mu:
+        base = base + mu * progress
     return base - (1.0 - uncertainty_weight(h_bar, kind, kappa)) * base.abs()
 
 

@@ -25,6 +25,7 @@ import numpy as np
 import torch
 from pydantic import BaseModel, ConfigDict, Field
 
+from vidplan_core.planning.goal import instruction_direction
 from vidplan_core.planning.proposals import ProposalSet
 from vidplan_core.planning.scoring import ScoreConfig, score_rollout
 from vidplan_core.runtime.base import Backend, PlanningContext
@@ -144,6 +145,7 @@ class _BasePlanner:
         self._map_views: tuple[int, ...] | None = getattr(backend, "map_views", None) or (
             (backend.centring_view,) if getattr(backend, "centring_view", None) is not None else None)
         self._geometry: Any = None
+        self._goal_dir: np.ndarray | None = None  # set per cycle from the instruction
         centring = self.config.score.centring
         if centring in ("gripper", "auto"):
             from vidplan_core.models.action_maps import ActionMapRenderer
@@ -206,6 +208,10 @@ class _BasePlanner:
         if not np.isfinite(props.actions).all():
             raise _HoldError("proposals contain NaN/Inf")
         cfg = self.config
+        # the motion the instruction asks for ("push … to the left"), scored by the push-progress term where the
+        # backend has the camera geometry to project it (as 'auto' centring, off for the privileged rewards)
+        self._goal_dir = (instruction_direction(ctx.instruction)
+                          if cfg.score.direction_weight > 0 and self._geometry is not None else None)
         seeds = [ctx.seed + m for m in range(cfg.noise_samples)]
         if cfg.survival_check and cfg.noise_samples == 1:
             seeds.append(ctx.seed + 7919)  # re-drawn seed, for the survival diagnostic only
@@ -223,7 +229,8 @@ class _BasePlanner:
                 raise _HoldError(f"non-finite backend output: {', '.join(bad)}")
             t = time.perf_counter()
             with torch.no_grad():
-                scores, per_frame = score_rollout(out, cfg.score, self._map_views, props.actions, self._geometry)
+                scores, per_frame = score_rollout(out, cfg.score, self._map_views, props.actions, self._geometry,
+                                                  self._goal_dir)
             timings["select"] = timings.get("select", 0.0) + time.perf_counter() - t
             if not torch.isfinite(scores).all():
                 raise _HoldError("non-finite candidate scores")
@@ -443,7 +450,7 @@ class CEMPlanner(_BasePlanner):
                 bad = o.non_finite()
                 if bad:
                     return self._hold(ctx, f"non-finite backend output: {', '.join(bad)}", timings)
-                s = score_rollout(o, cfg.score, self._map_views, cand, self._geometry)[0].numpy()
+                s = score_rollout(o, cfg.score, self._map_views, cand, self._geometry, self._goal_dir)[0].numpy()
                 order = np.argsort(-s)
                 if s[order[0]] > best_s:
                     best_s, best_n = float(s[order[0]]), samples[order[0]].copy()

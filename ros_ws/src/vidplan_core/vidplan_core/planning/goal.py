@@ -1,0 +1,40 @@
+"""The direction an instruction asks an object to move in, for the scorer's push-progress term
+(:class:`~vidplan_core.planning.scoring.ScoreConfig` ``direction_weight``).
+
+Directions are unit vectors in the robot base frame (``panda_link0``: +x away from the robot, +y the robot's left,
++z up), the frame the simulated tasks and DROID's end-effector actions use. "Left"/"right" are the *robot's*: an
+operator facing the robot says the opposite. An instruction without a direction phrase has none, and the term is
+then off for it (touch, put, free-form instructions)."""
+
+from __future__ import annotations
+
+import re
+
+import numpy as np
+
+__all__ = ["DIRECTION_PHRASES", "instruction_direction"]
+
+#: phrase (matched as whole words, case-insensitive, at the end of a clause) → base-frame unit vector
+DIRECTION_PHRASES: dict[str, tuple[float, float, float]] = {
+    "to the left": (0.0, 1.0, 0.0),
+    "to the right": (0.0, -1.0, 0.0),
+    "away from the robot": (1.0, 0.0, 0.0),
+    "forward": (1.0, 0.0, 0.0),
+    "towards the robot": (-1.0, 0.0, 0.0),
+    "toward the robot": (-1.0, 0.0, 0.0),
+    "back": (-1.0, 0.0, 0.0),
+}
+
+_PATTERN = re.compile(r"\b(" + "|".join(sorted(map(re.escape, DIRECTION_PHRASES), key=len, reverse=True))
+                      + r")\s*[.!]?\s*$", re.IGNORECASE)
+
+
+def instruction_direction(instruction: str) -> np.ndarray | None:
+    """(3,) unit vector in the base frame that ``instruction`` asks the object to move along, or None.
+
+    Only a direction phrase that ends the instruction counts ("push the red cube to the left" → +y), so an object
+    described by its place ("touch the cube on the left side") is not read as a motion."""
+    m = _PATTERN.search(instruction.strip())
+    if m is None:
+        return None
+    return np.asarray(DIRECTION_PHRASES[m.group(1).lower()], np.float64)
