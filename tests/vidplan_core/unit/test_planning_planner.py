@@ -394,6 +394,23 @@ def test_push_progress_prefers_the_candidate_that_moves_the_target_the_asked_way
     assert torch.allclose(u[:2].norm(dim=-1), torch.ones(2, dtype=u.dtype)) and u[2].abs().max() == 0
     with pytest.raises(ValueError, match="direction_weight"):
         score_rollout(out, ScoreConfig(lam=1.0, direction_weight=2.0, centring="image"), (0, 1), acts, geo, left)
+    # a target the maps stop seeing (σ(max logit) < 0.5, e.g. under the arm) adds no progress: where it went unseen
+    # is not evidence of a push
+    hidden = sem.copy()
+    hidden[0, 1:] = hidden[0, 1:] * 2.0 - 3.0  # the pushed-left candidate's later frames: max logit −1
+    out_h = RolloutOutput(h_bar=z, uq_map=out.uq_map, value=z, value_entropy=z, semantic_score=z,
+                          semantic_map=hidden)
+    with_term = score_rollout(out_h, push, (0, 1), acts, geo, left)[0].numpy()
+    without = score_rollout(out_h, plain, (0, 1), acts, geo, left)[0].numpy()
+    assert with_term[0] == pytest.approx(without[0]) and with_term[0] < s[0] - 0.05
+    # nor does a target that moves while the gripper is far from it (direction_radius): on a learned model that is
+    # mostly a map drifting with the arm, not a push
+    away = acts.copy()
+    away[0, :, :3] = [0.35, -0.25, 0.40]
+    far = score_rollout(out, push, (0, 1), away, geo, left)[0].numpy()
+    assert far[0] == pytest.approx(score_rollout(out, plain, (0, 1), away, geo, left)[0].numpy()[0])
+    assert score_rollout(out, push.model_copy(update={"direction_radius": 10.0}), (0, 1), away, geo,
+                         left)[0].numpy()[0] > far[0] + 0.05
 
 
 def test_planner_takes_the_push_direction_from_the_instruction(backend, ctx, proposals):
