@@ -38,7 +38,8 @@ NEEDS_MODELS = ("oracle+learned", "oracle+learned-pixels", "learned+privileged",
                 "scripted+vidplan", "bc", "bc+vidplan")
 BC_VARIANTS = ("bc", "bc+vidplan")
 _PRIVILEGED_SCORE = {"session.gradopt.refine_iters": 0, "session.gradopt.score.kappa": 0.0,
-                     "session.gradopt.score.lam": 0.0, "session.gradopt.score.suppress_semantic": False}
+                     "session.gradopt.score.lam": 0.0, "session.gradopt.score.suppress_semantic": False,
+                     "session.gradopt.score.direction_weight": 0.0}  # the privileged reward has its own push term
 #: Each variant as overrides of the planner configuration (dotted keys of PlanningConfig).
 VARIANT_OVERRIDES: dict[str, dict[str, Any]] = {
     "vidplan": {},
