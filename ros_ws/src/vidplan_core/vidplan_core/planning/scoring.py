@@ -80,6 +80,11 @@ def gripper_reference(actions: np.ndarray, geometry: Any, views: tuple[int, ...]
     return uv[:, :, list(views)]
 
 
+def _confidence(maps: list[torch.Tensor]) -> torch.Tensor:
+    """σ of each frame's highest logit, per view: V maps (N, F, h, w) → (N, F, V)."""
+    return torch.stack([torch.sigmoid(m.flatten(-2).amax(-1)) for m in maps], dim=-1)
+
+
 def image_directions(pose: np.ndarray, direction: np.ndarray, geometry: Any, views: tuple[int, ...],
                      step_m: float = 0.05) -> torch.Tensor:
     """Where a base-frame motion points in each view's image: (V, 2) unit vectors in normalised image coordinates,
@@ -114,9 +119,10 @@ def score_rollout(out: RolloutOutput, cfg: ScoreConfig, map_views: int | tuple[i
     sem_all = torch.as_tensor(out.semantic_map, dtype=torch.float64)
     views = (map_views,) if isinstance(map_views, int) else tuple(map_views) if map_views else (None,)
     unc_all = torch.as_tensor(out.uq_map, dtype=torch.float64)
-    sems = []
+    raws, sems = [], []  # per view: the map as scored, and after UQ suppression
     for k, v in enumerate(views):
         sem = view_rows(sem_all, k, len(views)) if len(views) > 1 else sem_all
+        raws.append(sem)
         if cfg.suppress_semantic:
             sem = suppress_semantic_map(sem, view_rows(unc_all, v), cfg.weighting, cfg.kappa)
         sems.append(sem)
@@ -153,7 +159,7 @@ def score_rollout(out: RolloutOutput, cfg: ScoreConfig, map_views: int | tuple[i
             # logits far below 0 — σ ≤ 0.08 in all 96 cycles of two traced push episodes — so in practice every
             # centroid becomes that most confident one: a fixed target per cycle, which is what the closed-loop
             # touch/push numbers were measured with.)
-            conf = torch.stack([torch.sigmoid(m.flatten(-2).amax(-1)) for m in sems], dim=-1)  # (N, F, V)
+            conf = _confidence(sems)  # (N, F, V)
             flat = conf.reshape(-1, conf.shape[-1]).argmax(0)  # per view: the most confident (candidate, frame)
             best = cents.reshape(-1, *cents.shape[-2:])[flat, torch.arange(conf.shape[-1])]  # (V, 2)
             seen = cents
@@ -166,14 +172,15 @@ def score_rollout(out: RolloutOutput, cfg: ScoreConfig, map_views: int | tuple[i
             # A moving target is followed where the view sees it: σ(max logit) ≥ 0.5 on the map before UQ
             # suppression (the suppressed maps' logits are shifted, see above); elsewhere it stays where it was
             # seen most confidently, so an arm that hides it neither adds nor removes progress.
-            raw = [view_rows(sem_all, k, len(views)) if len(views) > 1 else sem_all for k in range(len(views))]
-            visible = torch.stack([torch.sigmoid(m.flatten(-2).amax(-1)) for m in raw], dim=-1) >= 0.5  # (N, F, V)
-            track = torch.where(visible[..., None], seen, best.expand_as(seen))
+            track = torch.where((_confidence(raws) >= 0.5)[..., None], seen, best.expand_as(seen))  # (N, F, V, 2)
             u = image_directions(np.asarray(actions)[:, 0].mean(0), goal_direction, geometry, views)  # (V, 2)
-            ext = (u.norm(dim=-1) > 0).to(cents.dtype)
-            moved = ((track - track[:, :1]) * u).sum(-1)  # (N, F, V)
-            progress = (moved * ext).sum(-1) / ext.sum().clamp_min(1.0)
-            near = (centroid_distance(track, ref) * ext).sum(-1) / ext.sum().clamp_min(1.0) <= cfg.direction_radius
+            ext = (u.norm(dim=-1) > 0).to(cents.dtype)  # exterior views: the mean runs over these
+
+            def ext_mean(x: torch.Tensor) -> torch.Tensor:
+                return (x * ext).sum(-1) / ext.sum().clamp_min(1.0)
+
+            progress = ext_mean(((track - track[:, :1]) * u).sum(-1))  # (N, F)
+            near = ext_mean(centroid_distance(track, ref)) <= cfg.direction_radius
             progress = progress * near.to(progress.dtype)
     per_frame = frame_reward(r_s, h_bar, dist, cfg.lam, cfg.weighting, cfg.kappa, progress, cfg.direction_weight)
     return per_frame.amax(dim=1), per_frame
