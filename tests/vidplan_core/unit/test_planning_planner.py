@@ -362,7 +362,7 @@ def test_push_progress_prefers_the_candidate_that_moves_the_target_the_asked_way
     from vidplan_core.calibration import load_calibration
     from vidplan_core.models.action_maps import action_map_config
     from vidplan_core.planning.goal import instruction_direction
-    from vidplan_core.planning.scoring import ScoreConfig, gripper_reference, planar_image_jacobian, score_rollout
+    from vidplan_core.planning.scoring import ScoreConfig, gripper_reference, image_directions, score_rollout
     from vidplan_core.runtime.base import RolloutOutput
 
     geo = action_map_config(load_calibration(), (1, 1))
@@ -390,30 +390,10 @@ def test_push_progress_prefers_the_candidate_that_moves_the_target_the_asked_way
     s0 = score_rollout(out, plain, (0, 1), acts, geo, left)[0].numpy()
     assert np.ptp(s0) < 0.02  # without the term the gripper stays on the target in all three: a tie
     assert np.array_equal(score_rollout(out, push, (0, 1), acts, geo, None)[0].numpy(), s0)  # no direction asked
-    jac = planar_image_jacobian(acts[0, 0], left, geo, (0, 1, 2))  # (V, 2, 2) image units per m
-    assert jac[2].abs().max() == 0 and (jac[:2].det().abs() > 1e-3).all()  # the wrist view rides with the hand
-    step = gripper_reference(acts[:1, :2], geo, (0, 1))[0].numpy()  # the TCP's first 3-cm step to the left
-    assert np.allclose(jac[:2, :, 0].numpy() * 0.03, step[1] - step[0], atol=2e-3)
+    u = image_directions(acts[0, 0], left, geo, (0, 1, 2))
+    assert torch.allclose(u[:2].norm(dim=-1), torch.ones(2, dtype=u.dtype)) and u[2].abs().max() == 0
     with pytest.raises(ValueError, match="direction_weight"):
         score_rollout(out, ScoreConfig(lam=1.0, direction_weight=2.0, centring="image"), (0, 1), acts, geo, left)
-    # progress is in metres along the asked direction: a target pushed across it (+x for "to the left") gains
-    # (nearly) nothing, however an oblique view's perspective shows that motion
-    across, across_sem = [], []
-    for dx in (0.03, 0.0):
-        a = np.array([[*(start + np.array([dx * k, 0.0, 0.0])), *down, 0.0] for k in range(f)])
-        uv = gripper_reference(a[None], geo, (0, 1))[0].numpy()
-        m = np.zeros((f, 2 * gh, gw), np.float32)
-        for k in range(f):
-            for v in (0, 1):
-                m[k, v * gh + min(gh - 1, int(uv[k, v, 1] * gh)), min(gw - 1, int(uv[k, v, 0] * gw))] = 1.0
-        across.append(a)
-        across_sem.append(m)
-    out_x = RolloutOutput(h_bar=z[:2], uq_map=out.uq_map[:2], value=z[:2], value_entropy=z[:2],
-                          semantic_score=z[:2], semantic_map=np.stack(across_sem))
-    gain_x = np.subtract(*score_rollout(out_x, push, (0, 1), np.stack(across), geo, left)[0].numpy()) - np.subtract(
-        *score_rollout(out_x, plain, (0, 1), np.stack(across), geo, left)[0].numpy())
-    gain_y = (s[0] - s[1]) - (s0[0] - s0[1])
-    assert abs(gain_x) < 0.25 * gain_y
     # a target the maps stop seeing (σ(max logit) < 0.5, e.g. under the arm) adds no progress: where it went unseen
     # is not evidence of a push
     hidden = sem.copy()
@@ -423,18 +403,9 @@ def test_push_progress_prefers_the_candidate_that_moves_the_target_the_asked_way
     with_term = score_rollout(out_h, push, (0, 1), acts, geo, left)[0].numpy()
     without = score_rollout(out_h, plain, (0, 1), acts, geo, left)[0].numpy()
     assert with_term[0] == pytest.approx(without[0]) and with_term[0] < s[0] - 0.05
-    # ... unless it was against the gripper when last seen (contact_radius): then it is pushed along with the hand
-    # that hides it, and the push scores again
-    contact = push.model_copy(update={"contact_radius": 0.03})
-    carried = score_rollout(out_h, contact, (0, 1), acts, geo, left)[0].numpy()
-    assert carried[0] > with_term[0] + 0.05 and carried[0] > carried[1] + 0.05
-    hidden_far = hidden.copy()  # the target is seen at frame 0 only, 25 cm from the gripper: it stays hidden there
-    far_acts = acts.copy()
-    far_acts[0, :, 1] -= 0.25
-    out_f = RolloutOutput(h_bar=z, uq_map=out.uq_map, value=z, value_entropy=z, semantic_score=z,
-                          semantic_map=hidden_far)
-    assert score_rollout(out_f, contact, (0, 1), far_acts, geo, left)[0].numpy()[0] == pytest.approx(
-        score_rollout(out_f, plain, (0, 1), far_acts, geo, left)[0].numpy()[0])
+    # track_confidence sets that threshold: at 0.2 the faint target (σ = 0.27) is followed again
+    faint = score_rollout(out_h, push.model_copy(update={"track_confidence": 0.2}), (0, 1), acts, geo, left)[0]
+    assert faint.numpy()[0] > with_term[0] + 0.05
     # nor does a target that moves while the gripper is far from it (direction_radius): on a learned model that is
     # mostly a map drifting with the arm, not a push
     away = acts.copy()
@@ -443,47 +414,6 @@ def test_push_progress_prefers_the_candidate_that_moves_the_target_the_asked_way
     assert far[0] == pytest.approx(score_rollout(out, plain, (0, 1), away, geo, left)[0].numpy()[0])
     assert score_rollout(out, push.model_copy(update={"direction_radius": 10.0}), (0, 1), away, geo,
                          left)[0].numpy()[0] > far[0] + 0.05
-
-
-def test_push_offset_draws_the_gripper_behind_the_target():
-    """push_offset: with a push direction the centring reference is the point that far ahead of the TCP, so the
-    gripper scores best behind the target (where a push starts), not on it; without it, on it; without a
-    direction the offset does nothing."""
-    from vidplan_core.calibration import load_calibration
-    from vidplan_core.models.action_maps import action_map_config
-    from vidplan_core.planning.goal import instruction_direction
-    from vidplan_core.planning.scoring import ScoreConfig, gripper_reference, score_rollout
-    from vidplan_core.runtime.base import RolloutOutput
-
-    geo = action_map_config(load_calibration(), (1, 1))
-    down = [np.pi, 0.0, 0.0]
-    obj = np.array([0.55, 0.0, 0.03])
-    f, gh, gw = 3, 72, 120
-    left = instruction_direction("push the red cube to the left")  # +y
-    uv = gripper_reference(np.array([[[*obj, *down, 0.0]]]), geo, (0, 1))[0, 0].numpy()  # (2, 2): the object
-    m = np.full((f, 2 * gh, gw), -4.0, np.float32)
-    for v in (0, 1):
-        m[:, v * gh + int(uv[v, 1] * gh), int(uv[v, 0] * gw)] = 4.0
-    # the gripper holds still 5 cm behind the object (right of it, for a push to the left), on it, 5 cm ahead
-    acts = np.stack([np.array([[*(obj + np.array([0.0, dy, 0.0])), *down, 0.0]] * f) for dy in (-0.05, 0.0, 0.05)])
-    z = np.zeros((3, f), np.float32)
-    out = RolloutOutput(h_bar=z, uq_map=np.zeros((3, f, 3 * 6, 10), np.float32), value=z, value_entropy=z,
-                        semantic_score=z, semantic_map=np.repeat(m[None], 3, axis=0))
-    cfg = ScoreConfig(lam=1.0, direction_weight=2.0, push_offset=0.05, centroid_temperature=0.01)
-    s = score_rollout(out, cfg, (0, 1), acts, geo, left)[0].numpy()
-    assert s[0] > s[1] + 0.02 and s[0] > s[2] + 0.02  # behind the target wins
-    s0 = score_rollout(out, cfg.model_copy(update={"push_offset": 0.0}), (0, 1), acts, geo, left)[0].numpy()
-    assert s0[1] > s0[0] + 0.02 and s0[1] > s0[2] + 0.02  # without the offset: on it
-    # push_open_cost: the same candidates with a closed hand (a narrow pusher) score that much higher per frame
-    closed = acts.copy()
-    closed[..., 6] = 1.0
-    cost = cfg.model_copy(update={"push_open_cost": 0.03})
-    s_open = score_rollout(out, cost, (0, 1), acts, geo, left)[0].numpy()
-    assert np.allclose(score_rollout(out, cost, (0, 1), closed, geo, left)[0].numpy(), s_open + 0.03)
-    assert np.allclose(s_open, s - 0.03)
-    no_dir = score_rollout(out, cfg, (0, 1), acts, geo, None)[0].numpy()
-    assert np.array_equal(no_dir, score_rollout(out, cfg.model_copy(update={"push_offset": 0.0}), (0, 1), acts, geo,
-                                                None)[0].numpy())
 
 
 def test_planner_takes_the_push_direction_from_the_instruction(backend, ctx, proposals):

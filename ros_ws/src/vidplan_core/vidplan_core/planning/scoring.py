@@ -19,7 +19,7 @@ from vidplan_core.objective import (
 )
 from vidplan_core.runtime.base import RolloutOutput
 
-__all__ = ["ScoreConfig", "gripper_reference", "planar_image_jacobian", "score_rollout", "view_rows"]
+__all__ = ["ScoreConfig", "gripper_reference", "image_directions", "score_rollout", "view_rows"]
 
 
 class ScoreConfig(BaseModel):
@@ -40,12 +40,12 @@ class ScoreConfig(BaseModel):
     centroid_temperature: float = Field(0.1, gt=0)
     suppress_semantic: bool = True
     semantic_score: Literal["global", "map_max", "map_mean"] = "global"
-    direction_weight: float = Field(0.0, ge=0, description="μ of the push-progress term μ·p: p = how far [m] the "
-        "target's semantic-map centroid moves, from the candidate's first predicted frame, along the motion the "
-        "instruction asks for (:func:`vidplan_core.planning.goal.instruction_direction`; 'push … to the left' → the "
-        "base frame's +y): each exterior map view's image motion is solved for motion on the table plane "
-        "(:func:`planar_image_jacobian`) and the views are averaged. Off for instructions without a direction "
-        "phrase and for backends without camera geometry (as 'auto' centring falls back to 'image')")
+    direction_weight: float = Field(0.0, ge=0, description="μ of the push-progress term μ·p: p = how far the target's "
+        "semantic-map centroid moves, from the candidate's first predicted frame, along the image direction of the "
+        "motion the instruction asks for (:func:`vidplan_core.planning.goal.instruction_direction`; 'push … to the "
+        "left' → the base frame's +y), averaged over the exterior map views, in normalised image units like the "
+        "centring term. Off for instructions without a direction phrase and for backends without camera geometry "
+        "(as 'auto' centring falls back to 'image')")
     direction_radius: float = Field(0.06, gt=0, description="the push-progress term counts a frame only where the "
         "target is within this image distance of the candidate's projected TCP (normalised units, mean over the "
         "exterior views; 0.06 ≈ 8–13 cm at the demo cameras): a target that moves while the gripper is away is not "
@@ -53,20 +53,9 @@ class ScoreConfig(BaseModel):
     track_confidence: float = Field(0.5, gt=0, lt=1, description="the push-progress term follows the target "
         "in a view only where that view's map sees it: σ(max logit) of the map before UQ suppression ≥ this; "
         "elsewhere the target stays where the view saw it most confidently (a hidden target neither adds nor "
-        "removes progress)")
-    contact_radius: float = Field(0.0, ge=0, description="push-progress term: a target that a view stops seeing "
-        "while it was within this image distance of the candidate's reference point (normalised units; the "
-        "pre-push point with push_offset) is taken to move with that point — pushed along, since the hand that "
-        "hides it is against it — instead of staying where it was seen; 0 = off (a hidden target stays)")
-    push_offset: float = Field(0.0, ge=0, description="[m] with a push direction, the centring term's reference "
-        "becomes the point this far ahead of the candidate's TCP along that direction (its projection in each map "
-        "view): the gripper is drawn to the pre-push point behind the target instead of onto it, and a push that "
-        "carries the target along keeps the distance. 0.05 ≈ a 2-cm object's radius + 3 cm, where the scripted "
-        "expert starts its pushes. 0 = the TCP itself, as for instructions without a direction")
-    push_open_cost: float = Field(0.0, ge=0, description="with a push direction, subtracted per frame times how "
-        "open the candidate's hand is (1 − gripper command): open fingers span 8 cm, so an open hand at the "
-        "pre-push point clips the target and drags it sideways; closed, it is a narrow pusher (the privileged "
-        "reward's 0.03 m, here in the reward's units: λ·image distance)")
+        "removes progress). Lower values let a target the hand partly hides be followed, and a map that drifts "
+        "with the arm: on a traced oracle push, 0.3 scored a push the wrong way highest "
+        "(bench/results/closed_loop_oracle_learned_push_contact.md)")
 
 
 def view_rows(uq_map: torch.Tensor, view: int | None, num_views: int = 3) -> torch.Tensor:
@@ -102,58 +91,23 @@ def _confidence(maps: list[torch.Tensor]) -> torch.Tensor:
     return torch.stack([torch.sigmoid(m.flatten(-2).amax(-1)) for m in maps], dim=-1)
 
 
-def planar_image_jacobian(pose: np.ndarray, direction: np.ndarray, geometry: Any, views: tuple[int, ...],
-                          step_m: float = 0.05) -> torch.Tensor:
-    """How motion on the table plane shows in each view: (V, 2, 2) image displacement per metre (normalised image
-    coordinates), column 0 for motion along ``direction``, column 1 along the horizontal perpendicular
-    (ẑ × direction); zero for hand cameras (what rides with the hand does not move in them).
+def image_directions(pose: np.ndarray, direction: np.ndarray, geometry: Any, views: tuple[int, ...],
+                     step_m: float = 0.05) -> torch.Tensor:
+    """Where a base-frame motion points in each view's image: (V, 2) unit vectors in normalised image coordinates,
+    zero for hand cameras (what rides with the hand does not move in them).
 
-    Solving ``J · m = Δuv`` turns a target's image motion into metres along and across the asked direction, so a
-    push the wrong way round (along +x for "to the left") is not read as progress through an oblique camera's
-    perspective. ``pose``: (7,) raw action at which the motion starts (its TCP position is used, m); ``direction``:
-    (3,) base frame; ``step_m``: the length of the projected steps (short enough for the projection to be locally
-    linear)."""
+    ``pose``: (7,) raw action at which the motion starts (its TCP position is used, m); ``direction``: (3,) base
+    frame; ``step_m``: the length of the projected step (short enough for the projection to be locally linear)."""
     from vidplan_core.models.action_maps import ActionMapRenderer
 
     r = geometry if isinstance(geometry, ActionMapRenderer) else ActionMapRenderer(geometry)
-    d = np.asarray(direction, np.float64)
-    d = d / max(float(np.linalg.norm(d)), 1e-12)
-    perp = np.cross([0.0, 0.0, 1.0], d)
-    perp = perp / np.linalg.norm(perp) if np.linalg.norm(perp) > 1e-9 else np.array([1.0, 0.0, 0.0])
-    a = np.repeat(np.asarray(pose, np.float64)[None, None], 3, axis=0)  # (3, 1, 7): start, along, across
-    a[1, 0, :3] += step_m * d
-    a[2, 0, :3] += step_m * perp
-    uv = gripper_reference(a, r, views)[:, 0]  # (3, V, 2)
-    jac = torch.stack([uv[1] - uv[0], uv[2] - uv[0]], dim=-1) / step_m  # (V, 2, 2)
-    exterior = torch.tensor([not r.on_hand[v] for v in views], dtype=jac.dtype)
-    return jac * exterior[:, None, None]
-
-
-def _track_target(seen: torch.Tensor, visible: torch.Tensor, best: torch.Tensor, ref: torch.Tensor,
-                  contact_radius: float) -> torch.Tensor:
-    """The target's image position per frame for the push-progress term: (N, F, V, 2).
-
-    ``seen`` (N, F, V, 2) map centroids, ``visible`` (N, F, V) where the map sees the target, ``best`` (V, 2) where
-    each view saw it most confidently, ``ref`` (N, F, V, 2) the candidates' reference points. A visible target is
-    where its map puts it; a hidden one stays where it was last (``best`` before it was ever seen), or — when it was
-    within ``contact_radius`` of the reference point then — moves with that point (the hand that hides it pushes
-    it)."""
-    n, f, v, _ = seen.shape
-    prev = best.expand(n, v, 2)
-    attached = torch.zeros(n, v, dtype=torch.bool)
-    prev_ref = ref[:, 0]
-    out = []
-    for t in range(f):
-        carried = prev + attached[..., None] * (ref[:, t] - prev_ref)
-        cur = torch.where(visible[:, t, :, None], seen[:, t], carried)
-        if contact_radius > 0:
-            # contact is judged where the target is seen; a hidden one keeps its state
-            attached = torch.where(visible[:, t], (cur - ref[:, t]).norm(dim=-1) <= contact_radius, attached)
-            if t == 0:
-                attached = attached | (~visible[:, 0] & ((cur - ref[:, 0]).norm(dim=-1) <= contact_radius))
-        out.append(cur)
-        prev, prev_ref = cur, ref[:, t]
-    return torch.stack(out, dim=1)
+    a = np.repeat(np.asarray(pose, np.float64)[None, None], 2, axis=0)  # (2, 1, 7)
+    a[1, 0, :3] += step_m * np.asarray(direction, np.float64) / max(float(np.linalg.norm(direction)), 1e-12)
+    uv = gripper_reference(a, r, views)[:, 0]  # (2, V, 2)
+    d = uv[1] - uv[0]
+    d = d / d.norm(dim=-1, keepdim=True).clamp_min(1e-9)
+    exterior = torch.tensor([not r.on_hand[v] for v in views], dtype=d.dtype)
+    return d * exterior[:, None]
 
 
 def score_rollout(out: RolloutOutput, cfg: ScoreConfig, map_views: int | tuple[int, ...] | None = None,
@@ -199,12 +153,7 @@ def score_rollout(out: RolloutOutput, cfg: ScoreConfig, map_views: int | tuple[i
             if actions is None or geometry is None or None in views:
                 raise ValueError("centring 'gripper' needs the candidates' actions, the views of the semantic maps "
                                  "and the camera geometry (a backend with map_views and view_geometry)")
-            a_ref = np.asarray(actions)
-            if push and cfg.push_offset > 0:
-                # the pre-push point: the TCP's projection lands on the target only with the gripper behind it
-                a_ref = a_ref.copy()
-                a_ref[..., :3] += cfg.push_offset * np.asarray(goal_direction, a_ref.dtype)
-            ref = gripper_reference(a_ref, geometry, views)  # type: ignore[arg-type]
+            ref = gripper_reference(actions, geometry, views)  # type: ignore[arg-type]
         else:
             ref = torch.as_tensor(cfg.centroid_ref, dtype=torch.float64)
         if mode == "gripper":
@@ -226,27 +175,19 @@ def score_rollout(out: RolloutOutput, cfg: ScoreConfig, map_views: int | tuple[i
         if push:
             # The target's image motion along the asked-for direction, per exterior view, from the candidate's
             # own first predicted frame: a reach that leaves the object where it is scores 0 here, a push > 0.
-            # A moving target is followed where the view sees it: σ(max logit) ≥ track_confidence on the map before UQ
-            # suppression (the suppressed maps' logits are shifted, see above); elsewhere it stays where it was
-            # seen most confidently, so an arm that hides it neither adds nor removes progress — unless it was
-            # against the gripper's reference point when last seen (contact_radius): then it moves with that point.
-            track = _track_target(seen, _confidence(raws) >= cfg.track_confidence, best, ref, cfg.contact_radius)
-            # In metres along the asked direction: each exterior view's image motion solved for motion on the table
-            # plane, so motion across the direction adds nothing however the view's perspective shows it (as the
-            # privileged reward's displacement; a unit image direction counted part of it)
-            jac = planar_image_jacobian(np.asarray(actions)[:, 0].mean(0), goal_direction, geometry, views)
-            ext = (jac.det().abs() > 1e-6).to(cents.dtype)  # exterior views that see the plane: the mean runs here
-            inv = torch.linalg.pinv(jac) * ext[:, None, None]  # (V, 2, 2); zero for the others
+            # A moving target is followed where the view sees it: σ(max logit) ≥ track_confidence on the map
+            # before UQ suppression (the suppressed maps' logits are shifted, see above); elsewhere it stays where it
+            # was seen most confidently, so an arm that hides it neither adds nor removes progress.
+            track = torch.where((_confidence(raws) >= cfg.track_confidence)[..., None], seen,
+                                best.expand_as(seen))  # (N, F, V, 2)
+            u = image_directions(np.asarray(actions)[:, 0].mean(0), goal_direction, geometry, views)  # (V, 2)
+            ext = (u.norm(dim=-1) > 0).to(cents.dtype)  # exterior views: the mean runs over these
 
             def ext_mean(x: torch.Tensor) -> torch.Tensor:
                 return (x * ext).sum(-1) / ext.sum().clamp_min(1.0)
 
-            along = torch.einsum("vij,nfvj->nfvi", inv, track - track[:, :1])[..., 0]  # (N, F, V) m
-            progress = ext_mean(along)  # (N, F) m
+            progress = ext_mean(((track - track[:, :1]) * u).sum(-1))  # (N, F)
             near = ext_mean(centroid_distance(track, ref)) <= cfg.direction_radius
             progress = progress * near.to(progress.dtype)
     per_frame = frame_reward(r_s, h_bar, dist, cfg.lam, cfg.weighting, cfg.kappa, progress, cfg.direction_weight)
-    if push and cfg.push_open_cost > 0:
-        grip = torch.as_tensor(np.asarray(actions)[..., 6], dtype=per_frame.dtype)  # (N, F) 0 open .. 1 closed
-        per_frame = per_frame - cfg.push_open_cost * (1.0 - grip)
     return per_frame.amax(dim=1), per_frame
