@@ -336,6 +336,7 @@ def test_trace_writes_one_row_per_cycle_beside_the_episode_record(tmp_path):
     assert len(lines) == 1 and "trace" not in json.loads(lines[0])
     again = run_closed_loop(cfg.model_copy(update={"trace": False}), tmp_path / "out")  # resumes, runs nothing
     assert again["episodes"][0]["cycles"] == ep["cycles"]
+    assert json.loads((tmp_path / "out" / "settings.json").read_text())["trace"]  # its trace is still there
 
 
 def test_resuming_a_run_of_other_settings_names_what_differs(tmp_path):

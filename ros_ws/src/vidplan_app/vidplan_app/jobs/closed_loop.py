@@ -309,6 +309,9 @@ def _prepare(out: Path, cfg: ClosedLoopConfig) -> list[dict[str, Any]]:
                     done.append(json.loads(line))
                 except json.JSONDecodeError:
                     pass  # a line cut by an interruption: that episode is run again
+        # traces of earlier episodes stay in the directory: a resume or --summarize-only without --trace must not
+        # rewrite settings.json to say there are none
+        cfg = cfg.model_copy(update={"trace": cfg.trace or old.trace})
     out.mkdir(parents=True, exist_ok=True)
     s.write_text(cfg.model_dump_json(indent=2))
     return done
