@@ -416,6 +416,67 @@ def test_push_progress_prefers_the_candidate_that_moves_the_target_the_asked_way
                          left)[0].numpy()[0] > far[0] + 0.05
 
 
+def test_target_memory_keeps_the_target_when_a_distractor_outshines_it():
+    """target_gate: a view's centring target is the most confident centroid near where the previous cycle put it —
+    so a distractor the map sees more confidently for a while (the arm hiding the target) does not take its place;
+    a view that finds nothing near its memory for target_lost_cycles cycles looks anywhere again; gate 0 = the most
+    confident centroid anywhere, every cycle."""
+    from vidplan_core.planning.scoring import ScoreConfig, TargetMemory, locate_target
+    from vidplan_core.runtime.base import RolloutOutput
+
+    gh, gw = 20, 40
+
+    def cycle(*candidates):  # per candidate: [(row, col, logit)] in both views, one frame
+        m = np.full((len(candidates), 1, 2 * gh, gw), -6.0, np.float32)
+        for n, blobs in enumerate(candidates):
+            for r, c, logit in blobs:
+                m[n, 0, r, c] = m[n, 0, gh + r, c] = logit
+        z = np.zeros((len(candidates), 1), np.float32)
+        return RolloutOutput(h_bar=z, uq_map=np.zeros((len(candidates), 1, 2 * gh, gw), np.float32), value=z,
+                             value_entropy=z, semantic_score=z, semantic_map=m)
+
+    target, distractor = (5, 10), (15, 35)
+    seen = cycle([(*target, 3.0), (*distractor, -2.0)])
+    # the arm hides the target in one imagined future, where the distractor is the most confident thing anywhere
+    hidden = cycle([(*target, 1.0), (*distractor, -2.0)], [(*distractor, 2.0)])
+    cfg = ScoreConfig(target_gate=0.1, target_lost_cycles=3, centroid_temperature=0.05, suppress_semantic=False)
+    want = torch.tensor([(target[1] + 0.5) / gw, (target[0] + 0.5) / gh], dtype=torch.float64)
+    mem = TargetMemory()
+    assert torch.allclose(locate_target(seen, cfg, (0, 1), mem), want.expand(2, 2), atol=0.02)
+    for _ in range(2):  # near the memory, the future that still sees the target wins
+        assert torch.allclose(locate_target(hidden, cfg, (0, 1), mem), want.expand(2, 2), atol=0.02)
+        assert mem.misses.tolist() == [0, 0]
+    plain = cfg.model_copy(update={"target_gate": 0.0})
+    assert (locate_target(hidden, plain, (0, 1), TargetMemory()) - want).norm(dim=-1).min() > 0.3  # jumps
+    gone = cycle([(*distractor, 1.0)])  # the target left the views: the memory holds, then lets go
+    for k in range(2):
+        assert torch.allclose(locate_target(gone, cfg, (0, 1), mem), want.expand(2, 2), atol=0.02)
+        assert mem.misses.tolist() == [k + 1, k + 1]
+    assert (locate_target(gone, cfg, (0, 1), mem) - want).norm(dim=-1).min() > 0.3
+    assert mem.misses.tolist() == [0, 0]
+
+
+def test_planner_keeps_the_target_memory_per_instruction(backend, ctx, proposals):
+    from vidplan_core.planning.scoring import ScoreConfig
+
+    planner = GradientPlanner(backend, PlannerConfig(refine_iters=0, score=ScoreConfig(target_gate=0.05)))
+    if planner._geometry is None:
+        pytest.fail("the test backend has no camera geometry: the memory is for gripper centring")
+    planner.plan(ctx, proposals)
+    first = planner._memory
+    assert first is not None and first[0] == ctx.instruction and first[1].position is not None
+    planner.plan(ctx, proposals)
+    assert planner._memory is first  # the same task: the same memory
+    planner.plan(PlanningContext(ctx.history_frames, ctx.history_actions, "push the red cube to the right", 3),
+                 proposals)
+    assert planner._memory is not first and planner._memory[0] == "push the red cube to the right"
+    planner.reset_target()
+    assert planner._memory is None
+    off = GradientPlanner(backend, PlannerConfig(refine_iters=0))
+    off.plan(ctx, proposals)
+    assert off._memory is None and off._target is None  # gate 0 (the default): no memory
+
+
 def test_planner_takes_the_push_direction_from_the_instruction(backend, ctx, proposals):
     from vidplan_core.planning.scoring import ScoreConfig
 

@@ -389,6 +389,8 @@ class PlannerNode(ManagedNode):
                 return
             self.instruction = text.strip()
             self._executing = None
+            if self.session is not None:  # a new task, even one worded as before: where its target was is unknown
+                self.session.planner.reset_target()
         self.get_logger().info(f"instruction: {self.instruction or '(cleared: idle)'}")
         self._wake.set()
 

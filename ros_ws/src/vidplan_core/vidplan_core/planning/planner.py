@@ -27,7 +27,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from vidplan_core.planning.goal import instruction_direction
 from vidplan_core.planning.proposals import ProposalSet
-from vidplan_core.planning.scoring import ScoreConfig, score_rollout
+from vidplan_core.planning.scoring import ScoreConfig, TargetMemory, locate_target, score_rollout
 from vidplan_core.runtime.base import Backend, PlanningContext
 from vidplan_core.spaces import MODEL_RATE_HZ, EEChunk, wrap_angle
 
@@ -146,6 +146,10 @@ class _BasePlanner:
             (backend.centring_view,) if getattr(backend, "centring_view", None) is not None else None)
         self._geometry: Any = None
         self._goal_dir: np.ndarray | None = None  # set per cycle from the instruction
+        # object permanence across cycles (score.target_gate): where each map view last put the target, per
+        # instruction; this cycle's target, used by every scoring of the cycle
+        self._memory: tuple[str, TargetMemory] | None = None
+        self._target: torch.Tensor | None = None
         centring = self.config.score.centring
         if centring in ("gripper", "auto"):
             from vidplan_core.models.action_maps import ActionMapRenderer
@@ -229,8 +233,10 @@ class _BasePlanner:
                 raise _HoldError(f"non-finite backend output: {', '.join(bad)}")
             t = time.perf_counter()
             with torch.no_grad():
+                if m == 0:
+                    self._target = self._locate(ctx.instruction, out)
                 scores, per_frame = score_rollout(out, cfg.score, self._map_views, props.actions, self._geometry,
-                                                  self._goal_dir)
+                                                  self._goal_dir, self._target)
             timings["select"] = timings.get("select", 0.0) + time.perf_counter() - t
             if not torch.isfinite(scores).all():
                 raise _HoldError("non-finite candidate scores")
@@ -248,6 +254,20 @@ class _BasePlanner:
         scores = np.mean([d[0] for d in draws], axis=0)
         per_frame = np.mean([d[1] for d in draws], axis=0)
         return first, scores, per_frame
+
+    def _locate(self, instruction: str, out) -> torch.Tensor | None:
+        """This cycle's centring target per map view with the memory of earlier cycles (score.target_gate > 0 and
+        gripper centring), else None (each scoring takes its own most confident centroid)."""
+        if self.config.score.target_gate <= 0 or self._geometry is None or self._map_views is None:
+            return None
+        mem = self._memory
+        if mem is None or mem[0] != instruction:  # a new task: forget the old target
+            mem = self._memory = (instruction, TargetMemory())
+        return locate_target(out, self.config.score, self._map_views, mem[1])
+
+    def reset_target(self) -> None:
+        """Forget where the target was (a new episode with the same instruction, a scene that was rearranged)."""
+        self._memory = None
 
     def _select(self, scores: np.ndarray, props: ProposalSet) -> int:
         """Index of the chosen candidate: the argmax, or the nominal when the argmax beats it by no more than
@@ -450,7 +470,8 @@ class CEMPlanner(_BasePlanner):
                 bad = o.non_finite()
                 if bad:
                     return self._hold(ctx, f"non-finite backend output: {', '.join(bad)}", timings)
-                s = score_rollout(o, cfg.score, self._map_views, cand, self._geometry, self._goal_dir)[0].numpy()
+                s = score_rollout(o, cfg.score, self._map_views, cand, self._geometry, self._goal_dir,
+                                  self._target)[0].numpy()
                 order = np.argsort(-s)
                 if s[order[0]] > best_s:
                     best_s, best_n = float(s[order[0]]), samples[order[0]].copy()

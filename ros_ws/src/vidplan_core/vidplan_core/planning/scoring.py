@@ -4,6 +4,7 @@ the image), and the view and gripper geometry they use."""
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any, Literal
 
 import numpy as np
@@ -19,7 +20,8 @@ from vidplan_core.objective import (
 )
 from vidplan_core.runtime.base import RolloutOutput
 
-__all__ = ["ScoreConfig", "gripper_reference", "image_directions", "score_rollout", "view_rows"]
+__all__ = ["ScoreConfig", "TargetMemory", "gripper_reference", "image_directions", "locate_target", "score_rollout",
+           "view_rows"]
 
 
 class ScoreConfig(BaseModel):
@@ -50,6 +52,14 @@ class ScoreConfig(BaseModel):
         "target is within this image distance of the candidate's projected TCP (normalised units, mean over the "
         "exterior views; 0.06 ≈ 8–13 cm at the demo cameras): a target that moves while the gripper is away is not "
         "being pushed by it — on a learned model mostly a semantic map that drifts with the arm")
+    target_gate: float = Field(0.0, ge=0, description="object permanence across plan cycles (gripper centring): "
+        "each view's centring target is the most confident map centroid within this image distance (normalised "
+        "units) of where the previous cycle put it, or stays there when none is; 0 = off: the most confident "
+        "centroid anywhere, every cycle, so a distractor the map sees more confidently while the arm hides the "
+        "target takes its place")
+    target_lost_cycles: int = Field(5, ge=1, description="with target_gate: after this many cycles in a row "
+        "without a centroid within the gate, a view takes the most confident centroid anywhere again (the "
+        "object was moved, or the memory held a distractor)")
     track_confidence: float = Field(0.5, gt=0, lt=1, description="the push-progress term follows the target "
         "in a view only where that view's map sees it: σ(max logit) of the map before UQ suppression ≥ this; "
         "elsewhere the target stays where the view saw it most confidently (a hidden target neither adds nor "
@@ -110,9 +120,68 @@ def image_directions(pose: np.ndarray, direction: np.ndarray, geometry: Any, vie
     return d * exterior[:, None]
 
 
+def _view_maps(out: RolloutOutput, cfg: ScoreConfig, views: tuple[int | None, ...]
+               ) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
+    """Per map view: the semantic map as the scorer gave it and after UQ suppression, each (N, F, h, w)."""
+    sem_all = torch.as_tensor(out.semantic_map, dtype=torch.float64)
+    unc_all = torch.as_tensor(out.uq_map, dtype=torch.float64)
+    raws, sems = [], []
+    for k, v in enumerate(views):
+        sem = view_rows(sem_all, k, len(views)) if len(views) > 1 else sem_all
+        raws.append(sem)
+        if cfg.suppress_semantic:
+            sem = suppress_semantic_map(sem, view_rows(unc_all, v), cfg.weighting, cfg.kappa)
+        sems.append(sem)
+    return raws, sems
+
+
+@dataclass
+class TargetMemory:
+    """Where each map view last put the target (object permanence across plan cycles, ``ScoreConfig.
+    target_gate``). ``position``: (V, 2) normalised image coordinates, None before the first cycle; ``misses``:
+    (V,) cycles in a row without a centroid within the gate. A planner keeps one per instruction."""
+
+    position: torch.Tensor | None = None
+    misses: np.ndarray | None = None
+
+
+def locate_target(out: RolloutOutput, cfg: ScoreConfig, map_views: int | tuple[int, ...],
+                  memory: TargetMemory | None = None) -> torch.Tensor:
+    """This cycle's centring target per map view: (V, 2) normalised image coordinates.
+
+    Per view, the centroid of the (candidate, frame) whose UQ-suppressed map is the most confident — among those
+    within ``cfg.target_gate`` of ``memory.position`` when a memory and a gate are given (else the memory's
+    position, counted as a miss; after ``cfg.target_lost_cycles`` misses, anywhere again). ``memory`` is updated in
+    place."""
+    views = (map_views,) if isinstance(map_views, int) else tuple(map_views)
+    _, sems = _view_maps(out, cfg, views)
+    cents = torch.stack([soft_centroid(m, cfg.centroid_temperature) for m in sems], dim=2)  # (N, F, V, 2)
+    conf = _confidence(sems).reshape(-1, len(views))  # (N·F, V)
+    cents = cents.reshape(-1, len(views), 2)
+    anywhere = cents[conf.argmax(0), torch.arange(len(views))]  # (V, 2)
+    if memory is None or cfg.target_gate <= 0:
+        return anywhere
+    if memory.position is None:
+        memory.position, memory.misses = anywhere.clone(), np.zeros(len(views), int)
+        return anywhere
+    target = memory.position.clone()
+    for v in range(len(views)):
+        near = (cents[:, v] - memory.position[v]).norm(dim=-1) <= cfg.target_gate
+        if near.any():
+            target[v] = cents[torch.where(near, conf[:, v], -torch.inf).argmax(), v]
+            memory.misses[v] = 0
+        elif memory.misses[v] + 1 >= cfg.target_lost_cycles:
+            target[v] = anywhere[v]
+            memory.misses[v] = 0
+        else:
+            memory.misses[v] += 1
+    memory.position = target.clone()
+    return target
+
+
 def score_rollout(out: RolloutOutput, cfg: ScoreConfig, map_views: int | tuple[int, ...] | None = None,
                   actions: np.ndarray | None = None, geometry: Any = None,
-                  goal_direction: np.ndarray | None = None,
+                  goal_direction: np.ndarray | None = None, target: torch.Tensor | None = None,
                   ) -> tuple[torch.Tensor, torch.Tensor]:
     """Hierarchical reward of a rollout: (N,) candidate scores and (N, F) per-frame rewards.
 
@@ -120,18 +189,12 @@ def score_rollout(out: RolloutOutput, cfg: ScoreConfig, map_views: int | tuple[i
     one). Each view's map is suppressed by the uncertainty of that view's rows of the stacked UQ map, has its own
     centroid, and the centring distances are averaged over the views. ``actions`` (N, F, 7) and ``geometry`` are
     needed for ``cfg.centring == "gripper"``. ``goal_direction``: (3,) base-frame motion the instruction asks for
-    (:func:`vidplan_core.planning.goal.instruction_direction`), used by ``cfg.direction_weight``."""
+    (:func:`vidplan_core.planning.goal.instruction_direction`), used by ``cfg.direction_weight``. ``target``: (V, 2)
+    where the target stands in each view where a map does not see it (:func:`locate_target`; default: the most
+    confident centroid of this rollout)."""
     h_bar = torch.as_tensor(out.h_bar, dtype=torch.float64)
-    sem_all = torch.as_tensor(out.semantic_map, dtype=torch.float64)
     views = (map_views,) if isinstance(map_views, int) else tuple(map_views) if map_views else (None,)
-    unc_all = torch.as_tensor(out.uq_map, dtype=torch.float64)
-    raws, sems = [], []  # per view: the map as scored, and after UQ suppression
-    for k, v in enumerate(views):
-        sem = view_rows(sem_all, k, len(views)) if len(views) > 1 else sem_all
-        raws.append(sem)
-        if cfg.suppress_semantic:
-            sem = suppress_semantic_map(sem, view_rows(unc_all, v), cfg.weighting, cfg.kappa)
-        sems.append(sem)
+    raws, sems = _view_maps(out, cfg, views)
     if cfg.semantic_score == "global":
         r_s = torch.as_tensor(out.semantic_score, dtype=torch.float64)
     elif cfg.semantic_score == "map_max":
@@ -166,8 +229,11 @@ def score_rollout(out: RolloutOutput, cfg: ScoreConfig, map_views: int | tuple[i
             # centroid becomes that most confident one: a fixed target per cycle, which is what the closed-loop
             # touch/push numbers were measured with.)
             conf = _confidence(sems)  # (N, F, V)
-            flat = conf.reshape(-1, conf.shape[-1]).argmax(0)  # per view: the most confident (candidate, frame)
-            best = cents.reshape(-1, *cents.shape[-2:])[flat, torch.arange(conf.shape[-1])]  # (V, 2)
+            if target is None:
+                flat = conf.reshape(-1, conf.shape[-1]).argmax(0)  # per view: the most confident (candidate, frame)
+                best = cents.reshape(-1, *cents.shape[-2:])[flat, torch.arange(conf.shape[-1])]  # (V, 2)
+            else:
+                best = torch.as_tensor(target, dtype=cents.dtype)
             seen = cents
             cents = torch.where((conf >= 0.5)[..., None], cents, best.expand_as(cents))
         if cfg.lam > 0:
