@@ -223,7 +223,8 @@ def score_rollout(out: RolloutOutput, cfg: ScoreConfig, map_views: int | tuple[i
             # Object permanence: where a view's map does not see the target (σ(max logit) < 0.5; the grounded
             # scorer's maps are logits) — typically the arm hides it as the gripper arrives — its centroid would
             # jump to another object. There the target is taken to be where that view saw it most confidently in
-            # this cycle's futures (any candidate, any frame).
+            # this cycle's futures (any candidate, any frame), or where the planner's memory of earlier cycles puts
+            # it (``target``, :func:`locate_target`, with score.target_gate).
             # (As measured: the test reads the UQ-suppressed maps, whose shift-and-scale pulls the demo bundle's
             # logits far below 0 — σ ≤ 0.08 in all 96 cycles of two traced push episodes — so in practice every
             # centroid becomes that most confident one: a fixed target per cycle, which is what the closed-loop
