@@ -6,7 +6,11 @@ its PlanDiagnostics with the camera triplet the plan was made from and publishes
 ``topic:=/vidplan/plan_diagnostics message_type:=vidplan_interfaces/msg/PlanDiagnostics`` (the replay profile's
 setting) the probe measures camera stamp → plan out, end to end. Statistics are logged periodically and written to
 ``report_path`` (JSON) on every report and at shutdown. Messages stamped later than the probe's clock (the clock
-jumped back: a looping bag, a sim reset) are not latencies; they are counted as ``discarded_negative``.
+jumped back: a looping bag, a sim reset) are not latencies; they are counted as ``discarded_negative``. Nor are the
+PlanDiagnostics of cycles that planned nothing (hold, idle, error: stamped with the planner's clock when published,
+so their "latency" is about 0): they are counted as ``discarded_not_planned``, and only OK and BUDGET cycles (a
+chunk from that camera triplet) are latencies. Counted, a loaded replay whose planner held at first reported a p50
+of 0 ms.
 
 Parameters:
     topic (str, "/vidplan/plan"): topic to probe.
@@ -53,6 +57,11 @@ class LatencyProbe(Node):
             raise ValueError(f"{type_name} has no header; cannot measure latency")
         self.latencies_ms: list[float] = []
         self.discarded_negative = 0  # messages stamped after "now": the clock jumped back (bag loop, sim reset)
+        # PlanDiagnostics: only the cycles that planned from a camera triplet carry its stamp
+        self.planned = ({msg_type.STATUS_OK, msg_type.STATUS_BUDGET}
+                        if "status" in msg_type.get_fields_and_field_types() and hasattr(msg_type, "STATUS_OK")
+                        else None)
+        self.discarded_not_planned = 0
         self.first_ids: list[int] = []
         qos = qos_profile_sensor_data if type_name.startswith("sensor_msgs/") else 10
         self.sub = self.create_subscription(msg_type, self.topic, self._on_msg, qos)
@@ -60,6 +69,9 @@ class LatencyProbe(Node):
         self.get_logger().info(f"probing {self.topic} ({type_name})")
 
     def _on_msg(self, msg) -> None:
+        if self.planned is not None and msg.status not in self.planned:
+            self.discarded_not_planned += 1
+            return
         now = self.get_clock().now().nanoseconds * 1e-9
         latency_ms = (now - stamp_to_sec(msg.header.stamp)) * 1e3
         if latency_ms < 0:
@@ -73,7 +85,7 @@ class LatencyProbe(Node):
         """Count and p50/p95/max latency [ms] so far."""
         lat = np.asarray(self.latencies_ms)
         out = {"topic": self.topic, "count": int(lat.size), "plan_ids": self.first_ids[:50],
-               "discarded_negative": self.discarded_negative}
+               "discarded_negative": self.discarded_negative, "discarded_not_planned": self.discarded_not_planned}
         if lat.size:
             out.update(p50_ms=float(np.percentile(lat, 50)), p95_ms=float(np.percentile(lat, 95)),
                        max_ms=float(lat.max()))
