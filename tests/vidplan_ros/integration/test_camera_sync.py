@@ -32,11 +32,18 @@ def test_pairs_within_skew_flags_stopped_camera_and_counts_drops(tmp_path, ros_n
     cmd = [sys.executable, str(SCRIPT), "--rate", "20", "--offsets-ms", "0", "5", "10", "--stop-wrist-after", "2.0"]
     with started(cmd, tmp_path / "cams.log") as pub:
         assert wait_for(lambda: len(got) >= 10, 20), (pub.output(), sync.received, sync.dropped)
-        # every triplet is within the skew, in view order, and carries the publisher's known 10 ms spread
+        # every triplet is within the skew, in view order, and its skew is the spread of its three stamps; a triplet
+        # of one publisher tick has the publisher's known 10 ms spread. (Not every triplet: under load rclpy fires a
+        # late timer's ticks back to back, and frames of two ticks 2 ms apart can pair within the 20 ms — a CI run
+        # had one triplet at 8.2 ms.)
         for trip in got:
             assert list(trip.images) == ["left", "right", "wrist"]
             assert trip.skew_s <= 0.02
-            assert trip.skew_s == pytest.approx(0.010, abs=1e-6)
+            stamps = [m.header.stamp.sec + m.header.stamp.nanosec * 1e-9 for m in trip.images.values()]
+            assert trip.skew_s == pytest.approx(max(stamps) - min(stamps), abs=1e-6)
+            if len({bytes(m.data[:1]) for m in trip.images.values()}) == 1:  # one tick: the frame counter agrees
+                assert trip.skew_s == pytest.approx(0.010, abs=1e-6)
+        assert np.median([t.skew_s for t in got]) == pytest.approx(0.010, abs=1e-6)
         assert [t.stamp for t in got] == sorted(t.stamp for t in got)
         assert sync.stale == {"left": False, "right": False, "wrist": False} and sync.healthy
         assert strict.triplets == 0 and strict.latest() is None and sum(strict.received.values()) > 20
