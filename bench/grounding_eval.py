@@ -4,7 +4,9 @@ colour–shape combinations never named in training, and also on the decoded fra
 Data: the evaluation shards of ``vidplan data grounding`` (scene seeds 500–799; training uses seeds ≥ 1000):
 ``eval_unseen_*`` (the named target is a held-out combination) and ``eval_seen_*`` (training combinations, unseen
 scenes), each with whole exterior views (``full``) and with them cropped to the workspace (``crop``, what the demo
-bundle's planner sees).
+bundle's planner sees); ``eval_contact_{unseen,seen}_crop`` are the same scenes with the hand against the target's
+side or on its top (rows ``contact_unseen`` / ``contact_seen``: the target partly hidden, as while pushing or touching
+it).
 Metric (:func:`vidplan_core.training.grounded.evaluate_grounding`): over the views where the target and at least one
 other object are visible (≥ 4 label pixels at 96x160), the instruction ("touch / push … / put … the <colour> <shape>")
 is grounded correctly when the object with the highest mean map logit over its own pixels is the target; Wilson 95 %
@@ -66,9 +68,14 @@ def main() -> None:
     ae = VideoAutoencoder.load(a.autoencoder).eval() if a.autoencoder is not None else None
     dec = TinyDecoder.load(a.decoder).eval() if a.decoder is not None else None
     rows = []
-    for split in ("unseen", "seen"):
+    for split in ("unseen", "seen", "contact_unseen", "contact_seen"):
         for view_kind in a.views.split(","):
-            data = load_shards(a.data / f"eval_{split}_{view_kind}.npz")
+            shard = a.data / f"eval_{split}_{view_kind}.npz"
+            if split.startswith("contact") and not shard.is_file():
+                if view_kind == "crop":  # data sets made before contact poses existed have none
+                    print(f"{shard} does not exist: no contact rows (rerun vidplan data grounding to add them)")
+                continue
+            data = load_shards(shard)
             bank = PhraseBank(data["colours"], data["shapes"], [])
             variants = [("raw", data)]
             if ae is not None:
@@ -130,14 +137,19 @@ def main() -> None:
               "`full`: whole exterior views; `crop`: exterior views cut to the workspace (the demo bundle's); the "
               "wrist view is never cropped. `vae`: the same frames after an encode/decode round trip through "
               f"{a.autoencoder}, decoded by {a.decoder or 'its own decoder'} (what the planner's semantic reward "
-              "scores: decoded predictions).", "",
+              "scores: decoded predictions). `contact_*`: the same scenes with the hand against the target's side at "
+              "push height or on its top (the target partly hidden, as while pushing or touching it).", "",
+              "`top patch on target`: the map's highest patch lies on the named object; `tracked`: that, and the "
+              "map is confident there (σ(max logit) ≥ 0.5), which the planner's push-progress term needs to follow "
+              "the object (score.track_confidence).", "",
               "| scorer | combinations | exterior views | frames | accuracy | left | right | wrist | top patch on "
-              "target |", "|---|---|---|---|---|---|---|---|---|"]
+              "target | tracked |", "|---|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
         pv = {k: f"{v['accuracy']:.2f} (n={v['n']})" for k, v in r["per_view"].items()}
         lines.append(f"| {r['scorer']} | {r['split']} | {r['views']} | {r['frames']} | {r['accuracy']:.3f} "
                      f"({r['correct']}/{r['n']}, [{r['ci95'][0]:.2f}, {r['ci95'][1]:.2f}]) | {pv.get('left', '–')} | "
-                     f"{pv.get('right', '–')} | {pv.get('wrist', '–')} | {r['top_patch_accuracy']:.2f} |")
+                     f"{pv.get('right', '–')} | {pv.get('wrist', '–')} | {r['top_patch_accuracy']:.2f} | "
+                     f"{r['tracked']:.2f} |")
     lines += ["", "Goal (grounding of unseen colour–shape combinations ≥ 90 %, camera frames, cropped views): "
               + "; ".join(f"{k} {g['grounding_unseen_acc']:.3f} → "
                           + ("met" if g["grounding_unseen_acc >= 0.90"] else "not met") for k, g in goals.items()), ""]

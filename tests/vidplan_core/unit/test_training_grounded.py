@@ -46,6 +46,34 @@ def test_segmentation_labels_sit_where_the_objects_project():
         env.close()
 
 
+def test_contact_poses_put_the_hand_against_the_target(tmp_path):
+    from scipy.ndimage import binary_dilation
+
+    from vidplan_sim.env import SimEnv
+    from vidplan_sim.grounding_data import generate_grounding_shard
+
+    targets = [("red", "cube"), ("blue", "ball"), ("green", "cylinder")]
+    shards = {}
+    for p in (0.0, 1.0):
+        path = generate_grounding_shard(tmp_path / f"p{p}.npz", range(500, 504), targets,
+                                        contact_prob=p, contact_target_prob=1.0, progress=False)["path"]
+        shards[p] = np.load(path)["labels"]  # (N, 3, H, W)
+    target = SimEnv.LABEL_FIRST_OBJECT  # the layout's target is object 0
+
+    def touching(lab):  # robot pixels within 2 px of target pixels in an exterior view
+        return any((binary_dilation(lab[v] == SimEnv.LABEL_ROBOT, iterations=2) & (lab[v] == target)).any()
+                   for v in (0, 1))
+
+    # every contact pose shows the hand against the target in an exterior view and the target under the wrist
+    # camera; random poses above the workspace mostly do neither (the scorer never saw a hidden target)
+    assert all(touching(lab) for lab in shards[1.0])
+    assert sum(touching(lab) for lab in shards[0.0]) <= len(shards[0.0]) // 2
+    wrist = {p: np.median([(lab[2] == target).sum() for lab in labs]) for p, labs in shards.items()}
+    assert wrist[1.0] >= 100 and wrist[1.0] > 3 * wrist[0.0], wrist
+    with pytest.raises(ValueError, match="contact_prob"):
+        generate_grounding_shard(tmp_path / "bad.npz", [500], targets, contact_prob=1.5)
+
+
 @pytest.mark.slow
 def test_grounding_shards_and_cli_training(tmp_path, monkeypatch):
     from typer.testing import CliRunner
@@ -59,9 +87,10 @@ def test_grounding_shards_and_cli_training(tmp_path, monkeypatch):
     written = generate_grounding_dataset(root, HELD_OUT_COMBINATIONS, train_scenes=3, eval_scenes=2,
                                          scenes_per_shard=3, poses_per_scene=1, progress=False)
     names = sorted(p.name for p in root.iterdir())
-    assert names == ["eval_seen_crop.npz", "eval_seen_full.npz", "eval_unseen_crop.npz", "eval_unseen_full.npz",
-                     "train_crop_0.npz", "train_full_0.npz"]
-    assert sum(w["samples"] for w in written) == 2 * (3 + 2 + 2)
+    assert names == ["eval_contact_seen_crop.npz", "eval_contact_unseen_crop.npz", "eval_seen_crop.npz",
+                     "eval_seen_full.npz", "eval_unseen_crop.npz", "eval_unseen_full.npz", "train_crop_0.npz",
+                     "train_full_0.npz"]
+    assert sum(w["samples"] for w in written) == 2 * (3 + 2 + 2) + 2 + 2
     assert generate_grounding_dataset(root, HELD_OUT_COMBINATIONS, train_scenes=3, eval_scenes=2,
                                       scenes_per_shard=3, poses_per_scene=1, progress=False) == []  # resumes
     held = {tuple(p) for p in HELD_OUT_COMBINATIONS}

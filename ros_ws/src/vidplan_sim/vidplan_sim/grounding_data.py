@@ -1,8 +1,10 @@
 """Frames with per-pixel labels for training and evaluating the grounded semantic scorer.
 
 Each sample is one scene (seed, clutter level, target chosen by the caller) seen from the three cameras with the
-arm placed at a random pose above the workspace (gripper pointing down, random yaw, tilt and opening), rendered
-twice: RGB and MuJoCo's segmentation, turned into labels (0 background, 1 robot, 2 bowl, 3 + i object i).
+arm placed at a random pose above the workspace (gripper pointing down, random yaw, tilt and opening) or, with
+probability ``contact_prob``, at a contact pose (:func:`contact_arm_pose`: the TCP against one object's side at push
+height or on its top, as the expert pushes and touches; the hand then hides part of that object), rendered twice:
+RGB and MuJoCo's segmentation, turned into labels (0 background, 1 robot, 2 bowl, 3 + i object i).
 Views are prepared exactly as the models see them (:func:`vidplan_core.spaces.crop_view`: optional workspace crop
 of the exterior views, then resize); labels go through the same crop and a nearest-neighbour resize.
 
@@ -32,8 +34,8 @@ from vidplan_sim.env import SimEnv
 from vidplan_sim.scene import HOME_Q, load_scene_config
 from vidplan_sim.tasks import Task
 
-__all__ = ["GROUNDING_WORKSPACE", "MAX_OBJECTS", "generate_grounding_dataset", "generate_grounding_shard",
-           "random_arm_pose"]
+__all__ = ["GROUNDING_WORKSPACE", "MAX_OBJECTS", "contact_arm_pose", "generate_grounding_dataset",
+           "generate_grounding_shard", "random_arm_pose"]
 
 MAX_OBJECTS = 8  # target + up to 7 distractors (clutter level 3)
 #: the box the exterior views are cropped to: the models' workspace crop (objects up to 12 cm high) [m]
@@ -47,6 +49,29 @@ def random_arm_pose(rng: np.random.Generator) -> np.ndarray:
     T[:3, 3] = [rng.uniform(0.30, 0.70), rng.uniform(-0.30, 0.30), rng.uniform(0.06, 0.45)]
     down = Rotation.from_euler("x", np.pi)
     tilt = Rotation.from_rotvec(np.r_[rng.uniform(-0.25, 0.25, 2), 0.0])
+    yaw = Rotation.from_euler("z", rng.uniform(-0.9, 0.9))
+    T[:3, :3] = (yaw * tilt * down).as_matrix()
+    return T
+
+
+def contact_arm_pose(rng: np.random.Generator, centre: np.ndarray, radius: float, half_height: float) -> np.ndarray:
+    """(4, 4) TCP pose in contact with an object resting at ``centre`` (3,) [m] of horizontal bounding ``radius`` and
+    ``half_height`` [m]: with probability 0.6 against its side at push height (the TCP 0–3 cm outside the radius in
+    a random horizontal direction, 2.0–4.2 cm above the table, as the scripted expert pushes), else on its top
+    (within 1 cm of the centre, 0.4 cm into to 4 cm above the top, as it touches). Pointing down (±0.15 rad tilt),
+    yaw in ±0.9 rad. The arm is placed kinematically: a finger may overlap the object by a few millimetres."""
+    T = np.eye(4)
+    c = np.asarray(centre, float)
+    if rng.random() < 0.6:
+        a = rng.uniform(-np.pi, np.pi)
+        r = radius + rng.uniform(0.0, 0.03)
+        z = max(min(c[2], 0.022), 0.02) + rng.uniform(0.0, 0.02)
+        T[:3, 3] = [c[0] - r * np.cos(a), c[1] - r * np.sin(a), z]
+    else:
+        top = c[2] + half_height
+        T[:3, 3] = [c[0] + rng.uniform(-0.01, 0.01), c[1] + rng.uniform(-0.01, 0.01), top + rng.uniform(-0.004, 0.04)]
+    down = Rotation.from_euler("x", np.pi)
+    tilt = Rotation.from_rotvec(np.r_[rng.uniform(-0.15, 0.15, 2), 0.0])
     yaw = Rotation.from_euler("z", rng.uniform(-0.9, 0.9))
     T[:3, :3] = (yaw * tilt * down).as_matrix()
     return T
@@ -66,7 +91,8 @@ def _resize_labels(lab: np.ndarray, box: Sequence[float] | None, height: int, wi
 def generate_grounding_shard(out: str | Path, seeds: Iterable[int], targets: Sequence[tuple[str, str]],
                              exclude: Iterable[tuple[str, str]] = (), clutter_levels: Sequence[int] = (1, 2, 3),
                              poses_per_scene: int = 2, height: int = 96, width: int = 160,
-                             crop: dict[str, list[float]] | None = None, progress: bool = True) -> dict:
+                             crop: dict[str, list[float]] | None = None, contact_prob: float = 0.0,
+                             contact_target_prob: float = 0.5, progress: bool = True) -> dict:
     """Render a shard (see the module docstring) and write it to ``out`` (.npz).
 
     Args:
@@ -77,11 +103,17 @@ def generate_grounding_shard(out: str | Path, seeds: Iterable[int], targets: Seq
         poses_per_scene: arm poses rendered per scene.
         height, width: output size of each view [px].
         crop: per-view crop boxes in the calibration's pixels (:func:`vidplan_core.calibration.workspace_crop_boxes`).
+        contact_prob: share of poses in contact with an object (:func:`contact_arm_pose`); that object is the target
+            with probability ``contact_target_prob``, else any object of the layout. 0 draws exactly the random
+            numbers of a data set made before contact poses existed (same frames).
     Returns:
         {"samples": N, "path": str}.
     """
     from tqdm import tqdm
 
+    if not (0.0 <= contact_prob <= 1.0 and 0.0 <= contact_target_prob <= 1.0):
+        raise ValueError(f"contact_prob and contact_target_prob must be in [0, 1], got {contact_prob}, "
+                         f"{contact_target_prob}")
     excl = frozenset(tuple(e) for e in exclude)
     if any(tuple(t) in excl for t in targets):
         raise ValueError(f"targets {sorted(set(map(tuple, targets)) & excl)} are also excluded")
@@ -97,7 +129,13 @@ def generate_grounding_shard(out: str | Path, seeds: Iterable[int], targets: Seq
             clutter = int(clutter_levels[int(seed) % len(clutter_levels)])
             layout = env.reset(int(seed), clutter, task, settle=0.2, exclude=excl)
             for _ in range(poses_per_scene):
-                sol = env.solve_ik(random_arm_pose(rng), q0=HOME_Q)
+                if contact_prob > 0 and rng.random() < contact_prob:
+                    objs = layout.objects[:MAX_OBJECTS]
+                    o = objs[0] if rng.random() < contact_target_prob else objs[int(rng.integers(len(objs)))]
+                    centre = env.object_pose(o.name)[:3]
+                    sol = env.solve_ik(contact_arm_pose(rng, centre, o.radius, o.half_height), q0=HOME_Q)
+                else:
+                    sol = env.solve_ik(random_arm_pose(rng), q0=HOME_Q)
                 if not sol.success:
                     sol = env.solve_ik(random_arm_pose(rng), q0=HOME_Q)
                 env.pose_arm(sol.q if sol.success else HOME_Q, gripper_width=float(rng.uniform(0.0, 0.08)))
@@ -132,7 +170,8 @@ def generate_grounding_shard(out: str | Path, seeds: Iterable[int], targets: Seq
 
 def generate_grounding_dataset(out: str | Path, held_out: Sequence[Sequence[str]], train_scenes: int = 600,
                                eval_scenes: int = 150, scenes_per_shard: int = 150, poses_per_scene: int = 2,
-                               height: int = 96, width: int = 160, progress: bool = True) -> list[dict]:
+                               height: int = 96, width: int = 160, contact_prob: float = 0.0,
+                               progress: bool = True) -> list[dict]:
     """The grounded scorer's data set: every scene rendered twice, with whole exterior views (``*_full``) and with
     them cropped to :data:`GROUNDING_WORKSPACE` (``*_crop``), so the scorer works with or without the crop.
 
@@ -140,7 +179,12 @@ def generate_grounding_dataset(out: str | Path, held_out: Sequence[Sequence[str]
 
     * ``train_{full,crop}_K.npz`` — seeds 1000 + …, targets and distractors never a ``held_out`` combination;
     * ``eval_unseen_{full,crop}.npz`` — seeds 500 + …, the target always a held-out combination;
-    * ``eval_seen_{full,crop}.npz`` — seeds 650 + …, targets from the training combinations (no held-out objects).
+    * ``eval_seen_{full,crop}.npz`` — seeds 650 + …, targets from the training combinations (no held-out objects);
+    * ``eval_contact_{unseen,seen}_crop.npz`` — the same scenes with every pose in contact with the target
+      (:func:`contact_arm_pose`): grounding while the hand hides part of the object, as in a push or touch.
+
+    ``contact_prob`` is the share of contact poses in the training shards (0: the data set made before contact
+    poses existed, frame for frame).
 
     Returns one {"samples", "path"} per shard written now.
     """
@@ -158,17 +202,21 @@ def generate_grounding_dataset(out: str | Path, held_out: Sequence[Sequence[str]
     for name, c in (("full", None), ("crop", crop)):
         jobs.append((f"eval_unseen_{name}.npz", range(500, 500 + eval_scenes), held, [], c))
         jobs.append((f"eval_seen_{name}.npz", range(650, 650 + eval_scenes), train, held, c))
+    contact_eval = [("eval_contact_unseen_crop.npz", range(500, 500 + eval_scenes), held, [], crop, 1.0),
+                    ("eval_contact_seen_crop.npz", range(650, 650 + eval_scenes), train, held, crop, 1.0)]
     for k in range(max(1, -(-train_scenes // scenes_per_shard))):
         lo = 1000 + k * scenes_per_shard
         seeds = range(lo, min(lo + scenes_per_shard, 1000 + train_scenes))
         for name, c in (("full", None), ("crop", crop)):
             jobs.append((f"train_{name}_{k}.npz", seeds, train, held, c))
+    jobs = [(*j, 0.0) for j in jobs[:4]] + contact_eval + [(*j, contact_prob) for j in jobs[4:]]
     out = Path(out)
     done = []
-    for fn, seeds, targets, excl, c in jobs:
+    for fn, seeds, targets, excl, c, p_contact in jobs:
         if (out / fn).is_file():
             continue
         done.append(generate_grounding_shard(out / fn, seeds, targets, exclude=excl, crop=c,
                                              poses_per_scene=poses_per_scene, height=height, width=width,
-                                             progress=progress))
+                                             contact_prob=p_contact, contact_target_prob=1.0 if p_contact == 1.0
+                                             else 0.5, progress=progress))
     return done

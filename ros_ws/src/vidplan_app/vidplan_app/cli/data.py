@@ -255,6 +255,9 @@ def grounding(
     train_scenes: int = typer.Option(600, help="training scenes (each rendered with and without the crop)"),
     eval_scenes: int = typer.Option(150, help="evaluation scenes per split (unseen / seen combinations), ≤ 150"),
     poses_per_scene: int = typer.Option(2, help="arm poses rendered per scene"),
+    contact_prob: float = typer.Option(0.0, min=0.0, max=1.0, help="share of training poses with the hand against "
+                                       "an object's side or on its top (as in a push or touch), so the scorer "
+                                       "learns objects the hand partly hides"),
 ) -> None:
     """Render labelled frames (RGB + MuJoCo segmentation) for the grounded semantic scorer
     (``vidplan train grounded``); the held-out combinations are the training config's default."""
@@ -263,7 +266,7 @@ def grounding(
 
     try:
         written = generate_grounding_dataset(out, HELD_OUT_COMBINATIONS, train_scenes, eval_scenes,
-                                             poses_per_scene=poses_per_scene)
+                                             poses_per_scene=poses_per_scene, contact_prob=contact_prob)
     except ValueError as exc:
         _fail(exc)
     typer.echo(f"{out}: {len(written)} shard(s) written, {sum(w['samples'] for w in written)} samples"

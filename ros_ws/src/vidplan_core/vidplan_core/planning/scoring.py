@@ -145,6 +145,12 @@ class TargetMemory:
     misses: np.ndarray | None = None
 
 
+def _most_confident(cents: torch.Tensor, conf: torch.Tensor) -> torch.Tensor:
+    """Per view, the centroid of the most confident (candidate, frame): cents (N, F, V, 2), conf (N, F, V) → (V, 2)."""
+    flat = conf.reshape(-1, conf.shape[-1]).argmax(0)
+    return cents.reshape(-1, *cents.shape[-2:])[flat, torch.arange(conf.shape[-1])]
+
+
 def locate_target(out: RolloutOutput, cfg: ScoreConfig, map_views: int | tuple[int, ...],
                   memory: TargetMemory | None = None) -> torch.Tensor:
     """This cycle's centring target per map view: (V, 2) normalised image coordinates.
@@ -156,9 +162,9 @@ def locate_target(out: RolloutOutput, cfg: ScoreConfig, map_views: int | tuple[i
     views = (map_views,) if isinstance(map_views, int) else tuple(map_views)
     _, sems = _view_maps(out, cfg, views)
     cents = torch.stack([soft_centroid(m, cfg.centroid_temperature) for m in sems], dim=2)  # (N, F, V, 2)
-    conf = _confidence(sems).reshape(-1, len(views))  # (N·F, V)
-    cents = cents.reshape(-1, len(views), 2)
-    anywhere = cents[conf.argmax(0), torch.arange(len(views))]  # (V, 2)
+    conf = _confidence(sems)  # (N, F, V)
+    anywhere = _most_confident(cents, conf)  # (V, 2)
+    conf, cents = conf.reshape(-1, len(views)), cents.reshape(-1, len(views), 2)  # (N·F, V), (N·F, V, 2)
     if memory is None or cfg.target_gate <= 0:
         return anywhere
     if memory.position is None:
@@ -230,11 +236,7 @@ def score_rollout(out: RolloutOutput, cfg: ScoreConfig, map_views: int | tuple[i
             # centroid becomes that most confident one: a fixed target per cycle, which is what the closed-loop
             # touch/push numbers were measured with.)
             conf = _confidence(sems)  # (N, F, V)
-            if target is None:
-                flat = conf.reshape(-1, conf.shape[-1]).argmax(0)  # per view: the most confident (candidate, frame)
-                best = cents.reshape(-1, *cents.shape[-2:])[flat, torch.arange(conf.shape[-1])]  # (V, 2)
-            else:
-                best = torch.as_tensor(target, dtype=cents.dtype)
+            best = _most_confident(cents, conf) if target is None else torch.as_tensor(target, dtype=cents.dtype)
             seen = cents
             cents = torch.where((conf >= 0.5)[..., None], cents, best.expand_as(cents))
         if cfg.lam > 0:

@@ -286,8 +286,10 @@ def evaluate_grounding(scorer: Any, data: dict[str, Any], bank: PhraseBank, sent
     embeddings of the bank.
 
     Returns:
-        {"accuracy", "n", "correct", "ci95", "per_view": {view: {accuracy, n}}, "top_patch_accuracy"} — the
-        top-patch accuracy counts a view as right when the map's highest patch lies on the named object.
+        {"accuracy", "n", "correct", "ci95", "per_view": {view: {accuracy, n}}, "top_patch_accuracy",
+        "tracked"} — the top-patch accuracy counts a view as right when the map's highest patch lies on the named
+        object; ``tracked`` when, in addition, the map is confident there (σ(max logit) ≥ 0.5): what the planner's
+        push-progress term needs to follow the object (``ScoreConfig.track_confidence``).
     """
     scorer.eval()
     text = scorer.project_text(sentence)
@@ -307,7 +309,7 @@ def evaluate_grounding(scorer: Any, data: dict[str, Any], bank: PhraseBank, sent
                     continue
                 for k in bank.object_phrases(bank.colours[oc[i]], bank.shapes[osh[i]], templates):
                     queries.append((n, v, i, k))
-    correct = top_ok = 0
+    correct = top_ok = tracked = 0
     per_view: dict[int, list[int]] = {}
     for s in range(0, len(queries), batch):
         qs = queries[s:s + batch]
@@ -338,9 +340,10 @@ def evaluate_grounding(scorer: Any, data: dict[str, Any], bank: PhraseBank, sent
             top = int(logits[j].flatten().argmax())
             tfrac = _pool((lab == LABEL_FIRST_OBJECT + i).astype(np.float32), pool).flatten()
             top_ok += bool(tfrac[top] > 0)
+            tracked += bool(tfrac[top] > 0 and float(logits[j].flatten()[top]) >= 0.0)  # σ(logit) ≥ 0.5
     n = len(queries)
     names = ("left", "right", "wrist")
     ci = wilson_interval(correct, n) or (0.0, 1.0)
     return {"accuracy": correct / n if n else float("nan"), "n": n, "correct": correct, "ci95": list(ci),
-            "top_patch_accuracy": top_ok / n if n else float("nan"),
+            "top_patch_accuracy": top_ok / n if n else float("nan"), "tracked": tracked / n if n else float("nan"),
             "per_view": {names[v]: {"accuracy": c / t, "n": t} for v, (c, t) in sorted(per_view.items())}}
