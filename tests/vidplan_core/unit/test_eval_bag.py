@@ -457,3 +457,37 @@ def test_a_lerobot_droid_episode_is_evaluated_in_place(tmp_path, tiny_bundle):
         assert "not installed" in m["null_reasons"]["prediction.lpips"]
     with pytest.raises(EvalBagError, match=r"(?s)episode 7.*episode\(s\) \[7\] not in the dataset"):
         eval_bag(ds, tiny_bundle, tmp_path / "out2", config=_cfg(episode=7))
+
+
+def test_calibrate_uq_fits_and_writes_the_temperature(tmp_path, episode_bag, tiny_bundle):
+    from typer.testing import CliRunner
+
+    from vidplan_app.cli import app
+    from vidplan_core.eval.calibration import nll
+
+    model = tmp_path / "model"
+    shutil.copytree(tiny_bundle, model)
+    bags = tmp_path / "bags"
+    bags.mkdir()
+    (bags / "episode_a").symlink_to(episode_bag, target_is_directory=True)
+    res = CliRunner().invoke(app, ["calibrate-uq", str(model), "--bags", str(bags), "--windows", "3", "--write"])
+    assert res.exit_code == 0, res.output
+    rep = json.loads((bags / "calibrate-uq" / "calibration.json").read_text())
+    assert rep["previous_temperature"] == 1.0 and rep["episodes"] == 1 and rep["elements"] > 0
+    assert rep["nll"]["after"] <= rep["nll"]["before"] + 1e-9
+    cfg = json.loads((model / "uq_head" / "config.json").read_text())
+    assert cfg["temperature"] == rep["temperature"] != 1.0
+    assert json.loads((model / "uq_head" / "calibration.json").read_text()) == rep
+    # the samples it fitted on are those eval-bag draws; refitting the calibrated head changes nothing
+    with np.load(bags / "calibrate-uq" / "episode_a" / "uq_samples.npz") as d:
+        assert d["logits"].shape == (rep["elements"], load_bundle(model).uq_head.config.num_bins)
+        raw = d["logits"] * float(d["temperature"])
+        assert nll(raw, d["bin"], rep["temperature"]) == pytest.approx(rep["nll"]["after"])
+    res = CliRunner().invoke(app, ["calibrate-uq", str(model), "--bags", str(bags), "--windows", "3",
+                                   "--out", str(tmp_path / "again")])
+    assert res.exit_code == 0, res.output
+    again = json.loads((tmp_path / "again" / "calibration.json").read_text())
+    assert again["previous_temperature"] == rep["temperature"]
+    assert again["temperature"] == pytest.approx(rep["temperature"], abs=2e-4)
+    res = CliRunner().invoke(app, ["calibrate-uq", str(model), "--bags", str(tmp_path / "empty")])
+    assert res.exit_code == 2 and "no recorded episodes" in res.output

@@ -240,3 +240,39 @@ def eval_sim_cmd(
         ci = f" [95 % CI {s['ci95'][0]:.2f}–{s['ci95'][1]:.2f}]" if s["ci95"] else ""
         typer.echo(f"{v:>18}: {s['success']}/{s['n']} succeeded{ci} ({per})")
     typer.echo(f"wrote {out / 'results.json'}, {out / 'table.md'} and {out / 'success.png'}")
+
+
+@app.command("calibrate-uq")
+def calibrate_uq_cmd(
+    model: Path = typer.Argument(..., help="model bundle directory whose uq_head/ to calibrate"),
+    bags: Path = typer.Option(..., "--bags", help="directory of recorded episodes (rosbag2 directories) held out "
+                              "from the models' training and from their evaluation, e.g. `vidplan data generate "
+                              "--seed 2000` (training uses seeds ≥ 1000 up to its episode count, evaluation < 1000)"),
+    out: Path | None = typer.Option(None, "--out", "-o", help="where each episode's evaluation and "
+                                    "calibration.json go (default <bags>/calibrate-uq)"),
+    windows: int = typer.Option(8, min=1, help="windows per episode"),
+    flow_steps: int = typer.Option(1, "--flow-steps", "-k", help="K of the flow map (the planner's)"),
+    write: bool = typer.Option(False, "--write", help="store the temperature in MODEL/uq_head/config.json; re-run "
+                               "`vidplan export` afterwards (the onnxruntime backend refuses a stale export)"),
+) -> None:
+    """Fit the UQ head's temperature (temperature scaling: one scalar dividing its logits) on held-out episodes so
+    its error-bin probabilities are calibrated; prints ECE and NLL before and after. The entropy the planner weights
+    frames by changes with it: measure the planner in closed loop before shipping a new temperature."""
+    from vidplan_core.eval.bag_config import EvalBagError
+    from vidplan_core.eval.calibration import calibrate_uq
+
+    found = sorted(p for p in bags.iterdir() if p.is_dir()) if bags.is_dir() else []
+    episodes = [p for p in found if p.name != "calibrate-uq"]
+    if not episodes:
+        typer.secho(f"error: {bags} holds no recorded episodes (rosbag2 directories)", fg=typer.colors.RED, err=True)
+        raise typer.Exit(2)
+    try:
+        rep = calibrate_uq(model, episodes, out or bags / "calibrate-uq", windows=windows, flow_steps=flow_steps,
+                           write=write)
+    except (EvalBagError, ValueError, ConfigError) as exc:
+        typer.secho(f"error: {exc}", fg=typer.colors.RED, err=True)
+        raise typer.Exit(2) from exc
+    typer.echo(f"temperature {rep['temperature']:.4f} (was {rep['previous_temperature']:g}) from {rep['elements']} "
+               f"latent elements of {rep['episodes']} episodes; ECE {rep['ece']['before']:.4f} → "
+               f"{rep['ece']['after']:.4f}, NLL {rep['nll']['before']:.4f} → {rep['nll']['after']:.4f}"
+               + ("; written to uq_head/config.json (re-run `vidplan export`)" if write else ""))

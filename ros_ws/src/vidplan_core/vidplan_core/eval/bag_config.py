@@ -56,6 +56,8 @@ class EvalBagConfig:
         salvage: evaluate what can be read from a truncated/corrupt bag (else it is an error).
         progress: show a progress bar (tqdm, on stderr).
         element_samples: latent elements per window kept for the element-level entropy–error correlation.
+        uq_samples: also write those elements' UQ logits and true error bins to ``uq_samples.npz`` in the output
+            directory (``vidplan calibrate-uq`` fits the head's temperature on them).
         planner: the shadow planner's :class:`~vidplan_core.planning.session.SessionConfig` (or its dict / YAML
             path); None = its defaults.
         teacher_steps: 0 = predict with the flow map (K = ``flow_steps``); N > 0 = with the EDM teacher, Euler
@@ -80,6 +82,7 @@ class EvalBagConfig:
     salvage: bool = True
     progress: bool = True
     element_samples: int = 2048
+    uq_samples: bool = False
     planner: Any = None
     teacher_steps: int = 0
     teacher_dir: str | None = None

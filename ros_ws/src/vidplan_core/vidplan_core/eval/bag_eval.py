@@ -327,6 +327,8 @@ def eval_bag(bag: str | Path, model_dir: str | Path, out: str | Path, topic_map:
         warnings.append(f"success label set on the command line: {cfg.success}")
     gamma = cfg.gamma if cfg.gamma is not None else float(bundle.info.get("value_gamma", 0.97))
     ae, fm, uq, rw = bundle.autoencoder, bundle.flow_map, bundle.uq_head, bundle.reward_head
+    if cfg.uq_samples and uq is None:
+        raise EvalBagError(f"uq_samples asked for, but the bundle {model_dir} has no UQ head")
 
     # 1. every frame encoded once; the heads' targets; the shadow planner; the predictor
     pm = PredictionMetrics(len(starts), H, device)
@@ -483,6 +485,8 @@ def eval_bag(bag: str | Path, model_dir: str | Path, out: str | Path, topic_map:
     plots = P.write_plots(clean, examples, out / "plots")
     metrics_path = out / "metrics.json"
     metrics_path.write_text(json.dumps(clean, indent=2, allow_nan=False))
+    if cfg.uq_samples:
+        np.savez_compressed(out / "uq_samples.npz", **uqm.samples())
     report_path = write_report(clean, plots, out / "report.html")
     return EvalBagResult(clean, out, metrics_path, report_path, plots,
                          EXIT_PARTIAL if scan.damaged else EXIT_OK)

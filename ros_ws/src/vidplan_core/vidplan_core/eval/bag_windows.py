@@ -106,10 +106,14 @@ class UQMetrics:
         self.frame_expected: list[float] = []
         self.element_entropy: list[np.ndarray] = []
         self.element_error: list[np.ndarray] = []
+        self.element_logits: list[np.ndarray] = []  # (k, B) of the same sampled elements (temperature fitting)
+        self.element_bin: list[np.ndarray] = []  # (k,) their true error bins
 
     def add(self, logits: Any, err: Any) -> np.ndarray:
         """``logits`` (H, C, h, w, B) of the UQ head, ``err`` (H, C, h, w) the actual absolute latent error (torch).
         Returns the window's entropy map (H, h, w), mean over the latent channels."""
+        import torch
+
         from vidplan_core.models import normalized_entropy, to_bins
 
         uq = self.uq
@@ -127,7 +131,16 @@ class UQMetrics:
         pick = self.rng.choice(flat_e.size, size=k, replace=False)
         self.element_entropy.append(flat_e[pick])
         self.element_error.append(flat_x[pick])
+        idx = torch.from_numpy(pick).to(logits.device)
+        self.element_logits.append(logits.float().reshape(-1, logits.shape[-1])[idx].cpu().numpy())
+        self.element_bin.append(target.reshape(-1)[idx].cpu().numpy().astype(np.int16))
         return ent.mean(dim=1).cpu().numpy()
+
+    def samples(self) -> dict[str, np.ndarray]:
+        """The sampled elements: {"logits": (n, B) float32 as the head returned them (divided by its temperature),
+        "bin": (n,) the true error bin, "temperature": () the head's}; what ``vidplan calibrate-uq`` fits on."""
+        return {"logits": np.concatenate(self.element_logits).astype(np.float32),
+                "bin": np.concatenate(self.element_bin), "temperature": np.float64(self.uq.config.temperature)}
 
     def summary(self, nulls: dict[str, str]) -> dict[str, Any]:
         diag = self.reliability.diagram()

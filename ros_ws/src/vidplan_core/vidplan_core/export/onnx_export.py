@@ -244,6 +244,8 @@ def export_planner(models: PlannerModels, out_dir: str | Path, flow_steps: Seque
         "action_stats": fm.model.normalizer.state_dict(),
         "objective": {"weighting": objective.weighting, "kappa": objective.kappa, "beta": objective.beta},
         "tolerance": tol,
+        # the heads graphs divide the UQ logits by it: a later `vidplan calibrate-uq --write` makes this export stale
+        "uq_temperature": float(models.suite.uq_head.config.temperature),
     })
     manifest.directory = out
     manifest.save(out)

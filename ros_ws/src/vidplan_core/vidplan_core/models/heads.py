@@ -108,13 +108,18 @@ class UQHead(_HeadBase):
         latent_channels, latent_height, latent_width: the world model's latent frame (C, h, w).
         num_bins: 30; max_error: 10 (bins over |error| ∈ [0, max_error]).
         block_out_channels: the two U-Net widths; norm_num_groups, attention_head_dim: U-Net details.
+        temperature: the logits are divided by it (temperature scaling; 1 = as trained). Fitted after training on
+            held-out episodes by ``vidplan calibrate-uq`` (:mod:`vidplan_core.eval.calibration`), so the bin
+            probabilities, and the entropy the planner weights frames by, are calibrated.
     """
 
     @register_to_config
     def __init__(self, latent_channels: int = 4, latent_height: int = 72, latent_width: int = 40,
                  num_bins: int = 30, max_error: float = 10.0, block_out_channels: tuple[int, ...] = (128, 256),
-                 norm_num_groups: int = 32, attention_head_dim: int = 32):
+                 norm_num_groups: int = 32, attention_head_dim: int = 32, temperature: float = 1.0):
         super().__init__()
+        if not (math.isfinite(temperature) and temperature > 0):
+            raise ValueError(f"UQHead temperature must be a finite number > 0, got {temperature}")
         self.unet = _unet2d(latent_channels, latent_channels * num_bins, tuple(block_out_channels),
                             norm_num_groups, attention_head_dim, class_embed=False)
         self.register_buffer("centers", bin_centers(0.0, max_error, num_bins), persistent=False)
@@ -126,6 +131,8 @@ class UQHead(_HeadBase):
         x = latents.flatten(0, 1).to(self.dtype)
         out = self.unet(x, self._frame_index(B, H, x)).sample  # (B·H, C·K, h, w)
         out = out.reshape(B, H, c.latent_channels, c.num_bins, *out.shape[-2:])
+        if c.temperature != 1.0:
+            out = out / c.temperature
         return out.permute(0, 1, 2, 4, 5, 3)
 
     def uncertainty(self, latents: torch.Tensor) -> dict[str, torch.Tensor]:

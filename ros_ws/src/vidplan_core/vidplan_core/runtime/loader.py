@@ -9,6 +9,7 @@ node, ``vidplan eval sim``, ``vidplan eval-bag``'s shadow planner and the demo's
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -33,6 +34,7 @@ from vidplan_core.spaces import ViewPreparation
 
 __all__ = [
     "LoadedBackend",
+    "check_uq_temperature",
     "load_part",
     "load_planner_backend",
     "load_planner_models",
@@ -123,6 +125,21 @@ def load_planner_models(model_dir: str | Path | BundleIndex, device: str = "cpu"
                                              if semantic_dir is not None and "semantic" in index.parts else None))
     models.check()
     return models
+
+
+def check_uq_temperature(index: BundleIndex, manifest_model: dict) -> None:
+    """BackendError when the UQ head's temperature (``uq_head/config.json``) differs from the one the export's
+    heads graphs were made with (``manifest.json`` ``model.uq_temperature``; exports before calibration: 1): the
+    graphs would compute uncalibrated uncertainty. Re-exporting fixes it."""
+    uq_dir = index.path("uq_head")
+    if uq_dir is None or not (uq_dir / "config.json").is_file():
+        return
+    want = float(json.loads((uq_dir / "config.json").read_text()).get("temperature", 1.0))
+    have = float(manifest_model.get("uq_temperature", 1.0))
+    if abs(want - have) > 1e-6 * max(1.0, abs(want)):
+        raise BackendError(f"{uq_dir / 'config.json'} has temperature {want:g} but the export in {index.export_dir} "
+                           f"was made with {have:g} (its manifest.json model.uq_temperature): re-run `vidplan export` "
+                           "after `vidplan calibrate-uq --write`")
 
 
 def scoring_decoder_warnings(has_tiny: bool, autoencoder: Any) -> list[str]:
@@ -253,6 +270,7 @@ def load_planner_backend(model_dir: str | Path, backend: str = "torch", device: 
             if have and any(have.get(k) != v for k, v in want.items()):
                 warnings.append(f"the export's value-and-grad graph keeps its objective {have} (asked for {want}); "
                                 f"re-export with `vidplan export --kappa ...` to change it")
+        check_uq_temperature(index, be.manifest.model)
         # exports made before the tiny decoder record no scoring decoder: they decode with the full one
         if be.manifest.model.get("scoring_decoder", "full") == "full":
             warnings += scoring_decoder_warnings(False, None)
