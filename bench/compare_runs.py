@@ -47,6 +47,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("b", type=Path)
     ap.add_argument("--variant", default="vidplan", help="the variant compared (in run A)")
     ap.add_argument("--variant-b", default=None, help="the variant of run B (default: --variant)")
+    ap.add_argument("--tasks", default="", help="compare only these tasks (comma-separated; default: all both have), "
+                    "e.g. when B's other tasks ran with other settings")
     ap.add_argument("--labels", default="A,B")
     ap.add_argument("--out", type=Path, required=True)
     ap.add_argument("--note", default="")
@@ -55,6 +57,8 @@ def main(argv: list[str] | None = None) -> int:
     vb = args.variant_b or args.variant
     ea, eb = _episodes(args.a, args.variant), _episodes(args.b, vb)
     keys = sorted(set(ea) & set(eb))
+    if args.tasks:
+        keys = [k for k in keys if k[0] in args.tasks.split(",")]
     groups: dict[str, list] = {}
     for k in keys:
         groups.setdefault(k[0], []).append(k)

@@ -2,8 +2,8 @@
 # Re-create every file of models/demo from scratch: simulate episodes and labelled grounding frames → convert (workspace
 # crops) → train the grounded semantic scorer and the VAE (in parallel, one core each), the world model (beside it the
 # tiny decoder for scoring), the flow map (beside it the scorer retrained on decoded views), the heads and the BC
-# policy (the bundled demo-*.yaml configs) → assemble (the first scorer as the world model's text_conditioner) → ONNX
-# export + manifest → MODEL_CARD.md.
+# policy (the bundled demo-*.yaml configs) → assemble (the first scorer as the world model's text_conditioner) → the
+# UQ head's temperature (vidplan calibrate-uq) → ONNX export + manifest → MODEL_CARD.md.
 #
 #   make demo-models                       # the full recipe (config step counts; hours on a 2-core CPU)
 #   EPISODES=90 STEPS_GROUNDED=1200 STEPS_VAE=400 STEPS_WORLD_MODEL=1000 STEPS_FLOW_MAP=200 STEPS_HEADS=200 \
@@ -160,6 +160,15 @@ vidplan assemble-models --runs "$WORK/runs" --out "$OUT" --overwrite --storage-d
 # population, 1 for single candidates. A count without its own graph runs padded to the next size (on a CPU that padding costs its
 # full compute: 7 candidates in a 16-graph took 2.2x as long); the graphs share one weights file, so each size
 # adds only its graph structure (~1 MB).
+# The UQ head's temperature (temperature scaling: bench/results/uq_calibration.md), fitted on simulated episodes that
+# neither its training (seeds from $SEED) nor the model card's evaluation (seeds from 0) uses; before the export,
+# whose heads graphs divide by it.
+if [ ! -f "$WORK/calib_bags/.done" ]; then
+  vidplan data generate --out "$WORK/calib_bags" --episodes 8 --seed 2000 --width 320 --height 180 \
+    --camera-rate 5 --clutter 0,1,2,3 --failure-prob 0.33 --max-steps 150
+  touch "$WORK/calib_bags/.done"
+fi
+vidplan calibrate-uq "$OUT" --bags "$WORK/calib_bags" --out "$WORK/calibrate-uq" --write | tee -a "$LOG"
 rm -rf "$OUT/onnx"
 vidplan export "$OUT" --out "$OUT/onnx" --flow-steps 1 --batch 1,8,16 --grad-batch 1 --simplify none --verify --compact
 python scripts/model_card.py --model "$OUT" --work "$WORK" --episodes "$EPISODES" --eval-episodes "$EVAL_EPISODES" \
