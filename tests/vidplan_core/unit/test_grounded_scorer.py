@@ -268,6 +268,13 @@ def test_objective_learns_and_evaluation_counts_right(scorer, encoder):
         rep = evaluate_grounding(o, data, bank, sent, batch=10_000)
         assert rep["accuracy"] == (0.0 if wrong else 1.0)
         assert rep["ci95"][0] <= rep["accuracy"] <= rep["ci95"][1]
+        assert rep["tracked"] <= rep["top_patch_accuracy"]
+        if not wrong:  # the maps peak on the target with logits ≥ 0 (σ ≥ 0.5): tracked everywhere
+            assert rep["top_patch_accuracy"] == rep["tracked"] == 1.0
+            # shifted below 0 they still point at the target, but no longer confidently: never tracked
+            o.q = [torch.stack(maps) - 1.5]
+            low = evaluate_grounding(o, data, bank, sent, batch=10_000)
+            assert low["accuracy"] == low["top_patch_accuracy"] == 1.0 and low["tracked"] == 0.0
 
 
 def test_workspace_crop_holds_the_workspace_at_the_model_aspect():

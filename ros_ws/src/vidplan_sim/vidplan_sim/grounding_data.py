@@ -202,21 +202,22 @@ def generate_grounding_dataset(out: str | Path, held_out: Sequence[Sequence[str]
     for name, c in (("full", None), ("crop", crop)):
         jobs.append((f"eval_unseen_{name}.npz", range(500, 500 + eval_scenes), held, [], c))
         jobs.append((f"eval_seen_{name}.npz", range(650, 650 + eval_scenes), train, held, c))
-    contact_eval = [("eval_contact_unseen_crop.npz", range(500, 500 + eval_scenes), held, [], crop, 1.0),
-                    ("eval_contact_seen_crop.npz", range(650, 650 + eval_scenes), train, held, crop, 1.0)]
+    # (shard, seeds, targets, excluded, crop, share of contact poses, share of those against the target)
+    contact_eval = [("eval_contact_unseen_crop.npz", range(500, 500 + eval_scenes), held, [], crop, 1.0, 1.0),
+                    ("eval_contact_seen_crop.npz", range(650, 650 + eval_scenes), train, held, crop, 1.0, 1.0)]
     for k in range(max(1, -(-train_scenes // scenes_per_shard))):
         lo = 1000 + k * scenes_per_shard
         seeds = range(lo, min(lo + scenes_per_shard, 1000 + train_scenes))
         for name, c in (("full", None), ("crop", crop)):
             jobs.append((f"train_{name}_{k}.npz", seeds, train, held, c))
-    jobs = [(*j, 0.0) for j in jobs[:4]] + contact_eval + [(*j, contact_prob) for j in jobs[4:]]
+    jobs = [(*j, 0.0, 0.5) for j in jobs[:4]] + contact_eval + [(*j, contact_prob, 0.5) for j in jobs[4:]]
     out = Path(out)
     done = []
-    for fn, seeds, targets, excl, c, p_contact in jobs:
+    for fn, seeds, targets, excl, c, p_contact, p_target in jobs:
         if (out / fn).is_file():
             continue
         done.append(generate_grounding_shard(out / fn, seeds, targets, exclude=excl, crop=c,
                                              poses_per_scene=poses_per_scene, height=height, width=width,
-                                             contact_prob=p_contact, contact_target_prob=1.0 if p_contact == 1.0
-                                             else 0.5, progress=progress))
+                                             contact_prob=p_contact, contact_target_prob=p_target,
+                                             progress=progress))
     return done

@@ -83,7 +83,8 @@ def calibrate_uq(model_dir: str | Path, bags: Sequence[str | Path], out: str | P
         "nll": {"before", "after"}, "ece": {"before", "after"}} (nll in nats per element; ECE of the most likely
         bin, 15 bins, over all sampled elements together).
     Raises:
-        ValueError: no bags, a bundle without a UQ head, or a fit that fails (see :func:`fit_temperature`).
+        ValueError: no bags, or a fit that fails (see :func:`fit_temperature`).
+        EvalBagError: a bag or bundle ``vidplan eval bag`` refuses (a bundle without a UQ head among them).
     """
     import json
 
@@ -96,14 +97,10 @@ def calibrate_uq(model_dir: str | Path, bags: Sequence[str | Path], out: str | P
         raise ValueError("calibrate_uq needs at least one recorded episode")
     cfg = EvalBagConfig(flow_steps=flow_steps, max_steps=windows, shadow=False, examples=0, progress=False,
                         controllability=False, uq_samples=True)
-    logits, bins, t0 = [], [], None
-    try:
-        from tqdm import tqdm
+    from tqdm import tqdm
 
-        it = tqdm(bags, desc="calibrate-uq", unit="episode", disable=not progress)
-    except ImportError:  # tqdm is a dependency; keep working without the bar
-        it = bags
-    for bag in it:
+    logits, bins, t0 = [], [], None
+    for bag in tqdm(bags, desc="calibrate-uq", unit="episode", disable=not progress):
         res = eval_bag(bag, model_dir, out / bag.name, config=cfg)
         with np.load(res.out_dir / "uq_samples.npz") as d:
             t = float(d["temperature"])
