@@ -14,6 +14,8 @@ import typer
 
 from vidplan_app.cli import app
 from vidplan_core.config import ConfigError
+from vidplan_core.eval.bag_config import EvalBagError
+from vidplan_core.eval.calibration import calibrate_uq
 
 eval_app = typer.Typer(help="Evaluation: a model on a recorded bag (bag); closed-loop in simulation (sim).",
                        no_args_is_help=True)
@@ -258,9 +260,6 @@ def calibrate_uq_cmd(
     """Fit the UQ head's temperature (temperature scaling: one scalar dividing its logits) on held-out episodes so
     its error-bin probabilities are calibrated; prints ECE and NLL before and after. The entropy the planner weights
     frames by changes with it: measure the planner in closed loop before shipping a new temperature."""
-    from vidplan_core.eval.bag_config import EvalBagError
-    from vidplan_core.eval.calibration import calibrate_uq
-
     found = sorted(p for p in bags.iterdir() if p.is_dir()) if bags.is_dir() else []
     episodes = [p for p in found if p.name != "calibrate-uq"]
     if not episodes:

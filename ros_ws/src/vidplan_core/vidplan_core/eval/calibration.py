@@ -16,6 +16,8 @@ from typing import Any
 
 import numpy as np
 
+from vidplan_core.eval.bag_config import EvalBagConfig
+
 __all__ = ["calibrate_uq", "fit_temperature", "nll", "top_bin_ece"]
 
 
@@ -88,8 +90,7 @@ def calibrate_uq(model_dir: str | Path, bags: Sequence[str | Path], out: str | P
     """
     import json
 
-    from vidplan_core.eval.bag_config import EvalBagConfig
-    from vidplan_core.eval.bag_eval import eval_bag
+    from vidplan_core.eval.bag_eval import eval_bag  # defers torch
 
     model_dir, out = Path(model_dir), Path(out)
     bags = [Path(b) for b in bags]
