@@ -336,7 +336,8 @@ def eval_bag(bag: str | Path, model_dir: str | Path, out: str | Path, topic_map:
     actions_t = torch.from_numpy(ep.actions).to(dev, torch.float32)
     values, reward_reason = _reward_values(bundle, ep, scan, tm, bag, gamma)
     rwm = RewardMetrics(rw, values) if values is not None else None
-    uqm = UQMetrics(uq, cfg.element_samples, np.random.default_rng(cfg.seed)) if uq is not None else None
+    uqm = (UQMetrics(uq, cfg.element_samples, np.random.default_rng(cfg.seed), keep_samples=cfg.uq_samples)
+           if uq is not None else None)
     session, shadow_reason, text_emb = _shadow_and_text(bundle, ep, tm, bag, cfg, device, session_cfg, warnings)
     shadow = ShadowMetrics()
     teacher = None

@@ -98,8 +98,9 @@ class UQMetrics:
     """The UQ head's 30-bin error distribution against the actual |predicted − true latent|: calibration, and the
     correlation of its normalised entropy with the error per latent element (a seeded subsample) and per frame."""
 
-    def __init__(self, uq: Any, element_samples: int, rng: np.random.Generator) -> None:
+    def __init__(self, uq: Any, element_samples: int, rng: np.random.Generator, keep_samples: bool = False) -> None:
         self.uq, self.element_samples, self.rng = uq, element_samples, rng
+        self.keep_samples = keep_samples  # also keep the sampled elements' logits and bins (:meth:`samples`)
         self.reliability = ReliabilityAccumulator(15)
         self.frame_entropy: list[float] = []
         self.frame_error: list[float] = []
@@ -131,14 +132,16 @@ class UQMetrics:
         pick = self.rng.choice(flat_e.size, size=k, replace=False)
         self.element_entropy.append(flat_e[pick])
         self.element_error.append(flat_x[pick])
-        idx = torch.from_numpy(pick).to(logits.device)
-        self.element_logits.append(logits.float().reshape(-1, logits.shape[-1])[idx].cpu().numpy())
-        self.element_bin.append(target.reshape(-1)[idx].cpu().numpy().astype(np.int16))
+        if self.keep_samples:
+            idx = torch.from_numpy(pick).to(logits.device)
+            self.element_logits.append(logits.float().reshape(-1, logits.shape[-1])[idx].cpu().numpy())
+            self.element_bin.append(target.reshape(-1)[idx].cpu().numpy().astype(np.int16))
         return ent.mean(dim=1).cpu().numpy()
 
     def samples(self) -> dict[str, np.ndarray]:
         """The sampled elements: {"logits": (n, B) float32 as the head returned them (divided by its temperature),
-        "bin": (n,) the true error bin, "temperature": () the head's}; what ``vidplan calibrate-uq`` fits on."""
+        "bin": (n,) the true error bin, "temperature": () the head's}; what ``vidplan calibrate-uq`` fits on. Needs
+        ``keep_samples``."""
         return {"logits": np.concatenate(self.element_logits).astype(np.float32),
                 "bin": np.concatenate(self.element_bin), "temperature": np.float64(self.uq.config.temperature)}
 

@@ -9,6 +9,7 @@ with T, so a new temperature is a planner change and is measured in closed loop 
 
 from __future__ import annotations
 
+import json
 import math
 from collections.abc import Sequence
 from pathlib import Path
@@ -21,14 +22,15 @@ from vidplan_core.eval.bag_config import EvalBagConfig
 __all__ = ["calibrate_uq", "fit_temperature", "nll", "top_bin_ece"]
 
 
-def _log_softmax(z: np.ndarray) -> np.ndarray:
-    z = z - z.max(-1, keepdims=True)
-    return z - np.log(np.exp(z).sum(-1, keepdims=True))
+def _log_softmax(logits: np.ndarray, temperature: float) -> np.ndarray:
+    from scipy.special import log_softmax  # defers scipy (the CLI imports this module)
+
+    return log_softmax(np.asarray(logits, np.float64) / temperature, axis=-1)
 
 
 def nll(logits: np.ndarray, target: np.ndarray, temperature: float = 1.0) -> float:
     """Mean negative log-likelihood [nats] of ``target`` (n,) int bins under softmax(logits / T), logits (n, B)."""
-    lp = _log_softmax(np.asarray(logits, np.float64) / temperature)
+    lp = _log_softmax(logits, temperature)
     return float(-lp[np.arange(len(lp)), np.asarray(target, np.int64)].mean())
 
 
@@ -37,7 +39,7 @@ def top_bin_ece(logits: np.ndarray, target: np.ndarray, temperature: float = 1.0
     the UQ metric of ``vidplan eval bag``: logits (n, B), target (n,) int."""
     from vidplan_core.eval.bag_metrics import ReliabilityAccumulator
 
-    lp = _log_softmax(np.asarray(logits, np.float64) / temperature)
+    lp = _log_softmax(logits, temperature)
     rel = ReliabilityAccumulator(n_bins)
     rel.add(np.exp(lp.max(-1)), (lp.argmax(-1) == np.asarray(target)).astype(np.float64))
     return rel.ece()
@@ -88,8 +90,6 @@ def calibrate_uq(model_dir: str | Path, bags: Sequence[str | Path], out: str | P
         ValueError: no bags, or a fit that fails (see :func:`fit_temperature`).
         EvalBagError: a bag or bundle ``vidplan eval bag`` refuses (a bundle without a UQ head among them).
     """
-    import json
-
     from vidplan_core.eval.bag_eval import eval_bag  # defers torch
 
     model_dir, out = Path(model_dir), Path(out)
