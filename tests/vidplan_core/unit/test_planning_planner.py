@@ -456,6 +456,108 @@ def test_target_memory_keeps_the_target_when_a_distractor_outshines_it():
     assert mem.misses.tolist() == [0, 0]
 
 
+def test_table_fusion_puts_the_target_where_both_views_agree():
+    """target_fusion='table': each view's most confident blob may be a different distractor — the per-view targets
+    then sit on two different objects and the averaged centring term pulls the gripper between them. The fused
+    target is the table point both views score highest, projected back into each view; across cycles it is held
+    while the TCP is near it (the arm lights up the maps there) and otherwise searched only near the last point."""
+    from vidplan_core.calibration import load_calibration
+    from vidplan_core.models.action_maps import action_map_config
+    from vidplan_core.planning.scoring import (
+        ScoreConfig,
+        TargetMemory,
+        _confidence,
+        _most_confident,
+        _view_maps,
+        gripper_reference,
+        locate_on_table,
+        soft_centroid,
+    )
+    from vidplan_core.runtime.base import RolloutOutput
+
+    geo = action_map_config(load_calibration(), (1, 1))
+    gh, gw = 24, 40
+    region = ((0.2, 0.8), (-0.45, 0.45))
+
+    def uv_of(p):  # (2 views, 2) normalised image position of a table point
+        return gripper_reference(np.array([[[*p, np.pi, 0.0, 0.0, 0.0]]]), geo, (0, 1))[0, 0].numpy()
+
+    def maps(blobs):  # blobs: [(point, (logit in left, logit in right))] → one candidate, one frame, both views
+        yy, xx = np.mgrid[0:gh, 0:gw]
+        m = np.full((1, 1, 2 * gh, gw), -6.0, np.float32)
+        for p, logits in blobs:
+            for v, (u, w) in enumerate(uv_of(p)):
+                g = np.exp(-((xx + 0.5 - u * gw) ** 2 + (yy + 0.5 - w * gh) ** 2) / 2.0)
+                m[0, 0, v * gh:(v + 1) * gh] = np.maximum(m[0, 0, v * gh:(v + 1) * gh], -6.0 + (logits[v] + 6.0) * g)
+        z = np.zeros((1, 1), np.float32)
+        return RolloutOutput(h_bar=z, uq_map=np.zeros((1, 1, 2 * gh, gw), np.float32), value=z, value_entropy=z,
+                             semantic_score=z, semantic_map=m)
+
+    target, d_left, d_right = (0.55, 0.10, 0.02), (0.42, -0.20, 0.02), (0.70, -0.25, 0.02)
+    # each view sees the target at logit 3 and "its" distractor brighter, at 4; the other view barely sees it
+    out = maps([(target, (3.0, 3.0)), (d_left, (4.0, -4.0)), (d_right, (-4.0, 4.0))])
+    cfg = ScoreConfig(target_fusion="table", suppress_semantic=False, centroid_temperature=0.05)
+    want = torch.as_tensor(uv_of(target))
+    _, sems = _view_maps(out, cfg, (0, 1))  # the default path: per view, the most confident centroid
+    plain = _most_confident(torch.stack([soft_centroid(m, 0.05) for m in sems], 2), _confidence(sems))
+    assert ((plain - want).norm(dim=-1) > 0.1).all()  # per view: two different distractors
+    mem = TargetMemory()
+    fused = locate_on_table(out, cfg, (0, 1), geo, region, mem)
+    assert torch.allclose(fused.to(want.dtype), want, atol=0.02)
+    assert np.linalg.norm(mem.point[:2] - np.array(target[:2])) <= 0.015 and mem.point[2] == cfg.table_height_m
+
+    # next cycle the arm is at the target and the maps light up next to it: the point is held
+    arm = (0.60, 0.12, 0.02)
+    near_arm = maps([(arm, (5.0, 5.0))])
+    kept = locate_on_table(near_arm, cfg, (0, 1), geo, region, mem, tcp=np.array([0.56, 0.11, 0.05]))
+    assert torch.allclose(kept.to(want.dtype), want, atol=0.02)
+    # with the TCP away, the search stays within table_track_m of the last point: a pushed object (3 cm) is
+    # followed, a brighter object 25 cm away is not
+    moved = (0.55, 0.13, 0.02)
+    both = maps([(moved, (3.0, 3.0)), ((0.55, -0.15, 0.02), (5.0, 5.0))])
+    locate_on_table(both, cfg, (0, 1), geo, region, mem, tcp=np.array([0.35, -0.3, 0.3]))
+    assert np.linalg.norm(mem.point[:2] - np.array(moved[:2])) <= 0.015
+    free = TargetMemory()  # no memory: the brightest agreement anywhere
+    locate_on_table(both, cfg, (0, 1), geo, region, free)
+    assert np.linalg.norm(free.point[:2] - np.array([0.55, -0.15])) <= 0.015
+    # table_pool: the target lit in one imagined future (the others: the arm hides it) beats an object dimly lit in
+    # all of them with 'max' (the default), not with 'mean'
+    dim = (0.45, 0.25, 0.02)
+    lit, hid = maps([(target, (3.0, 3.0)), (dim, (1.0, 1.0))]), maps([(dim, (1.0, 1.0))])
+    two = RolloutOutput(h_bar=np.zeros((2, 1), np.float32), uq_map=np.zeros((2, 1, 2 * gh, gw), np.float32),
+                        value=np.zeros((2, 1), np.float32), value_entropy=np.zeros((2, 1), np.float32),
+                        semantic_score=np.zeros((2, 1), np.float32),
+                        semantic_map=np.concatenate([lit.semantic_map, hid.semantic_map]))
+    assert cfg.table_pool == "max"
+    for pool, want_p in (("max", target), ("mean", dim)):
+        m = TargetMemory()
+        locate_on_table(two, cfg.model_copy(update={"table_pool": pool}), (0, 1), geo, region, m)
+        assert np.linalg.norm(m.point[:2] - np.array(want_p[:2])) <= 0.015, pool
+    with pytest.raises(ValueError, match="target_gate"):
+        ScoreConfig(target_fusion="table", target_gate=0.05)
+
+
+def test_planner_keeps_the_table_target_per_instruction(backend, ctx, proposals):
+    """The planner runs the table fusion on a bundle whose maps show the exterior views and keeps its point per
+    instruction; a bundle that maps only the wrist view is refused at start-up, naming the key."""
+    from vidplan_core.planning.scoring import ScoreConfig
+
+    table = PlannerConfig(refine_iters=0, score=ScoreConfig(target_fusion="table"))
+    assert backend.map_views == (2,)
+    with pytest.raises(ValueError, match="target_fusion"):
+        GradientPlanner(backend, table)
+    models = random_planner_models("tiny", seed=0)
+    models.map_views = (0, 1)
+    planner = GradientPlanner(TorchBackend(models, flow_steps=1), table)
+    if planner._geometry is None:
+        pytest.fail("the test backend has no camera geometry: the fusion projects through it")
+    res = planner.plan(ctx, proposals)
+    assert res.status != "hold", res.reason
+    point = planner._memory[1].point
+    assert point is not None and point.shape == (3,) and planner._target is not None
+    assert PlannerConfig().position_min[0] <= point[0] <= PlannerConfig().position_max[0]
+
+
 def test_planner_keeps_the_target_memory_per_instruction(backend, ctx, proposals):
     from vidplan_core.planning.scoring import ScoreConfig
 

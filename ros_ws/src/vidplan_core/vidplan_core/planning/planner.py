@@ -27,7 +27,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from vidplan_core.planning.goal import instruction_direction
 from vidplan_core.planning.proposals import ProposalSet
-from vidplan_core.planning.scoring import ScoreConfig, TargetMemory, locate_target, score_rollout
+from vidplan_core.planning.scoring import ScoreConfig, TargetMemory, locate_on_table, locate_target, score_rollout
 from vidplan_core.runtime.base import Backend, PlanningContext
 from vidplan_core.spaces import MODEL_RATE_HZ, EEChunk, wrap_angle
 
@@ -161,6 +161,11 @@ class _BasePlanner:
             if centring == "gripper" and self.config.score.lam > 0 and self._geometry is None:
                 raise ValueError("score.centring 'gripper' needs a backend with semantic-map views and camera "
                                  f"geometry; {type(backend).__name__} has none")
+            if (self.config.score.target_fusion == "table" and self._geometry is not None
+                    and all(self._geometry.on_hand[v] for v in self._map_views)):
+                raise ValueError("score.target_fusion 'table' needs an exterior (fixed) camera among the semantic "
+                                 f"map views; {type(backend).__name__} maps only hand-camera views "
+                                 f"{list(self._map_views)} (set it to 'off')")
         norm = backend.normalizer
         self._scale = np.asarray(norm.scale, np.float64)
         self._ref = np.zeros((self.horizon, 7))
@@ -234,7 +239,7 @@ class _BasePlanner:
             t = time.perf_counter()
             with torch.no_grad():
                 if m == 0:
-                    self._target = self._locate(ctx.instruction, out)
+                    self._target = self._locate(ctx.instruction, out, ctx.current_pose[:3])
                 scores, per_frame = score_rollout(out, cfg.score, self._map_views, props.actions, self._geometry,
                                                   self._goal_dir, self._target)
             timings["select"] = timings.get("select", 0.0) + time.perf_counter() - t
@@ -255,15 +260,21 @@ class _BasePlanner:
         per_frame = np.mean([d[1] for d in draws], axis=0)
         return first, scores, per_frame
 
-    def _locate(self, instruction: str, out) -> torch.Tensor | None:
-        """This cycle's centring target per map view with the memory of earlier cycles (score.target_gate > 0 and
-        gripper centring), else None (each scoring takes its own most confident centroid)."""
-        if self.config.score.target_gate <= 0 or self._geometry is None or self._map_views is None:
+    def _locate(self, instruction: str, out, tcp: np.ndarray | None = None) -> torch.Tensor | None:
+        """This cycle's centring target per map view with the memory of earlier cycles (score.target_fusion
+        'table' or score.target_gate > 0, and camera geometry), else None (each scoring takes its own most confident
+        centroid)."""
+        sc = self.config.score
+        if (sc.target_fusion == "off" and sc.target_gate <= 0) or self._geometry is None or self._map_views is None:
             return None
         mem = self._memory
         if mem is None or mem[0] != instruction:  # a new task: forget the old target
             mem = self._memory = (instruction, TargetMemory())
-        return locate_target(out, self.config.score, self._map_views, mem[1])
+        if sc.target_fusion == "table":
+            region = ((self.config.position_min[0], self.config.position_max[0]),
+                      (self.config.position_min[1], self.config.position_max[1]))
+            return locate_on_table(out, sc, self._map_views, self._geometry, region, mem[1], tcp)
+        return locate_target(out, sc, self._map_views, mem[1])
 
     def reset_target(self) -> None:
         """Forget where the target was (a new episode with the same instruction, a scene that was rearranged)."""

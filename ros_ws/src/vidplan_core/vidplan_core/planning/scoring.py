@@ -9,7 +9,8 @@ from typing import Any, Literal
 
 import numpy as np
 import torch
-from pydantic import BaseModel, ConfigDict, Field
+import torch.nn.functional as F
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from vidplan_core.objective import (
     WeightKind,
@@ -20,8 +21,8 @@ from vidplan_core.objective import (
 )
 from vidplan_core.runtime.base import RolloutOutput
 
-__all__ = ["ScoreConfig", "TargetMemory", "gripper_reference", "image_directions", "locate_target", "score_rollout",
-           "view_rows"]
+__all__ = ["ScoreConfig", "TargetMemory", "gripper_reference", "image_directions", "locate_on_table", "locate_target",
+           "score_rollout", "view_rows"]
 
 
 class ScoreConfig(BaseModel):
@@ -66,6 +67,33 @@ class ScoreConfig(BaseModel):
         "removes progress). Lower values let a target the hand partly hides be followed, and a map that drifts "
         "with the arm: on a traced oracle push, 0.3 scored a push the wrong way highest "
         "(bench/results/closed_loop_oracle_learned_push_contact.md)")
+    target_fusion: Literal["off", "table"] = Field("off", description="where the centring and push-progress terms "
+        "put the target where a map does not see it: 'off' = per view, the centroid of that view's most confident "
+        "predicted frame (views may settle on different objects: the centring term, averaged over the views, then "
+        "pulls the gripper to empty table between them); 'table' = one point on the table plane for all exterior "
+        "views — the cell of a grid over the workspace whose projections score highest summed over the views' "
+        "semantic maps (logits, averaged over this cycle's candidates and frames), projected back into each view "
+        "(:func:`locate_on_table`); hand-camera views keep their own. Needs camera geometry")
+    table_height_m: float = Field(0.02, description="height of the plane the 'table' fusion searches [m, base frame]: "
+        "the centre of a tabletop object of 4 cm")
+    table_cell_m: float = Field(0.01, gt=0, description="grid spacing of the 'table' fusion [m]")
+    table_pool: Literal["max", "mean"] = Field("max", description="'table' fusion: a cell's score is the sum over "
+        "the views of the logits at its projections in one imagined frame, best frame of any candidate ('max'), or "
+        "in the maps averaged over candidates and frames ('mean')")
+    table_track_m: float = Field(0.06, ge=0, description="'table' fusion across plan cycles: search only within this "
+        "distance [m] of the previous cycle's point (an object moves a few cm per cycle when pushed; the arm that "
+        "reaches it, which the maps partly light up, stays outside the window); 0 = the whole workspace every cycle")
+    table_hold_m: float = Field(0.10, ge=0, description="'table' fusion: keep the previous cycle's point while the "
+        "TCP is within this horizontal distance of it [m] — near the object the arm is in the maps and drags the "
+        "estimate along with it (traced: a target that followed the arm 40 cm across the table after contact); "
+        "0 = always re-locate")
+
+    @model_validator(mode="after")
+    def _one_memory(self) -> ScoreConfig:
+        if self.target_fusion == "table" and self.target_gate > 0:
+            raise ValueError("score.target_fusion 'table' keeps its own memory across cycles (table_track_m); "
+                             "set score.target_gate to 0")
+        return self
 
 
 def view_rows(uq_map: torch.Tensor, view: int | None, num_views: int = 3) -> torch.Tensor:
@@ -139,10 +167,12 @@ def _view_maps(out: RolloutOutput, cfg: ScoreConfig, views: tuple[int | None, ..
 class TargetMemory:
     """Where each map view last put the target (object permanence across plan cycles, ``ScoreConfig.
     target_gate``). ``position``: (V, 2) normalised image coordinates, None before the first cycle; ``misses``:
-    (V,) cycles in a row without a centroid within the gate. A planner keeps one per instruction."""
+    (V,) cycles in a row without a centroid within the gate; ``point``: the 'table' fusion's last target (3,) [m]
+    (``ScoreConfig.target_fusion``). A planner keeps one per instruction."""
 
     position: torch.Tensor | None = None
     misses: np.ndarray | None = None
+    point: np.ndarray | None = None  # (3,) the 'table' fusion's target [m, base frame]
 
 
 def _most_confident(cents: torch.Tensor, conf: torch.Tensor) -> torch.Tensor:
@@ -182,6 +212,66 @@ def locate_target(out: RolloutOutput, cfg: ScoreConfig, map_views: int | tuple[i
         else:
             memory.misses[v] += 1
     memory.position = target.clone()
+    return target
+
+
+def locate_on_table(out: RolloutOutput, cfg: ScoreConfig, map_views: int | tuple[int, ...], geometry: Any,
+                    region: tuple[tuple[float, float], tuple[float, float]],
+                    memory: TargetMemory | None = None, tcp: np.ndarray | None = None) -> torch.Tensor:
+    """The target as one point on the table, seen by every exterior map view (``ScoreConfig.target_fusion`` =
+    'table'): (V, 2) its projection into each map view, normalised image coordinates.
+
+    Each exterior view's semantic map (logits before UQ suppression) is averaged over this rollout's candidates and
+    frames; every cell of a ``cfg.table_cell_m`` grid over ``region`` ((x_min, x_max), (y_min, y_max) [m]) at
+    height ``cfg.table_height_m`` is projected into each view and scored by the sum of the maps there (bilinear; a
+    cell outside a view is not a candidate). The best cell wins — within ``cfg.table_track_m`` of
+    ``memory.point`` when a memory holds one, and ``memory.point`` itself while ``tcp`` (3,) [m], the current TCP,
+    is within ``cfg.table_hold_m`` of it. An object only one view confuses with the target loses to the one both
+    views agree on. Hand-camera views get their most confident centroid (their projection moves with the hand).
+    ``memory.point`` is updated in place."""
+    views = (map_views,) if isinstance(map_views, int) else tuple(map_views)
+    raws, sems = _view_maps(out, cfg, views)
+    cents = torch.stack([soft_centroid(m, cfg.centroid_temperature) for m in sems], dim=2)
+    target = _most_confident(cents, _confidence(sems))  # (V, 2): kept for hand views
+    from vidplan_core.models.action_maps import ActionMapRenderer
+
+    r = geometry if isinstance(geometry, ActionMapRenderer) else ActionMapRenderer(geometry)
+    ext = [k for k, v in enumerate(views) if not r.on_hand[v]]
+    if not ext:
+        raise ValueError("score.target_fusion 'table' needs at least one exterior (fixed) camera among the map views")
+    (x0, x1), (y0, y1) = region
+    xs = np.arange(x0, x1 + 1e-9, cfg.table_cell_m)
+    ys = np.arange(y0, y1 + 1e-9, cfg.table_cell_m)
+    gx, gy = np.meshgrid(xs, ys, indexing="ij")
+    pts = np.stack([gx.ravel(), gy.ravel(), np.full(gx.size, cfg.table_height_m)], -1)  # (G, 3)
+    if memory is not None and memory.point is not None:
+        held = tcp is not None and np.linalg.norm(np.asarray(tcp)[:2] - memory.point[:2]) <= cfg.table_hold_m
+        if held:
+            pts = memory.point[None]
+        elif cfg.table_track_m > 0:
+            near = np.linalg.norm(pts[:, :2] - memory.point[:2], axis=-1) <= cfg.table_track_m
+            pts = pts[near] if near.any() else memory.point[None]
+    a = np.zeros((len(pts), 1, 7))
+    a[:, 0, :3], a[:, 0, 3] = pts, np.pi  # a TCP at each cell; only its position is projected
+    uv = gripper_reference(a, r, views)[:, 0]  # (G, V, 2)
+    total = None
+    for k in ext:
+        m = raws[k].reshape(-1, 1, *raws[k].shape[-2:])  # (N·F, 1, h, w)
+        if cfg.table_pool == "mean":
+            m = m.mean(0, keepdim=True)
+        g = (uv[:, k] * 2 - 1)[None, None].to(m.dtype).expand(len(m), 1, -1, -1)  # grid_sample's [-1, 1]
+        s = F.grid_sample(m, g, align_corners=False, padding_mode="border")[:, 0, 0]  # (N·F or 1, G)
+        inside = ((uv[:, k] >= 0) & (uv[:, k] <= 1)).all(-1)
+        s = torch.where(inside, s, torch.full_like(s, -torch.inf))
+        total = s if total is None else total + s
+    total = total.amax(0)  # (G,): the best imagined frame per cell ("max"), or the one mean map
+    if not torch.isfinite(total).any():  # no cell in every exterior view: the per-view targets
+        return target
+    best = int(total.argmax())
+    if memory is not None:
+        memory.point = pts[best].copy()
+    for k in ext:
+        target[k] = uv[best, k].to(target.dtype)
     return target
 
 
