@@ -459,8 +459,9 @@ def test_target_memory_keeps_the_target_when_a_distractor_outshines_it():
 def test_table_fusion_puts_the_target_where_both_views_agree():
     """target_fusion='table': each view's most confident blob may be a different distractor — the per-view targets
     then sit on two different objects and the averaged centring term pulls the gripper between them. The fused
-    target is the table point both views score highest, projected back into each view; across cycles it is held
-    while the TCP is near it (the arm lights up the maps there) and otherwise searched only near the last point."""
+    target is the table point both views score highest, projected back into each view; across cycles it moves only
+    along the hand's own motion while the TCP is near it (the arm lights up the maps there) and is otherwise
+    searched only near the last point."""
     from vidplan_core.calibration import load_calibration
     from vidplan_core.models.action_maps import action_map_config
     from vidplan_core.planning.scoring import (
@@ -506,14 +507,25 @@ def test_table_fusion_puts_the_target_where_both_views_agree():
     assert torch.allclose(fused.to(want.dtype), want, atol=0.02)
     assert np.linalg.norm(mem.point[:2] - np.array(target[:2])) <= 0.015 and mem.point[2] == cfg.table_height_m
 
-    # next cycle the arm is at the target and the maps light up next to it: the point is held
+    # the hand arrives at the target; while it stays there the maps light up the arm next to it: the point holds
+    tcp = np.array([0.56, 0.11, 0.05])
+    locate_on_table(out, cfg, (0, 1), geo, region, mem, tcp=tcp)
     arm = (0.60, 0.12, 0.02)
-    near_arm = maps([(arm, (5.0, 5.0))])
-    kept = locate_on_table(near_arm, cfg, (0, 1), geo, region, mem, tcp=np.array([0.56, 0.11, 0.05]))
-    assert torch.allclose(kept.to(want.dtype), want, atol=0.02)
-    # with the TCP away, the search stays within table_track_m of the last point: a pushed object (3 cm) is
+    at_arm = maps([(arm, (5.0, 5.0)), (target, (2.0, 2.0))])
+    for _ in range(2):
+        kept = locate_on_table(at_arm, cfg, (0, 1), geo, region, mem, tcp)
+        assert torch.allclose(kept.to(want.dtype), want, atol=0.02)
+    dragged = TargetMemory(point=mem.point.copy(), tcp=tcp.copy())  # without the rule the arm wins
+    locate_on_table(at_arm, cfg.model_copy(update={"table_hold_m": 0.0}), (0, 1), geo, region, dragged, tcp)
+    assert np.linalg.norm(dragged.point[:2] - np.array(arm[:2])) <= 0.015
+    # the hand moves 3 cm to the left (+y) and the object with it: followed along the hand's motion
+    pushed = (0.55, 0.13, 0.02)
+    locate_on_table(maps([(arm, (5.0, 5.0)), (pushed, (2.0, 2.0))]), cfg, (0, 1), geo, region, mem,
+                    tcp + np.array([0.0, 0.03, 0.0]))
+    assert np.linalg.norm(mem.point[:2] - np.array(pushed[:2])) <= 0.015
+    # with the TCP away, the search stays within table_track_m of the last point: a moved object (3 cm) is
     # followed, a brighter object 25 cm away is not
-    moved = (0.55, 0.13, 0.02)
+    moved = (0.55, 0.16, 0.02)
     both = maps([(moved, (3.0, 3.0)), ((0.55, -0.15, 0.02), (5.0, 5.0))])
     locate_on_table(both, cfg, (0, 1), geo, region, mem, tcp=np.array([0.35, -0.3, 0.3]))
     assert np.linalg.norm(mem.point[:2] - np.array(moved[:2])) <= 0.015

@@ -83,10 +83,11 @@ class ScoreConfig(BaseModel):
     table_track_m: float = Field(0.06, ge=0, description="'table' fusion across plan cycles: search only within this "
         "distance [m] of the previous cycle's point (an object moves a few cm per cycle when pushed; the arm that "
         "reaches it, which the maps partly light up, stays outside the window); 0 = the whole workspace every cycle")
-    table_hold_m: float = Field(0.10, ge=0, description="'table' fusion: keep the previous cycle's point while the "
-        "TCP is within this horizontal distance of it [m] — near the object the arm is in the maps and drags the "
-        "estimate along with it (traced: a target that followed the arm 40 cm across the table after contact); "
-        "0 = always re-locate")
+    table_hold_m: float = Field(0.10, ge=0, description="'table' fusion near the hand: while the TCP is within "
+        "this horizontal distance of the previous cycle's point [m], the point may only move along the TCP's own "
+        "motion since that cycle, and no farther (the hand pushes what it touches; it does not pull it) — the arm, "
+        "which the maps partly light up, otherwise drags the estimate (traced: 40 cm across the table after "
+        "contact), and a frozen point stops a push after 1–3 cm. 0 = no such rule")
 
     @model_validator(mode="after")
     def _one_memory(self) -> ScoreConfig:
@@ -168,11 +169,12 @@ class TargetMemory:
     """Where each map view last put the target (object permanence across plan cycles, ``ScoreConfig.
     target_gate``). ``position``: (V, 2) normalised image coordinates, None before the first cycle; ``misses``:
     (V,) cycles in a row without a centroid within the gate; ``point``: the 'table' fusion's last target (3,) [m]
-    (``ScoreConfig.target_fusion``). A planner keeps one per instruction."""
+    (``ScoreConfig.target_fusion``) and ``tcp`` the TCP then (3,) [m]. A planner keeps one per instruction."""
 
     position: torch.Tensor | None = None
     misses: np.ndarray | None = None
     point: np.ndarray | None = None  # (3,) the 'table' fusion's target [m, base frame]
+    tcp: np.ndarray | None = None  # (3,) the TCP when that point was found [m]
 
 
 def _most_confident(cents: torch.Tensor, conf: torch.Tensor) -> torch.Tensor:
@@ -225,8 +227,8 @@ def locate_on_table(out: RolloutOutput, cfg: ScoreConfig, map_views: int | tuple
     frames; every cell of a ``cfg.table_cell_m`` grid over ``region`` ((x_min, x_max), (y_min, y_max) [m]) at
     height ``cfg.table_height_m`` is projected into each view and scored by the sum of the maps there (bilinear; a
     cell outside a view is not a candidate). The best cell wins — within ``cfg.table_track_m`` of
-    ``memory.point`` when a memory holds one, and ``memory.point`` itself while ``tcp`` (3,) [m], the current TCP,
-    is within ``cfg.table_hold_m`` of it. An object only one view confuses with the target loses to the one both
+    ``memory.point`` when a memory holds one, and only along the motion of ``tcp`` (3,) [m], the current TCP, since
+    the last call while that is within ``cfg.table_hold_m`` of it. An object only one view confuses with the target loses to the one both
     views agree on. Hand-camera views get their most confident centroid (their projection moves with the hand).
     ``memory.point`` is updated in place."""
     views = (map_views,) if isinstance(map_views, int) else tuple(map_views)
@@ -245,12 +247,16 @@ def locate_on_table(out: RolloutOutput, cfg: ScoreConfig, map_views: int | tuple
     gx, gy = np.meshgrid(xs, ys, indexing="ij")
     pts = np.stack([gx.ravel(), gy.ravel(), np.full(gx.size, cfg.table_height_m)], -1)  # (G, 3)
     if memory is not None and memory.point is not None:
-        held = tcp is not None and np.linalg.norm(np.asarray(tcp)[:2] - memory.point[:2]) <= cfg.table_hold_m
-        if held:
-            pts = memory.point[None]
-        elif cfg.table_track_m > 0:
-            near = np.linalg.norm(pts[:, :2] - memory.point[:2], axis=-1) <= cfg.table_track_m
-            pts = pts[near] if near.any() else memory.point[None]
+        keep = np.ones(len(pts), bool)
+        if cfg.table_track_m > 0:
+            keep &= np.linalg.norm(pts[:, :2] - memory.point[:2], axis=-1) <= cfg.table_track_m
+        if tcp is not None and np.linalg.norm(np.asarray(tcp)[:2] - memory.point[:2]) <= cfg.table_hold_m:
+            # near the hand: within a cell of the segment from the point along the hand's motion since last cycle
+            step = np.asarray(tcp)[:2] - memory.tcp[:2] if memory.tcp is not None else np.zeros(2)
+            rel = pts[:, :2] - memory.point[:2]
+            t = np.clip(rel @ step / max(float(step @ step), 1e-12), 0.0, 1.0)
+            keep &= np.linalg.norm(rel - t[:, None] * step, axis=-1) <= cfg.table_cell_m
+        pts = np.concatenate([pts[keep], memory.point[None]])  # staying put is always allowed
     a = np.zeros((len(pts), 1, 7))
     a[:, 0, :3], a[:, 0, 3] = pts, np.pi  # a TCP at each cell; only its position is projected
     uv = gripper_reference(a, r, views)[:, 0]  # (G, V, 2)
@@ -265,6 +271,8 @@ def locate_on_table(out: RolloutOutput, cfg: ScoreConfig, map_views: int | tuple
         s = torch.where(inside, s, torch.full_like(s, -torch.inf))
         total = s if total is None else total + s
     total = total.amax(0)  # (G,): the best imagined frame per cell ("max"), or the one mean map
+    if memory is not None and tcp is not None:
+        memory.tcp = np.asarray(tcp, np.float64).copy()
     if not torch.isfinite(total).any():  # no cell in every exterior view: the per-view targets
         return target
     best = int(total.argmax())
