@@ -548,6 +548,26 @@ def test_table_fusion_puts_the_target_where_both_views_agree():
     with pytest.raises(ValueError, match="target_gate"):
         ScoreConfig(target_fusion="table", target_gate=0.05)
 
+    # push_standoff_m: for "push … to the left" (+y) the reference is first 5 cm behind the object (its right),
+    # then — once the TCP is there, low — 10 cm ahead of it; a hand that loses the object goes round again
+    push = cfg.model_copy(update={"push_standoff_m": 0.05})
+    left = np.array([0.0, 1.0, 0.0])
+    obj = maps([(target, (3.0, 3.0))])
+    pm = TargetMemory()
+    high = np.array([0.30, 0.0, 0.40])
+    ref = locate_on_table(obj, push, (0, 1), geo, region, pm, high, left)
+    assert torch.allclose(ref.to(want.dtype), torch.as_tensor(uv_of((0.55, 0.05, 0.02))), atol=0.02)
+    assert not pm.pushing
+    assert torch.allclose(locate_on_table(obj, cfg, (0, 1), geo, region, TargetMemory(), high, left).to(want.dtype),
+                          want, atol=0.02)  # standoff 0: the object itself
+    at_standoff = np.array([0.55, 0.06, 0.03])
+    ref = locate_on_table(obj, push, (0, 1), geo, region, pm, at_standoff, left)
+    assert pm.pushing
+    assert torch.allclose(ref.to(want.dtype), torch.as_tensor(uv_of((0.55, 0.20, 0.02))), atol=0.02)
+    ref = locate_on_table(obj, push, (0, 1), geo, region, pm, np.array([0.30, -0.2, 0.03]), left)
+    assert not pm.pushing  # the hand is 35 cm from the object: round again
+    assert torch.allclose(ref.to(want.dtype), torch.as_tensor(uv_of((0.55, 0.05, 0.02))), atol=0.02)
+
 
 def test_planner_keeps_the_table_target_per_instruction(backend, ctx, proposals):
     """The planner runs the table fusion on a bundle whose maps show the exterior views and keeps its point per

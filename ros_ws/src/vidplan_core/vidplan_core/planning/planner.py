@@ -273,7 +273,8 @@ class _BasePlanner:
         if sc.target_fusion == "table":
             region = ((self.config.position_min[0], self.config.position_max[0]),
                       (self.config.position_min[1], self.config.position_max[1]))
-            return locate_on_table(out, sc, self._map_views, self._geometry, region, mem[1], tcp)
+            direction = instruction_direction(instruction) if sc.push_standoff_m > 0 else None
+            return locate_on_table(out, sc, self._map_views, self._geometry, region, mem[1], tcp, direction)
         return locate_target(out, sc, self._map_views, mem[1])
 
     def reset_target(self) -> None:

@@ -88,6 +88,16 @@ class ScoreConfig(BaseModel):
         "motion since that cycle, and no farther (the hand pushes what it touches; it does not pull it) — the arm, "
         "which the maps partly light up, otherwise drags the estimate (traced: 40 cm across the table after "
         "contact), and a frozen point stops a push after 1–3 cm. 0 = no such rule")
+    push_standoff_m: float = Field(0.0, ge=0, description="'table' fusion, instructions that name a motion ('push "
+        "… to the left'): the centring reference is this far behind the target along the motion [m] until the TCP "
+        "reaches that point (within push_reach_m horizontally and of the table height), then push_lead_m ahead of "
+        "the target, so the hand first goes round to the near side and then moves through the object. Without it "
+        "an exact target is a touch: the hand lands on the object and stays (bench/results/"
+        "closed_loop_table_fusion.md). 0 = off")
+    push_reach_m: float = Field(0.03, gt=0, description="how close [m] the TCP must come to the standoff point for "
+        "the push to begin (push_standoff_m)")
+    push_lead_m: float = Field(0.10, gt=0, description="while pushing, how far ahead of the target [m] the centring "
+        "reference is (push_standoff_m); the push ends when the TCP leaves table_hold_m of the target")
 
     @model_validator(mode="after")
     def _one_memory(self) -> ScoreConfig:
@@ -175,6 +185,7 @@ class TargetMemory:
     misses: np.ndarray | None = None
     point: np.ndarray | None = None  # (3,) the 'table' fusion's target [m, base frame]
     tcp: np.ndarray | None = None  # (3,) the TCP when that point was found [m]
+    pushing: bool = False  # push_standoff_m: the hand reached the standoff point and now moves through the object
 
 
 def _most_confident(cents: torch.Tensor, conf: torch.Tensor) -> torch.Tensor:
@@ -219,7 +230,8 @@ def locate_target(out: RolloutOutput, cfg: ScoreConfig, map_views: int | tuple[i
 
 def locate_on_table(out: RolloutOutput, cfg: ScoreConfig, map_views: int | tuple[int, ...], geometry: Any,
                     region: tuple[tuple[float, float], tuple[float, float]],
-                    memory: TargetMemory | None = None, tcp: np.ndarray | None = None) -> torch.Tensor:
+                    memory: TargetMemory | None = None, tcp: np.ndarray | None = None,
+                    direction: np.ndarray | None = None) -> torch.Tensor:
     """The target as one point on the table, seen by every exterior map view (``ScoreConfig.target_fusion`` =
     'table'): (V, 2) its projection into each map view, normalised image coordinates.
 
@@ -230,7 +242,9 @@ def locate_on_table(out: RolloutOutput, cfg: ScoreConfig, map_views: int | tuple
     ``memory.point`` when a memory holds one, and only along the motion of ``tcp`` (3,) [m], the current TCP, since
     the last call while that is within ``cfg.table_hold_m`` of it. An object only one view confuses with the target loses to the one both
     views agree on. Hand-camera views get their most confident centroid (their projection moves with the hand).
-    ``memory.point`` is updated in place."""
+    With ``direction`` (3,), the motion the instruction asks for, and ``cfg.push_standoff_m`` > 0, the projected
+    point is the push reference instead (see ``push_standoff_m``; needs ``memory`` and ``tcp``). ``memory`` is
+    updated in place."""
     views = (map_views,) if isinstance(map_views, int) else tuple(map_views)
     raws, sems = _view_maps(out, cfg, views)
     cents = torch.stack([soft_centroid(m, cfg.centroid_temperature) for m in sems], dim=2)
@@ -278,9 +292,34 @@ def locate_on_table(out: RolloutOutput, cfg: ScoreConfig, map_views: int | tuple
     best = int(total.argmax())
     if memory is not None:
         memory.point = pts[best].copy()
+    ref = _push_reference(pts[best], cfg, memory, tcp, direction)
+    if ref is not None:
+        a = np.zeros((1, 1, 7))
+        a[0, 0, :3], a[0, 0, 3] = ref, np.pi
+        uv = gripper_reference(a, r, views)[:, 0]
+        best = 0
     for k in ext:
         target[k] = uv[best, k].to(target.dtype)
     return target
+
+
+def _push_reference(point: np.ndarray, cfg: ScoreConfig, memory: TargetMemory | None, tcp: np.ndarray | None,
+                    direction: np.ndarray | None) -> np.ndarray | None:
+    """The centring reference of a push (``ScoreConfig.push_standoff_m``): (3,) [m], or None when there is none."""
+    if direction is None or cfg.push_standoff_m <= 0 or memory is None or tcp is None:
+        return None
+    u = np.array([direction[0], direction[1], 0.0], np.float64)
+    if np.linalg.norm(u) < 1e-9:
+        return None
+    u /= np.linalg.norm(u)
+    behind = point - cfg.push_standoff_m * u
+    tcp = np.asarray(tcp, np.float64)
+    if memory.pushing and np.linalg.norm(tcp[:2] - point[:2]) > cfg.table_hold_m:
+        memory.pushing = False  # the object got away from the hand: go round again
+    if (not memory.pushing and np.linalg.norm(tcp[:2] - behind[:2]) <= cfg.push_reach_m
+            and tcp[2] <= point[2] + cfg.push_reach_m):
+        memory.pushing = True
+    return point + cfg.push_lead_m * u if memory.pushing else behind
 
 
 def score_rollout(out: RolloutOutput, cfg: ScoreConfig, map_views: int | tuple[int, ...] | None = None,
