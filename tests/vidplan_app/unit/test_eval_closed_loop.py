@@ -339,6 +339,28 @@ def test_trace_writes_one_row_per_cycle_beside_the_episode_record(tmp_path):
     assert json.loads((tmp_path / "out" / "settings.json").read_text())["trace"]  # its trace is still there
 
 
+def test_trace_records_the_table_target_estimate(tmp_path):
+    """With score.target_fusion 'table', each traced cycle of a learned planner carries the planner's target point
+    on the table (inside the workspace box) and whether it is pushing."""
+    from vidplan_app.jobs.closed_loop import run_closed_loop, trace_path
+    from vidplan_core.runtime.bundle import random_planner_models
+
+    pm = random_planner_models("tiny", seed=0, scorer="grounded")
+    pm.semantic_view, pm.map_views = 2, (0, 1)
+    pm.save(tmp_path / "g")
+    cfg = _cfg(tmp_path / "g", variants=["argmax"], trace=True,
+               overrides={"episode_steps": 6, "session.gradopt.score.target_fusion": "table"})
+    res = run_closed_loop(cfg, tmp_path / "out")
+    (ep,) = res["episodes"]
+    rows = [json.loads(line) for line in trace_path(tmp_path / "out", ep).read_text().splitlines()]
+    assert rows and all("target_estimate" in r for r in rows)
+    lo, hi = res["planner_configs"]["argmax"]["limits"]["workspace_min"], \
+        res["planner_configs"]["argmax"]["limits"]["workspace_max"]
+    for r in rows:
+        x, y, _ = r["target_estimate"]["point"]
+        assert lo[0] <= x <= hi[0] and lo[1] <= y <= hi[1] and r["target_estimate"]["pushing"] is False
+
+
 def test_resuming_a_run_of_other_settings_names_what_differs(tmp_path):
     from vidplan_app.jobs.closed_loop import _prepare
     from vidplan_app.jobs.closed_loop_config import ClosedLoopConfig, ClosedLoopError

@@ -578,9 +578,13 @@ def test_planner_keeps_the_table_target_per_instruction(backend, ctx, proposals)
     assert backend.map_views == (2,)
     with pytest.raises(ValueError, match="target_fusion"):
         GradientPlanner(backend, table)
+    auto = PlannerConfig(refine_iters=0, score=ScoreConfig(target_fusion="auto"))
+    assert GradientPlanner(backend, auto)._fusion == "off"  # 'auto' on a wrist-only bundle: no fusion, no error
     models = random_planner_models("tiny", seed=0)
     models.map_views = (0, 1)
-    planner = GradientPlanner(TorchBackend(models, flow_steps=1), table)
+    exterior = TorchBackend(models, flow_steps=1)
+    assert GradientPlanner(exterior, auto)._fusion == "table"
+    planner = GradientPlanner(exterior, table)
     if planner._geometry is None:
         pytest.fail("the test backend has no camera geometry: the fusion projects through it")
     res = planner.plan(ctx, proposals)

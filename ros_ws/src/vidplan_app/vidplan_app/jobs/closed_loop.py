@@ -147,7 +147,8 @@ def run_episode(env: Any, spec: EpisodeSpec, variant: str, cfg: ClosedLoopConfig
     steps so far), ``tcp`` (3,) [m], ``gripper_cmd`` (0 open .. 1 closed), ``gripper_width_m`` (measured finger
     distance), ``target`` (3,) the target object's
     position [m], ``chosen`` (label, or "hold"), and for planner variants ``best_score`` / ``scores`` (per
-    proposal label) — where an episode loses its time.
+    proposal label) and, with ``score.target_fusion: table``, ``target_estimate`` (the planner's target point [m]
+    and whether it is pushing) — where an episode loses its time.
     """
     t_wall = time.perf_counter()
     own_trace = trace is None and cfg.trace
@@ -222,7 +223,8 @@ def run_episode(env: Any, spec: EpisodeSpec, variant: str, cfg: ClosedLoopConfig
                 plan_s.append(time.perf_counter() - t0)
         if trace is not None:
             trace.append(_trace_row(env, cycle, clock["k"], result if session is not None else None,
-                                    props if session is not None else None))
+                                    props if session is not None else None,
+                                    session.planner.target_estimate if session is not None else None))
         grip, problem = executor.start(chunk, open_loop)
         if problem:
             problems.append(problem)
@@ -259,7 +261,8 @@ def run_episode(env: Any, spec: EpisodeSpec, variant: str, cfg: ClosedLoopConfig
     return rec
 
 
-def _trace_row(env: Any, cycle: int, step: int, result: Any, props: Any) -> dict[str, Any]:
+def _trace_row(env: Any, cycle: int, step: int, result: Any, props: Any,
+               estimate: dict[str, Any] | None = None) -> dict[str, Any]:
     """One cycle of :func:`run_episode`'s trace (see there)."""
     row: dict[str, Any] = {"cycle": cycle, "step": step,
                            "tcp": [round(float(v), 4) for v in env.ee_pose()[:3, 3]],
@@ -271,6 +274,8 @@ def _trace_row(env: Any, cycle: int, step: int, result: Any, props: Any) -> dict
         if props is not None and len(result.scores) == len(props):
             row["scores"] = {lab: round(float(v), 5) for lab, v in zip(props.labels, result.scores, strict=True)}
             row["best_score"] = round(float(np.max(result.scores)), 5)
+    if estimate is not None:
+        row["target_estimate"] = estimate
     return row
 
 

@@ -39,7 +39,8 @@ NEEDS_MODELS = ("oracle+learned", "oracle+learned-pixels", "learned+privileged",
 BC_VARIANTS = ("bc", "bc+vidplan")
 _PRIVILEGED_SCORE = {"session.gradopt.refine_iters": 0, "session.gradopt.score.kappa": 0.0,
                      "session.gradopt.score.lam": 0.0, "session.gradopt.score.suppress_semantic": False,
-                     "session.gradopt.score.direction_weight": 0.0}  # the privileged reward has its own push term
+                     "session.gradopt.score.direction_weight": 0.0,  # the privileged reward has its own push term
+                     "session.gradopt.score.target_fusion": "off"}  # ... and knows where the target is
 #: Each variant as overrides of the planner configuration (dotted keys of PlanningConfig).
 VARIANT_OVERRIDES: dict[str, dict[str, Any]] = {
     "vidplan": {},

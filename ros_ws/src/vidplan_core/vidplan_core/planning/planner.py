@@ -150,6 +150,8 @@ class _BasePlanner:
         # instruction; this cycle's target, used by every scoring of the cycle
         self._memory: tuple[str, TargetMemory] | None = None
         self._target: torch.Tensor | None = None
+        # score.target_fusion resolved for this backend ('auto': 'table' where an exterior map view has geometry)
+        self._fusion = "off" if self.config.score.target_fusion == "auto" else self.config.score.target_fusion
         centring = self.config.score.centring
         if centring in ("gripper", "auto"):
             from vidplan_core.models.action_maps import ActionMapRenderer
@@ -161,8 +163,10 @@ class _BasePlanner:
             if centring == "gripper" and self.config.score.lam > 0 and self._geometry is None:
                 raise ValueError("score.centring 'gripper' needs a backend with semantic-map views and camera "
                                  f"geometry; {type(backend).__name__} has none")
-            if (self.config.score.target_fusion == "table" and self._geometry is not None
-                    and all(self._geometry.on_hand[v] for v in self._map_views)):
+            exterior = self._geometry is not None and not all(self._geometry.on_hand[v] for v in self._map_views)
+            if self.config.score.target_fusion == "auto":
+                self._fusion = "table" if exterior else "off"
+            if self.config.score.target_fusion == "table" and self._geometry is not None and not exterior:
                 raise ValueError("score.target_fusion 'table' needs an exterior (fixed) camera among the semantic "
                                  f"map views; {type(backend).__name__} maps only hand-camera views "
                                  f"{list(self._map_views)} (set it to 'off')")
@@ -265,17 +269,26 @@ class _BasePlanner:
         'table' or score.target_gate > 0, and camera geometry), else None (each scoring takes its own most confident
         centroid)."""
         sc = self.config.score
-        if (sc.target_fusion == "off" and sc.target_gate <= 0) or self._geometry is None or self._map_views is None:
+        if (self._fusion == "off" and sc.target_gate <= 0) or self._geometry is None or self._map_views is None:
             return None
         mem = self._memory
         if mem is None or mem[0] != instruction:  # a new task: forget the old target
             mem = self._memory = (instruction, TargetMemory())
-        if sc.target_fusion == "table":
+        if self._fusion == "table":
             region = ((self.config.position_min[0], self.config.position_max[0]),
                       (self.config.position_min[1], self.config.position_max[1]))
             direction = instruction_direction(instruction) if sc.push_standoff_m > 0 else None
             return locate_on_table(out, sc, self._map_views, self._geometry, region, mem[1], tcp, direction)
         return locate_target(out, sc, self._map_views, mem[1])
+
+    @property
+    def target_estimate(self) -> dict[str, Any] | None:
+        """Where the 'table' fusion put the target this cycle: ``{"point": [x, y, z] m, "pushing": bool}``, or None
+        (fusion off, or no cycle yet). For traces and debugging."""
+        mem = self._memory[1] if self._memory is not None else None
+        if mem is None or mem.point is None:
+            return None
+        return {"point": [round(float(v), 4) for v in mem.point], "pushing": bool(mem.pushing)}
 
     def reset_target(self) -> None:
         """Forget where the target was (a new episode with the same instruction, a scene that was rearranged)."""

@@ -67,13 +67,16 @@ class ScoreConfig(BaseModel):
         "removes progress). Lower values let a target the hand partly hides be followed, and a map that drifts "
         "with the arm: on a traced oracle push, 0.3 scored a push the wrong way highest "
         "(bench/results/closed_loop_oracle_learned_push_contact.md)")
-    target_fusion: Literal["off", "table"] = Field("off", description="where the centring and push-progress terms "
-        "put the target where a map does not see it: 'off' = per view, the centroid of that view's most confident "
-        "predicted frame (views may settle on different objects: the centring term, averaged over the views, then "
-        "pulls the gripper to empty table between them); 'table' = one point on the table plane for all exterior "
-        "views — the cell of a grid over the workspace whose projections score highest summed over the views' "
-        "semantic maps (logits, averaged over this cycle's candidates and frames), projected back into each view "
-        "(:func:`locate_on_table`); hand-camera views keep their own. Needs camera geometry")
+    target_fusion: Literal["off", "table", "auto"] = Field("off", description=(
+        "where the centring and push-progress terms put the target where a map does not see it: 'off' = per view, "
+        "the centroid of that view's most confident predicted frame (views may settle on different objects: the "
+        "centring term, averaged over the views, then pulls the gripper to empty table between them); 'table' = one"
+        " point on the table plane for all exterior views — the cell of a grid over the workspace whose projections"
+        " score highest summed over the views' semantic maps (logits, in the best imagined frame: table_pool), "
+        "projected back into each view (:func:`locate_on_table`); hand-camera views keep their own. Needs camera "
+        "geometry and an exterior map view; 'auto' = 'table' where the backend has both (as models/demo does), else"
+        " 'off'"
+    ))
     table_height_m: float = Field(0.02, description="height of the plane the 'table' fusion searches [m, base frame]: "
         "the centre of a tabletop object of 4 cm")
     table_cell_m: float = Field(0.01, gt=0, description="grid spacing of the 'table' fusion [m]")
@@ -101,8 +104,9 @@ class ScoreConfig(BaseModel):
 
     @model_validator(mode="after")
     def _one_memory(self) -> ScoreConfig:
-        if self.target_fusion == "table" and self.target_gate > 0:
-            raise ValueError("score.target_fusion 'table' keeps its own memory across cycles (table_track_m); "
+        if self.target_fusion != "off" and self.target_gate > 0:
+            raise ValueError(f"score.target_fusion {self.target_fusion!r} keeps its own memory across cycles "
+                             "(table_track_m); "
                              "set score.target_gate to 0")
         return self
 
@@ -235,16 +239,17 @@ def locate_on_table(out: RolloutOutput, cfg: ScoreConfig, map_views: int | tuple
     """The target as one point on the table, seen by every exterior map view (``ScoreConfig.target_fusion`` =
     'table'): (V, 2) its projection into each map view, normalised image coordinates.
 
-    Each exterior view's semantic map (logits before UQ suppression) is averaged over this rollout's candidates and
-    frames; every cell of a ``cfg.table_cell_m`` grid over ``region`` ((x_min, x_max), (y_min, y_max) [m]) at
-    height ``cfg.table_height_m`` is projected into each view and scored by the sum of the maps there (bilinear; a
-    cell outside a view is not a candidate). The best cell wins — within ``cfg.table_track_m`` of
-    ``memory.point`` when a memory holds one, and only along the motion of ``tcp`` (3,) [m], the current TCP, since
-    the last call while that is within ``cfg.table_hold_m`` of it. An object only one view confuses with the target loses to the one both
-    views agree on. Hand-camera views get their most confident centroid (their projection moves with the hand).
-    With ``direction`` (3,), the motion the instruction asks for, and ``cfg.push_standoff_m`` > 0, the projected
-    point is the push reference instead (see ``push_standoff_m``; needs ``memory`` and ``tcp``). ``memory`` is
-    updated in place."""
+    Every cell of a ``cfg.table_cell_m`` grid over ``region`` ((x_min, x_max), (y_min, y_max) [m]) at height
+    ``cfg.table_height_m`` is projected into each exterior view and scored by the sum over the views of the
+    semantic maps' logits (before UQ suppression, bilinear) there — in the best of this rollout's imagined frames
+    (``cfg.table_pool`` 'max') or in the maps averaged over them ('mean'); a cell outside a view is no candidate.
+    An object only one view confuses with the target thus loses to the one both views agree on. The best cell
+    wins — within ``cfg.table_track_m`` of ``memory.point`` when a memory holds one, and only along the motion of
+    ``tcp`` (3,) [m], the current TCP, since the last call while the TCP is within ``cfg.table_hold_m`` of it.
+    Hand-camera views get their most confident centroid (their projection moves with the hand). With
+    ``direction`` (3,), the motion the instruction asks for, and ``cfg.push_standoff_m`` > 0, the projected point
+    is the push reference instead (see ``push_standoff_m``; needs ``memory`` and ``tcp``). ``memory`` is updated
+    in place."""
     views = (map_views,) if isinstance(map_views, int) else tuple(map_views)
     raws, sems = _view_maps(out, cfg, views)
     cents = torch.stack([soft_centroid(m, cfg.centroid_temperature) for m in sems], dim=2)
