@@ -106,8 +106,7 @@ class ScoreConfig(BaseModel):
     def _one_memory(self) -> ScoreConfig:
         if self.target_fusion != "off" and self.target_gate > 0:
             raise ValueError(f"score.target_fusion {self.target_fusion!r} keeps its own memory across cycles "
-                             "(table_track_m); "
-                             "set score.target_gate to 0")
+                             "(table_track_m); set score.target_gate to 0 or target_fusion to 'off'")
         return self
 
 
