@@ -36,14 +36,12 @@ import numpy as np
 OUT = Path(__file__).resolve().parent / "results"
 
 
-def wilson(k: int, n: int, z: float = 1.96) -> tuple[float, float]:
-    if n == 0:
-        return (0.0, 1.0)
-    p = k / n
-    d = 1 + z * z / n
-    c = (p + z * z / (2 * n)) / d
-    h = z * np.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / d
-    return (round(float(max(0.0, c - h)), 3), round(float(min(1.0, c + h)), 3))
+def wilson(k: int, n: int) -> tuple[float, float]:
+    """The project's Wilson 95 % interval, rounded for the tables ((0, 1) for n = 0)."""
+    from vidplan_core.eval.metrics import wilson_interval
+
+    lo, hi = wilson_interval(k, n) or (0.0, 1.0)
+    return (round(lo, 3), round(hi, 3))
 
 
 def main() -> None:
