@@ -757,3 +757,39 @@ def test_fine_proposals_repeat_the_basis_directions_at_the_slower_speed(backend)
         assert np.linalg.norm(slow) == pytest.approx(0.03 * backend.horizon / MODEL_RATE_HZ, rel=0.05)
     with pytest.raises(ValueError, match="fine_speed_mps"):
         ProposalConfig(fine_speed_mps=-0.1)
+
+
+def test_approach_candidate_heads_for_the_planners_target_reference(backend, ctx):
+    """``approach`` (contact instructions, table fusion): after a cycle, the session adds one candidate that moves the
+    TCP straight at the last cycle's reference — first to approach_clearance_m above it, down once within
+    approach_reach_m — with the gripper closed; none before the first cycle, for another instruction, or off."""
+    from vidplan_core.kinematics import PandaKinematics
+    from vidplan_core.planning.scoring import ScoreConfig
+    from vidplan_core.planning.session import PlanningSession, ProposalConfig, SessionConfig
+
+    models = random_planner_models("tiny", seed=0)
+    models.map_views = (0, 1)
+    exterior = TorchBackend(models, flow_steps=1)
+    kin = PandaKinematics()
+    q0 = kin.ik(_transform(POSE), np.array([0, -0.6, 0, -2.3, 0, 1.7, 0.8])).q
+    pose0 = np.r_[kin.fk_action(q0, euler_center=POSE[3:6]), 0.0]
+    cfg = SessionConfig(gradopt=PlannerConfig(refine_iters=0, score=ScoreConfig(target_fusion="table")),
+                        proposals=ProposalConfig(contact_closed=True, approach=True))
+    session = PlanningSession(exterior, kin, cfg)
+    touch = "touch the red cube"
+    assert "approach" not in session.proposals(q0, pose0, touch).labels  # no estimate yet
+    touch_ctx = PlanningContext(ctx.history_frames, ctx.history_actions, touch, seed=3)
+    session.planner.plan(touch_ctx, session.proposals(q0, pose0, touch))
+    ref, pushing = session.planner.target_reference(touch)
+    assert not pushing and ref.shape == (3,) and session.planner.target_estimate["reference"] == pytest.approx(ref)
+    props = session.proposals(q0, pose0, touch)
+    a = props.actions[props.labels.index("approach")]
+    assert np.allclose(a[:, 6], 1.0)  # closed, as every candidate of a contact instruction
+    goal = ref + np.array([0.0, 0.0, cfg.proposals.approach_clearance_m])  # the TCP is > 3 cm away horizontally
+    assert np.linalg.norm(pose0[:2] - ref[:2]) > cfg.proposals.approach_reach_m
+    step = np.linalg.norm(np.diff(np.vstack([pose0[:3], a[:, :3]]), axis=0), axis=1)
+    d = np.linalg.norm(a[:, :3] - goal, axis=1)
+    assert (np.diff(d) <= 1e-6).all() and d[-1] < np.linalg.norm(pose0[:3] - goal)  # straight at it
+    assert step.max() <= cfg.proposals.basis_speed_mps / 5 + 2e-3  # at most basis speed (5 Hz model steps)
+    assert "approach" not in session.proposals(q0, pose0, "touch the blue ball").labels  # another instruction
+    assert "approach" not in session.proposals(q0, pose0, "put the red cube in the bowl").labels

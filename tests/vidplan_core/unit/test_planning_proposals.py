@@ -148,6 +148,63 @@ def test_gripper_toggle_follows_the_nominal_motion_when_there_is_one():
         gripper_proposals(pose, 5, motion=rec)
 
 
+def test_contact_instructions_are_planned_with_the_gripper_closed():
+    """contact_closed (shipped on): a touch/push instruction gives basis and hold candidates with the gripper closed
+    from the first cycle and no toggle (an open gripper straddled the cube without touching it); a put instruction,
+    or the option off, keeps the gripper as it is and the toggle."""
+    from vidplan_core.planning.config import load_planning_config
+    from vidplan_core.planning.goal import contact_instruction
+    from vidplan_core.planning.session import PlanningSession
+
+    assert contact_instruction("touch the red cube") and contact_instruction("Please push the ball to the left")
+    assert contact_instruction("  Tap the bowl") and not contact_instruction("put the red cube in the bowl")
+    assert not contact_instruction("pick up the cube you can touch") and not contact_instruction("touchscreen off")
+    kin = PandaKinematics()
+    pose = np.append(kin.fk_action(HOME_Q), 0.0)  # gripper open
+    cfg = load_planning_config().session.model_copy(deep=True)
+    assert cfg.proposals.contact_closed  # planner.yaml ships it
+    session = PlanningSession.__new__(PlanningSession)
+    session.kin, session.config, session.horizon = kin, cfg, 5
+    for instruction in ("touch the red cube", "push the green ball to the right"):
+        props = PlanningSession.proposals(session, HOME_Q, pose, instruction)
+        assert "toggle_gripper" not in props.labels and "hold" in props.labels and "+x" in props.labels
+        assert np.allclose(props.actions[..., 6], 1.0), instruction
+        held = props.actions[props.labels.index("hold")]
+        assert np.allclose(held[:, :6], pose[:6])
+    put = PlanningSession.proposals(session, HOME_Q, pose, "put the red cube in the bowl")
+    assert "toggle_gripper" in put.labels and np.allclose(put.actions[put.labels.index("+x")][:, 6], 0.0)
+    cfg.proposals.contact_closed = False
+    off = PlanningSession.proposals(session, HOME_Q, pose, "touch the red cube")
+    assert "toggle_gripper" in off.labels and np.allclose(off.actions[off.labels.index("hold")][:, 6], 0.0)
+
+
+def test_approach_proposal_lands_on_its_goal_and_stays(kin):
+    """A goal within reach of the chunk is reached at the basis speed and held; a farther one is headed for in a
+    straight line; a goal outside the executor's box is clipped into it; the clearance rule goes over, then down."""
+    from vidplan_core.planning.proposals import approach_goal, approach_proposals
+
+    pose = kin.fk_action(HOME_Q)
+    lo, hi = np.array([0.2, -0.45, 0.02]), np.array([0.8, 0.45, 0.7])
+    near = pose[:3] + np.array([0.04, 0.02, -0.08])  # 9 cm: reached within the 1 s chunk at 0.15 m/s
+    a = approach_proposals(kin, HOME_Q, 5, near, 0.15, 1.0, pose[3:6], workspace_min=lo, workspace_max=hi)
+    assert a.labels == ["approach"] and a.actions.shape == (1, 5, 7) and np.allclose(a.actions[0, :, 6], 1.0)
+    np.testing.assert_allclose(a.actions[0, -2:, :3], np.tile(near, (2, 1)), atol=2e-3)
+    far = pose[:3] + np.array([0.0, 0.30, -0.30])
+    b = approach_proposals(kin, HOME_Q, 5, far, 0.15, 0.0, pose[3:6], workspace_min=lo, workspace_max=hi)
+    moved = b.actions[0, -1, :3] - pose[:3]
+    assert np.linalg.norm(moved) == pytest.approx(0.15, abs=0.01)  # 1 s at 0.15 m/s
+    assert np.dot(moved / np.linalg.norm(moved), (far - pose[:3]) / np.linalg.norm(far - pose[:3])) > 0.999
+    c = approach_proposals(kin, HOME_Q, 5, np.array([pose[0], 0.0, -0.5]), 0.5, 0.0, pose[3:6], workspace_min=lo,
+                           workspace_max=hi)
+    assert c.actions[0, :, 2].min() >= lo[2] - 1e-6
+    np.testing.assert_allclose(approach_goal([0.3, 0.0, 0.5], [0.4, 0.06, 0.02], 0.06, 0.03), [0.4, 0.06, 0.08])
+    np.testing.assert_allclose(approach_goal([0.39, 0.06, 0.1], [0.4, 0.06, 0.02], 0.06, 0.03), [0.4, 0.06, 0.02])
+    np.testing.assert_allclose(approach_goal([0.3, 0.0, 0.5], [0.4, 0.06, 0.02], 0.06, 0.03, direct=True),
+                               [0.4, 0.06, 0.02])
+    with pytest.raises(ValueError, match="goal"):
+        approach_proposals(kin, HOME_Q, 5, np.array([np.nan, 0, 0]), 0.15, 0.0, pose[3:6])
+
+
 def test_planner_config_unknown_key_is_named():
     import pytest as _pytest
 

@@ -1,5 +1,7 @@
-"""The direction an instruction asks an object to move in, for the scorer's push-progress term
-(:class:`~vidplan_core.planning.scoring.ScoreConfig` ``direction_weight``).
+"""What an instruction asks of the planner, read from its words: the direction an object should move in (the
+scorer's push-progress term, :class:`~vidplan_core.planning.scoring.ScoreConfig` ``direction_weight``) and whether
+the task is one of contact without a grasp (touch, push: the proposals' closed gripper,
+:class:`~vidplan_core.planning.session.ProposalConfig` ``contact_closed``).
 
 Directions are unit vectors in the robot base frame (``panda_link0``: +x away from the robot, +y the robot's left,
 +z up), the frame the simulated tasks and DROID's end-effector actions use. "Left"/"right" are the *robot's*: an
@@ -12,7 +14,7 @@ import re
 
 import numpy as np
 
-__all__ = ["DIRECTION_PHRASES", "instruction_direction"]
+__all__ = ["CONTACT_VERBS", "DIRECTION_PHRASES", "contact_instruction", "instruction_direction"]
 
 #: phrase (matched as whole words, case-insensitive, at the end of a clause) → base-frame unit vector
 DIRECTION_PHRASES: dict[str, tuple[float, float, float]] = {
@@ -24,6 +26,11 @@ DIRECTION_PHRASES: dict[str, tuple[float, float, float]] = {
     "toward the robot": (-1.0, 0.0, 0.0),
     "back": (-1.0, 0.0, 0.0),
 }
+
+#: verbs that ask for contact without a grasp; the instruction must start with one (after an optional "please")
+CONTACT_VERBS: tuple[str, ...] = ("touch", "tap", "poke", "push", "nudge")
+
+_VERB = re.compile(r"^\s*(?:please\s*,?\s+)?(" + "|".join(CONTACT_VERBS) + r")\b", re.IGNORECASE)
 
 _PATTERN = re.compile(r"\b(" + "|".join(sorted(map(re.escape, DIRECTION_PHRASES), key=len, reverse=True))
                       + r")\s*[.!]?\s*$", re.IGNORECASE)
@@ -38,3 +45,9 @@ def instruction_direction(instruction: str) -> np.ndarray | None:
     if m is None:
         return None
     return np.asarray(DIRECTION_PHRASES[m.group(1).lower()], np.float64)
+
+
+def contact_instruction(instruction: str) -> bool:
+    """Whether ``instruction`` asks for contact without a grasp: it starts with one of :data:`CONTACT_VERBS`
+    ("touch the red cube", "Please push the ball to the left"). Pick/put and free-form instructions are not."""
+    return _VERB.match(instruction) is not None

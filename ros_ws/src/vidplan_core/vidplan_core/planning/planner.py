@@ -283,12 +283,24 @@ class _BasePlanner:
 
     @property
     def target_estimate(self) -> dict[str, Any] | None:
-        """Where the 'table' fusion put the target this cycle: ``{"point": [x, y, z] m, "pushing": bool}``, or None
-        (fusion off, or no cycle yet). For traces and debugging."""
+        """Where the 'table' fusion put the target this cycle: ``{"point": [x, y, z] m, "pushing": bool,
+        "reference": [x, y, z] m}`` (reference: where the centring pulls the TCP), or None (fusion off, or no cycle
+        yet). For traces and debugging."""
         mem = self._memory[1] if self._memory is not None else None
         if mem is None or mem.point is None:
             return None
-        return {"point": [round(float(v), 4) for v in mem.point], "pushing": bool(mem.pushing)}
+        est = {"point": [round(float(v), 4) for v in mem.point], "pushing": bool(mem.pushing)}
+        if mem.reference is not None:
+            est["reference"] = [round(float(v), 4) for v in mem.reference]
+        return est
+
+    def target_reference(self, instruction: str) -> tuple[np.ndarray, bool] | None:
+        """Where the last cycle's centring pulled the TCP for ``instruction`` ('table' fusion): ((3,) point [m],
+        whether a push is under way), or None (fusion off, no cycle yet, or another instruction)."""
+        if self._memory is None or self._memory[0] != instruction or self._memory[1].reference is None:
+            return None
+        mem = self._memory[1]
+        return mem.reference.copy(), bool(mem.pushing)
 
     def reset_target(self) -> None:
         """Forget where the target was (a new episode with the same instruction, a scene that was rearranged)."""

@@ -4,6 +4,8 @@
   (±x, ±y, ±z) at a given speed, orientation held: the twist is mapped to joint velocities with the damped
   pseudo-inverse of the pinocchio Jacobian, re-linearised at every control step, integrated under the joint
   velocity and position limits, and mapped back through FK to 7-D poses at the model rate.
+* :func:`approach_proposals` — the TCP straight to a point (the planner's estimate of where the target is), stopping
+  there.
 * :func:`perturbation_proposals` — smooth Gaussian perturbations around a nominal chunk (from a
   :class:`~vidplan_core.planning.nominal.NominalPolicy`).
 * :func:`compose_proposals` — concatenate sets (e.g. 6 basis + 10 nominal) keeping a label per candidate.
@@ -19,8 +21,9 @@ import numpy as np
 
 from vidplan_core.spaces import ACTION_DIM, CONTROL_RATE_HZ, MODEL_RATE_HZ, wrap_angle
 
-__all__ = ["BASIS_DIRECTIONS", "ProposalSet", "basis_velocity_proposals", "clip_to_workspace", "compose_proposals",
-           "damped_pinv", "gripper_proposals", "integrate_twist", "perturbation_proposals"]
+__all__ = ["BASIS_DIRECTIONS", "ProposalSet", "approach_goal", "approach_proposals", "basis_velocity_proposals",
+           "clip_to_workspace", "compose_proposals", "damped_pinv", "gripper_proposals", "integrate_twist",
+           "perturbation_proposals"]
 
 #: The 6 canonical directions (unit linear velocity in the base frame) and their labels.
 BASIS_DIRECTIONS: dict[str, np.ndarray] = {
@@ -101,14 +104,17 @@ def basis_velocity_proposals(kin, q0: np.ndarray, horizon: int, speed: float = 0
 def integrate_twist(kin, q_start: np.ndarray, linear_velocity: np.ndarray, horizon: int, stride: int, dt: float,
                     damping: float = 1e-3, velocity_scale: float = 1.0, workspace_min: np.ndarray | None = None,
                     workspace_max: np.ndarray | None = None, euler_center: np.ndarray | None = None,
-                    joint_margin: float = 0.0) -> np.ndarray:
+                    joint_margin: float = 0.0, stop_at: np.ndarray | None = None) -> np.ndarray:
     """Move the TCP with ``linear_velocity`` (3,) [m/s] (orientation held) from ``q_start`` for ``horizon·stride``
     control steps of ``dt`` [s]; returns the (horizon, 6) poses [m, rad] at every ``stride``-th step.
 
     Joint velocities come from the damped pseudo-inverse of the Jacobian at each step, scaled down (direction kept)
     to ``velocity_scale`` × the URDF limits; a velocity component that would take the TCP through a wall of the box
-    ``workspace_min..workspace_max`` is zeroed, so the motion slides along / stops at the wall.
+    ``workspace_min..workspace_max`` is zeroed, so the motion slides along / stops at the wall. With ``stop_at``
+    (3,) [m] the TCP heads for that point at the speed of ``linear_velocity`` (its direction is ignored), re-aimed
+    every step, and stays there once it arrives.
     """
+    speed = float(np.linalg.norm(linear_velocity))
     lo = None if workspace_min is None else np.asarray(workspace_min, float)
     hi = None if workspace_max is None else np.asarray(workspace_max, float)
     vmax = kin.velocity_limits * velocity_scale
@@ -117,6 +123,10 @@ def integrate_twist(kin, q_start: np.ndarray, linear_velocity: np.ndarray, horiz
     samples = []
     for k in range(horizon * stride):
         v = np.asarray(linear_velocity, float).copy()
+        if stop_at is not None:
+            d = np.asarray(stop_at, float) - kin.fk(q)[:3, 3]
+            dist = float(np.linalg.norm(d))
+            v = d / dt if dist <= speed * dt else d * (speed / dist)  # the last step lands on the point
         if lo is not None and hi is not None:
             p = kin.fk(q)[:3, 3]
             nxt = p + v * dt
@@ -132,6 +142,43 @@ def integrate_twist(kin, q_start: np.ndarray, linear_velocity: np.ndarray, horiz
         if (k + 1) % stride == 0:
             samples.append(q.copy())
     return kin.fk_action_batch(np.asarray(samples), euler_center)
+
+
+def approach_proposals(kin, q0: np.ndarray, horizon: int, goal: np.ndarray, speed: float, gripper: float,
+                       euler_center: np.ndarray, control_rate_hz: float = CONTROL_RATE_HZ,
+                       model_rate_hz: float = MODEL_RATE_HZ, damping: float = 1e-3, velocity_scale: float = 1.0,
+                       workspace_min: np.ndarray | None = None, workspace_max: np.ndarray | None = None,
+                       joint_margin: float = 0.0, label: str = "approach") -> ProposalSet:
+    """One chunk moving the TCP in a straight line at ``speed`` [m/s] to ``goal`` (3,) [m, base frame] and stopping
+    there (orientation held, gripper ``gripper`` throughout); the same integration and limits as
+    :func:`basis_velocity_proposals`. Returns a :class:`ProposalSet` of one (1, H, 7) chunk labelled ``label``."""
+    g = np.asarray(goal, np.float64).reshape(3)
+    if not np.isfinite(g).all():
+        raise ValueError(f"approach goal must be a finite (3,) point [m], got {goal}")
+    if speed <= 0 or not np.isfinite(speed):
+        raise ValueError(f"speed must be a finite value > 0 m/s, got {speed}")
+    stride = round(control_rate_hz / model_rate_hz)
+    q_start = kin.clip(np.asarray(q0, np.float64).reshape(7))
+    if workspace_min is not None and workspace_max is not None:  # a goal outside the box: its nearest point
+        g = np.clip(g, workspace_min, workspace_max)
+    ee = integrate_twist(kin, q_start, np.array([speed, 0.0, 0.0]), horizon, stride, 1.0 / control_rate_hz,
+                         damping, velocity_scale, workspace_min, workspace_max, euler_center, joint_margin,
+                         stop_at=g)
+    chunk = np.concatenate([ee, np.full((horizon, 1), float(gripper))], axis=1)[None]
+    # the arrival step aims at the point exactly; its linearisation error must not leave the box
+    return ProposalSet(clip_to_workspace(chunk, workspace_min, workspace_max), [label])
+
+
+def approach_goal(tcp: np.ndarray, reference: np.ndarray, clearance_m: float, reach_m: float,
+                  direct: bool = False) -> np.ndarray:
+    """Where an approach candidate heads (3,) [m]: ``clearance_m`` above ``reference`` while the TCP is farther
+    than ``reach_m`` from it horizontally, else the reference itself: over the point first, then down, as the
+    demonstrations approach, so the straight line does not sweep through the object on its way. ``direct``: the
+    reference itself at once (a push under way moves through the object, low)."""
+    ref = np.asarray(reference, np.float64).reshape(3)
+    if not direct and np.linalg.norm(np.asarray(tcp, np.float64)[:2] - ref[:2]) > reach_m:
+        return ref + np.array([0.0, 0.0, clearance_m])
+    return ref
 
 
 def perturbation_proposals(nominal: np.ndarray, n: int, sigma: np.ndarray | float = (0.02, 0.02, 0.02, 0.05, 0.05,

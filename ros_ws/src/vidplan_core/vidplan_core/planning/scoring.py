@@ -182,13 +182,15 @@ class TargetMemory:
     """Where each map view last put the target (object permanence across plan cycles, ``ScoreConfig.
     target_gate``). ``position``: (V, 2) normalised image coordinates, None before the first cycle; ``misses``:
     (V,) cycles in a row without a centroid within the gate; ``point``: the 'table' fusion's last target (3,) [m]
-    (``ScoreConfig.target_fusion``) and ``tcp`` the TCP then (3,) [m]. A planner keeps one per instruction."""
+    (``ScoreConfig.target_fusion``), ``tcp`` the TCP then (3,) [m] and ``reference`` where the centring term pulls the
+    TCP (3,) [m]: the point, or the push reference. A planner keeps one per instruction."""
 
     position: torch.Tensor | None = None
     misses: np.ndarray | None = None
     point: np.ndarray | None = None  # (3,) the 'table' fusion's target [m, base frame]
     tcp: np.ndarray | None = None  # (3,) the TCP when that point was found [m]
     pushing: bool = False  # push_standoff_m: the hand reached the standoff point and now moves through the object
+    reference: np.ndarray | None = None  # (3,) where the centring pulls the TCP: the point, or the push reference [m]
 
 
 def _most_confident(cents: torch.Tensor, conf: torch.Tensor) -> torch.Tensor:
@@ -297,6 +299,8 @@ def locate_on_table(out: RolloutOutput, cfg: ScoreConfig, map_views: int | tuple
     if memory is not None:
         memory.point = pts[best].copy()
     ref = _push_reference(pts[best], cfg, memory, tcp, direction)
+    if memory is not None:
+        memory.reference = (pts[best] if ref is None else ref).copy()
     if ref is not None:
         a = np.zeros((1, 1, 7))
         a[0, 0, :3], a[0, 0, 3] = ref, np.pi

@@ -19,11 +19,14 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 
 from vidplan_core.execution import Rejection, plan_execution
 from vidplan_core.kinematics import action_to_transform
+from vidplan_core.planning.goal import contact_instruction
 from vidplan_core.planning.nominal import HoldPolicy, NominalObservation, NominalPolicy
 from vidplan_core.planning.planner import CEMConfig, CEMPlanner, GradientPlanner, PlannerConfig, PlanResult
 from vidplan_core.planning.proposals import (
     BASIS_DIRECTIONS,
     ProposalSet,
+    approach_goal,
+    approach_proposals,
     basis_velocity_proposals,
     clip_to_workspace,
     compose_proposals,
@@ -53,6 +56,20 @@ class ProposalConfig(BaseModel):
     include_hold: bool = Field(True, description="add the 'stay put' candidate (current pose repeated)")
     gripper_toggle: bool = Field(True, description="add a gripper toggle (needed to grasp): the pose held, "
                                 "or the nominal chunk's motion when num_nominal > 0")
+    contact_closed: bool = Field(False, description="an instruction that asks for contact without a grasp (touch, "
+                                 "push: vidplan_core.planning.goal.contact_instruction) is planned with the gripper "
+                                 "closed: the basis and hold candidates carry it closed and the toggle candidate is "
+                                 "left out. An open gripper straddles a small object without touching it, and the "
+                                 "demonstrations the bundled models learned from touch and push with it closed")
+    approach: bool = Field(False, description="for a contact instruction (touch, push), one more candidate: the "
+                           "TCP straight at where the last cycle's centring pulled it (the 'table' fusion's target "
+                           "point, or the push reference; GradientPlanner.target_reference) at basis_speed_mps, "
+                           "stopping there; approach_clearance_m above it until the TCP is within approach_reach_m "
+                           "horizontally. None before the first cycle or without table fusion")
+    approach_clearance_m: float = Field(0.06, ge=0, description="height above the reference an approach heads for "
+                                        "first [m] (the demonstrations' approach height)")
+    approach_reach_m: float = Field(0.03, gt=0, description="horizontal distance [m] from the reference within "
+                                    "which an approach goes down to it")
     velocity_margin: float = Field(0.9, gt=0, le=1.0, description="fraction of the executor's joint velocity "
                                    "allowance the basis proposals use")
     # Filled from the safety limits by PlanningConfig.bounded() (one source of limits; not set by hand).
@@ -159,8 +176,13 @@ class PlanningSession:
                   images: dict[str, np.ndarray] | None = None, seed: int = 0,
                   frames: np.ndarray | None = None) -> ProposalSet:
         """Candidate chunks (N, H, 7) for the current joint state ``q`` (7,) [rad] and EE pose (7,); ``frames``
-        (T, 3, 3, H, W): the prepared history, for a nominal policy that reads it."""
+        (T, 3, 3, H, W): the prepared history, for a nominal policy that reads it. With ``contact_closed`` and a
+        touch/push instruction the basis and hold candidates carry gripper 1 (closed) and there is no toggle."""
         pc = self.config.proposals
+        contact = pc.contact_closed and contact_instruction(instruction)
+        if contact:  # closed from the first chunk on; the executor closes it while the arm moves
+            current_pose = np.asarray(current_pose, np.float64).copy()
+            current_pose[6] = 1.0
         gripper = float(current_pose[6])
         sets = []
         # basis_directions empty: the nominal's perturbations only (the eval's scripted+vidplan)
@@ -176,13 +198,21 @@ class PlanningSession:
             sets.append(ProposalSet(basis.actions, [prefix + lab for lab in basis.labels]))
         if pc.include_hold:
             sets.append(ProposalSet(np.tile(current_pose, (1, self.horizon, 1)), ["hold"]))
+        ref = self.planner.target_reference(instruction) if pc.approach and contact_instruction(instruction) else None
+        if ref is not None:
+            goal = approach_goal(current_pose[:3], ref[0], pc.approach_clearance_m, pc.approach_reach_m, ref[1])
+            sets.append(approach_proposals(self.kin, q, self.horizon, goal, pc.basis_speed_mps, gripper,
+                                           np.asarray(current_pose[3:6]),
+                                           velocity_scale=pc.joint_velocity_scale * pc.velocity_margin,
+                                           workspace_min=pc.workspace_min, workspace_max=pc.workspace_max,
+                                           joint_margin=pc.joint_margin_rad))
         nominal = None
         if pc.num_nominal:
             obs = NominalObservation(ee_pose=np.asarray(current_pose), joint_positions=np.asarray(q),
                                      images=images or {}, instruction=instruction, frames=frames)
             # one source of limits: the executor's box bounds these candidates as it bounds the basis directions
             nominal = clip_to_workspace(self.nominal.infer(obs), pc.workspace_min, pc.workspace_max)
-        if pc.gripper_toggle:  # with a nominal policy the toggle moves like it (see gripper_proposals)
+        if pc.gripper_toggle and not contact:  # with a nominal policy the toggle moves like it (see gripper_proposals)
             sets.append(gripper_proposals(current_pose, self.horizon, motion=nominal))
         if nominal is not None:
             props = perturbation_proposals(nominal, pc.num_nominal, np.asarray(pc.nominal_sigma), rng=seed)
