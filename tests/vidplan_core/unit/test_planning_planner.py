@@ -567,6 +567,19 @@ def test_table_fusion_puts_the_target_where_both_views_agree():
     ref = locate_on_table(obj, push, (0, 1), geo, region, pm, np.array([0.30, -0.2, 0.03]), left)
     assert not pm.pushing  # the hand is 35 cm from the object: round again
     assert torch.allclose(ref.to(want.dtype), torch.as_tensor(uv_of((0.55, 0.05, 0.02))), atol=0.02)
+    np.testing.assert_allclose(pm.reference, (0.55, 0.05, 0.02), atol=0.011)  # what an approach candidate reads
+    # push_clearance_m: going round, the reference is that far above the standoff point until the hand is over it
+    over = push.model_copy(update={"push_clearance_m": 0.06})
+    cm = TargetMemory()
+    ref = locate_on_table(obj, over, (0, 1), geo, region, cm, np.array([0.55, 0.25, 0.03]), left)  # ahead of it
+    assert not cm.pushing and torch.allclose(ref.to(want.dtype), torch.as_tensor(uv_of((0.55, 0.05, 0.08))),
+                                             atol=0.02)
+    np.testing.assert_allclose(cm.reference, (0.55, 0.05, 0.08), atol=0.011)
+    ref = locate_on_table(obj, over, (0, 1), geo, region, cm, np.array([0.55, 0.06, 0.10]), left)  # over it, high
+    assert not cm.pushing and torch.allclose(ref.to(want.dtype), torch.as_tensor(uv_of((0.55, 0.05, 0.02))),
+                                             atol=0.02)
+    locate_on_table(obj, over, (0, 1), geo, region, cm, at_standoff, left)
+    assert cm.pushing  # down at the standoff point: the push begins as without the clearance
 
 
 def test_planner_keeps_the_table_target_per_instruction(backend, ctx, proposals):

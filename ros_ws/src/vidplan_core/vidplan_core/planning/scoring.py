@@ -101,6 +101,10 @@ class ScoreConfig(BaseModel):
         "the push to begin (push_standoff_m)")
     push_lead_m: float = Field(0.10, gt=0, description="while pushing, how far ahead of the target [m] the centring "
         "reference is (push_standoff_m); the push ends when the TCP leaves table_hold_m of the target")
+    push_clearance_m: float = Field(0.0, ge=0, description="going round to the standoff point (push_standoff_m), "
+        "the reference is this far above it [m] until the TCP is within push_reach_m of it horizontally, so the hand "
+        "goes over the object rather than through it: after a push overran the object, the way back to the near "
+        "side swept it 21 cm the wrong way (traced: ladder push, seed 1, clutter 1). 0 = at table height")
 
     @model_validator(mode="after")
     def _one_memory(self) -> ScoreConfig:
@@ -324,10 +328,12 @@ def _push_reference(point: np.ndarray, cfg: ScoreConfig, memory: TargetMemory | 
     tcp = np.asarray(tcp, np.float64)
     if memory.pushing and np.linalg.norm(tcp[:2] - point[:2]) > cfg.table_hold_m:
         memory.pushing = False  # the object got away from the hand: go round again
-    if (not memory.pushing and np.linalg.norm(tcp[:2] - behind[:2]) <= cfg.push_reach_m
-            and tcp[2] <= point[2] + cfg.push_reach_m):
+    near = np.linalg.norm(tcp[:2] - behind[:2]) <= cfg.push_reach_m
+    if not memory.pushing and near and tcp[2] <= point[2] + cfg.push_reach_m:
         memory.pushing = True
-    return point + cfg.push_lead_m * u if memory.pushing else behind
+    if memory.pushing:
+        return point + cfg.push_lead_m * u
+    return behind if near else behind + np.array([0.0, 0.0, cfg.push_clearance_m])
 
 
 def score_rollout(out: RolloutOutput, cfg: ScoreConfig, map_views: int | tuple[int, ...] | None = None,
