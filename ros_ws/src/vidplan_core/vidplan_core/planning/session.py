@@ -157,8 +157,9 @@ class PlanningSession:
 
     @property
     def num_candidates(self) -> int:
-        """Candidates scored per cycle: basis directions + hold + nominal perturbations (CEM samples its own
-        ``population`` per further iteration)."""
+        """Candidates scored per cycle: basis directions + hold + toggle + nominal perturbations (CEM samples its own
+        ``population`` per further iteration). A contact instruction under ``contact_closed`` has no toggle (one
+        fewer) and, with ``approach``, one approach candidate from its second cycle on."""
         pc = self.config.proposals
         return (len(pc.basis_directions) * (2 if pc.fine_speed_mps else 1) + int(pc.include_hold)
                 + int(pc.gripper_toggle) + pc.num_nominal)
