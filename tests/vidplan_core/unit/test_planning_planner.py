@@ -806,3 +806,25 @@ def test_approach_candidate_heads_for_the_planners_target_reference(backend, ctx
     assert step.max() <= cfg.proposals.basis_speed_mps / 5 + 2e-3  # at most basis speed (5 Hz model steps)
     assert "approach" not in session.proposals(q0, pose0, "touch the blue ball").labels  # another instruction
     assert "approach" not in session.proposals(q0, pose0, "put the red cube in the bowl").labels
+
+    # reference_speed: near the reference the basis chunks shrink to end no farther away than it is
+    slow = PlanningSession(exterior, kin, cfg.model_copy(update={"proposals": ProposalConfig(
+        contact_closed=True, reference_speed=True)}, deep=True))
+    slow.planner.plan(touch_ctx, slow.proposals(q0, pose0, touch))
+    ref = np.array([0.50, 0.0, 0.02])  # a reference in the middle of the table (the random model's may be at a wall)
+    slow.planner._memory[1].reference = ref.copy()
+    near_pose = np.r_[ref + np.array([0.0, 0.0, 0.06]), POSE[3:6], 1.0]
+    q_near = kin.ik(_transform(near_pose), q0, max_iters=500).q
+    near_pose[:6] = kin.fk_action(q_near, euler_center=POSE[3:6])
+    def travel(sess, q, pose, instruction, label="+y"):
+        props = sess.proposals(q, pose, instruction)
+        return np.linalg.norm(props.actions[props.labels.index(label), -1, :3] - pose[:3])
+
+    dist_far, dist_near = np.linalg.norm(pose0[:3] - ref), np.linalg.norm(near_pose[:3] - ref)
+    assert dist_far > 0.15 and dist_near < 0.1
+    assert travel(slow, q0, pose0, touch) == pytest.approx(travel(session, q0, pose0, touch), abs=1e-6)  # far: full
+    assert travel(slow, q_near, near_pose, touch) == pytest.approx(dist_near, abs=0.01)  # near: ends no farther
+    full = travel(session, q_near, near_pose, touch)
+    assert full > dist_near + 0.03
+    put = "put the red cube in the bowl"  # not a contact instruction: full speed
+    assert travel(slow, q_near, near_pose, put) == pytest.approx(full, abs=1e-6)

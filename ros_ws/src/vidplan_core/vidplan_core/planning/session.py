@@ -36,7 +36,7 @@ from vidplan_core.planning.proposals import (
 from vidplan_core.planning.rtc import blend_chunks, pose_after_latency, remaining_steps
 from vidplan_core.runtime.base import Backend, PlanningContext
 from vidplan_core.safety import SafetyLimits
-from vidplan_core.spaces import EEChunk
+from vidplan_core.spaces import MODEL_RATE_HZ, EEChunk
 
 __all__ = ["PlanningSession", "ProposalConfig", "SessionConfig"]
 
@@ -70,6 +70,14 @@ class ProposalConfig(BaseModel):
                                         "first [m] (the demonstrations' approach height)")
     approach_reach_m: float = Field(0.03, gt=0, description="horizontal distance [m] from the reference within "
                                     "which an approach goes down to it")
+    reference_speed: bool = Field(False, description="for a contact instruction, the basis speed shrinks near the "
+                                  "last cycle's target reference (GradientPlanner.target_reference): min("
+                                  "basis_speed_mps, max(reference_min_speed_mps, distance / chunk duration)), so a "
+                                  "chunk ends no farther away than the reference is; at full speed every 15 cm "
+                                  "chunk overshoots a point 7 cm off and holding wins (traced: ladder push, seed 2, "
+                                  "clutter 0)")
+    reference_min_speed_mps: float = Field(0.03, gt=0, description="the slowest basis speed reference_speed uses "
+                                           "[m/s]")
     velocity_margin: float = Field(0.9, gt=0, le=1.0, description="fraction of the executor's joint velocity "
                                    "allowance the basis proposals use")
     # Filled from the safety limits by PlanningConfig.bounded() (one source of limits; not set by hand).
@@ -186,8 +194,14 @@ class PlanningSession:
             current_pose[6] = 1.0
         gripper = float(current_pose[6])
         sets = []
+        ref = (self.planner.target_reference(instruction)
+               if (pc.approach or pc.reference_speed) and contact_instruction(instruction) else None)
+        basis_speed = pc.basis_speed_mps
+        if pc.reference_speed and ref is not None:  # a chunk lasts horizon / model rate seconds
+            dist = float(np.linalg.norm(ref[0] - np.asarray(current_pose[:3], np.float64)))
+            basis_speed = min(pc.basis_speed_mps, max(pc.reference_min_speed_mps, dist * MODEL_RATE_HZ / self.horizon))
         # basis_directions empty: the nominal's perturbations only (the eval's scripted+vidplan)
-        for speed, prefix in ((pc.basis_speed_mps, ""), (pc.fine_speed_mps, "fine")):
+        for speed, prefix in ((basis_speed, ""), (pc.fine_speed_mps, "fine")):
             if not (pc.basis_directions and speed):
                 continue
             basis = basis_velocity_proposals(self.kin, q, self.horizon, speed=speed, gripper=gripper,
@@ -199,8 +213,7 @@ class PlanningSession:
             sets.append(ProposalSet(basis.actions, [prefix + lab for lab in basis.labels]))
         if pc.include_hold:
             sets.append(ProposalSet(np.tile(current_pose, (1, self.horizon, 1)), ["hold"]))
-        ref = self.planner.target_reference(instruction) if pc.approach and contact_instruction(instruction) else None
-        if ref is not None:
+        if pc.approach and ref is not None:
             goal = approach_goal(current_pose[:3], ref[0], pc.approach_clearance_m, pc.approach_reach_m, ref[1])
             sets.append(approach_proposals(self.kin, q, self.horizon, goal, pc.basis_speed_mps, gripper,
                                            np.asarray(current_pose[3:6]),
