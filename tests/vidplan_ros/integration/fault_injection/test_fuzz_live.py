@@ -269,6 +269,9 @@ def test_fuzzed_messages_at_live_nodes_move_nothing_and_kill_nothing(rig, observ
     # nothing moved: no trajectory, no executed chunk, the arm where it was
     assert obs.trajectories(t0, t_end) == [], ([len(m.points) for _t, m in obs.trajectories(t0, t_end)],
                                               _executed(rig, fz))
+    # the executor's counters now: its next status after the settle time (0.2 s period; a loaded CI machine has
+    # delivered none for more than 0.5 s)
+    assert wait_for(lambda: obs.status(EXECUTOR, t_end - 0.5) is not None, 10), "no executor status after the fuzz"
     after = kv(obs.status(EXECUTOR, t_end - 0.5))
     assert after["chunks_executed"] == before["chunks_executed"], (before, after, _executed(rig, fz))
     n_rejected = int(after["chunks_rejected"]) - int(before["chunks_rejected"])
