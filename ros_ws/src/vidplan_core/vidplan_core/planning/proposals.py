@@ -123,12 +123,12 @@ def integrate_twist(kin, q_start: np.ndarray, linear_velocity: np.ndarray, horiz
     samples = []
     for k in range(horizon * stride):
         v = np.asarray(linear_velocity, float).copy()
+        p = kin.fk(q)[:3, 3] if stop_at is not None or (lo is not None and hi is not None) else None
         if stop_at is not None:
-            d = np.asarray(stop_at, float) - kin.fk(q)[:3, 3]
+            d = np.asarray(stop_at, float) - p
             dist = float(np.linalg.norm(d))
             v = d / dt if dist <= speed * dt else d * (speed / dist)  # the last step lands on the point
         if lo is not None and hi is not None:
-            p = kin.fk(q)[:3, 3]
             nxt = p + v * dt
             v[(nxt < lo) | (nxt > hi)] = 0.0  # stop at the wall rather than ask the executor for what it rejects
         qd = damped_pinv(kin.jacobian(q), damping) @ np.concatenate([v, np.zeros(3)])

@@ -19,6 +19,7 @@ from vidplan_core.objective import (
     soft_centroid,
     suppress_semantic_map,
 )
+from vidplan_core.planning.proposals import approach_goal
 from vidplan_core.runtime.base import RolloutOutput
 
 __all__ = ["ScoreConfig", "TargetMemory", "gripper_reference", "image_directions", "locate_on_table", "locate_target",
@@ -328,12 +329,13 @@ def _push_reference(point: np.ndarray, cfg: ScoreConfig, memory: TargetMemory | 
     tcp = np.asarray(tcp, np.float64)
     if memory.pushing and np.linalg.norm(tcp[:2] - point[:2]) > cfg.table_hold_m:
         memory.pushing = False  # the object got away from the hand: go round again
-    near = np.linalg.norm(tcp[:2] - behind[:2]) <= cfg.push_reach_m
-    if not memory.pushing and near and tcp[2] <= point[2] + cfg.push_reach_m:
+    if (not memory.pushing and np.linalg.norm(tcp[:2] - behind[:2]) <= cfg.push_reach_m
+            and tcp[2] <= point[2] + cfg.push_reach_m):
         memory.pushing = True
     if memory.pushing:
         return point + cfg.push_lead_m * u
-    return behind if near else behind + np.array([0.0, 0.0, cfg.push_clearance_m])
+    # going round: over the standoff point first, then down (the approach candidates' rule)
+    return approach_goal(tcp, behind, cfg.push_clearance_m, cfg.push_reach_m)
 
 
 def score_rollout(out: RolloutOutput, cfg: ScoreConfig, map_views: int | tuple[int, ...] | None = None,
