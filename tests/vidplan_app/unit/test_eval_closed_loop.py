@@ -59,6 +59,32 @@ def test_scripted_nominal_policy_indexes_the_plan_by_time():
         ScriptedNominalPolicy(np.zeros((3, 6)), 4, lambda: 0)
 
 
+def test_random_baseline_follows_the_products_gripper_rule():
+    """The random-direction baseline takes the product's gripper rule (contact_closed: closed, no toggle, one
+    candidate fewer), so that it differs from the product in its directions only; a put instruction, or the option
+    off, keeps the toggle draws the runs before had."""
+    from vidplan_app.jobs.closed_loop_policies import EvalSession
+    from vidplan_core.kinematics import HOME_Q, PandaKinematics
+    from vidplan_core.planning.config import load_planning_config
+
+    kin = PandaKinematics()
+    pose = np.append(kin.fk_action(HOME_Q), 0.0)  # gripper open
+    cfg = load_planning_config().session.model_copy(deep=True)
+    assert cfg.proposals.contact_closed
+    session = EvalSession.__new__(EvalSession)
+    session.kin, session.config, session.horizon, session.mode = kin, cfg, 5, "random"
+    full = session.num_candidates
+    touch = session.proposals(HOME_Q, pose, "touch the red cube", seed=3)
+    assert touch.actions.shape[0] == full - 1 and np.allclose(touch.actions[..., 6], 1.0)
+    put = session.proposals(HOME_Q, pose, "put the red cube in the bowl", seed=3)
+    assert put.actions.shape[0] == full and set(np.unique(put.actions[..., 6])) == {0.0, 1.0}
+    cfg.proposals.contact_closed = False
+    off = session.proposals(HOME_Q, pose, "touch the red cube", seed=3)
+    np.testing.assert_array_equal(off.actions, put.actions)  # same seed, same draws: the instruction is not read
+    moved = touch.actions[:, -1, :3] - pose[:3]
+    assert np.all(np.linalg.norm(moved, axis=1) > 0.05)  # random directions, each at the basis speed
+
+
 @pytest.mark.slow
 def test_eval_sim_scripted_succeeds_random_does_not(tiny_bundle, tmp_path):
     from vidplan_app.jobs.closed_loop import ClosedLoopError, run_closed_loop
@@ -107,6 +133,32 @@ def test_eval_sim_scripted_succeeds_random_does_not(tiny_bundle, tmp_path):
     assert res2["episodes"] == res["episodes"]
     with pytest.raises(ClosedLoopError, match="episode_steps"):
         run_closed_loop(_cfg(tiny_bundle, variants=["scripted"], overrides={"episode_steps": 30}), out)
+
+
+def test_blind_variant_picks_random_directions_without_the_model(tiny_bundle, tmp_path):
+    """blind: random's directions with the product's gripper rule, one picked per cycle from the cycle's seed; no
+    model runs (nothing is scored), and the same settings give the same episode."""
+    from types import SimpleNamespace
+
+    from vidplan_app.jobs.closed_loop import run_closed_loop
+    from vidplan_app.jobs.closed_loop_policies import BlindPlanner
+    from vidplan_core.planning.proposals import ProposalSet
+
+    props = ProposalSet(np.arange(4 * 5 * 7, dtype=float).reshape(4, 5, 7), ["a", "b", "c", "d"])
+    picks = {BlindPlanner().plan(SimpleNamespace(seed=s), props).chosen_label for s in range(40)}
+    assert picks == {"a", "b", "c", "d"}
+    res = BlindPlanner().plan(SimpleNamespace(seed=3), props)
+    np.testing.assert_array_equal(res.chunk.actions, props.actions[res.chosen_index])
+    assert res.scores.size == 0 and not res.hold
+
+    runs = [run_closed_loop(_cfg(tiny_bundle, variants=["blind"], overrides={"episode_steps": 30}), tmp_path / k)
+            for k in ("a", "b")]
+    (ep,), (ep2,) = (r["episodes"] for r in runs)
+    assert ep["variant"] == "blind" and ep["cycles"] >= 4 and sum(ep["chosen"].values()) == ep["cycles"]
+    assert all(lab.startswith("rand") for lab in ep["chosen"])
+    assert runs[0]["variant_overrides"]["blind"] == {"session.gradopt.refine_iters": 0}
+    drop = ("wall_time_s", "plan_s_mean")
+    assert {k: v for k, v in ep.items() if k not in drop} == {k: v for k, v in ep2.items() if k not in drop}
 
 
 def test_eval_sim_budget_decides_and_planner_variants_run(tiny_bundle, tmp_path):

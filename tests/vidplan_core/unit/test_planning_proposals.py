@@ -178,6 +178,55 @@ def test_contact_instructions_are_planned_with_the_gripper_closed():
     assert "toggle_gripper" in off.labels and np.allclose(off.actions[off.labels.index("hold")][:, 6], 0.0)
 
 
+def test_hold_shrink_halves_the_step_after_a_hold_and_restores_it_after_a_move(kin):
+    """hold_shrink: a chosen 'hold' makes the next cycle's basis chunks shorter (down to hold_min_speed_mps), a chosen
+    basis direction lengthens them again; another instruction, a fallback hold, a put instruction or a new episode
+    start at full speed."""
+    from types import SimpleNamespace
+
+    from vidplan_core.planning.config import load_planning_config
+    from vidplan_core.planning.session import PlanningSession
+
+    pose = np.append(kin.fk_action(HOME_Q), 0.0)
+    cfg = load_planning_config().session.model_copy(deep=True)
+    cfg.proposals.hold_shrink, cfg.proposals.hold_min_speed_mps = 0.5, 0.03
+    session = PlanningSession.__new__(PlanningSession)
+    session.kin, session.config, session.horizon, session._step_scale = kin, cfg, 5, ("", 1.0)
+    session.planner = SimpleNamespace(reset_target=lambda: None)
+    touch = "touch the red cube"
+
+    def reach(instruction: str) -> float:  # how far the +x chunk goes [m]
+        props = PlanningSession.proposals(session, HOME_Q, pose, instruction)
+        return float(props.actions[props.labels.index("+x"), -1, 0] - pose[0])
+
+    def chose(instruction: str, label: str, fallback: str = "") -> None:
+        props = PlanningSession.proposals(session, HOME_Q, pose, instruction)
+        session._update_step_scale(instruction, SimpleNamespace(chosen_index=props.labels.index(label),
+                                                                fallback=fallback), props)
+
+    full = reach(touch)
+    assert full == pytest.approx(0.15, abs=0.01)  # 1 s at 0.15 m/s
+    chose(touch, "hold")
+    assert session.step_scale(touch) == 0.5 and reach(touch) == pytest.approx(full / 2, rel=0.02)
+    chose(touch, "hold")
+    chose(touch, "hold")  # 0.125 × 0.15 m/s is below the 0.03 m/s floor
+    assert session.step_scale(touch) == pytest.approx(0.2) and reach(touch) == pytest.approx(0.03, abs=0.003)
+    chose(touch, "-z")
+    assert session.step_scale(touch) == pytest.approx(0.4)
+    chose(touch, "hold", fallback="hold")  # the executor's check, not the scores, held: no change
+    assert session.step_scale(touch) == pytest.approx(0.4)
+    assert reach("push the red cube to the left") == pytest.approx(full, rel=1e-6)  # another instruction
+    put = "put the red cube in the bowl"
+    chose(put, "hold")
+    assert session.step_scale(put) == 1.0  # contact instructions only
+    chose(touch, "hold")
+    session.reset_episode()
+    assert session.step_scale(touch) == 1.0 and reach(touch) == pytest.approx(full, rel=1e-6)
+    cfg.proposals.hold_shrink = 1.0  # off: nothing changes
+    chose(touch, "hold")
+    assert session.step_scale(touch) == 1.0
+
+
 def test_approach_proposal_lands_on_its_goal_and_stays(kin):
     """A goal within reach of the chunk is reached at the basis speed and held; a farther one is headed for in a
     straight line; a goal outside the executor's box is clipped into it; the clearance rule goes over, then down."""

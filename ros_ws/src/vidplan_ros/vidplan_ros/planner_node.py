@@ -390,7 +390,7 @@ class PlannerNode(ManagedNode):
             self.instruction = text.strip()
             self._executing = None
             if self.session is not None:  # a new task, even one worded as before: where its target was is unknown
-                self.session.planner.reset_target()
+                self.session.reset_episode()
         self.get_logger().info(f"instruction: {self.instruction or '(cleared: idle)'}")
         self._wake.set()
 

@@ -28,14 +28,14 @@ __all__ = [
 ]
 
 VARIANTS = ("oracle+privileged", "oracle+learned", "oracle+learned-pixels", "learned+privileged", "vidplan", "no-uq",
-            "argmax", "random", "scripted", "scripted+vidplan", "bc", "bc+vidplan")
+            "argmax", "random", "blind", "scripted", "scripted+vidplan", "bc", "bc+vidplan")
 #: run unless ``variants`` says otherwise (the pixel diagnostic and the bc pair, which need a bundle with a
 #: policy, are asked for by name)
-DEFAULT_VARIANTS = tuple(v for v in VARIANTS if v not in ("oracle+learned-pixels", "bc", "bc+vidplan"))
+DEFAULT_VARIANTS = tuple(v for v in VARIANTS if v not in ("oracle+learned-pixels", "blind", "bc", "bc+vidplan"))
 CORE_VARIANTS = ("oracle+privileged", "vidplan", "random", "scripted")
 PLANNER_VARIANTS = tuple(v for v in VARIANTS if v not in ("scripted", "bc"))
 NEEDS_MODELS = ("oracle+learned", "oracle+learned-pixels", "learned+privileged", "vidplan", "no-uq", "argmax", "random",
-                "scripted+vidplan", "bc", "bc+vidplan")
+                "blind", "scripted+vidplan", "bc", "bc+vidplan")  # blind: the model's horizon and history length
 BC_VARIANTS = ("bc", "bc+vidplan")
 _PRIVILEGED_SCORE = {"session.gradopt.refine_iters": 0, "session.gradopt.score.kappa": 0.0,
                      "session.gradopt.score.lam": 0.0, "session.gradopt.score.suppress_semantic": False,
@@ -47,6 +47,8 @@ VARIANT_OVERRIDES: dict[str, dict[str, Any]] = {
     "no-uq": {"session.gradopt.score.kappa": 0.0},
     "argmax": {"session.gradopt.refine_iters": 0},
     "random": {"session.gradopt.refine_iters": 0},
+    # random's directions, one picked at random (no model runs): a chance baseline for the learned scoring
+    "blind": {"session.gradopt.refine_iters": 0},
     "scripted": {},
     # the expert's chunk, its perturbations and the gripper toggle only: no basis directions, no hold
     "scripted+vidplan": {"session.proposals.num_nominal": 8, "session.proposals.basis_directions": [],

@@ -12,7 +12,9 @@ import numpy as np
 
 from vidplan_app.jobs.closed_loop_config import ClosedLoopConfig, ClosedLoopError
 from vidplan_core.execution import IKOptions
+from vidplan_core.planning.goal import contact_instruction
 from vidplan_core.planning.nominal import BCNominalPolicy, NominalObservation
+from vidplan_core.planning.planner import PlanResult
 from vidplan_core.planning.proposals import ProposalSet, integrate_twist
 from vidplan_core.planning.session import PlanningSession
 from vidplan_core.runtime import loader
@@ -20,6 +22,7 @@ from vidplan_core.runtime.base import BackendError
 from vidplan_core.spaces import (
     CONTROL_RATE_HZ,
     MODEL_RATE_HZ,
+    EEChunk,
     model_stride,
     wrap_angle,
 )
@@ -28,6 +31,7 @@ from vidplan_sim.predicted_state import PredictedStateBackend
 from vidplan_sim.privileged import PrivilegedReward
 
 __all__ = [
+    "BlindPlanner",
     "EvalSession",
     "LoadedModels",
     "ScriptedNominalPolicy",
@@ -73,15 +77,16 @@ def random_direction_proposals(kin: Any, q0: np.ndarray, horizon: int, n: int, s
                                control_rate_hz: float = CONTROL_RATE_HZ, model_rate_hz: float = MODEL_RATE_HZ,
                                damping: float = 1e-3, velocity_scale: float = 1.0,
                                workspace_min: Any = None, workspace_max: Any = None,
-                               joint_margin: float = 0.0) -> ProposalSet:
+                               joint_margin: float = 0.0, toggle: bool = True) -> ProposalSet:
     """``n`` proposals moving the EE at ``speed`` [m/s] in random directions (uniform on the sphere), orientation
-    held, each with gripper = ``gripper`` or its toggle (p = 0.5). The same Jacobian integration and limits as
-    :func:`vidplan_core.planning.proposals.basis_velocity_proposals` (only the directions differ)."""
+    held, each with gripper = ``gripper`` or, with ``toggle``, its toggle (p = 0.5). The same Jacobian integration
+    and limits as :func:`vidplan_core.planning.proposals.basis_velocity_proposals` (only the directions differ)."""
     stride = round(control_rate_hz / model_rate_hz)
     q_start = kin.clip(np.asarray(q0, np.float64).reshape(7))
     dirs = rng.standard_normal((n, 3))
     dirs /= np.linalg.norm(dirs, axis=1, keepdims=True).clip(1e-9)
-    grips = np.where(rng.random(n) < 0.5, gripper, 1.0 - gripper)
+    flip = rng.random(n) >= 0.5  # drawn either way (the draws stay those of the runs before ``toggle``)
+    grips = np.where(flip & toggle, 1.0 - gripper, gripper)
     out = []
     for d, g in zip(dirs, grips, strict=True):
         ee = integrate_twist(kin, q_start, d * speed, horizon, stride, 1.0 / control_rate_hz, damping, velocity_scale,
@@ -89,6 +94,26 @@ def random_direction_proposals(kin: Any, q0: np.ndarray, horizon: int, n: int, s
         out.append(np.concatenate([ee, np.full((horizon, 1), g)], axis=1))
     return ProposalSet(np.stack(out), [f"rand{i}" for i in range(n)])
 
+
+
+class BlindPlanner:
+    """The ``blind`` variant's planner: one of the proposals uniformly at random, no model, no score (a chance
+    baseline: with :class:`EvalSession`'s random directions it says what the learned scoring adds over moving at
+    random with the product's gripper rule). Seeded by the cycle's seed; the target is never estimated."""
+
+    target_estimate = None
+
+    def plan(self, ctx: Any, props: ProposalSet) -> PlanResult:
+        """``props`` (N candidates) → the chosen chunk at the model rate (5 Hz), index drawn from ``ctx.seed``."""
+        idx = int(np.random.default_rng([int(ctx.seed), 11]).integers(len(props)))
+        return PlanResult(chunk=EEChunk.from_actions(props.actions[idx], dt=1.0 / MODEL_RATE_HZ), chosen_index=idx,
+                          chosen_label=props.labels[idx])
+
+    def target_reference(self, instruction: str) -> None:
+        return None
+
+    def reset_target(self) -> None:
+        pass
 
 
 class EvalSession(PlanningSession):
@@ -112,11 +137,16 @@ class EvalSession(PlanningSession):
         if self.mode == "random":
             pc = self.config.proposals
             pose = np.asarray(current_pose, np.float64)
-            return random_direction_proposals(self.kin, q, self.horizon, self.num_candidates, pc.basis_speed_mps,
-                                              np.random.default_rng([seed, 5]), round(float(pose[6])), pose[3:6],
+            # the product's gripper rule (contact_closed: closed, no toggle, one candidate fewer), so that the
+            # baseline differs from the product in the directions and their selection only
+            contact = pc.contact_closed and contact_instruction(instruction)
+            n = self.num_candidates - int(contact and pc.gripper_toggle)
+            return random_direction_proposals(self.kin, q, self.horizon, n, pc.basis_speed_mps,
+                                              np.random.default_rng([seed, 5]),
+                                              1.0 if contact else round(float(pose[6])), pose[3:6],
                                               velocity_scale=pc.joint_velocity_scale * pc.velocity_margin,
                                               workspace_min=pc.workspace_min, workspace_max=pc.workspace_max,
-                                              joint_margin=pc.joint_margin_rad)
+                                              joint_margin=pc.joint_margin_rad, toggle=not contact)
         return super().proposals(q, current_pose, instruction, images, seed, frames)
 
 
@@ -167,7 +197,7 @@ def make_session(variant: str, cfg: ClosedLoopConfig, loaded: LoadedModels | Non
     """The planning session of ``variant``: its resolved planner configuration around the variant's backend."""
     pcfg = cfg.planning(variant)
     sc = pcfg.session
-    mode = "random" if variant == "random" else "basis"
+    mode = "random" if variant in ("random", "blind") else "basis"
     if variant in ("scripted+vidplan", "bc+vidplan"):
         sc.proposals.nominal_sigma = list(cfg.nominal_sigma)
     else:
@@ -182,4 +212,7 @@ def make_session(variant: str, cfg: ClosedLoopConfig, loaded: LoadedModels | Non
         backend = PredictedStateBackend(loaded.backends["default"], env, PrivilegedReward())
     else:
         backend = loaded.backends["no-uq" if variant == "no-uq" else "default"]
-    return EvalSession(backend, kin, sc, nominal=nominal, mode=mode)
+    session = EvalSession(backend, kin, sc, nominal=nominal, mode=mode)
+    if variant == "blind":  # the model's horizon and history length only; nothing is rolled out or scored
+        session.planner = BlindPlanner()
+    return session
