@@ -227,6 +227,31 @@ def test_hold_shrink_halves_the_step_after_a_hold_and_restores_it_after_a_move(k
     assert session.step_scale(touch) == 1.0
 
 
+def test_random_directions_fill_the_free_slot_of_a_contact_instruction(kin):
+    """random_directions: one more candidate at the basis speed in a direction drawn from the cycle's seed (same seed,
+    same direction), carrying the gripper as the basis candidates do; under contact_closed a touch then has 8
+    candidates again, the batch an export was made for."""
+    from vidplan_core.planning.config import load_planning_config
+    from vidplan_core.planning.session import PlanningSession
+
+    pose = np.append(kin.fk_action(HOME_Q), 0.0)
+    cfg = load_planning_config().session.model_copy(deep=True)
+    cfg.proposals.random_directions = 1
+    session = PlanningSession.__new__(PlanningSession)
+    session.kin, session.config, session.horizon = kin, cfg, 5
+    a = PlanningSession.proposals(session, HOME_Q, pose, "touch the red cube", seed=4)
+    b = PlanningSession.proposals(session, HOME_Q, pose, "touch the red cube", seed=4)
+    c = PlanningSession.proposals(session, HOME_Q, pose, "touch the red cube", seed=5)
+    assert len(a) == 8 == session.num_candidates - 1 and "rand0" in a.labels and "toggle_gripper" not in a.labels
+    r = a.labels.index("rand0")
+    np.testing.assert_array_equal(a.actions[r], b.actions[r])
+    assert not np.allclose(a.actions[r], c.actions[r])
+    assert np.allclose(a.actions[r, :, 6], 1.0)  # closed, as the basis candidates of a contact instruction
+    assert np.linalg.norm(a.actions[r, -1, :3] - pose[:3]) == pytest.approx(0.15, abs=0.01)
+    put = PlanningSession.proposals(session, HOME_Q, pose, "put the red cube in the bowl", seed=4)
+    assert len(put) == 9 and np.allclose(put.actions[put.labels.index("rand0"), :, 6], 0.0)
+
+
 def test_approach_proposal_lands_on_its_goal_and_stays(kin):
     """A goal within reach of the chunk is reached at the basis speed and held; a farther one is headed for in a
     straight line; a goal outside the executor's box is clipped into it; the clearance rule goes over, then down."""

@@ -15,12 +15,11 @@ from vidplan_core.execution import IKOptions
 from vidplan_core.planning.goal import contact_instruction
 from vidplan_core.planning.nominal import BCNominalPolicy, NominalObservation
 from vidplan_core.planning.planner import PlanResult
-from vidplan_core.planning.proposals import ProposalSet, integrate_twist
+from vidplan_core.planning.proposals import ProposalSet, random_direction_proposals
 from vidplan_core.planning.session import PlanningSession
 from vidplan_core.runtime import loader
 from vidplan_core.runtime.base import BackendError
 from vidplan_core.spaces import (
-    CONTROL_RATE_HZ,
     MODEL_RATE_HZ,
     EEChunk,
     model_stride,
@@ -37,7 +36,6 @@ __all__ = [
     "ScriptedNominalPolicy",
     "load_backends",
     "make_session",
-    "random_direction_proposals",
 ]
 
 
@@ -70,30 +68,6 @@ class ScriptedNominalPolicy:
 
     def reset(self) -> None:
         pass
-
-
-def random_direction_proposals(kin: Any, q0: np.ndarray, horizon: int, n: int, speed: float,
-                               rng: np.random.Generator, gripper: float, euler_center: np.ndarray,
-                               control_rate_hz: float = CONTROL_RATE_HZ, model_rate_hz: float = MODEL_RATE_HZ,
-                               damping: float = 1e-3, velocity_scale: float = 1.0,
-                               workspace_min: Any = None, workspace_max: Any = None,
-                               joint_margin: float = 0.0, toggle: bool = True) -> ProposalSet:
-    """``n`` proposals moving the EE at ``speed`` [m/s] in random directions (uniform on the sphere), orientation
-    held, each with gripper = ``gripper`` or, with ``toggle``, its toggle (p = 0.5). The same Jacobian integration
-    and limits as :func:`vidplan_core.planning.proposals.basis_velocity_proposals` (only the directions differ)."""
-    stride = round(control_rate_hz / model_rate_hz)
-    q_start = kin.clip(np.asarray(q0, np.float64).reshape(7))
-    dirs = rng.standard_normal((n, 3))
-    dirs /= np.linalg.norm(dirs, axis=1, keepdims=True).clip(1e-9)
-    flip = rng.random(n) >= 0.5  # drawn either way (the draws stay those of the runs before ``toggle``)
-    grips = np.where(flip & toggle, 1.0 - gripper, gripper)
-    out = []
-    for d, g in zip(dirs, grips, strict=True):
-        ee = integrate_twist(kin, q_start, d * speed, horizon, stride, 1.0 / control_rate_hz, damping, velocity_scale,
-                             workspace_min, workspace_max, euler_center, joint_margin)
-        out.append(np.concatenate([ee, np.full((horizon, 1), g)], axis=1))
-    return ProposalSet(np.stack(out), [f"rand{i}" for i in range(n)])
-
 
 
 class BlindPlanner:

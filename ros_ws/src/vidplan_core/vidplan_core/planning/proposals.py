@@ -23,7 +23,7 @@ from vidplan_core.spaces import ACTION_DIM, CONTROL_RATE_HZ, MODEL_RATE_HZ, wrap
 
 __all__ = ["BASIS_DIRECTIONS", "ProposalSet", "approach_goal", "approach_proposals", "basis_velocity_proposals",
            "clip_to_workspace", "compose_proposals", "damped_pinv", "gripper_proposals", "integrate_twist",
-           "perturbation_proposals"]
+           "perturbation_proposals", "random_direction_proposals"]
 
 #: The 6 canonical directions (unit linear velocity in the base frame) and their labels.
 BASIS_DIRECTIONS: dict[str, np.ndarray] = {
@@ -142,6 +142,30 @@ def integrate_twist(kin, q_start: np.ndarray, linear_velocity: np.ndarray, horiz
         if (k + 1) % stride == 0:
             samples.append(q.copy())
     return kin.fk_action_batch(np.asarray(samples), euler_center)
+
+
+def random_direction_proposals(kin, q0: np.ndarray, horizon: int, n: int, speed: float,
+                               rng: np.random.Generator, gripper: float, euler_center: np.ndarray,
+                               control_rate_hz: float = CONTROL_RATE_HZ, model_rate_hz: float = MODEL_RATE_HZ,
+                               damping: float = 1e-3, velocity_scale: float = 1.0,
+                               workspace_min: np.ndarray | None = None, workspace_max: np.ndarray | None = None,
+                               joint_margin: float = 0.0, toggle: bool = True) -> ProposalSet:
+    """``n`` proposals moving the EE at ``speed`` [m/s] in random directions (uniform on the sphere), orientation
+    held, each with gripper = ``gripper`` or, with ``toggle``, its toggle (p = 0.5). The same Jacobian integration
+    and limits as :func:`basis_velocity_proposals` (only the directions differ); labels ``rand0``, ``rand1``, ... The
+    evaluation's ``random`` baseline, and the product's ``ProposalConfig.random_directions``."""
+    stride = round(control_rate_hz / model_rate_hz)
+    q_start = kin.clip(np.asarray(q0, np.float64).reshape(7))
+    dirs = rng.standard_normal((n, 3))
+    dirs /= np.linalg.norm(dirs, axis=1, keepdims=True).clip(1e-9)
+    flip = rng.random(n) >= 0.5  # drawn either way (the draws stay those of the runs before ``toggle``)
+    grips = np.where(flip & toggle, 1.0 - gripper, gripper)
+    out = []
+    for d, g in zip(dirs, grips, strict=True):
+        ee = integrate_twist(kin, q_start, d * speed, horizon, stride, 1.0 / control_rate_hz, damping, velocity_scale,
+                             workspace_min, workspace_max, euler_center, joint_margin)
+        out.append(np.concatenate([ee, np.full((horizon, 1), g)], axis=1))
+    return ProposalSet(np.stack(out), [f"rand{i}" for i in range(n)])
 
 
 def approach_proposals(kin, q0: np.ndarray, horizon: int, goal: np.ndarray, speed: float, gripper: float,

@@ -32,6 +32,7 @@ from vidplan_core.planning.proposals import (
     compose_proposals,
     gripper_proposals,
     perturbation_proposals,
+    random_direction_proposals,
 )
 from vidplan_core.planning.rtc import blend_chunks, pose_after_latency, remaining_steps
 from vidplan_core.runtime.base import Backend, PlanningContext
@@ -78,6 +79,11 @@ class ProposalConfig(BaseModel):
                                   "clutter 0)")
     reference_min_speed_mps: float = Field(0.03, gt=0, description="the slowest basis speed reference_speed uses "
                                            "[m/s]")
+    random_directions: int = Field(0, ge=0, description="also this many candidates moving the TCP at the basis "
+                                   "speed in random directions (uniform on the sphere, drawn from the cycle's seed; "
+                                   "labelled 'rand0', ...; the current gripper, closed under contact_closed). A "
+                                   "contact instruction under contact_closed leaves one slot of an export's batch 8 "
+                                   "free for one")
     hold_shrink: float = Field(1.0, gt=0, le=1.0, description="for a contact instruction, a step-size rule: each "
                                "cycle whose chosen candidate is 'hold' multiplies the next cycles' basis speed by "
                                "this, each cycle that chooses a basis direction divides it by this again (up to "
@@ -95,8 +101,10 @@ class ProposalConfig(BaseModel):
 
     @model_validator(mode="after")
     def _some_candidate(self) -> ProposalConfig:
-        if not (self.basis_directions or self.include_hold or self.gripper_toggle or self.num_nominal):
-            raise ValueError("no candidates: give basis_directions, include_hold, gripper_toggle or num_nominal > 0")
+        if not (self.basis_directions or self.include_hold or self.gripper_toggle or self.num_nominal
+                or self.random_directions):
+            raise ValueError("no candidates: give basis_directions, include_hold, gripper_toggle, num_nominal > 0 or "
+                             "random_directions > 0")
         return self
 
 
@@ -158,7 +166,7 @@ class PlanningSession:
         label = props.labels[result.chosen_index] if 0 <= result.chosen_index < len(props) else ""
         if label == "hold" and not result.fallback:
             scale = max(floor, scale * pc.hold_shrink)
-        elif label in pc.basis_directions:
+        elif label in pc.basis_directions or label.startswith(("rand", "fine")):  # a move of the scaled speed
             scale = min(1.0, scale / pc.hold_shrink)
         self._step_scale = (instruction, scale)
 
@@ -199,12 +207,12 @@ class PlanningSession:
 
     @property
     def num_candidates(self) -> int:
-        """Candidates scored per cycle: basis directions + hold + toggle + nominal perturbations (CEM samples its own
-        ``population`` per further iteration). A contact instruction under ``contact_closed`` has no toggle (one
-        fewer) and, with ``approach``, one approach candidate from its second cycle on."""
+        """Candidates scored per cycle: basis directions + random directions + hold + toggle + nominal perturbations
+        (CEM samples its own ``population`` per further iteration). A contact instruction under ``contact_closed``
+        has no toggle (one fewer) and, with ``approach``, one approach candidate from its second cycle on."""
         pc = self.config.proposals
         return (len(pc.basis_directions) * (2 if pc.fine_speed_mps else 1) + int(pc.include_hold)
-                + int(pc.gripper_toggle) + pc.num_nominal)
+                + int(pc.gripper_toggle) + pc.num_nominal + pc.random_directions)
 
     def batching_notes(self) -> list[str]:
         """Warnings for candidate counts that the backend can only run padded (exported ONNX/TensorRT batch sizes
@@ -245,6 +253,12 @@ class PlanningSession:
                                              workspace_min=pc.workspace_min, workspace_max=pc.workspace_max,
                                              joint_margin=pc.joint_margin_rad)
             sets.append(ProposalSet(basis.actions, [prefix + lab for lab in basis.labels]))
+        if pc.random_directions:
+            sets.append(random_direction_proposals(
+                self.kin, q, self.horizon, pc.random_directions, basis_speed, np.random.default_rng([seed, 6]),
+                gripper, np.asarray(current_pose[3:6]), velocity_scale=pc.joint_velocity_scale * pc.velocity_margin,
+                workspace_min=pc.workspace_min, workspace_max=pc.workspace_max, joint_margin=pc.joint_margin_rad,
+                toggle=False))
         if pc.include_hold:
             sets.append(ProposalSet(np.tile(current_pose, (1, self.horizon, 1)), ["hold"]))
         if pc.approach and ref is not None:
