@@ -79,6 +79,52 @@ def test_with_the_profile_node_sockets_bind_to_loopback_only_and_nodes_talk(tmp_
             assert "XMLPARSER" not in proc.output(), proc.output()  # the profile parsed (else: defaults)
 
 
+def udp_buffers(pid: int) -> dict[int, tuple[int, int]]:
+    """Local UDP port → (receive, send) buffer [bytes] of the process's sockets (``ss -uampn``: skmem ``rb`` and
+    ``tb``, what the kernel granted: twice the SO_RCVBUF / SO_SNDBUF asked for, capped by net.core.rmem_max /
+    wmem_max)."""
+    out = subprocess.run(["ss", "-u", "-a", "-m", "-p", "-n"], capture_output=True, text=True, timeout=30,
+                         check=True).stdout.splitlines()
+
+    def field(mem: str, key: str) -> int:
+        return int(mem.split(f",{key}", 1)[1].split(",", 1)[0])
+
+    found = {}
+    for head, mem in zip(out, out[1:], strict=False):
+        if f"pid={pid}," in head and "skmem:" in mem:
+            port = int(head.split()[3].rsplit(":", 1)[1])
+            found[port] = (field(mem, "rb"), field(mem, "tb"))
+    return found
+
+
+#: one camera triplet at the demo's 320x180 rgb8, sent back to back: what a receive buffer must hold while the
+#: receiving process waits for a core
+TRIPLET_BYTES = 3 * 320 * 180 * 3
+
+
+def test_with_the_profile_node_sockets_can_hold_camera_triplets(tmp_path):
+    """A 208 KiB default receive buffer lost the right and wrist images of ~40 % of the triplets in `make demo`
+    (bench/results/dds_image_drops.md); the profile's UDP transport asks for 4 MiB. Without the profile the same
+    nodes get the kernel default, so the check can fail."""
+    granted = {}
+    for env in ({}, {"FASTDDS_DEFAULT_PROFILES_FILE": "", "ROS_AUTOMATIC_DISCOVERY_RANGE": "LOCALHOST"}):
+        run_dir = tmp_path / ("without" if env else "with")
+        run_dir.mkdir()
+        report, pub_cm, probe_cm = _talking_pair(run_dir, env)
+        with pub_cm as pub, probe_cm as probe:
+            assert wait_for(lambda: report.is_file() and json.loads(report.read_text())["count"] >= 1, 60), (
+                pub.output() + probe.output())
+            granted[bool(env)] = {"probe": udp_buffers(probe.pid), "pub": udp_buffers(pub.pid)}
+    with_profile, without = granted[False], granted[True]
+    assert all(with_profile.values()) and all(without.values()), f"no UDP sockets seen by ss: {granted}"
+    for node, socks in with_profile.items():
+        # receiving sockets got the large receive buffer; the one sending socket (an ephemeral port) the send buffer
+        assert sum(rb >= 2 * TRIPLET_BYTES for rb, _ in socks.values()) >= 2, (node, socks)
+        assert all(max(rb, tb) >= 2 * TRIPLET_BYTES for rb, tb in socks.values()), (node, socks)
+    for node, socks in without.items():  # the kernel default: the control
+        assert all(max(rb, tb) < TRIPLET_BYTES for rb, tb in socks.values()), (node, socks)
+
+
 def test_without_the_profile_localhost_discovery_alone_binds_every_interface(tmp_path):
     # The control: the same nodes with only ROS_AUTOMATIC_DISCOVERY_RANGE=LOCALHOST (env.sh before the profile) bind
     # to 0.0.0.0, so the test above can fail.
