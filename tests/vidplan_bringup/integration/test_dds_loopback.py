@@ -8,6 +8,7 @@ sockets are read from /proc/<pid>/fd (socket inodes) and /proc/<pid>/net/{udp,tc
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
 import subprocess
@@ -90,7 +91,7 @@ def udp_buffers(pid: int) -> dict[int, tuple[int, int]]:
         return int(mem.split(f",{key}", 1)[1].split(",", 1)[0])
 
     found = {}
-    for head, mem in zip(out, out[1:], strict=False):
+    for head, mem in itertools.pairwise(out):
         if f"pid={pid}," in head and "skmem:" in mem:
             port = int(head.split()[3].rsplit(":", 1)[1])
             found[port] = (field(mem, "rb"), field(mem, "tb"))
