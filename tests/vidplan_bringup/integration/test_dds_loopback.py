@@ -113,7 +113,7 @@ def test_with_the_profile_node_sockets_can_hold_camera_triplets(tmp_path):
         run_dir.mkdir()
         report, pub_cm, probe_cm = _talking_pair(run_dir, env)
         with pub_cm as pub, probe_cm as probe:
-            assert wait_for(lambda: report.is_file() and json.loads(report.read_text())["count"] >= 1, 60), (
+            assert wait_for(lambda r=report: r.is_file() and json.loads(r.read_text())["count"] >= 1, 60), (
                 pub.output() + probe.output())
             granted[bool(env)] = {"probe": udp_buffers(probe.pid), "pub": udp_buffers(pub.pid)}
     with_profile, without = granted[False], granted[True]
