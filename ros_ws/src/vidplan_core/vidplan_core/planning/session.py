@@ -166,7 +166,7 @@ class PlanningSession:
         label = props.labels[result.chosen_index] if 0 <= result.chosen_index < len(props) else ""
         if label == "hold" and not result.fallback:
             scale = max(floor, scale * pc.hold_shrink)
-        elif label in pc.basis_directions or label.startswith(("rand", "fine")):  # a move of the scaled speed
+        elif label in pc.basis_directions or label.startswith(("rand", "fine")):  # a move won: the step grows back
             scale = min(1.0, scale / pc.hold_shrink)
         self._step_scale = (instruction, scale)
 
