@@ -165,6 +165,7 @@ def test_contact_instructions_are_planned_with_the_gripper_closed():
     assert cfg.proposals.contact_closed  # planner.yaml ships it
     session = PlanningSession.__new__(PlanningSession)
     session.kin, session.config, session.horizon = kin, cfg, 5
+    assert session.closed_contact("touch the red cube") and not session.closed_contact("put the red cube in the bowl")
     for instruction in ("touch the red cube", "push the green ball to the right"):
         props = PlanningSession.proposals(session, HOME_Q, pose, instruction)
         assert "toggle_gripper" not in props.labels and "hold" in props.labels and "+x" in props.labels
@@ -174,6 +175,7 @@ def test_contact_instructions_are_planned_with_the_gripper_closed():
     put = PlanningSession.proposals(session, HOME_Q, pose, "put the red cube in the bowl")
     assert "toggle_gripper" in put.labels and np.allclose(put.actions[put.labels.index("+x")][:, 6], 0.0)
     cfg.proposals.contact_closed = False
+    assert not session.closed_contact("touch the red cube")
     off = PlanningSession.proposals(session, HOME_Q, pose, "touch the red cube")
     assert "toggle_gripper" in off.labels and np.allclose(off.actions[off.labels.index("hold")][:, 6], 0.0)
 

@@ -12,7 +12,6 @@ import numpy as np
 
 from vidplan_app.jobs.closed_loop_config import ClosedLoopConfig, ClosedLoopError
 from vidplan_core.execution import IKOptions
-from vidplan_core.planning.goal import contact_instruction
 from vidplan_core.planning.nominal import BCNominalPolicy, NominalObservation
 from vidplan_core.planning.planner import PlanResult
 from vidplan_core.planning.proposals import ProposalSet, random_direction_proposals
@@ -113,7 +112,7 @@ class EvalSession(PlanningSession):
             pose = np.asarray(current_pose, np.float64)
             # the product's gripper rule (contact_closed: closed, no toggle, one candidate fewer), so that the
             # baseline differs from the product in the directions and their selection only
-            contact = pc.contact_closed and contact_instruction(instruction)
+            contact = self.closed_contact(instruction)
             n = self.num_candidates - int(contact and pc.gripper_toggle)
             return random_direction_proposals(self.kin, q, self.horizon, n, pc.basis_speed_mps,
                                               np.random.default_rng([seed, 5]),

@@ -146,6 +146,12 @@ class PlanningSession:
         else:
             self.planner = GradientPlanner(backend, self.config.gradopt)
 
+    def closed_contact(self, instruction: str) -> bool:
+        """Whether ``instruction`` is planned under :attr:`ProposalConfig.contact_closed`'s gripper rule: a touch or
+        push (:func:`~vidplan_core.planning.goal.contact_instruction`) with the option on — gripper closed in every
+        basis and hold candidate, no toggle. The one place that rule's condition is written."""
+        return self.config.proposals.contact_closed and contact_instruction(instruction)
+
     def step_scale(self, instruction: str) -> float:
         """The factor :attr:`ProposalConfig.hold_shrink` has brought the basis speed to for ``instruction`` (1 for
         another instruction, a fresh session, or after :meth:`reset_episode`)."""
@@ -159,7 +165,7 @@ class PlanningSession:
 
     def _update_step_scale(self, instruction: str, result: PlanResult, props: ProposalSet) -> None:
         pc = self.config.proposals
-        if pc.hold_shrink >= 1.0 or not (pc.contact_closed and contact_instruction(instruction)):
+        if pc.hold_shrink >= 1.0 or not self.closed_contact(instruction):
             return
         floor = min(1.0, pc.hold_min_speed_mps / pc.basis_speed_mps)
         scale = self.step_scale(instruction)
@@ -230,7 +236,7 @@ class PlanningSession:
         (T, 3, 3, H, W): the prepared history, for a nominal policy that reads it. With ``contact_closed`` and a
         touch/push instruction the basis and hold candidates carry gripper 1 (closed) and there is no toggle."""
         pc = self.config.proposals
-        contact = pc.contact_closed and contact_instruction(instruction)
+        contact = self.closed_contact(instruction)
         if contact:  # closed from the first chunk on; the executor closes it while the arm moves
             current_pose = np.asarray(current_pose, np.float64).copy()
             current_pose[6] = 1.0
