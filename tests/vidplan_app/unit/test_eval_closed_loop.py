@@ -411,6 +411,14 @@ def test_trace_records_the_table_target_estimate(tmp_path):
     for r in rows:
         x, y, _ = r["target_estimate"]["point"]
         assert lo[0] <= x <= hi[0] and lo[1] <= y <= hi[1] and r["target_estimate"]["pushing"] is False
+    # each candidate's terms at its best frame explain its score (frame_reward: b − (1 − w(h̄))·|b|)
+    sc = res["planner_configs"]["argmax"]["session"]["gradopt"]["score"]
+    for r in rows:
+        assert set(r["terms"]) == set(r["scores"])
+        for lab, t in r["terms"].items():
+            assert 0 <= t["frame"] < 5 and 0.0 <= t["h_bar"] <= 1.0 and t["dist"] >= 0.0
+            b = t["r_s"] - sc["lam"] * t["dist"] + sc["direction_weight"] * t.get("progress", 0.0)
+            assert b - (1 - np.exp(-sc["kappa"] * t["h_bar"])) * abs(b) == pytest.approx(r["scores"][lab], abs=1e-3)
 
 
 def test_resuming_a_run_of_other_settings_names_what_differs(tmp_path):

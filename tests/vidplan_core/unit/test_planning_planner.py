@@ -345,6 +345,45 @@ def test_gripper_centring_prefers_the_candidate_whose_gripper_reaches_the_target
     assert torch.equal(score_rollout(out, ScoreConfig(lam=1.0), (0, 1))[0], s_img)
 
 
+def test_metric_centring_is_monotone_where_the_image_distance_is_not():
+    """centring_space='metric': the centring distance is the TCP's 3-D distance to the fused target point. The
+    image distance (mean over the two exterior views) is not monotone in it: from a TCP 5 cm above the table, the
+    step of an +x chunk that lands straight over a standoff point on the table raises the image distance although
+    the TCP came closer in 3-D (traced on the demo cameras: a push that held short of its standoff point)."""
+    from vidplan_core.calibration import load_calibration
+    from vidplan_core.models.action_maps import action_map_config
+    from vidplan_core.planning.scoring import ScoreConfig, gripper_reference, score_rollout
+    from vidplan_core.runtime.base import RolloutOutput
+
+    geo = action_map_config(load_calibration(), (1, 1))
+    point = np.array([0.55, 0.27, 0.02])  # the traced push's standoff point
+    down = [np.pi, 0.0, 0.0, 1.0]
+    xs = (0.4872, 0.5171, 0.5469, 0.5767)  # hold, then the +x chunk's first frames (3 cm each)
+    acts = np.array([[[x, 0.3062, 0.0687, *down]] for x in xs])  # (N=4, F=1, 7)
+    d3 = np.linalg.norm(acts[:, 0, :3] - point, axis=-1)
+    assert d3[2] < d3[1] < d3[0]  # in 3-D the second step is the closest
+    img = (gripper_reference(acts, geo, (0, 1)) - gripper_reference(
+        np.array([[[*point, *down]]]), geo, (0, 1))).norm(dim=-1).mean(-1)[:, 0]
+    assert float(img[2]) > float(img[1])  # ... in the images it is farther than the first
+
+    z = np.zeros((4, 1), np.float32)
+    out = RolloutOutput(h_bar=z, uq_map=np.zeros((4, 1, 18, 10), np.float32), value=z, value_entropy=z,
+                        semantic_score=z, semantic_map=np.full((4, 1, 24, 20), -10.0, np.float32))  # sees nothing
+    target = gripper_reference(np.array([[[*point, *down]]]), geo, (0, 1))[0, 0]  # (V, 2): the fused target
+    kw = dict(map_views=(0, 1), actions=acts, geometry=geo, target=target)
+    image = score_rollout(out, ScoreConfig(lam=1.0, kappa=0.0), **kw, target_point=point)[0]
+    metric = score_rollout(out, ScoreConfig(lam=1.0, kappa=0.0, centring_space="metric"), **kw,
+                           target_point=point)[0]
+    assert int(image.argmax()) == 1 and int(metric.argmax()) == 2
+    assert np.allclose(-metric.numpy(), d3)  # scale 1: metres
+    scaled = score_rollout(out, ScoreConfig(lam=1.0, kappa=0.0, centring_space="metric",
+                                            centring_metric_scale=2.0), **kw, target_point=point)[0]
+    assert np.allclose(-scaled.numpy(), 2 * d3)
+    # without a fused point (no 'table' fusion) 'metric' falls back to the image distance
+    fallback = score_rollout(out, ScoreConfig(lam=1.0, kappa=0.0, centring_space="metric"), **kw)[0]
+    assert torch.equal(fallback, image)
+
+
 def test_instruction_direction_reads_only_a_closing_motion_phrase():
     from vidplan_core.planning.goal import instruction_direction
 

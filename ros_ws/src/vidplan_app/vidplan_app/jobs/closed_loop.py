@@ -147,8 +147,10 @@ def run_episode(env: Any, spec: EpisodeSpec, variant: str, cfg: ClosedLoopConfig
     steps so far), ``tcp`` (3,) [m], ``gripper_cmd`` (0 open .. 1 closed), ``gripper_width_m`` (measured finger
     distance), ``target`` (3,) the target object's
     position [m], ``chosen`` (label, or "hold"), and for planner variants ``best_score`` / ``scores`` (per
-    proposal label) and, with ``score.target_fusion: table``, ``target_estimate`` (the planner's target point [m]
-    and whether it is pushing) — where an episode loses its time.
+    proposal label), ``terms`` (per proposal label, its reward's terms at its best frame: ``frame``, ``r_s``,
+    ``h_bar``, ``dist``, ``progress``; :attr:`PlanResult.terms`) and, with ``score.target_fusion: table``,
+    ``target_estimate`` (the planner's target point [m] and whether it is pushing) — where an episode loses its
+    time, and why each candidate won or lost.
     """
     t_wall = time.perf_counter()
     own_trace = trace is None and cfg.trace
@@ -274,6 +276,9 @@ def _trace_row(env: Any, cycle: int, step: int, result: Any, props: Any,
         if props is not None and len(result.scores) == len(props):
             row["scores"] = {lab: round(float(v), 5) for lab, v in zip(props.labels, result.scores, strict=True)}
             row["best_score"] = round(float(np.max(result.scores)), 5)
+            terms = getattr(result, "terms", {})
+            if terms and all(len(v) == len(props) for v in terms.values()):
+                row["terms"] = {lab: {k: v[i] for k, v in terms.items()} for i, lab in enumerate(props.labels)}
     if estimate is not None:
         row["target_estimate"] = estimate
     return row

@@ -27,7 +27,14 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from vidplan_core.planning.goal import instruction_direction
 from vidplan_core.planning.proposals import ProposalSet
-from vidplan_core.planning.scoring import ScoreConfig, TargetMemory, locate_on_table, locate_target, score_rollout
+from vidplan_core.planning.scoring import (
+    ScoreConfig,
+    TargetMemory,
+    locate_on_table,
+    locate_target,
+    score_rollout,
+    score_terms,
+)
 from vidplan_core.runtime.base import Backend, PlanningContext
 from vidplan_core.spaces import MODEL_RATE_HZ, EEChunk, wrap_angle
 
@@ -103,6 +110,9 @@ class PlanResult:
             is the chosen candidate; None when not measured.
         fallback: "" or what replaced a chunk the executor would have rejected ("proposal": the chosen candidate
             unrefined; "hold"), set by :class:`~vidplan_core.planning.session.PlanningSession`.
+        terms: why each proposal scored as it did: the terms of its reward at its best frame
+            (:meth:`~vidplan_core.planning.scoring.ScoreTerms.at`: ``frame``, ``r_s``, ``h_bar``, ``dist``,
+            ``progress``; lists of N, the first noise draw's); empty before selection.
     """
 
     chunk: EEChunk
@@ -118,6 +128,7 @@ class PlanResult:
     refine_skipped: bool = False
     winner_survival: float | None = None
     fallback: str = ""
+    terms: dict[str, list] = field(default_factory=dict)
 
     @property
     def hold(self) -> bool:
@@ -244,8 +255,12 @@ class _BasePlanner:
             with torch.no_grad():
                 if m == 0:
                     self._target = self._locate(ctx.instruction, out, ctx.current_pose[:3])
-                scores, per_frame = score_rollout(out, cfg.score, self._map_views, props.actions, self._geometry,
-                                                  self._goal_dir, self._target)
+                terms = score_terms(out, cfg.score, self._map_views, props.actions, self._geometry, self._goal_dir,
+                                    self._target, self._target_point())
+                per_frame = terms.reward(cfg.score)
+                scores = per_frame.amax(dim=1)
+                if m == 0:
+                    self._terms = terms.at(per_frame.argmax(dim=1))
             timings["select"] = timings.get("select", 0.0) + time.perf_counter() - t
             if not torch.isfinite(scores).all():
                 raise _HoldError("non-finite candidate scores")
@@ -280,6 +295,12 @@ class _BasePlanner:
             direction = instruction_direction(instruction) if sc.push_standoff_m > 0 else None
             return locate_on_table(out, sc, self._map_views, self._geometry, region, mem[1], tcp, direction)
         return locate_target(out, sc, self._map_views, mem[1])
+
+    def _target_point(self) -> np.ndarray | None:
+        """(3,) [m] where this cycle's 'table' fusion put the centring reference (the target, or a push's standoff
+        or lead point), or None (no fusion, no cycle yet)."""
+        mem = self._memory[1] if self._memory is not None and self._fusion == "table" else None
+        return None if mem is None or mem.reference is None else mem.reference
 
     @property
     def target_estimate(self) -> dict[str, Any] | None:
@@ -347,7 +368,7 @@ class _BasePlanner:
         return PlanResult(chunk=chunk, status=status, reason=reason, chosen_index=int(idx),
                           chosen_label=props.labels[idx], scores=scores, uncertainty=out.h_bar.mean(1),
                           values=out.value.mean(1), objective_trace=trace, timings=timings,
-                          winner_survival=self._survival(int(idx)))
+                          winner_survival=self._survival(int(idx)), terms=getattr(self, "_terms", {}))
 
 
 class GradientPlanner(_BasePlanner):
@@ -508,7 +529,7 @@ class CEMPlanner(_BasePlanner):
                 if bad:
                     return self._hold(ctx, f"non-finite backend output: {', '.join(bad)}", timings)
                 s = score_rollout(o, cfg.score, self._map_views, cand, self._geometry, self._goal_dir,
-                                  self._target)[0].numpy()
+                                  self._target, self._target_point())[0].numpy()
                 order = np.argsort(-s)
                 if s[order[0]] > best_s:
                     best_s, best_n = float(s[order[0]]), samples[order[0]].copy()

@@ -22,8 +22,8 @@ from vidplan_core.objective import (
 from vidplan_core.planning.proposals import approach_goal
 from vidplan_core.runtime.base import RolloutOutput
 
-__all__ = ["ScoreConfig", "TargetMemory", "gripper_reference", "image_directions", "locate_on_table", "locate_target",
-           "score_rollout", "view_rows"]
+__all__ = ["ScoreConfig", "ScoreTerms", "TargetMemory", "gripper_reference", "image_directions", "locate_on_table",
+           "locate_target", "score_rollout", "score_terms", "view_rows"]
 
 
 class ScoreConfig(BaseModel):
@@ -41,6 +41,17 @@ class ScoreConfig(BaseModel):
         "exterior views too; two exterior views fix the target in 3-D); averaged over the map views. 'auto' = "
         "'gripper' where the backend has semantic-map views and camera geometry (a bundle with map_views), else "
         "'image'")
+    centring_space: Literal["image", "metric"] = Field("image", description="where the 'gripper' centring "
+        "distance is measured: 'image' = between the candidate's projected TCP and the target in each map view, "
+        "averaged over the views; 'metric' = in the base frame, between the candidate's TCP and the 3-D point the "
+        "'table' fusion puts the target (or the push reference) at [m], times centring_metric_scale. The image "
+        "distance is not monotone in the 3-D one: a TCP 5 cm above the table projects behind an object on it, so "
+        "on the demo cameras a 3 cm step straight at the point raised the image distance (traced: a push held 7 cm "
+        "from its standoff point for 13 cycles, bench/results/centring_metric.md). 'metric' needs 'table' fusion "
+        "and falls back to 'image' without it")
+    centring_metric_scale: float = Field(1.0, gt=0, description="'metric' centring: normalised image units per "
+        "metre, so that lam weighs both spaces alike (on the demo cameras 1 m ≈ 1 normalised unit near the "
+        "workspace centre: 0.088 m ↔ 0.082 in the traced stall)")
     centroid_temperature: float = Field(0.1, gt=0)
     suppress_semantic: bool = True
     semantic_score: Literal["global", "map_max", "map_mean"] = "global"
@@ -338,11 +349,53 @@ def _push_reference(point: np.ndarray, cfg: ScoreConfig, memory: TargetMemory | 
     return approach_goal(tcp, behind, cfg.push_clearance_m, cfg.push_reach_m)
 
 
+@dataclass
+class ScoreTerms:
+    """The terms of the hierarchical reward, per candidate and frame, each (N, F) (:func:`score_terms`).
+
+    ``r_s``: semantic score; ``h_bar``: mean normalised UQ entropy in [0, 1]; ``dist``: centring distance (normalised
+    image units, or metres × ``centring_metric_scale``), None without centring; ``progress``: push progress, None
+    without a direction term."""
+
+    r_s: torch.Tensor
+    h_bar: torch.Tensor
+    dist: torch.Tensor | None = None
+    progress: torch.Tensor | None = None
+
+    def reward(self, cfg: ScoreConfig) -> torch.Tensor:
+        """(N, F) per-frame rewards (:func:`~vidplan_core.objective.frame_reward`); a candidate's score is the max
+        over its frames."""
+        return frame_reward(self.r_s, self.h_bar, self.dist, cfg.lam, cfg.weighting, cfg.kappa, self.progress,
+                            cfg.direction_weight)
+
+    def at(self, frames: torch.Tensor) -> dict[str, list[float]]:
+        """Each term at one frame per candidate (``frames``: (N,) indices, e.g. each candidate's best frame), as
+        lists for a trace: ``{"r_s": [...], "h_bar": [...], "dist": [...], "progress": [...], "frame": [...]}``
+        (absent terms left out)."""
+        n = torch.arange(len(frames))
+        rows = {"frame": [int(f) for f in frames]}
+        for k in ("r_s", "h_bar", "dist", "progress"):
+            v = getattr(self, k)
+            if v is not None:
+                rows[k] = [round(float(x), 5) for x in v[n, frames]]
+        return rows
+
+
 def score_rollout(out: RolloutOutput, cfg: ScoreConfig, map_views: int | tuple[int, ...] | None = None,
                   actions: np.ndarray | None = None, geometry: Any = None,
                   goal_direction: np.ndarray | None = None, target: torch.Tensor | None = None,
-                  ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Hierarchical reward of a rollout: (N,) candidate scores and (N, F) per-frame rewards.
+                  target_point: np.ndarray | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """Hierarchical reward of a rollout: (N,) candidate scores and (N, F) per-frame rewards (the max over frames of
+    :meth:`ScoreTerms.reward` of :func:`score_terms`, which takes the same arguments)."""
+    per_frame = score_terms(out, cfg, map_views, actions, geometry, goal_direction, target, target_point).reward(cfg)
+    return per_frame.amax(dim=1), per_frame
+
+
+def score_terms(out: RolloutOutput, cfg: ScoreConfig, map_views: int | tuple[int, ...] | None = None,
+                actions: np.ndarray | None = None, geometry: Any = None,
+                goal_direction: np.ndarray | None = None, target: torch.Tensor | None = None,
+                target_point: np.ndarray | None = None) -> ScoreTerms:
+    """The terms of the hierarchical reward of a rollout, each (N, F) (:class:`ScoreTerms`).
 
     ``map_views``: the views the semantic map shows, stacked vertically (the backend's ``map_views``; an int for
     one). Each view's map is suppressed by the uncertainty of that view's rows of the stacked UQ map, has its own
@@ -350,7 +403,8 @@ def score_rollout(out: RolloutOutput, cfg: ScoreConfig, map_views: int | tuple[i
     needed for ``cfg.centring == "gripper"``. ``goal_direction``: (3,) base-frame motion the instruction asks for
     (:func:`vidplan_core.planning.goal.instruction_direction`), used by ``cfg.direction_weight``. ``target``: (V, 2)
     where the target stands in each view where a map does not see it (:func:`locate_target`; default: the most
-    confident centroid of this rollout)."""
+    confident centroid of this rollout). ``target_point``: (3,) [m, base frame] the same target as a point (the
+    'table' fusion's reference), used by ``cfg.centring_space`` 'metric'."""
     h_bar = torch.as_tensor(out.h_bar, dtype=torch.float64)
     views = (map_views,) if isinstance(map_views, int) else tuple(map_views) if map_views else (None,)
     raws, sems = _view_maps(out, cfg, views)
@@ -392,7 +446,11 @@ def score_rollout(out: RolloutOutput, cfg: ScoreConfig, map_views: int | tuple[i
             best = _most_confident(cents, conf) if target is None else torch.as_tensor(target, dtype=cents.dtype)
             seen = cents
             cents = torch.where((conf >= 0.5)[..., None], cents, best.expand_as(cents))
-        if cfg.lam > 0:
+        if cfg.lam > 0 and mode == "gripper" and cfg.centring_space == "metric" and target_point is not None:
+            tcp = torch.as_tensor(np.asarray(actions)[..., :3], dtype=torch.float64)  # (N, F, 3) [m]
+            point = torch.as_tensor(np.asarray(target_point, np.float64).reshape(3))
+            dist = torch.linalg.vector_norm(tcp - point, dim=-1) * cfg.centring_metric_scale
+        elif cfg.lam > 0:
             dist = centroid_distance(cents, ref).mean(-1)
         if push:
             # The target's image motion along the asked-for direction, per exterior view, from the candidate's
@@ -411,5 +469,4 @@ def score_rollout(out: RolloutOutput, cfg: ScoreConfig, map_views: int | tuple[i
             progress = ext_mean(((track - track[:, :1]) * u).sum(-1))  # (N, F)
             near = ext_mean(centroid_distance(track, ref)) <= cfg.direction_radius
             progress = progress * near.to(progress.dtype)
-    per_frame = frame_reward(r_s, h_bar, dist, cfg.lam, cfg.weighting, cfg.kappa, progress, cfg.direction_weight)
-    return per_frame.amax(dim=1), per_frame
+    return ScoreTerms(r_s, h_bar, dist if cfg.lam > 0 else None, progress if push else None)
