@@ -5,8 +5,10 @@ chosen (variant, task) episodes of each part into ``OUT/episodes.jsonl`` with ``
 ``bench/closed_loop_eval.py --out OUT --summarize-only`` writes one table (and its ``cells``) over all of them, and a
 run of ``bench/closed_loop_eval.py --out OUT`` adds the cells still missing. Parts must share the settings that a
 resume may not change (model, planner overrides, seed, backend, camera size, ...): anything else exits 2 naming the
-setting, and so does an episode found in two parts. Which part each episode came from is kept in
-``OUT/sources.json``.
+setting, and so does an episode found in two parts. Parts may start at other scene seeds (``--seed``: more scenes
+of the same protocol, e.g. seeds 0-4 and 5-9): the merged run starts at the lowest and counts its episodes per cell
+up to the highest seed, as one run over all of them would (a gap between the parts' seeds is refused: a resume would
+fill it, a summary would not say it is missing). Which part each episode came from is kept in ``OUT/sources.json``.
 
     python bench/merge_runs.py --out bench/results/closed_loop_eval \\
         bench/results/closed_loop_current:vidplan,no-uq:touch,push  bench/results/closed_loop_baselines:scripted,random
@@ -45,6 +47,7 @@ def main(argv: list[str] | None = None) -> int:
     records: list[dict] = []
     sources: list[dict] = []
     seen: dict[tuple, str] = {}  # episode → the part it came from
+    blocks: list[tuple[int, int, int]] = []  # (seed, episodes, episodes_other) of each part
     for spec in a.parts:
         path, variants, tasks = _part(spec)
         if not (path / SETTINGS).is_file():
@@ -57,7 +60,7 @@ def main(argv: list[str] | None = None) -> int:
                 return 2
         if merged is None:
             merged = cfg.model_copy(update={"variants": [], "tasks": [], "clutter": []})
-        elif diff := changed_settings(merged.fixed(), cfg.fixed()):
+        elif diff := changed_settings({**merged.fixed(), "seed": None}, {**cfg.fixed(), "seed": None}):
             print(f"{path}: other settings than the first part ({diff})", file=sys.stderr)
             return 2
         taken = Counter()
@@ -81,11 +84,20 @@ def main(argv: list[str] | None = None) -> int:
         merged.variants += [v for v in (variants or cfg.variants) if v not in merged.variants]
         merged.tasks += [t for t in (tasks or cfg.tasks) if t not in merged.tasks]
         merged.clutter += [c for c in cfg.clutter if c not in merged.clutter]
-        merged.episodes = max(merged.episodes, cfg.episodes)
-        merged.episodes_other = max(merged.episodes_other, cfg.episodes_other)
+        blocks.append((cfg.seed, cfg.episodes, cfg.episodes_other))
         sources.append({"dir": str(path), "variants": variants or cfg.variants, "tasks": tasks or cfg.tasks,
-                        "episodes": {f"{v}/{t}": n for (v, t), n in sorted(taken.items())}})
+                        "seed": cfg.seed, "episodes": {f"{v}/{t}": n for (v, t), n in sorted(taken.items())}})
     assert merged is not None
+    # episode i of a cell is scene seed `seed + i` (closed_loop_config.episode_specs): one seed range over the parts
+    merged.seed = min(b[0] for b in blocks)
+    merged.episodes = max(b[0] + b[1] for b in blocks) - merged.seed
+    merged.episodes_other = max(b[0] + b[2] for b in blocks) - merged.seed
+    covered = set().union(*(range(b[0], b[0] + max(b[1], b[2])) for b in blocks))
+    if gap := sorted(set(range(merged.seed, merged.seed + max(merged.episodes, merged.episodes_other))) - covered):
+        print(f"the parts leave scene seeds {gap} out: merge parts whose seed ranges meet", file=sys.stderr)
+        return 2
+    for rec in records:
+        rec["index"] = rec["seed"] - merged.seed
     merged.clutter.sort()
     out.mkdir(parents=True)
     (out / SETTINGS).write_text(merged.model_dump_json(indent=2))

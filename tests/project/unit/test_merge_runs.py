@@ -14,10 +14,10 @@ ROOT = Path(__file__).resolve().parents[3]
 
 
 def _run_dir(path: Path, variants: list[str], tasks: list[str], overrides: dict | None = None, episodes: int = 3,
-             seeds: range = range(2)) -> Path:
+             seeds: range = range(2), seed: int = 0) -> Path:
     path.mkdir(parents=True)
     cfg = ClosedLoopConfig(variants=variants, tasks=tasks, clutter=[0, 1], episodes=episodes, episodes_other=episodes,
-                           overrides=overrides or {})
+                           overrides=overrides or {}, seed=seed)
     (path / SETTINGS).write_text(cfg.model_dump_json(indent=2))
     lines = [json.dumps({"variant": v, "task": t, "clutter": c, "seed": s, "instruction": f"{t} it", "success": True})
              for v in variants for t in tasks for c in (0, 1) for s in seeds]
@@ -59,3 +59,21 @@ def test_other_settings_a_repeated_episode_and_a_missing_variant_are_refused(tmp
     res = _merge("--out", a, a)  # never into an existing directory
     assert res.returncode == 2 and "exists" in res.stderr
     assert not any((tmp_path / m).exists() for m in ("m1", "m2", "m3"))
+
+
+def test_runs_over_consecutive_scene_seeds_pool_into_one_run(tmp_path):
+    """More scenes of one protocol: a run from seed 0 (5 per cell) and one from seed 5 become a run from seed 0 with
+    10 per cell, each episode at its index within the cell; a gap between the seed ranges is refused."""
+    first = _run_dir(tmp_path / "first", ["vidplan"], ["touch"], episodes=5, seeds=range(5))
+    more = _run_dir(tmp_path / "more", ["vidplan"], ["touch"], episodes=5, seeds=range(5, 10), seed=5)
+    out = tmp_path / "pooled"
+    res = _merge("--out", out, first, more)
+    assert res.returncode == 0, res.stderr
+    cfg = ClosedLoopConfig.model_validate_json((out / SETTINGS).read_text())
+    assert cfg.seed == 0 and cfg.episodes == 10
+    recs = [json.loads(x) for x in (out / EPISODES).read_text().splitlines()]
+    assert len(recs) == 20 and all(r["index"] == r["seed"] for r in recs)
+    assert [s["seed"] for s in json.loads((out / "sources.json").read_text())] == [0, 5]
+    far = _run_dir(tmp_path / "far", ["vidplan"], ["touch"], episodes=5, seeds=range(20, 25), seed=20)
+    res = _merge("--out", tmp_path / "gap", first, far)
+    assert res.returncode == 2 and "[5, 6" in res.stderr and not (tmp_path / "gap").exists()
