@@ -50,8 +50,8 @@ class ScoreConfig(BaseModel):
         "from its standoff point for 13 cycles, bench/results/centring_metric.md). 'metric' needs 'table' fusion "
         "and falls back to 'image' without it")
     centring_metric_scale: float = Field(1.0, gt=0, description="'metric' centring: normalised image units per "
-        "metre, so that lam weighs both spaces alike (on the demo cameras 1 m ≈ 1 normalised unit near the "
-        "workspace centre: 0.088 m ↔ 0.082 in the traced stall)")
+        "metre, so that lam weighs both spaces alike (on the demo bundle's cropped views 1 m is 0.8–0.9 normalised "
+        "units near the workspace centre: 0.091 m ↔ 0.082 and 0.087 m ↔ 0.068 in the traced stall)")
     centroid_temperature: float = Field(0.1, gt=0)
     suppress_semantic: bool = True
     semantic_score: Literal["global", "map_max", "map_mean"] = "global"
