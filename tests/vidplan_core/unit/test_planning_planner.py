@@ -619,6 +619,19 @@ def test_table_fusion_puts_the_target_where_both_views_agree():
                                              atol=0.02)
     locate_on_table(obj, over, (0, 1), geo, region, cm, at_standoff, left)
     assert cm.pushing  # down at the standoff point: the push begins as without the clearance
+    # push_over_hysteresis: once over the standoff point, the lowered reference holds out to that × push_reach_m
+    beside = np.array([0.55, 0.05 - 0.045, 0.10])  # 4.5 cm from the standoff point: outside 3 cm, inside 6 cm
+    for factor, want_z in ((1.0, 0.08), (2.0, 0.02)):
+        hm = TargetMemory()
+        locate_on_table(obj, over.model_copy(update={"push_over_hysteresis": factor}), (0, 1), geo, region, hm,
+                        np.array([0.55, 0.06, 0.10]), left)  # over it
+        assert hm.over and not hm.pushing
+        locate_on_table(obj, over.model_copy(update={"push_over_hysteresis": factor}), (0, 1), geo, region, hm,
+                        beside, left)
+        np.testing.assert_allclose(hm.reference[2], want_z, atol=1e-9, err_msg=f"hysteresis {factor}")
+    far = TargetMemory()  # never over it: raised, whatever the factor
+    locate_on_table(obj, over.model_copy(update={"push_over_hysteresis": 2.0}), (0, 1), geo, region, far, beside, left)
+    assert not far.over and far.reference[2] == pytest.approx(0.08)
 
 
 def test_planner_keeps_the_table_target_per_instruction(backend, ctx, proposals):

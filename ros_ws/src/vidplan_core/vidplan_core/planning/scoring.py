@@ -113,6 +113,10 @@ class ScoreConfig(BaseModel):
         "the push to begin (push_standoff_m)")
     push_lead_m: float = Field(0.10, gt=0, description="while pushing, how far ahead of the target [m] the centring "
         "reference is (push_standoff_m); the push ends when the TCP leaves table_hold_m of the target")
+    push_over_hysteresis: float = Field(1.0, ge=1.0, description="with push_clearance_m: once the TCP has come "
+        "within push_reach_m of the standoff point horizontally, the lowered reference holds until it is farther than "
+        "this × push_reach_m. Without it (1) the reference flipped between raised and lowered 18 times in 38 cycles of "
+        "a lost push, the hand hovering at the boundary (bench/results/centring_metric.md)")
     push_clearance_m: float = Field(0.0, ge=0, description="going round to the standoff point (push_standoff_m), "
         "the reference is this far above it [m] until the TCP is within push_reach_m of it horizontally, so the hand "
         "goes over the object rather than through it: after a push overran the object, the way back to the near "
@@ -207,6 +211,7 @@ class TargetMemory:
     tcp: np.ndarray | None = None  # (3,) the TCP when that point was found [m]
     pushing: bool = False  # push_standoff_m: the hand reached the standoff point and now moves through the object
     reference: np.ndarray | None = None  # (3,) where the centring pulls the TCP: the point, or the push reference [m]
+    over: bool = False  # push_clearance_m: the hand came over the standoff point (push_over_hysteresis)
 
 
 def _most_confident(cents: torch.Tensor, conf: torch.Tensor) -> torch.Tensor:
@@ -345,8 +350,11 @@ def _push_reference(point: np.ndarray, cfg: ScoreConfig, memory: TargetMemory | 
         memory.pushing = True
     if memory.pushing:
         return point + cfg.push_lead_m * u
-    # going round: over the standoff point first, then down (the approach candidates' rule)
-    return approach_goal(tcp, behind, cfg.push_clearance_m, cfg.push_reach_m)
+    # going round: over the standoff point first, then down (the approach candidates' rule); once over it, the
+    # lowered reference holds out to push_over_hysteresis × push_reach_m
+    reach = cfg.push_reach_m * (cfg.push_over_hysteresis if memory.over else 1.0)
+    memory.over = cfg.push_clearance_m > 0 and bool(np.linalg.norm(tcp[:2] - behind[:2]) <= reach)
+    return approach_goal(tcp, behind, cfg.push_clearance_m, reach)
 
 
 @dataclass
