@@ -276,9 +276,8 @@ def _trace_row(env: Any, cycle: int, step: int, result: Any, props: Any,
         if props is not None and len(result.scores) == len(props):
             row["scores"] = {lab: round(float(v), 5) for lab, v in zip(props.labels, result.scores, strict=True)}
             row["best_score"] = round(float(np.max(result.scores)), 5)
-            terms = getattr(result, "terms", {})
-            if terms and all(len(v) == len(props) for v in terms.values()):
-                row["terms"] = {lab: {k: v[i] for k, v in terms.items()} for i, lab in enumerate(props.labels)}
+            if result.terms:  # empty for planners that score nothing (blind, scripted)
+                row["terms"] = {lab: {k: v[i] for k, v in result.terms.items()} for i, lab in enumerate(props.labels)}
     if estimate is not None:
         row["target_estimate"] = estimate
     return row

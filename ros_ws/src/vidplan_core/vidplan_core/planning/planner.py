@@ -160,6 +160,7 @@ class _BasePlanner:
         # object permanence across cycles (score.target_gate): where each map view last put the target, per
         # instruction; this cycle's target, used by every scoring of the cycle
         self._memory: tuple[str, TargetMemory] | None = None
+        self._terms: dict[str, list] = {}  # the last selection's ScoreTerms.at, for PlanResult.terms
         self._target: torch.Tensor | None = None
         # score.target_fusion resolved for this backend ('auto': 'table' where an exterior map view has geometry)
         self._fusion = "off" if self.config.score.target_fusion == "auto" else self.config.score.target_fusion
@@ -368,7 +369,7 @@ class _BasePlanner:
         return PlanResult(chunk=chunk, status=status, reason=reason, chosen_index=int(idx),
                           chosen_label=props.labels[idx], scores=scores, uncertainty=out.h_bar.mean(1),
                           values=out.value.mean(1), objective_trace=trace, timings=timings,
-                          winner_survival=self._survival(int(idx)), terms=getattr(self, "_terms", {}))
+                          winner_survival=self._survival(int(idx)), terms=self._terms)
 
 
 class GradientPlanner(_BasePlanner):

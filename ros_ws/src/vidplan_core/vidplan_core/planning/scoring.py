@@ -477,4 +477,4 @@ def score_terms(out: RolloutOutput, cfg: ScoreConfig, map_views: int | tuple[int
             progress = ext_mean(((track - track[:, :1]) * u).sum(-1))  # (N, F)
             near = ext_mean(centroid_distance(track, ref)) <= cfg.direction_radius
             progress = progress * near.to(progress.dtype)
-    return ScoreTerms(r_s, h_bar, dist if cfg.lam > 0 else None, progress if push else None)
+    return ScoreTerms(r_s, h_bar, dist, progress)
