@@ -32,6 +32,9 @@ Parameters:
     wait_timeout_s (float, 10.0): ... for at most this long (then play anyway, with a warning).
     start_delay_s (float, 0.5): pause after creating publishers so discovery can settle.
     exit_at_end (bool, false): exit (code 0) at the end of the bag instead of idling.
+    drain_timeout_s (float, 5.0): with exit_at_end, wait at most this long for the subscribers to acknowledge
+        the reliable topics' messages before exiting (a subscriber still completing discovery would lose the
+        last messages otherwise); a warning names the topics not acknowledged in time.
     progress_interval_s (float, 5.0): period of the progress log line.
 """
 
@@ -42,6 +45,7 @@ import threading
 import time
 
 import rclpy
+from rclpy.duration import Duration
 from rclpy.node import Node
 from rclpy.qos import qos_profile_sensor_data
 
@@ -87,6 +91,7 @@ class Replay(Node):
         self.wait_timeout_s = float(p("wait_timeout_s", 10.0).value)
         self.start_delay_s = float(p("start_delay_s", 0.5).value)
         self.exit_at_end = bool(p("exit_at_end", False).value)
+        self.drain_timeout_s = float(p("drain_timeout_s", 5.0).value)
         self.progress_interval_s = float(p("progress_interval_s", 5.0).value)
         parameters_declared(self)  # an unknown parameter fails here, before the bag is opened (listing mode stops)
         if not bag:
@@ -97,6 +102,8 @@ class Replay(Node):
             raise ValueError(f"start_offset_s must be >= 0, got {self.start_offset_s}")
         if clock_rate <= 0:
             raise ValueError(f"clock_rate_hz must be > 0, got {clock_rate}")
+        if self.drain_timeout_s < 0:
+            raise ValueError(f"drain_timeout_s must be >= 0, got {self.drain_timeout_s}")
         self.clock_period_s = 1.0 / clock_rate
 
         self.reader = BagReader(bag)  # BagError (a ValueError) → "error: bag PATH: problem", exit code 2
@@ -212,7 +219,24 @@ class Replay(Node):
         self.get_logger().info(f"end of bag: {self.published} messages published"
                                + ("; exiting" if self.exit_at_end else "; idling (exit_at_end is false)"))
         if self.exit_at_end:
+            self._drain()
             self._shutdown()
+
+    def _drain(self) -> None:
+        """Wait (≤ drain_timeout_s in all) until matched subscribers acknowledged every reliable message.
+
+        A reliable writer that exits right after its last publish loses that message for a reader whose half of
+        discovery is still under way (it drops data from a writer it does not know yet, and the writer is gone
+        before its next heartbeat); best-effort publishers return at once."""
+        end = time.monotonic() + self.drain_timeout_s
+        late = []
+        for topic, pub in self.publishers_.items():
+            left = max(0.0, end - time.monotonic())
+            if not pub.wait_for_all_acked(Duration(nanoseconds=int(left * 1e9))):
+                late.append(topic)
+        if late:
+            self.get_logger().warning(f"exiting although {late} were not acknowledged by every subscriber within "
+                                      f"drain_timeout_s = {self.drain_timeout_s} s")
 
     def _play_safe(self) -> None:
         try:
