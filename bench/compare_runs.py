@@ -5,9 +5,12 @@ on the same scene seeds), or of two variants (``--variant-b``: e.g. ``scripted``
     python bench/compare_runs.py A_RUN_DIR B_RUN_DIR --variant vidplan --labels "full decoder,tiny decoder" \
         --out bench/results/closed_loop_tiny_decoder_paired
 
-Writes OUT.json and OUT.md: per task and pooled, the paired episodes, both / only A / only B / neither succeeded,
-each side's success rate with its Wilson 95 % interval, and the exact two-sided McNemar p-value (binomial test on the
-discordant pairs); also each side's mean plan time.
+A side may pool several runs (more scene seeds, or one task from each of two runs): ``DIR[:TASKS]+DIR[:TASKS]...``,
+e.g. ``runs/s0:touch+runs/s0_push:push+runs/s5``; an episode found in two parts is refused (exit 2, named).
+
+Writes OUT.json and OUT.md: per task, per clutter level and pooled, the paired episodes, both / only A / only B /
+neither succeeded, each side's success rate with its Wilson 95 % interval, and the exact two-sided McNemar p-value
+(binomial test on the discordant pairs); also each side's mean plan time.
 """
 
 from __future__ import annotations
@@ -35,16 +38,27 @@ def mcnemar_exact(b: int, c: int) -> float:
     return min(1.0, 2 * tail)
 
 
-def _episodes(run: Path, variant: str) -> dict[tuple, dict]:
-    data = json.loads((run / "results.json").read_text())
-    return {(e["task"], int(e["clutter"]), int(e["seed"]), e["instruction"]): e for e in data["episodes"]
-            if e["variant"] == variant}
+def _episodes(side: str, variant: str) -> dict[tuple, dict]:
+    """The variant's episodes of one side, ``DIR[:TASKS]`` parts joined by ``+``, keyed (task, clutter, seed,
+    instruction); ValueError names an episode found in two parts."""
+    out: dict[tuple, dict] = {}
+    for part in side.split("+"):
+        run, _, tasks = part.partition(":")
+        data = json.loads((Path(run) / "results.json").read_text())
+        for e in data["episodes"]:
+            if e["variant"] != variant or (tasks and e["task"] not in tasks.split(",")):
+                continue
+            key = (e["task"], int(e["clutter"]), int(e["seed"]), e["instruction"])
+            if key in out:
+                raise ValueError(f"{part}: episode {key} of {variant!r} is in an earlier part too")
+            out[key] = e
+    return out
 
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("a", type=Path)
-    ap.add_argument("b", type=Path)
+    ap.add_argument("a", help="run A: DIR, or DIR[:TASKS] parts joined by '+'")
+    ap.add_argument("b", help="run B: as A")
     ap.add_argument("--variant", default="vidplan", help="the variant compared (in run A)")
     ap.add_argument("--variant-b", default=None, help="the variant of run B (default: --variant)")
     ap.add_argument("--tasks", default="", help="compare only these tasks (comma-separated; default: all both have), "
@@ -55,13 +69,19 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
     la, lb = args.labels.split(",")
     vb = args.variant_b or args.variant
-    ea, eb = _episodes(args.a, args.variant), _episodes(args.b, vb)
+    try:
+        ea, eb = _episodes(args.a, args.variant), _episodes(args.b, vb)
+    except ValueError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
     keys = sorted(set(ea) & set(eb))
     if args.tasks:
         keys = [k for k in keys if k[0] in args.tasks.split(",")]
     groups: dict[str, list] = {}
     for k in keys:
         groups.setdefault(k[0], []).append(k)
+    for k in keys:
+        groups.setdefault(f"clutter {k[1]}", []).append(k)
     groups["all"] = keys
     rows = {}
     for g, ks in groups.items():
@@ -83,7 +103,7 @@ def main(argv: list[str] | None = None) -> int:
     md = [f"# Paired closed-loop comparison: {what} with {la} vs {lb}", "",
           f"A = `{args.a}` ({la}), B = `{args.b}` ({lb}); episodes paired by task, clutter, scene seed and "
           f"instruction. `{out['command']}`" + (f" — {args.note}" if args.note else ""), "",
-          f"| task | pairs | both | only {la} | only {lb} | neither | {la} (Wilson 95 %) | {lb} (Wilson 95 %) | "
+          f"| group | pairs | both | only {la} | only {lb} | neither | {la} (Wilson 95 %) | {lb} (Wilson 95 %) | "
           f"McNemar exact p | mean plan s {la} / {lb} |", "|---|---|---|---|---|---|---|---|---|---|"]
     for g, r in rows.items():
         if not r["pairs"]:
