@@ -51,8 +51,9 @@ class Listener(SpinningNode):
 
 def _planner_cmd(model_dir: Path) -> list[str]:
     # noise_samples makes each cycle take seconds (measured in the diagnostics), far longer than CLOCK_TIMEOUT_S: the
-    # cycle running when the sim dies ends long after its inputs went stale.
-    params = dict(use_sim_time="true", model_dir=str(model_dir), instruction=TASK, refine_iters=5, noise_samples=6,
+    # cycle running when the sim dies ends long after its inputs went stale. 6 samples took 1.35 s on CI's machine
+    # (the premise below wants > 1.0 s); 12 keep a margin on a faster one.
+    params = dict(use_sim_time="true", model_dir=str(model_dir), instruction=TASK, refine_iters=5, noise_samples=12,
                   open_loop_steps=1, publish_debug="false", camera_timeout_s=0.6, state_timeout_s=1.0,
                   clock_timeout_s=CLOCK_TIMEOUT_S)
     cmd = [node_executable("vidplan_ros", "planner_node"), "--ros-args"]
@@ -95,8 +96,9 @@ def test_cycle_running_when_the_sim_dies_is_dropped_with_a_reason(sim_died):
     r = sim_died
     print(f"plan cycles took {[round(c, 2) for c in r['cycle_s']]} s")
     assert r["planner_alive"], r["log"][-3000:]
-    # the premise: the cycle in flight outlives CLOCK_TIMEOUT_S by far
-    assert min(r["cycle_s"]) > 3 * CLOCK_TIMEOUT_S, r["cycle_s"]
+    # the premise: the cycle in flight outlives CLOCK_TIMEOUT_S by far (the stall is seen ~CLOCK_TIMEOUT_S after the
+    # kill, which comes as a cycle starts; twice that leaves the cycle running when the planner notices)
+    assert min(r["cycle_s"]) > 2 * CLOCK_TIMEOUT_S, r["cycle_s"]
     assert r["plans_after"] == [], [(round(t - r["t_kill"], 2), m.plan_id) for t, m in r["plans_after"]]
     dropped = [d for _t, d in r["diags_after"] if d.plan_id == r["last_id"] + 1]
     assert dropped, [(round(t, 2), d.status, d.plan_id, d.reason) for t, d in r["diags_after"]]
