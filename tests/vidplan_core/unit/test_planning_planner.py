@@ -632,6 +632,18 @@ def test_table_fusion_puts_the_target_where_both_views_agree():
     far = TargetMemory()  # never over it: raised, whatever the factor
     locate_on_table(obj, over.model_copy(update={"push_over_hysteresis": 2.0}), (0, 1), geo, region, far, beside, left)
     assert not far.over and far.reference[2] == pytest.approx(0.08)
+    # push_overrun_m: a hand 4 cm past the object's centre along the motion (it slid by the object's side; still
+    # within table_hold_m of it) keeps pushing without the rule and goes round again with it
+    past = np.array([0.55, 0.14, 0.03])
+    for overrun, still_pushing in ((0.0, True), (0.05, True), (0.02, False)):
+        om = TargetMemory()
+        run = push.model_copy(update={"push_overrun_m": overrun})
+        locate_on_table(obj, run, (0, 1), geo, region, om, at_standoff, left)
+        assert om.pushing
+        locate_on_table(obj, run, (0, 1), geo, region, om, past, left)
+        assert om.pushing is still_pushing, overrun
+        if not still_pushing:  # back to the standoff point behind the object
+            np.testing.assert_allclose(om.reference, (0.55, 0.05, 0.02), atol=0.011)
 
 
 def test_planner_keeps_the_table_target_per_instruction(backend, ctx, proposals):
