@@ -53,6 +53,8 @@ def main() -> None:
     ap.add_argument("--tasks", default="touch,push")
     ap.add_argument("--radius", type=float, default=0.05, help="per-view hit radius [normalised image units]")
     ap.add_argument("--radius-m", type=float, default=0.04, help="fused hit radius [m]")
+    ap.add_argument("--observed", action="store_true", help="also locate the target on the current camera frames "
+                    "(the scorer on what the cameras see now, not on the imagined futures; torch scorer)")
     ap.add_argument("--note", action="append", default=[])
     ap.add_argument("--out", default=str(OUT / "target_localisation"))
     args = ap.parse_args()
@@ -94,6 +96,12 @@ def main() -> None:
     geo = ActionMapRenderer(backend.view_geometry)
     region = ((pcfg.limits.workspace_min[0], pcfg.limits.workspace_max[0]),
               (pcfg.limits.workspace_min[1], pcfg.limits.workspace_max[1]))
+    scorer_graph = None
+    if args.observed:  # the same bundle's scorer in torch (the export scores latents only)
+        from vidplan_core.runtime.loader import load_planner_backend
+
+        tb = load_planner_backend(model, "torch", threads=1, warm=False).backend
+        scorer_graph = (tb.graphs["semantic"], tb.text_embedding)
     env = SimEnv(width=cfg.width, height=cfg.height)
     kin = PandaKinematics()
     specs = episode_specs(cfg, env.cfg.colour_names, env.cfg.shape_names)
@@ -138,6 +146,24 @@ def main() -> None:
             row[f"fused_{p}_hit"] = fnear == target and dm[fnear] <= args.radius_m
             row[f"fused_{p}_object"] = fnear
             row[f"fused_{p}_err_m"] = round(dm[target], 4)
+        if scorer_graph is not None:
+            graph, embed = scorer_graph
+            cam = torch.as_tensor(frames, dtype=torch.float32)[None, None] / 255.0  # (1, 1, 3, 3, H, W)
+            with torch.no_grad():
+                _, cam_map = graph.score_frames(cam, embed(spec.instruction))
+                lat = backend.encode_frames(frames[None])  # (1, C, h, w): the history encoder's latent
+                _, rt_map = graph(torch.as_tensor(lat)[None], embed(spec.instruction))  # decoded, then scored
+            for key, sem_map in (("observed", cam_map), ("roundtrip", rt_map)):
+                seen = type(out)(h_bar=out.h_bar[:1, :1], uq_map=np.zeros_like(out.uq_map[:1, :1]),
+                                 value=out.value[:1, :1], value_entropy=out.value_entropy[:1, :1],
+                                 semantic_score=out.semantic_score[:1, :1], semantic_map=sem_map.numpy())
+                mem = TargetMemory()
+                locate_on_table(seen, fused_cfg["max"], views, geo, region, mem)
+                dm = {k: float(np.linalg.norm(q[:2] - mem.point[:2])) for k, q in objs.items()}
+                fnear = min(dm, key=dm.get)
+                row[f"{key}_hit"] = fnear == target and dm[fnear] <= args.radius_m
+                row[f"{key}_object"] = fnear
+                row[f"{key}_err_m"] = round(dm[target], 4)
         rows.append(row)
     wall = time.perf_counter() - t0
 
@@ -153,6 +179,11 @@ def main() -> None:
             s[f"fused_{p}_hit"], s[f"fused_{p}_ci"] = k, wilson(k, n)
             s[f"fused_{p}_median_err_m"] = (round(float(np.median([r[f"fused_{p}_err_m"] for r in sel])), 4)
                                             if sel else None)
+        for key in ("observed", "roundtrip") if args.observed else ():
+            k = sum(r[f"{key}_hit"] for r in sel)
+            s[f"{key}_hit"], s[f"{key}_ci"] = k, wilson(k, n)
+            s[f"{key}_median_err_m"] = (round(float(np.median([r[f"{key}_err_m"] for r in sel])), 4)
+                                        if sel else None)
         return s
 
     by_clutter = {str(c): summary([r for r in rows if r["clutter"] == c]) for c in cfg.clutter}
@@ -172,8 +203,10 @@ def main() -> None:
         pv = " / ".join(f"{k}/{n}" for k in s["per_view_hits"])
         fused = " | ".join(f"{s[f'fused_{p}_hit']}/{n} {list(s[f'fused_{p}_ci'])}, {s[f'fused_{p}_median_err_m']} m"
                            for p in pools)
+        seen = "".join(f" {s[f'{k}_hit']}/{n} {list(s[f'{k}_ci'])}, {s[f'{k}_median_err_m']} m |"
+                       for k in (("observed", "roundtrip") if args.observed else ()))
         return (f"| {name} | {n} | {pv} | {s['both_views_hit']}/{n} {list(s['both_views_ci'])} | "
-                f"{s['views_on_different_objects']}/{n} | {fused} |")
+                f"{s['views_on_different_objects']}/{n} | {fused} |{seen}")
 
     md = ["# Target localisation: per view vs fused on the table", "",
           f"Machine: {res['machine']}, onnxruntime CPU, 1 thread. Commit `{commit}`. Wall {wall:.0f} s.", "",
@@ -188,11 +221,24 @@ def main() -> None:
           "to the table point and within "
           f"{args.radius_m} m. Wilson 95 % intervals.", "",
           "| scenes | n | per view hits (left / right) | both views on target | views on different objects | "
-          "fused, max pool: on target, median error | fused, mean pool: on target, median error |",
-          "|---|---|---|---|---|---|---|"]
+          "fused, max pool: on target, median error | fused, mean pool: on target, median error |"
+          + (" fused on the camera frames: on target, median error | fused on the encoded and decoded camera "
+             "frames: on target, median error |" if args.observed else ""),
+          "|---|---|---|---|---|---|---|" + ("---|---|" if args.observed else "")]
+    if args.observed:
+        md[-3] += (" Camera frames: the same fusion (max pool) on the scorer's maps of the current camera frames "
+                   "(the views as the model sees them), not of the imagined futures; encoded and decoded: the "
+                   "current frames through the history encoder and the scoring decoder, as the planner's semantic "
+                   "graph would score them.")
     md += [line(f"clutter {c}", s) for c, s in by_clutter.items()]
     md += [line(t, s) for t, s in by_task.items()]
     md += [line("all", total), ""]
+    if args.observed:  # paired per scene against the imagined futures' fusion (max pool)
+        for key, what in (("observed", "camera frames"), ("roundtrip", "encoded and decoded camera frames")):
+            won = sum(r[f"{key}_hit"] and not r["fused_max_hit"] for r in rows)
+            lost = sum(r["fused_max_hit"] and not r[f"{key}_hit"] for r in rows)
+            md.append(f"- paired with the imagined futures (max pool), {what}: on target in {won} scenes where the "
+                      f"futures were not, off it in {lost} where they were")
     md += [f"- {n}" for n in args.note]
     out.with_suffix(".md").write_text("\n".join(md) + "\n")
     print("\n".join(md))

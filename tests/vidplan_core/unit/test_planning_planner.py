@@ -384,6 +384,41 @@ def test_metric_centring_is_monotone_where_the_image_distance_is_not():
     assert torch.equal(fallback, image)
 
 
+def test_push_keepout_bars_coming_down_beside_the_object_on_the_way_round():
+    """push_keepout_m: going round a push, a candidate whose TCP comes down within that distance of the object's
+    centre (in any frame) scores as if 1 m farther from the reference; high, or farther away, it is scored as
+    before, and without a keep-out point (pushing, or a touch) nothing changes."""
+    from vidplan_core.calibration import load_calibration
+    from vidplan_core.models.action_maps import action_map_config
+    from vidplan_core.planning.scoring import ScoreConfig, gripper_reference, score_rollout
+    from vidplan_core.runtime.base import RolloutOutput
+
+    geo = action_map_config(load_calibration(), (1, 1))
+    obj = np.array([0.49, 0.24, 0.02])  # the traced ball (push, seed 6, clutter 0)
+    ref = np.array([0.49, 0.29, 0.08])  # the raised standoff reference
+    down = [np.pi, 0.0, 0.0, 1.0]
+    # from over the ball's near side: down beside it (traced), down 6 cm away, across it high, and a chunk whose
+    # first frame stays high and whose second comes down beside the ball
+    acts = np.array([[[0.476, 0.236, 0.069, *down], [0.476, 0.236, 0.029, *down]],
+                     [[0.476, 0.18, 0.069, *down], [0.476, 0.18, 0.029, *down]],
+                     [[0.476, 0.266, 0.069, *down], [0.48, 0.29, 0.069, *down]],
+                     [[0.476, 0.236, 0.069, *down], [0.47, 0.25, 0.03, *down]]])  # (N=4, F=2, 7)
+    z = np.zeros((4, 2), np.float32)
+    out = RolloutOutput(h_bar=z, uq_map=np.zeros((4, 2, 18, 10), np.float32), value=z, value_entropy=z,
+                        semantic_score=z, semantic_map=np.full((4, 2, 24, 20), -10.0, np.float32))
+    kw = dict(map_views=(0, 1), actions=acts, geometry=geo, target_point=ref,
+              target=gripper_reference(np.array([[[*ref, *down]]]), geo, (0, 1))[0, 0])
+    cfg = ScoreConfig(lam=1.0, kappa=0.0, centring_space="metric")
+    base = score_rollout(out, cfg, **kw)[0].numpy()
+    assert base[0] > base[1]  # without the rule the traced descent beside the ball beats the one 6 cm away
+    kept = score_rollout(out, cfg.model_copy(update={"push_keepout_m": 0.03}), **kw, keepout_point=obj)[0].numpy()
+    np.testing.assert_allclose(kept[[1, 2]], base[[1, 2]])  # 6 cm away, or high: unchanged
+    np.testing.assert_allclose(kept[[0, 3]], base[[0, 3]] - 1.0)  # down beside it, in any frame: 1 m farther
+    assert kept[1] > kept[0]
+    same = score_rollout(out, cfg.model_copy(update={"push_keepout_m": 0.03}), **kw)[0].numpy()
+    np.testing.assert_allclose(same, base)  # no keep-out point (pushing, or a touch): no change
+
+
 def test_instruction_direction_reads_only_a_closing_motion_phrase():
     from vidplan_core.planning.goal import instruction_direction
 
@@ -597,11 +632,12 @@ def test_table_fusion_puts_the_target_where_both_views_agree():
     ref = locate_on_table(obj, push, (0, 1), geo, region, pm, high, left)
     assert torch.allclose(ref.to(want.dtype), torch.as_tensor(uv_of((0.55, 0.05, 0.02))), atol=0.02)
     assert not pm.pushing
+    np.testing.assert_allclose(pm.keepout, target, atol=0.011)  # going round: the object is kept out of (keepout)
     assert torch.allclose(locate_on_table(obj, cfg, (0, 1), geo, region, TargetMemory(), high, left).to(want.dtype),
                           want, atol=0.02)  # standoff 0: the object itself
     at_standoff = np.array([0.55, 0.06, 0.03])
     ref = locate_on_table(obj, push, (0, 1), geo, region, pm, at_standoff, left)
-    assert pm.pushing
+    assert pm.pushing and pm.keepout is None
     assert torch.allclose(ref.to(want.dtype), torch.as_tensor(uv_of((0.55, 0.20, 0.02))), atol=0.02)
     ref = locate_on_table(obj, push, (0, 1), geo, region, pm, np.array([0.30, -0.2, 0.03]), left)
     assert not pm.pushing  # the hand is 35 cm from the object: round again
@@ -644,6 +680,22 @@ def test_table_fusion_puts_the_target_where_both_views_agree():
         assert om.pushing is still_pushing, overrun
         if not still_pushing:  # back to the standoff point behind the object
             np.testing.assert_allclose(om.reference, (0.55, 0.05, 0.02), atol=0.011)
+    # push_lateral_m: the push begins only near the line through the object along the motion (+y here) and ends
+    # when the hand drifts beside the object
+    off_line = np.array([0.575, 0.06, 0.03])  # 2.5 cm across the motion: within push_reach_m of the standoff point
+    for lateral, begins in ((0.0, True), (0.03, True), (0.02, False)):
+        lm = TargetMemory()
+        locate_on_table(obj, push.model_copy(update={"push_lateral_m": lateral}), (0, 1), geo, region, lm, off_line,
+                        left)
+        assert lm.pushing is begins, lateral
+    beside_obj = np.array([0.58, 0.09, 0.03])  # 3 cm beside the object, not past its centre along the motion
+    for lateral, still_pushing in ((0.0, True), (0.02, False)):
+        lm = TargetMemory()
+        run = push.model_copy(update={"push_lateral_m": lateral})
+        locate_on_table(obj, run, (0, 1), geo, region, lm, at_standoff, left)
+        assert lm.pushing
+        locate_on_table(obj, run, (0, 1), geo, region, lm, beside_obj, left)
+        assert lm.pushing is still_pushing, lateral
 
 
 def test_planner_keeps_the_table_target_per_instruction(backend, ctx, proposals):

@@ -126,6 +126,16 @@ class ScoreConfig(BaseModel):
         "by the object instead of moving it. Without it the push ends only when the TCP leaves table_hold_m of the "
         "target, and a hand that stopped 9.4 cm past an unmoved cylinder, at the push reference, held there for 26 "
         "cycles (traced: push, seed 10, clutter 0). 0 = off")
+    push_keepout_m: float = Field(0.0, ge=0, description="going round to the standoff point (push_standoff_m), a "
+        "candidate whose TCP comes within this horizontal distance [m] of the target's centre lower than "
+        "push_reach_m above it, in any frame, scores as if 1 m farther from the reference (metric centring): the "
+        "hand must not come down beside the object on its way round (traced: a hand that came down 1.9 cm from a "
+        "ball on its far side swept it the wrong way and off the table; push, seed 6, clutter 0). 0 = off")
+    push_lateral_m: float = Field(0.0, ge=0, description="the push begins only while the TCP is within this "
+        "horizontal distance [m] of the line through the target along the motion, and ends (the hand goes round "
+        "again) when it is farther: a hand beside the object sweeps it sideways as it centres on the line (traced: "
+        "a push begun 1.6 cm off the line drifted to 3 cm beside the cube, then dragged it 13 cm across the motion; "
+        "push, seed 1, clutter 0). 0 = off")
 
     @model_validator(mode="after")
     def _one_memory(self) -> ScoreConfig:
@@ -217,6 +227,7 @@ class TargetMemory:
     pushing: bool = False  # push_standoff_m: the hand reached the standoff point and now moves through the object
     reference: np.ndarray | None = None  # (3,) where the centring pulls the TCP: the point, or the push reference [m]
     over: bool = False  # push_clearance_m: the hand came over the standoff point (push_over_hysteresis)
+    keepout: np.ndarray | None = None  # (3,) the target's centre while a push goes round (push_keepout_m) [m]
 
 
 def _most_confident(cents: torch.Tensor, conf: torch.Tensor) -> torch.Tensor:
@@ -352,9 +363,14 @@ def _push_reference(point: np.ndarray, cfg: ScoreConfig, memory: TargetMemory | 
         memory.pushing = False  # the object got away from the hand: go round again
     if memory.pushing and cfg.push_overrun_m > 0 and float((tcp - point) @ u) > cfg.push_overrun_m:
         memory.pushing = False  # the hand passed the object (slid by its side): go round again
-    if (not memory.pushing and np.linalg.norm(tcp[:2] - behind[:2]) <= cfg.push_reach_m
+    rel = (tcp - point)[:2]
+    aligned = cfg.push_lateral_m <= 0 or abs(float(rel[0] * u[1] - rel[1] * u[0])) <= cfg.push_lateral_m
+    if memory.pushing and not aligned:
+        memory.pushing = False  # the hand is beside the object, not behind it: go round again
+    if (not memory.pushing and aligned and np.linalg.norm(tcp[:2] - behind[:2]) <= cfg.push_reach_m
             and tcp[2] <= point[2] + cfg.push_reach_m):
         memory.pushing = True
+    memory.keepout = None if memory.pushing else np.asarray(point, np.float64).copy()
     if memory.pushing:
         return point + cfg.push_lead_m * u
     # going round: over the standoff point first, then down (the approach candidates' rule); once over it, the
@@ -399,17 +415,19 @@ class ScoreTerms:
 def score_rollout(out: RolloutOutput, cfg: ScoreConfig, map_views: int | tuple[int, ...] | None = None,
                   actions: np.ndarray | None = None, geometry: Any = None,
                   goal_direction: np.ndarray | None = None, target: torch.Tensor | None = None,
-                  target_point: np.ndarray | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+                  target_point: np.ndarray | None = None, keepout_point: np.ndarray | None = None
+                  ) -> tuple[torch.Tensor, torch.Tensor]:
     """Hierarchical reward of a rollout: (N,) candidate scores and (N, F) per-frame rewards (the max over frames of
     :meth:`ScoreTerms.reward` of :func:`score_terms`, which takes the same arguments)."""
-    per_frame = score_terms(out, cfg, map_views, actions, geometry, goal_direction, target, target_point).reward(cfg)
+    per_frame = score_terms(out, cfg, map_views, actions, geometry, goal_direction, target, target_point,
+                            keepout_point).reward(cfg)
     return per_frame.amax(dim=1), per_frame
 
 
 def score_terms(out: RolloutOutput, cfg: ScoreConfig, map_views: int | tuple[int, ...] | None = None,
                 actions: np.ndarray | None = None, geometry: Any = None,
                 goal_direction: np.ndarray | None = None, target: torch.Tensor | None = None,
-                target_point: np.ndarray | None = None) -> ScoreTerms:
+                target_point: np.ndarray | None = None, keepout_point: np.ndarray | None = None) -> ScoreTerms:
     """The terms of the hierarchical reward of a rollout, each (N, F) (:class:`ScoreTerms`).
 
     ``map_views``: the views the semantic map shows, stacked vertically (the backend's ``map_views``; an int for
@@ -419,7 +437,8 @@ def score_terms(out: RolloutOutput, cfg: ScoreConfig, map_views: int | tuple[int
     (:func:`vidplan_core.planning.goal.instruction_direction`), used by ``cfg.direction_weight``. ``target``: (V, 2)
     where the target stands in each view where a map does not see it (:func:`locate_target`; default: the most
     confident centroid of this rollout). ``target_point``: (3,) [m, base frame] the same target as a point (the
-    'table' fusion's reference), used by ``cfg.centring_space`` 'metric'."""
+    'table' fusion's reference), used by ``cfg.centring_space`` 'metric'. ``keepout_point``: (3,) [m] the target's
+    centre while a push goes round (:attr:`TargetMemory.keepout`), used by ``cfg.push_keepout_m``."""
     h_bar = torch.as_tensor(out.h_bar, dtype=torch.float64)
     views = (map_views,) if isinstance(map_views, int) else tuple(map_views) if map_views else (None,)
     raws, sems = _view_maps(out, cfg, views)
@@ -465,6 +484,11 @@ def score_terms(out: RolloutOutput, cfg: ScoreConfig, map_views: int | tuple[int
             tcp = torch.as_tensor(np.asarray(actions)[..., :3], dtype=torch.float64)  # (N, F, 3) [m]
             point = torch.as_tensor(np.asarray(target_point, np.float64).reshape(3))
             dist = torch.linalg.vector_norm(tcp - point, dim=-1) * cfg.centring_metric_scale
+            if cfg.push_keepout_m > 0 and keepout_point is not None:
+                obj = torch.as_tensor(np.asarray(keepout_point, np.float64).reshape(3))
+                inside = ((torch.linalg.vector_norm(tcp[..., :2] - obj[:2], dim=-1) < cfg.push_keepout_m)
+                          & (tcp[..., 2] < obj[2] + cfg.push_reach_m)).any(dim=1)  # (N,): in any frame
+                dist = dist + inside.to(dist.dtype)[:, None] * cfg.centring_metric_scale  # as if 1 m farther
         elif cfg.lam > 0:
             dist = centroid_distance(cents, ref).mean(-1)
         if push:
