@@ -257,7 +257,7 @@ class _BasePlanner:
                 if m == 0:
                     self._target = self._locate(ctx.instruction, out, ctx.current_pose[:3])
                 terms = score_terms(out, cfg.score, self._map_views, props.actions, self._geometry, self._goal_dir,
-                                    self._target, self._target_point(), self._keepout_point())
+                                    self._target, self._target_point(), self._keepout())
                 per_frame = terms.reward(cfg.score)
                 scores = per_frame.amax(dim=1)
                 if m == 0:
@@ -303,10 +303,11 @@ class _BasePlanner:
         mem = self._memory[1] if self._memory is not None and self._fusion == "table" else None
         return None if mem is None or mem.reference is None else mem.reference
 
-    def _keepout_point(self) -> np.ndarray | None:
-        """(3,) [m] the target's centre while this cycle's push goes round (score.push_keepout_m), else None."""
+    def _keepout(self) -> tuple[np.ndarray, np.ndarray] | None:
+        """((3,) [m], (3,)) the target's centre and the push's unit motion while this cycle's push goes round
+        (score.push_keepout_m), else None."""
         mem = self._memory[1] if self._memory is not None and self._fusion == "table" else None
-        return None if mem is None else mem.keepout
+        return None if mem is None or mem.keepout is None or mem.motion is None else (mem.keepout, mem.motion)
 
     @property
     def target_estimate(self) -> dict[str, Any] | None:
@@ -535,7 +536,7 @@ class CEMPlanner(_BasePlanner):
                 if bad:
                     return self._hold(ctx, f"non-finite backend output: {', '.join(bad)}", timings)
                 s = score_rollout(o, cfg.score, self._map_views, cand, self._geometry, self._goal_dir,
-                                  self._target, self._target_point(), self._keepout_point())[0].numpy()
+                                  self._target, self._target_point(), self._keepout())[0].numpy()
                 order = np.argsort(-s)
                 if s[order[0]] > best_s:
                     best_s, best_n = float(s[order[0]]), samples[order[0]].copy()

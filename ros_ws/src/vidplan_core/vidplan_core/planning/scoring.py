@@ -128,9 +128,11 @@ class ScoreConfig(BaseModel):
         "cycles (traced: push, seed 10, clutter 0). 0 = off")
     push_keepout_m: float = Field(0.0, ge=0, description="going round to the standoff point (push_standoff_m), a "
         "candidate whose TCP comes within this horizontal distance [m] of the target's centre lower than "
-        "push_reach_m above it, in any frame, scores as if 1 m farther from the reference (metric centring): the "
-        "hand must not come down beside the object on its way round (traced: a hand that came down 1.9 cm from a "
-        "ball on its far side swept it the wrong way and off the table; push, seed 6, clutter 0). 0 = off")
+        "push_reach_m above it, in any frame, scores as if 1 m farther from the reference (metric centring) — "
+        "except straight behind the object (behind its centre along the motion and within push_lateral_m, or "
+        "push_reach_m without it, of the line through it), the way a push comes in: the hand must not come down "
+        "beside or ahead of the object on its way round (traced: a hand that came down 1.9 cm from a ball on its "
+        "far side swept it the wrong way and off the table; push, seed 6, clutter 0). 0 = off")
     push_lateral_m: float = Field(0.0, ge=0, description="the push begins only while the TCP is within this "
         "horizontal distance [m] of the line through the target along the motion, and ends (the hand goes round "
         "again) when it is farther: a hand beside the object sweeps it sideways as it centres on the line (traced: "
@@ -228,6 +230,7 @@ class TargetMemory:
     reference: np.ndarray | None = None  # (3,) where the centring pulls the TCP: the point, or the push reference [m]
     over: bool = False  # push_clearance_m: the hand came over the standoff point (push_over_hysteresis)
     keepout: np.ndarray | None = None  # (3,) the target's centre while a push goes round (push_keepout_m) [m]
+    motion: np.ndarray | None = None  # (3,) unit horizontal motion of the push (push_standoff_m)
 
 
 def _most_confident(cents: torch.Tensor, conf: torch.Tensor) -> torch.Tensor:
@@ -371,6 +374,7 @@ def _push_reference(point: np.ndarray, cfg: ScoreConfig, memory: TargetMemory | 
             and tcp[2] <= point[2] + cfg.push_reach_m):
         memory.pushing = True
     memory.keepout = None if memory.pushing else np.asarray(point, np.float64).copy()
+    memory.motion = u
     if memory.pushing:
         return point + cfg.push_lead_m * u
     # going round: over the standoff point first, then down (the approach candidates' rule); once over it, the
@@ -415,19 +419,20 @@ class ScoreTerms:
 def score_rollout(out: RolloutOutput, cfg: ScoreConfig, map_views: int | tuple[int, ...] | None = None,
                   actions: np.ndarray | None = None, geometry: Any = None,
                   goal_direction: np.ndarray | None = None, target: torch.Tensor | None = None,
-                  target_point: np.ndarray | None = None, keepout_point: np.ndarray | None = None
+                  target_point: np.ndarray | None = None, keepout: tuple[np.ndarray, np.ndarray] | None = None
                   ) -> tuple[torch.Tensor, torch.Tensor]:
     """Hierarchical reward of a rollout: (N,) candidate scores and (N, F) per-frame rewards (the max over frames of
     :meth:`ScoreTerms.reward` of :func:`score_terms`, which takes the same arguments)."""
     per_frame = score_terms(out, cfg, map_views, actions, geometry, goal_direction, target, target_point,
-                            keepout_point).reward(cfg)
+                            keepout).reward(cfg)
     return per_frame.amax(dim=1), per_frame
 
 
 def score_terms(out: RolloutOutput, cfg: ScoreConfig, map_views: int | tuple[int, ...] | None = None,
                 actions: np.ndarray | None = None, geometry: Any = None,
                 goal_direction: np.ndarray | None = None, target: torch.Tensor | None = None,
-                target_point: np.ndarray | None = None, keepout_point: np.ndarray | None = None) -> ScoreTerms:
+                target_point: np.ndarray | None = None,
+                keepout: tuple[np.ndarray, np.ndarray] | None = None) -> ScoreTerms:
     """The terms of the hierarchical reward of a rollout, each (N, F) (:class:`ScoreTerms`).
 
     ``map_views``: the views the semantic map shows, stacked vertically (the backend's ``map_views``; an int for
@@ -437,8 +442,9 @@ def score_terms(out: RolloutOutput, cfg: ScoreConfig, map_views: int | tuple[int
     (:func:`vidplan_core.planning.goal.instruction_direction`), used by ``cfg.direction_weight``. ``target``: (V, 2)
     where the target stands in each view where a map does not see it (:func:`locate_target`; default: the most
     confident centroid of this rollout). ``target_point``: (3,) [m, base frame] the same target as a point (the
-    'table' fusion's reference), used by ``cfg.centring_space`` 'metric'. ``keepout_point``: (3,) [m] the target's
-    centre while a push goes round (:attr:`TargetMemory.keepout`), used by ``cfg.push_keepout_m``."""
+    'table' fusion's reference), used by ``cfg.centring_space`` 'metric'. ``keepout``: ((3,) [m], (3,)) the target's
+    centre while a push goes round and the push's unit motion (:attr:`TargetMemory.keepout`, ``.motion``), used by
+    ``cfg.push_keepout_m``."""
     h_bar = torch.as_tensor(out.h_bar, dtype=torch.float64)
     views = (map_views,) if isinstance(map_views, int) else tuple(map_views) if map_views else (None,)
     raws, sems = _view_maps(out, cfg, views)
@@ -484,10 +490,16 @@ def score_terms(out: RolloutOutput, cfg: ScoreConfig, map_views: int | tuple[int
             tcp = torch.as_tensor(np.asarray(actions)[..., :3], dtype=torch.float64)  # (N, F, 3) [m]
             point = torch.as_tensor(np.asarray(target_point, np.float64).reshape(3))
             dist = torch.linalg.vector_norm(tcp - point, dim=-1) * cfg.centring_metric_scale
-            if cfg.push_keepout_m > 0 and keepout_point is not None:
-                obj = torch.as_tensor(np.asarray(keepout_point, np.float64).reshape(3))
-                inside = ((torch.linalg.vector_norm(tcp[..., :2] - obj[:2], dim=-1) < cfg.push_keepout_m)
-                          & (tcp[..., 2] < obj[2] + cfg.push_reach_m)).any(dim=1)  # (N,): in any frame
+            if cfg.push_keepout_m > 0 and keepout is not None:
+                obj = torch.as_tensor(np.asarray(keepout[0], np.float64).reshape(3))
+                u = torch.as_tensor(np.asarray(keepout[1], np.float64).reshape(3))
+                rel = tcp[..., :2] - obj[:2]  # (N, F, 2)
+                along = rel @ u[:2]
+                across = (rel[..., 0] * u[1] - rel[..., 1] * u[0]).abs()
+                corridor = cfg.push_lateral_m if cfg.push_lateral_m > 0 else cfg.push_reach_m
+                inside = ((torch.linalg.vector_norm(rel, dim=-1) < cfg.push_keepout_m)
+                          & (tcp[..., 2] < obj[2] + cfg.push_reach_m)
+                          & ~((along < 0) & (across <= corridor))).any(dim=1)  # (N,): in any frame
                 dist = dist + inside.to(dist.dtype)[:, None] * cfg.centring_metric_scale  # as if 1 m farther
         elif cfg.lam > 0:
             dist = centroid_distance(cents, ref).mean(-1)
