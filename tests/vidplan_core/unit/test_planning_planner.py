@@ -405,22 +405,24 @@ def test_push_keepout_bars_coming_down_beside_the_object_on_the_way_round():
                      [[0.476, 0.18, 0.069, *down], [0.476, 0.18, 0.029, *down]],
                      [[0.476, 0.266, 0.069, *down], [0.48, 0.29, 0.069, *down]],
                      [[0.476, 0.236, 0.069, *down], [0.49, 0.22, 0.03, *down]],
-                     [[0.49, 0.30, 0.069, *down], [0.49, 0.265, 0.03, *down]]])  # (N=5, F=2, 7)
-    z = np.zeros((5, 2), np.float32)
-    out = RolloutOutput(h_bar=z, uq_map=np.zeros((5, 2, 18, 10), np.float32), value=z, value_entropy=z,
-                        semantic_score=z, semantic_map=np.full((5, 2, 24, 20), -10.0, np.float32))
+                     [[0.49, 0.30, 0.069, *down], [0.49, 0.265, 0.03, *down]],
+                     [[0.50, 0.30, 0.069, *down], [0.50, 0.265, 0.03, *down]]])  # (N=6, F=2, 7)
+    z = np.zeros((6, 2), np.float32)
+    out = RolloutOutput(h_bar=z, uq_map=np.zeros((6, 2, 18, 10), np.float32), value=z, value_entropy=z,
+                        semantic_score=z, semantic_map=np.full((6, 2, 24, 20), -10.0, np.float32))
     kw = dict(map_views=(0, 1), actions=acts, geometry=geo, target_point=ref,
               target=gripper_reference(np.array([[[*ref, *down]]]), geo, (0, 1))[0, 0])
     cfg = ScoreConfig(lam=1.0, kappa=0.0, centring_space="metric")
     base = score_rollout(out, cfg, **kw)[0].numpy()
     assert base[0] > base[1]  # without the rule the traced descent beside the ball beats the one 6 cm away
     kept = score_rollout(out, cfg.model_copy(update={"push_keepout_m": 0.03}), **kw, keepout=(obj, right))[0].numpy()
-    np.testing.assert_allclose(kept[[1, 2, 4]], base[[1, 2, 4]])  # 6 cm away, high, or straight behind: unchanged
+    np.testing.assert_allclose(kept[[1, 2, 4, 5]], base[[1, 2, 4, 5]])  # 6 cm away, high, or behind it: unchanged
     np.testing.assert_allclose(kept[[0, 3]], base[[0, 3]] - 1.0)  # down beside or ahead of it, any frame: 1 m farther
     assert kept[1] > kept[0]
     narrow = score_rollout(out, cfg.model_copy(update={"push_keepout_m": 0.03, "push_lateral_m": 0.005}), **kw,
                            keepout=(obj, right))[0].numpy()
     np.testing.assert_allclose(narrow[4], base[4])  # on the line: behind it still, with a narrower corridor
+    np.testing.assert_allclose(narrow[5], base[5] - 1.0)  # 1 cm off the line: outside a 0.5 cm corridor
     same = score_rollout(out, cfg.model_copy(update={"push_keepout_m": 0.03}), **kw)[0].numpy()
     np.testing.assert_allclose(same, base)  # no keep-out (pushing, or a touch): no change
 
