@@ -385,10 +385,10 @@ def test_metric_centring_is_monotone_where_the_image_distance_is_not():
 
 
 def test_push_keepout_bars_coming_down_beside_the_object_on_the_way_round():
-    """push_keepout_m: going round a push, a candidate whose TCP comes down within that distance of the object's
-    centre (in any frame) scores as if 1 m farther from the reference — except straight behind the object, the way
-    the push comes in; high, or farther away, it is scored as before, and without a keep-out (pushing, or a touch)
-    nothing changes."""
+    """push_keepout_m: going round a push, a candidate's frames from the first whose TCP is down within that
+    distance of the object's centre on score as if 1 m farther from the reference — except straight behind the
+    object, the way the push comes in; high, or farther away, they score as before, and without a keep-out
+    (pushing, or a touch) nothing changes."""
     from vidplan_core.calibration import load_calibration
     from vidplan_core.models.action_maps import action_map_config
     from vidplan_core.planning.scoring import ScoreConfig, gripper_reference, score_rollout
@@ -399,31 +399,34 @@ def test_push_keepout_bars_coming_down_beside_the_object_on_the_way_round():
     right = np.array([0.0, -1.0, 0.0])
     ref = np.array([0.49, 0.29, 0.08])  # the raised standoff reference behind it
     down = [np.pi, 0.0, 0.0, 1.0]
-    # from over the ball's near side: down beside it (traced), down 6 cm away, across it high, a chunk whose first
-    # frame stays high and whose second comes down ahead of the ball, and one that comes down straight behind it
+    # from over the ball's near side: down beside it (traced), down 6 cm away, across it high, down ahead of it,
+    # down straight behind it, down 1 cm off the line behind it, and down beside it first, then away
     acts = np.array([[[0.476, 0.236, 0.069, *down], [0.476, 0.236, 0.029, *down]],
                      [[0.476, 0.18, 0.069, *down], [0.476, 0.18, 0.029, *down]],
                      [[0.476, 0.266, 0.069, *down], [0.48, 0.29, 0.069, *down]],
                      [[0.476, 0.236, 0.069, *down], [0.49, 0.22, 0.03, *down]],
                      [[0.49, 0.30, 0.069, *down], [0.49, 0.265, 0.03, *down]],
-                     [[0.50, 0.30, 0.069, *down], [0.50, 0.265, 0.03, *down]]])  # (N=6, F=2, 7)
-    z = np.zeros((6, 2), np.float32)
-    out = RolloutOutput(h_bar=z, uq_map=np.zeros((6, 2, 18, 10), np.float32), value=z, value_entropy=z,
-                        semantic_score=z, semantic_map=np.full((6, 2, 24, 20), -10.0, np.float32))
+                     [[0.50, 0.30, 0.069, *down], [0.50, 0.265, 0.03, *down]],
+                     [[0.476, 0.236, 0.029, *down], [0.476, 0.18, 0.029, *down]]])  # (N=7, F=2, 7)
+    z = np.zeros((7, 2), np.float32)
+    out = RolloutOutput(h_bar=z, uq_map=np.zeros((7, 2, 18, 10), np.float32), value=z, value_entropy=z,
+                        semantic_score=z, semantic_map=np.full((7, 2, 24, 20), -10.0, np.float32))
     kw = dict(map_views=(0, 1), actions=acts, geometry=geo, target_point=ref,
               target=gripper_reference(np.array([[[*ref, *down]]]), geo, (0, 1))[0, 0])
     cfg = ScoreConfig(lam=1.0, kappa=0.0, centring_space="metric")
-    base = score_rollout(out, cfg, **kw)[0].numpy()
-    assert base[0] > base[1]  # without the rule the traced descent beside the ball beats the one 6 cm away
-    kept = score_rollout(out, cfg.model_copy(update={"push_keepout_m": 0.03}), **kw, keepout=(obj, right))[0].numpy()
-    np.testing.assert_allclose(kept[[1, 2, 4, 5]], base[[1, 2, 4, 5]])  # 6 cm away, high, or behind it: unchanged
-    np.testing.assert_allclose(kept[[0, 3]], base[[0, 3]] - 1.0)  # down beside or ahead of it, any frame: 1 m farther
-    assert kept[1] > kept[0]
+    base = score_rollout(out, cfg, **kw)[1].numpy()  # (N, F) per-frame rewards
+    assert base[0, 1] > base[1, 1]  # without the rule coming down beside the ball beats coming down 6 cm away
+    kept = score_rollout(out, cfg.model_copy(update={"push_keepout_m": 0.03}), **kw, keepout=(obj, right))[1].numpy()
+    barred = np.zeros((7, 2))
+    barred[[0, 3], 1] = 1.0  # down beside or ahead of it in the second frame: from there on
+    barred[6] = 1.0  # down beside it in the first frame: the second, away from it, came through it
+    np.testing.assert_allclose(kept, base - barred)  # 6 cm away, high, or straight behind it: unchanged
+    assert kept[1, 1] > kept[0, 1]
     narrow = score_rollout(out, cfg.model_copy(update={"push_keepout_m": 0.03, "push_lateral_m": 0.005}), **kw,
-                           keepout=(obj, right))[0].numpy()
+                           keepout=(obj, right))[1].numpy()
     np.testing.assert_allclose(narrow[4], base[4])  # on the line: behind it still, with a narrower corridor
-    np.testing.assert_allclose(narrow[5], base[5] - 1.0)  # 1 cm off the line: outside a 0.5 cm corridor
-    same = score_rollout(out, cfg.model_copy(update={"push_keepout_m": 0.03}), **kw)[0].numpy()
+    np.testing.assert_allclose(narrow[5], base[5] - [0.0, 1.0])  # 1 cm off the line: outside a 0.5 cm corridor
+    same = score_rollout(out, cfg.model_copy(update={"push_keepout_m": 0.03}), **kw)[1].numpy()
     np.testing.assert_allclose(same, base)  # no keep-out (pushing, or a touch): no change
 
 

@@ -128,7 +128,7 @@ class ScoreConfig(BaseModel):
         "cycles (traced: push, seed 10, clutter 0). 0 = off")
     push_keepout_m: float = Field(0.0, ge=0, description="going round to the standoff point (push_standoff_m), a "
         "candidate whose TCP comes within this horizontal distance [m] of the target's centre lower than "
-        "push_reach_m above it, in any frame, scores as if 1 m farther from the reference (metric centring) — "
+        "push_reach_m above it scores, from that frame on, as if 1 m farther from the reference (metric centring) — "
         "except straight behind the object (behind its centre along the motion and within push_lateral_m, or "
         "push_reach_m without it, of the line through it), the way a push comes in: the hand must not come down "
         "beside or ahead of the object on its way round (traced: a hand that came down 1.9 cm from a ball on its "
@@ -499,8 +499,11 @@ def score_terms(out: RolloutOutput, cfg: ScoreConfig, map_views: int | tuple[int
                 corridor = cfg.push_lateral_m if cfg.push_lateral_m > 0 else cfg.push_reach_m
                 inside = ((torch.linalg.vector_norm(rel, dim=-1) < cfg.push_keepout_m)
                           & (tcp[..., 2] < obj[2] + cfg.push_reach_m)
-                          & ~((along < 0) & (across <= corridor))).any(dim=1)  # (N,): in any frame
-                dist = dist + inside.to(dist.dtype)[:, None] * cfg.centring_metric_scale  # as if 1 m farther
+                          & ~((along < 0) & (across <= corridor)))  # (N, F)
+                # a frame counts from the first one inside on (the chunk's path to it went through): a chunk cut at
+                # an earlier best frame (stop_at_best_frame) still scores as before
+                inside = torch.cummax(inside.to(torch.int8), dim=1).values.to(dist.dtype)
+                dist = dist + inside * cfg.centring_metric_scale  # as if 1 m farther
         elif cfg.lam > 0:
             dist = centroid_distance(cents, ref).mean(-1)
         if push:
