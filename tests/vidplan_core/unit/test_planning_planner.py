@@ -387,8 +387,8 @@ def test_metric_centring_is_monotone_where_the_image_distance_is_not():
 def test_push_keepout_bars_coming_down_beside_the_object_on_the_way_round():
     """push_keepout_m: going round a push, a candidate's frames from the first whose TCP is down within that
     distance of the object's centre on score as if 1 m farther from the reference — except straight behind the
-    object, the way the push comes in; high, or farther away, they score as before, and without a keep-out
-    (pushing, or a touch) nothing changes."""
+    object for a hand already lined up there, the way the push comes in; high, or farther away, they score as
+    before, and without a keep-out (pushing, or a touch) nothing changes."""
     from vidplan_core.calibration import load_calibration
     from vidplan_core.models.action_maps import action_map_config
     from vidplan_core.planning.scoring import ScoreConfig, gripper_reference, score_rollout
@@ -414,18 +414,23 @@ def test_push_keepout_bars_coming_down_beside_the_object_on_the_way_round():
     kw = dict(map_views=(0, 1), actions=acts, geometry=geo, target_point=ref,
               target=gripper_reference(np.array([[[*ref, *down]]]), geo, (0, 1))[0, 0])
     cfg = ScoreConfig(lam=1.0, kappa=0.0, centring_space="metric")
+    lined = np.array([0.49, 0.33, 0.10])  # the TCP now: behind the ball, on the line through it
     base = score_rollout(out, cfg, **kw)[1].numpy()  # (N, F) per-frame rewards
     assert base[0, 1] > base[1, 1]  # without the rule coming down beside the ball beats coming down 6 cm away
-    kept = score_rollout(out, cfg.model_copy(update={"push_keepout_m": 0.03}), **kw, keepout=(obj, right))[1].numpy()
+    keep = cfg.model_copy(update={"push_keepout_m": 0.03})
+    kept = score_rollout(out, keep, **kw, keepout=(obj, right, lined))[1].numpy()
     barred = np.zeros((7, 2))
     barred[[0, 3], 1] = 1.0  # down beside or ahead of it in the second frame: from there on
     barred[6] = 1.0  # down beside it in the first frame: the second, away from it, came through it
     np.testing.assert_allclose(kept, base - barred)  # 6 cm away, high, or straight behind it: unchanged
     assert kept[1, 1] > kept[0, 1]
     narrow = score_rollout(out, cfg.model_copy(update={"push_keepout_m": 0.03, "push_lateral_m": 0.005}), **kw,
-                           keepout=(obj, right))[1].numpy()
+                           keepout=(obj, right, lined))[1].numpy()
     np.testing.assert_allclose(narrow[4], base[4])  # on the line: behind it still, with a narrower corridor
     np.testing.assert_allclose(narrow[5], base[5] - [0.0, 1.0])  # 1 cm off the line: outside a 0.5 cm corridor
+    aside = score_rollout(out, cfg.model_copy(update={"push_keepout_m": 0.03}), **kw,
+                          keepout=(obj, right, np.array([0.53, 0.27, 0.03])))[1].numpy()  # 4 cm off the line, behind
+    np.testing.assert_allclose(aside[[4, 5], 1], base[[4, 5], 1] - 1.0)  # moving in sideways, close: barred
     same = score_rollout(out, cfg.model_copy(update={"push_keepout_m": 0.03}), **kw)[1].numpy()
     np.testing.assert_allclose(same, base)  # no keep-out (pushing, or a touch): no change
 

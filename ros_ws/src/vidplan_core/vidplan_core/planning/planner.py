@@ -303,11 +303,13 @@ class _BasePlanner:
         mem = self._memory[1] if self._memory is not None and self._fusion == "table" else None
         return None if mem is None or mem.reference is None else mem.reference
 
-    def _keepout(self) -> tuple[np.ndarray, np.ndarray] | None:
-        """((3,) [m], (3,)) the target's centre and the push's unit motion while this cycle's push goes round
-        (score.push_keepout_m), else None."""
+    def _keepout(self) -> tuple[np.ndarray, np.ndarray, np.ndarray] | None:
+        """((3,) [m], (3,), (3,) [m]) the target's centre, the push's unit motion and the TCP while this cycle's push
+        goes round (score.push_keepout_m), else None."""
         mem = self._memory[1] if self._memory is not None and self._fusion == "table" else None
-        return None if mem is None or mem.keepout is None or mem.motion is None else (mem.keepout, mem.motion)
+        if mem is None or mem.keepout is None or mem.motion is None or mem.tcp is None:
+            return None
+        return mem.keepout, mem.motion, mem.tcp
 
     @property
     def target_estimate(self) -> dict[str, Any] | None:

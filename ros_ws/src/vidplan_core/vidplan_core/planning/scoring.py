@@ -130,7 +130,8 @@ class ScoreConfig(BaseModel):
         "candidate whose TCP comes within this horizontal distance [m] of the target's centre lower than "
         "push_reach_m above it scores, from that frame on, as if 1 m farther from the reference (metric centring) — "
         "except straight behind the object (behind its centre along the motion and within push_lateral_m, or "
-        "push_reach_m without it, of the line through it), the way a push comes in: the hand must not come down "
+        "push_reach_m without it, of the line through it) for a hand already there, the way a push comes in: "
+        "the hand must not come down "
         "beside or ahead of the object on its way round (traced: a hand that came down 1.9 cm from a ball on its "
         "far side swept it the wrong way and off the table; push, seed 6, clutter 0). 0 = off")
     push_lateral_m: float = Field(0.0, ge=0, description="the push begins only while the TCP is within this "
@@ -419,7 +420,8 @@ class ScoreTerms:
 def score_rollout(out: RolloutOutput, cfg: ScoreConfig, map_views: int | tuple[int, ...] | None = None,
                   actions: np.ndarray | None = None, geometry: Any = None,
                   goal_direction: np.ndarray | None = None, target: torch.Tensor | None = None,
-                  target_point: np.ndarray | None = None, keepout: tuple[np.ndarray, np.ndarray] | None = None
+                  target_point: np.ndarray | None = None,
+                  keepout: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None
                   ) -> tuple[torch.Tensor, torch.Tensor]:
     """Hierarchical reward of a rollout: (N,) candidate scores and (N, F) per-frame rewards (the max over frames of
     :meth:`ScoreTerms.reward` of :func:`score_terms`, which takes the same arguments)."""
@@ -432,7 +434,7 @@ def score_terms(out: RolloutOutput, cfg: ScoreConfig, map_views: int | tuple[int
                 actions: np.ndarray | None = None, geometry: Any = None,
                 goal_direction: np.ndarray | None = None, target: torch.Tensor | None = None,
                 target_point: np.ndarray | None = None,
-                keepout: tuple[np.ndarray, np.ndarray] | None = None) -> ScoreTerms:
+                keepout: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None) -> ScoreTerms:
     """The terms of the hierarchical reward of a rollout, each (N, F) (:class:`ScoreTerms`).
 
     ``map_views``: the views the semantic map shows, stacked vertically (the backend's ``map_views``; an int for
@@ -442,9 +444,9 @@ def score_terms(out: RolloutOutput, cfg: ScoreConfig, map_views: int | tuple[int
     (:func:`vidplan_core.planning.goal.instruction_direction`), used by ``cfg.direction_weight``. ``target``: (V, 2)
     where the target stands in each view where a map does not see it (:func:`locate_target`; default: the most
     confident centroid of this rollout). ``target_point``: (3,) [m, base frame] the same target as a point (the
-    'table' fusion's reference), used by ``cfg.centring_space`` 'metric'. ``keepout``: ((3,) [m], (3,)) the target's
-    centre while a push goes round and the push's unit motion (:attr:`TargetMemory.keepout`, ``.motion``), used by
-    ``cfg.push_keepout_m``."""
+    'table' fusion's reference), used by ``cfg.centring_space`` 'metric'. ``keepout``: ((3,) [m], (3,), (3,) [m]) the
+    target's centre while a push goes round, the push's unit motion and the current TCP (:attr:`TargetMemory.keepout`,
+    ``.motion``, ``.tcp``), used by ``cfg.push_keepout_m``."""
     h_bar = torch.as_tensor(out.h_bar, dtype=torch.float64)
     views = (map_views,) if isinstance(map_views, int) else tuple(map_views) if map_views else (None,)
     raws, sems = _view_maps(out, cfg, views)
@@ -497,9 +499,13 @@ def score_terms(out: RolloutOutput, cfg: ScoreConfig, map_views: int | tuple[int
                 along = rel @ u[:2]
                 across = (rel[..., 0] * u[1] - rel[..., 1] * u[0]).abs()
                 corridor = cfg.push_lateral_m if cfg.push_lateral_m > 0 else cfg.push_reach_m
+                now = torch.as_tensor(np.asarray(keepout[2], np.float64).reshape(3))[:2] - obj[:2]
+                # the corridor is open to a hand already in it: one that moves into it sideways, close behind the
+                # object, sweeps its back face (traced: a cube dragged 13 cm across the motion)
+                lined_up = float(now @ u[:2]) < 0 and abs(float(now[0] * u[1] - now[1] * u[0])) <= corridor
                 inside = ((torch.linalg.vector_norm(rel, dim=-1) < cfg.push_keepout_m)
                           & (tcp[..., 2] < obj[2] + cfg.push_reach_m)
-                          & ~((along < 0) & (across <= corridor)))  # (N, F)
+                          & ~((along < 0) & (across <= corridor) & lined_up))  # (N, F)
                 # a frame counts from the first one inside on (the chunk's path to it went through): a chunk cut at
                 # an earlier best frame (stop_at_best_frame) still scores as before
                 inside = torch.cummax(inside.to(torch.int8), dim=1).values.to(dist.dtype)
