@@ -130,10 +130,10 @@ class ScoreConfig(BaseModel):
         "candidate whose TCP comes within this horizontal distance [m] of the target's centre lower than "
         "push_reach_m above it scores, from that frame on, as if 1 m farther from the reference (metric centring) — "
         "except straight behind the object (behind its centre along the motion and within push_lateral_m, or "
-        "push_reach_m without it, of the line through it) for a hand already there, the way a push comes in: "
-        "the hand must not come down "
-        "beside or ahead of the object on its way round (traced: a hand that came down 1.9 cm from a ball on its "
-        "far side swept it the wrong way and off the table; push, seed 6, clutter 0). 0 = off")
+        "push_reach_m without it, of the line through it) for a hand already there, the way a push comes in: the "
+        "hand must not come down beside or ahead of the object on its way round (traced: a hand that came down "
+        "1.9 cm from a ball on its far side swept it the wrong way and off the table; push, seed 6, clutter 0). "
+        "0 = off")
     push_lateral_m: float = Field(0.0, ge=0, description="the push begins only while the TCP is within this "
         "horizontal distance [m] of the line through the target along the motion, and ends (the hand goes round "
         "again) when it is farther: a hand beside the object sweeps it sideways as it centres on the line (traced: "
@@ -417,6 +417,26 @@ class ScoreTerms:
         return rows
 
 
+def _in_keepout(tcp: torch.Tensor, keepout: tuple[np.ndarray, np.ndarray, np.ndarray], cfg: ScoreConfig
+                ) -> torch.Tensor:
+    """(N, F) 1.0 where a candidate's TCP ``tcp`` (N, F, 3) [m] is, or has been in an earlier frame, in the keep-out
+    of a push going round (``cfg.push_keepout_m``; ``keepout``: see :func:`score_terms`), else 0.0."""
+    obj = torch.as_tensor(np.asarray(keepout[0], np.float64).reshape(3))
+    u = torch.as_tensor(np.asarray(keepout[1], np.float64).reshape(3))[:2]
+    now = torch.as_tensor(np.asarray(keepout[2], np.float64).reshape(3))[:2] - obj[:2]
+    rel = tcp[..., :2] - obj[:2]  # (N, F, 2)
+    along, across = rel @ u, (rel[..., 0] * u[1] - rel[..., 1] * u[0]).abs()
+    corridor = cfg.push_lateral_m if cfg.push_lateral_m > 0 else cfg.push_reach_m
+    # the corridor behind the object is open to a hand already in it: one that moves into it sideways, close behind
+    # the object, sweeps its back face (traced: a cube dragged 13 cm across the motion)
+    lined_up = float(now @ u) < 0 and abs(float(now[0] * u[1] - now[1] * u[0])) <= corridor
+    inside = ((torch.linalg.vector_norm(rel, dim=-1) < cfg.push_keepout_m) & (tcp[..., 2] < obj[2] + cfg.push_reach_m)
+              & ~((along < 0) & (across <= corridor) & lined_up))
+    # from the first frame inside on (the chunk's path went through it): a chunk cut at an earlier best frame
+    # (stop_at_best_frame) scores as before
+    return torch.cummax(inside.to(torch.int8), dim=1).values.to(tcp.dtype)
+
+
 def score_rollout(out: RolloutOutput, cfg: ScoreConfig, map_views: int | tuple[int, ...] | None = None,
                   actions: np.ndarray | None = None, geometry: Any = None,
                   goal_direction: np.ndarray | None = None, target: torch.Tensor | None = None,
@@ -493,23 +513,7 @@ def score_terms(out: RolloutOutput, cfg: ScoreConfig, map_views: int | tuple[int
             point = torch.as_tensor(np.asarray(target_point, np.float64).reshape(3))
             dist = torch.linalg.vector_norm(tcp - point, dim=-1) * cfg.centring_metric_scale
             if cfg.push_keepout_m > 0 and keepout is not None:
-                obj = torch.as_tensor(np.asarray(keepout[0], np.float64).reshape(3))
-                u = torch.as_tensor(np.asarray(keepout[1], np.float64).reshape(3))
-                rel = tcp[..., :2] - obj[:2]  # (N, F, 2)
-                along = rel @ u[:2]
-                across = (rel[..., 0] * u[1] - rel[..., 1] * u[0]).abs()
-                corridor = cfg.push_lateral_m if cfg.push_lateral_m > 0 else cfg.push_reach_m
-                now = torch.as_tensor(np.asarray(keepout[2], np.float64).reshape(3))[:2] - obj[:2]
-                # the corridor is open to a hand already in it: one that moves into it sideways, close behind the
-                # object, sweeps its back face (traced: a cube dragged 13 cm across the motion)
-                lined_up = float(now @ u[:2]) < 0 and abs(float(now[0] * u[1] - now[1] * u[0])) <= corridor
-                inside = ((torch.linalg.vector_norm(rel, dim=-1) < cfg.push_keepout_m)
-                          & (tcp[..., 2] < obj[2] + cfg.push_reach_m)
-                          & ~((along < 0) & (across <= corridor) & lined_up))  # (N, F)
-                # a frame counts from the first one inside on (the chunk's path to it went through): a chunk cut at
-                # an earlier best frame (stop_at_best_frame) still scores as before
-                inside = torch.cummax(inside.to(torch.int8), dim=1).values.to(dist.dtype)
-                dist = dist + inside * cfg.centring_metric_scale  # as if 1 m farther
+                dist = dist + _in_keepout(tcp, keepout, cfg) * cfg.centring_metric_scale  # as if 1 m farther
         elif cfg.lam > 0:
             dist = centroid_distance(cents, ref).mean(-1)
         if push:
