@@ -8,7 +8,10 @@ resume may not change (model, planner overrides, seed, backend, camera size, ...
 setting, and so does an episode found in two parts. Parts may start at other scene seeds (``--seed``: more scenes
 of the same protocol, e.g. seeds 0-4 and 5-9): the merged run starts at the lowest and counts its episodes per cell
 up to the highest seed, as one run over all of them would (a gap between the parts' seeds is refused: a resume would
-fill it, a summary would not say it is missing). Which part each episode came from is kept in ``OUT/sources.json``.
+fill it, a summary would not say it is missing). ``--seeds LO-HI`` takes only those scene seeds from every part (the
+ladder's seeds 0-4 out of a longer run). Planner overrides compare by what they resolve to with today's planner YAML:
+a part run with ``--set`` values that the YAML now ships merges with a part run without them (the first part's
+overrides are kept). Which part each episode came from is kept in ``OUT/sources.json``.
 
     python bench/merge_runs.py --out bench/results/closed_loop_eval \\
         bench/results/closed_loop_current:vidplan,no-uq:touch,push  bench/results/closed_loop_baselines:scripted,random
@@ -21,8 +24,9 @@ import json
 import sys
 from collections import Counter
 from pathlib import Path
+from typing import Any
 
-from vidplan_app.jobs.closed_loop_config import EPISODES, SETTINGS, ClosedLoopConfig
+from vidplan_app.jobs.closed_loop_config import EPISODES, SETTINGS, ClosedLoopConfig, ClosedLoopError
 from vidplan_core.config import changed_settings
 
 
@@ -34,10 +38,39 @@ def _part(spec: str) -> tuple[Path, list[str] | None, list[str] | None]:
     return Path(path), variants, tasks
 
 
+def _seed_range(spec: str) -> range:
+    """``LO-HI`` (inclusive) → range(LO, HI + 1)."""
+    try:
+        lo, hi = (int(x) for x in spec.split("-"))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"--seeds wants LO-HI (e.g. 0-4), got {spec!r}") from None
+    if hi < lo:
+        raise argparse.ArgumentTypeError(f"--seeds {spec}: HI < LO")
+    return range(lo, hi + 1)
+
+
+def _flat(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    """Nested dict → dotted keys (``session.gradopt.score.kappa``), for naming what differs."""
+    out: dict[str, Any] = {}
+    for k, v in d.items():
+        if isinstance(v, dict):
+            out.update(_flat(v, f"{prefix}{k}."))
+        else:
+            out[f"{prefix}{k}"] = v
+    return out
+
+
+def _planner(cfg: ClosedLoopConfig) -> dict[str, Any]:
+    """The run's resolved planner configuration (YAML + its overrides), flat."""
+    return _flat(cfg.planning("vidplan").model_dump(mode="json"))
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("parts", nargs="+", metavar="DIR[:VARIANTS[:TASKS]]", help="a run directory and what to take")
     ap.add_argument("--out", required=True, help="the merged run directory (must not exist yet)")
+    ap.add_argument("--seeds", type=_seed_range, default=None, metavar="LO-HI",
+                    help="take only these scene seeds (inclusive) from every part")
     a = ap.parse_args(argv)
     out = Path(a.out)
     if out.exists():
@@ -60,16 +93,28 @@ def main(argv: list[str] | None = None) -> int:
                 return 2
         if merged is None:
             merged = cfg.model_copy(update={"variants": [], "tasks": [], "clutter": []})
-        elif diff := changed_settings({**merged.fixed(), "seed": None}, {**cfg.fixed(), "seed": None}):
-            print(f"{path}: other settings than the first part ({diff})", file=sys.stderr)
-            return 2
+        else:
+            loose = {"seed": None, "overrides": None, "planner_config": None}  # the planner compares resolved
+            if diff := changed_settings({**merged.fixed(), **loose}, {**cfg.fixed(), **loose}):
+                print(f"{path}: other settings than the first part ({diff})", file=sys.stderr)
+                return 2
+            try:
+                diff = changed_settings(_planner(merged), _planner(cfg))
+            except ClosedLoopError as exc:
+                print(f"{path}: its planner overrides do not resolve with today's planner YAML: {exc}", file=sys.stderr)
+                return 2
+            if diff:
+                print(f"{path}: another planner configuration than the first part's, resolved with today's planner "
+                      f"YAML (overrides {cfg.overrides} vs {merged.overrides}: {diff})", file=sys.stderr)
+                return 2
         taken = Counter()
         for line in (path / EPISODES).read_text().splitlines():
             try:
                 rec = json.loads(line)
             except json.JSONDecodeError:
                 continue  # a line cut by an interruption
-            if (variants is None or rec["variant"] in variants) and (tasks is None or rec["task"] in tasks):
+            if ((variants is None or rec["variant"] in variants) and (tasks is None or rec["task"] in tasks)
+                    and (a.seeds is None or rec["seed"] in a.seeds)):
                 key = (rec["variant"], rec["task"], rec["clutter"], rec["seed"], rec["instruction"])
                 if key in seen and seen[key] != str(path):
                     print(f"{path}: episode {key} is also in {seen[key]}: take it from one part only",
@@ -84,9 +129,13 @@ def main(argv: list[str] | None = None) -> int:
         merged.variants += [v for v in (variants or cfg.variants) if v not in merged.variants]
         merged.tasks += [t for t in (tasks or cfg.tasks) if t not in merged.tasks]
         merged.clutter += [c for c in cfg.clutter if c not in merged.clutter]
-        blocks.append((cfg.seed, cfg.episodes, cfg.episodes_other))
+        start, ends = cfg.seed, (cfg.seed + cfg.episodes, cfg.seed + cfg.episodes_other)
+        if a.seeds is not None:  # the part's seed block, cut to the range taken
+            start, ends = max(start, a.seeds.start), tuple(min(e, a.seeds.stop) for e in ends)
+        blocks.append((start, max(ends[0] - start, 0), max(ends[1] - start, 0)))
         sources.append({"dir": str(path), "variants": variants or cfg.variants, "tasks": tasks or cfg.tasks,
-                        "seed": cfg.seed, "episodes": {f"{v}/{t}": n for (v, t), n in sorted(taken.items())}})
+                        "seed": cfg.seed, "overrides": cfg.overrides,
+                        "episodes": {f"{v}/{t}": n for (v, t), n in sorted(taken.items())}})
     assert merged is not None
     # episode i of a cell is scene seed `seed + i` (closed_loop_config.episode_specs): one seed range over the parts
     merged.seed = min(b[0] for b in blocks)

@@ -48,9 +48,9 @@ def test_parts_of_one_setting_merge_into_a_run_directory(tmp_path):
 
 def test_other_settings_a_repeated_episode_and_a_missing_variant_are_refused(tmp_path):
     a = _run_dir(tmp_path / "a", ["vidplan"], ["touch"])
-    other = _run_dir(tmp_path / "other", ["random"], ["touch"], overrides={"session.gradopt.score.lam": 2.0})
+    other = _run_dir(tmp_path / "other", ["random"], ["touch"], overrides={"session.gradopt.score.lam": 7.25})
     res = _merge("--out", tmp_path / "m1", a, other)
-    assert res.returncode == 2 and "overrides" in res.stderr and str(other) in res.stderr
+    assert res.returncode == 2 and "session.gradopt.score.lam" in res.stderr and str(other) in res.stderr
     again = _run_dir(tmp_path / "again", ["vidplan"], ["touch"], seeds=range(1, 3))
     res = _merge("--out", tmp_path / "m2", a, again)
     assert res.returncode == 2 and "also in" in res.stderr and "'vidplan', 'touch'" in res.stderr
@@ -77,3 +77,40 @@ def test_runs_over_consecutive_scene_seeds_pool_into_one_run(tmp_path):
     far = _run_dir(tmp_path / "far", ["vidplan"], ["touch"], episodes=5, seeds=range(20, 25), seed=20)
     res = _merge("--out", tmp_path / "gap", first, far)
     assert res.returncode == 2 and "[5, 6" in res.stderr and not (tmp_path / "gap").exists()
+
+
+def test_overrides_compare_by_the_planner_they_resolve_to(tmp_path):
+    """A part run with ``--set`` values that the shipped planner YAML now holds merges with a part run without them
+    (the first part's overrides are kept, each part's recorded); an override that changes the planner is refused,
+    naming the dotted key."""
+    from vidplan_core.planning.config import load_planning_config
+
+    kappa = load_planning_config(None, {}).session.gradopt.score.kappa
+    plain = _run_dir(tmp_path / "plain", ["random"], ["touch"])
+    shipped = _run_dir(tmp_path / "shipped", ["vidplan"], ["touch"], overrides={"session.gradopt.score.kappa": kappa})
+    out = tmp_path / "merged"
+    res = _merge("--out", out, plain, shipped)
+    assert res.returncode == 0, res.stderr
+    assert ClosedLoopConfig.model_validate_json((out / SETTINGS).read_text()).overrides == {}
+    assert [s["overrides"] for s in json.loads((out / "sources.json").read_text())] == [
+        {}, {"session.gradopt.score.kappa": kappa}]
+    other = _run_dir(tmp_path / "other", ["vidplan"], ["push"], overrides={"session.gradopt.score.kappa": kappa + 1})
+    res = _merge("--out", tmp_path / "m", plain, other)
+    assert res.returncode == 2 and "session.gradopt.score.kappa" in res.stderr and not (tmp_path / "m").exists()
+
+
+def test_seeds_take_a_range_of_scene_seeds_from_every_part(tmp_path):
+    """The ladder's seeds 0-4 out of a run over 0-14 and a run over 0-4: a run from seed 0 with 5 per cell."""
+    long = _run_dir(tmp_path / "long", ["vidplan"], ["push"], episodes=15, seeds=range(15))
+    short = _run_dir(tmp_path / "short", ["random"], ["push"], episodes=5, seeds=range(5))
+    out = tmp_path / "ladder"
+    res = _merge("--seeds", "0-4", "--out", out, long, short)
+    assert res.returncode == 0, res.stderr
+    cfg = ClosedLoopConfig.model_validate_json((out / SETTINGS).read_text())
+    assert (cfg.seed, cfg.episodes, cfg.episodes_other) == (0, 5, 5)
+    recs = [json.loads(x) for x in (out / EPISODES).read_text().splitlines()]
+    assert sorted({r["seed"] for r in recs}) == [0, 1, 2, 3, 4] and len(recs) == 2 * 2 * 5
+    res = _merge("--seeds", "20-24", "--out", tmp_path / "none", long)
+    assert res.returncode == 2 and "no episodes taken" in res.stderr
+    res = _merge("--seeds", "4-0", "--out", tmp_path / "bad", long)
+    assert res.returncode == 2 and "HI < LO" in res.stderr

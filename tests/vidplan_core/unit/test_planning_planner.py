@@ -684,34 +684,32 @@ def test_table_fusion_puts_the_target_where_both_views_agree():
     far = TargetMemory()  # never over it: raised, whatever the factor
     locate_on_table(obj, over.model_copy(update={"push_over_hysteresis": 2.0}), (0, 1), geo, region, far, beside, left)
     assert not far.over and far.reference[2] == pytest.approx(0.08)
+
+    def visit(key: str, value: float, *tcps: np.ndarray) -> tuple[TargetMemory, list[bool]]:
+        """A fresh memory after the TCP visits ``tcps`` in turn under ``push`` with ``key`` set, and ``pushing``
+        after each visit."""
+        run, mem, states = push.model_copy(update={key: value}), TargetMemory(), []
+        for tcp in tcps:
+            locate_on_table(obj, run, (0, 1), geo, region, mem, tcp, left)
+            states.append(mem.pushing)
+        return mem, states
+
     # push_overrun_m: a hand 4 cm past the object's centre along the motion (it slid by the object's side; still
     # within table_hold_m of it) keeps pushing without the rule and goes round again with it
     past = np.array([0.55, 0.14, 0.03])
     for overrun, still_pushing in ((0.0, True), (0.05, True), (0.02, False)):
-        om = TargetMemory()
-        run = push.model_copy(update={"push_overrun_m": overrun})
-        locate_on_table(obj, run, (0, 1), geo, region, om, at_standoff, left)
-        assert om.pushing
-        locate_on_table(obj, run, (0, 1), geo, region, om, past, left)
-        assert om.pushing is still_pushing, overrun
+        om, states = visit("push_overrun_m", overrun, at_standoff, past)
+        assert states == [True, still_pushing], overrun
         if not still_pushing:  # back to the standoff point behind the object
             np.testing.assert_allclose(om.reference, (0.55, 0.05, 0.02), atol=0.011)
     # push_lateral_m: the push begins only near the line through the object along the motion (+y here) and ends
     # when the hand drifts beside the object
     off_line = np.array([0.575, 0.06, 0.03])  # 2.5 cm across the motion: within push_reach_m of the standoff point
     for lateral, begins in ((0.0, True), (0.03, True), (0.02, False)):
-        lm = TargetMemory()
-        locate_on_table(obj, push.model_copy(update={"push_lateral_m": lateral}), (0, 1), geo, region, lm, off_line,
-                        left)
-        assert lm.pushing is begins, lateral
+        assert visit("push_lateral_m", lateral, off_line)[1] == [begins], lateral
     beside_obj = np.array([0.58, 0.09, 0.03])  # 3 cm beside the object, not past its centre along the motion
     for lateral, still_pushing in ((0.0, True), (0.02, False)):
-        lm = TargetMemory()
-        run = push.model_copy(update={"push_lateral_m": lateral})
-        locate_on_table(obj, run, (0, 1), geo, region, lm, at_standoff, left)
-        assert lm.pushing
-        locate_on_table(obj, run, (0, 1), geo, region, lm, beside_obj, left)
-        assert lm.pushing is still_pushing, lateral
+        assert visit("push_lateral_m", lateral, at_standoff, beside_obj)[1] == [True, still_pushing], lateral
 
 
 def test_planner_keeps_the_table_target_per_instruction(backend, ctx, proposals):
