@@ -27,7 +27,7 @@ from pathlib import Path
 from typing import Any
 
 from vidplan_app.jobs.closed_loop_config import EPISODES, SETTINGS, ClosedLoopConfig, ClosedLoopError
-from vidplan_core.config import changed_settings
+from vidplan_core.config import changed_settings, dotted
 
 
 def _part(spec: str) -> tuple[Path, list[str] | None, list[str] | None]:
@@ -49,20 +49,9 @@ def _seed_range(spec: str) -> range:
     return range(lo, hi + 1)
 
 
-def _flat(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
-    """Nested dict → dotted keys (``session.gradopt.score.kappa``), for naming what differs."""
-    out: dict[str, Any] = {}
-    for k, v in d.items():
-        if isinstance(v, dict):
-            out.update(_flat(v, f"{prefix}{k}."))
-        else:
-            out[f"{prefix}{k}"] = v
-    return out
-
-
 def _planner(cfg: ClosedLoopConfig) -> dict[str, Any]:
-    """The run's resolved planner configuration (YAML + its overrides), flat."""
-    return _flat(cfg.planning("vidplan").model_dump(mode="json"))
+    """The run's resolved planner configuration (YAML + its overrides), as dotted keys."""
+    return dotted(cfg.planning("vidplan").model_dump(mode="json"))
 
 
 def main(argv: list[str] | None = None) -> int:

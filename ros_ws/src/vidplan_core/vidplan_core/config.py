@@ -8,7 +8,8 @@ from typing import Any, TypeVar
 import yaml
 from pydantic import BaseModel, ValidationError
 
-__all__ = ["ConfigError", "changed_settings", "format_validation_error", "load_model", "load_yaml", "validate_model"]
+__all__ = ["ConfigError", "changed_settings", "dotted", "format_validation_error", "load_model", "load_yaml",
+           "validate_model"]
 
 M = TypeVar("M", bound=BaseModel)
 
@@ -50,6 +51,22 @@ def load_yaml(path: str | Path) -> Any:
         mark = getattr(exc, "problem_mark", None)
         where = f"line {mark.line + 1}, column {mark.column + 1}" if mark else ""
         raise ConfigError(str(path), [(where, f"YAML syntax error: {getattr(exc, 'problem', exc)}")]) from exc
+
+
+def dotted(data: dict[str, Any]) -> dict[str, Any]:
+    """A nested dict as dotted key → leaf value (``{"a": {"b": 1}}`` → ``{"a.b": 1}``): what differs between two
+    configurations, named as an override would name it."""
+    out: dict[str, Any] = {}
+
+    def walk(prefix: str, v: Any) -> None:
+        if isinstance(v, dict):
+            for k, x in v.items():
+                walk(f"{prefix}.{k}" if prefix else k, x)
+        else:
+            out[prefix] = v
+
+    walk("", data)
+    return out
 
 
 def changed_settings(old: dict[str, Any], new: dict[str, Any]) -> str:

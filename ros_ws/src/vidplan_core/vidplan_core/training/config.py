@@ -29,7 +29,7 @@ from typing import Any, Literal
 
 from pydantic import AliasChoices, BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from vidplan_core.config import ConfigError, format_validation_error, load_yaml, validate_model
+from vidplan_core.config import ConfigError, dotted, format_validation_error, load_yaml, validate_model
 from vidplan_core.data.lerobot_stream import LeRobotOptions
 
 __all__ = [
@@ -285,17 +285,7 @@ class TrainConfig(_Strict):
 
     def flat(self) -> dict[str, Any]:
         """Dotted key → value of the whole config (for diffs)."""
-        out: dict[str, Any] = {}
-
-        def walk(prefix: str, v: Any) -> None:
-            if isinstance(v, dict):
-                for k, x in v.items():
-                    walk(f"{prefix}.{k}" if prefix else k, x)
-            else:
-                out[prefix] = v
-
-        walk("", self.model_dump(mode="json"))
-        return out
+        return dotted(self.model_dump(mode="json"))
 
 
 def config_diff(old: TrainConfig, new: TrainConfig, free: tuple[str, ...] = RESUME_FREE_KEYS) -> list[tuple[str, str]]:
