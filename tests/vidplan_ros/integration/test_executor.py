@@ -172,6 +172,24 @@ def test_out_of_workspace_chunk_rejected_with_reason_and_nothing_moves(rig):
     assert min(z) == pytest.approx(0.02, abs=1e-3)
 
 
+def test_a_burst_of_goals_is_answered_in_full(rig):
+    """Goal requests sent back to back all get a response (here: a refusal). With rclpy's default action-service
+    QoS (keep the last 10 requests) the server's reader overwrote the oldest while its executor was busy: 12 of 30
+    and 22 of 60 were answered, and each lost one left its client waiting forever (vidplan_ros.qos)."""
+    rig.publish_joints = True
+    n0 = len(rig.trajs)
+    futs = []
+    for i in range(60):
+        bad = rig.chunk_msg([[0.01, 0, 0], [0.02, 0, 0]], gripper=[1.5, 0.0], plan_id=1000 + i)  # gripper > 1
+        futs.append(rig.client.send_goal_async(ExecuteChunk.Goal(chunk=bad)))
+    wait_for(lambda: all(f.done() for f in futs), 30)
+    assert sum(f.done() for f in futs) == len(futs), f"{sum(f.done() for f in futs)} of {len(futs)} goals answered"
+    results = [rig.result(f.result()) for f in futs]
+    # refused for the gripper value (or, as the module's first test, for joint states not received yet)
+    assert all(r.status == R.STATUS_REJECTED and r.reason.strip() for r in results), {r.reason for r in results}
+    assert _new_trajs(rig, n0) == []
+
+
 def test_execute_chunk_round_trip(rig):
     rig.publish_joints = True
     time.sleep(0.1)

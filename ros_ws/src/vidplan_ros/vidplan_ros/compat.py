@@ -12,6 +12,8 @@ import inspect
 import rclpy.action
 from rclpy.task import Future
 
+from vidplan_ros.qos import ACTION_SERVICES
+
 try:  # Iron and newer (Jazzy, Kilted)
     from rclpy.event_handler import QoSRequestedIncompatibleQoSInfo, SubscriptionEventCallbacks
 except ImportError:  # Humble: the same classes in rclpy.qos_event (renamed to event_handler in Iron)
@@ -39,7 +41,16 @@ class ActionClient(rclpy.action.ActionClient):
     """rclpy's action client with ``send_goal_async`` safe to call from a thread other than the one spinning the
     node (the planner's plan thread, a test's main thread). Identical to rclpy's wherever rclpy is not affected
     (``RCLPY_REGISTERS_GOAL_TWICE`` false, e.g. Humble/Jazzy or a fixed Kilted release); on the affected release the
-    goal is sent and its one future registered in a single critical section, as upstream rolling does."""
+    goal is sent and its one future registered in a single critical section, as upstream rolling does.
+
+    Its goal, result and cancel services default to :data:`vidplan_ros.qos.ACTION_SERVICES` (depth 100, as vidplan's
+    action servers use) instead of rclpy's depth 10, so a burst of responses is not overwritten while this node's
+    executor is busy; any ``*_qos_profile`` keyword given still wins."""
+
+    def __init__(self, node, action_type, action_name: str, **kwargs) -> None:
+        for key in ("goal_service_qos_profile", "result_service_qos_profile", "cancel_service_qos_profile"):
+            kwargs.setdefault(key, ACTION_SERVICES)
+        super().__init__(node, action_type, action_name, **kwargs)
 
     def send_goal_async(self, goal, feedback_callback=None, goal_uuid=None) -> Future:
         lock = getattr(self, "_lock", None)

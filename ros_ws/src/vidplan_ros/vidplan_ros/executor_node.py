@@ -81,6 +81,7 @@ from vidplan_ros.executor_params import check_urdf_file, declare_executor_parame
 from vidplan_ros.gripper import ActionGripper, TopicGripper
 from vidplan_ros.lifecycle import ManagedNode
 from vidplan_ros.node_runner import run_node
+from vidplan_ros.qos import action_server_qos
 
 Result = ExecuteChunk.Result
 PLAN_QOS = QoSProfile(depth=10)
@@ -251,7 +252,7 @@ class ExecutorNode(ManagedNode):
                                           execute_callback=self._execute_goal,
                                           goal_callback=lambda _g: GoalResponse.ACCEPT,
                                           cancel_callback=lambda _g: CancelResponse.ACCEPT,
-                                          callback_group=ReentrantCallbackGroup())
+                                          callback_group=ReentrantCallbackGroup(), **action_server_qos())
         self._action_executor = MultiThreadedExecutor(num_threads=4, context=self.context)
         self._action_executor.add_node(self._action_node)
         self._action_thread = threading.Thread(target=self._spin_actions, name="execute_chunk_action", daemon=True)

@@ -34,7 +34,6 @@ import numpy as np
 import rclpy
 from diagnostic_msgs.msg import DiagnosticArray
 from rclpy.executors import SingleThreadedExecutor
-from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy
 from rosgraph_msgs.msg import Clock
 from std_msgs.msg import String
 from std_srvs.srv import Trigger
@@ -44,10 +43,10 @@ from vidplan_core.spaces import CONTROL_RATE_HZ
 from vidplan_core.topics import SET_INSTRUCTION_SERVICE
 from vidplan_interfaces.msg import PlanChunk, PlanDiagnostics
 from vidplan_interfaces.srv import SetInstruction
+from vidplan_ros.qos import LATCHED
 
 __all__ = ["LearnedDemoResult", "UnreachableError", "executed_seconds", "run_learned_demo"]
 
-LATCHED = QoSProfile(depth=1, reliability=ReliabilityPolicy.RELIABLE, durability=DurabilityPolicy.TRANSIENT_LOCAL)
 STATUS_NAMES = {PlanDiagnostics.STATUS_OK: "ok", PlanDiagnostics.STATUS_BUDGET: "budget",
                 PlanDiagnostics.STATUS_HOLD: "hold", PlanDiagnostics.STATUS_IDLE: "idle",
                 PlanDiagnostics.STATUS_ERROR: "error"}

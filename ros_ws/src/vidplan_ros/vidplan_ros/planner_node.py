@@ -51,7 +51,7 @@ from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
 from geometry_msgs.msg import PoseStamped
 from rcl_interfaces.msg import SetParametersResult
 from rclpy.clock import Clock, ClockType
-from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy, qos_profile_sensor_data
+from rclpy.qos import qos_profile_sensor_data
 from safetensors import SafetensorError
 from sensor_msgs.msg import CameraInfo, CompressedImage, Image, JointState
 from std_msgs.msg import Bool, String
@@ -92,10 +92,10 @@ from vidplan_ros.estop_listener import EstopListener
 from vidplan_ros.lifecycle import ManagedNode
 from vidplan_ros.node_runner import run_node
 from vidplan_ros.planner_params import LIVE_PARAMETERS, check_live_parameter, declare_planner_parameters
+from vidplan_ros.qos import LATCHED
 
 # the EE-pose input's name when it is computed from /joint_states (ee_pose_topic: ""), in diagnostics and logs
 FK_SOURCE = "/joint_states (forward kinematics)"
-LATCHED = QoSProfile(depth=1, reliability=ReliabilityPolicy.RELIABLE, durability=DurabilityPolicy.TRANSIENT_LOCAL)
 _STATUS = {"ok": PlanDiagnostics.STATUS_OK, "budget": PlanDiagnostics.STATUS_BUDGET,
            "hold": PlanDiagnostics.STATUS_HOLD}
 

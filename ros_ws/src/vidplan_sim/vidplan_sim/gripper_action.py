@@ -21,6 +21,8 @@ from rclpy.action import ActionServer, CancelResponse, GoalResponse
 from rclpy.callback_groups import ReentrantCallbackGroup
 from rclpy.executors import ExternalShutdownException, MultiThreadedExecutor
 
+from vidplan_ros.qos import action_server_qos
+
 __all__ = ["GripperActionServer"]
 
 
@@ -52,7 +54,7 @@ class GripperActionServer:
         self._current = None
         self.server = ActionServer(self.node, GripperCommand, action_name, execute_callback=self._execute,
                                    goal_callback=self._on_goal, cancel_callback=lambda _g: CancelResponse.ACCEPT,
-                                   callback_group=ReentrantCallbackGroup())
+                                   callback_group=ReentrantCallbackGroup(), **action_server_qos())
         self.executor = MultiThreadedExecutor(num_threads=2, context=sim.context)
         self.executor.add_node(self.node)
         self._thread = threading.Thread(target=self._spin, name="sim-gripper-action", daemon=True)

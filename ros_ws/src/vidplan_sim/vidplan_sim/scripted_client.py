@@ -25,7 +25,6 @@ import numpy as np
 import rclpy
 from geometry_msgs.msg import PoseStamped
 from rclpy.executors import SingleThreadedExecutor
-from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy
 from rosgraph_msgs.msg import Clock
 from scipy.spatial.transform import Rotation
 from std_msgs.msg import String
@@ -37,12 +36,12 @@ from vidplan_interfaces.msg import PlanChunk
 from vidplan_interfaces.srv import SetInstruction
 from vidplan_ros.compat import ActionClient  # rclpy 9.1.2 loses goal responses (compat.py)
 from vidplan_ros.conversions import chunk_to_msg, sec_to_stamp
+from vidplan_ros.qos import LATCHED
 from vidplan_sim.expert import ExpertOptions, SceneObservation, ScriptedExpert
 from vidplan_sim.tasks import Task, parse_instruction
 
 __all__ = ["DemoResult", "run_scripted_demo"]
 
-LATCHED = QoSProfile(depth=1, reliability=ReliabilityPolicy.RELIABLE, durability=DurabilityPolicy.TRANSIENT_LOCAL)
 STATUS = {0: "succeeded", 1: "rejected", 2: "aborted", 3: "canceled", 4: "estop"}
 
 

@@ -79,7 +79,7 @@ import numpy as np
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
 from geometry_msgs.msg import PoseStamped, TransformStamped
 from rclpy.node import Node
-from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy, qos_profile_sensor_data
+from rclpy.qos import qos_profile_sensor_data
 from rosgraph_msgs.msg import Clock
 from scipy.spatial.transform import Rotation
 from sensor_msgs.msg import CameraInfo, Image, JointState
@@ -95,14 +95,13 @@ from vidplan_core.topics import INSTRUCTION_TOPIC
 from vidplan_interfaces.srv import SetInstruction
 from vidplan_ros.conversions import rgb8_image_msg, sec_to_stamp, stamp_to_sec
 from vidplan_ros.node_runner import declare_checked, declare_renamed, parameters_declared, run_node
+from vidplan_ros.qos import LATCHED
 from vidplan_sim.env import FINGER_MAX, SimEnv
 from vidplan_sim.gripper_action import GripperActionServer
 from vidplan_sim.scene import load_scene_config
 from vidplan_sim.trajectory import JointTrajectoryTracker, TrajectoryRejectedError, check_joint_trajectory
 
 __all__ = ["SimNode", "main"]
-
-LATCHED = QoSProfile(depth=1, reliability=ReliabilityPolicy.RELIABLE, durability=DurabilityPolicy.TRANSIENT_LOCAL)
 
 
 class SimNode(Node):
@@ -328,9 +327,7 @@ class SimNode(Node):
         urdf_prefix = self.robot_state.root.rsplit("_link0", 1)[0]
         self._tf_name = (lambda n: n) if urdf_prefix == self.prefix else (
             lambda n: self.prefix + n[len(urdf_prefix):] if n.startswith(urdf_prefix + "_") else n)
-        static_qos = QoSProfile(depth=1, reliability=ReliabilityPolicy.RELIABLE,
-                                durability=DurabilityPolicy.TRANSIENT_LOCAL)
-        self.pub_tf_static = self.create_publisher(TFMessage, "/tf_static", static_qos)
+        self.pub_tf_static = self.create_publisher(TFMessage, "/tf_static", LATCHED)  # tf2's static QoS
         self.pub_tf = self.create_publisher(TFMessage, "/tf", 10)
         self.pub_tf_static.publish(self._tf(self.robot_state.static_transforms(), sec_to_stamp(0.0)))
 

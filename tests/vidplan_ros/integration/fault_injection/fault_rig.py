@@ -22,7 +22,6 @@ from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus
 from fuzz_strategies import FUZZ_FRAME
 from geometry_msgs.msg import PoseStamped
 from proc_helpers import ManagedProcess, node_executable, wait_for
-from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy
 from ros_spin import SpinningNode
 from rosgraph_msgs.msg import Clock
 from sensor_msgs.msg import JointState
@@ -35,12 +34,12 @@ from vidplan_interfaces.action import ExecuteChunk
 from vidplan_interfaces.msg import PlanChunk, PlanDiagnostics
 from vidplan_ros.compat import ActionClient  # rclpy 9.1.2 loses goal responses (compat.py)
 from vidplan_ros.conversions import pose_to_vec, stamp_to_sec
+from vidplan_ros.qos import LATCHED
 
 EXECUTOR = "vidplan executor"  # DiagnosticStatus.name of each node
 PLANNER = "vidplan: planner_node"
 TRAJECTORY_TOPIC = "/fr3_arm_controller/joint_trajectory"
 JOINTS = tuple(f"panda_joint{i}" for i in range(1, 8))
-LATCHED = QoSProfile(depth=1, reliability=ReliabilityPolicy.RELIABLE, durability=DurabilityPolicy.TRANSIENT_LOCAL)
 NODE_ENV = {"OMP_NUM_THREADS": "1"}  # torch / onnxruntime threads would only fight over the 2 cores
 
 # Tiny renders at the model rate: these tests are about processes and motion, and rendering is the sim's cost.
