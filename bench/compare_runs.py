@@ -11,6 +11,12 @@ e.g. ``runs/s0:touch+runs/s0_push:push+runs/s5``; an episode found in two parts 
 Writes OUT.json and OUT.md: per task, per clutter level and pooled, the paired episodes, both / only A / only B /
 neither succeeded, each side's success rate with its Wilson 95 % interval, and the exact two-sided McNemar p-value
 (binomial test on the discordant pairs); also each side's mean plan time.
+
+It also says what else differed between the sides: the commit each part ran at, and the planner configuration each
+side's variant ran with as recorded at run time (``planner_configs`` of results.json, resolved from the planner YAML
+and overrides of its day), key by key. A comparison whose sides ran at other commits, or with planner settings other
+than the ones it means to compare, is not the comparison it is labelled as (scoring changes help every variant
+scored by the planner): the differences are printed on stderr and written at the top of OUT.md.
 """
 
 from __future__ import annotations
@@ -20,6 +26,9 @@ import json
 import sys
 from math import comb
 from pathlib import Path
+from typing import Any
+
+from vidplan_core.config import changed_settings, dotted
 
 
 def wilson(k: int, n: int) -> tuple[float, float]:
@@ -55,6 +64,58 @@ def _episodes(side: str, variant: str) -> dict[tuple, dict]:
     return out
 
 
+def _settings(side: str, variant: str) -> tuple[list[str], dict[str, Any] | None]:
+    """The commits of one side's parts (as recorded; "unknown" where a part has none) and the resolved planner
+    configuration its variant ran with, as dotted keys (None where no part recorded one; the first part's where
+    parts differ, which :func:`_config_differences` reports)."""
+    commits: list[str] = []
+    config: dict[str, Any] | None = None
+    for part in side.split("+"):
+        data = json.loads((Path(part.partition(":")[0]) / "results.json").read_text())
+        commits.append(data.get("commit") or "unknown")
+        recorded = (data.get("planner_configs") or {}).get(variant)
+        if recorded is not None and config is None:
+            config = dotted(recorded)
+    return commits, config
+
+
+def _config_differences(side: str, variant: str) -> list[str]:
+    """Planner-configuration differences between the parts of one side (empty for one part)."""
+    parts = side.split("+")
+    configs = []
+    for part in parts:
+        data = json.loads((Path(part.partition(":")[0]) / "results.json").read_text())
+        recorded = (data.get("planner_configs") or {}).get(variant)
+        configs.append(dotted(recorded) if recorded is not None else None)
+    return [f"{parts[0]} vs {p}: {diff}" for p, c in zip(parts[1:], configs[1:], strict=True)
+            if configs[0] is not None and c is not None and (diff := changed_settings(configs[0], c))]
+
+
+def what_differs(a: str, b: str, variant: str, variant_b: str) -> dict[str, Any]:
+    """Commits and planner configurations of the two sides: ``{"commits_a", "commits_b", "planner_a_to_b",
+    "within_a", "within_b", "warnings"}`` (``planner_a_to_b``: ``"key: a → b, ..."``; None where a side recorded no
+    configuration)."""
+    ca, pa = _settings(a, variant)
+    cb, pb = _settings(b, variant_b)
+    diff = changed_settings(pa, pb) if pa is not None and pb is not None else None
+    within_a, within_b = _config_differences(a, variant), _config_differences(b, variant_b)
+    warnings = []
+    if set(ca) != set(cb) or len(set(ca)) > 1:
+        short = lambda cs: ", ".join(sorted({c[:7] for c in cs}))  # noqa: E731
+        warnings.append(f"the sides ran at other commits (A {short(ca)}; B {short(cb)}): code changed "
+                        "between them may act on both variants (git diff --stat A B -- ros_ws/src/vidplan_core)")
+    if diff:
+        warnings.append(f"the sides ran with other planner configurations ({variant} in A → {variant_b} in B): "
+                        f"{diff}")
+    warnings += [f"parts of A ran with other planner configurations: {d}" for d in within_a]
+    warnings += [f"parts of B ran with other planner configurations: {d}" for d in within_b]
+    if pa is None or pb is None:
+        warnings.append("a side recorded no planner configuration (a run older than planner_configs): "
+                        "what the planner ran with is unknown")
+    return {"commits_a": ca, "commits_b": cb, "planner_a_to_b": diff, "within_a": within_a, "within_b": within_b,
+            "warnings": warnings}
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("a", help="run A: DIR, or DIR[:TASKS] parts joined by '+'")
@@ -74,6 +135,9 @@ def main(argv: list[str] | None = None) -> int:
     except ValueError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
+    differs = what_differs(args.a, args.b, args.variant, vb)
+    for w in differs["warnings"]:
+        print(f"warning: {w}", file=sys.stderr)
     keys = sorted(set(ea) & set(eb))
     if args.tasks:
         keys = [k for k in keys if k[0] in args.tasks.split(",")]
@@ -97,12 +161,16 @@ def main(argv: list[str] | None = None) -> int:
                    "b_plan_s_mean": sum(eb[k]["plan_s_mean"] or 0 for k in ks) / max(n, 1)}
     out = {"a": str(args.a), "b": str(args.b), "labels": [la, lb], "variant": args.variant, "variant_b": vb,
            "note": args.note, "command": "python bench/compare_runs.py " + " ".join(argv or sys.argv[1:]),
-           "groups": rows}
+           "settings": differs, "groups": rows}
     args.out.with_suffix(".json").write_text(json.dumps(out, indent=1))
     what = f"`{args.variant}`" if vb == args.variant else f"`{args.variant}` (A) vs `{vb}` (B)"
     md = [f"# Paired closed-loop comparison: {what} with {la} vs {lb}", "",
           f"A = `{args.a}` ({la}), B = `{args.b}` ({lb}); episodes paired by task, clutter, scene seed and "
           f"instruction. `{out['command']}`" + (f" — {args.note}" if args.note else ""), "",
+          *((["**What else differs between the sides** (recorded at run time):", "",
+               *(f"- {w}." for w in differs["warnings"])]) if differs["warnings"] else
+            [f"Both sides ran at `{differs['commits_a'][0][:7]}` with the same planner configuration "
+             f"(as recorded at run time)."]), "",
           f"| group | pairs | both | only {la} | only {lb} | neither | {la} (Wilson 95 %) | {lb} (Wilson 95 %) | "
           f"McNemar exact p | mean plan s {la} / {lb} |", "|---|---|---|---|---|---|---|---|---|---|"]
     for g, r in rows.items():

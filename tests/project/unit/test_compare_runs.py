@@ -44,3 +44,40 @@ def test_a_side_pooled_from_parts_pairs_per_task_and_clutter(tmp_path):
 
     twice = _compare(a, f"{b_touch}+{b_push}", "--out", tmp_path / "refused")
     assert twice.returncode == 2 and "('push', 0, 0, 'push the red cube')" in twice.stderr, twice.stderr
+
+
+def _record(run: Path, commit: str, variant: str, planner: dict | None) -> None:
+    data = json.loads((run / "results.json").read_text())
+    data["commit"] = commit
+    if planner is not None:
+        data["planner_configs"] = {variant: planner}
+    (run / "results.json").write_text(json.dumps(data))
+
+
+def test_sides_at_other_commits_or_planner_settings_are_named(tmp_path):
+    # the comparison a stale baseline made: random scored by an older planner against today's product
+    outcomes = {("push", 0, 0): True, ("push", 1, 0): False}
+    a = _run(tmp_path / "a", "vidplan", outcomes)
+    b = _run(tmp_path / "b", "random", outcomes)
+    shipped = {"session": {"gradopt": {"refine_iters": 5, "score": {"push_keepout_m": 0.03}}}}
+    _record(a, "a" * 40, "vidplan", shipped)
+    _record(b, "b" * 40, "random", {"session": {"gradopt": {"refine_iters": 0, "score": {}}}})
+    res = _compare(a, b, "--variant", "vidplan", "--variant-b", "random", "--out", tmp_path / "stale")
+    assert res.returncode == 0, res.stderr
+    assert "other commits (A aaaaaaa; B bbbbbbb)" in res.stderr, res.stderr
+    assert "session.gradopt.refine_iters: 5 → 0" in res.stderr and "push_keepout_m: 0.03 → None" in res.stderr
+    md = (tmp_path / "stale.md").read_text()
+    assert "What else differs between the sides" in md and "refine_iters: 5 → 0" in md
+    settings = json.loads((tmp_path / "stale.json").read_text())["settings"]
+    assert settings["commits_a"] == ["a" * 40] and len(settings["warnings"]) == 2
+
+    # the same commit and configuration: nothing to warn about, and the summary says so
+    _record(b, "a" * 40, "random", shipped)
+    res = _compare(a, b, "--variant", "vidplan", "--variant-b", "random", "--out", tmp_path / "same")
+    assert res.returncode == 0 and "warning" not in res.stderr, res.stderr
+    assert "Both sides ran at `aaaaaaa` with the same planner configuration" in (tmp_path / "same.md").read_text()
+
+    # runs older than the recorded configurations: said to be unknown
+    res = _compare(_run(tmp_path / "old", "vidplan", outcomes), a,
+                   "--out", tmp_path / "unknown")
+    assert res.returncode == 0 and "recorded no planner configuration" in res.stderr, res.stderr
