@@ -64,19 +64,22 @@ def _episodes(side: str, variant: str) -> dict[tuple, dict]:
     return out
 
 
-def _settings(side: str, variant: str) -> tuple[list[str], dict[str, Any] | None]:
-    """The commits of one side's parts (as recorded; "unknown" where a part has none) and the resolved planner
+def _settings(side: str, variant: str) -> tuple[list[str], dict[str, Any] | None, set[str]]:
+    """The commits of one side's parts (as recorded; "unknown" where a part has none), the resolved planner
     configuration its variant ran with, as dotted keys (None where no part recorded one; the first part's where
-    parts differ, which :func:`_config_differences` reports)."""
+    parts differ, which :func:`_config_differences` reports), and the keys the variant itself sets (its
+    ``variant_overrides``: what makes it that variant, e.g. random's ``refine_iters: 0``)."""
     commits: list[str] = []
     config: dict[str, Any] | None = None
+    own: set[str] = set()
     for part in side.split("+"):
         data = json.loads((Path(part.partition(":")[0]) / "results.json").read_text())
         commits.append(data.get("commit") or "unknown")
         recorded = (data.get("planner_configs") or {}).get(variant)
         if recorded is not None and config is None:
             config = dotted(recorded)
-    return commits, config
+        own |= set((data.get("variant_overrides") or {}).get(variant) or {})
+    return commits, config, own
 
 
 def _config_differences(side: str, variant: str) -> list[str]:
@@ -94,10 +97,15 @@ def _config_differences(side: str, variant: str) -> list[str]:
 def what_differs(a: str, b: str, variant: str, variant_b: str) -> dict[str, Any]:
     """Commits and planner configurations of the two sides: ``{"commits_a", "commits_b", "planner_a_to_b",
     "within_a", "within_b", "warnings"}`` (``planner_a_to_b``: ``"key: a → b, ..."``; None where a side recorded no
-    configuration)."""
-    ca, pa = _settings(a, variant)
-    cb, pb = _settings(b, variant_b)
-    diff = changed_settings(pa, pb) if pa is not None and pb is not None else None
+    configuration; the keys that the compared variants set themselves are left out of it and listed in
+    ``"variant_keys"``)."""
+    ca, pa, own_a = _settings(a, variant)
+    cb, pb, own_b = _settings(b, variant_b)
+    own = own_a | own_b if variant != variant_b else set()
+    diff = None
+    if pa is not None and pb is not None:
+        diff = changed_settings({k: v for k, v in pa.items() if k not in own},
+                                {k: v for k, v in pb.items() if k not in own})
     within_a, within_b = _config_differences(a, variant), _config_differences(b, variant_b)
     warnings = []
     if set(ca) != set(cb) or len(set(ca)) > 1:
@@ -112,8 +120,8 @@ def what_differs(a: str, b: str, variant: str, variant_b: str) -> dict[str, Any]
     if pa is None or pb is None:
         warnings.append("a side recorded no planner configuration (a run older than planner_configs): "
                         "what the planner ran with is unknown")
-    return {"commits_a": ca, "commits_b": cb, "planner_a_to_b": diff, "within_a": within_a, "within_b": within_b,
-            "warnings": warnings}
+    return {"commits_a": ca, "commits_b": cb, "planner_a_to_b": diff, "variant_keys": sorted(own),
+            "within_a": within_a, "within_b": within_b, "warnings": warnings}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -169,8 +177,9 @@ def main(argv: list[str] | None = None) -> int:
           f"instruction. `{out['command']}`" + (f" — {args.note}" if args.note else ""), "",
           *((["**What else differs between the sides** (recorded at run time):", "",
                *(f"- {w}." for w in differs["warnings"])]) if differs["warnings"] else
-            [f"Both sides ran at `{differs['commits_a'][0][:7]}` with the same planner configuration "
-             f"(as recorded at run time)."]), "",
+            [f"Both sides ran at `{differs['commits_a'][0][:7]}` with the same planner configuration (as recorded "
+             "at run time" + (f"; apart from what makes each variant: {', '.join(differs['variant_keys'])}"
+                              if differs["variant_keys"] else "") + ")."]), "",
           f"| group | pairs | both | only {la} | only {lb} | neither | {la} (Wilson 95 %) | {lb} (Wilson 95 %) | "
           f"McNemar exact p | mean plan s {la} / {lb} |", "|---|---|---|---|---|---|---|---|---|---|"]
     for g, r in rows.items():

@@ -71,11 +71,16 @@ def test_sides_at_other_commits_or_planner_settings_are_named(tmp_path):
     settings = json.loads((tmp_path / "stale.json").read_text())["settings"]
     assert settings["commits_a"] == ["a" * 40] and len(settings["warnings"]) == 2
 
-    # the same commit and configuration: nothing to warn about, and the summary says so
-    _record(b, "a" * 40, "random", shipped)
+    # the same commit and configuration but for what makes the variant (random's own refine_iters): nothing to warn
+    # about, and the summary says so
+    _record(b, "a" * 40, "random", {"session": {"gradopt": {"refine_iters": 0, "score": {"push_keepout_m": 0.03}}}})
+    data = json.loads((b / "results.json").read_text())
+    (b / "results.json").write_text(json.dumps({**data, "variant_overrides": {
+        "random": {"session.gradopt.refine_iters": 0}}}))
     res = _compare(a, b, "--variant", "vidplan", "--variant-b", "random", "--out", tmp_path / "same")
     assert res.returncode == 0 and "warning" not in res.stderr, res.stderr
-    assert "Both sides ran at `aaaaaaa` with the same planner configuration" in (tmp_path / "same.md").read_text()
+    assert ("Both sides ran at `aaaaaaa` with the same planner configuration (as recorded at run time; apart from "
+            "what makes each variant: session.gradopt.refine_iters)") in (tmp_path / "same.md").read_text()
 
     # runs older than the recorded configurations: said to be unknown
     res = _compare(_run(tmp_path / "old", "vidplan", outcomes), a,
