@@ -64,34 +64,17 @@ def _episodes(side: str, variant: str) -> dict[tuple, dict]:
     return out
 
 
-def _settings(side: str, variant: str) -> tuple[list[str], dict[str, Any] | None, set[str]]:
-    """The commits of one side's parts (as recorded; "unknown" where a part has none), the resolved planner
-    configuration its variant ran with, as dotted keys (None where no part recorded one; the first part's where
-    parts differ, which :func:`_config_differences` reports), and the keys the variant itself sets (its
+def _parts(side: str, variant: str) -> list[tuple[str, str, dict[str, Any] | None, set[str]]]:
+    """Per part of one side, read once: (part, commit as recorded or "unknown", the resolved planner configuration
+    ``variant`` ran with as dotted keys or None where the run recorded none, the keys the variant itself sets — its
     ``variant_overrides``: what makes it that variant, e.g. random's ``refine_iters: 0``)."""
-    commits: list[str] = []
-    config: dict[str, Any] | None = None
-    own: set[str] = set()
+    out = []
     for part in side.split("+"):
         data = json.loads((Path(part.partition(":")[0]) / "results.json").read_text())
-        commits.append(data.get("commit") or "unknown")
         recorded = (data.get("planner_configs") or {}).get(variant)
-        if recorded is not None and config is None:
-            config = dotted(recorded)
-        own |= set((data.get("variant_overrides") or {}).get(variant) or {})
-    return commits, config, own
-
-
-def _config_differences(side: str, variant: str) -> list[str]:
-    """Planner-configuration differences between the parts of one side (empty for one part)."""
-    parts = side.split("+")
-    configs = []
-    for part in parts:
-        data = json.loads((Path(part.partition(":")[0]) / "results.json").read_text())
-        recorded = (data.get("planner_configs") or {}).get(variant)
-        configs.append(dotted(recorded) if recorded is not None else None)
-    return [f"{parts[0]} vs {p}: {diff}" for p, c in zip(parts[1:], configs[1:], strict=True)
-            if configs[0] is not None and c is not None and (diff := changed_settings(configs[0], c))]
+        out.append((part, data.get("commit") or "unknown", dotted(recorded) if recorded is not None else None,
+                    set((data.get("variant_overrides") or {}).get(variant) or {})))
+    return out
 
 
 def what_differs(a: str, b: str, variant: str, variant_b: str) -> dict[str, Any]:
@@ -99,14 +82,22 @@ def what_differs(a: str, b: str, variant: str, variant_b: str) -> dict[str, Any]
     "within_a", "within_b", "warnings"}`` (``planner_a_to_b``: ``"key: a → b, ..."``; None where a side recorded no
     configuration; the keys that the compared variants set themselves are left out of it and listed in
     ``"variant_keys"``)."""
-    ca, pa, own_a = _settings(a, variant)
-    cb, pb, own_b = _settings(b, variant_b)
-    own = own_a | own_b if variant != variant_b else set()
+    parts_a, parts_b = _parts(a, variant), _parts(b, variant_b)
+    ca, cb = [p[1] for p in parts_a], [p[1] for p in parts_b]
+    # each side's configuration is its first part's that recorded one; the others are compared with it
+    pa = next((p[2] for p in parts_a if p[2] is not None), None)
+    pb = next((p[2] for p in parts_b if p[2] is not None), None)
+    own = set().union(*(p[3] for p in parts_a + parts_b)) if variant != variant_b else set()
     diff = None
     if pa is not None and pb is not None:
         diff = changed_settings({k: v for k, v in pa.items() if k not in own},
                                 {k: v for k, v in pb.items() if k not in own})
-    within_a, within_b = _config_differences(a, variant), _config_differences(b, variant_b)
+
+    def within(parts: list, first: dict[str, Any] | None) -> list[str]:
+        return [f"{parts[0][0]} vs {part}: {d}" for part, _c, cfg, _o in parts[1:]
+                if first is not None and cfg is not None and (d := changed_settings(first, cfg))]
+
+    within_a, within_b = within(parts_a, pa), within(parts_b, pb)
     warnings = []
     if set(ca) != set(cb) or len(set(ca)) > 1:
         short = lambda cs: ", ".join(sorted({c[:7] for c in cs}))  # noqa: E731
