@@ -445,6 +445,68 @@ def test_instruction_direction_reads_only_a_closing_motion_phrase():
     assert instruction_direction("touch the cube to the left of the bowl") is None  # a place, not a motion
 
 
+def test_instruction_destination_reads_where_a_put_goes():
+    from vidplan_core.planning.goal import instruction_destination
+
+    assert instruction_destination("put the red cube in the bowl") == "the bowl"
+    assert instruction_destination("Please place the ball into the green bowl.") == "the green bowl"
+    assert instruction_destination("pick up the red cube and put it in the bowl") == "the bowl"
+    assert instruction_destination("touch the cube in the bowl") is None  # a place, not where it goes
+    assert instruction_destination("push the red cube to the left") is None
+    assert instruction_destination("put the red cube") is None  # nowhere named
+
+
+def test_carry_lifts_first_then_heads_over_the_destination_and_releases_there():
+    """carry_height_m: a put's carry reference is straight above the TCP until it is near the carry height, then the
+    point over the destination; with metric centring the gripper is part of that reference — closed on the way (an
+    early release costs gripper_weight_m), open over the destination (keeping the object there costs as much)."""
+    from vidplan_core.calibration import load_calibration
+    from vidplan_core.models.action_maps import action_map_config
+    from vidplan_core.planning.scoring import ScoreConfig, carry_reference, gripper_reference, score_rollout
+    from vidplan_core.runtime.base import RolloutOutput
+
+    cfg = ScoreConfig(lam=1.0, kappa=0.0, centring_space="metric", carry_height_m=0.08)
+    drop = np.array([0.55, -0.20, 0.10])  # 8 cm over the bowl's table point
+    np.testing.assert_allclose(carry_reference(drop, np.array([0.40, 0.15, 0.02]), cfg), [0.40, 0.15, 0.10])
+    np.testing.assert_allclose(carry_reference(drop, np.array([0.40, 0.15, 0.08]), cfg), drop)  # high enough
+    np.testing.assert_allclose(carry_reference(drop, np.array([0.56, -0.21, 0.03]), cfg), drop)  # over it already
+
+    geo = action_map_config(load_calibration(), (1, 1))
+    down = [np.pi, 0.0, 0.0]
+    over, away = [0.555, -0.195, 0.10], [0.40, 0.15, 0.10]
+    # over the bowl: keep closed / open; away from it: keep closed / open
+    acts = np.array([[[*over, *down, 1.0]] * 2, [[*over, *down, 0.0]] * 2,
+                     [[*away, *down, 1.0]] * 2, [[*away, *down, 0.0]] * 2])  # (N=4, F=2, 7)
+    z = np.zeros((4, 2), np.float32)
+    out = RolloutOutput(h_bar=z, uq_map=np.zeros((4, 2, 18, 10), np.float32), value=z, value_entropy=z,
+                        semantic_score=z, semantic_map=np.full((4, 2, 24, 20), -10.0, np.float32))
+    kw = dict(map_views=(0, 1), actions=acts, geometry=geo, target_point=drop,
+              target=gripper_reference(np.array([[[*drop, *down, 1.0]]]), geo, (0, 1))[0, 0])
+    plain = score_rollout(out, cfg, **kw)[0].numpy()
+    assert plain[0] == plain[1] and plain[2] == plain[3]  # without the drop point the gripper is not scored
+    s = score_rollout(out, cfg, **kw, drop=drop)[0].numpy()
+    assert s[1] > s[0]  # over the bowl: release
+    assert s[2] > s[3]  # elsewhere: keep holding
+    np.testing.assert_allclose([s[0] - s[1], s[2] - s[3]], [-0.30, 0.30], atol=1e-9)  # gripper_weight_m, lam 1
+    empty = score_rollout(out, cfg, **kw, let_go=True)[0].numpy()  # closed on nothing: open, wherever it is
+    assert empty[1] > empty[0] and empty[3] > empty[2]
+    from vidplan_core.planning.scoring import release_gripper
+
+    tcp = torch.tensor([[0.55, -0.20, 0.14], [0.55, -0.20, 0.16], [0.55, -0.20, 0.06], [0.60, -0.20, 0.10]])
+    # 4 cm above the carry height: over it; too high; too low; 5 cm aside
+    assert release_gripper(tcp.double(), drop, cfg).tolist() == [0.0, 1.0, 1.0, 1.0]
+    # approaching the object at `obj` with the gripper open: close at it (low, within 2 cm), nowhere else
+    from vidplan_core.planning.scoring import grasp_gripper
+
+    obj = np.array([0.40, 0.15, 0.02])
+    at = torch.tensor([[0.41, 0.15, 0.025], [0.40, 0.15, 0.07], [0.44, 0.15, 0.025]], dtype=torch.float64)
+    assert grasp_gripper(at, obj, cfg).tolist() == [1.0, 0.0, 0.0]
+    acts[2, :, :3], acts[3, :, :3] = [0.41, 0.15, 0.025], [0.41, 0.15, 0.025]  # at the object: open / closed
+    acts[0, :, :3], acts[1, :, :3] = [0.40, 0.15, 0.07], [0.40, 0.15, 0.07]  # 5 cm over it: closed / open
+    reach = score_rollout(out, cfg, **kw, grasp=obj)[0].numpy()
+    assert reach[2] > reach[3] and reach[1] > reach[0]  # (acts[2] is closed, acts[3] open; acts[1] open)
+
+
 def test_push_progress_prefers_the_candidate_that_moves_the_target_the_asked_way():
     """direction_weight: the target's image motion along the instruction's direction, per exterior view, is added
     to the reward — so among candidates that all keep the gripper on the target, the one that pushes it the asked
@@ -735,6 +797,54 @@ def test_planner_keeps_the_table_target_per_instruction(backend, ctx, proposals)
     point = planner._memory[1].point
     assert point is not None and point.shape == (3,) and planner._target is not None
     assert PlannerConfig().position_min[0] <= point[0] <= PlannerConfig().position_max[0]
+
+
+def test_planner_scores_a_puts_destination_while_it_carries(backend, ctx, proposals):
+    """carry_height_m: with the gripper closed, a put's frames are scored against its destination phrase (the
+    backend's scorer text; the world model keeps the instruction) and the table fusion locates that; with it open,
+    against the instruction. Off (the default), the destination plays no part."""
+    from vidplan_core.planning.scoring import ScoreConfig
+
+    seen = []
+
+    class Recording(Wrapped):
+        def set_context(self, c):
+            seen.append((c.instruction, c.scoring_text))
+            return super().set_context(c)
+
+    models = random_planner_models("tiny", seed=0)
+    models.map_views = (0, 1)
+    exterior = TorchBackend(models, flow_steps=1)
+    put = "put the red cube in the bowl"
+    closed = ctx.history_actions.copy()
+    closed[:, 6] = 1.0
+    planner = GradientPlanner(Recording(exterior), PlannerConfig(refine_iters=0, score=ScoreConfig(
+        target_fusion="table", centring_space="metric", carry_height_m=0.08)))
+    planner.plan(PlanningContext(ctx.history_frames, closed, put, 3), proposals)
+    assert seen[-1] == (put, "the bowl") and planner._memory[0] == "the bowl"
+    est = planner.target_estimate
+    assert est["carry"] == "the bowl" and planner._drop() is not None
+    np.testing.assert_allclose(est["reference"], POSE[:3], atol=1e-4)  # just closed: the grasp settles in place
+    assert abs(planner._drop()[2] - (ScoreConfig().table_height_m + 0.08)) < 1e-9
+    torch.testing.assert_close(exterior._ctx[3], exterior.text_embedding("the bowl"))  # the scorer's text
+    torch.testing.assert_close(exterior._ctx[4], exterior.conditioning_embedding(put))  # the world model's
+    again = planner.plan(PlanningContext(ctx.history_frames, closed, put, 4, gripper_closure=0.5), proposals)
+    assert again.status != "hold" and len(planner._memory[1].found) == 2  # the destination: the mean of both
+    np.testing.assert_allclose(planner.target_estimate["reference"], planner._drop(), atol=1e-4)  # high: over there
+    np.testing.assert_allclose(planner._drop()[:2], np.mean(planner._memory[1].found, axis=0)[:2])
+    # the fingers closed on nothing (the object slipped out): let go, and look for it below the hand first
+    planner.plan(PlanningContext(ctx.history_frames, closed, put, 3, gripper_closure=1.0), proposals)
+    assert seen[-1] == (put, put) and planner.target_estimate["let_go"] and planner._drop() is None
+    assert planner._grasp() is None and planner._memory[0] == put  # letting go first
+    sc = planner.config.score
+    assert np.linalg.norm(planner._memory[1].point[:2] - POSE[:2]) <= sc.table_track_m + sc.table_cell_m
+    planner.plan(PlanningContext(ctx.history_frames, ctx.history_actions, put, 3), proposals)  # gripper open
+    assert seen[-1] == (put, put) and planner._memory[0] == put and "carry" not in planner.target_estimate
+    assert planner._drop() is None and planner._grasp() is planner._memory[1].point  # approaching: its grasp zone
+    off = GradientPlanner(Recording(exterior), PlannerConfig(refine_iters=0, score=ScoreConfig(
+        target_fusion="table", centring_space="metric")))
+    off.plan(PlanningContext(ctx.history_frames, closed, put, 3), proposals)
+    assert seen[-1] == (put, put) and off._drop() is None
 
 
 def test_planner_keeps_the_target_memory_per_instruction(backend, ctx, proposals):

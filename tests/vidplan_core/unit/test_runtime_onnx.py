@@ -95,6 +95,25 @@ def test_rollout_parity(backends, ctx):
         assert _rel(a, b) <= 1e-4, (k, _rel(a, b))
 
 
+def test_scorer_text_follows_the_context_while_the_world_model_keeps_the_instruction(backends, ctx):
+    """PlanningContext.target_text (a put's carry phase scores "the bowl"): both runtimes score the frames against it,
+    alike, and predict the same frames as with the instruction alone."""
+    from dataclasses import replace
+
+    tb, ob = backends
+    props = perturbation_proposals(np.repeat(POSE[None], tb.horizon, 0), 1, rng=4).actions
+    ob.set_context(ctx)
+    plain = ob.rollout(props)
+    bowl = replace(ctx, target_text="the bowl")
+    tb.set_context(bowl)
+    ob.set_context(bowl)
+    rt, ro = tb.rollout(props), ob.rollout(props)
+    np.testing.assert_allclose(ro.latents, plain.latents, rtol=0, atol=1e-6)  # the same world-model input
+    assert _rel(ro.semantic_map, plain.semantic_map) > 1e-3  # another text, another map
+    for k in ("semantic_score", "semantic_map"):
+        assert _rel(getattr(ro, k), getattr(rt, k)) <= 1e-4, (k, _rel(getattr(ro, k), getattr(rt, k)))
+
+
 def test_value_and_grad_parity(backends, ctx):
     tb, ob = backends
     a = perturbation_proposals(np.repeat(POSE[None], tb.horizon, 0), 2, rng=7).actions[1:]

@@ -258,6 +258,7 @@ class PlannerNode(ManagedNode):
         # State shared between callbacks and the plan thread (self._lock guards it).
         self._ee: tuple[float, np.ndarray] | None = None        # (stamp, (6,) xyz + euler)
         self._joints: tuple[float, np.ndarray, float] | None = None  # (receipt time, q (7,), gripper 0..1)
+        self._closure: float | None = None  # measured finger closure 0..1, None without a finger joint
         self._estop = False
         self._wake = threading.Event()
         self._stop = threading.Event()
@@ -475,6 +476,7 @@ class PlannerNode(ManagedNode):
         ee = (now, transform_to_action(self.session.kin.fk(q))) if self.ee_source == FK_SOURCE else None
         with self._lock:
             self._joints = (now, q, grip)
+            self._closure = grip if finger in idx else None
             if ee is not None:
                 self._ee = ee
             self._rx_wall["/joint_states"] = time.monotonic()
@@ -685,6 +687,7 @@ class PlannerNode(ManagedNode):
         input_age = self._now() - stamp  # newest triplet's age when the cycle starts
         with self._lock:
             q = self._joints[1].copy()
+            closure = self._closure
             executing = self._executing
         self._plan_id += 1
         elapsed = max(self._now() - executing[1], 0.0) if executing else 0.0
@@ -695,7 +698,8 @@ class PlannerNode(ManagedNode):
                  if executing and self.latency_compensation else None)
         result, props = self.session.plan(frames, poses, q, instruction, seed=self.seed + self._plan_id,
                                           executing=executing[0] if executing else None,
-                                          executing_elapsed_s=elapsed + latency, start=start)
+                                          executing_elapsed_s=elapsed + latency, start=start,
+                                          gripper_closure=closure)
         with self._lock:
             estop_now, same = self._estop, self.instruction == instruction
         if estop_now or not same or not self.is_active:

@@ -83,6 +83,7 @@ from vidplan_app.jobs.closed_loop_report import cells, summarize, write_plot, wr
 from vidplan_core.config import changed_settings
 from vidplan_core.execution import IKOptions, JointPlan, plan_execution
 from vidplan_core.kinematics import PandaKinematics
+from vidplan_core.models.action_maps import FINGER_OPEN_M
 from vidplan_core.planning.nominal import NominalObservation
 from vidplan_core.planning.proposals import clip_to_workspace
 from vidplan_core.spaces import (
@@ -198,9 +199,11 @@ def run_episode(env: Any, spec: EpisodeSpec, variant: str, cfg: ClosedLoopConfig
             hist = (np.stack([f for f, _ in history]) if uses_images
                     else np.zeros((n_hist, 3, 3, 1, 1), np.uint8))  # oracle+privileged never looks at pixels
             t0 = time.perf_counter()
+            # the measured finger closure, as the planner node reads it from the finger joints (0 open, 1 together)
+            closure = 1.0 - min(max(env.gripper_width() / FINGER_OPEN_M, 0.0), 1.0)
             result, props = session.plan(hist, poses, env.joint_positions(), spec.instruction,
                                          seed=spec.seed * 1000 + cycle, executing=executing,
-                                         executing_elapsed_s=open_loop / MODEL_RATE_HZ)
+                                         executing_elapsed_s=open_loop / MODEL_RATE_HZ, gripper_closure=closure)
             if "nominal" in props.labels and len(result.scores) == len(props):
                 gaps.append(float(np.max(result.scores) - result.scores[props.labels.index("nominal")]))
             plan_s.append(time.perf_counter() - t0)

@@ -1,7 +1,8 @@
 """What an instruction asks of the planner, read from its words: the direction an object should move in (the
-scorer's push-progress term, :class:`~vidplan_core.planning.scoring.ScoreConfig` ``direction_weight``) and whether
+scorer's push-progress term, :class:`~vidplan_core.planning.scoring.ScoreConfig` ``direction_weight``), whether
 the task is one of contact without a grasp (touch, push: the proposals' closed gripper,
-:class:`~vidplan_core.planning.session.ProposalConfig` ``contact_closed``).
+:class:`~vidplan_core.planning.session.ProposalConfig` ``contact_closed``) and where a put's object goes (its carry
+phase, ``ScoreConfig.carry_height_m``).
 
 Directions are unit vectors in the robot base frame (``panda_link0``: +x away from the robot, +y the robot's left,
 +z up), the frame the simulated tasks and DROID's end-effector actions use. "Left"/"right" are the *robot's*: an
@@ -14,7 +15,8 @@ import re
 
 import numpy as np
 
-__all__ = ["CONTACT_VERBS", "DIRECTION_PHRASES", "contact_instruction", "instruction_direction"]
+__all__ = ["CONTACT_VERBS", "DIRECTION_PHRASES", "PLACE_VERBS", "contact_instruction", "instruction_destination",
+           "instruction_direction"]
 
 #: phrase (matched as whole words, case-insensitive, at the end of a clause) → base-frame unit vector
 DIRECTION_PHRASES: dict[str, tuple[float, float, float]] = {
@@ -30,10 +32,27 @@ DIRECTION_PHRASES: dict[str, tuple[float, float, float]] = {
 #: verbs that ask for contact without a grasp; the instruction must start with one (after an optional "please")
 CONTACT_VERBS: tuple[str, ...] = ("touch", "tap", "poke", "push", "nudge")
 
+#: verbs that ask for an object to be carried somewhere; the instruction must start with one
+PLACE_VERBS: tuple[str, ...] = ("put", "place", "drop", "move")
+
 _VERB = re.compile(r"^\s*(?:please\s*,?\s+)?(" + "|".join(CONTACT_VERBS) + r")\b", re.IGNORECASE)
 
 _PATTERN = re.compile(r"\b(" + "|".join(sorted(map(re.escape, DIRECTION_PHRASES), key=len, reverse=True))
                       + r")\s*[.!]?\s*$", re.IGNORECASE)
+
+
+# "put the red cube in the bowl", "place the ball into the green bowl.", "pick up the cube and put it on the plate"
+_DESTINATION = re.compile(r"^\s*(?:please\s*,?\s+)?(?:pick up\b.*?\band\s+)?(?:" + "|".join(PLACE_VERBS)
+                          + r")\b.*?\b(?:into|in|onto|on|inside)\s+((?:the|a|an)\s+[a-z][a-z ]*?)\s*[.!]?\s*$",
+                          re.IGNORECASE)
+
+
+def instruction_destination(instruction: str) -> str | None:
+    """The noun phrase of where ``instruction`` asks an object to be put, or None: "put the red cube in the bowl" →
+    "the bowl" (lower case). Only an instruction that starts with one of :data:`PLACE_VERBS` (after an optional
+    "please" or "pick up … and") and ends with the destination counts, so "touch the cube in the bowl" has none."""
+    m = _DESTINATION.match(instruction.strip())
+    return None if m is None else m.group(1).lower()
 
 
 def instruction_direction(instruction: str) -> np.ndarray | None:

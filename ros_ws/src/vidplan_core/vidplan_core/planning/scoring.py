@@ -4,7 +4,7 @@ the image), and the view and gripper geometry they use."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Literal
 
 import numpy as np
@@ -22,8 +22,9 @@ from vidplan_core.objective import (
 from vidplan_core.planning.proposals import approach_goal
 from vidplan_core.runtime.base import RolloutOutput
 
-__all__ = ["ScoreConfig", "ScoreTerms", "TargetMemory", "gripper_reference", "image_directions", "locate_on_table",
-           "locate_target", "score_rollout", "score_terms", "view_rows"]
+__all__ = ["ScoreConfig", "ScoreTerms", "TargetMemory", "carry_reference", "grasp_gripper", "gripper_reference",
+           "image_directions", "locate_on_table", "locate_target", "release_gripper", "score_rollout", "score_terms",
+           "view_rows"]
 
 
 class ScoreConfig(BaseModel):
@@ -140,6 +141,48 @@ class ScoreConfig(BaseModel):
         "a push begun 1.6 cm off the line drifted to 3 cm beside the cube, then dragged it 13 cm across the motion; "
         "push, seed 1, clutter 0). 0 = off")
 
+    carry_height_m: float = Field(0.0, ge=0, description="'table' fusion, instructions that name where an object "
+        "goes ('put the red cube in the bowl': :func:`vidplan_core.planning.goal.instruction_destination`): while the "
+        "gripper is closed (the current pose's gripper ≥ 0.5) the semantic scorer scores the destination phrase ('the "
+        "bowl') instead, the fusion locates it, and the centring reference is this far above it [m] — straight above "
+        "the TCP first, until the TCP is within carry_reach_m of that height, then over the destination; there the "
+        "gripper reference opens (release_radius_m, gripper_weight_m). Without it the only target of a put is the "
+        "named object, and a hand that closed on it holds it there (put 0/20, bench/results/closed_loop_put_shipped."
+        "md). 0 = off")
+    carry_settle_cycles: int = Field(1, ge=0, description="carry phase: for this many plan cycles after the gripper "
+        "closes the carry reference is where the TCP is, so the hand holds still while the fingers settle on the "
+        "object (the demonstrations dwell 0.5 s after closing); 3 of 8 traced carries lost the object in the first "
+        "lift straight after the closing cycle")
+    carry_reach_m: float = Field(0.03, gt=0, description="carry phase: how close [m] to the carry height the TCP must "
+        "come before it heads over the destination, and how far below that height the release zone reaches")
+    release_radius_m: float = Field(0.04, gt=0, description="carry phase: within this horizontal distance [m] of the "
+        "point over the destination (and from carry_reach_m below its height to release_height_m above it) the "
+        "gripper reference is open, elsewhere closed. The demo bowl's inner radius is 7.5 cm")
+    release_height_m: float = Field(0.05, ge=0, description="carry phase: how far above the carry height [m] the "
+        "release zone reaches: a hand that hovers 3.4 cm too high over the bowl, 1.5 cm from its centre, never let go "
+        "with a symmetric 3 cm zone (traced: put, seed 2, clutter 1)")
+    gripper_weight_m: float = Field(0.30, ge=0, description="carry phase: the gripper is part of the metric "
+        "reference: a frame whose gripper command (0 open … 1 closed) differs from the reference's by g scores as "
+        "g × this much farther [m] (times centring_metric_scale) — an early release is a 30 cm error, keeping the "
+        "object over the destination one too. At 0.10 the semantic score outbid it: with the scored text 'the bowl' "
+        "the frames of an opening hand scored 0.2 above holding, and a just-closed hand opened again 4 times in a "
+        "row (traced: put, seed 0, clutter 0)")
+
+    grasp_radius_m: float = Field(0.03, gt=0, description="a put's approach (carry_height_m > 0, gripper open): "
+        "within this horizontal distance [m] of the located object and grasp_height_m above it the gripper reference "
+        "is closed, elsewhere open (gripper_weight_m), so the hand closes where the object is and nowhere else. "
+        "Without it closing was left to the semantic score's noise: a traced hand waited open at the object for 25 "
+        "cycles (put, seed 4, clutter 0). At 0.02 a hand parked 2-3 cm from the point (the basis proposals' 3 cm "
+        "frames) never closed (put, seed 0, clutter 2)")
+    grasp_height_m: float = Field(0.02, gt=0, description="a put's approach: how far above the located object's "
+        "centre [m] the grasp zone reaches (grasp_radius_m)")
+    empty_grasp_closure: float = Field(0.95, gt=0, le=1.0, description="carry phase: a closed gripper whose measured "
+        "closure (PlanningContext.gripper_closure, 0 open … 1 fingers together) is at least this holds nothing — it "
+        "missed, or the object slipped out — so there is no carry: the gripper reference is open until it is (then "
+        "the object is approached again). 0.95 is 4 mm between the Franka Hand's fingers; the demo objects are 3-5 "
+        "cm wide. Without a measured closure every closed gripper counts as holding (a traced miss carried nothing "
+        "to the bowl and ran out of time coming back; put, seed 0, clutter 3)")
+
     @model_validator(mode="after")
     def _one_memory(self) -> ScoreConfig:
         if self.target_fusion != "off" and self.target_gate > 0:
@@ -232,6 +275,8 @@ class TargetMemory:
     over: bool = False  # push_clearance_m: the hand came over the standoff point (push_over_hysteresis)
     keepout: np.ndarray | None = None  # (3,) the target's centre while a push goes round (push_keepout_m) [m]
     motion: np.ndarray | None = None  # (3,) unit horizontal motion of the push (push_standoff_m)
+    drop: np.ndarray | None = None  # (3,) the point over the destination a carry releases at (carry_height_m) [m]
+    found: list[np.ndarray] = field(default_factory=list)  # carry: every cycle's point of the destination [m]
 
 
 def _most_confident(cents: torch.Tensor, conf: torch.Tensor) -> torch.Tensor:
@@ -277,7 +322,7 @@ def locate_target(out: RolloutOutput, cfg: ScoreConfig, map_views: int | tuple[i
 def locate_on_table(out: RolloutOutput, cfg: ScoreConfig, map_views: int | tuple[int, ...], geometry: Any,
                     region: tuple[tuple[float, float], tuple[float, float]],
                     memory: TargetMemory | None = None, tcp: np.ndarray | None = None,
-                    direction: np.ndarray | None = None) -> torch.Tensor:
+                    direction: np.ndarray | None = None, carry: bool = False, settle: bool = False) -> torch.Tensor:
     """The target as one point on the table, seen by every exterior map view (``ScoreConfig.target_fusion`` =
     'table'): (V, 2) its projection into each map view, normalised image coordinates.
 
@@ -290,8 +335,11 @@ def locate_on_table(out: RolloutOutput, cfg: ScoreConfig, map_views: int | tuple
     ``tcp`` (3,) [m], the current TCP, since the last call while the TCP is within ``cfg.table_hold_m`` of it.
     Hand-camera views get their most confident centroid (their projection moves with the hand). With
     ``direction`` (3,), the motion the instruction asks for, and ``cfg.push_standoff_m`` > 0, the projected point
-    is the push reference instead (see ``push_standoff_m``; needs ``memory`` and ``tcp``). ``memory`` is updated
-    in place."""
+    is the push reference instead (see ``push_standoff_m``; needs ``memory`` and ``tcp``). With ``carry`` (a put's
+    carry phase: the located point is the destination, which does not move with the hand, so no ``table_hold_m``)
+    and ``cfg.carry_height_m`` > 0 it is the carry reference (:func:`carry_reference`; ``memory.drop`` is set), or
+    with ``settle`` (the grasp is settling, ``cfg.carry_settle_cycles``) the TCP itself.
+    ``memory`` is updated in place."""
     views = (map_views,) if isinstance(map_views, int) else tuple(map_views)
     raws, sems = _view_maps(out, cfg, views)
     cents = torch.stack([soft_centroid(m, cfg.centroid_temperature) for m in sems], dim=2)
@@ -311,9 +359,12 @@ def locate_on_table(out: RolloutOutput, cfg: ScoreConfig, map_views: int | tuple
         keep = np.ones(len(pts), bool)
         if cfg.table_track_m > 0:
             keep &= np.linalg.norm(pts[:, :2] - memory.point[:2], axis=-1) <= cfg.table_track_m
-        if tcp is not None and np.linalg.norm(np.asarray(tcp)[:2] - memory.point[:2]) <= cfg.table_hold_m:
+        # (no previous TCP — a memory seeded where a put's hand lost its object — leaves the hold rule out: there is
+        # no motion of the hand since the last cycle to move the point along)
+        if (not carry and tcp is not None and memory.tcp is not None
+                and np.linalg.norm(np.asarray(tcp)[:2] - memory.point[:2]) <= cfg.table_hold_m):
             # near the hand: within a cell of the segment from the point along the hand's motion since last cycle
-            step = np.asarray(tcp)[:2] - memory.tcp[:2] if memory.tcp is not None else np.zeros(2)
+            step = np.asarray(tcp)[:2] - memory.tcp[:2]
             rel = pts[:, :2] - memory.point[:2]
             t = np.clip(rel @ step / max(float(step @ step), 1e-12), 0.0, 1.0)
             keep &= np.linalg.norm(rel - t[:, None] * step, axis=-1) <= cfg.table_cell_m
@@ -339,7 +390,18 @@ def locate_on_table(out: RolloutOutput, cfg: ScoreConfig, map_views: int | tuple
     best = int(total.argmax())
     if memory is not None:
         memory.point = pts[best].copy()
-    ref = _push_reference(pts[best], cfg, memory, tcp, direction)
+    if carry and cfg.carry_height_m > 0 and tcp is not None:
+        # the destination stands still: the mean of the points found so far, not the last one (the bowl's point
+        # moved 3-6 cm from cycle to cycle of a traced carry, and the hand chased it back and forth over the bowl)
+        if memory is not None:
+            memory.found.append(pts[best].copy())
+        dest = np.mean(memory.found, axis=0) if memory is not None else pts[best]
+        drop = dest + np.array([0.0, 0.0, cfg.carry_height_m])
+        ref = np.asarray(tcp, np.float64).copy() if settle else carry_reference(drop, np.asarray(tcp, np.float64), cfg)
+        if memory is not None:
+            memory.drop = drop
+    else:
+        ref = _push_reference(pts[best], cfg, memory, tcp, direction)
     if memory is not None:
         memory.reference = (pts[best] if ref is None else ref).copy()
     if ref is not None:
@@ -350,6 +412,39 @@ def locate_on_table(out: RolloutOutput, cfg: ScoreConfig, map_views: int | tuple
     for k in ext:
         target[k] = uv[best, k].to(target.dtype)
     return target
+
+
+def carry_reference(drop: np.ndarray, tcp: np.ndarray, cfg: ScoreConfig) -> np.ndarray:
+    """Where a carry's centring pulls the TCP (``ScoreConfig.carry_height_m``): (3,) [m]. ``drop``: (3,) the point
+    over the destination [m]; ``tcp``: (3,) the current TCP [m]. Straight up to the drop's height first (a held
+    object dragged over the table slips out of the fingers and sweeps the clutter), then over to the drop point;
+    a TCP already over the destination goes to it directly."""
+    drop, tcp = np.asarray(drop, np.float64), np.asarray(tcp, np.float64)
+    over = np.linalg.norm(tcp[:2] - drop[:2]) <= cfg.release_radius_m
+    if not over and tcp[2] < drop[2] - cfg.carry_reach_m:
+        return np.array([tcp[0], tcp[1], drop[2]])
+    return drop.copy()
+
+
+def release_gripper(tcp: torch.Tensor, drop: np.ndarray, cfg: ScoreConfig) -> torch.Tensor:
+    """The carry phase's gripper reference at each candidate frame: (…, 3) TCP [m] → (…) 0.0 (open) where the TCP is
+    in the release zone over ``drop`` (3,) [m] (``release_radius_m`` horizontally, from ``carry_reach_m`` below to
+    ``release_height_m`` above it), else 1.0 (closed: keep holding)."""
+    d = torch.as_tensor(np.asarray(drop, np.float64).reshape(3)).to(tcp)
+    dz = tcp[..., 2] - d[2]
+    near = ((torch.linalg.vector_norm(tcp[..., :2] - d[:2], dim=-1) <= cfg.release_radius_m)
+            & (dz >= -cfg.carry_reach_m) & (dz <= cfg.release_height_m))
+    return torch.where(near, torch.zeros_like(tcp[..., 0]), torch.ones_like(tcp[..., 0]))
+
+
+def grasp_gripper(tcp: torch.Tensor, point: np.ndarray, cfg: ScoreConfig) -> torch.Tensor:
+    """A put's approach: the gripper reference at each candidate frame: (…, 3) TCP [m] → (…) 1.0 (closed) where the
+    TCP is in the grasp zone of the object at ``point`` (3,) [m] (``grasp_radius_m`` horizontally, at most
+    ``grasp_height_m`` above it), else 0.0 (open)."""
+    p = torch.as_tensor(np.asarray(point, np.float64).reshape(3)).to(tcp)
+    near = ((torch.linalg.vector_norm(tcp[..., :2] - p[:2], dim=-1) <= cfg.grasp_radius_m)
+            & (tcp[..., 2] - p[2] <= cfg.grasp_height_m))
+    return near.to(tcp.dtype)
 
 
 def _push_reference(point: np.ndarray, cfg: ScoreConfig, memory: TargetMemory | None, tcp: np.ndarray | None,
@@ -441,12 +536,13 @@ def score_rollout(out: RolloutOutput, cfg: ScoreConfig, map_views: int | tuple[i
                   actions: np.ndarray | None = None, geometry: Any = None,
                   goal_direction: np.ndarray | None = None, target: torch.Tensor | None = None,
                   target_point: np.ndarray | None = None,
-                  keepout: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None
+                  keepout: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None,
+                  drop: np.ndarray | None = None, let_go: bool = False, grasp: np.ndarray | None = None
                   ) -> tuple[torch.Tensor, torch.Tensor]:
     """Hierarchical reward of a rollout: (N,) candidate scores and (N, F) per-frame rewards (the max over frames of
     :meth:`ScoreTerms.reward` of :func:`score_terms`, which takes the same arguments)."""
     per_frame = score_terms(out, cfg, map_views, actions, geometry, goal_direction, target, target_point,
-                            keepout).reward(cfg)
+                            keepout, drop, let_go, grasp).reward(cfg)
     return per_frame.amax(dim=1), per_frame
 
 
@@ -454,7 +550,9 @@ def score_terms(out: RolloutOutput, cfg: ScoreConfig, map_views: int | tuple[int
                 actions: np.ndarray | None = None, geometry: Any = None,
                 goal_direction: np.ndarray | None = None, target: torch.Tensor | None = None,
                 target_point: np.ndarray | None = None,
-                keepout: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None) -> ScoreTerms:
+                keepout: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None,
+                drop: np.ndarray | None = None, let_go: bool = False, grasp: np.ndarray | None = None
+                ) -> ScoreTerms:
     """The terms of the hierarchical reward of a rollout, each (N, F) (:class:`ScoreTerms`).
 
     ``map_views``: the views the semantic map shows, stacked vertically (the backend's ``map_views``; an int for
@@ -466,7 +564,11 @@ def score_terms(out: RolloutOutput, cfg: ScoreConfig, map_views: int | tuple[int
     confident centroid of this rollout). ``target_point``: (3,) [m, base frame] the same target as a point (the
     'table' fusion's reference), used by ``cfg.centring_space`` 'metric'. ``keepout``: ((3,) [m], (3,), (3,) [m]) the
     target's centre while a push goes round, the push's unit motion and the current TCP (:attr:`TargetMemory.keepout`,
-    ``.motion``, ``.tcp``), used by ``cfg.push_keepout_m``."""
+    ``.motion``, ``.tcp``), used by ``cfg.push_keepout_m``. ``drop``: (3,) [m] the point over a put's destination
+    during its carry phase (:attr:`TargetMemory.drop`): with metric centring, each frame's gripper command is then
+    measured against :func:`release_gripper` (``cfg.gripper_weight_m``); ``let_go``: a closed gripper that holds
+    nothing (``cfg.empty_grasp_closure``): the gripper reference is open everywhere; ``grasp``: (3,) [m] the located
+    object during a put's approach: the gripper reference is :func:`grasp_gripper`'s."""
     h_bar = torch.as_tensor(out.h_bar, dtype=torch.float64)
     views = (map_views,) if isinstance(map_views, int) else tuple(map_views) if map_views else (None,)
     raws, sems = _view_maps(out, cfg, views)
@@ -514,6 +616,11 @@ def score_terms(out: RolloutOutput, cfg: ScoreConfig, map_views: int | tuple[int
             dist = torch.linalg.vector_norm(tcp - point, dim=-1) * cfg.centring_metric_scale
             if cfg.push_keepout_m > 0 and keepout is not None:
                 dist = dist + _in_keepout(tcp, keepout, cfg) * cfg.centring_metric_scale  # as if 1 m farther
+            if (drop is not None or let_go or grasp is not None) and cfg.gripper_weight_m > 0:
+                g = torch.as_tensor(np.asarray(actions)[..., 6], dtype=torch.float64)  # (N, F) 0 open … 1 closed
+                want = (torch.zeros_like(g) if let_go else release_gripper(tcp, drop, cfg) if drop is not None
+                        else grasp_gripper(tcp, grasp, cfg))
+                dist = dist + (g - want).abs() * cfg.gripper_weight_m * cfg.centring_metric_scale
         elif cfg.lam > 0:
             dist = centroid_distance(cents, ref).mean(-1)
         if push:

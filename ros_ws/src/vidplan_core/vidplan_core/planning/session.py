@@ -302,7 +302,8 @@ class PlanningSession:
 
     def plan(self, frames: np.ndarray, poses: np.ndarray, q: np.ndarray, instruction: str, seed: int = 0,
              executing: EEChunk | None = None, executing_elapsed_s: float = 0.0,
-             start: tuple[np.ndarray, np.ndarray] | None = None) -> tuple[PlanResult, ProposalSet]:
+             start: tuple[np.ndarray, np.ndarray] | None = None, gripper_closure: float | None = None
+             ) -> tuple[PlanResult, ProposalSet]:
         """Run one cycle.
 
         Args:
@@ -318,11 +319,15 @@ class PlanningSession:
                 pose the robot will have reached when this chunk arrives (real-time chunking,
                 :func:`vidplan_core.planning.rtc.pose_after_latency`). The world model still conditions on the
                 observed history; the chunk it scores then begins with the motion made during the latency.
+            gripper_closure: the measured finger closure now, 0 (open) … 1 (fingers together), or None where not
+                measured (:attr:`~vidplan_core.runtime.base.PlanningContext.gripper_closure`: a put's carry phase
+                tells a grasp that holds something from one that closed on nothing).
 
         Returns:
             (result, proposals). ``result.chunk`` is already blended with the executing chunk's tail.
         """
-        ctx = PlanningContext(history_frames=frames, history_actions=poses, instruction=instruction, seed=seed)
+        ctx = PlanningContext(history_frames=frames, history_actions=poses, instruction=instruction, seed=seed,
+                              gripper_closure=gripper_closure)
         start_pose, start_q = (ctx.current_pose, q) if start is None else (np.asarray(start[0], np.float64),
                                                                          np.asarray(start[1], np.float64))
         props = self.proposals(start_q, start_pose, instruction, seed=seed, frames=frames)

@@ -40,12 +40,20 @@ class PlanningContext:
         instruction: natural-language task, e.g. "put the red cube in the bowl".
         seed: seed of the flow map's initial noise; the same noise is used for every candidate and every
             refinement iteration of a cycle (common random numbers make candidates comparable).
+        target_text: what the semantic scorer scores the predicted frames against this cycle, when not the
+            instruction itself: a phase of the task, e.g. "the bowl" while a put carries the object
+            (:attr:`~vidplan_core.planning.scoring.ScoreConfig.carry_height_m`). The world model and the reward
+            head stay conditioned on the instruction.
+        gripper_closure: the measured finger closure now, 0 (open) … 1 (fingers together), or None where the
+            caller does not measure it; tells a grasp that holds something from one that closed on nothing.
     """
 
     history_frames: np.ndarray
     history_actions: np.ndarray
     instruction: str
     seed: int = 0
+    target_text: str | None = None
+    gripper_closure: float | None = None
 
     def __post_init__(self) -> None:
         f = np.asarray(self.history_frames)
@@ -57,6 +65,11 @@ class PlanningContext:
         if not np.isfinite(a).all():
             raise ValueError("history_actions contain NaN/Inf")
         self.history_frames, self.history_actions = f, a
+
+    @property
+    def scoring_text(self) -> str:
+        """The text the semantic scorer scores against: :attr:`target_text`, else the instruction."""
+        return self.target_text or self.instruction
 
     @property
     def current_pose(self) -> np.ndarray:

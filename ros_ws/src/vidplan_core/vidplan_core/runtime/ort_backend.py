@@ -246,7 +246,7 @@ class OnnxRuntimeBackend:
         self._ctx = {"history_latents": lat[None].astype(np.float32),
                      "history_actions": ctx.history_actions[None].astype(np.float32),
                      "noise": make_noise(ctx.seed, (self.horizon, *self.latent_shape))}
-        self._text = self.text_embedding(ctx.instruction)
+        self._text = self.text_embedding(ctx.scoring_text)
         if self.uses_text:
             self._ctx["text_embeds"] = self.conditioning_embedding(ctx.instruction)
         return time.perf_counter() - t0

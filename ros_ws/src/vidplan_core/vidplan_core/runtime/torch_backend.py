@@ -175,7 +175,7 @@ class TorchBackend:
                 return self.graphs["encode"](self._t(f)).float().cpu().numpy()
 
         lat = self._cache.encode(frames, enc)
-        text, cond = self.text_embedding(ctx.instruction), self.conditioning_embedding(ctx.instruction)
+        text, cond = self.text_embedding(ctx.scoring_text), self.conditioning_embedding(ctx.instruction)
         noise = make_noise(ctx.seed, (self.horizon, *self.latent_shape))
         self._ctx = (self._t(lat[None]), self._t(ctx.history_actions[None]), self._t(noise), text, cond)
         self._sync()
