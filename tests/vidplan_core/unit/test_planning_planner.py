@@ -504,7 +504,7 @@ def test_carry_lifts_first_then_heads_over_the_destination_and_releases_there():
     acts[2, :, :3], acts[3, :, :3] = [0.41, 0.15, 0.025], [0.41, 0.15, 0.025]  # at the object: open / closed
     acts[0, :, :3], acts[1, :, :3] = [0.40, 0.15, 0.07], [0.40, 0.15, 0.07]  # 5 cm over it: closed / open
     reach = score_rollout(out, cfg, **kw, grasp=obj)[0].numpy()
-    assert reach[2] > reach[3] and reach[1] > reach[0]  # (acts[2] is closed, acts[3] open; acts[1] open)
+    assert reach[2] > reach[3] and reach[1] == reach[0]  # at it an open hand pays; above it nothing does
 
 
 def test_push_progress_prefers_the_candidate_that_moves_the_target_the_asked_way():
@@ -840,7 +840,11 @@ def test_planner_scores_a_puts_destination_while_it_carries(backend, ctx, propos
     assert np.linalg.norm(planner._memory[1].point[:2] - POSE[:2]) <= sc.table_track_m + sc.table_cell_m
     planner.plan(PlanningContext(ctx.history_frames, ctx.history_actions, put, 3), proposals)  # gripper open
     assert seen[-1] == (put, put) and planner._memory[0] == put and "carry" not in planner.target_estimate
-    assert planner._drop() is None and planner._grasp() is planner._memory[1].point  # approaching: its grasp zone
+    assert planner._drop() is None and planner._grasp() is None  # where a grasp closed on nothing: no grasp zone
+    aside = ctx.history_actions.copy()
+    aside[:, 1] += 0.05
+    planner.plan(PlanningContext(ctx.history_frames, aside, put, 3), proposals)
+    assert planner._grasp() is planner._memory[1].point  # 5 cm from there: approaching, with its grasp zone
     off = GradientPlanner(Recording(exterior), PlannerConfig(refine_iters=0, score=ScoreConfig(
         target_fusion="table", centring_space="metric")))
     off.plan(PlanningContext(ctx.history_frames, closed, put, 3), proposals)

@@ -162,6 +162,8 @@ class _BasePlanner:
         self._put = False  # set per cycle: the instruction is a put with a carry phase (its grasp zone applies)
         self._closed_cycles = 0  # plan cycles in a row that began with the gripper closed (score.carry_settle_cycles)
         self._lost_at: np.ndarray | None = None  # (3,) [m] where a put's hand let go of an empty grasp (table height)
+        self._empty_grasps: list[np.ndarray] = []  # (3,) [m] TCPs where a put's grasp closed on nothing (episode)
+        self._tcp: np.ndarray | None = None  # (3,) [m] this cycle's TCP
         # object permanence across cycles (score.target_gate): where each map view last put the target, per
         # instruction; this cycle's target, used by every scoring of the cycle
         self._memory: tuple[str, TargetMemory] | None = None
@@ -246,6 +248,9 @@ class _BasePlanner:
         # against and located (score.carry_height_m); the world model stays conditioned on the instruction
         self._closed_cycles = self._closed_cycles + 1 if float(ctx.current_pose[6]) >= 0.5 else 0
         self._carry, self._let_go = self._carry_text(ctx)
+        self._tcp = np.asarray(ctx.current_pose[:3], np.float64).copy()
+        if self._let_go and (not self._empty_grasps or np.linalg.norm(self._empty_grasps[-1] - self._tcp) > 1e-3):
+            self._empty_grasps.append(self._tcp.copy())
         if self._let_go and self._memory is not None and self._memory[0] != ctx.instruction:
             # the carry just ended with the fingers together: the object is where the hand lost it, below the hand
             self._lost_at = np.array([*ctx.current_pose[:2], cfg.score.table_height_m])
@@ -315,8 +320,13 @@ class _BasePlanner:
 
     def _grasp(self) -> np.ndarray | None:
         """(3,) [m] the located object while a put approaches it with the gripper open (score.grasp_radius_m), or
-        None (not a put with a carry phase, carrying, letting go, or no point yet)."""
+        None (not a put with a carry phase, carrying, letting go, no point yet, or the TCP where a grasp of this
+        episode already closed on nothing: closing there again is futile)."""
         if self._carry is not None or self._let_go or not self._put or self._memory is None:
+            return None
+        tcp = self._tcp
+        if tcp is not None and any(np.linalg.norm(tcp[:2] - p[:2]) <= self.config.score.grasp_radius_m
+                                   for p in self._empty_grasps):
             return None
         return self._memory[1].point
 
@@ -393,6 +403,7 @@ class _BasePlanner:
         self._memory = None
         self._closed_cycles = 0
         self._lost_at = None
+        self._empty_grasps = []
 
     def _select(self, scores: np.ndarray, props: ProposalSet) -> int:
         """Index of the chosen candidate: the argmax, or the nominal when the argmax beats it by no more than

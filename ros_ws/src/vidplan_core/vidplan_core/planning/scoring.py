@@ -168,12 +168,14 @@ class ScoreConfig(BaseModel):
         "the frames of an opening hand scored 0.2 above holding, and a just-closed hand opened again 4 times in a "
         "row (traced: put, seed 0, clutter 0)")
 
-    grasp_radius_m: float = Field(0.03, gt=0, description="a put's approach (carry_height_m > 0, gripper open): "
-        "within this horizontal distance [m] of the located object and grasp_height_m above it the gripper reference "
-        "is closed, elsewhere open (gripper_weight_m), so the hand closes where the object is and nowhere else. "
-        "Without it closing was left to the semantic score's noise: a traced hand waited open at the object for 25 "
-        "cycles (put, seed 4, clutter 0). At 0.02 a hand parked 2-3 cm from the point (the basis proposals' 3 cm "
-        "frames) never closed (put, seed 0, clutter 2)")
+    grasp_radius_m: float = Field(0.02, gt=0, description="a put's approach (carry_height_m > 0, gripper open): "
+        "within this horizontal distance [m] of the located object and grasp_height_m above it an open gripper "
+        "scores as gripper_weight_m farther, so the hand closes there; elsewhere closing is left to the scoring, as "
+        "before (the planner also leaves the zone out where a grasp already closed on nothing: "
+        "GradientPlanner keeps those places per episode). Without it a traced hand waited open at the object for 25 "
+        "cycles (put, seed 4, clutter 0). Barring a close outside the zone (a closed reference inside, open outside) "
+        "made things worse: a hand parked 2-3 cm from the point (the basis proposals' 3 cm frames) never closed at "
+        "2 cm, and at 3 cm closed on nothing and reopened 7 times at the same spot (put, seed 0, clutters 0, 2)")
     grasp_height_m: float = Field(0.02, gt=0, description="a put's approach: how far above the located object's "
         "centre [m] the grasp zone reaches (grasp_radius_m)")
     empty_grasp_closure: float = Field(0.95, gt=0, le=1.0, description="carry phase: a closed gripper whose measured "
@@ -438,9 +440,9 @@ def release_gripper(tcp: torch.Tensor, drop: np.ndarray, cfg: ScoreConfig) -> to
 
 
 def grasp_gripper(tcp: torch.Tensor, point: np.ndarray, cfg: ScoreConfig) -> torch.Tensor:
-    """A put's approach: the gripper reference at each candidate frame: (…, 3) TCP [m] → (…) 1.0 (closed) where the
-    TCP is in the grasp zone of the object at ``point`` (3,) [m] (``grasp_radius_m`` horizontally, at most
-    ``grasp_height_m`` above it), else 0.0 (open)."""
+    """A put's approach: (…, 3) TCP [m] → (…) 1.0 where the TCP is in the grasp zone of the object at ``point`` (3,)
+    [m] (``grasp_radius_m`` horizontally, at most ``grasp_height_m`` above it: there the gripper should close), else
+    0.0 (no preference)."""
     p = torch.as_tensor(np.asarray(point, np.float64).reshape(3)).to(tcp)
     near = ((torch.linalg.vector_norm(tcp[..., :2] - p[:2], dim=-1) <= cfg.grasp_radius_m)
             & (tcp[..., 2] - p[2] <= cfg.grasp_height_m))
@@ -568,7 +570,7 @@ def score_terms(out: RolloutOutput, cfg: ScoreConfig, map_views: int | tuple[int
     during its carry phase (:attr:`TargetMemory.drop`): with metric centring, each frame's gripper command is then
     measured against :func:`release_gripper` (``cfg.gripper_weight_m``); ``let_go``: a closed gripper that holds
     nothing (``cfg.empty_grasp_closure``): the gripper reference is open everywhere; ``grasp``: (3,) [m] the located
-    object during a put's approach: the gripper reference is :func:`grasp_gripper`'s."""
+    object during a put's approach: an open gripper in :func:`grasp_gripper`'s zone pays the same."""
     h_bar = torch.as_tensor(out.h_bar, dtype=torch.float64)
     views = (map_views,) if isinstance(map_views, int) else tuple(map_views) if map_views else (None,)
     raws, sems = _view_maps(out, cfg, views)
@@ -618,9 +620,11 @@ def score_terms(out: RolloutOutput, cfg: ScoreConfig, map_views: int | tuple[int
                 dist = dist + _in_keepout(tcp, keepout, cfg) * cfg.centring_metric_scale  # as if 1 m farther
             if (drop is not None or let_go or grasp is not None) and cfg.gripper_weight_m > 0:
                 g = torch.as_tensor(np.asarray(actions)[..., 6], dtype=torch.float64)  # (N, F) 0 open … 1 closed
-                want = (torch.zeros_like(g) if let_go else release_gripper(tcp, drop, cfg) if drop is not None
-                        else grasp_gripper(tcp, grasp, cfg))
-                dist = dist + (g - want).abs() * cfg.gripper_weight_m * cfg.centring_metric_scale
+                if let_go or drop is not None:  # a reference everywhere: open / closed, open over the destination
+                    off = (g - (torch.zeros_like(g) if let_go else release_gripper(tcp, drop, cfg))).abs()
+                else:  # approaching: only an open gripper in the grasp zone pays
+                    off = (1.0 - g) * grasp_gripper(tcp, grasp, cfg)
+                dist = dist + off * cfg.gripper_weight_m * cfg.centring_metric_scale
         elif cfg.lam > 0:
             dist = centroid_distance(cents, ref).mean(-1)
         if push:
