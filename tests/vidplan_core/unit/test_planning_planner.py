@@ -488,6 +488,9 @@ def test_carry_lifts_first_then_heads_over_the_destination_and_releases_there():
     assert s[1] > s[0]  # over the bowl: release
     assert s[2] > s[3]  # elsewhere: keep holding
     np.testing.assert_allclose([s[0] - s[1], s[2] - s[3]], [-0.30, 0.30], atol=1e-9)  # gripper_weight_m, lam 1
+    sem = RolloutOutput(**{**out.__dict__, "semantic_score": np.full((4, 2), 0.5, np.float32)})
+    np.testing.assert_allclose(score_rollout(sem, cfg, **kw, drop=drop)[0].numpy(), s)  # carrying: not scored
+    np.testing.assert_allclose(score_rollout(sem, cfg, **kw)[0].numpy(), plain + 0.5)  # elsewhere it is
     empty = score_rollout(out, cfg, **kw, let_go=True)[0].numpy()  # closed on nothing: open, wherever it is
     assert empty[1] > empty[0] and empty[3] > empty[2]
     from vidplan_core.planning.scoring import release_gripper
