@@ -1075,3 +1075,13 @@ def test_approach_candidate_heads_for_the_planners_target_reference(backend, ctx
     assert full > dist_near + 0.03
     put = "put the red cube in the bowl"  # not a contact instruction: full speed
     assert travel(slow, q_near, near_pose, put) == pytest.approx(full, abs=1e-6)
+    # put_reference_speed: the same rule for a put's approach (gripper open), not while it carries (closed)
+    grasp = PlanningSession(exterior, kin, cfg.model_copy(update={"proposals": ProposalConfig(
+        put_reference_speed=True)}, deep=True))
+    grasp.planner.plan(PlanningContext(ctx.history_frames, ctx.history_actions, put, 3),
+                       grasp.proposals(q0, pose0, put))
+    grasp.planner._memory[1].reference = ref.copy()
+    open_near = np.r_[near_pose[:6], 0.0]
+    assert travel(grasp, q_near, open_near, put) == pytest.approx(dist_near, abs=0.01)
+    assert travel(grasp, q_near, near_pose, put) == pytest.approx(full, abs=1e-6)  # gripper closed: carrying
+    assert travel(grasp, q_near, open_near, touch) == pytest.approx(full, abs=1e-6)  # another instruction
