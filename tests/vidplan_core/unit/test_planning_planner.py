@@ -456,6 +456,44 @@ def test_instruction_destination_reads_where_a_put_goes():
     assert instruction_destination("put the red cube") is None  # nowhere named
 
 
+def test_put_phase_reads_approach_carry_and_let_go_from_the_gripper():
+    """PutPhase: open → approach (grasp zone), closed with the fingers apart → carry (the destination phrase; the
+    first closed cycle settles), closed with them together → let go, remembering where, so that no grasp zone stands
+    there and the object is searched for below; touch and a disabled carry phase leave it at rest."""
+    from vidplan_core.planning.put_phase import PutPhase
+    from vidplan_core.planning.scoring import ScoreConfig
+
+    sc = ScoreConfig(carry_height_m=0.08)
+    frames = np.zeros((1, 3, 3, 2, 2), np.uint8)
+
+    def ctx_at(xyz, gripper, closure=None, text="put the red cube in the bowl"):
+        return PlanningContext(frames, np.array([[*xyz, np.pi, 0.0, 0.0, gripper]]), text, gripper_closure=closure)
+
+    ph = PutPhase()
+    ph.update(ctx_at([0.4, 0.1, 0.03], 0.0, 0.0), sc, True, None)
+    assert ph.put and ph.carry is None and not ph.let_go and ph.grasp_allowed(0.02)
+    ph.update(ctx_at([0.4, 0.1, 0.03], 1.0, 0.5), sc, True, "put the red cube in the bowl")
+    assert ph.carry == "the bowl" and ph.settle and not ph.grasp_allowed(0.02)
+    ph.update(ctx_at([0.4, 0.1, 0.08], 1.0, 0.5), sc, True, "the bowl")
+    assert ph.carry == "the bowl" and not ph.settle
+    ph.update(ctx_at([0.4, 0.1, 0.08], 1.0, 0.99), sc, True, "the bowl")  # the object slipped out
+    assert ph.let_go and ph.carry is None and len(ph.empty_grasps) == 1
+    np.testing.assert_allclose(ph.take_lost_at(), [0.4, 0.1, sc.table_height_m])
+    assert ph.take_lost_at() is None  # once
+    ph.update(ctx_at([0.41, 0.1, 0.03], 0.0, 0.0), sc, True, "put the red cube in the bowl")
+    assert ph.put and not ph.grasp_allowed(0.02)  # 1 cm from where a grasp came up empty
+    ph.update(ctx_at([0.45, 0.1, 0.03], 0.0, 0.0), sc, True, "put the red cube in the bowl")
+    assert ph.grasp_allowed(0.02)
+    ph.update(ctx_at([0.45, 0.1, 0.03], 1.0, None), sc, True, "put the red cube in the bowl")
+    assert ph.carry == "the bowl"  # no measured closure: a closed gripper holds the object
+    for text, enabled, cfg in (("touch the red cube", True, sc), ("put the red cube in the bowl", False, sc),
+                               ("put the red cube in the bowl", True, ScoreConfig())):
+        ph.update(ctx_at([0.45, 0.1, 0.03], 1.0, 0.99, text), cfg, enabled, None)
+        assert not ph.put and ph.carry is None and not ph.let_go
+    ph.reset()
+    assert ph.empty_grasps == [] and ph.closed_cycles == 0
+
+
 def test_carry_lifts_first_then_heads_over_the_destination_and_releases_there():
     """carry_height_m: a put's carry reference is straight above the TCP until it is near the carry height, then the
     point over the destination; with metric centring the gripper is part of that reference — closed on the way (an

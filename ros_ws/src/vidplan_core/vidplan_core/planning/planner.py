@@ -25,8 +25,9 @@ import numpy as np
 import torch
 from pydantic import BaseModel, ConfigDict, Field
 
-from vidplan_core.planning.goal import instruction_destination, instruction_direction
+from vidplan_core.planning.goal import instruction_direction
 from vidplan_core.planning.proposals import ProposalSet
+from vidplan_core.planning.put_phase import PutPhase
 from vidplan_core.planning.scoring import (
     ScoreConfig,
     TargetMemory,
@@ -157,13 +158,7 @@ class _BasePlanner:
             (backend.centring_view,) if getattr(backend, "centring_view", None) is not None else None)
         self._geometry: Any = None
         self._goal_dir: np.ndarray | None = None  # set per cycle from the instruction
-        self._carry: str | None = None  # set per cycle: the destination phrase while a put carries its object
-        self._let_go = False  # set per cycle: a put's closed gripper holds nothing (score.empty_grasp_closure)
-        self._put = False  # set per cycle: the instruction is a put with a carry phase (its grasp zone applies)
-        self._closed_cycles = 0  # plan cycles in a row that began with the gripper closed (score.carry_settle_cycles)
-        self._lost_at: np.ndarray | None = None  # (3,) [m] where a put's hand let go of an empty grasp (table height)
-        self._empty_grasps: list[np.ndarray] = []  # (3,) [m] TCPs where a put's grasp closed on nothing (episode)
-        self._tcp: np.ndarray | None = None  # (3,) [m] this cycle's TCP
+        self._put = PutPhase()  # a put's phase this cycle (approach, carry, let go; score.carry_height_m)
         # object permanence across cycles (score.target_gate): where each map view last put the target, per
         # instruction; this cycle's target, used by every scoring of the cycle
         self._memory: tuple[str, TargetMemory] | None = None
@@ -246,18 +241,11 @@ class _BasePlanner:
                           if cfg.score.direction_weight > 0 and self._geometry is not None else None)
         # a put's carry phase: the hand closed on the object, so the destination is what the frames are scored
         # against and located (score.carry_height_m); the world model stays conditioned on the instruction
-        self._closed_cycles = self._closed_cycles + 1 if float(ctx.current_pose[6]) >= 0.5 else 0
-        self._carry, self._let_go = self._carry_text(ctx)
-        self._tcp = np.asarray(ctx.current_pose[:3], np.float64).copy()
-        if self._let_go and (not self._empty_grasps or np.linalg.norm(self._empty_grasps[-1] - self._tcp) > 1e-3):
-            self._empty_grasps.append(self._tcp.copy())
-        if self._let_go and self._memory is not None and self._memory[0] != ctx.instruction:
-            # the carry just ended with the fingers together: the object is where the hand lost it, below the hand
-            self._lost_at = np.array([*ctx.current_pose[:2], cfg.score.table_height_m])
-        self._put = (cfg.score.carry_height_m > 0 and self._fusion == "table" and self._geometry is not None
-                     and instruction_destination(ctx.instruction) is not None)
-        if self._carry is not None:
-            ctx = replace(ctx, target_text=self._carry)
+        put = self._put
+        put.update(ctx, cfg.score, self._fusion == "table" and self._geometry is not None,
+                   self._memory[0] if self._memory is not None else None)
+        if put.carry is not None:
+            ctx = replace(ctx, target_text=put.carry)
         seeds = [ctx.seed + m for m in range(cfg.noise_samples)]
         if cfg.survival_check and cfg.noise_samples == 1:
             seeds.append(ctx.seed + 7919)  # re-drawn seed, for the survival diagnostic only
@@ -275,12 +263,10 @@ class _BasePlanner:
             t = time.perf_counter()
             with torch.no_grad():
                 if m == 0:
-                    self._target = self._locate(ctx.scoring_text, out, ctx.current_pose[:3],
-                                                carry=self._carry is not None,
-                                                settle=self._closed_cycles <= cfg.score.carry_settle_cycles)
+                    self._target = self._locate(ctx.scoring_text, out, ctx.current_pose[:3])
                 terms = score_terms(out, cfg.score, self._map_views, props.actions, self._geometry, self._goal_dir,
                                     self._target, self._target_point(), self._keepout(), self._drop(),
-                                    self._let_go, self._grasp())
+                                    put.let_go, self._grasp())
                 per_frame = terms.reward(cfg.score)
                 scores = per_frame.amax(dim=1)
                 if m == 0:
@@ -303,59 +289,38 @@ class _BasePlanner:
         per_frame = np.mean([d[1] for d in draws], axis=0)
         return first, scores, per_frame
 
-    def _carry_text(self, ctx: PlanningContext) -> tuple[str | None, bool]:
-        """(the destination phrase while a put carries its object, else None; whether its closed gripper holds
-        nothing). Carrying: score.carry_height_m > 0, 'table' fusion, an instruction naming a destination, the
-        current gripper command closed and — where measured — the fingers not together (score.empty_grasp_closure);
-        with them together the gripper should let go."""
-        sc = self.config.score
-        if sc.carry_height_m <= 0 or self._fusion != "table" or self._geometry is None:
-            return None, False
-        dest = instruction_destination(ctx.instruction)
-        if dest is None or float(ctx.current_pose[6]) < 0.5:
-            return None, False
-        if ctx.gripper_closure is not None and float(ctx.gripper_closure) >= sc.empty_grasp_closure:
-            return None, True
-        return dest, False
-
     def _grasp(self) -> np.ndarray | None:
-        """(3,) [m] the located object while a put approaches it with the gripper open (score.grasp_radius_m), or
-        None (not a put with a carry phase, carrying, letting go, no point yet, or the TCP where a grasp of this
-        episode already closed on nothing: closing there again is futile)."""
-        if self._carry is not None or self._let_go or not self._put or self._memory is None:
-            return None
-        tcp = self._tcp
-        if tcp is not None and any(np.linalg.norm(tcp[:2] - p[:2]) <= self.config.score.grasp_radius_m
-                                   for p in self._empty_grasps):
+        """(3,) [m] the located object while a put approaches it with the gripper open and its grasp zone applies
+        (score.grasp_radius_m, :meth:`PutPhase.grasp_allowed`), else None."""
+        if self._memory is None or not self._put.grasp_allowed(self.config.score.grasp_radius_m):
             return None
         return self._memory[1].point
 
     def _drop(self) -> np.ndarray | None:
         """(3,) [m] the point over the destination this cycle's carry releases at, or None (no carry phase)."""
-        mem = self._memory[1] if self._memory is not None and self._carry is not None else None
+        mem = self._memory[1] if self._memory is not None and self._put.carry is not None else None
         return None if mem is None or mem.drop is None else mem.drop
 
-    def _locate(self, instruction: str, out, tcp: np.ndarray | None = None, carry: bool = False,
-                settle: bool = False) -> torch.Tensor | None:
+    def _locate(self, instruction: str, out, tcp: np.ndarray | None = None) -> torch.Tensor | None:
         """This cycle's centring target per map view with the memory of earlier cycles (score.target_fusion
         'table' or score.target_gate > 0, and camera geometry), else None (each scoring takes its own most confident
-        centroid). ``instruction``: the text scored (the memory is kept per text); ``carry``: a put's carry phase;
-        ``settle``: its grasp is settling (score.carry_settle_cycles)."""
+        centroid). ``instruction``: the text scored (the memory is kept per text: a put's destination while it
+        carries, :class:`PutPhase`)."""
         sc = self.config.score
         if (self._fusion == "off" and sc.target_gate <= 0) or self._geometry is None or self._map_views is None:
             return None
         mem = self._memory
         if mem is None or mem[0] != instruction:  # a new task, or a new phase of a put: forget the old target
-            # a put's hand that lost its object (let go of an empty grasp) searches near where it lost it first
-            seed = self._lost_at if self._lost_at is not None and instruction != self._carry else None
+            # a put's hand that lost its object (let go of an emptied grasp) searches near where it lost it first
+            seed = self._put.take_lost_at() if instruction != self._put.carry else None
             mem = self._memory = (instruction, TargetMemory(point=seed))
-            self._lost_at = None
         if self._fusion == "table":
             region = ((self.config.position_min[0], self.config.position_max[0]),
                       (self.config.position_min[1], self.config.position_max[1]))
+            carry = self._put.carry is not None
             direction = instruction_direction(instruction) if sc.push_standoff_m > 0 and not carry else None
             return locate_on_table(out, sc, self._map_views, self._geometry, region, mem[1], tcp, direction, carry,
-                                   settle)
+                                   carry and self._put.settle)
         return locate_target(out, sc, self._map_views, mem[1])
 
     def _target_point(self) -> np.ndarray | None:
@@ -384,9 +349,9 @@ class _BasePlanner:
         est = {"point": [round(float(v), 4) for v in mem.point], "pushing": bool(mem.pushing)}
         if mem.reference is not None:
             est["reference"] = [round(float(v), 4) for v in mem.reference]
-        if self._carry is not None:  # a put's carry phase: the point is the destination's
-            est["carry"] = self._carry
-        if self._let_go:  # a put's closed gripper holds nothing
+        if self._put.carry is not None:  # a put's carry phase: the point is the destination's
+            est["carry"] = self._put.carry
+        if self._put.let_go:  # a put's closed gripper holds nothing
             est["let_go"] = True
         return est
 
@@ -401,9 +366,7 @@ class _BasePlanner:
     def reset_target(self) -> None:
         """Forget where the target was (a new episode with the same instruction, a scene that was rearranged)."""
         self._memory = None
-        self._closed_cycles = 0
-        self._lost_at = None
-        self._empty_grasps = []
+        self._put.reset()
 
     def _select(self, scores: np.ndarray, props: ProposalSet) -> int:
         """Index of the chosen candidate: the argmax, or the nominal when the argmax beats it by no more than
@@ -608,7 +571,7 @@ class CEMPlanner(_BasePlanner):
                     return self._hold(ctx, f"non-finite backend output: {', '.join(bad)}", timings)
                 s = score_rollout(o, cfg.score, self._map_views, cand, self._geometry, self._goal_dir,
                                   self._target, self._target_point(), self._keepout(), self._drop(),
-                                  self._let_go, self._grasp())[0].numpy()
+                                  self._put.let_go, self._grasp())[0].numpy()
                 order = np.argsort(-s)
                 if s[order[0]] > best_s:
                     best_s, best_n = float(s[order[0]]), samples[order[0]].copy()
