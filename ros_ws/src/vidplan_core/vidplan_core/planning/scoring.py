@@ -177,9 +177,10 @@ class ScoreConfig(BaseModel):
         "scores as gripper_weight_m farther, so the hand closes there; elsewhere closing is left to the scoring, as "
         "before (the planner also leaves the zone out where a grasp already closed on nothing: "
         "planning.put_phase.PutPhase keeps those places per episode). Without it a traced hand waited open at the "
-        "object for 25 cycles (put, seed 4, clutter 0). Barring a close outside the zone (a closed reference inside, open outside) "
-        "made things worse: a hand parked 2-3 cm from the point (the basis proposals' 3 cm frames) never closed at "
-        "2 cm, and at 3 cm closed on nothing and reopened 7 times at the same spot (put, seed 0, clutters 0, 2)")
+        "object for 25 cycles (put, seed 4, clutter 0). Barring a close outside the zone (a closed reference "
+        "inside, open outside) made things worse: a hand parked 2-3 cm from the point (the basis proposals' 3 cm "
+        "frames) never closed at 2 cm, and at 3 cm closed on nothing and reopened 7 times at the same spot (put, "
+        "seed 0, clutters 0, 2)")
     grasp_height_m: float = Field(0.02, gt=0, description="a put's approach: how far above the located object's "
         "centre [m] the grasp zone reaches (grasp_radius_m)")
     empty_grasp_closure: float = Field(0.95, gt=0, le=1.0, description="carry phase: a closed gripper whose measured "
