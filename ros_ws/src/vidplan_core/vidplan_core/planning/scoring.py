@@ -151,12 +151,12 @@ class ScoreConfig(BaseModel):
         "md). 0 = off")
     carry_settle_cycles: int = Field(1, ge=0, description="carry phase: for this many plan cycles after the gripper "
         "closes the carry reference is where the TCP is, so the hand holds still while the fingers settle on the "
-        "object (the demonstrations dwell 0.5 s after closing); 3 of 8 traced carries lost the object in the first "
-        "lift straight after the closing cycle")
+        "object, as the demonstrations dwell after closing (a traced carry lost the object in the lift straight "
+        "after the closing cycle: put, seed 3, clutter 1; the rule is not measured on its own)")
     carry_semantic_weight: float = Field(0.0, ge=0, description="carry phase: the weight of the semantic score "
         "(the frames scored against the destination phrase) beside the centring on the point over it. That score "
-        "rewards seeing the bowl, which a higher hand does more: at weight 1 a traced carry chose +z three times above "
-        "the drop height and ended 16 cm up, still holding the object over the bowl (put, seed 1, clutter 3)")
+        "rewards seeing the bowl, which a higher hand does more: at weight 1 a traced carry chose +z twice above the "
+        "drop height and ended with the object 16 cm up over the bowl, still held (put, seed 1, clutter 3)")
     carry_reach_m: float = Field(0.03, gt=0, description="carry phase: how close [m] to the carry height the TCP must "
         "come before it heads over the destination, and how far below that height the release zone reaches")
     release_radius_m: float = Field(0.04, gt=0, description="carry phase: within this horizontal distance [m] of the "
@@ -165,7 +165,7 @@ class ScoreConfig(BaseModel):
     release_height_m: float = Field(0.05, ge=0, description="carry phase: how far above the carry height [m] the "
         "release zone reaches: a hand that hovers 3.4 cm too high over the bowl, 1.5 cm from its centre, never let go "
         "with a symmetric 3 cm zone (traced: put, seed 2, clutter 1)")
-    gripper_weight_m: float = Field(0.30, ge=0, description="carry phase: the gripper is part of the metric "
+    gripper_weight_m: float = Field(0.30, ge=0, description="a put's phases: the gripper is part of the metric "
         "reference: a frame whose gripper command (0 open … 1 closed) differs from the reference's by g scores as "
         "g × this much farther [m] (times centring_metric_scale) — an early release is a 30 cm error, keeping the "
         "object over the destination one too. At 0.10 the semantic score outbid it: with the scored text 'the bowl' "
