@@ -546,6 +546,19 @@ def test_carry_lifts_first_then_heads_over_the_destination_and_releases_there():
     acts[0, :, :3], acts[1, :, :3] = [0.40, 0.15, 0.07], [0.40, 0.15, 0.07]  # 5 cm over it: closed / open
     reach = score_rollout(out, cfg, **kw, grasp=obj)[0].numpy()
     assert reach[2] > reach[3] and reach[1] == reach[0]  # at it an open hand pays; above it nothing does
+    # close_radius_m: closing 5 cm over the object or 4 cm beside it pays gripper_weight_m; at it, nothing does
+    from vidplan_core.planning.scoring import close_barred
+
+    bar = cfg.model_copy(update={"close_radius_m": 0.03, "close_height_m": 0.03})
+    spots = torch.tensor([[0.41, 0.15, 0.025], [0.40, 0.15, 0.07], [0.44, 0.15, 0.025], [0.42, 0.17, 0.045]],
+                         dtype=torch.float64)
+    assert close_barred(spots, obj, bar).tolist() == [0.0, 1.0, 1.0, 0.0]
+    assert score_rollout(out, cfg, **kw, approach=obj)[0].tolist() == score_rollout(out, cfg, **kw)[0].tolist()  # off
+    high = score_rollout(out, bar, **kw, approach=obj)[0].numpy()
+    np.testing.assert_allclose(high[1] - high[0], 0.30, atol=1e-9)  # 5 cm over it: closing pays, staying open not
+    assert high[2] == high[3]  # at it: neither pays (the grasp zone is a separate argument)
+    both = score_rollout(out, bar, **kw, grasp=obj, approach=obj)[0].numpy()
+    assert both[2] > both[3] and both[1] > both[0]  # in the zone: close; over it: stay open
 
 
 def test_push_progress_prefers_the_candidate_that_moves_the_target_the_asked_way():
@@ -886,6 +899,16 @@ def test_planner_scores_a_puts_destination_while_it_carries(backend, ctx, propos
     aside[:, 1] += 0.05
     planner.plan(PlanningContext(ctx.history_frames, aside, put, 3), proposals)
     assert planner._grasp() is planner._memory[1].point  # 5 cm from there: approaching, with its grasp zone
+    assert planner._approach() is planner._memory[1].point
+    # close_radius_m: the zone charges an open hand only while the TCP is in it (the way down into it stays free)
+    planner.config.score.close_radius_m = 0.03
+    try:
+        point = planner._memory[1].point
+        assert planner._grasp() is None  # the hand is 5 cm over the table, not in the zone
+        planner._put.tcp = point + np.array([0.005, 0.0, 0.01])
+        assert planner._grasp() is point
+    finally:
+        planner.config.score.close_radius_m = 0.0
     off = GradientPlanner(Recording(exterior), PlannerConfig(refine_iters=0, score=ScoreConfig(
         target_fusion="table", centring_space="metric")))
     off.plan(PlanningContext(ctx.history_frames, closed, put, 3), proposals)

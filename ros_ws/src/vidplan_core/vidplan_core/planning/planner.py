@@ -31,6 +31,7 @@ from vidplan_core.planning.put_phase import PutPhase
 from vidplan_core.planning.scoring import (
     ScoreConfig,
     TargetMemory,
+    grasp_gripper,
     locate_on_table,
     locate_target,
     score_rollout,
@@ -266,7 +267,7 @@ class _BasePlanner:
                     self._target = self._locate(ctx.scoring_text, out, ctx.current_pose[:3])
                 terms = score_terms(out, cfg.score, self._map_views, props.actions, self._geometry, self._goal_dir,
                                     self._target, self._target_point(), self._keepout(), self._drop(),
-                                    put.let_go, self._grasp())
+                                    put.let_go, self._grasp(), self._approach())
                 per_frame = terms.reward(cfg.score)
                 scores = per_frame.amax(dim=1)
                 if m == 0:
@@ -291,8 +292,21 @@ class _BasePlanner:
 
     def _grasp(self) -> np.ndarray | None:
         """(3,) [m] the located object while a put approaches it with the gripper open and its grasp zone applies
-        (score.grasp_radius_m, :meth:`PutPhase.grasp_allowed`), else None."""
-        if self._memory is None or not self._put.grasp_allowed(self.config.score.grasp_radius_m):
+        (score.grasp_radius_m, :meth:`PutPhase.grasp_allowed`; with score.close_radius_m only while the TCP is in the
+        zone), else None."""
+        sc = self.config.score
+        point = self._approach()
+        if point is None or not self._put.grasp_allowed(sc.grasp_radius_m):
+            return None
+        if sc.close_radius_m > 0 and not bool(grasp_gripper(torch.as_tensor(self._put.tcp), point, sc)):
+            return None  # the hand is not in the zone yet: the way down into it is free
+        return point
+
+    def _approach(self) -> np.ndarray | None:
+        """(3,) [m] the located object while a put approaches it with the gripper open (not carrying, not letting
+        go), else None."""
+        put = self._put
+        if self._memory is None or not put.put or put.carry is not None or put.let_go or put.tcp is None:
             return None
         return self._memory[1].point
 
@@ -571,7 +585,7 @@ class CEMPlanner(_BasePlanner):
                     return self._hold(ctx, f"non-finite backend output: {', '.join(bad)}", timings)
                 s = score_rollout(o, cfg.score, self._map_views, cand, self._geometry, self._goal_dir,
                                   self._target, self._target_point(), self._keepout(), self._drop(),
-                                  self._put.let_go, self._grasp())[0].numpy()
+                                  self._put.let_go, self._grasp(), self._approach())[0].numpy()
                 order = np.argsort(-s)
                 if s[order[0]] > best_s:
                     best_s, best_n = float(s[order[0]]), samples[order[0]].copy()
