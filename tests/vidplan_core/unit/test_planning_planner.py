@@ -1146,3 +1146,122 @@ def test_approach_candidate_heads_for_the_planners_target_reference(backend, ctx
     assert travel(grasp, q_near, open_near, put) == pytest.approx(dist_near, abs=0.01)
     assert travel(grasp, q_near, near_pose, put) == pytest.approx(full, abs=1e-6)  # gripper closed: carrying
     assert travel(grasp, q_near, open_near, touch) == pytest.approx(full, abs=1e-6)  # another instruction
+
+
+def test_wrist_locate_puts_the_hand_cameras_map_peak_on_the_table():
+    """wrist_refine_m: a map of the hand camera's observed frame that peaks where an object on the table projects is
+    back-projected to that object (within the map's cell size at that range), a stronger peak outside wrist_window_m
+    of the fused point is left out, and no cell near the point (the point out of the camera's view) gives None."""
+    from vidplan_core.calibration import load_calibration
+    from vidplan_core.models.action_maps import ActionMapRenderer, action_map_config
+    from vidplan_core.planning.scoring import ScoreConfig, wrist_locate
+
+    r = ActionMapRenderer(action_map_config(load_calibration(), (1, 1)))
+    hand = r.on_hand.index(True)
+    cfg = ScoreConfig(wrist_refine_m=0.06)
+    obj = np.array([0.55, 0.10, cfg.table_height_m])
+    pose = np.array([0.56, 0.09, 0.09, np.pi, 0.0, 0.0, 0.0])  # 7 cm over the object, 1.4 cm aside
+
+    def peak_at(p: np.ndarray, gh: int = 48, gw: int = 80, height: float = 4.0) -> torch.Tensor:
+        acts = torch.tensor(np.array([[pose, [*p, np.pi, 0.0, 0.0, 0.0]]]), dtype=torch.float64)
+        uv = r.project(acts, 0)[0][0, 1, hand, 0]  # the object's point at frame 1, hand camera posed at frame 0
+        ys, xs = (torch.arange(gh) + 0.5) / gh, (torch.arange(gw) + 0.5) / gw
+        d2 = (xs[None] - uv[0]) ** 2 + (ys[:, None] - uv[1]) ** 2
+        return height * torch.exp(-d2 / (2 * 0.03 ** 2)).double()
+
+    fused = obj + np.array([0.015, -0.01, 0.0])  # the exterior views' point, 1.8 cm off
+    q = wrist_locate(peak_at(obj), r, hand, pose, fused, cfg)
+    assert q is not None and np.linalg.norm(q[:2] - obj[:2]) < 0.004 and abs(q[2] - cfg.table_height_m) < 1e-9
+    other = obj + np.array([-0.06, 0.05, 0.0])  # a brighter look-alike 7.8 cm away, outside the 4 cm window
+    both = peak_at(obj) + peak_at(other, height=8.0)
+    q2 = wrist_locate(both, r, hand, pose, fused, cfg)
+    assert np.linalg.norm(q2[:2] - obj[:2]) < 0.006
+    wide = cfg.model_copy(update={"wrist_window_m": 0.20})  # a window that takes the look-alike in follows it
+    assert np.linalg.norm(wrist_locate(both, r, hand, pose, fused, wide)[:2] - other[:2]) < 0.01
+    assert wrist_locate(peak_at(obj), r, hand, pose, np.array([0.20, -0.40, 0.02]), cfg) is None  # out of view
+
+
+def test_grasp_reference_comes_down_onto_the_object_from_above():
+    """grasp_clearance_m: a put's approach reference is over the object until the TCP is within grasp_reach_m of it
+    horizontally, then the object; once over it, the reference stays down out to twice grasp_reach_m."""
+    from vidplan_core.planning.scoring import ScoreConfig, TargetMemory, grasp_reference
+
+    cfg = ScoreConfig(grasp_clearance_m=0.05, grasp_reach_m=0.015)
+    obj = np.array([0.55, 0.10, 0.02])
+    mem, up = TargetMemory(), np.array([0.0, 0.0, 0.05])
+    assert grasp_reference(obj, ScoreConfig(), mem, np.array([0.5, 0.0, 0.2])) is None  # off
+    np.testing.assert_allclose(grasp_reference(obj, cfg, mem, np.array([0.50, 0.0, 0.20])), obj + up)
+    np.testing.assert_allclose(grasp_reference(obj, cfg, mem, np.array([0.56, 0.10, 0.07])), obj)  # 1 cm: down
+    np.testing.assert_allclose(grasp_reference(obj, cfg, mem, np.array([0.575, 0.10, 0.04])), obj)  # 2.5 cm: stays
+    np.testing.assert_allclose(grasp_reference(obj, cfg, mem, np.array([0.585, 0.10, 0.04])), obj + up)
+    assert not mem.over
+
+
+def test_frame_scorer_maps_an_observed_frame_with_the_bundles_scorer(backend):
+    """The scorer on observed frames: a (3, H, W) uint8 frame → the scorer's (gh, gw) patch logits for a text, the
+    same as the scorer's own map of that frame; float frames in [0, 1] give the same; a wrong shape is named."""
+    from vidplan_core.runtime.frame_scorer import FrameScorer
+
+    fs = backend.frame_scorer
+    assert isinstance(fs, FrameScorer)
+    cfg = backend.models.suite.autoencoder.config
+    frame = np.random.default_rng(1).integers(0, 255, (3, cfg.view_height, cfg.view_width), dtype=np.uint8)
+    m = fs.map(frame, "the red cube")
+    x = torch.as_tensor(frame.astype(np.float32) / 255.0)[None]
+    with torch.no_grad():
+        ref = backend.models.scorer.score_and_map(x, backend.models.scorer.encode_text(["the red cube"]).reshape(-1))[1]
+    assert m.shape == ref.shape[1:] and m.dtype == torch.float64
+    torch.testing.assert_close(m, ref[0].double())
+    torch.testing.assert_close(fs.map(frame.astype(np.float32) / 255.0, "the red cube"), m)
+    with pytest.raises(ValueError, match=r"\(3, H, W\)"):
+        fs.map(frame[None], "the red cube")
+    with pytest.raises(ValueError, match="not both"):
+        FrameScorer()
+
+
+def test_planner_places_a_puts_object_with_the_hand_camera_and_comes_down_from_above(ctx):
+    """wrist_refine_m with grasp_clearance_m: in a put's approach near the fused point the planner replaces it by the
+    hand camera's (target_estimate 'fused' keeps the exterior views' point), the reference stands over it; with the
+    rule off, or while carrying, the point is the exterior fusion's. The session's put_approach candidate heads for
+    that reference."""
+    from vidplan_core.kinematics import PandaKinematics
+    from vidplan_core.planning.scoring import ScoreConfig
+    from vidplan_core.planning.session import PlanningSession, ProposalConfig, SessionConfig
+
+    models = random_planner_models("tiny", seed=0)
+    models.map_views = (0, 1)
+    exterior = TorchBackend(models, flow_steps=1)
+    put = "put the red cube in the bowl"
+    kin = PandaKinematics()
+    q0 = kin.ik(_transform(POSE), np.array([0, -0.6, 0, -2.3, 0, 1.7, 0.8])).q
+    pose0 = np.r_[kin.fk_action(q0, euler_center=POSE[3:6]), 0.0]
+    sc = ScoreConfig(target_fusion="table", centring_space="metric", carry_height_m=0.08, wrist_refine_m=2.0,
+                     wrist_window_m=1.0, grasp_clearance_m=0.05)  # (the tiny scorer's map has 2 × 2 cells)
+    session = PlanningSession(exterior, kin, SessionConfig(gradopt=PlannerConfig(refine_iters=0, score=sc),
+                                                           proposals=ProposalConfig(put_approach=True)))
+    assert "approach" not in session.proposals(q0, pose0, put).labels  # no estimate yet
+    c = PlanningContext(ctx.history_frames, np.repeat(pose0[None], len(ctx.history_actions), 0), put, 3)
+    from vidplan_core.planning.scoring import TargetMemory
+
+    below = np.array([pose0[0], pose0[1], sc.table_height_m])  # (the random maps' point: within 6 cm of this)
+    session.planner._memory = (put, TargetMemory(point=below.copy()))
+    session.planner.plan(c, session.proposals(q0, pose0, put))
+    est = session.planner.target_estimate
+    assert "fused" in est and est["point"] != est["fused"]  # the hand camera's point replaced the fusion's
+    assert abs(est["point"][2] - sc.table_height_m) < 1e-9
+    over = np.array(est["point"]) + np.array([0.0, 0.0, 0.05])
+    np.testing.assert_allclose(est["reference"], over, atol=1e-4)  # over it
+    props = session.proposals(q0, pose0, put)
+    a = props.actions[props.labels.index("approach")]
+    assert np.allclose(a[:, 6], 0.0)  # open, as the hand is
+    d = np.linalg.norm(a[:, :3] - np.array(est["reference"]), axis=1)
+    assert (np.diff(d) <= 1e-6).all() and d[-1] < np.linalg.norm(pose0[:3] - est["reference"])  # straight at it
+    assert "approach" not in session.proposals(q0, pose0, "touch the red cube").labels
+    closed = pose0.copy()
+    closed[6] = 1.0
+    assert "approach" not in session.proposals(q0, closed, put).labels  # carrying: no approach candidate
+    off = GradientPlanner(TorchBackend(models, flow_steps=1), PlannerConfig(
+        refine_iters=0, score=sc.model_copy(update={"wrist_refine_m": 0.0})))
+    off._memory = (put, TargetMemory(point=below.copy()))
+    off.plan(c, session.proposals(q0, pose0, put))
+    assert "fused" not in off.target_estimate

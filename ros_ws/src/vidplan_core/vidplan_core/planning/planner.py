@@ -36,6 +36,7 @@ from vidplan_core.planning.scoring import (
     locate_target,
     score_rollout,
     score_terms,
+    wrist_locate,
 )
 from vidplan_core.runtime.base import Backend, PlanningContext
 from vidplan_core.spaces import MODEL_RATE_HZ, EEChunk, wrap_angle
@@ -160,6 +161,7 @@ class _BasePlanner:
         self._geometry: Any = None
         self._goal_dir: np.ndarray | None = None  # set per cycle from the instruction
         self._put = PutPhase()  # a put's phase this cycle (approach, carry, let go; score.carry_height_m)
+        self._fused: np.ndarray | None = None  # the exterior fusion's point the hand camera replaced this cycle
         # object permanence across cycles (score.target_gate): where each map view last put the target, per
         # instruction; this cycle's target, used by every scoring of the cycle
         self._memory: tuple[str, TargetMemory] | None = None
@@ -264,7 +266,7 @@ class _BasePlanner:
             t = time.perf_counter()
             with torch.no_grad():
                 if m == 0:
-                    self._target = self._locate(ctx.scoring_text, out, ctx.current_pose[:3])
+                    self._target = self._locate(ctx.scoring_text, out, ctx.current_pose[:3], ctx)
                 terms = score_terms(out, cfg.score, self._map_views, props.actions, self._geometry, self._goal_dir,
                                     self._target, self._target_point(), self._keepout(), self._drop(),
                                     put.let_go, self._grasp(), self._approach())
@@ -302,25 +304,53 @@ class _BasePlanner:
             return None  # the hand is not in the zone yet: the way down into it is free
         return point
 
+    def _approaching(self) -> bool:
+        """Whether this cycle is a put's approach: the gripper open (not carrying, not letting go)."""
+        put = self._put
+        return put.put and put.carry is None and not put.let_go and put.tcp is not None
+
     def _approach(self) -> np.ndarray | None:
         """(3,) [m] the located object while a put approaches it with the gripper open (not carrying, not letting
         go), else None."""
-        put = self._put
-        if self._memory is None or not put.put or put.carry is not None or put.let_go or put.tcp is None:
+        return self._memory[1].point if self._memory is not None and self._approaching() else None
+
+    def _wrist_refiner(self, ctx: PlanningContext):
+        """score.wrist_refine_m: fused point (3,) [m] → where the hand camera's current frame puts the object (3,)
+        [m], or None (the rule is off, the backend has no frame scorer or no hand camera, the TCP is farther than
+        wrist_refine_m from the point, or no cell of the map near the point sees the table). Records the fused point
+        it replaced in ``self._fused`` for traces."""
+        sc = self.config.score
+        scorer = getattr(self.backend, "frame_scorer", None)
+        hand = [v for v, on in enumerate(self._geometry.on_hand) if on] if self._geometry is not None else []
+        if sc.wrist_refine_m <= 0 or scorer is None or not hand:
             return None
-        return self._memory[1].point
+        pose = np.asarray(ctx.current_pose, np.float64)
+
+        def refine(point: np.ndarray) -> np.ndarray | None:
+            if np.linalg.norm(pose[:2] - point[:2]) > sc.wrist_refine_m:
+                return None
+            logits = scorer.map(ctx.history_frames[-1, hand[0]], ctx.scoring_text)
+            q = wrist_locate(logits, self._geometry, hand[0], pose, point, sc)
+            if q is not None:
+                self._fused = np.asarray(point, np.float64).copy()
+            return q
+
+        return refine
 
     def _drop(self) -> np.ndarray | None:
         """(3,) [m] the point over the destination this cycle's carry releases at, or None (no carry phase)."""
         mem = self._memory[1] if self._memory is not None and self._put.carry is not None else None
         return None if mem is None or mem.drop is None else mem.drop
 
-    def _locate(self, instruction: str, out, tcp: np.ndarray | None = None) -> torch.Tensor | None:
+    def _locate(self, instruction: str, out, tcp: np.ndarray | None = None,
+                ctx: PlanningContext | None = None) -> torch.Tensor | None:
         """This cycle's centring target per map view with the memory of earlier cycles (score.target_fusion
         'table' or score.target_gate > 0, and camera geometry), else None (each scoring takes its own most confident
         centroid). ``instruction``: the text scored (the memory is kept per text: a put's destination while it
-        carries, :class:`PutPhase`)."""
+        carries, :class:`PutPhase`); ``ctx``: the cycle's context, whose last frame the hand camera's refinement of
+        a put's approach reads (score.wrist_refine_m)."""
         sc = self.config.score
+        self._fused = None
         if (self._fusion == "off" and sc.target_gate <= 0) or self._geometry is None or self._map_views is None:
             return None
         mem = self._memory
@@ -333,8 +363,10 @@ class _BasePlanner:
                       (self.config.position_min[1], self.config.position_max[1]))
             carry = self._put.carry is not None
             direction = instruction_direction(instruction) if sc.push_standoff_m > 0 and not carry else None
+            approach = self._approaching()
             return locate_on_table(out, sc, self._map_views, self._geometry, region, mem[1], tcp, direction, carry,
-                                   carry and self._put.settle)
+                                   carry and self._put.settle, approach,
+                                   self._wrist_refiner(ctx) if approach and ctx is not None else None)
         return locate_target(out, sc, self._map_views, mem[1])
 
     def _target_point(self) -> np.ndarray | None:
@@ -367,6 +399,8 @@ class _BasePlanner:
             est["carry"] = self._put.carry
         if self._put.let_go:  # a put's closed gripper holds nothing
             est["let_go"] = True
+        if self._fused is not None:  # the hand camera placed the point: the exterior views' one
+            est["fused"] = [round(float(v), 4) for v in self._fused]
         return est
 
     def target_reference(self, instruction: str) -> tuple[np.ndarray, bool] | None:
@@ -380,6 +414,7 @@ class _BasePlanner:
     def reset_target(self) -> None:
         """Forget where the target was (a new episode with the same instruction, a scene that was rearranged)."""
         self._memory = None
+        self._fused = None
         self._put.reset()
 
     def _select(self, scores: np.ndarray, props: ProposalSet) -> int:

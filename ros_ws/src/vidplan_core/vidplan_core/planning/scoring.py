@@ -4,6 +4,7 @@ the image), and the view and gripper geometry they use."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -23,8 +24,8 @@ from vidplan_core.planning.proposals import approach_goal
 from vidplan_core.runtime.base import RolloutOutput
 
 __all__ = ["ScoreConfig", "ScoreTerms", "TargetMemory", "carry_reference", "close_barred", "grasp_gripper",
-           "gripper_reference", "image_directions", "locate_on_table", "locate_target", "release_gripper",
-           "score_rollout", "score_terms", "view_rows"]
+           "grasp_reference", "gripper_reference", "image_directions", "locate_on_table", "locate_target",
+           "release_gripper", "score_rollout", "score_terms", "view_rows", "wrist_locate"]
 
 
 class ScoreConfig(BaseModel):
@@ -193,6 +194,25 @@ class ScoreConfig(BaseModel):
         "object or 2.5 cm or more beside it caught nothing, and each such close cost 2-3 plan cycles")
     close_height_m: float = Field(0.03, gt=0, description="a put's approach: how far above the located object's "
         "centre [m] closing is allowed (close_radius_m)")
+    grasp_clearance_m: float = Field(0.0, ge=0, description="a put's approach ('table' fusion): the centring "
+        "reference is this far above the located object [m] until the TCP is within grasp_reach_m of it horizontally, "
+        "then the object itself (until the TCP is farther than twice that), so the hand comes down onto the object "
+        "from above instead of sweeping into it at table height (traced: a hand moving +x at table height pushed a "
+        "ball 2-3 cm per cycle out of reach; put, seed 8, clutter 0). 0 = off: the reference is the object")
+    grasp_reach_m: float = Field(0.015, gt=0, description="a put's approach: how close horizontally [m] the TCP must "
+        "come to the located object before the reference goes down to it (grasp_clearance_m)")
+    wrist_refine_m: float = Field(0.0, ge=0, description="a put's approach: while the TCP is within this horizontal "
+        "distance [m] of the point the exterior views' fusion located, the object is placed with the hand camera's "
+        "current frame instead: the semantic scorer's map of that observed frame (runtime.frame_scorer), each cell "
+        "back-projected onto the table plane (table_height_m) through the hand camera's pose, weighted by the softmax "
+        "of its logit (centroid_temperature, as soft_centroid) over the cells within wrist_window_m of the fused "
+        "point. A ball or a cylinder slips out of fingers that close 0.4-0.8 cm off its centre across the pads "
+        "(the scripted expert, object position offset: bench/results/grasp_tolerance.md) and the fusion's point is "
+        "1-2 cm off; the hand camera 6-9 cm above the object placed it 0.2-1.0 cm off. Needs a backend with a frame "
+        "scorer and a hand camera in its geometry; 0 = off")
+    wrist_window_m: float = Field(0.04, gt=0, description="wrist_refine_m: only map cells whose table point lies "
+        "within this distance [m] of the fused point count (another object in the hand camera's view otherwise "
+        "pulls the estimate: 11 cm off beside a distractor of the same colour)")
     empty_grasp_closure: float = Field(0.95, gt=0, le=1.0, description="carry phase: a closed gripper whose measured "
         "closure (PlanningContext.gripper_closure, 0 open … 1 fingers together) is at least this holds nothing — it "
         "missed, or the object slipped out — so there is no carry: the gripper reference is open until it is (then "
@@ -339,7 +359,9 @@ def locate_target(out: RolloutOutput, cfg: ScoreConfig, map_views: int | tuple[i
 def locate_on_table(out: RolloutOutput, cfg: ScoreConfig, map_views: int | tuple[int, ...], geometry: Any,
                     region: tuple[tuple[float, float], tuple[float, float]],
                     memory: TargetMemory | None = None, tcp: np.ndarray | None = None,
-                    direction: np.ndarray | None = None, carry: bool = False, settle: bool = False) -> torch.Tensor:
+                    direction: np.ndarray | None = None, carry: bool = False, settle: bool = False,
+                    approach: bool = False, refine: Callable[[np.ndarray], np.ndarray | None] | None = None
+                    ) -> torch.Tensor:
     """The target as one point on the table, seen by every exterior map view (``ScoreConfig.target_fusion`` =
     'table'): (V, 2) its projection into each map view, normalised image coordinates.
 
@@ -355,7 +377,9 @@ def locate_on_table(out: RolloutOutput, cfg: ScoreConfig, map_views: int | tuple
     is the push reference instead (see ``push_standoff_m``; needs ``memory`` and ``tcp``). With ``carry`` (a put's
     carry phase: the located point is the destination, which does not move with the hand, so no ``table_hold_m``)
     and ``cfg.carry_height_m`` > 0 it is the carry reference (:func:`carry_reference`; ``memory.drop`` is set), or
-    with ``settle`` (the grasp is settling, ``cfg.carry_settle_cycles``) the TCP itself.
+    with ``settle`` (the grasp is settling, ``cfg.carry_settle_cycles``) the TCP itself. With ``approach`` (a put's
+    approach) and ``cfg.grasp_clearance_m`` > 0 it is :func:`grasp_reference`. ``refine``: fused point (3,) [m] → a
+    better one, or None to keep it (the hand camera's: ``cfg.wrist_refine_m``); not while carrying.
     ``memory`` is updated in place."""
     views = (map_views,) if isinstance(map_views, int) else tuple(map_views)
     raws, sems = _view_maps(out, cfg, views)
@@ -405,8 +429,12 @@ def locate_on_table(out: RolloutOutput, cfg: ScoreConfig, map_views: int | tuple
     if not torch.isfinite(total).any():  # no cell in every exterior view: the per-view targets
         return target
     best = int(total.argmax())
+    point = pts[best].copy()
+    refined = refine(point) if refine is not None and not carry else None
+    if refined is not None:
+        point = np.asarray(refined, np.float64).reshape(3).copy()
     if memory is not None:
-        memory.point = pts[best].copy()
+        memory.point = point.copy()
     if carry and cfg.carry_height_m > 0 and tcp is not None:
         # the destination stands still: the mean of the points found so far, not the last one (the bowl's point
         # moved 3-6 cm from cycle to cycle of a traced carry, and the hand chased it back and forth over the bowl)
@@ -417,10 +445,14 @@ def locate_on_table(out: RolloutOutput, cfg: ScoreConfig, map_views: int | tuple
         ref = np.asarray(tcp, np.float64).copy() if settle else carry_reference(drop, np.asarray(tcp, np.float64), cfg)
         if memory is not None:
             memory.drop = drop
+    elif approach and cfg.grasp_clearance_m > 0:
+        ref = grasp_reference(point, cfg, memory, tcp)
     else:
-        ref = _push_reference(pts[best], cfg, memory, tcp, direction)
+        ref = _push_reference(point, cfg, memory, tcp, direction)
     if memory is not None:
-        memory.reference = (pts[best] if ref is None else ref).copy()
+        memory.reference = (point if ref is None else ref).copy()
+    if ref is None and refined is not None:
+        ref = point  # the refined point is no grid cell: project it
     if ref is not None:
         a = np.zeros((1, 1, 7))
         a[0, 0, :3], a[0, 0, 3] = ref, np.pi
@@ -462,6 +494,55 @@ def grasp_gripper(tcp: torch.Tensor, point: np.ndarray, cfg: ScoreConfig) -> tor
     near = ((torch.linalg.vector_norm(tcp[..., :2] - p[:2], dim=-1) <= cfg.grasp_radius_m)
             & (tcp[..., 2] - p[2] <= cfg.grasp_height_m))
     return near.to(tcp.dtype)
+
+
+def wrist_locate(logits: torch.Tensor, geometry: Any, view: int, pose: np.ndarray, point: np.ndarray,
+                 cfg: ScoreConfig) -> np.ndarray | None:
+    """Where the hand camera's map of an observed frame puts the target on the table (``ScoreConfig.
+    wrist_refine_m``): (3,) [m], or None when no map cell near ``point`` sees the table.
+
+    ``logits``: (gh, gw) the scorer's patch logits of the frame; ``geometry``: the backend's view geometry (an
+    :class:`~vidplan_core.models.action_maps.ActionMapRenderer` or its config); ``view``: the hand camera's index;
+    ``pose``: (7,) the TCP pose the frame was taken at [m, rad, gripper]; ``point``: (3,) the exterior views' fused
+    point [m]. Each cell centre is back-projected onto the plane z = ``cfg.table_height_m``; the cells within
+    ``cfg.wrist_window_m`` of ``point`` are averaged with the weights of :func:`~vidplan_core.models.semantic.
+    soft_centroid` (``cfg.centroid_temperature``)."""
+    from vidplan_core.models.action_maps import ActionMapRenderer
+
+    r = geometry if isinstance(geometry, ActionMapRenderer) else ActionMapRenderer(geometry)
+    L = torch.as_tensor(logits, dtype=torch.float64)
+    gh, mw = L.shape[-2:]
+    ys = (torch.arange(gh, dtype=torch.float64) + 0.5) / gh * r.grid_hw[0]  # in the geometry's pixel units
+    xs = (torch.arange(mw, dtype=torch.float64) + 0.5) / mw * r.grid_hw[1]
+    v, u = torch.meshgrid(ys, xs, indexing="ij")
+    pix = torch.stack([u.ravel(), v.ravel(), torch.ones(gh * mw, dtype=torch.float64)], -1)  # (G, 3)
+    T = r.camera_poses(torch.as_tensor(np.asarray(pose, np.float64).reshape(1, 1, 7)), 0)[0, view].double()
+    rays = torch.linalg.solve(r.K[view].double(), pix.T).T @ T[:3, :3].T  # (G, 3) base-frame directions
+    down = rays[:, 2] < -1e-9
+    s = (cfg.table_height_m - T[2, 3]) / torch.where(down, rays[:, 2], torch.full_like(rays[:, 2], -1.0))
+    pts = T[:3, 3] + s[:, None] * rays  # (G, 3) on the table plane
+    p = torch.as_tensor(np.asarray(point, np.float64).reshape(3))
+    near = down & (s > 0) & (torch.linalg.vector_norm(pts[:, :2] - p[:2], dim=-1) <= cfg.wrist_window_m)
+    if not bool(near.any()):
+        return None
+    flat = L.reshape(-1)
+    z = (flat - flat.amax()) / (cfg.centroid_temperature * flat.std().clamp_min(1e-6))
+    w = torch.where(near, z, torch.full_like(z, -torch.inf)).softmax(0)
+    return (w[:, None] * pts).sum(0).numpy()
+
+
+def grasp_reference(point: np.ndarray, cfg: ScoreConfig, memory: TargetMemory | None, tcp: np.ndarray | None
+                    ) -> np.ndarray | None:
+    """A put's approach reference (``ScoreConfig.grasp_clearance_m``): (3,) [m] ``grasp_clearance_m`` above the
+    object at ``point`` (3,) [m] until the TCP ``tcp`` (3,) [m] is within ``grasp_reach_m`` of it horizontally (twice
+    that once it was: ``memory.over``), then the point; None when the rule is off or there is no TCP."""
+    if cfg.grasp_clearance_m <= 0 or tcp is None:
+        return None
+    reach = cfg.grasp_reach_m * (2.0 if memory is not None and memory.over else 1.0)
+    over = bool(np.linalg.norm(np.asarray(tcp, np.float64)[:2] - np.asarray(point, np.float64)[:2]) <= reach)
+    if memory is not None:
+        memory.over = over
+    return approach_goal(tcp, point, cfg.grasp_clearance_m, reach)
 
 
 def close_barred(tcp: torch.Tensor, point: np.ndarray, cfg: ScoreConfig) -> torch.Tensor:

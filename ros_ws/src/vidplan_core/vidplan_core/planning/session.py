@@ -85,6 +85,12 @@ class ProposalConfig(BaseModel):
                                       "close. At full speed the chunks' 3 cm frames left it 1-2 cm off the object, "
                                       "and fingers closing there caught an edge and lost it in the lift (traced: put, "
                                       "seed 2, clutters 1 and 2)")
+    put_approach: bool = Field(False, description="for a put's approach (an instruction naming a destination, "
+                               "gripper open: goal.instruction_destination), one more candidate: the TCP straight at "
+                               "where the last cycle's centring pulled it (GradientPlanner.target_reference: the "
+                               "located object, or the point score.grasp_clearance_m above it) at basis_speed_mps, "
+                               "stopping there. The basis directions move in 3 cm frames, coarser than a ball or a "
+                               "cylinder allows a grasp to be off its centre across the fingers (0.4-0.8 cm)")
     random_directions: int = Field(0, ge=0, description="also this many candidates moving the TCP at the basis "
                                    "speed in random directions (uniform on the sphere, drawn from the cycle's seed; "
                                    "labelled 'rand0', ...; the current gripper, closed under contact_closed). A "
@@ -249,8 +255,9 @@ class PlanningSession:
         gripper = float(current_pose[6])
         sets = []
         contact_ref = (pc.approach or pc.reference_speed) and contact_instruction(instruction)
-        put_ref = pc.put_reference_speed and gripper < 0.5 and instruction_destination(instruction) is not None
-        ref = self.planner.target_reference(instruction) if contact_ref or put_ref else None
+        put = gripper < 0.5 and instruction_destination(instruction) is not None
+        put_ref, put_app = pc.put_reference_speed and put, pc.put_approach and put
+        ref = self.planner.target_reference(instruction) if contact_ref or put_ref or put_app else None
         basis_speed = pc.basis_speed_mps * self.step_scale(instruction)
         if ref is not None and (put_ref or pc.reference_speed):  # a chunk lasts horizon / model rate seconds
             dist = float(np.linalg.norm(ref[0] - np.asarray(current_pose[:3], np.float64)))
@@ -274,8 +281,10 @@ class PlanningSession:
                 toggle=False))
         if pc.include_hold:
             sets.append(ProposalSet(np.tile(current_pose, (1, self.horizon, 1)), ["hold"]))
-        if pc.approach and ref is not None and contact_ref:
-            goal = approach_goal(current_pose[:3], ref[0], pc.approach_clearance_m, pc.approach_reach_m, ref[1])
+        if ref is not None and ((pc.approach and contact_ref) or put_app):
+            # a put's reference already stands over the object until the hand is over it (score.grasp_clearance_m)
+            goal = ref[0] if put_app else approach_goal(current_pose[:3], ref[0], pc.approach_clearance_m,
+                                                        pc.approach_reach_m, ref[1])
             sets.append(approach_proposals(self.kin, q, self.horizon, goal, pc.basis_speed_mps, gripper,
                                            np.asarray(current_pose[3:6]),
                                            velocity_scale=pc.joint_velocity_scale * pc.velocity_margin,

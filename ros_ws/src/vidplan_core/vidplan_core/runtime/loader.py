@@ -274,6 +274,12 @@ def load_planner_backend(model_dir: str | Path, backend: str = "torch", device: 
         # exports made before the tiny decoder record no scoring decoder: they decode with the full one
         if be.manifest.model.get("scoring_decoder", "full") == "full":
             warnings += scoring_decoder_warnings(False, None)
+        sem = index.path("semantic") if "semantic" in index.parts else None
+        if sem is not None and sem.is_dir():  # the scorer on observed frames runs in torch (runtime.frame_scorer)
+            from vidplan_core.runtime.frame_scorer import FrameScorer
+
+            verify_checksums(index, "semantic")
+            be.frame_scorer = FrameScorer.from_dir(sem)
         vh, vw = be.manifest.model["view_size"]
         if warm:
             warm_up(be, index)

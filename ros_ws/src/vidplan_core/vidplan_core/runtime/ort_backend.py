@@ -64,6 +64,9 @@ class OnnxRuntimeBackend:
     """
 
     name = "onnxruntime"
+    #: the semantic scorer on observed frames (:class:`~vidplan_core.runtime.frame_scorer.FrameScorer`): the export has
+    #: no graph for it; :func:`~vidplan_core.runtime.loader.load_planner_backend` sets the bundle's torch scorer here
+    frame_scorer: Any = None
 
     def __init__(self, export_dir: str | Path, flow_steps: int | None = None, provider: ProviderName = "cpu",
                  threads: int | None = None, verify_hashes: bool = True, trt_cache_dir: str | Path | None = None,

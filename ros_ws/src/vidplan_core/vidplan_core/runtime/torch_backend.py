@@ -19,6 +19,7 @@ import torch
 
 from vidplan_core.runtime.base import BackendError, PlanningContext, RolloutOutput, check_actions
 from vidplan_core.runtime.bundle import LatentCache, PlannerModels, frames_to_float, make_noise
+from vidplan_core.runtime.frame_scorer import FrameScorer
 from vidplan_core.runtime.graphs import (
     DecodeGraph,
     EncodeGraph,
@@ -103,6 +104,7 @@ class TorchBackend:
         self._value = wrap(g["value_grad"].value)
         self._cache = LatentCache()
         self._text_cache: dict[tuple[str, str], torch.Tensor] = {}
+        self.frame_scorer = FrameScorer(models.scorer)  # the scorer on observed frames (a put's grasp)
         # (history latents, history actions, noise, the scorer's text embedding, the world model's text embedding)
         self._ctx: tuple[torch.Tensor, ...] | None = None
 
