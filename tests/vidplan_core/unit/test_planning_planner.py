@@ -529,6 +529,12 @@ def test_carry_lifts_first_then_heads_over_the_destination_and_releases_there():
     sem = RolloutOutput(**{**out.__dict__, "semantic_score": np.full((4, 2), 0.5, np.float32)})
     np.testing.assert_allclose(score_rollout(sem, cfg, **kw, drop=drop)[0].numpy(), s)  # carrying: not scored
     np.testing.assert_allclose(score_rollout(sem, cfg, **kw)[0].numpy(), plain + 0.5)  # elsewhere it is
+    # release_free_entry: from outside the zone a closed hand may carry the object in; inside it, it should open
+    free = cfg.model_copy(update={"release_free_entry": True})
+    outside = score_rollout(out, free, **kw, drop=drop, tcp_now=np.array(away))[0].numpy()
+    assert outside[0] == outside[1] > s[0] and outside[2] > outside[3]  # into the zone closed: not charged
+    inside = score_rollout(out, free, **kw, drop=drop, tcp_now=np.array(over))[0].numpy()
+    np.testing.assert_allclose(inside, s)  # already over it: as without the rule
     empty = score_rollout(out, cfg, **kw, let_go=True)[0].numpy()  # closed on nothing: open, wherever it is
     assert empty[1] > empty[0] and empty[3] > empty[2]
     from vidplan_core.planning.scoring import release_gripper

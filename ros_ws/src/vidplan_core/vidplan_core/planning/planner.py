@@ -269,7 +269,7 @@ class _BasePlanner:
                     self._target = self._locate(ctx.scoring_text, out, ctx.current_pose[:3], ctx)
                 terms = score_terms(out, cfg.score, self._map_views, props.actions, self._geometry, self._goal_dir,
                                     self._target, self._target_point(), self._keepout(), self._drop(),
-                                    put.let_go, self._grasp(), self._approach())
+                                    put.let_go, self._grasp(), self._approach(), put.tcp)
                 per_frame = terms.reward(cfg.score)
                 scores = per_frame.amax(dim=1)
                 if m == 0:
@@ -620,7 +620,7 @@ class CEMPlanner(_BasePlanner):
                     return self._hold(ctx, f"non-finite backend output: {', '.join(bad)}", timings)
                 s = score_rollout(o, cfg.score, self._map_views, cand, self._geometry, self._goal_dir,
                                   self._target, self._target_point(), self._keepout(), self._drop(),
-                                  self._put.let_go, self._grasp(), self._approach())[0].numpy()
+                                  self._put.let_go, self._grasp(), self._approach(), self._put.tcp)[0].numpy()
                 order = np.argsort(-s)
                 if s[order[0]] > best_s:
                     best_s, best_n = float(s[order[0]]), samples[order[0]].copy()
