@@ -163,6 +163,7 @@ def test_contact_instructions_are_planned_with_the_gripper_closed():
     pose = np.append(kin.fk_action(HOME_Q), 0.0)  # gripper open
     cfg = load_planning_config().session.model_copy(deep=True)
     assert cfg.proposals.contact_closed  # planner.yaml ships it
+    cfg.proposals.put_approach = False  # it reads the planner's last reference (test_planning_planner tests it)
     session = PlanningSession.__new__(PlanningSession)
     session.kin, session.config, session.horizon = kin, cfg, 5
     assert session.closed_contact("touch the red cube") and not session.closed_contact("put the red cube in the bowl")
@@ -192,6 +193,7 @@ def test_hold_shrink_halves_the_step_after_a_hold_and_restores_it_after_a_move(k
     pose = np.append(kin.fk_action(HOME_Q), 0.0)
     cfg = load_planning_config().session.model_copy(deep=True)
     cfg.proposals.hold_shrink, cfg.proposals.hold_min_speed_mps = 0.5, 0.03
+    cfg.proposals.put_approach = False  # it reads the planner's last reference (test_planning_planner tests it)
     session = PlanningSession.__new__(PlanningSession)
     session.kin, session.config, session.horizon, session._step_scale = kin, cfg, 5, ("", 1.0)
     session.planner = SimpleNamespace(reset_target=lambda: None)
@@ -239,6 +241,7 @@ def test_random_directions_fill_the_free_slot_of_a_contact_instruction(kin):
     pose = np.append(kin.fk_action(HOME_Q), 0.0)
     cfg = load_planning_config().session.model_copy(deep=True)
     cfg.proposals.random_directions = 1
+    cfg.proposals.put_approach = False  # it reads the planner's last reference (test_planning_planner tests it)
     session = PlanningSession.__new__(PlanningSession)
     session.kin, session.config, session.horizon = kin, cfg, 5
     a = PlanningSession.proposals(session, HOME_Q, pose, "touch the red cube", seed=4)
