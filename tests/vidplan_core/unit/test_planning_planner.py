@@ -1142,17 +1142,6 @@ def test_approach_candidate_heads_for_the_planners_target_reference(backend, ctx
     assert full > dist_near + 0.03
     put = "put the red cube in the bowl"  # not a contact instruction: full speed
     assert travel(slow, q_near, near_pose, put) == pytest.approx(full, abs=1e-6)
-    # put_reference_speed: the same rule for a put's approach (gripper open), not while it carries (closed)
-    grasp = PlanningSession(exterior, kin, cfg.model_copy(update={"proposals": ProposalConfig(
-        put_reference_speed=True)}, deep=True))
-    grasp.planner.plan(PlanningContext(ctx.history_frames, ctx.history_actions, put, 3),
-                       grasp.proposals(q0, pose0, put))
-    grasp.planner._memory[1].reference = ref.copy()
-    open_near = np.r_[near_pose[:6], 0.0]
-    assert travel(grasp, q_near, open_near, put) == pytest.approx(dist_near, abs=0.01)
-    assert travel(grasp, q_near, near_pose, put) == pytest.approx(full, abs=1e-6)  # gripper closed: carrying
-    assert travel(grasp, q_near, open_near, touch) == pytest.approx(full, abs=1e-6)  # another instruction
-
 
 def test_wrist_locate_puts_the_hand_cameras_map_peak_on_the_table():
     """wrist_refine_m: a map of the hand camera's observed frame that peaks where an object on the table projects is
@@ -1185,6 +1174,52 @@ def test_wrist_locate_puts_the_hand_cameras_map_peak_on_the_table():
     wide = cfg.model_copy(update={"wrist_window_m": 0.20})  # a window that takes the look-alike in follows it
     assert np.linalg.norm(wrist_locate(both, r, hand, pose, fused, wide)[:2] - other[:2]) < 0.01
     assert wrist_locate(peak_at(obj), r, hand, pose, np.array([0.20, -0.40, 0.02]), cfg) is None  # out of view
+
+
+def test_wrist_locate_by_silhouette_is_not_pulled_by_a_bright_face_and_back_projects_on_its_plane():
+    """wrist_mask_logit: the cells above the threshold (an object's silhouette) count with equal weights, so a
+    brighter patch on one side (a lit top face) no longer pulls the point as the softmax lets it; nothing above the
+    threshold falls back to the softmax. wrist_plane_m: cells are back-projected onto that plane, and the point
+    returned stays at table_height_m."""
+    from vidplan_core.calibration import load_calibration
+    from vidplan_core.models.action_maps import ActionMapRenderer, action_map_config
+    from vidplan_core.planning.scoring import ScoreConfig, wrist_locate
+
+    r = ActionMapRenderer(action_map_config(load_calibration(), (1, 1)))
+    hand = r.on_hand.index(True)
+    pose = np.array([0.56, 0.09, 0.09, np.pi, 0.0, 0.0, 0.0])
+    gh, gw = 48, 80
+
+    def paint(centre: np.ndarray, radius: float, value: float, into: torch.Tensor) -> torch.Tensor:
+        """Cells onto which the points of a disc (radius [m], on the plane of centre's height) project get value."""
+        out = into.clone()
+        for dx in np.linspace(-radius, radius, 15):
+            for dy in np.linspace(-radius, radius, 15):
+                if dx * dx + dy * dy > radius * radius:
+                    continue
+                acts = torch.tensor(np.array([[pose, [*(centre + np.array([dx, dy, 0.0])), np.pi, 0.0, 0.0, 0.0]]]))
+                u, v = r.project(acts.double(), 0)[0][0, 1, hand, 0].tolist()
+                out[min(int(v * gh), gh - 1), min(int(u * gw), gw - 1)] = value
+        return out
+
+    base = ScoreConfig(wrist_refine_m=0.06)
+    obj = np.array([0.55, 0.10, base.table_height_m])
+    sil = paint(obj, 0.02, 2.0, torch.full((gh, gw), -6.0, dtype=torch.float64))
+    lit = paint(obj + np.array([0.012, 0.0, 0.0]), 0.006, 6.0, sil)  # a bright face 1.2 cm along +x
+    soft = wrist_locate(lit, r, hand, pose, obj, base)
+    mask = base.model_copy(update={"wrist_mask_logit": -1.0})
+    q = wrist_locate(lit, r, hand, pose, obj, mask)
+    assert soft[0] - obj[0] > 0.008  # the softmax follows the bright face
+    assert np.linalg.norm(q[:2] - obj[:2]) < 0.003  # the silhouette's mean does not
+    dark = torch.full((gh, gw), -6.0, dtype=torch.float64) + 0.5 * (lit > 0)  # nothing above -1: the softmax's point
+    np.testing.assert_allclose(wrist_locate(dark, r, hand, pose, obj, mask), wrist_locate(dark, r, hand, pose, obj,
+                                                                                         base))
+    top = obj + np.array([0.0, 0.0, 0.025])  # a silhouette drawn on a higher plane, read back on that plane
+    high = paint(top, 0.02, 2.0, torch.full((gh, gw), -6.0, dtype=torch.float64))
+    on_plane = mask.model_copy(update={"wrist_plane_m": float(top[2])})
+    q_top = wrist_locate(high, r, hand, pose, obj, on_plane)
+    assert np.linalg.norm(q_top[:2] - obj[:2]) < 0.003 and q_top[2] == pytest.approx(base.table_height_m)
+    assert np.linalg.norm(wrist_locate(high, r, hand, pose, obj, mask)[:2] - obj[:2]) > 0.01  # on the table plane
 
 
 def test_grasp_reference_comes_down_onto_the_object_from_above():

@@ -79,12 +79,6 @@ class ProposalConfig(BaseModel):
                                   "clutter 0)")
     reference_min_speed_mps: float = Field(0.03, gt=0, description="the slowest basis speed reference_speed uses "
                                            "[m/s]")
-    put_reference_speed: bool = Field(False, description="reference_speed's rule for a put's approach (an instruction "
-                                      "naming a destination, gripper open: goal.instruction_destination): the basis "
-                                      "speed shrinks near the located object, so the hand can stop where it should "
-                                      "close. At full speed the chunks' 3 cm frames left it 1-2 cm off the object, "
-                                      "and fingers closing there caught an edge and lost it in the lift (traced: put, "
-                                      "seed 2, clutters 1 and 2)")
     put_approach: bool = Field(False, description="for a put's approach (an instruction naming a destination, "
                                "gripper open: goal.instruction_destination), one more candidate: the TCP straight at "
                                "where the last cycle's centring pulled it (GradientPlanner.target_reference: the "
@@ -256,10 +250,10 @@ class PlanningSession:
         sets = []
         contact_ref = (pc.approach or pc.reference_speed) and contact_instruction(instruction)
         put = gripper < 0.5 and instruction_destination(instruction) is not None
-        put_ref, put_app = pc.put_reference_speed and put, pc.put_approach and put
-        ref = self.planner.target_reference(instruction) if contact_ref or put_ref or put_app else None
+        put_app = pc.put_approach and put
+        ref = self.planner.target_reference(instruction) if contact_ref or put_app else None
         basis_speed = pc.basis_speed_mps * self.step_scale(instruction)
-        if ref is not None and (put_ref or pc.reference_speed):  # a chunk lasts horizon / model rate seconds
+        if ref is not None and pc.reference_speed and contact_ref:  # a chunk lasts horizon / model rate seconds
             dist = float(np.linalg.norm(ref[0] - np.asarray(current_pose[:3], np.float64)))
             basis_speed = min(pc.basis_speed_mps, max(pc.reference_min_speed_mps, dist * MODEL_RATE_HZ / self.horizon))
         # basis_directions empty: the nominal's perturbations only (the eval's scripted+vidplan)
