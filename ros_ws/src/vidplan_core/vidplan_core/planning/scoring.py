@@ -547,8 +547,8 @@ def wrist_locate(logits: torch.Tensor, geometry: Any, view: int, pose: np.ndarra
     if not bool(near.any()):
         return None
     flat = L.reshape(-1)
-    mask = near & (flat > cfg.wrist_mask_logit) if cfg.wrist_mask_logit is not None else near[:0]
-    if bool(mask.any()):
+    mask = None if cfg.wrist_mask_logit is None else near & (flat > cfg.wrist_mask_logit)
+    if mask is not None and bool(mask.any()):
         q = pts[mask].mean(0)
     else:
         z = (flat - flat.amax()) / (cfg.centroid_temperature * flat.std().clamp_min(1e-6))
