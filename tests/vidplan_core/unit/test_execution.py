@@ -162,16 +162,49 @@ def test_joint_velocity_rejected_or_slowed_down():
     assert np.all(dq / step <= vmax * (1 + 1e-6))
 
 
-def test_joint_position_margin_rejected_or_clipped():
+def test_joint_position_margin_keeps_a_joint_out_of_the_band_but_lets_one_in_it_stay_or_leave():
+    """The keep-out band inside each joint limit: the executor's IK solves around a joint at its band (the redundant
+    arm does the work), and a joint already standing in the band (tracking overshoot; MuJoCo's soft limit even lets
+    one past the limit) may hold or move out. Before, standing in the band was itself a violation, so every chunk
+    from there, the hold included, was rejected and the arm stayed stuck (12 holds in one put episode)."""
+    from vidplan_core.planning.proposals import basis_velocity_proposals
+
+    for inside in (0.005, 0.0, -0.002):  # in the band, at the limit, 2 mrad past it
+        q = HOME_Q.copy()
+        q[6] = KIN.upper[6] - inside
+        a = transform_to_action(KIN.fk(KIN.clip(q)))
+        hold = EEChunk(position=np.tile(a[:3], (4, 1)), euler=np.tile(a[3:6], (4, 1)), gripper=np.zeros(4), dt=0.2)
+        plan = plan_execution(hold, q, KIN)
+        assert isinstance(plan, JointPlan) and not plan.notes and len(plan.positions) == 4, (inside, plan)
+        assert np.all(plan.positions[:, 6] <= min(q[6], KIN.upper[6]) + 1e-12)  # never further in
+        props = basis_velocity_proposals(KIN, q, 6, 0.05, 0.0, euler_center=a[3:6], velocity_scale=0.72,
+                                         joint_margin=0.01)
+        for lab, act in zip(props.labels, props.actions, strict=True):
+            plan = plan_execution(EEChunk.from_actions(act, dt=0.2), q, KIN)
+            assert isinstance(plan, JointPlan) and len(plan.positions) == 6, (inside, lab, plan)
+            assert np.all(plan.positions[:, 6] <= min(q[6], KIN.upper[6]) + 1e-12)
+    # a joint outside the band is kept out of it: IK for a pose whose nearest solution enters it solves around it
     q = HOME_Q.copy()
-    q[6] = KIN.upper[6] - 0.005  # inside the 0.01 rad margin band of joint 7
-    a = transform_to_action(KIN.fk(q))
-    ch = EEChunk(position=a[None, :3], euler=a[None, 3:6], gripper=np.zeros(1), dt=0.2)  # stay where it is
-    rej = plan_execution(ch, q, KIN)
-    assert isinstance(rej, Rejection) and rej.reason.startswith("[joint_position] step 0: joints 7 ")
-    plan = plan_execution(ch, q, KIN, policy="clip")
-    assert isinstance(plan, JointPlan) and {v.rule for v in plan.notes} == {"joint_position"}
-    assert plan.positions[0, 6] == pytest.approx(KIN.upper[6] - 0.01)
+    q[6] = KIN.upper[6] - 0.02
+    near = q.copy()
+    near[6] = KIN.upper[6] - 0.002  # the same pose family, 2 mrad from the limit
+    a = transform_to_action(KIN.fk(near))
+    ch = EEChunk(position=a[None, :3], euler=a[None, 3:6], gripper=np.zeros(1), dt=0.2)
+    plan = plan_execution(ch, q, KIN)
+    if isinstance(plan, JointPlan):  # solved by the other joints, within the band
+        assert plan.positions[0, 6] <= KIN.upper[6] - 0.01 + 1e-12
+    else:  # or not reachable without entering it: nothing moves
+        assert plan.reason.startswith("IK unreachable at step 0")
+
+
+def test_joint_band_bounds():
+    from vidplan_core.safety import joint_band
+
+    lower, upper = -np.ones(7), np.ones(7)
+    q0 = np.array([0.0, 0.995, -0.999, 1.003, -1.2, 0.989, 0.5])
+    lo, hi = joint_band(q0, lower, upper, 0.01)
+    np.testing.assert_allclose(hi, [0.99, 0.995, 0.99, 1.0, 0.99, 0.99, 0.99])  # stays where it stands, ≤ the limit
+    np.testing.assert_allclose(lo, [-0.99, -0.99, -0.999, -0.99, -1.0, -0.99, -0.99])
 
 
 def test_caller_bugs_raise():

@@ -1055,6 +1055,15 @@ def test_a_chunk_the_executor_would_reject_is_replaced_by_the_proposal_or_a_hold
     session._make_executable(both, ProposalSet(twist[None], ["+x"]), pose0, q0)
     assert both.fallback == "hold" and both.hold and "holding" in both.reason
     np.testing.assert_allclose(both.chunk.actions, np.tile(pose0, (H, 1)))
+    # an arm a joint's soft limit let 2.6 mrad past it (seen in a put episode): the hold stands where the kinematics
+    # put the arm, so the executor takes it (the observed pose was 0.6 mm out of IK's reach: twelve aborted holds)
+    past = q0.copy()
+    past[5] = kin.upper[5] + 0.0026
+    pose_past = np.r_[kin.fk_action(past, euler_center=POSE[3:6]), 0.0]
+    stuck = result(twist)
+    session._make_executable(stuck, ProposalSet(twist[None], ["+x"]), pose_past, past)
+    assert stuck.fallback == "hold" and stuck.hold
+    assert not isinstance(plan_execution(stuck.chunk, past, kin, session.config.limits), Rejection)
     # and through plan(): whatever it returns, the executor takes it
     res, _ = session.plan(ctx.history_frames, ctx.history_actions, q0, ctx.instruction, seed=2)
     assert res.hold or not isinstance(plan_execution(res.chunk, q0, kin, session.config.limits), Rejection)

@@ -31,7 +31,7 @@ import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
 from vidplan_core.kinematics import PandaKinematics, actions_to_transforms
-from vidplan_core.safety import Policy, SafetyLimits, Violation, check_joint_trajectory, filter_chunk
+from vidplan_core.safety import Policy, SafetyLimits, Violation, check_joint_trajectory, filter_chunk, joint_band
 from vidplan_core.spaces import EEChunk
 
 __all__ = ["IKOptions", "JointPlan", "Rejection", "plan_execution"]
@@ -163,7 +163,10 @@ def plan_execution(chunk: EEChunk | Mapping[str, Any], q: np.ndarray, kin: Panda
     if not res.accepted:
         return Rejection("rejected", res.reason)
     c = res.chunk
-    qs, iks = kin.ik_trajectory(actions_to_transforms(c.actions), q, **ik.kwargs())
+    # IK inside the keep-out band (a joint already in it may stay), so a redundant arm solves around a joint at its
+    # band instead of the whole chunk being rejected for it
+    band = joint_band(q, kin.lower, kin.upper, limits.joint_position_margin_rad)
+    qs, iks = kin.ik_trajectory(actions_to_transforms(c.actions), q, bounds=band, **ik.kwargs())
     truncated = ""
     if len(qs) < len(c):
         r = iks[-1]

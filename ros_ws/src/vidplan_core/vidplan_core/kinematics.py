@@ -19,6 +19,7 @@ import re
 import threading
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 from scipy.spatial.transform import Rotation
@@ -236,13 +237,16 @@ class PandaKinematics:
     # ------------------------------------------------------------------ inverse kinematics
     def ik(self, target_T: np.ndarray, q0: np.ndarray, *, max_iters: int = 200, position_tol: float = 1e-4,
            rotation_tol: float = 1e-3, damping: float = 1e-2, rotation_weight: float = 0.5,
-           max_step_rad: float = 0.2, posture_gain: float = 0.0) -> IKResult:
+           max_step_rad: float = 0.2, posture_gain: float = 0.0,
+           bounds: tuple[np.ndarray, np.ndarray] | None = None) -> IKResult:
         """Damped-least-squares IK for the EE pose ``target_T`` (4, 4) starting from ``q0`` (7,).
 
         Each iteration solves ``dq = Jᵀ (J Jᵀ + λ² I)⁻¹ e`` for the base-frame error ``e = [Δp; w·log(R_t Rᵀ)]``
         (position [m] and weighted rotation vector [rad]), limits the step to ``max_step_rad`` and clips to the joint
         limits, so the result is always within limits and close to ``q0`` (continuity along a trajectory).
-        ``posture_gain`` > 0 adds a null-space pull towards ``q0``.
+        ``posture_gain`` > 0 adds a null-space pull towards ``q0``. ``bounds`` (lower, upper) (7,) [rad]: tighter
+        bounds to clip to instead (the executor's keep-out band, :func:`vidplan_core.safety.joint_band`); the
+        redundant joints then do the work of a joint held at its bound.
 
         Returns:
             :class:`IKResult` with the best iterate (smallest weighted error).
@@ -251,7 +255,9 @@ class PandaKinematics:
         T_t = np.asarray(target_T, dtype=np.float64)
         if T_t.shape != (4, 4) or not np.isfinite(T_t).all():
             raise ValueError(f"IK target must be a finite (4, 4) transform, got shape {T_t.shape}")
-        q0 = self.clip(self._q(q0))
+        lo, hi = (self.lower, self.upper) if bounds is None else (np.maximum(bounds[0], self.lower),
+                                                                  np.minimum(bounds[1], self.upper))
+        q0 = np.clip(self._q(q0), lo, hi)
         q = q0.copy()
         p_t, R_t = T_t[:3, 3], T_t[:3, :3]
         W = np.diag([1.0, 1.0, 1.0, rotation_weight, rotation_weight, rotation_weight])
@@ -279,13 +285,13 @@ class PandaKinematics:
             n = float(np.max(np.abs(dq)))
             if n > max_step_rad:
                 dq *= max_step_rad / n
-            q = self.clip(q + dq)
+            q = np.clip(q + dq, lo, hi)
         _, qb, pe, re_ = best
         return IKResult(q=qb, success=bool(pe <= position_tol and re_ <= rotation_tol), position_error_m=pe,
                         rotation_error_rad=re_, iterations=it)
 
     def ik_trajectory(self, targets: np.ndarray, q0: np.ndarray, *, stop_on_failure: bool = True,
-                      **ik_kwargs: float) -> tuple[np.ndarray, list[IKResult]]:
+                      **ik_kwargs: Any) -> tuple[np.ndarray, list[IKResult]]:
         """IK for a sequence of (H, 4, 4) targets, each seeded with the previous solution (continuity).
 
         Returns:

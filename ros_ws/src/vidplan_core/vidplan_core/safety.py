@@ -17,7 +17,9 @@ rule               what                                                         
                    to the chunk's dt
 ``step_rotation``  same for the orientation change (angle)                          slerp towards the
                                                                                    previous orientation
-``joint_position`` IK solution within ``joint_position_margin_rad`` of a limit       clip into the margin
+``joint_position`` IK solution within ``joint_position_margin_rad`` of a limit,      clip into the margin
+                   deeper than the arm stands now (a joint already in the band       (or to where the
+                   may stay there or move out)                                       joint stands)
 ``joint_velocity`` IK steps faster than ``joint_velocity_scale`` × URDF limits        slow the chunk down
 =================  ==============================================================  =====================
 
@@ -304,6 +306,18 @@ def filter_chunk(chunk: EEChunk | Mapping[str, Any], current_ee: np.ndarray, lim
     return FilterResult(out, violations)
 
 
+def joint_band(q0: np.ndarray, lower: np.ndarray, upper: np.ndarray, margin: float) -> tuple[np.ndarray, np.ndarray]:
+    """The joint bounds (lower, upper) (7,) [rad] a plan starting at ``q0`` (7,) may use: ``margin`` inside each URDF
+    limit, except that a joint already standing in that band may stay where it stands or move out, never further in
+    (never past the limit itself). A band that rejected standing in it would reject every chunk from there, the hold
+    included, and leave the arm stuck (tracking overshoot puts it there; a simulator's soft limit even past the
+    limit). MoveIt Servo's joint-limit margin likewise halts only motion towards a limit. The executor's IK is clipped
+    to these bounds; the proposals stop a joint at them (:func:`vidplan_core.planning.proposals.integrate_twist`)."""
+    lower, upper = np.asarray(lower, dtype=np.float64), np.asarray(upper, dtype=np.float64)
+    q = np.clip(np.asarray(q0, dtype=np.float64).reshape(-1), lower, upper)
+    return np.minimum(lower + margin, q), np.maximum(upper - margin, q)
+
+
 def check_joint_trajectory(qs: np.ndarray, q0: np.ndarray, dt: float, lower: np.ndarray, upper: np.ndarray,
                            velocity_limits: np.ndarray, limits: SafetyLimits | None = None,
                            policy: Policy = "reject") -> tuple[np.ndarray, float, list[Violation]]:
@@ -322,16 +336,17 @@ def check_joint_trajectory(qs: np.ndarray, q0: np.ndarray, dt: float, lower: np.
     limits = limits or SafetyLimits()
     qs = np.array(qs, dtype=np.float64).reshape(-1, 7)
     q0 = np.asarray(q0, dtype=np.float64).reshape(7)
+    lower, upper = np.asarray(lower, dtype=np.float64), np.asarray(upper, dtype=np.float64)
     clip = policy == "clip"
     v: list[Violation] = []
-    lo = np.asarray(lower) + limits.joint_position_margin_rad
-    hi = np.asarray(upper) - limits.joint_position_margin_rad
+    lo, hi = joint_band(q0, lower, upper, limits.joint_position_margin_rad)
     for i in range(len(qs)):
         bad = np.nonzero((qs[i] < lo) | (qs[i] > hi))[0]
         if len(bad):
             v.append(Violation("joint_position", "joints " + ", ".join(
-                f"{j + 1} ({qs[i, j]:.3f} rad, limits [{lower[j]:.3f}, {upper[j]:.3f}])" for j in bad)
-                + f" within {limits.joint_position_margin_rad} rad of a limit", i, clip))
+                f"{j + 1} ({qs[i, j]:.3f} rad, limits [{lower[j]:.3f}, {upper[j]:.3f}], from {q0[j]:.3f})"
+                for j in bad) + f" within {limits.joint_position_margin_rad} rad of a limit, further in than the "
+                "arm stands", i, clip))
     if clip:
         qs = np.clip(qs, lo, hi)
     vmax = np.asarray(velocity_limits) * limits.joint_velocity_scale

@@ -32,8 +32,9 @@ parameter or file; an integer is accepted where a float is expected (`time_scale
     max_rotation_per_control_step (float, 0.15): DROID step limit on the EE rotation [rad per control step].
     control_rate_hz (float, 15.0): the control rate the step limits refer to; they are scaled to the chunk's
         executed step duration.
-    joint_position_margin_rad (float, 0.01), joint_velocity_scale (float, 0.8): joint limit margin and the
-        fraction of the URDF velocity limits allowed.
+    joint_position_margin_rad (float, 0.01), joint_velocity_scale (float, 0.8): joint limit margin [rad] (IK stays
+        this far inside each limit; a joint already inside may hold or move out) and the fraction of the URDF
+        velocity limits allowed.
     max_plan_age_s (float, 1.0): chunks stamped longer ago are rejected (ROS time, so sim time under use_sim_time).
     max_horizon (int, 64): longest accepted chunk.
     joint_state_timeout_s (float, 0.5): joint states older than this (wall time since receipt) → refuse / abort.

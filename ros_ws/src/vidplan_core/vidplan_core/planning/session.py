@@ -380,6 +380,9 @@ class PlanningSession:
                 result.chunk, result.fallback = alt, "proposal"
                 result.reason = f"{why}; the chosen proposal is executed as proposed"
                 return
-        result.chunk = EEChunk.from_actions(np.repeat(np.asarray(pose, np.float64)[None], len(result.chunk), 0),
-                                            dt=result.chunk.dt)
+        # where the arm stands by the kinematics, not the observed pose: a joint a simulator's soft limit let past
+        # its limit puts the observed pose out of IK's reach (by 0.6 mm / 0.15° twelve times in one put episode)
+        hold = np.asarray(pose, np.float64).copy()
+        hold[:6] = self.kin.fk_action(self.kin.clip(q), euler_center=hold[3:6])
+        result.chunk = EEChunk.from_actions(np.repeat(hold[None], len(result.chunk), 0), dt=result.chunk.dt)
         result.status, result.fallback, result.reason = "hold", "hold", f"{why}; holding"
