@@ -64,16 +64,33 @@ def _episodes(side: str, variant: str) -> dict[tuple, dict]:
     return out
 
 
+def _commits(run: Path, variant: str, depth: int = 0) -> list[str]:
+    """The commits ``variant``'s episodes in ``run`` ran at: a run gathered by bench/merge_runs.py records the commit
+    of its summary, so its parts (``sources.json``, followed into parts that are merged runs themselves) are read."""
+    src = run / "sources.json"
+    if src.exists() and depth < 8:
+        out: list[str] = []
+        for part in json.loads(src.read_text()):
+            if any(k.split("/")[0] == variant for k in part.get("episodes", {})):
+                d = Path(part["dir"])
+                out += _commits(d, variant, depth + 1) if (d / "results.json").exists() else [f"unknown ({d})"]
+        if out:
+            return out
+    return [json.loads((run / "results.json").read_text()).get("commit") or "unknown"]
+
+
 def _parts(side: str, variant: str) -> list[tuple[str, str, dict[str, Any] | None, set[str]]]:
     """Per part of one side, read once: (part, commit as recorded or "unknown", the resolved planner configuration
     ``variant`` ran with as dotted keys or None where the run recorded none, the keys the variant itself sets — its
     ``variant_overrides``: what makes it that variant, e.g. random's ``refine_iters: 0``)."""
     out = []
     for part in side.split("+"):
-        data = json.loads((Path(part.partition(":")[0]) / "results.json").read_text())
+        run = Path(part.partition(":")[0])
+        data = json.loads((run / "results.json").read_text())
         recorded = (data.get("planner_configs") or {}).get(variant)
-        out.append((part, data.get("commit") or "unknown", dotted(recorded) if recorded is not None else None,
-                    set((data.get("variant_overrides") or {}).get(variant) or {})))
+        for commit in dict.fromkeys(_commits(run, variant)):
+            out.append((part, commit, dotted(recorded) if recorded is not None else None,
+                        set((data.get("variant_overrides") or {}).get(variant) or {})))
     return out
 
 

@@ -86,3 +86,29 @@ def test_sides_at_other_commits_or_planner_settings_are_named(tmp_path):
     res = _compare(_run(tmp_path / "old", "vidplan", outcomes), a,
                    "--out", tmp_path / "unknown")
     assert res.returncode == 0 and "recorded no planner configuration" in res.stderr, res.stderr
+
+
+def test_a_merged_run_reports_the_commits_its_parts_ran_at(tmp_path):
+    """A run gathered by bench/merge_runs.py records the commit of its summary; the comparison reads the commits of
+    the parts the variant's episodes came from (sources.json, followed through a part that is merged itself). It
+    said "both sides ran at <summary commit>" for episodes run at three other commits before."""
+    outcomes = {("push", 0, 0): True, ("put", 0, 0): True}
+    planner = {"session": {"gradopt": {"refine_iters": 5}}}
+    old = _run(tmp_path / "old", "vidplan", {("push", 0, 0): True})
+    _record(old, "1" * 40, "vidplan", planner)
+    inner = _run(tmp_path / "inner", "vidplan", {("push", 0, 0): True})  # itself merged from `old`
+    _record(inner, "2" * 40, "vidplan", planner)
+    (inner / "sources.json").write_text(json.dumps([{"dir": str(old), "episodes": {"vidplan/push": 1}}]))
+    new = _run(tmp_path / "new", "vidplan", {("put", 0, 0): True})
+    _record(new, "3" * 40, "vidplan", planner)
+    merged = _run(tmp_path / "merged", "vidplan", outcomes)
+    _record(merged, "4" * 40, "vidplan", planner)
+    (merged / "sources.json").write_text(json.dumps([
+        {"dir": str(inner), "episodes": {"vidplan/push": 1}}, {"dir": str(new), "episodes": {"vidplan/put": 1}},
+        {"dir": str(tmp_path / "gone"), "episodes": {"random/put": 1}}]))  # another variant's part: not read
+    plain = _run(tmp_path / "plain", "vidplan", outcomes)
+    _record(plain, "3" * 40, "vidplan", planner)
+    res = _compare(merged, plain, "--out", tmp_path / "paired")
+    assert res.returncode == 0, res.stderr
+    assert "other commits (A 1111111, 3333333; B 3333333)" in res.stderr, res.stderr
+    assert json.loads((tmp_path / "paired.json").read_text())["settings"]["commits_a"] == ["1" * 40, "3" * 40]

@@ -744,6 +744,15 @@ def test_table_fusion_puts_the_target_where_both_views_agree():
     free = TargetMemory()  # no memory: the brightest agreement anywhere
     locate_on_table(both, cfg, (0, 1), geo, region, free)
     assert np.linalg.norm(free.point[:2] - np.array([0.55, -0.15])) <= 0.015
+    # score.approach_observed: one observed map per view scored in place of the imagined ones. The imagined light a
+    # look-alike brightest, the observed frames the target; None keeps a view's imagined maps
+    alike = (0.45, -0.20, 0.02)
+    imagined = maps([(alike, (5.0, 5.0)), (target, (2.0, 2.0))])
+    seen = torch.as_tensor(maps([(target, (3.0, 3.0)), (alike, (1.0, 1.0))]).semantic_map[0, 0]).double()
+    for observed, want_p in ((None, alike), ([None, None], alike), ([seen[:gh], seen[gh:]], target)):
+        m = TargetMemory()
+        locate_on_table(imagined, cfg, (0, 1), geo, region, m, observed=observed)
+        assert np.linalg.norm(m.point[:2] - np.array(want_p[:2])) <= 0.015, observed is None
     # table_pool: the target lit in one imagined future (the others: the arm hides it) beats an object dimly lit in
     # all of them with 'max' (the default), not with 'mean'
     dim = (0.45, 0.25, 0.02)
@@ -1315,3 +1324,15 @@ def test_planner_places_a_puts_object_with_the_hand_camera_and_comes_down_from_a
     off._memory = (put, TargetMemory(point=below.copy()))
     off.plan(c, session.proposals(q0, pose0, put))
     assert "fused" not in off.target_estimate
+    # score.approach_observed: the exterior map views' maps of the observed frames (the scorer's own), none for a
+    # hand view; off (the default), none at all
+    assert off._observed_maps(c) is None
+    obs = GradientPlanner(exterior, PlannerConfig(refine_iters=0, score=sc.model_copy(
+        update={"approach_observed": True})))
+    maps = obs._observed_maps(c)
+    assert len(maps) == 2 and not any(obs._geometry.on_hand[v] for v in (0, 1))
+    for v, m in enumerate(maps):
+        torch.testing.assert_close(m, exterior.frame_scorer.map(c.history_frames[-1, v], c.scoring_text))
+    obs._memory = (put, TargetMemory())
+    obs.plan(c, session.proposals(q0, pose0, put))
+    assert obs.target_estimate["point"] is not None

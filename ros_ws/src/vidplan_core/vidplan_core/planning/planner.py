@@ -337,6 +337,16 @@ class _BasePlanner:
 
         return refine
 
+    def _observed_maps(self, ctx: PlanningContext) -> list[torch.Tensor | None] | None:
+        """score.approach_observed: per map view, the scorer's (gh, gw) logits of its current observed frame for the
+        exterior views (None for hand views), or None (the rule is off, or the backend has no frame scorer)."""
+        scorer = getattr(self.backend, "frame_scorer", None)
+        if not self.config.score.approach_observed or scorer is None or self._geometry is None:
+            return None
+        views = (self._map_views,) if isinstance(self._map_views, int) else tuple(self._map_views)
+        return [None if self._geometry.on_hand[v] else scorer.map(ctx.history_frames[-1, v], ctx.scoring_text)
+                for v in views]
+
     def _drop(self) -> np.ndarray | None:
         """(3,) [m] the point over the destination this cycle's carry releases at, or None (no carry phase)."""
         mem = self._memory[1] if self._memory is not None and self._put.carry is not None else None
@@ -366,7 +376,8 @@ class _BasePlanner:
             approach = self._approaching()
             return locate_on_table(out, sc, self._map_views, self._geometry, region, mem[1], tcp, direction, carry,
                                    carry and self._put.settle, approach,
-                                   self._wrist_refiner(ctx) if approach and ctx is not None else None)
+                                   self._wrist_refiner(ctx) if approach and ctx is not None else None,
+                                   self._observed_maps(ctx) if approach and ctx is not None else None)
         return locate_target(out, sc, self._map_views, mem[1])
 
     def _target_point(self) -> np.ndarray | None:
