@@ -306,6 +306,7 @@ def _square_video(ren: ActionMapRenderer, actions: torch.Tensor, C: int) -> torc
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(1200)  # about 110 s alone; 470-600 s beside the other xdist worker's export tests on 2 cores
 def test_tiny_model_learns_to_follow_its_actions():
     """Trained for 180 steps on a synthetic moving-square video (a square at the TCP of every view, still during the
     history, then moving at a random velocity), the tiny model's denoising error with
