@@ -89,14 +89,14 @@ def main() -> int:
                      seed=spec.seed * 1000)
         est = planner.target_estimate or {}
         imagined = np.asarray(est.get("fused") or est["point"], np.float64)
-        views = planner._map_views if isinstance(planner._map_views, tuple) else (planner._map_views,)
+        views = planner.map_views
         maps = [scorer.map(frames[v], spec.instruction) for v in views]
         sem = torch.cat(maps, dim=0)[None, None]  # (1, 1, V·gh, gw): the stacked map views, as a rollout's
         out = SimpleNamespace(semantic_map=sem, uq_map=torch.zeros(1, 1, 3 * maps[0].shape[0], maps[0].shape[1]))
         pc = planner.config
         region = ((pc.position_min[0], pc.position_max[0]), (pc.position_min[1], pc.position_max[1]))
         mem = TargetMemory()
-        locate_on_table(out, pc.score, views, planner._geometry, region, mem)
+        locate_on_table(out, pc.score, views, planner.view_geometry, region, mem)
         observed = mem.point
         tgt = env.object_pose(env.layout.target.name)[:3]
         rows.append({"seed": spec.seed, "clutter": spec.clutter, "instruction": spec.instruction,

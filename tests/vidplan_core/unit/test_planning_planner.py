@@ -859,8 +859,9 @@ def test_planner_keeps_the_table_target_per_instruction(backend, ctx, proposals)
     exterior = TorchBackend(models, flow_steps=1)
     assert GradientPlanner(exterior, auto)._fusion == "table"
     planner = GradientPlanner(exterior, table)
-    if planner._geometry is None:
+    if planner.view_geometry is None:
         pytest.fail("the test backend has no camera geometry: the fusion projects through it")
+    assert planner.map_views == (0, 1) and GradientPlanner(backend, auto).map_views == (2,)
     res = planner.plan(ctx, proposals)
     assert res.status != "hold", res.reason
     point = planner._memory[1].point
@@ -934,7 +935,7 @@ def test_planner_keeps_the_target_memory_per_instruction(backend, ctx, proposals
     from vidplan_core.planning.scoring import ScoreConfig
 
     planner = GradientPlanner(backend, PlannerConfig(refine_iters=0, score=ScoreConfig(target_gate=0.05)))
-    if planner._geometry is None:
+    if planner.view_geometry is None:
         pytest.fail("the test backend has no camera geometry: the memory is for gripper centring")
     planner.plan(ctx, proposals)
     first = planner._memory

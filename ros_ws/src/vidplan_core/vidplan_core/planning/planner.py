@@ -343,9 +343,8 @@ class _BasePlanner:
         scorer = getattr(self.backend, "frame_scorer", None)
         if not self.config.score.approach_observed or scorer is None or self._geometry is None:
             return None
-        views = (self._map_views,) if isinstance(self._map_views, int) else tuple(self._map_views)
         return [None if self._geometry.on_hand[v] else scorer.map(ctx.history_frames[-1, v], ctx.scoring_text)
-                for v in views]
+                for v in self.map_views]
 
     def _drop(self) -> np.ndarray | None:
         """(3,) [m] the point over the destination this cycle's carry releases at, or None (no carry phase)."""
@@ -393,6 +392,19 @@ class _BasePlanner:
         if mem is None or mem.keepout is None or mem.motion is None or mem.tcp is None:
             return None
         return mem.keepout, mem.motion, mem.tcp
+
+    @property
+    def map_views(self) -> tuple[int, ...] | None:
+        """The semantic map's views (indices into the camera triplet, stacked in this order along a map's height),
+        or None for a backend without views (the oracle's privileged reward)."""
+        v = self._map_views
+        return None if v is None else ((v,) if isinstance(v, int) else tuple(v))
+
+    @property
+    def view_geometry(self) -> Any:
+        """The camera geometry the planner projects with (an ``ActionMapRenderer`` over the backend's views), or
+        None where the backend has none or ``score.centring`` is 'image'."""
+        return self._geometry
 
     @property
     def target_estimate(self) -> dict[str, Any] | None:
