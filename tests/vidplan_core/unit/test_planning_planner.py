@@ -491,7 +491,19 @@ def test_put_phase_reads_approach_carry_and_let_go_from_the_gripper():
         ph.update(ctx_at([0.45, 0.1, 0.03], 1.0, 0.99, text), cfg, enabled, None)
         assert not ph.put and ph.carry is None and not ph.let_go
     ph.reset()
-    assert ph.empty_grasps == [] and ph.closed_cycles == 0
+    assert ph.empty_grasps == [] and ph.closed_cycles == 0 and not ph.relook
+    # relook_after_empty: an empty grasp holds the re-look until the hand is back 0.8 × grasp_clearance_m up
+    look = sc.model_copy(update={"relook_after_empty": True, "grasp_clearance_m": 0.05})
+    for cfg, want in ((sc, False), (look, True)):
+        ph = PutPhase()
+        ph.update(ctx_at([0.4, 0.1, 0.02], 1.0, 0.99), cfg, True, "put the red cube in the bowl")  # closed on nothing
+        assert ph.let_go and ph.relook == want
+        ph.update(ctx_at([0.4, 0.1, 0.02], 0.0, 0.0), cfg, True, "put the red cube in the bowl")  # open, still low
+        assert ph.relook == want
+        ph.update(ctx_at([0.4, 0.1, 0.05], 0.0, 0.0), cfg, True, "put the red cube in the bowl")  # 3 cm up: not yet
+        assert ph.relook == want
+        ph.update(ctx_at([0.4, 0.1, 0.061], 0.0, 0.0), cfg, True, "put the red cube in the bowl")  # 4.1 cm up
+        assert not ph.relook
 
 
 def test_carry_lifts_first_then_heads_over_the_destination_and_releases_there():
@@ -565,6 +577,10 @@ def test_carry_lifts_first_then_heads_over_the_destination_and_releases_there():
     assert high[2] == high[3]  # at it: neither pays (the grasp zone is a separate argument)
     both = score_rollout(out, bar, **kw, grasp=obj, approach=obj)[0].numpy()
     assert both[2] > both[3] and both[1] > both[0]  # in the zone: close; over it: stay open
+    # relook_after_empty: after an empty grasp every closing frame pays, at the object too (close_radius_m or not)
+    for c in (cfg, bar):
+        look = score_rollout(out, c, **kw, approach=obj, relook=True)[0].numpy()
+        np.testing.assert_allclose([look[1] - look[0], look[3] - look[2]], [0.30, 0.30], atol=1e-9)  # open − closed
 
 
 def test_push_progress_prefers_the_candidate_that_moves_the_target_the_asked_way():
@@ -1255,6 +1271,11 @@ def test_grasp_reference_comes_down_onto_the_object_from_above():
     np.testing.assert_allclose(grasp_reference(obj, cfg, mem, np.array([0.575, 0.10, 0.04])), obj)  # 2.5 cm: stays
     np.testing.assert_allclose(grasp_reference(obj, cfg, mem, np.array([0.585, 0.10, 0.04])), obj + up)
     assert not mem.over
+    # relook_after_empty: after an empty grasp the reference is over the object, even with the hand right at it
+    grasp_reference(obj, cfg, mem, np.array([0.55, 0.10, 0.07]))
+    assert mem.over
+    np.testing.assert_allclose(grasp_reference(obj, cfg, mem, np.array([0.55, 0.10, 0.02]), relook=True), obj + up)
+    assert not mem.over
 
 
 def test_frame_scorer_maps_an_observed_frame_with_the_bundles_scorer(backend):
@@ -1308,6 +1329,7 @@ def test_planner_places_a_puts_object_with_the_hand_camera_and_comes_down_from_a
     session.planner.plan(c, session.proposals(q0, pose0, put))
     est = session.planner.target_estimate
     assert "fused" in est and est["point"] != est["fused"]  # the hand camera's point replaced the fusion's
+    np.testing.assert_allclose(session.planner._memory[1].wrist, est["point"], atol=1e-4)  # kept (wrist_freeze_m)
     assert abs(est["point"][2] - sc.table_height_m) < 1e-9
     over = np.array(est["point"]) + np.array([0.0, 0.0, 0.05])
     np.testing.assert_allclose(est["reference"], over, atol=1e-4)  # over it
@@ -1325,6 +1347,17 @@ def test_planner_places_a_puts_object_with_the_hand_camera_and_comes_down_from_a
     off._memory = (put, TargetMemory(point=below.copy()))
     off.plan(c, session.proposals(q0, pose0, put))
     assert "fused" not in off.target_estimate
+    # wrist_freeze_m: with the TCP below it over the table plane, the hand camera's last point stands (none yet: it
+    # measures, as above)
+    seen = below + np.array([0.01, -0.02, 0.0])
+    frozen = GradientPlanner(exterior, PlannerConfig(refine_iters=0, score=sc.model_copy(
+        update={"wrist_freeze_m": 1.0})))
+    frozen._memory = (put, TargetMemory(point=below.copy(), wrist=seen.copy()))
+    frozen.plan(c, session.proposals(q0, pose0, put))
+    np.testing.assert_allclose(frozen.target_estimate["point"], seen, atol=1e-4)
+    frozen._memory = (put, TargetMemory(point=below.copy()))
+    frozen.plan(c, session.proposals(q0, pose0, put))
+    np.testing.assert_allclose(frozen.target_estimate["point"], est["point"], atol=1e-4)
     # score.approach_observed: the exterior map views' maps of the observed frames (the scorer's own), none for a
     # hand view; off (the default), none at all
     assert off._observed_maps(c) is None

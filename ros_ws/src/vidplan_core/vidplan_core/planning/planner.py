@@ -269,7 +269,7 @@ class _BasePlanner:
                     self._target = self._locate(ctx.scoring_text, out, ctx.current_pose[:3], ctx)
                 terms = score_terms(out, cfg.score, self._map_views, props.actions, self._geometry, self._goal_dir,
                                     self._target, self._target_point(), self._keepout(), self._drop(),
-                                    put.let_go, self._grasp(), self._approach(), put.tcp)
+                                    put.let_go, self._grasp(), self._approach(), put.tcp, self._relook())
                 per_frame = terms.reward(cfg.score)
                 scores = per_frame.amax(dim=1)
                 if m == 0:
@@ -298,11 +298,15 @@ class _BasePlanner:
         zone), else None."""
         sc = self.config.score
         point = self._approach()
-        if point is None or not self._put.grasp_allowed(sc.grasp_radius_m):
+        if point is None or self._relook() or not self._put.grasp_allowed(sc.grasp_radius_m):
             return None
         if sc.close_radius_m > 0 and not bool(grasp_gripper(torch.as_tensor(self._put.tcp), point, sc)):
             return None  # the hand is not in the zone yet: the way down into it is free
         return point
+
+    def _relook(self) -> bool:
+        """score.relook_after_empty: a put's approach after an empty grasp, before the hand went back up."""
+        return self._approaching() and self._put.relook
 
     def _approaching(self) -> bool:
         """Whether this cycle is a put's approach: the gripper open (not carrying, not letting go)."""
@@ -317,22 +321,30 @@ class _BasePlanner:
     def _wrist_refiner(self, ctx: PlanningContext):
         """score.wrist_refine_m: fused point (3,) [m] → where the hand camera's current frame puts the object (3,)
         [m], or None (the rule is off, the backend has no frame scorer or no hand camera, the TCP is farther than
-        wrist_refine_m from the point, or no cell of the map near the point sees the table). Records the fused point
-        it replaced in ``self._fused`` for traces."""
+        wrist_refine_m from the point, or no cell of the map near the point sees the table; below score.wrist_freeze_m
+        the point it found last with this memory). Records the fused point it replaced in ``self._fused`` for traces
+        and the hand camera's point in the memory (``TargetMemory.wrist``)."""
         sc = self.config.score
         scorer = getattr(self.backend, "frame_scorer", None)
         hand = [v for v, on in enumerate(self._geometry.on_hand) if on] if self._geometry is not None else []
         if sc.wrist_refine_m <= 0 or scorer is None or not hand:
             return None
         pose = np.asarray(ctx.current_pose, np.float64)
+        mem = self._memory[1] if self._memory is not None else None
 
         def refine(point: np.ndarray) -> np.ndarray | None:
             if np.linalg.norm(pose[:2] - point[:2]) > sc.wrist_refine_m:
                 return None
-            logits = scorer.map(ctx.history_frames[-1, hand[0]], ctx.scoring_text)
-            q = wrist_locate(logits, self._geometry, hand[0], pose, point, sc)
+            if (sc.wrist_freeze_m > 0 and pose[2] - sc.table_height_m < sc.wrist_freeze_m and mem is not None
+                    and mem.wrist is not None):
+                q = mem.wrist.copy()  # at the object's height the fingers hide it: the point seen from above
+            else:
+                logits = scorer.map(ctx.history_frames[-1, hand[0]], ctx.scoring_text)
+                q = wrist_locate(logits, self._geometry, hand[0], pose, point, sc)
             if q is not None:
                 self._fused = np.asarray(point, np.float64).copy()
+                if mem is not None:
+                    mem.wrist = np.asarray(q, np.float64).copy()
             return q
 
         return refine
@@ -376,7 +388,8 @@ class _BasePlanner:
             return locate_on_table(out, sc, self._map_views, self._geometry, region, mem[1], tcp, direction, carry,
                                    carry and self._put.settle, approach,
                                    self._wrist_refiner(ctx) if approach and ctx is not None else None,
-                                   self._observed_maps(ctx) if approach and ctx is not None else None)
+                                   self._observed_maps(ctx) if approach and ctx is not None else None,
+                                   self._relook())
         return locate_target(out, sc, self._map_views, mem[1])
 
     def _target_point(self) -> np.ndarray | None:
@@ -643,7 +656,8 @@ class CEMPlanner(_BasePlanner):
                     return self._hold(ctx, f"non-finite backend output: {', '.join(bad)}", timings)
                 s = score_rollout(o, cfg.score, self._map_views, cand, self._geometry, self._goal_dir,
                                   self._target, self._target_point(), self._keepout(), self._drop(),
-                                  self._put.let_go, self._grasp(), self._approach(), self._put.tcp)[0].numpy()
+                                  self._put.let_go, self._grasp(), self._approach(), self._put.tcp,
+                                  self._relook())[0].numpy()
                 order = np.argsort(-s)
                 if s[order[0]] > best_s:
                     best_s, best_n = float(s[order[0]]), samples[order[0]].copy()

@@ -43,6 +43,8 @@ class PutPhase:
         lost_at: (3,) [m] at table height below where the hand let go of an emptied grasp, until the object's search
             has started there (:meth:`take_lost_at`).
         empty_grasps: (3,) [m] the TCPs at which a grasp of this episode closed on nothing.
+        relook: since the last empty grasp, the TCP has not yet gone back up to 0.8 × ``grasp_clearance_m`` over
+            the object plane (``relook_after_empty``; the approach goes there before it closes again).
     """
 
     put: bool = False
@@ -53,6 +55,7 @@ class PutPhase:
     closed_cycles: int = 0
     lost_at: np.ndarray | None = None
     empty_grasps: list[np.ndarray] = field(default_factory=list)
+    relook: bool = False
 
     def update(self, ctx: PlanningContext, sc: ScoreConfig, enabled: bool, scored_text: str | None) -> None:
         """Read this cycle's phase from ``ctx``. ``enabled``: the planner can run a carry phase ('table' fusion and
@@ -73,6 +76,11 @@ class PutPhase:
             if scored_text is not None and scored_text != ctx.instruction:
                 # the carry just ended with the fingers together: the object is where the hand lost it, below it
                 self.lost_at = np.array([*self.tcp[:2], sc.table_height_m])
+        if self.let_go and sc.relook_after_empty:
+            self.relook = True
+        elif self.relook and (self.carry is not None or not self.put
+                              or self.tcp[2] >= sc.table_height_m + 0.8 * sc.grasp_clearance_m):
+            self.relook = False  # up where the hand camera sees the object whole (or holding something after all)
 
     def take_lost_at(self) -> np.ndarray | None:
         """(3,) [m] where to start searching for the object after an emptied carry (once), else None."""

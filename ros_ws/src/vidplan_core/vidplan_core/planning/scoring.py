@@ -237,6 +237,18 @@ class ScoreConfig(BaseModel):
         "silhouette holds its top face and its near side: on the plane through the centres (0.02) the silhouette's "
         "mean lands 0.4 cm short of a cylinder's centre along the hand's view, on 0.025 0.2 cm (balls, cubes: "
         "within 0.15 cm; grasp_tolerance.md, estimators)")
+    wrist_freeze_m: float = Field(0.0, ge=0, description="wrist_refine_m: while the TCP is less than this above the "
+        "object plane (table_height_m) [m], the hand camera's refinement keeps the point it found last (with this "
+        "target memory) instead of measuring again. At the object's height the fingers hide part of it and the "
+        "silhouette's mean follows the hand: a traced put (seed 33, clutter 2) moved its point 1.4 cm after the hand "
+        "slid 2 cm at table height, closed there and squeezed the cylinder out. No point found yet: it measures. "
+        "0 = off")
+    relook_after_empty: bool = Field(False, description="a put: after a grasp that closed on nothing (let go, "
+        "empty_grasp_closure), the approach goes up to grasp_clearance_m over the located object before it may come "
+        "down and close again; until the TCP is 0.8 × grasp_clearance_m above the object plane, the reference is "
+        "that point above it, every closing frame pays as a barred close (close_radius_m) and the grasp zone is off. "
+        "From there the hand camera sees the object whole again (wrist_freeze_m). The traced put above closed 12 "
+        "times at table height 2-3 cm beside the cylinder it had pushed away and caught nothing")
     empty_grasp_closure: float = Field(0.95, gt=0, le=1.0, description="carry phase: a closed gripper whose measured "
         "closure (PlanningContext.gripper_closure, 0 open … 1 fingers together) is at least this holds nothing — it "
         "missed, or the object slipped out — so there is no carry: the gripper reference is open until it is (then "
@@ -338,6 +350,7 @@ class TargetMemory:
     motion: np.ndarray | None = None  # (3,) unit horizontal motion of the push (push_standoff_m)
     drop: np.ndarray | None = None  # (3,) the point over the destination a carry releases at (carry_height_m) [m]
     found: list[np.ndarray] = field(default_factory=list)  # carry: every cycle's point of the destination [m]
+    wrist: np.ndarray | None = None  # (3,) the hand camera's last point of the object (wrist_refine_m) [m]
 
 
 def _most_confident(cents: torch.Tensor, conf: torch.Tensor) -> torch.Tensor:
@@ -385,7 +398,7 @@ def locate_on_table(out: RolloutOutput, cfg: ScoreConfig, map_views: int | tuple
                     memory: TargetMemory | None = None, tcp: np.ndarray | None = None,
                     direction: np.ndarray | None = None, carry: bool = False, settle: bool = False,
                     approach: bool = False, refine: Callable[[np.ndarray], np.ndarray | None] | None = None,
-                    observed: list[torch.Tensor | None] | None = None) -> torch.Tensor:
+                    observed: list[torch.Tensor | None] | None = None, relook: bool = False) -> torch.Tensor:
     """The target as one point on the table, seen by every exterior map view (``ScoreConfig.target_fusion`` =
     'table'): (V, 2) its projection into each map view, normalised image coordinates.
 
@@ -405,7 +418,9 @@ def locate_on_table(out: RolloutOutput, cfg: ScoreConfig, map_views: int | tuple
     approach) and ``cfg.grasp_clearance_m`` > 0 it is :func:`grasp_reference`. ``refine``: fused point (3,) [m] → a
     better one, or None to keep it (the hand camera's: ``cfg.wrist_refine_m``); not while carrying. ``observed``:
     per map view, the (gh, gw) logits of an observed frame scored in place of that view's imagined maps (or None:
-    the imagined; ``cfg.approach_observed``). ``memory`` is updated in place."""
+    the imagined; ``cfg.approach_observed``). ``relook``: a put's approach after an empty grasp
+    (``cfg.relook_after_empty``): the reference is over the object (:func:`grasp_reference`). ``memory`` is updated
+    in place."""
     views = (map_views,) if isinstance(map_views, int) else tuple(map_views)
     raws, sems = _view_maps(out, cfg, views)
     cents = torch.stack([soft_centroid(m, cfg.centroid_temperature) for m in sems], dim=2)
@@ -474,7 +489,7 @@ def locate_on_table(out: RolloutOutput, cfg: ScoreConfig, map_views: int | tuple
         if memory is not None:
             memory.drop = drop
     elif approach and cfg.grasp_clearance_m > 0:
-        ref = grasp_reference(point, cfg, memory, tcp)
+        ref = grasp_reference(point, cfg, memory, tcp, relook)
     else:
         ref = _push_reference(point, cfg, memory, tcp, direction)
     if memory is not None:
@@ -569,13 +584,18 @@ def wrist_locate(logits: torch.Tensor, geometry: Any, view: int, pose: np.ndarra
     return q.numpy()
 
 
-def grasp_reference(point: np.ndarray, cfg: ScoreConfig, memory: TargetMemory | None, tcp: np.ndarray | None
-                    ) -> np.ndarray | None:
+def grasp_reference(point: np.ndarray, cfg: ScoreConfig, memory: TargetMemory | None, tcp: np.ndarray | None,
+                    relook: bool = False) -> np.ndarray | None:
     """A put's approach reference (``ScoreConfig.grasp_clearance_m``): (3,) [m] ``grasp_clearance_m`` above the
     object at ``point`` (3,) [m] until the TCP ``tcp`` (3,) [m] is within ``grasp_reach_m`` of it horizontally (twice
-    that once it was: ``memory.over``), then the point; None when the rule is off or there is no TCP."""
+    that once it was: ``memory.over``), then the point; None when the rule is off or there is no TCP. ``relook``
+    (``cfg.relook_after_empty``): the point above the object, wherever the TCP is."""
     if cfg.grasp_clearance_m <= 0 or tcp is None:
         return None
+    if relook:
+        if memory is not None:
+            memory.over = False
+        return np.asarray(point, np.float64).reshape(3) + np.array([0.0, 0.0, cfg.grasp_clearance_m])
     reach = cfg.grasp_reach_m * (2.0 if memory is not None and memory.over else 1.0)
     over = bool(np.linalg.norm(np.asarray(tcp, np.float64)[:2] - np.asarray(point, np.float64)[:2]) <= reach)
     if memory is not None:
@@ -684,12 +704,12 @@ def score_rollout(out: RolloutOutput, cfg: ScoreConfig, map_views: int | tuple[i
                   target_point: np.ndarray | None = None,
                   keepout: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None,
                   drop: np.ndarray | None = None, let_go: bool = False, grasp: np.ndarray | None = None,
-                  approach: np.ndarray | None = None, tcp_now: np.ndarray | None = None
+                  approach: np.ndarray | None = None, tcp_now: np.ndarray | None = None, relook: bool = False
                   ) -> tuple[torch.Tensor, torch.Tensor]:
     """Hierarchical reward of a rollout: (N,) candidate scores and (N, F) per-frame rewards (the max over frames of
     :meth:`ScoreTerms.reward` of :func:`score_terms`, which takes the same arguments)."""
     per_frame = score_terms(out, cfg, map_views, actions, geometry, goal_direction, target, target_point,
-                            keepout, drop, let_go, grasp, approach, tcp_now).reward(cfg)
+                            keepout, drop, let_go, grasp, approach, tcp_now, relook).reward(cfg)
     return per_frame.amax(dim=1), per_frame
 
 
@@ -699,7 +719,8 @@ def score_terms(out: RolloutOutput, cfg: ScoreConfig, map_views: int | tuple[int
                 target_point: np.ndarray | None = None,
                 keepout: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None,
                 drop: np.ndarray | None = None, let_go: bool = False, grasp: np.ndarray | None = None,
-                approach: np.ndarray | None = None, tcp_now: np.ndarray | None = None) -> ScoreTerms:
+                approach: np.ndarray | None = None, tcp_now: np.ndarray | None = None,
+                relook: bool = False) -> ScoreTerms:
     """The terms of the hierarchical reward of a rollout, each (N, F) (:class:`ScoreTerms`).
 
     ``map_views``: the views the semantic map shows, stacked vertically (the backend's ``map_views``; an int for
@@ -717,7 +738,9 @@ def score_terms(out: RolloutOutput, cfg: ScoreConfig, map_views: int | tuple[int
     nothing (``cfg.empty_grasp_closure``): the gripper reference is open everywhere; ``grasp``: (3,) [m] the located
     object during a put's approach: an open gripper in :func:`grasp_gripper`'s zone pays the same; ``approach``: (3,)
     [m] the located object during a put's approach, for ``cfg.close_radius_m``: a closing gripper where
-    :func:`close_barred` pays the same; ``tcp_now``: (3,) [m] the current TCP, for ``cfg.release_free_entry``."""
+    :func:`close_barred` pays the same; ``tcp_now``: (3,) [m] the current TCP, for ``cfg.release_free_entry``;
+    ``relook``: a put's approach after an empty grasp (``cfg.relook_after_empty``): every closing frame pays as a
+    barred close."""
     h_bar = torch.as_tensor(out.h_bar, dtype=torch.float64)
     views = (map_views,) if isinstance(map_views, int) else tuple(map_views) if map_views else (None,)
     raws, sems = _view_maps(out, cfg, views)
@@ -767,7 +790,7 @@ def score_terms(out: RolloutOutput, cfg: ScoreConfig, map_views: int | tuple[int
             dist = torch.linalg.vector_norm(tcp - point, dim=-1) * cfg.centring_metric_scale
             if cfg.push_keepout_m > 0 and keepout is not None:
                 dist = dist + _in_keepout(tcp, keepout, cfg) * cfg.centring_metric_scale  # as if 1 m farther
-            barred = approach is not None and cfg.close_radius_m > 0
+            barred = approach is not None and (cfg.close_radius_m > 0 or relook)
             if (drop is not None or let_go or grasp is not None or barred) and cfg.gripper_weight_m > 0:
                 g = torch.as_tensor(np.asarray(actions)[..., 6], dtype=torch.float64)  # (N, F) 0 open … 1 closed
                 if let_go:  # closed on nothing: open, wherever it is
@@ -784,7 +807,7 @@ def score_terms(out: RolloutOutput, cfg: ScoreConfig, map_views: int | tuple[int
                     if grasp is not None:
                         off = off + (1.0 - g) * grasp_gripper(tcp, grasp, cfg)
                     if barred:
-                        off = off + g * close_barred(tcp, approach, cfg)
+                        off = off + g * (1.0 if relook else close_barred(tcp, approach, cfg))
                 dist = dist + off * cfg.gripper_weight_m * cfg.centring_metric_scale
         elif cfg.lam > 0:
             dist = centroid_distance(cents, ref).mean(-1)
