@@ -56,7 +56,9 @@ def main() -> None:
     ap.add_argument("--autoencoder", type=Path, default=None, help="also score VAE round-tripped frames")
     ap.add_argument("--decoder", type=Path, default=None, help="tiny decoder of the round trip (default: the VAE's)")
     ap.add_argument("--views", default="full,crop", help="exterior view kinds to score (full, crop)")
-    ap.add_argument("--image-pool", type=int, default=2)
+    ap.add_argument("--image-pool", type=int, default=2, help="average-pool the 96x160 frames by this (2: 48x80)")
+    ap.add_argument("--pool", action="append", default=[], metavar="LABEL=N",
+                    help="--image-pool for one scorer (e.g. one trained at 96x160: N=1); repeatable")
     ap.add_argument("--note", default="", help="free text for the summary (e.g. what else ran)")
     ap.add_argument("--out", type=Path, default=RESULTS / "grounding")
     a = ap.parse_args()
@@ -65,6 +67,12 @@ def main() -> None:
     scorers = {label: GroundedScorer.from_pretrained_dir(path).eval() for label, path in a.scorer}
     if len(scorers) != len(a.scorer):
         raise SystemExit("--scorer labels must differ (give LABEL=DIR)")
+    pools = {label: a.image_pool for label in scorers}
+    for item in a.pool:
+        label, _, n = item.rpartition("=")
+        if label not in scorers or not n.isdigit() or int(n) < 1:
+            raise SystemExit(f"--pool {item!r}: expected LABEL=N with LABEL one of {sorted(scorers)} and N >= 1")
+        pools[label] = int(n)
     ae = VideoAutoencoder.load(a.autoencoder).eval() if a.autoencoder is not None else None
     dec = TinyDecoder.load(a.decoder).eval() if a.decoder is not None else None
     rows = []
@@ -84,8 +92,9 @@ def main() -> None:
             for label, sc in scorers.items():
                 sent = sc.text_encoder.encode(bank.texts)
                 for frames, d in variants:
-                    r = evaluate_grounding(sc, d, bank, sent, image_pool=a.image_pool)
-                    rows.append({"scorer": label, "split": split, "views": view_kind, "frames": frames, **r})
+                    r = evaluate_grounding(sc, d, bank, sent, image_pool=pools[label])
+                    rows.append({"scorer": label, "split": split, "views": view_kind, "frames": frames,
+                                 "image_pool": pools[label], **r})
                     print(f"{label:12s} {split:6s} {view_kind:4s} {frames:3s}: {r['accuracy']:.3f} "
                           f"({r['correct']}/{r['n']}, [{r['ci95'][0]:.2f}, {r['ci95'][1]:.2f}]) per view "
                           + ", ".join(f"{k} {v['accuracy']:.2f}" for k, v in r["per_view"].items()), flush=True)
@@ -122,14 +131,16 @@ def main() -> None:
              + (" (with uncommitted changes)" if dirty else "") + ". " + a.note, "",
              f"Command: `{res['command']}` ({res['wall_s'] / 60:.1f} min)", "",
              "Scorers (frozen all-MiniLM-L6-v2 sentence encoder + image tower; views at "
-             f"{res['image_size'][0]}x{res['image_size'][1]}):", ""]
+             f"{res['image_size'][0]}x{res['image_size'][1]} unless named):", ""]
     for label, m in meta.items():
         c = m["config"]
         rt = m["roundtrip"]
         lines.append(f"- `{label}`: `{m['path']}` — channels {c['channels']}, embed {c['embed_dim']}, text projection "
                      + ("linear" if c.get("text_hidden", 256) == 0 else f"MLP ({c.get('text_hidden', 256)} hidden)")
                      + (f"; trained with {rt['prob']:.0%} of items decoded through {rt['autoencoder']} / "
-                        f"{rt['decoder'] or 'its decoder'}" if rt else "; trained on camera frames only"))
+                        f"{rt['decoder'] or 'its decoder'}" if rt else "; trained on camera frames only")
+                     + (f"; views at {96 // pools[label]}x{160 // pools[label]}" if pools[label] != a.image_pool
+                        else ""))
     lines += ["", f"Held-out combinations (never named in training, never present in training scenes): "
               f"{', '.join(' '.join(p) for p in held or [])}.", "",
               "Accuracy = the named object has the highest mean map logit among the visible objects (views with the "

@@ -1,4 +1,4 @@
-"""Where does a put's first cycle place the object to grasp, and would the observed frames place it better?
+"""Where does a first planning cycle place the target, and would the observed frames place it better?
 
 Most puts the shipped planner loses grasp a look-alike first (README "The put grasp"). The grasp goes where the
 'table' fusion (``vidplan_core.planning.scoring.locate_on_table``) puts the object: the best table cell by the
@@ -14,7 +14,9 @@ pose, as in a put's first cycle) this compares:
   (``runtime.frame_scorer``).
 
 A point within ``--hit-m`` of the target's centre (xy) is a hit; else the nearest object within ``--hit-m`` names
-the look-alike it went to (same colour, same shape, or other), or "none". Writes OUT.json and OUT.md.
+the look-alike it went to (same colour, same shape, or other), or "none". ``--tasks touch,push`` asks the same of
+the other task kinds (their fused point is ``target_estimate["point"]``: the object, not a push's standoff), which
+locate on imagined frames unless ``score.locate_observed`` is on. Writes OUT.json and OUT.md.
 
     python bench/put_locate.py --model models/demo --seeds 10-29 --out bench/results/put_locate
 """
@@ -52,6 +54,7 @@ def main() -> int:
     ap.add_argument("--model", default="models/demo")
     ap.add_argument("--seeds", default="10-29", help="put scene seeds FIRST-LAST (one scene per seed and clutter)")
     ap.add_argument("--clutter", default="0,1,2,3")
+    ap.add_argument("--tasks", default="put", help="task kinds, comma-separated (put, touch, push)")
     ap.add_argument("--hit-m", type=float, default=0.03,
                     help="[m] a point this close (xy) to an object's centre is on it")
     ap.add_argument("--out", default="bench/results/put_locate")
@@ -71,8 +74,9 @@ def main() -> int:
     torch.set_num_threads(1)
     first, last = (int(x) for x in args.seeds.split("-"))
     clutter = [int(c) for c in args.clutter.split(",")]
-    cfg = ClosedLoopConfig(model=args.model, variants=["vidplan"], tasks=["put"], clutter=clutter, seed=first,
-                           episodes=last - first + 1, episodes_other=last - first + 1, backend="onnxruntime")
+    cfg = ClosedLoopConfig(model=args.model, variants=["vidplan"], tasks=args.tasks.split(","), clutter=clutter,
+                           seed=first, episodes=last - first + 1, episodes_other=last - first + 1,
+                           backend="onnxruntime")
     loaded = load_backends(cfg, False)
     env = SimEnv(width=cfg.width, height=cfg.height)
     kin = PandaKinematics()
@@ -99,7 +103,7 @@ def main() -> int:
         locate_on_table(out, pc.score, views, planner.view_geometry, region, mem)
         observed = mem.point
         tgt = env.object_pose(env.layout.target.name)[:3]
-        rows.append({"seed": spec.seed, "clutter": spec.clutter, "instruction": spec.instruction,
+        rows.append({"seed": spec.seed, "clutter": spec.clutter, "task": spec.kind, "instruction": spec.instruction,
                      "target_m": [round(float(v), 4) for v in tgt],
                      **{k: {"point_m": [round(float(v), 4) for v in p], "error_m": round(float(
                          np.linalg.norm(p[:2] - tgt[:2])), 4), "kind": _kind(env, p, args.hit_m)}
@@ -122,12 +126,13 @@ def main() -> int:
     outp = Path(args.out)
     outp.parent.mkdir(parents=True, exist_ok=True)
     outp.with_suffix(".json").write_text(json.dumps(res, indent=1))
-    md = ["# Where a put's first cycle places the object to grasp: imagined vs observed frames", "",
+    task_names = args.tasks.replace(",", ", ")
+    md = [f"# Where a first cycle places the target ({task_names}): imagined vs observed frames", "",
           f"Machine: {res['machine']} (2 shared cores). Commit `{commit[:7]}`. Command: `{res['command']}`. "
           f"Wall time {res['wall_s']:.0f} s." + (f" {args.note}" if args.note else ""), "",
-          f"{len(rows)} put scenes (seeds {first}-{last}, clutter {args.clutter}; the arm at its start pose). A point "
-          f"within {args.hit_m * 100:.0f} cm (xy) of the target's centre is a hit; else the object it is on names the "
-          "look-alike.", "",
+          f"{len(rows)} scenes ({task_names}; seeds {first}-{last}, clutter {args.clutter}; the arm at its start "
+          f"pose). A point within {args.hit_m * 100:.0f} cm (xy) of the target's centre is a hit; else the object it "
+          "is on names the look-alike.", "",
           "| maps the fusion reads | hit (Wilson 95 %) | same colour | same shape | other | on no object "
           "| median error |",
           "|---|---|---|---|---|---|---|"]
@@ -137,6 +142,15 @@ def main() -> int:
                   f"{kd['same colour']} | {kd['same shape']} | {kd['other']} | {kd['none']} | "
                   f"{s['median_error_m'] * 100:.1f} cm |")
     md += ["", f"Paired: both hit {both}, only imagined {only_i}, only observed {only_o}.", ""]
+    if len(set(r["task"] for r in rows)) > 1:
+        md += ["| task | clutter | scenes | imagined hits | observed hits |", "|---|---|---|---|---|"]
+        for task in dict.fromkeys(r["task"] for r in rows):
+            for c in [None, *clutter]:
+                sub = [r for r in rows if r["task"] == task and (c is None or r["clutter"] == c)]
+                md.append(f"| {task} | {'all' if c is None else c} | {len(sub)} | "
+                          + " | ".join(str(sum(r[k]["kind"] == "hit" for r in sub)) for k in ("imagined", "observed"))
+                          + " |")
+        md.append("")
     outp.with_suffix(".md").write_text("\n".join(md))
     print("\n".join(md))
     return 0

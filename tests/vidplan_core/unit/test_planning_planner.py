@@ -1370,3 +1370,27 @@ def test_planner_places_a_puts_object_with_the_hand_camera_and_comes_down_from_a
     obs._memory = (put, TargetMemory())
     obs.plan(c, session.proposals(q0, pose0, put))
     assert obs.target_estimate["point"] is not None
+    # score.locate_observed: a touch (or push) locates on the observed frames too — its point is the fusion of the
+    # observed maps alone (both map views are exterior) — while approach_observed alone leaves it on the imagined ones
+    from types import SimpleNamespace
+
+    from vidplan_core.planning.scoring import locate_on_table
+
+    touch = "touch the red cube"
+    ct = PlanningContext(ctx.history_frames, np.repeat(pose0[None], len(ctx.history_actions), 0), touch, 3)
+    for flags, reads in (({"approach_observed": True}, False), ({"locate_observed": True}, True)):
+        p = GradientPlanner(exterior, PlannerConfig(refine_iters=0, score=sc.model_copy(update=flags)))
+        calls: list[int] = []
+        real = p._observed_maps
+        p._observed_maps = lambda c_, real=real, calls=calls: calls.append(1) or real(c_)
+        p.plan(ct, session.proposals(q0, pose0, touch))
+        assert bool(calls) is reads, flags
+    maps = p._observed_maps(ct)
+    sem = torch.cat(maps, dim=0)[None, None]
+    fake_out = SimpleNamespace(semantic_map=sem, uq_map=torch.zeros_like(sem))  # observed replace every view here
+    cfg = p.config
+    mem = TargetMemory()
+    locate_on_table(fake_out, cfg.score, p.map_views, p.view_geometry,
+                    ((cfg.position_min[0], cfg.position_max[0]), (cfg.position_min[1], cfg.position_max[1])), mem,
+                    observed=maps)
+    np.testing.assert_allclose(p.target_estimate["point"], mem.point, atol=1e-9)

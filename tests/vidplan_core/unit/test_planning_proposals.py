@@ -164,6 +164,7 @@ def test_contact_instructions_are_planned_with_the_gripper_closed():
     cfg = load_planning_config().session.model_copy(deep=True)
     assert cfg.proposals.contact_closed  # planner.yaml ships it
     assert load_planning_config().session.gradopt.score.approach_observed  # a put placed on the observed frames
+    assert load_planning_config().session.gradopt.score.locate_observed  # and touch and push located on them
     cfg.proposals.put_approach = False  # it reads the planner's last reference (test_planning_planner tests it)
     session = PlanningSession.__new__(PlanningSession)
     session.kin, session.config, session.horizon = kin, cfg, 5

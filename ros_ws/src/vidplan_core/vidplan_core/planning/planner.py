@@ -350,10 +350,12 @@ class _BasePlanner:
         return refine
 
     def _observed_maps(self, ctx: PlanningContext) -> list[torch.Tensor | None] | None:
-        """score.approach_observed: per map view, the scorer's (gh, gw) logits of its current observed frame for the
-        exterior views (None for hand views), or None (the rule is off, or the backend has no frame scorer)."""
+        """score.approach_observed / score.locate_observed: per map view, the scorer's (gh, gw) logits of its current
+        observed frame for the exterior views (None for hand views), or None (both rules are off, or the backend has
+        no frame scorer). Which phases read them: :meth:`_locate`."""
         scorer = getattr(self.backend, "frame_scorer", None)
-        if not self.config.score.approach_observed or scorer is None or self._geometry is None:
+        sc = self.config.score
+        if not (sc.approach_observed or sc.locate_observed) or scorer is None or self._geometry is None:
             return None
         return [None if self._geometry.on_hand[v] else scorer.map(ctx.history_frames[-1, v], ctx.scoring_text)
                 for v in self.map_views]
@@ -385,10 +387,13 @@ class _BasePlanner:
             carry = self._put.carry is not None
             direction = instruction_direction(instruction) if sc.push_standoff_m > 0 and not carry else None
             approach = self._approaching()
+            # the observed frames: a put's approach (approach_observed), or touch and push (locate_observed)
+            observe = ctx is not None and ((approach and sc.approach_observed)
+                                           or (not self._put.put and sc.locate_observed))
             return locate_on_table(out, sc, self._map_views, self._geometry, region, mem[1], tcp, direction, carry,
                                    carry and self._put.settle, approach,
                                    self._wrist_refiner(ctx) if approach and ctx is not None else None,
-                                   self._observed_maps(ctx) if approach and ctx is not None else None,
+                                   self._observed_maps(ctx) if observe else None,
                                    self._relook())
         return locate_target(out, sc, self._map_views, mem[1])
 

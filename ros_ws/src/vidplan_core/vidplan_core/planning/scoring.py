@@ -224,6 +224,15 @@ class ScoreConfig(BaseModel):
         "first cycle placed the target within 3 cm 71 times on the observed frames against 59 on the imagined ones "
         "(13 vs 1 discordant; the 21 misses of the imagined: 12 on an object of the same colour; "
         "bench/results/put_locate.md). Needs a backend with a frame scorer; without one, the imagined maps")
+    locate_observed: bool = Field(False, description="touch and push (every task but a put): the 'table' fusion "
+        "scores the table cells on the semantic scorer's maps of the observed exterior frames, as approach_observed "
+        "does for a put's approach. The object stands still until the hand reaches it; a push moves it, and the "
+        "current frame shows where it is now. On the 160 touch and push scenes of seeds 10-29 a first cycle placed "
+        "the target within 3 cm 142 times on the observed frames against 124 on the imagined ones (22 vs 4; every "
+        "observed miss on an object of the same colour; bench/results/locate_touch_push.md); closed loop on the "
+        "fresh seeds 40-49, 55/70 against 52/70 (7 vs 4, not resolved; "
+        "closed_loop_touch_push_observed_s40_49_paired.md). Needs a backend with a frame scorer; without one, the "
+        "imagined maps")
     wrist_window_m: float = Field(0.04, gt=0, description="wrist_refine_m: only map cells whose table point lies "
         "within this distance [m] of the fused point count (another object in the hand camera's view otherwise "
         "pulls the estimate: 11 cm off beside a distractor of the same colour)")
@@ -418,7 +427,7 @@ def locate_on_table(out: RolloutOutput, cfg: ScoreConfig, map_views: int | tuple
     approach) and ``cfg.grasp_clearance_m`` > 0 it is :func:`grasp_reference`. ``refine``: fused point (3,) [m] → a
     better one, or None to keep it (the hand camera's: ``cfg.wrist_refine_m``); not while carrying. ``observed``:
     per map view, the (gh, gw) logits of an observed frame scored in place of that view's imagined maps (or None:
-    the imagined; ``cfg.approach_observed``). ``relook``: a put's approach after an empty grasp
+    the imagined; ``cfg.approach_observed``, ``cfg.locate_observed``). ``relook``: a put's approach after an empty grasp
     (``cfg.relook_after_empty``): the reference is over the object (:func:`grasp_reference`). ``memory`` is updated
     in place."""
     views = (map_views,) if isinstance(map_views, int) else tuple(map_views)
