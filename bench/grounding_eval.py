@@ -10,7 +10,9 @@ it).
 Metric (:func:`vidplan_core.training.grounded.evaluate_grounding`): over the views where the target and at least one
 other object are visible (≥ 4 label pixels at 96x160), the instruction ("touch / push … / put … the <colour> <shape>")
 is grounded correctly when the object with the highest mean map logit over its own pixels is the target; Wilson 95 %
-intervals; also per view and the share of maps whose top patch lies on the target.
+intervals; also per view and the share of maps whose top patch lies on the target, and what the scorer grounds by
+(:func:`vidplan_core.training.grounded.evaluate_attributes`: a shape alone, a colour alone, the instruction against
+look-alikes of the same colour or of the same shape).
 With ``--autoencoder DIR`` the frames are also scored after an encode/decode round trip through that VAE (what the
 planner's semantic graph sees: decoded predictions), decoded by ``--decoder DIR`` (the tiny decoder the planner scores
 with) or by the VAE's own decoder.
@@ -38,7 +40,13 @@ import torch
 from vidplan_core.models.autoencoder import VideoAutoencoder
 from vidplan_core.models.grounded import GroundedScorer
 from vidplan_core.models.tiny_decoder import TinyDecoder
-from vidplan_core.training.grounded import PhraseBank, evaluate_grounding, load_shards, roundtrip_frames
+from vidplan_core.training.grounded import (
+    PhraseBank,
+    evaluate_attributes,
+    evaluate_grounding,
+    load_shards,
+    roundtrip_frames,
+)
 
 RESULTS = Path(__file__).parent / "results"
 
@@ -93,6 +101,7 @@ def main() -> None:
                 sent = sc.text_encoder.encode(bank.texts)
                 for frames, d in variants:
                     r = evaluate_grounding(sc, d, bank, sent, image_pool=pools[label])
+                    r["attributes"] = evaluate_attributes(sc, d, bank, sent, image_pool=pools[label])
                     rows.append({"scorer": label, "split": split, "views": view_kind, "frames": frames,
                                  "image_pool": pools[label], **r})
                     print(f"{label:12s} {split:6s} {view_kind:4s} {frames:3s}: {r['accuracy']:.3f} "
@@ -153,14 +162,22 @@ def main() -> None:
               "`top patch on target`: the map's highest patch lies on the named object; `tracked`: that, and the "
               "map is confident there (σ(max logit) ≥ 0.5), which the planner's push-progress term needs to follow "
               "the object (score.track_confidence).", "",
+              "Attributes (`evaluate_attributes`, the same views, the target against its rivals by mean map logit): "
+              "`shape alone`: \"the <shape>\" against the objects of other shapes; `colour alone`: \"the <colour> "
+              "object\" against other colours; `vs same colour`: the instruction against look-alikes of the target's "
+              "colour in another shape (only shape decides); `vs same shape`: against objects of its shape in other "
+              "colours.", "",
               "| scorer | combinations | exterior views | frames | accuracy | left | right | wrist | top patch on "
-              "target | tracked |", "|---|---|---|---|---|---|---|---|---|---|"]
+              "target | tracked | shape alone | colour alone | vs same colour | vs same shape |",
+              "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
         pv = {k: f"{v['accuracy']:.2f} (n={v['n']})" for k, v in r["per_view"].items()}
         lines.append(f"| {r['scorer']} | {r['split']} | {r['views']} | {r['frames']} | {r['accuracy']:.3f} "
                      f"({r['correct']}/{r['n']}, [{r['ci95'][0]:.2f}, {r['ci95'][1]:.2f}]) | {pv.get('left', '–')} | "
                      f"{pv.get('right', '–')} | {pv.get('wrist', '–')} | {r['top_patch_accuracy']:.2f} | "
-                     f"{r['tracked']:.2f} |")
+                     f"{r['tracked']:.2f} | "
+                     + " | ".join(f"{x['accuracy']:.2f} ({x['correct']}/{x['n']})" for x in r["attributes"].values())
+                     + " |")
     lines += ["", "Goal (grounding of unseen colour–shape combinations ≥ 90 %, camera frames, cropped views): "
               + "; ".join(f"{k} {g['grounding_unseen_acc']:.3f} → "
                           + ("met" if g["grounding_unseen_acc >= 0.90"] else "not met") for k, g in goals.items()), ""]

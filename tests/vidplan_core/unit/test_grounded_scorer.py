@@ -19,6 +19,8 @@ from vidplan_core.training.grounded import (
     GroundedObjective,
     GroundingFrames,
     PhraseBank,
+    attribute_maps,
+    evaluate_attributes,
     evaluate_grounding,
     roundtrip_frames,
     target_fraction,
@@ -187,6 +189,58 @@ def test_near_miss_items_name_an_absent_object_sharing_colour_or_shape():
         GroundingFrames(data, bank, hard_negative_prob=1.0)
 
 
+def test_shape_items_in_luminance_and_look_alike_items():
+    """gray_shape_prob: items naming a shape alone show one grey image (equal channels, a gain of the luminance);
+    other items keep their colours. lookalike_prob: when two objects of one colour and different shapes are in
+    view, items name one of them; never a held-out combination. brightness_jitter: one gain per item."""
+    bank = PhraseBank(COLOURS, SHAPES, [tuple(p) for p in HELD_OUT_COMBINATIONS])
+    data = _fake_data()
+    data["frames"][..., 1] //= 3  # coloured objects: the channels differ wherever an object is
+    data["frames"][..., 2] //= 7
+    ds = GroundingFrames(data, bank, image_pool=2, gray_shape_prob=1.0, seed=3)
+    kinds = set()
+    for _ in range(6):
+        for i in range(len(ds)):
+            item = ds[i]
+            kind = bank.refs[item["phrase"]][0]
+            kinds.add(kind)
+            img = item["image"]
+            grey = bool(torch.equal(img[0], img[1]) and torch.equal(img[1], img[2]))
+            assert grey is (kind == "shape"), (kind, bank.texts[item["phrase"]])
+            if kind == "shape":
+                rgb = F.avg_pool2d(torch.from_numpy(data["frames"][i // 3, i % 3]).permute(2, 0, 1).float()[None]
+                                   / 255.0, 2)[0]
+                lum = (rgb * torch.tensor([0.299, 0.587, 0.114])[:, None, None]).sum(0)
+                on = lum > 0.05
+                gain = img[0][on] / lum[on]
+                assert float(gain.min()) > 0.69 and float(gain.max()) < 1.31 and float(gain.std()) < 1e-4
+    assert "shape" in kinds and "object" in kinds
+
+    data = _fake_data()
+    data["obj_colour"][:, :2] = COLOURS.index("orange")  # objects 0 and 1: an orange cube and cylinder
+    data["obj_colour"][:, 2] = COLOURS.index("pink")  # object 2, a ball: no look-alike
+    ds = GroundingFrames(data, bank, image_pool=2, lookalike_prob=1.0)
+    for i in range(len(ds)):
+        ref = bank.refs[ds[i]["phrase"]]
+        n = i // 3
+        assert not bank.held[ds[i]["phrase"]]
+        twins = {(COLOURS[data["obj_colour"][n, o]], SHAPES[data["obj_shape"][n, o]]) for o in (0, 1)}
+        assert ref[0] == "object" and (ref[1], ref[2]) in twins, (ref, twins)
+    jit = GroundingFrames(data, bank, image_pool=2, brightness_jitter=0.5)  # one gain per item, in [0.5, 1.5]
+    gains = []
+    for i in range(len(jit)):
+        ref = F.avg_pool2d(torch.from_numpy(data["frames"][i // 3, i % 3]).permute(2, 0, 1).float()[None] / 255.0,
+                           2)[0]
+        on = (ref > 0.02) & (ref < 0.6)  # not clipped at 1.5
+        g = jit[i]["image"][on] / ref[on]
+        assert float(g.std()) < 1e-4 and 0.5 <= float(g.mean()) <= 1.5
+        gains.append(float(g.mean()))
+    assert np.std(gains) > 0.05
+    for bad in ({"gray_shape_prob": 1.5}, {"lookalike_prob": -0.1}, {"brightness_jitter": 1.0}):
+        with pytest.raises(ValueError, match=next(iter(bad))):
+            GroundingFrames(data, bank, **bad)
+
+
 def test_decoded_items_show_the_round_tripped_views_with_the_camera_labels():
     """roundtrip_frames: views encoded then decoded (pooled; full_size repeats back); items drawn with
     roundtrip_prob show them and keep the camera frame's target; shapes that do not match are named."""
@@ -212,6 +266,108 @@ def test_decoded_items_show_the_round_tripped_views_with_the_camera_labels():
         GroundingFrames(data, bank, roundtrip=marked[:, :, :24], roundtrip_prob=0.5)
     with pytest.raises(ValueError, match="needs the decoded views"):
         GroundingFrames(data, bank, roundtrip_prob=0.5)
+
+
+def test_factorised_tower_sees_shape_in_luminance_and_colour_in_a_window(tmp_path):
+    """colour_channels > 0: the tower reads the luminance only and the colour branch RGB through a 3x3 window.
+    Two images of one luminance and different hues differ only through the colour branch (identical embeddings
+    with its output zeroed); a pixel's hue reaches no patch beyond the window; the option saves and loads."""
+    torch.manual_seed(0)
+    sc = GroundedScorer(embed_dim=16, channels=(8, 16, 16), colour_channels=8).eval()
+    assert sc.stem[0].in_channels == 1
+    a = torch.rand(2, 3, 48, 80)
+    luma = torch.tensor([0.299, 0.587, 0.114])
+    # the same luminance, another hue: move along a direction orthogonal to the luminance weights
+    d = torch.tensor([0.587, -0.299, 0.0])
+    b = a + 0.1 * d[None, :, None, None]
+    assert torch.allclose((a * luma[:, None, None]).sum(1), (b * luma[:, None, None]).sum(1), atol=1e-6)
+    with torch.no_grad():
+        assert not torch.allclose(sc.patch_embeddings(a), sc.patch_embeddings(b), atol=1e-4)
+        sc.out_colour.weight.zero_()
+        sc.out_colour.bias.zero_()
+        assert torch.allclose(sc.patch_embeddings(a), sc.patch_embeddings(b), atol=1e-5)
+    sc2 = GroundedScorer(embed_dim=16, channels=(8, 16, 16), colour_channels=8).eval()
+    with torch.no_grad():  # a hue change at one pixel: only the patches whose window holds it see it
+        sc2.out2.weight.zero_()
+        sc2.out4.weight.zero_()
+        c = a.clone()
+        c[:, :, 20, 40] += 0.2 * d
+        diff = (sc2.patch_embeddings(c) - sc2.patch_embeddings(a)).abs().sum((0, 1))
+        assert diff[10, 20] > 0 and float(diff.sum() - diff[9:12, 19:22].sum()) == 0.0
+    sc.save(tmp_path / "f")
+    assert GroundedScorer.from_pretrained_dir(tmp_path / "f").config.colour_channels == 8
+
+
+def test_attribute_maps_and_the_attribute_loss():
+    """attribute_maps: per cell the shape / colour class (1 + index) of the object covering at least half of it,
+    0 where no object is, -1 at its edges. The objective's attribute term trains its heads (gradients reach the
+    tower), needs the maps, and is absent at attribute_weight 0."""
+    lab = np.zeros((8, 8), np.uint8)
+    lab[0:4, 0:4] = LABEL_FIRST_OBJECT + 1  # object 1 (green ball) fills cell (0, 0)
+    lab[4:6, 4:8] = LABEL_FIRST_OBJECT  # object 0 (red cube) covers half of cell (1, 1)
+    lab[0:1, 4:8] = 2  # the bowl: not an object
+    oc, osh = np.array([0, 1, -1]), np.array([0, 2, -1])
+    shape, colour = attribute_maps(lab, oc, osh, pool=4)
+    assert shape.tolist() == [[3, 0], [0, 1]] and colour.tolist() == [[2, 0], [0, 1]]
+    lab[4:5, 4:8] = 0  # a quarter: an edge
+    assert attribute_maps(lab, oc, osh, pool=4)[0].tolist() == [[3, 0], [0, -1]]
+
+    data = _fake_data()
+    bank = PhraseBank(COLOURS, SHAPES, [])
+    items = [GroundingFrames(data, bank)[i] for i in range(6)]
+    batch = {k: torch.stack([torch.as_tensor(it[k]) for it in items])
+             for k in ("image", "target", "phrase", "shape_map", "colour_map")}
+    assert batch["shape_map"].shape == batch["target"].shape and int(batch["shape_map"].max()) >= 1
+    sent = torch.randn(len(bank.texts), 384)
+    torch.manual_seed(0)
+    plain = GroundedObjective(GroundedScorer(embed_dim=16, channels=(8, 16, 16)), pos_weight=5.0)
+    assert set(plain(batch["image"], sent[batch["phrase"]], batch["target"])) == {"loss"}
+    obj = GroundedObjective(GroundedScorer(embed_dim=16, channels=(8, 16, 16)), pos_weight=5.0, attribute_weight=1.0,
+                            n_colours=len(COLOURS), n_shapes=len(SHAPES))
+    out = obj(batch["image"], sent[batch["phrase"]], batch["target"], batch["shape_map"], batch["colour_map"])
+    assert torch.allclose(out["loss"], out["phrase_loss"] + out["shape_loss"] + out["colour_loss"])
+    out["loss"].backward()
+    assert obj.shape_head.weight.grad.abs().sum() > 0 and obj.scorer.stem[0].weight.grad.abs().sum() > 0
+    with pytest.raises(ValueError, match="shape_map"):
+        obj(batch["image"], sent[batch["phrase"]], batch["target"])
+    with pytest.raises(ValueError, match="n_colours"):
+        GroundedObjective(GroundedScorer(embed_dim=16, channels=(8, 16, 16)), attribute_weight=1.0)
+
+
+def test_attribute_evaluation_counts_what_a_colour_only_scorer_gets_right():
+    """evaluate_attributes with a scorer that sees colour and no shape (its map lights every pixel of the named
+    colour; shape phrases light nothing): the colour alone and the instruction against same-shape rivals always
+    win, the shape alone and the instruction against a same-colour look-alike never do."""
+    n, h, w = 4, 96, 160
+    frames = np.zeros((n, 3, h, w, 3), np.uint8)
+    labels = np.zeros((n, 3, h, w), np.uint8)
+    objs = [("orange", "cube"), ("orange", "cylinder"), ("pink", "cube")]  # target, look-alike, same shape
+    oc = np.full((n, 8), -1, np.int8)
+    osh = np.full((n, 8), -1, np.int8)
+    for i, (c, s) in enumerate(objs):
+        oc[:, i], osh[:, i] = COLOURS.index(c), SHAPES.index(s)
+        y, x = 16 + 24 * i, 24 + 40 * i
+        labels[:, :, y:y + 8, x:x + 8] = LABEL_FIRST_OBJECT + i
+        frames[:, :, y:y + 8, x:x + 8, 0] = 20 * (COLOURS.index(c) + 1)
+    data = {"frames": frames, "labels": labels, "obj_colour": oc, "obj_shape": osh, "seed": np.arange(n)}
+    bank = PhraseBank(COLOURS, SHAPES, [])
+
+    class ColourOnly(torch.nn.Module):
+        def project_text(self, s):
+            return s
+
+        def image_features(self, img):  # (B, 3, 48, 80) → the red channel at the label cells (B, 24, 40)
+            return None, F.avg_pool2d(img, 2)[:, 0]
+
+        def map_logits(self, p, k):
+            ref = bank.refs[int(k)]
+            if ref[0] not in ("object", "colour"):
+                return torch.zeros_like(p)
+            return (torch.round(p * 255 / 20) == COLOURS.index(ref[1]) + 1).float()
+
+    rep = evaluate_attributes(ColourOnly(), data, bank, torch.arange(len(bank.texts)))
+    assert {k: (v["correct"], v["n"]) for k, v in rep.items()} == {
+        "shape_alone": (0, 12), "colour_alone": (12, 12), "vs_same_colour": (0, 12), "vs_same_shape": (12, 12)}
 
 
 def test_objective_learns_and_evaluation_counts_right(scorer, encoder):

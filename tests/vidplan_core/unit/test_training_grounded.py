@@ -126,13 +126,17 @@ def test_grounding_shards_and_cli_training(tmp_path, monkeypatch):
     res = CliRunner().invoke(app, ["train", "grounded", "--config", "tiny-grounded", "--data", str(root),
                                    "--out", str(tmp_path / "run_rt"), "--set", f"options.roundtrip_autoencoder="
                                    f"{tmp_path / 'ae'}", "--set", "options.hard_negative_prob=0.2",
-                                   "--set", "options.text_hidden=0"])
+                                   "--set", "options.text_hidden=0", "--set", "options.attribute_weight=1.0",
+                                   "--set", "options.gray_shape_prob=1.0", "--set", "options.lookalike_prob=0.3",
+                                   "--set", "options.colour_channels=4", "--set", "options.brightness_jitter=0.2"])
     assert res.exit_code == 0, res.output
+    assert "shape_loss" in (tmp_path / "run_rt" / "logs" / "metrics.csv").read_text()  # the attribute terms, apart
     report = json.loads((tmp_path / "run_rt" / "final" / "grounding_eval.json").read_text())
     dec, raw = report["unseen_target_decoded"], report["unseen_target"]
     assert dec["n"] == raw["n"] > 0 and abs(dec["accuracy"] - raw["accuracy"]) <= 0.25  # ±1 grey level apart
     assert report["roundtrip"]["prob"] == 0.5
-    assert GroundedScorer.from_pretrained_dir(tmp_path / "run_rt" / "final").config.text_hidden == 0
+    cfg = GroundedScorer.from_pretrained_dir(tmp_path / "run_rt" / "final").config
+    assert cfg.text_hidden == 0 and cfg.colour_channels == 4
     res = CliRunner().invoke(app, ["train", "grounded", "--config", "tiny-grounded", "--data", str(tmp_path / "none"),
                                    "--out", str(tmp_path / "run2")])
     assert res.exit_code == 2 and "no grounding shards" in res.output

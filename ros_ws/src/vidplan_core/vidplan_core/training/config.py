@@ -196,6 +196,17 @@ class GroundedOptions(_Strict):
     hard_negative_prob: float = Field(default=0.0, ge=0, lt=1, description="share of training items naming an "
                                       "absent object that shares colour or shape with one in view (its map must "
                                       "stay empty): teaches shape within a colour and colour within a shape")
+    attribute_weight: float = Field(default=0.0, ge=0, description="weight of the per-patch shape and colour "
+                                    "cross-entropies (training-only linear heads on the patch embeddings; see "
+                                    "GroundedObjective): keeps shape in the embeddings; 0 = the phrase loss alone")
+    gray_shape_prob: float = Field(default=0.0, ge=0, le=1, description="share of the items naming a shape alone "
+                                   "shown in luminance (random gain): shape learned apart from the colours it "
+                                   "was seen in")
+    lookalike_prob: float = Field(default=0.0, ge=0, le=1, description="share of items naming an object whose "
+                                  "look-alike (same colour, other shape) is in view, when there is one")
+    brightness_jitter: float = Field(default=0.0, ge=0, lt=1, description="every item's image scaled by a gain "
+                                     "in [1 - j, 1 + j]: brightness, which differs per colour, stands in for "
+                                     "neither colour nor shape")
     roundtrip_autoencoder: str | None = Field(default=None, description="autoencoder directory (a trained "
                                               "VideoAutoencoder): items may show their views after encode → decode, "
                                               "as the planner scores decoded predictions")
@@ -203,6 +214,9 @@ class GroundedOptions(_Strict):
                                           "the planner scores with (default: the autoencoder's own decoder)")
     roundtrip_prob: float = Field(default=0.5, ge=0, le=1, description="share of training items shown decoded "
                                   "(with roundtrip_autoencoder)")
+    colour_channels: int = Field(default=0, ge=0, description="0 = one image tower on RGB; > 0 = the tower sees "
+                                 "luminance and a colour branch of this width sees RGB (GroundedScorer: shape "
+                                 "apart from colour)")
     text_hidden: int = Field(default=256, ge=0, description="hidden width of the text projection MLP (0 = one "
                              "linear map, additive over the words of a phrase)")
     text_encoder_dir: str | None = Field(default=None, description="sentence-transformers directory (default: "

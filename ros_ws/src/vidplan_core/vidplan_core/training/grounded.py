@@ -16,7 +16,20 @@ composed from them):
 * a *near miss* (``hard_negative_prob``, off by default): an absent object sharing its colour or its shape with one
   in view, e.g. ``touch the blue ball`` beside a blue cylinder → nothing. Aimed at the demo scorer's usual miss on
   held-out combinations, a same-colour object of the wrong shape (981 of 1239); measured, it did not reduce it
-  (bench/results/grounding_recipe.md).
+  (bench/results/grounding_recipe.md);
+* a *look-alike* (``lookalike_prob``, off by default): an object in view that has a look-alike in view (the same
+  colour, another shape), so its phrase can only be grounded by shape.
+
+Shape (bench/results/grounding_attributes.md): trained on the phrases alone, the scorer learns colour and no shape
+— "the cube" ranks a cube above the objects of other shapes in 0.4 of views, below chance, even on training
+scenes — because an object's colour names it in most scenes. Two things change that:
+
+* the **attribute term** of :class:`GroundedObjective` (``attribute_weight``): per patch an object covers, the
+  object's shape and colour are classified from the patch embedding by training-only linear heads, so the
+  embeddings must carry shape;
+* **shape without colour**: items naming a shape alone may show their image in luminance (``gray_shape_prob``),
+  and :class:`~vidplan_core.models.grounded.GroundedScorer` may read shape from luminance only
+  (``colour_channels``), so a shape seen in some colours is recognised in another.
 
 Decoded frames (``roundtrip``): the planner never scores camera frames but frames decoded from the world model's
 latents, and a scorer trained on camera frames alone grounds 0.48 of unseen-combination instructions on workspace
@@ -43,8 +56,10 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from vidplan_core.eval.metrics import wilson_interval
+from vidplan_core.models.grounded import LUMA
 
-__all__ = ["GroundedObjective", "GroundingFrames", "PhraseBank", "evaluate_grounding", "load_shards",
+__all__ = ["GroundedObjective", "GroundingFrames", "PhraseBank", "attribute_maps", "evaluate_attributes",
+           "evaluate_grounding", "load_shards",
            "roundtrip_frames", "target_fraction"]
 
 LABEL_BOWL, LABEL_ROBOT, LABEL_FIRST_OBJECT = 2, 1, 3  # vidplan_sim.env.SimEnv.render_labels
@@ -166,6 +181,29 @@ def target_fraction(labels: np.ndarray, ref: tuple[str, ...], obj_colour: np.nda
     return _pool(mask.astype(np.float32), pool)
 
 
+def attribute_maps(labels: np.ndarray, obj_colour: np.ndarray, obj_shape: np.ndarray, pool: int,
+                   min_frac: float = 0.5) -> tuple[torch.Tensor, torch.Tensor]:
+    """(H, W) labels → per cell of (H/pool, W/pool) the shape and the colour of the object covering it, as class
+    indices: 0 = no object in the cell, 1 + s / 1 + c = an object of shape s / colour c covers ≥ ``min_frac`` of
+    it, −1 (ignored) = an object covers part of it (an edge). int64 maps, for the attribute loss."""
+    fracs = [(_pool((labels == LABEL_FIRST_OBJECT + i).astype(np.float32), pool), i)
+             for i in range(len(obj_colour)) if obj_colour[i] >= 0]
+    h, w = labels.shape[0] // pool, labels.shape[1] // pool
+    shape_map = torch.zeros((h, w), dtype=torch.int64)
+    colour_map = torch.zeros((h, w), dtype=torch.int64)
+    if fracs:
+        frac = torch.stack([f for f, _ in fracs])  # (K, h, w)
+        best, arg = frac.max(0)
+        idx = torch.tensor([i for _, i in fracs])[arg]
+        sh = torch.as_tensor(obj_shape.astype(np.int64))[idx] + 1
+        co = torch.as_tensor(obj_colour.astype(np.int64))[idx] + 1
+        covered = best >= min_frac
+        edge = (frac.sum(0) > 0) & ~covered
+        shape_map = torch.where(covered, sh, torch.where(edge, -1, 0))
+        colour_map = torch.where(covered, co, torch.where(edge, -1, 0))
+    return shape_map, colour_map
+
+
 class GroundingFrames(torch.utils.data.Dataset):
     """(sample, view) items with a random phrase and its target map (see the module docstring).
 
@@ -177,14 +215,30 @@ class GroundingFrames(torch.utils.data.Dataset):
             is in view; 0 keeps the original phrase mix.
         roundtrip: optional (N, 3, h, w, 3) uint8 decoded views (:func:`roundtrip_frames`, already pooled);
             roundtrip_prob: probability that an item shows them instead of the camera views.
-    Items: {"image": (3, h, w) float in [0, 1], "target": (h/2, w/2) float, "phrase": int}.
+        gray_shape_prob: probability that an item naming a shape alone (``the <s>``) shows its image in
+            luminance, scaled by a random gain in [0.7, 1.3] (see the module docstring: shape without colour).
+        lookalike_prob: probability that an item names an object in view that has a look-alike in view (the same
+            colour, another shape) when there is one.
+        brightness_jitter: every item's image is scaled by a gain drawn from [1 − j, 1 + j] (clipped to [0, 1]), so
+            an object's brightness, which differs per colour, does not stand in for its colour or its shape.
+    Items: {"image": (3, h, w) float in [0, 1], "target": (h/2, w/2) float, "phrase": int, "shape_map",
+    "colour_map": (h/2, w/2) int64 (:func:`attribute_maps`; the colour map is all −1 on an item shown in
+    luminance)}.
     """
 
     def __init__(self, data: dict[str, Any], bank: PhraseBank, image_pool: int = 2, views: tuple[int, ...] = (0, 1, 2),
                  min_pixels: int = 4, seed: int = 0, hard_negative_prob: float = 0.0,
-                 roundtrip: np.ndarray | None = None, roundtrip_prob: float = 0.0):
+                 roundtrip: np.ndarray | None = None, roundtrip_prob: float = 0.0, gray_shape_prob: float = 0.0,
+                 lookalike_prob: float = 0.0, brightness_jitter: float = 0.0):
         self.d, self.bank, self.pool, self.views = data, bank, int(image_pool), tuple(views)
         self.min_pixels = int(min_pixels)
+        for name, p in (("gray_shape_prob", gray_shape_prob), ("lookalike_prob", lookalike_prob)):
+            if not 0.0 <= p <= 1.0:
+                raise ValueError(f"{name} must be in [0, 1], got {p}")
+        self.gray_shape_prob, self.lookalike_prob = float(gray_shape_prob), float(lookalike_prob)
+        if not 0.0 <= brightness_jitter < 1.0:
+            raise ValueError(f"brightness_jitter must be in [0, 1), got {brightness_jitter}")
+        self.brightness_jitter = float(brightness_jitter)
         if not 0.0 <= hard_negative_prob < 1.0:
             raise ValueError(f"hard_negative_prob must be in [0, 1), got {hard_negative_prob}")
         self.hard_negative_prob = float(hard_negative_prob)
@@ -216,6 +270,11 @@ class GroundingFrames(torch.utils.data.Dataset):
         counts = np.bincount(labels.ravel(), minlength=LABEL_FIRST_OBJECT + len(oc))
         present = [i for i in range(len(oc)) if oc[i] >= 0 and counts[LABEL_FIRST_OBJECT + i] >= self.min_pixels]
         in_scene = {(b.colours[c], b.shapes[s]) for c, s in zip(oc, osh, strict=True) if c >= 0}
+        if self.lookalike_prob and len(present) > 1 and self.rng.random() < self.lookalike_prob:
+            twins = [i for i in present if any(oc[j] == oc[i] and osh[j] != osh[i] for j in present)]
+            if twins:
+                i = twins[self.rng.integers(len(twins))]
+                return int(self.rng.choice(b.object_phrases(b.colours[oc[i]], b.shapes[osh[i]])))
         if present and self.hard_negative_prob and self.rng.random() < self.hard_negative_prob:
             i = present[self.rng.integers(len(present))]
             c0, s0 = b.colours[oc[i]], b.shapes[osh[i]]
@@ -251,28 +310,76 @@ class GroundingFrames(torch.utils.data.Dataset):
             img = torch.from_numpy(self.d["frames"][n, v]).permute(2, 0, 1).float() / 255.0
             if self.pool > 1:
                 img = F.avg_pool2d(img[None], self.pool)[0]
+        if self.brightness_jitter:
+            j = self.brightness_jitter
+            img = (img * float(self.rng.uniform(1.0 - j, 1.0 + j))).clamp(0.0, 1.0)
+        shape_map, colour_map = attribute_maps(labels, self.d["obj_colour"][n], self.d["obj_shape"][n],
+                                               pool=2 * self.pool)
+        if self.gray_shape_prob and self.bank.refs[k][0] == "shape" and self.rng.random() < self.gray_shape_prob:
+            lum = (img * torch.tensor(LUMA)[:, None, None]).sum(0, keepdim=True)
+            img = (lum * float(self.rng.uniform(0.7, 1.3))).clamp(0.0, 1.0).expand(3, -1, -1).contiguous()
+            colour_map = torch.full_like(colour_map, -1)  # no colour to see
         target = target_fraction(labels, self.bank.refs[k], self.d["obj_colour"][n], self.d["obj_shape"][n],
                                  self.bank.colours, self.bank.shapes, pool=2 * self.pool)
-        return {"image": img, "target": target, "phrase": k}
+        return {"image": img, "target": target, "phrase": k, "shape_map": shape_map, "colour_map": colour_map}
 
 
 class GroundedObjective(nn.Module):
-    """Per-patch BCE of the scorer's map against the covered fraction (positives × ``pos_weight``)."""
+    """Per-patch BCE of the scorer's map against the covered fraction (positives × ``pos_weight``), plus, with
+    ``attribute_weight`` > 0, cross-entropies of the shape and the colour of the object under each patch an
+    object covers (:func:`attribute_maps`), read from the patch embeddings by two linear heads that exist only in
+    training.
 
-    def __init__(self, scorer: nn.Module, pos_weight: float = 10.0):
+    Why the attribute term: with the phrase loss alone the scorer settles on colour — an object's colour names it
+    in most scenes, and once the text projection has folded the shape words together (``the yellow cube`` and
+    ``the yellow ball`` at cosine 0.94, where the sentence encoder has them at 0.58) no gradient asks the image
+    tower for shape. The heads make every patch embedding carry its shape, so the phrases can use it.
+    """
+
+    def __init__(self, scorer: nn.Module, pos_weight: float = 10.0, attribute_weight: float = 0.0,
+                 n_colours: int = 0, n_shapes: int = 0):
         super().__init__()
         self.scorer = scorer
         self.pos_weight = float(pos_weight)
+        if attribute_weight < 0:
+            raise ValueError(f"attribute_weight must be >= 0, got {attribute_weight}")
+        self.attribute_weight = float(attribute_weight)
+        if self.attribute_weight > 0:
+            if n_colours < 1 or n_shapes < 1:
+                raise ValueError("attribute_weight > 0 needs n_colours and n_shapes (the scene's name lists)")
+            d = int(scorer.config.embed_dim)
+            self.shape_head = nn.Linear(d, n_shapes)
+            self.colour_head = nn.Linear(d, n_colours)
 
-    def forward(self, image: torch.Tensor, sentence: torch.Tensor, target: torch.Tensor) -> dict[str, torch.Tensor]:
+    @staticmethod
+    def _attribute_ce(head: nn.Module, flat: torch.Tensor, cls: torch.Tensor) -> torch.Tensor:
+        on = cls >= 0  # covered by an object (the maps' 0 = none and -1 = edge both become < 0)
+        if not bool(on.any()):  # no object in the batch, or every item in luminance (colour): no target
+            return flat.sum() * 0.0
+        return F.cross_entropy(head(flat[on]), cls[on])
+
+    def forward(self, image: torch.Tensor, sentence: torch.Tensor, target: torch.Tensor,
+                shape_map: torch.Tensor | None = None,
+                colour_map: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
         _, patches = self.scorer.image_features(image)  # (B, gh, gw, D)
         logits = self.scorer.map_logits(patches, self.scorer.project_text(sentence))
         if logits.shape != target.shape:
             raise ValueError(f"map {tuple(logits.shape)} vs target {tuple(target.shape)}: image size must be a "
                              "multiple of 2 × the label pooling")
         w = 1.0 + (self.pos_weight - 1.0) * (target > 0).float()
-        loss = F.binary_cross_entropy_with_logits(logits, target, weight=w)
-        return {"loss": loss}
+        phrase = F.binary_cross_entropy_with_logits(logits, target, weight=w)
+        if self.attribute_weight == 0:
+            return {"loss": phrase}
+        if shape_map is None or colour_map is None:
+            raise ValueError("attribute_weight > 0: forward needs shape_map and colour_map")
+        # Over the patches an object covers only: objects are a few patches of hundreds, and a mean over all of
+        # them is met by "no object" everywhere with the shape guessed. The embeddings are unit vectors: the
+        # heads' weights set the logits' scale.
+        flat = patches.flatten(0, 2)
+        shape = self._attribute_ce(self.shape_head, flat, shape_map.flatten() - 1)
+        colour = self._attribute_ce(self.colour_head, flat, colour_map.flatten() - 1)
+        return {"loss": phrase + self.attribute_weight * (shape + colour), "phrase_loss": phrase.detach(),
+                "shape_loss": shape.detach(), "colour_loss": colour.detach()}
 
 
 @torch.no_grad()
@@ -347,3 +454,62 @@ def evaluate_grounding(scorer: Any, data: dict[str, Any], bank: PhraseBank, sent
     return {"accuracy": correct / n if n else float("nan"), "n": n, "correct": correct, "ci95": list(ci),
             "top_patch_accuracy": top_ok / n if n else float("nan"), "tracked": tracked / n if n else float("nan"),
             "per_view": {names[v]: {"accuracy": c / t, "n": t} for v, (c, t) in sorted(per_view.items())}}
+
+
+@torch.no_grad()
+def evaluate_attributes(scorer: Any, data: dict[str, Any], bank: PhraseBank, sentence: torch.Tensor,
+                        image_pool: int = 2, min_pixels: int = 4, batch: int = 64) -> dict[str, dict[str, Any]]:
+    """What a scorer grounds by, per attribute, over the views where the scene's target (object 0) and another
+    object are visible (as :func:`evaluate_grounding`); each count is of views where the phrase's mean map logit over
+    the target's pixels beats every rival's:
+
+    * ``shape_alone``: ``the <s>`` (the target's shape) against the visible objects of other shapes;
+    * ``colour_alone``: ``the <c> object`` against the visible objects of other colours;
+    * ``vs_same_colour``: ``touch the <c> <s>`` against the look-alikes of the same colour (other shapes): what
+      only shape can decide; ``vs_same_shape``: against the objects of the same shape (other colours).
+
+    Returns {name: {"accuracy", "n", "correct", "ci95"}} (chance is below 0.5 where there are several rivals).
+    """
+    scorer.eval()
+    text = scorer.project_text(sentence)
+    pool = 2 * image_pool
+    d = data
+    views = [(n, v) for n in range(len(d["seed"])) for v in range(d["labels"].shape[1])]
+    counts = {k: [0, 0] for k in ("shape_alone", "colour_alone", "vs_same_colour", "vs_same_shape")}
+    for s in range(0, len(views), batch):
+        chunk = views[s:s + batch]
+        img = torch.stack([torch.from_numpy(d["frames"][n, v]).permute(2, 0, 1).float() / 255.0 for n, v in chunk])
+        if image_pool > 1:
+            img = F.avg_pool2d(img, image_pool)
+        _, patches = scorer.image_features(img)
+        for j, (n, v) in enumerate(chunk):
+            oc, osh = d["obj_colour"][n], d["obj_shape"][n]
+            lab = d["labels"][n, v]
+            frac = {}
+            for o in range(len(oc)):
+                if oc[o] >= 0:
+                    f = _pool((lab == LABEL_FIRST_OBJECT + o).astype(np.float32), pool)
+                    if float(f.sum()) * pool * pool >= min_pixels:
+                        frac[o] = f
+            if 0 not in frac or len(frac) < 2:
+                continue
+            c, sh = bank.colours[oc[0]], bank.shapes[osh[0]]
+
+            def means(phrase: str, p=patches[j], frac=frac) -> dict[int, float]:
+                lg = scorer.map_logits(p, text[bank.index[phrase]])
+                return {o: float((lg * f).sum() / f.sum()) for o, f in frac.items()}
+
+            others = [o for o in frac if o != 0]
+            colour, shape = f"the {c} object", f"the {sh}"
+            whole = f"touch the {c} {sh}"
+            for key, phrase, rivals in (
+                    ("shape_alone", shape, [o for o in others if osh[o] != osh[0]]),
+                    ("colour_alone", colour, [o for o in others if oc[o] != oc[0]]),
+                    ("vs_same_colour", whole, [o for o in others if oc[o] == oc[0] and osh[o] != osh[0]]),
+                    ("vs_same_shape", whole, [o for o in others if osh[o] == osh[0] and oc[o] != oc[0]])):
+                if rivals:
+                    m = means(phrase)
+                    counts[key][0] += m[0] > max(m[o] for o in rivals)
+                    counts[key][1] += 1
+    return {k: {"accuracy": c / t if t else float("nan"), "n": t, "correct": c,
+                "ci95": list(wilson_interval(c, t) or (0.0, 1.0))} for k, (c, t) in counts.items()}

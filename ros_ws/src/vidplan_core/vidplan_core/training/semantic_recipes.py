@@ -109,7 +109,9 @@ class GroundedRecipe(RecipeBase):
             rt = self._roundtrip(train) if o.roundtrip_autoencoder else None
             self.train_dataset = GroundingFrames(train, self.bank, o.image_pool, views, seed=self.cfg.train.seed,
                                                  hard_negative_prob=o.hard_negative_prob, roundtrip=rt,
-                                                 roundtrip_prob=o.roundtrip_prob if rt is not None else 0.0)
+                                                 roundtrip_prob=o.roundtrip_prob if rt is not None else 0.0,
+                                                 gray_shape_prob=o.gray_shape_prob, lookalike_prob=o.lookalike_prob,
+                                                 brightness_jitter=o.brightness_jitter)
         except ValueError as exc:
             raise ConfigError(str(root), [("data.root", str(exc))]) from exc
         val_bank = PhraseBank(val["colours"], val["shapes"], [])  # validation names the held-out objects
@@ -119,9 +121,11 @@ class GroundedRecipe(RecipeBase):
         with torch.no_grad():  # the text encoder is frozen: every phrase is embedded once
             self.sentences = self.encoder.encode(self.bank.texts).to(device)
         scorer = GroundedScorer(embed_dim=o.embed_dim, text_dim=self.encoder.dim, channels=tuple(o.channels),
-                                text_hidden=o.text_hidden, max_text_len=self.encoder.max_len)
+                                text_hidden=o.text_hidden, max_text_len=self.encoder.max_len,
+                                colour_channels=o.colour_channels)
         scorer.attach_text_encoder(self.encoder)
-        self.model = GroundedObjective(scorer, o.pos_weight)
+        self.model = GroundedObjective(scorer, o.pos_weight, o.attribute_weight, n_colours=len(self.bank.colours),
+                                       n_shapes=len(self.bank.shapes))
 
     def _roundtrip_models(self) -> tuple[Any, Any]:
         """The frozen autoencoder and decoder of the round trip, loaded once (training and the final report)."""
@@ -138,8 +142,12 @@ class GroundedRecipe(RecipeBase):
         return roundtrip_frames(data["frames"], ae, dec, self.opts.image_pool)
 
     def inputs(self, batch: dict[str, Any], train: bool) -> dict[str, Any]:
-        return {"image": batch["image"].to(self.device), "sentence": self.sentences[batch["phrase"].to(self.device)],
-                "target": batch["target"].to(self.device)}
+        out = {"image": batch["image"].to(self.device), "sentence": self.sentences[batch["phrase"].to(self.device)],
+               "target": batch["target"].to(self.device)}
+        if self.opts.attribute_weight > 0:
+            out["shape_map"] = batch["shape_map"].to(self.device)
+            out["colour_map"] = batch["colour_map"].to(self.device)
+        return out
 
     def val_metrics(self, model: nn.Module, batch: dict[str, Any], inputs: dict[str, Any]) -> dict[str, float]:
         sc = model.scorer
