@@ -331,9 +331,9 @@ class GroundedObjective(nn.Module):
     training.
 
     Why the attribute term: with the phrase loss alone the scorer settles on colour — an object's colour names it
-    in most scenes, and once the text projection has folded the shape words together (``the yellow cube`` and
-    ``the yellow ball`` at cosine 0.94, where the sentence encoder has them at 0.58) no gradient asks the image
-    tower for shape. The heads make every patch embedding carry its shape, so the phrases can use it.
+    in most scenes, so the loss is nearly met without shape and the tower never learns it
+    (bench/results/grounding_attributes.md). The heads make every object patch's embedding carry its shape, so the
+    phrases can use it.
     """
 
     def __init__(self, scorer: nn.Module, pos_weight: float = 10.0, attribute_weight: float = 0.0,
