@@ -42,7 +42,6 @@ from vidplan_core.models.grounded import GroundedScorer
 from vidplan_core.models.tiny_decoder import TinyDecoder
 from vidplan_core.training.grounded import (
     PhraseBank,
-    evaluate_attributes,
     evaluate_grounding,
     load_shards,
     roundtrip_frames,
@@ -100,8 +99,7 @@ def main() -> None:
             for label, sc in scorers.items():
                 sent = sc.text_encoder.encode(bank.texts)
                 for frames, d in variants:
-                    r = evaluate_grounding(sc, d, bank, sent, image_pool=pools[label])
-                    r["attributes"] = evaluate_attributes(sc, d, bank, sent, image_pool=pools[label])
+                    r = evaluate_grounding(sc, d, bank, sent, image_pool=pools[label], attributes=True)
                     rows.append({"scorer": label, "split": split, "views": view_kind, "frames": frames,
                                  "image_pool": pools[label], **r})
                     print(f"{label:12s} {split:6s} {view_kind:4s} {frames:3s}: {r['accuracy']:.3f} "

@@ -370,6 +370,22 @@ def test_attribute_evaluation_counts_what_a_colour_only_scorer_gets_right():
         "shape_alone": (0, 12), "colour_alone": (12, 12), "vs_same_colour": (0, 12), "vs_same_shape": (12, 12)}
 
 
+def test_grounding_with_attributes_in_one_pass_counts_what_each_counts_alone(scorer, encoder):
+    """evaluate_grounding(attributes=True) counts the attributes on the same views from the same image features:
+    the numbers evaluate_attributes gives, and its own grounding numbers unchanged."""
+    data = _fake_data()
+    bank = PhraseBank(COLOURS, SHAPES, [])
+    sent = encoder.encode(bank.texts)
+    both = evaluate_grounding(scorer, data, bank, sent, attributes=True)
+    alone = evaluate_grounding(scorer, data, bank, sent)
+    assert {k: v for k, v in both.items() if k != "attributes"} == alone and alone["n"] > 0
+    counts = {k: (v["correct"], v["n"]) for k, v in both["attributes"].items()}
+    assert counts == {k: (v["correct"], v["n"]) for k, v in evaluate_attributes(scorer, data, bank, sent).items()}
+    assert sum(n for _c, n in counts.values()) > 0
+    with pytest.raises(ValueError, match="only='target'"):
+        evaluate_grounding(scorer, data, bank, sent, only="all", attributes=True)
+
+
 def test_objective_learns_and_evaluation_counts_right(scorer, encoder):
     """A few steps on fake frames lower the loss; the evaluation scores a map that is right by construction as
     100 % and one that points at another object as 0 %."""

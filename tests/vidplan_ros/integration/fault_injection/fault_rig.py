@@ -49,7 +49,7 @@ EXECUTOR_PARAMS = {"use_sim_time": True, "backend": "jtc", "joint_prefix": "pand
                    # the lock-step sim stalls now and then (wall time) when the 2 cores are busy
                    "joint_state_timeout_s": 2.0, "diagnostics_period_s": 0.2}
 PLANNER_PARAMS = {"use_sim_time": True, "refine_iters": 0, "publish_debug": False, "camera_timeout_s": 1.0,
-                  "state_timeout_s": 1.0, "instruction": "put the red cube in the bowl"}
+                  "state_timeout_s": 1.0, "clock_timeout_s": 1.0, "instruction": "put the red cube in the bowl"}
 
 
 def ros_cmd(package: str, executable: str, params: dict[str, object], remaps: dict[str, str] | None = None

@@ -59,7 +59,7 @@ from vidplan_core.eval.metrics import wilson_interval
 from vidplan_core.models.grounded import LUMA
 
 __all__ = ["GroundedObjective", "GroundingFrames", "PhraseBank", "attribute_maps", "evaluate_attributes",
-           "evaluate_grounding", "load_shards",
+           "evaluate_grounding", "load_shards", "object_fractions",
            "roundtrip_frames", "target_fraction"]
 
 LABEL_BOWL, LABEL_ROBOT, LABEL_FIRST_OBJECT = 2, 1, 3  # vidplan_sim.env.SimEnv.render_labels
@@ -181,13 +181,25 @@ def target_fraction(labels: np.ndarray, ref: tuple[str, ...], obj_colour: np.nda
     return _pool(mask.astype(np.float32), pool)
 
 
+def object_fractions(labels: np.ndarray, obj_colour: np.ndarray, pool: int, min_pixels: int = 0
+                     ) -> dict[int, torch.Tensor]:
+    """(H, W) labels → {object index: (H/pool, W/pool) fraction of each cell the object covers}, for the scene's
+    objects (``obj_colour`` ≥ 0) with at least ``min_pixels`` label pixels in view (H, W multiples of ``pool``)."""
+    out = {}
+    for o in range(len(obj_colour)):
+        if obj_colour[o] >= 0:
+            f = _pool((labels == LABEL_FIRST_OBJECT + o).astype(np.float32), pool)
+            if float(f.sum()) * pool * pool >= min_pixels:
+                out[o] = f
+    return out
+
+
 def attribute_maps(labels: np.ndarray, obj_colour: np.ndarray, obj_shape: np.ndarray, pool: int,
                    min_frac: float = 0.5) -> tuple[torch.Tensor, torch.Tensor]:
     """(H, W) labels → per cell of (H/pool, W/pool) the shape and the colour of the object covering it, as class
     indices: 0 = no object in the cell, 1 + s / 1 + c = an object of shape s / colour c covers ≥ ``min_frac`` of
     it, −1 (ignored) = an object covers part of it (an edge). int64 maps, for the attribute loss."""
-    fracs = [(_pool((labels == LABEL_FIRST_OBJECT + i).astype(np.float32), pool), i)
-             for i in range(len(obj_colour)) if obj_colour[i] >= 0]
+    fracs = [(f, i) for i, f in object_fractions(labels, obj_colour, pool).items()]
     h, w = labels.shape[0] // pool, labels.shape[1] // pool
     shape_map = torch.zeros((h, w), dtype=torch.int64)
     colour_map = torch.zeros((h, w), dtype=torch.int64)
@@ -385,7 +397,7 @@ class GroundedObjective(nn.Module):
 @torch.no_grad()
 def evaluate_grounding(scorer: Any, data: dict[str, Any], bank: PhraseBank, sentence: torch.Tensor,
                        image_pool: int = 2, min_pixels: int = 4, templates: tuple[str, ...] = TASK_TEMPLATES,
-                       only: str = "target", batch: int = 64) -> dict[str, Any]:
+                       only: str = "target", batch: int = 64, attributes: bool = False) -> dict[str, Any]:
     """Grounding accuracy: for each view where the named object and at least one other object are visible
     (≥ ``min_pixels`` label pixels each), the instruction picks the right object when the object with the highest
     mean map logit over its own pixels is the named one. ``only="target"`` names the scene's target (the shard's
@@ -396,8 +408,12 @@ def evaluate_grounding(scorer: Any, data: dict[str, Any], bank: PhraseBank, sent
         {"accuracy", "n", "correct", "ci95", "per_view": {view: {accuracy, n}}, "top_patch_accuracy",
         "tracked"} — the top-patch accuracy counts a view as right when the map's highest patch lies on the named
         object; ``tracked`` when, in addition, the map is confident there (σ(max logit) ≥ 0.5): what the planner's
-        push-progress term needs to follow the object (``ScoreConfig.track_confidence``).
+        push-progress term needs to follow the object (``ScoreConfig.track_confidence``). With ``attributes``
+        (and ``only="target"``), also ``"attributes"``: what :func:`evaluate_attributes` returns, counted on the
+        same views from the same image features (one pass of the image tower instead of two).
     """
+    if attributes and only != "target":
+        raise ValueError("evaluate_grounding(attributes=True) counts the target's attributes: needs only='target'")
     scorer.eval()
     text = scorer.project_text(sentence)
     pool = 2 * image_pool
@@ -418,6 +434,8 @@ def evaluate_grounding(scorer: Any, data: dict[str, Any], bank: PhraseBank, sent
                     queries.append((n, v, i, k))
     correct = top_ok = tracked = 0
     per_view: dict[int, list[int]] = {}
+    counts = _attribute_counts()
+    counted: set[tuple[int, int]] = set()
     for s in range(0, len(queries), batch):
         qs = queries[s:s + batch]
         img = torch.stack([torch.from_numpy(d["frames"][n, v]).permute(2, 0, 1).float() / 255.0
@@ -428,17 +446,12 @@ def evaluate_grounding(scorer: Any, data: dict[str, Any], bank: PhraseBank, sent
         logits = scorer.map_logits(patches, text[[k for *_, k in qs]])
         for j, (n, v, i, _k) in enumerate(qs):
             lab = d["labels"][n, v]
-            oc = d["obj_colour"][n]
-            best, best_i = -np.inf, -1
-            for o in range(len(oc)):
-                if oc[o] < 0:
-                    continue
-                frac = _pool((lab == LABEL_FIRST_OBJECT + o).astype(np.float32), pool)
-                if float(frac.sum()) * pool * pool < min_pixels:
-                    continue
-                m = float((logits[j] * frac).sum() / frac.sum())
-                if m > best:
-                    best, best_i = m, o
+            frac = object_fractions(lab, d["obj_colour"][n], pool, min_pixels)
+            means = {o: float((logits[j] * f).sum() / f.sum()) for o, f in frac.items()}
+            best_i = max(means, key=means.__getitem__)  # the first of equal means, in object order
+            if attributes and (n, v) not in counted:
+                counted.add((n, v))
+                _count_attributes(counts, scorer, text, patches[j], frac, d["obj_colour"][n], d["obj_shape"][n], bank)
             ok = best_i == i
             correct += ok
             pv = per_view.setdefault(v, [0, 0])
@@ -451,9 +464,43 @@ def evaluate_grounding(scorer: Any, data: dict[str, Any], bank: PhraseBank, sent
     n = len(queries)
     names = ("left", "right", "wrist")
     ci = wilson_interval(correct, n) or (0.0, 1.0)
-    return {"accuracy": correct / n if n else float("nan"), "n": n, "correct": correct, "ci95": list(ci),
-            "top_patch_accuracy": top_ok / n if n else float("nan"), "tracked": tracked / n if n else float("nan"),
-            "per_view": {names[v]: {"accuracy": c / t, "n": t} for v, (c, t) in sorted(per_view.items())}}
+    rep = {"accuracy": correct / n if n else float("nan"), "n": n, "correct": correct, "ci95": list(ci),
+           "top_patch_accuracy": top_ok / n if n else float("nan"), "tracked": tracked / n if n else float("nan"),
+           "per_view": {names[v]: {"accuracy": c / t, "n": t} for v, (c, t) in sorted(per_view.items())}}
+    if attributes:
+        rep["attributes"] = _attribute_report(counts)
+    return rep
+
+
+def _attribute_counts() -> dict[str, list[int]]:
+    return {k: [0, 0] for k in ("shape_alone", "colour_alone", "vs_same_colour", "vs_same_shape")}
+
+
+def _attribute_report(counts: dict[str, list[int]]) -> dict[str, dict[str, Any]]:
+    return {k: {"accuracy": c / t if t else float("nan"), "n": t, "correct": c,
+                "ci95": list(wilson_interval(c, t) or (0.0, 1.0))} for k, (c, t) in counts.items()}
+
+
+def _count_attributes(counts: dict[str, list[int]], scorer: Any, text: torch.Tensor, patches: torch.Tensor,
+                      frac: dict[int, torch.Tensor], oc: np.ndarray, osh: np.ndarray, bank: PhraseBank) -> None:
+    """Adds one view to ``counts`` (see :func:`evaluate_attributes`): ``patches`` (gh, gw, D) of the view, ``frac``
+    its visible objects' cell fractions (:func:`object_fractions`), ``oc``/``osh`` the scene's object colours and
+    shapes (object 0 the target). A view without the target or without a rival adds nothing."""
+    if 0 not in frac or len(frac) < 2:
+        return
+    c, sh = bank.colours[oc[0]], bank.shapes[osh[0]]
+    others = [o for o in frac if o != 0]
+    whole = f"touch the {c} {sh}"
+    for key, phrase, rivals in (
+            ("shape_alone", f"the {sh}", [o for o in others if osh[o] != osh[0]]),
+            ("colour_alone", f"the {c} object", [o for o in others if oc[o] != oc[0]]),
+            ("vs_same_colour", whole, [o for o in others if oc[o] == oc[0] and osh[o] != osh[0]]),
+            ("vs_same_shape", whole, [o for o in others if osh[o] == osh[0] and oc[o] != oc[0]])):
+        if rivals:
+            lg = scorer.map_logits(patches, text[bank.index[phrase]])
+            m = {o: float((lg * f).sum() / f.sum()) for o, f in frac.items()}
+            counts[key][0] += m[0] > max(m[o] for o in rivals)
+            counts[key][1] += 1
 
 
 @torch.no_grad()
@@ -475,7 +522,7 @@ def evaluate_attributes(scorer: Any, data: dict[str, Any], bank: PhraseBank, sen
     pool = 2 * image_pool
     d = data
     views = [(n, v) for n in range(len(d["seed"])) for v in range(d["labels"].shape[1])]
-    counts = {k: [0, 0] for k in ("shape_alone", "colour_alone", "vs_same_colour", "vs_same_shape")}
+    counts = _attribute_counts()
     for s in range(0, len(views), batch):
         chunk = views[s:s + batch]
         img = torch.stack([torch.from_numpy(d["frames"][n, v]).permute(2, 0, 1).float() / 255.0 for n, v in chunk])
@@ -483,33 +530,6 @@ def evaluate_attributes(scorer: Any, data: dict[str, Any], bank: PhraseBank, sen
             img = F.avg_pool2d(img, image_pool)
         _, patches = scorer.image_features(img)
         for j, (n, v) in enumerate(chunk):
-            oc, osh = d["obj_colour"][n], d["obj_shape"][n]
-            lab = d["labels"][n, v]
-            frac = {}
-            for o in range(len(oc)):
-                if oc[o] >= 0:
-                    f = _pool((lab == LABEL_FIRST_OBJECT + o).astype(np.float32), pool)
-                    if float(f.sum()) * pool * pool >= min_pixels:
-                        frac[o] = f
-            if 0 not in frac or len(frac) < 2:
-                continue
-            c, sh = bank.colours[oc[0]], bank.shapes[osh[0]]
-
-            def means(phrase: str, p=patches[j], frac=frac) -> dict[int, float]:
-                lg = scorer.map_logits(p, text[bank.index[phrase]])
-                return {o: float((lg * f).sum() / f.sum()) for o, f in frac.items()}
-
-            others = [o for o in frac if o != 0]
-            colour, shape = f"the {c} object", f"the {sh}"
-            whole = f"touch the {c} {sh}"
-            for key, phrase, rivals in (
-                    ("shape_alone", shape, [o for o in others if osh[o] != osh[0]]),
-                    ("colour_alone", colour, [o for o in others if oc[o] != oc[0]]),
-                    ("vs_same_colour", whole, [o for o in others if oc[o] == oc[0] and osh[o] != osh[0]]),
-                    ("vs_same_shape", whole, [o for o in others if osh[o] == osh[0] and oc[o] != oc[0]])):
-                if rivals:
-                    m = means(phrase)
-                    counts[key][0] += m[0] > max(m[o] for o in rivals)
-                    counts[key][1] += 1
-    return {k: {"accuracy": c / t if t else float("nan"), "n": t, "correct": c,
-                "ci95": list(wilson_interval(c, t) or (0.0, 1.0))} for k, (c, t) in counts.items()}
+            frac = object_fractions(d["labels"][n, v], d["obj_colour"][n], pool, min_pixels)
+            _count_attributes(counts, scorer, text, patches[j], frac, d["obj_colour"][n], d["obj_shape"][n], bank)
+    return _attribute_report(counts)
