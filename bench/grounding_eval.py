@@ -110,7 +110,7 @@ def main() -> None:
         train_eval = path / "grounding_eval.json"
         rep = json.loads(train_eval.read_text()) if train_eval.is_file() else {}
         meta[label] = {"path": str(path), "config": json.loads((path / "config.json").read_text()),
-                       "held_out": rep.get("held_out"), "roundtrip": rep.get("roundtrip")}
+                       "held_out": rep.get("held_out"), "roundtrip": rep.get("roundtrip"), "report": bool(rep)}
     commit = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True).stdout.strip()
     dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], capture_output=True,
                            text=True).stdout.strip() != ""
@@ -145,7 +145,10 @@ def main() -> None:
         lines.append(f"- `{label}`: `{m['path']}` — channels {c['channels']}, embed {c['embed_dim']}, text projection "
                      + ("linear" if c.get("text_hidden", 256) == 0 else f"MLP ({c.get('text_hidden', 256)} hidden)")
                      + (f"; trained with {rt['prob']:.0%} of items decoded through {rt['autoencoder']} / "
-                        f"{rt['decoder'] or 'its decoder'}" if rt else "; trained on camera frames only")
+                        f"{rt['decoder'] or 'its decoder'}" if rt else "; trained on camera frames only"
+                        if m["report"] else "; no training report (grounding_eval.json) in the directory")
+                     + (f"; attribute-factorised tower ({c['colour_channels']} colour channels)"
+                        if c.get("colour_channels") else "")
                      + (f"; views at {96 // pools[label]}x{160 // pools[label]}" if pools[label] != a.image_pool
                         else ""))
     lines += ["", f"Held-out combinations (never named in training, never present in training scenes): "

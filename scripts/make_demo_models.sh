@@ -121,7 +121,8 @@ wait "$td_pid" || { say "tiny-decoder training failed: $WORK/train_tiny_decoder.
 tail -1 "$WORK/train_tiny_decoder.log" | tee -a "$LOG"
 if [ "${DECODED_SCORER:-1}" = 1 ]; then
   # The planner scores decoded frames, where the first scorer grounds far less (bench/results/grounding_recipe.md);
-  # this one sees half of its items through the VAE and the tiny decoder. The world model, flow map, heads and policy
+  # this one sees half of its items through the VAE and the tiny decoder, and its config's attribute options teach it
+  # shape (bench/results/grounding_decoded_attributes.md). The world model, flow map, heads and policy
   # keep the first scorer's text embedding (assembled as text_conditioner/).
   say "6/8 distilling the flow map (PSD) and, on the other core, retraining the grounded scorer on decoded views"
   train grounded demo-decoded-grounded "$WORK/grounded" decoded-grounded \

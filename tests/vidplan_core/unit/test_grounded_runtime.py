@@ -102,7 +102,8 @@ def test_a_text_conditioner_keeps_the_world_models_text_input_while_a_new_scorer
     """A bundle whose scorer was retrained after its world model carries the old scorer as ``text_conditioner``:
     the world model (and the policy) keep reading the embedding they were trained on, the new scorer scores. Without
     it, swapping the scorer silently changes the world model's input. Saved, loaded and exported, onnxruntime
-    matches torch on both embeddings."""
+    matches torch on both embeddings. The new scorer is attribute-factorised (a luminance tower and a colour branch,
+    ``colour_channels``), as the bundle's retrained scorer is, so its export is checked here too."""
     import dataclasses
 
     from vidplan_core.models.grounded import GroundedScorer
@@ -112,7 +113,8 @@ def test_a_text_conditioner_keeps_the_world_models_text_input_while_a_new_scorer
     assert models.uses_text
     torch.manual_seed(7)
     d = models.scorer.config.embed_dim
-    new = GroundedScorer(embed_dim=d, channels=(8, 16, 16)).attach_text_encoder(models.scorer.text_encoder).eval()
+    new = GroundedScorer(embed_dim=d, channels=(8, 16, 16), colour_channels=4
+                         ).attach_text_encoder(models.scorer.text_encoder).eval()
     swapped = dataclasses.replace(models, scorer=new)  # what a scorer swap did before text_conditioner
     kept = dataclasses.replace(models, scorer=new, text_conditioner=models.scorer)
     ctx = _ctx(models)
@@ -145,6 +147,10 @@ def test_a_text_conditioner_keeps_the_world_models_text_input_while_a_new_scorer
     np.testing.assert_allclose(ort.text_embedding(ctx.instruction), out["kept"][3], atol=1e-4)
     np.testing.assert_allclose(ort.predict_latents(acts), out["kept"][0], atol=1e-3)
     np.testing.assert_allclose(ort.rollout(acts).semantic_score, out["kept"][1], atol=1e-4)
+    lat = ort.predict_latents(acts)
+    a, b = ort.score_latents(lat, acts), TorchBackend(loaded, flow_steps=1)
+    b.set_context(ctx)
+    np.testing.assert_allclose(a.semantic_map, b.score_latents(lat, acts).semantic_map, atol=1e-3)  # the colour branch
 
     # scoring with another semantic model at load time (semantic_dir) keeps the bundle's own as the conditioner
     models.save(tmp_path / "orig", config_name="tiny")
