@@ -7,7 +7,8 @@ Runs :func:`vidplan_app.jobs.closed_loop.run_closed_loop` on the trained demo mo
 * ``bench/results/closed_loop_eval.json`` / ``.md`` — machine, command, commit, ``cells`` (variant, task, clutter,
   episodes, successes, Wilson 95 % interval) and the goals: oracle+privileged ≥ 90 % on touch and on push; the
   ladder (which rung — proposals/executor, reward, world model — loses the most success per task kind); VidPlan
-  above random proposals at every clutter level; the effect of the uncertainty weighting (vidplan vs no-uq).
+  above random proposals at every clutter level; the effect of the uncertainty weighting (vidplan vs no-uq); what
+  the world model's action-dependence buys (argmax, else vidplan, vs static-world, where both were run).
 
 The run is anytime: ``--time-budget`` stops starting new episodes (episodes are ordered so every clutter level and
 variant gets its first episode before any gets a second); rerunning with the same settings resumes.
@@ -67,7 +68,10 @@ def ladder(results: dict) -> dict:
 
 
 def goals(results: dict) -> dict:
-    """The issue's goals, evaluated on the summary (None where a variant or level was not run)."""
+    """The issue's goals, evaluated on the summary (None where a variant or level was not run); comparisons of two
+    variants count the episodes both ran (same scene seed, clutter level and task)."""
+    from vidplan_core.eval.metrics import wilson_interval
+
     summ, cfg = results["summary"], results["settings"]
     out: dict = {}
     if "oracle+privileged" in summ:
@@ -80,18 +84,39 @@ def goals(results: dict) -> dict:
         out["oracle_privileged_90_touch_push"] = {"per_task": per,
                                                   "met": all(vals) if len(vals) == 2 else None}
     out["ladder"] = ladder(results)
+    eps = {(r["variant"], r["clutter"], r["seed"], r["task"]): r for r in results["episodes"]}
+
+    def paired(a: str, b: str) -> list[tuple[dict, dict]]:  # episodes both variants ran (same scene, task)
+        return [(eps[k], eps[(b, *k[1:])]) for k in eps if k[0] == a and (b, *k[1:]) in eps]
+
+    def cell(xs: list[dict]) -> dict:
+        k = sum(bool(x["success"]) for x in xs)
+        return {"n": len(xs), "success": k, "rate": k / len(xs) if xs else None,
+                "ci95": list(wilson_interval(k, len(xs)) or (0.0, 1.0))}
+
     if "vidplan" in summ and "random" in summ:
-        per = {}
+        per = {}  # over the tasks both ran (a variant run on fewer tasks is not compared on the others')
         for c in [str(c) for c in cfg["clutter"]]:
-            a, b = summ["vidplan"]["all"][c], summ["random"]["all"][c]
-            per[c] = None if not (a["n"] and b["n"]) else bool(a["rate"] > b["rate"])
+            pc = [(x, y) for x, y in paired("vidplan", "random") if str(x["clutter"]) == c]
+            per[c] = None if not pc else bool(cell([x for x, _ in pc])["rate"] > cell([y for _, y in pc])["rate"])
         out["vidplan_above_random_every_clutter"] = {"per_clutter": per,
                                                      "met": all(per.values()) if per and None not in per.values()
                                                      else None}
+    ref = next((v for v in ("argmax", "vidplan") if v in summ), None)
+    if ref and "static-world" in summ:  # argmax first: the same planner, refinement off in both
+        from compare_runs import mcnemar_exact  # bench/ is on the path of a bench script
+
+        pairs = paired(ref, "static-world")
+        b, c = (sum(x["success"] and not y["success"] for x, y in pairs),
+                sum(y["success"] and not x["success"] for x, y in pairs))
+        out["world_model_effect"] = {  # rates over the paired episodes only
+            "with_world_model": ref, "rate_with": cell([x for x, _ in pairs]),
+            "rate_static_world": cell([y for _, y in pairs]),
+            "paired_episodes": len(pairs), "only_with_succeeded": b, "only_static_world_succeeded": c,
+            "mcnemar_p": mcnemar_exact(b, c)}
     if "vidplan" in summ and "no-uq" in summ:
         a, b = summ["vidplan"]["all"]["all"], summ["no-uq"]["all"]["all"]
-        eps = {(r["variant"], r["clutter"], r["seed"], r["task"]): r for r in results["episodes"]}
-        pairs = [(eps[k], eps[("no-uq", *k[1:])]) for k in eps if k[0] == "vidplan" and ("no-uq", *k[1:]) in eps]
+        pairs = paired("vidplan", "no-uq")
         out["uncertainty_weighting_effect"] = {
             "vidplan": a, "no_uq": b,
             "difference": None if not (a["n"] and b["n"]) else a["rate"] - b["rate"],
@@ -145,13 +170,20 @@ def markdown(res: dict) -> str:
     if "vidplan_above_random_every_clutter" in g:
         x = g["vidplan_above_random_every_clutter"]
         verdict = {True: "met", False: "not met", None: "not measured"}[x["met"]]
-        lines.append(f"- VidPlan above random proposals at every clutter level: **{verdict}** "
+        lines.append(f"- VidPlan above random proposals at every clutter level (the tasks both ran): **{verdict}** "
                      f"(per level: {x['per_clutter']}).")
     if "uncertainty_weighting_effect" in g:
         x = g["uncertainty_weighting_effect"]
         lines.append(f"- Uncertainty weighting: vidplan {_rate(x['vidplan'])} vs no-uq {_rate(x['no_uq'])} over "
                      f"{x['paired_episodes']} paired episodes (only vidplan succeeded: {x['only_vidplan_succeeded']}, "
                      f"only no-uq: {x['only_no_uq_succeeded']}).")
+    if "world_model_effect" in g:
+        x = g["world_model_effect"]
+        lines.append(f"- The world model's action-dependence: {x['with_world_model']} "
+                     f"{_rate(x['rate_with'])} vs static-world (every candidate given the hold's prediction) "
+                     f"{_rate(x['rate_static_world'])} over {x['paired_episodes']} paired episodes (only "
+                     f"{x['with_world_model']} succeeded: {x['only_with_succeeded']}, only static-world: "
+                     f"{x['only_static_world_succeeded']}, McNemar p = {x['mcnemar_p']:.3g}).")
     d = res.get("run_dir", "bench/results/closed_loop_eval")
     lines += ["", f"Per cell with seeds: `{d}/table.md`; plot: `{d}/success.png`; every episode: `{d}/results.json`.",
               ""]
@@ -168,7 +200,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--clutter", default="0,1,2,3")
     ap.add_argument("--tasks", default="touch,push,put")
     ap.add_argument("--variants", default="oracle+privileged,oracle+learned,learned+privileged,vidplan,no-uq,argmax,"
-                    "random,scripted,scripted+vidplan")
+                    "static-world,random,scripted,scripted+vidplan")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--set", action="append", default=[], dest="overrides", help="planner override KEY=VALUE")
     ap.add_argument("--trace", action="store_true", help="per-cycle traces in OUT/traces/ (vidplan eval sim --trace)")

@@ -161,6 +161,49 @@ def test_blind_variant_picks_random_directions_without_the_model(tiny_bundle, tm
     assert {k: v for k, v in ep.items() if k not in drop} == {k: v for k, v in ep2.items() if k not in drop}
 
 
+def test_static_world_gives_every_candidate_the_holds_prediction(tiny_bundle, tmp_path):
+    """static-world: every candidate gets the learned rollout of holding still (the current pose over the horizon),
+    once per cycle; no gradient; the bundle's other attributes pass through; the variant runs in closed loop with
+    refinement off."""
+    from vidplan_app.jobs.closed_loop import run_closed_loop
+    from vidplan_app.jobs.closed_loop_policies import StaticWorldBackend
+    from vidplan_core.runtime import loader as L
+    from vidplan_core.runtime.base import Backend, BackendError, PlanningContext
+
+    learned = L.load_planner_backend(tiny_bundle, "torch", threads=1, warm=False).backend
+    be = StaticWorldBackend(learned)
+    assert isinstance(be, Backend) and be.horizon == learned.horizon and be.normalizer is learned.normalizer
+    assert be.num_history == learned.num_history  # passed through
+    H = be.horizon
+    pose = np.array([0.45, 0.05, 0.3, np.pi, 0.0, 0.0, 0.0])
+    acts = np.tile(pose, (3, H, 1))
+    acts[0, :, 0] += np.linspace(0.03, 0.15, H)  # +x
+    acts[1, :, 1] -= np.linspace(0.03, 0.15, H)  # -y
+    with pytest.raises(BackendError, match="before set_context"):
+        be.rollout(acts)
+    rng = np.random.default_rng(1)
+    ctx = PlanningContext(rng.integers(0, 255, (learned.num_history, 3, 3, 16, 16), dtype=np.uint8),
+                          np.tile(pose, (learned.num_history, 1)), "touch the red cube", seed=4)
+    be.set_context(ctx)
+    out = be.rollout(acts)
+    learned.set_context(ctx)
+    ref, moved = learned.rollout(np.tile(pose, (1, H, 1))), learned.rollout(acts)
+    for k, v in out.arrays().items():
+        assert v.shape[0] == 3, k
+        for i in range(3):
+            np.testing.assert_allclose(v[i], ref.arrays()[k][0], rtol=1e-5, atol=1e-6, err_msg=k)
+    # the learned model itself does tell the candidates apart: the diagnostic removes that, nothing else
+    assert not np.allclose(moved.semantic_map[0], moved.semantic_map[1])
+    j, g = be.value_and_grad(acts)
+    assert j.shape == (3,) and not j.any() and g.shape == acts.shape and not g.any()
+
+    res = run_closed_loop(_cfg(tiny_bundle, variants=["static-world"], overrides={"episode_steps": 30}),
+                          tmp_path / "sw")
+    (ep,) = res["episodes"]
+    assert ep["variant"] == "static-world" and ep["cycles"] >= 2
+    assert res["variant_overrides"]["static-world"] == {"session.gradopt.refine_iters": 0}
+
+
 def test_eval_sim_budget_decides_and_planner_variants_run(tiny_bundle, tmp_path):
     from vidplan_app.jobs.closed_loop import run_closed_loop
 

@@ -175,7 +175,9 @@ def eval_sim_cmd(
     variants: str = typer.Option(",".join(("oracle+privileged", "oracle+learned", "learned+privileged", "vidplan",
                                            "no-uq", "argmax", "random", "scripted", "scripted+vidplan")),
                                  "--variants", help="comma-separated subset of oracle+privileged, oracle+learned, "
-                                 "oracle+learned-pixels, learned+privileged, vidplan, no-uq, argmax, random, blind "
+                                 "oracle+learned-pixels, learned+privileged, vidplan, no-uq, argmax, static-world "
+                                 "(argmax with a world model that ignores its actions: every candidate gets the "
+                                 "hold's prediction), random, blind "
                                  "(random's directions picked at random: no model), scripted, scripted+vidplan, bc, "
                                  "bc+vidplan"),
     planner_config: Path | None = typer.Option(None, "--planner-config", help="planner YAML (default: the shipped "

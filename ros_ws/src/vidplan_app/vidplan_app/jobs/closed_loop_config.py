@@ -28,14 +28,16 @@ __all__ = [
 ]
 
 VARIANTS = ("oracle+privileged", "oracle+learned", "oracle+learned-pixels", "learned+privileged", "vidplan", "no-uq",
-            "argmax", "random", "blind", "scripted", "scripted+vidplan", "bc", "bc+vidplan")
-#: run unless ``variants`` says otherwise (the pixel diagnostic and the bc pair, which need a bundle with a
-#: policy, are asked for by name)
-DEFAULT_VARIANTS = tuple(v for v in VARIANTS if v not in ("oracle+learned-pixels", "blind", "bc", "bc+vidplan"))
+            "argmax", "static-world", "random", "blind", "scripted", "scripted+vidplan", "bc", "bc+vidplan")
+#: run unless ``variants`` says otherwise (the pixel and static-world diagnostics and the bc pair, which needs a
+#: bundle with a policy, are asked for by name)
+DEFAULT_VARIANTS = tuple(v for v in VARIANTS
+                         if v not in ("oracle+learned-pixels", "static-world", "blind", "bc", "bc+vidplan"))
 CORE_VARIANTS = ("oracle+privileged", "vidplan", "random", "scripted")
 PLANNER_VARIANTS = tuple(v for v in VARIANTS if v not in ("scripted", "bc"))
-NEEDS_MODELS = ("oracle+learned", "oracle+learned-pixels", "learned+privileged", "vidplan", "no-uq", "argmax", "random",
-                "blind", "scripted+vidplan", "bc", "bc+vidplan")  # blind: the model's horizon and history length
+NEEDS_MODELS = ("oracle+learned", "oracle+learned-pixels", "learned+privileged", "vidplan", "no-uq", "argmax",
+                "static-world", "random", "blind", "scripted+vidplan", "bc",
+                "bc+vidplan")  # blind: the model's horizon and history length
 BC_VARIANTS = ("bc", "bc+vidplan")
 _PRIVILEGED_SCORE = {"session.gradopt.refine_iters": 0, "session.gradopt.score.kappa": 0.0,
                      "session.gradopt.score.lam": 0.0, "session.gradopt.score.suppress_semantic": False,
@@ -46,6 +48,8 @@ VARIANT_OVERRIDES: dict[str, dict[str, Any]] = {
     "vidplan": {},
     "no-uq": {"session.gradopt.score.kappa": 0.0},
     "argmax": {"session.gradopt.refine_iters": 0},
+    # argmax with every candidate given the hold's prediction (a world model that ignores its actions)
+    "static-world": {"session.gradopt.refine_iters": 0},
     "random": {"session.gradopt.refine_iters": 0},
     # random's directions, one picked at random (no model runs): a chance baseline for the learned scoring
     "blind": {"session.gradopt.refine_iters": 0},

@@ -17,7 +17,7 @@ from vidplan_core.planning.planner import PlanResult
 from vidplan_core.planning.proposals import ProposalSet, random_direction_proposals
 from vidplan_core.planning.session import PlanningSession
 from vidplan_core.runtime import loader
-from vidplan_core.runtime.base import BackendError
+from vidplan_core.runtime.base import BackendError, PlanningContext, RolloutOutput, check_actions
 from vidplan_core.spaces import (
     MODEL_RATE_HZ,
     EEChunk,
@@ -33,6 +33,7 @@ __all__ = [
     "EvalSession",
     "LoadedModels",
     "ScriptedNominalPolicy",
+    "StaticWorldBackend",
     "load_backends",
     "make_session",
 ]
@@ -87,6 +88,54 @@ class BlindPlanner:
 
     def reset_target(self) -> None:
         pass
+
+
+class StaticWorldBackend:
+    """The ``static-world`` diagnostic: the bundle's backend with a world model that ignores its actions.
+
+    Every candidate is given the learned prediction for holding still (the current pose repeated over the
+    horizon): its predicted frames, UQ, value and semantic score and maps. The learned terms of the score are then
+    equal across candidates, and only what the planner computes from the candidate's own actions — the
+    kinematic TCP's distance to the target located on the observed frames, the push and put rules — can tell
+    them apart. Its success against ``argmax`` (the same planner, refinement off, the world model in) is what
+    the world model's action-dependence buys in closed loop. Refinement has no gradient here (J = 0).
+
+    Args:
+        learned: the bundle's backend (any :class:`~vidplan_core.runtime.base.Backend`); its other attributes
+            (views, camera geometry, frame scorer, ``decode``) are passed through.
+    """
+
+    def __init__(self, learned: Any):
+        self.learned = learned
+        self.name = f"static-world({learned.name})"
+        self.horizon, self.normalizer = learned.horizon, learned.normalizer
+        self._hold: np.ndarray | None = None  # (1, H, 7) this cycle's hold
+        self._out: RolloutOutput | None = None  # the hold's rollout, once per cycle
+
+    def __getattr__(self, key: str) -> Any:  # only for attributes not set above
+        return getattr(self.__dict__["learned"], key)
+
+    def set_context(self, ctx: PlanningContext) -> float:
+        self._hold = np.repeat(ctx.current_pose[None, None], self.horizon, axis=1).astype(np.float32)
+        self._out = None
+        return self.learned.set_context(ctx)
+
+    def rollout(self, actions: np.ndarray) -> RolloutOutput:
+        """(N, H, 7) raw EE poses → the hold's :class:`RolloutOutput`, repeated N times."""
+        n = len(check_actions(actions, self.horizon))
+        if self._hold is None:
+            raise BackendError("static-world: rollout before set_context")
+        if self._out is None:
+            self._out = self.learned.rollout(self._hold)
+        o = self._out
+        rep = {k: np.repeat(v, n, axis=0) for k, v in o.arrays().items()}
+        return RolloutOutput(**rep, latents=None if o.latents is None else np.repeat(o.latents, n, axis=0),
+                             timings=dict(o.timings))
+
+    def value_and_grad(self, actions: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """J = 0 and dJ/da = 0 for every candidate: nothing the actions change is modelled."""
+        a = check_actions(actions, self.horizon)
+        return np.zeros(len(a), np.float32), np.zeros_like(a)
 
 
 class EvalSession(PlanningSession):
@@ -183,6 +232,8 @@ def make_session(variant: str, cfg: ClosedLoopConfig, loaded: LoadedModels | Non
                                 score_pixels=variant == "oracle+learned-pixels")
     elif variant == "learned+privileged":
         backend = PredictedStateBackend(loaded.backends["default"], env, PrivilegedReward())
+    elif variant == "static-world":
+        backend = StaticWorldBackend(loaded.backends["default"])
     else:
         backend = loaded.backends["no-uq" if variant == "no-uq" else "default"]
     session = EvalSession(backend, kin, sc, nominal=nominal, mode=mode)

@@ -199,14 +199,14 @@ def attribute_maps(labels: np.ndarray, obj_colour: np.ndarray, obj_shape: np.nda
     """(H, W) labels → per cell of (H/pool, W/pool) the shape and the colour of the object covering it, as class
     indices: 0 = no object in the cell, 1 + s / 1 + c = an object of shape s / colour c covers ≥ ``min_frac`` of
     it, −1 (ignored) = an object covers part of it (an edge). int64 maps, for the attribute loss."""
-    fracs = [(f, i) for i, f in object_fractions(labels, obj_colour, pool).items()]
+    fracs = object_fractions(labels, obj_colour, pool)  # {object index: (h, w) fraction}
     h, w = labels.shape[0] // pool, labels.shape[1] // pool
     shape_map = torch.zeros((h, w), dtype=torch.int64)
     colour_map = torch.zeros((h, w), dtype=torch.int64)
     if fracs:
-        frac = torch.stack([f for f, _ in fracs])  # (K, h, w)
+        frac = torch.stack(list(fracs.values()))  # (K, h, w)
         best, arg = frac.max(0)
-        idx = torch.tensor([i for _, i in fracs])[arg]
+        idx = torch.tensor(list(fracs))[arg]
         sh = torch.as_tensor(obj_shape.astype(np.int64))[idx] + 1
         co = torch.as_tensor(obj_colour.astype(np.int64))[idx] + 1
         covered = best >= min_frac
@@ -410,14 +410,17 @@ def evaluate_grounding(scorer: Any, data: dict[str, Any], bank: PhraseBank, sent
         object; ``tracked`` when, in addition, the map is confident there (σ(max logit) ≥ 0.5): what the planner's
         push-progress term needs to follow the object (``ScoreConfig.track_confidence``). With ``attributes``
         (and ``only="target"``), also ``"attributes"``: what :func:`evaluate_attributes` returns, counted on the
-        same views from the same image features (one pass of the image tower instead of two).
+        same views from the same image features (one pass of the image tower instead of two). ``batch``: views
+        per pass of the image tower (each view's phrases share its features).
     """
     if attributes and only != "target":
         raise ValueError("evaluate_grounding(attributes=True) counts the target's attributes: needs only='target'")
     scorer.eval()
     text = scorer.project_text(sentence)
     pool = 2 * image_pool
-    queries: list[tuple[int, int, int, int]] = []  # (sample, view, object index, phrase)
+    # the views to score, each with its queries (named object index, phrase): the image tower and the object
+    # fractions run once per view, whatever the number of phrases naming its objects
+    views: list[tuple[int, int, list[tuple[int, int]]]] = []  # (sample, view, [(object index, phrase)])
     d = data
     for n in range(len(d["seed"])):
         oc, osh = d["obj_colour"][n], d["obj_shape"][n]
@@ -427,41 +430,42 @@ def evaluate_grounding(scorer: Any, data: dict[str, Any], bank: PhraseBank, sent
             if len(vis) < 2:
                 continue
             named = [0] if only == "target" else vis
-            for i in named:
-                if i not in vis:
-                    continue
-                for k in bank.object_phrases(bank.colours[oc[i]], bank.shapes[osh[i]], templates):
-                    queries.append((n, v, i, k))
-    correct = top_ok = tracked = 0
+            qs = [(i, k) for i in named if i in vis
+                  for k in bank.object_phrases(bank.colours[oc[i]], bank.shapes[osh[i]], templates)]
+            if qs:
+                views.append((n, v, qs))
+    correct = top_ok = tracked = n_queries = 0
     per_view: dict[int, list[int]] = {}
     counts = _attribute_counts()
-    counted: set[tuple[int, int]] = set()
-    for s in range(0, len(queries), batch):
-        qs = queries[s:s + batch]
-        img = torch.stack([torch.from_numpy(d["frames"][n, v]).permute(2, 0, 1).float() / 255.0
-                           for n, v, _, _ in qs])
+    for s in range(0, len(views), batch):
+        vs = views[s:s + batch]
+        img = torch.stack([torch.from_numpy(d["frames"][n, v]).permute(2, 0, 1).float() / 255.0 for n, v, _ in vs])
         if image_pool > 1:
             img = F.avg_pool2d(img, image_pool)
         _, patches = scorer.image_features(img)
-        logits = scorer.map_logits(patches, text[[k for *_, k in qs]])
-        for j, (n, v, i, _k) in enumerate(qs):
+        rows = [j for j, (*_, qs) in enumerate(vs) for _ in qs]  # each query's view in this batch
+        logits = scorer.map_logits(patches[rows], text[[k for *_, qs in vs for _, k in qs]])
+        q = 0
+        for j, (n, v, qs) in enumerate(vs):
             lab = d["labels"][n, v]
             frac = object_fractions(lab, d["obj_colour"][n], pool, min_pixels)
-            means = {o: float((logits[j] * f).sum() / f.sum()) for o, f in frac.items()}
-            best_i = max(means, key=means.__getitem__)  # the first of equal means, in object order
-            if attributes and (n, v) not in counted:
-                counted.add((n, v))
+            if attributes:
                 _count_attributes(counts, scorer, text, patches[j], frac, d["obj_colour"][n], d["obj_shape"][n], bank)
-            ok = best_i == i
-            correct += ok
-            pv = per_view.setdefault(v, [0, 0])
-            pv[0] += ok
-            pv[1] += 1
-            top = int(logits[j].flatten().argmax())
-            tfrac = _pool((lab == LABEL_FIRST_OBJECT + i).astype(np.float32), pool).flatten()
-            top_ok += bool(tfrac[top] > 0)
-            tracked += bool(tfrac[top] > 0 and float(logits[j].flatten()[top]) >= 0.0)  # σ(logit) ≥ 0.5
-    n = len(queries)
+            for i, _k in qs:
+                lg = logits[q]
+                q += 1
+                means = {o: float((lg * f).sum() / f.sum()) for o, f in frac.items()}
+                ok = max(means, key=means.__getitem__) == i  # the first of equal means, in object order
+                correct += ok
+                pv = per_view.setdefault(v, [0, 0])
+                pv[0] += ok
+                pv[1] += 1
+                top = int(lg.flatten().argmax())
+                tfrac = _pool((lab == LABEL_FIRST_OBJECT + i).astype(np.float32), pool).flatten()
+                top_ok += bool(tfrac[top] > 0)
+                tracked += bool(tfrac[top] > 0 and float(lg.flatten()[top]) >= 0.0)  # σ(logit) ≥ 0.5
+        n_queries += q
+    n = n_queries
     names = ("left", "right", "wrist")
     ci = wilson_interval(correct, n) or (0.0, 1.0)
     rep = {"accuracy": correct / n if n else float("nan"), "n": n, "correct": correct, "ci95": list(ci),
