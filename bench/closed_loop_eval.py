@@ -70,7 +70,7 @@ def ladder(results: dict) -> dict:
 def goals(results: dict) -> dict:
     """The issue's goals, evaluated on the summary (None where a variant or level was not run); comparisons of two
     variants count the episodes both ran (same scene seed, clutter level and task)."""
-    from vidplan_core.eval.metrics import wilson_interval
+    from vidplan_app.jobs.closed_loop_report import success_cell
 
     summ, cfg = results["summary"], results["settings"]
     out: dict = {}
@@ -89,16 +89,12 @@ def goals(results: dict) -> dict:
     def paired(a: str, b: str) -> list[tuple[dict, dict]]:  # episodes both variants ran (same scene, task)
         return [(eps[k], eps[(b, *k[1:])]) for k in eps if k[0] == a and (b, *k[1:]) in eps]
 
-    def cell(xs: list[dict]) -> dict:
-        k = sum(bool(x["success"]) for x in xs)
-        return {"n": len(xs), "success": k, "rate": k / len(xs) if xs else None,
-                "ci95": list(wilson_interval(k, len(xs)) or (0.0, 1.0))}
-
     if "vidplan" in summ and "random" in summ:
         per = {}  # over the tasks both ran (a variant run on fewer tasks is not compared on the others')
         for c in [str(c) for c in cfg["clutter"]]:
             pc = [(x, y) for x, y in paired("vidplan", "random") if str(x["clutter"]) == c]
-            per[c] = None if not pc else bool(cell([x for x, _ in pc])["rate"] > cell([y for _, y in pc])["rate"])
+            per[c] = None if not pc else bool(success_cell([x for x, _ in pc])["rate"]
+                                              > success_cell([y for _, y in pc])["rate"])
         out["vidplan_above_random_every_clutter"] = {"per_clutter": per,
                                                      "met": all(per.values()) if per and None not in per.values()
                                                      else None}
@@ -110,16 +106,16 @@ def goals(results: dict) -> dict:
         b, c = (sum(x["success"] and not y["success"] for x, y in pairs),
                 sum(y["success"] and not x["success"] for x, y in pairs))
         out["world_model_effect"] = {  # rates over the paired episodes only
-            "with_world_model": ref, "rate_with": cell([x for x, _ in pairs]),
-            "rate_static_world": cell([y for _, y in pairs]),
+            "with_world_model": ref, "rate_with": success_cell([x for x, _ in pairs]),
+            "rate_static_world": success_cell([y for _, y in pairs]),
             "paired_episodes": len(pairs), "only_with_succeeded": b, "only_static_world_succeeded": c,
             "mcnemar_p": mcnemar_exact(b, c)}
     if "vidplan" in summ and "no-uq" in summ:
-        a, b = summ["vidplan"]["all"]["all"], summ["no-uq"]["all"]["all"]
-        pairs = paired("vidplan", "no-uq")
+        pairs = paired("vidplan", "no-uq")  # rates over the paired episodes only, as world_model_effect
+        a, b = success_cell([x for x, _ in pairs]), success_cell([y for _, y in pairs])
         out["uncertainty_weighting_effect"] = {
             "vidplan": a, "no_uq": b,
-            "difference": None if not (a["n"] and b["n"]) else a["rate"] - b["rate"],
+            "difference": None if not pairs else a["rate"] - b["rate"],
             "paired_episodes": len(pairs),
             "only_vidplan_succeeded": sum(x["success"] and not y["success"] for x, y in pairs),
             "only_no_uq_succeeded": sum(y["success"] and not x["success"] for x, y in pairs)}

@@ -142,11 +142,16 @@ def main() -> None:
     for label, m in meta.items():
         c = m["config"]
         rt = m["roundtrip"]
+        if rt:
+            trained = (f"; trained with {rt['prob']:.0%} of items decoded through {rt['autoencoder']} / "
+                       f"{rt['decoder'] or 'its decoder'}")
+        elif m["report"]:
+            trained = "; trained on camera frames only"
+        else:
+            trained = "; no training report (grounding_eval.json) in the directory"
         lines.append(f"- `{label}`: `{m['path']}` — channels {c['channels']}, embed {c['embed_dim']}, text projection "
                      + ("linear" if c.get("text_hidden", 256) == 0 else f"MLP ({c.get('text_hidden', 256)} hidden)")
-                     + (f"; trained with {rt['prob']:.0%} of items decoded through {rt['autoencoder']} / "
-                        f"{rt['decoder'] or 'its decoder'}" if rt else "; trained on camera frames only"
-                        if m["report"] else "; no training report (grounding_eval.json) in the directory")
+                     + trained
                      + (f"; attribute-factorised tower ({c['colour_channels']} colour channels)"
                         if c.get("colour_channels") else "")
                      + (f"; views at {96 // pools[label]}x{160 // pools[label]}" if pools[label] != a.image_pool

@@ -192,6 +192,11 @@ def test_static_world_gives_every_candidate_the_holds_prediction(tiny_bundle, tm
         assert v.shape[0] == 3, k
         for i in range(3):
             np.testing.assert_allclose(v[i], ref.arrays()[k][0], rtol=1e-5, atol=1e-6, err_msg=k)
+    # the hold is rolled out once per cycle, and its cost is reported once: a cached call costs nothing
+    again = be.rollout(acts[:2])
+    assert out.timings and sum(out.timings.values()) > 0
+    assert set(again.timings) == set(out.timings) and not any(again.timings.values())
+    np.testing.assert_array_equal(again.value, out.value[:2])
     # the learned model itself does tell the candidates apart: the diagnostic removes that, nothing else
     assert not np.allclose(moved.semantic_map[0], moved.semantic_map[1])
     j, g = be.value_and_grad(acts)

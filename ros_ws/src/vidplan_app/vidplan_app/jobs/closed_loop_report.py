@@ -18,6 +18,7 @@ from vidplan_core.spaces import (
 __all__ = [
     "cells",
     "format_cell",
+    "success_cell",
     "summarize",
     "write_plot",
     "write_table",
@@ -34,12 +35,17 @@ def summarize(records: list[dict[str, Any]], cfg: ClosedLoopConfig) -> dict[str,
             rt = [r for r in rv if task == "all" or r["task"] == task]
             out[v][task] = {}
             for c in [*cfg.clutter, "all"]:
-                rc = [r for r in rt if c == "all" or r["clutter"] == c]
-                n, k = len(rc), sum(r["success"] for r in rc)
-                ci = wilson_interval(k, n)
-                out[v][task][str(c)] = {"n": n, "success": k, "rate": (k / n) if n else None,
-                                        "ci95": [round(ci[0], 4), round(ci[1], 4)] if ci else None}
+                out[v][task][str(c)] = success_cell([r for r in rt if c == "all" or r["clutter"] == c])
     return out
+
+
+def success_cell(records: list[dict[str, Any]]) -> dict[str, Any]:
+    """Episodes ``n``, successes, rate (None without episodes) and Wilson 95 % interval of a list of episode
+    records — one cell of the summary, or any subset (e.g. the episodes two variants both ran)."""
+    n, k = len(records), sum(bool(r["success"]) for r in records)
+    ci = wilson_interval(k, n)
+    return {"n": n, "success": k, "rate": (k / n) if n else None,
+            "ci95": [round(ci[0], 4), round(ci[1], 4)] if ci else None}
 
 
 def cells(records: list[dict[str, Any]], cfg: ClosedLoopConfig) -> list[dict[str, Any]]:
