@@ -859,6 +859,70 @@ def test_table_fusion_puts_the_target_where_both_views_agree():
         assert visit("push_lateral_m", lateral, at_standoff, beside_obj)[1] == [True, still_pushing], lateral
 
 
+def test_predicted_displacement_scores_the_target_moving_the_asked_way():
+    """score.push_displacement_weight: per candidate and imagined frame the target is located on the table near this
+    cycle's point; a candidate whose future shows the object moving the asked way (+y, 'to the left') scores the
+    metres it moved, one that moves it the other way scores negative, and a future that is the same for every
+    candidate (a world model that ignores its actions) gives every candidate the same term. A brighter object outside
+    table_track_m is not followed."""
+    from vidplan_core.calibration import load_calibration
+    from vidplan_core.models.action_maps import action_map_config
+    from vidplan_core.planning.scoring import (
+        ScoreConfig,
+        _view_maps,
+        gripper_reference,
+        predicted_displacement,
+        score_terms,
+    )
+    from vidplan_core.runtime.base import RolloutOutput
+
+    geo = action_map_config(load_calibration(), (1, 1))
+    gh, gw = 24, 40
+    yy, xx = np.mgrid[0:gh, 0:gw]
+
+    def uv_of(p):
+        return gripper_reference(np.array([[[*p, np.pi, 0.0, 0.0, 0.0]]]), geo, (0, 1))[0, 0].numpy()
+
+    def frame(p, far=None):  # both views' (2·gh, gw) logits of an object at p (and a brighter one at far)
+        m = np.full((2 * gh, gw), -6.0, np.float32)
+        for q, logit in [(p, 3.0)] + ([(far, 6.0)] if far else []):
+            for v, (u, w) in enumerate(uv_of(q)):
+                g = np.exp(-((xx + 0.5 - u * gw) ** 2 + (yy + 0.5 - w * gh) ** 2) / 2.0)
+                m[v * gh:(v + 1) * gh] = np.maximum(m[v * gh:(v + 1) * gh], -6.0 + (logit + 6.0) * g)
+        return m
+
+    obj = np.array([0.55, 0.10, 0.02])
+    paths = [[obj + np.array([0, 0.01 * f, 0]) for f in range(4)],  # pushed 3 cm to the left (+y)
+             [obj - np.array([0, 0.01 * f, 0]) for f in range(4)],  # 3 cm the wrong way
+             [obj for _ in range(4)]]  # left where it is, a brighter object 20 cm away
+    sem = np.stack([np.stack([frame(p, far=(0.55, -0.10, 0.02) if i == 2 else None) for p in path])
+                    for i, path in enumerate(paths)])  # (3, 4, 2·gh, gw)
+    z = np.zeros((3, 4), np.float32)
+    out = RolloutOutput(h_bar=z, uq_map=np.zeros((3, 4, 2 * gh, gw), np.float32), value=z, value_entropy=z,
+                        semantic_score=z, semantic_map=sem)
+    cfg = ScoreConfig(target_fusion="table", suppress_semantic=False, centring_space="metric",
+                      push_displacement_weight=4.0, lam=0.0)
+    raws, _ = _view_maps(out, cfg, (0, 1))
+    left = np.array([0.0, 1.0, 0.0])
+    d = predicted_displacement(raws, (0, 1), geo, obj, left, cfg).numpy()
+    assert d.shape == (3, 4) and (d[:, 0] == 0).all()
+    np.testing.assert_allclose(d[0], [0.0, 0.01, 0.02, 0.03], atol=0.011)
+    np.testing.assert_allclose(d[1], [0.0, -0.01, -0.02, -0.03], atol=0.011)
+    np.testing.assert_allclose(d[2], 0.0, atol=1e-9)
+    # in the score: the push wins by μ_d × 3 cm, the wrong way loses; off without a motion or a point
+    acts = np.tile(np.array([*obj, np.pi, 0, 0, 0]), (3, 4, 1))
+    terms = score_terms(out, cfg, (0, 1), acts, geo, left, push_point=obj)
+    best = terms.reward(cfg).amax(1).numpy()
+    assert best.argmax() == 0 and best[0] - best[2] > 0.09 and best[1] <= best[2] + 1e-9
+    assert score_terms(out, cfg, (0, 1), acts, geo, None, push_point=obj).displacement is None
+    assert score_terms(out, cfg, (0, 1), acts, geo, left).displacement is None
+    # the static-world future: every candidate the same frames, so the term cannot tell them apart
+    same = RolloutOutput(h_bar=z, uq_map=out.uq_map, value=z, value_entropy=z, semantic_score=z,
+                         semantic_map=np.repeat(sem[:1], 3, axis=0))
+    flat = score_terms(same, cfg, (0, 1), acts, geo, left, push_point=obj).reward(cfg).amax(1).numpy()
+    assert np.ptp(flat) == 0.0
+
+
 def test_planner_keeps_the_table_target_per_instruction(backend, ctx, proposals):
     """The planner runs the table fusion on a bundle whose maps show the exterior views and keeps its point per
     instruction; a bundle that maps only the wrist view is refused at start-up, naming the key."""

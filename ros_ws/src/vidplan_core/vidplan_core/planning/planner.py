@@ -241,7 +241,8 @@ class _BasePlanner:
         # the motion the instruction asks for ("push … to the left"), scored by the push-progress term where the
         # backend has the camera geometry to project it (as 'auto' centring, off for the privileged rewards)
         self._goal_dir = (instruction_direction(ctx.instruction)
-                          if cfg.score.direction_weight > 0 and self._geometry is not None else None)
+                          if (cfg.score.direction_weight > 0 or cfg.score.push_displacement_weight > 0)
+                          and self._geometry is not None else None)
         # a put's carry phase: the hand closed on the object, so the destination is what the frames are scored
         # against and located (score.carry_height_m); the world model stays conditioned on the instruction
         put = self._put
@@ -269,7 +270,8 @@ class _BasePlanner:
                     self._target = self._locate(ctx.scoring_text, out, ctx.current_pose[:3], ctx)
                 terms = score_terms(out, cfg.score, self._map_views, props.actions, self._geometry, self._goal_dir,
                                     self._target, self._target_point(), self._keepout(), self._drop(),
-                                    put.let_go, self._grasp(), self._approach(), put.tcp, self._relook())
+                                    put.let_go, self._grasp(), self._approach(), put.tcp, self._relook(),
+                                    self._push_point())
                 per_frame = terms.reward(cfg.score)
                 scores = per_frame.amax(dim=1)
                 if m == 0:
@@ -402,6 +404,12 @@ class _BasePlanner:
         or lead point), or None (no fusion, no cycle yet)."""
         mem = self._memory[1] if self._memory is not None and self._fusion == "table" else None
         return None if mem is None or mem.reference is None else mem.reference
+
+    def _push_point(self) -> np.ndarray | None:
+        """(3,) [m] where this cycle's 'table' fusion put the target itself (not a push's standoff or lead point)
+        outside a put's carry phase, for score.push_displacement_weight; else None."""
+        mem = self._memory[1] if self._memory is not None and self._fusion == "table" else None
+        return None if mem is None or mem.point is None or self._put.carry is not None else mem.point
 
     def _keepout(self) -> tuple[np.ndarray, np.ndarray, np.ndarray] | None:
         """((3,) [m], (3,), (3,) [m]) the target's centre, the push's unit motion and the TCP while this cycle's push
@@ -662,7 +670,7 @@ class CEMPlanner(_BasePlanner):
                 s = score_rollout(o, cfg.score, self._map_views, cand, self._geometry, self._goal_dir,
                                   self._target, self._target_point(), self._keepout(), self._drop(),
                                   self._put.let_go, self._grasp(), self._approach(), self._put.tcp,
-                                  self._relook())[0].numpy()
+                                  self._relook(), self._push_point())[0].numpy()
                 order = np.argsort(-s)
                 if s[order[0]] > best_s:
                     best_s, best_n = float(s[order[0]]), samples[order[0]].copy()

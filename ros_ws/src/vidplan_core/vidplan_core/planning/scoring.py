@@ -25,7 +25,7 @@ from vidplan_core.runtime.base import RolloutOutput
 
 __all__ = ["ScoreConfig", "ScoreTerms", "TargetMemory", "carry_reference", "close_barred", "grasp_gripper",
            "grasp_reference", "gripper_reference", "image_directions", "locate_on_table", "locate_target",
-           "release_gripper", "score_rollout", "score_terms", "view_rows", "wrist_locate"]
+           "predicted_displacement", "release_gripper", "score_rollout", "score_terms", "view_rows", "wrist_locate"]
 
 
 class ScoreConfig(BaseModel):
@@ -67,6 +67,13 @@ class ScoreConfig(BaseModel):
         "target is within this image distance of the candidate's projected TCP (normalised units, mean over the "
         "exterior views; 0.06 ≈ 8–13 cm at the demo cameras): a target that moves while the gripper is away is not "
         "being pushed by it — on a learned model mostly a semantic map that drifts with the arm")
+    push_displacement_weight: float = Field(0.0, ge=0, description="μ_d of a metric push-progress term that only "
+        "an action-dependent future can give: per candidate and imagined frame, the target is located on the table as "
+        "the 'table' fusion does (the grid cell within table_track_m of this cycle's point whose projections score "
+        "highest summed over the exterior views' maps of that frame), and the term is how far [m] it moved along "
+        "the motion the instruction asks for since the candidate's first imagined frame, × centring_metric_scale, "
+        "added as μ_d × that. A world model that ignores its actions (the static-world diagnostic) gives every "
+        "candidate the same value. Needs 'table' fusion and a motion phrase; 0 = off")
     target_gate: float = Field(0.0, ge=0, description="object permanence across plan cycles (gripper centring): "
         "each view's centring target is the most confident map centroid within this image distance (normalised "
         "units) of where the previous cycle put it, or stays there when none is; 0 = off: the most confident "
@@ -402,6 +409,15 @@ def locate_target(out: RolloutOutput, cfg: ScoreConfig, map_views: int | tuple[i
     return target
 
 
+def _cell_logits(maps: torch.Tensor, uv: torch.Tensor) -> torch.Tensor:
+    """The logits of B maps (B, 1, h, w) at G projected table cells ``uv`` (G, 2) [normalised image coordinates],
+    bilinear: (B, G), −inf for a cell outside the view."""
+    g = (uv * 2 - 1)[None, None].to(maps.dtype).expand(len(maps), 1, -1, -1)  # grid_sample's [-1, 1]
+    s = F.grid_sample(maps, g, align_corners=False, padding_mode="border")[:, 0, 0]
+    inside = ((uv >= 0) & (uv <= 1)).all(-1)
+    return torch.where(inside, s, torch.full_like(s, -torch.inf))
+
+
 def locate_on_table(out: RolloutOutput, cfg: ScoreConfig, map_views: int | tuple[int, ...], geometry: Any,
                     region: tuple[tuple[float, float], tuple[float, float]],
                     memory: TargetMemory | None = None, tcp: np.ndarray | None = None,
@@ -470,10 +486,7 @@ def locate_on_table(out: RolloutOutput, cfg: ScoreConfig, map_views: int | tuple
             m = raws[k].reshape(-1, 1, *raws[k].shape[-2:])  # (N·F, 1, h, w)
         if cfg.table_pool == "mean":
             m = m.mean(0, keepdim=True)
-        g = (uv[:, k] * 2 - 1)[None, None].to(m.dtype).expand(len(m), 1, -1, -1)  # grid_sample's [-1, 1]
-        s = F.grid_sample(m, g, align_corners=False, padding_mode="border")[:, 0, 0]  # (N·F or 1, G)
-        inside = ((uv[:, k] >= 0) & (uv[:, k] <= 1)).all(-1)
-        s = torch.where(inside, s, torch.full_like(s, -torch.inf))
+        s = _cell_logits(m, uv[:, k])  # (N·F or 1, G)
         total = s if total is None else total + s
     total = total.amax(0)  # (G,): the best imagined frame per cell ("max"), or the one mean map
     if memory is not None and tcp is not None:
@@ -655,32 +668,76 @@ def _push_reference(point: np.ndarray, cfg: ScoreConfig, memory: TargetMemory | 
     return approach_goal(tcp, behind, cfg.push_clearance_m, reach)
 
 
+def predicted_displacement(raws: list[torch.Tensor], views: tuple[int, ...], geometry: Any, point: np.ndarray,
+                           direction: np.ndarray, cfg: ScoreConfig) -> torch.Tensor:
+    """How far the target moves along ``direction`` in each imagined frame (``ScoreConfig.push_displacement_weight``):
+    (N, F) [m], 0 at each candidate's first frame.
+
+    ``raws``: per map view, the semantic maps as the scorer gave them, (N, F, h, w) logits; ``point``: (3,) this
+    cycle's fused target [m, base frame]; ``direction``: (3,) the asked-for motion, base frame (its horizontal part
+    is used). In every frame the target is the cell of a ``cfg.table_cell_m`` grid within ``cfg.table_track_m`` (or
+    0.06 m when that is 0) of ``point``, at ``cfg.table_height_m``, whose projections score highest summed over the
+    exterior views — the 'table' fusion's rule (:func:`locate_on_table`), frame by frame."""
+    from vidplan_core.models.action_maps import ActionMapRenderer
+
+    r = geometry if isinstance(geometry, ActionMapRenderer) else ActionMapRenderer(geometry)
+    ext = [k for k, v in enumerate(views) if not r.on_hand[v]]
+    n, f = raws[0].shape[:2]
+    u = np.array([direction[0], direction[1]], np.float64)
+    if not ext or np.linalg.norm(u) < 1e-9:
+        return torch.zeros(n, f, dtype=torch.float64)
+    u /= np.linalg.norm(u)
+    radius = cfg.table_track_m if cfg.table_track_m > 0 else 0.06
+    k = int(np.floor(radius / cfg.table_cell_m))
+    off = np.arange(-k, k + 1) * cfg.table_cell_m
+    ox, oy = np.meshgrid(off, off, indexing="ij")
+    keep = np.hypot(ox, oy) <= radius + 1e-9
+    pts = np.stack([point[0] + ox[keep], point[1] + oy[keep], np.full(int(keep.sum()), cfg.table_height_m)], -1)
+    a = np.zeros((len(pts), 1, 7))
+    a[:, 0, :3], a[:, 0, 3] = pts, np.pi  # a TCP at each cell; only its position is projected
+    uv = gripper_reference(a, r, views)[:, 0]  # (G, V, 2)
+    total = None
+    for j in ext:
+        s = _cell_logits(raws[j].reshape(n * f, 1, *raws[j].shape[-2:]), uv[:, j])  # (N·F, G)
+        total = s if total is None else total + s
+    along = torch.as_tensor(pts[:, :2] @ u)  # (G,) each cell's position along the motion [m]
+    at = along[total.argmax(-1)].reshape(n, f)  # a frame with no cell in view falls on cell 0 of every candidate alike
+    return at - at[:, :1]
+
+
 @dataclass
 class ScoreTerms:
     """The terms of the hierarchical reward, per candidate and frame, each (N, F) (:func:`score_terms`).
 
     ``r_s``: semantic score; ``h_bar``: mean normalised UQ entropy in [0, 1]; ``dist``: centring distance (normalised
     image units, or metres × ``centring_metric_scale``), None without centring; ``progress``: push progress, None
-    without a direction term."""
+    without a direction term; ``displacement``: the target's predicted motion along the asked-for direction [m ×
+    centring_metric_scale] (:func:`predicted_displacement`), None without it."""
 
     r_s: torch.Tensor
     h_bar: torch.Tensor
     dist: torch.Tensor | None = None
     progress: torch.Tensor | None = None
+    displacement: torch.Tensor | None = None
 
     def reward(self, cfg: ScoreConfig) -> torch.Tensor:
         """(N, F) per-frame rewards (:func:`~vidplan_core.objective.frame_reward`); a candidate's score is the max
-        over its frames."""
-        return frame_reward(self.r_s, self.h_bar, self.dist, cfg.lam, cfg.weighting, cfg.kappa, self.progress,
-                            cfg.direction_weight)
+        over its frames. Both progress terms enter ``frame_reward``'s μ·p, each with its own weight."""
+        progress, mu = self.progress, cfg.direction_weight
+        if self.displacement is not None and cfg.push_displacement_weight > 0:
+            extra = cfg.push_displacement_weight * self.displacement
+            progress = extra if progress is None or not mu else mu * progress + extra
+            mu = 1.0
+        return frame_reward(self.r_s, self.h_bar, self.dist, cfg.lam, cfg.weighting, cfg.kappa, progress, mu)
 
     def at(self, frames: torch.Tensor) -> dict[str, list[float]]:
         """Each term at one frame per candidate (``frames``: (N,) indices, e.g. each candidate's best frame), as
-        lists for a trace: ``{"r_s": [...], "h_bar": [...], "dist": [...], "progress": [...], "frame": [...]}``
+        lists for a trace: ``{"r_s": [...], "h_bar": [...], "dist": [...], "progress": [...], "displacement": [...],
+        "frame": [...]}``
         (absent terms left out)."""
         n = torch.arange(len(frames))
         rows = {"frame": [int(f) for f in frames]}
-        for k in ("r_s", "h_bar", "dist", "progress"):
+        for k in ("r_s", "h_bar", "dist", "progress", "displacement"):
             v = getattr(self, k)
             if v is not None:
                 rows[k] = [round(float(x), 5) for x in v[n, frames]]
@@ -713,12 +770,12 @@ def score_rollout(out: RolloutOutput, cfg: ScoreConfig, map_views: int | tuple[i
                   target_point: np.ndarray | None = None,
                   keepout: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None,
                   drop: np.ndarray | None = None, let_go: bool = False, grasp: np.ndarray | None = None,
-                  approach: np.ndarray | None = None, tcp_now: np.ndarray | None = None, relook: bool = False
-                  ) -> tuple[torch.Tensor, torch.Tensor]:
+                  approach: np.ndarray | None = None, tcp_now: np.ndarray | None = None, relook: bool = False,
+                  push_point: np.ndarray | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """Hierarchical reward of a rollout: (N,) candidate scores and (N, F) per-frame rewards (the max over frames of
     :meth:`ScoreTerms.reward` of :func:`score_terms`, which takes the same arguments)."""
     per_frame = score_terms(out, cfg, map_views, actions, geometry, goal_direction, target, target_point,
-                            keepout, drop, let_go, grasp, approach, tcp_now, relook).reward(cfg)
+                            keepout, drop, let_go, grasp, approach, tcp_now, relook, push_point).reward(cfg)
     return per_frame.amax(dim=1), per_frame
 
 
@@ -729,7 +786,7 @@ def score_terms(out: RolloutOutput, cfg: ScoreConfig, map_views: int | tuple[int
                 keepout: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None,
                 drop: np.ndarray | None = None, let_go: bool = False, grasp: np.ndarray | None = None,
                 approach: np.ndarray | None = None, tcp_now: np.ndarray | None = None,
-                relook: bool = False) -> ScoreTerms:
+                relook: bool = False, push_point: np.ndarray | None = None) -> ScoreTerms:
     """The terms of the hierarchical reward of a rollout, each (N, F) (:class:`ScoreTerms`).
 
     ``map_views``: the views the semantic map shows, stacked vertically (the backend's ``map_views``; an int for
@@ -749,7 +806,8 @@ def score_terms(out: RolloutOutput, cfg: ScoreConfig, map_views: int | tuple[int
     [m] the located object during a put's approach, for ``cfg.close_radius_m``: a closing gripper where
     :func:`close_barred` pays the same; ``tcp_now``: (3,) [m] the current TCP, for ``cfg.release_free_entry``;
     ``relook``: a put's approach after an empty grasp (``cfg.relook_after_empty``): every closing frame pays as a
-    barred close."""
+    barred close. ``push_point``: (3,) [m] the fused target of a push (not its reference), for
+    ``cfg.push_displacement_weight`` with ``goal_direction``."""
     h_bar = torch.as_tensor(out.h_bar, dtype=torch.float64)
     views = (map_views,) if isinstance(map_views, int) else tuple(map_views) if map_views else (None,)
     raws, sems = _view_maps(out, cfg, views)
@@ -837,4 +895,9 @@ def score_terms(out: RolloutOutput, cfg: ScoreConfig, map_views: int | tuple[int
             progress = ext_mean(((track - track[:, :1]) * u).sum(-1))  # (N, F)
             near = ext_mean(centroid_distance(track, ref)) <= cfg.direction_radius
             progress = progress * near.to(progress.dtype)
-    return ScoreTerms(r_s, h_bar, dist, progress)
+    displacement = None
+    if (cfg.push_displacement_weight > 0 and goal_direction is not None and push_point is not None
+            and geometry is not None and None not in views):
+        displacement = predicted_displacement(raws, views, geometry, np.asarray(push_point, np.float64).reshape(3),
+                                              goal_direction, cfg) * cfg.centring_metric_scale  # type: ignore[arg-type]
+    return ScoreTerms(r_s, h_bar, dist, progress, displacement)
