@@ -701,7 +701,10 @@ def predicted_displacement(raws: list[torch.Tensor], views: tuple[int, ...], geo
         s = _cell_logits(raws[j].reshape(n * f, 1, *raws[j].shape[-2:]), uv[:, j])  # (N·F, G)
         total = s if total is None else total + s
     along = torch.as_tensor(pts[:, :2] @ u)  # (G,) each cell's position along the motion [m]
-    at = along[total.argmax(-1)].reshape(n, f)  # a frame with no cell in view falls on cell 0 of every candidate alike
+    best = total.max(-1)
+    at = along[best.indices].reshape(n, f)
+    seen = torch.isfinite(best.values).reshape(n, f)
+    at = torch.where(seen, at, at[:, :1])  # a frame with no cell in any view: no motion, not a jump to cell 0
     return at - at[:, :1]
 
 
