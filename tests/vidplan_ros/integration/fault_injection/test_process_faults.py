@@ -374,7 +374,9 @@ def test_estop_stops_the_arm_within_1s_under_a_flood_of_chunks(estop_flood):
     y = tcp[:, 1]
     before = ts < r["t_sim"]
     speed_before = (y[before][0] - y[before][-1]) / max(ts[before][-1] - ts[before][0], 1e-6)
-    assert speed_before > 0.01, f"the arm was not moving when the e-stop came ({speed_before:.4f} m/s along -y)"
+    # a precondition, not the property: the arm must move well over the 1 mm "stopped" tolerance per second, or an
+    # arm at rest would pass. 5 mm/s does; the flood's speed varies with load (a CI run measured 0.0099 m/s)
+    assert speed_before > 0.005, f"the arm was not moving when the e-stop came ({speed_before:.4f} m/s along -y)"
     ahead = y - np.minimum.accumulate(y[::-1])[::-1]  # how much further along −y the TCP still gets
     still = np.nonzero((ahead <= 0.001) & (ts >= r["t_sim"]))[0]
     assert len(still), "the arm never stopped"
