@@ -3,6 +3,7 @@ budget, NaN/exception → hold."""
 
 from __future__ import annotations
 
+import functools
 import time
 
 import numpy as np
@@ -14,6 +15,46 @@ from vidplan_core.planning.proposals import perturbation_proposals
 from vidplan_core.runtime.base import Backend, BackendError, PlanningContext
 from vidplan_core.runtime.bundle import random_planner_models
 from vidplan_core.runtime.torch_backend import TorchBackend
+
+TABLE_GH, TABLE_GW = 24, 40  # per-view semantic map size of the table-fusion tests
+
+
+@functools.cache
+def _table_geometry():
+    """The shipped calibration's view geometry at the maps' (1, 1) scale."""
+    from vidplan_core.calibration import load_calibration
+    from vidplan_core.models.action_maps import action_map_config
+
+    return action_map_config(load_calibration(), (1, 1))
+
+
+def _table_uv(p) -> np.ndarray:
+    """(2 views, 2) normalised image position of a table point ``p`` (3,) [m] in the left and right views."""
+    from vidplan_core.planning.scoring import gripper_reference
+
+    return gripper_reference(np.array([[[*p, np.pi, 0.0, 0.0, 0.0]]]), _table_geometry(), (0, 1))[0, 0].numpy()
+
+
+def _table_map(blobs) -> np.ndarray:
+    """(2·TABLE_GH, TABLE_GW) logits of the left and right views stacked: background −6 and a Gaussian blob per
+    ``(point (3,) [m], (logit in left, logit in right))``."""
+    gh, gw = TABLE_GH, TABLE_GW
+    yy, xx = np.mgrid[0:gh, 0:gw]
+    m = np.full((2 * gh, gw), -6.0, np.float32)
+    for p, logits in blobs:
+        for v, (u, w) in enumerate(_table_uv(p)):
+            g = np.exp(-((xx + 0.5 - u * gw) ** 2 + (yy + 0.5 - w * gh) ** 2) / 2.0)
+            m[v * gh:(v + 1) * gh] = np.maximum(m[v * gh:(v + 1) * gh], -6.0 + (logits[v] + 6.0) * g)
+    return m
+
+
+def _table_rollout(sem: np.ndarray):
+    """A RolloutOutput whose semantic maps are ``sem`` (N, F, 2·TABLE_GH, TABLE_GW); every other output zero."""
+    from vidplan_core.runtime.base import RolloutOutput
+
+    z = np.zeros(sem.shape[:2], np.float32)
+    return RolloutOutput(h_bar=z, uq_map=np.zeros_like(sem), value=z, value_entropy=z, semantic_score=z,
+                         semantic_map=sem)
 
 POSE = np.array([0.45, 0.05, 0.30, np.pi - 0.02, 0.0, 0.0, 0.0])
 
@@ -690,37 +731,21 @@ def test_table_fusion_puts_the_target_where_both_views_agree():
     target is the table point both views score highest, projected back into each view; across cycles it moves only
     along the hand's own motion while the TCP is near it (the arm lights up the maps there) and is otherwise
     searched only near the last point."""
-    from vidplan_core.calibration import load_calibration
-    from vidplan_core.models.action_maps import action_map_config
     from vidplan_core.planning.scoring import (
         ScoreConfig,
         TargetMemory,
         _confidence,
         _most_confident,
         _view_maps,
-        gripper_reference,
         locate_on_table,
         soft_centroid,
     )
-    from vidplan_core.runtime.base import RolloutOutput
 
-    geo = action_map_config(load_calibration(), (1, 1))
-    gh, gw = 24, 40
+    geo, gh, uv_of = _table_geometry(), TABLE_GH, _table_uv
     region = ((0.2, 0.8), (-0.45, 0.45))
 
-    def uv_of(p):  # (2 views, 2) normalised image position of a table point
-        return gripper_reference(np.array([[[*p, np.pi, 0.0, 0.0, 0.0]]]), geo, (0, 1))[0, 0].numpy()
-
     def maps(blobs):  # blobs: [(point, (logit in left, logit in right))] → one candidate, one frame, both views
-        yy, xx = np.mgrid[0:gh, 0:gw]
-        m = np.full((1, 1, 2 * gh, gw), -6.0, np.float32)
-        for p, logits in blobs:
-            for v, (u, w) in enumerate(uv_of(p)):
-                g = np.exp(-((xx + 0.5 - u * gw) ** 2 + (yy + 0.5 - w * gh) ** 2) / 2.0)
-                m[0, 0, v * gh:(v + 1) * gh] = np.maximum(m[0, 0, v * gh:(v + 1) * gh], -6.0 + (logits[v] + 6.0) * g)
-        z = np.zeros((1, 1), np.float32)
-        return RolloutOutput(h_bar=z, uq_map=np.zeros((1, 1, 2 * gh, gw), np.float32), value=z, value_entropy=z,
-                             semantic_score=z, semantic_map=m)
+        return _table_rollout(_table_map(blobs)[None, None])
 
     target, d_left, d_right = (0.55, 0.10, 0.02), (0.42, -0.20, 0.02), (0.70, -0.25, 0.02)
     # each view sees the target at logit 3 and "its" distractor brighter, at 4; the other view barely sees it
@@ -773,10 +798,7 @@ def test_table_fusion_puts_the_target_where_both_views_agree():
     # all of them with 'max' (the default), not with 'mean'
     dim = (0.45, 0.25, 0.02)
     lit, hid = maps([(target, (3.0, 3.0)), (dim, (1.0, 1.0))]), maps([(dim, (1.0, 1.0))])
-    two = RolloutOutput(h_bar=np.zeros((2, 1), np.float32), uq_map=np.zeros((2, 1, 2 * gh, gw), np.float32),
-                        value=np.zeros((2, 1), np.float32), value_entropy=np.zeros((2, 1), np.float32),
-                        semantic_score=np.zeros((2, 1), np.float32),
-                        semantic_map=np.concatenate([lit.semantic_map, hid.semantic_map]))
+    two = _table_rollout(np.concatenate([lit.semantic_map, hid.semantic_map]))
     assert cfg.table_pool == "max"
     for pool, want_p in (("max", target), ("mean", dim)):
         m = TargetMemory()
@@ -865,50 +887,37 @@ def test_predicted_displacement_scores_the_target_moving_the_asked_way():
     metres it moved, one that moves it the other way scores negative, and a future that is the same for every
     candidate (a world model that ignores its actions) gives every candidate the same term. A brighter object outside
     table_track_m is not followed."""
-    from vidplan_core.calibration import load_calibration
-    from vidplan_core.models.action_maps import action_map_config
-    from vidplan_core.planning.scoring import (
-        ScoreConfig,
-        _view_maps,
-        gripper_reference,
-        predicted_displacement,
-        score_terms,
-    )
+    from vidplan_core.planning.scoring import ScoreConfig, rollout_displacement, score_terms
     from vidplan_core.runtime.base import RolloutOutput
 
-    geo = action_map_config(load_calibration(), (1, 1))
-    gh, gw = 24, 40
-    yy, xx = np.mgrid[0:gh, 0:gw]
-
-    def uv_of(p):
-        return gripper_reference(np.array([[[*p, np.pi, 0.0, 0.0, 0.0]]]), geo, (0, 1))[0, 0].numpy()
+    geo = _table_geometry()
 
     def frame(p, far=None):  # both views' (2·gh, gw) logits of an object at p (and a brighter one at far)
-        m = np.full((2 * gh, gw), -6.0, np.float32)
-        for q, logit in [(p, 3.0)] + ([(far, 6.0)] if far else []):
-            for v, (u, w) in enumerate(uv_of(q)):
-                g = np.exp(-((xx + 0.5 - u * gw) ** 2 + (yy + 0.5 - w * gh) ** 2) / 2.0)
-                m[v * gh:(v + 1) * gh] = np.maximum(m[v * gh:(v + 1) * gh], -6.0 + (logit + 6.0) * g)
-        return m
+        return _table_map([(p, (3.0, 3.0))] + ([(far, (6.0, 6.0))] if far else []))
 
     obj = np.array([0.55, 0.10, 0.02])
     paths = [[obj + np.array([0, 0.01 * f, 0]) for f in range(4)],  # pushed 3 cm to the left (+y)
              [obj - np.array([0, 0.01 * f, 0]) for f in range(4)],  # 3 cm the wrong way
-             [obj for _ in range(4)]]  # left where it is, a brighter object 20 cm away
+             [obj for _ in range(4)],  # left where it is, a brighter object 20 cm away
+             [obj + np.array([0, 0.04 * f, 0]) for f in range(4)]]  # pushed fast: 12 cm, past table_track_m
     sem = np.stack([np.stack([frame(p, far=(0.55, -0.10, 0.02) if i == 2 else None) for p in path])
-                    for i, path in enumerate(paths)])  # (3, 4, 2·gh, gw)
-    z = np.zeros((3, 4), np.float32)
-    out = RolloutOutput(h_bar=z, uq_map=np.zeros((3, 4, 2 * gh, gw), np.float32), value=z, value_entropy=z,
-                        semantic_score=z, semantic_map=sem)
+                    for i, path in enumerate(paths)])  # (4, 4, 2·gh, gw)
+    out = _table_rollout(sem)
     cfg = ScoreConfig(target_fusion="table", suppress_semantic=False, centring_space="metric",
                       push_displacement_weight=4.0, lam=0.0)
-    raws, _ = _view_maps(out, cfg, (0, 1))
     left = np.array([0.0, 1.0, 0.0])
-    d = predicted_displacement(raws, (0, 1), geo, obj, left, cfg).numpy()
-    assert d.shape == (3, 4) and (d[:, 0] == 0).all()
+    d = rollout_displacement(out, cfg, (0, 1), geo, obj, left)
+    assert d.shape == (4, 4) and (d[:, 0] == 0).all()
     np.testing.assert_allclose(d[0], [0.0, 0.01, 0.02, 0.03], atol=0.011)
     np.testing.assert_allclose(d[1], [0.0, -0.01, -0.02, -0.03], atol=0.011)
     np.testing.assert_allclose(d[2], 0.0, atol=1e-9)
+    # followed frame to frame (push_track_step_m) the fast push reads its 12 cm; searched around the point in every
+    # frame (0) it is lost at the window's edge
+    np.testing.assert_allclose(d[3], [0.0, 0.04, 0.08, 0.12], atol=0.011)
+    lost = rollout_displacement(out, cfg.model_copy(update={"push_track_step_m": 0.0}), (0, 1), geo, obj, left)
+    assert lost[3, -1] <= cfg.table_track_m + 0.011 and np.abs(lost[:3] - d[:3]).max() < 0.011
+    out, sem = _table_rollout(sem[:3]), sem[:3]
+    z = np.zeros((3, 4), np.float32)
     # in the score: the push wins by μ_d × 3 cm, the wrong way loses; off without a motion or a point
     acts = np.tile(np.array([*obj, np.pi, 0, 0, 0]), (3, 4, 1))
     terms = score_terms(out, cfg, (0, 1), acts, geo, left, push_point=obj)

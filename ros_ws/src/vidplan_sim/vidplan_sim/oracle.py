@@ -90,8 +90,10 @@ class OracleBackend:
         self.normalizer = learned.normalizer if learned is not None else workspace_normalizer(self.limits)
         self._snap = None
         self._instruction = ""
-        #: per candidate of the last rollout: (H, 3) TCP positions and the chunk's fate ("" or the rejection)
+        #: per candidate of the last rollout: (H, 3) TCP positions, (H, 3) the task's target object's positions [m]
+        #: (privileged; NaN without a target) and the chunk's fate ("" or the rejection)
         self.last_tcp: np.ndarray | None = None
+        self.last_target: np.ndarray | None = None
         self.last_problems: list[str] = []
 
     @property
@@ -126,6 +128,9 @@ class OracleBackend:
         t0 = time.perf_counter()
         progress = np.zeros((n, h), np.float32)
         tcp = np.zeros((n, h, 3))
+        target = np.full((n, h, 3), np.nan)
+        layout = getattr(env, "layout", None)
+        target_name = layout.target.name if layout is not None else None
         frames: list[np.ndarray] = []
         problems: list[str] = []
         try:
@@ -143,6 +148,8 @@ class OracleBackend:
                     for _ in range(stride):
                         env.step(dt_ctrl)
                     tcp[i, j] = env.ee_pose()[:3, 3]
+                    if target_name is not None:
+                        target[i, j] = env.object_pose(target_name)[:3]
                     if self.reward is not None:
                         st = PrivilegedState(tcp=tcp[i, j], gripper=env.gripper_command, task=env.task_state())
                         progress[i, j] = self.reward(env.task, st)
@@ -150,7 +157,7 @@ class OracleBackend:
                         frames.append(self.views.prepare(env.render()).transpose(0, 3, 1, 2))
         finally:
             env.restore(self._snap)
-        self.last_tcp, self.last_problems = tcp, problems
+        self.last_tcp, self.last_target, self.last_problems = tcp, target, problems
         t_sim = time.perf_counter() - t0
         if self.reward is not None:
             z = np.zeros((n, h), np.float32)

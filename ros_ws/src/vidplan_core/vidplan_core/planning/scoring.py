@@ -25,7 +25,8 @@ from vidplan_core.runtime.base import RolloutOutput
 
 __all__ = ["ScoreConfig", "ScoreTerms", "TargetMemory", "carry_reference", "close_barred", "grasp_gripper",
            "grasp_reference", "gripper_reference", "image_directions", "locate_on_table", "locate_target",
-           "predicted_displacement", "release_gripper", "score_rollout", "score_terms", "view_rows", "wrist_locate"]
+           "predicted_displacement", "release_gripper", "rollout_displacement", "score_rollout", "score_terms",
+           "view_rows", "wrist_locate"]
 
 
 class ScoreConfig(BaseModel):
@@ -74,6 +75,12 @@ class ScoreConfig(BaseModel):
         "the motion the instruction asks for since the candidate's first imagined frame, × centring_metric_scale, "
         "added as μ_d × that. A world model that ignores its actions (the static-world diagnostic) gives every "
         "candidate the same value. Needs 'table' fusion and a motion phrase; 0 = off")
+    push_track_step_m: float = Field(0.04, ge=0, description="push_displacement_weight's reading follows the target "
+        "from frame to frame: in its first imagined frame the target is searched within table_track_m of this "
+        "cycle's point, in each later frame within this distance [m] of where it was in the frame before (a "
+        "pushed object moves up to the hand's speed: 0.15 m/s is 3 cm per 0.2 s frame). 0 = every frame within "
+        "table_track_m of the point (an object pushed farther than that is lost: measured in "
+        "bench/results/object_motion.md)")
     target_gate: float = Field(0.0, ge=0, description="object permanence across plan cycles (gripper centring): "
         "each view's centring target is the most confident map centroid within this image distance (normalised "
         "units) of where the previous cycle put it, or stays there when none is; 0 = off: the most confident "
@@ -675,9 +682,11 @@ def predicted_displacement(raws: list[torch.Tensor], views: tuple[int, ...], geo
 
     ``raws``: per map view, the semantic maps as the scorer gave them, (N, F, h, w) logits; ``point``: (3,) this
     cycle's fused target [m, base frame]; ``direction``: (3,) the asked-for motion, base frame (its horizontal part
-    is used). In every frame the target is the cell of a ``cfg.table_cell_m`` grid within ``cfg.table_track_m`` (or
-    0.06 m when that is 0) of ``point``, at ``cfg.table_height_m``, whose projections score highest summed over the
-    exterior views — the 'table' fusion's rule (:func:`locate_on_table`), frame by frame."""
+    is used). In every frame the target is the cell of a ``cfg.table_cell_m`` grid at ``cfg.table_height_m`` whose
+    projections score highest summed over the exterior views — the 'table' fusion's rule (:func:`locate_on_table`),
+    frame by frame: in the first frame within ``cfg.table_track_m`` (or 0.06 m when that is 0) of ``point``, in each
+    later one within ``cfg.push_track_step_m`` of the previous frame's cell (0: within the first radius of
+    ``point`` in every frame). A frame where no allowed cell is in any view keeps the previous frame's cell."""
     from vidplan_core.models.action_maps import ActionMapRenderer
 
     r = geometry if isinstance(geometry, ActionMapRenderer) else ActionMapRenderer(geometry)
@@ -688,10 +697,12 @@ def predicted_displacement(raws: list[torch.Tensor], views: tuple[int, ...], geo
         return torch.zeros(n, f, dtype=torch.float64)
     u /= np.linalg.norm(u)
     radius = cfg.table_track_m if cfg.table_track_m > 0 else 0.06
-    k = int(np.floor(radius / cfg.table_cell_m))
+    step = cfg.push_track_step_m
+    extent = radius + step * max(f - 1, 0)  # the farthest a followed target can get from the point
+    k = int(np.floor(extent / cfg.table_cell_m))
     off = np.arange(-k, k + 1) * cfg.table_cell_m
     ox, oy = np.meshgrid(off, off, indexing="ij")
-    keep = np.hypot(ox, oy) <= radius + 1e-9
+    keep = np.hypot(ox, oy) <= extent + 1e-9
     pts = np.stack([point[0] + ox[keep], point[1] + oy[keep], np.full(int(keep.sum()), cfg.table_height_m)], -1)
     a = np.zeros((len(pts), 1, 7))
     a[:, 0, :3], a[:, 0, 3] = pts, np.pi  # a TCP at each cell; only its position is projected
@@ -700,12 +711,39 @@ def predicted_displacement(raws: list[torch.Tensor], views: tuple[int, ...], geo
     for j in ext:
         s = _cell_logits(raws[j].reshape(n * f, 1, *raws[j].shape[-2:]), uv[:, j])  # (N·F, G)
         total = s if total is None else total + s
-    along = torch.as_tensor(pts[:, :2] @ u)  # (G,) each cell's position along the motion [m]
-    best = total.max(-1)
-    at = along[best.indices].reshape(n, f)
-    seen = torch.isfinite(best.values).reshape(n, f)
-    at = torch.where(seen, at, at[:, :1])  # a frame with no cell in any view: no motion, not a jump to cell 0
-    return at - at[:, :1]
+    total = total.reshape(n, f, -1)
+    xy = torch.as_tensor(pts[:, :2])
+    from_point = torch.as_tensor(np.hypot(ox[keep], oy[keep]) <= radius + 1e-9)  # (G,)
+    along = xy @ torch.as_tensor(u)  # (G,) each cell's position along the motion [m]
+    cell = torch.zeros(n, dtype=torch.long)
+    at = torch.zeros(n, f, dtype=torch.float64)
+    first_seen = torch.ones(n, dtype=torch.bool)
+    for t in range(f):
+        if t == 0 or step <= 0:
+            allowed = from_point.expand(n, -1)
+        else:  # within step of the previous frame's cell
+            allowed = torch.cdist(xy[cell], xy) <= step + 1e-9  # (N, G)
+        best = torch.where(allowed, total[:, t], torch.full_like(total[:, t], -torch.inf)).max(-1)
+        seen = torch.isfinite(best.values)
+        cell = torch.where(seen, best.indices, cell)
+        at[:, t] = along[cell] if t == 0 else torch.where(seen, along[cell], at[:, t - 1])
+        if t == 0:
+            first_seen = seen
+    # a candidate whose first frame has no allowed cell in any view has no start to measure from: no motion
+    return torch.where(first_seen[:, None], at - at[:, :1], torch.zeros_like(at))
+
+
+def rollout_displacement(out: RolloutOutput, cfg: ScoreConfig, map_views: int | tuple[int, ...], geometry: Any,
+                         point: np.ndarray, direction: np.ndarray) -> np.ndarray:
+    """The target's motion along ``direction`` read from a rollout's semantic maps, as the planner's
+    ``push_displacement_weight`` term reads it (:func:`predicted_displacement` on the maps as the scorer gave them):
+    (N, F) [m], 0 at each candidate's first frame. ``map_views``: the backend's map view(s); ``geometry``: its view
+    geometry; ``point``: (3,) the target [m, base frame]; ``direction``: (3,) the asked-for motion."""
+    views = (map_views,) if isinstance(map_views, int) else tuple(map_views)
+    raws, _ = _view_maps(out, cfg, views)
+    d = predicted_displacement(raws, views, geometry, np.asarray(point, np.float64).reshape(3),
+                               np.asarray(direction, np.float64).reshape(3), cfg)
+    return d.numpy()
 
 
 @dataclass
