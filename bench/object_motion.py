@@ -24,9 +24,10 @@ the candidate the reading ranks first moves the target within ``--tol-m`` of the
 absolute error [m]. A world model that ignores its actions gives every candidate the same imagined motion: a rank
 correlation of 0 and top-1 at the rate of picking a candidate at random (also reported).
 
-Run:  python bench/object_motion.py --model models/demo --backend onnxruntime --seed 55 --scenes 8
-      [--clutter 0,1] [--out bench/results/object_motion]
-Writes OUT.json (every probe's candidates) and OUT.md. Resumable: finished scenes are kept in OUT.partial.jsonl.
+Run:  python bench/object_motion.py --model models/demo --backend onnxruntime --seed 55 --scenes 6
+      [--clutter 0,1,2,3] [--set flow_steps=4] [--alt push_track_step_m=0] [--out bench/results/object_motion]
+Writes OUT.json (every probe's candidates), OUT.md and OUT.png (true vs read motion per candidate). Resumable: finished
+scenes are kept in OUT.partial.jsonl; a run whose scenes are all there only rewrites the summary.
 """
 
 from __future__ import annotations
@@ -45,10 +46,12 @@ import numpy as np
 from scipy.stats import spearmanr
 from tqdm import tqdm
 
-from vidplan_app.jobs.closed_loop_config import ClosedLoopConfig, episode_specs
+from vidplan_app.jobs.closed_loop_config import ClosedLoopConfig, EpisodeSpec, episode_specs
 from vidplan_app.jobs.closed_loop_policies import ScriptedNominalPolicy, load_backends
+from vidplan_app.jobs.generate import GenerateConfig, episode_draw
 from vidplan_core.execution import IKOptions, JointPlan, plan_execution
 from vidplan_core.kinematics import PandaKinematics
+from vidplan_core.planning.config import parse_override
 from vidplan_core.planning.proposals import clip_to_workspace, integrate_twist
 from vidplan_core.planning.scoring import rollout_displacement
 from vidplan_core.runtime.base import PlanningContext
@@ -182,13 +185,38 @@ def summarize(probes: list[dict], a) -> dict:
     return out
 
 
-def markdown(res: dict) -> str:
+def plot(res: dict, path: Path) -> None:
+    """True motion vs each reading, one point per candidate of every probe used, one panel per reading."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    use = [p for p in res["probes"] if np.ptp(p["true"]) >= res["settings"]["min_spread_m"]]
+    shown = [r for r in READINGS if use and r in use[0]]
+    fig, axes = plt.subplots(1, len(shown), figsize=(3.6 * len(shown), 3.6), squeeze=False)
+    true = np.concatenate([p["true"] for p in use]) * 100
+    for ax, r in zip(axes[0], shown, strict=True):
+        ax.scatter(true, np.concatenate([p[r] for p in use]) * 100, s=8, alpha=0.5)
+        lim = [min(true.min(), -5.0), max(true.max(), 15.0)]
+        ax.plot(lim, lim, "k--", lw=0.8)
+        x = res["summary"][r]
+        ax.set_title(f"{r}\nSpearman {x['spearman_mean']}, top-1 {x['top1_rate']}", fontsize=9)
+        ax.set_xlabel("true motion the asked way [cm]")
+        ax.set_ylabel("read motion [cm]")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def markdown(res: dict, png: str | None = None) -> str:
     s = res["summary"]
     L = ["# Object motion per candidate action: imagined vs true (push scenes, open loop)", "",
          "Diagnostic (privileged: the simulator's state). " + __doc__.split("\n\n")[1].replace("\n", " "), "",
          f"Machine: {res['machine']} ({res['cpu_count']} CPUs), CPU. Commit `{res['commit']}`"
          + (" (with uncommitted changes)" if res["dirty"] else "") + f". Model `{res['model']}` ({res['backend']}).",
-         "", f"Command: `{res['command']}` ({res['wall_s'] / 60:.1f} min)", "",
+         "", f"Command: `{res['command']}` ({res['wall_s'] / 60:.1f} min). Planner overrides: "
+         f"{', '.join(res['settings']['overrides']) or 'none'} (flow steps K = {res['flow_steps']}).", "",
          f"{s['scenes']} scenes, {s['probes']} probes, {s['probes_used']} with true motions spreading ≥ "
          f"{res['settings']['min_spread_m'] * 100:.0f} cm over the {res['settings']['headings'] + 1} candidates "
          f"(mean spread {s['true_spread_m']} m; the expert's own chunk moves the target {s['expert_true_m']} m "
@@ -207,6 +235,8 @@ def markdown(res: dict) -> str:
     L += [f"| a reading that ignores the action | 0 | {s['top1_random']} (random choice) | | 0 |", ""]
     if res.get("note"):
         L += [res["note"], ""]
+    if png:
+        L += [f"![true vs read motion per candidate]({png})", ""]
     return "\n".join(L)
 
 
@@ -215,8 +245,12 @@ def main() -> None:
     ap.add_argument("--model", default="models/demo")
     ap.add_argument("--backend", default="onnxruntime", choices=("torch", "onnxruntime"))
     ap.add_argument("--seed", type=int, default=55, help="first scene seed (the demo models trained on seeds ≥ 1000)")
-    ap.add_argument("--scenes", type=int, default=8, help="scene seeds per clutter level")
-    ap.add_argument("--clutter", default="0,1", help="clutter levels, comma-separated")
+    ap.add_argument("--scenes", type=int, default=6, help="scene seeds per clutter level")
+    ap.add_argument("--clutter", default="0,1,2,3", help="clutter levels, comma-separated")
+    ap.add_argument("--training-scenes", type=int, default=0, metavar="N",
+                    help="instead of fresh scenes: the push scenes among the first N episodes `vidplan data generate "
+                         "--seed 1000` drew (make demo-models' training data: N = 90), probed with the noiseless "
+                         "expert — does the model follow the actions where it was trained?")
     ap.add_argument("--headings", type=int, default=8, help="straight hand motions, evenly spaced headings")
     ap.add_argument("--every", type=int, default=2, help="probe every k-th model step in contact range")
     ap.add_argument("--max-probes", type=int, default=6, help="probes per scene at most")
@@ -225,6 +259,8 @@ def main() -> None:
     ap.add_argument("--min-spread-m", type=float, default=0.01, help="probes whose true motions spread less are "
                                                                       "left out of the correlations [m]")
     ap.add_argument("--tol-m", type=float, default=0.01, help="top-1 tolerance [m]")
+    ap.add_argument("--set", action="append", default=[], dest="overrides", metavar="KEY=VALUE",
+                    help="planner override (as closed_loop_eval.py's), e.g. flow_steps=4")
     ap.add_argument("--alt", action="append", default=[], metavar="KEY=VALUE",
                     help="also read the motions with this score setting changed (a ScoreConfig field; repeatable), "
                          "e.g. push_track_step_m=0")
@@ -235,20 +271,29 @@ def main() -> None:
     out = Path(a.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     cfg = ClosedLoopConfig(model=a.model, backend=a.backend, seed=a.seed, episodes=a.scenes, tasks=["push"],
-                           clutter=[int(c) for c in a.clutter.split(",")], variants=["vidplan"])
+                           clutter=[int(c) for c in a.clutter.split(",")], variants=["vidplan"],
+                           overrides=dict(parse_override(o) for o in a.overrides))
     scene = load_scene_config()
     specs = episode_specs(cfg, scene.colour_names, scene.shape_names)
+    if a.training_scenes:
+        gen = GenerateConfig(seed=1000)
+        draws = [episode_draw(gen, i, scene.colour_names, scene.shape_names) for i in range(a.training_scenes)]
+        specs = [EpisodeSpec(seed=d["seed"], clutter=d["clutter"], kind="push", instruction=d["task"].instruction)
+                 for d in draws if d["task"].kind == "push"]
     partial = out.with_suffix(".partial.jsonl")
     done = [json.loads(x) for x in partial.read_text().splitlines()] if partial.exists() else []
     finished = {(d["seed"], d["clutter"]) for d in done}
     t0 = time.perf_counter()
     env, kin = SimEnv(width=cfg.width, height=cfg.height), PandaKinematics()
     loaded = load_backends(cfg, need_no_uq=False)
+    t_load = time.perf_counter() - t0
     for spec in tqdm(specs, desc="push scenes", unit="scene"):
         if (spec.seed, spec.clutter) in finished:
             continue
+        t_scene = time.perf_counter()
         probes = run_scene(spec, env, kin, loaded, cfg, a)
-        done.append({"seed": spec.seed, "clutter": spec.clutter, "probes": probes})
+        done.append({"seed": spec.seed, "clutter": spec.clutter, "probes": probes,
+                     "wall_s": round(time.perf_counter() - t_scene, 1)})
         with partial.open("a") as f:
             f.write(json.dumps(done[-1]) + "\n")
     probes = [p for d in done for p in d["probes"]]
@@ -257,11 +302,13 @@ def main() -> None:
                                 text=True).stdout.strip())
     res = {"benchmark": "object_motion", "machine": platform.platform(), "cpu_count": os.cpu_count(),
            "command": "python bench/object_motion.py " + " ".join(sys.argv[1:]), "commit": commit, "dirty": dirty,
-           "model": a.model, "backend": a.backend, "note": a.note, "wall_s": round(time.perf_counter() - t0, 1),
+           "model": a.model, "backend": a.backend, "flow_steps": cfg.planning("vidplan").flow_steps, "note": a.note,
+           "wall_s": round(t_load + sum(d.get("wall_s", 0.0) for d in done), 1),
            "settings": {k: v for k, v in vars(a).items() if k not in ("out", "note")},
            "summary": summarize(probes, a), "probes": probes}
     out.with_suffix(".json").write_text(json.dumps(res, indent=1))
-    out.with_suffix(".md").write_text(markdown(res))
+    out.with_suffix(".md").write_text(markdown(res, out.with_suffix(".png").name))
+    plot(res, out.with_suffix(".png"))
     print(markdown(res))
 
 

@@ -331,6 +331,9 @@ def test_oracle_backend_reproduces_the_executed_chunk():
         env.step(1.0 / 15)
     assert np.linalg.norm(env.ee_pose()[:3, 3] - be.last_tcp[i, -1]) < 1e-3
     assert be.last_tcp[i, -1, 0] - pose[0] > 0.1  # it did move along +x (15 cm planned)
+    # the target object's positions per candidate and step: where the executed chunk left it (untouched here)
+    assert be.last_target.shape == (6, 5, 3)
+    assert np.linalg.norm(env.object_pose(env.layout.target.name)[:3] - be.last_target[i, -1]) < 1e-3
 
 
 def test_oracle_privileged_planner_picks_the_direction_towards_the_target():

@@ -56,7 +56,7 @@ from vidplan_sim.expert import ExpertOptions, SceneObservation, ScriptedExpert
 from vidplan_sim.scene import load_scene_config
 from vidplan_sim.tasks import sample_task
 
-__all__ = ["GenerateConfig", "GenerateError", "episode_name", "generate_dataset", "generate_episode"]
+__all__ = ["GenerateConfig", "GenerateError", "episode_draw", "episode_name", "generate_dataset", "generate_episode"]
 
 MANIFEST = "generate.json"
 T0_NS = 1_000_000_000  # first stamp: 1 s (a zero stamp means "unset" to many ROS tools)
@@ -121,8 +121,9 @@ def episode_name(i: int) -> str:
     return f"episode_{i:06d}"
 
 
-def _plan_episode(cfg: GenerateConfig, i: int, colours: list[str], shapes: list[str]) -> dict[str, Any]:
-    """Deterministic per-episode draws (seed, task, clutter)."""
+def episode_draw(cfg: GenerateConfig, i: int, colours: list[str], shapes: list[str]) -> dict[str, Any]:
+    """Deterministic draws of episode ``i``: ``{"seed", "task" (a Task), "clutter"}`` (a resumed run, and a
+    diagnostic that revisits the training scenes, gets the same ones)."""
     seed = cfg.seed + i
     rng = np.random.default_rng([cfg.seed, i, 7])
     kind = cfg.tasks[i % len(cfg.tasks)]  # in turn, so every kind appears in a handful of episodes
@@ -136,7 +137,7 @@ def generate_episode(env: Any, cfg: GenerateConfig, i: int, bag_path: Path) -> d
 
     Returns the episode info (also recorded on /vidplan/episode).
     """
-    plan = _plan_episode(cfg, i, env.cfg.colour_names, env.cfg.shape_names)
+    plan = episode_draw(cfg, i, env.cfg.colour_names, env.cfg.shape_names)
     task = plan["task"]
     env.reset(seed=plan["seed"], clutter=plan["clutter"], task=task)
     expert = ScriptedExpert(task, ExpertOptions(noise_std=list(cfg.noise_std), failure_prob=cfg.failure_prob,
