@@ -27,7 +27,7 @@ correlation of 0 and top-1 at the rate of picking a candidate at random (also re
 Run:  python bench/object_motion.py --model models/demo --backend onnxruntime --seed 55 --scenes 6
       [--clutter 0,1,2,3] [--set flow_steps=4] [--alt push_track_step_m=0] [--out bench/results/object_motion]
 Writes OUT.json (every probe's candidates), OUT.md and OUT.png (true vs read motion per candidate). Resumable: finished
-scenes are kept in OUT.partial.jsonl; a run whose scenes are all there only rewrites the summary.
+scenes are kept in OUT.partial.jsonl until the run is complete.
 """
 
 from __future__ import annotations
@@ -83,8 +83,8 @@ def heading_chunks(kin, q: np.ndarray, pose: np.ndarray, horizon: int, speed: fl
 def probe_metrics(true: np.ndarray, reading: np.ndarray, tol: float) -> dict:
     """Rank correlation, top-1 (the reading's first choice moves the target within ``tol`` [m] of the best) and
     mean absolute error [m] of one probe's candidates (N,)."""
-    rho = spearmanr(true, reading).statistic if np.ptp(reading) > 0 else 0.0  # a constant reading ranks nothing
-    return {"spearman": float(rho), "top1": bool(true[int(np.argmax(reading))] >= true.max() - tol),
+    rho = _rho(true, reading)  # a constant reading ranks nothing: 0
+    return {"spearman": rho, "top1": bool(true[int(np.argmax(reading))] >= true.max() - tol),
             "mae_m": float(np.mean(np.abs(true - reading)))}
 
 
@@ -185,6 +185,25 @@ def summarize(probes: list[dict], a) -> dict:
     return out
 
 
+def _rho(true, reading) -> float:
+    return float(spearmanr(true, reading).statistic) if np.ptp(reading) > 0 else 0.0
+
+
+def paired_difference(probes: list[dict], baseline: list[dict], a) -> dict:
+    """The imagined reading's Spearman here minus in ``baseline`` (another run's probes: the same scenes and branch
+    points, e.g. another flow-step count), over the branch points both have and use, with a bootstrap 95 % interval."""
+    base = {(p["seed"], p["clutter"], p["step"]): p for p in baseline}
+    d = [_rho(p["true"], p["read_imagined"]) - _rho(b["true"], b["read_imagined"]) for p in probes
+         if (b := base.get((p["seed"], p["clutter"], p["step"]))) is not None and np.ptp(p["true"]) >= a.min_spread_m
+         and np.allclose(p["true"], b["true"], atol=1e-4)]
+    if not d:
+        return {"pairs": 0}
+    rng = np.random.default_rng(0)
+    boot = [float(np.mean(rng.choice(d, len(d)))) for _ in range(4000)]
+    return {"pairs": len(d), "spearman_difference": round(float(np.mean(d)), 3),
+            "ci95": [round(float(np.percentile(boot, 2.5)), 3), round(float(np.percentile(boot, 97.5)), 3)]}
+
+
 def plot(res: dict, path: Path) -> None:
     """True motion vs each reading, one point per candidate of every probe used, one panel per reading."""
     import matplotlib
@@ -233,6 +252,10 @@ def markdown(res: dict, png: str | None = None) -> str:
         L.append(f"| {names[r]} | {x['spearman_mean']} {x['spearman_ci95']} | {x['top1_rate']} | {x['mae_m']} | "
                  f"{x['reading_spread_m']} |")
     L += [f"| a reading that ignores the action | 0 | {s['top1_random']} (random choice) | | 0 |", ""]
+    if "paired_vs_baseline" in s:
+        b = s["paired_vs_baseline"]
+        L += [f"Paired with `{b['baseline']}` (the same branch points): imagined Spearman here minus there "
+              f"{b.get('spearman_difference')} {b.get('ci95')} over {b['pairs']} branch points (95 % bootstrap).", ""]
     if res.get("note"):
         L += [res["note"], ""]
     if png:
@@ -264,6 +287,9 @@ def main() -> None:
     ap.add_argument("--alt", action="append", default=[], metavar="KEY=VALUE",
                     help="also read the motions with this score setting changed (a ScoreConfig field; repeatable), "
                          "e.g. push_track_step_m=0")
+    ap.add_argument("--baseline", default=None, metavar="JSON",
+                    help="another run's OUT.json on the same scenes: report the imagined reading's paired Spearman "
+                         "difference (this run − that one)")
     ap.add_argument("--out", default=str(RESULTS / "object_motion"))
     ap.add_argument("--note", default="")
     a = ap.parse_args()
@@ -284,6 +310,10 @@ def main() -> None:
     done = [json.loads(x) for x in partial.read_text().splitlines()] if partial.exists() else []
     finished = {(d["seed"], d["clutter"]) for d in done}
     t0 = time.perf_counter()
+    # the code that runs is what is checked out now (edits during a run of minutes do not make it dirty)
+    commit = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True).stdout.strip()
+    dirty = bool(subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], capture_output=True,
+                                text=True).stdout.strip())
     env, kin = SimEnv(width=cfg.width, height=cfg.height), PandaKinematics()
     loaded = load_backends(cfg, need_no_uq=False)
     t_load = time.perf_counter() - t0
@@ -297,18 +327,19 @@ def main() -> None:
         with partial.open("a") as f:
             f.write(json.dumps(done[-1]) + "\n")
     probes = [p for d in done for p in d["probes"]]
-    commit = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True).stdout.strip()
-    dirty = bool(subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], capture_output=True,
-                                text=True).stdout.strip())
     res = {"benchmark": "object_motion", "machine": platform.platform(), "cpu_count": os.cpu_count(),
            "command": "python bench/object_motion.py " + " ".join(sys.argv[1:]), "commit": commit, "dirty": dirty,
            "model": a.model, "backend": a.backend, "flow_steps": cfg.planning("vidplan").flow_steps, "note": a.note,
            "wall_s": round(t_load + sum(d.get("wall_s", 0.0) for d in done), 1),
            "settings": {k: v for k, v in vars(a).items() if k not in ("out", "note")},
            "summary": summarize(probes, a), "probes": probes}
+    if a.baseline:
+        res["summary"]["paired_vs_baseline"] = {"baseline": a.baseline, **paired_difference(
+            probes, json.loads(Path(a.baseline).read_text())["probes"], a)}
     out.with_suffix(".json").write_text(json.dumps(res, indent=1))
     out.with_suffix(".md").write_text(markdown(res, out.with_suffix(".png").name))
     plot(res, out.with_suffix(".png"))
+    partial.unlink()  # everything it held is in OUT.json
     print(markdown(res))
 
 
