@@ -46,19 +46,20 @@ import numpy as np
 from scipy.stats import spearmanr
 from tqdm import tqdm
 
+from vidplan_app.jobs.closed_loop import SimExecutor, observe_env
 from vidplan_app.jobs.closed_loop_config import ClosedLoopConfig, EpisodeSpec, episode_specs
 from vidplan_app.jobs.closed_loop_policies import ScriptedNominalPolicy, load_backends
 from vidplan_app.jobs.generate import GenerateConfig, episode_draw
-from vidplan_core.execution import IKOptions, JointPlan, plan_execution
+from vidplan_core.execution import IKOptions
 from vidplan_core.kinematics import PandaKinematics
 from vidplan_core.planning.config import parse_override
 from vidplan_core.planning.proposals import clip_to_workspace, integrate_twist
 from vidplan_core.planning.scoring import rollout_displacement
 from vidplan_core.runtime.base import PlanningContext
-from vidplan_core.spaces import CONTROL_RATE_HZ, MODEL_RATE_HZ, ROTATION_DIMS, EEChunk, model_stride, wrap_angle
+from vidplan_core.spaces import CONTROL_RATE_HZ, EEChunk, continuous_euler, model_stride, wrap_angle
 from vidplan_sim.env import SimEnv
 from vidplan_sim.expert import ExpertOptions, SceneObservation, ScriptedExpert
-from vidplan_sim.oracle import OracleBackend, execute_plan
+from vidplan_sim.oracle import OracleBackend
 from vidplan_sim.scene import load_scene_config
 
 RESULTS = Path(__file__).parent / "results"
@@ -103,10 +104,8 @@ def run_scene(spec, env, kin, loaded, cfg, a) -> list[dict]:
     nominal = ScriptedNominalPolicy(expert.plan(SceneObservation.from_env(env)), horizon, lambda: clock["k"])
     stride, target = model_stride(), env.layout.target.name
 
-    def observe():
-        return np.ascontiguousarray(views.prepare(env.render()).transpose(0, 3, 1, 2)), env.ee_action()
-
-    history = deque([observe()] * n_hist, maxlen=n_hist)
+    executor = SimExecutor(env, kin, pcfg.limits)
+    history = deque([observe_env(env, views)] * n_hist, maxlen=n_hist)
     probes, m, contacts = [], 0, 0
     while not nominal.done() and not env.task_success()[0]:
         tcp, obj = env.ee_pose()[:3, 3], env.object_pose(target)[:3]
@@ -119,18 +118,14 @@ def run_scene(spec, env, kin, loaded, cfg, a) -> list[dict]:
         if near:
             contacts += 1
         if near and (contacts - 1) % a.every == 0 and len(probes) < a.max_probes:
-            poses = np.stack([p for _, p in history])
-            for i in range(1, len(poses)):  # Euler continuity along the history, as the planner does
-                poses[i, list(ROTATION_DIMS)] = wrap_angle(poses[i, list(ROTATION_DIMS)],
-                                                           poses[i - 1, list(ROTATION_DIMS)])
+            poses = continuous_euler(np.stack([p for _, p in history]))
             cands = np.concatenate([expert_chunk[None], heading_chunks(kin, env.joint_positions(), pose, horizon,
                                                                        pc.basis_speed_mps, a.headings, pc)])
             ctx = PlanningContext(np.stack([f for f, _ in history]), poses, spec.instruction,
                                   seed=spec.seed * 1000 + m)
-            oracle.set_context(ctx)  # also the learned backend's context (the same history)
+            oracle.set_context(ctx)  # also the learned backend's context, which its rollout below uses
             out_true = oracle.rollout(cands)
             true_pos = oracle.last_target  # (N, H, 3)
-            learned.set_context(ctx)
             out_imag = learned.rollout(cands.astype(np.float32))
             read = {}
             for suffix, sc in (("", score_cfg), ("_alt", alt_cfg)):
@@ -147,17 +142,13 @@ def run_scene(spec, env, kin, loaded, cfg, a) -> list[dict]:
                            **{k: [round(float(x), 5) for x in v] for k, v in read.items()},
                            "rejected": list(oracle.last_problems)})
         # the expert's next model step, through the executor path (as the closed-loop 'scripted' variant runs it)
-        q = env.joint_positions()
-        res = plan_execution(EEChunk.from_actions(expert_chunk, dt=1.0 / MODEL_RATE_HZ), q, kin, pcfg.limits,
-                             "reject", IKOptions(), max_steps=1)
-        plan = res if isinstance(res, JointPlan) else None
-        execute_plan(env, plan, q)
-        if plan is not None and len(plan.gripper):
-            env.set_gripper(float(plan.gripper[0]))
+        grip, _ = executor.start(EEChunk.from_actions(expert_chunk), 1)
+        if len(grip):
+            env.set_gripper(float(grip[0]))
         for _ in range(stride):
             env.step(1.0 / CONTROL_RATE_HZ)
             clock["k"] += 1
-        history.append(observe())
+        history.append(observe_env(env, views))
         m += 1
     return probes
 

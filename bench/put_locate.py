@@ -63,7 +63,7 @@ def main() -> int:
 
     import torch
 
-    from vidplan_app.jobs.closed_loop import _observe
+    from vidplan_app.jobs.closed_loop import observe_env
     from vidplan_app.jobs.closed_loop_config import ClosedLoopConfig, episode_specs
     from vidplan_app.jobs.closed_loop_policies import load_backends, make_session
     from vidplan_core.eval.metrics import wilson_interval
@@ -87,7 +87,7 @@ def main() -> int:
         env.reset(seed=spec.seed, clutter=spec.clutter, task=spec.instruction)
         session = make_session("vidplan", cfg, loaded, kin, None, env)
         planner = session.planner
-        frames, pose = _observe(env, loaded.views)
+        frames, pose = observe_env(env, loaded.views)
         n = int(session.backend.num_history)
         session.plan(np.stack([frames] * n), np.stack([pose] * n), env.joint_positions(), spec.instruction,
                      seed=spec.seed * 1000)

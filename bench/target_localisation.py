@@ -62,7 +62,7 @@ def main() -> None:
     import torch
     from tqdm import tqdm
 
-    from vidplan_app.jobs.closed_loop import _observe
+    from vidplan_app.jobs.closed_loop import observe_env
     from vidplan_app.jobs.closed_loop_config import ClosedLoopConfig, episode_specs
     from vidplan_app.jobs.closed_loop_policies import load_backends, make_session
     from vidplan_core.kinematics import PandaKinematics
@@ -116,7 +116,7 @@ def main() -> None:
     for spec in tqdm(specs, desc="scenes"):
         env.reset(seed=spec.seed, clutter=spec.clutter, task=spec.instruction)
         session = make_session("vidplan", cfg, loaded, kin, None, env)
-        frames, pose = _observe(env, loaded.views)
+        frames, pose = observe_env(env, loaded.views)
         n_hist = int(backend.num_history)
         hist, poses = np.stack([frames] * n_hist), np.stack([pose] * n_hist)
         seed = spec.seed * 1000  # the closed loop's first cycle

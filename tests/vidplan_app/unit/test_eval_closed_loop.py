@@ -305,7 +305,7 @@ def test_eval_sim_cli_bad_input(tiny_bundle, tmp_path):
 def test_oracle_backend_reproduces_the_executed_chunk():
     """The oracle's rollout of a chunk ends where executing that chunk for real ends (< 1 mm), and leaves the scene
     as it found it."""
-    from vidplan_app.jobs.closed_loop import _Executor
+    from vidplan_app.jobs.closed_loop import SimExecutor
     from vidplan_core.kinematics import PandaKinematics
     from vidplan_core.planning.proposals import basis_velocity_proposals
     from vidplan_core.runtime.base import PlanningContext
@@ -325,7 +325,7 @@ def test_oracle_backend_reproduces_the_executed_chunk():
     assert out.semantic_score.shape == (6, 5) and np.isfinite(out.semantic_score).all()
     assert np.allclose(env.ee_pose(), T0) and env.time == 0.0  # restored
     i = props.labels.index("+x")
-    gripper, problem = _Executor(env, kin, SafetyLimits()).start(EEChunk.from_actions(props.actions[i]), 5)
+    gripper, problem = SimExecutor(env, kin, SafetyLimits()).start(EEChunk.from_actions(props.actions[i]), 5)
     assert problem == "" and len(gripper) == 5
     for _ in range(5 * 3):
         env.step(1.0 / 15)

@@ -36,6 +36,7 @@ __all__ = [
     "ActionNormalizer",
     "EEChunk",
     "ViewPreparation",
+    "continuous_euler",
     "crop_box_pixels",
     "crop_view",
     "euler_to_quat",
@@ -68,6 +69,17 @@ def model_stride(control_rate_hz: float = CONTROL_RATE_HZ, model_rate_hz: float 
 def wrap_angle(angle: Any, center: Any = 0.0) -> Any:
     """Wrap angles [rad] into ``[center − π, center + π)``; works on numpy arrays and torch tensors."""
     return (angle - center + np.pi) % (2 * np.pi) - np.pi + center
+
+
+def continuous_euler(poses: np.ndarray) -> np.ndarray:
+    """(T, 7) EE poses along a history with each one's Euler angles wrapped to within π of the previous one's (no
+    ±π jumps inside one planning context, as :class:`~vidplan_core.observation.ObservationHistory` keeps them);
+    a copy."""
+    out = np.array(poses, dtype=np.float64)
+    rot = list(ROTATION_DIMS)
+    for i in range(1, len(out)):
+        out[i, rot] = wrap_angle(out[i, rot], out[i - 1, rot])
+    return out
 
 
 def euler_to_quat(euler: np.ndarray) -> np.ndarray:

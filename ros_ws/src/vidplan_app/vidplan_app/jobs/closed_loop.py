@@ -89,11 +89,10 @@ from vidplan_core.planning.proposals import clip_to_workspace
 from vidplan_core.spaces import (
     CONTROL_RATE_HZ,
     MODEL_RATE_HZ,
-    ROTATION_DIMS,
     EEChunk,
     ViewPreparation,
+    continuous_euler,
     model_stride,
-    wrap_angle,
 )
 from vidplan_sim.env import SimEnv
 from vidplan_sim.expert import ExpertOptions, SceneObservation, ScriptedExpert
@@ -102,12 +101,12 @@ from vidplan_sim.scene import load_scene_config
 
 # The job's API in one place: its settings and variants are defined in closed_loop_config, the policies and sessions
 # in closed_loop_policies, the summary, table and plot in closed_loop_report.
-__all__ = ["DEFAULT_VARIANTS", "VARIANTS", "ClosedLoopConfig", "ClosedLoopError", "run_closed_loop", "run_episode",
-           "trace_path"]
+__all__ = ["DEFAULT_VARIANTS", "VARIANTS", "ClosedLoopConfig", "ClosedLoopError", "SimExecutor", "observe_env",
+           "run_closed_loop", "run_episode", "trace_path"]
 
 
 # ------------------------------------------------------------------------------------------------------ episode
-class _Executor:
+class SimExecutor:
     """The executor node's chunk path, in-process: THE execution core → the sim's trajectory controller."""
 
     def __init__(self, env: Any, kin: Any, limits: Any):
@@ -126,7 +125,7 @@ class _Executor:
         return res.gripper, res.truncated_reason
 
 
-def _observe(env: Any, views: Any, images: bool = True) -> tuple[np.ndarray | None, np.ndarray]:
+def observe_env(env: Any, views: Any, images: bool = True) -> tuple[np.ndarray | None, np.ndarray]:
     """(3 views, 3, h, w) uint8 frames as the model sees them (``views``: its
     :class:`~vidplan_core.spaces.ViewPreparation`; or None) and the (7,) EE pose with the command."""
     pose = env.ee_action()
@@ -180,9 +179,9 @@ def run_episode(env: Any, spec: EpisodeSpec, variant: str, cfg: ClosedLoopConfig
     uses_images = (session is not None and variant != "oracle+privileged") or variant == "bc"
     n_hist = (int(session.backend.num_history) if session is not None
               else int(nominal.policy.config.num_history) if variant == "bc" else 1)
-    executor = _Executor(env, kin, pcfg.limits)
+    executor = SimExecutor(env, kin, pcfg.limits)
     views = loaded.views if loaded is not None else ViewPreparation(16, 16)
-    frames, pose = _observe(env, views, images=uses_images)
+    frames, pose = observe_env(env, views, images=uses_images)
     # The robot stands still before the first plan: T identical observations are what the planner node would have.
     history: deque[tuple[np.ndarray | None, np.ndarray]] = deque([(frames, pose)] * n_hist, maxlen=n_hist)
     cycle, holds, plan_s, labels, problems, skipped, survival, fallbacks = 0, 0, [], {}, [], 0, [], 0
@@ -192,10 +191,7 @@ def run_episode(env: Any, spec: EpisodeSpec, variant: str, cfg: ClosedLoopConfig
     open_loop = pcfg.open_loop_steps
     while not success and clock["k"] < pcfg.episode_steps:
         if session is not None:
-            poses = np.stack([p for _, p in history])
-            for i in range(1, len(poses)):  # Euler continuity along the history (as ObservationHistory does)
-                poses[i, list(ROTATION_DIMS)] = wrap_angle(poses[i, list(ROTATION_DIMS)],
-                                                           poses[i - 1, list(ROTATION_DIMS)])
+            poses = continuous_euler(np.stack([p for _, p in history]))
             hist = (np.stack([f for f, _ in history]) if uses_images
                     else np.zeros((n_hist, 3, 3, 1, 1), np.uint8))  # oracle+privileged never looks at pixels
             t0 = time.perf_counter()
@@ -241,7 +237,7 @@ def run_episode(env: Any, spec: EpisodeSpec, variant: str, cfg: ClosedLoopConfig
             for _ in range(stride):
                 env.step(dt_ctrl)
                 clock["k"] += 1
-            frames, pose = _observe(env, views, images=uses_images)
+            frames, pose = observe_env(env, views, images=uses_images)
             history.append((frames, pose))
             success, reason = env.task_success()
             if success or clock["k"] >= pcfg.episode_steps:

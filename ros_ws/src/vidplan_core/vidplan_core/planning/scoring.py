@@ -715,20 +715,19 @@ def predicted_displacement(raws: list[torch.Tensor], views: tuple[int, ...], geo
     xy = torch.as_tensor(pts[:, :2])
     from_point = torch.as_tensor(np.hypot(ox[keep], oy[keep]) <= radius + 1e-9)  # (G,)
     along = xy @ torch.as_tensor(u)  # (G,) each cell's position along the motion [m]
-    cell = torch.zeros(n, dtype=torch.long)
-    at = torch.zeros(n, f, dtype=torch.float64)
-    first_seen = torch.ones(n, dtype=torch.bool)
-    for t in range(f):
-        if t == 0 or step <= 0:
-            allowed = from_point.expand(n, -1)
-        else:  # within step of the previous frame's cell
-            allowed = torch.cdist(xy[cell], xy) <= step + 1e-9  # (N, G)
+    def best_allowed(t: int, allowed: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         best = torch.where(allowed, total[:, t], torch.full_like(total[:, t], -torch.inf)).max(-1)
-        seen = torch.isfinite(best.values)
-        cell = torch.where(seen, best.indices, cell)
-        at[:, t] = along[cell] if t == 0 else torch.where(seen, along[cell], at[:, t - 1])
-        if t == 0:
-            first_seen = seen
+        return best.indices, torch.isfinite(best.values)
+
+    at = torch.zeros(n, f, dtype=torch.float64)
+    cell, first_seen = best_allowed(0, from_point.expand(n, -1))
+    at[:, 0] = along[cell]
+    for t in range(1, f):
+        # within step of the previous frame's cell (step 0: around the point, as in the first frame)
+        allowed = torch.cdist(xy[cell], xy) <= step + 1e-9 if step > 0 else from_point.expand(n, -1)  # (N, G)
+        idx, seen = best_allowed(t, allowed)
+        cell = torch.where(seen, idx, cell)
+        at[:, t] = torch.where(seen, along[cell], at[:, t - 1])
     # a candidate whose first frame has no allowed cell in any view has no start to measure from: no motion
     return torch.where(first_seen[:, None], at - at[:, :1], torch.zeros_like(at))
 
